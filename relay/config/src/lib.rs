@@ -1,0 +1,29 @@
+//! relay's TOML config: schema, defaults, and validation whose errors name
+//! the file, line, column and dotted key, e.g.
+//! `relay.toml:7:14: cache.chunk_size: must be a power of two between 4 KiB and 64 MiB, got 1000`.
+//!
+//! # Layout
+//!
+//! - [`schema`]: the validated [`Config`] and its sections, defaults and bounds.
+//! - [`load`](Config::load) / [`from_str`](Config::from_str) (module `load`):
+//!   TOML syntax, then the schema via serde, then value checks.
+//! - `raw`: the serde mirror of the file; unknown keys are refused, validated
+//!   values keep their `toml::Spanned` position.
+//! - [`bytesize`]: [`ByteSize`], sizes written as `4096` or `"64 KiB"`.
+//! - [`error`]: [`ConfigError`] and byte-offset to line:column mapping.
+//!
+//! The documented default config is `config/relay.toml` at the repository root;
+//! a test parses it.
+
+pub mod bytesize;
+pub mod error;
+mod load;
+mod raw;
+pub mod schema;
+
+pub use bytesize::ByteSize;
+pub use error::{ConfigError, Diagnostic, ErrorKind};
+pub use schema::{CacheConfig, Config, OriginConfig, ServerConfig, SteerConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! From text to [`Config`]: TOML syntax, then the schema, then the values.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use relay_proto::{Limits, MAX_HEADERS_CAP};
+use toml::Spanned;
+
+use crate::bytesize::ByteSize;
+use crate::error::{ConfigError, ErrorKind, Source};
+use crate::raw::{RawCache, RawConfig, RawServer, RawSteer};
+use crate::schema::*;
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`, then checks that
+    /// `origin.directory` is an existing directory and makes it canonical.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let file = path.display().to_string();
+        let src = Source {
+            text: &text,
+            file: &file,
+        };
+        let (mut config, directory_span) = parse(src, base_dir)?;
+        let directory = &config.origin.directory;
+        let canonical = fs::canonicalize(directory).map_err(|e| {
+            src.invalid(
+                "origin.directory",
+                Some(directory_span.clone()),
+                format!("cannot open {}: {e}", directory.display()),
+            )
+        })?;
+        if !canonical.is_dir() {
+            return Err(src.invalid(
+                "origin.directory",
+                Some(directory_span),
+                format!("{} is not a directory", canonical.display()),
+            ));
+        }
+        config.origin.directory = canonical;
+        Ok(config)
+    }
+
+    /// Parses and validates config text without touching the filesystem.
+    /// A relative `origin.directory` is joined to `base_dir`; `file_name`
+    /// only labels error messages.
+    pub fn from_str(text: &str, base_dir: &Path, file_name: &str) -> Result<Config, ConfigError> {
+        let src = Source {
+            text,
+            file: file_name,
+        };
+        parse(src, base_dir).map(|(config, _)| config)
+    }
+}
+
+/// The config and the span of `origin.directory` (for `load`'s checks).
+fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), ConfigError> {
+    // Syntax first, so that every later error is about the schema.
+    toml::from_str::<toml::Table>(src.text).map_err(|e| src.syntax(&e))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(src.text))
+        .map_err(|e| src.schema(&e))?;
+
+    let server = server(src, raw.server)?;
+    let cache = cache(src, raw.cache)?;
+    let steer = steer(src, raw.steer)?;
+    let Some(origin) = raw.origin else {
+        return Err(src.error(
+            ErrorKind::MissingKey,
+            "origin.directory",
+            None,
+            "missing required key (the directory to serve objects from)",
+        ));
+    };
+    let span = origin.directory.span();
+    let directory = origin.directory.into_inner();
+    if directory.is_empty() {
+        return Err(src.invalid("origin.directory", Some(span), "must not be empty"));
+    }
+    let config = Config {
+        server,
+        cache,
+        origin: OriginConfig {
+            directory: base_dir.join(directory),
+        },
+        steer,
+    };
+    Ok((config, span))
+}
+
+/// A validated field: the value, or the default when the key is absent.
+fn check<T, U>(
+    src: Source<'_>,
+    key: &str,
+    field: Option<Spanned<T>>,
+    default: U,
+    validate: impl FnOnce(T) -> Result<U, String>,
+) -> Result<(U, Option<Range<usize>>), ConfigError> {
+    match field {
+        None => Ok((default, None)),
+        Some(field) => {
+            let span = field.span();
+            validate(field.into_inner())
+                .map(|value| (value, Some(span.clone())))
+                .map_err(|message| src.invalid(key, Some(span), message))
+        }
+    }
+}
+
+fn in_range(lo: u64, hi: u64) -> impl FnOnce(u64) -> Result<u64, String> {
+    move |v| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("must be between {lo} and {hi}, got {v}"))
+        }
+    }
+}
+
+fn to_usize(v: u64) -> Result<usize, String> {
+    usize::try_from(v).map_err(|_| format!("{v} does not fit this platform"))
+}
+
+fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+    let defaults = ServerConfig::default();
+    let (listen, _) = check(src, "server.listen", raw.listen, defaults.listen, |s| {
+        parse_listen(&s)
+    })?;
+    let (workers, _) = check(src, "server.workers", raw.workers, defaults.workers, |v| {
+        in_range(0, MAX_WORKERS as u64)(v).and_then(to_usize)
+    })?;
+    let (max_connections, _) = check(
+        src,
+        "server.max_connections",
+        raw.max_connections,
+        defaults.max_connections,
+        |v| in_range(1, MAX_CONNECTIONS as u64)(v).and_then(to_usize),
+    )?;
+    let (header_timeout_ms, _) = check(
+        src,
+        "server.header_timeout_ms",
+        raw.header_timeout_ms,
+        defaults.header_timeout_ms,
+        in_range(1, MAX_TIMEOUT_MS),
+    )?;
+    let (idle_timeout_ms, _) = check(
+        src,
+        "server.idle_timeout_ms",
+        raw.idle_timeout_ms,
+        defaults.idle_timeout_ms,
+        in_range(1, MAX_TIMEOUT_MS),
+    )?;
+
+    let limits = raw.limits;
+    let (max_head_bytes, head_span) = check(
+        src,
+        "server.limits.max_head_bytes",
+        limits.max_head_bytes,
+        Limits::DEFAULT.max_head_bytes as u64,
+        |size: ByteSize| bytes_in_range(size, HEAD_BYTES_RANGE.0, HEAD_BYTES_RANGE.1),
+    )?;
+    let (max_headers, _) = check(
+        src,
+        "server.limits.max_headers",
+        limits.max_headers,
+        Limits::DEFAULT.max_headers,
+        |v| in_range(1, MAX_HEADERS_CAP as u64)(v).and_then(to_usize),
+    )?;
+    let (max_uri_bytes, uri_span) = check(
+        src,
+        "server.limits.max_uri_bytes",
+        limits.max_uri_bytes,
+        Limits::DEFAULT.max_uri_bytes as u64,
+        |size: ByteSize| bytes_in_range(size, MIN_URI_BYTES, HEAD_BYTES_RANGE.1),
+    )?;
+    if max_uri_bytes > max_head_bytes {
+        // Blame whichever of the two the file sets (the URI limit if both).
+        let (uri, head) = (ByteSize(max_uri_bytes), ByteSize(max_head_bytes));
+        return Err(if uri_span.is_some() || head_span.is_none() {
+            src.invalid(
+                "server.limits.max_uri_bytes",
+                uri_span,
+                format!("must not exceed server.limits.max_head_bytes ({head}), got {uri}"),
+            )
+        } else {
+            src.invalid(
+                "server.limits.max_head_bytes",
+                head_span,
+                format!("must be at least server.limits.max_uri_bytes ({uri}), got {head}"),
+            )
+        });
+    }
+    let to_usize = |v: u64, key: &str, span| to_usize(v).map_err(|m| src.invalid(key, span, m));
+    Ok(ServerConfig {
+        listen,
+        workers,
+        max_connections,
+        header_timeout_ms,
+        idle_timeout_ms,
+        limits: Limits {
+            max_head_bytes: to_usize(max_head_bytes, "server.limits.max_head_bytes", None)?,
+            max_headers,
+            max_uri_bytes: to_usize(max_uri_bytes, "server.limits.max_uri_bytes", None)?,
+        },
+    })
+}
+
+fn bytes_in_range(size: ByteSize, lo: u64, hi: u64) -> Result<u64, String> {
+    if (lo..=hi).contains(&size.0) {
+        Ok(size.0)
+    } else {
+        Err(format!(
+            "must be between {} and {}, got {size}",
+            ByteSize(lo),
+            ByteSize(hi)
+        ))
+    }
+}
+
+/// `host:port` with an IP address; names are not resolved.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "expected an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\"";
+    match text.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_err() => Err(format!(
+            "{hint}; the port must be a number from 0 to 65535, got {text:?}"
+        )),
+        _ => Err(format!("{hint}, got {text:?}")),
+    }
+}
+
+fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+    let defaults = CacheConfig::default();
+    let (chunk_size, _) = check(
+        src,
+        "cache.chunk_size",
+        raw.chunk_size,
+        defaults.chunk_size,
+        |size: ByteSize| {
+            let (lo, hi) = CHUNK_SIZE_RANGE;
+            if size.0.is_power_of_two() && (lo..=hi).contains(&size.0) {
+                Ok(size.0)
+            } else {
+                Err(format!(
+                    "must be a power of two between {} and {}, got {size}",
+                    ByteSize(lo),
+                    ByteSize(hi)
+                ))
+            }
+        },
+    )?;
+    let (memory_bytes, _) = check(
+        src,
+        "cache.memory_bytes",
+        raw.memory_bytes,
+        defaults.memory_bytes,
+        |size: ByteSize| {
+            if size.0 >= chunk_size {
+                Ok(size.0)
+            } else {
+                Err(format!(
+                    "must be at least cache.chunk_size ({}), got {size}",
+                    ByteSize(chunk_size)
+                ))
+            }
+        },
+    )?;
+    if memory_bytes < chunk_size {
+        // Only reachable with the default memory size and a larger chunk.
+        return Err(src.invalid(
+            "cache.memory_bytes",
+            None,
+            format!(
+                "the default ({}) is smaller than cache.chunk_size ({}); set it",
+                ByteSize(memory_bytes),
+                ByteSize(chunk_size)
+            ),
+        ));
+    }
+    Ok(CacheConfig {
+        chunk_size,
+        memory_bytes,
+    })
+}
+
+fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
+    let (pin_root, _) = check(
+        src,
+        "steer.pin_root",
+        raw.pin_root,
+        SteerConfig::default().pin_root,
+        |s| {
+            let path = PathBuf::from(&s);
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(format!("must be an absolute path, got {s:?}"))
+            }
+        },
+    )?;
+    Ok(SteerConfig { pin_root })
+}

@@ -1,0 +1,163 @@
+//! The `relay` binary: command line, config loading, signals. The work happens in the
+//! libraries: `relay_server` (data plane), `relay_steer` (XDP), `relay_config`.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use relay_config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "A caching edge relay for Linux edge servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP on the configured address until SIGTERM or SIGINT.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; errors name the key and line (exit status 2).
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Load, attach, inspect and remove the XDP steering program.
+    Steer {
+        #[command(subcommand)]
+        command: SteerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SteerCommand {
+    /// Attach the embedded XDP program to an interface, pinned so it outlives this command.
+    Attach {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value_t = Mode::Default)]
+        mode: Mode,
+        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+    /// Detach the program from an interface and remove its pins.
+    Detach {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+    /// Print the per-verdict packet counters of every attached interface.
+    Status {
+        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Let the kernel choose (native where the driver supports it).
+    Default,
+    /// Generic XDP in the network stack (works on every device).
+    Skb,
+    /// Native XDP in the driver.
+    Native,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Steer { command } => steer(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let workers = config.server.effective_workers();
+    // Block the stop signals before any worker thread starts, so they reach only this thread.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let listeners = relay_server::bind(config.server.listen, workers)?;
+    let server = relay_server::serve(config, listeners)?;
+    eprintln!(
+        "relay: listening on http://{} ({workers} workers)",
+        server.local_addr()
+    );
+    if let Some(sig) = signals.forever().next() {
+        eprintln!("relay: signal {sig}: finishing in-flight responses");
+    }
+    server.shutdown();
+    server.join().context("worker failed")?;
+    eprintln!("relay: stopped");
+    Ok(())
+}
+
+fn steer(command: SteerCommand) -> Result<()> {
+    match command {
+        SteerCommand::Attach {
+            iface,
+            mode,
+            pin_root,
+        } => {
+            let mode = match mode {
+                Mode::Default => relay_steer::Mode::Default,
+                Mode::Skb => relay_steer::Mode::Skb,
+                Mode::Native => relay_steer::Mode::Native,
+            };
+            relay_steer::attach(&iface, mode, &pin_root)?;
+            println!("attached to {iface} (pinned under {})", pin_root.display());
+        }
+        SteerCommand::Detach { iface, pin_root } => {
+            relay_steer::detach(&iface, &pin_root)?;
+            println!("detached from {iface}");
+        }
+        SteerCommand::Status { pin_root } => {
+            let all = relay_steer::status(&pin_root)?;
+            if all.is_empty() {
+                println!("no interface attached (pin root {})", pin_root.display());
+            }
+            for s in all {
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}

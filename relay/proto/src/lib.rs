@@ -1,0 +1,31 @@
+//! Sans-IO HTTP/1.1 for relay (RFC 9110 semantics, RFC 9112 framing).
+//!
+//! Nothing here touches a socket or reads a clock: the caller hands in bytes and
+//! the current time, and gets back parsed requests and encoded response heads.
+//!
+//! # Layout
+//!
+//! - [`request`]: [`parse_request`] turns the bytes of a request head into a
+//!   borrowed [`Request`], enforcing [`Limits`] and the request-smuggling
+//!   defences; every [`ParseError`] maps to a status to answer with before
+//!   closing.
+//! - [`range`]: `Range: bytes=..` into at most [`range::MAX_RANGES`] byte
+//!   ranges, without allocating.
+//! - [`conditional`]: `If-None-Match`, `If-Modified-Since` and `If-Range`
+//!   evaluated in RFC 9110 §13.2.2 order.
+//! - [`response`]: response heads encoded into a caller's buffer, reason
+//!   phrases, canned error responses and the once-a-second [`DateCache`].
+//! - [`multipart`]: `multipart/byteranges` part heads and the exact body length
+//!   for multi-range responses.
+//!
+//! The fuzz target for [`parse_request`] lives in `fuzz/` (cargo-fuzz layout,
+//! its own workspace).
+
+pub mod conditional;
+pub mod multipart;
+pub mod range;
+pub mod request;
+pub mod response;
+
+pub use request::{Limits, MAX_HEADERS_CAP, Method, ParseError, Parsed, Request, parse_request};
+pub use response::{ContentRange, DateCache, ResponseHead, error_response, reason_phrase};

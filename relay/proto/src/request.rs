@@ -1,0 +1,1032 @@
+//! Request-head parsing: bytes in, a borrowed [`Request`] or a status to close with.
+//!
+//! [`parse_request`] is called each time more bytes arrive. It returns
+//! [`Parsed::Partial`] until the head is complete, then [`Parsed::Complete`]
+//! with the head length so pipelined requests can be parsed from
+//! `buf[head_len + content_length..]`. Parsing uses `httparse` with a stack array
+//! of header slots and never allocates.
+//!
+//! Limits are checked on partial input too, so a peer cannot make the caller
+//! buffer more than [`Limits::max_head_bytes`] before being answered.
+
+use std::mem::MaybeUninit;
+
+use crate::response::reason_phrase;
+
+/// Hard ceiling on [`Limits::max_headers`]: the size of the stack array of header slots.
+pub const MAX_HEADERS_CAP: usize = 100;
+
+/// Size limits on one request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted head (request line, header fields, final CRLF); longer → 431.
+    pub max_head_bytes: usize,
+    /// Most header fields accepted; more → 431. Values above [`MAX_HEADERS_CAP`] act as it.
+    pub max_headers: usize,
+    /// Longest accepted request-target; longer → 414.
+    pub max_uri_bytes: usize,
+}
+
+impl Limits {
+    /// 16 KiB heads, 64 header fields, 8 KiB request-targets.
+    pub const DEFAULT: Limits = Limits {
+        max_head_bytes: 16 * 1024,
+        max_headers: 64,
+        max_uri_bytes: 8 * 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The request method, as far as relay cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `HEAD`.
+    Head,
+    /// Any other valid method token; see [`Request::method_str`].
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        // Methods are case-sensitive (RFC 9110 §9.1).
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// A parsed request head, borrowing from the input buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The method, classified.
+    pub method: Method,
+    /// The method token as sent.
+    pub method_str: &'a str,
+    /// The request-target as sent.
+    pub target: &'a str,
+    /// The target's path without query or fragment. Absolute-form targets give
+    /// their path (`/` if they have none); `*` (OPTIONS only) gives `*`;
+    /// authority-form (CONNECT only) gives the empty string.
+    pub path: &'a str,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Whether the connection stays open after this exchange (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// Length of the body following the head (0 if none); the caller skips it.
+    pub content_length: u64,
+    /// The `Host` field value.
+    pub host: Option<&'a [u8]>,
+    /// The `Range` field value.
+    pub range: Option<&'a [u8]>,
+    /// The `If-Range` field value.
+    pub if_range: Option<&'a [u8]>,
+    /// The `If-None-Match` field value.
+    pub if_none_match: Option<&'a [u8]>,
+    /// The `If-Modified-Since` field value.
+    pub if_modified_since: Option<&'a [u8]>,
+}
+
+/// Outcome of [`parse_request`] on the bytes received so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// The head is not complete yet: read more and call again with the whole buffer.
+    Partial,
+    /// A complete head of `head_len` bytes (leading empty lines included).
+    Complete {
+        /// The request.
+        request: Request<'a>,
+        /// Bytes of `buf` taken by the head; the body (if any) starts here.
+        head_len: usize,
+    },
+}
+
+/// Why a request was refused. Each one means: answer with [`ParseError::status`]
+/// and close the connection.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// The head is longer than [`Limits::max_head_bytes`].
+    #[error("request head exceeds the size limit")]
+    HeadTooLarge,
+    /// More header fields than [`Limits::max_headers`].
+    #[error("request has more header fields than allowed")]
+    TooManyHeaders,
+    /// The request-target is longer than [`Limits::max_uri_bytes`].
+    #[error("request-target exceeds the length limit")]
+    UriTooLong,
+    /// The request line is not `method SP request-target SP HTTP-version CRLF`.
+    #[error("malformed request line")]
+    InvalidRequestLine,
+    /// The request-target is not in a form relay accepts for this method.
+    #[error("malformed request-target")]
+    InvalidTarget,
+    /// A header line is malformed: bad name or value bytes, whitespace before
+    /// the colon, obsolete line folding.
+    #[error("malformed header field")]
+    InvalidHeader,
+    /// An HTTP version other than 1.0 or 1.1.
+    #[error("unsupported HTTP version")]
+    UnsupportedVersion,
+    /// `Content-Length` is not a plain decimal number that fits in 64 bits.
+    #[error("invalid Content-Length")]
+    InvalidContentLength,
+    /// Several `Content-Length` fields with different values.
+    #[error("conflicting Content-Length fields")]
+    ConflictingContentLength,
+    /// Both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3).
+    #[error("both Transfer-Encoding and Content-Length")]
+    TransferEncodingWithContentLength,
+    /// `Transfer-Encoding` in an HTTP/1.0 request (RFC 9112 §6.1).
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TransferEncodingHttp10,
+    /// `Transfer-Encoding` on a request: relay does not read chunked bodies.
+    #[error("request bodies with Transfer-Encoding are not supported")]
+    TransferEncodingUnsupported,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    #[error("HTTP/1.1 request without Host")]
+    MissingHost,
+    /// More than one `Host` field.
+    #[error("more than one Host field")]
+    MultipleHost,
+    /// A field relay reads that must appear at most once appears again.
+    #[error("header field {0} repeated")]
+    DuplicateHeader(&'static str),
+}
+
+impl ParseError {
+    /// Status code to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::HeadTooLarge | ParseError::TooManyHeaders => 431,
+            ParseError::UriTooLong => 414,
+            ParseError::UnsupportedVersion => 505,
+            ParseError::TransferEncodingUnsupported => 501,
+            ParseError::InvalidRequestLine
+            | ParseError::InvalidTarget
+            | ParseError::InvalidHeader
+            | ParseError::InvalidContentLength
+            | ParseError::ConflictingContentLength
+            | ParseError::TransferEncodingWithContentLength
+            | ParseError::TransferEncodingHttp10
+            | ParseError::MissingHost
+            | ParseError::MultipleHost
+            | ParseError::DuplicateHeader(_) => 400,
+        }
+    }
+
+    /// Reason phrase of [`ParseError::status`].
+    pub fn reason(&self) -> &'static str {
+        reason_phrase(self.status())
+    }
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// Returns [`Parsed::Partial`] when more bytes are needed; never an error for
+/// a prefix of a valid request that is within `limits`.
+pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, ParseError> {
+    // Parse only as much as a head may take: a complete head inside the window
+    // is within the limit, a partial one with more bytes behind it is not.
+    let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
+    let mut slots = [MaybeUninit::<httparse::Header<'a>>::uninit(); MAX_HEADERS_CAP];
+    let slots = slots
+        .get_mut(..limits.max_headers.min(MAX_HEADERS_CAP))
+        .unwrap_or_default();
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(window, slots) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let request = interpret(&parsed, limits)?;
+            Ok(Parsed::Complete { request, head_len })
+        }
+        Ok(httparse::Status::Partial) => {
+            if partial_target_len(window) > limits.max_uri_bytes {
+                Err(ParseError::UriTooLong)
+            } else if buf.len() > window.len() {
+                Err(ParseError::HeadTooLarge)
+            } else {
+                Ok(Parsed::Partial)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(ParseError::TooManyHeaders),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue) => {
+            Err(ParseError::InvalidHeader)
+        }
+        Err(httparse::Error::Version) => Err(version_error(window)),
+        Err(httparse::Error::NewLine) => Err(newline_error(window)),
+        Err(httparse::Error::Token | httparse::Error::Status) => {
+            Err(ParseError::InvalidRequestLine)
+        }
+    }
+}
+
+/// Builds a [`Request`] from a complete httparse head and applies the checks
+/// httparse leaves to us.
+fn interpret<'a>(
+    parsed: &httparse::Request<'_, 'a>,
+    limits: &Limits,
+) -> Result<Request<'a>, ParseError> {
+    let (Some(method_str), Some(target), Some(version)) =
+        (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(ParseError::InvalidRequestLine);
+    };
+    if target.len() > limits.max_uri_bytes {
+        return Err(ParseError::UriTooLong);
+    }
+    let method = Method::from_token(method_str);
+    let path = target_path(method_str, target)?;
+
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut host = None;
+    let mut connection = ConnectionTokens::default();
+    let mut range = None;
+    let mut if_range = None;
+    let mut if_none_match = None;
+    let mut if_modified_since = None;
+
+    for header in parsed.headers.iter() {
+        let value = header.value;
+        match FieldName::classify(header.name) {
+            FieldName::ContentLength => {
+                let n = parse_content_length(value)?;
+                if content_length.is_some_and(|seen| seen != n) {
+                    return Err(ParseError::ConflictingContentLength);
+                }
+                content_length = Some(n);
+            }
+            FieldName::TransferEncoding => transfer_encoding = true,
+            FieldName::Host => {
+                if host.replace(value).is_some() {
+                    return Err(ParseError::MultipleHost);
+                }
+            }
+            FieldName::Connection => connection.scan(value),
+            FieldName::Range => set_once(&mut range, value, "Range")?,
+            FieldName::IfRange => set_once(&mut if_range, value, "If-Range")?,
+            FieldName::IfNoneMatch => set_once(&mut if_none_match, value, "If-None-Match")?,
+            FieldName::IfModifiedSince => {
+                set_once(&mut if_modified_since, value, "If-Modified-Since")?;
+            }
+            FieldName::Other => {}
+        }
+    }
+
+    if transfer_encoding {
+        return Err(if content_length.is_some() {
+            ParseError::TransferEncodingWithContentLength
+        } else if version == 0 {
+            ParseError::TransferEncodingHttp10
+        } else {
+            ParseError::TransferEncodingUnsupported
+        });
+    }
+    if version == 1 && host.is_none() {
+        return Err(ParseError::MissingHost);
+    }
+    let keep_alive = match version {
+        0 => connection.keep_alive && !connection.close,
+        _ => !connection.close,
+    };
+
+    Ok(Request {
+        method,
+        method_str,
+        target,
+        path,
+        version,
+        keep_alive,
+        content_length: content_length.unwrap_or(0),
+        host,
+        range,
+        if_range,
+        if_none_match,
+        if_modified_since,
+    })
+}
+
+/// The header fields the parser looks at.
+enum FieldName {
+    ContentLength,
+    TransferEncoding,
+    Host,
+    Connection,
+    Range,
+    IfRange,
+    IfNoneMatch,
+    IfModifiedSince,
+    Other,
+}
+
+impl FieldName {
+    fn classify(name: &str) -> FieldName {
+        // Dispatch on length first so most fields cost one comparison.
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+        match name.len() {
+            4 if is("host") => FieldName::Host,
+            5 if is("range") => FieldName::Range,
+            8 if is("if-range") => FieldName::IfRange,
+            10 if is("connection") => FieldName::Connection,
+            13 if is("if-none-match") => FieldName::IfNoneMatch,
+            14 if is("content-length") => FieldName::ContentLength,
+            17 if is("transfer-encoding") => FieldName::TransferEncoding,
+            17 if is("if-modified-since") => FieldName::IfModifiedSince,
+            _ => FieldName::Other,
+        }
+    }
+}
+
+/// `close` and `keep-alive` options seen across all `Connection` fields.
+#[derive(Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    fn scan(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = trim_ows(token);
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            }
+        }
+    }
+}
+
+fn set_once<'a>(
+    slot: &mut Option<&'a [u8]>,
+    value: &'a [u8],
+    name: &'static str,
+) -> Result<(), ParseError> {
+    // These fields are singletons (or, for If-None-Match, a list a client
+    // sends in one line); two copies are ambiguous, so refuse rather than guess.
+    match slot.replace(value) {
+        Some(_) => Err(ParseError::DuplicateHeader(name)),
+        None => Ok(()),
+    }
+}
+
+/// `Content-Length = 1*DIGIT`, nothing else: no sign, no list, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
+    if value.is_empty() {
+        return Err(ParseError::InvalidContentLength);
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::InvalidContentLength);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(ParseError::InvalidContentLength)?;
+    }
+    Ok(n)
+}
+
+/// The path relay routes on, per request-target form (RFC 9112 §3.2).
+fn target_path<'a>(method: &str, target: &'a str) -> Result<&'a str, ParseError> {
+    if target.starts_with('/') {
+        return Ok(strip_query(target));
+    }
+    if let Some(rest) = strip_http_scheme(target) {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if authority_end == 0 {
+            return Err(ParseError::InvalidTarget);
+        }
+        let path = strip_query(rest.get(authority_end..).unwrap_or(""));
+        return Ok(if path.is_empty() { "/" } else { path });
+    }
+    match (method, target) {
+        ("OPTIONS", "*") => Ok("*"),
+        ("CONNECT", _) => Ok(""),
+        _ => Err(ParseError::InvalidTarget),
+    }
+}
+
+fn strip_query(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or(target)
+}
+
+/// The part after `http://` or `https://` (scheme case-insensitive), if any.
+fn strip_http_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        if head.eq_ignore_ascii_case(scheme) {
+            target.get(scheme.len()..)
+        } else {
+            None
+        }
+    })
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The request line's bytes: leading empty lines skipped, up to (not
+/// including) the first LF or the end of the input.
+fn request_line(buf: &[u8]) -> &[u8] {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf.get(start..).unwrap_or_default();
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    line.get(..end).unwrap_or_default()
+}
+
+/// Length of the request-target received so far (0 if it has not started).
+fn partial_target_len(buf: &[u8]) -> usize {
+    let line = request_line(buf);
+    let Some(method_end) = line.iter().position(|&b| b == b' ') else {
+        return 0;
+    };
+    let target = line.get(method_end + 1..).unwrap_or_default();
+    target
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r')
+        .unwrap_or(target.len())
+}
+
+/// The request line's third field, if it has started.
+fn version_field(buf: &[u8]) -> &[u8] {
+    let mut fields = request_line(buf).splitn(3, |&b| b == b' ');
+    let version = fields.nth(2).unwrap_or_default();
+    version.strip_suffix(b"\r").unwrap_or(version)
+}
+
+/// httparse reports any version but 1.0 and 1.1 as a `Version` error: a
+/// well-formed `HTTP/<digit>...` is a version we do not speak (505), anything
+/// else is a malformed request line (400).
+fn version_error(buf: &[u8]) -> ParseError {
+    match version_field(buf) {
+        [b'H', b'T', b'T', b'P', b'/', d, ..] if d.is_ascii_digit() => {
+            ParseError::UnsupportedVersion
+        }
+        _ => ParseError::InvalidRequestLine,
+    }
+}
+
+/// A `NewLine` error is in the request line (junk after the version) or at a
+/// header line's end (a lone CR). A version field of exactly `HTTP/1.x` means
+/// the request line ended cleanly, so the fault is in the headers.
+fn newline_error(buf: &[u8]) -> ParseError {
+    match version_field(buf) {
+        b"HTTP/1.1" | b"HTTP/1.0" => ParseError::InvalidHeader,
+        _ => ParseError::InvalidRequestLine,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &[u8]) -> Result<Parsed<'_>, ParseError> {
+        parse_request(buf, &Limits::default())
+    }
+
+    fn complete(buf: &[u8]) -> (Request<'_>, usize) {
+        match parse(buf) {
+            Ok(Parsed::Complete { request, head_len }) => (request, head_len),
+            other => panic!("expected a complete request, got {other:?}"),
+        }
+    }
+
+    fn err(buf: &[u8]) -> ParseError {
+        match parse(buf) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    const GET: &[u8] = b"GET /videos/a.mp4?t=3 HTTP/1.1\r\n\
+        Host: example.com\r\n\
+        Range: bytes=0-99\r\n\
+        If-Range: \"abc\"\r\n\
+        If-None-Match: W/\"x\", \"y\"\r\n\
+        If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+        User-Agent: test\r\n\
+        \r\n";
+
+    #[test]
+    fn valid_get() {
+        let (r, head_len) = complete(GET);
+        assert_eq!(head_len, GET.len());
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.method_str, "GET");
+        assert_eq!(r.target, "/videos/a.mp4?t=3");
+        assert_eq!(r.path, "/videos/a.mp4");
+        assert_eq!(r.version, 1);
+        assert!(r.keep_alive);
+        assert_eq!(r.content_length, 0);
+        assert_eq!(r.host, Some(&b"example.com"[..]));
+        assert_eq!(r.range, Some(&b"bytes=0-99"[..]));
+        assert_eq!(r.if_range, Some(&b"\"abc\""[..]));
+        assert_eq!(r.if_none_match, Some(&b"W/\"x\", \"y\""[..]));
+        assert_eq!(
+            r.if_modified_since,
+            Some(&b"Sun, 06 Nov 1994 08:49:37 GMT"[..])
+        );
+    }
+
+    #[test]
+    fn valid_head_and_other_methods() {
+        let (r, _) = complete(b"HEAD / HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert_eq!(
+            (r.method, r.path, r.host),
+            (Method::Head, "/", Some(&b"a"[..]))
+        );
+        assert_eq!(r.range, None);
+        let (r, _) = complete(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(
+            (r.method, r.method_str, r.content_length),
+            (Method::Other, "POST", 5)
+        );
+        // Methods are case-sensitive.
+        let (r, _) = complete(b"get / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.method, Method::Other);
+        // Bare LF line endings are accepted (RFC 9112 §2.2).
+        let (r, n) = complete(b"GET / HTTP/1.1\nHost: a\n\n");
+        assert_eq!((r.method, n), (Method::Get, 24));
+    }
+
+    #[test]
+    fn request_target_forms() {
+        let (r, _) = complete(b"GET http://example.com/a/b?q HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.target, r.path), ("http://example.com/a/b?q", "/a/b"));
+        let (r, _) = complete(b"GET HTTPS://example.com HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path, "/");
+        let (r, _) = complete(b"GET http://example.com?q=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path, "/");
+        let (r, _) = complete(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path, "*");
+        let (r, _) = complete(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.path, "");
+        assert_eq!(
+            err(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ParseError::InvalidTarget
+        );
+        assert_eq!(
+            err(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ParseError::InvalidTarget
+        );
+        assert_eq!(
+            err(b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ParseError::InvalidTarget
+        );
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let buf = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (r, head_len) = complete(buf);
+        assert_eq!((r.path, head_len), ("/", buf.len()));
+        assert_eq!(parse(b"\r\n\r\n"), Ok(Parsed::Partial));
+    }
+
+    #[test]
+    fn pipelined_requests() {
+        let buf = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+            HEAD /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let mut rest = &buf[..];
+        let mut seen = Vec::new();
+        while !rest.is_empty() {
+            let (r, head_len) = complete(rest);
+            seen.push((r.method, r.path, r.keep_alive));
+            let skip = head_len + usize::try_from(r.content_length).unwrap();
+            rest = &rest[skip..];
+        }
+        assert_eq!(
+            seen,
+            [
+                (Method::Get, "/1", true),
+                (Method::Other, "/2", true),
+                (Method::Head, "/3", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_partial() {
+        let with_body = b"\r\nPOST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n";
+        for buf in [GET, &with_body[..], b"GET / HTTP/1.0\n\n"] {
+            for end in 0..buf.len() {
+                assert_eq!(parse(&buf[..end]), Ok(Parsed::Partial), "cut at {end}");
+            }
+            assert!(matches!(parse(buf), Ok(Parsed::Complete { .. })));
+        }
+    }
+
+    #[test]
+    fn oversized_head_is_431() {
+        let limits = Limits {
+            max_head_bytes: 64,
+            ..Limits::default()
+        };
+        let big =
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        assert!(big.len() > 64);
+        assert_eq!(parse_request(big, &limits), Err(ParseError::HeadTooLarge));
+        // Still partial but already too long.
+        assert_eq!(
+            parse_request(&big[..65], &limits),
+            Err(ParseError::HeadTooLarge)
+        );
+        assert_eq!(parse_request(&big[..64], &limits), Ok(Parsed::Partial));
+        // A head of exactly the limit is fine, whatever follows it.
+        let exact = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let limits = Limits {
+            max_head_bytes: exact.len(),
+            ..Limits::default()
+        };
+        let mut two = exact.to_vec();
+        two.extend_from_slice(exact);
+        assert!(matches!(
+            parse_request(&two, &limits),
+            Ok(Parsed::Complete { head_len, .. }) if head_len == exact.len()
+        ));
+        // Endless empty lines count towards the limit too.
+        let blank = vec![b'\n'; Limits::default().max_head_bytes + 1];
+        assert_eq!(parse(&blank), Err(ParseError::HeadTooLarge));
+        assert_eq!(ParseError::HeadTooLarge.status(), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..64 {
+            buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(err(&buf), ParseError::TooManyHeaders);
+        assert_eq!(ParseError::TooManyHeaders.status(), 431);
+        let limits = Limits {
+            max_headers: 65,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_request(&buf, &limits),
+            Ok(Parsed::Complete { .. })
+        ));
+        // Above the cap acts as the cap.
+        let limits = Limits {
+            max_headers: 1000,
+            ..Limits::default()
+        };
+        let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS_CAP {
+            buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_request(&buf, &limits),
+            Err(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn long_uri_is_414() {
+        let limits = Limits {
+            max_uri_bytes: 10,
+            ..Limits::default()
+        };
+        let ok = b"GET /123456789 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(matches!(
+            parse_request(ok, &limits),
+            Ok(Parsed::Complete { .. })
+        ));
+        let long = b"GET /1234567890 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parse_request(long, &limits), Err(ParseError::UriTooLong));
+        // Detected while the request line is still arriving.
+        assert_eq!(
+            parse_request(b"GET /1234567890", &limits),
+            Err(ParseError::UriTooLong)
+        );
+        assert_eq!(
+            parse_request(b"GET /123456789", &limits),
+            Ok(Parsed::Partial)
+        );
+        // A target longer than the whole head limit is 414, not 431.
+        let mut huge = b"GET /".to_vec();
+        huge.resize(20 * 1024, b'a');
+        assert_eq!(parse(&huge), Err(ParseError::UriTooLong));
+        assert_eq!(ParseError::UriTooLong.status(), 414);
+    }
+
+    #[test]
+    fn malformed_request_lines_are_400() {
+        for buf in [
+            &b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+            b"GET /\r\nHost: a\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b" GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / FTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\rHost: a\r\n\r\n",
+        ] {
+            let e = err(buf);
+            assert_eq!(
+                e.status(),
+                400,
+                "{:?} gave {e:?}",
+                String::from_utf8_lossy(buf)
+            );
+            assert_eq!(
+                e,
+                ParseError::InvalidRequestLine,
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_header_lines_are_400() {
+        for buf in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\n(x): v\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+        ] {
+            assert_eq!(
+                err(buf),
+                ParseError::InvalidHeader,
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_versions_are_505() {
+        for buf in [
+            &b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/3",
+        ] {
+            assert_eq!(err(buf), ParseError::UnsupportedVersion);
+        }
+        assert_eq!(ParseError::UnsupportedVersion.status(), 505);
+        assert_eq!(
+            ParseError::UnsupportedVersion.reason(),
+            "HTTP Version Not Supported"
+        );
+    }
+
+    #[test]
+    fn smuggling_defences() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                ParseError::TransferEncodingWithContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                ParseError::TransferEncodingWithContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                ParseError::ConflictingContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3a\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+                ParseError::InvalidContentLength,
+            ),
+            // Obsolete line folding.
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+                ParseError::InvalidHeader,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n",
+                ParseError::InvalidHeader,
+            ),
+            (
+                b"GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+                ParseError::InvalidHeader,
+            ),
+            // Whitespace between field name and colon.
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\n",
+                ParseError::InvalidHeader,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n",
+                ParseError::InvalidHeader,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ParseError::TransferEncodingUnsupported,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ParseError::TransferEncodingHttp10,
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", ParseError::MissingHost),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                ParseError::MultipleHost,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                ParseError::MultipleHost,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nRange: bytes=5-6\r\n\r\n",
+                ParseError::DuplicateHeader("Range"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n\r\n",
+                ParseError::DuplicateHeader("If-None-Match"),
+            ),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(err(buf), *want, "{:?}", String::from_utf8_lossy(buf));
+        }
+        assert_eq!(ParseError::TransferEncodingUnsupported.status(), 501);
+        assert_eq!(ParseError::TransferEncodingWithContentLength.status(), 400);
+        assert_eq!(ParseError::MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn content_length_edge_cases() {
+        let (r, _) = complete(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n",
+        );
+        assert_eq!(r.content_length, 7);
+        let (r, _) = complete(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007 \r\n\r\n");
+        assert_eq!(r.content_length, 7);
+        let (r, _) =
+            complete(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(r.content_length, u64::MAX);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
+                true,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.0\r\nConnection: te,\tKeep-Alive \r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+        ];
+        for (buf, want) in cases {
+            let (r, _) = complete(buf);
+            assert_eq!(r.keep_alive, *want, "{:?}", String::from_utf8_lossy(buf));
+        }
+        // HTTP/1.0 needs no Host.
+        let (r, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!((r.version, r.host), (0, None));
+    }
+
+    #[test]
+    fn zero_limits_never_panic() {
+        let zero = Limits {
+            max_head_bytes: 0,
+            max_headers: 0,
+            max_uri_bytes: 0,
+        };
+        assert_eq!(parse_request(b"", &zero), Ok(Parsed::Partial));
+        assert_eq!(parse_request(GET, &zero), Err(ParseError::HeadTooLarge));
+        let no_headers = Limits {
+            max_headers: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_request(GET, &no_headers),
+            Err(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn every_error_has_a_status_and_reason() {
+        let all = [
+            ParseError::HeadTooLarge,
+            ParseError::TooManyHeaders,
+            ParseError::UriTooLong,
+            ParseError::InvalidRequestLine,
+            ParseError::InvalidTarget,
+            ParseError::InvalidHeader,
+            ParseError::UnsupportedVersion,
+            ParseError::InvalidContentLength,
+            ParseError::ConflictingContentLength,
+            ParseError::TransferEncodingWithContentLength,
+            ParseError::TransferEncodingHttp10,
+            ParseError::TransferEncodingUnsupported,
+            ParseError::MissingHost,
+            ParseError::MultipleHost,
+            ParseError::DuplicateHeader("Range"),
+        ];
+        for e in all {
+            assert!(!e.reason().is_empty(), "{e:?}");
+            assert!(!e.to_string().is_empty());
+        }
+        assert_eq!(
+            ParseError::HeadTooLarge.reason(),
+            "Request Header Fields Too Large"
+        );
+        assert_eq!(ParseError::MissingHost.reason(), "Bad Request");
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic stand-in for the fuzz target.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"GET HTTP/1.01\r\n: Host,-=x\t";
+        for _ in 0..2000 {
+            let mut buf = Vec::new();
+            for _ in 0..(state % 80) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                buf.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            let _ = parse(&buf);
+            state = state.wrapping_add(1);
+        }
+        // Every single-byte substitution of a valid request.
+        let mut buf = GET.to_vec();
+        for i in 0..buf.len() {
+            let original = buf[i];
+            for b in 0..=255u8 {
+                buf[i] = b;
+                if let Ok(Parsed::Complete { head_len, .. }) = parse(&buf) {
+                    assert!(head_len <= buf.len());
+                }
+            }
+            buf[i] = original;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Per-connection state owned by a worker's slot table.
+
+use bytes::Bytes;
+use relay_cache::ObjectMeta;
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// What a connection waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A receive is in flight (reading a request head).
+    Recv,
+    /// A send is in flight.
+    Send,
+    /// A chunk read from the origin is in flight.
+    Fill,
+}
+
+/// The bytes of one `sendmsg`: a response head and one body piece. Boxed so the `msghdr` and
+/// iovecs the kernel reads keep their address while the slot table is reorganised.
+pub struct SendState {
+    pub head: Vec<u8>,
+    pub head_off: usize,
+    pub body: Bytes,
+    pub body_off: usize,
+    pub iov: [libc::iovec; 2],
+    pub msg: libc::msghdr,
+}
+
+impl SendState {
+    pub fn new(head_capacity: usize) -> Box<SendState> {
+        Box::new(SendState {
+            head: Vec::with_capacity(head_capacity),
+            head_off: 0,
+            body: Bytes::new(),
+            body_off: 0,
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; 2],
+            // SAFETY: msghdr is a plain C struct; all-zero is its documented empty value.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    pub fn pending(&self) -> usize {
+        (self.head.len() - self.head_off) + (self.body.len() - self.body_off)
+    }
+
+    /// Points the iovecs and msghdr at what is left to send.
+    pub fn prepare(&mut self) {
+        let head = &self.head[self.head_off..];
+        let body = &self.body[self.body_off..];
+        let mut n = 0;
+        for part in [head, body] {
+            if !part.is_empty() {
+                self.iov[n] = libc::iovec {
+                    iov_base: part.as_ptr() as *mut libc::c_void,
+                    iov_len: part.len(),
+                };
+                n += 1;
+            }
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = n;
+    }
+
+    /// Accounts `sent` bytes; returns how many of them were body bytes.
+    pub fn advance(&mut self, mut sent: usize) -> usize {
+        let h = (self.head.len() - self.head_off).min(sent);
+        self.head_off += h;
+        sent -= h;
+        let b = (self.body.len() - self.body_off).min(sent);
+        self.body_off += b;
+        if self.pending() == 0 {
+            self.head.clear();
+            self.head_off = 0;
+            self.body = Bytes::new();
+            self.body_off = 0;
+        }
+        b
+    }
+}
+
+/// The body of the response being sent: bytes `pos..end` of one object version.
+pub struct Body {
+    pub meta: Arc<ObjectMeta>,
+    pub pos: u64,
+    pub end: u64,
+    /// The origin file, once a chunk had to be read from it.
+    pub file: Option<File>,
+}
+
+/// A chunk being read from the origin.
+pub struct Fill {
+    pub buf: Vec<u8>,
+    pub got: usize,
+    pub index: u64,
+}
+
+pub struct Conn {
+    pub fd: RawFd,
+    pub generation: u32,
+    pub inflight: u32,
+    pub closing: bool,
+    pub phase: Phase,
+    /// Receive buffer; unconsumed request bytes are `rbuf[rstart..rend]`.
+    pub rbuf: Box<[u8]>,
+    pub rstart: usize,
+    pub rend: usize,
+    /// Request body bytes still to skip (bodies of GET/HEAD are read and ignored).
+    pub discard: u64,
+    /// Close once the current response is sent.
+    pub close_after: bool,
+    /// Cache key of the current response's object (capacity kept across requests).
+    pub path: String,
+    pub send: Box<SendState>,
+    pub body: Option<Body>,
+    pub fill: Option<Fill>,
+}
+
+impl Conn {
+    pub fn new(fd: RawFd, generation: u32, rbuf_len: usize) -> Conn {
+        Conn {
+            fd,
+            generation,
+            inflight: 0,
+            closing: false,
+            phase: Phase::Recv,
+            rbuf: vec![0u8; rbuf_len].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            discard: 0,
+            close_after: false,
+            path: String::with_capacity(256),
+            send: SendState::new(1024),
+            body: None,
+            fill: None,
+        }
+    }
+
+    /// Reuses a slot's buffers for a new connection.
+    pub fn reset(&mut self, fd: RawFd, generation: u32) {
+        self.fd = fd;
+        self.generation = generation;
+        self.inflight = 0;
+        self.closing = false;
+        self.phase = Phase::Recv;
+        self.rstart = 0;
+        self.rend = 0;
+        self.discard = 0;
+        self.close_after = false;
+        self.path.clear();
+        self.send.head.clear();
+        self.send.head_off = 0;
+        self.send.body = Bytes::new();
+        self.send.body_off = 0;
+        self.body = None;
+        self.fill = None;
+    }
+}

@@ -1,0 +1,224 @@
+//! relay's data plane: one io_uring event loop per worker thread, thread-per-core and
+//! share-nothing but for the chunk cache.
+//!
+//! Layout:
+//! - [`serve`] / [`bind`]: start the workers on listeners the caller made (tests bind port 0).
+//! - `worker`: the event loop and a request's way through it (see its module docs).
+//! - `conn`: per-connection state (receive buffer, send state, body position).
+//! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
+//! - `origin`: the directory origin (`openat2` beneath its root).
+//! - `sys`: the few plain syscalls made outside the ring.
+
+mod conn;
+pub mod origin;
+mod ring;
+mod sys;
+mod worker;
+
+use crossbeam_utils::CachePadded;
+use relay_cache::{Layout, MemoryTier, MetaCache};
+use relay_config::Config;
+use relay_proto::Limits;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the origin directory {path}: {source}")]
+    Origin {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up io_uring: {0}")]
+    Ring(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// State shared by all workers: read-mostly, never locked on the hot path but for the
+/// cache's short shard locks.
+pub struct Shared {
+    pub config: Config,
+    pub limits: Limits,
+    pub layout: Layout,
+    pub memory: MemoryTier,
+    pub meta: MetaCache,
+    pub shutdown: AtomicBool,
+}
+
+/// Counters of one worker, on a cache line of its own; summed on read.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub open: AtomicU64,
+    pub requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A snapshot of all workers' counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub open: u64,
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub bytes: u64,
+}
+
+/// A running server: its shared state, counters and worker threads.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    stats: Vec<Arc<CachePadded<WorkerStats>>>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// The address the listeners are bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        for w in &self.stats {
+            s.accepted += w.accepted.load(Ordering::Relaxed);
+            s.rejected += w.rejected.load(Ordering::Relaxed);
+            s.open += w.open.load(Ordering::Relaxed);
+            s.requests += w.requests.load(Ordering::Relaxed);
+            s.hits += w.hits.load(Ordering::Relaxed);
+            s.misses += w.misses.load(Ordering::Relaxed);
+            s.errors += w.errors.load(Ordering::Relaxed);
+            s.bytes += w.bytes.load(Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// Asks the workers to stop: no new connections; idle ones close; responses in flight
+    /// finish (up to a deadline).
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every worker to stop; the first worker error, if any.
+    pub fn join(self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Binds `n` listeners on `addr` with SO_REUSEPORT (the kernel spreads connections across
+/// them). With port 0 the first listener picks the port and the others share it.
+pub fn bind(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>, ServerError> {
+    let mut out = Vec::with_capacity(n);
+    let mut addr_now = addr;
+    for _ in 0..n.max(1) {
+        let l = listener(addr_now).map_err(|source| ServerError::Listen { addr, source })?;
+        addr_now = l
+            .local_addr()
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Starts one worker thread per listener, serving `config` until [`Server::shutdown`].
+pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, ServerError> {
+    let origin = origin::DirOrigin::open(&config.origin.directory).map_err(|source| {
+        ServerError::Origin {
+            path: config.origin.directory.clone(),
+            source,
+        }
+    })?;
+    let origin = Arc::new(origin);
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.server.listen);
+    let limits = Limits {
+        max_head_bytes: config.server.limits.max_head_bytes,
+        max_headers: config.server.limits.max_headers,
+        max_uri_bytes: config.server.limits.max_uri_bytes,
+    };
+    let shared = Arc::new(Shared {
+        limits,
+        layout: Layout::new(config.cache.chunk_size),
+        memory: MemoryTier::new(config.cache.memory_bytes, config.cache.chunk_size),
+        meta: MetaCache::new(1 << 16),
+        shutdown: AtomicBool::new(false),
+        config,
+    });
+    let mut stats = Vec::new();
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let st = Arc::new(CachePadded::new(WorkerStats::default()));
+        stats.push(st.clone());
+        let shared2 = shared.clone();
+        let origin = origin.clone();
+        // Build the ring on the thread that uses it (single-issuer rings belong to one task),
+        // but report setup errors before returning.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let t = std::thread::Builder::new()
+            .name(format!("relay-w{i}"))
+            .spawn(move || match worker::Worker::new(l, shared2, st, origin) {
+                Ok(w) => {
+                    let _ = tx.send(Ok(()));
+                    w.run()
+                }
+                Err(e) => {
+                    let kind = e.kind();
+                    let _ = tx.send(Err(e));
+                    Err(std::io::Error::from(kind))
+                }
+            })
+            .map_err(ServerError::Thread)?;
+        match rx.recv() {
+            Ok(Ok(())) => threads.push(t),
+            Ok(Err(e)) => {
+                shared.shutdown.store(true, Ordering::Relaxed);
+                return Err(ServerError::Ring(e));
+            }
+            Err(_) => return Err(ServerError::Ring(std::io::Error::other("worker died"))),
+        }
+    }
+    Ok(Server {
+        shared,
+        stats,
+        threads,
+        addr,
+    })
+}

@@ -1,0 +1,146 @@
+//! The io_uring submission side: one small function per operation the worker uses.
+//!
+//! The buffer rule, stated once: every pointer handed to the kernel here (receive buffers,
+//! `msghdr`s and the iovecs they point to, read buffers, timespecs) must stay valid and
+//! unmoved until the operation's completion has been reaped — for a `LinkTimeout` or
+//! `Timeout` timespec, until the submission has been flushed to the kernel. The worker keeps
+//! that rule by owning each buffer in its connection slot (heap memory, never reallocated
+//! while an operation is in flight) and by freeing a slot only when its in-flight count is 0.
+
+use io_uring::{IoUring, opcode, squeue, types};
+use std::io;
+use std::os::fd::RawFd;
+
+/// A ring plus a push that flushes when the submission queue is full.
+pub struct Ring {
+    pub ring: IoUring,
+}
+
+impl Ring {
+    /// One ring per worker thread: single issuer, deferred task running (completions are
+    /// processed only when the worker asks, which batches them), cooperative task running.
+    pub fn new(entries: u32) -> io::Result<Ring> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .setup_cqsize(entries * 4)
+            .build(entries)
+            .or_else(|_| IoUring::new(entries))?;
+        Ok(Ring { ring })
+    }
+
+    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..2 {
+            // SAFETY: the entry's pointers obey the buffer rule above (each caller's contract).
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+        Err(io::Error::other("submission queue stays full"))
+    }
+
+    fn push_linked(&mut self, a: &squeue::Entry, b: &squeue::Entry) -> io::Result<()> {
+        // A linked pair must sit in the queue together: make room for both first.
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < 2 {
+            self.ring.submit()?;
+        }
+        let pair = [a.clone(), b.clone()];
+        // SAFETY: as in `push`; both entries obey the buffer rule.
+        unsafe { self.ring.submission().push_multiple(&pair) }
+            .map_err(|_| io::Error::other("submission queue stays full"))
+    }
+
+    /// Multishot accept on a listening socket: one submission, one completion per client.
+    pub fn accept_multi(&mut self, listener: RawFd, ud: u64) -> io::Result<()> {
+        let sqe = opcode::AcceptMulti::new(types::Fd(listener))
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// Receive into `buf`, cancelled if nothing arrives within `timeout`.
+    ///
+    /// # Safety
+    /// `buf` and `timeout` obey the buffer rule (module docs).
+    pub unsafe fn recv(
+        &mut self,
+        fd: RawFd,
+        buf: *mut u8,
+        len: u32,
+        ud: u64,
+        timeout: *const types::Timespec,
+        timeout_ud: u64,
+    ) -> io::Result<()> {
+        let recv = opcode::Recv::new(types::Fd(fd), buf, len)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(ud);
+        let to = opcode::LinkTimeout::new(timeout)
+            .build()
+            .user_data(timeout_ud);
+        self.push_linked(&recv, &to)
+    }
+
+    /// `sendmsg` of the iovecs `msg` points to, cancelled if it stalls past `timeout`.
+    ///
+    /// # Safety
+    /// `msg`, its iovecs, the memory they describe, and `timeout` obey the buffer rule.
+    pub unsafe fn sendmsg(
+        &mut self,
+        fd: RawFd,
+        msg: *const libc::msghdr,
+        ud: u64,
+        timeout: *const types::Timespec,
+        timeout_ud: u64,
+    ) -> io::Result<()> {
+        let send = opcode::SendMsg::new(types::Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(ud);
+        let to = opcode::LinkTimeout::new(timeout)
+            .build()
+            .user_data(timeout_ud);
+        self.push_linked(&send, &to)
+    }
+
+    /// Read `len` bytes of a file at `offset` into `buf`.
+    ///
+    /// # Safety
+    /// `buf` obeys the buffer rule and has room for `len` bytes.
+    pub unsafe fn read(
+        &mut self,
+        fd: RawFd,
+        buf: *mut u8,
+        len: u32,
+        offset: u64,
+        ud: u64,
+    ) -> io::Result<()> {
+        let sqe = opcode::Read::new(types::Fd(fd), buf, len)
+            .offset(offset)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// A one-shot timer.
+    ///
+    /// # Safety
+    /// `ts` obeys the buffer rule.
+    pub unsafe fn timeout(&mut self, ts: *const types::Timespec, ud: u64) -> io::Result<()> {
+        let sqe = opcode::Timeout::new(ts).build().user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// Cancel the operation submitted with user data `target`.
+    pub fn cancel(&mut self, target: u64, ud: u64) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(target).build().user_data(ud);
+        self.push(&sqe)
+    }
+}

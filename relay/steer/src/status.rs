@@ -1,0 +1,203 @@
+//! `relay steer status`: what is pinned under the pin root, and the counters summed over CPUs.
+
+use std::{fmt, fs, io, path::Path};
+
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::links::PinnedLink,
+};
+use relay_common::{Counter, Verdict};
+
+use crate::{SteerError, pins::IfacePins};
+
+/// One interface with `relay_steer` pinned for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceStatus {
+    /// Interface name (the directory name under the pin root).
+    pub iface: String,
+    /// Packets and bytes per verdict, summed over CPUs; index = [`Verdict`] as `usize`.
+    pub counters: [Counter; Verdict::COUNT as usize],
+    /// What the pinned link says about the attachment.
+    pub attachment: Attachment,
+}
+
+/// State of the pinned link of one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// The program is attached to the interface with this index.
+    Attached {
+        ifindex: u32,
+        link_id: u32,
+        program_id: u32,
+    },
+    /// The link is pinned but the interface it held is gone (e.g. the device was deleted).
+    Defunct { link_id: u32, program_id: u32 },
+    /// No link is pinned (a half-finished attach or detach); only the counters are left.
+    NoLink,
+}
+
+impl IfaceStatus {
+    /// The counter of one verdict.
+    pub fn counter(&self, verdict: Verdict) -> Counter {
+        self.counters[verdict as usize]
+    }
+}
+
+/// Prints, for example:
+/// ```text
+/// eth0: attached ifindex=2 link_id=7 prog_id=31
+///   aborted   packets=0 bytes=0
+///   drop      packets=0 bytes=0
+///   pass      packets=1042 bytes=871235
+///   tx        packets=0 bytes=0
+///   redirect  packets=0 bytes=0
+/// ```
+/// The first line is `IFACE: detached (interface gone) link_id=.. prog_id=..` for a defunct
+/// link and `IFACE: no link pinned` without one. No trailing newline.
+impl fmt::Display for IfaceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.attachment {
+            Attachment::Attached {
+                ifindex,
+                link_id,
+                program_id,
+            } => write!(
+                f,
+                "{}: attached ifindex={ifindex} link_id={link_id} prog_id={program_id}",
+                self.iface
+            )?,
+            Attachment::Defunct {
+                link_id,
+                program_id,
+            } => write!(
+                f,
+                "{}: detached (interface gone) link_id={link_id} prog_id={program_id}",
+                self.iface
+            )?,
+            Attachment::NoLink => write!(f, "{}: no link pinned", self.iface)?,
+        }
+        for verdict in Verdict::ALL {
+            let Counter { packets, bytes } = self.counter(verdict);
+            write!(
+                f,
+                "\n  {:<9} packets={packets} bytes={bytes}",
+                verdict.name()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every interface directory under `pin_root`, sorted by name.
+pub(crate) fn read_all(pin_root: &Path) -> Result<Vec<IfaceStatus>, SteerError> {
+    let entries = match fs::read_dir(pin_root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(SteerError::io(pin_root, error)),
+    };
+    let mut statuses = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| SteerError::io(pin_root, error))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(|error| SteerError::io(entry.path(), error))?
+            .is_dir();
+        // Only directories named like interfaces are ours; skip anything else under the root.
+        let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_dir || crate::validate_iface(&iface).is_err() {
+            continue;
+        }
+        let pins = IfacePins::new(pin_root, &iface);
+        if !pins.link.exists() && !pins.counters.exists() {
+            continue;
+        }
+        statuses.push(read_one(iface, &pins)?);
+    }
+    statuses.sort_by(|a, b| a.iface.cmp(&b.iface));
+    Ok(statuses)
+}
+
+fn read_one(iface: String, pins: &IfacePins) -> Result<IfaceStatus, SteerError> {
+    let attachment = if pins.link.exists() {
+        link_state(&pins.link)?
+    } else {
+        Attachment::NoLink
+    };
+    let counters = if pins.counters.exists() {
+        read_counters(&pins.counters)?
+    } else {
+        [Counter::default(); Verdict::COUNT as usize]
+    };
+    Ok(IfaceStatus {
+        iface,
+        counters,
+        attachment,
+    })
+}
+
+/// What the link pinned at `path` holds.
+pub(crate) fn link_state(path: &Path) -> Result<Attachment, SteerError> {
+    let context = || format!("reading the link pinned at {}", path.display());
+    let link = PinnedLink::from_pin(path).map_err(|error| SteerError::bpf(context(), error))?;
+    // Keep the link open (an fd of this process) while its fdinfo is read.
+    let link = aya::programs::links::FdLink::from(link);
+    let info = link
+        .info()
+        .map_err(|error| SteerError::bpf(context(), error))?;
+    let (link_id, program_id) = (info.id(), info.program_id());
+    let attachment = match xdp_link_ifindex(link_id) {
+        Some(ifindex) if ifindex != 0 => Attachment::Attached {
+            ifindex,
+            link_id,
+            program_id,
+        },
+        _ => Attachment::Defunct {
+            link_id,
+            program_id,
+        },
+    };
+    drop(link);
+    Ok(attachment)
+}
+
+/// The interface index an XDP link of this process holds, from the link's fdinfo
+/// (`ifindex:` is 0 once the device is gone). aya does not expose it.
+fn xdp_link_ifindex(link_id: u32) -> Option<u32> {
+    let want = link_id.to_string();
+    for entry in fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name).map(str::trim))
+        };
+        if field("link_id:") == Some(want.as_str()) {
+            return field("ifindex:").and_then(|value| value.parse().ok());
+        }
+    }
+    None
+}
+
+/// Sums the per-CPU counters of the map pinned at `path`.
+pub(crate) fn read_counters(path: &Path) -> Result<[Counter; Verdict::COUNT as usize], SteerError> {
+    let context = || format!("reading the counters pinned at {}", path.display());
+    let data = MapData::from_pin(path).map_err(|error| SteerError::bpf(context(), error))?;
+    let map = Map::from_map_data(data).map_err(|error| SteerError::bpf(context(), error))?;
+    let array: PerCpuArray<MapData, Counter> =
+        PerCpuArray::try_from(map).map_err(|error| SteerError::bpf(context(), error))?;
+    let mut counters = [Counter::default(); Verdict::COUNT as usize];
+    for verdict in Verdict::ALL {
+        let per_cpu = array
+            .get(&(verdict as u32), 0)
+            .map_err(|error| SteerError::bpf(context(), error))?;
+        let sum = &mut counters[verdict as usize];
+        for counter in per_cpu.iter() {
+            sum.packets = sum.packets.wrapping_add(counter.packets);
+            sum.bytes = sum.bytes.wrapping_add(counter.bytes);
+        }
+    }
+    Ok(counters)
+}

@@ -1,0 +1,117 @@
+//! A raw HTTP/1.1 client over one `TcpStream`: send bytes exactly as written (pipelining,
+//! malformed requests), read responses framed by Content-Length.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send request");
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.read_response(false).expect("response")
+    }
+
+    /// Reads one response; `head_only` for responses to HEAD. None if the server closed
+    /// the connection before a whole response arrived.
+    pub fn read_response(&mut self, head_only: bool) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let headers: Vec<(String, String)> = resp
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let len: usize = if head_only || status == 304 {
+                        0
+                    } else {
+                        headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.trim().parse().ok())
+                            .unwrap_or(0)
+                    };
+                    while self.buf.len() < head_len + len {
+                        if !self.fill() {
+                            return None;
+                        }
+                    }
+                    let body = self.buf[head_len..head_len + len].to_vec();
+                    self.buf.drain(..head_len + len);
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("bad response from relay: {e}"),
+            }
+        }
+    }
+
+    /// True if the server closed the connection (EOF) within the read timeout.
+    pub fn is_closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill()
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 65536];
+        match self.stream.read(&mut tmp) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+}

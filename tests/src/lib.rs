@@ -1,0 +1,203 @@
+//! relay's test kit: start the real `relay` binary on a config the test writes, talk to it
+//! with real clients (curl, and a small raw HTTP/1.1 client for keep-alive and pipelining),
+//! and build network namespaces for root-only tests.
+//!
+//! Layout:
+//! - [`relay_bin`], [`Relay`]: the binary under test, started and stopped per test.
+//! - [`TempDir`], [`pattern`]: origin directories with deterministic content.
+//! - [`client`]: a raw HTTP/1.1 client over `TcpStream`.
+//! - `netns`: namespace and veth guards for root-only tests.
+
+pub mod client;
+pub mod netns;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The relay binary: `$RELAY_BIN` (set by `cargo xtask test`), else the workspace's
+/// `target/debug/relay` or `target/release/relay`.
+pub fn relay_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RELAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for p in ["target/debug/relay", "target/release/relay"] {
+        let p = root.join(p);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("relay binary not found: run `cargo build -p relay` or set RELAY_BIN");
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("relay-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("create dir");
+        }
+        std::fs::write(&p, bytes).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic pseudo-random bytes; `seed` varies the stream.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// A running relay process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Relay {
+    child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    _dir: TempDir,
+}
+
+impl Relay {
+    /// Writes `config` (TOML) to a temp file and starts `relay run` on it, through `wrap`
+    /// (e.g. `ip netns exec NS`) when given. Waits (at most 20 s) for the listening line.
+    pub fn start_with(config: &str, wrap: &[&str]) -> Relay {
+        let dir = TempDir::new("cfg");
+        let path = dir.write("relay.toml", config.as_bytes());
+        let mut cmd = if let Some((first, rest)) = wrap.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).arg(relay_bin());
+            c
+        } else {
+            Command::new(relay_bin())
+        };
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start relay");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[relay] {line}");
+                if let Some(rest) = line.strip_prefix("relay: listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("relay did not start listening within 20 s ({status:?})");
+            }
+        };
+        Relay {
+            child,
+            addr,
+            config: path,
+            _dir: dir,
+        }
+    }
+
+    pub fn start(config: &str) -> Relay {
+        Relay::start_with(config, &[])
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits (at most 15 s) for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child process by pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        for _ in 0..150 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("wait relay")
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A config for one relay serving `origin` on `listen`.
+pub fn config(listen: &str, origin: &Path, chunk_size: u64, memory_bytes: u64) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\nworkers = 2\n\n[cache]\nchunk_size = {chunk_size}\n\
+         memory_bytes = {memory_bytes}\n\n[origin]\ndirectory = \"{}\"\n",
+        origin.display()
+    )
+}
+
+/// Runs curl with `args`; returns (exit code, stdout bytes, stderr text).
+pub fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed by `cargo xtask setup`");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,260 @@
+//! The relay binary against real clients: curl and a raw HTTP/1.1 client.
+
+use relay_tests::client::Client;
+use relay_tests::{Relay, TempDir, config, curl, pattern};
+
+const CHUNK: u64 = 64 * 1024;
+
+struct Fixture {
+    relay: Relay,
+    small: Vec<u8>,
+    big: Vec<u8>,
+    _origin: TempDir,
+}
+
+fn fixture(memory_bytes: u64) -> Fixture {
+    let origin = TempDir::new("origin");
+    let small = b"hello from the origin\n".to_vec();
+    // 5 chunks and a bit: every chunk boundary is crossed.
+    let big = pattern(5 * CHUNK as usize + 1234, 1);
+    origin.write("small.txt", &small);
+    origin.write("dir/big.bin", &big);
+    origin.write("empty", b"");
+    let relay = Relay::start(&config("127.0.0.1:0", origin.path(), CHUNK, memory_bytes));
+    Fixture {
+        relay,
+        small,
+        big,
+        _origin: origin,
+    }
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// curl -D - : returns (head text of the last response, body).
+fn curl_get(url: &str, extra: &[&str]) -> (String, Vec<u8>) {
+    let dir = TempDir::new("curl");
+    let head_path = dir.path().join("head");
+    let mut args = vec!["-D", head_path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let (code, body, err) = curl(&args);
+    assert_eq!(code, 0, "curl {url} failed: {err}");
+    (std::fs::read_to_string(head_path).unwrap(), body)
+}
+
+#[test]
+fn curl_fetches_origin_bytes_and_second_fetch_is_a_hit() {
+    let f = fixture(64 << 20);
+    for (path, want) in [("/small.txt", &f.small), ("/dir/big.bin", &f.big)] {
+        let (head, body) = curl_get(&f.relay.url(path), &[]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body.len(), want.len());
+        assert!(body == *want, "{path}: body differs from the origin's");
+        assert_eq!(
+            header(&head, "cache-status"),
+            Some("relay; fwd=miss"),
+            "{head}"
+        );
+        assert_eq!(
+            header(&head, "content-length"),
+            Some(&*want.len().to_string())
+        );
+        let (head2, body2) = curl_get(&f.relay.url(path), &[]);
+        assert!(body2 == *want);
+        assert_eq!(
+            header(&head2, "cache-status"),
+            Some("relay; hit"),
+            "{head2}"
+        );
+        assert_eq!(header(&head, "etag"), header(&head2, "etag"));
+    }
+    let (head, body) = curl_get(&f.relay.url("/empty"), &[]);
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(body.is_empty());
+}
+
+#[test]
+fn curl_reuses_one_connection_for_several_requests() {
+    let f = fixture(64 << 20);
+    let (code, body, err) = curl(&[
+        "-v",
+        &f.relay.url("/small.txt"),
+        &f.relay.url("/dir/big.bin"),
+        &f.relay.url("/small.txt"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut want = f.small.clone();
+    want.extend_from_slice(&f.big);
+    want.extend_from_slice(&f.small);
+    assert!(body == want, "bodies differ");
+    assert_eq!(err.matches("Connected to").count(), 1, "{err}");
+    assert!(err.contains("Re-using existing connection") || err.contains("Reusing existing"));
+}
+
+#[test]
+fn curl_range_across_chunk_boundaries() {
+    let f = fixture(64 << 20);
+    let start = CHUNK as usize - 10;
+    let end = 3 * CHUNK as usize + 5;
+    let (head, body) = curl_get(
+        &f.relay.url("/dir/big.bin"),
+        &["-r", &format!("{start}-{end}")],
+    );
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(&*format!("bytes {start}-{end}/{}", f.big.len()))
+    );
+    assert!(body == f.big[start..=end]);
+    let (head, _) = curl_get(&f.relay.url("/dir/big.bin"), &["-r", "99999999-"]);
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+}
+
+#[test]
+fn keep_alive_and_pipelining_with_a_raw_client() {
+    let f = fixture(64 << 20);
+    let mut c = Client::connect(f.relay.addr);
+    for _ in 0..3 {
+        let r = c.get("/small.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, f.small);
+    }
+    // Three requests in one write; responses come back in order.
+    c.send(
+        b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n\
+          HEAD /dir/big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let a = c.read_response(false).unwrap();
+    assert_eq!((a.status, &a.body), (200, &f.small));
+    let b = c.read_response(true).unwrap();
+    assert_eq!(b.status, 200);
+    assert_eq!(b.header("content-length"), Some(&*f.big.len().to_string()));
+    let n = c.read_response(false).unwrap();
+    assert_eq!(n.status, 404);
+    // Still open after a 404.
+    assert_eq!(c.get("/dir/big.bin").body, f.big);
+    // A request split across many writes.
+    for piece in [
+        &b"GET /sm"[..],
+        b"all.txt HTT",
+        b"P/1.1\r\nHo",
+        b"st: t\r\n",
+        b"\r\n",
+    ] {
+        c.send(piece);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(c.read_response(false).unwrap().body, f.small);
+    // Connection: close is honoured.
+    c.send(b"GET /small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn bad_requests_get_clear_statuses() {
+    let f = fixture(64 << 20);
+    let cases: &[(&[u8], u16)] = &[
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /small.txt HTTP/1.1\r\n\r\n", 400), // no Host
+        (b"GET /small.txt HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        (
+            b"GET /small.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"GET /../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        (b"POST /small.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405),
+    ];
+    for (req, want) in cases {
+        let mut c = Client::connect(f.relay.addr);
+        c.send(req);
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, *want, "{}", String::from_utf8_lossy(req));
+    }
+    // An oversized head: 431, then the connection closes.
+    let mut c = Client::connect(f.relay.addr);
+    let mut req = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n".to_vec();
+    for i in 0..400 {
+        req.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(60)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    c.send(&req);
+    let r = c.read_response(false).expect("a response");
+    assert_eq!(r.status, 431);
+    assert!(c.is_closed());
+}
+
+#[test]
+fn a_small_memory_tier_still_serves_every_byte() {
+    // Room for 3 chunks: the 6-chunk object never fits whole.
+    let f = fixture(3 * (CHUNK + 4096));
+    for _ in 0..3 {
+        let (_, body) = curl_get(&f.relay.url("/dir/big.bin"), &[]);
+        assert!(body == f.big);
+    }
+    let (head, body) = curl_get(&f.relay.url("/small.txt"), &[]);
+    assert!(body == f.small, "{head}");
+}
+
+#[test]
+fn sigterm_stops_the_relay_cleanly() {
+    let f = fixture(64 << 20);
+    let (_, body) = curl_get(&f.relay.url("/small.txt"), &[]);
+    assert_eq!(body, f.small);
+    let _idle = Client::connect(f.relay.addr);
+    let status = f.relay.stop();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn check_config_names_key_and_line() {
+    let dir = TempDir::new("cc");
+    let good = dir.write(
+        "good.toml",
+        format!("[origin]\ndirectory = \"{}\"\n", dir.path().display()).as_bytes(),
+    );
+    let out = std::process::Command::new(relay_tests::relay_bin())
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.write(
+        "bad.toml",
+        format!(
+            "[origin]\ndirectory = \"{}\"\n\n[cache]\nchunk_size = 1000\n",
+            dir.path().display()
+        )
+        .as_bytes(),
+    );
+    let out = std::process::Command::new(relay_tests::relay_bin())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cache.chunk_size"), "{err}");
+    assert!(err.contains(":5:"), "no line 5 in: {err}");
+    let unknown = dir.write("unknown.toml", b"[cache]\nchunk_sise = 4096\n");
+    let out = std::process::Command::new(relay_tests::relay_bin())
+        .arg("check-config")
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chunk_sise") && err.contains(":2:"), "{err}");
+}

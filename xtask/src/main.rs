@@ -1,0 +1,46 @@
+//! relay's build pipeline: `cargo xtask <command>`.
+//!
+//! Layout: one module per subcommand ([`setup`], [`build`], [`run`], [`test`], [`bench`]);
+//! [`util`] holds the process helpers they share. xtask orchestrates what plain cargo cannot:
+//! toolchain setup, the nightly eBPF build, root-only tests and benchmarks.
+
+mod bench;
+mod build;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "relay's build pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks: rust-src (nightly), bpf-linker, Debian packages.
+    Setup(setup::Options),
+    /// Build the eBPF object and the relay binary with the object embedded.
+    Build(build::Options),
+    /// Build and start a relay on config/relay.toml with generated demo content.
+    Run(run::Options),
+    /// fmt, clippy (userspace and eBPF), and every unit and integration test.
+    Test(test::Options),
+    /// Benchmarks (relay vs nginx on the same machine).
+    Bench(bench::Options),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup(o) => setup::run(&o),
+        Command::Build(o) => build::run(&o).map(|_| ()),
+        Command::Run(o) => run::run(&o),
+        Command::Test(o) => test::run(&o),
+        Command::Bench(o) => bench::run(&o),
+    }
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask setup`: idempotent; installs only what this machine lacks.
+//!
+//! - `rust-src` for the `nightly` toolchain (the eBPF crate builds `core` itself);
+//! - `bpf-linker`, built once per machine against the nightly's own libLLVM and cached
+//!   under `target/tools/bpf-linker` (Debian ships no LLVM of rustc's major version);
+//! - the Debian packages tests and benchmarks use.
+
+use crate::util::{cargo, is_root, output, root, run_cmd};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Debian packages the tests and benchmarks call.
+const PACKAGES: &[&str] = &["curl", "wrk", "nginx-light", "iproute2"];
+
+#[derive(clap::Args, Default)]
+pub struct Options {}
+
+pub fn run(_: &Options) -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    packages()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+/// Directory holding the bpf-linker binary (put first on PATH for the eBPF build).
+pub fn bpf_linker_bin_dir() -> PathBuf {
+    tools_prefix().join("bin")
+}
+
+fn tools_prefix() -> PathBuf {
+    root().join("target/tools/bpf-linker")
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("the `nightly` toolchain is required for the eBPF build (rustup toolchain list)")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let prefix = tools_prefix();
+    let bin = prefix.join("bin/bpf-linker");
+    if output(Command::new(&bin).arg("--version")).is_some() {
+        return Ok(());
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("cannot ask the nightly rustc for its sysroot")?;
+    let lib = PathBuf::from(sysroot.trim()).join("lib");
+    let so = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let major = so
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if major.parse::<u32>().is_err() {
+        bail!("cannot read the LLVM major version from {so}");
+    }
+    let plib = prefix.join("lib");
+    std::fs::create_dir_all(&plib)?;
+    // One link for the link step (-lLLVM), one for the loader (rpath to this lib/).
+    for name in ["libLLVM.so", so.as_str()] {
+        let link = plib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&so), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker against {so} (once per machine, ~2 min)");
+    run_cmd(
+        cargo()
+            .env("LLVM_PREFIX", &prefix)
+            .args(["install", "bpf-linker", "--locked", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(&prefix),
+    )?;
+    output(Command::new(&bin).arg("--version")).context("bpf-linker was built but does not run")?;
+    Ok(())
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; run `cargo xtask setup` as root (apt-get install)"
+        );
+    }
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
