@@ -43,6 +43,11 @@ impl Client {
         self.stream.write_all(bytes).expect("send request");
     }
 
+    /// Sends without panicking: Err once the server has closed the connection.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     pub fn get(&mut self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
         self.read_response(false).expect("response")

@@ -84,6 +84,10 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub struct Relay {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the config enables it.
+    pub admin: Option<SocketAddr>,
+    /// Every stderr line the relay printed so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub config: PathBuf,
     _dir: TempDir,
 }
@@ -109,6 +113,8 @@ impl Relay {
         let mut child = cmd.spawn().expect("start relay");
         let stderr = child.stderr.take().expect("stderr pipe");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -116,6 +122,9 @@ impl Relay {
                 if let Some(rest) = line.strip_prefix("relay: listening on http://") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
+                }
+                if let Ok(mut l) = log2.lock() {
+                    l.push(line);
                 }
             }
         });
@@ -127,9 +136,26 @@ impl Relay {
                 panic!("relay did not start listening within 20 s ({status:?})");
             }
         };
+        // The admin line follows the listening line at once when the admin listener is on.
+        let mut admin = None;
+        for _ in 0..20 {
+            let found = log.lock().ok().and_then(|l| {
+                l.iter().find_map(|line| {
+                    let rest = line.strip_prefix("relay: admin on http://")?;
+                    rest.split_whitespace().next()?.parse().ok()
+                })
+            });
+            if found.is_some() {
+                admin = found;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Relay {
             child,
             addr,
+            admin,
+            log,
             config: path,
             _dir: dir,
         }
@@ -137,6 +163,30 @@ impl Relay {
 
     pub fn start(config: &str) -> Relay {
         Relay::start_with(config, &[])
+    }
+
+    /// Sends a signal to the relay process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own child process by pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    /// Waits (at most `within`) for a stderr line containing `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end {
+            if self
+                .log
+                .lock()
+                .is_ok_and(|l| l.iter().any(|line| line.contains(needle)))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -177,7 +227,8 @@ impl Drop for Relay {
 pub fn config(listen: &str, origin: &Path, chunk_size: u64, memory_bytes: u64) -> String {
     format!(
         "[server]\nlisten = \"{listen}\"\nworkers = 2\n\n[cache]\nchunk_size = {chunk_size}\n\
-         memory_bytes = {memory_bytes}\n\n[origin]\ndirectory = \"{}\"\n",
+         memory_bytes = {memory_bytes}\n\n[origin]\ndirectory = \"{}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
         origin.display()
     )
 }

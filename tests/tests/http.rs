@@ -258,3 +258,106 @@ fn check_config_names_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chunk_sise") && err.contains(":2:"), "{err}");
 }
+
+#[test]
+fn slow_and_idle_clients_are_cut_off() {
+    let origin = TempDir::new("origin");
+    origin.write("a", b"abc");
+    let cfg = config("127.0.0.1:0", origin.path(), CHUNK, 1 << 20).replace(
+        "[cache]",
+        "header_timeout_ms = 600\nidle_timeout_ms = 1500\n\n[cache]",
+    );
+    let relay = Relay::start(&cfg);
+    // Slowloris: a byte every 100 ms never completes the head; cut after ~600 ms.
+    let mut slow = Client::connect(relay.addr);
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for b in b"GET /a HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.try_send(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(cut || slow.is_closed(), "a slow head was never cut off");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Idle keep-alive: a served connection that sends nothing more is closed.
+    let mut idle = Client::connect(relay.addr);
+    assert_eq!(idle.get("/a").body, b"abc");
+    let t = std::time::Instant::now();
+    assert!(idle.is_closed(), "idle connection stayed open");
+    let waited = t.elapsed();
+    assert!(
+        waited > std::time::Duration::from_millis(1000)
+            && waited < std::time::Duration::from_secs(5),
+        "idle close after {waited:?}"
+    );
+}
+
+#[test]
+fn multi_range_if_range_and_if_modified_since() {
+    let f = fixture(64 << 20);
+    let url = f.relay.url("/dir/big.bin");
+    let ranges = [
+        (10usize, 19usize),
+        (CHUNK as usize - 5, CHUNK as usize + 5),
+        (300_000, 300_100),
+    ];
+    let spec = ranges
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (head, body) = curl_get(&url, &["-r", &spec]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    let ctype = header(&head, "content-type").unwrap();
+    let boundary = ctype
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{ctype}"));
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(&*body.len().to_string())
+    );
+    // Walk the parts: each has a Content-Range naming its bytes, then exactly those bytes.
+    let mut rest = &body[..];
+    for (a, b) in ranges {
+        let delim = format!("--{boundary}\r\n");
+        let at = rest
+            .windows(delim.len())
+            .position(|w| w == delim.as_bytes())
+            .expect("part delimiter");
+        rest = &rest[at + delim.len()..];
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let part_head = std::str::from_utf8(&rest[..end]).unwrap();
+        assert!(
+            part_head.contains(&format!("Content-Range: bytes {a}-{b}/{}", f.big.len())),
+            "{part_head}"
+        );
+        rest = &rest[end + 4..];
+        assert!(rest[..=b - a] == f.big[a..=b], "part {a}-{b} bytes differ");
+        rest = &rest[b - a + 1..];
+    }
+    assert_eq!(rest, format!("\r\n--{boundary}--\r\n").as_bytes());
+
+    // If-Range with another validator: the Range is ignored, the whole object comes back.
+    let (head, body) = curl_get(&url, &["-r", "0-9", "-H", "If-Range: \"other\""]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == f.big);
+    let etag = header(&head, "etag").unwrap().to_string();
+    let lm = header(&head, "last-modified").unwrap().to_string();
+    let (head, body) = curl_get(&url, &["-r", "0-9", "-H", &format!("If-Range: {etag}")]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(body == f.big[..10]);
+    // Conditionals: If-None-Match and If-Modified-Since give 304 with no body.
+    let (head, body) = curl_get(&url, &["-H", &format!("If-None-Match: {etag}")]);
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(body.is_empty());
+    let (head, _) = curl_get(&url, &["-H", &format!("If-Modified-Since: {lm}")]);
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    let (head, body) = curl_get(
+        &url,
+        &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == f.big);
+}

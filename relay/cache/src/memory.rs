@@ -9,6 +9,7 @@ use crate::key::{ChunkKey, ChunkRef};
 use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Copy)]
 struct ByLength;
@@ -23,7 +24,7 @@ impl Weighter<ChunkKey, Bytes> for ByLength {
 /// Bounded store of chunks; shared by all workers.
 pub struct MemoryTier {
     chunks: Cache<ChunkKey, Bytes, ByLength>,
-    capacity: u64,
+    capacity: AtomicU64,
 }
 
 impl MemoryTier {
@@ -33,7 +34,7 @@ impl MemoryTier {
         let items = (capacity_bytes / chunk_size.max(1)).clamp(16, 1 << 22) as usize;
         MemoryTier {
             chunks: Cache::with_weighter(items, capacity_bytes, ByLength),
-            capacity: capacity_bytes,
+            capacity: AtomicU64::new(capacity_bytes),
         }
     }
 
@@ -63,7 +64,13 @@ impl MemoryTier {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes the capacity (config reload); shrinking evicts at once.
+    pub fn set_capacity(&self, capacity_bytes: u64) {
+        self.chunks.set_capacity(capacity_bytes);
+        self.capacity.store(capacity_bytes, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -113,6 +120,9 @@ mod tests {
         }
         assert!(m.len() < 1000);
         assert!(m.len() > 10);
+        m.set_capacity(cap / 4);
+        assert!(m.weight() <= cap / 4);
+        assert_eq!(m.capacity(), cap / 4);
     }
 
     #[test]

@@ -188,7 +188,11 @@ fn dotted(path: &serde_path_to_error::Path) -> String {
             Segment::Map { key } if key.starts_with("$__serde_spanned_private") => continue,
             Segment::Map { key } => key.clone(),
             Segment::Enum { variant } => variant.clone(),
-            Segment::Seq { index } => index.to_string(),
+            // Array elements read as `steer.nodes[0]`, as the validation errors name them.
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                continue;
+            }
             Segment::Unknown => "?".to_owned(),
         };
         if !out.is_empty() {

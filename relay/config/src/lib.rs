@@ -9,6 +9,7 @@
 //!   TOML syntax, then the schema via serde, then value checks.
 //! - `raw`: the serde mirror of the file; unknown keys are refused, validated
 //!   values keep their `toml::Spanned` position.
+//! - `steer`: validation of `[steer]` (services, nodes, policies, guard).
 //! - [`bytesize`]: [`ByteSize`], sizes written as `4096` or `"64 KiB"`.
 //! - [`error`]: [`ConfigError`] and byte-offset to line:column mapping.
 //!
@@ -20,10 +21,16 @@ pub mod error;
 mod load;
 mod raw;
 pub mod schema;
+mod steer;
 
 pub use bytesize::ByteSize;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
-pub use schema::{CacheConfig, Config, OriginConfig, ServerConfig, SteerConfig};
+pub use schema::{
+    AdminConfig, CacheConfig, Config, OriginConfig, ServerConfig, SteerConfig, SteerGuard,
+    SteerNode, SteerPolicy, SteerProtocol, SteerService,
+};
 
+#[cfg(test)]
+mod steer_tests;
 #[cfg(test)]
 mod tests;

@@ -3,14 +3,14 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use relay_proto::{Limits, MAX_HEADERS_CAP};
 use toml::Spanned;
 
 use crate::bytesize::ByteSize;
 use crate::error::{ConfigError, ErrorKind, Source};
-use crate::raw::{RawCache, RawConfig, RawServer, RawSteer};
+use crate::raw::{RawAdmin, RawCache, RawConfig, RawServer, RawSteer};
 use crate::schema::*;
 
 impl Config {
@@ -72,6 +72,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), Con
     let server = server(src, raw.server)?;
     let cache = cache(src, raw.cache)?;
     let steer = steer(src, raw.steer)?;
+    let admin = admin(src, raw.admin)?;
     let Some(origin) = raw.origin else {
         return Err(src.error(
             ErrorKind::MissingKey,
@@ -80,6 +81,13 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), Con
             "missing required key (the directory to serve objects from)",
         ));
     };
+    let (revalidate_ms, _) = check(
+        src,
+        "origin.revalidate_ms",
+        origin.revalidate_ms,
+        DEFAULT_REVALIDATE_MS,
+        in_range(1, MAX_TIMEOUT_MS),
+    )?;
     let span = origin.directory.span();
     let directory = origin.directory.into_inner();
     if directory.is_empty() {
@@ -90,14 +98,16 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), Con
         cache,
         origin: OriginConfig {
             directory: base_dir.join(directory),
+            revalidate_ms,
         },
+        admin,
         steer,
     };
     Ok((config, span))
 }
 
 /// A validated field: the value, or the default when the key is absent.
-fn check<T, U>(
+pub(crate) fn check<T, U>(
     src: Source<'_>,
     key: &str,
     field: Option<Spanned<T>>,
@@ -115,7 +125,7 @@ fn check<T, U>(
     }
 }
 
-fn in_range(lo: u64, hi: u64) -> impl FnOnce(u64) -> Result<u64, String> {
+pub(crate) fn in_range(lo: u64, hi: u64) -> impl FnOnce(u64) -> Result<u64, String> {
     move |v| {
         if (lo..=hi).contains(&v) {
             Ok(v)
@@ -205,6 +215,7 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         max_connections,
         header_timeout_ms,
         idle_timeout_ms,
+        pin_cpus: raw.pin_cpus.unwrap_or(defaults.pin_cpus),
         limits: Limits {
             max_head_bytes: to_usize(max_head_bytes, "server.limits.max_head_bytes", None)?,
             max_headers,
@@ -293,20 +304,17 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
     })
 }
 
+fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+    let defaults = AdminConfig::default();
+    let (listen, _) = check(src, "admin.listen", raw.listen, defaults.listen, |s| {
+        parse_listen(&s)
+    })?;
+    Ok(AdminConfig {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        listen,
+    })
+}
+
 fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
-    let (pin_root, _) = check(
-        src,
-        "steer.pin_root",
-        raw.pin_root,
-        SteerConfig::default().pin_root,
-        |s| {
-            let path = PathBuf::from(&s);
-            if path.is_absolute() {
-                Ok(path)
-            } else {
-                Err(format!("must be an absolute path, got {s:?}"))
-            }
-        },
-    )?;
-    Ok(SteerConfig { pin_root })
+    crate::steer::steer(src, raw)
 }

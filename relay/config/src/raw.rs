@@ -17,6 +17,15 @@ pub(crate) struct RawConfig {
     pub(crate) origin: Option<RawOrigin>,
     #[serde(default)]
     pub(crate) steer: RawSteer,
+    #[serde(default)]
+    pub(crate) admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "an [admin] table")]
+pub(crate) struct RawAdmin {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -27,6 +36,7 @@ pub(crate) struct RawServer {
     pub(crate) max_connections: Option<Spanned<u64>>,
     pub(crate) header_timeout_ms: Option<Spanned<u64>>,
     pub(crate) idle_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) pin_cpus: Option<bool>,
     pub(crate) limits: RawLimits,
 }
 
@@ -49,10 +59,55 @@ pub(crate) struct RawCache {
 #[serde(deny_unknown_fields, expecting = "an [origin] table")]
 pub(crate) struct RawOrigin {
     pub(crate) directory: Spanned<String>,
+    pub(crate) revalidate_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default, expecting = "a [steer] table")]
 pub(crate) struct RawSteer {
     pub(crate) pin_root: Option<Spanned<String>>,
+    pub(crate) ring_size: Option<Spanned<u64>>,
+    pub(crate) max_services: Option<Spanned<u64>>,
+    pub(crate) flow_table_entries: Option<Spanned<u64>>,
+    pub(crate) malformed: Option<Spanned<String>>,
+    pub(crate) fragments: Option<Spanned<String>>,
+    pub(crate) ip_options: Option<Spanned<String>>,
+    pub(crate) decap: Option<bool>,
+    pub(crate) encap_source_v4: Option<Spanned<String>>,
+    pub(crate) encap_source_v6: Option<Spanned<String>>,
+    pub(crate) proximity_rtt_us: Option<Spanned<u64>>,
+    pub(crate) guard: RawSteerGuard,
+    pub(crate) services: Vec<RawSteerService>,
+    pub(crate) nodes: Vec<RawSteerNode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [steer.guard] table")]
+pub(crate) struct RawSteerGuard {
+    pub(crate) new_flows_per_second: Option<Spanned<u64>>,
+    pub(crate) new_flow_burst: Option<Spanned<u64>>,
+    pub(crate) rate_table_entries: Option<Spanned<u64>>,
+    pub(crate) blocklist: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[steer.services]] table")]
+pub(crate) struct RawSteerService {
+    pub(crate) address: Spanned<String>,
+    pub(crate) port: Spanned<u64>,
+    pub(crate) protocol: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[steer.nodes]] table")]
+pub(crate) struct RawSteerNode {
+    pub(crate) name: Spanned<String>,
+    pub(crate) address: Option<Spanned<String>>,
+    pub(crate) address_v6: Option<Spanned<String>>,
+    pub(crate) mac: Option<Spanned<String>>,
+    pub(crate) next_hop: Option<Spanned<String>>,
+    pub(crate) local: Option<bool>,
+    pub(crate) weight: Option<Spanned<u64>>,
+    pub(crate) up: Option<bool>,
+    pub(crate) rtt_us: Option<Spanned<u64>>,
 }

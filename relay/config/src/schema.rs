@@ -1,6 +1,6 @@
 //! The validated config relay runs with, its defaults and its bounds.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,11 @@ pub const DEFAULT_CHUNK_SIZE: u64 = MIB;
 pub const CHUNK_SIZE_RANGE: (u64, u64) = (4 * KIB, 64 * MIB);
 /// `cache.memory_bytes` when omitted.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 * MIB;
+/// `admin.listen` when omitted: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
+/// `origin.revalidate_ms` when omitted.
+pub const DEFAULT_REVALIDATE_MS: u64 = 1000;
 /// `steer.pin_root` when omitted.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/relay";
 
@@ -45,6 +50,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[origin]`: where objects come from.
     pub origin: OriginConfig,
+    /// `[admin]`: the metrics and health listener.
+    pub admin: AdminConfig,
     /// `[steer]`: the XDP steering program's pinned maps.
     pub steer: SteerConfig,
 }
@@ -64,6 +71,8 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// `[server.limits]`: request-head limits (defaults from [`Limits::DEFAULT`]).
     pub limits: Limits,
+    /// Pin worker `i` to CPU `i` (modulo the CPUs this process may use); default false.
+    pub pin_cpus: bool,
 }
 
 impl ServerConfig {
@@ -98,6 +107,7 @@ impl Default for ServerConfig {
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             limits: Limits::DEFAULT,
+            pin_cpus: false,
         }
     }
 }
@@ -127,19 +137,179 @@ pub struct OriginConfig {
     /// resolved against the file's directory; `Config::load` also makes it
     /// canonical and checks that it is a directory.
     pub directory: PathBuf,
+    /// How long a file's description (length, mtime) is trusted before the file is looked
+    /// at again, in ms (default 1000). A changed file gets a new version; old chunks of it
+    /// are never served with the new one.
+    pub revalidate_ms: u64,
 }
 
-/// `[steer]`.
+/// `[admin]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Serve `/metrics` and `/healthz` (default true).
+    pub enabled: bool,
+    /// Address of the admin listener (default 127.0.0.1:9090; keep it off public networks).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN,
+        }
+    }
+}
+
+/// `[steer]`: the XDP steering plane (services, nodes, table sizes, policies, guard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SteerConfig {
     /// bpffs directory the steering maps are pinned under (default /sys/fs/bpf/relay).
     pub pin_root: PathBuf,
+    /// Slots of each service's Maglev table: a prime from 13 to 65537 (default 65537).
+    pub ring_size: u32,
+    /// Services the maps have room for, 1 to 256 (default 16); at least `services.len()`.
+    pub max_services: u32,
+    /// Entries of the LRU connection table (default 1048576).
+    pub flow_table_entries: u32,
+    /// Malformed headers: pass or drop (default drop).
+    pub malformed: SteerPolicy,
+    /// IPv4 fragments and IPv6 fragment headers: pass or drop (default pass).
+    pub fragments: SteerPolicy,
+    /// IPv4 options / IPv6 extension headers: steer (IPv4 only), pass or drop (default steer).
+    pub ip_options: SteerPolicy,
+    /// Decapsulate IPIP / IP6IP6 from the encapsulation source prefixes (receiving relays).
+    pub decap: bool,
+    /// Outer IPv4 source prefix of encapsulated packets (default 172.16.0.0/16).
+    pub encap_source_v4: (Ipv4Addr, u8),
+    /// Outer IPv6 source prefix of encapsulated packets (default 100::/64).
+    pub encap_source_v6: (Ipv6Addr, u8),
+    /// Nodes within this round-trip time count fully; farther ones lose weight in
+    /// proportion (default 1000 µs).
+    pub proximity_rtt_us: u64,
+    /// `[steer.guard]`.
+    pub guard: SteerGuard,
+    /// `[[steer.services]]`.
+    pub services: Vec<SteerService>,
+    /// `[[steer.nodes]]`.
+    pub nodes: Vec<SteerNode>,
 }
 
 impl Default for SteerConfig {
     fn default() -> Self {
         SteerConfig {
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+            ring_size: DEFAULT_RING_SIZE,
+            max_services: DEFAULT_MAX_SERVICES,
+            flow_table_entries: DEFAULT_FLOW_TABLE_ENTRIES,
+            malformed: SteerPolicy::Drop,
+            fragments: SteerPolicy::Pass,
+            ip_options: SteerPolicy::Steer,
+            decap: false,
+            encap_source_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
+            encap_source_v6: (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
+            proximity_rtt_us: DEFAULT_PROXIMITY_RTT_US,
+            guard: SteerGuard::default(),
+            services: Vec::new(),
+            nodes: Vec::new(),
         }
     }
+}
+
+/// `steer.ring_size` when omitted (Maglev's usual table size).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Bounds of `steer.ring_size` (the largest is the kernel side's fixed ring capacity).
+pub const RING_SIZE_RANGE: (u32, u32) = (13, 65537);
+/// `steer.max_services` when omitted.
+pub const DEFAULT_MAX_SERVICES: u32 = 16;
+/// Largest `steer.max_services` and number of `[[steer.nodes]]`.
+pub const MAX_STEER_SERVICES: u32 = 256;
+/// Most `[[steer.nodes]]`.
+pub const MAX_STEER_NODES: usize = 256;
+/// `steer.flow_table_entries` when omitted, and its bounds.
+pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 1 << 20;
+pub const FLOW_TABLE_RANGE: (u64, u64) = (1024, 1 << 26);
+/// `steer.proximity_rtt_us` when omitted.
+pub const DEFAULT_PROXIMITY_RTT_US: u64 = 1000;
+/// `steer.guard.rate_table_entries` when omitted, and its bounds.
+pub const DEFAULT_RATE_TABLE_ENTRIES: u32 = 1 << 16;
+pub const RATE_TABLE_RANGE: (u64, u64) = (64, 1 << 24);
+/// `steer.guard.new_flow_burst` when omitted.
+pub const DEFAULT_NEW_FLOW_BURST: u64 = 64;
+/// Largest `steer.nodes[].weight`.
+pub const MAX_NODE_WEIGHT: u64 = 10_000;
+/// `steer.nodes[].weight` when omitted.
+pub const DEFAULT_NODE_WEIGHT: u32 = 100;
+
+/// What the steering program does with a class of packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SteerPolicy {
+    /// Hand to the local network stack untouched.
+    Pass,
+    /// Drop.
+    Drop,
+    /// Steer like any other packet (only `ip_options`, IPv4).
+    Steer,
+}
+
+/// `[steer.guard]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerGuard {
+    /// New flows per second allowed per source address (per CPU); 0 = unlimited (default).
+    pub new_flows_per_second: u64,
+    /// Token bucket size in new flows (default 64).
+    pub new_flow_burst: u64,
+    /// Sources tracked per CPU (LRU; default 65536).
+    pub rate_table_entries: u32,
+    /// Source prefixes whose packets are dropped.
+    pub blocklist: Vec<(IpAddr, u8)>,
+}
+
+impl Default for SteerGuard {
+    fn default() -> Self {
+        SteerGuard {
+            new_flows_per_second: 0,
+            new_flow_burst: DEFAULT_NEW_FLOW_BURST,
+            rate_table_entries: DEFAULT_RATE_TABLE_ENTRIES,
+            blocklist: Vec::new(),
+        }
+    }
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SteerProtocol {
+    Tcp,
+    Udp,
+}
+
+/// One `[[steer.services]]`: an address, port and protocol the program steers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SteerService {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: SteerProtocol,
+}
+
+/// One `[[steer.nodes]]`: a relay flows can be steered to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerNode {
+    /// Unique name; its hash places the node in the Maglev tables, so keep it stable.
+    pub name: String,
+    /// IPv4 address (outer destination of IPIP).
+    pub address: Option<Ipv4Addr>,
+    /// IPv6 address (outer destination of IP6IP6).
+    pub address_v6: Option<Ipv6Addr>,
+    /// MAC of the node, when it shares the link.
+    pub mac: Option<[u8; 6]>,
+    /// A router towards the node, whose MAC is looked up in the neighbour table.
+    pub next_hop: Option<IpAddr>,
+    /// This machine: its flows pass to the local stack.
+    pub local: bool,
+    /// Capacity weight, 0 to 10000 (default 100).
+    pub weight: u32,
+    /// Health: false takes the node out of every table.
+    pub up: bool,
+    /// Measured round-trip time in µs (0: unknown, counts as near).
+    pub rtt_us: u64,
 }

@@ -96,9 +96,12 @@ fn shipped_file_parses_and_documents_the_defaults() {
     assert_eq!(
         keys,
         [
+            "admin.enabled",
+            "admin.listen",
             "cache.chunk_size",
             "cache.memory_bytes",
             "origin.directory",
+            "origin.revalidate_ms",
             "server.header_timeout_ms",
             "server.idle_timeout_ms",
             "server.limits.max_head_bytes",
@@ -106,8 +109,23 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "server.limits.max_uri_bytes",
             "server.listen",
             "server.max_connections",
+            "server.pin_cpus",
             "server.workers",
+            "steer.decap",
+            "steer.encap_source_v4",
+            "steer.encap_source_v6",
+            "steer.flow_table_entries",
+            "steer.fragments",
+            "steer.guard.blocklist",
+            "steer.guard.new_flow_burst",
+            "steer.guard.new_flows_per_second",
+            "steer.guard.rate_table_entries",
+            "steer.ip_options",
+            "steer.malformed",
+            "steer.max_services",
             "steer.pin_root",
+            "steer.proximity_rtt_us",
+            "steer.ring_size",
         ]
     );
 }
@@ -215,7 +233,8 @@ fn unknown_keys_name_key_line_and_valid_keys() {
     assert_eq!(
         msg,
         "relay.toml:3:1: server.worker: unknown key `worker`, expected one of `listen`, \
-         `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `limits`"
+         `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `pin_cpus`, \
+         `limits`"
     );
     let msg = expect(
         "[origin]\ndirectory = \"/d\"\n\n[server.limits]\nmax_uri = 5\n",

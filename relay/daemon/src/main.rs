@@ -107,22 +107,48 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let workers = config.server.effective_workers();
-    // Block the stop signals before any worker thread starts, so they reach only this thread.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
+    // Block the signals before any worker thread starts, so they reach only this thread.
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("signals")?;
+    let admin = if config.admin.enabled {
+        let l = std::net::TcpListener::bind(config.admin.listen)
+            .with_context(|| format!("admin listener on {}", config.admin.listen))?;
+        Some(l)
+    } else {
+        None
+    };
     let listeners = relay_server::bind(config.server.listen, workers)?;
     let server = relay_server::serve(config, listeners)?;
     eprintln!(
         "relay: listening on http://{} ({workers} workers)",
         server.local_addr()
     );
-    if let Some(sig) = signals.forever().next() {
-        eprintln!("relay: signal {sig}: finishing in-flight responses");
+    if let Some(l) = admin {
+        let addr = l.local_addr()?;
+        relay_server::admin::spawn(l, server.metrics()).context("admin thread")?;
+        eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
+    }
+    for sig in signals.forever() {
+        if sig != SIGHUP {
+            eprintln!("relay: signal {sig}: finishing in-flight responses");
+            break;
+        }
+        match Config::load(path) {
+            Ok(new) => {
+                let restart = server.reload(&new);
+                eprintln!("relay: reloaded {}", path.display());
+                if !restart.is_empty() {
+                    eprintln!(
+                        "relay: changed keys that need a restart (kept as they were): {}",
+                        restart.join(", ")
+                    );
+                }
+            }
+            Err(e) => eprintln!("relay: reload refused, keeping the running config: {e}"),
+        }
     }
     server.shutdown();
     server.join().context("worker failed")?;

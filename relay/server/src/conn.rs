@@ -2,9 +2,11 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
+use relay_proto::range::{ByteRange, MAX_RANGES};
 use std::fs::File;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a connection waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +107,12 @@ pub struct Conn {
     pub inflight: u32,
     pub closing: bool,
     pub phase: Phase,
+    /// When the pending receive or send is given up (checked by the worker's sweep).
+    pub deadline: Instant,
+    /// When the response being sent was started (for the latency histogram).
+    pub req_start: Option<Instant>,
+    /// When the first byte of the request being read arrived.
+    pub request_started: Option<Instant>,
     /// Receive buffer; unconsumed request bytes are `rbuf[rstart..rend]`.
     pub rbuf: Box<[u8]>,
     pub rstart: usize,
@@ -118,6 +126,18 @@ pub struct Conn {
     pub send: Box<SendState>,
     pub body: Option<Body>,
     pub fill: Option<Fill>,
+    /// Multi-range state (reused across requests; `n == 0` when the response is not
+    /// multipart).
+    pub multi: MultiRange,
+}
+
+/// The ranges of a `multipart/byteranges` response and which part comes next.
+pub struct MultiRange {
+    pub ranges: [ByteRange; MAX_RANGES],
+    pub n: usize,
+    pub next: usize,
+    pub total: u64,
+    pub content_type: String,
 }
 
 impl Conn {
@@ -128,6 +148,9 @@ impl Conn {
             inflight: 0,
             closing: false,
             phase: Phase::Recv,
+            deadline: Instant::now(),
+            request_started: None,
+            req_start: None,
             rbuf: vec![0u8; rbuf_len].into_boxed_slice(),
             rstart: 0,
             rend: 0,
@@ -137,6 +160,13 @@ impl Conn {
             send: SendState::new(1024),
             body: None,
             fill: None,
+            multi: MultiRange {
+                ranges: [ByteRange::default(); MAX_RANGES],
+                n: 0,
+                next: 0,
+                total: 0,
+                content_type: String::with_capacity(64),
+            },
         }
     }
 
@@ -147,6 +177,8 @@ impl Conn {
         self.inflight = 0;
         self.closing = false;
         self.phase = Phase::Recv;
+        self.request_started = None;
+        self.req_start = None;
         self.rstart = 0;
         self.rend = 0;
         self.discard = 0;
@@ -158,5 +190,6 @@ impl Conn {
         self.send.body_off = 0;
         self.body = None;
         self.fill = None;
+        self.multi.n = 0;
     }
 }

@@ -6,24 +6,38 @@
 //! - `worker`: the event loop and a request's way through it (see its module docs).
 //! - `conn`: per-connection state (receive buffer, send state, body position).
 //! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
+//! - [`metrics`] / [`admin`]: Prometheus text of the workers' counters and merged latency
+//!   histograms, served with `/healthz` on the admin listener.
 //! - `origin`: the directory origin (`openat2` beneath its root).
 //! - `sys`: the few plain syscalls made outside the ring.
 
+pub mod admin;
 mod conn;
+pub mod metrics;
 pub mod origin;
 mod ring;
 mod sys;
 mod worker;
 
 use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
 use relay_cache::{Layout, MemoryTier, MetaCache};
 use relay_config::Config;
 use relay_proto::Limits;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+thread_local! {
+    static WORKER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a worker thread (lets a test's counting allocator watch only the serving loop).
+pub fn is_worker_thread() -> bool {
+    WORKER_THREAD.with(|w| w.get())
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +67,33 @@ pub struct Shared {
     pub memory: MemoryTier,
     pub meta: MetaCache,
     pub shutdown: AtomicBool,
+    /// Settings a SIGHUP may change while serving; workers read them on every tick.
+    pub tunables: Tunables,
+}
+
+/// The live-reloadable settings.
+pub struct Tunables {
+    pub header_timeout_ms: AtomicU64,
+    pub idle_timeout_ms: AtomicU64,
+    pub max_connections: AtomicU64,
+}
+
+impl Tunables {
+    fn from_config(c: &Config) -> Tunables {
+        Tunables {
+            header_timeout_ms: AtomicU64::new(c.server.header_timeout_ms),
+            idle_timeout_ms: AtomicU64::new(c.server.idle_timeout_ms),
+            max_connections: AtomicU64::new(c.server.max_connections as u64),
+        }
+    }
 }
 
 /// Counters of one worker, on a cache line of its own; summed on read.
-#[derive(Default)]
 pub struct WorkerStats {
+    /// Request latency in µs, published by the worker from its private histogram every tick
+    /// (one uncontended lock per tick, none per request) and merged by a scrape.
+    pub latency: Mutex<Histogram<u64>>,
+    pub sends: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub open: AtomicU64,
@@ -65,7 +101,26 @@ pub struct WorkerStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
     pub bytes: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            latency: Mutex::new(metrics::latency_histogram()),
+            sends: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A snapshot of all workers' counters.
@@ -78,13 +133,14 @@ pub struct StatsSnapshot {
     pub hits: u64,
     pub misses: u64,
     pub errors: u64,
+    pub timeouts: u64,
     pub bytes: u64,
 }
 
 /// A running server: its shared state, counters and worker threads.
 pub struct Server {
     pub shared: Arc<Shared>,
-    stats: Vec<Arc<CachePadded<WorkerStats>>>,
+    stats: Arc<Vec<Arc<CachePadded<WorkerStats>>>>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     addr: SocketAddr,
 }
@@ -97,7 +153,7 @@ impl Server {
 
     pub fn stats(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot::default();
-        for w in &self.stats {
+        for w in self.stats.iter() {
             s.accepted += w.accepted.load(Ordering::Relaxed);
             s.rejected += w.rejected.load(Ordering::Relaxed);
             s.open += w.open.load(Ordering::Relaxed);
@@ -105,9 +161,58 @@ impl Server {
             s.hits += w.hits.load(Ordering::Relaxed);
             s.misses += w.misses.load(Ordering::Relaxed);
             s.errors += w.errors.load(Ordering::Relaxed);
+            s.timeouts += w.timeouts.load(Ordering::Relaxed);
             s.bytes += w.bytes.load(Ordering::Relaxed);
         }
         s
+    }
+
+    /// The handle a metrics scrape reads.
+    pub fn metrics(&self) -> metrics::Metrics {
+        metrics::Metrics {
+            shared: self.shared.clone(),
+            workers: self.stats.clone(),
+        }
+    }
+
+    /// Applies a reloaded config: the tunables that can change live take effect within one
+    /// worker tick; returns the changed keys that need a restart (they keep their old value).
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        let old = &self.shared.config;
+        let t = &self.shared.tunables;
+        t.header_timeout_ms
+            .store(new.server.header_timeout_ms, Ordering::Relaxed);
+        t.idle_timeout_ms
+            .store(new.server.idle_timeout_ms, Ordering::Relaxed);
+        t.max_connections
+            .store(new.server.max_connections as u64, Ordering::Relaxed);
+        self.shared.memory.set_capacity(new.cache.memory_bytes);
+        let mut restart = Vec::new();
+        let checks: [(&'static str, bool); 8] = [
+            ("server.listen", old.server.listen != new.server.listen),
+            ("server.workers", old.server.workers != new.server.workers),
+            (
+                "server.pin_cpus",
+                old.server.pin_cpus != new.server.pin_cpus,
+            ),
+            ("server.limits", old.server.limits != new.server.limits),
+            (
+                "cache.chunk_size",
+                old.cache.chunk_size != new.cache.chunk_size,
+            ),
+            (
+                "origin.directory",
+                old.origin.directory != new.origin.directory,
+            ),
+            ("admin", old.admin != new.admin),
+            ("steer", old.steer != new.steer),
+        ];
+        for (key, changed) in checks {
+            if changed {
+                restart.push(key);
+            }
+        }
+        restart
     }
 
     /// Asks the workers to stop: no new connections; idle ones close; responses in flight
@@ -180,6 +285,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         memory: MemoryTier::new(config.cache.memory_bytes, config.cache.chunk_size),
         meta: MetaCache::new(1 << 16),
         shutdown: AtomicBool::new(false),
+        tunables: Tunables::from_config(&config),
         config,
     });
     let mut stats = Vec::new();
@@ -194,15 +300,23 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         let (tx, rx) = crossbeam_channel::bounded(1);
         let t = std::thread::Builder::new()
             .name(format!("relay-w{i}"))
-            .spawn(move || match worker::Worker::new(l, shared2, st, origin) {
-                Ok(w) => {
-                    let _ = tx.send(Ok(()));
-                    w.run()
+            .spawn(move || {
+                WORKER_THREAD.with(|w| w.set(true));
+                if shared2.config.server.pin_cpus
+                    && let Err(e) = sys::pin_to_allowed_cpu(i)
+                {
+                    log::warn!("worker {i}: cannot pin to a CPU: {e}");
                 }
-                Err(e) => {
-                    let kind = e.kind();
-                    let _ = tx.send(Err(e));
-                    Err(std::io::Error::from(kind))
+                match worker::Worker::new(l, shared2, st, origin) {
+                    Ok(w) => {
+                        let _ = tx.send(Ok(()));
+                        w.run()
+                    }
+                    Err(e) => {
+                        let kind = e.kind();
+                        let _ = tx.send(Err(e));
+                        Err(std::io::Error::from(kind))
+                    }
                 }
             })
             .map_err(ServerError::Thread)?;
@@ -217,7 +331,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
     }
     Ok(Server {
         shared,
-        stats,
+        stats: Arc::new(stats),
         threads,
         addr,
     })

@@ -2,8 +2,7 @@
 //!
 //! The buffer rule, stated once: every pointer handed to the kernel here (receive buffers,
 //! `msghdr`s and the iovecs they point to, read buffers, timespecs) must stay valid and
-//! unmoved until the operation's completion has been reaped — for a `LinkTimeout` or
-//! `Timeout` timespec, until the submission has been flushed to the kernel. The worker keeps
+//! unmoved until the operation's completion has been reaped. The worker keeps
 //! that rule by owning each buffer in its connection slot (heap memory, never reallocated
 //! while an operation is in flight) and by freeing a slot only when its in-flight count is 0.
 
@@ -41,21 +40,6 @@ impl Ring {
         Err(io::Error::other("submission queue stays full"))
     }
 
-    fn push_linked(&mut self, a: &squeue::Entry, b: &squeue::Entry) -> io::Result<()> {
-        // A linked pair must sit in the queue together: make room for both first.
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < 2 {
-            self.ring.submit()?;
-        }
-        let pair = [a.clone(), b.clone()];
-        // SAFETY: as in `push`; both entries obey the buffer rule.
-        unsafe { self.ring.submission().push_multiple(&pair) }
-            .map_err(|_| io::Error::other("submission queue stays full"))
-    }
-
     /// Multishot accept on a listening socket: one submission, one completion per client.
     pub fn accept_multi(&mut self, listener: RawFd, ud: u64) -> io::Result<()> {
         let sqe = opcode::AcceptMulti::new(types::Fd(listener))
@@ -64,50 +48,32 @@ impl Ring {
         self.push(&sqe)
     }
 
-    /// Receive into `buf`, cancelled if nothing arrives within `timeout`.
+    /// Receive into `buf`.
     ///
     /// # Safety
-    /// `buf` and `timeout` obey the buffer rule (module docs).
-    pub unsafe fn recv(
-        &mut self,
-        fd: RawFd,
-        buf: *mut u8,
-        len: u32,
-        ud: u64,
-        timeout: *const types::Timespec,
-        timeout_ud: u64,
-    ) -> io::Result<()> {
-        let recv = opcode::Recv::new(types::Fd(fd), buf, len)
+    /// `buf` obeys the buffer rule (module docs).
+    pub unsafe fn recv(&mut self, fd: RawFd, buf: *mut u8, len: u32, ud: u64) -> io::Result<()> {
+        let sqe = opcode::Recv::new(types::Fd(fd), buf, len)
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(ud);
-        let to = opcode::LinkTimeout::new(timeout)
-            .build()
-            .user_data(timeout_ud);
-        self.push_linked(&recv, &to)
+        self.push(&sqe)
     }
 
-    /// `sendmsg` of the iovecs `msg` points to, cancelled if it stalls past `timeout`.
+    /// `sendmsg` of the iovecs `msg` points to.
     ///
     /// # Safety
-    /// `msg`, its iovecs, the memory they describe, and `timeout` obey the buffer rule.
+    /// `msg`, its iovecs and the memory they describe obey the buffer rule.
     pub unsafe fn sendmsg(
         &mut self,
         fd: RawFd,
         msg: *const libc::msghdr,
         ud: u64,
-        timeout: *const types::Timespec,
-        timeout_ud: u64,
     ) -> io::Result<()> {
-        let send = opcode::SendMsg::new(types::Fd(fd), msg)
+        let sqe = opcode::SendMsg::new(types::Fd(fd), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(ud);
-        let to = opcode::LinkTimeout::new(timeout)
-            .build()
-            .user_data(timeout_ud);
-        self.push_linked(&send, &to)
+        self.push(&sqe)
     }
 
     /// Read `len` bytes of a file at `offset` into `buf`.

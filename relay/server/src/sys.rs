@@ -58,3 +58,32 @@ pub fn open_beneath(dir: RawFd, path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// Pins the calling thread to the `n`-th CPU (modulo their count) of those this process may
+/// run on.
+pub fn pin_to_allowed_cpu(n: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit set; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid cpu_set_t of `size` bytes that outlives the call.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `i` is below CPU_SETSIZE, the bit count of `set`.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect();
+    let Some(&cpu) = allowed.get(n % allowed.len().max(1)) else {
+        return Err(io::Error::other("no CPU allowed"));
+    };
+    // SAFETY: as above; CPU_ZERO/CPU_SET only write bits of `set`.
+    unsafe {
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+    }
+    // SAFETY: `set` is valid for `size` bytes.
+    if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

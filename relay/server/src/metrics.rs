@@ -1,0 +1,168 @@
+//! Prometheus text exposition (format 0.0.4) of the workers' counters and latency.
+//!
+//! Written by hand rather than through a metrics crate: the counters already live in each
+//! worker's own cache line and the latency in per-worker `hdrhistogram`s, so a scrape only
+//! sums and merges them; a registry crate would add a second copy of every value and
+//! atomic traffic on the hot path.
+
+use crate::{Shared, WorkerStats};
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Upper bounds (seconds) of the exported latency buckets.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A new latency histogram: microseconds, 1 µs to 100 s, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// What a scrape reads: the shared state and every worker's counters.
+#[derive(Clone)]
+pub struct Metrics {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) workers: Arc<Vec<Arc<CachePadded<WorkerStats>>>>,
+}
+
+impl Metrics {
+    /// Renders every metric into `out`.
+    pub fn render(&self, out: &mut String) {
+        let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+            self.workers
+                .iter()
+                .map(|w| f(w).load(Ordering::Relaxed))
+                .sum()
+        };
+        let counters: [(&str, &str, &str, u64); 10] = [
+            (
+                "relay_requests_total",
+                "counter",
+                "Requests answered (any status).",
+                sum(|w| &w.requests),
+            ),
+            (
+                "relay_request_errors_total",
+                "counter",
+                "Requests rejected as malformed or over a limit (the connection then closes).",
+                sum(|w| &w.errors),
+            ),
+            (
+                "relay_bytes_sent_total",
+                "counter",
+                "Bytes written to clients (heads and bodies).",
+                sum(|w| &w.bytes),
+            ),
+            (
+                "relay_sends_total",
+                "counter",
+                "sendmsg operations submitted (bodies copied by the kernel).",
+                sum(|w| &w.sends),
+            ),
+            (
+                "relay_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                sum(|w| &w.accepted),
+            ),
+            (
+                "relay_connections_rejected_total",
+                "counter",
+                "Connections closed at once because a worker was at max_connections.",
+                sum(|w| &w.rejected),
+            ),
+            (
+                "relay_connection_timeouts_total",
+                "counter",
+                "Connections closed by the header, idle or send timeout.",
+                sum(|w| &w.timeouts),
+            ),
+            (
+                "relay_connections_open",
+                "gauge",
+                "Connections open now.",
+                sum(|w| &w.open),
+            ),
+            (
+                "relay_memory_tier_bytes",
+                "gauge",
+                "Bytes held by the memory tier (chunks plus entry overhead).",
+                self.shared.memory.weight(),
+            ),
+            (
+                "relay_memory_tier_capacity_bytes",
+                "gauge",
+                "Capacity of the memory tier.",
+                self.shared.memory.capacity(),
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP relay_cache_lookups_total Responses by cache outcome and tier.\n\
+             # TYPE relay_cache_lookups_total counter\n\
+             relay_cache_lookups_total{{result=\"hit\",tier=\"memory\"}} {}\n\
+             relay_cache_lookups_total{{result=\"miss\",tier=\"origin\"}} {}",
+            sum(|w| &w.hits),
+            sum(|w| &w.misses),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_memory_tier_chunks Chunks held by the memory tier.\n\
+             # TYPE relay_memory_tier_chunks gauge\nrelay_memory_tier_chunks {}",
+            self.shared.memory.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_workers Worker threads (one io_uring each).\n\
+             # TYPE relay_workers gauge\nrelay_workers {}",
+            self.workers.len()
+        );
+        self.render_latency(out);
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let mut merged = latency_histogram();
+        for w in self.workers.iter() {
+            if let Ok(h) = w.latency.lock() {
+                let _ = merged.add(&*h);
+            }
+        }
+        let name = "relay_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a request's parse to its last byte handed to the kernel.\n\
+             # TYPE {name} histogram"
+        );
+        for le in BUCKETS {
+            let us = (le * 1e6) as u64;
+            let count = merged.count_between(0, us);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let total = merged.len();
+        let sum_s: f64 = merged
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum::<f64>()
+            / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum {sum_s}\n{name}_count {total}");
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                out,
+                "relay_request_duration_quantile_seconds{{quantile=\"{q}\"}} {}",
+                merged.value_at_quantile(q) as f64 / 1e6
+            );
+        }
+    }
+}

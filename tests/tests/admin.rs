@@ -1,0 +1,101 @@
+//! The admin listener (/metrics, /healthz) and live reload on SIGHUP.
+
+use relay_tests::client::Client;
+use relay_tests::{Relay, TempDir, config};
+use std::time::Duration;
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_requests_hits_and_latency() {
+    let origin = TempDir::new("origin");
+    origin.write("a.bin", &relay_tests::pattern(100_000, 3));
+    let relay = Relay::start(&config("127.0.0.1:0", origin.path(), 65536, 1 << 24));
+    let admin = relay.admin.expect("admin listener");
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..10 {
+        assert_eq!(c.get("/a.bin").status, 200);
+    }
+    assert_eq!(c.get("/missing").status, 404);
+    // Latency is published on the workers' 200 ms tick.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut a = Client::connect(admin);
+    let m = a.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(m.body).unwrap();
+    assert_eq!(metric(&text, "relay_requests_total"), 11.0);
+    assert_eq!(
+        metric(
+            &text,
+            "relay_cache_lookups_total{result=\"hit\",tier=\"memory\"}"
+        ),
+        9.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "relay_cache_lookups_total{result=\"miss\",tier=\"origin\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "relay_request_duration_seconds_count"), 11.0);
+    assert_eq!(
+        metric(&text, "relay_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        11.0
+    );
+    assert!(metric(&text, "relay_bytes_sent_total") >= 1_000_000.0);
+    assert_eq!(metric(&text, "relay_connections_open"), 1.0);
+    assert!(metric(&text, "relay_memory_tier_bytes") >= 100_000.0);
+    assert_eq!(metric(&text, "relay_workers"), 2.0);
+    let mut h = Client::connect(admin);
+    let r = h.get("/healthz");
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok\n"[..]));
+    let mut n = Client::connect(admin);
+    assert_eq!(n.get("/nope").status, 404);
+}
+
+#[test]
+fn sighup_reloads_live_settings_and_refuses_a_bad_config() {
+    let origin = TempDir::new("origin");
+    origin.write("a", b"abc");
+    let base = config("127.0.0.1:0", origin.path(), 65536, 1 << 24);
+    let relay = Relay::start(&base);
+    let admin = relay.admin.expect("admin listener");
+    // Shrink the memory tier and the idle timeout, and change a restart-only key.
+    let changed = base
+        .replace("memory_bytes = 16777216", "memory_bytes = 1048576")
+        .replace("workers = 2", "workers = 2\nidle_timeout_ms = 300")
+        .replace("chunk_size = 65536", "chunk_size = 131072");
+    std::fs::write(&relay.config, changed).unwrap();
+    relay.signal(libc::SIGHUP);
+    assert!(relay.wait_log("relay: reloaded", Duration::from_secs(5)));
+    assert!(relay.wait_log("cache.chunk_size", Duration::from_secs(1)));
+    std::thread::sleep(Duration::from_millis(400)); // one worker tick
+    let mut a = Client::connect(admin);
+    let text = String::from_utf8(a.get("/metrics").body).unwrap();
+    assert_eq!(metric(&text, "relay_memory_tier_capacity_bytes"), 1048576.0);
+    // The new idle timeout applies.
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(c.get("/a").body, b"abc");
+    let t = std::time::Instant::now();
+    assert!(c.is_closed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "idle close took {:?}",
+        t.elapsed()
+    );
+    // A broken config is refused; the relay keeps serving.
+    std::fs::write(&relay.config, "[cache]\nchunk_size = 1000\n").unwrap();
+    relay.signal(libc::SIGHUP);
+    assert!(relay.wait_log("reload refused", Duration::from_secs(5)));
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(c.get("/a").body, b"abc");
+}
