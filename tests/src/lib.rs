@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod netns;
+pub mod origin;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

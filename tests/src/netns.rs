@@ -234,3 +234,72 @@ fn quiet(cmd: &mut Command) -> io::Result<std::process::ExitStatus> {
         .stderr(Stdio::null())
         .status()
 }
+
+/// Runs `f` on a thread that has entered the network namespace `name` (from `ip netns add`):
+/// sockets it opens live in that namespace. Only that thread moves; this one stays.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let path = Path::new("/run/netns").join(name);
+    let file = std::fs::File::open(&path)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use std::os::fd::AsRawFd as _;
+                // SAFETY: `file` is an open namespace file that outlives the call; setns only
+                // changes this thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| io::Error::other("the thread in the namespace panicked"))?
+    })
+}
+
+/// A named network namespace with nothing in it yet; deleted (with every link in it) on drop.
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates `relay-<tag><pid>-<n>` with its `lo` up.
+    pub fn new(tag: &str) -> io::Result<Namespace> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("relay-{tag}{}-{n}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Namespace { name };
+        run(ns.ip().args(["link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME`.
+    pub fn ip(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &self.name]);
+        cmd
+    }
+
+    /// `ip netns exec NAME program`.
+    pub fn exec(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Writes a sysctl of this namespace (`key` like `net/ipv4/conf/all/rp_filter`).
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        let path = format!("/proc/sys/{key}");
+        in_netns(&self.name, || std::fs::write(&path, value))?
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = quiet(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}

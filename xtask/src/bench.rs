@@ -1,24 +1,30 @@
-//! `cargo xtask bench`: side-by-side benchmarks.
+//! `cargo xtask bench <which>`: benchmarks. Each benchmark lives in its own module; this
+//! file only dispatches.
 //!
-//! Not yet implemented. `bench serve` will run relay (memory hits) against nginx
-//! (`sendfile on`, page cache) and nginx `proxy_cache` hits, with wrk pinned to the other
-//! core, for 4 KiB / 64 KiB / 1 MiB objects at 64 and 256 connections, 3+ runs each, and
-//! write a table, JSON and a plot. `bench steer` will time XDP paths through test_run.
+//! - `serve` ([`crate::bench_serve`]): relay memory hits vs nginx (`sendfile`, page cache)
+//!   vs nginx `proxy_cache` hits, wrk pinned to one core and the servers to the others.
+//! - `steer` ([`crate::bench_steer`]): XDP paths timed through test_run against a no-op floor.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 pub struct Options {
-    /// Which benchmark: `serve` or `steer`.
-    pub which: Option<String>,
+    #[command(subcommand)]
+    pub which: Which,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// relay vs nginx on this machine: same objects, same client (wrk), pinned; writes a
+    /// table, target/bench/serve.json and target/bench/serve.svg.
+    Serve(crate::bench_serve::Options),
+    /// XDP steering paths timed through BPF_PROG_TEST_RUN, as ratios to a no-op program.
+    Steer,
 }
 
 pub fn run(o: &Options) -> Result<()> {
-    bail!(
-        "benchmark {:?} is not implemented yet: `bench serve` (relay vs nginx, wrk pinned to \
-         the other core, 4 KiB/64 KiB/1 MiB at 64 and 256 connections, medians of 3 runs) \
-         and `bench steer` (XDP ns/packet via test_run) land with the data-plane and \
-         steering work",
-        o.which.as_deref().unwrap_or("serve")
-    )
+    match &o.which {
+        Which::Serve(s) => crate::bench_serve::run(s),
+        Which::Steer => crate::bench_steer::run(),
+    }
 }

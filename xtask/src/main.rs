@@ -5,6 +5,8 @@
 //! toolchain setup, the nightly eBPF build, root-only tests and benchmarks.
 
 mod bench;
+mod bench_serve;
+mod bench_steer;
 mod build;
 mod run;
 mod setup;

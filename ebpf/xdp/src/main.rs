@@ -1,25 +1,30 @@
-//! relay's XDP program, `relay_steer`: the entry point.
+//! relay's XDP programs: `relay_steer`, the steering plane, and `relay_noop`, which passes
+//! every packet (the floor `cargo xtask bench steer` measures against).
 //!
 //! Layout (split by role, as Katran splits its `balancer_*.h` headers):
-//! - `main.rs` (this file): the program entry, the verdict, the license and panic handler.
-//! - [`maps`]: the BPF maps the program shares with `relay/steer` (names from `relay-common`).
+//! - `main.rs` (this file): the program entries, the verdict counters, license, panic handler.
+//! - [`maps`]: the BPF maps the programs share with `relay/steer` (types from `relay-common`).
 //! - [`parse`]: bounds-checked header access ([`parse::ptr_at`]) and the Ethernet / 802.1Q /
-//!   IPv4 / IPv6 parse.
-//!
-//! First landing: every packet is counted (packets and bytes, per CPU, by verdict) and passed.
-//! The parse already runs so that the verifier sees it; steering will decide on its result.
+//!   IPv4 / IPv6 / TCP / UDP parse.
+//! - [`guard`]: source blocklist and per-source new-flow token buckets.
+//! - [`encap`]: IPIP / IP6IP6 encapsulation and decapsulation.
+//! - [`steer`]: the decision: services, connection table, Maglev, local or remote.
 #![no_std]
 #![no_main]
 
+mod encap;
+mod guard;
 mod maps;
 mod parse;
+mod steer;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use relay_common::Verdict;
 
-/// The `#[xdp]` macro names the program after the function; the loader finds it by
-/// `relay_common::XDP_PROGRAM`.
+/// The `#[xdp]` macro names the programs after the functions; the loader finds them by
+/// these names.
 const _: () = assert!(maps::str_eq("relay_steer", relay_common::XDP_PROGRAM));
+const _: () = assert!(maps::str_eq("relay_noop", relay_common::NOOP_PROGRAM));
 
 #[xdp]
 pub fn relay_steer(ctx: XdpContext) -> u32 {
@@ -28,16 +33,19 @@ pub fn relay_steer(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Decides the packet's fate and counts it under that verdict.
+/// Decides the packet's fate and counts it under that verdict (overall and per service).
 ///
 /// `Err` carries the action for a packet the program could not handle; it is counted the same
 /// way, so that nothing leaves the program uncounted.
 #[inline(always)]
 fn try_relay_steer(ctx: &XdpContext) -> Result<u32, u32> {
-    let len = ctx.data_end().saturating_sub(ctx.data());
-    let verdict = verdict(ctx);
-    maps::count(verdict, len as u64);
-    match verdict {
+    let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
+    let decision = steer::decide(ctx, len);
+    maps::count(decision.verdict, len);
+    if let Some(service) = decision.service {
+        maps::count_service(service, decision.verdict, len);
+    }
+    match decision.verdict {
         Verdict::Pass => Ok(xdp_action::XDP_PASS),
         Verdict::Aborted => Err(xdp_action::XDP_ABORTED),
         Verdict::Drop => Ok(xdp_action::XDP_DROP),
@@ -46,23 +54,13 @@ fn try_relay_steer(ctx: &XdpContext) -> Result<u32, u32> {
     }
 }
 
-/// The steering decision. For now every packet passes to the kernel stack, parsed or not:
-/// a truncated or non-IP frame is the stack's business, not ours.
-#[inline(always)]
-fn verdict(ctx: &XdpContext) -> Verdict {
-    match parse::parse(ctx) {
-        Ok(packet) => {
-            // Nothing reads the parse yet; `black_box` keeps it in the object so the verifier
-            // checks it now rather than when steering lands on top of it.
-            core::hint::black_box(packet);
-            Verdict::Pass
-        }
-        Err(parse::ParseError::Truncated) => Verdict::Pass,
-    }
+/// Passes every packet: the cheapest XDP program there is, for benchmarks.
+#[xdp]
+pub fn relay_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
-/// The verifier needs a license; "GPL" keeps GPL-only helpers (e.g. `bpf_fib_lookup`, which
-/// steering may want) available to this object.
+/// The verifier needs a license; "GPL" keeps GPL-only helpers available to this object.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

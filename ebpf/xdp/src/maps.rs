@@ -1,22 +1,89 @@
 //! The BPF maps of `relay_steer`, shared with the userspace loader (`relay/steer`), which pins
-//! them under `<pin root>/<iface>/` and reads them for `relay steer status`.
+//! them under `<pin root>/<iface>/`, fills the configuration maps and reads the counters.
+//! Key and value types come from `relay-common`; the names are checked against it at compile
+//! time.
 //!
-//! - `RELAY_COUNTERS`: per-CPU array of [`Counter`], one slot per [`Verdict`]. Per CPU, so
-//!   the program adds without atomics; userspace sums the CPUs.
+//! - Counters (per CPU, so the program adds without atomics; userspace sums the CPUs):
+//!   `RELAY_COUNTERS` by [`Verdict`], `RELAY_REASONS` by [`Reason`], `RELAY_SERVICE_STATS` by
+//!   service and verdict.
+//! - Configuration (written by userspace): `RELAY_SETTINGS`, `RELAY_SERVICES`, `RELAY_NODES`,
+//!   `RELAY_RINGS` (two halves per service) and `RELAY_ACTIVE` (the live half), the
+//!   `RELAY_BLOCKLIST` trie.
+//! - State (written by the program): `RELAY_FLOWS` (LRU connection table), `RELAY_RATE`
+//!   (per-CPU LRU token buckets per source).
+//!
+//! Sizes marked "set at load" are defaults the loader overrides from the config.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use relay_common::{Counter, Verdict};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use relay_common::{
+    Active, Counter, DEFAULT_BLOCKLIST_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_RATE_ENTRIES,
+    DEFAULT_RING_ENTRIES, Flow, FlowKey, MAX_NODES, MAX_SERVICES, Node, RateState, Reason, Ring,
+    Service, ServiceKey, Settings, Verdict, maps as names,
+};
 
-/// `#[map]` takes the map's name as a literal; this keeps it equal to the name the loader uses.
-const _: () = assert!(str_eq("RELAY_COUNTERS", relay_common::maps::COUNTERS));
+/// `#[map]` takes the map's name as a literal; these keep it equal to the name the loader uses.
+const _: () = {
+    assert!(str_eq("RELAY_COUNTERS", names::COUNTERS));
+    assert!(str_eq("RELAY_REASONS", names::REASONS));
+    assert!(str_eq("RELAY_SERVICE_STATS", names::SERVICE_STATS));
+    assert!(str_eq("RELAY_SETTINGS", names::SETTINGS));
+    assert!(str_eq("RELAY_ACTIVE", names::ACTIVE));
+    assert!(str_eq("RELAY_SERVICES", names::SERVICES));
+    assert!(str_eq("RELAY_NODES", names::NODES));
+    assert!(str_eq("RELAY_RINGS", names::RINGS));
+    assert!(str_eq("RELAY_FLOWS", names::FLOWS));
+    assert!(str_eq("RELAY_RATE", names::RATE));
+    assert!(str_eq("RELAY_BLOCKLIST", names::BLOCKLIST));
+};
 
 #[map(name = "RELAY_COUNTERS")]
 static RELAY_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0);
 
-/// Adds one packet of `bytes` bytes to this CPU's slot for `verdict`.
+#[map(name = "RELAY_REASONS")]
+static RELAY_REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+#[map(name = "RELAY_SERVICE_STATS")]
+static RELAY_SERVICE_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_SERVICES * Verdict::COUNT, 0);
+
+#[map(name = "RELAY_SETTINGS")]
+pub static RELAY_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map(name = "RELAY_ACTIVE")]
+pub static RELAY_ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
+
+#[map(name = "RELAY_SERVICES")]
+pub static RELAY_SERVICES: aya_ebpf::maps::HashMap<ServiceKey, Service> =
+    aya_ebpf::maps::HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "RELAY_NODES")]
+pub static RELAY_NODES: Array<Node> = Array::with_max_entries(MAX_NODES, 0);
+
+/// Set at load: two rings per configured service slot.
+#[map(name = "RELAY_RINGS")]
+pub static RELAY_RINGS: Array<Ring> = Array::with_max_entries(DEFAULT_RING_ENTRIES, 0);
+
+/// Set at load.
+#[map(name = "RELAY_FLOWS")]
+pub static RELAY_FLOWS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// Set at load.
+#[map(name = "RELAY_RATE")]
+pub static RELAY_RATE: LruPerCpuHashMap<[u32; 4], RateState> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_RATE_ENTRIES, 0);
+
+/// Set at load. Keys: prefix length then the 16 address bytes (IPv4-mapped for IPv4).
+#[map(name = "RELAY_BLOCKLIST")]
+pub static RELAY_BLOCKLIST: LpmTrie<[u32; 4], u32> =
+    LpmTrie::with_max_entries(DEFAULT_BLOCKLIST_ENTRIES, 0);
+
 #[inline(always)]
-pub fn count(verdict: Verdict, bytes: u64) {
-    if let Some(counter) = RELAY_COUNTERS.get_ptr_mut(verdict as u32) {
+fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: the kernel returned a pointer to this CPU's value of a live map slot, valid
         // and aligned for a `Counter`; no other program touches this CPU's slot while we run
         // (XDP runs with preemption disabled), so the read-modify-write is not racy.
@@ -25,6 +92,28 @@ pub fn count(verdict: Verdict, bytes: u64) {
             (*counter).bytes += bytes;
         }
     }
+}
+
+/// Adds one packet of `bytes` bytes to this CPU's slot for `verdict`.
+#[inline(always)]
+pub fn count(verdict: Verdict, bytes: u64) {
+    add(&RELAY_COUNTERS, verdict as u32, bytes);
+}
+
+/// Adds one packet to this CPU's slot for `reason`.
+#[inline(always)]
+pub fn count_reason(reason: Reason, bytes: u64) {
+    add(&RELAY_REASONS, reason as u32, bytes);
+}
+
+/// Adds one packet to this CPU's slot for `service` and `verdict`.
+#[inline(always)]
+pub fn count_service(service: u32, verdict: Verdict, bytes: u64) {
+    add(
+        &RELAY_SERVICE_STATS,
+        service * Verdict::COUNT + verdict as u32,
+        bytes,
+    );
 }
 
 /// `const` string equality, for compile-time checks of names the macros take as literals.

@@ -1,13 +1,16 @@
-//! Packet parsing: header layouts, the one bounds-checked accessor [`ptr_at`], and [`parse`],
-//! which walks Ethernet (with at most one 802.1Q / 802.1ad tag), then IPv4 or IPv6, and says
-//! where the layer-4 header starts.
+//! Packet parsing: header layouts, the one bounds-checked accessor [`ptr_at`] (and its writable
+//! twin [`ptr_at_mut`]), and [`parse`], which walks Ethernet (with at most one 802.1Q / 802.1ad
+//! tag), IPv4 or IPv6, and the TCP / UDP ports, and says what it found.
 //!
 //! Every header is checked against `data_end` before it is read, by [`ptr_at`] only. Multi-byte
-//! fields are in network byte order as on the wire; the accessors convert.
+//! fields are in network byte order as on the wire; the accessors convert. A header that is cut
+//! short or contradicts itself is [`ParseError::Malformed`]; fragments, options and other
+//! protocols are reported, not judged: [`crate::steer`] applies the policies.
 
 use core::mem;
 
 use aya_ebpf::programs::XdpContext;
+use relay_common::v4_mapped;
 
 /// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
@@ -17,13 +20,23 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// EtherType of an 802.1ad (QinQ outer) tag.
 pub const ETH_P_8021AD: u16 = 0x88A8;
+/// IP protocol numbers.
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPV6: u8 = 41;
+/// IPv6 extension headers: hop-by-hop, routing, fragment, ESP, AH, destination options,
+/// mobility, HIP, shim6.
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_EXTENSIONS: [u8; 8] = [0, 43, 50, 51, 60, 135, 139, 140];
 
 /// Ethernet II header.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
-    ether_type: [u8; 2],
+    pub ether_type: [u8; 2],
 }
 
 impl EthHdr {
@@ -36,17 +49,14 @@ impl EthHdr {
 
 /// One 802.1Q tag: TCI then the encapsulated EtherType.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct VlanHdr {
-    tci: [u8; 2],
-    ether_type: [u8; 2],
+    pub tci: [u8; 2],
+    pub ether_type: [u8; 2],
 }
 
 impl VlanHdr {
     pub const LEN: usize = mem::size_of::<Self>();
-    #[inline(always)]
-    pub fn vlan_id(&self) -> u16 {
-        u16::from_be_bytes(self.tci) & 0x0FFF
-    }
     #[inline(always)]
     pub fn ether_type(&self) -> u16 {
         u16::from_be_bytes(self.ether_type)
@@ -55,37 +65,30 @@ impl VlanHdr {
 
 /// IPv4 header without options (options are skipped through IHL).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ipv4Hdr {
-    version_ihl: u8,
+    pub version_ihl: u8,
     pub tos: u8,
-    tot_len: [u8; 2],
-    id: [u8; 2],
-    frag_off: [u8; 2],
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
     pub ttl: u8,
     pub protocol: u8,
-    check: [u8; 2],
+    pub check: [u8; 2],
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
 }
 
 impl Ipv4Hdr {
     pub const LEN: usize = mem::size_of::<Self>();
-    /// Header length in bytes (IHL * 4).
-    #[inline(always)]
-    pub fn header_len(&self) -> usize {
-        usize::from(self.version_ihl & 0x0F) * 4
-    }
-    #[inline(always)]
-    pub fn version(&self) -> u8 {
-        self.version_ihl >> 4
-    }
 }
 
-/// IPv6 fixed header (extension headers are not walked yet).
+/// IPv6 fixed header (extension headers are reported, not walked).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ipv6Hdr {
-    version_tc_flow: [u8; 4],
-    payload_len: [u8; 2],
+    pub version_tc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
     pub next_header: u8,
     pub hop_limit: u8,
     pub saddr: [u8; 16],
@@ -94,41 +97,87 @@ pub struct Ipv6Hdr {
 
 impl Ipv6Hdr {
     pub const LEN: usize = mem::size_of::<Self>();
-    #[inline(always)]
-    pub fn version(&self) -> u8 {
-        self.version_tc_flow[0] >> 4
-    }
 }
 
-/// Why a packet could not be parsed as far as the program needs.
+/// The first bytes of a TCP header that the parse needs: ports, then data offset at byte 12.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TcpHead {
+    ports: [u8; 4],
+    seq_ack: [u8; 8],
+    data_offset: u8,
+    flags: u8,
+    window: [u8; 2],
+    check: [u8; 2],
+    urgent: [u8; 2],
+}
+
+/// UDP header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UdpHdr {
+    ports: [u8; 4],
+    len: [u8; 2],
+    check: [u8; 2],
+}
+
+/// Why a packet could not be parsed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
-    /// A header runs past the end of the packet, or says it is shorter than its minimum.
-    Truncated,
+    /// A header runs past the end of the packet, or contradicts itself (IHL below 5, version
+    /// not matching the EtherType, lengths beyond the frame, TCP data offset below 5).
+    Malformed,
 }
 
-/// Network layer of a parsed packet.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum L3 {
-    Ipv4,
-    Ipv6,
-    /// Some other EtherType (ARP, LLDP, ...), given in host order.
-    Other(u16),
-}
-
-/// What [`parse`] learned about a packet: enough for a steering decision.
+/// What [`parse`] learned about a frame.
 #[derive(Clone, Copy)]
-#[expect(dead_code, reason = "read by the steering decision, which lands next")]
+pub enum Frame {
+    /// Not IPv4 or IPv6.
+    NotIp,
+    /// An IP packet.
+    Ip(Packet),
+}
+
+/// An IP packet: enough for the guard and the steering decision.
+#[derive(Clone, Copy)]
 pub struct Packet {
-    /// VLAN ID of the one tag, if the frame had one.
-    pub vlan: Option<u16>,
-    pub l3: L3,
-    /// Offset of the network header from the start of the frame.
-    pub l3_offset: usize,
-    /// IP protocol / IPv6 next header (0 when `l3` is `Other`).
-    pub l4_proto: u8,
-    /// Offset of the layer-4 header (equal to `l3_offset` when `l3` is `Other`).
-    pub l4_offset: usize,
+    /// The frame carries one VLAN tag (the network header is at 18, else 14).
+    pub vlan: bool,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// IP protocol / IPv6 next header.
+    pub proto: u8,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
+    /// Length of the IP packet (header included), from its header.
+    pub ip_len: u32,
+    /// A fragment (IPv4 MF or offset, IPv6 fragment header).
+    pub fragment: bool,
+    /// IPv4 options or IPv6 extension headers.
+    pub options: bool,
+    /// Source and destination, IPv4-mapped for IPv4.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// The first four bytes of the TCP / UDP header (0 for other protocols and fragments).
+    pub ports: u32,
+}
+
+impl Packet {
+    /// Offset of the network header.
+    #[inline(always)]
+    pub fn l3_offset(&self) -> usize {
+        if self.vlan {
+            EthHdr::LEN + VlanHdr::LEN
+        } else {
+            EthHdr::LEN
+        }
+    }
+
+    /// Destination port as on the wire.
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        (self.ports >> 16) as u16
+    }
 }
 
 /// Returns a pointer to a `T` at `offset` bytes into the packet, if all of it lies before
@@ -138,68 +187,154 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + mem::size_of::<T>() > end {
-        return Err(ParseError::Truncated);
+        return Err(ParseError::Malformed);
     }
     Ok((start + offset) as *const T)
 }
 
-/// Parses Ethernet, one optional VLAN tag, and IPv4 / IPv6.
+/// [`ptr_at`] for writing.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: `ptr_at` checked that the whole header lies inside the packet.
-    let mut ether_type = unsafe { (*eth).ether_type() };
-    let mut offset = EthHdr::LEN;
-    let mut vlan = None;
+pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseError> {
+    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
 
+/// Reads a `T` at `offset` (a copy, so no reference into the packet outlives the check).
+#[inline(always)]
+pub fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, ParseError> {
+    let ptr = ptr_at::<T>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that the whole `T` lies inside the packet; every `T` read here is
+    // a byte-array struct (alignment 1), so an unaligned packet address is fine.
+    Ok(unsafe { ptr.read_unaligned() })
+}
+
+/// Parses Ethernet, one optional VLAN tag, IPv4 / IPv6, and the TCP / UDP ports.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Frame, ParseError> {
+    let eth: EthHdr = read_at(ctx, 0)?;
+    let mut ether_type = eth.ether_type();
+    let mut vlan = false;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let tag: *const VlanHdr = ptr_at(ctx, offset)?;
-        // SAFETY: `ptr_at` checked that the whole tag lies inside the packet.
-        let (id, inner) = unsafe { ((*tag).vlan_id(), (*tag).ether_type()) };
-        vlan = Some(id);
-        ether_type = inner;
-        offset += VlanHdr::LEN;
+        let tag: VlanHdr = read_at(ctx, EthHdr::LEN)?;
+        ether_type = tag.ether_type();
+        vlan = true;
     }
-
-    let l3_offset = offset;
+    let l3 = if vlan {
+        EthHdr::LEN + VlanHdr::LEN
+    } else {
+        EthHdr::LEN
+    };
+    let frame_len = ctx.data_end() - ctx.data();
     match ether_type {
-        ETH_P_IP => {
-            let ip: *const Ipv4Hdr = ptr_at(ctx, l3_offset)?;
-            // SAFETY: `ptr_at` checked that the fixed header lies inside the packet.
-            let (version, header_len, proto) =
-                unsafe { ((*ip).version(), (*ip).header_len(), (*ip).protocol) };
-            if version != 4 || header_len < Ipv4Hdr::LEN {
-                return Err(ParseError::Truncated);
+        ETH_P_IP => parse_v4(ctx, vlan, l3, frame_len).map(Frame::Ip),
+        ETH_P_IPV6 => parse_v6(ctx, vlan, l3, frame_len).map(Frame::Ip),
+        _ => Ok(Frame::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(
+    ctx: &XdpContext,
+    vlan: bool,
+    l3: usize,
+    frame_len: usize,
+) -> Result<Packet, ParseError> {
+    let ip: Ipv4Hdr = read_at(ctx, l3)?;
+    let header_len = usize::from(ip.version_ihl & 0x0F) * 4;
+    let ip_len = u16::from_be_bytes(ip.tot_len);
+    if ip.version_ihl >> 4 != 4
+        || header_len < Ipv4Hdr::LEN
+        || usize::from(ip_len) < header_len
+        || l3 + usize::from(ip_len) > frame_len
+    {
+        return Err(ParseError::Malformed);
+    }
+    let fragment = u16::from_be_bytes(ip.frag_off) & 0x3FFF != 0;
+    let l4_offset = l3 + header_len;
+    let mut packet = Packet {
+        vlan,
+        v6: false,
+        proto: ip.protocol,
+        tos: ip.tos,
+        ip_len: u32::from(ip_len),
+        fragment,
+        options: header_len > Ipv4Hdr::LEN,
+        src: v4_mapped(u32::from_ne_bytes(ip.saddr)),
+        dst: v4_mapped(u32::from_ne_bytes(ip.daddr)),
+        ports: 0,
+    };
+    if !fragment {
+        packet.ports = ports(
+            ctx,
+            ip.protocol,
+            l4_offset,
+            usize::from(ip_len) - header_len,
+        )?;
+    }
+    Ok(packet)
+}
+
+#[inline(always)]
+fn parse_v6(
+    ctx: &XdpContext,
+    vlan: bool,
+    l3: usize,
+    frame_len: usize,
+) -> Result<Packet, ParseError> {
+    let ip: Ipv6Hdr = read_at(ctx, l3)?;
+    let payload_len = u16::from_be_bytes(ip.payload_len);
+    if ip.version_tc_flow[0] >> 4 != 6 || l3 + Ipv6Hdr::LEN + usize::from(payload_len) > frame_len {
+        return Err(ParseError::Malformed);
+    }
+    let next = ip.next_header;
+    let fragment = next == IPV6_FRAGMENT;
+    let options = !fragment && IPV6_EXTENSIONS.contains(&next);
+    let l4_offset = l3 + Ipv6Hdr::LEN;
+    let words = |a: [u8; 16]| {
+        [
+            u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+            u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+            u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+            u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+        ]
+    };
+    let mut packet = Packet {
+        vlan,
+        v6: true,
+        proto: next,
+        tos: (ip.version_tc_flow[0] << 4) | (ip.version_tc_flow[1] >> 4),
+        ip_len: u32::from(payload_len) + Ipv6Hdr::LEN as u32,
+        fragment,
+        options,
+        src: words(ip.saddr),
+        dst: words(ip.daddr),
+        ports: 0,
+    };
+    if !fragment && !options {
+        packet.ports = ports(ctx, next, l4_offset, usize::from(payload_len))?;
+    }
+    Ok(packet)
+}
+
+/// The ports of a TCP or UDP header at `offset`, which must fit in the `room` bytes the IP
+/// header gives its payload; 0 for other protocols.
+#[inline(always)]
+fn ports(ctx: &XdpContext, proto: u8, offset: usize, room: usize) -> Result<u32, ParseError> {
+    match proto {
+        IPPROTO_TCP => {
+            let tcp: TcpHead = read_at(ctx, offset)?;
+            let data_offset = usize::from(tcp.data_offset >> 4) * 4;
+            if data_offset < mem::size_of::<TcpHead>() || data_offset > room {
+                return Err(ParseError::Malformed);
             }
-            Ok(Packet {
-                vlan,
-                l3: L3::Ipv4,
-                l3_offset,
-                l4_proto: proto,
-                l4_offset: l3_offset + header_len,
-            })
+            Ok(u32::from_ne_bytes(tcp.ports))
         }
-        ETH_P_IPV6 => {
-            let ip: *const Ipv6Hdr = ptr_at(ctx, l3_offset)?;
-            // SAFETY: `ptr_at` checked that the fixed header lies inside the packet.
-            let (version, next) = unsafe { ((*ip).version(), (*ip).next_header) };
-            if version != 6 {
-                return Err(ParseError::Truncated);
+        IPPROTO_UDP => {
+            let udp: UdpHdr = read_at(ctx, offset)?;
+            if room < mem::size_of::<UdpHdr>() {
+                return Err(ParseError::Malformed);
             }
-            Ok(Packet {
-                vlan,
-                l3: L3::Ipv6,
-                l3_offset,
-                l4_proto: next,
-                l4_offset: l3_offset + Ipv6Hdr::LEN,
-            })
+            Ok(u32::from_ne_bytes(udp.ports))
         }
-        other => Ok(Packet {
-            vlan,
-            l3: L3::Other(other),
-            l3_offset,
-            l4_proto: 0,
-            l4_offset: l3_offset,
-        }),
+        _ => Ok(0),
     }
 }

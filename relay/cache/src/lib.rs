@@ -2,14 +2,20 @@
 //!
 //! Layout:
 //! - [`layout`]: how an object is cut into fixed-size chunks (pure arithmetic).
+//!   eviction and admission; plans the I/O for io_uring (plus a blocking std::fs path).
+//! - [`fill`]: a chunk being filled from upstream, streamed to readers as it arrives.
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
 //! - [`memory`]: the memory tier, bounded by bytes, with scan-resistant eviction.
 //! - [`meta`]: what the cache knows of an object (length, validators) and when it was learnt.
+//! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
+//!   validation, `Vary`, invalidation, and the named phases of a lookup.
 
+pub mod fill;
 pub mod key;
 pub mod layout;
 pub mod memory;
 pub mod meta;
+pub mod policy;
 
 pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;

@@ -18,11 +18,16 @@ pub struct ObjectMeta {
     pub last_modified: String,
     /// When the origin described it.
     pub fetched: Instant,
+    /// How long the description (and so the chunks of this version) may be used without
+    /// asking the origin again.
+    pub ttl: Duration,
+    /// Whether the chunks may be kept (a shared cache may store the response).
+    pub storable: bool,
 }
 
 impl ObjectMeta {
     pub fn is_fresh(&self, now: Instant, max_age: Duration) -> bool {
-        now.saturating_duration_since(self.fetched) < max_age
+        now.saturating_duration_since(self.fetched) < max_age.min(self.ttl)
     }
 }
 
@@ -69,6 +74,8 @@ mod tests {
                 etag: "\"x\"".into(),
                 last_modified: String::new(),
                 fetched: t0,
+                ttl: Duration::MAX,
+                storable: true,
             },
         );
         assert!(m.is_fresh(t0, Duration::from_secs(1)));

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::bytesize::ByteSize;
 use crate::error::{ConfigError, ErrorKind, Source};
-use crate::raw::{RawAdmin, RawCache, RawConfig, RawServer, RawSteer};
+use crate::raw::{RawAdmin, RawCache, RawConfig, RawHttpOrigin, RawServer, RawSteer};
 use crate::schema::*;
 
 impl Config {
@@ -31,22 +31,23 @@ impl Config {
             file: &file,
         };
         let (mut config, directory_span) = parse(src, base_dir)?;
-        let directory = &config.origin.directory;
-        let canonical = fs::canonicalize(directory).map_err(|e| {
-            src.invalid(
-                "origin.directory",
-                Some(directory_span.clone()),
-                format!("cannot open {}: {e}", directory.display()),
-            )
-        })?;
-        if !canonical.is_dir() {
-            return Err(src.invalid(
-                "origin.directory",
-                Some(directory_span),
-                format!("{} is not a directory", canonical.display()),
-            ));
+        if let Some(directory) = &config.origin.directory {
+            let canonical = fs::canonicalize(directory).map_err(|e| {
+                src.invalid(
+                    "origin.directory",
+                    directory_span.clone(),
+                    format!("cannot open {}: {e}", directory.display()),
+                )
+            })?;
+            if !canonical.is_dir() {
+                return Err(src.invalid(
+                    "origin.directory",
+                    directory_span,
+                    format!("{} is not a directory", canonical.display()),
+                ));
+            }
+            config.origin.directory = Some(canonical);
         }
-        config.origin.directory = canonical;
         Ok(config)
     }
 
@@ -63,7 +64,7 @@ impl Config {
 }
 
 /// The config and the span of `origin.directory` (for `load`'s checks).
-fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), ConfigError> {
+fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize>>), ConfigError> {
     // Syntax first, so that every later error is about the schema.
     toml::from_str::<toml::Table>(src.text).map_err(|e| src.syntax(&e))?;
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(src.text))
@@ -78,7 +79,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), Con
             ErrorKind::MissingKey,
             "origin.directory",
             None,
-            "missing required key (the directory to serve objects from)",
+            "missing: set origin.directory or at least one [[origin.http]]",
         ));
     };
     let (revalidate_ms, _) = check(
@@ -88,16 +89,43 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Range<usize>), Con
         DEFAULT_REVALIDATE_MS,
         in_range(1, MAX_TIMEOUT_MS),
     )?;
-    let span = origin.directory.span();
-    let directory = origin.directory.into_inner();
-    if directory.is_empty() {
-        return Err(src.invalid("origin.directory", Some(span), "must not be empty"));
+    let mut span = None;
+    let directory = match origin.directory {
+        None => None,
+        Some(d) => {
+            let s = d.span();
+            let d = d.into_inner();
+            if d.is_empty() {
+                return Err(src.invalid("origin.directory", Some(s), "must not be empty"));
+            }
+            span = Some(s);
+            Some(base_dir.join(d))
+        }
+    };
+    let mut http = Vec::with_capacity(origin.http.len());
+    for (i, raw) in origin.http.into_iter().enumerate() {
+        http.push(http_origin(src, i, raw)?);
+    }
+    if directory.is_none() && http.is_empty() {
+        // Point at the [origin] table header when there is one.
+        let header = src
+            .text
+            .match_indices("[origin]")
+            .map(|(at, _)| at)
+            .find(|&at| at == 0 || src.text.as_bytes()[at - 1] == b'\n');
+        return Err(src.error(
+            ErrorKind::MissingKey,
+            "origin.directory",
+            header.map(|at| at..at + 8),
+            "missing: set origin.directory or at least one [[origin.http]]",
+        ));
     }
     let config = Config {
         server,
         cache,
         origin: OriginConfig {
-            directory: base_dir.join(directory),
+            directory,
+            http,
             revalidate_ms,
         },
         admin,
@@ -317,4 +345,96 @@ fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
 
 fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
     crate::steer::steer(src, raw)
+}
+
+fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrigin, ConfigError> {
+    use crate::schema::http_defaults as d;
+    let key = |k: &str| format!("origin.http[{i}].{k}");
+    let url_span = raw.url.span();
+    let url = raw.url.into_inner();
+    let authority = url
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/') && !a.contains('@'))
+        .ok_or_else(|| {
+            src.invalid(
+                &key("url"),
+                Some(url_span.clone()),
+                format!("must be http://host[:port] with no path, got {url:?}"),
+            )
+        })?;
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    use std::net::ToSocketAddrs;
+    let address = with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            src.invalid(
+                &key("url"),
+                Some(url_span),
+                format!("cannot resolve {authority:?}"),
+            )
+        })?;
+    let host = raw.host.map(|h| h.into_inner().to_ascii_lowercase());
+    let (prefix, _) = check(
+        src,
+        &key("prefix"),
+        raw.prefix,
+        "/".to_string(),
+        |p: String| {
+            if p.starts_with('/') {
+                Ok(p)
+            } else {
+                Err(format!("must start with '/', got {p:?}"))
+            }
+        },
+    )?;
+    let ms = |k: &str, v: Option<Spanned<u64>>, default: u64| {
+        check(src, &key(k), v, default, in_range(1, MAX_TIMEOUT_MS)).map(|(v, _)| v)
+    };
+    let count = |k: &str, v: Option<Spanned<u64>>, default: u64, lo: u64, hi: u64| {
+        check(src, &key(k), v, default, in_range(lo, hi)).map(|(v, _)| v)
+    };
+    Ok(HttpOrigin {
+        address,
+        authority: authority.to_string(),
+        host,
+        prefix,
+        connect_timeout_ms: ms(
+            "connect_timeout_ms",
+            raw.connect_timeout_ms,
+            d::CONNECT_TIMEOUT_MS,
+        )?,
+        first_byte_timeout_ms: ms(
+            "first_byte_timeout_ms",
+            raw.first_byte_timeout_ms,
+            d::FIRST_BYTE_TIMEOUT_MS,
+        )?,
+        idle_timeout_ms: ms("idle_timeout_ms", raw.idle_timeout_ms, d::IDLE_TIMEOUT_MS)?,
+        retries: count("retries", raw.retries, d::RETRIES, 0, 10)? as u32,
+        down_after_failures: count(
+            "down_after_failures",
+            raw.down_after_failures,
+            d::DOWN_AFTER_FAILURES,
+            1,
+            1000,
+        )? as u32,
+        down_ms: ms("down_ms", raw.down_ms, d::DOWN_MS)?,
+        max_connections: count(
+            "max_connections",
+            raw.max_connections,
+            d::MAX_CONNECTIONS,
+            1,
+            65536,
+        )? as usize,
+    })
 }

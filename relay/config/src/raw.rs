@@ -58,8 +58,25 @@ pub(crate) struct RawCache {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an [origin] table")]
 pub(crate) struct RawOrigin {
-    pub(crate) directory: Spanned<String>,
+    pub(crate) directory: Option<Spanned<String>>,
     pub(crate) revalidate_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(crate) http: Vec<RawHttpOrigin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [[origin.http]] table")]
+pub(crate) struct RawHttpOrigin {
+    pub(crate) url: Spanned<String>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) connect_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) first_byte_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) idle_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) retries: Option<Spanned<u64>>,
+    pub(crate) down_after_failures: Option<Spanned<u64>>,
+    pub(crate) down_ms: Option<Spanned<u64>>,
+    pub(crate) max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]

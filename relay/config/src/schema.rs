@@ -130,17 +130,47 @@ impl Default for CacheConfig {
     }
 }
 
-/// `[origin]`.
+/// `[origin]`: a directory, HTTP origins, or both (HTTP origins are tried first, by
+/// Host and path prefix; the directory serves what no HTTP origin claims).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginConfig {
     /// Directory objects are served from. Relative paths in the file are
     /// resolved against the file's directory; `Config::load` also makes it
     /// canonical and checks that it is a directory.
-    pub directory: PathBuf,
+    pub directory: Option<PathBuf>,
+    /// `[[origin.http]]`: HTTP origins, in the order they are matched.
+    pub http: Vec<HttpOrigin>,
     /// How long a file's description (length, mtime) is trusted before the file is looked
     /// at again, in ms (default 1000). A changed file gets a new version; old chunks of it
     /// are never served with the new one.
     pub revalidate_ms: u64,
+}
+
+/// `[[origin.http]]`: one HTTP/1.1 origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOrigin {
+    /// `http://host[:port]` (no path): where misses are fetched from.
+    pub address: SocketAddr,
+    /// The authority sent as `Host` upstream (the URL's host[:port]).
+    pub authority: String,
+    /// Serve only requests whose `Host` equals this (case-insensitive); any when absent.
+    pub host: Option<String>,
+    /// Serve only request paths starting with this (default "/").
+    pub prefix: String,
+    /// TCP connect timeout in ms (default 2000).
+    pub connect_timeout_ms: u64,
+    /// Time from request sent to the response head, in ms (default 10000).
+    pub first_byte_timeout_ms: u64,
+    /// Longest pause inside a response body, in ms (default 10000).
+    pub idle_timeout_ms: u64,
+    /// Retries of a failed idempotent fetch before any byte arrived (default 2).
+    pub retries: u32,
+    /// Consecutive failures that mark the origin down (default 3).
+    pub down_after_failures: u32,
+    /// How long a down origin is not asked (default 5000 ms); requests get 502 meanwhile.
+    pub down_ms: u64,
+    /// Pooled keep-alive connections kept per origin (default 64).
+    pub max_connections: usize,
 }
 
 /// `[admin]`.
@@ -312,4 +342,15 @@ pub struct SteerNode {
     pub up: bool,
     /// Measured round-trip time in µs (0: unknown, counts as near).
     pub rtt_us: u64,
+}
+
+/// Defaults of `[[origin.http]]` keys.
+pub mod http_defaults {
+    pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+    pub const FIRST_BYTE_TIMEOUT_MS: u64 = 10_000;
+    pub const IDLE_TIMEOUT_MS: u64 = 10_000;
+    pub const RETRIES: u64 = 2;
+    pub const DOWN_AFTER_FAILURES: u64 = 3;
+    pub const DOWN_MS: u64 = 5_000;
+    pub const MAX_CONNECTIONS: u64 = 64;
 }

@@ -37,7 +37,7 @@ fn defaults_apply_when_keys_are_omitted() {
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.cache, CacheConfig::default());
     assert_eq!(config.steer, SteerConfig::default());
-    assert_eq!(config.origin.directory, PathBuf::from("/srv/objects"));
+    assert_eq!(config.origin.directory, Some(PathBuf::from("/srv/objects")));
 
     let s = &config.server;
     assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
@@ -72,7 +72,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
     assert_eq!(config.steer, SteerConfig::default());
     assert_eq!(
         config.origin.directory,
-        PathBuf::from("/opt/relay/config/../var/demo")
+        Some(PathBuf::from("/opt/relay/config/../var/demo"))
     );
 
     // Every key of the schema is present in the file.
@@ -174,7 +174,10 @@ pin_root = "/sys/fs/bpf/other"
             memory_bytes: GIB
         }
     );
-    assert_eq!(config.origin.directory, PathBuf::from("/etc/relay/demo"));
+    assert_eq!(
+        config.origin.directory,
+        Some(PathBuf::from("/etc/relay/demo"))
+    );
     assert_eq!(config.steer.pin_root, PathBuf::from("/sys/fs/bpf/other"));
 
     let config = parse(
@@ -372,7 +375,8 @@ fn missing_origin_directory() {
     );
     assert_eq!(
         msg,
-        "relay.toml:4:1: origin.directory: missing required key"
+        "relay.toml:4:1: origin.directory: missing: set origin.directory or at least one \
+         [[origin.http]]"
     );
     let msg = expect(
         "[server]\nworkers = 1\n",
@@ -381,7 +385,7 @@ fn missing_origin_directory() {
         None,
     );
     assert!(
-        msg.starts_with("relay.toml: origin.directory: missing required key"),
+        msg.starts_with("relay.toml: origin.directory: missing: set origin.directory"),
         "{msg}"
     );
     expect("", ErrorKind::MissingKey, Some("origin.directory"), None);
@@ -617,7 +621,7 @@ fn load_resolves_and_checks_the_origin_directory() {
     let config = Config::load(&file).unwrap();
     assert_eq!(
         config.origin.directory,
-        scratch.0.join("var/demo").canonicalize().unwrap()
+        Some(scratch.0.join("var/demo").canonicalize().unwrap())
     );
 
     // Missing directory: named by key and line.
@@ -670,4 +674,45 @@ fn load_reports_io_errors_with_the_file() {
         e.to_string().starts_with(&format!("{}: ", file.display())),
         "{e}"
     );
+}
+
+#[test]
+fn http_origins_parse_with_defaults_and_name_bad_keys() {
+    let text = "[[origin.http]]\nurl = \"http://127.0.0.1:8000\"\n\n\
+                [[origin.http]]\nurl = \"http://127.0.0.1:9000/\"\nhost = \"Video.Example\"\n\
+                prefix = \"/v/\"\nretries = 0\n";
+    let c = Config::from_str(text, Path::new("/"), "relay.toml").unwrap();
+    assert_eq!(c.origin.directory, None);
+    assert_eq!(c.origin.http.len(), 2);
+    let a = &c.origin.http[0];
+    assert_eq!(a.address, "127.0.0.1:8000".parse().unwrap());
+    assert_eq!(
+        (a.prefix.as_str(), a.host.as_deref(), a.retries),
+        ("/", None, 2)
+    );
+    let b = &c.origin.http[1];
+    assert_eq!(b.authority, "127.0.0.1:9000");
+    assert_eq!(
+        (b.prefix.as_str(), b.host.as_deref(), b.retries),
+        ("/v/", Some("video.example"), 0)
+    );
+    let e = Config::from_str(
+        "[[origin.http]]\nurl = \"https://x:1\"\n",
+        Path::new("/"),
+        "relay.toml",
+    )
+    .unwrap_err();
+    assert_eq!((e.key(), e.line()), (Some("origin.http[0].url"), Some(2)));
+    let e = Config::from_str(
+        "[[origin.http]]\nurl = \"http://127.0.0.1:1\"\nprefix = \"v\"\n",
+        Path::new("/"),
+        "relay.toml",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.key(), e.line()),
+        (Some("origin.http[0].prefix"), Some(3))
+    );
+    let e = Config::from_str("[origin]\n", Path::new("/"), "relay.toml").unwrap_err();
+    assert_eq!(e.key(), Some("origin.directory"));
 }

@@ -51,6 +51,19 @@ enum SteerCommand {
         mode: Mode,
         #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
+        /// Fill the maps from this config's [steer] (services, nodes, guard); default: none.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Bring an attached program's maps in step with a config's [steer] (atomic table swap).
+    Sync {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Detach the program from an interface and remove its pins.
     Detach {
@@ -162,14 +175,24 @@ fn steer(command: SteerCommand) -> Result<()> {
             iface,
             mode,
             pin_root,
+            config,
         } => {
             let mode = match mode {
                 Mode::Default => relay_steer::Mode::Default,
                 Mode::Skb => relay_steer::Mode::Skb,
                 Mode::Native => relay_steer::Mode::Native,
             };
-            relay_steer::attach(&iface, mode, &pin_root)?;
+            let plan = steer_plan(config.as_deref())?;
+            relay_steer::attach_with(&iface, mode, &pin_root, &plan)?;
             println!("attached to {iface} (pinned under {})", pin_root.display());
+        }
+        SteerCommand::Sync {
+            iface,
+            pin_root,
+            config,
+        } => {
+            let report = relay_steer::sync(&iface, &pin_root, &steer_plan(Some(&config))?)?;
+            println!("synced {iface} (table half {})", report.half);
         }
         SteerCommand::Detach { iface, pin_root } => {
             relay_steer::detach(&iface, &pin_root)?;
@@ -186,4 +209,17 @@ fn steer(command: SteerCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The steering plan of a config file's `[steer]`, or of the defaults.
+fn steer_plan(config: Option<&std::path::Path>) -> Result<relay_steer::Plan> {
+    let steer = match config {
+        Some(path) => {
+            Config::load(path)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .steer
+        }
+        None => relay_steer::SteerConfig::default(),
+    };
+    Ok(relay_steer::Plan::from_config(&steer)?)
 }

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
+use relay_cache::fill::{Fill as UpFill, Pending};
+use relay_proto::Method;
 use relay_proto::range::{ByteRange, MAX_RANGES};
 use std::fs::File;
 use std::os::fd::RawFd;
@@ -17,6 +19,9 @@ pub enum Phase {
     Send,
     /// A chunk read from the origin is in flight.
     Fill,
+    /// Waiting for an upstream fetch (an object head or chunk bytes); woken through the
+    /// worker's eventfd.
+    Wait,
 }
 
 /// The bytes of one `sendmsg`: a response head and one body piece. Boxed so the `msghdr` and
@@ -94,8 +99,8 @@ pub struct Body {
     pub file: Option<File>,
 }
 
-/// A chunk being read from the origin.
-pub struct Fill {
+/// A chunk being read from the directory origin.
+pub struct FileRead {
     pub buf: Vec<u8>,
     pub got: usize,
     pub index: u64,
@@ -125,7 +130,17 @@ pub struct Conn {
     pub path: String,
     pub send: Box<SendState>,
     pub body: Option<Body>,
-    pub fill: Option<Fill>,
+    pub fill: Option<FileRead>,
+    /// Where the current request's object comes from.
+    pub route: Route,
+    /// The request line and headers a response needs, kept while waiting for upstream.
+    pub saved: Box<Saved>,
+    /// The upstream request target (path and query) for HTTP origins.
+    pub upath: String,
+    /// The object head being fetched upstream, while the response waits for it.
+    pub pending: Option<Arc<Pending>>,
+    /// The chunk fill the body is being streamed from.
+    pub src: Option<Arc<UpFill>>,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
     /// multipart).
     pub multi: MultiRange,
@@ -160,6 +175,18 @@ impl Conn {
             send: SendState::new(1024),
             body: None,
             fill: None,
+            route: Route::Directory,
+            saved: Box::new(Saved {
+                req: RequestInfo {
+                    method: Method::Get,
+                    version: 1,
+                    keep_alive: true,
+                },
+                cond: Conditionals::default(),
+            }),
+            upath: String::with_capacity(256),
+            pending: None,
+            src: None,
             multi: MultiRange {
                 ranges: [ByteRange::default(); MAX_RANGES],
                 n: 0,
@@ -190,6 +217,63 @@ impl Conn {
         self.send.body_off = 0;
         self.body = None;
         self.fill = None;
+        self.pending = None;
+        self.src = None;
         self.multi.n = 0;
+    }
+}
+
+/// Which origin serves a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Directory,
+    /// Index into `[[origin.http]]`.
+    Http(usize),
+}
+
+/// What a response needs of its request once the receive buffer moves on.
+pub struct Saved {
+    pub req: RequestInfo,
+    pub cond: Conditionals,
+}
+
+/// The request line facts a response needs.
+#[derive(Clone, Copy)]
+pub struct RequestInfo {
+    pub method: Method,
+    pub version: u8,
+    pub keep_alive: bool,
+}
+
+/// The request's conditional and range headers, copied out of the receive buffer.
+#[derive(Default)]
+pub struct Conditionals {
+    pub range: Option<Small>,
+    pub if_range: Option<Small>,
+    pub if_none_match: Option<Small>,
+    pub if_modified_since: Option<Small>,
+}
+
+/// A header value copied out of the receive buffer (values over 256 bytes are dropped).
+pub struct Small {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Small {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn copy(v: &[u8]) -> Small {
+        let mut s = Small {
+            buf: [0; 256],
+            len: 0,
+        };
+        if v.len() <= s.buf.len() {
+            s.buf[..v.len()].copy_from_slice(v);
+            s.len = v.len();
+        }
+        s
     }
 }

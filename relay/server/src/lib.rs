@@ -21,11 +21,13 @@ mod worker;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
+use relay_cache::fill::InFlight;
 use relay_cache::{Layout, MemoryTier, MetaCache};
 use relay_config::Config;
 use relay_proto::Limits;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -64,8 +66,16 @@ pub struct Shared {
     pub config: Config,
     pub limits: Limits,
     pub layout: Layout,
-    pub memory: MemoryTier,
-    pub meta: MetaCache,
+    pub memory: Arc<MemoryTier>,
+    pub meta: Arc<MetaCache>,
+    /// Fetches in flight (object heads and chunk fills), for coalescing.
+    pub inflight: Arc<InFlight>,
+    /// The directory origin, when configured.
+    pub origin: Option<origin::DirOrigin>,
+    /// The HTTP origins' fetcher, when any is configured.
+    pub upstream: Option<relay_upstream::Upstream>,
+    /// One eventfd per worker: the upstream thread writes to wake waiting clients.
+    pub wakers: Arc<Vec<OwnedFd>>,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
@@ -94,6 +104,9 @@ pub struct WorkerStats {
     /// (one uncontended lock per tick, none per request) and merged by a scrape.
     pub latency: Mutex<Histogram<u64>>,
     pub sends: AtomicU64,
+    pub upstream_heads: AtomicU64,
+    pub upstream_chunks: AtomicU64,
+    pub upstream_errors: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub open: AtomicU64,
@@ -110,6 +123,9 @@ impl Default for WorkerStats {
         WorkerStats {
             latency: Mutex::new(metrics::latency_histogram()),
             sends: AtomicU64::new(0),
+            upstream_heads: AtomicU64::new(0),
+            upstream_chunks: AtomicU64::new(0),
+            upstream_errors: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             open: AtomicU64::new(0),
@@ -188,7 +204,7 @@ impl Server {
             .store(new.server.max_connections as u64, Ordering::Relaxed);
         self.shared.memory.set_capacity(new.cache.memory_bytes);
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 8] = [
+        let checks: [(&'static str, bool); 9] = [
             ("server.listen", old.server.listen != new.server.listen),
             ("server.workers", old.server.workers != new.server.workers),
             (
@@ -204,6 +220,7 @@ impl Server {
                 "origin.directory",
                 old.origin.directory != new.origin.directory,
             ),
+            ("origin.http", old.origin.http != new.origin.http),
             ("admin", old.admin != new.admin),
             ("steer", old.steer != new.steer),
         ];
@@ -263,13 +280,15 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Starts one worker thread per listener, serving `config` until [`Server::shutdown`].
 pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, ServerError> {
-    let origin = origin::DirOrigin::open(&config.origin.directory).map_err(|source| {
-        ServerError::Origin {
-            path: config.origin.directory.clone(),
-            source,
-        }
-    })?;
-    let origin = Arc::new(origin);
+    let origin = match &config.origin.directory {
+        Some(dir) => Some(
+            origin::DirOrigin::open(dir).map_err(|source| ServerError::Origin {
+                path: dir.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let addr = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
@@ -279,11 +298,51 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         max_headers: config.server.limits.max_headers,
         max_uri_bytes: config.server.limits.max_uri_bytes,
     };
+    let wakers: Arc<Vec<OwnedFd>> = Arc::new(
+        (0..listeners.len())
+            .map(|_| sys::eventfd())
+            .collect::<Result<_, _>>()
+            .map_err(ServerError::Ring)?,
+    );
+    let layout = Layout::new(config.cache.chunk_size);
+    let memory = Arc::new(MemoryTier::new(
+        config.cache.memory_bytes,
+        config.cache.chunk_size,
+    ));
+    let meta = Arc::new(MetaCache::new(1 << 16));
+    let inflight = Arc::new(InFlight::default());
+    let upstream = if config.origin.http.is_empty() {
+        None
+    } else {
+        let fds = wakers.clone();
+        let wake = Arc::new(move |mask: u64| {
+            for (i, fd) in fds.iter().enumerate() {
+                if mask & (1 << (i % 64)) != 0 {
+                    sys::eventfd_signal(fd.as_raw_fd());
+                }
+            }
+        });
+        let store = relay_upstream::Store {
+            memory: memory.clone(),
+            meta: meta.clone(),
+            inflight: inflight.clone(),
+            layout,
+            wake,
+        };
+        Some(
+            relay_upstream::Upstream::start(&config.origin.http, store)
+                .map_err(ServerError::Ring)?,
+        )
+    };
     let shared = Arc::new(Shared {
         limits,
-        layout: Layout::new(config.cache.chunk_size),
-        memory: MemoryTier::new(config.cache.memory_bytes, config.cache.chunk_size),
-        meta: MetaCache::new(1 << 16),
+        layout,
+        memory,
+        meta,
+        inflight,
+        origin,
+        upstream,
+        wakers,
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         config,
@@ -294,7 +353,6 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         let st = Arc::new(CachePadded::new(WorkerStats::default()));
         stats.push(st.clone());
         let shared2 = shared.clone();
-        let origin = origin.clone();
         // Build the ring on the thread that uses it (single-issuer rings belong to one task),
         // but report setup errors before returning.
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -307,7 +365,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
                 {
                     log::warn!("worker {i}: cannot pin to a CPU: {e}");
                 }
-                match worker::Worker::new(l, shared2, st, origin) {
+                match worker::Worker::new(l, shared2, st, i) {
                     Ok(w) => {
                         let _ = tx.send(Ok(()));
                         w.run()

@@ -72,6 +72,8 @@ impl DirOrigin {
             etag: format!("\"{:x}-{:x}\"", since.as_secs(), md.len()),
             last_modified: httpdate::fmt_http_date(mtime),
             fetched: Instant::now(),
+            ttl: std::time::Duration::MAX,
+            storable: true,
         };
         Ok((file, meta))
     }

@@ -87,3 +87,24 @@ pub fn pin_to_allowed_cpu(n: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking eventfd (the upstream thread wakes a worker's ring through it).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; a returned fd is ours.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter (waking a pending read); errors (counter full) are
+/// harmless: the reader is already due to wake.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+    unsafe {
+        libc::write(fd, (&one as *const u64).cast(), 8);
+    }
+}

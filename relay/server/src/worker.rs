@@ -7,18 +7,20 @@
 //! chunk of the body: memory tier hit, else an io_uring read from the origin file that fills
 //! the memory tier → one `sendmsg` per piece (head and first piece together) → next request.
 
-use crate::conn::{Body, Conn, Fill, Phase};
-use crate::origin::{DirOrigin, OriginError};
+use crate::conn::{Body, Conditionals, Conn, FileRead, Phase, RequestInfo, Route, Small};
+use crate::origin::OriginError;
 use crate::ring::Ring;
 use crate::{Shared, WorkerStats, sys};
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use io_uring::types::Timespec;
-use relay_cache::{ChunkRef, ObjectMeta};
+use relay_cache::fill::FillError;
+use relay_cache::{ChunkKey, ChunkRef, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
 use relay_proto::{DateCache, Method, Parsed, ResponseHead, parse_request};
+use relay_upstream::Job;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +32,7 @@ const SEND: u8 = 4;
 const READ: u8 = 6;
 const TICK: u8 = 7;
 const CANCEL: u8 = 8;
+const WAKE: u8 = 9;
 
 /// How long in-flight responses may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -57,7 +60,13 @@ pub struct Worker {
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
-    origin: Arc<DirOrigin>,
+    /// This worker's number: its bit in fills' watcher masks and its eventfd.
+    id: usize,
+    /// Eight bytes the eventfd read lands in (boxed: the kernel writes it).
+    wake_buf: Box<[u8; 8]>,
+    /// Connections waiting for upstream bytes (slot, generation); checked when woken.
+    waiting: Vec<(u32, u32)>,
+    waiting_now: Vec<(u32, u32)>,
     conns: Vec<Conn>,
     free: Vec<u32>,
     live: usize,
@@ -85,7 +94,7 @@ impl Worker {
         listener: std::net::TcpListener,
         shared: Arc<Shared>,
         stats: Arc<CachePadded<WorkerStats>>,
-        origin: Arc<DirOrigin>,
+        id: usize,
     ) -> std::io::Result<Worker> {
         let cfg = &shared.config;
         Ok(Worker {
@@ -100,7 +109,10 @@ impl Worker {
             now: Instant::now(),
             shared,
             stats,
-            origin,
+            id,
+            wake_buf: Box::new([0; 8]),
+            waiting: Vec::new(),
+            waiting_now: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -119,6 +131,7 @@ impl Worker {
             .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0))? };
+        self.arm_wake()?;
         loop {
             match self.ring.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -149,6 +162,13 @@ impl Worker {
             ACCEPT => self.on_accept(res, flags),
             TICK => self.on_tick(),
             CANCEL => Ok(()),
+            WAKE => {
+                if res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
+                    log::warn!("wake read: {}", std::io::Error::from_raw_os_error(-res));
+                }
+                self.arm_wake()?;
+                self.wake_waiting()
+            }
             _ => {
                 let Some(c) = self.conns.get_mut(slot as usize) else {
                     return Ok(());
@@ -198,6 +218,7 @@ impl Worker {
         self.send_timeout = self.idle_timeout;
         self.max_connections = t.max_connections.load(Ordering::Relaxed) as usize;
         self.sweep_deadlines();
+        self.wake_waiting()?;
         if let Some(t) = self.draining
             && t.elapsed() > DRAIN_DEADLINE
         {
@@ -209,6 +230,38 @@ impl Worker {
         }
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0)) }
+    }
+
+    fn arm_wake(&mut self) -> std::io::Result<()> {
+        let fd = self.shared.wakers[self.id].as_raw_fd();
+        // SAFETY: `wake_buf` is boxed and lives as long as the worker, which outlives the ring.
+        unsafe {
+            self.ring
+                .read(fd, self.wake_buf.as_mut_ptr(), 8, 0, ud(WAKE, 0, 0))
+        }
+    }
+
+    /// Drives every connection waiting for upstream bytes (woken, or on the tick as a
+    /// safety net).
+    fn wake_waiting(&mut self) -> std::io::Result<()> {
+        std::mem::swap(&mut self.waiting, &mut self.waiting_now);
+        for i in 0..self.waiting_now.len() {
+            let (slot, generation) = self.waiting_now[i];
+            let c = &self.conns[slot as usize];
+            if c.generation == generation && !c.closing && c.fd >= 0 && c.phase == Phase::Wait {
+                self.drive(slot)?;
+            }
+        }
+        self.waiting_now.clear();
+        Ok(())
+    }
+
+    /// Parks a connection until upstream bytes or a head arrive.
+    fn wait(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.phase = Phase::Wait;
+        c.deadline = self.now + self.send_timeout;
+        self.waiting.push((slot, c.generation));
     }
 
     fn publish_latency(&mut self) {
@@ -414,6 +467,29 @@ impl Worker {
             if c.closing {
                 return Ok(());
             }
+            if let Some(p) = c.pending.clone() {
+                p.watchers.fetch_or(1 << (self.id % 64), Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                match p.result() {
+                    None => {
+                        self.wait(slot);
+                        return Ok(());
+                    }
+                    Some(Ok(meta)) => {
+                        c.src = p.first().cloned();
+                        c.pending = None;
+                        let meta = meta.clone();
+                        self.respond_meta(slot, meta, None);
+                    }
+                    Some(Err(e)) => {
+                        c.pending = None;
+                        let status = e.status();
+                        let req = c.saved.req;
+                        self.simple(slot, &req, status, &[], "upstream failed\n");
+                    }
+                }
+                continue;
+            }
             if c.send.pending() > 0 {
                 return self.submit_send(slot);
             }
@@ -483,19 +559,47 @@ impl Worker {
                         version: request.version,
                         keep_alive: request.keep_alive,
                     };
-                    c.path.clear();
-                    c.path.push_str(request.path);
-                    let cond = Conditionals {
-                        range: request.range.map(copy_small),
-                        if_range: request.if_range.map(copy_small),
-                        if_none_match: request.if_none_match.map(copy_small),
-                        if_modified_since: request.if_modified_since.map(copy_small),
+                    c.saved.req = req;
+                    c.saved.cond = Conditionals {
+                        range: request.range.map(Small::copy),
+                        if_range: request.if_range.map(Small::copy),
+                        if_none_match: request.if_none_match.map(Small::copy),
+                        if_modified_since: request.if_modified_since.map(Small::copy),
                     };
+                    // Route: an HTTP origin claiming Host and path, else the directory.
+                    c.path.clear();
+                    c.upath.clear();
+                    let http = self
+                        .shared
+                        .upstream
+                        .as_ref()
+                        .and_then(|u| u.route(request.host, request.path));
+                    match http {
+                        Some(o) => {
+                            // Cache key: scheme-less host + path (and query).
+                            let host = request.host.unwrap_or(b"");
+                            for &b in host {
+                                c.path.push(b.to_ascii_lowercase() as char);
+                            }
+                            let target = if request.target.starts_with('/') {
+                                request.target
+                            } else {
+                                request.path
+                            };
+                            c.path.push_str(target);
+                            c.upath.push_str(target);
+                            c.route = Route::Http(o);
+                        }
+                        None => {
+                            c.path.push_str(request.path);
+                            c.route = Route::Directory;
+                        }
+                    }
                     let content_length = request.content_length;
                     c.rstart += head_len;
                     c.discard = content_length;
                     c.request_started = (c.rend > c.rstart).then_some(self.now);
-                    self.respond(slot, &req, &cond);
+                    self.respond(slot);
                 }
                 Err(e) => {
                     self.error(slot, e.status());
@@ -535,9 +639,16 @@ impl Worker {
             body.pos += (to - from) as u64;
             return Ok(true);
         }
+        if let Route::Http(origin) = c.route {
+            return self.next_upstream_piece(slot, origin, index);
+        }
         // Miss: read the chunk from the origin file into a new buffer.
+        let Some(dir) = self.shared.origin.as_ref() else {
+            self.close(slot);
+            return Ok(false);
+        };
         if body.file.is_none() {
-            match self.origin.open_object(&c.path) {
+            match dir.open_object(&c.path) {
                 Ok((file, meta)) if meta.version == body.meta.version => body.file = Some(file),
                 _ => {
                     // The object changed or vanished since its head was sent.
@@ -548,7 +659,7 @@ impl Worker {
             }
         }
         let len = layout.chunk_len(body.meta.len, index) as usize;
-        c.fill = Some(Fill {
+        c.fill = Some(FileRead {
             buf: vec![0u8; len],
             got: 0,
             index,
@@ -557,51 +668,192 @@ impl Worker {
         Ok(false)
     }
 
-    /// Starts the response to a parsed request.
-    fn respond(&mut self, slot: u32, req: &RequestInfo, cond: &Conditionals) {
+    /// The next body piece of an HTTP-origin object whose chunk is not in memory: join the
+    /// fill in flight (or start one) and send what it has published; wait for more.
+    fn next_upstream_piece(
+        &mut self,
+        slot: u32,
+        origin: usize,
+        index: u64,
+    ) -> std::io::Result<bool> {
+        let layout = self.shared.layout;
+        let bit = 1u64 << (self.id % 64);
+        let c = &mut self.conns[slot as usize];
+        let Some(body) = c.body.as_mut() else {
+            return Ok(true);
+        };
+        let have = c.src.as_ref().is_some_and(|f| {
+            f.key.index == index && f.key.version == body.meta.version && *f.key.object == *c.path
+        });
+        if !have {
+            let key = ChunkKey {
+                object: Arc::from(c.path.as_str()),
+                version: body.meta.version,
+                index,
+            };
+            let fill = match self.shared.inflight.chunk(&key) {
+                Some(f) => f,
+                None => {
+                    let len = layout.chunk_len(body.meta.len, index) as usize;
+                    match self.shared.inflight.start_chunk(key, len) {
+                        Ok(writer) => {
+                            let f = writer.fill().clone();
+                            self.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+                            if let Some(up) = self.shared.upstream.as_ref() {
+                                up.submit(Job::Chunk {
+                                    origin,
+                                    path: c.upath.clone(),
+                                    meta: body.meta.clone(),
+                                    writer,
+                                });
+                            }
+                            f
+                        }
+                        Err(f) => f,
+                    }
+                }
+            };
+            c.src = Some(fill);
+        }
+        let Some(fill) = c.src.clone() else {
+            return Ok(false);
+        };
+        fill.watchers.fetch_or(bit, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let start = layout.chunk_start(index);
+        let from = (body.pos - start) as usize;
+        let to = ((body.end - start) as usize).min(fill.len());
+        let piece = fill.slice(from, to);
+        if !piece.is_empty() {
+            body.pos += piece.len() as u64;
+            c.send.body = piece;
+            c.send.body_off = 0;
+            return Ok(true);
+        }
+        if let Some(e) = fill.error() {
+            c.src = None;
+            return Ok(self.upstream_failed(slot, e));
+        }
+        if from >= to {
+            // The fill is shorter than the object says: never send a short body as whole.
+            c.src = None;
+            return Ok(self.upstream_failed(slot, FillError::Truncated));
+        }
+        self.wait(slot);
+        Ok(false)
+    }
+
+    /// An upstream fetch failed under a response: if no byte of it left yet, answer with an
+    /// error status; otherwise cut the connection (the client sees a short body, never a
+    /// wrong one passed off as whole).
+    fn upstream_failed(&mut self, slot: u32, e: FillError) -> bool {
+        self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        let c = &mut self.conns[slot as usize];
+        let untouched = c.send.head_off == 0 && !c.send.head.is_empty() && c.send.body.is_empty();
+        if untouched && c.multi.n == 0 {
+            c.body = None;
+            c.send.head.clear();
+            let req = c.saved.req;
+            self.simple(slot, &req, e.status(), &[], "upstream failed\n");
+            self.conns[slot as usize].close_after = true;
+            true
+        } else {
+            log::warn!("upstream failed mid-response ({e}); closing the connection");
+            self.close(slot);
+            false
+        }
+    }
+
+    /// Starts the response to a parsed request (saved in the slot).
+    fn respond(&mut self, slot: u32) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.conns[slot as usize].req_start = Some(self.now);
+        let c = &mut self.conns[slot as usize];
+        c.req_start = Some(self.now);
+        c.src = None;
+        let req = c.saved.req;
         if !matches!(req.method, Method::Get | Method::Head) {
             self.simple(
                 slot,
-                req,
+                &req,
                 405,
                 &[("Allow", b"GET, HEAD")],
                 "method not allowed\n",
             );
             return;
         }
-        let cached = self.shared.meta.get(&self.conns[slot as usize].path);
-        let mut file = None;
-        let meta = match cached {
-            Some(m) if m.is_fresh(self.now, self.revalidate) => m,
-            _ => match self.origin.open_object(&self.conns[slot as usize].path) {
-                Ok((f, m)) => {
-                    file = Some(f);
-                    self.shared.meta.insert(&self.conns[slot as usize].path, m)
-                }
-                Err(OriginError::NotFound) => {
-                    self.simple(slot, req, 404, &[], "not found\n");
+        let cached = self.shared.meta.get(&c.path);
+        match c.route {
+            Route::Http(origin) => {
+                if let Some(m) = cached.filter(|m| m.is_fresh(self.now, Duration::MAX)) {
+                    self.respond_meta(slot, m, None);
                     return;
                 }
-                Err(OriginError::BadPath) => {
-                    self.simple(slot, req, 400, &[], "bad path\n");
+                let Some(up) = self.shared.upstream.as_ref() else {
                     return;
+                };
+                // Unknown or stale: one head fetch however many clients ask.
+                let (pending, new) = self.shared.inflight.head(&c.path);
+                if new {
+                    self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                    up.submit(Job::Head {
+                        origin,
+                        object: Arc::from(c.path.as_str()),
+                        path: c.upath.clone(),
+                    });
                 }
-                Err(OriginError::Io(kind)) => {
-                    log::warn!("origin: {kind:?}");
-                    self.simple(slot, req, 502, &[], "origin error\n");
+                c.pending = Some(pending);
+                // `drive` waits on it.
+            }
+            Route::Directory => {
+                let Some(dir) = self.shared.origin.as_ref() else {
+                    self.simple(slot, &req, 404, &[], "not found\n");
                     return;
-                }
-            },
-        };
+                };
+                let mut file = None;
+                let meta = match cached {
+                    Some(m) if m.is_fresh(self.now, self.revalidate) => m,
+                    _ => match dir.open_object(&c.path) {
+                        Ok((f, m)) => {
+                            file = Some(f);
+                            self.shared.meta.insert(&c.path, m)
+                        }
+                        Err(OriginError::NotFound) => {
+                            self.simple(slot, &req, 404, &[], "not found\n");
+                            return;
+                        }
+                        Err(OriginError::BadPath) => {
+                            self.simple(slot, &req, 400, &[], "bad path\n");
+                            return;
+                        }
+                        Err(OriginError::Io(kind)) => {
+                            log::warn!("origin: {kind:?}");
+                            self.simple(slot, &req, 502, &[], "origin error\n");
+                            return;
+                        }
+                    },
+                };
+                self.respond_meta(slot, meta, file);
+            }
+        }
+    }
+
+    /// Answers the saved request from a known object description.
+    fn respond_meta(&mut self, slot: u32, meta: Arc<ObjectMeta>, file: Option<std::fs::File>) {
+        let c = &mut self.conns[slot as usize];
+        let req = c.saved.req;
+        let req = &req;
+        let cond = &c.saved.cond;
         let len = meta.len;
         let (etag, last_modified) = (meta.etag.as_bytes(), meta.last_modified.as_bytes());
+        let (etag, last_modified) = (
+            (!etag.is_empty()).then_some(etag),
+            (!last_modified.is_empty()).then_some(last_modified),
+        );
         if relay_proto::conditional::evaluate(
             cond.if_none_match.as_ref().map(Small::as_bytes),
             cond.if_modified_since.as_ref().map(Small::as_bytes),
-            Some(etag),
-            Some(last_modified),
+            etag,
+            last_modified,
         ) == relay_proto::conditional::Precondition::NotModified
         {
             self.head_only(slot, req, 304, &meta, None);
@@ -610,14 +862,9 @@ impl Worker {
         // A Range counts only if If-Range (when sent) still names this representation.
         let range = cond.range.as_ref().filter(|_| {
             cond.if_range.as_ref().is_none_or(|v| {
-                relay_proto::conditional::if_range_allows(
-                    v.as_bytes(),
-                    Some(etag),
-                    Some(last_modified),
-                )
+                relay_proto::conditional::if_range_allows(v.as_bytes(), etag, last_modified)
             })
         });
-        let c = &mut self.conns[slot as usize];
         let spec = match range {
             Some(r) => relay_proto::range::parse_range(r.as_bytes(), len, &mut c.multi.ranges),
             None => RangeSpec::None,
@@ -690,8 +937,8 @@ impl Worker {
         };
         let head = ResponseHead {
             content_length: Some(content_length),
-            etag: Some(etag),
-            last_modified: Some(last_modified),
+            etag,
+            last_modified,
             content_range,
             accept_ranges: true,
             content_type: Some(content_type),
@@ -817,45 +1064,6 @@ fn base_head<'a>(
         cache_status,
         ..ResponseHead::new(status, date.get())
     }
-}
-
-/// The request's conditional and range headers, copied out of the receive buffer.
-struct Conditionals {
-    range: Option<Small>,
-    if_range: Option<Small>,
-    if_none_match: Option<Small>,
-    if_modified_since: Option<Small>,
-}
-
-/// What `respond` needs of a request once its borrow of the receive buffer ends.
-struct RequestInfo {
-    method: Method,
-    version: u8,
-    keep_alive: bool,
-}
-
-/// A header value copied onto the stack (values longer than 256 bytes are ignored).
-struct Small {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl Small {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-fn copy_small(v: &[u8]) -> Small {
-    let mut s = Small {
-        buf: [0; 256],
-        len: 0,
-    };
-    if v.len() <= s.buf.len() {
-        s.buf[..v.len()].copy_from_slice(v);
-        s.len = v.len();
-    }
-    s
 }
 
 /// A boundary unlikely to occur in any body: random per process (RandomState is seeded from

@@ -30,6 +30,10 @@ pub enum SteerError {
     /// The embedded object lacks a program or map the loader expects.
     #[error("the embedded XDP object has no {0}")]
     InvalidObject(String),
+    /// The steering config cannot be put into the maps (e.g. a next hop without a neighbour
+    /// entry, or more services than the maps were attached with).
+    #[error("{0}")]
+    InvalidPlan(String),
     /// A BPF operation failed (load, attach, pin, map read).
     #[error("{context}")]
     Bpf {

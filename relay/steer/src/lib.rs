@@ -14,9 +14,12 @@
 //! returns [`SteerError::NotBuilt`].
 
 mod error;
+pub mod maglev;
 mod pins;
+pub mod plan;
 mod status;
 mod sys;
+pub mod tables;
 
 use std::{fmt, path::Path, str::FromStr};
 
@@ -24,13 +27,16 @@ use aya::{
     EbpfLoader,
     programs::{Xdp, XdpMode, links::FdLink},
 };
-use relay_common::{XDP_PROGRAM, maps::COUNTERS};
+use relay_common::{XDP_PROGRAM, maps as map_names};
 
 use crate::pins::IfacePins;
 pub use crate::{
     error::{BpfError, SteerError},
+    plan::{Plan, PlanNode},
     status::{Attachment, IfaceStatus},
+    tables::{SteerMaps, SyncReport},
 };
+pub use relay_config::SteerConfig;
 
 /// Where `relay steer` pins its links and maps unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/relay";
@@ -99,13 +105,27 @@ pub fn object() -> Result<&'static [u8], SteerError> {
     }
 }
 
-/// Attaches `relay_steer` to `iface` in `mode` and pins the link and the counters map under
-/// `<pin_root>/<iface>/`, so the program stays attached after this process exits.
+/// Attaches `relay_steer` to `iface` in `mode` with the default steering config (no
+/// services: traffic passes, the guard's defaults apply). See [`attach_with`].
+pub fn attach(iface: &str, mode: Mode, pin_root: &Path) -> Result<(), SteerError> {
+    let plan = Plan::from_config(&SteerConfig::default())?;
+    attach_with(iface, mode, pin_root, &plan).map(|_| ())
+}
+
+/// Loads the embedded object with the map sizes of `plan`, fills the maps from it, attaches
+/// `relay_steer` to `iface` in `mode` and pins the link and every map under
+/// `<pin_root>/<iface>/`, so the program stays attached after this process exits and
+/// [`sync`] can update it.
 ///
 /// Mounts bpffs at `/sys/fs/bpf` first if `pin_root` lies under it and nothing is mounted
 /// there. Fails with [`SteerError::AlreadyAttached`] if the interface already has our link
 /// pinned; stale pins of an interface that was deleted and re-created are cleared first.
-pub fn attach(iface: &str, mode: Mode, pin_root: &Path) -> Result<(), SteerError> {
+pub fn attach_with(
+    iface: &str,
+    mode: Mode,
+    pin_root: &Path,
+    plan: &Plan,
+) -> Result<SyncReport, SteerError> {
     validate_iface(iface)?;
     if !sys::is_root() {
         return Err(SteerError::NotRoot);
@@ -121,17 +141,25 @@ pub fn attach(iface: &str, mode: Mode, pin_root: &Path) -> Result<(), SteerError
     // From here on, a failure removes what was pinned; the unpinned link detaches on drop.
     let guard = RemoveOnError(&pins);
 
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader(plan)
         .load(object)
         .map_err(|error| SteerError::bpf("loading the embedded XDP object", error))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(XDP_PROGRAM)
-        .ok_or_else(|| SteerError::InvalidObject(format!("program {XDP_PROGRAM}")))?
-        .try_into()
-        .map_err(|error| SteerError::bpf(format!("{XDP_PROGRAM} is not an XDP program"), error))?;
-    program.load().map_err(|error| {
+    program_mut(&mut ebpf)?.load().map_err(|error| {
         SteerError::bpf(format!("loading {XDP_PROGRAM} into the kernel"), error)
     })?;
+    for name in map_names::ALL {
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| SteerError::InvalidObject(format!("map {name}")))?;
+        let path = pins.map(name);
+        map.pin(&path).map_err(|error| {
+            SteerError::bpf(format!("pinning {name} at {}", path.display()), error)
+        })?;
+    }
+    // Fill the maps before the program sees a packet on the interface.
+    let report = SteerMaps::from_ebpf(&mut ebpf)?.sync(plan)?;
+
+    let program = program_mut(&mut ebpf)?;
     let attach_context = || format!("attaching {XDP_PROGRAM} to {iface} in {mode} mode");
     let link_id = program
         .attach(iface, mode.xdp_mode())
@@ -142,16 +170,6 @@ pub fn attach(iface: &str, mode: Mode, pin_root: &Path) -> Result<(), SteerError
     // A netlink attachment (kernels before 5.9) has no bpf_link and cannot be pinned.
     let link = FdLink::try_from(link).map_err(|error| {
         SteerError::bpf(format!("{}: no bpf_link to pin", attach_context()), error)
-    })?;
-
-    let counters = ebpf
-        .map(COUNTERS)
-        .ok_or_else(|| SteerError::InvalidObject(format!("map {COUNTERS}")))?;
-    counters.pin(&pins.counters).map_err(|error| {
-        SteerError::bpf(
-            format!("pinning {COUNTERS} at {}", pins.counters.display()),
-            error,
-        )
     })?;
     // Pinning the link is the commit point: from now on the attachment outlives us.
     link.pin(&pins.link).map_err(|error| {
@@ -165,7 +183,46 @@ pub fn attach(iface: &str, mode: Mode, pin_root: &Path) -> Result<(), SteerError
         "attached {XDP_PROGRAM} to {iface} ({mode}); pinned under {}",
         pins.dir.display()
     );
-    Ok(())
+    Ok(report)
+}
+
+/// An object loader with the map sizes `plan` asks for.
+pub fn loader(plan: &Plan) -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(map_names::RINGS, plan.max_services * 2)
+        .map_max_entries(map_names::FLOWS, plan.flow_entries)
+        .map_max_entries(map_names::RATE, plan.rate_entries);
+    loader
+}
+
+/// `relay_steer` in a loaded object.
+fn program_mut(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, SteerError> {
+    ebpf.program_mut(XDP_PROGRAM)
+        .ok_or_else(|| SteerError::InvalidObject(format!("program {XDP_PROGRAM}")))?
+        .try_into()
+        .map_err(|error| SteerError::bpf(format!("{XDP_PROGRAM} is not an XDP program"), error))
+}
+
+/// Brings the maps pinned for `iface` in step with `plan`: settings, services, nodes, the
+/// Maglev tables (swapped atomically), the blocklist. The program stays attached throughout.
+pub fn sync(iface: &str, pin_root: &Path, plan: &Plan) -> Result<SyncReport, SteerError> {
+    validate_iface(iface)?;
+    if !sys::is_root() {
+        return Err(SteerError::NotRoot);
+    }
+    let pins = IfacePins::new(pin_root, iface);
+    if !pins.link.exists() {
+        return Err(SteerError::NotAttached(iface.to_owned()));
+    }
+    let report = SteerMaps::from_pins(&pins.dir)?.sync(plan)?;
+    log::info!(
+        "synced {iface}: {} services, {} nodes, table half {}",
+        plan.services.len(),
+        plan.nodes.len(),
+        report.half
+    );
+    Ok(report)
 }
 
 /// Creates the interface's pin directory, or finds it stale and clears it.
@@ -347,6 +404,7 @@ mod tests {
                 link_id: 12,
                 program_id: 34,
             },
+            reasons: [relay_common::Counter::default(); relay_common::Reason::COUNT as usize],
         };
         assert_eq!(
             status.to_string(),

@@ -4,6 +4,7 @@
 //! ```text
 //! <pin root>/<iface>/link            the bpf_link that holds relay_steer on <iface>
 //! <pin root>/<iface>/RELAY_COUNTERS  the per-CPU counters map
+//! <pin root>/<iface>/RELAY_*         every other map (relay_common::maps::ALL)
 //! ```
 //! The link pin is what keeps the program attached after `relay steer attach` exits;
 //! removing it (`detach`) releases the link and the program leaves the interface.
@@ -39,10 +40,16 @@ impl IfacePins {
         }
     }
 
+    /// Where the map `name` is pinned.
+    pub(crate) fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// Removes whatever of ours is pinned, then the directory. Missing pieces are fine.
     pub(crate) fn remove_all(&self) -> Result<(), SteerError> {
-        for pin in [&self.link, &self.counters] {
-            remove_if_present(pin)?;
+        remove_if_present(&self.link)?;
+        for name in relay_common::maps::ALL {
+            remove_if_present(&self.map(name))?;
         }
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),

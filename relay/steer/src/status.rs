@@ -6,7 +6,7 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::links::PinnedLink,
 };
-use relay_common::{Counter, Verdict};
+use relay_common::{Counter, Reason, Verdict};
 
 use crate::{SteerError, pins::IfacePins};
 
@@ -19,6 +19,8 @@ pub struct IfaceStatus {
     pub counters: [Counter; Verdict::COUNT as usize],
     /// What the pinned link says about the attachment.
     pub attachment: Attachment,
+    /// Packets per reason (the path packets took), summed over CPUs; index = [`Reason`].
+    pub reasons: [Counter; Reason::COUNT as usize],
 }
 
 /// State of the pinned link of one interface.
@@ -41,6 +43,11 @@ impl IfaceStatus {
     pub fn counter(&self, verdict: Verdict) -> Counter {
         self.counters[verdict as usize]
     }
+
+    /// The counter of one reason.
+    pub fn reason(&self, reason: Reason) -> Counter {
+        self.reasons[reason as usize]
+    }
 }
 
 /// Prints, for example:
@@ -53,7 +60,8 @@ impl IfaceStatus {
 ///   redirect  packets=0 bytes=0
 /// ```
 /// The first line is `IFACE: detached (interface gone) link_id=.. prog_id=..` for a defunct
-/// link and `IFACE: no link pinned` without one. No trailing newline.
+/// link and `IFACE: no link pinned` without one. A last line lists the non-zero reasons
+/// (`  reasons   new_flow=12 remote=40 malformed=3`). No trailing newline.
 impl fmt::Display for IfaceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.attachment {
@@ -83,6 +91,14 @@ impl fmt::Display for IfaceStatus {
                 "\n  {:<9} packets={packets} bytes={bytes}",
                 verdict.name()
             )?;
+        }
+        let reasons: Vec<String> = Reason::ALL
+            .iter()
+            .filter(|r| self.reason(**r).packets > 0)
+            .map(|r| format!("{}={}", r.name(), self.reason(*r).packets))
+            .collect();
+        if !reasons.is_empty() {
+            write!(f, "\n  reasons   {}", reasons.join(" "))?;
         }
         Ok(())
     }
@@ -130,10 +146,17 @@ fn read_one(iface: String, pins: &IfacePins) -> Result<IfaceStatus, SteerError> 
     } else {
         [Counter::default(); Verdict::COUNT as usize]
     };
+    let reasons_pin = pins.map(relay_common::maps::REASONS);
+    let reasons = if reasons_pin.exists() {
+        crate::SteerMaps::read_reasons_pin(&reasons_pin)?
+    } else {
+        [Counter::default(); Reason::COUNT as usize]
+    };
     Ok(IfaceStatus {
         iface,
         counters,
         attachment,
+        reasons,
     })
 }
 

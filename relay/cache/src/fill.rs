@@ -1,0 +1,461 @@
+//! A chunk being filled from upstream while clients read it: one writer appends, any number
+//! of readers (on any worker) send the bytes already published, so waiting clients stream
+//! the chunk as it arrives instead of polling for the whole of it.
+//!
+//! The rule, stated once: bytes below [`Fill::available`] are written once and never again;
+//! the writer only writes above it, then publishes the new length with `Release`; readers
+//! load it with `Acquire` and read only below it. A reader's slice keeps the fill alive
+//! through an `Arc`, so memory a send is reading is never freed under it.
+
+use crate::key::ChunkKey;
+use crate::meta::ObjectMeta;
+use bytes::Bytes;
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Why a fill ended without its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FillError {
+    #[error("upstream answered {0}")]
+    Status(u16),
+    #[error("upstream could not be reached")]
+    Connect,
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream body ended early or was malformed")]
+    Truncated,
+    #[error("the object changed upstream between chunks")]
+    Changed,
+    #[error("upstream is marked down")]
+    Down,
+}
+
+impl FillError {
+    /// The status a client gets when no byte of its response was sent yet.
+    pub fn status(self) -> u16 {
+        match self {
+            FillError::Status(s) if (400..500).contains(&s) => s,
+            FillError::Timeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+const FILLING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// The shared side of a chunk being filled.
+pub struct Fill {
+    pub key: ChunkKey,
+    buf: Box<[UnsafeCell<u8>]>,
+    filled: AtomicUsize,
+    state: AtomicU8,
+    error: OnceLock<FillError>,
+    /// The object's description, once the first response head told it.
+    meta: OnceLock<Arc<ObjectMeta>>,
+    /// Bit `w` set: worker `w` has a client waiting on this fill.
+    pub watchers: AtomicU64,
+}
+
+// SAFETY: the bytes are shared under the rule in the module docs: one writer (`FillWriter`,
+// not Clone) writes only above `filled`; readers read only below it, after an Acquire load
+// that pairs with the writer's Release store.
+unsafe impl Sync for Fill {}
+// SAFETY: the fill owns its buffer; nothing in it is tied to a thread.
+unsafe impl Send for Fill {}
+
+/// The only handle that writes a fill.
+pub struct FillWriter {
+    fill: Arc<Fill>,
+}
+
+impl Fill {
+    /// A fill of `len` bytes (the chunk's length) and its writer.
+    pub fn new(key: ChunkKey, len: usize) -> (Arc<Fill>, FillWriter) {
+        let fill = Arc::new(Fill {
+            key,
+            buf: (0..len).map(|_| UnsafeCell::new(0)).collect(),
+            filled: AtomicUsize::new(0),
+            state: AtomicU8::new(FILLING),
+            error: OnceLock::new(),
+            meta: OnceLock::new(),
+            watchers: AtomicU64::new(0),
+        });
+        let writer = FillWriter { fill: fill.clone() };
+        (fill, writer)
+    }
+
+    /// The chunk's length.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes published so far.
+    pub fn available(&self) -> usize {
+        self.filled.load(Ordering::Acquire)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// The error, once the fill failed.
+    pub fn error(&self) -> Option<FillError> {
+        (self.state.load(Ordering::Acquire) == FAILED)
+            .then(|| self.error.get().copied().unwrap_or(FillError::Truncated))
+    }
+
+    pub fn meta(&self) -> Option<&Arc<ObjectMeta>> {
+        self.meta.get()
+    }
+
+    /// Published bytes `from..to` (clamped to what is published), kept alive by `self`.
+    pub fn slice(self: &Arc<Self>, from: usize, to: usize) -> Bytes {
+        let to = to.min(self.available());
+        if from >= to {
+            return Bytes::new();
+        }
+        Bytes::from_owner(Published {
+            fill: self.clone(),
+            from,
+            to,
+        })
+    }
+
+    /// The whole chunk as `Bytes` once done (no copy: the bytes stay where they were
+    /// filled).
+    pub fn bytes(self: &Arc<Self>) -> Option<Bytes> {
+        self.is_done().then(|| self.slice(0, self.len()))
+    }
+}
+
+/// A published range of a fill: the owner behind a `Bytes`.
+struct Published {
+    fill: Arc<Fill>,
+    from: usize,
+    to: usize,
+}
+
+impl AsRef<[u8]> for Published {
+    fn as_ref(&self) -> &[u8] {
+        let cells = &self.fill.buf[self.from..self.to];
+        // SAFETY: `to <= available` was checked at creation; bytes below `available` are
+        // never written again (module rule), and UnsafeCell<u8> has the layout of u8.
+        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<u8>(), cells.len()) }
+    }
+}
+
+impl FillWriter {
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// Publishes the object's description (first response head).
+    pub fn set_meta(&self, meta: Arc<ObjectMeta>) {
+        let _ = self.fill.meta.set(meta);
+    }
+
+    /// Room left to fill.
+    pub fn remaining(&self) -> usize {
+        self.fill.len() - self.fill.filled.load(Ordering::Relaxed)
+    }
+
+    /// Appends bytes; more than the room left is an error (the upstream sent too much).
+    pub fn append(&mut self, data: &[u8]) -> Result<(), FillError> {
+        let at = self.fill.filled.load(Ordering::Relaxed);
+        if data.len() > self.fill.len() - at {
+            return Err(FillError::Truncated);
+        }
+        let dst = &self.fill.buf[at..at + data.len()];
+        // SAFETY: only this writer (unique: not Clone, taken by &mut) writes, and only above
+        // `filled`, which no reader reads yet; UnsafeCell<u8> has the layout of u8.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                dst.as_ptr().cast::<u8>().cast_mut(),
+                data.len(),
+            );
+        }
+        self.fill.filled.store(at + data.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends the last bytes and completes the fill. `store` receives the whole chunk
+    /// *before* readers can see the last bytes, so a client that has read the whole chunk
+    /// finds it in the memory tier on its next request. Too few or too many bytes fail.
+    pub fn complete_with(
+        self,
+        last: &[u8],
+        store: impl FnOnce(Bytes),
+    ) -> Result<Arc<Fill>, FillError> {
+        let at = self.fill.filled.load(Ordering::Relaxed);
+        if last.len() != self.fill.len() - at {
+            self.fail(FillError::Truncated);
+            return Err(FillError::Truncated);
+        }
+        let dst = &self.fill.buf[at..];
+        // SAFETY: as in `append`: the unique writer writes above `filled` only.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                last.as_ptr(),
+                dst.as_ptr().cast::<u8>().cast_mut(),
+                last.len(),
+            );
+        }
+        // Every byte is written (by this thread); the Bytes reads them only after `store`
+        // hands it on through a synchronising structure (the memory tier's lock).
+        store(Bytes::from_owner(Published {
+            fill: self.fill.clone(),
+            from: 0,
+            to: self.fill.len(),
+        }));
+        self.fill.filled.store(self.fill.len(), Ordering::Release);
+        self.fill.state.store(DONE, Ordering::Release);
+        Ok(self.fill.clone())
+    }
+
+    /// Marks the fill complete; an incomplete fill is a failure (never a short chunk).
+    pub fn finish(self) -> Result<Arc<Fill>, FillError> {
+        if self.remaining() != 0 {
+            self.fail(FillError::Truncated);
+            return Err(FillError::Truncated);
+        }
+        self.fill.state.store(DONE, Ordering::Release);
+        Ok(self.fill.clone())
+    }
+
+    /// Marks the fill failed: readers stop at what they have and cut their clients.
+    pub fn fail(&self, e: FillError) {
+        let _ = self.fill.error.set(e);
+        self.fill.state.store(FAILED, Ordering::Release);
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        // A writer dropped without finishing (a task cancelled) must not leave readers
+        // waiting for bytes that never come.
+        if self.fill.state.load(Ordering::Acquire) == FILLING {
+            self.fail(FillError::Truncated);
+        }
+    }
+}
+
+/// An object description being fetched (the first response head of a miss); clients wait on
+/// it, then find the chunk fills it started in [`InFlight`].
+#[derive(Default)]
+pub struct Pending {
+    result: OnceLock<Result<Arc<ObjectMeta>, FillError>>,
+    /// The fill of the object's first chunk, started by the head fetch: waiters read it even
+    /// after it left [`InFlight`] (a response that may not be stored is never in memory).
+    first: OnceLock<Arc<Fill>>,
+    /// Bit `w` set: worker `w` has a client waiting.
+    pub watchers: AtomicU64,
+}
+
+impl Pending {
+    pub fn result(&self) -> Option<&Result<Arc<ObjectMeta>, FillError>> {
+        self.result.get()
+    }
+
+    pub fn first(&self) -> Option<&Arc<Fill>> {
+        self.first.get()
+    }
+}
+
+/// What is being fetched now, process-wide: one entry per object head and per chunk, so any
+/// number of concurrent misses make one upstream fetch. Locked only on the miss path.
+#[derive(Default)]
+pub struct InFlight {
+    heads: Mutex<HashMap<Arc<str>, Arc<Pending>>>,
+    chunks: Mutex<HashMap<ChunkKey, Arc<Fill>>>,
+}
+
+impl InFlight {
+    /// The pending head fetch of `object`, and whether the caller created it (and so must
+    /// start the fetch).
+    pub fn head(&self, object: &str) -> (Arc<Pending>, bool) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = heads.get(object) {
+            return (p.clone(), false);
+        }
+        let p = Arc::new(Pending::default());
+        heads.insert(Arc::from(object), p.clone());
+        (p, true)
+    }
+
+    /// Publishes a head fetch's outcome and forgets it; returns the watchers to wake.
+    pub fn finish_head(
+        &self,
+        object: &str,
+        result: Result<Arc<ObjectMeta>, FillError>,
+        first: Option<Arc<Fill>>,
+    ) -> u64 {
+        let p = self
+            .heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(object);
+        match p {
+            Some(p) => {
+                if let Some(f) = first {
+                    let _ = p.first.set(f);
+                }
+                let _ = p.result.set(result);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                p.watchers.load(Ordering::Acquire)
+            }
+            None => 0,
+        }
+    }
+
+    /// The fill of a chunk in flight.
+    pub fn chunk(&self, key: &ChunkKey) -> Option<Arc<Fill>> {
+        self.chunks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Starts a fill of `len` bytes, or returns the one already in flight.
+    pub fn start_chunk(&self, key: ChunkKey, len: usize) -> Result<FillWriter, Arc<Fill>> {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = chunks.get(&key) {
+            return Err(f.clone());
+        }
+        let (fill, writer) = Fill::new(key.clone(), len);
+        chunks.insert(key, fill);
+        Ok(writer)
+    }
+
+    /// Forgets a finished or failed fill (readers holding it keep it alive).
+    pub fn end_chunk(&self, key: &ChunkKey) {
+        self.chunks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Fills and head fetches in flight now.
+    pub fn len(&self) -> (usize, usize) {
+        let h = self.heads.lock().map(|h| h.len()).unwrap_or(0);
+        let c = self.chunks.lock().map(|c| c.len()).unwrap_or(0);
+        (h, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ChunkKey {
+        ChunkKey {
+            object: Arc::from("o"),
+            version: 1,
+            index: 0,
+        }
+    }
+
+    #[test]
+    fn readers_see_published_bytes_only() {
+        let (fill, mut w) = Fill::new(key(), 10);
+        assert_eq!(fill.available(), 0);
+        w.append(b"hello").unwrap();
+        let s = fill.slice(0, 10);
+        assert_eq!(&s[..], b"hello");
+        assert!(fill.bytes().is_none());
+        assert_eq!(w.append(b"world!"), Err(FillError::Truncated));
+        w.append(b"world").unwrap();
+        let f = w.finish().unwrap();
+        assert_eq!(&f.bytes().unwrap()[..], b"helloworld");
+        // Slices outlive everything else.
+        drop(f);
+        drop(fill);
+        assert_eq!(&s[..], b"hello");
+    }
+
+    #[test]
+    fn complete_with_stores_before_publishing() {
+        let (fill, mut w) = Fill::new(key(), 6);
+        w.append(b"abc").unwrap();
+        let seen = std::cell::Cell::new(0);
+        let f = w
+            .complete_with(b"def", |b| {
+                assert_eq!(&b[..], b"abcdef");
+                seen.set(fill.available());
+            })
+            .unwrap();
+        assert_eq!(seen.get(), 3, "readers saw the last bytes before the store");
+        assert_eq!(&f.bytes().unwrap()[..], b"abcdef");
+        let (_, w) = Fill::new(key(), 6);
+        assert!(
+            w.complete_with(b"ab", |_| panic!("stored a short chunk"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn short_or_abandoned_fills_fail() {
+        let (fill, mut w) = Fill::new(key(), 10);
+        w.append(b"abc").unwrap();
+        assert_eq!(w.finish().err(), Some(FillError::Truncated));
+        assert_eq!(fill.error(), Some(FillError::Truncated));
+        let (fill, w) = Fill::new(key(), 4);
+        drop(w);
+        assert_eq!(fill.error(), Some(FillError::Truncated));
+        let (fill, w) = Fill::new(key(), 4);
+        w.fail(FillError::Timeout);
+        assert_eq!(fill.error().map(FillError::status), Some(504));
+    }
+
+    #[test]
+    fn in_flight_coalesces() {
+        let f = InFlight::default();
+        let (a, new_a) = f.head("o");
+        let (b, new_b) = f.head("o");
+        assert!(new_a && !new_b && Arc::ptr_eq(&a, &b));
+        b.watchers.fetch_or(0b10, Ordering::AcqRel);
+        assert_eq!(f.finish_head("o", Err(FillError::Connect), None), 0b10);
+        assert_eq!(a.result(), Some(&Err(FillError::Connect)));
+        let w = f.start_chunk(key(), 3).ok().unwrap();
+        let other = f.start_chunk(key(), 3).err().unwrap();
+        assert!(Arc::ptr_eq(w.fill(), &other));
+        f.end_chunk(&key());
+        assert!(f.chunk(&key()).is_none());
+    }
+
+    #[test]
+    fn concurrent_reader_sees_a_prefix() {
+        let (fill, mut w) = Fill::new(key(), 1 << 20);
+        let reader = {
+            let fill = fill.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                for _ in 0..10_000_000 {
+                    let n = fill.available();
+                    let s = fill.slice(0, n);
+                    assert!(s.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+                    seen = n;
+                    if fill.is_done() {
+                        break;
+                    }
+                }
+                seen
+            })
+        };
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        for part in data.chunks(4096) {
+            w.append(part).unwrap();
+        }
+        w.finish().unwrap();
+        assert!(reader.join().unwrap() <= 1 << 20);
+    }
+}

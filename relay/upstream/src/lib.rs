@@ -1,0 +1,177 @@
+//! relay's miss path for HTTP origins: chunks are fetched with Range requests, once per chunk
+//! however many clients wait, and streamed into a shared [`Fill`] that waiting clients send
+//! from as bytes arrive.
+//!
+//! Layout:
+//! - [`Upstream`]: a thread running a single-threaded tokio runtime with a keep-alive pooled
+//!   HTTP/1.1 client (hyper); workers hand it [`Job`]s over an unbounded channel.
+//! - `fetch`: one job: request, validate the response head, stream the body into fills.
+//! - `head`: reading an origin's response head defensively (Content-Range, validators,
+//!   freshness).
+//! - [`Health`]: passive health: consecutive failures mark an origin down for a while.
+//!
+//! This path is not the hot path (a miss costs a round trip to the origin), so it uses tokio
+//! and hyper, maintained crates that own connection pooling, chunked decoding and timeouts;
+//! the serving loop stays on io_uring.
+
+mod fetch;
+mod head;
+
+use relay_cache::fill::{FillWriter, InFlight};
+use relay_cache::{Layout, MemoryTier, MetaCache, ObjectMeta};
+use relay_config::HttpOrigin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use head::ObjectHead;
+
+/// Where fetched bytes go, and how waiting workers are woken.
+#[derive(Clone)]
+pub struct Store {
+    pub memory: Arc<MemoryTier>,
+    pub meta: Arc<MetaCache>,
+    pub inflight: Arc<InFlight>,
+    pub layout: Layout,
+    /// Wakes the workers whose bits are set (they re-check their waiting clients).
+    pub wake: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+/// A fetch asked of the upstream thread.
+pub enum Job {
+    /// The object's description is unknown (or stale): fetch its first chunk, publish the
+    /// description through `InFlight::finish_head`, and fill chunk 0 (and every chunk, when
+    /// the origin ignores Range and sends the whole body).
+    Head {
+        origin: usize,
+        object: Arc<str>,
+        path: String,
+    },
+    /// Fill one chunk of a known object version.
+    Chunk {
+        origin: usize,
+        path: String,
+        meta: Arc<ObjectMeta>,
+        writer: FillWriter,
+    },
+}
+
+/// Passive health of one origin.
+#[derive(Default)]
+pub struct Health {
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the origin is considered down.
+    down_until: AtomicU64,
+}
+
+/// An origin with its health.
+pub struct Origin {
+    pub config: HttpOrigin,
+    pub health: Health,
+}
+
+impl Origin {
+    fn now_ms(epoch: Instant) -> u64 {
+        epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn is_down(&self, epoch: Instant) -> bool {
+        self.health.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch)
+    }
+
+    fn failed(&self, epoch: Instant) {
+        let n = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.config.down_after_failures {
+            let until = Self::now_ms(epoch) + self.config.down_ms;
+            self.health.down_until.store(until, Ordering::Relaxed);
+            self.health.failures.store(0, Ordering::Relaxed);
+            log::warn!(
+                "origin {} marked down for {} ms after {n} failures",
+                self.config.authority,
+                self.config.down_ms
+            );
+        }
+    }
+
+    fn succeeded(&self) {
+        self.health.failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Counters of the miss path.
+#[derive(Default)]
+pub struct UpstreamStats {
+    pub requests: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// The upstream thread and its origins.
+pub struct Upstream {
+    tx: tokio::sync::mpsc::UnboundedSender<Job>,
+    origins: Arc<Vec<Origin>>,
+    epoch: Instant,
+    pub stats: Arc<UpstreamStats>,
+}
+
+impl Upstream {
+    /// Starts the upstream thread for `origins`.
+    pub fn start(origins: &[HttpOrigin], store: Store) -> std::io::Result<Upstream> {
+        let origins: Arc<Vec<Origin>> = Arc::new(
+            origins
+                .iter()
+                .map(|c| Origin {
+                    config: c.clone(),
+                    health: Health::default(),
+                })
+                .collect(),
+        );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let epoch = Instant::now();
+        let stats = Arc::new(UpstreamStats::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let ctx = fetch::Context::new(origins.clone(), store, epoch, stats.clone());
+        std::thread::Builder::new()
+            .name("relay-upstream".into())
+            .spawn(move || runtime.block_on(fetch::run(ctx, rx)))?;
+        Ok(Upstream {
+            tx,
+            origins,
+            epoch,
+            stats,
+        })
+    }
+
+    /// The first origin that serves `host` (lower-case, as the client sent it) and `path`.
+    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
+        self.origins.iter().position(|o| {
+            path.starts_with(&o.config.prefix)
+                && o.config.host.as_deref().is_none_or(|want| {
+                    host.is_some_and(|h| {
+                        let h = h.split(|&b| b == b':').next().unwrap_or(h);
+                        h.eq_ignore_ascii_case(want.as_bytes())
+                    })
+                })
+        })
+    }
+
+    pub fn is_down(&self, origin: usize) -> bool {
+        self.origins
+            .get(origin)
+            .is_some_and(|o| o.is_down(self.epoch))
+    }
+
+    /// Hands a job to the upstream thread. If the thread is gone, the job's fill fails
+    /// (its writer is dropped), so no client waits forever.
+    pub fn submit(&self, job: Job) {
+        let _ = self.tx.send(job);
+    }
+
+    /// How long ago the upstream started (for tests and metrics).
+    pub fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}

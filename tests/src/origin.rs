@@ -1,0 +1,246 @@
+//! A small HTTP/1.1 origin the tests own: objects in memory with ETag, Last-Modified and
+//! Cache-Control; honours single `Range`s; counts every request; and misbehaves on demand
+//! (ignores Range, answers slowly, streams slowly, cuts bodies short, changes an object).
+//! Loopback only; every connection thread ends when the server is dropped.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One object the origin serves.
+#[derive(Clone)]
+pub struct Object {
+    pub body: Vec<u8>,
+    pub etag: String,
+    pub cache_control: Option<String>,
+    pub status: u16,
+}
+
+impl Object {
+    pub fn new(body: Vec<u8>, etag: &str) -> Object {
+        Object {
+            body,
+            etag: format!("\"{etag}\""),
+            cache_control: Some("max-age=300".into()),
+            status: 200,
+        }
+    }
+}
+
+/// How the origin misbehaves (all off by default).
+#[derive(Default)]
+pub struct Behaviour {
+    pub ignore_range: AtomicBool,
+    /// Delay before the response head, ms.
+    pub head_delay_ms: AtomicU64,
+    /// Write bodies in pieces of this many bytes with `piece_delay_ms` between (0: at once).
+    pub piece_bytes: AtomicU64,
+    pub piece_delay_ms: AtomicU64,
+    /// Cut every body after this many bytes (0: never), then close.
+    pub truncate_after: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<String, Object>,
+    /// (path, Range header value or "") of every request, in order.
+    log: Vec<(String, String)>,
+}
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub behaviour: Arc<Behaviour>,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Origin {
+    pub fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let behaviour = Arc::new(Behaviour::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, b, st) = (state.clone(), behaviour.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Accept until stopped; each connection gets a thread.
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (s, b, st) = (s.clone(), b.clone(), st.clone());
+                        std::thread::spawn(move || serve(conn, &s, &b, &st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Origin {
+            addr,
+            behaviour,
+            state,
+            stop,
+        }
+    }
+
+    pub fn put(&self, path: &str, object: Object) {
+        self.lock().objects.insert(path.to_string(), object);
+    }
+
+    pub fn remove(&self, path: &str) {
+        self.lock().objects.remove(path);
+    }
+
+    /// Requests seen for `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.lock().log.iter().filter(|(p, _)| p == path).count()
+    }
+
+    /// The Range headers of the requests for `path`.
+    pub fn ranges(&self, path: &str) -> Vec<String> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = conn.set_nodelay(true);
+    let mut reader = BufReader::new(match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut out = conn;
+    // Keep-alive: at most 10,000 requests per connection.
+    for _ in 0..10_000 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut range = String::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':')
+                && n.eq_ignore_ascii_case("range")
+            {
+                range = v.trim().to_string();
+            }
+        }
+        let object = {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.log.push((path.clone(), range.clone()));
+            s.objects.get(&path).cloned()
+        };
+        let delay = b.head_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let Some(obj) = object else {
+            let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            continue;
+        };
+        let len = obj.body.len() as u64;
+        let mut head = String::new();
+        let (status, start, end) = match parse_range(&range, len) {
+            Some((a, z)) if !b.ignore_range.load(Ordering::Relaxed) && obj.status == 200 => {
+                (206, a, z + 1)
+            }
+            None if !range.is_empty() && len == 0 && !b.ignore_range.load(Ordering::Relaxed) => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */0\r\n\
+                      Content-Length: 0\r\nCache-Control: max-age=300\r\n\r\n",
+                );
+                continue;
+            }
+            _ => (obj.status, 0, len),
+        };
+        head.push_str(&format!("HTTP/1.1 {status} X\r\n"));
+        head.push_str(&format!("Content-Length: {}\r\n", end - start));
+        if status == 206 {
+            head.push_str(&format!(
+                "Content-Range: bytes {start}-{}/{len}\r\n",
+                end - 1
+            ));
+        }
+        head.push_str(&format!("ETag: {}\r\n", obj.etag));
+        head.push_str("Last-Modified: Tue, 01 Sep 2026 10:00:00 GMT\r\n");
+        if let Some(cc) = &obj.cache_control {
+            head.push_str(&format!("Cache-Control: {cc}\r\n"));
+        }
+        head.push_str("\r\n");
+        if out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let mut body = &obj.body[start as usize..end as usize];
+        let cut = b.truncate_after.load(Ordering::Relaxed) as usize;
+        let truncated = cut > 0 && body.len() > cut;
+        if truncated {
+            body = &body[..cut];
+        }
+        let piece = b.piece_bytes.load(Ordering::Relaxed) as usize;
+        if piece == 0 {
+            if out.write_all(body).is_err() {
+                return;
+            }
+        } else {
+            for part in body.chunks(piece) {
+                if out.write_all(part).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(
+                    b.piece_delay_ms.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        if truncated {
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+    let _ = reader.read(&mut [0u8; 1]);
+}
+
+/// `bytes=a-b` / `bytes=a-` (single range only), clamped.
+fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+    let r = v.strip_prefix("bytes=")?;
+    let (a, b) = r.split_once('-')?;
+    let a: u64 = a.trim().parse().ok()?;
+    let b: u64 = if b.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (a <= b).then_some((a, b))
+}

@@ -1,0 +1,255 @@
+//! relay in front of an HTTP origin the test owns: chunked Range fetches, coalescing,
+//! origins that misbehave, failures, and never a wrong body passed off as whole.
+
+use relay_tests::client::Client;
+use relay_tests::origin::{Object, Origin};
+use relay_tests::{Relay, pattern};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const CHUNK: usize = 64 * 1024;
+
+fn proxy_config(origin: &Origin, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 67108864\n\n[origin]\n\n[[origin.http]]\nurl = \"{}\"\n\
+         first_byte_timeout_ms = 2000\nidle_timeout_ms = 2000\nretries = 1\n{extra}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.url()
+    )
+}
+
+fn get(relay: &Relay, path: &str) -> relay_tests::client::Response {
+    Client::connect(relay.addr).get(path)
+}
+
+#[test]
+fn chunks_are_fetched_once_and_then_served_from_memory() {
+    let origin = Origin::start();
+    let body = pattern(5 * CHUNK + 777, 11);
+    origin.put("/v/seg1.ts", Object::new(body.clone(), "v1"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let r = get(&relay, "/v/seg1.ts");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == body,
+        "first fetch differs from the origin's bytes"
+    );
+    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    // One Range request per chunk.
+    let ranges = origin.ranges("/v/seg1.ts");
+    assert_eq!(ranges.len(), 6, "{ranges:?}");
+    assert_eq!(ranges[0], format!("bytes=0-{}", CHUNK - 1));
+    let r = get(&relay, "/v/seg1.ts");
+    assert!(r.body == body);
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    assert_eq!(origin.count("/v/seg1.ts"), 6);
+    // A range across chunk boundaries, from memory.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /v/seg1.ts HTTP/1.1\r\nHost: t\r\nRange: bytes=65530-200000\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body == body[65530..=200000]);
+    // 404 passes through; nothing is fetched twice for it being cached.
+    assert_eq!(get(&relay, "/v/nope").status, 404);
+}
+
+#[test]
+fn five_hundred_clients_on_a_cold_object_make_one_fetch_per_chunk() {
+    let origin = Origin::start();
+    let body = pattern(8 * CHUNK, 12);
+    origin.put("/hot.bin", Object::new(body.clone(), "hot"));
+    // Slow the origin so all clients arrive while the chunks are still streaming.
+    origin.behaviour.piece_bytes.store(8192, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(3, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let addr = relay.addr;
+    let clients: Vec<_> = (0..500)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.get("/hot.bin")
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in clients {
+        let r = t.join().expect("client thread");
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "a client got different bytes");
+        ok += 1;
+    }
+    assert_eq!(ok, 500);
+    assert_eq!(
+        origin.count("/hot.bin"),
+        8,
+        "origin fetches: {:?}",
+        origin.ranges("/hot.bin")
+    );
+}
+
+#[test]
+fn clients_stream_bytes_while_the_chunk_fills() {
+    let origin = Origin::start();
+    let body = pattern(CHUNK, 13);
+    origin.put("/slow.bin", Object::new(body.clone(), "s"));
+    // 64 KiB in 16 pieces, 100 ms apart: 1.6 s for the whole chunk.
+    origin.behaviour.piece_bytes.store(4096, Ordering::Relaxed);
+    origin
+        .behaviour
+        .piece_delay_ms
+        .store(100, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = std::time::Instant::now();
+    s.write_all(b"GET /slow.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = s.read(&mut first).unwrap();
+    let first_byte = t0.elapsed();
+    assert!(n > 0);
+    assert!(
+        first_byte < Duration::from_millis(800),
+        "first bytes after {first_byte:?}: the client waited for the whole chunk"
+    );
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+#[test]
+fn an_origin_that_ignores_range_is_cut_into_chunks_correctly() {
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let body = pattern(3 * CHUNK + 5, 14);
+    origin.put("/whole.bin", Object::new(body.clone(), "w"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let r = get(&relay, "/whole.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body);
+    let r = get(&relay, "/whole.bin");
+    assert!(r.body == body);
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /whole.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=100000-100009\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body == body[100000..100010]);
+}
+
+#[test]
+fn a_changed_object_is_never_stitched_from_two_versions() {
+    let origin = Origin::start();
+    let v1 = pattern(4 * CHUNK, 15);
+    origin.put("/obj", Object::new(v1.clone(), "one"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    // Fetch only the first chunk, then change the object at the origin.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /obj HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n");
+    assert!(c.read_response(false).unwrap().body == v1[..100]);
+    let v2 = pattern(4 * CHUNK, 16);
+    origin.put("/obj", Object::new(v2.clone(), "two"));
+    // The full object now needs chunks 1..3 from a different version: the client must see
+    // a cut connection, never v1's first chunk followed by v2's bytes as a whole body.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /obj HTTP/1.1\r\nHost: t\r\n\r\n");
+    match c.read_response(false) {
+        None => {} // cut: correct
+        Some(r) => assert!(
+            r.body == v1 || r.body == v2,
+            "a body mixing two versions was passed off as whole"
+        ),
+    }
+    // The next request sees the new version whole (the old description was dropped).
+    let mut ok = false;
+    for _ in 0..5 {
+        let r = get(&relay, "/obj");
+        if r.status == 200 && r.body == v2 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the new version was never served whole");
+}
+
+#[test]
+fn a_cut_upstream_body_is_never_presented_as_complete_nor_stored() {
+    let origin = Origin::start();
+    let body = pattern(2 * CHUNK, 17);
+    origin.put("/cut.bin", Object::new(body.clone(), "c"));
+    origin
+        .behaviour
+        .truncate_after
+        .store(1000, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /cut.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Either an error status, or a response cut short (None): never 200 with a full body.
+    if let Some(r) = c.read_response(false) {
+        assert_ne!(
+            r.status, 200,
+            "a truncated upstream body was passed off as whole"
+        );
+    }
+    origin.behaviour.truncate_after.store(0, Ordering::Relaxed);
+    let r = get(&relay, "/cut.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body);
+    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+}
+
+#[test]
+fn origin_down_is_502_and_too_slow_is_504() {
+    // Nothing listens on this port (bound then dropped).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[origin]\n[[origin.http]]\n\
+         url = \"http://{dead_addr}\"\nretries = 1\nconnect_timeout_ms = 500\n\
+         [admin]\nenabled = false\n"
+    );
+    let relay = Relay::start(&cfg);
+    assert_eq!(get(&relay, "/x").status, 502);
+    drop(relay);
+
+    let origin = Origin::start();
+    origin.put("/slow", Object::new(b"late".to_vec(), "l"));
+    origin
+        .behaviour
+        .head_delay_ms
+        .store(1500, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, "").replace(
+        "first_byte_timeout_ms = 2000",
+        "first_byte_timeout_ms = 300",
+    ));
+    let t0 = std::time::Instant::now();
+    assert_eq!(get(&relay, "/slow").status, 504);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn responses_without_freshness_are_relayed_but_not_kept() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"dynamic".to_vec(), "d");
+    o.cache_control = None;
+    origin.put("/dyn", o);
+    let mut o = Object::new(b"secret".to_vec(), "p");
+    o.cache_control = Some("private, max-age=60".into());
+    origin.put("/private", o);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    for path in ["/dyn", "/private"] {
+        for _ in 0..2 {
+            let r = get(&relay, path);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"), "{path}");
+        }
+        assert_eq!(origin.count(path), 2, "{path} should be asked each time");
+    }
+    let empty = Object::new(Vec::new(), "e");
+    origin.put("/empty", empty);
+    let r = get(&relay, "/empty");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+}

@@ -1,0 +1,87 @@
+//! `cargo xtask bench serve`: issue 3's side-by-side benchmark, relay vs nginx on this
+//! machine.
+//!
+//! xtask prepares what the measurement needs and hands over to the harness in `benches/`
+//! (`relay-bench serve`), which does the measuring and writes the results:
+//! 1. `setup` (wrk, nginx-light, curl, taskset come with Debian's util-linux);
+//! 2. the release relay with its eBPF object (`build`), unless `--relay-bin` names one;
+//! 3. the harness (a debug build is enough: it only starts processes and reads /proc).
+//!
+//! The table goes to stdout; `target/bench/serve.json` and `target/bench/serve.svg`
+//! (`serve-quick.*` with `--quick`) hold the full result and the plot.
+
+use crate::util::{cargo, root, run_cmd};
+use crate::{build, setup};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Smoke test: 1 run of 2 s at 64 connections, no warm-up (results in serve-quick.*).
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured runs per row (default 3).
+    #[arg(long)]
+    pub runs: Option<u32>,
+    /// Seconds per wrk run (default 10).
+    #[arg(long)]
+    pub duration: Option<u32>,
+    /// Keep-alive connection counts, comma-separated (default 64,256).
+    #[arg(long, value_delimiter = ',')]
+    pub connections: Vec<u32>,
+    /// Seconds of unrecorded warm-up per server and size (default 2).
+    #[arg(long)]
+    pub warmup: Option<u32>,
+    /// Measure this relay binary instead of building the release one.
+    #[arg(long)]
+    pub relay_bin: Option<PathBuf>,
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    setup::run(&setup::Options::default())?;
+    let relay = match &o.relay_bin {
+        Some(p) => p.clone(),
+        None => {
+            build::run(&build::Options::default())?;
+            target_dir().join("release/relay")
+        }
+    };
+    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
+    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
+    cmd.current_dir(root())
+        .arg("serve")
+        .arg("--relay")
+        .arg(&relay)
+        .arg("--out")
+        .arg(root().join("target/bench"))
+        .arg("--command")
+        .arg(format!("cargo xtask {invoked}"));
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    for (flag, value) in [
+        ("--runs", o.runs),
+        ("--duration", o.duration),
+        ("--warmup", o.warmup),
+    ] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v.to_string());
+        }
+    }
+    if !o.connections.is_empty() {
+        let list: Vec<String> = o.connections.iter().map(|c| c.to_string()).collect();
+        cmd.arg("--connections").arg(list.join(","));
+    }
+    run_cmd(&mut cmd)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root, where
+/// xtask runs cargo) or `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root().join(d),
+        None => root().join("target"),
+    }
+}
