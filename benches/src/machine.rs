@@ -15,7 +15,9 @@ pub struct Machine {
     pub nginx: String,
     pub wrk: String,
     pub relay: String,
-    pub relay_git: String,
+    /// `git rev-parse --short HEAD` of the working tree the harness ran in, and whether it
+    /// had uncommitted changes (the relay binary is built from it unless one was given).
+    pub tree_git: String,
     pub loadavg_start: String,
 }
 
@@ -55,7 +57,7 @@ impl Machine {
             .args(["status", "--porcelain", "--untracked-files=no"])
             .output()
             .is_ok_and(|o| !o.stdout.is_empty());
-        let relay_git = match rev {
+        let tree_git = match rev {
             Some(r) if dirty => format!("{r} + uncommitted changes"),
             Some(r) => r,
             None => "unknown".into(),
@@ -69,7 +71,7 @@ impl Machine {
             nginx,
             wrk,
             relay,
-            relay_git,
+            tree_git,
             loadavg_start: loadavg(),
         }
     }
@@ -77,7 +79,7 @@ impl Machine {
     /// One line for the table header and the plot title.
     pub fn line(&self) -> String {
         format!(
-            "{}, {} cores, {:.0} GiB, {}, Linux {}; {}, {}; relay {} ({})",
+            "{}, {} cores, {:.0} GiB, {}, Linux {}; {}, {}; relay {} (tree {})",
             self.cpu_model,
             self.cores,
             self.memory_gib,
@@ -86,7 +88,7 @@ impl Machine {
             self.nginx,
             self.wrk,
             self.relay.trim_start_matches("relay ").trim(),
-            self.relay_git
+            self.tree_git
         )
     }
 }

@@ -167,11 +167,13 @@ fn draw(
             }
             // Markers carry the legend entry: filled circles for the first connection count,
             // triangles (and dashed lines) for the second.
-            let legend = move |(x, y): (i32, i32)| {
-                PathElement::new(
-                    vec![(x, y), (x + 22, y)],
-                    ShapeStyle::from(&color).stroke_width(2),
-                )
+            // The legend shows each series' marker on a short line.
+            let legend_line = move |x: i32, y: i32| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(
+                        vec![(0, 0), (22, 0)],
+                        ShapeStyle::from(&color).stroke_width(2),
+                    )
             };
             if dashed {
                 chart
@@ -180,7 +182,10 @@ fn draw(
                             .map(|&p| TriangleMarker::new(p, 5, ShapeStyle::from(&color).filled())),
                     )?
                     .label(&s.label)
-                    .legend(legend);
+                    .legend(move |(x, y)| {
+                        legend_line(x, y)
+                            + TriangleMarker::new((11, 0), 5, ShapeStyle::from(&color).filled())
+                    });
             } else {
                 chart
                     .draw_series(
@@ -188,7 +193,10 @@ fn draw(
                             .map(|&p| Circle::new(p, 4, ShapeStyle::from(&color).filled())),
                     )?
                     .label(&s.label)
-                    .legend(legend);
+                    .legend(move |(x, y)| {
+                        legend_line(x, y)
+                            + Circle::new((11, 0), 4, ShapeStyle::from(&color).filled())
+                    });
             }
             // Min-max ranges: a vertical bar with short caps.
             let thin = ShapeStyle::from(&color.mix(0.7)).stroke_width(1);

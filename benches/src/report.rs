@@ -43,6 +43,8 @@ pub struct Settings {
     pub workers: usize,
     pub wrk_command: String,
     pub quick: bool,
+    /// The relay binary measured.
+    pub relay_bin: String,
 }
 
 /// One measured wrk run and what the server spent on it.
@@ -690,6 +692,7 @@ mod tests {
             workers: 1,
             wrk_command: String::new(),
             quick: false,
+            relay_bin: String::new(),
         }
     }
 

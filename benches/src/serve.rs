@@ -253,6 +253,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     }
     let settings = Settings {
         wrk_command: wrk.describe(max_conns, settings.duration_s),
+        relay_bin: relay_bin.display().to_string(),
         ..settings
     };
     let mut report = Report::new(
@@ -334,6 +335,7 @@ fn settings(o: &Options) -> Result<Settings> {
         objects: OBJECTS.iter().map(|(s, _, _)| *s).collect(),
         wrk_command: String::new(),
         quick: o.quick,
+        relay_bin: String::new(),
     })
 }
 

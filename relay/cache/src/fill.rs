@@ -270,6 +270,16 @@ impl Pending {
     }
 }
 
+/// What [`InFlight::join_or_start`] found.
+pub enum Start {
+    /// A new fill: the caller must have it fetched.
+    New(FillWriter),
+    /// A fill already in flight.
+    Joined(Arc<Fill>),
+    /// The chunk is stored now.
+    Cached,
+}
+
 /// What is being fetched now, process-wide: one entry per object head and per chunk, so any
 /// number of concurrent misses make one upstream fetch. Locked only on the miss path.
 #[derive(Default)]
@@ -282,13 +292,27 @@ impl InFlight {
     /// The pending head fetch of `object`, and whether the caller created it (and so must
     /// start the fetch).
     pub fn head(&self, object: &str) -> (Arc<Pending>, bool) {
+        self.head_unless(object, || false)
+            .unwrap_or_else(|| (Arc::new(Pending::default()), false))
+    }
+
+    /// Like [`InFlight::head`], but None when `cached()` (asked under the lock) says the
+    /// description is stored now: a head fetch publishes before it leaves the table.
+    pub fn head_unless(
+        &self,
+        object: &str,
+        cached: impl FnOnce() -> bool,
+    ) -> Option<(Arc<Pending>, bool)> {
         let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = heads.get(object) {
-            return (p.clone(), false);
+            return Some((p.clone(), false));
+        }
+        if cached() {
+            return None;
         }
         let p = Arc::new(Pending::default());
         heads.insert(Arc::from(object), p.clone());
-        (p, true)
+        Some((p, true))
     }
 
     /// Publishes a head fetch's outcome and forgets it; returns the watchers to wake.
@@ -334,6 +358,27 @@ impl InFlight {
         let (fill, writer) = Fill::new(key.clone(), len);
         chunks.insert(key, fill);
         Ok(writer)
+    }
+
+    /// Like [`InFlight::start_chunk`], but first asks `cached` under the lock: a fill
+    /// stores its chunk before it leaves the table, so a caller that missed the memory tier
+    /// just before the store finds it here instead of starting a second fetch.
+    pub fn join_or_start(
+        &self,
+        key: ChunkKey,
+        len: usize,
+        cached: impl FnOnce(&ChunkKey) -> bool,
+    ) -> Start {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = chunks.get(&key) {
+            return Start::Joined(f.clone());
+        }
+        if cached(&key) {
+            return Start::Cached;
+        }
+        let (fill, writer) = Fill::new(key.clone(), len);
+        chunks.insert(key, fill);
+        Start::New(writer)
     }
 
     /// Forgets a finished or failed fill (readers holding it keep it alive).

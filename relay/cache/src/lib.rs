@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`layout`]: how an object is cut into fixed-size chunks (pure arithmetic).
+//! - [`disk`]: the disk tier: chunk files with checksummed headers, an index rebuilt at start,
 //!   eviction and admission; plans the I/O for io_uring (plus a blocking std::fs path).
 //! - [`fill`]: a chunk being filled from upstream, streamed to readers as it arrives.
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
@@ -10,6 +11,7 @@
 //! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
 
+pub mod disk;
 pub mod fill;
 pub mod key;
 pub mod layout;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use io_uring::types::Timespec;
-use relay_cache::fill::FillError;
+use relay_cache::fill::{FillError, Start};
 use relay_cache::{ChunkKey, ChunkRef, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
@@ -691,26 +691,28 @@ impl Worker {
                 version: body.meta.version,
                 index,
             };
-            let fill = match self.shared.inflight.chunk(&key) {
-                Some(f) => f,
-                None => {
-                    let len = layout.chunk_len(body.meta.len, index) as usize;
-                    match self.shared.inflight.start_chunk(key, len) {
-                        Ok(writer) => {
-                            let f = writer.fill().clone();
-                            self.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
-                            if let Some(up) = self.shared.upstream.as_ref() {
-                                up.submit(Job::Chunk {
-                                    origin,
-                                    path: c.upath.clone(),
-                                    meta: body.meta.clone(),
-                                    writer,
-                                });
-                            }
-                            f
-                        }
-                        Err(f) => f,
+            let len = layout.chunk_len(body.meta.len, index) as usize;
+            let memory = &self.shared.memory;
+            let fill = match self
+                .shared
+                .inflight
+                .join_or_start(key, len, |k| memory.contains(&k.as_ref()))
+            {
+                Start::Joined(f) => f,
+                // Stored between our memory lookup and now: take it from memory.
+                Start::Cached => return Ok(true),
+                Start::New(writer) => {
+                    let f = writer.fill().clone();
+                    self.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+                    if let Some(up) = self.shared.upstream.as_ref() {
+                        up.submit(Job::Chunk {
+                            origin,
+                            path: c.upath.clone(),
+                            meta: body.meta.clone(),
+                            writer,
+                        });
                     }
+                    f
                 }
             };
             c.src = Some(fill);
@@ -792,7 +794,22 @@ impl Worker {
                     return;
                 };
                 // Unknown or stale: one head fetch however many clients ask.
-                let (pending, new) = self.shared.inflight.head(&c.path);
+                let now = self.now;
+                let meta_cache = &self.shared.meta;
+                let fresh = || {
+                    meta_cache
+                        .get(&c.path)
+                        .is_some_and(|m| m.is_fresh(now, Duration::MAX))
+                };
+                let Some((pending, new)) = self.shared.inflight.head_unless(&c.path, fresh) else {
+                    // Described between our lookup and now.
+                    match self.shared.meta.get(&c.path) {
+                        Some(m) => self.respond_meta(slot, m, None),
+                        // ...and evicted again at once: let the client retry.
+                        None => self.simple(slot, &req, 503, &[("Retry-After", b"1")], "retry\n"),
+                    }
+                    return;
+                };
                 if new {
                     self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
                     up.submit(Job::Head {

@@ -1,0 +1,630 @@
+//! [`DiskTier`]: the index plus the plan/commit/verify operations whose I/O the caller does
+//! (io_uring in the server), and a blocking std::fs implementation of the same operations
+//! ([`DiskTier::put`], [`DiskTier::get`]) for tests and for callers off the hot path.
+
+use super::error::{Corruption, DiskError};
+use super::format::{self, ChunkHeader, ChunkInfo};
+use super::index::{Entry, Gone, Index, ObjectVersion};
+use super::recover::{self, RecoveryReport};
+use crate::key::{ChunkKey, ChunkRef};
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+/// Where and how big the disk tier is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The cache directory (created if missing). One relay per directory: a lock file
+    /// inside it enforces that.
+    pub dir: PathBuf,
+    /// Bytes of chunk files (each counted in whole 4 KiB blocks) the tier may hold.
+    pub capacity_bytes: u64,
+    /// The usual chunk size, to size the index up front.
+    pub chunk_size: u64,
+    /// `fdatasync` each chunk before its rename. Off by default: the tier promises never
+    /// to serve a wrong byte, not to keep every chunk across a power cut, and checksums
+    /// keep the first promise without syncing.
+    pub fsync: bool,
+    /// Threads reading headers at start.
+    pub recovery_threads: usize,
+}
+
+impl DiskConfig {
+    pub fn new(dir: impl Into<PathBuf>, capacity_bytes: u64) -> Self {
+        DiskConfig {
+            dir: dir.into(),
+            capacity_bytes,
+            chunk_size: 1 << 20,
+            fsync: false,
+            recovery_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// How to write one chunk: the caller creates `temp_path` (`O_CREAT|O_EXCL`), writes
+/// `header` at offset 0 and the body at `body_offset` (one `writev`), `fdatasync`s if
+/// `fsync`, renames it to `final_path` (on `ENOENT`, creates [`WritePlan::final_dir`] and
+/// retries), then calls [`DiskTier::commit_write`] — or [`DiskTier::abort_write`] on any
+/// failure.
+#[derive(Clone, Debug)]
+pub struct WritePlan {
+    pub key: ChunkKey,
+    pub temp_path: PathBuf,
+    pub final_path: PathBuf,
+    /// The header padded to the body offset: `header.len() == body_offset`.
+    pub header: Vec<u8>,
+    pub body_offset: u64,
+    pub body_len: u64,
+    /// Checksum of the body (also inside `header`).
+    pub checksum: u64,
+    pub object_len: u64,
+    pub generation: u64,
+    pub fsync: bool,
+}
+
+impl WritePlan {
+    /// Bytes of the whole file.
+    pub fn file_len(&self) -> u64 {
+        self.body_offset + self.body_len
+    }
+
+    /// The directory `final_path` lives in.
+    pub fn final_dir(&self) -> &Path {
+        self.final_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// How to read one chunk: the caller reads `len` bytes at `offset` (the whole file: header
+/// and body in one read) from `path`, then hands them to [`DiskTier::verify`] — or, if the
+/// open or read fails, the error to [`DiskTier::read_failed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub key: ChunkKey,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+    /// Where the body starts in the bytes read; the body is `body_offset..len`.
+    pub body_offset: u64,
+    pub body_len: u64,
+    pub expected_checksum: u64,
+    pub generation: u64,
+    /// Lookups of this chunk since it was stored or loaded, this one included: the hint
+    /// for promotion to memory (e.g. promote from the second hit on).
+    pub hits: u32,
+}
+
+/// A chunk whose bytes passed verification: its header, and where its body is in the
+/// buffer that was verified (so the body can be sent from that buffer without a copy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    pub header: ChunkHeader,
+    pub body: Range<usize>,
+}
+
+impl ReadPlan {
+    /// Verifies the bytes read for this plan: the header (checksum, key, generation,
+    /// lengths) and the body checksum. Pure: no I/O, no index change.
+    pub fn check(&self, bytes: &[u8]) -> Result<VerifiedChunk, Corruption> {
+        let Some(bytes) = usize::try_from(self.len).ok().and_then(|n| bytes.get(..n)) else {
+            return Err(Corruption::Truncated {
+                expected: self.len,
+                actual: bytes.len() as u64,
+            });
+        };
+        let header = format::decode_header(bytes)?;
+        if header.key != self.key || header.generation != self.generation {
+            return Err(Corruption::WrongChunk);
+        }
+        let expected = header.file_len();
+        if expected > self.len {
+            return Err(Corruption::Truncated {
+                expected,
+                actual: self.len,
+            });
+        }
+        if expected < self.len {
+            return Err(Corruption::Oversized {
+                expected,
+                actual: self.len,
+            });
+        }
+        if header.body_sum != self.expected_checksum {
+            return Err(Corruption::WrongChunk);
+        }
+        // decode_header checked body_offset >= header_len and the sum does not overflow;
+        // expected == len == bytes.len(), so the range is in bounds.
+        let body = header.body_offset as usize..bytes.len();
+        if format::checksum(&bytes[body.clone()]) != header.body_sum {
+            return Err(Corruption::BodyChecksum);
+        }
+        Ok(VerifiedChunk { header, body })
+    }
+}
+
+/// A chunk read by the blocking [`DiskTier::get`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub header: ChunkHeader,
+    /// The body: a slice of the buffer the file was read into.
+    pub body: Bytes,
+    /// As [`ReadPlan::hits`].
+    pub hits: u32,
+}
+
+/// Counters and sizes of the disk tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    pub entries: usize,
+    /// Bytes held (files in whole blocks).
+    pub usage: u64,
+    pub capacity: u64,
+    pub writes: u64,
+    pub reads: u64,
+    /// Reads that failed verification: dropped, to be refetched.
+    pub corrupt: u64,
+    /// Indexed files that had vanished when read.
+    pub missing: u64,
+    /// Reads that failed with an I/O error other than a vanished file.
+    pub read_errors: u64,
+    pub evicted: u64,
+    pub replaced: u64,
+    /// Writes refused as larger than the whole tier.
+    pub rejected: u64,
+    pub unlink_errors: u64,
+    /// Files waiting for the caller to unlink them.
+    pub pending_unlinks: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    reads: AtomicU64,
+    corrupt: AtomicU64,
+    missing: AtomicU64,
+    read_errors: AtomicU64,
+    evicted: AtomicU64,
+    replaced: AtomicU64,
+    rejected: AtomicU64,
+    unlink_errors: AtomicU64,
+}
+
+struct Inner {
+    index: Index,
+    /// Files no longer in the index, for the caller to delete. Every path names one write
+    /// generation, so deleting it late can never hit a newer file of the same chunk.
+    unlinks: Vec<PathBuf>,
+}
+
+/// The disk tier of one relay: a directory of chunk files and their index. Shared by all
+/// workers; the index lock is held only for map updates, never across I/O.
+pub struct DiskTier {
+    root: PathBuf,
+    inner: Mutex<Inner>,
+    next_generation: AtomicU64,
+    fsync: bool,
+    counters: Counters,
+    recovery: RecoveryReport,
+    /// Held (flock) for the tier's lifetime.
+    _lock: File,
+}
+
+impl DiskTier {
+    /// Opens (or creates) the directory and rebuilds the index from the chunk headers:
+    /// leftover temp files are deleted, files whose header does not hold are deleted and
+    /// counted, bodies are not read. See [`DiskTier::recovery`] for what was found.
+    pub fn open(config: &DiskConfig) -> Result<DiskTier, DiskError> {
+        let start = Instant::now();
+        let root = config.dir.clone();
+        fs::create_dir_all(&root).map_err(|e| DiskError::io("create", &root, e))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| DiskError::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(DiskError::Locked(root)),
+            Err(TryLockError::Error(e)) => return Err(DiskError::io("lock", lock_path, e)),
+        }
+        let temp_removed = recover::clear_temp(&root)?;
+        let (mut found, mut report) = recover::scan(&root, config.recovery_threads)?;
+        report.temp_removed = temp_removed;
+        // Oldest first: when a chunk has two files the newer one wins, and when the
+        // capacity shrank the oldest chunks are the ones evicted.
+        found.sort_unstable_by_key(|f| f.entry.generation);
+        let mut index = Index::new(config.capacity_bytes, config.chunk_size);
+        let mut next_generation = 1;
+        let mut unlinks = Vec::new();
+        for f in found {
+            next_generation = next_generation.max(f.entry.generation + 1);
+            let key = ChunkKey {
+                object: index.intern(&f.key.object),
+                ..f.key
+            };
+            for (k, e, why) in index.insert(key, f.entry, f.object_len) {
+                match why {
+                    Gone::Replaced => report.dropped_duplicate += 1,
+                    Gone::Evicted => report.dropped_over_capacity += 1,
+                }
+                unlinks.push(chunk_path(&root, &k, e.generation));
+            }
+        }
+        report.loaded = index.len() as u64;
+        let mut tier = DiskTier {
+            root,
+            inner: Mutex::new(Inner { index, unlinks }),
+            next_generation: AtomicU64::new(next_generation),
+            fsync: config.fsync,
+            counters: Counters::default(),
+            recovery: report,
+            _lock: lock,
+        };
+        tier.unlink_pending();
+        tier.recovery.elapsed = start.elapsed();
+        Ok(tier)
+    }
+
+    /// What recovery at open found and did, and how long it took.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- writes ------------------------------------------------------------------------
+
+    /// Plans the write of one chunk: checksums the body and encodes the header. Nothing is
+    /// visible to readers until [`DiskTier::commit_write`].
+    pub fn plan_write(&self, info: &ChunkInfo<'_>, body: &[u8]) -> Result<WritePlan, DiskError> {
+        let body_len = body.len() as u64;
+        if body_len > info.object_len {
+            return Err(DiskError::BadChunk("body longer than its object"));
+        }
+        let checksum = format::checksum(body);
+        let generation = self.next_generation.fetch_add(1, Relaxed);
+        let header = format::encode(info, generation, body_len, checksum)?;
+        let body_offset = header.len() as u64;
+        let file_bytes = format::weight(body_offset + body_len);
+        let capacity = self.capacity();
+        if file_bytes > capacity {
+            self.counters.rejected.fetch_add(1, Relaxed);
+            return Err(DiskError::TooLarge {
+                file_bytes,
+                capacity,
+            });
+        }
+        let hash = format::key_hash(&info.key);
+        Ok(WritePlan {
+            key: info.key.to_owned_key(),
+            temp_path: format::temp_path(&self.root, hash, generation),
+            final_path: format::chunk_path(&self.root, hash, generation),
+            header,
+            body_offset,
+            body_len,
+            checksum,
+            object_len: info.object_len,
+            generation,
+            fsync: self.fsync,
+        })
+    }
+
+    /// Makes a written and renamed chunk visible to readers. May evict other chunks (their
+    /// files join the pending unlinks) and replaces any older file of the same chunk.
+    pub fn commit_write(&self, plan: &WritePlan) {
+        let entry = Entry {
+            generation: plan.generation,
+            file_len: plan.file_len(),
+            body_sum: plan.checksum,
+            // The header limit keeps it far below u32::MAX.
+            body_offset: u32::try_from(plan.body_offset).unwrap_or(u32::MAX),
+            hits: 0,
+        };
+        let mut inner = self.inner();
+        let key = ChunkKey {
+            object: inner.index.intern(&plan.key.object),
+            ..plan.key.clone()
+        };
+        let gone = inner.index.insert(key, entry, plan.object_len);
+        self.retire(&mut inner, gone);
+        self.counters.writes.fetch_add(1, Relaxed);
+    }
+
+    /// Gives up a planned write: its temp file (if the caller created it) is queued for
+    /// unlinking. Nothing was visible to readers.
+    pub fn abort_write(&self, plan: &WritePlan) {
+        self.inner().unlinks.push(plan.temp_path.clone());
+    }
+
+    fn retire(&self, inner: &mut Inner, gone: Vec<(ChunkKey, Entry, Gone)>) {
+        for (k, e, why) in gone {
+            match why {
+                Gone::Evicted => &self.counters.evicted,
+                Gone::Replaced => &self.counters.replaced,
+            }
+            .fetch_add(1, Relaxed);
+            inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
+        }
+    }
+
+    // ---- reads -------------------------------------------------------------------------
+
+    /// Finds a chunk and says what to read; counts a use (for eviction and promotion).
+    pub fn locate(&self, key: &ChunkRef<'_>) -> Option<ReadPlan> {
+        let mut inner = self.inner();
+        let e = inner.index.lookup(key)?;
+        let key = ChunkKey {
+            object: inner.index.intern(key.object),
+            version: key.version,
+            index: key.index,
+        };
+        drop(inner);
+        Some(ReadPlan {
+            path: chunk_path(&self.root, &key, e.generation),
+            key,
+            offset: 0,
+            len: e.file_len,
+            body_offset: u64::from(e.body_offset),
+            body_len: e.body_len(),
+            expected_checksum: e.body_sum,
+            generation: e.generation,
+            hits: e.hits,
+        })
+    }
+
+    /// Verifies the bytes read for `plan` ([`ReadPlan::check`]). On corruption the entry
+    /// leaves the index, its file joins the pending unlinks, the `corrupt` counter goes up
+    /// and [`DiskError::Corrupt`] tells the caller to refetch.
+    pub fn verify(&self, plan: &ReadPlan, bytes: &[u8]) -> Result<VerifiedChunk, DiskError> {
+        match plan.check(bytes) {
+            Ok(v) => {
+                self.counters.reads.fetch_add(1, Relaxed);
+                Ok(v)
+            }
+            Err(c) => {
+                self.counters.corrupt.fetch_add(1, Relaxed);
+                self.drop_file(plan, true);
+                Err(DiskError::Corrupt(c))
+            }
+        }
+    }
+
+    /// Reports that opening or reading `plan`'s file failed: the entry leaves the index
+    /// (a vanished file is counted as missing; any other error as a read error, and the
+    /// unreadable file is queued for unlinking). The caller treats it as a miss.
+    pub fn read_failed(&self, plan: &ReadPlan, err: &io::Error) {
+        let vanished = err.kind() == io::ErrorKind::NotFound;
+        if vanished {
+            &self.counters.missing
+        } else {
+            &self.counters.read_errors
+        }
+        .fetch_add(1, Relaxed);
+        self.drop_file(plan, !vanished);
+    }
+
+    fn drop_file(&self, plan: &ReadPlan, unlink: bool) {
+        let mut inner = self.inner();
+        // Only this generation: a newer file of the chunk committed meanwhile stays.
+        inner
+            .index
+            .remove_if(&plan.key.as_ref(), |e| e.generation == plan.generation);
+        if unlink {
+            inner.unlinks.push(plan.path.clone());
+        }
+    }
+
+    // ---- blocking implementation -------------------------------------------------------
+
+    /// Stores a chunk with std::fs: plan, write the temp file, rename, commit, unlink what
+    /// left the index.
+    pub fn put(&self, info: &ChunkInfo<'_>, body: &[u8]) -> Result<(), DiskError> {
+        let plan = self.plan_write(info, body)?;
+        if let Err(e) = write_file(&plan, body) {
+            self.abort_write(&plan);
+            self.unlink_pending();
+            return Err(e);
+        }
+        self.commit_write(&plan);
+        self.unlink_pending();
+        Ok(())
+    }
+
+    /// Reads and verifies a chunk with std::fs. `Ok(None)`: not on disk (or its file had
+    /// vanished). `Err(Corrupt)`: it was on disk but failed verification; it is gone now.
+    pub fn get(&self, key: &ChunkRef<'_>) -> Result<Option<StoredChunk>, DiskError> {
+        let Some(plan) = self.locate(key) else {
+            return Ok(None);
+        };
+        let bytes = match read_file(&plan) {
+            Ok(b) => b,
+            Err(e) => {
+                self.read_failed(&plan, &e);
+                self.unlink_pending();
+                return match e.kind() {
+                    io::ErrorKind::NotFound => Ok(None),
+                    _ => Err(DiskError::io("read", plan.path, e)),
+                };
+            }
+        };
+        let verified = self.verify(&plan, &bytes);
+        self.unlink_pending();
+        let v = verified?;
+        Ok(Some(StoredChunk {
+            header: v.header,
+            body: Bytes::from(bytes).slice(v.body),
+            hits: plan.hits,
+        }))
+    }
+
+    /// Moves the paths waiting to be unlinked into `out` (for the caller's own unlinks).
+    pub fn drain_unlinks(&self, out: &mut Vec<PathBuf>) {
+        out.append(&mut self.inner().unlinks);
+    }
+
+    /// Unlinks the pending files with std::fs; returns how many were removed.
+    pub fn unlink_pending(&self) -> usize {
+        let paths = std::mem::take(&mut self.inner().unlinks);
+        let mut removed = 0;
+        for p in paths {
+            match fs::remove_file(&p) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => {
+                    self.counters.unlink_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        removed
+    }
+
+    // ---- queries and purge -------------------------------------------------------------
+
+    /// Whether a chunk is indexed, without counting a use.
+    pub fn contains(&self, key: &ChunkRef<'_>) -> bool {
+        self.inner().index.peek(key).is_some()
+    }
+
+    /// Lookups of a chunk so far, without counting one.
+    pub fn hits(&self, key: &ChunkRef<'_>) -> Option<u32> {
+        self.inner().index.peek(key).map(|e| e.hits)
+    }
+
+    /// The newest version of an object on disk (by write order), so that a restarted relay
+    /// can find an object's chunks by its cache key; its validators and `meta` come with
+    /// the header of any chunk read.
+    pub fn object(&self, object: &str) -> Option<ObjectVersion> {
+        self.inner().index.object(object)
+    }
+
+    /// Every version of an object on disk.
+    pub fn object_versions(&self, object: &str) -> Vec<ObjectVersion> {
+        self.inner().index.object_versions(object)
+    }
+
+    /// Drops one chunk (its file joins the pending unlinks).
+    pub fn remove(&self, key: &ChunkRef<'_>) -> bool {
+        let mut inner = self.inner();
+        let Some((k, e)) = inner.index.remove_if(key, |_| true) else {
+            return false;
+        };
+        inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
+        true
+    }
+
+    /// Drops every chunk of every version of an object; returns how many.
+    pub fn remove_object(&self, object: &str) -> usize {
+        self.remove_where(|k| &*k.object == object)
+    }
+
+    /// Drops every chunk whose object key starts with `prefix`; returns how many.
+    pub fn remove_prefix(&self, prefix: &str) -> usize {
+        self.remove_where(|k| k.object.starts_with(prefix))
+    }
+
+    fn remove_where(&self, matches: impl FnMut(&ChunkKey) -> bool) -> usize {
+        let mut inner = self.inner();
+        let removed = inner.index.remove_where(matches);
+        let n = removed.len();
+        for (k, e) in removed {
+            inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
+        }
+        n
+    }
+
+    /// Bytes held (files in whole blocks).
+    pub fn usage(&self) -> u64 {
+        self.inner().index.weight()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.inner().index.capacity()
+    }
+
+    /// Changes the capacity (config reload); shrinking evicts at once.
+    pub fn set_capacity(&self, capacity_bytes: u64) {
+        let mut inner = self.inner();
+        let gone = inner.index.set_capacity(capacity_bytes);
+        self.retire(&mut inner, gone);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner().index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> DiskStats {
+        let inner = self.inner();
+        let c = &self.counters;
+        DiskStats {
+            entries: inner.index.len(),
+            usage: inner.index.weight(),
+            capacity: inner.index.capacity(),
+            writes: c.writes.load(Relaxed),
+            reads: c.reads.load(Relaxed),
+            corrupt: c.corrupt.load(Relaxed),
+            missing: c.missing.load(Relaxed),
+            read_errors: c.read_errors.load(Relaxed),
+            evicted: c.evicted.load(Relaxed),
+            replaced: c.replaced.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+            unlink_errors: c.unlink_errors.load(Relaxed),
+            pending_unlinks: inner.unlinks.len(),
+        }
+    }
+}
+
+impl Drop for DiskTier {
+    /// Files still waiting to be unlinked are unlinked now, so that a restart does not
+    /// load chunks that had been evicted or purged.
+    fn drop(&mut self) {
+        self.unlink_pending();
+    }
+}
+
+fn chunk_path(root: &Path, key: &ChunkKey, generation: u64) -> PathBuf {
+    format::chunk_path(root, format::key_hash(&key.as_ref()), generation)
+}
+
+fn write_file(plan: &WritePlan, body: &[u8]) -> Result<(), DiskError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&plan.temp_path)
+        .map_err(|e| DiskError::io("create", &plan.temp_path, e))?;
+    f.write_all(&plan.header)
+        .and_then(|()| f.write_all(body))
+        .and_then(|()| if plan.fsync { f.sync_data() } else { Ok(()) })
+        .map_err(|e| DiskError::io("write", &plan.temp_path, e))?;
+    drop(f);
+    let renamed = match fs::rename(&plan.temp_path, &plan.final_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(plan.final_dir())
+            .and_then(|()| fs::rename(&plan.temp_path, &plan.final_path)),
+        r => r,
+    };
+    renamed.map_err(|e| DiskError::io("rename", &plan.final_path, e))
+}
+
+fn read_file(plan: &ReadPlan) -> io::Result<Vec<u8>> {
+    let mut f = File::open(&plan.path)?;
+    let len = usize::try_from(plan.len).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    let n = recover::read_full(&mut f, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
