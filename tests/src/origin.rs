@@ -16,6 +16,10 @@ pub struct Object {
     pub body: Vec<u8>,
     pub etag: String,
     pub cache_control: Option<String>,
+    /// More header fields to send, as they are.
+    pub extra_headers: Vec<(String, String)>,
+    /// `Last-Modified` (None: not sent, so no heuristic freshness either).
+    pub last_modified: Option<String>,
     pub status: u16,
 }
 
@@ -25,6 +29,8 @@ impl Object {
             body,
             etag: format!("\"{etag}\""),
             cache_control: Some("max-age=300".into()),
+            last_modified: Some("Tue, 01 Sep 2026 10:00:00 GMT".into()),
+            extra_headers: Vec::new(),
             status: 200,
         }
     }
@@ -143,6 +149,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         let mut range = String::new();
+        let mut inm = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -156,6 +163,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                 && n.eq_ignore_ascii_case("range")
             {
                 range = v.trim().to_string();
+            }
+            if let Some((n, v)) = h.split_once(':')
+                && n.eq_ignore_ascii_case("if-none-match")
+            {
+                inm = v.trim().to_string();
             }
         }
         let object = {
@@ -171,13 +183,26 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             continue;
         };
+        if !inm.is_empty() && inm == obj.etag {
+            let mut head = format!("HTTP/1.1 304 Not Modified\r\nETag: {}\r\n", obj.etag);
+            if let Some(cc) = &obj.cache_control {
+                head.push_str(&format!("Cache-Control: {cc}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = out.write_all(head.as_bytes());
+            continue;
+        }
         let len = obj.body.len() as u64;
         let mut head = String::new();
         let (status, start, end) = match parse_range(&range, len) {
             Some((a, z)) if !b.ignore_range.load(Ordering::Relaxed) && obj.status == 200 => {
                 (206, a, z + 1)
             }
-            None if !range.is_empty() && len == 0 && !b.ignore_range.load(Ordering::Relaxed) => {
+            None if !range.is_empty()
+                && len == 0
+                && obj.status == 200
+                && !b.ignore_range.load(Ordering::Relaxed) =>
+            {
                 let _ = out.write_all(
                     b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */0\r\n\
                       Content-Length: 0\r\nCache-Control: max-age=300\r\n\r\n",
@@ -195,7 +220,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             ));
         }
         head.push_str(&format!("ETag: {}\r\n", obj.etag));
-        head.push_str("Last-Modified: Tue, 01 Sep 2026 10:00:00 GMT\r\n");
+        if let Some(lm) = &obj.last_modified {
+            head.push_str(&format!("Last-Modified: {lm}\r\n"));
+        }
+        head.push_str(&format!(
+            "Date: {}\r\n",
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        ));
+        for (n, v) in &obj.extra_headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
         if let Some(cc) = &obj.cache_control {
             head.push_str(&format!("Cache-Control: {cc}\r\n"));
         }

@@ -235,6 +235,7 @@ fn responses_without_freshness_are_relayed_but_not_kept() {
     let origin = Origin::start();
     let mut o = Object::new(b"dynamic".to_vec(), "d");
     o.cache_control = None;
+    o.last_modified = None;
     origin.put("/dyn", o);
     let mut o = Object::new(b"secret".to_vec(), "p");
     o.cache_control = Some("private, max-age=60".into());
@@ -252,4 +253,98 @@ fn responses_without_freshness_are_relayed_but_not_kept() {
     origin.put("/empty", empty);
     let r = get(&relay, "/empty");
     assert_eq!((r.status, r.body.len()), (200, 0));
+}
+
+#[test]
+fn origin_headers_and_age_reach_the_client() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"{\"a\":1}".to_vec(), "j");
+    o.extra_headers = vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("X-Origin-Tag".into(), "blue".into()),
+        ("Connection".into(), "X-Hop".into()),
+        ("X-Hop".into(), "must-not-pass".into()),
+    ];
+    origin.put("/a.json", o);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    for _ in 0..2 {
+        let r = get(&relay, "/a.json");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-origin-tag"), Some("blue"));
+        assert_eq!(r.header("x-hop"), None, "a hop-by-hop field passed through");
+        assert_eq!(r.header("cache-control"), Some("max-age=300"));
+        let age: u64 = r.header("age").expect("Age").parse().unwrap();
+        assert!(age < 5);
+    }
+}
+
+#[test]
+fn stale_copies_are_revalidated_or_served_as_the_origin_allows() {
+    let origin = Origin::start();
+    let mut o = Object::new(pattern(3000, 21), "r");
+    o.cache_control = Some("max-age=1".into());
+    origin.put("/reval", o);
+    let mut o = Object::new(pattern(3000, 22), "w");
+    o.cache_control = Some("max-age=1, stale-while-revalidate=60".into());
+    origin.put("/swr", o);
+    let mut o = Object::new(pattern(3000, 23), "e");
+    o.cache_control = Some("max-age=1, stale-if-error=60".into());
+    origin.put("/sie", o);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    for p in ["/reval", "/swr", "/sie"] {
+        assert_eq!(
+            get(&relay, p).header("cache-status"),
+            Some("relay; fwd=miss")
+        );
+        assert_eq!(get(&relay, p).header("cache-status"), Some("relay; hit"));
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    // Stale, no window: revalidated with If-None-Match; the origin's 304 renews the copy.
+    let r = get(&relay, "/reval");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, pattern(3000, 21));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=stale; fwd-status=304")
+    );
+    assert_eq!(origin.count("/reval"), 2);
+    assert_eq!(
+        get(&relay, "/reval").header("cache-status"),
+        Some("relay; hit")
+    );
+    // stale-while-revalidate: served at once, revalidated in the background.
+    let r = get(&relay, "/swr");
+    assert_eq!(r.body, pattern(3000, 22));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; hit; detail=stale-while-revalidate")
+    );
+    let mut revalidated = false;
+    for _ in 0..50 {
+        if origin.count("/swr") == 2 {
+            revalidated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(revalidated, "no background revalidation");
+    // stale-if-error: the origin fails (5xx), the stale copy stands in.
+    let mut failing = Object::new(Vec::new(), "x");
+    failing.status = 503;
+    failing.cache_control = None;
+    origin.put("/sie", failing);
+    let r = get(&relay, "/sie");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, pattern(3000, 23));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; hit; detail=stale-if-error")
+    );
+    // Without a window, an origin error is a 502.
+    let mut failing = Object::new(Vec::new(), "y");
+    failing.status = 503;
+    origin.put("/reval", failing);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&relay, "/reval").status, 502);
 }

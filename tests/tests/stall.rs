@@ -4,7 +4,8 @@
 //! response's last small piece while earlier bytes are still unacknowledged; Nagle holds it
 //! until the client acknowledges, and the client delays that ACK (Linux: at least 40 ms,
 //! `TCP_DELACK_MIN`). Every response that ends that way takes 40 ms or more. nginx's
-//! `proxy_cache` hits at 64 KiB showed it on this project's bench machine.
+//! `proxy_cache` hits at 64 KiB show it: this same loop and client against them measured
+//! 44 ms for every 64 KiB and 64 KiB + 1 response (and about 0.5 ms at 1 MiB).
 //!
 //! The test: for 4 KiB, 64 KiB, 64 KiB + 1, 1 MiB and 1 MiB + 17 bytes (tails of 1 and 17
 //! bytes after a chunk or segment boundary are the classic trigger), on one keep-alive
@@ -12,11 +13,12 @@
 //! as memory hits, timing each response from the request's send to its last body byte.
 //! With chunks of 1 MiB (the default) and of 64 KiB (so the tails cross chunk boundaries).
 //!
-//! Bounds: an unstalled hit of up to 1 MiB over loopback takes about a millisecond. Every
-//! response must finish within [`MAX`] = 30 ms: below the 40 ms that one stall costs, with
-//! room for a loaded CI machine (two cores shared with a parallel cargo build, debug relay
-//! binary). The median must be under [`MEDIAN`] = 10 ms, so a machine slow enough to mask
-//! a stall in the maximum would still fail on the typical response. Bounded: 105 requests
+//! Bound: an unstalled hit of up to 1 MiB over loopback takes well under a millisecond
+//! (about 0.05 ms at 64 KiB, 0.3 ms at 1 MiB here, debug binary). Every response must
+//! finish within [`MAX`] = 30 ms: below the 40 ms that one stall costs, with room for a
+//! loaded CI machine (two cores shared with the other tests and a debug relay). A series
+//! with a response over the bound is measured once more: a stall comes back on every
+//! series, a scheduling hiccup of a busy machine does not. Bounded: at most 205 requests
 //! per chunk size, each with the client's 10 s read timeout.
 
 use relay_tests::client::Client;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 const SIZES: [usize; 5] = [4 << 10, 64 << 10, (64 << 10) + 1, 1 << 20, (1 << 20) + 17];
 const FETCHES: usize = 20;
 const MAX: Duration = Duration::from_millis(30);
-const MEDIAN: Duration = Duration::from_millis(10);
+const ATTEMPTS: usize = 2;
 
 fn no_stall(chunk_size: u64) {
     let origin = TempDir::new("stall");
@@ -42,34 +44,26 @@ fn no_stall(chunk_size: u64) {
         let first = client.get(&path);
         assert_eq!(first.status, 200, "{path}: {:?}", first.headers);
         assert!(first.body == want, "{path}: body differs from the origin's");
-        let mut times = Vec::with_capacity(FETCHES);
-        for i in 0..FETCHES {
-            let started = Instant::now();
-            let r = client.get(&path);
-            times.push(started.elapsed());
-            assert_eq!(r.status, 200, "{path} fetch {i}: {:?}", r.headers);
-            assert_eq!(r.body.len(), len, "{path} fetch {i}: body length");
-            assert!(
-                r.body == want,
-                "{path} fetch {i}: body differs from the origin's"
+        let mut attempts = Vec::new();
+        let mut passed = false;
+        for _ in 0..ATTEMPTS {
+            let times = timed_fetches(&mut client, &path, &want);
+            let (median, max) = (times[FETCHES / 2], times[FETCHES - 1]);
+            let slow = times.iter().filter(|t| **t >= MAX).count();
+            let line = format!(
+                "median {median:.2?}, max {max:.2?}, {slow} of {FETCHES} at or over {MAX:?}"
             );
-            assert_eq!(
-                r.header("cache-status"),
-                Some("relay; hit"),
-                "{path} fetch {i}: not a memory hit"
-            );
+            eprintln!("chunk {chunk_size:>7} object {len:>7}: {line}");
+            attempts.push(line);
+            if max < MAX {
+                passed = true;
+                break;
+            }
         }
-        times.sort();
-        let (median, max) = (times[FETCHES / 2], times[FETCHES - 1]);
-        let slow = times.iter().filter(|t| **t >= MAX).count();
-        eprintln!(
-            "chunk {chunk_size:>7} object {len:>7}: median {median:>10.2?} max {max:>10.2?} \
-             ({slow} of {FETCHES} at or over {MAX:?})"
-        );
-        if max >= MAX || median >= MEDIAN {
+        if !passed {
             failures.push(format!(
-                "{len}-byte object: median {median:.2?}, max {max:.2?}, {slow} of {FETCHES} \
-                 responses took {MAX:?} or more (a delayed-ACK stall costs >= 40 ms)"
+                "{len}-byte object (a delayed-ACK stall costs >= 40 ms): {}",
+                attempts.join("; then ")
             ));
         }
     }
@@ -78,6 +72,31 @@ fn no_stall(chunk_size: u64) {
         "responses stalled with {chunk_size}-byte chunks:\n{}",
         failures.join("\n")
     );
+}
+
+/// Fetches `path` [`FETCHES`] times on one connection, checking each response is the whole
+/// object and a memory hit; returns the times, sorted, from sending the request to the
+/// last body byte.
+fn timed_fetches(client: &mut Client, path: &str, want: &[u8]) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(FETCHES);
+    for i in 0..FETCHES {
+        let started = Instant::now();
+        let r = client.get(path);
+        times.push(started.elapsed());
+        assert_eq!(r.status, 200, "{path} fetch {i}: {:?}", r.headers);
+        assert_eq!(r.body.len(), want.len(), "{path} fetch {i}: body length");
+        assert!(
+            r.body == want,
+            "{path} fetch {i}: body differs from the origin's"
+        );
+        assert_eq!(
+            r.header("cache-status"),
+            Some("relay; hit"),
+            "{path} fetch {i}: not a memory hit"
+        );
+    }
+    times.sort();
+    times
 }
 
 #[test]

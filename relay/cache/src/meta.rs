@@ -23,11 +23,59 @@ pub struct ObjectMeta {
     pub ttl: Duration,
     /// Whether the chunks may be kept (a shared cache may store the response).
     pub storable: bool,
+    /// After `ttl`, how long a stale copy may still be served while it is revalidated in
+    /// the background (`stale-while-revalidate`).
+    pub stale_while_revalidate: Duration,
+    /// After `ttl`, how long a stale copy may be served when the origin fails
+    /// (`stale-if-error`).
+    pub stale_if_error: Duration,
+    /// The response's age when it was received (RFC 9111 §4.2.3), in seconds.
+    pub initial_age: u64,
+    /// `Content-Type` (empty when unknown).
+    pub content_type: String,
+    /// The origin's other end-to-end header fields, encoded as `Name: value\r\n` lines.
+    pub headers: bytes::Bytes,
 }
 
 impl ObjectMeta {
     pub fn is_fresh(&self, now: Instant, max_age: Duration) -> bool {
         now.saturating_duration_since(self.fetched) < max_age.min(self.ttl)
+    }
+
+    /// A description of a plain file (directory origin): no HTTP caching fields.
+    pub fn file(len: u64, version: u64, etag: String, last_modified: String) -> ObjectMeta {
+        ObjectMeta {
+            len,
+            version,
+            etag,
+            last_modified,
+            fetched: Instant::now(),
+            ttl: Duration::MAX,
+            storable: true,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            initial_age: 0,
+            content_type: String::new(),
+            headers: bytes::Bytes::new(),
+        }
+    }
+
+    /// Stale, but within the `stale-while-revalidate` window.
+    pub fn may_serve_while_revalidating(&self, now: Instant) -> bool {
+        let age = now.saturating_duration_since(self.fetched);
+        age >= self.ttl && age < self.ttl.saturating_add(self.stale_while_revalidate)
+    }
+
+    /// Stale, but within the `stale-if-error` window (or fresh).
+    pub fn may_serve_on_error(&self, now: Instant) -> bool {
+        let age = now.saturating_duration_since(self.fetched);
+        age < self.ttl.saturating_add(self.stale_if_error)
+    }
+
+    /// The `Age` to send now, in seconds.
+    pub fn age(&self, now: Instant) -> u64 {
+        self.initial_age
+            .saturating_add(now.saturating_duration_since(self.fetched).as_secs())
     }
 }
 
@@ -69,13 +117,8 @@ mod tests {
         let m = c.insert(
             "k",
             ObjectMeta {
-                len: 1,
-                version: 2,
-                etag: "\"x\"".into(),
-                last_modified: String::new(),
                 fetched: t0,
-                ttl: Duration::MAX,
-                storable: true,
+                ..ObjectMeta::file(1, 2, "\"x\"".into(), String::new())
             },
         );
         assert!(m.is_fresh(t0, Duration::from_secs(1)));

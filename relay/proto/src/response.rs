@@ -100,6 +100,9 @@ pub struct ResponseHead<'a> {
     pub accept_ranges: bool,
     /// More fields, written in order after the others.
     pub extra: &'a [(&'a str, &'a [u8])],
+    /// Pre-encoded field lines (`Name: value\r\n` each), written after `extra`: an origin's
+    /// end-to-end header fields, validated and encoded once when the response was stored.
+    pub raw: &'a [u8],
 }
 
 impl<'a> ResponseHead<'a> {
@@ -118,6 +121,7 @@ impl<'a> ResponseHead<'a> {
             content_range: None,
             accept_ranges: false,
             extra: &[],
+            raw: &[],
         }
     }
 
@@ -159,6 +163,7 @@ impl<'a> ResponseHead<'a> {
         for (name, value) in self.extra {
             field(out, name.as_bytes(), value);
         }
+        out.extend_from_slice(self.raw);
         if !self.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if self.version == 0 {
@@ -369,6 +374,7 @@ mod tests {
             }),
             accept_ranges: true,
             extra,
+            raw: b"X-Origin: a\r\n",
         };
         assert_eq!(
             encode(&head),
@@ -384,6 +390,7 @@ mod tests {
              Cache-Status: relay; hit\r\n\
              X-Relay-Node: edge-1\r\n\
              Vary: Accept\r\n\
+             X-Origin: a\r\n\
              Connection: close\r\n\
              \r\n"
         );

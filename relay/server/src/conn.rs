@@ -139,6 +139,8 @@ pub struct Conn {
     pub upath: String,
     /// The object head being fetched upstream, while the response waits for it.
     pub pending: Option<Arc<Pending>>,
+    /// The stale description a revalidation started from (served on stale-if-error).
+    pub stale: Option<Arc<ObjectMeta>>,
     /// The chunk fill the body is being streamed from.
     pub src: Option<Arc<UpFill>>,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
@@ -186,6 +188,7 @@ impl Conn {
             }),
             upath: String::with_capacity(256),
             pending: None,
+            stale: None,
             src: None,
             multi: MultiRange {
                 ranges: [ByteRange::default(); MAX_RANGES],
@@ -218,6 +221,7 @@ impl Conn {
         self.body = None;
         self.fill = None;
         self.pending = None;
+        self.stale = None;
         self.src = None;
         self.multi.n = 0;
     }

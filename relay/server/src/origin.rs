@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Why an object could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,15 +66,13 @@ impl DirOrigin {
             }
             h
         };
-        let meta = ObjectMeta {
-            len: md.len(),
+        let mut meta = ObjectMeta::file(
+            md.len(),
             version,
-            etag: format!("\"{:x}-{:x}\"", since.as_secs(), md.len()),
-            last_modified: httpdate::fmt_http_date(mtime),
-            fetched: Instant::now(),
-            ttl: std::time::Duration::MAX,
-            storable: true,
-        };
+            format!("\"{:x}-{:x}\"", since.as_secs(), md.len()),
+            httpdate::fmt_http_date(mtime),
+        );
+        meta.content_type = content_type(c.as_bytes()).to_string();
         Ok((file, meta))
     }
 }
@@ -118,6 +116,45 @@ pub fn decode_path(url_path: &str) -> Result<Vec<u8>, OriginError> {
     Ok(trimmed)
 }
 
+/// `Content-Type` of a file from its extension (the common types of a content relay).
+pub fn content_type(path: &[u8]) -> &'static str {
+    let ext = path
+        .rsplit(|&b| b == b'.')
+        .next()
+        .filter(|e| e.len() < path.len())
+        .unwrap_or(b"");
+    let ext = std::str::from_utf8(ext).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "txt" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css",
+        "js" | "mjs" => "text/javascript",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "mp4" | "m4s" | "m4v" => "video/mp4",
+        "m4a" => "audio/mp4",
+        "webm" => "video/webm",
+        "ts" => "video/mp2t",
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "mpd" => "application/dash+xml",
+        "mp3" => "audio/mpeg",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "iso" | "img" | "bin" | "deb" | "rpm" => "application/octet-stream",
+        _ => "application/octet-stream",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +169,14 @@ mod tests {
         assert_eq!(decode_path("/a%zz"), Err(OriginError::BadPath));
         assert_eq!(decode_path("/a%2"), Err(OriginError::BadPath));
         assert_eq!(decode_path("/"), Err(OriginError::NotFound));
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        assert_eq!(content_type(b"a/b.TXT"), "text/plain; charset=utf-8");
+        assert_eq!(content_type(b"seg-1.m4s"), "video/mp4");
+        assert_eq!(content_type(b"noext"), "application/octet-stream");
+        assert_eq!(content_type(b"dir.d/file"), "application/octet-stream");
     }
 
     #[test]

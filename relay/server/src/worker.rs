@@ -479,13 +479,30 @@ impl Worker {
                         c.src = p.first().cloned();
                         c.pending = None;
                         let meta = meta.clone();
-                        self.respond_meta(slot, meta, None);
+                        // Same version as the stale copy: the origin confirmed it (304).
+                        let note = c
+                            .stale
+                            .take()
+                            .filter(|s| s.version == meta.version && p.first().is_none())
+                            .map_or("fwd=miss", |_| "fwd=stale; fwd-status=304");
+                        self.respond_meta(slot, meta, None, Some(note));
                     }
                     Some(Err(e)) => {
                         c.pending = None;
-                        let status = e.status();
-                        let req = c.saved.req;
-                        self.simple(slot, &req, status, &[], "upstream failed\n");
+                        let e = *e;
+                        match c.stale.take().filter(|s| s.may_serve_on_error(self.now)) {
+                            // stale-if-error: the origin failed, a stale copy may stand in.
+                            Some(stale) => self.respond_meta(
+                                slot,
+                                stale,
+                                None,
+                                Some("hit; detail=stale-if-error"),
+                            ),
+                            None => {
+                                let req = c.saved.req;
+                                self.simple(slot, &req, e.status(), &[], "upstream failed\n");
+                            }
+                        }
                     }
                 }
                 continue;
@@ -503,9 +520,12 @@ impl Worker {
                 // multipart/byteranges: the next part's head, or the closing boundary.
                 if c.multi.n > 0 {
                     let m = &mut c.multi;
-                    if let Ok(mp) =
-                        Multipart::new(&self.boundary, Some("application/octet-stream"), m.total)
-                    {
+                    let ct = &body.meta.content_type;
+                    if let Ok(mp) = Multipart::new(
+                        &self.boundary,
+                        (!ct.is_empty()).then_some(ct.as_str()),
+                        m.total,
+                    ) {
                         if m.next < m.n {
                             let r = m.ranges[m.next];
                             mp.part_head(m.next, r, &mut c.send.head);
@@ -786,13 +806,39 @@ impl Worker {
         let cached = self.shared.meta.get(&c.path);
         match c.route {
             Route::Http(origin) => {
-                if let Some(m) = cached.filter(|m| m.is_fresh(self.now, Duration::MAX)) {
-                    self.respond_meta(slot, m, None);
+                if let Some(m) = cached
+                    .as_ref()
+                    .filter(|m| m.is_fresh(self.now, Duration::MAX))
+                {
+                    self.respond_meta(slot, m.clone(), None, None);
                     return;
                 }
                 let Some(up) = self.shared.upstream.as_ref() else {
                     return;
                 };
+                // Stale within stale-while-revalidate: serve it now and revalidate once in
+                // the background (no client waits on that fetch).
+                if let Some(m) = cached
+                    .as_ref()
+                    .filter(|m| m.may_serve_while_revalidating(self.now))
+                {
+                    if let Some((_, true)) = self.shared.inflight.head_unless(&c.path, || false) {
+                        self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                        up.submit(Job::Head {
+                            origin,
+                            object: Arc::from(c.path.as_str()),
+                            path: c.upath.clone(),
+                            stale: Some(m.clone()),
+                        });
+                    }
+                    self.respond_meta(
+                        slot,
+                        m.clone(),
+                        None,
+                        Some("hit; detail=stale-while-revalidate"),
+                    );
+                    return;
+                }
                 // Unknown or stale: one head fetch however many clients ask.
                 let now = self.now;
                 let meta_cache = &self.shared.meta;
@@ -804,7 +850,7 @@ impl Worker {
                 let Some((pending, new)) = self.shared.inflight.head_unless(&c.path, fresh) else {
                     // Described between our lookup and now.
                     match self.shared.meta.get(&c.path) {
-                        Some(m) => self.respond_meta(slot, m, None),
+                        Some(m) => self.respond_meta(slot, m, None, None),
                         // ...and evicted again at once: let the client retry.
                         None => self.simple(slot, &req, 503, &[("Retry-After", b"1")], "retry\n"),
                     }
@@ -816,8 +862,10 @@ impl Worker {
                         origin,
                         object: Arc::from(c.path.as_str()),
                         path: c.upath.clone(),
+                        stale: cached.clone(),
                     });
                 }
+                c.stale = cached;
                 c.pending = Some(pending);
                 // `drive` waits on it.
             }
@@ -849,13 +897,19 @@ impl Worker {
                         }
                     },
                 };
-                self.respond_meta(slot, meta, file);
+                self.respond_meta(slot, meta, file, None);
             }
         }
     }
 
     /// Answers the saved request from a known object description.
-    fn respond_meta(&mut self, slot: u32, meta: Arc<ObjectMeta>, file: Option<std::fs::File>) {
+    fn respond_meta(
+        &mut self,
+        slot: u32,
+        meta: Arc<ObjectMeta>,
+        file: Option<std::fs::File>,
+        note: Option<&'static str>,
+    ) {
         let c = &mut self.conns[slot as usize];
         let req = c.saved.req;
         let req = &req;
@@ -938,33 +992,38 @@ impl Worker {
                 end: end - 1,
                 total: len,
             });
-        const OCTETS: &str = "application/octet-stream";
+        let object_type = (!meta.content_type.is_empty()).then_some(meta.content_type.as_str());
         let (content_length, content_type) = if multi_n > 0 {
-            let Ok(mp) = Multipart::new(&self.boundary, Some(OCTETS), len) else {
+            let Ok(mp) = Multipart::new(&self.boundary, object_type, len) else {
                 // The boundary is ours and valid; never reached.
                 return;
             };
             mp.content_type(&mut c.multi.content_type);
             (
                 mp.body_len(&c.multi.ranges[..multi_n]),
-                c.multi.content_type.as_str(),
+                Some(c.multi.content_type.as_str()),
             )
         } else {
-            (end - start, OCTETS)
+            (end - start, object_type)
         };
+        // HTTP-origin objects carry their age (RFC 9111 §5.1); files have none.
+        let mut age_buf = itoa::Buffer::new();
+        let age: &[(&str, &[u8])] = if matches!(c.route, Route::Http(_)) {
+            &[("Age", age_buf.format(meta.age(self.now)).as_bytes())]
+        } else {
+            &[]
+        };
+        let cache_status = note.unwrap_or(if hit { "hit" } else { "fwd=miss" });
         let head = ResponseHead {
             content_length: Some(content_length),
             etag,
             last_modified,
             content_range,
             accept_ranges: true,
-            content_type: Some(content_type),
-            ..base_head(
-                &self.date,
-                status,
-                req,
-                Some(if hit { "hit" } else { "fwd=miss" }),
-            )
+            content_type,
+            extra: age,
+            raw: &meta.headers,
+            ..base_head(&self.date, status, req, Some(cache_status))
         };
         head.encode(&mut c.send.head);
         if !req.keep_alive {

@@ -67,7 +67,8 @@ pub async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<
                     origin,
                     object,
                     path,
-                } => ctx.head(origin, object, path).await,
+                    stale,
+                } => ctx.head(origin, object, path, stale).await,
                 Job::Chunk {
                     origin,
                     path,
@@ -102,6 +103,7 @@ impl Context {
         path: &str,
         start: u64,
         end: u64,
+        validate: Option<&ObjectMeta>,
     ) -> Result<http::Response<Incoming>, SendError> {
         let o = &self.origins[origin];
         if o.is_down(self.epoch) {
@@ -111,11 +113,20 @@ impl Context {
         let uri = format!("http://{}{}", o.config.address, path);
         let mut attempt = 0;
         loop {
-            let req = http::Request::get(&uri)
+            let mut req = http::Request::get(&uri)
                 .header(http::header::HOST, &o.config.authority)
                 .header(http::header::RANGE, format!("bytes={start}-{end}"))
                 .header(http::header::ACCEPT_ENCODING, "identity")
-                .header(http::header::USER_AGENT, "relay")
+                .header(http::header::USER_AGENT, "relay");
+            if let Some(m) = validate {
+                if !m.etag.is_empty() {
+                    req = req.header(http::header::IF_NONE_MATCH, &m.etag);
+                }
+                if !m.last_modified.is_empty() {
+                    req = req.header(http::header::IF_MODIFIED_SINCE, &m.last_modified);
+                }
+            }
+            let req = req
                 .body(Empty::new())
                 .map_err(|_| SendError::Fill(FillError::Connect))?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -148,67 +159,86 @@ impl Context {
         }
     }
 
-    /// The object's description is unknown: ask for its first chunk.
-    async fn head(&self, origin: usize, object: Arc<str>, path: String) {
+    /// The object's description is unknown or stale: ask for its first chunk (conditionally
+    /// when a stale copy exists).
+    async fn head(
+        &self,
+        origin: usize,
+        object: Arc<str>,
+        path: String,
+        stale: Option<Arc<ObjectMeta>>,
+    ) {
         let layout = self.store.layout;
         let cs = layout.chunk_size();
-        let resp = match self.send(origin, &path, 0, cs - 1).await {
+        let request_time = unix_now();
+        let resp = match self.send(origin, &path, 0, cs - 1, stale.as_deref()).await {
             Ok(r) => r,
-            Err(SendError::Fill(e)) => {
-                let m = self.store.inflight.finish_head(&object, Err(e), None);
-                self.wake(m);
-                return;
-            }
+            Err(SendError::Fill(e)) => return self.head_failed(&object, e),
         };
+        let response_time = unix_now();
         let status = resp.status().as_u16();
+        if status == 304 {
+            let Some(stale) = stale else {
+                return self.head_failed(&object, FillError::Status(502));
+            };
+            // Still valid: renew the stored description; its chunks stay as they are.
+            let fresh = describe(200, resp.headers(), request_time, response_time);
+            let mut renewed = (*stale).clone();
+            renewed.fetched = Instant::now();
+            if fresh.explicit {
+                renewed.ttl = fresh.ttl;
+                renewed.storable = fresh.storable;
+                renewed.stale_while_revalidate = fresh.swr;
+                renewed.stale_if_error = fresh.sie;
+                renewed.initial_age = fresh.initial_age;
+            }
+            let renewed = Arc::new(renewed);
+            if renewed.storable {
+                self.store.meta.insert(&object, (*renewed).clone());
+            }
+            let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
+            return self.wake(m);
+        }
+        if head::is_error_status(status) {
+            // 5xx: stale-if-error may stand in (the waiting worker decides).
+            return self.head_failed(&object, FillError::Status(status));
+        }
         let parsed = match status {
             200 | 206 => head::parse(status, resp.headers()),
-            416 => {
+            416 => match head::content_range(resp.headers()) {
                 // An empty object answers any range with 416 and `bytes */0`.
-                match head::content_range(resp.headers()) {
-                    Ok((None, Some(0))) => Ok(ObjectHead {
-                        total: Some(0),
-                        range_start: 0,
-                        etag: String::new(),
-                        last_modified: String::new(),
-                        ttl: head::freshness(resp.headers()).0,
-                        storable: head::freshness(resp.headers()).1,
-                    }),
-                    _ => Err(head::HeadError::ContentRange),
-                }
-            }
-            s => {
-                let m = self
-                    .store
-                    .inflight
-                    .finish_head(&object, Err(FillError::Status(s)), None);
-                self.wake(m);
-                return;
-            }
+                Ok((None, Some(0))) => Ok(ObjectHead {
+                    total: Some(0),
+                    range_start: 0,
+                    etag: String::new(),
+                    last_modified: String::new(),
+                }),
+                _ => Err(head::HeadError::ContentRange),
+            },
+            s => return self.head_failed(&object, FillError::Status(s)),
         };
         let (h, total) = match parsed {
             Ok(h) if h.range_start == 0 && h.total.is_some() => {
                 let t = h.total.unwrap_or(0);
                 (h, t)
             }
-            _ => {
-                // Unusable framing (no length, a range not starting at 0, garbage).
-                let m = self
-                    .store
-                    .inflight
-                    .finish_head(&object, Err(FillError::Truncated), None);
-                self.wake(m);
-                return;
-            }
+            // Unusable framing (no length, a range not starting at 0, garbage).
+            _ => return self.head_failed(&object, FillError::Truncated),
         };
+        let d = describe(200, resp.headers(), request_time, response_time);
         let meta = Arc::new(ObjectMeta {
             len: total,
             version: head::version(&h.etag, &h.last_modified, total),
             etag: h.etag.clone(),
             last_modified: h.last_modified.clone(),
             fetched: Instant::now(),
-            ttl: h.ttl,
-            storable: h.storable,
+            ttl: d.ttl,
+            storable: d.storable,
+            stale_while_revalidate: d.swr,
+            stale_if_error: d.sie,
+            initial_age: d.initial_age,
+            content_type: d.content_type,
+            headers: d.headers,
         });
         // Start chunk 0's fill before publishing the description, so waiters find it.
         let first_len = layout.chunk_len(total, 0) as usize;
@@ -252,7 +282,7 @@ impl Context {
         let start = layout.chunk_start(index);
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
-        let resp = match self.send(origin, &path, start, end).await {
+        let resp = match self.send(origin, &path, start, end, None).await {
             Ok(r) => r,
             Err(SendError::Fill(e)) => return self.fail(writer, e),
         };
@@ -297,6 +327,11 @@ impl Context {
             }
         }
         let _ = self.stream(origin, body, writer, &meta).await;
+    }
+
+    fn head_failed(&self, object: &str, e: FillError) {
+        let m = self.store.inflight.finish_head(object, Err(e), None);
+        self.wake(m);
     }
 
     fn fail(&self, writer: FillWriter, e: FillError) {
@@ -488,4 +523,120 @@ impl Context {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    relay_cache::policy::unix_seconds(std::time::SystemTime::now())
+}
+
+/// What RFC 9111 makes of a response head, in the terms the cache keeps.
+struct Described {
+    ttl: Duration,
+    storable: bool,
+    swr: Duration,
+    sie: Duration,
+    initial_age: u64,
+    /// The head carried explicit freshness (or validation) directives of its own.
+    explicit: bool,
+    content_type: String,
+    headers: Bytes,
+}
+
+/// Freshness, storability and stale windows from a response head (the shared-cache rules
+/// of `relay_cache::policy`), and the end-to-end header fields to relay to clients.
+fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: u64) -> Described {
+    use relay_cache::policy::{self, PolicyConfig, RequestDirectives, Storability, StoredMeta};
+    let config = PolicyConfig::default();
+    let pairs = || h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    let stored = StoredMeta::from_response(status, pairs(), request_time, response_time, &config);
+    let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    let mut storable = policy::storable(&request, &stored, &config) == Storability::Store;
+    // relay does not forward clients' headers upstream, so a response that varies on
+    // anything but the coding it was asked for (identity) cannot be reused for others.
+    if let policy::Vary::Any = stored.vary {
+        storable = false;
+    }
+    if let policy::Vary::Fields(f) = &stored.vary
+        && f.iter().any(|n| n != "accept-encoding")
+    {
+        storable = false;
+    }
+    let lifetime = policy::freshness::freshness_lifetime(&stored);
+    let age = policy::freshness::current_age(&stored, response_time);
+    let ttl = if policy::freshness::always_validate(&stored) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(lifetime.saturating_sub(age))
+    };
+    let forbidden = policy::freshness::stale_forbidden(&stored);
+    let window = |w: Option<u32>| match w {
+        Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
+        _ => Duration::ZERO,
+    };
+    let d = &stored.directives;
+    let explicit = d.max_age.is_some()
+        || d.s_maxage.is_some()
+        || stored.expires.is_some()
+        || d.no_cache.is_present();
+    Described {
+        ttl,
+        storable,
+        swr: window(d.stale_while_revalidate),
+        sie: window(d.stale_if_error),
+        initial_age: age,
+        explicit,
+        content_type: h
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        headers: end_to_end(h),
+    }
+}
+
+/// The origin's header fields a client should see, encoded once: hop-by-hop fields, those
+/// `Connection` names, and the ones relay writes itself are left out.
+fn end_to_end(h: &http::HeaderMap) -> Bytes {
+    const OWN: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-range",
+        "content-type",
+        "date",
+        "age",
+        "etag",
+        "last-modified",
+        "accept-ranges",
+        "server",
+        "cache-status",
+    ];
+    let named: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = Vec::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        if OWN.contains(&n) || named.iter().any(|c| c == n) {
+            continue;
+        }
+        // hyper has already refused CR/LF in values; keep the check local anyway.
+        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n') {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
 }

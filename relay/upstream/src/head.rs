@@ -1,10 +1,9 @@
 //! Reading an origin's response head defensively: framing (Content-Length, Content-Range),
-//! validators (ETag, Last-Modified) and a first freshness reading (Cache-Control). Garbage
+//! validators (ETag, Last-Modified). Freshness is `relay_cache::policy`'s (RFC 9111). Garbage
 //! yields an error or "absent", never a panic.
 
 use http::HeaderMap;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
-use std::time::Duration;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
 
 /// What the cache needs from a response head.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,8 +14,6 @@ pub struct ObjectHead {
     pub range_start: u64,
     pub etag: String,
     pub last_modified: String,
-    pub ttl: Duration,
-    pub storable: bool,
 }
 
 /// Why a head is unusable.
@@ -84,42 +81,6 @@ pub fn content_range(h: &HeaderMap) -> Result<ContentRange, HeadError> {
     Ok((Some((a, b)), total))
 }
 
-/// Freshness from Cache-Control (`s-maxage` over `max-age`) and whether a shared cache may
-/// store the response (`no-store`, `private` forbid it; `no-cache` stores but never serves
-/// without asking). Without freshness information nothing is kept.
-pub fn freshness(h: &HeaderMap) -> (Duration, bool) {
-    let mut max_age = None;
-    let mut s_maxage = None;
-    let mut storable = true;
-    let mut must_ask = false;
-    for v in h.get_all(CACHE_CONTROL) {
-        let Ok(v) = v.to_str() else {
-            return (Duration::ZERO, false);
-        };
-        for d in v.split(',') {
-            let d = d.trim();
-            let (name, arg) = match d.split_once('=') {
-                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (d, None),
-            };
-            let secs = || arg.and_then(|a| a.parse::<u64>().ok());
-            match name.to_ascii_lowercase().as_str() {
-                "no-store" | "private" => storable = false,
-                "no-cache" => must_ask = true,
-                "max-age" => max_age = max_age.or(Some(secs())),
-                "s-maxage" => s_maxage = s_maxage.or(Some(secs())),
-                _ => {}
-            }
-        }
-    }
-    // An invalid delta-seconds (Some(None)) counts as stale (RFC 9111 §1.2.2).
-    let ttl = match s_maxage.or(max_age) {
-        Some(Some(s)) if !must_ask => Duration::from_secs(s.min(1 << 31)),
-        _ => Duration::ZERO,
-    };
-    (ttl, storable && !ttl.is_zero())
-}
-
 /// Reads the head of a 200 or 206 response.
 pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, HeadError> {
     let (total, range_start) = if status == 206 {
@@ -129,7 +90,6 @@ pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, HeadError> {
     } else {
         (content_length(h)?, 0)
     };
-    let (ttl, storable) = freshness(h);
     Ok(ObjectHead {
         total,
         range_start,
@@ -138,8 +98,6 @@ pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, HeadError> {
             .filter(|v| httpdate::parse_http_date(v).is_ok())
             .unwrap_or("")
             .to_string(),
-        ttl,
-        storable,
     })
 }
 
@@ -157,6 +115,11 @@ pub fn version(etag: &str, last_modified: &str, len: u64) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Statuses that count as an origin error (RFC 5861 §4; stale-if-error applies).
+pub fn is_error_status(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
 }
 
 #[cfg(test)]
@@ -213,22 +176,6 @@ mod tests {
         ] {
             assert_eq!(cr(bad), Err(HeadError::ContentRange), "{bad}");
         }
-    }
-
-    #[test]
-    fn freshness_rules() {
-        let f = |v| freshness(&headers(&[("cache-control", v)]));
-        assert_eq!(f("max-age=60"), (Duration::from_secs(60), true));
-        assert_eq!(f("max-age=60, s-maxage=5"), (Duration::from_secs(5), true));
-        assert_eq!(
-            f("public, max-age=60, private"),
-            (Duration::from_secs(60), false)
-        );
-        assert_eq!(f("no-store, max-age=60"), (Duration::from_secs(60), false));
-        assert_eq!(f("max-age=abc"), (Duration::ZERO, false));
-        assert_eq!(f("no-cache, max-age=60"), (Duration::ZERO, false));
-        assert_eq!(freshness(&headers(&[])), (Duration::ZERO, false));
-        assert_eq!(f("max-age=99999999999999").0, Duration::from_secs(1 << 31));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum Job {
         origin: usize,
         object: Arc<str>,
         path: String,
+        /// A stale copy to revalidate (`If-None-Match` / `If-Modified-Since`): a 304 renews
+        /// it and its chunks stay valid.
+        stale: Option<Arc<ObjectMeta>>,
     },
     /// Fill one chunk of a known object version.
     Chunk {
