@@ -79,6 +79,93 @@ impl ObjectMeta {
     }
 }
 
+/// Version of the blob [`ObjectMeta::encode_blob`] writes.
+const BLOB_FORMAT: u8 = 1;
+
+impl ObjectMeta {
+    /// What the disk tier keeps beside each chunk so the description can be rebuilt after a
+    /// restart: the absolute expiry, the stale windows, the age, storability and the
+    /// header fields. (Length, version and validators are the disk tier's own fields.)
+    pub fn encode_blob(&self, now: Instant, now_unix: u64) -> Vec<u8> {
+        let elapsed = now.saturating_duration_since(self.fetched);
+        let expires = if self.ttl == Duration::MAX {
+            u64::MAX
+        } else {
+            now_unix.saturating_add(self.ttl.saturating_sub(elapsed).as_secs())
+        };
+        let mut out = Vec::with_capacity(48 + self.content_type.len() + self.headers.len());
+        out.push(BLOB_FORMAT);
+        for v in [
+            expires,
+            self.stale_while_revalidate.as_secs(),
+            self.stale_if_error.as_secs(),
+            self.initial_age.saturating_add(elapsed.as_secs()),
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(u8::from(self.storable));
+        for part in [self.content_type.as_bytes(), &self.headers[..]] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Rebuilds a description from a chunk's stored fields and blob; None when the blob is
+    /// not one this version wrote (then the object is fetched again).
+    pub fn decode_blob(
+        len: u64,
+        version: u64,
+        etag: &str,
+        last_modified: &str,
+        blob: &[u8],
+        now_unix: u64,
+    ) -> Option<ObjectMeta> {
+        let (&format, mut rest) = blob.split_first()?;
+        if format != BLOB_FORMAT {
+            return None;
+        }
+        let mut u64s = [0u64; 4];
+        for v in &mut u64s {
+            let (head, tail) = rest.split_at_checked(8)?;
+            *v = u64::from_le_bytes(head.try_into().ok()?);
+            rest = tail;
+        }
+        let (&storable, mut rest) = rest.split_first()?;
+        let mut parts: [&[u8]; 2] = [&[], &[]];
+        for p in &mut parts {
+            let (head, tail) = rest.split_at_checked(4)?;
+            let n = u32::from_le_bytes(head.try_into().ok()?) as usize;
+            let (part, tail) = tail.split_at_checked(n)?;
+            *p = part;
+            rest = tail;
+        }
+        if !rest.is_empty() || storable > 1 {
+            return None;
+        }
+        let [expires, swr, sie, age] = u64s;
+        let ttl = if expires == u64::MAX {
+            Duration::MAX
+        } else {
+            Duration::from_secs(expires.saturating_sub(now_unix))
+        };
+        Some(ObjectMeta {
+            len,
+            version,
+            etag: etag.to_string(),
+            last_modified: last_modified.to_string(),
+            fetched: Instant::now(),
+            ttl,
+            storable: storable == 1,
+            stale_while_revalidate: Duration::from_secs(swr),
+            stale_if_error: Duration::from_secs(sie),
+            initial_age: age,
+            content_type: String::from_utf8(parts[0].to_vec()).ok()?,
+            headers: bytes::Bytes::copy_from_slice(parts[1]),
+        })
+    }
+}
+
 /// Object descriptions by cache key; bounded by count.
 pub struct MetaCache {
     objects: Cache<Arc<str>, Arc<ObjectMeta>>,
@@ -109,6 +196,30 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_round_trip_and_garbage() {
+        let t0 = Instant::now();
+        let mut m = ObjectMeta::file(10, 7, "\"e\"".into(), "lm".into());
+        m.ttl = Duration::from_secs(100);
+        m.stale_if_error = Duration::from_secs(5);
+        m.content_type = "video/mp4".into();
+        m.headers = bytes::Bytes::from_static(b"X-A: b\r\n");
+        m.fetched = t0;
+        let blob = m.encode_blob(t0, 1_000);
+        let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
+        assert_eq!(back.ttl, Duration::from_secs(60));
+        assert_eq!(back.stale_if_error, Duration::from_secs(5));
+        assert_eq!(back.content_type, "video/mp4");
+        assert_eq!(&back.headers[..], b"X-A: b\r\n");
+        assert!(back.storable);
+        for cut in 0..blob.len() {
+            assert!(ObjectMeta::decode_blob(10, 7, "", "", &blob[..cut], 0).is_none());
+        }
+        let mut longer = blob.clone();
+        longer.push(0);
+        assert!(ObjectMeta::decode_blob(10, 7, "", "", &longer, 0).is_none());
+    }
 
     #[test]
     fn freshness() {

@@ -26,8 +26,8 @@ mod steer;
 pub use bytesize::ByteSize;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
-    AdminConfig, CacheConfig, Config, HttpOrigin, OriginConfig, ServerConfig, SteerConfig,
-    SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
+    AdminConfig, CacheConfig, Config, DiskAdmission, HttpOrigin, OriginConfig, ServerConfig,
+    SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
 #[cfg(test)]

@@ -120,6 +120,8 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize
             "missing: set origin.directory or at least one [[origin.http]]",
         ));
     }
+    let mut cache = cache;
+    cache.disk_dir = cache.disk_dir.map(|d| base_dir.join(d));
     let config = Config {
         server,
         cache,
@@ -326,9 +328,34 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
             ),
         ));
     }
+    let disk_dir = raw
+        .disk_dir
+        .map(|d| std::path::PathBuf::from(d.into_inner()));
+    let (disk_bytes, _) = check(
+        src,
+        "cache.disk_bytes",
+        raw.disk_bytes,
+        DEFAULT_DISK_BYTES,
+        |size: ByteSize| bytes_in_range(size, chunk_size, u64::MAX / 2),
+    )?;
+    let (disk_admission, _) = check(
+        src,
+        "cache.disk_admission",
+        raw.disk_admission,
+        DiskAdmission::SecondHit,
+        |s: String| match s.as_str() {
+            "second-hit" => Ok(DiskAdmission::SecondHit),
+            "always" => Ok(DiskAdmission::Always),
+            _ => Err(format!("must be \"second-hit\" or \"always\", got {s:?}")),
+        },
+    )?;
     Ok(CacheConfig {
         chunk_size,
         memory_bytes,
+        disk_dir,
+        disk_bytes,
+        disk_fsync: raw.disk_fsync.unwrap_or(false),
+        disk_admission,
     })
 }
 

@@ -53,6 +53,10 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawCache {
     pub(crate) chunk_size: Option<Spanned<ByteSize>>,
     pub(crate) memory_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) disk_dir: Option<Spanned<String>>,
+    pub(crate) disk_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) disk_fsync: Option<bool>,
+    pub(crate) disk_admission: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

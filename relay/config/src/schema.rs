@@ -36,6 +36,8 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 256 * MIB;
 /// `admin.listen` when omitted: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
+/// `cache.disk_bytes` when omitted.
+pub const DEFAULT_DISK_BYTES: u64 = 10 * 1024 * MIB;
 /// `origin.revalidate_ms` when omitted.
 pub const DEFAULT_REVALIDATE_MS: u64 = 1000;
 /// `steer.pin_root` when omitted.
@@ -113,12 +115,30 @@ impl Default for ServerConfig {
 }
 
 /// `[cache]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     /// Bytes per cached chunk: a power of two from 4 KiB to 64 MiB (default 1 MiB).
     pub chunk_size: u64,
     /// Memory-tier capacity in bytes, at least `chunk_size` (default 256 MiB).
     pub memory_bytes: u64,
+    /// Disk-tier directory for chunks of HTTP origins (absent: no disk tier). Relative
+    /// paths are resolved against the config file's directory.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk-tier capacity in bytes (default 10 GiB).
+    pub disk_bytes: u64,
+    /// `fdatasync` every chunk before it becomes visible (default false: checksums already
+    /// guarantee a torn chunk is never served; syncing only keeps more across power loss).
+    pub disk_fsync: bool,
+    /// Which chunks go to disk: "second-hit" (default: keeps one-hit wonders off the disk)
+    /// or "always".
+    pub disk_admission: DiskAdmission,
+}
+
+/// `cache.disk_admission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskAdmission {
+    SecondHit,
+    Always,
 }
 
 impl Default for CacheConfig {
@@ -126,6 +146,10 @@ impl Default for CacheConfig {
         CacheConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            disk_dir: None,
+            disk_bytes: DEFAULT_DISK_BYTES,
+            disk_fsync: false,
+            disk_admission: DiskAdmission::SecondHit,
         }
     }
 }

@@ -99,6 +99,9 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "admin.enabled",
             "admin.listen",
             "cache.chunk_size",
+            "cache.disk_admission",
+            "cache.disk_bytes",
+            "cache.disk_fsync",
             "cache.memory_bytes",
             "origin.directory",
             "origin.revalidate_ms",
@@ -171,7 +174,8 @@ pin_root = "/sys/fs/bpf/other"
         config.cache,
         CacheConfig {
             chunk_size: 64 * MIB,
-            memory_bytes: GIB
+            memory_bytes: GIB,
+            ..CacheConfig::default()
         }
     );
     assert_eq!(
@@ -188,7 +192,8 @@ pin_root = "/sys/fs/bpf/other"
         config.cache,
         CacheConfig {
             chunk_size: 4 * KIB,
-            memory_bytes: 4 * KIB
+            memory_bytes: 4 * KIB,
+            ..CacheConfig::default()
         }
     );
 }
@@ -256,7 +261,7 @@ fn unknown_keys_name_key_line_and_valid_keys() {
         Some(2),
     );
     assert!(
-        msg.contains("expected `chunk_size` or `memory_bytes`"),
+        msg.contains("expected one of `chunk_size`, `memory_bytes`, `disk_dir`"),
         "{msg}"
     );
     expect(

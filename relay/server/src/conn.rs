@@ -141,6 +141,11 @@ pub struct Conn {
     pub pending: Option<Arc<Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
     pub stale: Option<Arc<ObjectMeta>>,
+    /// A chunk being read from the disk tier.
+    pub dread: Option<DiskRead>,
+    /// A chunk read (and verified) from the disk tier for this response: (version, index,
+    /// bytes). Sent from here even if the memory tier cannot keep it.
+    pub local: Option<(u64, u64, bytes::Bytes)>,
     /// The chunk fill the body is being streamed from.
     pub src: Option<Arc<UpFill>>,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
@@ -188,6 +193,8 @@ impl Conn {
             }),
             upath: String::with_capacity(256),
             pending: None,
+            dread: None,
+            local: None,
             stale: None,
             src: None,
             multi: MultiRange {
@@ -221,6 +228,8 @@ impl Conn {
         self.body = None;
         self.fill = None;
         self.pending = None;
+        self.dread = None;
+        self.local = None;
         self.stale = None;
         self.src = None;
         self.multi.n = 0;
@@ -280,4 +289,13 @@ impl Small {
         }
         s
     }
+}
+
+/// A chunk file being read from the disk tier (whole file: header and body, verified on
+/// completion).
+pub struct DiskRead {
+    pub plan: relay_cache::disk::ReadPlan,
+    pub file: File,
+    pub buf: Vec<u8>,
+    pub got: usize,
 }

@@ -21,6 +21,7 @@ mod worker;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
+use relay_cache::disk::{Admission, DiskConfig, DiskTier};
 use relay_cache::fill::InFlight;
 use relay_cache::{Layout, MemoryTier, MetaCache};
 use relay_config::Config;
@@ -58,6 +59,8 @@ pub enum ServerError {
     Ring(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot open the disk tier: {0}")]
+    Disk(#[from] relay_cache::disk::DiskError),
 }
 
 /// State shared by all workers: read-mostly, never locked on the hot path but for the
@@ -76,6 +79,8 @@ pub struct Shared {
     pub upstream: Option<relay_upstream::Upstream>,
     /// One eventfd per worker: the upstream thread writes to wake waiting clients.
     pub wakers: Arc<Vec<OwnedFd>>,
+    /// The disk tier (chunks of HTTP origins), when configured.
+    pub disk: Option<Arc<DiskTier>>,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
@@ -107,6 +112,8 @@ pub struct WorkerStats {
     pub upstream_heads: AtomicU64,
     pub upstream_chunks: AtomicU64,
     pub upstream_errors: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub disk_corrupt: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub open: AtomicU64,
@@ -126,6 +133,8 @@ impl Default for WorkerStats {
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            disk_corrupt: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             open: AtomicU64::new(0),
@@ -311,6 +320,29 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
     ));
     let meta = Arc::new(MetaCache::new(1 << 16));
     let inflight = Arc::new(InFlight::default());
+    let disk = match &config.cache.disk_dir {
+        Some(dir) => {
+            let mut dc = DiskConfig::new(dir.clone(), config.cache.disk_bytes);
+            dc.chunk_size = config.cache.chunk_size;
+            dc.fsync = config.cache.disk_fsync;
+            let tier = DiskTier::open(&dc)?;
+            let r = tier.recovery();
+            log::info!(
+                "disk tier {}: {} chunks loaded, {} dropped as corrupt, {} bytes of headers read",
+                dir.display(),
+                r.loaded,
+                r.dropped_corrupt,
+                r.bytes_read
+            );
+            Some(Arc::new(tier))
+        }
+        None => None,
+    };
+    let admission = match config.cache.disk_admission {
+        relay_config::DiskAdmission::Always => None,
+        // A window of a million fetches: a chunk fetched twice within it goes to disk.
+        relay_config::DiskAdmission::SecondHit => Some(Arc::new(Admission::new(1 << 20))),
+    };
     let upstream = if config.origin.http.is_empty() {
         None
     } else {
@@ -328,6 +360,8 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
             inflight: inflight.clone(),
             layout,
             wake,
+            disk: disk.clone(),
+            admission,
         };
         Some(
             relay_upstream::Upstream::start(&config.origin.http, store)
@@ -343,6 +377,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         origin,
         upstream,
         wakers,
+        disk,
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         config,

@@ -118,6 +118,51 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP relay_disk_reads_total Chunks read from the disk tier, by outcome.\n\
+             # TYPE relay_disk_reads_total counter\n\
+             relay_disk_reads_total{{result=\"verified\"}} {}\n\
+             relay_disk_reads_total{{result=\"corrupt\"}} {}",
+            sum(|w| &w.disk_hits),
+            sum(|w| &w.disk_corrupt),
+        );
+        if let Some(disk) = self.shared.disk.as_ref() {
+            let d = disk.stats();
+            let _ = writeln!(
+                out,
+                "# HELP relay_disk_tier_bytes Bytes held by the disk tier (whole blocks).\n\
+                 # TYPE relay_disk_tier_bytes gauge\nrelay_disk_tier_bytes {}\n\
+                 # HELP relay_disk_tier_capacity_bytes Capacity of the disk tier.\n\
+                 # TYPE relay_disk_tier_capacity_bytes gauge\nrelay_disk_tier_capacity_bytes {}\n\
+                 # HELP relay_disk_tier_chunks Chunks held by the disk tier.\n\
+                 # TYPE relay_disk_tier_chunks gauge\nrelay_disk_tier_chunks {}\n\
+                 # HELP relay_disk_tier_dropped_total Chunk files dropped by the disk tier.\n\
+                 # TYPE relay_disk_tier_dropped_total counter\n\
+                 relay_disk_tier_dropped_total{{reason=\"corrupt\"}} {}\n\
+                 relay_disk_tier_dropped_total{{reason=\"missing\"}} {}\n\
+                 relay_disk_tier_dropped_total{{reason=\"evicted\"}} {}",
+                d.usage, d.capacity, d.entries, d.corrupt, d.missing, d.evicted
+            );
+        }
+        if let Some(up) = self.shared.upstream.as_ref() {
+            let st = &up.stats;
+            let _ = writeln!(
+                out,
+                "# HELP relay_upstream_requests_total Requests sent to HTTP origins.\n\
+                 # TYPE relay_upstream_requests_total counter\nrelay_upstream_requests_total {}\n\
+                 # HELP relay_upstream_errors_total Upstream requests that failed.\n\
+                 # TYPE relay_upstream_errors_total counter\nrelay_upstream_errors_total {}\n\
+                 # HELP relay_upstream_bytes_total Body bytes received from HTTP origins.\n\
+                 # TYPE relay_upstream_bytes_total counter\nrelay_upstream_bytes_total {}\n\
+                 # HELP relay_disk_writes_total Chunks written to the disk tier.\n\
+                 # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}",
+                st.requests.load(Ordering::Relaxed),
+                st.errors.load(Ordering::Relaxed),
+                st.bytes.load(Ordering::Relaxed),
+                st.disk_writes.load(Ordering::Relaxed),
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP relay_memory_tier_chunks Chunks held by the memory tier.\n\
              # TYPE relay_memory_tier_chunks gauge\nrelay_memory_tier_chunks {}",
             self.shared.memory.len()

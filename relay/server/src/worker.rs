@@ -33,6 +33,7 @@ const READ: u8 = 6;
 const TICK: u8 = 7;
 const CANCEL: u8 = 8;
 const WAKE: u8 = 9;
+const DISK_READ: u8 = 10;
 
 /// How long in-flight responses may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -186,6 +187,7 @@ impl Worker {
                     RECV => self.on_recv(slot, res),
                     SEND => self.on_send(slot, res),
                     READ => self.on_read(slot, res),
+                    DISK_READ => self.on_disk_read(slot, res),
                     _ => Ok(()),
                 }
             }
@@ -219,6 +221,17 @@ impl Worker {
         self.max_connections = t.max_connections.load(Ordering::Relaxed) as usize;
         self.sweep_deadlines();
         self.wake_waiting()?;
+        if self.id == 0
+            && let Some(disk) = self.shared.disk.as_ref()
+        {
+            // Files the disk tier dropped (evicted, replaced, corrupt): unlink a bounded
+            // batch per tick.
+            let mut paths = Vec::new();
+            disk.drain_unlinks(&mut paths);
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         if let Some(t) = self.draining
             && t.elapsed() > DRAIN_DEADLINE
         {
@@ -433,6 +446,103 @@ impl Worker {
         };
         self.shared.memory.insert(key.to_owned_key(), chunk);
         self.drive(slot)
+    }
+
+    fn submit_disk_read(&mut self, slot: u32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let Some(d) = c.dread.as_mut() else {
+            return Ok(());
+        };
+        let room = &mut d.buf[d.got..];
+        c.phase = Phase::Fill;
+        c.inflight += 1;
+        // SAFETY: `d.buf` is a heap Vec owned by the slot and kept until the read completes.
+        unsafe {
+            self.ring.read(
+                d.file.as_raw_fd(),
+                room.as_mut_ptr(),
+                room.len() as u32,
+                d.plan.offset + d.got as u64,
+                ud(DISK_READ, slot, c.generation),
+            )
+        }
+    }
+
+    /// A disk-tier read finished: verified bytes go to memory (promotion) and to this
+    /// response; a bad or vanished file is dropped and counted, and the chunk is fetched
+    /// from upstream instead. A corrupt chunk is never sent.
+    fn on_disk_read(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let (Some(disk), Some(d)) = (self.shared.disk.as_ref(), c.dread.as_mut()) else {
+            return self.drive(slot);
+        };
+        if res > 0 {
+            d.got += res as usize;
+            if d.got < d.buf.len() {
+                return self.submit_disk_read(slot);
+            }
+        }
+        let Some(d) = c.dread.take() else {
+            return self.drive(slot);
+        };
+        if res <= 0 {
+            let e = if res < 0 {
+                std::io::Error::from_raw_os_error(-res)
+            } else {
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof)
+            };
+            disk.read_failed(&d.plan, &e);
+            return self.drive(slot);
+        }
+        match disk.verify(&d.plan, &d.buf) {
+            Ok(v) => {
+                let bytes = bytes::Bytes::from(d.buf).slice(v.body);
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                if c.body.as_ref().is_some_and(|b| b.meta.storable) {
+                    self.shared.memory.insert(d.plan.key.clone(), bytes.clone());
+                }
+                c.local = Some((d.plan.key.version, d.plan.key.index, bytes));
+            }
+            Err(e) => {
+                log::warn!("disk tier: {e}; fetching the chunk again");
+                self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.drive(slot)
+    }
+
+    /// After a restart the memory is empty but the disk tier may hold the object: rebuild
+    /// its description from its first chunk (read here, blocking, once per object).
+    fn restore_from_disk(&mut self, object: &str) -> Option<Arc<ObjectMeta>> {
+        let disk = self.shared.disk.as_ref()?;
+        let ov = disk.object(object)?;
+        let key = ChunkRef {
+            object,
+            version: ov.version,
+            index: 0,
+        };
+        let chunk = match disk.get(&key) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                log::warn!("disk tier: {e}; fetching {object:?} again");
+                self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let h = &chunk.header;
+        let now_unix = relay_cache::policy::unix_seconds(SystemTime::now());
+        let meta = ObjectMeta::decode_blob(
+            h.object_len,
+            ov.version,
+            &h.etag,
+            &h.last_modified,
+            &h.meta,
+            now_unix,
+        )?;
+        self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+        self.shared.memory.insert(key.to_owned_key(), chunk.body);
+        Some(self.shared.meta.insert(object, meta))
     }
 
     fn submit_read(&mut self, slot: u32) -> std::io::Result<()> {
@@ -702,9 +812,49 @@ impl Worker {
         let Some(body) = c.body.as_mut() else {
             return Ok(true);
         };
+        // A chunk just read from disk for this response.
+        if let Some((version, i, bytes)) = c.local.as_ref()
+            && *version == body.meta.version
+            && *i == index
+        {
+            let start = layout.chunk_start(index);
+            let from = (body.pos - start) as usize;
+            let to = ((body.end - start) as usize).min(bytes.len());
+            if from >= to {
+                c.local = None;
+                return Ok(self.upstream_failed(slot, FillError::Truncated));
+            }
+            c.send.body = bytes.slice(from..to);
+            c.send.body_off = 0;
+            body.pos += (to - from) as u64;
+            return Ok(true);
+        }
         let have = c.src.as_ref().is_some_and(|f| {
             f.key.index == index && f.key.version == body.meta.version && *f.key.object == *c.path
         });
+        if !have && let Some(disk) = self.shared.disk.as_ref() {
+            let key = ChunkRef {
+                object: &c.path,
+                version: body.meta.version,
+                index,
+            };
+            if let Some(plan) = disk.locate(&key) {
+                match std::fs::File::open(&plan.path) {
+                    Ok(file) => {
+                        let len = plan.len as usize;
+                        c.dread = Some(crate::conn::DiskRead {
+                            plan,
+                            file,
+                            buf: vec![0u8; len],
+                            got: 0,
+                        });
+                        self.submit_disk_read(slot)?;
+                        return Ok(false);
+                    }
+                    Err(e) => disk.read_failed(&plan, &e),
+                }
+            }
+        }
         if !have {
             let key = ChunkKey {
                 object: Arc::from(c.path.as_str()),
@@ -803,7 +953,13 @@ impl Worker {
             );
             return;
         }
-        let cached = self.shared.meta.get(&c.path);
+        let mut cached = self.shared.meta.get(&c.path);
+        if cached.is_none() && matches!(c.route, Route::Http(_)) && self.shared.disk.is_some() {
+            let path = std::mem::take(&mut c.path);
+            cached = self.restore_from_disk(&path);
+            self.conns[slot as usize].path = path;
+        }
+        let c = &mut self.conns[slot as usize];
         match c.route {
             Route::Http(origin) => {
                 if let Some(m) = cached
@@ -964,14 +1120,16 @@ impl Worker {
         // Hit when every chunk the body needs is in memory now.
         let layout = self.shared.layout;
         let memory = &self.shared.memory;
+        let disk = self.shared.disk.as_deref();
         let all_held = |start: u64, end: u64| {
             start >= end
                 || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(|i| {
-                    memory.contains(&ChunkRef {
+                    let k = ChunkRef {
                         object: &c.path,
                         version: meta.version,
                         index: i,
-                    })
+                    };
+                    memory.contains(&k) || disk.is_some_and(|d| d.contains(&k))
                 })
         };
         let hit = if multi_n > 0 {

@@ -421,18 +421,51 @@ impl Context {
     }
 
     /// A finished fill goes to the memory tier (when the response may be stored).
-    /// The chunk's last bytes go in only after the chunk is in the memory tier.
+    /// The chunk's last bytes go in only after the chunk is in the memory tier; then it is
+    /// written to the disk tier (if admitted) off this thread.
     fn complete(&self, writer: FillWriter, last: &[u8], meta: &ObjectMeta) {
         let key = writer.fill().key.clone();
         let memory = &self.store.memory;
+        let mut whole = None;
         let stored = writer.complete_with(last, |bytes| {
             if meta.storable {
-                memory.insert(key.clone(), bytes);
+                memory.insert(key.clone(), bytes.clone());
+                whole = Some(bytes);
             }
         });
         self.store.inflight.end_chunk(&key);
         if let Ok(fill) = stored {
             self.wake(fill.watchers.load(Ordering::Acquire));
+        }
+        if let (Some(disk), Some(body)) = (self.store.disk.clone(), whole) {
+            let admitted = self
+                .store
+                .admission
+                .as_ref()
+                .is_none_or(|a| a.record(&key.as_ref()));
+            if admitted {
+                let blob = meta.encode_blob(Instant::now(), unix_now());
+                let (len, etag, lm) = (meta.len, meta.etag.clone(), meta.last_modified.clone());
+                let stats = self.stats.clone();
+                // A blocking write on tokio's blocking pool: the upstream loop never waits
+                // on the disk.
+                tokio::task::spawn_blocking(move || {
+                    let info = relay_cache::disk::ChunkInfo {
+                        key: key.as_ref(),
+                        object_len: len,
+                        etag: &etag,
+                        last_modified: &lm,
+                        meta: &blob,
+                    };
+                    match disk.put(&info, &body) {
+                        Ok(()) => stats.disk_writes.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            log::warn!("disk write of {:?} chunk {}: {e}", key.object, key.index);
+                            stats.disk_write_errors.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                });
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 mod fetch;
 mod head;
 
+use relay_cache::disk::{Admission, DiskTier};
 use relay_cache::fill::{FillWriter, InFlight};
 use relay_cache::{Layout, MemoryTier, MetaCache, ObjectMeta};
 use relay_config::HttpOrigin;
@@ -35,6 +36,10 @@ pub struct Store {
     pub layout: Layout,
     /// Wakes the workers whose bits are set (they re-check their waiting clients).
     pub wake: Arc<dyn Fn(u64) + Send + Sync>,
+    /// The disk tier, when configured: completed, storable chunks are written there.
+    pub disk: Option<Arc<DiskTier>>,
+    /// Which completed chunks go to disk (None: every one).
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// A fetch asked of the upstream thread.
@@ -108,6 +113,8 @@ pub struct UpstreamStats {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub retries: AtomicU64,
+    pub disk_writes: AtomicU64,
+    pub disk_write_errors: AtomicU64,
 }
 
 /// The upstream thread and its origins.
