@@ -9,7 +9,10 @@
 //! - [`procs`]: CPU seconds from `/proc/PID/stat` over a process tree, child guards, signals.
 //! - [`stats`], [`report`], [`plot`]: medians, the table, targets, JSON and the SVG plot.
 //! - [`machine`]: what the numbers were measured on.
+//! - [`hit_ratio`]: the `hit-ratio` benchmark (`cargo xtask bench hit-ratio`): relay's memory
+//!   tier vs plain LRU (and moka) on seeded Zipf traces; no servers, no network.
 
+mod hit_ratio;
 mod machine;
 mod plot;
 mod procs;
@@ -32,12 +35,15 @@ struct Cli {
 enum Command {
     /// relay memory hits vs nginx sendfile vs nginx proxy_cache hits, wrk as the client.
     Serve(serve::Options),
+    /// Hit ratios of relay's memory tier vs plain LRU (and moka) on seeded Zipf traces.
+    HitRatio(hit_ratio::Options),
 }
 
 fn main() -> std::process::ExitCode {
     procs::install_signal_handlers();
     let result = match Cli::parse().command {
         Command::Serve(o) => serve::run(o),
+        Command::HitRatio(o) => hit_ratio::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -144,10 +144,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             return;
         }
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || stop.load(Ordering::Relaxed) {
+            // A stopped origin answers nothing more, even on open connections.
             return;
         }
+        let method = line.split_whitespace().next().unwrap_or("GET").to_string();
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut content_length = 0usize;
+        let mut seen_headers: Vec<String> = Vec::new();
         let mut range = String::new();
         let mut inm = String::new();
         loop {
@@ -169,6 +173,43 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             {
                 inm = v.trim().to_string();
             }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+                seen_headers.push(format!("{}={}", n.trim().to_ascii_lowercase(), v.trim()));
+            }
+        }
+        let mut body_in = vec![0u8; content_length.min(1 << 24)];
+        if reader.read_exact(&mut body_in).is_err() {
+            return;
+        }
+        if method != "GET" && method != "HEAD" {
+            // PUT stores the body as the object's new version; others echo what came.
+            let reply = {
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                s.log
+                    .push((path.clone(), format!("{method} {}", seen_headers.join(";"))));
+                if method == "PUT" {
+                    let tag = format!("put-{}", body_in.len() + s.log.len());
+                    s.objects
+                        .insert(path.clone(), Object::new(body_in.clone(), &tag));
+                    b"stored".to_vec()
+                } else {
+                    let mut r = format!("{method} {path} {} bytes: ", body_in.len()).into_bytes();
+                    r.extend_from_slice(&body_in);
+                    r
+                }
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\
+                 X-Method: {method}\r\n\r\n",
+                reply.len()
+            );
+            if out.write_all(head.as_bytes()).is_err() || out.write_all(&reply).is_err() {
+                return;
+            }
+            continue;
         }
         let object = {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());

@@ -348,3 +348,64 @@ fn stale_copies_are_revalidated_or_served_as_the_origin_allows() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get(&relay, "/reval").status, 502);
 }
+
+#[test]
+fn stale_if_error_covers_an_origin_that_is_gone() {
+    let origin = Origin::start();
+    let mut o = Object::new(pattern(5000, 41), "g");
+    o.cache_control = Some("max-age=1, stale-if-error=600".into());
+    origin.put("/gone", o);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    assert_eq!(get(&relay, "/gone").status, 200);
+    // The origin process goes away entirely: connections are refused.
+    drop(origin);
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = get(&relay, "/gone");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, pattern(5000, 41));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; hit; detail=stale-if-error")
+    );
+}
+
+#[test]
+fn other_methods_pass_through_with_bodies_and_invalidate() {
+    let origin = Origin::start();
+    origin.put("/doc", Object::new(b"version one".to_vec(), "v1"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let r = get(&relay, "/doc");
+    assert_eq!((r.status, &r.body[..]), (200, &b"version one"[..]));
+    assert_eq!(
+        get(&relay, "/doc").header("cache-status"),
+        Some("relay; hit")
+    );
+    // POST: passed through with its body and unknown headers; the answer streams back.
+    let mut c = Client::connect(relay.addr);
+    let payload = pattern(100_000, 51);
+    let mut req = format!(
+        "POST /submit?x=1 HTTP/1.1\r\nHost: test\r\nX-Custom: kept\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&payload);
+    c.send(&req);
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-method"), Some("POST"));
+    let mut want = b"POST /submit?x=1 100000 bytes: ".to_vec();
+    want.extend_from_slice(&payload);
+    assert!(r.body == want, "the echoed body differs");
+    let logged = origin.ranges("/submit?x=1");
+    assert!(logged[0].contains("x-custom=kept"), "{logged:?}");
+    // The connection stays usable after a pass-through.
+    assert_eq!(c.get("/doc").body, b"version one");
+    // PUT replaces the object at the origin and invalidates the cached copy.
+    c.send(b"PUT /doc HTTP/1.1\r\nHost: test\r\nContent-Length: 11\r\n\r\nversion two");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(&relay, "/doc");
+    assert_eq!(r.body, b"version two");
+    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    // Methods other than GET/HEAD on a directory origin are refused.
+}

@@ -4,6 +4,7 @@
 //! - `serve` ([`crate::bench_serve`]): relay memory hits vs nginx (`sendfile`, page cache)
 //!   vs nginx `proxy_cache` hits, wrk pinned to one core and the servers to the others.
 //! - `steer` ([`crate::bench_steer`]): XDP paths timed through test_run against a no-op floor.
+//! - `hit-ratio` ([`crate::bench_hit_ratio`]): memory tier vs plain LRU on seeded Zipf traces.
 
 use anyhow::Result;
 
@@ -20,11 +21,15 @@ pub enum Which {
     Serve(crate::bench_serve::Options),
     /// XDP steering paths timed through BPF_PROG_TEST_RUN, as ratios to a no-op program.
     Steer,
+    /// Hit ratios of the memory tier vs plain LRU (and moka) on seeded Zipf traces; writes a
+    /// table and target/bench/hit-ratio.json.
+    HitRatio(crate::bench_hit_ratio::Options),
 }
 
 pub fn run(o: &Options) -> Result<()> {
     match &o.which {
         Which::Serve(s) => crate::bench_serve::run(s),
         Which::Steer => crate::bench_steer::run(),
+        Which::HitRatio(h) => crate::bench_hit_ratio::run(h),
     }
 }

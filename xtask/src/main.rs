@@ -1,13 +1,16 @@
 //! relay's build pipeline: `cargo xtask <command>`.
 //!
-//! Layout: one module per subcommand ([`setup`], [`build`], [`run`], [`test`], [`bench`]);
-//! [`util`] holds the process helpers they share. xtask orchestrates what plain cargo cannot:
-//! toolchain setup, the nightly eBPF build, root-only tests and benchmarks.
+//! Layout: one module per subcommand ([`setup`], [`build`], [`run`], [`test`], [`bench`],
+//! [`fuzz`]); [`util`] holds the process helpers they share. xtask orchestrates what plain
+//! cargo cannot: toolchain setup, the nightly eBPF build, root-only tests, benchmarks and
+//! fuzzing.
 
 mod bench;
+mod bench_hit_ratio;
 mod bench_serve;
 mod bench_steer;
 mod build;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -35,6 +38,8 @@ enum Command {
     Test(test::Options),
     /// Benchmarks (relay vs nginx on the same machine).
     Bench(bench::Options),
+    /// Run a cargo-fuzz target for a while (installs cargo-fuzz once; needs `nightly`).
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> Result<()> {
@@ -44,5 +49,6 @@ fn main() -> Result<()> {
         Command::Run(o) => run::run(&o),
         Command::Test(o) => test::run(&o),
         Command::Bench(o) => bench::run(&o),
+        Command::Fuzz(o) => fuzz::run(&o),
     }
 }

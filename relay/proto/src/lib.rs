@@ -18,8 +18,8 @@
 //! - [`multipart`]: `multipart/byteranges` part heads and the exact body length
 //!   for multi-range responses.
 //!
-//! The fuzz target for [`parse_request`] lives in `fuzz/` (cargo-fuzz layout,
-//! its own workspace).
+//! The fuzz targets for [`parse_request`] and [`range::parse_range`] live in
+//! `fuzz/` (cargo-fuzz layout, its own workspace; `cargo xtask fuzz`).
 
 pub mod conditional;
 pub mod multipart;

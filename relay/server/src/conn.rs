@@ -141,6 +141,15 @@ pub struct Conn {
     pub pending: Option<Arc<Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
     pub stale: Option<Arc<ObjectMeta>>,
+    /// A request passed through to the origin (methods other than GET/HEAD): its outcome.
+    pub pass: Option<Arc<relay_upstream::PassSlot>>,
+    /// The passed-through response's body, streamed as it arrives.
+    pub pass_body: Option<Arc<UpFill>>,
+    /// The request body being collected for a pass-through, and how much is still to come.
+    pub upload: Vec<u8>,
+    pub upload_left: u64,
+    /// The pass-through request, ready once its body is complete.
+    pub pass_request: Option<Box<PassRequest>>,
     /// A chunk being read from the disk tier.
     pub dread: Option<DiskRead>,
     /// A chunk read (and verified) from the disk tier for this response: (version, index,
@@ -193,6 +202,11 @@ impl Conn {
             }),
             upath: String::with_capacity(256),
             pending: None,
+            pass: None,
+            pass_body: None,
+            upload: Vec::new(),
+            upload_left: 0,
+            pass_request: None,
             dread: None,
             local: None,
             stale: None,
@@ -228,6 +242,11 @@ impl Conn {
         self.body = None;
         self.fill = None;
         self.pending = None;
+        self.pass = None;
+        self.pass_body = None;
+        self.upload = Vec::new();
+        self.upload_left = 0;
+        self.pass_request = None;
         self.dread = None;
         self.local = None;
         self.stale = None;
@@ -298,4 +317,12 @@ pub struct DiskRead {
     pub file: File,
     pub buf: Vec<u8>,
     pub got: usize,
+}
+
+/// A request to pass through, waiting for its body.
+pub struct PassRequest {
+    pub origin: usize,
+    pub method: http::Method,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub host: String,
 }

@@ -7,7 +7,9 @@
 //! chunk of the body: memory tier hit, else an io_uring read from the origin file that fills
 //! the memory tier → one `sendmsg` per piece (head and first piece together) → next request.
 
-use crate::conn::{Body, Conditionals, Conn, FileRead, Phase, RequestInfo, Route, Small};
+use crate::conn::{
+    Body, Conditionals, Conn, FileRead, PassRequest, Phase, RequestInfo, Route, Small,
+};
 use crate::origin::OriginError;
 use crate::ring::Ring;
 use crate::{Shared, WorkerStats, sys};
@@ -577,6 +579,53 @@ impl Worker {
             if c.closing {
                 return Ok(());
             }
+            if c.pass_request.is_some() {
+                // Collect the request body, then hand the request to the upstream thread.
+                let n = (c.upload_left.min((c.rend - c.rstart) as u64)) as usize;
+                c.upload.extend_from_slice(&c.rbuf[c.rstart..c.rstart + n]);
+                c.rstart += n;
+                c.upload_left -= n as u64;
+                if c.upload_left > 0 {
+                    return self.submit_recv(slot);
+                }
+                let Some(r) = c.pass_request.take() else {
+                    continue;
+                };
+                let slot_ = Arc::new(relay_upstream::PassSlot::default());
+                if let Some(up) = self.shared.upstream.as_ref() {
+                    up.submit(Job::Pass {
+                        origin: r.origin,
+                        method: r.method,
+                        path: c.upath.clone(),
+                        headers: r.headers,
+                        body: Bytes::from(std::mem::take(&mut c.upload)),
+                        host: r.host,
+                        slot: slot_.clone(),
+                    });
+                }
+                c.pass = Some(slot_);
+                continue;
+            }
+            if let Some(ps) = c.pass.clone() {
+                ps.watchers.fetch_or(1 << (self.id % 64), Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                match ps.result.get() {
+                    None => {
+                        self.wait(slot);
+                        return Ok(());
+                    }
+                    Some(Ok(p)) => {
+                        c.pass = None;
+                        self.respond_pass(slot, p);
+                    }
+                    Some(Err(e)) => {
+                        c.pass = None;
+                        let req = c.saved.req;
+                        self.simple(slot, &req, e.status(), &[], "upstream failed\n");
+                    }
+                }
+                continue;
+            }
             if let Some(p) = c.pending.clone() {
                 p.watchers.fetch_or(1 << (self.id % 64), Ordering::SeqCst);
                 std::sync::atomic::fence(Ordering::SeqCst);
@@ -651,6 +700,8 @@ impl Worker {
                     m.n = 0;
                 }
                 c.body = None;
+                c.pass_body = None;
+                c.local = None;
             }
             if let Some(t) = c.req_start.take() {
                 let us = self.now.saturating_duration_since(t).as_micros() as u64;
@@ -726,6 +777,31 @@ impl Worker {
                         }
                     }
                     let content_length = request.content_length;
+                    if let (Route::Http(origin), Method::Other) = (c.route, request.method) {
+                        let host =
+                            String::from_utf8_lossy(request.host.unwrap_or(b"")).into_owned();
+                        let method = http::Method::from_bytes(request.method_str.as_bytes());
+                        let headers = pass_headers(&c.rbuf[c.rstart..c.rstart + head_len]);
+                        c.rstart += head_len;
+                        c.request_started = (c.rend > c.rstart).then_some(self.now);
+                        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                        c.req_start = Some(self.now);
+                        match method {
+                            Ok(method) if content_length <= PASS_BODY_LIMIT => {
+                                c.upload = Vec::with_capacity(content_length as usize);
+                                c.upload_left = content_length;
+                                c.pass_request = Some(Box::new(PassRequest {
+                                    origin,
+                                    method,
+                                    headers,
+                                    host,
+                                }));
+                            }
+                            Ok(_) => self.error(slot, 413),
+                            Err(_) => self.error(slot, 400),
+                        }
+                        continue;
+                    }
                     c.rstart += head_len;
                     c.discard = content_length;
                     c.request_started = (c.rend > c.rstart).then_some(self.now);
@@ -745,6 +821,25 @@ impl Worker {
         let Some(body) = c.body.as_mut() else {
             return Ok(true);
         };
+        if let Some(fill) = c.pass_body.clone() {
+            fill.watchers
+                .fetch_or(1 << (self.id % 64), Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let piece = fill.slice(body.pos as usize, body.end as usize);
+            if !piece.is_empty() {
+                body.pos += piece.len() as u64;
+                c.send.body = piece;
+                c.send.body_off = 0;
+                return Ok(true);
+            }
+            if fill.error().is_some() || fill.is_done() {
+                // Cut short upstream: the client sees a cut connection.
+                self.close(slot);
+                return Ok(false);
+            }
+            self.wait(slot);
+            return Ok(false);
+        }
         let index = layout.chunk_of(body.pos);
         let key = ChunkRef {
             object: &c.path,
@@ -936,12 +1031,52 @@ impl Worker {
         }
     }
 
+    /// Answers a passed-through request with the origin's response; a successful unsafe
+    /// method invalidates what it names (RFC 9111 §4.4).
+    fn respond_pass(&mut self, slot: u32, p: &relay_upstream::Passed) {
+        let c = &mut self.conns[slot as usize];
+        let host_len = c.path.len() - c.upath.len();
+        for path in &p.invalidate {
+            let mut key = String::with_capacity(host_len + path.len());
+            key.push_str(&c.path[..host_len]);
+            key.push_str(path);
+            self.shared.meta.remove(&key);
+            if let Some(disk) = self.shared.disk.as_ref() {
+                disk.remove_object(&key);
+            }
+            self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+        }
+        let req = c.saved.req;
+        let len = p.body.as_ref().map_or(0, |b| b.len() as u64);
+        let head = ResponseHead {
+            content_length: Some(len),
+            raw: &p.headers,
+            ..base_head(&self.date, p.status, &req, Some("fwd=uri-miss"))
+        };
+        head.encode(&mut c.send.head);
+        if !req.keep_alive {
+            c.close_after = true;
+        }
+        if let Some(fill) = p.body.clone().filter(|_| len > 0) {
+            c.pass_body = Some(fill);
+            c.body = Some(Body {
+                meta: Arc::new(ObjectMeta::file(len, 0, String::new(), String::new())),
+                pos: 0,
+                end: len,
+                file: None,
+            });
+        }
+    }
+
     /// Starts the response to a parsed request (saved in the slot).
     fn respond(&mut self, slot: u32) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let c = &mut self.conns[slot as usize];
         c.req_start = Some(self.now);
+        // Sources of the previous response on this connection.
         c.src = None;
+        c.local = None;
+        c.pass_body = None;
         let req = c.saved.req;
         if !matches!(req.method, Method::Get | Method::Head) {
             self.simple(
@@ -1310,4 +1445,48 @@ fn random_boundary() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(a);
     format!("relay-{a:016x}{:016x}", h.finish())
+}
+
+/// Largest request body relay passes through (413 beyond).
+const PASS_BODY_LIMIT: u64 = 64 << 20;
+
+/// The client's header fields to forward with a pass-through: everything but hop-by-hop
+/// fields, those `Connection` names, Host (the origin's is sent) and the framing (the body
+/// is re-framed).
+fn pass_headers(head: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return Vec::new();
+    }
+    let named: Vec<String> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(h.value)
+                .split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    const DROP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    ];
+    req.headers
+        .iter()
+        .filter(|h| {
+            let n = h.name.to_ascii_lowercase();
+            !DROP.contains(&n.as_str()) && !named.contains(&n)
+        })
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect()
 }

@@ -2,9 +2,9 @@
 //! response head, and stream the body into chunk fills, waking waiting workers as bytes land.
 
 use crate::head::{self, ObjectHead};
-use crate::{Job, Origin, Store, UpstreamStats};
+use crate::{Job, Origin, PASS_BUFFER_LIMIT, PassSlot, Passed, Store, UpstreamStats};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct Context {
     origins: Arc<Vec<Origin>>,
-    clients: Arc<Vec<Client<HttpConnector, Empty<Bytes>>>>,
+    clients: Arc<Vec<Client<HttpConnector, Full<Bytes>>>>,
     store: Store,
     epoch: Instant,
     stats: Arc<UpstreamStats>,
@@ -75,6 +75,23 @@ pub async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<
                     meta,
                     writer,
                 } => ctx.chunk(origin, path, meta, writer).await,
+                Job::Pass {
+                    origin,
+                    method,
+                    path,
+                    headers,
+                    body,
+                    host,
+                    slot,
+                } => {
+                    let r = ctx
+                        .pass(origin, method, &path, headers, body, &host, &slot)
+                        .await;
+                    if let Err(e) = r {
+                        let _ = slot.result.set(Err(e));
+                        ctx.wake(slot.watchers.load(Ordering::Acquire));
+                    }
+                }
             }
         });
     }
@@ -127,7 +144,7 @@ impl Context {
                 }
             }
             let req = req
-                .body(Empty::new())
+                .body(Full::new(Bytes::new()))
                 .map_err(|_| SendError::Fill(FillError::Connect))?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
@@ -273,6 +290,141 @@ impl Context {
             self.stream_whole(origin, body, writer, &object, &meta)
                 .await;
         }
+    }
+
+    /// A request with another method, passed through with its body; the answer streams
+    /// back through a fill. Only idempotent methods are retried, and only when nothing came
+    /// back.
+    #[expect(clippy::too_many_arguments, reason = "one job's fields, destructured")]
+    async fn pass(
+        &self,
+        origin: usize,
+        method: http::Method,
+        path: &str,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Bytes,
+        host: &str,
+        slot: &PassSlot,
+    ) -> Result<(), FillError> {
+        let o = &self.origins[origin];
+        if o.is_down(self.epoch) {
+            return Err(FillError::Down);
+        }
+        let idempotent = matches!(
+            method,
+            http::Method::PUT | http::Method::DELETE | http::Method::OPTIONS | http::Method::TRACE
+        );
+        let uri = format!("http://{}{}", o.config.address, path);
+        let mut attempt = 0;
+        let resp = loop {
+            let mut req = http::Request::builder().method(method.clone()).uri(&uri);
+            for (n, v) in &headers {
+                req = req.header(n.as_str(), v.as_slice());
+            }
+            req = req.header(http::header::HOST, &o.config.authority);
+            let req = req
+                .body(Full::new(body.clone()))
+                .map_err(|_| FillError::Status(400))?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
+            let err =
+                match tokio::time::timeout(first_byte, self.clients[origin].request(req)).await {
+                    Ok(Ok(resp)) => break resp,
+                    Ok(Err(_)) => FillError::Connect,
+                    Err(_) => FillError::Timeout,
+                };
+            o.failed(self.epoch);
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if !idempotent || attempt >= o.config.retries {
+                return Err(err);
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+        };
+        let status = resp.status().as_u16();
+        let invalidate = relay_cache::policy::invalidate::invalidated_paths(
+            method.as_str().as_bytes(),
+            status,
+            &relay_cache::policy::invalidate::Target {
+                scheme: "http",
+                authority: host,
+                path,
+            },
+            resp.headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        );
+        let mut headers = end_to_end(resp.headers());
+        if let Some(ct) = resp.headers().get(http::header::CONTENT_TYPE) {
+            let mut h = b"Content-Type: ".to_vec();
+            h.extend_from_slice(ct.as_bytes());
+            h.extend_from_slice(b"\r\n");
+            h.extend_from_slice(&headers);
+            headers = Bytes::from(h);
+        }
+        let no_body =
+            method == http::Method::HEAD || status == 204 || status == 304 || status < 200;
+        let key = ChunkKey {
+            object: Arc::from(path),
+            version: 0,
+            index: 0,
+        };
+        let length = head::content_length(resp.headers()).map_err(|_| FillError::Truncated)?;
+        let publish = |body: Option<Arc<relay_cache::fill::Fill>>, invalidate: Vec<String>| {
+            let _ = slot.result.set(Ok(Passed {
+                status,
+                headers: headers.clone(),
+                body,
+                invalidate,
+            }));
+            self.wake(slot.watchers.load(Ordering::Acquire));
+        };
+        if no_body {
+            publish(None, invalidate);
+            return Ok(());
+        }
+        let mut incoming = resp.into_body();
+        match length {
+            Some(len) => {
+                let (fill, mut writer) = relay_cache::fill::Fill::new(key, len as usize);
+                publish(Some(fill.clone()), invalidate);
+                while writer.remaining() > 0 {
+                    match self.next_frame(origin, &mut incoming).await {
+                        Ok(Some(d)) => {
+                            let n = d.len().min(writer.remaining());
+                            if writer.append(&d[..n]).is_err() {
+                                break;
+                            }
+                            self.wake(
+                                fill.watchers.load(Ordering::Acquire)
+                                    | slot.watchers.load(Ordering::Acquire),
+                            );
+                        }
+                        _ => break,
+                    }
+                }
+                // A short body fails the fill: the client's connection is cut, never a
+                // short body passed off as whole.
+                let _ = writer.finish();
+                self.wake(
+                    fill.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
+                );
+            }
+            None => {
+                // No length (chunked): buffer it, bounded, then serve it with one.
+                let mut all = Vec::new();
+                while let Some(d) = self.next_frame(origin, &mut incoming).await? {
+                    if all.len() + d.len() > PASS_BUFFER_LIMIT {
+                        return Err(FillError::Truncated);
+                    }
+                    all.extend_from_slice(&d);
+                }
+                let (fill, writer) = relay_cache::fill::Fill::new(key, all.len());
+                let _ = writer.complete_with(&all, |_| {});
+                publish(Some(fill), invalidate);
+            }
+        }
+        Ok(())
     }
 
     /// Fills one chunk of a known version.

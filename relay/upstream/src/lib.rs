@@ -55,6 +55,19 @@ pub enum Job {
         /// it and its chunks stay valid.
         stale: Option<Arc<ObjectMeta>>,
     },
+    /// Pass a request that is not GET/HEAD to the origin unchanged (with its body) and
+    /// stream the answer back; nothing is stored. Unsafe methods invalidate what they name.
+    Pass {
+        origin: usize,
+        method: http::Method,
+        path: String,
+        /// The client's header fields, hop-by-hop ones already removed.
+        headers: Vec<(String, Vec<u8>)>,
+        body: bytes::Bytes,
+        /// The client's Host (for same-origin invalidation of Location / Content-Location).
+        host: String,
+        slot: Arc<PassSlot>,
+    },
     /// Fill one chunk of a known object version.
     Chunk {
         origin: usize,
@@ -63,6 +76,27 @@ pub enum Job {
         writer: FillWriter,
     },
 }
+
+/// A passed-through response as the client gets it.
+pub struct Passed {
+    pub status: u16,
+    /// End-to-end header fields, encoded (`Name: value\r\n`), Content-Type included.
+    pub headers: bytes::Bytes,
+    /// The body, filled as it arrives (None: the response has none).
+    pub body: Option<Arc<relay_cache::fill::Fill>>,
+    /// Request targets this response invalidates (RFC 9111 §4.4), as paths.
+    pub invalidate: Vec<String>,
+}
+
+/// Where a pass-through's outcome lands; the waiting worker is woken through `watchers`.
+#[derive(Default)]
+pub struct PassSlot {
+    pub result: std::sync::OnceLock<Result<Passed, relay_cache::fill::FillError>>,
+    pub watchers: AtomicU64,
+}
+
+/// Largest response body without a Content-Length that a pass-through buffers.
+pub const PASS_BUFFER_LIMIT: usize = 64 << 20;
 
 /// Passive health of one origin.
 #[derive(Default)]
