@@ -99,3 +99,27 @@ fn sighup_reloads_live_settings_and_refuses_a_bad_config() {
     let mut c = Client::connect(relay.addr);
     assert_eq!(c.get("/a").body, b"abc");
 }
+
+#[test]
+fn zero_copy_is_tried_and_dropped_where_the_kernel_copies() {
+    let origin = TempDir::new("origin");
+    let big = relay_tests::pattern(3 << 20, 9);
+    origin.write("big.bin", &big);
+    let relay = Relay::start(&config("127.0.0.1:0", origin.path(), 1 << 20, 1 << 26));
+    let mut c = Client::connect(relay.addr);
+    for _ in 0..3 {
+        assert!(c.get("/big.bin").body == big);
+    }
+    let mut a = Client::connect(relay.admin.expect("admin"));
+    let text = String::from_utf8(a.get("/metrics").body).unwrap();
+    // Over loopback the kernel copies: the first large piece goes zero-copy, its
+    // notification says "copied", and the connection sends plainly from then on.
+    let copied = metric(&text, "relay_sends_zerocopy_copied_total");
+    let zc = metric(&text, "relay_sends_zerocopy_total");
+    assert!(copied + zc >= 1.0, "no zero-copy send was tried");
+    assert!(
+        copied <= 1.0 || zc > 0.0,
+        "zero-copy kept being tried after a copy report"
+    );
+    assert!(metric(&text, "relay_sends_copy_total") >= 8.0);
+}

@@ -157,6 +157,11 @@ pub struct Conn {
     pub local: Option<(u64, u64, bytes::Bytes)>,
     /// The chunk fill the body is being streamed from.
     pub src: Option<Arc<UpFill>>,
+    /// Zero-copy sends are worth trying on this connection (off once the kernel reports
+    /// that it copied anyway, e.g. over loopback).
+    pub zc_ok: bool,
+    /// Bytes the pending zero-copy send reported sent; applied when its notification comes.
+    pub zc_sent: Option<usize>,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
     /// multipart).
     pub multi: MultiRange,
@@ -203,6 +208,8 @@ impl Conn {
             upath: String::with_capacity(256),
             pending: None,
             pass: None,
+            zc_ok: true,
+            zc_sent: None,
             pass_body: None,
             upload: Vec::new(),
             upload_left: 0,
@@ -243,6 +250,8 @@ impl Conn {
         self.fill = None;
         self.pending = None;
         self.pass = None;
+        self.zc_ok = true;
+        self.zc_sent = None;
         self.pass_body = None;
         self.upload = Vec::new();
         self.upload_left = 0;

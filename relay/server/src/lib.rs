@@ -109,6 +109,8 @@ pub struct WorkerStats {
     /// (one uncontended lock per tick, none per request) and merged by a scrape.
     pub latency: Mutex<Histogram<u64>>,
     pub sends: AtomicU64,
+    pub zc_sends: AtomicU64,
+    pub zc_copied: AtomicU64,
     pub upstream_heads: AtomicU64,
     pub upstream_chunks: AtomicU64,
     pub upstream_errors: AtomicU64,
@@ -131,6 +133,8 @@ impl Default for WorkerStats {
         WorkerStats {
             latency: Mutex::new(metrics::latency_histogram()),
             sends: AtomicU64::new(0),
+            zc_sends: AtomicU64::new(0),
+            zc_copied: AtomicU64::new(0),
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),

@@ -39,7 +39,7 @@ impl Metrics {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum()
         };
-        let counters: [(&str, &str, &str, u64); 10] = [
+        let counters: [(&str, &str, &str, u64); 12] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -59,10 +59,22 @@ impl Metrics {
                 sum(|w| &w.bytes),
             ),
             (
-                "relay_sends_total",
+                "relay_sends_copy_total",
                 "counter",
-                "sendmsg operations submitted (bodies copied by the kernel).",
+                "Plain sendmsg operations (the kernel copies the bytes).",
                 sum(|w| &w.sends),
+            ),
+            (
+                "relay_sends_zerocopy_total",
+                "counter",
+                "Zero-copy sends the kernel did not copy (SENDMSG_ZC notifications).",
+                sum(|w| &w.zc_sends),
+            ),
+            (
+                "relay_sends_zerocopy_copied_total",
+                "counter",
+                "Zero-copy sends the kernel copied anyway (the connection then sends plainly).",
+                sum(|w| &w.zc_copied),
             ),
             (
                 "relay_connections_accepted_total",

@@ -76,6 +76,28 @@ impl Ring {
         self.push(&sqe)
     }
 
+    /// Zero-copy `sendmsg`: the kernel sends from our memory and posts a second completion
+    /// (a notification) once it no longer reads it; with REPORT_USAGE the notification says
+    /// whether it had to copy after all.
+    ///
+    /// # Safety
+    /// As `sendmsg`, and the memory must stay untouched until the notification.
+    pub unsafe fn sendmsg_zc(
+        &mut self,
+        fd: RawFd,
+        msg: *const libc::msghdr,
+        ud: u64,
+    ) -> io::Result<()> {
+        /// IORING_SEND_ZC_REPORT_USAGE (in the SQE's ioprio field).
+        const REPORT_USAGE: u16 = 8;
+        let sqe = opcode::SendMsgZc::new(types::Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .ioprio(REPORT_USAGE)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
     /// Read `len` bytes of a file at `offset` into `buf`.
     ///
     /// # Safety
