@@ -11,9 +11,14 @@
 //! `relay_steer` with `decap = true`, which strips the outer header, and the real `relay`
 //! binary listening on the VIP (on its `lo`), which answers the client directly.
 //!
+//! The entry also runs `relay run` with `steer.iface = "eth0"`: its keeper checks each relay's
+//! admin `/healthz` and keeps the maps in step by itself.
+//!
 //! Checks: flows spread by weight (counted from the responses and at the relays' decap
-//! counters); one relay killed and marked down with `relay steer sync`: new flows avoid it and
-//! keep-alive flows to the others complete; a burst of malformed frames is dropped and counted.
+//! counters); one relay killed: the entry's daemon marks it down (no `relay steer sync`), new
+//! flows avoid it and keep-alive flows to the others complete; the relay restarted: the daemon
+//! brings it back and new flows reach it again; a burst of malformed frames is dropped and
+//! counted.
 //! Root only; otherwise prints `SKIPPED: ...`. Every namespace is removed by its guard.
 
 use std::collections::HashMap;
@@ -38,6 +43,8 @@ const RELAYS: [(&str, &str, &str, u32); 3] = [
     ("r3", "10.200.250.13", "02:00:00:00:fa:13", 300),
 ];
 const FLOWS: usize = 300;
+/// Port of the relays' admin listener (`/healthz`), on their own address.
+const ADMIN_PORT: u16 = 9090;
 
 /// The site's namespaces; each guard deletes its namespace (and the links in it) on drop.
 struct Site {
@@ -114,20 +121,47 @@ impl Site {
     }
 }
 
-/// The `[steer]` of the entry: the service and the three relays (`down` marked down).
-fn entry_steer(down: Option<&str>) -> String {
+/// The `[steer]` of the entry: the service, the three relays with their health-check address
+/// (`down` configured down), and (for its daemon) the interface and pin root it keeps in step.
+fn entry_steer(pin_root: &Path, down: Option<&str>) -> String {
     let mut text = format!(
-        "[steer]\nring_size = 65537\nencap_source_v4 = \"10.200.252.0/24\"\n\n\
-         [[steer.services]]\naddress = \"{VIP}\"\nport = {PORT}\n"
+        "[steer]\niface = \"eth0\"\npin_root = \"{}\"\nring_size = 65537\n\
+         encap_source_v4 = \"10.200.252.0/24\"\n\n\
+         [steer.health]\ninterval_ms = 100\ntimeout_ms = 200\ndown_after = 2\nup_after = 2\n\n\
+         [[steer.services]]\naddress = \"{VIP}\"\nport = {PORT}\n",
+        pin_root.display()
     );
     for (name, addr, mac, weight) in RELAYS {
-        let up = down != Some(name);
         text.push_str(&format!(
             "\n[[steer.nodes]]\nname = \"{name}\"\naddress = \"{addr}\"\nmac = \"{mac}\"\n\
-             weight = {weight}\nup = {up}\n"
+             weight = {weight}\nhealth_check = \"{addr}:{ADMIN_PORT}\"\nup = {}\n",
+            down != Some(name)
         ));
     }
     text
+}
+
+/// The entry's `relay steer status` until its `nodes` line shows `addr=state` (every 20 ms,
+/// at most 10 s); how long that took, or None.
+fn wait_node_state(site: &Site, pins: &Path, addr: &str, state: &str) -> Option<Duration> {
+    let started = Instant::now();
+    let want = format!("{addr}={state}");
+    for _ in 0..500 {
+        let text =
+            String::from_utf8_lossy(&steer(&site.entry, &["status"], pins).stdout).into_owned();
+        let shown = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("nodes"))
+            .is_some_and(|nodes| nodes.split_whitespace().any(|w| w == want));
+        if shown {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn relay_steer_config() -> &'static str {
@@ -267,8 +301,11 @@ fn flows_spread_by_weight_and_fail_over() {
             origin.path().display()
         )
     };
-    let entry_config = configs.write("entry.toml", with_origin(&entry_steer(None)).as_bytes());
     let entry_pins = bpffs.path().join("entry");
+    let entry_config = configs.write(
+        "entry.toml",
+        with_origin(&entry_steer(&entry_pins, None)).as_bytes(),
+    );
     let attach = site
         .entry
         .exec(&relay)
@@ -287,9 +324,11 @@ fn flows_spread_by_weight_and_fail_over() {
     }
     assert!(attach.status.success(), "entry attach: {attach_err}");
 
-    // Relays: decap program and the relay daemon on the VIP.
+    // Relays: decap program and the relay daemon on the VIP, admin (`/healthz`) on eth0.
     let mut daemons = Vec::new();
-    for (ns, (name, ..)) in site.relays.iter().zip(RELAYS) {
+    let mut relay_configs = Vec::new();
+    let mut origins = Vec::new();
+    for (ns, (name, addr, ..)) in site.relays.iter().zip(RELAYS) {
         let dir = TempDir::new(&format!("steer-e2e-{name}"));
         dir.write("who", name.as_bytes());
         let steer_config = configs.write(
@@ -315,12 +354,25 @@ fn flows_spread_by_weight_and_fail_over() {
             &bpffs.path().join(name),
         );
         let config = format!(
-            "[server]\nlisten = \"{VIP}:{PORT}\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\nmemory_bytes = 1048576\n\n[origin]\ndirectory = \"{}\"\n",
+            "[server]\nlisten = \"{VIP}:{PORT}\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\nmemory_bytes = 1048576\n\n[origin]\ndirectory = \"{}\"\n\n[admin]\nlisten = \"{addr}:{ADMIN_PORT}\"\n",
             dir.path().display()
         );
         let wrap = ["ip", "netns", "exec", ns.name()];
-        daemons.push(Some((Relay::start_with(&config, &wrap), dir)));
+        daemons.push(Some(Relay::start_with(&config, &wrap)));
+        relay_configs.push(config);
+        origins.push(dir);
     }
+
+    // The entry's daemon (started once the relays answer their health checks): keeps the
+    // maps in step and checks the relays' health.
+    let entry_daemon = Relay::start_with(
+        &format!(
+            "[server]\nlisten = \"{ENTRY}:{PORT}\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\n\
+             memory_bytes = 1048576\n\n{}",
+            with_origin(&entry_steer(&entry_pins, None))
+        ),
+        &["ip", "netns", "exec", site.entry.name()],
+    );
 
     // 1. Spread by weight.
     let started = Instant::now();
@@ -355,7 +407,7 @@ fn flows_spread_by_weight_and_fail_over() {
         assert!((got - want).abs() < 0.08, "{name}: {report}");
     }
 
-    // 2. Keep-alive flows, then r2 dies and is marked down.
+    // 2. Keep-alive flows, then r2 dies; the entry's daemon marks it down by itself.
     let (kept, killed) = in_netns(site.client.name(), || {
         let mut kept = Vec::new();
         for _ in 0..30 {
@@ -370,24 +422,12 @@ fn flows_spread_by_weight_and_fail_over() {
     .map(|kept| (kept, "r2"))
     .expect("client namespace");
     let killed_at = Instant::now();
-    if let Some((daemon, _dir)) = daemons[1].take() {
+    if let Some(daemon) = daemons[1].take() {
         drop(daemon); // SIGTERM, waits for the exit
     }
-    let down_config = configs.write(
-        "entry-down.toml",
-        with_origin(&entry_steer(Some(killed))).as_bytes(),
-    );
-    steer(
-        &site.entry,
-        &[
-            "sync",
-            "--iface",
-            "eth0",
-            "--config",
-            down_config.to_str().unwrap(),
-        ],
-        &entry_pins,
-    );
+    let r2_addr = RELAYS[1].1;
+    wait_node_state(&site, &entry_pins, r2_addr, "down")
+        .expect("the entry's daemon did not mark r2 down within 10 s");
     let marked_down = killed_at.elapsed();
     let (after, failed_after) = spread(&site, 150);
     let (completed, to_others) = in_netns(site.client.name(), move || {
@@ -408,7 +448,8 @@ fn flows_spread_by_weight_and_fail_over() {
     let r1 = share(&after, "r1", 150);
     let r3 = share(&after, "r3", 150);
     eprintln!(
-        "steer e2e failover: r2 down {marked_down:.1?} after it stopped; 150 new flows: \
+        "steer e2e failover: r2 marked down by the entry's health checks {marked_down:.1?} \
+         after its SIGTERM; 150 new flows: \
          {failed_after} failed, r1 {:.1}%, r2 {}, r3 {:.1}%; established keep-alive flows to \
          r1/r3: {completed}/{to_others} completed",
         r1 * 100.0,
@@ -423,7 +464,57 @@ fn flows_spread_by_weight_and_fail_over() {
         "{completed}/{to_others}"
     );
 
-    // 3. A burst of malformed frames (IPv4 IHL 3) at the entry: dropped and counted.
+    // 3. r2 restarts: the daemon brings it back after `up_after` passed checks.
+    let restarted_at = Instant::now();
+    daemons[1] = Some(Relay::start_with(
+        &relay_configs[1],
+        &["ip", "netns", "exec", site.relays[1].name()],
+    ));
+    wait_node_state(&site, &entry_pins, r2_addr, "up")
+        .expect("the entry's daemon did not bring r2 back within 10 s");
+    let back = restarted_at.elapsed();
+    let (again, failed_again) = spread(&site, 150);
+    let r2_again = share(&again, "r2", 150);
+    eprintln!(
+        "steer e2e recovery: r2 back up {back:.1?} after its restart began; 150 new flows: \
+         {failed_again} failed, r1 {:.1}%, r2 {:.1}%, r3 {:.1}%",
+        share(&again, "r1", 150) * 100.0,
+        r2_again * 100.0,
+        share(&again, "r3", 150) * 100.0
+    );
+    assert_eq!(failed_again, 0, "new flows after r2 came back");
+    assert!(
+        (r2_again - 1.0 / 3.0).abs() < 0.12,
+        "r2 share after recovery {r2_again}"
+    );
+    let log = entry_daemon
+        .log
+        .lock()
+        .map(|l| l.join("\n"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("node r2 down") && log.contains("node r2 up"),
+        "the entry's daemon logged no health changes:\n{log}"
+    );
+
+    // 4. The operator takes r3 out in the config and sends SIGHUP: the daemon syncs at once.
+    let r3_addr = RELAYS[2].1;
+    let config_text = std::fs::read_to_string(&entry_daemon.config).expect("entry config");
+    let down_text = config_text.replace(
+        &entry_steer(&entry_pins, None),
+        &entry_steer(&entry_pins, Some("r3")),
+    );
+    assert_ne!(
+        config_text, down_text,
+        "the [steer] part of the entry's config"
+    );
+    std::fs::write(&entry_daemon.config, down_text).expect("rewrite the entry config");
+    entry_daemon.signal(libc::SIGHUP);
+    let reloaded = wait_node_state(&site, &entry_pins, r3_addr, "down")
+        .expect("SIGHUP did not take r3 out within 10 s");
+    eprintln!("steer e2e reload: r3 configured down, in the maps {reloaded:.1?} after SIGHUP");
+
+    // 5. A burst of malformed frames (IPv4 IHL 3) at the entry: dropped and counted.
     let before =
         String::from_utf8_lossy(&steer(&site.entry, &["status"], &entry_pins).stdout).into_owned();
     let sent = in_netns(site.client.name(), || send_malformed(200)).expect("client namespace");
@@ -447,7 +538,9 @@ fn flows_spread_by_weight_and_fail_over() {
     eprintln!("entry status:\n{text}");
     assert_eq!(malformed, sent as u64);
     assert_eq!(dropped, sent as u64);
+    drop(entry_daemon);
     drop(daemons);
+    drop(origins);
     drop(site);
 }
 

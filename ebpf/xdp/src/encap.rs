@@ -13,13 +13,17 @@
 //! ```
 //! `bpf_xdp_adjust_head` invalidates every packet pointer, so what is needed from the old
 //! front (Ethernet header, tag) is copied out first and every write after it is checked again.
+//! Headers are read and written a word at a time ([`crate::wire`]).
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use relay_common::{Node, Settings, encap_source_v4, encap_source_v6};
 
-use crate::parse::{
-    EthHdr, IPPROTO_IPIP, IPPROTO_IPV6, Ipv4Hdr, Ipv6Hdr, Packet, ParseError, VlanHdr, ptr_at_mut,
-    read_at,
+use crate::{
+    parse::{
+        EthHdr, IPPROTO_IPIP, IPPROTO_IPV6, Ipv4Hdr, Ipv6Hdr, Packet, ParseError, VlanHdr, ptr_at,
+        ptr_at_mut,
+    },
+    wire::{load16, load32, store16, store32},
 };
 
 /// Outer header TTL / hop limit.
@@ -37,16 +41,6 @@ impl From<ParseError> for EncapError {
     }
 }
 
-/// Writes a `T` at `offset`, bounds-checked like every access.
-#[inline(always)]
-fn write_at<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> Result<(), EncapError> {
-    let ptr = ptr_at_mut::<T>(ctx, offset)?;
-    // SAFETY: `ptr_at_mut` checked that the whole `T` lies inside the packet, which the
-    // program may write; `T` is a byte-array header (alignment 1), written unaligned.
-    unsafe { ptr.write_unaligned(value) };
-    Ok(())
-}
-
 /// Moves the start of the packet by `delta` bytes (negative grows the front).
 #[inline(always)]
 fn adjust_head(ctx: &XdpContext, delta: i32) -> Result<(), EncapError> {
@@ -56,32 +50,81 @@ fn adjust_head(ctx: &XdpContext, delta: i32) -> Result<(), EncapError> {
     if rc == 0 { Ok(()) } else { Err(EncapError) }
 }
 
-/// The Ethernet header and optional tag, copied out before the front of the packet moves.
+/// The Ethernet header (and tag), kept as wire words while the front of the packet moves.
 #[derive(Clone, Copy)]
 struct Front {
-    eth: EthHdr,
-    tag: VlanHdr,
+    /// Destination and source MAC, each as a word and a half-word.
+    dst: (u32, u16),
+    src: (u32, u16),
+    /// The EtherType (untagged), or the tag's TPID and TCI (tagged).
+    after_macs: u32,
+    /// Tagged only: the inner EtherType.
+    inner_type: u16,
+}
+
+impl Front {
+    /// Addressed from this machine (the old destination) to `mac`.
+    #[inline(always)]
+    fn readdressed(self, mac: [u8; 6]) -> Self {
+        Self {
+            dst: (
+                u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]),
+                u16::from_ne_bytes([mac[4], mac[5]]),
+            ),
+            src: self.dst,
+            ..self
+        }
+    }
 }
 
 #[inline(always)]
 fn read_front(ctx: &XdpContext, vlan: bool) -> Result<Front, EncapError> {
-    let eth: EthHdr = read_at(ctx, 0)?;
-    let tag = if vlan {
-        read_at(ctx, EthHdr::LEN)?
-    } else {
-        VlanHdr {
-            tci: [0; 2],
-            ether_type: [0; 2],
+    let eth = ptr_at::<EthHdr>(ctx, 0)? as *const u8;
+    // SAFETY: `ptr_at` checked the 14 bytes of the Ethernet header; the reads lie within them.
+    let mut front = unsafe {
+        Front {
+            dst: (load32(eth), load16(eth.add(4))),
+            src: (load32(eth.add(6)), load16(eth.add(10))),
+            after_macs: u32::from(load16(eth.add(12))),
+            inner_type: 0,
         }
     };
-    Ok(Front { eth, tag })
+    if vlan {
+        let tagged = ptr_at::<[u8; EthHdr::LEN + VlanHdr::LEN]>(ctx, 0)? as *const u8;
+        // SAFETY: `ptr_at` checked the 18 bytes of the tagged header; the reads lie within them.
+        unsafe {
+            front.after_macs = load32(tagged.add(12));
+            front.inner_type = load16(tagged.add(16));
+        }
+    }
+    Ok(front)
 }
 
+/// Writes `front` as the Ethernet header (and tag) at the start of the packet.
 #[inline(always)]
 fn write_front(ctx: &XdpContext, vlan: bool, front: Front) -> Result<(), EncapError> {
-    write_at(ctx, 0, front.eth)?;
     if vlan {
-        write_at(ctx, EthHdr::LEN, front.tag)?;
+        let eth = ptr_at_mut::<[u8; EthHdr::LEN + VlanHdr::LEN]>(ctx, 0)? as *mut u8;
+        // SAFETY: `ptr_at_mut` checked the 18 bytes of the tagged header; the writes cover them.
+        unsafe {
+            store32(eth, front.dst.0);
+            store16(eth.add(4), front.dst.1);
+            store32(eth.add(6), front.src.0);
+            store16(eth.add(10), front.src.1);
+            store32(eth.add(12), front.after_macs);
+            store16(eth.add(16), front.inner_type);
+        }
+    } else {
+        let eth = ptr_at_mut::<EthHdr>(ctx, 0)? as *mut u8;
+        // SAFETY: `ptr_at_mut` checked the 14 bytes of the Ethernet header; the writes cover
+        // them.
+        unsafe {
+            store32(eth, front.dst.0);
+            store16(eth.add(4), front.dst.1);
+            store32(eth.add(6), front.src.0);
+            store16(eth.add(10), front.src.1);
+            store16(eth.add(12), front.after_macs as u16);
+        }
     }
     Ok(())
 }
@@ -99,25 +142,32 @@ pub fn encap_v4(
     if total > u32::from(u16::MAX) {
         return Err(EncapError);
     }
-    let mut front = read_front(ctx, packet.vlan)?;
+    let front = read_front(ctx, packet.vlan)?;
     adjust_head(ctx, -(Ipv4Hdr::LEN as i32))?;
-    front.eth.src = front.eth.dst;
-    front.eth.dst = node.mac;
-    write_front(ctx, packet.vlan, front)?;
-    let mut outer = Ipv4Hdr {
-        version_ihl: 0x45,
-        tos: packet.tos,
-        tot_len: (total as u16).to_be_bytes(),
-        id: [0; 2],
-        frag_off: IP_DF.to_be_bytes(),
-        ttl: OUTER_TTL,
-        protocol: IPPROTO_IPIP,
-        check: [0; 2],
-        saddr: encap_source_v4(settings, hash),
-        daddr: node.v4.to_ne_bytes(),
-    };
-    outer.check = ipv4_checksum(&outer);
-    write_at(ctx, packet.l3_offset(), outer)
+    write_front(ctx, packet.vlan, front.readdressed(node.mac))?;
+    // The outer header as five wire words: version/IHL, TOS, length; id, DF; TTL, protocol,
+    // checksum; source; destination.
+    let len = (total as u16).to_be_bytes();
+    let df = IP_DF.to_be_bytes();
+    let mut words = [
+        u32::from_ne_bytes([0x45, packet.tos, len[0], len[1]]),
+        u32::from_ne_bytes([0, 0, df[0], df[1]]),
+        u32::from_ne_bytes([OUTER_TTL, IPPROTO_IPIP, 0, 0]),
+        u32::from_ne_bytes(encap_source_v4(settings, hash)),
+        node.v4,
+    ];
+    let check = ipv4_checksum(&words).to_ne_bytes();
+    words[2] = u32::from_ne_bytes([OUTER_TTL, IPPROTO_IPIP, check[0], check[1]]);
+    let ip = ptr_at_mut::<Ipv4Hdr>(ctx, packet.l3_offset())? as *mut u8;
+    // SAFETY: `ptr_at_mut` checked the 20 bytes of the outer header; the writes cover them.
+    unsafe {
+        store32(ip, words[0]);
+        store32(ip.add(4), words[1]);
+        store32(ip.add(8), words[2]);
+        store32(ip.add(12), words[3]);
+        store32(ip.add(16), words[4]);
+    }
+    Ok(())
 }
 
 /// Wraps an IPv6 packet in IPv6 to `node` and addresses the frame to the node's MAC.
@@ -133,28 +183,39 @@ pub fn encap_v6(
     if packet.ip_len > u32::from(u16::MAX) {
         return Err(EncapError);
     }
-    let mut front = read_front(ctx, packet.vlan)?;
+    let front = read_front(ctx, packet.vlan)?;
     adjust_head(ctx, -(Ipv6Hdr::LEN as i32))?;
-    front.eth.src = front.eth.dst;
-    front.eth.dst = node.mac;
-    write_front(ctx, packet.vlan, front)?;
+    write_front(ctx, packet.vlan, front.readdressed(node.mac))?;
     let first_word = (6u32 << 28) | (u32::from(packet.tos) << 20) | (hash & 0x000F_FFFF);
+    let len = (packet.ip_len as u16).to_be_bytes();
     let src = encap_source_v6(settings, hash);
-    let v6 = node.v6;
-    let outer = Ipv6Hdr {
-        version_tc_flow: first_word.to_be_bytes(),
-        payload_len: (packet.ip_len as u16).to_be_bytes(),
-        next_header: IPPROTO_IPV6,
-        hop_limit: OUTER_TTL,
-        saddr: concat16(src[0], src[1], src[2], src[3]),
-        daddr: concat16(
-            v6[0].to_ne_bytes(),
-            v6[1].to_ne_bytes(),
-            v6[2].to_ne_bytes(),
-            v6[3].to_ne_bytes(),
-        ),
-    };
-    write_at(ctx, packet.l3_offset(), outer)
+    let words = [
+        first_word.to_be(),
+        u32::from_ne_bytes([len[0], len[1], IPPROTO_IPV6, OUTER_TTL]),
+        u32::from_ne_bytes(src[0]),
+        u32::from_ne_bytes(src[1]),
+        u32::from_ne_bytes(src[2]),
+        u32::from_ne_bytes(src[3]),
+        node.v6[0],
+        node.v6[1],
+        node.v6[2],
+        node.v6[3],
+    ];
+    let ip = ptr_at_mut::<Ipv6Hdr>(ctx, packet.l3_offset())? as *mut u8;
+    // SAFETY: `ptr_at_mut` checked the 40 bytes of the outer header; the writes cover them.
+    unsafe {
+        store32(ip, words[0]);
+        store32(ip.add(4), words[1]);
+        store32(ip.add(8), words[2]);
+        store32(ip.add(12), words[3]);
+        store32(ip.add(16), words[4]);
+        store32(ip.add(20), words[5]);
+        store32(ip.add(24), words[6]);
+        store32(ip.add(28), words[7]);
+        store32(ip.add(32), words[8]);
+        store32(ip.add(36), words[9]);
+    }
+    Ok(())
 }
 
 /// Strips the outer header of an IPIP (IPv4) or IP6IP6 (IPv6) packet, keeping the Ethernet
@@ -192,29 +253,17 @@ pub fn is_ours_to_decap(packet: &Packet, settings: &Settings) -> bool {
     }
 }
 
+/// RFC 1071 checksum of an option-less IPv4 header given as five wire words (its checksum
+/// field zero); returned as the wire word to store.
 #[inline(always)]
-fn concat16(a: [u8; 4], b: [u8; 4], c: [u8; 4], d: [u8; 4]) -> [u8; 16] {
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
-        d[3],
-    ]
-}
-
-/// RFC 1071 checksum of an option-less IPv4 header (its `check` field must be zero).
-#[inline(always)]
-fn ipv4_checksum(h: &Ipv4Hdr) -> [u8; 2] {
-    let word = |a: u8, b: u8| u32::from(u16::from_be_bytes([a, b]));
-    let mut sum = word(h.version_ihl, h.tos)
-        + word(h.tot_len[0], h.tot_len[1])
-        + word(h.id[0], h.id[1])
-        + word(h.frag_off[0], h.frag_off[1])
-        + word(h.ttl, h.protocol)
-        + word(h.check[0], h.check[1])
-        + word(h.saddr[0], h.saddr[1])
-        + word(h.saddr[2], h.saddr[3])
-        + word(h.daddr[0], h.daddr[1])
-        + word(h.daddr[2], h.daddr[3]);
+fn ipv4_checksum(words: &[u32; 5]) -> u16 {
+    // One's-complement sums are byte-order independent: add the native 16-bit halves and the
+    // result, folded and complemented, is the checksum in the same (wire) order.
+    let mut sum = 0u64;
+    for word in words {
+        sum += u64::from(word & 0xFFFF) + u64::from(word >> 16);
+    }
     sum = (sum & 0xFFFF) + (sum >> 16);
     sum = (sum & 0xFFFF) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
+    !(sum as u16)
 }

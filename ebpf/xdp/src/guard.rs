@@ -58,3 +58,22 @@ pub fn admit_new_flow(settings: &Settings, src: &[u32; 4]) -> bool {
         }
     }
 }
+
+/// Gives back the token [`admit_new_flow`] just took from `src`'s bucket, when the packet
+/// turned out not to open a new flow (a SYN of a flow already in the connection table).
+#[inline(always)]
+pub fn refund(settings: &Settings, src: &[u32; 4]) {
+    let cost = settings.rate_cost_ns;
+    if cost == 0 {
+        return;
+    }
+    if let Some(state) = RELAY_RATE.get_ptr_mut(src) {
+        // SAFETY: as in `admit_new_flow`: this CPU's value of a live entry, touched by no one
+        // else while we run.
+        let state = unsafe { &mut *state };
+        state.credit_ns = state
+            .credit_ns
+            .saturating_add(cost)
+            .min(settings.rate_burst_ns);
+    }
+}

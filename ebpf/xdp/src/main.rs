@@ -9,14 +9,18 @@
 //! - [`guard`]: source blocklist and per-source new-flow token buckets.
 //! - [`encap`]: IPIP / IP6IP6 encapsulation and decapsulation.
 //! - [`steer`]: the decision: services, connection table, Maglev, local or remote.
+//! - [`wire`]: one-instruction word loads and stores of packet bytes (inline assembly).
 #![no_std]
 #![no_main]
+// Inline assembly for BPF (`wire`) is unstable; this crate builds with nightly only.
+#![feature(asm_experimental_arch)]
 
 mod encap;
 mod guard;
 mod maps;
 mod parse;
 mod steer;
+mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use relay_common::Verdict;
@@ -33,18 +37,16 @@ pub fn relay_steer(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Decides the packet's fate and counts it under that verdict (overall and per service).
+/// Decides the packet's fate and counts it under that verdict and its reasons, in its
+/// service's stats slot (one map update per packet).
 ///
 /// `Err` carries the action for a packet the program could not handle; it is counted the same
 /// way, so that nothing leaves the program uncounted.
 #[inline(always)]
 fn try_relay_steer(ctx: &XdpContext) -> Result<u32, u32> {
     let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
-    let decision = steer::decide(ctx, len);
-    maps::count(decision.verdict, len);
-    if let Some(service) = decision.service {
-        maps::count_service(service, decision.verdict, len);
-    }
+    let decision = steer::decide(ctx);
+    maps::count(decision.slot, decision.verdict, &decision.reasons, len);
     match decision.verdict {
         Verdict::Pass => Ok(xdp_action::XDP_PASS),
         Verdict::Aborted => Err(xdp_action::XDP_ABORTED),

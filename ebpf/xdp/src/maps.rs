@@ -4,9 +4,10 @@
 //! time.
 //!
 //! - Counters (per CPU, so the program adds without atomics; userspace sums the CPUs):
-//!   `RELAY_COUNTERS` by [`Verdict`], `RELAY_REASONS` by [`Reason`], `RELAY_SERVICE_STATS` by
-//!   service and verdict.
-//! - Configuration (written by userspace): `RELAY_SETTINGS`, `RELAY_SERVICES`, `RELAY_NODES`,
+//!   `RELAY_STATS`, one [`Stats`] per service and one for traffic to no service, each with
+//!   packets and bytes by [`Verdict`] and by [`Reason`]. A packet touches one slot: one lookup.
+//! - Configuration (written by userspace): `RELAY_SETTINGS`, `RELAY_SERVICES` (with its two
+//!   lookup aids `RELAY_SERVICE_PORTS` and `RELAY_SERVICE_KEYS`), `RELAY_NODES`,
 //!   `RELAY_RINGS` (two halves per service) and `RELAY_ACTIVE` (the live half), the
 //!   `RELAY_BLOCKLIST` trie.
 //! - State (written by the program): `RELAY_FLOWS` (LRU connection table), `RELAY_RATE`
@@ -19,19 +20,19 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use relay_common::{
-    Active, Counter, DEFAULT_BLOCKLIST_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_RATE_ENTRIES,
+    Active, DEFAULT_BLOCKLIST_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_RATE_ENTRIES,
     DEFAULT_RING_ENTRIES, Flow, FlowKey, MAX_NODES, MAX_SERVICES, Node, RateState, Reason, Ring,
-    Service, ServiceKey, Settings, Verdict, maps as names,
+    SERVICE_PORT_ENTRIES, Service, ServiceKey, Settings, Stats, Verdict, maps as names,
 };
 
 /// `#[map]` takes the map's name as a literal; these keep it equal to the name the loader uses.
 const _: () = {
-    assert!(str_eq("RELAY_COUNTERS", names::COUNTERS));
-    assert!(str_eq("RELAY_REASONS", names::REASONS));
-    assert!(str_eq("RELAY_SERVICE_STATS", names::SERVICE_STATS));
+    assert!(str_eq("RELAY_STATS", names::STATS));
     assert!(str_eq("RELAY_SETTINGS", names::SETTINGS));
     assert!(str_eq("RELAY_ACTIVE", names::ACTIVE));
     assert!(str_eq("RELAY_SERVICES", names::SERVICES));
+    assert!(str_eq("RELAY_SERVICE_PORTS", names::SERVICE_PORTS));
+    assert!(str_eq("RELAY_SERVICE_KEYS", names::SERVICE_KEYS));
     assert!(str_eq("RELAY_NODES", names::NODES));
     assert!(str_eq("RELAY_RINGS", names::RINGS));
     assert!(str_eq("RELAY_FLOWS", names::FLOWS));
@@ -39,15 +40,9 @@ const _: () = {
     assert!(str_eq("RELAY_BLOCKLIST", names::BLOCKLIST));
 };
 
-#[map(name = "RELAY_COUNTERS")]
-static RELAY_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0);
-
-#[map(name = "RELAY_REASONS")]
-static RELAY_REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
-
-#[map(name = "RELAY_SERVICE_STATS")]
-static RELAY_SERVICE_STATS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(MAX_SERVICES * Verdict::COUNT, 0);
+/// Set at load: one slot per configured service slot, plus slot 0.
+#[map(name = "RELAY_STATS")]
+static RELAY_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(MAX_SERVICES + 1, 0);
 
 #[map(name = "RELAY_SETTINGS")]
 pub static RELAY_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
@@ -58,6 +53,12 @@ pub static RELAY_ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
 #[map(name = "RELAY_SERVICES")]
 pub static RELAY_SERVICES: aya_ebpf::maps::HashMap<ServiceKey, Service> =
     aya_ebpf::maps::HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "RELAY_SERVICE_PORTS")]
+pub static RELAY_SERVICE_PORTS: Array<u32> = Array::with_max_entries(SERVICE_PORT_ENTRIES, 0);
+
+#[map(name = "RELAY_SERVICE_KEYS")]
+pub static RELAY_SERVICE_KEYS: Array<ServiceKey> = Array::with_max_entries(MAX_SERVICES, 0);
 
 #[map(name = "RELAY_NODES")]
 pub static RELAY_NODES: Array<Node> = Array::with_max_entries(MAX_NODES, 0);
@@ -81,39 +82,25 @@ pub static RELAY_RATE: LruPerCpuHashMap<[u32; 4], RateState> =
 pub static RELAY_BLOCKLIST: LpmTrie<[u32; 4], u32> =
     LpmTrie::with_max_entries(DEFAULT_BLOCKLIST_ENTRIES, 0);
 
+/// Counts one packet of `bytes` bytes in this CPU's stats slot `slot` under `verdict` and
+/// each of `reasons`.
 #[inline(always)]
-fn add(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
-    if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: the kernel returned a pointer to this CPU's value of a live map slot, valid
-        // and aligned for a `Counter`; no other program touches this CPU's slot while we run
-        // (XDP runs with preemption disabled), so the read-modify-write is not racy.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
+pub fn count(slot: u32, verdict: Verdict, reasons: &[Option<Reason>; 3], bytes: u64) {
+    let Some(stats) = RELAY_STATS.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: the kernel returned a pointer to this CPU's value of a live map slot, valid and
+    // aligned for a `Stats`; no other program touches this CPU's value while we run (XDP runs
+    // with preemption disabled), so the exclusive borrow is not racy. It ends with this call.
+    let stats = unsafe { &mut *stats };
+    if let Some(counter) = stats.verdicts.get_mut(verdict as usize) {
+        counter.add(bytes);
+    }
+    for reason in reasons.iter().flatten() {
+        if let Some(counter) = stats.reasons.get_mut(*reason as usize) {
+            counter.add(bytes);
         }
     }
-}
-
-/// Adds one packet of `bytes` bytes to this CPU's slot for `verdict`.
-#[inline(always)]
-pub fn count(verdict: Verdict, bytes: u64) {
-    add(&RELAY_COUNTERS, verdict as u32, bytes);
-}
-
-/// Adds one packet to this CPU's slot for `reason`.
-#[inline(always)]
-pub fn count_reason(reason: Reason, bytes: u64) {
-    add(&RELAY_REASONS, reason as u32, bytes);
-}
-
-/// Adds one packet to this CPU's slot for `service` and `verdict`.
-#[inline(always)]
-pub fn count_service(service: u32, verdict: Verdict, bytes: u64) {
-    add(
-        &RELAY_SERVICE_STATS,
-        service * Verdict::COUNT + verdict as u32,
-        bytes,
-    );
 }
 
 /// `const` string equality, for compile-time checks of names the macros take as literals.

@@ -2,8 +2,9 @@
 //! twin [`ptr_at_mut`]), and [`parse`], which walks Ethernet (with at most one 802.1Q / 802.1ad
 //! tag), IPv4 or IPv6, and the TCP / UDP ports, and says what it found.
 //!
-//! Every header is checked against `data_end` before it is read, by [`ptr_at`] only. Multi-byte
-//! fields are in network byte order as on the wire; the accessors convert. A header that is cut
+//! Every header is checked against `data_end` before it is read, by [`ptr_at`] only; its fields
+//! are then read with one load each ([`crate::wire`]). Multi-byte fields are in network byte
+//! order as on the wire; the accessors convert. A header that is cut
 //! short or contradicts itself is [`ParseError::Malformed`]; fragments, options and other
 //! protocols are reported, not judged: [`crate::steer`] applies the policies.
 
@@ -11,6 +12,8 @@ use core::mem;
 
 use aya_ebpf::programs::XdpContext;
 use relay_common::v4_mapped;
+
+use crate::wire::{load16, load32};
 
 /// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
@@ -25,6 +28,9 @@ pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPV6: u8 = 41;
+/// TCP flags.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 /// IPv6 extension headers: hop-by-hop, routing, fragment, ESP, AH, destination options,
 /// mobility, HIP, shim6.
 const IPV6_FRAGMENT: u8 = 44;
@@ -41,10 +47,6 @@ pub struct EthHdr {
 
 impl EthHdr {
     pub const LEN: usize = mem::size_of::<Self>();
-    #[inline(always)]
-    pub fn ether_type(&self) -> u16 {
-        u16::from_be_bytes(self.ether_type)
-    }
 }
 
 /// One 802.1Q tag: TCI then the encapsulated EtherType.
@@ -57,10 +59,6 @@ pub struct VlanHdr {
 
 impl VlanHdr {
     pub const LEN: usize = mem::size_of::<Self>();
-    #[inline(always)]
-    pub fn ether_type(&self) -> u16 {
-        u16::from_be_bytes(self.ether_type)
-    }
 }
 
 /// IPv4 header without options (options are skipped through IHL).
@@ -160,6 +158,8 @@ pub struct Packet {
     pub dst: [u32; 4],
     /// The first four bytes of the TCP / UDP header (0 for other protocols and fragments).
     pub ports: u32,
+    /// A TCP SYN without ACK: the first packet of a connection.
+    pub syn: bool,
 }
 
 impl Packet {
@@ -198,24 +198,17 @@ pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseErr
     ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
 }
 
-/// Reads a `T` at `offset` (a copy, so no reference into the packet outlives the check).
-#[inline(always)]
-pub fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, ParseError> {
-    let ptr = ptr_at::<T>(ctx, offset)?;
-    // SAFETY: `ptr_at` checked that the whole `T` lies inside the packet; every `T` read here is
-    // a byte-array struct (alignment 1), so an unaligned packet address is fine.
-    Ok(unsafe { ptr.read_unaligned() })
-}
-
 /// Parses Ethernet, one optional VLAN tag, IPv4 / IPv6, and the TCP / UDP ports.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Frame, ParseError> {
-    let eth: EthHdr = read_at(ctx, 0)?;
-    let mut ether_type = eth.ether_type();
+    let eth = ptr_at::<EthHdr>(ctx, 0)? as *const u8;
+    // SAFETY: `ptr_at` checked that the Ethernet header (14 bytes) lies inside the packet.
+    let mut ether_type = u16::from_be(unsafe { load16(eth.add(12)) });
     let mut vlan = false;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let tag: VlanHdr = read_at(ctx, EthHdr::LEN)?;
-        ether_type = tag.ether_type();
+        let tag = ptr_at::<VlanHdr>(ctx, EthHdr::LEN)? as *const u8;
+        // SAFETY: `ptr_at` checked that the tag (4 bytes) lies inside the packet.
+        ether_type = u16::from_be(unsafe { load16(tag.add(2)) });
         vlan = true;
     }
     let l3 = if vlan {
@@ -238,37 +231,47 @@ fn parse_v4(
     l3: usize,
     frame_len: usize,
 ) -> Result<Packet, ParseError> {
-    let ip: Ipv4Hdr = read_at(ctx, l3)?;
-    let header_len = usize::from(ip.version_ihl & 0x0F) * 4;
-    let ip_len = u16::from_be_bytes(ip.tot_len);
-    if ip.version_ihl >> 4 != 4
+    let ip = ptr_at::<Ipv4Hdr>(ctx, l3)? as *const u8;
+    // SAFETY: `ptr_at` checked that the option-less header (20 bytes) lies inside the packet;
+    // every field read lies within it (offsets from `Ipv4Hdr`).
+    let (version_ihl, tos, tot_len, frag_off, protocol, saddr, daddr) = unsafe {
+        (
+            *ip,
+            *ip.add(1),
+            load16(ip.add(2)),
+            load16(ip.add(6)),
+            *ip.add(9),
+            load32(ip.add(12)),
+            load32(ip.add(16)),
+        )
+    };
+    let header_len = usize::from(version_ihl & 0x0F) * 4;
+    let ip_len = u16::from_be(tot_len);
+    if version_ihl >> 4 != 4
         || header_len < Ipv4Hdr::LEN
         || usize::from(ip_len) < header_len
         || l3 + usize::from(ip_len) > frame_len
     {
         return Err(ParseError::Malformed);
     }
-    let fragment = u16::from_be_bytes(ip.frag_off) & 0x3FFF != 0;
+    let fragment = u16::from_be(frag_off) & 0x3FFF != 0;
     let l4_offset = l3 + header_len;
     let mut packet = Packet {
         vlan,
         v6: false,
-        proto: ip.protocol,
-        tos: ip.tos,
+        proto: protocol,
+        tos,
         ip_len: u32::from(ip_len),
         fragment,
         options: header_len > Ipv4Hdr::LEN,
-        src: v4_mapped(u32::from_ne_bytes(ip.saddr)),
-        dst: v4_mapped(u32::from_ne_bytes(ip.daddr)),
+        src: v4_mapped(saddr),
+        dst: v4_mapped(daddr),
         ports: 0,
+        syn: false,
     };
     if !fragment {
-        packet.ports = ports(
-            ctx,
-            ip.protocol,
-            l4_offset,
-            usize::from(ip_len) - header_len,
-        )?;
+        (packet.ports, packet.syn) =
+            ports(ctx, protocol, l4_offset, usize::from(ip_len) - header_len)?;
     }
     Ok(packet)
 }
@@ -280,61 +283,83 @@ fn parse_v6(
     l3: usize,
     frame_len: usize,
 ) -> Result<Packet, ParseError> {
-    let ip: Ipv6Hdr = read_at(ctx, l3)?;
-    let payload_len = u16::from_be_bytes(ip.payload_len);
-    if ip.version_tc_flow[0] >> 4 != 6 || l3 + Ipv6Hdr::LEN + usize::from(payload_len) > frame_len {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, l3)? as *const u8;
+    // SAFETY: `ptr_at` checked that the fixed header (40 bytes) lies inside the packet; every
+    // field read lies within it (offsets from `Ipv6Hdr`).
+    let (first, second, payload_len, next, src, dst) = unsafe {
+        (
+            *ip,
+            *ip.add(1),
+            u16::from_be(load16(ip.add(4))),
+            *ip.add(6),
+            [
+                load32(ip.add(8)),
+                load32(ip.add(12)),
+                load32(ip.add(16)),
+                load32(ip.add(20)),
+            ],
+            [
+                load32(ip.add(24)),
+                load32(ip.add(28)),
+                load32(ip.add(32)),
+                load32(ip.add(36)),
+            ],
+        )
+    };
+    if first >> 4 != 6 || l3 + Ipv6Hdr::LEN + usize::from(payload_len) > frame_len {
         return Err(ParseError::Malformed);
     }
-    let next = ip.next_header;
     let fragment = next == IPV6_FRAGMENT;
     let options = !fragment && IPV6_EXTENSIONS.contains(&next);
     let l4_offset = l3 + Ipv6Hdr::LEN;
-    let words = |a: [u8; 16]| {
-        [
-            u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-            u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-            u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-            u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-        ]
-    };
     let mut packet = Packet {
         vlan,
         v6: true,
         proto: next,
-        tos: (ip.version_tc_flow[0] << 4) | (ip.version_tc_flow[1] >> 4),
+        tos: (first << 4) | (second >> 4),
         ip_len: u32::from(payload_len) + Ipv6Hdr::LEN as u32,
         fragment,
         options,
-        src: words(ip.saddr),
-        dst: words(ip.daddr),
+        src,
+        dst,
         ports: 0,
+        syn: false,
     };
     if !fragment && !options {
-        packet.ports = ports(ctx, next, l4_offset, usize::from(payload_len))?;
+        (packet.ports, packet.syn) = ports(ctx, next, l4_offset, usize::from(payload_len))?;
     }
     Ok(packet)
 }
 
 /// The ports of a TCP or UDP header at `offset`, which must fit in the `room` bytes the IP
-/// header gives its payload; 0 for other protocols.
+/// header gives its payload (0 for other protocols), and whether it is a TCP SYN without ACK.
 #[inline(always)]
-fn ports(ctx: &XdpContext, proto: u8, offset: usize, room: usize) -> Result<u32, ParseError> {
+fn ports(
+    ctx: &XdpContext,
+    proto: u8,
+    offset: usize,
+    room: usize,
+) -> Result<(u32, bool), ParseError> {
     match proto {
         IPPROTO_TCP => {
-            let tcp: TcpHead = read_at(ctx, offset)?;
-            let data_offset = usize::from(tcp.data_offset >> 4) * 4;
+            let tcp = ptr_at::<TcpHead>(ctx, offset)? as *const u8;
+            // SAFETY: `ptr_at` checked the first 20 bytes of the TCP header: the ports, the
+            // data offset (byte 12) and the flags (byte 13) lie within them.
+            let (ports, data_offset, flags) = unsafe { (load32(tcp), *tcp.add(12), *tcp.add(13)) };
+            let data_offset = usize::from(data_offset >> 4) * 4;
             if data_offset < mem::size_of::<TcpHead>() || data_offset > room {
                 return Err(ParseError::Malformed);
             }
-            Ok(u32::from_ne_bytes(tcp.ports))
+            Ok((ports, flags & (TCP_SYN | TCP_ACK) == TCP_SYN))
         }
         IPPROTO_UDP => {
-            let udp: UdpHdr = read_at(ctx, offset)?;
+            let udp = ptr_at::<UdpHdr>(ctx, offset)? as *const u8;
             if room < mem::size_of::<UdpHdr>() {
                 return Err(ParseError::Malformed);
             }
-            Ok(u32::from_ne_bytes(udp.ports))
+            // SAFETY: `ptr_at` checked the 8-byte UDP header; the ports are its first 4 bytes.
+            Ok((unsafe { load32(udp) }, false))
         }
-        _ => Ok(0),
+        _ => Ok((0, false)),
     }
 }

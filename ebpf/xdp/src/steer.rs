@@ -6,41 +6,49 @@
 //! 4. fragment → `steer.fragments`; options / extension headers → `steer.ip_options`
 //!    (`Steer` continues for IPv4 options: the inner packet is never rewritten);
 //! 5. IPIP / IP6IP6 from the encapsulation prefix, when decap is on → strip, pass;
-//! 6. no service for (destination, port, protocol) → pass untouched;
+//! 6. no service for (destination, port, protocol) → pass untouched (found by port in an array
+//!    and checked against the service's key; the services hash only for shared ports);
 //! 7. connection table hit with a live node → that node; miss → token bucket (empty → drop),
-//!    then the Maglev ring's slot `hash % ring_size` in the live half; the choice is recorded;
+//!    then the Maglev ring's slot `hash % ring_size` in the live half; the choice is recorded
+//!    with the flow hash, so that the flow's later packets never hash again (a TCP SYN is
+//!    recorded first and looked up only if its flow is already known);
 //! 8. local node → pass; another node → encapsulate and transmit.
 //!
-//! Every step counts its [`Reason`]; `main` counts the verdict, overall and per service.
+//! Every step names its [`Reason`] in the [`Decision`]; `main` counts the verdict and the
+//! reasons with one update of the packet's stats slot (its service's, or slot 0).
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use relay_common::{
-    Flow, FlowKey, MAX_RING_SIZE, NO_NODE, Node, Policy, Reason, ServiceKey, Settings, Verdict,
-    flow_hash,
+    Flow, FlowKey, MAX_RING_SIZE, NO_NODE, Node, PORT_FREE, PORT_SHARED, Policy, Reason,
+    STATS_NO_SERVICE, ServiceKey, Settings, Verdict, flow_hash, service_port_index, stats_slot,
 };
 
 use crate::{
     encap, guard,
     maps::{
-        RELAY_ACTIVE, RELAY_FLOWS, RELAY_NODES, RELAY_RINGS, RELAY_SERVICES, RELAY_SETTINGS,
-        count_reason,
+        RELAY_ACTIVE, RELAY_FLOWS, RELAY_NODES, RELAY_RINGS, RELAY_SERVICE_KEYS,
+        RELAY_SERVICE_PORTS, RELAY_SERVICES, RELAY_SETTINGS,
     },
     parse::{self, Frame, IPPROTO_TCP, IPPROTO_UDP, Packet},
 };
 
-/// What happened to a packet: its verdict and, for service traffic, the service id.
+/// What happened to a packet: its verdict, its stats slot and the reasons it counts under (at
+/// most three: IP options, then how its flow was found, then where it went).
 #[derive(Clone, Copy)]
 pub struct Decision {
     pub verdict: Verdict,
-    pub service: Option<u32>,
+    pub slot: u32,
+    pub reasons: [Option<Reason>; 3],
 }
 
 impl Decision {
+    /// A packet that is not service traffic, with one reason.
     #[inline(always)]
-    fn plain(verdict: Verdict) -> Self {
+    fn plain(verdict: Verdict, reason: Reason) -> Self {
         Self {
             verdict,
-            service: None,
+            slot: STATS_NO_SERVICE,
+            reasons: [Some(reason), None, None],
         }
     }
 }
@@ -55,153 +63,185 @@ fn by_policy(policy: u32) -> Verdict {
     }
 }
 
-/// Decides the fate of the packet in `ctx` (`bytes` long, for the counters).
+/// Decides the fate of the packet in `ctx`.
 #[inline(always)]
-pub fn decide(ctx: &XdpContext, bytes: u64) -> Decision {
-    let reason = |r: Reason| count_reason(r, bytes);
+pub fn decide(ctx: &XdpContext) -> Decision {
     let Some(settings) = RELAY_SETTINGS.get(0) else {
-        reason(Reason::Disabled);
-        return Decision::plain(Verdict::Pass);
+        return Decision::plain(Verdict::Pass, Reason::Disabled);
     };
     if settings.flags & Settings::ENABLED == 0 {
-        reason(Reason::Disabled);
-        return Decision::plain(Verdict::Pass);
+        return Decision::plain(Verdict::Pass, Reason::Disabled);
     }
     let packet = match parse::parse(ctx) {
         Ok(Frame::Ip(packet)) => packet,
-        Ok(Frame::NotIp) => {
-            reason(Reason::NotIp);
-            return Decision::plain(Verdict::Pass);
-        }
+        Ok(Frame::NotIp) => return Decision::plain(Verdict::Pass, Reason::NotIp),
         Err(parse::ParseError::Malformed) => {
-            reason(Reason::Malformed);
-            return Decision::plain(by_policy(settings.malformed));
+            return Decision::plain(by_policy(settings.malformed), Reason::Malformed);
         }
     };
     if settings.flags & Settings::BLOCKLIST != 0 && guard::blocked(&packet.src) {
-        reason(Reason::Blocked);
-        return Decision::plain(Verdict::Drop);
+        return Decision::plain(Verdict::Drop, Reason::Blocked);
     }
     if packet.fragment {
-        reason(Reason::Fragment);
-        return Decision::plain(by_policy(settings.fragments));
+        return Decision::plain(by_policy(settings.fragments), Reason::Fragment);
     }
+    let mut options = None;
     if packet.options {
-        reason(Reason::IpOptions);
         let steer_it = settings.ip_options == Policy::Steer as u32 && !packet.v6;
         if !steer_it {
-            return Decision::plain(by_policy(settings.ip_options));
+            return Decision::plain(by_policy(settings.ip_options), Reason::IpOptions);
         }
+        options = Some(Reason::IpOptions);
     }
     if settings.flags & Settings::DECAP != 0 && encap::is_ours_to_decap(&packet, settings) {
-        return Decision::plain(match encap::decap(ctx, &packet) {
-            Ok(()) => {
-                reason(Reason::Decap);
-                Verdict::Pass
-            }
-            Err(encap::EncapError) => {
-                reason(Reason::EncapFailed);
-                Verdict::Drop
-            }
-        });
+        return match encap::decap(ctx, &packet) {
+            Ok(()) => Decision::plain(Verdict::Pass, Reason::Decap),
+            Err(encap::EncapError) => Decision::plain(Verdict::Drop, Reason::EncapFailed),
+        };
     }
     if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
-        reason(Reason::NoService);
-        return Decision::plain(Verdict::Pass);
+        return Decision::plain(Verdict::Pass, Reason::NoService);
     }
-    let key = ServiceKey {
-        addr: packet.dst,
-        port: packet.dst_port(),
-        proto: packet.proto,
-        _pad: 0,
+    let Some(id) = service_of(&packet) else {
+        return Decision::plain(Verdict::Pass, Reason::NoService);
     };
-    let Some(service) = RELAY_SERVICES.get_ptr(key) else {
-        reason(Reason::NoService);
-        return Decision::plain(Verdict::Pass);
-    };
-    // SAFETY: the kernel returned a pointer to a live value of the services map; `id` is a
-    // plain u32 copied out at once (userspace replaces entries whole, never in place).
-    let id = unsafe { (*service).id };
+    let (verdict, found, went) = steer_flow(ctx, settings, &packet, id);
     Decision {
-        verdict: steer_flow(ctx, settings, &packet, id, bytes),
-        service: Some(id),
+        verdict,
+        slot: stats_slot(id),
+        reasons: [options, Some(found), went],
     }
 }
 
-/// Steps 7 and 8 for a packet of service `service`.
+/// The id of the service `packet` (TCP or UDP) is addressed to, if any.
+///
+/// The port array says whether a service listens on the destination port; when exactly one
+/// does, its key is compared in full (the array of keys is indexed by id, so a stale port entry
+/// during a sync can only miss, never name another service). Ports shared by several service
+/// addresses fall back to the services hash.
+#[inline(always)]
+fn service_of(packet: &Packet) -> Option<u32> {
+    let port = packet.dst_port();
+    let entry = *RELAY_SERVICE_PORTS.get(service_port_index(packet.proto, port))?;
+    if entry == PORT_FREE {
+        return None;
+    }
+    if entry != PORT_SHARED {
+        let id = entry - 1;
+        let key = RELAY_SERVICE_KEYS.get(id)?;
+        let same = key.addr == packet.dst && key.port == port && key.proto == packet.proto;
+        return same.then_some(id);
+    }
+    let key = ServiceKey {
+        addr: packet.dst,
+        port,
+        proto: packet.proto,
+        _pad: 0,
+    };
+    let service = RELAY_SERVICES.get_ptr(key)?;
+    // SAFETY: the kernel returned a pointer to a live value of the services map; `id` is a
+    // plain u32 copied out at once (userspace replaces entries whole, never in place).
+    Some(unsafe { (*service).id })
+}
+
+/// Steps 7 and 8 for a packet of service `service`: the verdict, how the flow was found
+/// (`NewFlow`, `Established`, `Rescheduled`, `RateLimited`) and where it went.
+///
+/// A TCP SYN within its source's rate is recorded at once (an insert that fails if the flow
+/// is known: one hash-table operation instead of a lookup and an insert); a SYN of a known
+/// flow (a retransmission) gives its token back and is handled like any other packet.
 #[inline(always)]
 fn steer_flow(
     ctx: &XdpContext,
     settings: &Settings,
     packet: &Packet,
     service: u32,
-    bytes: u64,
-) -> Verdict {
-    let reason = |r: Reason| count_reason(r, bytes);
+) -> (Verdict, Reason, Option<Reason>) {
     let key = FlowKey {
         src: packet.src,
         dst: packet.dst,
         ports: packet.ports,
         proto: u32::from(packet.proto),
     };
-    let hash = flow_hash(&key);
+    let mut admitted = None;
+    if packet.syn {
+        let admit = guard::admit_new_flow(settings, &packet.src);
+        if admit {
+            let hash = flow_hash(&key);
+            let id = pick(settings, service, hash);
+            let flow = Flow { node: id, hash };
+            if id != NO_NODE
+                && RELAY_FLOWS
+                    .insert(key, flow, u64::from(BPF_NOEXIST))
+                    .is_ok()
+            {
+                return deliver(ctx, settings, packet, Reason::NewFlow, node(id), hash);
+            }
+            guard::refund(settings, &packet.src);
+        }
+        admitted = Some(admit);
+    }
     let known = RELAY_FLOWS.get_ptr(key).map(|flow| {
         // SAFETY: the kernel returned a pointer to a live entry of the connection table; the
-        // u32 is copied out at once (a racing update rewrites it whole).
-        unsafe { (*flow).node }
+        // 8-byte value is copied out at once (a racing update rewrites it whole).
+        unsafe { *flow }
     });
-    let node_id = match known {
-        Some(id) if node(id).is_some_and(|n| n.flags & Node::UP != 0) => {
-            reason(Reason::Established);
-            id
-        }
-        Some(_) => {
-            reason(Reason::Rescheduled);
-            let id = pick(settings, service, hash);
-            remember(&key, id);
-            id
-        }
-        None => {
-            if !guard::admit_new_flow(settings, &packet.src) {
-                reason(Reason::RateLimited);
-                return Verdict::Drop;
+    let (found, chosen, hash) = match known {
+        Some(flow) => match node(flow.node) {
+            Some(n) if n.flags & Node::UP != 0 => (Reason::Established, Some(n), flow.hash),
+            _ => {
+                let id = pick(settings, service, flow.hash);
+                remember(&key, id, flow.hash);
+                (Reason::Rescheduled, node(id), flow.hash)
             }
-            reason(Reason::NewFlow);
+        },
+        None => {
+            let admit = admitted.unwrap_or_else(|| guard::admit_new_flow(settings, &packet.src));
+            if !admit {
+                return (Verdict::Drop, Reason::RateLimited, None);
+            }
+            let hash = flow_hash(&key);
             let id = pick(settings, service, hash);
-            remember(&key, id);
-            id
+            remember(&key, id, hash);
+            (Reason::NewFlow, node(id), hash)
         }
     };
-    let Some(node) = node(node_id) else {
-        reason(Reason::NoNode);
-        return Verdict::Pass;
+    deliver(ctx, settings, packet, found, chosen, hash)
+}
+
+/// Step 8: the packet of a flow found as `found`, steered to `chosen`: pass to the local
+/// stack, or encapsulate to another node and transmit.
+#[inline(always)]
+fn deliver(
+    ctx: &XdpContext,
+    settings: &Settings,
+    packet: &Packet,
+    found: Reason,
+    chosen: Option<Node>,
+    hash: u32,
+) -> (Verdict, Reason, Option<Reason>) {
+    let Some(node) = chosen else {
+        return (Verdict::Pass, found, Some(Reason::NoNode));
     };
     if node.flags & Node::LOCAL != 0 {
-        reason(Reason::Local);
-        return Verdict::Pass;
+        return (Verdict::Pass, found, Some(Reason::Local));
+    }
+    let family = if packet.v6 {
+        Node::HAS_V6
+    } else {
+        Node::HAS_V4
+    };
+    if node.flags & family == 0 {
+        return (Verdict::Pass, found, Some(Reason::NoNode));
     }
     let result = if packet.v6 {
-        if node.flags & Node::HAS_V6 == 0 {
-            reason(Reason::NoNode);
-            return Verdict::Pass;
-        }
         encap::encap_v6(ctx, packet, &node, settings, hash)
     } else {
-        if node.flags & Node::HAS_V4 == 0 {
-            reason(Reason::NoNode);
-            return Verdict::Pass;
-        }
         encap::encap_v4(ctx, packet, &node, settings, hash)
     };
     match result {
-        Ok(()) => {
-            reason(Reason::Remote);
-            Verdict::Tx
-        }
-        Err(encap::EncapError) => {
-            reason(Reason::EncapFailed);
-            Verdict::Drop
-        }
+        Ok(()) => (Verdict::Tx, found, Some(Reason::Remote)),
+        Err(encap::EncapError) => (Verdict::Drop, found, Some(Reason::EncapFailed)),
     }
 }
 
@@ -234,12 +274,12 @@ fn pick(settings: &Settings, service: u32, hash: u32) -> u32 {
     unsafe { *(ring as *const u32).add(slot) }
 }
 
-/// Records the flow's node, unless there is none.
+/// Records the flow's node and hash, unless there is no node.
 #[inline(always)]
-fn remember(key: &FlowKey, node: u32) {
+fn remember(key: &FlowKey, node: u32, hash: u32) {
     if node != NO_NODE {
         // A failed insert only means the next packet picks again (the same node, unless the
         // table changed in between).
-        let _ = RELAY_FLOWS.insert(key, Flow { node, flags: 0 }, 0);
+        let _ = RELAY_FLOWS.insert(key, Flow { node, hash }, 0);
     }
 }

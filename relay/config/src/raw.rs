@@ -86,6 +86,7 @@ pub(crate) struct RawHttpOrigin {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default, expecting = "a [steer] table")]
 pub(crate) struct RawSteer {
+    pub(crate) iface: Option<Spanned<String>>,
     pub(crate) pin_root: Option<Spanned<String>>,
     pub(crate) ring_size: Option<Spanned<u64>>,
     pub(crate) max_services: Option<Spanned<u64>>,
@@ -98,8 +99,19 @@ pub(crate) struct RawSteer {
     pub(crate) encap_source_v6: Option<Spanned<String>>,
     pub(crate) proximity_rtt_us: Option<Spanned<u64>>,
     pub(crate) guard: RawSteerGuard,
+    pub(crate) health: RawSteerHealth,
     pub(crate) services: Vec<RawSteerService>,
     pub(crate) nodes: Vec<RawSteerNode>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [steer.health] table")]
+pub(crate) struct RawSteerHealth {
+    pub(crate) interval_ms: Option<Spanned<u64>>,
+    pub(crate) timeout_ms: Option<Spanned<u64>>,
+    pub(crate) down_after: Option<Spanned<u64>>,
+    pub(crate) up_after: Option<Spanned<u64>>,
+    pub(crate) path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -131,4 +143,5 @@ pub(crate) struct RawSteerNode {
     pub(crate) weight: Option<Spanned<u64>>,
     pub(crate) up: Option<bool>,
     pub(crate) rtt_us: Option<Spanned<u64>>,
+    pub(crate) health_check: Option<Spanned<String>>,
 }

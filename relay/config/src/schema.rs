@@ -218,6 +218,10 @@ impl Default for AdminConfig {
 /// `[steer]`: the XDP steering plane (services, nodes, table sizes, policies, guard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SteerConfig {
+    /// The interface `relay run` keeps in step: when `relay_steer` is attached to it (pinned
+    /// under `pin_root`), the daemon syncs its maps at start, on SIGHUP and when a node's
+    /// health changes. None (default): the daemon leaves steering alone.
+    pub iface: Option<String>,
     /// bpffs directory the steering maps are pinned under (default /sys/fs/bpf/relay).
     pub pin_root: PathBuf,
     /// Slots of each service's Maglev table: a prime from 13 to 65537 (default 65537).
@@ -243,6 +247,8 @@ pub struct SteerConfig {
     pub proximity_rtt_us: u64,
     /// `[steer.guard]`.
     pub guard: SteerGuard,
+    /// `[steer.health]`.
+    pub health: SteerHealth,
     /// `[[steer.services]]`.
     pub services: Vec<SteerService>,
     /// `[[steer.nodes]]`.
@@ -252,6 +258,7 @@ pub struct SteerConfig {
 impl Default for SteerConfig {
     fn default() -> Self {
         SteerConfig {
+            iface: None,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
             ring_size: DEFAULT_RING_SIZE,
             max_services: DEFAULT_MAX_SERVICES,
@@ -264,6 +271,7 @@ impl Default for SteerConfig {
             encap_source_v6: (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
             proximity_rtt_us: DEFAULT_PROXIMITY_RTT_US,
             guard: SteerGuard::default(),
+            health: SteerHealth::default(),
             services: Vec::new(),
             nodes: Vec::new(),
         }
@@ -294,6 +302,33 @@ pub const DEFAULT_NEW_FLOW_BURST: u64 = 64;
 pub const MAX_NODE_WEIGHT: u64 = 10_000;
 /// `steer.nodes[].weight` when omitted.
 pub const DEFAULT_NODE_WEIGHT: u32 = 100;
+
+/// `[steer.health]`: how `relay run` checks the nodes that have a `health_check` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerHealth {
+    /// Time between two checks of a node, in ms (default 1000).
+    pub interval_ms: u64,
+    /// Bound on one check (connect, request, status line), in ms (default 500).
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark a node down (default 3).
+    pub down_after: u32,
+    /// Consecutive passed checks that bring a down node back (default 2).
+    pub up_after: u32,
+    /// Path of the `GET` whose `200` answer means healthy (default "/healthz").
+    pub path: String,
+}
+
+impl Default for SteerHealth {
+    fn default() -> Self {
+        SteerHealth {
+            interval_ms: 1000,
+            timeout_ms: 500,
+            down_after: 3,
+            up_after: 2,
+            path: "/healthz".to_owned(),
+        }
+    }
+}
 
 /// What the steering program does with a class of packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +401,9 @@ pub struct SteerNode {
     pub up: bool,
     /// Measured round-trip time in µs (0: unknown, counts as near).
     pub rtt_us: u64,
+    /// Where `relay run` checks the node's health (`GET <steer.health.path>`, 200 = healthy):
+    /// its admin listener or its service port. None: not checked (`up` alone decides).
+    pub health_check: Option<SocketAddr>,
 }
 
 /// Defaults of `[[origin.http]]` keys.

@@ -2,18 +2,33 @@
 //! (`steer.nodes[1].mac`) and place.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use toml::Spanned;
 
 use crate::error::{ConfigError, ErrorKind, Source};
 use crate::load::{check, in_range};
-use crate::raw::{RawSteer, RawSteerGuard, RawSteerNode, RawSteerService};
+use crate::raw::{RawSteer, RawSteerGuard, RawSteerHealth, RawSteerNode, RawSteerService};
 use crate::schema::*;
 
 pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
     let defaults = SteerConfig::default();
+    let iface = optional(src, "steer.iface", raw.iface, |s| {
+        let bad = s.is_empty()
+            || s.len() > 15
+            || s == "."
+            || s == ".."
+            || s.bytes()
+                .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+        if bad {
+            Err(format!(
+                "must be an interface name (1 to 15 bytes, no '/', ':' or spaces), got {s:?}"
+            ))
+        } else {
+            Ok(s.to_owned())
+        }
+    })?;
     let (pin_root, _) = check(
         src,
         "steer.pin_root",
@@ -111,6 +126,7 @@ pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, Confi
         in_range(1, 60_000_000),
     )?;
     let guard = guard(src, raw.guard)?;
+    let health = health(src, raw.health)?;
     let services = services(src, raw.services)?;
     if services.len() > max_services as usize {
         return Err(src.invalid(
@@ -124,6 +140,7 @@ pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, Confi
     }
     let nodes = nodes(src, raw.nodes)?;
     Ok(SteerConfig {
+        iface,
         pin_root,
         ring_size,
         max_services,
@@ -136,8 +153,61 @@ pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, Confi
         encap_source_v6,
         proximity_rtt_us,
         guard,
+        health,
         services,
         nodes,
+    })
+}
+
+fn health(src: Source<'_>, raw: RawSteerHealth) -> Result<SteerHealth, ConfigError> {
+    let defaults = SteerHealth::default();
+    let (interval_ms, _) = check(
+        src,
+        "steer.health.interval_ms",
+        raw.interval_ms,
+        defaults.interval_ms,
+        in_range(10, 3_600_000),
+    )?;
+    let (timeout_ms, _) = check(
+        src,
+        "steer.health.timeout_ms",
+        raw.timeout_ms,
+        defaults.timeout_ms,
+        in_range(1, 60_000),
+    )?;
+    let count = |key: &str, field, default| {
+        check(src, key, field, default, |v| {
+            in_range(1, 1000)(v).map(|v| v as u32)
+        })
+        .map(|(n, _)| n)
+    };
+    let down_after = count(
+        "steer.health.down_after",
+        raw.down_after,
+        defaults.down_after,
+    )?;
+    let up_after = count("steer.health.up_after", raw.up_after, defaults.up_after)?;
+    let (path, _) = check(
+        src,
+        "steer.health.path",
+        raw.path,
+        defaults.path,
+        |s: String| {
+            if s.starts_with('/') && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "must be a path starting with '/', without spaces, got {s:?}"
+                ))
+            }
+        },
+    )?;
+    Ok(SteerHealth {
+        interval_ms,
+        timeout_ms,
+        down_after,
+        up_after,
+        path,
     })
 }
 
@@ -265,6 +335,11 @@ fn nodes(src: Source<'_>, raw: Vec<RawSteerNode>) -> Result<Vec<SteerNode>, Conf
             in_range(0, MAX_NODE_WEIGHT)(v).map(|v| v as u32)
         })?;
         let (rtt_us, _) = check(src, &key("rtt_us"), node.rtt_us, 0, in_range(0, 60_000_000))?;
+        let health_check = optional(src, &key("health_check"), node.health_check, |s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("must be an address and port like \"192.0.2.12:9090\", got {s:?}")
+            })
+        })?;
         let local = node.local.unwrap_or(false);
         if local && nodes.iter().any(|n| n.local) {
             return Err(src.invalid(
@@ -300,6 +375,7 @@ fn nodes(src: Source<'_>, raw: Vec<RawSteerNode>) -> Result<Vec<SteerNode>, Conf
             weight,
             up: node.up.unwrap_or(true),
             rtt_us,
+            health_check,
         });
     }
     Ok(nodes)

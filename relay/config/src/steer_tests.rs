@@ -118,6 +118,63 @@ fn an_empty_steer_table_is_the_default() {
 }
 
 #[test]
+fn the_daemon_keys_parse() {
+    let text = "[steer]\niface = \"eth1\"\n\n[steer.health]\ninterval_ms = 200\ntimeout_ms = 100\n\
+                down_after = 2\nup_after = 4\npath = \"/ready\"\n\n[[steer.nodes]]\nname = \"r2\"\n\
+                address = \"10.200.250.12\"\nmac = \"02:00:00:00:fa:12\"\n\
+                health_check = \"10.200.250.12:9090\"\n";
+    let steer = parse(text).expect("daemon keys").steer;
+    assert_eq!(steer.iface.as_deref(), Some("eth1"));
+    assert_eq!(steer.health.interval_ms, 200);
+    assert_eq!(steer.health.timeout_ms, 100);
+    assert_eq!(steer.health.down_after, 2);
+    assert_eq!(steer.health.up_after, 4);
+    assert_eq!(steer.health.path, "/ready");
+    assert_eq!(
+        steer.nodes[0].health_check,
+        Some("10.200.250.12:9090".parse().unwrap())
+    );
+    let d = SteerConfig::default();
+    assert_eq!(d.iface, None);
+    assert_eq!((d.health.interval_ms, d.health.timeout_ms), (1000, 500));
+    assert_eq!((d.health.down_after, d.health.up_after), (3, 2));
+    assert_eq!(d.health.path, "/healthz");
+    let cases = [
+        (
+            "[steer]\niface = \"a/b\"\n",
+            "steer.iface",
+            "interface name",
+        ),
+        ("[steer]\niface = \"\"\n", "steer.iface", "interface name"),
+        (
+            "[steer.health]\ninterval_ms = 1\n",
+            "steer.health.interval_ms",
+            "between",
+        ),
+        (
+            "[steer.health]\ndown_after = 0\n",
+            "steer.health.down_after",
+            "between",
+        ),
+        (
+            "[steer.health]\npath = \"healthz\"\n",
+            "steer.health.path",
+            "starting with '/'",
+        ),
+        (
+            "[[steer.nodes]]\nname = \"a\"\nlocal = true\nhealth_check = \"10.0.0.1\"\n",
+            "steer.nodes[0].health_check",
+            "address and port",
+        ),
+    ];
+    for (text, key, needle) in cases {
+        let (_, got_key, message) = error(text);
+        assert_eq!(got_key, key, "{text}: {message}");
+        assert!(message.contains(needle), "{text}: {message}");
+    }
+}
+
+#[test]
 fn bad_values_name_their_key() {
     let cases = [
         ("[steer]\nring_size = 65536\n", "steer.ring_size", "prime"),

@@ -134,6 +134,8 @@ fn run(path: &std::path::Path) -> Result<()> {
         None
     };
     let listeners = relay_server::bind(config.server.listen, workers)?;
+    // Syncs the steering maps of `steer.iface` (if attached) and checks the nodes' health.
+    let steer = relay_steer::Keeper::start(&config.steer);
     let server = relay_server::serve(config, listeners)?;
     eprintln!(
         "relay: listening on http://{} ({workers} workers)",
@@ -151,6 +153,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         }
         match Config::load(path) {
             Ok(new) => {
+                steer.reload(&new.steer);
                 let restart = server.reload(&new);
                 eprintln!("relay: reloaded {}", path.display());
                 if !restart.is_empty() {
@@ -163,6 +166,7 @@ fn run(path: &std::path::Path) -> Result<()> {
             Err(e) => eprintln!("relay: reload refused, keeping the running config: {e}"),
         }
     }
+    drop(steer);
     server.shutdown();
     server.join().context("worker failed")?;
     eprintln!("relay: stopped");

@@ -157,6 +157,10 @@ pub struct Conn {
     pub local: Option<(u64, u64, bytes::Bytes)>,
     /// The chunk fill the body is being streamed from.
     pub src: Option<Arc<UpFill>>,
+    /// A multishot receive is armed (bytes arrive without a submission per request).
+    pub multishot: bool,
+    /// Bytes received while the receive buffer was full (a client pipelining far ahead).
+    pub overflow: Vec<u8>,
     /// Zero-copy sends are worth trying on this connection (off once the kernel reports
     /// that it copied anyway, e.g. over loopback).
     pub zc_ok: bool,
@@ -208,6 +212,8 @@ impl Conn {
             upath: String::with_capacity(256),
             pending: None,
             pass: None,
+            multishot: false,
+            overflow: Vec::new(),
             zc_ok: true,
             zc_sent: None,
             pass_body: None,
@@ -250,6 +256,8 @@ impl Conn {
         self.fill = None;
         self.pending = None;
         self.pass = None;
+        self.multishot = false;
+        self.overflow = Vec::new();
         self.zc_ok = true;
         self.zc_sent = None;
         self.pass_body = None;

@@ -6,12 +6,14 @@
 //! - `worker`: the event loop and a request's way through it (see its module docs).
 //! - `conn`: per-connection state (receive buffer, send state, body position).
 //! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
+//! - `bufring`: the provided-buffer ring multishot receives land in.
 //! - [`metrics`] / [`admin`]: Prometheus text of the workers' counters and merged latency
 //!   histograms, served with `/healthz` on the admin listener.
 //! - `origin`: the directory origin (`openat2` beneath its root).
 //! - `sys`: the few plain syscalls made outside the ring.
 
 pub mod admin;
+mod bufring;
 mod conn;
 pub mod metrics;
 pub mod origin;

@@ -59,6 +59,15 @@ impl Ring {
         self.push(&sqe)
     }
 
+    /// Multishot receive into buffers of group `bgid` (see `bufring`): one submission, one
+    /// completion per arrival, until the connection ends or the group runs dry.
+    pub fn recv_multi(&mut self, fd: RawFd, bgid: u16, ud: u64) -> io::Result<()> {
+        let sqe = opcode::RecvMulti::new(types::Fd(fd), bgid)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
     /// `sendmsg` of the iovecs `msg` points to.
     ///
     /// # Safety

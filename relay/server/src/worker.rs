@@ -37,6 +37,14 @@ const CANCEL: u8 = 8;
 const WAKE: u8 = 9;
 const DISK_READ: u8 = 10;
 const SEND_ZC: u8 = 11;
+const RECV_MULTI: u8 = 12;
+
+/// Provided buffers per worker, and their size: a request head (or a part of one) lands in
+/// one and is copied into the connection's parse buffer at once.
+const RECV_BUFFERS: u16 = 1024;
+const RECV_BUFFER_SIZE: usize = 4096;
+/// Bytes a client may send ahead (pipelining) beyond the parse buffer before it is cut off.
+const OVERFLOW_LIMIT: usize = 1 << 20;
 
 /// Body pieces at least this long are sent zero-copy (SENDMSG_ZC) while the connection's
 /// notifications say the kernel really did not copy. Below it the page pinning and the
@@ -70,6 +78,8 @@ fn timespec(d: Duration) -> Box<Timespec> {
 
 pub struct Worker {
     ring: Ring,
+    /// Declared after `ring`: dropped after it (the kernel stops using the buffers first).
+    bufring: Option<crate::bufring::BufRing>,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
@@ -110,8 +120,13 @@ impl Worker {
         id: usize,
     ) -> std::io::Result<Worker> {
         let cfg = &shared.config;
+        let ring = Ring::new(4096)?;
+        // Kernels without provided-buffer rings fall back to one receive per request.
+        let bufring =
+            crate::bufring::BufRing::new(&ring.ring, 0, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
         Ok(Worker {
-            ring: Ring::new(4096)?,
+            ring,
+            bufring,
             listener,
             header_timeout: cfg.server.header_timeout(),
             idle_timeout: cfg.server.idle_timeout(),
@@ -189,6 +204,9 @@ impl Worker {
                 if c.generation & 0x00ff_ffff != generation || c.inflight == 0 {
                     log::error!("completion for a stale slot {slot} (kind {kind})");
                     return Ok(());
+                }
+                if kind == RECV_MULTI {
+                    return self.on_recv_multi(slot, res, flags);
                 }
                 // A zero-copy send completes twice: the send, then (flag MORE) the
                 // notification that releases its memory. Only the second ends it.
@@ -362,7 +380,105 @@ impl Worker {
         self.live += 1;
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.open.fetch_add(1, Ordering::Relaxed);
+        if self.bufring.is_some() {
+            let c = &mut self.conns[slot as usize];
+            c.phase = Phase::Recv;
+            c.deadline = self.now + self.idle_timeout;
+            return self.arm_multishot(slot);
+        }
         self.submit_recv(slot)
+    }
+
+    fn arm_multishot(&mut self, slot: u32) -> std::io::Result<()> {
+        let Some(bgid) = self.bufring.as_ref().map(|b| b.bgid) else {
+            return Ok(());
+        };
+        let c = &mut self.conns[slot as usize];
+        c.multishot = true;
+        c.inflight += 1;
+        self.ring
+            .recv_multi(c.fd, bgid, ud(RECV_MULTI, slot, c.generation))
+    }
+
+    /// A multishot receive completed: copy the bytes out of the provided buffer (and give it
+    /// back at once), re-arm if the kernel ended the multishot, drive the connection if it
+    /// was waiting for input.
+    fn on_recv_multi(&mut self, slot: u32, res: i32, flags: u32) -> std::io::Result<()> {
+        let more = io_uring::cqueue::more(flags);
+        let bid = io_uring::cqueue::buffer_select(flags);
+        let c = &mut self.conns[slot as usize];
+        if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
+            if res > 0 && !c.closing {
+                let data = br.buf(bid, res as usize);
+                if c.rend == c.rstart && c.overflow.is_empty() {
+                    c.request_started = Some(self.now);
+                }
+                if c.rstart > 0 && c.rbuf.len() - c.rend < data.len() {
+                    c.rbuf.copy_within(c.rstart..c.rend, 0);
+                    c.rend -= c.rstart;
+                    c.rstart = 0;
+                }
+                let room = c.rbuf.len() - c.rend;
+                if c.overflow.is_empty() && room >= data.len() {
+                    c.rbuf[c.rend..c.rend + data.len()].copy_from_slice(data);
+                    c.rend += data.len();
+                } else {
+                    c.overflow.extend_from_slice(data);
+                }
+            }
+            br.recycle(bid);
+        }
+        if !more {
+            c.inflight -= 1;
+            c.multishot = false;
+        }
+        if c.closing {
+            self.maybe_free(slot);
+            return Ok(());
+        }
+        if res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.overflow.len() > OVERFLOW_LIMIT {
+            self.close(slot);
+            return Ok(());
+        }
+        if !more {
+            // Ended by the kernel (e.g. the buffer group ran dry): arm it again.
+            self.arm_multishot(slot)?;
+        }
+        if self.conns[slot as usize].phase == Phase::Recv {
+            return self.drive(slot);
+        }
+        Ok(())
+    }
+
+    /// The connection needs more input. With a multishot receive armed it only waits (after
+    /// taking in bytes that overflowed earlier); returns true when such bytes were taken in
+    /// and the caller should parse again.
+    fn need_input(&mut self, slot: u32) -> std::io::Result<bool> {
+        let c = &mut self.conns[slot as usize];
+        if !c.multishot {
+            self.submit_recv(slot)?;
+            return Ok(false);
+        }
+        if c.rstart > 0 {
+            c.rbuf.copy_within(c.rstart..c.rend, 0);
+            c.rend -= c.rstart;
+            c.rstart = 0;
+        }
+        if !c.overflow.is_empty() {
+            let n = c.overflow.len().min(c.rbuf.len() - c.rend);
+            c.rbuf[c.rend..c.rend + n].copy_from_slice(&c.overflow[..n]);
+            c.rend += n;
+            c.overflow.drain(..n);
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        c.deadline = match c.request_started {
+            Some(t) if c.rend > 0 => t + self.header_timeout,
+            _ => self.now + self.idle_timeout,
+        };
+        c.phase = Phase::Recv;
+        Ok(false)
     }
 
     fn submit_recv(&mut self, slot: u32) -> std::io::Result<()> {
@@ -636,7 +752,10 @@ impl Worker {
                 c.rstart += n;
                 c.upload_left -= n as u64;
                 if c.upload_left > 0 {
-                    return self.submit_recv(slot);
+                    if self.need_input(slot)? {
+                        continue;
+                    }
+                    return Ok(());
                 }
                 let Some(r) = c.pass_request.take() else {
                     continue;
@@ -767,13 +886,19 @@ impl Worker {
                 c.rstart += n;
                 c.discard -= n as u64;
                 if c.discard > 0 {
-                    return self.submit_recv(slot);
+                    if self.need_input(slot)? {
+                        continue;
+                    }
+                    return Ok(());
                 }
             }
             if c.rstart == c.rend {
                 c.rstart = 0;
                 c.rend = 0;
-                return self.submit_recv(slot);
+                if self.need_input(slot)? {
+                    continue;
+                }
+                return Ok(());
             }
             let limits = &self.shared.limits;
             match parse_request(&c.rbuf[c.rstart..c.rend], limits) {
@@ -782,7 +907,10 @@ impl Worker {
                         self.error(slot, 431);
                         continue;
                     }
-                    return self.submit_recv(slot);
+                    if self.need_input(slot)? {
+                        continue;
+                    }
+                    return Ok(());
                 }
                 Ok(Parsed::Complete { request, head_len }) => {
                     let req = RequestInfo {

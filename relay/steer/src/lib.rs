@@ -4,16 +4,22 @@
 //! Layout:
 //! - this file: the public API — [`attach`], [`detach`], [`status`], [`object`], [`Mode`].
 //! - `error`: [`SteerError`] and the aya errors behind it ([`BpfError`]).
-//! - `pins`: the pin layout (`<pin root>/<iface>/{link,RELAY_COUNTERS}`) and making sure the
+//! - `pins`: the pin layout (`<pin root>/<iface>/{link,RELAY_STATS,...}`) and making sure the
 //!   pin root is on a BPF filesystem (mounting `/sys/fs/bpf` when needed).
-//! - `status`: [`IfaceStatus`], the counters summed over CPUs, and its `Display`.
+//! - `status`: [`IfaceStatus`], the counters summed over CPUs, the nodes, and its `Display`.
 //! - `sys`: the few libc calls made directly; the crate's only `unsafe`.
+//! - [`maglev`], [`plan`], [`tables`]: the weighted Maglev tables, the [`Plan`] a config asks
+//!   for, and [`SteerMaps::sync`], which writes it with an atomic table swap.
+//! - [`keeper`], [`health`]: what `relay run` does — [`Keeper`] syncs the maps at start and on
+//!   reload, and its thread marks nodes down and up from HTTP health checks.
 //!
 //! The object is built by `cargo xtask build` (nightly, `ebpf/xdp`) and embedded by
 //! `build.rs` from `RELAY_EBPF_OBJECT`; without it the crate still builds and [`object`]
 //! returns [`SteerError::NotBuilt`].
 
 mod error;
+pub mod health;
+pub mod keeper;
 pub mod maglev;
 mod pins;
 pub mod plan;
@@ -32,6 +38,7 @@ use relay_common::{XDP_PROGRAM, maps as map_names};
 use crate::pins::IfacePins;
 pub use crate::{
     error::{BpfError, SteerError},
+    keeper::Keeper,
     plan::{Plan, PlanNode},
     status::{Attachment, IfaceStatus},
     tables::{SteerMaps, SyncReport},
@@ -191,6 +198,7 @@ pub fn loader(plan: &Plan) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(map_names::RINGS, plan.max_services * 2)
+        .map_max_entries(map_names::STATS, plan.max_services + 1)
         .map_max_entries(map_names::FLOWS, plan.flow_entries)
         .map_max_entries(map_names::RATE, plan.rate_entries);
     loader
@@ -405,6 +413,23 @@ mod tests {
                 program_id: 34,
             },
             reasons: [relay_common::Counter::default(); relay_common::Reason::COUNT as usize],
+            nodes: vec![
+                (
+                    0,
+                    relay_common::Node {
+                        flags: relay_common::Node::LOCAL | relay_common::Node::UP,
+                        ..Default::default()
+                    },
+                ),
+                (
+                    1,
+                    relay_common::Node {
+                        flags: relay_common::Node::HAS_V4,
+                        v4: u32::from_ne_bytes([10, 200, 250, 12]),
+                        ..Default::default()
+                    },
+                ),
+            ],
         };
         assert_eq!(
             status.to_string(),
@@ -413,7 +438,8 @@ mod tests {
              \x20 drop      packets=0 bytes=0\n\
              \x20 pass      packets=3 bytes=180\n\
              \x20 tx        packets=0 bytes=0\n\
-             \x20 redirect  packets=0 bytes=0"
+             \x20 redirect  packets=0 bytes=0\n\
+             \x20 nodes     local=up 10.200.250.12=down"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! Layout under the pin root (default `/sys/fs/bpf/relay`), one directory per interface:
 //! ```text
 //! <pin root>/<iface>/link            the bpf_link that holds relay_steer on <iface>
-//! <pin root>/<iface>/RELAY_COUNTERS  the per-CPU counters map
+//! <pin root>/<iface>/RELAY_STATS     the per-CPU counters map
 //! <pin root>/<iface>/RELAY_*         every other map (relay_common::maps::ALL)
 //! ```
 //! The link pin is what keeps the program attached after `relay steer attach` exits;
@@ -35,7 +35,7 @@ impl IfacePins {
         let dir = pin_root.join(iface);
         Self {
             link: dir.join(LINK),
-            counters: dir.join(relay_common::maps::COUNTERS),
+            counters: dir.join(relay_common::maps::STATS),
             dir,
         }
     }

@@ -2,11 +2,8 @@
 
 use std::{fmt, fs, io, path::Path};
 
-use aya::{
-    maps::{Map, MapData, PerCpuArray},
-    programs::links::PinnedLink,
-};
-use relay_common::{Counter, Reason, Verdict};
+use aya::programs::links::PinnedLink;
+use relay_common::{Counter, Node, Reason, Verdict};
 
 use crate::{SteerError, pins::IfacePins};
 
@@ -21,6 +18,8 @@ pub struct IfaceStatus {
     pub attachment: Attachment,
     /// Packets per reason (the path packets took), summed over CPUs; index = [`Reason`].
     pub reasons: [Counter; Reason::COUNT as usize],
+    /// The configured nodes in the nodes map, by id.
+    pub nodes: Vec<(u32, Node)>,
 }
 
 /// State of the pinned link of one interface.
@@ -60,8 +59,10 @@ impl IfaceStatus {
 ///   redirect  packets=0 bytes=0
 /// ```
 /// The first line is `IFACE: detached (interface gone) link_id=.. prog_id=..` for a defunct
-/// link and `IFACE: no link pinned` without one. A last line lists the non-zero reasons
-/// (`  reasons   new_flow=12 remote=40 malformed=3`). No trailing newline.
+/// link and `IFACE: no link pinned` without one. Then the non-zero reasons
+/// (`  reasons   new_flow=12 remote=40 malformed=3`) and the nodes with their state
+/// (`  nodes     local=up 10.200.250.12=down`), each line only when not empty. No trailing
+/// newline.
 impl fmt::Display for IfaceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.attachment {
@@ -99,6 +100,17 @@ impl fmt::Display for IfaceStatus {
             .collect();
         if !reasons.is_empty() {
             write!(f, "\n  reasons   {}", reasons.join(" "))?;
+        }
+        if !self.nodes.is_empty() {
+            write!(f, "\n  nodes    ")?;
+            for (_, node) in &self.nodes {
+                let state = if node.flags & Node::UP != 0 {
+                    "up"
+                } else {
+                    "down"
+                };
+                write!(f, " {}={state}", node_name(node))?;
+            }
         }
         Ok(())
     }
@@ -141,23 +153,40 @@ fn read_one(iface: String, pins: &IfacePins) -> Result<IfaceStatus, SteerError> 
     } else {
         Attachment::NoLink
     };
-    let counters = if pins.counters.exists() {
-        read_counters(&pins.counters)?
+    let stats = if pins.counters.exists() {
+        crate::tables::read_stats_pin(&pins.counters)?
     } else {
-        [Counter::default(); Verdict::COUNT as usize]
+        relay_common::Stats::default()
     };
-    let reasons_pin = pins.map(relay_common::maps::REASONS);
-    let reasons = if reasons_pin.exists() {
-        crate::SteerMaps::read_reasons_pin(&reasons_pin)?
+    let (counters, reasons) = (stats.verdicts, stats.reasons);
+    let nodes_pin = pins.map(relay_common::maps::NODES);
+    let nodes = if nodes_pin.exists() {
+        crate::tables::read_nodes_pin(&nodes_pin)?
     } else {
-        [Counter::default(); Reason::COUNT as usize]
+        Vec::new()
     };
     Ok(IfaceStatus {
         iface,
         counters,
         attachment,
         reasons,
+        nodes,
     })
+}
+
+/// How `status` names a node: `local`, or its IPv4 (else IPv6) address.
+fn node_name(node: &Node) -> String {
+    if node.flags & Node::LOCAL != 0 {
+        "local".to_owned()
+    } else if node.flags & Node::HAS_V4 != 0 {
+        std::net::Ipv4Addr::from(node.v4.to_ne_bytes()).to_string()
+    } else {
+        let mut bytes = [0u8; 16];
+        for (chunk, word) in bytes.chunks_mut(4).zip(node.v6) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        std::net::Ipv6Addr::from(bytes).to_string()
+    }
 }
 
 /// What the link pinned at `path` holds.
@@ -202,25 +231,4 @@ fn xdp_link_ifindex(link_id: u32) -> Option<u32> {
         }
     }
     None
-}
-
-/// Sums the per-CPU counters of the map pinned at `path`.
-pub(crate) fn read_counters(path: &Path) -> Result<[Counter; Verdict::COUNT as usize], SteerError> {
-    let context = || format!("reading the counters pinned at {}", path.display());
-    let data = MapData::from_pin(path).map_err(|error| SteerError::bpf(context(), error))?;
-    let map = Map::from_map_data(data).map_err(|error| SteerError::bpf(context(), error))?;
-    let array: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(map).map_err(|error| SteerError::bpf(context(), error))?;
-    let mut counters = [Counter::default(); Verdict::COUNT as usize];
-    for verdict in Verdict::ALL {
-        let per_cpu = array
-            .get(&(verdict as u32), 0)
-            .map_err(|error| SteerError::bpf(context(), error))?;
-        let sum = &mut counters[verdict as usize];
-        for counter in per_cpu.iter() {
-            sum.packets = sum.packets.wrapping_add(counter.packets);
-            sum.bytes = sum.bytes.wrapping_add(counter.bytes);
-        }
-    }
-    Ok(counters)
 }

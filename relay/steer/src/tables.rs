@@ -9,7 +9,10 @@
 //!    half-written table;
 //! 3. nodes that are down (their established flows are then chosen again from the new
 //!    table) and nodes no longer configured;
-//! 4. services, then the blocklist.
+//! 4. services: the hash (keys no longer configured out, then the configured ones in), the
+//!    keys by id, then the port index the program reads first (so a port entry never names an
+//!    id whose key is not yet written; a stale one only fails the key comparison); then the
+//!    blocklist.
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::path::Path;
@@ -19,8 +22,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
 };
 use relay_common::{
-    Active, Counter, MAX_NODES, MAX_RING_SIZE, NO_NODE, Node, Reason, Ring, Service, ServiceKey,
-    Settings, Verdict, maps as names,
+    Active, Counter, MAX_NODES, MAX_RING_SIZE, MAX_SERVICES, NO_NODE, Node, PORT_FREE, PORT_SHARED,
+    Reason, Ring, Service, ServiceKey, Settings, Stats, Verdict, maps as names, service_port_index,
+    stats_slot,
 };
 
 use crate::{Plan, SteerError};
@@ -30,12 +34,12 @@ pub struct SteerMaps {
     settings: Array<MapData, Settings>,
     active: Array<MapData, Active>,
     services: HashMap<MapData, ServiceKey, Service>,
+    service_ports: Array<MapData, u32>,
+    service_keys: Array<MapData, ServiceKey>,
     nodes: Array<MapData, Node>,
     rings: Array<MapData, Ring>,
     blocklist: LpmTrie<MapData, [u32; 4], u32>,
-    counters: PerCpuArray<MapData, Counter>,
-    reasons: PerCpuArray<MapData, Counter>,
-    service_stats: PerCpuArray<MapData, Counter>,
+    stats: PerCpuArray<MapData, Stats>,
 }
 
 /// What a sync did.
@@ -82,12 +86,12 @@ impl SteerMaps {
             settings: typed(names::SETTINGS, get(names::SETTINGS)?)?,
             active: typed(names::ACTIVE, get(names::ACTIVE)?)?,
             services: typed(names::SERVICES, get(names::SERVICES)?)?,
+            service_ports: typed(names::SERVICE_PORTS, get(names::SERVICE_PORTS)?)?,
+            service_keys: typed(names::SERVICE_KEYS, get(names::SERVICE_KEYS)?)?,
             nodes: typed(names::NODES, get(names::NODES)?)?,
             rings: typed(names::RINGS, get(names::RINGS)?)?,
             blocklist: typed(names::BLOCKLIST, get(names::BLOCKLIST)?)?,
-            counters: typed(names::COUNTERS, get(names::COUNTERS)?)?,
-            reasons: typed(names::REASONS, get(names::REASONS)?)?,
-            service_stats: typed(names::SERVICE_STATS, get(names::SERVICE_STATS)?)?,
+            stats: typed(names::STATS, get(names::STATS)?)?,
         })
     }
 
@@ -164,10 +168,10 @@ impl SteerMaps {
             .map(|(id, key)| (*key, id as u32))
             .collect();
         let existing: Vec<ServiceKey> = self.services.keys().filter_map(Result::ok).collect();
-        for key in existing {
-            if !wanted.contains_key(&key) {
+        for key in &existing {
+            if !wanted.contains_key(key) {
                 self.services
-                    .remove(&key)
+                    .remove(key)
                     .map_err(err("removing a service"))?;
             }
         }
@@ -175,6 +179,27 @@ impl SteerMaps {
             self.services
                 .insert(key, Service { id, flags: 0 }, 0)
                 .map_err(err("writing a service"))?;
+        }
+        for id in 0..MAX_SERVICES {
+            let key = plan.services.get(id as usize).copied().unwrap_or_default();
+            self.service_keys
+                .set(id, key, 0)
+                .map_err(err("writing a service key"))?;
+        }
+        // Every port a service listened on before or listens on now gets its new entry.
+        let ports = port_entries(&plan.services);
+        for key in &existing {
+            let index = service_port_index(key.proto, key.port);
+            if !ports.contains_key(&index) {
+                self.service_ports
+                    .set(index, PORT_FREE, 0)
+                    .map_err(err("clearing a service port"))?;
+            }
+        }
+        for (&index, &entry) in &ports {
+            self.service_ports
+                .set(index, entry, 0)
+                .map_err(err("writing a service port"))?;
         }
 
         let wanted: HashSet<([u32; 4], u32)> = plan.blocklist.iter().copied().collect();
@@ -239,22 +264,14 @@ impl SteerMaps {
             .collect()
     }
 
-    /// Packets and bytes per verdict, summed over CPUs.
+    /// Packets and bytes per verdict, summed over CPUs and stats slots.
     pub fn counters(&self) -> Result<[Counter; Verdict::COUNT as usize], SteerError> {
-        let mut out = [Counter::default(); Verdict::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = sum(&self.counters, i as u32)?;
-        }
-        Ok(out)
+        Ok(total(&self.stats)?.verdicts)
     }
 
-    /// Packets and bytes per reason, summed over CPUs.
+    /// Packets and bytes per reason, summed over CPUs and stats slots.
     pub fn reasons(&self) -> Result<[Counter; Reason::COUNT as usize], SteerError> {
-        let mut out = [Counter::default(); Reason::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = sum(&self.reasons, i as u32)?;
-        }
-        Ok(out)
+        Ok(total(&self.stats)?.reasons)
     }
 
     /// Packets and bytes of service `id` per verdict, summed over CPUs.
@@ -262,26 +279,7 @@ impl SteerMaps {
         &self,
         id: u32,
     ) -> Result<[Counter; Verdict::COUNT as usize], SteerError> {
-        let mut out = [Counter::default(); Verdict::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = sum(&self.service_stats, id * Verdict::COUNT + i as u32)?;
-        }
-        Ok(out)
-    }
-
-    /// The reason counters of the map pinned at `path`, summed over CPUs.
-    pub(crate) fn read_reasons_pin(
-        path: &Path,
-    ) -> Result<[Counter; Reason::COUNT as usize], SteerError> {
-        let context = || format!("reading the reasons pinned at {}", path.display());
-        let data = MapData::from_pin(path).map_err(|e| SteerError::bpf(context(), e))?;
-        let map = Map::from_map_data(data).map_err(|e| SteerError::bpf(context(), e))?;
-        let reasons: PerCpuArray<MapData, Counter> = typed(relay_common::maps::REASONS, map)?;
-        let mut out = [Counter::default(); Reason::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = sum(&reasons, i as u32)?;
-        }
-        Ok(out)
+        Ok(slot(&self.stats, stats_slot(id))?.verdicts)
     }
 
     /// The live half of the rings.
@@ -294,12 +292,90 @@ impl SteerMaps {
     }
 }
 
-fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter, SteerError> {
+/// The entries of the port index for `services` (service id = position): `id + 1` for a port
+/// (and protocol) that one service listens on, [`PORT_SHARED`] for one that several share.
+fn port_entries(services: &[ServiceKey]) -> StdHashMap<u32, u32> {
+    let mut entries = StdHashMap::new();
+    for (id, key) in services.iter().enumerate() {
+        entries
+            .entry(service_port_index(key.proto, key.port))
+            .and_modify(|entry| *entry = PORT_SHARED)
+            .or_insert(id as u32 + 1);
+    }
+    entries
+}
+
+/// Slot `index` of the stats map, summed over CPUs.
+fn slot(map: &PerCpuArray<MapData, Stats>, index: u32) -> Result<Stats, SteerError> {
     let values = map
         .get(&index, 0)
-        .map_err(|e| SteerError::bpf("reading a counter", e))?;
-    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets.wrapping_add(c.packets),
-        bytes: acc.bytes.wrapping_add(c.bytes),
-    }))
+        .map_err(|e| SteerError::bpf("reading the counters", e))?;
+    Ok(values.iter().fold(Stats::default(), |acc, s| acc.plus(s)))
+}
+
+/// Every slot of the stats map, summed over CPUs and slots.
+pub(crate) fn total(map: &PerCpuArray<MapData, Stats>) -> Result<Stats, SteerError> {
+    let mut sum = Stats::default();
+    for index in 0..map.len() {
+        sum = sum.plus(&slot(map, index)?);
+    }
+    Ok(sum)
+}
+
+/// The configured nodes (flags not zero) of the nodes map pinned at `path`, by id.
+pub(crate) fn read_nodes_pin(path: &Path) -> Result<Vec<(u32, Node)>, SteerError> {
+    let context = || format!("reading the nodes pinned at {}", path.display());
+    let data = MapData::from_pin(path).map_err(|e| SteerError::bpf(context(), e))?;
+    let map = Map::from_map_data(data).map_err(|e| SteerError::bpf(context(), e))?;
+    let nodes: Array<MapData, Node> = typed(names::NODES, map)?;
+    let mut out = Vec::new();
+    for id in 0..nodes.len() {
+        let node = nodes
+            .get(&id, 0)
+            .map_err(|e| SteerError::bpf(context(), e))?;
+        if node.flags != 0 {
+            out.push((id, node));
+        }
+    }
+    Ok(out)
+}
+
+/// The counters of the stats map pinned at `path`, summed over CPUs and slots.
+pub(crate) fn read_stats_pin(path: &Path) -> Result<Stats, SteerError> {
+    let context = || format!("reading the counters pinned at {}", path.display());
+    let data = MapData::from_pin(path).map_err(|e| SteerError::bpf(context(), e))?;
+    let map = Map::from_map_data(data).map_err(|e| SteerError::bpf(context(), e))?;
+    let stats: PerCpuArray<MapData, Stats> = typed(names::STATS, map)?;
+    total(&stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_common::v4_mapped;
+
+    fn key(last: u8, port: u16, proto: u8) -> ServiceKey {
+        ServiceKey {
+            addr: v4_mapped(u32::from_ne_bytes([10, 200, 251, last])),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn one_service_per_port_is_named_shared_ports_go_to_the_hash() {
+        let services = [
+            key(1, 8080, 6),
+            key(1, 443, 6),
+            key(2, 443, 6),
+            key(1, 443, 17),
+        ];
+        let entries = port_entries(&services);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[&service_port_index(6, 8080u16.to_be())], 1);
+        assert_eq!(entries[&service_port_index(6, 443u16.to_be())], PORT_SHARED);
+        assert_eq!(entries[&service_port_index(17, 443u16.to_be())], 4);
+        assert_eq!(service_port_index(17, 443u16.to_be()), (1 << 16) | 443);
+    }
 }

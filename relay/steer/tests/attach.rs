@@ -97,12 +97,7 @@ fn attach_status_detach_on_a_veth() {
     // The loader has exited attach(): only the pins hold the program on the interface now.
     assert_eq!(xdp_shown(iface).as_deref(), Some("xdpgeneric"));
     assert!(root.0.join(iface).join("link").exists());
-    assert!(
-        root.0
-            .join(iface)
-            .join(relay_common::maps::COUNTERS)
-            .exists()
-    );
+    assert!(root.0.join(iface).join(relay_common::maps::STATS).exists());
 
     match attach(iface, Mode::Skb, &root.0) {
         Err(SteerError::AlreadyAttached(name)) => assert_eq!(name, iface),

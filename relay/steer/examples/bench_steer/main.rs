@@ -9,6 +9,19 @@
 //! - `calls`: `CALLS` calls of one run each (fresh packet every time), averaging the kernel's
 //!   own per-run time: new flows (a different 5-tuple per call) and established flows to a
 //!   remote node (IPIP encapsulation and XDP_TX).
+//!
+//! New flows are TCP SYNs; established flows are ACKs of a flow opened before the timing.
+//!
+//! Then packets per second across a veth pair between two namespaces, with the program on the
+//! receiving end in native and skb mode (see `veth.rs`); `--no-veth` skips that part.
+
+#[allow(
+    dead_code,
+    reason = "shared with relay-tests; not every helper is used here"
+)]
+#[path = "../../../../tests/src/netns.rs"]
+mod netns;
+mod veth;
 
 use std::time::Instant;
 
@@ -45,11 +58,20 @@ fn main() {
         std::process::exit(1)
     });
     pin_to_cpu0();
-    let remote = Bench::new(object, false);
-    let local = Bench::new(object, true);
+    let config = |local: bool| {
+        CONFIG
+            .replace("NODE", if local { "self" } else { "r1" })
+            .replace("LOCAL", if local { "local = true" } else { "" })
+    };
+    let remote = Bench::new(object, &config(false));
+    let local = Bench::new(object, &config(true));
 
-    let syn = |sport: u16, src: u8| frame([10, 200, src, 7], [10, 200, 251, 1], sport, 8080, 0x02);
-    let established = syn(40000, 1);
+    let tcp = |sport: u16, src: u8, flags: u8| {
+        frame([10, 200, src, 7], [10, 200, 251, 1], sport, 8080, flags)
+    };
+    let syn = |sport: u16, src: u8| tcp(sport, src, 0x02);
+    // An established flow's packets are ACKs (its first one, below, opens the flow).
+    let established = tcp(40000, 1, 0x10);
     let other = frame([10, 200, 1, 7], [10, 200, 9, 9], 40000, 80, 0x10);
 
     let mut rows = Vec::new();
@@ -86,7 +108,7 @@ fn main() {
     rows.push((
         "established flow → remote (IPIP, tx)",
         "calls",
-        remote.calls(XDP_PROGRAM, CALLS, |_| syn(40000, 200)),
+        remote.calls(XDP_PROGRAM, CALLS, |_| tcp(40000, 200, 0x10)),
         floor_calls,
     ));
     rows.push((
@@ -107,19 +129,57 @@ fn main() {
         println!("{path:<40} {mode:>7} {ns:>10.1} {:>9.2}", ns / floor);
     }
     println!("targets: established ≤ 4x floor, new flows ≤ 8x floor");
+
+    if std::env::args().any(|a| a == "--no-veth") {
+        return;
+    }
+    let mut receiver = Bench::new(object, veth::CONFIG);
+    println!();
+    match veth::run_all(&mut receiver) {
+        Ok(rows) => print_veth(&rows),
+        Err(e) => println!("veth pair: not measured: {e}"),
+    }
+}
+
+fn print_veth(rows: &[veth::Row]) {
+    println!(
+        "packets/s across a veth pair (AF_PACKET sender, batches of 64, 0.5 s windows, median \
+         of {} rounds) with the program on the receiving end; CPU 0 runs sender and receiver",
+        veth::ROUNDS
+    );
+    println!(
+        "{:<40} {:>7} {:>11} {:>11} {:>9} {:>11}",
+        "path", "mode", "sent/s", "handled/s", "x no-op", "counted/s"
+    );
+    for row in rows {
+        let floor = rows
+            .iter()
+            .find(|r| r.mode == row.mode)
+            .map_or(f64::NAN, |r| r.handled_per_s);
+        let counted = row
+            .counted_per_s
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}"));
+        println!(
+            "{:<40} {:>7} {:>11.0} {:>11.0} {:>9.2} {:>11}",
+            row.path,
+            row.mode,
+            row.sent_per_s,
+            row.handled_per_s,
+            row.handled_per_s / floor,
+            counted
+        );
+    }
 }
 
 struct Bench {
     ebpf: aya::Ebpf,
-    _maps: SteerMaps,
+    maps: SteerMaps,
 }
 
 impl Bench {
-    fn new(object: &[u8], local: bool) -> Self {
-        let text = CONFIG
-            .replace("NODE", if local { "self" } else { "r1" })
-            .replace("LOCAL", if local { "local = true" } else { "" });
-        let steer = relay_config::Config::from_str(&text, std::path::Path::new("/"), "bench")
+    /// Loads both programs and fills the maps from the `[steer]` of `text`.
+    fn new(object: &[u8], text: &str) -> Self {
+        let steer = relay_config::Config::from_str(text, std::path::Path::new("/"), "bench")
             .expect("bench config")
             .steer;
         let plan = Plan::build(&steer, |_| unreachable!("no next hops")).expect("plan");
@@ -136,7 +196,25 @@ impl Bench {
         }
         let mut maps = SteerMaps::from_ebpf(&mut ebpf).expect("maps");
         maps.sync(&plan).expect("sync");
-        Self { ebpf, _maps: maps }
+        Self { ebpf, maps }
+    }
+
+    fn program_mut(&mut self, name: &str) -> &mut Xdp {
+        self.ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("XDP")
+    }
+
+    /// Packets `relay_steer` counted so far (all verdicts, all CPUs).
+    fn counted(&self) -> u64 {
+        self.maps
+            .counters()
+            .expect("counters")
+            .iter()
+            .map(|c| c.packets)
+            .sum()
     }
 
     fn program(&self, name: &str) -> &Xdp {
@@ -211,6 +289,34 @@ fn frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u
     tcp[12] = 5 << 4;
     tcp[13] = flags;
     f.extend_from_slice(&tcp);
+    f
+}
+
+/// Ethernet / IPv4 / UDP with 18 bytes of payload (a 60-byte frame), to the veth pair's
+/// receiving end.
+fn udp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xFFFF) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut udp = [0u8; 8];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    udp[4..6].copy_from_slice(&26u16.to_be_bytes());
+    f.extend_from_slice(&udp);
+    f.extend_from_slice(&[0x55; 18]);
     f
 }
 

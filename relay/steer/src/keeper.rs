@@ -1,0 +1,239 @@
+//! [`Keeper`]: how `relay run` keeps the steering maps in step by itself.
+//!
+//! With `steer.iface` set and `relay_steer` attached to that interface (its pins under
+//! `steer.pin_root`), the keeper syncs the maps from the config when the daemon starts
+//! ([`Keeper::start`]) and when it reloads ([`Keeper::reload`], on SIGHUP), and runs one
+//! thread that checks the nodes with a `health_check` address ([`crate::health`]). A node
+//! that fails `down_after` checks in a row is marked down and one that passes `up_after` in a
+//! row comes back, each through a sync: the same atomic table swap as `relay steer sync`,
+//! where a down node has weight 0 and loses only its own slots.
+//!
+//! Nothing here stops the daemon: a sync that fails (program not attached, not root) is
+//! logged and tried again at the next reload or health change.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use relay_config::SteerConfig;
+
+use crate::health::{self, Change, Tracker};
+use crate::{Plan, SteerError, SyncReport};
+
+/// Keeps the maps of `steer.iface` in step with the config and the nodes' health; stops its
+/// thread when dropped.
+pub struct Keeper {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the health thread early: on reload and on stop.
+    wake: Condvar,
+}
+
+struct State {
+    config: SteerConfig,
+    tracker: Tracker,
+    stop: bool,
+    /// Bumped by every reload, so the thread does not apply checks of an older config.
+    generation: u64,
+}
+
+impl Keeper {
+    /// Syncs the maps for `config` (if `steer.iface` is set) and starts the health thread.
+    pub fn start(config: &SteerConfig) -> Keeper {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                config: config.clone(),
+                tracker: Tracker::default(),
+                stop: false,
+                generation: 0,
+            }),
+            wake: Condvar::new(),
+        });
+        let Some(iface) = config.iface.clone() else {
+            log::debug!("steer: no steer.iface; the daemon leaves the steering maps alone");
+            return Keeper {
+                shared,
+                thread: None,
+            };
+        };
+        sync_logged(&shared.lock(), "start");
+        let thread = std::thread::Builder::new()
+            .name(format!("steer-health-{iface}"))
+            .spawn({
+                let shared = shared.clone();
+                move || health_loop(&shared)
+            });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                log::error!("steer: cannot start the health thread: {e}");
+                None
+            }
+        };
+        Keeper { shared, thread }
+    }
+
+    /// Takes a reloaded config: syncs the maps from it at once (keeping what the checks know
+    /// of nodes still configured) and has the health thread follow it.
+    pub fn reload(&self, config: &SteerConfig) {
+        let mut state = self.shared.lock();
+        state.config = config.clone();
+        state.generation += 1;
+        let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+        state.tracker.retain(&names);
+        if config.iface.is_some() {
+            sync_logged(&state, "reload");
+        }
+        drop(state);
+        self.shared.wake.notify_all();
+    }
+
+    /// What the checks currently say about `node` (up when never checked).
+    pub fn is_up(&self, node: &str) -> bool {
+        self.shared.lock().tracker.is_up(node)
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("steer: the health thread panicked");
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The plan of `state`: the config, with the nodes the checks found down taken out.
+fn effective_plan(state: &State) -> Result<Plan, SteerError> {
+    let mut config = state.config.clone();
+    for node in &mut config.nodes {
+        node.up = node.up && state.tracker.is_up(&node.name);
+    }
+    Plan::from_config(&config)
+}
+
+/// Syncs the interface's maps with `state`.
+fn sync(state: &State) -> Result<Option<SyncReport>, SteerError> {
+    let Some(iface) = state.config.iface.as_deref() else {
+        return Ok(None);
+    };
+    let plan = effective_plan(state)?;
+    crate::sync(iface, &state.config.pin_root, &plan).map(Some)
+}
+
+fn sync_logged(state: &State, why: &str) {
+    let iface = state.config.iface.as_deref().unwrap_or("-");
+    match sync(state) {
+        Ok(Some(report)) => {
+            let down: Vec<&str> = state
+                .config
+                .nodes
+                .iter()
+                .filter(|n| !(n.up && state.tracker.is_up(&n.name)))
+                .map(|n| n.name.as_str())
+                .collect();
+            log::info!(
+                "steer: synced {iface} ({why}): {} services, {} nodes, {} down {down:?}, table half {}",
+                state.config.services.len(),
+                state.config.nodes.len(),
+                down.len(),
+                report.half
+            );
+        }
+        Ok(None) => {}
+        Err(SteerError::NotAttached(_)) => log::warn!(
+            "steer: relay_steer is not attached to {iface} under {} ({why}); run `relay steer \
+             attach` — the maps are synced at the next reload or health change",
+            state.config.pin_root.display()
+        ),
+        Err(e) => log::error!("steer: syncing {iface} ({why}) failed: {e}"),
+    }
+}
+
+/// The health thread: every `interval_ms`, checks every node that has a `health_check`
+/// address (in parallel, each bounded by `timeout_ms`), and syncs when a node changes.
+/// Runs until the keeper is dropped.
+fn health_loop(shared: &Shared) {
+    let mut state = shared.lock();
+    while !state.stop {
+        let interval = Duration::from_millis(state.config.health.interval_ms);
+        state = shared
+            .wake
+            .wait_timeout(state, interval)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if state.stop {
+            break;
+        }
+        let generation = state.generation;
+        let health = state.config.health.clone();
+        let targets: Vec<(String, std::net::SocketAddr)> = state
+            .config
+            .nodes
+            .iter()
+            .filter(|n| !n.local)
+            .filter_map(|n| Some((n.name.clone(), n.health_check?)))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        drop(state);
+        let timeout = Duration::from_millis(health.timeout_ms);
+        let results: Vec<(String, Result<(), String>)> = std::thread::scope(|scope| {
+            let checks: Vec<_> = targets
+                .iter()
+                .map(|(name, addr)| {
+                    let path = health.path.as_str();
+                    (
+                        name,
+                        scope.spawn(move || health::check(*addr, path, timeout)),
+                    )
+                })
+                .collect();
+            checks
+                .into_iter()
+                .map(|(name, check)| {
+                    let result = check
+                        .join()
+                        .unwrap_or_else(|_| Err("the check panicked".to_owned()));
+                    (name.clone(), result)
+                })
+                .collect()
+        });
+        state = shared.lock();
+        if state.stop || state.generation != generation {
+            continue;
+        }
+        let changes: Vec<Change> = results
+            .into_iter()
+            .filter_map(|(name, result)| {
+                state
+                    .tracker
+                    .observe(&name, result, health.down_after, health.up_after)
+            })
+            .collect();
+        for change in &changes {
+            if change.up {
+                log::info!("steer: node {} up: {}", change.node, change.why);
+            } else {
+                log::warn!("steer: node {} down: {}", change.node, change.why);
+            }
+        }
+        if !changes.is_empty() {
+            sync_logged(&state, "health");
+        }
+    }
+}
