@@ -409,3 +409,65 @@ fn other_methods_pass_through_with_bodies_and_invalidate() {
     assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
     // Methods other than GET/HEAD on a directory origin are refused.
 }
+
+#[test]
+fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
+    let origin = Origin::start();
+    for p in ["/v/a", "/v/b", "/w/c"] {
+        origin.put(p, Object::new(pattern(2000, 60), "p"));
+    }
+    let token = "0123456789abcdef-token";
+    let cfg = proxy_config(&origin, "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\npurge_token = \"{token}\"\n"),
+    );
+    let relay = Relay::start(&cfg);
+    let admin = relay.admin.expect("admin");
+    for p in ["/v/a", "/v/b", "/w/c"] {
+        get(&relay, p);
+        assert_eq!(get(&relay, p).header("cache-status"), Some("relay; hit"));
+    }
+    let purge = |query: &str, tok: &str| {
+        let mut c = Client::connect(admin);
+        c.send(
+            format!(
+                "POST /purge?{query} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {tok}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        c.read_response(false).unwrap()
+    };
+    assert_eq!(purge("key=test/v/a", "wrong-token-wrong-token").status, 401);
+    assert_eq!(
+        get(&relay, "/v/a").header("cache-status"),
+        Some("relay; hit")
+    );
+    // Hard purge of one key: the next request goes to the origin.
+    let r = purge("key=test%2Fv%2Fa", token);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        get(&relay, "/v/a").header("cache-status"),
+        Some("relay; fwd=miss")
+    );
+    // Soft purge of a prefix: revalidated (304), chunks kept.
+    let r = purge("prefix=test/v/&mode=soft", token);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("\"mode\":\"soft\""));
+    assert_eq!(
+        get(&relay, "/v/b").header("cache-status"),
+        Some("relay; fwd=stale; fwd-status=304")
+    );
+    // Other prefixes are untouched.
+    assert_eq!(
+        get(&relay, "/w/c").header("cache-status"),
+        Some("relay; hit")
+    );
+    // Hard purge of a prefix.
+    assert_eq!(purge("prefix=test/w/", token).status, 200);
+    assert_eq!(
+        get(&relay, "/w/c").header("cache-status"),
+        Some("relay; fwd=miss")
+    );
+    assert_eq!(purge("bogus=1", token).status, 400);
+}

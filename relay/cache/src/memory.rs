@@ -69,9 +69,14 @@ impl MemoryTier {
         self.chunks.insert(key, chunk);
     }
 
-    /// Drops every chunk of one object version.
+    /// Drops every chunk of one object (all versions).
     pub fn remove_object(&self, object: &str) {
         self.chunks.retain(|k, _| &*k.object != object);
+    }
+
+    /// Drops every chunk of every object whose key starts with `prefix`.
+    pub fn remove_prefix(&self, prefix: &str) {
+        self.chunks.retain(|k, _| !k.object.starts_with(prefix));
     }
 
     /// Bytes held now (chunk bytes plus entry overhead).

@@ -191,6 +191,27 @@ impl MetaCache {
     pub fn remove(&self, key: &str) {
         self.objects.remove(key);
     }
+
+    /// Drops every description whose key starts with `prefix`; returns how many.
+    pub fn remove_prefix(&self, prefix: &str) -> usize {
+        let before = self.objects.len();
+        self.objects.retain(|k, _| !k.starts_with(prefix));
+        before.saturating_sub(self.objects.len())
+    }
+
+    /// Marks descriptions stale (soft purge): the next request revalidates with the origin,
+    /// whose 304 keeps the stored chunks. Returns how many.
+    pub fn expire(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let keys: Vec<(Arc<str>, Arc<ObjectMeta>)> =
+            self.objects.iter().filter(|(k, _)| matches(k)).collect();
+        for (k, m) in &keys {
+            let mut stale = (**m).clone();
+            stale.ttl = Duration::ZERO;
+            stale.stale_while_revalidate = Duration::ZERO;
+            self.objects.insert(k.clone(), Arc::new(stale));
+        }
+        keys.len()
+    }
 }
 
 #[cfg(test)]

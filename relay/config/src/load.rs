@@ -364,9 +364,17 @@ fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
     let (listen, _) = check(src, "admin.listen", raw.listen, defaults.listen, |s| {
         parse_listen(&s)
     })?;
+    let (purge_token, _) = check(src, "admin.purge_token", raw.purge_token, None, |t| {
+        if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Some(t))
+        } else {
+            Err("must be at least 16 visible ASCII characters".to_string())
+        }
+    })?;
     Ok(AdminConfig {
         enabled: raw.enabled.unwrap_or(defaults.enabled),
         listen,
+        purge_token,
     })
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawAdmin {
     pub(crate) enabled: Option<bool>,
     pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) purge_token: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -198,12 +198,14 @@ pub struct HttpOrigin {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Serve `/metrics` and `/healthz` (default true).
     pub enabled: bool,
     /// Address of the admin listener (default 127.0.0.1:9090; keep it off public networks).
     pub listen: SocketAddr,
+    /// Bearer token that `POST /purge` requires; absent: purging is refused (403).
+    pub purge_token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -211,6 +213,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: DEFAULT_ADMIN_LISTEN,
+            purge_token: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `GET /healthz`, on its own
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` and
+//! `POST /purge?key=K|prefix=P[&mode=soft]` (bearer token from `admin.purge_token`), on its own
 //! thread with blocking sockets — it is not on the serving path, and a scrape a few times a
 //! minute does not need a ring.
 
@@ -54,7 +55,15 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
                 let _ = s.write_all(&out);
                 return;
             }
-            Ok(Parsed::Complete { request, .. }) => {
+            Ok(Parsed::Complete { request, head_len }) => {
+                if request.path == "/purge" {
+                    break purge(
+                        metrics,
+                        &buf[..head_len],
+                        request.method_str,
+                        request.target,
+                    );
+                }
                 break match request.path {
                     "/metrics" => {
                         let mut text = String::with_capacity(8192);
@@ -82,4 +91,111 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
     head.encode(&mut out);
     out.extend_from_slice(body.as_bytes());
     let _ = s.write_all(&out);
+}
+
+/// `POST /purge?key=K` or `?prefix=P`, `&mode=hard` (default: drop the object's
+/// description, its chunks in memory and its chunk files) or `&mode=soft` (mark it stale:
+/// the next request revalidates, and a 304 keeps the chunks). Keys are host + path.
+fn purge(
+    metrics: &Metrics,
+    head: &[u8],
+    method: &str,
+    target: &str,
+) -> (u16, String, &'static str) {
+    let Some(token) = metrics.shared.config.admin.purge_token.as_deref() else {
+        return (
+            403,
+            "purging is off (no admin.purge_token)\n".into(),
+            "text/plain",
+        );
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(head);
+    let given = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+        .and_then(|h| h.value.strip_prefix(b"Bearer "))
+        .unwrap_or(b"");
+    // Compare in time independent of where the first difference is.
+    let same = given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return (401, "bad or missing bearer token\n".into(), "text/plain");
+    }
+    if method != "POST" {
+        return (405, "use POST\n".into(), "text/plain");
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let (mut key, mut prefix, mut soft) = (None, None, false);
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(v) = percent_decode(v) else {
+            return (400, "bad percent-encoding\n".into(), "text/plain");
+        };
+        match k {
+            "key" => key = Some(v),
+            "prefix" => prefix = Some(v),
+            "mode" if v == "soft" => soft = true,
+            "mode" if v == "hard" => soft = false,
+            _ => return (400, format!("unknown parameter {k:?}\n"), "text/plain"),
+        }
+    }
+    let s = &metrics.shared;
+    let n = match (key, prefix) {
+        (Some(k), None) if soft => s.meta.expire(|m| m == k),
+        (None, Some(p)) if soft => s.meta.expire(|m| m.starts_with(&p)),
+        (Some(k), None) => {
+            s.meta.remove(&k);
+            s.memory.remove_object(&k);
+            s.disk.as_ref().map_or(0, |d| d.remove_object(&k)) + 1
+        }
+        (None, Some(p)) if !p.is_empty() => {
+            let n = s.meta.remove_prefix(&p);
+            s.memory.remove_prefix(&p);
+            n + s.disk.as_ref().map_or(0, |d| d.remove_prefix(&p))
+        }
+        _ => {
+            return (
+                400,
+                "give exactly one of key= or a non-empty prefix=\n".into(),
+                "text/plain",
+            );
+        }
+    };
+    let mode = if soft { "soft" } else { "hard" };
+    (
+        200,
+        format!("{{\"purged\":{n},\"mode\":\"{mode}\"}}\n"),
+        "application/json",
+    )
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
