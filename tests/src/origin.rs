@@ -18,6 +18,9 @@ pub struct Object {
     pub cache_control: Option<String>,
     /// More header fields to send, as they are.
     pub extra_headers: Vec<(String, String)>,
+    /// Variants by `Accept-Language` value (the object then sends `Vary: Accept-Language`
+    /// and a per-variant ETag; requests without a listed value get `body`).
+    pub by_language: Vec<(String, Vec<u8>)>,
     /// `Last-Modified` (None: not sent, so no heuristic freshness either).
     pub last_modified: Option<String>,
     pub status: u16,
@@ -31,6 +34,7 @@ impl Object {
             cache_control: Some("max-age=300".into()),
             last_modified: Some("Tue, 01 Sep 2026 10:00:00 GMT".into()),
             extra_headers: Vec::new(),
+            by_language: Vec::new(),
             status: 200,
         }
     }
@@ -154,6 +158,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         let mut seen_headers: Vec<String> = Vec::new();
         let mut range = String::new();
         let mut inm = String::new();
+        let mut language = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -174,6 +179,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                 inm = v.trim().to_string();
             }
             if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("accept-language") {
+                    language = v.trim().to_string();
+                }
                 if n.eq_ignore_ascii_case("content-length") {
                     content_length = v.trim().parse().unwrap_or(0);
                 }
@@ -220,6 +228,17 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+        let object = object.map(|mut o| {
+            if !o.by_language.is_empty() {
+                if let Some((_, body)) = o.by_language.iter().find(|(l, _)| *l == language) {
+                    o.body = body.clone();
+                    o.etag = format!("{}-{language}\"", o.etag.trim_end_matches('"'));
+                }
+                o.extra_headers
+                    .push(("Vary".into(), "Accept-Language".into()));
+            }
+            o
+        });
         let Some(obj) = object else {
             let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             continue;

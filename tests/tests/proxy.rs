@@ -471,3 +471,44 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     );
     assert_eq!(purge("bogus=1", token).status, 400);
 }
+
+#[test]
+fn vary_keeps_one_variant_per_request_value() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"hello (default)".to_vec(), "lang");
+    o.by_language = vec![
+        ("fr".into(), b"bonjour".to_vec()),
+        ("de".into(), b"hallo".to_vec()),
+    ];
+    origin.put("/greet", o);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let fetch = |lang: Option<&str>| {
+        let mut c = Client::connect(relay.addr);
+        let extra = lang.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));
+        c.send(format!("GET /greet HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes());
+        c.read_response(false).unwrap()
+    };
+    // A first client asking in French: the base fetch comes back varying, and its variant is
+    // fetched with its value.
+    let r = fetch(Some("fr"));
+    assert_eq!(r.body, b"bonjour");
+    assert_eq!(r.header("vary"), Some("Accept-Language"));
+    assert_eq!(fetch(None).body, b"hello (default)");
+    assert_eq!(fetch(Some("de")).body, b"hallo");
+    let fetched = origin.count("/greet");
+    for (lang, want) in [
+        (Some("fr"), &b"bonjour"[..]),
+        (None, &b"hello (default)"[..]),
+        (Some("de"), &b"hallo"[..]),
+    ] {
+        let r = fetch(lang);
+        assert_eq!(r.body, want, "{lang:?}");
+        assert_eq!(r.header("cache-status"), Some("relay; hit"), "{lang:?}");
+    }
+    assert_eq!(
+        origin.count("/greet"),
+        fetched,
+        "a stored variant was fetched again"
+    );
+    assert_eq!(fetched, 3, "one fetch per variant");
+}

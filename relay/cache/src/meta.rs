@@ -35,6 +35,11 @@ pub struct ObjectMeta {
     pub content_type: String,
     /// The origin's other end-to-end header fields, encoded as `Name: value\r\n` lines.
     pub headers: bytes::Bytes,
+    /// The request header fields the response varies on (lower-case; `Vary`, without
+    /// `accept-encoding`, which relay always asks as identity). Variants are stored under
+    /// their own keys (see the server's routing); this description is the variant for
+    /// requests that send none of these fields.
+    pub vary: Option<Arc<[String]>>,
 }
 
 impl ObjectMeta {
@@ -57,6 +62,7 @@ impl ObjectMeta {
             initial_age: 0,
             content_type: String::new(),
             headers: bytes::Bytes::new(),
+            vary: None,
         }
     }
 
@@ -104,7 +110,12 @@ impl ObjectMeta {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.push(u8::from(self.storable));
-        for part in [self.content_type.as_bytes(), &self.headers[..]] {
+        let vary = self.vary.as_ref().map(|v| v.join(",")).unwrap_or_default();
+        for part in [
+            self.content_type.as_bytes(),
+            &self.headers[..],
+            vary.as_bytes(),
+        ] {
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
         }
@@ -132,7 +143,7 @@ impl ObjectMeta {
             rest = tail;
         }
         let (&storable, mut rest) = rest.split_first()?;
-        let mut parts: [&[u8]; 2] = [&[], &[]];
+        let mut parts: [&[u8]; 3] = [&[], &[], &[]];
         for p in &mut parts {
             let (head, tail) = rest.split_at_checked(4)?;
             let n = u32::from_le_bytes(head.try_into().ok()?) as usize;
@@ -162,6 +173,10 @@ impl ObjectMeta {
             initial_age: age,
             content_type: String::from_utf8(parts[0].to_vec()).ok()?,
             headers: bytes::Bytes::copy_from_slice(parts[1]),
+            vary: match std::str::from_utf8(parts[2]).ok()? {
+                "" => None,
+                v => Some(v.split(',').map(str::to_string).collect()),
+            },
         })
     }
 }
@@ -226,6 +241,7 @@ mod tests {
         m.stale_if_error = Duration::from_secs(5);
         m.content_type = "video/mp4".into();
         m.headers = bytes::Bytes::from_static(b"X-A: b\r\n");
+        m.vary = Some(vec!["accept-language".to_string()].into());
         m.fetched = t0;
         let blob = m.encode_blob(t0, 1_000);
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
@@ -233,6 +249,10 @@ mod tests {
         assert_eq!(back.stale_if_error, Duration::from_secs(5));
         assert_eq!(back.content_type, "video/mp4");
         assert_eq!(&back.headers[..], b"X-A: b\r\n");
+        assert_eq!(
+            back.vary.as_deref(),
+            Some(&["accept-language".to_string()][..])
+        );
         assert!(back.storable);
         for cut in 0..blob.len() {
             assert!(ObjectMeta::decode_blob(10, 7, "", "", &blob[..cut], 0).is_none());

@@ -137,6 +137,10 @@ pub struct Conn {
     pub saved: Box<Saved>,
     /// The upstream request target (path and query) for HTTP origins.
     pub upath: String,
+    /// The request head as received (HTTP origins): a `Vary` lookup reads it.
+    pub head_copy: Vec<u8>,
+    /// Request header fields the upstream fetches of this response send (a variant's).
+    pub forward: Option<relay_upstream::Forward>,
     /// The object head being fetched upstream, while the response waits for it.
     pub pending: Option<Arc<Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
@@ -210,6 +214,8 @@ impl Conn {
                 cond: Conditionals::default(),
             }),
             upath: String::with_capacity(256),
+            head_copy: Vec::with_capacity(1024),
+            forward: None,
             pending: None,
             pass: None,
             multishot: false,

@@ -804,9 +804,43 @@ impl Worker {
                         return Ok(());
                     }
                     Some(Ok(meta)) => {
-                        c.src = p.first().cloned();
                         c.pending = None;
                         let meta = meta.clone();
+                        // The base entry came back varying, and this request selects another
+                        // variant: fetch that one (with the request's values) instead.
+                        if c.forward.is_none()
+                            && let Some(fields) = meta.vary.clone()
+                            && let (Some((suffix, forward)), Route::Http(origin)) =
+                                (variant(&fields, &c.head_copy), c.route)
+                        {
+                            c.path.push('\0');
+                            c.path.push_str(&suffix);
+                            c.forward = Some(forward.clone());
+                            c.stale = None;
+                            if let Some(m) = self
+                                .shared
+                                .meta
+                                .get(&c.path)
+                                .filter(|m| m.is_fresh(self.now, Duration::MAX))
+                            {
+                                self.respond_meta(slot, m, None, None);
+                                continue;
+                            }
+                            let (pending, new) = self.shared.inflight.head(&c.path);
+                            if new && let Some(up) = self.shared.upstream.as_ref() {
+                                self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                                up.submit(Job::Head {
+                                    origin,
+                                    object: Arc::from(c.path.as_str()),
+                                    path: c.upath.clone(),
+                                    stale: None,
+                                    forward,
+                                });
+                            }
+                            c.pending = Some(pending);
+                            continue;
+                        }
+                        c.src = p.first().cloned();
                         // Same version as the stale copy: the origin confirmed it (304).
                         let note = c
                             .stale
@@ -948,6 +982,9 @@ impl Worker {
                             c.path.push_str(target);
                             c.upath.push_str(target);
                             c.route = Route::Http(o);
+                            c.head_copy.clear();
+                            c.head_copy
+                                .extend_from_slice(&c.rbuf[c.rstart..c.rstart + head_len]);
                         }
                         None => {
                             c.path.push_str(request.path);
@@ -1153,6 +1190,7 @@ impl Worker {
                             path: c.upath.clone(),
                             meta: body.meta.clone(),
                             writer,
+                            forward: c.forward.clone().unwrap_or_default(),
                         });
                     }
                     f
@@ -1273,6 +1311,23 @@ impl Worker {
             self.conns[slot as usize].path = path;
         }
         let c = &mut self.conns[slot as usize];
+        c.forward = None;
+        // A response that varies: this request's variant has a key of its own (unless it
+        // sends none of the fields, then the base entry is its variant).
+        if let Some(fields) = cached.as_ref().and_then(|m| m.vary.clone())
+            && let Some((suffix, forward)) = variant(&fields, &c.head_copy)
+        {
+            c.path.push('\0');
+            c.path.push_str(&suffix);
+            c.forward = Some(forward);
+            cached = self.shared.meta.get(&c.path);
+            if cached.is_none() && self.shared.disk.is_some() {
+                let path = std::mem::take(&mut c.path);
+                cached = self.restore_from_disk(&path);
+                self.conns[slot as usize].path = path;
+            }
+        }
+        let c = &mut self.conns[slot as usize];
         match c.route {
             Route::Http(origin) => {
                 if let Some(m) = cached
@@ -1298,6 +1353,7 @@ impl Worker {
                             object: Arc::from(c.path.as_str()),
                             path: c.upath.clone(),
                             stale: Some(m.clone()),
+                            forward: c.forward.clone().unwrap_or_default(),
                         });
                     }
                     self.respond_meta(
@@ -1332,6 +1388,7 @@ impl Worker {
                         object: Arc::from(c.path.as_str()),
                         path: c.upath.clone(),
                         stale: cached.clone(),
+                        forward: c.forward.clone().unwrap_or_default(),
                     });
                 }
                 c.stale = cached;
@@ -1667,4 +1724,36 @@ fn pass_headers(head: &[u8]) -> Vec<(String, Vec<u8>)> {
         })
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect()
+}
+
+/// The variant of a response that varies on `fields` that this request (its head) selects:
+/// the key suffix and the header fields to send upstream; None when the request sends none
+/// of them (the base entry, fetched without them, is its variant).
+fn variant(fields: &[String], head: &[u8]) -> Option<(String, relay_upstream::Forward)> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(head);
+    let mut suffix = String::new();
+    let mut forward = Vec::new();
+    for name in fields {
+        let values: Vec<&[u8]> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .collect();
+        if values.is_empty() {
+            suffix.push_str(name);
+            suffix.push_str("=\n");
+            continue;
+        }
+        let joined = values.join(&b", "[..]);
+        let value = String::from_utf8_lossy(&joined).trim().to_string();
+        suffix.push_str(name);
+        suffix.push('=');
+        suffix.push_str(&value);
+        suffix.push('\n');
+        forward.push((name.clone(), value.into_bytes()));
+    }
+    (!forward.is_empty()).then(|| (suffix, forward.into()))
 }

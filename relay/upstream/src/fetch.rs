@@ -68,13 +68,15 @@ pub async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<
                     object,
                     path,
                     stale,
-                } => ctx.head(origin, object, path, stale).await,
+                    forward,
+                } => ctx.head(origin, object, path, stale, &forward).await,
                 Job::Chunk {
                     origin,
                     path,
                     meta,
                     writer,
-                } => ctx.chunk(origin, path, meta, writer).await,
+                    forward,
+                } => ctx.chunk(origin, path, meta, writer, &forward).await,
                 Job::Pass {
                     origin,
                     method,
@@ -121,6 +123,7 @@ impl Context {
         start: u64,
         end: u64,
         validate: Option<&ObjectMeta>,
+        forward: &[(String, Vec<u8>)],
     ) -> Result<http::Response<Incoming>, SendError> {
         let o = &self.origins[origin];
         if o.is_down(self.epoch) {
@@ -135,6 +138,9 @@ impl Context {
                 .header(http::header::RANGE, format!("bytes={start}-{end}"))
                 .header(http::header::ACCEPT_ENCODING, "identity")
                 .header(http::header::USER_AGENT, "relay");
+            for (n, v) in forward {
+                req = req.header(n.as_str(), v.as_slice());
+            }
             if let Some(m) = validate {
                 if !m.etag.is_empty() {
                     req = req.header(http::header::IF_NONE_MATCH, &m.etag);
@@ -184,11 +190,15 @@ impl Context {
         object: Arc<str>,
         path: String,
         stale: Option<Arc<ObjectMeta>>,
+        forward: &[(String, Vec<u8>)],
     ) {
         let layout = self.store.layout;
         let cs = layout.chunk_size();
         let request_time = unix_now();
-        let resp = match self.send(origin, &path, 0, cs - 1, stale.as_deref()).await {
+        let resp = match self
+            .send(origin, &path, 0, cs - 1, stale.as_deref(), forward)
+            .await
+        {
             Ok(r) => r,
             Err(SendError::Fill(e)) => return self.head_failed(&object, e),
         };
@@ -256,6 +266,7 @@ impl Context {
             initial_age: d.initial_age,
             content_type: d.content_type,
             headers: d.headers,
+            vary: d.vary,
         });
         // Start chunk 0's fill before publishing the description, so waiters find it.
         let first_len = layout.chunk_len(total, 0) as usize;
@@ -428,13 +439,20 @@ impl Context {
     }
 
     /// Fills one chunk of a known version.
-    async fn chunk(&self, origin: usize, path: String, meta: Arc<ObjectMeta>, writer: FillWriter) {
+    async fn chunk(
+        &self,
+        origin: usize,
+        path: String,
+        meta: Arc<ObjectMeta>,
+        writer: FillWriter,
+        forward: &[(String, Vec<u8>)],
+    ) {
         let layout = self.store.layout;
         let index = writer.fill().key.index;
         let start = layout.chunk_start(index);
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
-        let resp = match self.send(origin, &path, start, end, None).await {
+        let resp = match self.send(origin, &path, start, end, None, forward).await {
             Ok(r) => r,
             Err(SendError::Fill(e)) => return self.fail(writer, e),
         };
@@ -725,6 +743,7 @@ struct Described {
     explicit: bool,
     content_type: String,
     headers: Bytes,
+    vary: Option<Arc<[String]>>,
 }
 
 /// Freshness, storability and stale windows from a response head (the shared-cache rules
@@ -736,15 +755,22 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
     let stored = StoredMeta::from_response(status, pairs(), request_time, response_time, &config);
     let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
     let mut storable = policy::storable(&request, &stored, &config) == Storability::Store;
-    // relay does not forward clients' headers upstream, so a response that varies on
-    // anything but the coding it was asked for (identity) cannot be reused for others.
-    if let policy::Vary::Any = stored.vary {
-        storable = false;
-    }
-    if let policy::Vary::Fields(f) = &stored.vary
-        && f.iter().any(|n| n != "accept-encoding")
-    {
-        storable = false;
+    // `Vary: *` never matches another request. Other fields make variants, stored under
+    // keys of their own; `accept-encoding` is left out: relay always asks for identity,
+    // which every client accepts.
+    let mut vary = None;
+    match &stored.vary {
+        policy::Vary::Any => storable = false,
+        policy::Vary::Fields(f) => {
+            let fields: Vec<String> = f
+                .iter()
+                .filter(|n| n.as_str() != "accept-encoding")
+                .cloned()
+                .collect();
+            if !fields.is_empty() {
+                vary = Some(fields.into());
+            }
+        }
     }
     let lifetime = policy::freshness::freshness_lifetime(&stored);
     let age = policy::freshness::current_age(&stored, response_time);
@@ -776,6 +802,7 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
             .unwrap_or("")
             .to_string(),
         headers: end_to_end(h),
+        vary,
     }
 }
 

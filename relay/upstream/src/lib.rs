@@ -54,6 +54,8 @@ pub enum Job {
         /// A stale copy to revalidate (`If-None-Match` / `If-Modified-Since`): a 304 renews
         /// it and its chunks stay valid.
         stale: Option<Arc<ObjectMeta>>,
+        /// Request header fields to send (a variant's `Vary` values).
+        forward: Forward,
     },
     /// Pass a request that is not GET/HEAD to the origin unchanged (with its body) and
     /// stream the answer back; nothing is stored. Unsafe methods invalidate what they name.
@@ -74,8 +76,12 @@ pub enum Job {
         path: String,
         meta: Arc<ObjectMeta>,
         writer: FillWriter,
+        forward: Forward,
     },
 }
+
+/// Request header fields a fetch sends on behalf of a variant (name, value).
+pub type Forward = Arc<[(String, Vec<u8>)]>;
 
 /// A passed-through response as the client gets it.
 pub struct Passed {
