@@ -19,11 +19,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The relay binary: `$RELAY_BIN` (set by `cargo xtask test`), else the workspace's
-/// `target/debug/relay` or `target/release/relay`.
+/// The relay binary: `$RELAY_BIN`, else `relay` in this test's own target directory, else the
+/// workspace's `target/debug/relay` or `target/release/relay`.
 pub fn relay_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("RELAY_BIN") {
         return PathBuf::from(p);
+    }
+    // The binary built into the same target directory as this test (`<target>/debug/deps/
+    // <test>` → `<target>/debug/relay`), so a `CARGO_TARGET_DIR` never picks up a stale one.
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("relay")))
+        .filter(|p| p.exists())
+    {
+        return p;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for p in ["target/debug/relay", "target/release/relay"] {

@@ -18,7 +18,9 @@
 //! counters); one relay killed: the entry's daemon marks it down (no `relay steer sync`), new
 //! flows avoid it and keep-alive flows to the others complete; the relay restarted: the daemon
 //! brings it back and new flows reach it again; a burst of malformed frames is dropped and
-//! counted.
+//! counted; with equal weights, a relay made 20 ms away (`tc netem` on its veth) gets few new
+//! flows once the entry's health checks have measured its round trip (SKIPPED, with the
+//! reason, when the kernel has no `sch_netem`).
 //! Root only; otherwise prints `SKIPPED: ...`. Every namespace is removed by its guard.
 
 use std::collections::HashMap;
@@ -122,8 +124,9 @@ impl Site {
 }
 
 /// The `[steer]` of the entry: the service, the three relays with their health-check address
-/// (`down` configured down), and (for its daemon) the interface and pin root it keeps in step.
-fn entry_steer(pin_root: &Path, down: Option<&str>) -> String {
+/// (`down` configured down; all of weight 100 with `equal`, else their `RELAYS` weight), and
+/// (for its daemon) the interface and pin root it keeps in step.
+fn entry_steer(pin_root: &Path, down: Option<&str>, equal: bool) -> String {
     let mut text = format!(
         "[steer]\niface = \"eth0\"\npin_root = \"{}\"\nring_size = 65537\n\
          encap_source_v4 = \"10.200.252.0/24\"\n\n\
@@ -132,6 +135,7 @@ fn entry_steer(pin_root: &Path, down: Option<&str>) -> String {
         pin_root.display()
     );
     for (name, addr, mac, weight) in RELAYS {
+        let weight = if equal { 100 } else { weight };
         text.push_str(&format!(
             "\n[[steer.nodes]]\nname = \"{name}\"\naddress = \"{addr}\"\nmac = \"{mac}\"\n\
              weight = {weight}\nhealth_check = \"{addr}:{ADMIN_PORT}\"\nup = {}\n",
@@ -304,7 +308,7 @@ fn flows_spread_by_weight_and_fail_over() {
     let entry_pins = bpffs.path().join("entry");
     let entry_config = configs.write(
         "entry.toml",
-        with_origin(&entry_steer(&entry_pins, None)).as_bytes(),
+        with_origin(&entry_steer(&entry_pins, None, false)).as_bytes(),
     );
     let attach = site
         .entry
@@ -369,7 +373,7 @@ fn flows_spread_by_weight_and_fail_over() {
         &format!(
             "[server]\nlisten = \"{ENTRY}:{PORT}\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\n\
              memory_bytes = 1048576\n\n{}",
-            with_origin(&entry_steer(&entry_pins, None))
+            with_origin(&entry_steer(&entry_pins, None, false))
         ),
         &["ip", "netns", "exec", site.entry.name()],
     );
@@ -501,8 +505,8 @@ fn flows_spread_by_weight_and_fail_over() {
     let r3_addr = RELAYS[2].1;
     let config_text = std::fs::read_to_string(&entry_daemon.config).expect("entry config");
     let down_text = config_text.replace(
-        &entry_steer(&entry_pins, None),
-        &entry_steer(&entry_pins, Some("r3")),
+        &entry_steer(&entry_pins, None, false),
+        &entry_steer(&entry_pins, Some("r3"), false),
     );
     assert_ne!(
         config_text, down_text,
@@ -538,10 +542,121 @@ fn flows_spread_by_weight_and_fail_over() {
     eprintln!("entry status:\n{text}");
     assert_eq!(malformed, sent as u64);
     assert_eq!(dropped, sent as u64);
+
+    // 6. Proximity: equal weights, then r3 moved 20 ms away; the entry's checks measure it.
+    let rtts = last_rtts(&entry_daemon);
+    eprintln!("steer e2e rtt: measured by the entry's checks, all relays near: [{rtts}]");
+    for (name, ..) in RELAYS {
+        let rtt = rtt_of(&rtts, name).unwrap_or_else(|| panic!("no round trip of {name}"));
+        assert!(
+            rtt < 1.0,
+            "{name} is on the same bridge but measured {rtt} ms"
+        );
+    }
+    let equal_text = config_text.replace(
+        &entry_steer(&entry_pins, None, false),
+        &entry_steer(&entry_pins, None, true),
+    );
+    std::fs::write(&entry_daemon.config, equal_text).expect("rewrite the entry config");
+    entry_daemon.signal(libc::SIGHUP);
+    wait_node_state(&site, &entry_pins, r3_addr, "up").expect("SIGHUP did not bring r3 back");
+    let (even, failed_even) = spread(&site, 150);
+    let shares = |served: &HashMap<String, usize>| {
+        RELAYS
+            .iter()
+            .map(|r| format!("{} {:.1}%", r.0, share(served, r.0, 150) * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "steer e2e proximity: equal weights, all near: 150 new flows, {failed_even} failed: {}",
+        shares(&even)
+    );
+    assert_eq!(failed_even, 0);
+    for (name, ..) in RELAYS {
+        let got = share(&even, name, 150);
+        assert!((got - 1.0 / 3.0).abs() < 0.12, "{name}: {}", shares(&even));
+    }
+    let resyncs = |daemon: &Relay| {
+        daemon.log.lock().map_or(0, |l| {
+            l.iter()
+                .filter(|l| l.contains("synced eth0 (proximity)"))
+                .count()
+        })
+    };
+    let resyncs_before = resyncs(&entry_daemon);
+    let netem = std::process::Command::new("tc")
+        .args(["-n", site.relays[2].name()])
+        .args([
+            "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "20ms",
+        ])
+        .output();
+    let netem_error = match &netem {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Some(format!("cannot run tc: {e}")),
+    };
+    if let Some(error) = netem_error {
+        eprintln!(
+            "SKIPPED: {test}: proximity part (far relay gets fewer flows): `tc qdisc add dev \
+             eth0 root netem delay 20ms` failed: {error:?} (this kernel has no sch_netem, \
+             CONFIG_NET_SCH_NETEM)"
+        );
+    } else {
+        let moved_at = Instant::now();
+        while resyncs(&entry_daemon) == resyncs_before {
+            assert!(
+                moved_at.elapsed() < Duration::from_secs(5),
+                "the entry's daemon did not re-weigh r3 within 5 s of its 20 ms delay"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let measured = moved_at.elapsed();
+        let rtts = last_rtts(&entry_daemon);
+        let (far, failed_far) = spread(&site, 150);
+        eprintln!(
+            "steer e2e proximity: r3 20 ms away, re-weighed {measured:.1?} later, rtt [{rtts}]; \
+             150 new flows, {failed_far} failed: {}",
+            shares(&far)
+        );
+        assert_eq!(failed_far, 0);
+        let r3_rtt = rtt_of(&rtts, "r3").expect("r3's round trip");
+        assert!(r3_rtt >= 15.0, "r3 measured {r3_rtt} ms");
+        let r3_far = share(&far, "r3", 150);
+        assert!(r3_far < 0.1, "r3 (far) share {r3_far}: {}", shares(&far));
+        for name in ["r1", "r2"] {
+            let got = share(&far, name, 150);
+            assert!(got > 0.3, "{name} (near) share {got}: {}", shares(&far));
+        }
+    }
     drop(entry_daemon);
     drop(daemons);
     drop(origins);
     drop(site);
+}
+
+/// The round trips in the daemon's last `steer: synced` line (`r1=0.08ms r2=...`).
+fn last_rtts(daemon: &Relay) -> String {
+    let log = daemon.log.lock().map(|l| l.clone()).unwrap_or_default();
+    log.iter()
+        .rev()
+        .filter(|l| l.contains("steer: synced"))
+        .find_map(|l| {
+            let rest = &l[l.find("rtt [")? + 5..];
+            Some(rest[..rest.find(']')?].to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// `name`'s round trip in ms from `last_rtts` text.
+fn rtt_of(rtts: &str, name: &str) -> Option<f64> {
+    rtts.split_whitespace().find_map(|w| {
+        w.strip_prefix(name)?
+            .strip_prefix('=')?
+            .strip_suffix("ms")?
+            .parse()
+            .ok()
+    })
 }
 
 /// Sends `n` Ethernet frames to the entry's MAC whose IPv4 header says IHL 3, from a packet
@@ -609,6 +724,13 @@ fn send_malformed(n: usize) -> usize {
     // SAFETY: `fd` is the socket opened above, closed once.
     unsafe { libc::close(fd) };
     sent
+}
+
+#[test]
+fn rtts_are_parsed() {
+    assert_eq!(rtt_of("r1=0.08ms r3=20.31ms", "r3"), Some(20.31));
+    assert_eq!(rtt_of("r1=0.08ms r3=20.31ms", "r1"), Some(0.08));
+    assert_eq!(rtt_of("r1=0.08ms", "r2"), None);
 }
 
 #[test]

@@ -79,7 +79,7 @@ pub fn run(o: &Options) -> Result<()> {
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root, where
 /// xtask runs cargo) or `target/`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => root().join(d),
         None => root().join("target"),

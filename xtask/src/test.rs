@@ -2,6 +2,7 @@
 //! integration test with the eBPF object embedded. Root-only tests (network namespaces,
 //! XDP) run when root; otherwise they print `SKIPPED: <reason>`, collected in the summary.
 
+use crate::bench_serve::target_dir;
 use crate::build;
 use crate::run::demo_content;
 use crate::setup;
@@ -70,7 +71,8 @@ pub fn run(o: &Options) -> Result<()> {
 fn harness(o: &Options, obj: &std::path::Path) -> Result<Vec<String>> {
     let mut cmd = cargo();
     cmd.env("RELAY_EBPF_OBJECT", obj)
-        .env("RELAY_BIN", root().join("target/debug/relay"))
+        // The binary built above: in `$CARGO_TARGET_DIR` when set, not a stale `target/debug`.
+        .env("RELAY_BIN", target_dir().join("debug/relay"))
         .args(["test", "--locked", "--workspace", "--", "--nocapture"])
         .args(&o.harness)
         .stderr(Stdio::piped());

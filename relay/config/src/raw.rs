@@ -113,6 +113,8 @@ pub(crate) struct RawSteerHealth {
     pub(crate) down_after: Option<Spanned<u64>>,
     pub(crate) up_after: Option<Spanned<u64>>,
     pub(crate) path: Option<Spanned<String>>,
+    pub(crate) measure_rtt: Option<bool>,
+    pub(crate) rtt_change_percent: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]

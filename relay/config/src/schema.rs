@@ -306,6 +306,9 @@ pub const MAX_NODE_WEIGHT: u64 = 10_000;
 /// `steer.nodes[].weight` when omitted.
 pub const DEFAULT_NODE_WEIGHT: u32 = 100;
 
+/// `steer.health.rtt_change_percent` when omitted.
+pub const DEFAULT_RTT_CHANGE_PERCENT: u32 = 20;
+
 /// `[steer.health]`: how `relay run` checks the nodes that have a `health_check` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SteerHealth {
@@ -319,6 +322,12 @@ pub struct SteerHealth {
     pub up_after: u32,
     /// Path of the `GET` whose `200` answer means healthy (default "/healthz").
     pub path: String,
+    /// Time each check's TCP connect (one round trip) and use the median of the last few as
+    /// the node's `rtt_us` (default true). False: the configured `rtt_us` always applies.
+    pub measure_rtt: bool,
+    /// A measured round trip re-syncs the maps only when it moves the node's proximity
+    /// factor by more than this many percent (default 20), so jitter does not move flows.
+    pub rtt_change_percent: u32,
 }
 
 impl Default for SteerHealth {
@@ -329,6 +338,8 @@ impl Default for SteerHealth {
             down_after: 3,
             up_after: 2,
             path: "/healthz".to_owned(),
+            measure_rtt: true,
+            rtt_change_percent: DEFAULT_RTT_CHANGE_PERCENT,
         }
     }
 }
@@ -402,7 +413,8 @@ pub struct SteerNode {
     pub weight: u32,
     /// Health: false takes the node out of every table.
     pub up: bool,
-    /// Measured round-trip time in µs (0: unknown, counts as near).
+    /// Round-trip time in µs (0: unknown, counts as near). With `steer.health.measure_rtt`
+    /// and a `health_check` address, only the value until `relay run` has measured it.
     pub rtt_us: u64,
     /// Where `relay run` checks the node's health (`GET <steer.health.path>`, 200 = healthy):
     /// its admin listener or its service port. None: not checked (`up` alone decides).

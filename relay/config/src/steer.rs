@@ -202,12 +202,21 @@ fn health(src: Source<'_>, raw: RawSteerHealth) -> Result<SteerHealth, ConfigErr
             }
         },
     )?;
+    let (rtt_change_percent, _) = check(
+        src,
+        "steer.health.rtt_change_percent",
+        raw.rtt_change_percent,
+        defaults.rtt_change_percent,
+        |v| in_range(1, 1000)(v).map(|v| v as u32),
+    )?;
     Ok(SteerHealth {
         interval_ms,
         timeout_ms,
         down_after,
         up_after,
         path,
+        measure_rtt: raw.measure_rtt.unwrap_or(defaults.measure_rtt),
+        rtt_change_percent,
     })
 }
 

@@ -120,7 +120,8 @@ fn an_empty_steer_table_is_the_default() {
 #[test]
 fn the_daemon_keys_parse() {
     let text = "[steer]\niface = \"eth1\"\n\n[steer.health]\ninterval_ms = 200\ntimeout_ms = 100\n\
-                down_after = 2\nup_after = 4\npath = \"/ready\"\n\n[[steer.nodes]]\nname = \"r2\"\n\
+                down_after = 2\nup_after = 4\npath = \"/ready\"\nmeasure_rtt = false\n\
+                rtt_change_percent = 50\n\n[[steer.nodes]]\nname = \"r2\"\n\
                 address = \"10.200.250.12\"\nmac = \"02:00:00:00:fa:12\"\n\
                 health_check = \"10.200.250.12:9090\"\n";
     let steer = parse(text).expect("daemon keys").steer;
@@ -130,6 +131,8 @@ fn the_daemon_keys_parse() {
     assert_eq!(steer.health.down_after, 2);
     assert_eq!(steer.health.up_after, 4);
     assert_eq!(steer.health.path, "/ready");
+    assert!(!steer.health.measure_rtt);
+    assert_eq!(steer.health.rtt_change_percent, 50);
     assert_eq!(
         steer.nodes[0].health_check,
         Some("10.200.250.12:9090".parse().unwrap())
@@ -139,6 +142,8 @@ fn the_daemon_keys_parse() {
     assert_eq!((d.health.interval_ms, d.health.timeout_ms), (1000, 500));
     assert_eq!((d.health.down_after, d.health.up_after), (3, 2));
     assert_eq!(d.health.path, "/healthz");
+    assert!(d.health.measure_rtt);
+    assert_eq!(d.health.rtt_change_percent, 20);
     let cases = [
         (
             "[steer]\niface = \"a/b\"\n",
@@ -154,6 +159,11 @@ fn the_daemon_keys_parse() {
         (
             "[steer.health]\ndown_after = 0\n",
             "steer.health.down_after",
+            "between",
+        ),
+        (
+            "[steer.health]\nrtt_change_percent = 0\n",
+            "steer.health.rtt_change_percent",
             "between",
         ),
         (

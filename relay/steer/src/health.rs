@@ -96,18 +96,41 @@ impl Tracker {
 /// Most bytes of the answer read to find its status line.
 const MAX_STATUS_LINE: usize = 512;
 
+/// What one health check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// How long the TCP connect took (SYN to SYN-ACK: one round trip), when it succeeded.
+    pub rtt: Option<Duration>,
+    /// `Ok` for a `200` answer; otherwise why not.
+    pub result: Result<(), String>,
+}
+
 /// One health check: `GET path` on `addr` over HTTP/1.1, all of it (connect, request, status
-/// line) within `timeout`. `Ok` for a `200` answer; otherwise why not.
-pub fn check(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
+/// line) within `timeout`; the connect is timed (the node's round trip).
+pub fn check(addr: SocketAddr, path: &str, timeout: Duration) -> Checked {
+    let started = Instant::now();
+    let deadline = started + timeout;
     let left = || {
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("no answer within {timeout:?}"))
     };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connect {addr}: {e}"))?;
+    let connected = left().and_then(|left| {
+        TcpStream::connect_timeout(&addr, left).map_err(|e| format!("connect {addr}: {e}"))
+    });
+    let rtt = connected.is_ok().then(|| started.elapsed());
+    let result = connected.and_then(|stream| ask(stream, addr, path, &left));
+    Checked { rtt, result }
+}
+
+/// The request and status line of a check on a connected `stream`.
+fn ask(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    left: &dyn Fn() -> Result<Duration, String>,
+) -> Result<(), String> {
     stream
         .set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
@@ -224,18 +247,27 @@ mod tests {
     #[test]
     fn checks_over_loopback() {
         let ok = serve_once(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"));
-        assert_eq!(check(ok, "/healthz", Duration::from_secs(2)), Ok(()));
+        let checked = check(ok, "/healthz", Duration::from_secs(2));
+        assert_eq!(checked.result, Ok(()));
+        let rtt = checked.rtt.expect("a connect is timed");
+        assert!(rtt < Duration::from_secs(1), "{rtt:?}");
         let bad = serve_once(Some(b"HTTP/1.1 404 Not Found\r\n\r\n"));
-        let err = check(bad, "/healthz", Duration::from_secs(2)).unwrap_err();
+        let checked = check(bad, "/healthz", Duration::from_secs(2));
+        let err = checked.result.unwrap_err();
         assert!(err.contains("404"), "{err}");
+        assert!(checked.rtt.is_some(), "the connect succeeded");
         let silent = serve_once(None);
         let started = Instant::now();
-        let err = check(silent, "/healthz", Duration::from_millis(100)).unwrap_err();
+        let err = check(silent, "/healthz", Duration::from_millis(100))
+            .result
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(400), "{err}");
         // A port nobody listens on (bound, then closed).
         let closed = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("addr");
-        assert!(check(closed, "/healthz", Duration::from_secs(1)).is_err());
+        let checked = check(closed, "/healthz", Duration::from_secs(1));
+        assert!(checked.result.is_err());
+        assert_eq!(checked.rtt, None, "no connect, no round trip");
     }
 }

@@ -8,8 +8,14 @@
 //! row comes back, each through a sync: the same atomic table swap as `relay steer sync`,
 //! where a down node has weight 0 and loses only its own slots.
 //!
+//! With `steer.health.measure_rtt` (the default), each check's TCP connect is also a round
+//! trip sample of the node ([`crate::proximity`]): the median of its recent samples replaces
+//! its configured `rtt_us` in the plan, and the maps are re-synced when that moves a node's
+//! proximity factor by more than `rtt_change_percent` (or when a node goes down or up). The
+//! measured round trips are logged with every sync.
+//!
 //! Nothing here stops the daemon: a sync that fails (program not attached, not root) is
-//! logged and tried again at the next reload or health change.
+//! logged and tried again at the next reload, health change or proximity change.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -17,7 +23,8 @@ use std::time::Duration;
 
 use relay_config::SteerConfig;
 
-use crate::health::{self, Change, Tracker};
+use crate::health::{self, Change, Checked, Tracker};
+use crate::proximity::{self, Proximity};
 use crate::{Plan, SteerError, SyncReport};
 
 /// Keeps the maps of `steer.iface` in step with the config and the nodes' health; stops its
@@ -36,6 +43,8 @@ struct Shared {
 struct State {
     config: SteerConfig,
     tracker: Tracker,
+    /// Measured round trips, and the ones the maps use.
+    proximity: Proximity,
     stop: bool,
     /// Bumped by every reload, so the thread does not apply checks of an older config.
     generation: u64,
@@ -48,6 +57,7 @@ impl Keeper {
             state: Mutex::new(State {
                 config: config.clone(),
                 tracker: Tracker::default(),
+                proximity: Proximity::default(),
                 stop: false,
                 generation: 0,
             }),
@@ -60,7 +70,7 @@ impl Keeper {
                 thread: None,
             };
         };
-        sync_logged(&shared.lock(), "start");
+        sync_logged(&mut shared.lock(), "start");
         let thread = std::thread::Builder::new()
             .name(format!("steer-health-{iface}"))
             .spawn({
@@ -85,8 +95,13 @@ impl Keeper {
         state.generation += 1;
         let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
         state.tracker.retain(&names);
+        if config.health.measure_rtt {
+            state.proximity.retain(&names);
+        } else {
+            state.proximity = Proximity::default();
+        }
         if config.iface.is_some() {
-            sync_logged(&state, "reload");
+            sync_logged(&mut state, "reload");
         }
         drop(state);
         self.shared.wake.notify_all();
@@ -95,6 +110,11 @@ impl Keeper {
     /// What the checks currently say about `node` (up when never checked).
     pub fn is_up(&self, node: &str) -> bool {
         self.shared.lock().tracker.is_up(node)
+    }
+
+    /// The round trip the checks measured to `node`, in µs (None until enough checks).
+    pub fn measured_rtt_us(&self, node: &str) -> Option<u64> {
+        self.shared.lock().proximity.measured(node)
     }
 }
 
@@ -116,11 +136,13 @@ impl Shared {
     }
 }
 
-/// The plan of `state`: the config, with the nodes the checks found down taken out.
+/// The plan of `state`: the config, with the nodes the checks found down taken out and the
+/// measured round trips (as applied at the last sync) in place of the configured ones.
 fn effective_plan(state: &State) -> Result<Plan, SteerError> {
     let mut config = state.config.clone();
     for node in &mut config.nodes {
         node.up = node.up && state.tracker.is_up(&node.name);
+        node.rtt_us = state.proximity.rtt_us(&node.name, node.rtt_us);
     }
     Plan::from_config(&config)
 }
@@ -134,7 +156,10 @@ fn sync(state: &State) -> Result<Option<SyncReport>, SteerError> {
     crate::sync(iface, &state.config.pin_root, &plan).map(Some)
 }
 
-fn sync_logged(state: &State, why: &str) {
+/// Makes the measured round trips the ones the maps use, then syncs.
+fn sync_logged(state: &mut State, why: &str) {
+    state.proximity.apply();
+    let state = &*state;
     let iface = state.config.iface.as_deref().unwrap_or("-");
     match sync(state) {
         Ok(Some(report)) => {
@@ -145,8 +170,12 @@ fn sync_logged(state: &State, why: &str) {
                 .filter(|n| !(n.up && state.tracker.is_up(&n.name)))
                 .map(|n| n.name.as_str())
                 .collect();
+            let rtt = state
+                .proximity
+                .describe(state.config.nodes.iter().map(|n| n.name.as_str()));
             log::info!(
-                "steer: synced {iface} ({why}): {} services, {} nodes, {} down {down:?}, table half {}",
+                "steer: synced {iface} ({why}): {} services, {} nodes, {} down {down:?}, \
+                 rtt [{rtt}], table half {}",
                 state.config.services.len(),
                 state.config.nodes.len(),
                 down.len(),
@@ -192,7 +221,7 @@ fn health_loop(shared: &Shared) {
         }
         drop(state);
         let timeout = Duration::from_millis(health.timeout_ms);
-        let results: Vec<(String, Result<(), String>)> = std::thread::scope(|scope| {
+        let results: Vec<(String, Checked)> = std::thread::scope(|scope| {
             let checks: Vec<_> = targets
                 .iter()
                 .map(|(name, addr)| {
@@ -206,9 +235,10 @@ fn health_loop(shared: &Shared) {
             checks
                 .into_iter()
                 .map(|(name, check)| {
-                    let result = check
-                        .join()
-                        .unwrap_or_else(|_| Err("the check panicked".to_owned()));
+                    let result = check.join().unwrap_or_else(|_| Checked {
+                        rtt: None,
+                        result: Err("the check panicked".to_owned()),
+                    });
                     (name.clone(), result)
                 })
                 .collect()
@@ -217,14 +247,42 @@ fn health_loop(shared: &Shared) {
         if state.stop || state.generation != generation {
             continue;
         }
-        let changes: Vec<Change> = results
-            .into_iter()
-            .filter_map(|(name, result)| {
-                state
-                    .tracker
-                    .observe(&name, result, health.down_after, health.up_after)
-            })
+        let mut changes: Vec<Change> = Vec::new();
+        for (name, checked) in results {
+            if let (true, Some(rtt)) = (health.measure_rtt, checked.rtt) {
+                state.proximity.observe(&name, rtt);
+            }
+            changes.extend(state.tracker.observe(
+                &name,
+                checked.result,
+                health.down_after,
+                health.up_after,
+            ));
+        }
+        let configured: Vec<(&str, u64)> = state
+            .config
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.rtt_us))
             .collect();
+        let drifts = state.proximity.drifted(
+            &configured,
+            state.config.proximity_rtt_us,
+            health.rtt_change_percent,
+        );
+        for drift in &drifts {
+            log::info!(
+                "steer: node {} round trip {} (was {}), proximity {:.2} -> {:.2}",
+                drift.node,
+                proximity::ms(drift.to_us),
+                match drift.from_us {
+                    0 => "unknown".to_owned(),
+                    us => proximity::ms(us),
+                },
+                drift.from_factor,
+                drift.to_factor
+            );
+        }
         for change in &changes {
             if change.up {
                 log::info!("steer: node {} up: {}", change.node, change.why);
@@ -233,7 +291,9 @@ fn health_loop(shared: &Shared) {
             }
         }
         if !changes.is_empty() {
-            sync_logged(&state, "health");
+            sync_logged(&mut state, "health");
+        } else if !drifts.is_empty() {
+            sync_logged(&mut state, "proximity");
         }
     }
 }

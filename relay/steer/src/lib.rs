@@ -10,8 +10,9 @@
 //! - `sys`: the few libc calls made directly; the crate's only `unsafe`.
 //! - [`maglev`], [`plan`], [`tables`]: the weighted Maglev tables, the [`Plan`] a config asks
 //!   for, and [`SteerMaps::sync`], which writes it with an atomic table swap.
-//! - [`keeper`], [`health`]: what `relay run` does — [`Keeper`] syncs the maps at start and on
-//!   reload, and its thread marks nodes down and up from HTTP health checks.
+//! - [`keeper`], [`health`], [`proximity`]: what `relay run` does — [`Keeper`] syncs the maps
+//!   at start and on reload, and its thread marks nodes down and up from HTTP health checks
+//!   and weighs them by the round trips those checks measure.
 //!
 //! The object is built by `cargo xtask build` (nightly, `ebpf/xdp`) and embedded by
 //! `build.rs` from `RELAY_EBPF_OBJECT`; without it the crate still builds and [`object`]
@@ -23,6 +24,7 @@ pub mod keeper;
 pub mod maglev;
 mod pins;
 pub mod plan;
+pub mod proximity;
 mod status;
 mod sys;
 pub mod tables;

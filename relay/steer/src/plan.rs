@@ -3,7 +3,8 @@
 //!
 //! Node weight in the tables = `weight` × health (`up`) × proximity, where proximity is 1 for
 //! a node within `proximity_rtt_us` and `proximity_rtt_us / rtt_us` beyond it, so flows go to
-//! the nearest healthy relays.
+//! the nearest healthy relays ([`crate::proximity`]). `rtt_us` is the configured one here;
+//! the daemon's keeper puts the measured one in its place.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use relay_config::{SteerConfig, SteerNode, SteerPolicy, SteerProtocol};
 
 use crate::SteerError;
 use crate::maglev::{self, MaglevNode};
+use crate::proximity;
 
 /// Everything `sync` writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,15 +184,10 @@ fn plan_node(
         (None, Some(hop)) if !node.local => neighbour(hop)?,
         _ => [0; 6],
     };
-    let proximity_weight = if node.rtt_us <= proximity_rtt_us || node.rtt_us == 0 {
-        u64::from(node.weight)
-    } else {
-        (u64::from(node.weight) * proximity_rtt_us / node.rtt_us).max(u64::from(node.weight > 0))
-    };
     Ok(PlanNode {
         name: node.name.clone(),
         node: value,
-        weight: proximity_weight as u32,
+        weight: proximity::weight(node.weight, node.rtt_us, proximity_rtt_us),
     })
 }
 
