@@ -199,6 +199,13 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         in_range(1, MAX_TIMEOUT_MS),
     )?;
 
+    let (zerocopy_min_bytes, _) = check(
+        src,
+        "server.zerocopy_min_bytes",
+        raw.zerocopy_min_bytes,
+        defaults.zerocopy_min_bytes,
+        |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
+    )?;
     let limits = raw.limits;
     let (max_head_bytes, head_span) = check(
         src,
@@ -246,6 +253,7 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         header_timeout_ms,
         idle_timeout_ms,
         pin_cpus: raw.pin_cpus.unwrap_or(defaults.pin_cpus),
+        zerocopy_min_bytes,
         limits: Limits {
             max_head_bytes: to_usize(max_head_bytes, "server.limits.max_head_bytes", None)?,
             max_headers,

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Pin worker `i` to CPU `i` (modulo the CPUs this process may use); default false.
     pub pin_cpus: bool,
+    /// Body pieces at least this long are sent with SENDMSG_ZC while the kernel reports it
+    /// does not copy them (0: never). Default 64 KiB.
+    pub zerocopy_min_bytes: u64,
 }
 
 impl ServerConfig {
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             limits: Limits::DEFAULT,
             pin_cpus: false,
+            zerocopy_min_bytes: 64 * KIB,
         }
     }
 }

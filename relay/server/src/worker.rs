@@ -46,12 +46,6 @@ const RECV_BUFFER_SIZE: usize = 4096;
 /// Bytes a client may send ahead (pipelining) beyond the parse buffer before it is cut off.
 const OVERFLOW_LIMIT: usize = 1 << 20;
 
-/// Body pieces at least this long are sent zero-copy (SENDMSG_ZC) while the connection's
-/// notifications say the kernel really did not copy. Below it the page pinning and the
-/// extra notification cost more than the copy saves (io_uring's guidance is ~10 KiB; the
-/// figure is conservative). Loopback always copies, so there every connection falls back to
-/// plain sends after its first notification.
-const ZC_MIN_BYTES: usize = 64 * 1024;
 /// IORING_NOTIF_USAGE_ZC_COPIED, in a zero-copy notification's result.
 const ZC_COPIED: i32 = i32::MIN;
 
@@ -98,6 +92,8 @@ pub struct Worker {
     idle_timeout: Duration,
     send_timeout: Duration,
     max_connections: usize,
+    /// `server.zerocopy_min_bytes`: pieces at least this long try SENDMSG_ZC (0: never).
+    zc_min: usize,
     /// How long a directory object's description is trusted (`origin.revalidate_ms`).
     revalidate: Duration,
     tick: Box<Timespec>,
@@ -132,6 +128,7 @@ impl Worker {
             idle_timeout: cfg.server.idle_timeout(),
             send_timeout: cfg.server.idle_timeout(),
             max_connections: cfg.server.max_connections,
+            zc_min: cfg.server.zerocopy_min_bytes as usize,
             revalidate: Duration::from_millis(cfg.origin.revalidate_ms),
             tick: timespec(TICK_INTERVAL),
             now: Instant::now(),
@@ -515,7 +512,8 @@ impl Worker {
         c.phase = Phase::Send;
         c.deadline = self.now + self.send_timeout;
         c.inflight += 1;
-        if c.zc_ok && c.send.body.len() - c.send.body_off >= ZC_MIN_BYTES {
+        let piece = c.send.body.len() - c.send.body_off;
+        if c.zc_ok && self.zc_min > 0 && piece >= self.zc_min {
             c.zc_sent = None;
             // SAFETY: as for `sendmsg` below; in addition the SendState (head, body, iovecs)
             // is not touched until the notification completion (`on_send_zc`).
