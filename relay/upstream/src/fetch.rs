@@ -23,6 +23,7 @@ pub struct Context {
     store: Store,
     epoch: Instant,
     stats: Arc<UpstreamStats>,
+    writer: Option<crate::disk_writer::DiskWriter>,
 }
 
 impl Context {
@@ -31,6 +32,7 @@ impl Context {
         store: Store,
         epoch: Instant,
         stats: Arc<UpstreamStats>,
+        writer: Option<crate::disk_writer::DiskWriter>,
     ) -> Context {
         // Clients are built lazily inside the runtime (`run`); this holds the pools.
         Context {
@@ -39,6 +41,7 @@ impl Context {
             store,
             epoch,
             stats,
+            writer,
         }
     }
 }
@@ -607,34 +610,24 @@ impl Context {
         if let Ok(fill) = stored {
             self.wake(fill.watchers.load(Ordering::Acquire));
         }
-        if let (Some(disk), Some(body)) = (self.store.disk.clone(), whole) {
+        if let (Some(writer), Some(body)) = (self.writer.as_ref(), whole) {
             let admitted = self
                 .store
                 .admission
                 .as_ref()
                 .is_none_or(|a| a.record(&key.as_ref()));
             if admitted {
-                let blob = meta.encode_blob(Instant::now(), unix_now());
-                let (len, etag, lm) = (meta.len, meta.etag.clone(), meta.last_modified.clone());
-                let stats = self.stats.clone();
-                // A blocking write on tokio's blocking pool: the upstream loop never waits
-                // on the disk.
-                tokio::task::spawn_blocking(move || {
-                    let info = relay_cache::disk::ChunkInfo {
-                        key: key.as_ref(),
-                        object_len: len,
-                        etag: &etag,
-                        last_modified: &lm,
-                        meta: &blob,
-                    };
-                    match disk.put(&info, &body) {
-                        Ok(()) => stats.disk_writes.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            log::warn!("disk write of {:?} chunk {}: {e}", key.object, key.index);
-                            stats.disk_write_errors.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
+                let queued = writer.submit(crate::disk_writer::WriteJob {
+                    key: key.clone(),
+                    object_len: meta.len,
+                    etag: meta.etag.clone(),
+                    last_modified: meta.last_modified.clone(),
+                    meta: meta.encode_blob(Instant::now(), unix_now()),
+                    body,
                 });
+                if !queued {
+                    self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

@@ -8,12 +8,14 @@
 //! - `fetch`: one job: request, validate the response head, stream the body into fills.
 //! - `head`: reading an origin's response head defensively (Content-Range, validators,
 //!   freshness).
+//! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
 //! - [`Health`]: passive health: consecutive failures mark an origin down for a while.
 //!
 //! This path is not the hot path (a miss costs a round trip to the origin), so it uses tokio
 //! and hyper, maintained crates that own connection pooling, chunked decoding and timeouts;
 //! the serving loop stays on io_uring.
 
+mod disk_writer;
 mod fetch;
 mod head;
 
@@ -153,8 +155,8 @@ pub struct UpstreamStats {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub retries: AtomicU64,
-    pub disk_writes: AtomicU64,
-    pub disk_write_errors: AtomicU64,
+    pub disk_writes: Arc<AtomicU64>,
+    pub disk_write_errors: Arc<AtomicU64>,
 }
 
 /// The upstream thread and its origins.
@@ -183,7 +185,15 @@ impl Upstream {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let ctx = fetch::Context::new(origins.clone(), store, epoch, stats.clone());
+        let writer = match store.disk.clone() {
+            Some(disk) => Some(disk_writer::DiskWriter::start(
+                disk,
+                stats.disk_writes.clone(),
+                stats.disk_write_errors.clone(),
+            )?),
+            None => None,
+        };
+        let ctx = fetch::Context::new(origins.clone(), store, epoch, stats.clone(), writer);
         std::thread::Builder::new()
             .name("relay-upstream".into())
             .spawn(move || runtime.block_on(fetch::run(ctx, rx)))?;
