@@ -85,6 +85,19 @@ impl Ring {
         self.push(&sqe)
     }
 
+    /// `send` of one contiguous buffer (cheaper than `sendmsg`: no msghdr or iovec to
+    /// import).
+    ///
+    /// # Safety
+    /// `buf` obeys the buffer rule.
+    pub unsafe fn send(&mut self, fd: RawFd, buf: *const u8, len: u32, ud: u64) -> io::Result<()> {
+        let sqe = opcode::Send::new(types::Fd(fd), buf, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
     /// Zero-copy `sendmsg`: the kernel sends from our memory and posts a second completion
     /// (a notification) once it no longer reads it; with REPORT_USAGE the notification says
     /// whether it had to copy after all.

@@ -37,6 +37,8 @@ const CANCEL: u8 = 8;
 const WAKE: u8 = 9;
 const DISK_READ: u8 = 10;
 const SEND_ZC: u8 = 11;
+/// Bodies up to this size are copied behind their head and sent with one plain `send`.
+const SMALL_BODY: usize = 16 * 1024;
 const RECV_MULTI: u8 = 12;
 
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
@@ -508,6 +510,42 @@ impl Worker {
 
     fn submit_send(&mut self, slot: u32) -> std::io::Result<()> {
         let c = &mut self.conns[slot as usize];
+        // A small body rides in the head buffer: one contiguous `send` costs less than a
+        // two-iovec `sendmsg`, and the copy of a few KiB is cheaper than the difference.
+        let body_left = c.send.body.len() - c.send.body_off;
+        if body_left > 0
+            && body_left <= SMALL_BODY
+            && c.send.head_off == 0
+            && !c.send.head.is_empty()
+        {
+            let body = std::mem::take(&mut c.send.body);
+            c.send.head.extend_from_slice(&body[c.send.body_off..]);
+            c.send.body_off = 0;
+        }
+        if c.send.body.is_empty() || c.send.head_off == c.send.head.len() {
+            let part: &[u8] = if c.send.body.is_empty() {
+                &c.send.head[c.send.head_off..]
+            } else {
+                &c.send.body[c.send.body_off..]
+            };
+            let zero_copy = c.zc_ok && self.zc_min > 0 && part.len() >= self.zc_min;
+            if !part.is_empty() && !zero_copy {
+                c.phase = Phase::Send;
+                c.deadline = self.now + self.send_timeout;
+                c.inflight += 1;
+                self.stats.sends.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: `part` points into the slot's SendState (head Vec or body Bytes),
+                // untouched until the send completes.
+                return unsafe {
+                    self.ring.send(
+                        c.fd,
+                        part.as_ptr(),
+                        part.len() as u32,
+                        ud(SEND, slot, c.generation),
+                    )
+                };
+            }
+        }
         c.send.prepare();
         c.phase = Phase::Send;
         c.deadline = self.now + self.send_timeout;
