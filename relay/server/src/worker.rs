@@ -905,16 +905,20 @@ impl Worker {
                 }
                 continue;
             }
+            // The next body piece first, so that a head (or part head) and the piece after
+            // it leave in one send (one TCP segment for a small response, not two).
+            if c.send.body_off >= c.send.body.len()
+                && c.body.as_ref().is_some_and(|b| b.pos < b.end)
+            {
+                match self.next_piece(slot)? {
+                    true => continue,
+                    false => return Ok(()),
+                }
+            }
             if c.send.pending() > 0 {
                 return self.submit_send(slot);
             }
             if let Some(body) = c.body.as_mut() {
-                if body.pos < body.end {
-                    match self.next_piece(slot)? {
-                        true => continue,
-                        false => return Ok(()),
-                    }
-                }
                 // multipart/byteranges: the next part's head, or the closing boundary.
                 if c.multi.n > 0 {
                     let m = &mut c.multi;
