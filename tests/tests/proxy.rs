@@ -407,7 +407,6 @@ fn other_methods_pass_through_with_bodies_and_invalidate() {
     let r = get(&relay, "/doc");
     assert_eq!(r.body, b"version two");
     assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
-    // Methods other than GET/HEAD on a directory origin are refused.
 }
 
 #[test]

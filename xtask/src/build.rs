@@ -48,9 +48,19 @@ pub fn ebpf_object() -> PathBuf {
 /// `cargo` of the nightly toolchain, with bpf-linker on PATH and none of the stable
 /// toolchain's environment leaking in.
 pub fn nightly_cargo() -> Command {
+    nightly_cargo_with(setup::bpf_linker_bin_dir())
+}
+
+/// `cargo` of the nightly toolchain with `first` ahead of the PATH, and none of the stable
+/// toolchain's environment (RUSTC, CARGO_TARGET_DIR, ...) leaking in.
+pub fn nightly_cargo_with(first: PathBuf) -> Command {
+    let mut paths = vec![first];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo"])
-        .env("PATH", ebpf_path());
+        .env("PATH", std::env::join_paths(paths).unwrap_or_default());
     for var in [
         "RUSTC",
         "RUSTC_WRAPPER",
@@ -63,13 +73,4 @@ pub fn nightly_cargo() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-/// PATH with bpf-linker first.
-pub fn ebpf_path() -> std::ffi::OsString {
-    let mut paths = vec![setup::bpf_linker_bin_dir()];
-    if let Some(p) = std::env::var_os("PATH") {
-        paths.extend(std::env::split_paths(&p));
-    }
-    std::env::join_paths(paths).unwrap_or_default()
 }

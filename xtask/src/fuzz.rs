@@ -54,24 +54,8 @@ pub fn run(o: &Options) -> Result<()> {
         .context("fuzz dir has a parent")?
         .to_path_buf();
 
-    // `cargo +nightly fuzz`: the nightly's cargo with cargo-fuzz first on PATH and none of
-    // the stable toolchain's environment leaking in.
-    let path = std::env::join_paths(std::iter::once(cargo_fuzz).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))?;
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo"]).env("PATH", path);
-    for var in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTDOC",
-        "CARGO",
-        "CARGO_TARGET_DIR",
-        "RUSTFLAGS",
-        "RUSTUP_TOOLCHAIN",
-    ] {
-        cmd.env_remove(var);
-    }
+    // `cargo +nightly fuzz`, with cargo-fuzz first on PATH.
+    let mut cmd = crate::build::nightly_cargo_with(cargo_fuzz);
     cmd.current_dir(&crate_dir)
         .args([
             "fuzz",

@@ -27,5 +27,17 @@ pub mod range;
 pub mod request;
 pub mod response;
 
+/// Hop-by-hop header fields (RFC 9110 §7.6.1), lower-case: they concern one connection and
+/// are never forwarded (nor are the fields a `Connection` header names).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 pub use request::{Limits, MAX_HEADERS_CAP, Method, ParseError, Parsed, Request, parse_request};
 pub use response::{ContentRange, DateCache, ResponseHead, error_response, reason_phrase};

@@ -137,7 +137,9 @@ pub struct Conn {
     pub saved: Box<Saved>,
     /// The upstream request target (path and query) for HTTP origins.
     pub upath: String,
-    /// The request head as received (HTTP origins): a `Vary` lookup reads it.
+    /// Where the current request's head lies in `rbuf` (valid while it is being answered
+    /// in the same turn), and a copy of it kept while the response waits for upstream.
+    pub head_at: (usize, usize),
     pub head_copy: Vec<u8>,
     /// Request header fields the upstream fetches of this response send (a variant's).
     pub forward: Option<relay_upstream::Forward>,
@@ -214,6 +216,7 @@ impl Conn {
                 cond: Conditionals::default(),
             }),
             upath: String::with_capacity(256),
+            head_at: (0, 0),
             head_copy: Vec::with_capacity(1024),
             forward: None,
             pending: None,

@@ -588,9 +588,8 @@ impl Worker {
             return Ok(());
         }
         let c = &mut self.conns[slot as usize];
-        let body = c.send.advance(res as usize);
+        c.send.advance(res as usize);
         self.stats.bytes.fetch_add(res as u64, Ordering::Relaxed);
-        let _ = body;
         if c.send.pending() > 0 {
             return self.submit_send(slot);
         }
@@ -1022,9 +1021,9 @@ impl Worker {
                             c.path.push_str(target);
                             c.upath.push_str(target);
                             c.route = Route::Http(o);
-                            c.head_copy.clear();
-                            c.head_copy
-                                .extend_from_slice(&c.rbuf[c.rstart..c.rstart + head_len]);
+                            // The head stays readable in `rbuf` while `respond` runs; it is
+                            // copied out only if the response has to wait (a miss).
+                            c.head_at = (c.rstart, head_len);
                         }
                         None => {
                             c.path.push_str(request.path);
@@ -1354,8 +1353,9 @@ impl Worker {
         c.forward = None;
         // A response that varies: this request's variant has a key of its own (unless it
         // sends none of the fields, then the base entry is its variant).
+        let (at, len) = c.head_at;
         if let Some(fields) = cached.as_ref().and_then(|m| m.vary.clone())
-            && let Some((suffix, forward)) = variant(&fields, &c.head_copy)
+            && let Some((suffix, forward)) = variant(&fields, &c.rbuf[at..at + len])
         {
             c.path.push('\0');
             c.path.push_str(&suffix);
@@ -1433,6 +1433,11 @@ impl Worker {
                 }
                 c.stale = cached;
                 c.pending = Some(pending);
+                // The receive buffer moves on while the head is fetched; a `Vary` in the
+                // answer is matched against this copy.
+                let (at, len) = c.head_at;
+                c.head_copy.clear();
+                c.head_copy.extend_from_slice(&c.rbuf[at..at + len]);
                 // `drive` waits on it.
             }
             Route::Directory => {
@@ -1745,22 +1750,16 @@ fn pass_headers(head: &[u8]) -> Vec<(String, Vec<u8>)> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    const DROP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    ];
+    // The origin's Host is sent, and the body is re-framed.
+    const REPLACED: &[&str] = &["host", "content-length"];
     req.headers
         .iter()
         .filter(|h| {
             let n = h.name.to_ascii_lowercase();
-            !DROP.contains(&n.as_str()) && !named.contains(&n)
+            let n = n.as_str();
+            !relay_proto::HOP_BY_HOP.contains(&n)
+                && !REPLACED.contains(&n)
+                && !named.iter().any(|c| c == n)
         })
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect()

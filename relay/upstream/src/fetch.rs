@@ -102,11 +102,6 @@ pub async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<
     }
 }
 
-/// Why a request got no usable response.
-enum SendError {
-    Fill(FillError),
-}
-
 impl Context {
     fn wake(&self, mask: u64) {
         // Pairs with the fence a worker makes between setting its watcher bit and reading
@@ -127,10 +122,10 @@ impl Context {
         end: u64,
         validate: Option<&ObjectMeta>,
         forward: &[(String, Vec<u8>)],
-    ) -> Result<http::Response<Incoming>, SendError> {
+    ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
         if o.is_down(self.epoch) {
-            return Err(SendError::Fill(FillError::Down));
+            return Err(FillError::Down);
         }
         let client = &self.clients[origin];
         let uri = format!("http://{}{}", o.config.address, path);
@@ -154,7 +149,7 @@ impl Context {
             }
             let req = req
                 .body(Full::new(Bytes::new()))
-                .map_err(|_| SendError::Fill(FillError::Connect))?;
+                .map_err(|_| FillError::Connect)?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
             let err = match tokio::time::timeout(first_byte, client.request(req)).await {
@@ -177,7 +172,7 @@ impl Context {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             // Only requests that got nothing back are retried (a GET is idempotent).
             if attempt >= o.config.retries || o.is_down(self.epoch) {
-                return Err(SendError::Fill(err));
+                return Err(err);
             }
             attempt += 1;
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +198,7 @@ impl Context {
             .await
         {
             Ok(r) => r,
-            Err(SendError::Fill(e)) => return self.head_failed(&object, e),
+            Err(e) => return self.head_failed(&object, e),
         };
         let response_time = unix_now();
         let status = resp.status().as_u16();
@@ -457,7 +452,7 @@ impl Context {
         let key = writer.fill().key.clone();
         let resp = match self.send(origin, &path, start, end, None, forward).await {
             Ok(r) => r,
-            Err(SendError::Fill(e)) => return self.fail(writer, e),
+            Err(e) => return self.fail(writer, e),
         };
         let status = resp.status().as_u16();
         if status != 200 && status != 206 {
@@ -803,13 +798,6 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
 /// `Connection` names, and the ones relay writes itself are left out.
 fn end_to_end(h: &http::HeaderMap) -> Bytes {
     const OWN: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
         "content-length",
         "content-range",
         "content-type",
@@ -831,7 +819,8 @@ fn end_to_end(h: &http::HeaderMap) -> Bytes {
     let mut out = Vec::new();
     for (name, value) in h {
         let n = name.as_str();
-        if OWN.contains(&n) || named.iter().any(|c| c == n) {
+        if relay_proto::HOP_BY_HOP.contains(&n) || OWN.contains(&n) || named.iter().any(|c| c == n)
+        {
             continue;
         }
         // hyper has already refused CR/LF in values; keep the check local anyway.
