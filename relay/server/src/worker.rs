@@ -1100,7 +1100,14 @@ impl Worker {
             version: body.meta.version,
             index,
         };
-        if let Some(chunk) = self.shared.memory.get(&key) {
+        // The chunk this response already holds (taken when the head was built, or read
+        // from disk), else the memory tier.
+        let held = c
+            .local
+            .as_ref()
+            .filter(|(version, i, _)| *version == body.meta.version && *i == index)
+            .map(|(_, _, bytes)| bytes.clone());
+        if let Some(chunk) = held.or_else(|| self.shared.memory.get(&key)) {
             let start = layout.chunk_start(index);
             let from = (body.pos - start) as usize;
             let to = ((body.end - start) as usize).min(chunk.len());
@@ -1161,23 +1168,6 @@ impl Worker {
         let Some(body) = c.body.as_mut() else {
             return Ok(true);
         };
-        // A chunk just read from disk for this response.
-        if let Some((version, i, bytes)) = c.local.as_ref()
-            && *version == body.meta.version
-            && *i == index
-        {
-            let start = layout.chunk_start(index);
-            let from = (body.pos - start) as usize;
-            let to = ((body.end - start) as usize).min(bytes.len());
-            if from >= to {
-                c.local = None;
-                return Ok(self.upstream_failed(slot, FillError::Truncated));
-            }
-            c.send.body = bytes.slice(from..to);
-            c.send.body_off = 0;
-            body.pos += (to - from) as u64;
-            return Ok(true);
-        }
         let have = c.src.as_ref().is_some_and(|f| {
             f.key.index == index && f.key.version == body.meta.version && *f.key.object == *c.path
         });
@@ -1536,23 +1526,45 @@ impl Worker {
         let layout = self.shared.layout;
         let memory = &self.shared.memory;
         let disk = self.shared.disk.as_deref();
+        let held = |i: u64| {
+            let k = ChunkRef {
+                object: &c.path,
+                version: meta.version,
+                index: i,
+            };
+            memory.contains(&k) || disk.is_some_and(|d| d.contains(&k))
+        };
         let all_held = |start: u64, end: u64| {
-            start >= end
-                || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(|i| {
-                    let k = ChunkRef {
-                        object: &c.path,
-                        version: meta.version,
-                        index: i,
-                    };
-                    memory.contains(&k) || disk.is_some_and(|d| d.contains(&k))
-                })
+            start >= end || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(held)
         };
         let hit = if multi_n > 0 {
             c.multi.ranges[..multi_n]
                 .iter()
                 .all(|r| all_held(r.start, r.end + 1))
+        } else if start < end {
+            // Take the first chunk now (one lookup, not a check here and a get when the
+            // body is sent): the response keeps it.
+            let first = layout.chunk_of(start);
+            let chunk = memory.get(&ChunkRef {
+                object: &c.path,
+                version: meta.version,
+                index: first,
+            });
+            let first_held = chunk.is_some()
+                || disk.is_some_and(|d| {
+                    d.contains(&ChunkRef {
+                        object: &c.path,
+                        version: meta.version,
+                        index: first,
+                    })
+                });
+            let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
+            if let Some(chunk) = chunk {
+                c.local = Some((meta.version, first, chunk));
+            }
+            first_held && rest_held
         } else {
-            all_held(start, end)
+            true
         };
         if hit {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
