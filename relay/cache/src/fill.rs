@@ -7,10 +7,10 @@
 //! load it with `Acquire` and read only below it. A reader's slice keeps the fill alive
 //! through an `Arc`, so memory a send is reading is never freed under it.
 
+use crate::arena::{Arena, ChunkBuf};
 use crate::key::ChunkKey;
 use crate::meta::ObjectMeta;
 use bytes::Bytes;
-use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -50,7 +50,8 @@ const FAILED: u8 = 2;
 /// The shared side of a chunk being filled.
 pub struct Fill {
     pub key: ChunkKey,
-    buf: Box<[UnsafeCell<u8>]>,
+    /// Registered arena memory for large chunks (see `arena`), else heap.
+    buf: ChunkBuf,
     filled: AtomicUsize,
     state: AtomicU8,
     error: OnceLock<FillError>,
@@ -75,9 +76,18 @@ pub struct FillWriter {
 impl Fill {
     /// A fill of `len` bytes (the chunk's length) and its writer.
     pub fn new(key: ChunkKey, len: usize) -> (Arc<Fill>, FillWriter) {
+        Fill::new_in(key, len, None)
+    }
+
+    /// A fill whose bytes live in `arena` when it has room (and the chunk is large enough).
+    pub fn new_in(
+        key: ChunkKey,
+        len: usize,
+        arena: Option<&Arc<Arena>>,
+    ) -> (Arc<Fill>, FillWriter) {
         let fill = Arc::new(Fill {
             key,
-            buf: (0..len).map(|_| UnsafeCell::new(0)).collect(),
+            buf: ChunkBuf::alloc(len, arena),
             filled: AtomicUsize::new(0),
             state: AtomicU8::new(FILLING),
             error: OnceLock::new(),
@@ -145,10 +155,11 @@ struct Published {
 
 impl AsRef<[u8]> for Published {
     fn as_ref(&self) -> &[u8] {
-        let cells = &self.fill.buf[self.from..self.to];
-        // SAFETY: `to <= available` was checked at creation; bytes below `available` are
-        // never written again (module rule), and UnsafeCell<u8> has the layout of u8.
-        unsafe { std::slice::from_raw_parts(cells.as_ptr().cast::<u8>(), cells.len()) }
+        // SAFETY: `from <= to <= available <= len` was checked at creation; bytes below
+        // `available` are never written again (module rule).
+        unsafe {
+            std::slice::from_raw_parts(self.fill.buf.as_ptr().add(self.from), self.to - self.from)
+        }
     }
 }
 
@@ -173,13 +184,12 @@ impl FillWriter {
         if data.len() > self.fill.len() - at {
             return Err(FillError::Truncated);
         }
-        let dst = &self.fill.buf[at..at + data.len()];
         // SAFETY: only this writer (unique: not Clone, taken by &mut) writes, and only above
-        // `filled`, which no reader reads yet; UnsafeCell<u8> has the layout of u8.
+        // `filled` (`at + data.len() <= len` checked above), which no reader reads yet.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
-                dst.as_ptr().cast::<u8>().cast_mut(),
+                self.fill.buf.as_ptr().add(at),
                 data.len(),
             );
         }
@@ -200,12 +210,12 @@ impl FillWriter {
             self.fail(FillError::Truncated);
             return Err(FillError::Truncated);
         }
-        let dst = &self.fill.buf[at..];
-        // SAFETY: as in `append`: the unique writer writes above `filled` only.
+        // SAFETY: as in `append`: the unique writer writes above `filled` only, and
+        // `at + last.len() == len` was checked above.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 last.as_ptr(),
-                dst.as_ptr().cast::<u8>().cast_mut(),
+                self.fill.buf.as_ptr().add(at),
                 last.len(),
             );
         }
@@ -286,9 +296,24 @@ pub enum Start {
 pub struct InFlight {
     heads: Mutex<HashMap<Arc<str>, Arc<Pending>>>,
     chunks: Mutex<HashMap<ChunkKey, Arc<Fill>>>,
+    /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
+    arena: Option<Arc<Arena>>,
 }
 
 impl InFlight {
+    /// A table whose fills take their memory from `arena` when it has room.
+    pub fn with_arena(arena: Option<Arc<Arena>>) -> InFlight {
+        InFlight {
+            arena,
+            ..InFlight::default()
+        }
+    }
+
+    /// The arena fills allocate from.
+    pub fn arena(&self) -> Option<&Arc<Arena>> {
+        self.arena.as_ref()
+    }
+
     /// The pending head fetch of `object`, and whether the caller created it (and so must
     /// start the fetch).
     pub fn head(&self, object: &str) -> (Arc<Pending>, bool) {
@@ -355,7 +380,7 @@ impl InFlight {
         if let Some(f) = chunks.get(&key) {
             return Err(f.clone());
         }
-        let (fill, writer) = Fill::new(key.clone(), len);
+        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
         chunks.insert(key, fill);
         Ok(writer)
     }
@@ -376,7 +401,7 @@ impl InFlight {
         if cached(&key) {
             return Start::Cached;
         }
-        let (fill, writer) = Fill::new(key.clone(), len);
+        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
         chunks.insert(key, fill);
         Start::New(writer)
     }

@@ -11,6 +11,7 @@
 //! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
 
+pub mod arena;
 pub mod disk;
 pub mod fill;
 pub mod key;

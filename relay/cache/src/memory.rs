@@ -1,23 +1,36 @@
 //! The memory tier: chunks held as reference-counted [`Bytes`], bounded by total bytes.
+//! Chunks of at least [`ARENA_MIN`](crate::arena::ARENA_MIN) bytes live in a registered [`Arena`] (see `arena`) and
+//! weigh the block they take; smaller ones live on the heap.
 //!
 //! Eviction is `quick_cache`'s CLOCK-PRO variant (scan-resistant: a one-pass scan over many
 //! cold chunks does not flush the hot set), sharded so concurrent workers rarely meet on a
 //! shard. A chunk being sent keeps its memory alive through its `Bytes` handle even after
 //! eviction, so the kernel never reads freed memory.
 
+use crate::arena::Arena;
 use crate::key::{ChunkKey, ChunkRef};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Weighs a chunk by the memory it holds: its arena block, or its heap bytes.
 #[derive(Clone, Copy)]
-struct ByLength;
+struct ByLength {
+    /// The arena's address range (start, end), when there is one.
+    arena: Option<(usize, usize)>,
+}
 
 impl Weighter<ChunkKey, Bytes> for ByLength {
     fn weight(&self, key: &ChunkKey, val: &Bytes) -> u64 {
+        let at = val.as_ptr() as usize;
+        let held = match self.arena {
+            Some((start, end)) if at >= start && at < end => Arena::block_len(val.len()),
+            _ => val.len(),
+        };
         // The bytes plus a fixed estimate of the key and entry overhead.
-        val.len() as u64 + key.object.len() as u64 + 64
+        held as u64 + key.object.len() as u64 + 64
     }
 }
 
@@ -25,12 +38,25 @@ impl Weighter<ChunkKey, Bytes> for ByLength {
 pub struct MemoryTier {
     chunks: Cache<ChunkKey, Bytes, ByLength>,
     capacity: AtomicU64,
+    arena: Option<Arc<Arena>>,
 }
 
 impl MemoryTier {
     /// A tier holding at most `capacity_bytes` (chunk bytes plus per-entry overhead).
     /// `chunk_size` sizes the initial index.
     pub fn new(capacity_bytes: u64, chunk_size: u64) -> Self {
+        Self::with_arena(capacity_bytes, chunk_size, None)
+    }
+
+    /// Like [`MemoryTier::new`], with large chunks kept in `arena`.
+    pub fn with_arena(capacity_bytes: u64, chunk_size: u64, arena: Option<Arc<Arena>>) -> Self {
+        let weigher = ByLength {
+            arena: arena.as_ref().map(|a| {
+                let iov = a.iovecs();
+                let start = iov.first().map_or(0, |v| v.iov_base as usize);
+                (start, start + a.capacity() as usize)
+            }),
+        };
         let items = (capacity_bytes / chunk_size.max(1)).clamp(16, 1 << 22) as usize;
         // Shards by size, not by core count: each shard runs its own eviction over its own
         // share, so a small tier cut into many shards loses hit ratio (measured: 256 chunks,
@@ -44,14 +70,26 @@ impl MemoryTier {
             .build()
         {
             Ok(options) => {
-                Cache::with_options(options, ByLength, Default::default(), Default::default())
+                Cache::with_options(options, weigher, Default::default(), Default::default())
             }
-            Err(_) => Cache::with_weighter(items, capacity_bytes, ByLength),
+            Err(_) => Cache::with_weighter(items, capacity_bytes, weigher),
         };
         MemoryTier {
             chunks,
             capacity: AtomicU64::new(capacity_bytes),
+            arena,
         }
+    }
+
+    /// The registered arena large chunks live in.
+    pub fn arena(&self) -> Option<&Arc<Arena>> {
+        self.arena.as_ref()
+    }
+
+    /// Memory for a chunk of `len` bytes about to be stored: arena when it fits (see
+    /// `arena`), else heap.
+    pub fn chunk_buf(&self, len: usize) -> crate::arena::ChunkBuf {
+        crate::arena::ChunkBuf::alloc(len, self.arena.as_ref())
     }
 
     /// The chunk, if held. Allocates nothing.
@@ -106,7 +144,6 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn key(obj: &str, index: u64) -> ChunkKey {
         ChunkKey {
@@ -129,6 +166,27 @@ mod tests {
         assert!(m.get(&ChunkRef { version: 2, ..r }).is_none());
         m.remove_object("a");
         assert!(m.get(&r).is_none());
+    }
+
+    #[test]
+    fn arena_chunks_weigh_their_block() {
+        let arena = Arena::new(4 << 20).unwrap();
+        let m = MemoryTier::with_arena(8 << 20, 1 << 20, Some(arena.clone()));
+        let mut buf = m.chunk_buf(600 * 1024);
+        assert!(buf.registered());
+        buf.as_mut_slice()[0] = 9;
+        m.insert(key("a", 0), buf.freeze());
+        assert_eq!(m.weight(), (1 << 20) + 1 + 64);
+        assert_eq!(arena.used(), 1 << 20);
+        m.insert(key("b", 0), m.chunk_buf(100).freeze());
+        assert_eq!(m.weight(), (1 << 20) + 1 + 64 + 100 + 1 + 64);
+        // Eviction (here: removal) returns the block once no handle is left.
+        let held = m.get(&key("a", 0).as_ref()).unwrap();
+        m.remove_object("a");
+        assert_eq!(arena.used(), 1 << 20);
+        assert_eq!(held[0], 9);
+        drop(held);
+        assert_eq!(arena.used(), 0);
     }
 
     #[test]

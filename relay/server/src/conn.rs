@@ -101,7 +101,8 @@ pub struct Body {
 
 /// A chunk being read from the directory origin.
 pub struct FileRead {
-    pub buf: Vec<u8>,
+    /// The chunk's memory (registered arena when large enough): read into, then stored.
+    pub buf: relay_cache::arena::ChunkBuf,
     pub got: usize,
     pub index: u64,
 }
@@ -341,8 +342,16 @@ impl Small {
 pub struct DiskRead {
     pub plan: relay_cache::disk::ReadPlan,
     pub file: File,
-    pub buf: Vec<u8>,
-    pub got: usize,
+    /// The file's header (`..plan.body_offset`), read alongside the body.
+    pub header: Vec<u8>,
+    pub header_got: usize,
+    /// The body (registered arena when large enough): verified, then sent and promoted.
+    pub body: relay_cache::arena::ChunkBuf,
+    pub body_got: usize,
+    /// Reads of this chunk in flight (header and body go out together).
+    pub reads: u8,
+    /// A read failed (error or end of file before the planned length).
+    pub failed: Option<i32>,
 }
 
 /// A request to pass through, waiting for its body.

@@ -113,6 +113,12 @@ pub struct WorkerStats {
     pub sends: AtomicU64,
     pub zc_sends: AtomicU64,
     pub zc_copied: AtomicU64,
+    /// Zero-copy sends from the registered arena (fixed buffers), of `zc_sends + zc_copied`.
+    pub zc_fixed: AtomicU64,
+    /// File reads into the registered arena (READ_FIXED): disk-tier bodies, directory chunks.
+    pub read_fixed: AtomicU64,
+    /// 1 when this worker's ring registered the memory tier's arena.
+    pub arena_registered: AtomicU64,
     pub upstream_heads: AtomicU64,
     pub upstream_chunks: AtomicU64,
     pub upstream_errors: AtomicU64,
@@ -137,6 +143,9 @@ impl Default for WorkerStats {
             sends: AtomicU64::new(0),
             zc_sends: AtomicU64::new(0),
             zc_copied: AtomicU64::new(0),
+            zc_fixed: AtomicU64::new(0),
+            read_fixed: AtomicU64::new(0),
+            arena_registered: AtomicU64::new(0),
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
@@ -322,12 +331,22 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
             .map_err(ServerError::Ring)?,
     );
     let layout = Layout::new(config.cache.chunk_size);
-    let memory = Arc::new(MemoryTier::new(
+    // Large chunks live in one mapping every worker registers with its ring; without it
+    // (the mapping refused) they live on the heap and are sent unregistered.
+    let arena = match relay_cache::arena::Arena::new(config.cache.memory_bytes as usize) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");
+            None
+        }
+    };
+    let memory = Arc::new(MemoryTier::with_arena(
         config.cache.memory_bytes,
         config.cache.chunk_size,
+        arena.clone(),
     ));
     let meta = Arc::new(MetaCache::new(1 << 16));
-    let inflight = Arc::new(InFlight::default());
+    let inflight = Arc::new(InFlight::with_arena(arena));
     let disk = match &config.cache.disk_dir {
         Some(dir) => {
             let mut dc = DiskConfig::new(dir.clone(), config.cache.disk_bytes);

@@ -39,7 +39,8 @@ impl Metrics {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum()
         };
-        let counters: [(&str, &str, &str, u64); 12] = [
+        let arena = self.shared.memory.arena();
+        let counters: [(&str, &str, &str, u64); 18] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -75,6 +76,42 @@ impl Metrics {
                 "counter",
                 "Zero-copy sends the kernel copied anyway (the connection then sends plainly).",
                 sum(|w| &w.zc_copied),
+            ),
+            (
+                "relay_sends_zerocopy_fixed_total",
+                "counter",
+                "Zero-copy sends from memory registered with io_uring (fixed buffers).",
+                sum(|w| &w.zc_fixed),
+            ),
+            (
+                "relay_reads_fixed_total",
+                "counter",
+                "File reads into registered memory (READ_FIXED): disk-tier bodies, directory chunks.",
+                sum(|w| &w.read_fixed),
+            ),
+            (
+                "relay_memory_arena_registered_workers",
+                "gauge",
+                "Workers whose ring registered the memory tier's arena.",
+                sum(|w| &w.arena_registered),
+            ),
+            (
+                "relay_memory_arena_bytes",
+                "gauge",
+                "Bytes of the registered arena in chunk blocks now.",
+                arena.map_or(0, |a| a.used()),
+            ),
+            (
+                "relay_memory_arena_capacity_bytes",
+                "gauge",
+                "Bytes of the registered arena (chunks of 16 KiB and more live there).",
+                arena.map_or(0, |a| a.capacity()),
+            ),
+            (
+                "relay_memory_arena_fallbacks_total",
+                "counter",
+                "Chunks that went to the heap because the arena had no free block.",
+                arena.map_or(0, |a| a.fallbacks()),
             ),
             (
                 "relay_connections_accepted_total",

@@ -10,6 +10,10 @@ use io_uring::{IoUring, opcode, squeue, types};
 use std::io;
 use std::os::fd::RawFd;
 
+/// IORING_SEND_ZC_REPORT_USAGE (in the SQE's ioprio field): the notification says whether
+/// the kernel had to copy after all.
+const REPORT_USAGE: u16 = 8;
+
 /// A ring plus a push that flushes when the submission queue is full.
 pub struct Ring {
     pub ring: IoUring,
@@ -110,11 +114,104 @@ impl Ring {
         msg: *const libc::msghdr,
         ud: u64,
     ) -> io::Result<()> {
-        /// IORING_SEND_ZC_REPORT_USAGE (in the SQE's ioprio field).
-        const REPORT_USAGE: u16 = 8;
         let sqe = opcode::SendMsgZc::new(types::Fd(fd), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .ioprio(REPORT_USAGE)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// Zero-copy `send` of one range of a registered buffer (`buf_index`): the kernel skips
+    /// pinning the pages, which the registration pinned once. Completions as `sendmsg_zc`.
+    ///
+    /// # Safety
+    /// `buf..buf + len` lies inside registered buffer `buf_index` and stays untouched
+    /// until the notification.
+    pub unsafe fn send_zc_fixed(
+        &mut self,
+        fd: RawFd,
+        buf: *const u8,
+        len: u32,
+        buf_index: u16,
+        ud: u64,
+    ) -> io::Result<()> {
+        let sqe = opcode::SendZc::new(types::Fd(fd), buf, len)
+            .buf_index(Some(buf_index))
+            .flags(libc::MSG_NOSIGNAL)
+            .zc_flags(REPORT_USAGE)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// A response head, then a zero-copy send of its body from registered buffer
+    /// `buf_index`, linked: the body starts only once the whole head is sent (MSG_WAITALL
+    /// makes a short head a failure, which cancels the body), and MSG_MORE lets TCP put the
+    /// head and the body's first bytes in one segment. Both entries enter the queue in
+    /// the same submission, so the link is never cut between them.
+    ///
+    /// # Safety
+    /// `head` obeys the buffer rule; `body..body + body_len` lies inside registered buffer
+    /// `buf_index` and stays untouched until the body's notification.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn send_head_then_fixed(
+        &mut self,
+        fd: RawFd,
+        head: &[u8],
+        head_ud: u64,
+        body: *const u8,
+        body_len: u32,
+        buf_index: u16,
+        body_ud: u64,
+    ) -> io::Result<()> {
+        let first = opcode::Send::new(types::Fd(fd), head.as_ptr(), head.len() as u32)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL | libc::MSG_MORE)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(head_ud);
+        let second = opcode::SendZc::new(types::Fd(fd), body, body_len)
+            .buf_index(Some(buf_index))
+            .flags(libc::MSG_NOSIGNAL)
+            .zc_flags(REPORT_USAGE)
+            .build()
+            .user_data(body_ud);
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2 {
+            self.ring.submit()?;
+        }
+        // SAFETY: the entries' pointers obey the caller's contract.
+        unsafe { self.ring.submission().push_multiple(&[first, second]) }
+            .map_err(|_| io::Error::other("submission queue stays full"))
+    }
+
+    /// Registers `iovecs` as the ring's fixed buffers (pins their pages once).
+    ///
+    /// # Safety
+    /// The memory stays mapped for the life of the ring.
+    pub unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> io::Result<()> {
+        // SAFETY: the caller keeps the memory mapped while the ring lives.
+        unsafe { self.ring.submitter().register_buffers(iovecs) }
+    }
+
+    /// `read` into registered buffer `buf_index` (no page pinning per read).
+    ///
+    /// # Safety
+    /// As `read`, and `buf..buf + len` lies inside registered buffer `buf_index`.
+    pub unsafe fn read_fixed(
+        &mut self,
+        fd: RawFd,
+        buf: *mut u8,
+        len: u32,
+        offset: u64,
+        buf_index: u16,
+        ud: u64,
+    ) -> io::Result<()> {
+        let sqe = opcode::ReadFixed::new(types::Fd(fd), buf, len, buf_index)
+            .offset(offset)
             .build()
             .user_data(ud);
         self.push(&sqe)

@@ -35,11 +35,16 @@ const READ: u8 = 6;
 const TICK: u8 = 7;
 const CANCEL: u8 = 8;
 const WAKE: u8 = 9;
+/// A disk-tier chunk's header read.
 const DISK_READ: u8 = 10;
 const SEND_ZC: u8 = 11;
 /// Bodies up to this size are copied behind their head and sent with one plain `send`.
 const SMALL_BODY: usize = 16 * 1024;
 const RECV_MULTI: u8 = 12;
+/// A disk-tier chunk's body read.
+const DISK_BODY: u8 = 13;
+/// A response head sent ahead of (and linked to) a zero-copy fixed-buffer body.
+const SEND_HEAD: u8 = 14;
 
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
 /// one and is copied into the connection's parse buffer at once.
@@ -96,6 +101,9 @@ pub struct Worker {
     max_connections: usize,
     /// `server.zerocopy_min_bytes`: pieces at least this long try SENDMSG_ZC (0: never).
     zc_min: usize,
+    /// The memory tier's arena, when this ring registered it: pieces inside it are sent
+    /// (and disk chunks read) as fixed buffers.
+    fixed: Option<Arc<relay_cache::arena::Arena>>,
     /// How long a directory object's description is trusted (`origin.revalidate_ms`).
     revalidate: Duration,
     tick: Box<Timespec>,
@@ -118,11 +126,33 @@ impl Worker {
         id: usize,
     ) -> std::io::Result<Worker> {
         let cfg = &shared.config;
-        let ring = Ring::new(4096)?;
+        let mut ring = Ring::new(4096)?;
         // Kernels without provided-buffer rings fall back to one receive per request.
         let bufring =
             crate::bufring::BufRing::new(&ring.ring, 0, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
+        let fixed = shared.memory.arena().and_then(|arena| {
+            // SAFETY: the arena stays mapped while this worker (and so its ring) lives: the
+            // worker holds an Arc to it in `fixed`, dropped after the ring.
+            match unsafe { ring.register_buffers(&arena.iovecs()) } {
+                Ok(()) => Some(arena.clone()),
+                Err(e) => {
+                    if id == 0 {
+                        log::warn!(
+                            "memory tier: registering {} bytes with io_uring failed ({e}); \
+                             sending from unregistered memory (raise RLIMIT_MEMLOCK or \
+                             grant CAP_IPC_LOCK)",
+                            arena.capacity()
+                        );
+                    }
+                    None
+                }
+            }
+        });
+        stats
+            .arena_registered
+            .store(fixed.is_some() as u64, Ordering::Relaxed);
         Ok(Worker {
+            fixed,
             ring,
             bufring,
             listener,
@@ -224,9 +254,11 @@ impl Worker {
                 match kind {
                     RECV => self.on_recv(slot, res),
                     SEND => self.on_send(slot, res),
+                    SEND_HEAD => self.on_send_head(slot, res),
                     SEND_ZC => self.on_send_zc(slot, res, flags),
                     READ => self.on_read(slot, res),
-                    DISK_READ => self.on_disk_read(slot, res),
+                    DISK_READ => self.on_disk_read(slot, false, res),
+                    DISK_BODY => self.on_disk_read(slot, true, res),
                     _ => Ok(()),
                 }
             }
@@ -553,6 +585,43 @@ impl Worker {
         let piece = c.send.body.len() - c.send.body_off;
         if c.zc_ok && self.zc_min > 0 && piece >= self.zc_min {
             c.zc_sent = None;
+            let body = &c.send.body[c.send.body_off..];
+            if let Some(index) = self
+                .fixed
+                .as_ref()
+                .and_then(|a| a.buf_index(body.as_ptr(), piece))
+            {
+                self.stats.zc_fixed.fetch_add(1, Ordering::Relaxed);
+                let head = &c.send.head[c.send.head_off..];
+                if !head.is_empty() {
+                    c.inflight += 1;
+                    // SAFETY: `head` is the slot's head Vec and `body` lies inside
+                    // registered buffer `index`; both are held by the SendState, untouched
+                    // until the head's completion and the body's notification.
+                    return unsafe {
+                        self.ring.send_head_then_fixed(
+                            c.fd,
+                            head,
+                            ud(SEND_HEAD, slot, c.generation),
+                            body.as_ptr(),
+                            piece as u32,
+                            index,
+                            ud(SEND_ZC, slot, c.generation),
+                        )
+                    };
+                }
+                // SAFETY: `body` lies inside registered buffer `index` (checked by the arena)
+                // and is held by the slot's SendState, untouched until the notification.
+                return unsafe {
+                    self.ring.send_zc_fixed(
+                        c.fd,
+                        body.as_ptr(),
+                        piece as u32,
+                        index,
+                        ud(SEND_ZC, slot, c.generation),
+                    )
+                };
+            }
             // SAFETY: as for `sendmsg` below; in addition the SendState (head, body, iovecs)
             // is not touched until the notification completion (`on_send_zc`).
             return unsafe {
@@ -594,6 +663,20 @@ impl Worker {
             return self.submit_send(slot);
         }
         self.drive(slot)
+    }
+
+    /// The head sent ahead of a linked fixed-buffer body: only account for it; the body's
+    /// completions drive the connection. A failed or short head cancels the body, whose
+    /// completion then closes the connection.
+    fn on_send_head(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let head_left = c.send.head.len() - c.send.head_off;
+        if res < 0 || res as usize != head_left {
+            return Ok(());
+        }
+        c.send.advance(res as usize);
+        self.stats.bytes.fetch_add(res as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn on_send_zc(&mut self, slot: u32, res: i32, flags: u32) -> std::io::Result<()> {
@@ -641,7 +724,7 @@ impl Worker {
         }
         let fill = c.fill.take().expect("checked above");
         let version = body.meta.version;
-        let chunk = Bytes::from(fill.buf);
+        let chunk = fill.buf.freeze();
         let key = ChunkRef {
             object: &c.path,
             version,
@@ -651,44 +734,81 @@ impl Worker {
         self.drive(slot)
     }
 
+    /// Reads a disk-tier chunk: the header into a heap buffer and the body into its own
+    /// memory (READ_FIXED when that is the registered arena), both submitted together.
     fn submit_disk_read(&mut self, slot: u32) -> std::io::Result<()> {
         let c = &mut self.conns[slot as usize];
         let Some(d) = c.dread.as_mut() else {
             return Ok(());
         };
-        let room = &mut d.buf[d.got..];
         c.phase = Phase::Fill;
-        c.inflight += 1;
-        // SAFETY: `d.buf` is a heap Vec owned by the slot and kept until the read completes.
-        unsafe {
-            self.ring.read(
-                d.file.as_raw_fd(),
-                room.as_mut_ptr(),
-                room.len() as u32,
-                d.plan.offset + d.got as u64,
-                ud(DISK_READ, slot, c.generation),
-            )
+        let fd = d.file.as_raw_fd();
+        if d.header_got < d.header.len() {
+            let room = &mut d.header[d.header_got..];
+            d.reads += 1;
+            c.inflight += 1;
+            // SAFETY: `d.header` is a heap Vec owned by the slot, not resized, and kept until
+            // the read completes.
+            unsafe {
+                self.ring.read(
+                    fd,
+                    room.as_mut_ptr(),
+                    room.len() as u32,
+                    d.plan.offset + d.header_got as u64,
+                    ud(DISK_READ, slot, c.generation),
+                )?
+            };
         }
+        if d.body_got < d.body.len() {
+            let len = d.body.len() - d.body_got;
+            // SAFETY: `body_got < len` of the buffer, so the pointer stays inside it.
+            let at = unsafe { d.body.as_ptr().add(d.body_got) };
+            let offset = d.plan.offset + d.plan.body_offset + d.body_got as u64;
+            let u = ud(DISK_BODY, slot, c.generation);
+            d.reads += 1;
+            c.inflight += 1;
+            match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
+                Some(index) => {
+                    self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: `at..at + len` is inside registered buffer `index` (checked by
+                    // the arena) and owned by the slot's DiskRead until the read completes.
+                    unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u)? }
+                }
+                // SAFETY: as above, without the registration.
+                None => unsafe { self.ring.read(fd, at, len as u32, offset, u)? },
+            }
+        }
+        Ok(())
     }
 
-    /// A disk-tier read finished: verified bytes go to memory (promotion) and to this
-    /// response; a bad or vanished file is dropped and counted, and the chunk is fetched
-    /// from upstream instead. A corrupt chunk is never sent.
-    fn on_disk_read(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+    /// One read of a disk-tier chunk finished. When both are done, verified bytes go to
+    /// memory (promotion) and to this response; a bad or vanished file is dropped and
+    /// counted, and the chunk is fetched from upstream instead. A corrupt chunk is never
+    /// sent.
+    fn on_disk_read(&mut self, slot: u32, body_part: bool, res: i32) -> std::io::Result<()> {
         let c = &mut self.conns[slot as usize];
         let (Some(disk), Some(d)) = (self.shared.disk.as_ref(), c.dread.as_mut()) else {
             return self.drive(slot);
         };
-        if res > 0 {
-            d.got += res as usize;
-            if d.got < d.buf.len() {
-                return self.submit_disk_read(slot);
-            }
+        d.reads = d.reads.saturating_sub(1);
+        if res <= 0 {
+            d.failed.get_or_insert(res);
+        } else if body_part {
+            d.body_got += res as usize;
+        } else {
+            d.header_got += res as usize;
+        }
+        if d.reads > 0 {
+            return Ok(());
+        }
+        if d.failed.is_none() && (d.header_got < d.header.len() || d.body_got < d.body.len()) {
+            // A short read (rare for files): read the rest.
+            return self.submit_disk_read(slot);
         }
         let Some(d) = c.dread.take() else {
             return self.drive(slot);
         };
-        if res <= 0 {
+        if let Some(res) = d.failed {
             let e = if res < 0 {
                 std::io::Error::from_raw_os_error(-res)
             } else {
@@ -697,9 +817,9 @@ impl Worker {
             disk.read_failed(&d.plan, &e);
             return self.drive(slot);
         }
-        match disk.verify(&d.plan, &d.buf) {
-            Ok(v) => {
-                let bytes = bytes::Bytes::from(d.buf).slice(v.body);
+        match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
+            Ok(()) => {
+                let bytes = d.body.freeze();
                 self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 if c.body.as_ref().is_some_and(|b| b.meta.storable) {
                     self.shared.memory.insert(d.plan.key.clone(), bytes.clone());
@@ -758,22 +878,24 @@ impl Worker {
             return Ok(());
         };
         let offset = layout.chunk_start(fill.index) + fill.got as u64;
-        let room = &mut fill.buf[fill.got..];
+        let len = fill.buf.len() - fill.got;
+        // SAFETY: `got < len` of the buffer, so the pointer stays inside it.
+        let at = unsafe { fill.buf.as_ptr().add(fill.got) };
+        let (fd, u) = (file.as_raw_fd(), ud(READ, slot, c.generation));
         c.phase = Phase::Fill;
         c.inflight += 1;
-        // SAFETY: `fill.buf` is a heap Vec owned by the slot and kept until the read completes.
-        unsafe {
-            self.ring.read(
-                file.as_raw_fd(),
-                room.as_mut_ptr(),
-                room.len() as u32,
-                offset,
-                ud(READ, slot, c.generation),
-            )
+        match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
+            Some(index) => {
+                self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: `at..at + len` is inside registered buffer `index` (checked by the
+                // arena); `fill.buf` is owned by the slot and kept until the read completes.
+                unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u) }
+            }
+            // SAFETY: as above, without the registration.
+            None => unsafe { self.ring.read(fd, at, len as u32, offset, u) },
         }
     }
 
-    /// Moves a connection forward until it must wait for the kernel.
     fn drive(&mut self, slot: u32) -> std::io::Result<()> {
         loop {
             let c = &mut self.conns[slot as usize];
@@ -1146,7 +1268,7 @@ impl Worker {
         }
         let len = layout.chunk_len(body.meta.len, index) as usize;
         c.fill = Some(FileRead {
-            buf: vec![0u8; len],
+            buf: self.shared.memory.chunk_buf(len),
             got: 0,
             index,
         });
@@ -1180,12 +1302,17 @@ impl Worker {
             if let Some(plan) = disk.locate(&key) {
                 match std::fs::File::open(&plan.path) {
                     Ok(file) => {
-                        let len = plan.len as usize;
+                        let header = vec![0u8; plan.body_offset as usize];
+                        let body = self.shared.memory.chunk_buf(plan.body_len as usize);
                         c.dread = Some(crate::conn::DiskRead {
                             plan,
                             file,
-                            buf: vec![0u8; len],
-                            got: 0,
+                            header,
+                            header_got: 0,
+                            body,
+                            body_got: 0,
+                            reads: 0,
+                            failed: None,
                         });
                         self.submit_disk_read(slot)?;
                         return Ok(false);

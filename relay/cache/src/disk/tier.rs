@@ -116,11 +116,33 @@ impl ReadPlan {
                 actual: bytes.len() as u64,
             });
         };
-        let header = format::decode_header(bytes)?;
-        if header.key != self.key || header.generation != self.generation {
+        let split = usize::try_from(self.body_offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let (head, body) = bytes.split_at(split);
+        let header = self.check_parts(head, body)?;
+        Ok(VerifiedChunk {
+            header,
+            body: split..bytes.len(),
+        })
+    }
+
+    /// Like [`ReadPlan::check`], for a file read in two parts: `header` holds the bytes
+    /// before `body_offset`, `body` the `body_len` bytes after (so the body can be read
+    /// straight into the memory it will be sent from).
+    pub fn check_parts(&self, header: &[u8], body: &[u8]) -> Result<ChunkHeader, Corruption> {
+        let got = (header.len() + body.len()) as u64;
+        if got < self.len || body.len() as u64 != self.body_len {
+            return Err(Corruption::Truncated {
+                expected: self.len,
+                actual: got,
+            });
+        }
+        let decoded = format::decode_header(header)?;
+        if decoded.key != self.key || decoded.generation != self.generation {
             return Err(Corruption::WrongChunk);
         }
-        let expected = header.file_len();
+        let expected = decoded.file_len();
         if expected > self.len {
             return Err(Corruption::Truncated {
                 expected,
@@ -133,16 +155,17 @@ impl ReadPlan {
                 actual: self.len,
             });
         }
-        if header.body_sum != self.expected_checksum {
+        // The file's own layout must match the split it was read with.
+        if decoded.body_offset != header.len() as u64 || decoded.body_offset != self.body_offset {
+            return Err(Corruption::BadField("body_offset"));
+        }
+        if decoded.body_sum != self.expected_checksum {
             return Err(Corruption::WrongChunk);
         }
-        // decode_header checked body_offset >= header_len and the sum does not overflow;
-        // expected == len == bytes.len(), so the range is in bounds.
-        let body = header.body_offset as usize..bytes.len();
-        if format::checksum(&bytes[body.clone()]) != header.body_sum {
+        if format::checksum(body) != decoded.body_sum {
             return Err(Corruption::BodyChecksum);
         }
-        Ok(VerifiedChunk { header, body })
+        Ok(decoded)
     }
 }
 
@@ -388,7 +411,21 @@ impl DiskTier {
     /// leaves the index, its file joins the pending unlinks, the `corrupt` counter goes up
     /// and [`DiskError::Corrupt`] tells the caller to refetch.
     pub fn verify(&self, plan: &ReadPlan, bytes: &[u8]) -> Result<VerifiedChunk, DiskError> {
-        match plan.check(bytes) {
+        self.counted(plan, plan.check(bytes))
+    }
+
+    /// Like [`DiskTier::verify`], for a file read as header and body apart.
+    pub fn verify_parts(
+        &self,
+        plan: &ReadPlan,
+        header: &[u8],
+        body: &[u8],
+    ) -> Result<(), DiskError> {
+        self.counted(plan, plan.check_parts(header, body).map(drop))
+    }
+
+    fn counted<T>(&self, plan: &ReadPlan, checked: Result<T, Corruption>) -> Result<T, DiskError> {
+        match checked {
             Ok(v) => {
                 self.counters.reads.fetch_add(1, Relaxed);
                 Ok(v)

@@ -1,0 +1,360 @@
+//! Chunk memory registered with io_uring.
+//!
+//! The memory tier keeps chunks of at least [`ARENA_MIN`] bytes in one anonymous mapping
+//! of `memory_bytes`, carved into blocks by a buddy allocator (`buddy_system_allocator`;
+//! blocks are powers of two aligned to their size, so a block never straddles the 1 GiB
+//! boundaries the mapping is registered in). Every worker registers the mapping with its
+//! ring as fixed buffers, so a zero-copy send or a disk read into a chunk skips the page
+//! pinning each unregistered operation pays. Smaller chunks live on the heap: they ride
+//! behind their response head in one copied send and never go zero-copy.
+//!
+//! A block returns to the allocator when the last `Bytes` handle of its chunk drops — after
+//! eviction *and* after every send reading it completed (a zero-copy send holds its handle
+//! until the kernel's notification) — so memory the kernel may still read is never reused.
+//! When the arena has no block free (fragmentation, or chunks held by sends after eviction),
+//! the chunk goes to the heap instead and the fallback is counted.
+
+use bytes::Bytes;
+use std::alloc::Layout;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Smallest chunk kept in the arena.
+pub const ARENA_MIN: usize = 16 * 1024;
+/// Largest block io_uring registers as one fixed buffer.
+pub const SEGMENT: usize = 1 << 30;
+/// Largest chunk kept in the arena (larger ones, if a config allows them, go to the heap).
+pub const ARENA_MAX: usize = 256 << 20;
+/// Buddy orders: blocks up to 2^47 bytes.
+const ORDER: usize = 48;
+/// The mapping's length is a multiple of this (a huge page).
+const ROUND: usize = 2 << 20;
+
+/// The registered mapping and its allocator.
+pub struct Arena {
+    base: NonNull<u8>,
+    len: usize,
+    heap: Mutex<buddy_system_allocator::Heap<ORDER>>,
+    /// Bytes in blocks handed out now.
+    used: AtomicU64,
+    /// Chunks that wanted a block and went to the heap.
+    fallbacks: AtomicU64,
+}
+
+// SAFETY: the mapping is plain memory owned by the arena for its whole life; the allocator
+// state is behind a Mutex; blocks are owned exclusively by one `ChunkBuf` at a time.
+unsafe impl Send for Arena {}
+// SAFETY: as above; `&Arena` only allocates (locked) and reads addresses.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// Maps `len` bytes (rounded up to 2 MiB) for chunk storage. The pages are faulted in
+    /// when a ring registers them (registration pins them), not here.
+    pub fn new(len: usize) -> io::Result<Arc<Arena>> {
+        let len = len
+            .checked_next_multiple_of(ROUND)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "arena size"))?;
+        // Mapped one huge page longer, then trimmed to a huge-page-aligned start: blocks
+        // are aligned to their size, so an aligned base lets whole chunks take one block.
+        let mapped = len
+            .checked_add(ROUND)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "arena size"))?;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing; the
+        // result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let start = (p as usize).next_multiple_of(ROUND);
+        let (head, tail) = (start - p as usize, ROUND - (start - p as usize));
+        // SAFETY: both ranges are parts of the mapping just made, outside the kept
+        // `start..start + len`; nothing refers to them.
+        unsafe {
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+        }
+        let p = start as *mut libc::c_void;
+        // Huge pages make registration and the TLB cheaper; failure to get them is fine.
+        // SAFETY: advice on the mapping made just above.
+        unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let mut heap = buddy_system_allocator::Heap::<ORDER>::new();
+        // SAFETY: the range is this arena's own mapping, unused by anything else, and lives
+        // as long as the allocator (both dropped together, the mapping last).
+        unsafe { heap.init(base.as_ptr() as usize, len) };
+        Ok(Arc::new(Arena {
+            base,
+            len,
+            heap: Mutex::new(heap),
+            used: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        }))
+    }
+
+    /// Bytes mapped.
+    pub fn capacity(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// Bytes in blocks handed out now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Chunks that went to the heap because no block was free.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// The block a chunk of `len` bytes takes.
+    pub fn block_len(len: usize) -> usize {
+        len.next_power_of_two().max(ARENA_MIN)
+    }
+
+    fn start(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
+    /// Whether `ptr..ptr + len` lies inside the arena.
+    pub fn contains(&self, ptr: *const u8, len: usize) -> bool {
+        let p = ptr as usize;
+        p >= self.start() && p.saturating_add(len) <= self.start() + self.len
+    }
+
+    /// The iovecs to register: the mapping cut at absolute 1 GiB boundaries, so the fixed
+    /// buffer index of an address is a division (see [`Arena::buf_index`]).
+    pub fn iovecs(&self) -> Vec<libc::iovec> {
+        let (start, end) = (self.start(), self.start() + self.len);
+        let mut out = Vec::new();
+        let mut at = start;
+        while at < end {
+            let next = ((at / SEGMENT) + 1) * SEGMENT;
+            let stop = next.min(end);
+            out.push(libc::iovec {
+                iov_base: at as *mut libc::c_void,
+                iov_len: stop - at,
+            });
+            at = stop;
+        }
+        out
+    }
+
+    /// The fixed buffer index (in the order of [`Arena::iovecs`]) that holds all of
+    /// `ptr..ptr + len`, or None when the range is outside the arena or crosses a segment.
+    pub fn buf_index(&self, ptr: *const u8, len: usize) -> Option<u16> {
+        if len == 0 || !self.contains(ptr, len) {
+            return None;
+        }
+        let p = ptr as usize;
+        let first = self.start() / SEGMENT;
+        let seg = p / SEGMENT;
+        if (p + len - 1) / SEGMENT != seg {
+            return None;
+        }
+        u16::try_from(seg - first).ok()
+    }
+
+    fn alloc(self: &Arc<Self>, len: usize) -> Option<NonNull<u8>> {
+        let layout = Layout::from_size_align(Self::block_len(len), ARENA_MIN).ok()?;
+        let got = self
+            .heap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .alloc(layout);
+        match got {
+            Ok(p) => {
+                self.used.fetch_add(layout.size() as u64, Ordering::Relaxed);
+                Some(p)
+            }
+            Err(()) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn dealloc(&self, ptr: NonNull<u8>, len: usize) {
+        let block = Self::block_len(len);
+        let Ok(layout) = Layout::from_size_align(block, ARENA_MIN) else {
+            return;
+        };
+        // SAFETY: `ptr` came from `alloc` with this same layout (same `len`, same rounding)
+        // and its only owner (a ChunkBuf) is being dropped.
+        unsafe {
+            self.heap
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dealloc(ptr, layout)
+        };
+        self.used.fetch_sub(block as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: every block's owner holds an Arc to the arena, so none is alive now; the
+        // mapping is this arena's own.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+enum Home {
+    Heap,
+    Arena(Arc<Arena>),
+}
+
+/// One chunk's memory, owned exclusively: a block of the arena or a heap allocation.
+/// Written through raw pointers while filling (see `fill`), then frozen into `Bytes`.
+pub struct ChunkBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    home: Home,
+}
+
+// SAFETY: the buffer owns its memory exclusively; nothing in it is tied to a thread.
+unsafe impl Send for ChunkBuf {}
+// SAFETY: shared access only reads (`as_slice`) or hands out the raw pointer; writers
+// through that pointer are synchronised by their owner (the fill's publication rule).
+unsafe impl Sync for ChunkBuf {}
+
+impl ChunkBuf {
+    /// `len` bytes: from the arena when given, the chunk is large enough and a block is
+    /// free; else zeroed heap memory.
+    pub fn alloc(len: usize, arena: Option<&Arc<Arena>>) -> ChunkBuf {
+        if let Some(a) = arena.filter(|_| (ARENA_MIN..=ARENA_MAX).contains(&len))
+            && let Some(ptr) = a.alloc(len)
+        {
+            return ChunkBuf {
+                ptr,
+                len,
+                home: Home::Arena(a.clone()),
+            };
+        }
+        let boxed: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).unwrap_or(NonNull::dangling());
+        ChunkBuf {
+            ptr,
+            len,
+            home: Home::Heap,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the bytes live in the registered arena.
+    pub fn registered(&self) -> bool {
+        matches!(self.home, Home::Arena(_))
+    }
+
+    /// The start of the memory, for writers that follow their own publication rule.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr..ptr + len` is this buffer's own initialised memory (zeroed heap or
+        // mapped pages), and `&mut self` excludes every other access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole buffer as `Bytes`, without a copy.
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for ChunkBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`; shared readers only read bytes their owner finished
+        // writing (a frozen buffer is never written again).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ChunkBuf {
+    fn drop(&mut self) {
+        match &self.home {
+            Home::Arena(a) => a.dealloc(self.ptr, self.len),
+            Home::Heap => {
+                let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+                // SAFETY: made by Box::into_raw of a boxed slice of exactly `len` bytes in
+                // `alloc`, and dropped once, here.
+                drop(unsafe { Box::from_raw(raw) });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_chunks_go_to_the_heap_large_ones_to_the_arena() {
+        let a = Arena::new(4 << 20).unwrap();
+        let small = ChunkBuf::alloc(4096, Some(&a));
+        assert!(!small.registered());
+        let mut big = ChunkBuf::alloc(100_000, Some(&a));
+        assert!(big.registered());
+        assert_eq!(a.used(), 128 * 1024);
+        big.as_mut_slice().fill(7);
+        let b = big.freeze();
+        assert!(b.iter().all(|&x| x == 7));
+        assert!(a.contains(b.as_ptr(), b.len()));
+        assert_eq!(a.buf_index(b.as_ptr(), b.len()), Some(0));
+        drop(b);
+        assert_eq!(a.used(), 0);
+        assert!(a.buf_index(small.as_ref().as_ptr(), 4096).is_none());
+    }
+
+    #[test]
+    fn a_full_arena_falls_back_to_the_heap_and_frees_on_drop() {
+        let a = Arena::new(2 << 20).unwrap();
+        let bufs: Vec<_> = (0..4)
+            .map(|_| ChunkBuf::alloc(512 * 1024, Some(&a)))
+            .collect();
+        assert!(bufs.iter().all(ChunkBuf::registered));
+        let extra = ChunkBuf::alloc(512 * 1024, Some(&a));
+        assert!(!extra.registered());
+        assert_eq!(a.fallbacks(), 1);
+        drop(bufs);
+        assert_eq!(a.used(), 0);
+        // Freed blocks merge again: the whole arena is one block.
+        let whole = ChunkBuf::alloc(2 << 20, Some(&a));
+        assert!(whole.registered());
+    }
+
+    #[test]
+    fn segments_cover_the_mapping_at_gib_boundaries() {
+        let a = Arena::new(6 << 20).unwrap();
+        let iov = a.iovecs();
+        assert_eq!(iov.iter().map(|v| v.iov_len).sum::<usize>(), 6 << 20);
+        for (i, v) in iov.iter().enumerate() {
+            let p = v.iov_base as *const u8;
+            assert_eq!(a.buf_index(p, v.iov_len), Some(i as u16));
+        }
+        assert!(a.buf_index(std::ptr::null(), 1).is_none());
+    }
+}
