@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 origin the tests own: objects in memory with ETag, Last-Modified and
-//! Cache-Control; honours single `Range`s; counts every request; and misbehaves on demand
+//! Cache-Control; honours single `Range`s; counts every request and records the header fields
+//! each one carried (and echoes them back, per object, on request); and misbehaves on demand
 //! (ignores Range, answers slowly, streams slowly, cuts bodies short, changes an object).
 //! Loopback only; every connection thread ends when the server is dropped.
 
@@ -24,6 +25,9 @@ pub struct Object {
     /// `Last-Modified` (None: not sent, so no heuristic freshness either).
     pub last_modified: Option<String>,
     pub status: u16,
+    /// Echo the request's header fields in the response: `Echo-<name>: <value>` per field
+    /// line (name lower-case), so a client sees what reached the origin for its response.
+    pub echo_headers: bool,
 }
 
 impl Object {
@@ -36,6 +40,7 @@ impl Object {
             extra_headers: Vec::new(),
             by_language: Vec::new(),
             status: 200,
+            echo_headers: false,
         }
     }
 }
@@ -53,11 +58,36 @@ pub struct Behaviour {
     pub truncate_after: AtomicU64,
 }
 
+/// One request as the origin received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    /// The header fields, in order: (lower-case name, trimmed value).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The value of the first `name` field (lower-case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a `name` field (lower-case) arrived at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
 #[derive(Default)]
 struct State {
     objects: HashMap<String, Object>,
     /// (path, Range header value or "") of every request, in order.
     log: Vec<(String, String)>,
+    /// (path, the request) of every request, in order.
+    received: Vec<(String, Received)>,
 }
 
 pub struct Origin {
@@ -119,6 +149,16 @@ impl Origin {
             .collect()
     }
 
+    /// The requests seen for `path`, in order, with the header fields each carried.
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.lock()
+            .received
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -156,6 +196,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         let mut content_length = 0usize;
         let mut seen_headers: Vec<String> = Vec::new();
+        let mut fields: Vec<(String, String)> = Vec::new();
         let mut range = String::new();
         let mut inm = String::new();
         let mut language = String::new();
@@ -186,12 +227,22 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                     content_length = v.trim().parse().unwrap_or(0);
                 }
                 seen_headers.push(format!("{}={}", n.trim().to_ascii_lowercase(), v.trim()));
+                fields.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
         let mut body_in = vec![0u8; content_length.min(1 << 24)];
         if reader.read_exact(&mut body_in).is_err() {
             return;
         }
+        let received = Received {
+            method: method.clone(),
+            fields,
+        };
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .received
+            .push((path.clone(), received.clone()));
         if method != "GET" && method != "HEAD" {
             // PUT stores the body as the object's new version; others echo what came.
             let reply = {
@@ -290,6 +341,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         for (n, v) in &obj.extra_headers {
             head.push_str(&format!("{n}: {v}\r\n"));
         }
+        if obj.echo_headers {
+            for (n, v) in &received.fields {
+                head.push_str(&format!("Echo-{n}: {v}\r\n"));
+            }
+        }
         if let Some(cc) = &obj.cache_control {
             head.push_str(&format!("Cache-Control: {cc}\r\n"));
         }
@@ -297,7 +353,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         if out.write_all(head.as_bytes()).is_err() {
             return;
         }
-        let mut body = &obj.body[start as usize..end as usize];
+        // A response to HEAD has the head a GET would get, and no body.
+        let mut body = if method == "HEAD" {
+            &[][..]
+        } else {
+            &obj.body[start as usize..end as usize]
+        };
         let cut = b.truncate_after.load(Ordering::Relaxed) as usize;
         let truncated = cut > 0 && body.len() > cut;
         if truncated {

@@ -1,6 +1,7 @@
 //! Chunk keys. A chunk is named by its object's cache key, the object's version (a hash of
 //! its validators, so chunks of two versions never mix) and its index in the object.
 //! [`ChunkRef`] borrows the object key so a lookup on the hit path allocates nothing.
+//! [`push_variant`] extends an object key to name one variant of a response that varies.
 
 use quick_cache::Equivalent;
 use std::hash::{Hash, Hasher};
@@ -62,10 +63,96 @@ impl ChunkRef<'_> {
     }
 }
 
+/// Appends to an object's cache key the variant a request selects, for a response that
+/// varies on `fields` (lower-case names, as stored): `\0`, then per field `name=value\n`
+/// (several lines of the field joined with `, `, each value trimmed) or `name\n` when the
+/// request does not send it. `headers` are the request's fields as (name, value) — the
+/// client's, or the ones a fetch sent, which give the same key.
+///
+/// Returns false and leaves `key` as it was when the request sends none of the fields: the
+/// base entry (the response to a request without them) is its variant. Allocates nothing
+/// beyond growing `key` (and a lossy copy of a value that is not UTF-8).
+pub fn push_variant<'h, I>(key: &mut String, fields: &[String], headers: I) -> bool
+where
+    I: Iterator<Item = (&'h str, &'h [u8])> + Clone,
+{
+    let base = key.len();
+    let mut selects = false;
+    key.push('\0');
+    for name in fields {
+        key.push_str(name);
+        let mut values = headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .peekable();
+        if values.peek().is_some() {
+            selects = true;
+            key.push('=');
+        }
+        for (i, (_, value)) in values.enumerate() {
+            if i > 0 {
+                key.push_str(", ");
+            }
+            key.push_str(String::from_utf8_lossy(value).trim_matches([' ', '\t']));
+        }
+        key.push('\n');
+    }
+    if !selects {
+        key.truncate(base);
+    }
+    selects
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::hash_map::DefaultHasher;
+
+    fn variant(fields: &[&str], headers: &[(&str, &str)]) -> Option<String> {
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        let mut key = String::from("example.org/a");
+        let pairs = headers.iter().map(|(n, v)| (*n, v.as_bytes()));
+        if push_variant(&mut key, &fields, pairs) {
+            Some(key)
+        } else {
+            assert_eq!(key, "example.org/a", "left changed without a variant");
+            None
+        }
+    }
+
+    #[test]
+    fn a_variant_key_names_each_field_and_its_values() {
+        let fields = ["accept-language", "x-device"];
+        assert_eq!(
+            variant(&fields, &[("Accept-Language", "fr"), ("Cookie", "a=1")]).as_deref(),
+            Some("example.org/a\0accept-language=fr\nx-device\n")
+        );
+        // Repeated lines are joined; names match whatever their case; values are trimmed.
+        assert_eq!(
+            variant(
+                &fields,
+                &[
+                    ("X-DEVICE", " tv "),
+                    ("accept-language", "de"),
+                    ("x-device", "hd")
+                ]
+            )
+            .as_deref(),
+            Some("example.org/a\0accept-language=de\nx-device=tv, hd\n")
+        );
+        // Present but empty differs from absent.
+        let empty = variant(&fields, &[("X-Device", "")]);
+        assert_eq!(
+            empty.as_deref(),
+            Some("example.org/a\0accept-language\nx-device=\n")
+        );
+    }
+
+    #[test]
+    fn a_request_without_the_fields_selects_the_base_entry() {
+        assert_eq!(variant(&["accept-language"], &[("Cookie", "a=1")]), None);
+        assert_eq!(variant(&[], &[("Accept-Language", "fr")]), None);
+    }
 
     fn h<T: Hash>(t: &T) -> u64 {
         let mut s = DefaultHasher::new();

@@ -17,11 +17,14 @@
 //!   phrases, canned error responses and the once-a-second [`DateCache`].
 //! - [`multipart`]: `multipart/byteranges` part heads and the exact body length
 //!   for multi-range responses.
+//! - [`forward`]: which of a client's request header fields go on to an origin
+//!   (cache fills and pass-throughs).
 //!
 //! The fuzz targets for [`parse_request`] and [`range::parse_range`] live in
 //! `fuzz/` (cargo-fuzz layout, its own workspace; `cargo xtask fuzz`).
 
 pub mod conditional;
+pub mod forward;
 pub mod multipart;
 pub mod range;
 pub mod request;

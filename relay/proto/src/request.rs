@@ -93,6 +93,9 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a [u8]>,
     /// The `If-Modified-Since` field value.
     pub if_modified_since: Option<&'a [u8]>,
+    /// The request carries `Authorization` (a shared cache must not answer it from, nor
+    /// store its response in, the cache unless the response allows it: RFC 9111 §3.5).
+    pub authorization: bool,
 }
 
 /// Outcome of [`parse_request`] on the bytes received so far.
@@ -252,6 +255,7 @@ fn interpret<'a>(
     let mut if_range = None;
     let mut if_none_match = None;
     let mut if_modified_since = None;
+    let mut authorization = false;
 
     for header in parsed.headers.iter() {
         let value = header.value;
@@ -276,6 +280,7 @@ fn interpret<'a>(
             FieldName::IfModifiedSince => {
                 set_once(&mut if_modified_since, value, "If-Modified-Since")?;
             }
+            FieldName::Authorization => authorization = true,
             FieldName::Other => {}
         }
     }
@@ -310,6 +315,7 @@ fn interpret<'a>(
         if_range,
         if_none_match,
         if_modified_since,
+        authorization,
     })
 }
 
@@ -323,6 +329,7 @@ enum FieldName {
     IfRange,
     IfNoneMatch,
     IfModifiedSince,
+    Authorization,
     Other,
 }
 
@@ -336,6 +343,7 @@ impl FieldName {
             8 if is("if-range") => FieldName::IfRange,
             10 if is("connection") => FieldName::Connection,
             13 if is("if-none-match") => FieldName::IfNoneMatch,
+            13 if is("authorization") => FieldName::Authorization,
             14 if is("content-length") => FieldName::ContentLength,
             17 if is("transfer-encoding") => FieldName::TransferEncoding,
             17 if is("if-modified-since") => FieldName::IfModifiedSince,
@@ -545,6 +553,21 @@ mod tests {
             r.if_modified_since,
             Some(&b"Sun, 06 Nov 1994 08:49:37 GMT"[..])
         );
+        assert!(!r.authorization);
+    }
+
+    #[test]
+    fn authorization_is_noticed_in_any_case() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nauthorization: Basic eDp5\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nAUTHORIZATION:\r\n\r\n",
+        ] {
+            assert!(complete(head).0.authorization, "{head:?}");
+        }
+        // Proxy-Authorization is for relay, not the origin; it is not Authorization.
+        let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: x\r\n\r\n");
+        assert!(!r.authorization);
     }
 
     #[test]

@@ -138,12 +138,18 @@ pub struct Conn {
     pub saved: Box<Saved>,
     /// The upstream request target (path and query) for HTTP origins.
     pub upath: String,
-    /// Where the current request's head lies in `rbuf` (valid while it is being answered
-    /// in the same turn), and a copy of it kept while the response waits for upstream.
+    /// Where the current request's head (HTTP origins) lies in `rbuf`, and a copy of it,
+    /// made when the response has to wait for upstream or before `rbuf` is compacted under
+    /// it (`head_saved`): see [`Conn::head`].
     pub head_at: (usize, usize),
     pub head_copy: Vec<u8>,
-    /// Request header fields the upstream fetches of this response send (a variant's).
+    pub head_saved: bool,
+    /// The client's header fields the upstream fetches of this response send; built on the
+    /// response's first miss ([`Conn::fill_forward`]), never on a hit.
     pub forward: Option<relay_upstream::Forward>,
+    /// `path` names a variant of a response that varies (the base key plus the `Vary`
+    /// values this request sends).
+    pub variant: bool,
     /// The object head being fetched upstream, while the response waits for it.
     pub pending: Option<Arc<Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
@@ -219,7 +225,9 @@ impl Conn {
             upath: String::with_capacity(256),
             head_at: (0, 0),
             head_copy: Vec::with_capacity(1024),
+            head_saved: false,
             forward: None,
+            variant: false,
             pending: None,
             pass: None,
             multishot: false,
@@ -258,6 +266,9 @@ impl Conn {
         self.discard = 0;
         self.close_after = false;
         self.path.clear();
+        self.head_saved = false;
+        self.forward = None;
+        self.variant = false;
         self.send.head.clear();
         self.send.head_off = 0;
         self.send.body = Bytes::new();
@@ -280,6 +291,61 @@ impl Conn {
         self.src = None;
         self.multi.n = 0;
     }
+}
+
+impl Conn {
+    /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.
+    pub fn head(&self) -> &[u8] {
+        head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved)
+    }
+
+    /// Copies the request's head out of `rbuf` (once per request): the response has to wait,
+    /// or `rbuf` is about to be compacted under it. Allocation-free once `head_copy` has grown
+    /// to the heads this connection sends.
+    pub fn save_head(&mut self) {
+        if self.head_saved || !matches!(self.route, Route::Http(_)) {
+            return;
+        }
+        let (at, len) = self.head_at;
+        self.head_copy.clear();
+        if let Some(head) = self.rbuf.get(at..at + len) {
+            self.head_copy.extend_from_slice(head);
+        }
+        self.head_saved = true;
+    }
+
+    /// Appends to `path` the variant of a response varying on `fields` that this request
+    /// selects; false (and `path` unchanged) when it sends none of the fields.
+    pub fn select_variant(&mut self, fields: &[String]) -> bool {
+        // Field by field: `path` changes while the head is read.
+        let head = head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved);
+        let mut slots = [httparse::EMPTY_HEADER; relay_proto::MAX_HEADERS_CAP];
+        let mut req = httparse::Request::new(&mut slots);
+        let _ = req.parse(head);
+        let sent = req.headers.iter().map(|h| (h.name, h.value));
+        relay_cache::key::push_variant(&mut self.path, fields, sent)
+    }
+
+    /// The client's end-to-end request fields an upstream fill sends for this response
+    /// (`relay_proto::forward::FILL_OWN` left out), built on the first call — a miss.
+    pub fn fill_forward(&mut self) -> relay_upstream::Forward {
+        if let Some(f) = &self.forward {
+            return f.clone();
+        }
+        let fields =
+            relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::FILL_OWN);
+        let f: relay_upstream::Forward = fields.into();
+        self.forward = Some(f.clone());
+        f
+    }
+}
+
+/// A request's head: its saved copy, or where it lies in the receive buffer.
+fn head_in<'a>(rbuf: &'a [u8], copy: &'a [u8], (at, len): (usize, usize), saved: bool) -> &'a [u8] {
+    if saved {
+        return copy;
+    }
+    rbuf.get(at..at + len).unwrap_or_default()
 }
 
 /// Which origin serves a request.

@@ -445,6 +445,9 @@ impl Worker {
                     c.request_started = Some(self.now);
                 }
                 if c.rstart > 0 && c.rbuf.len() - c.rend < data.len() {
+                    // The response being sent may still need its request's head (a later
+                    // chunk's fill forwards its fields): keep it before it is overwritten.
+                    c.save_head();
                     c.rbuf.copy_within(c.rstart..c.rend, 0);
                     c.rend -= c.rstart;
                     c.rstart = 0;
@@ -965,14 +968,12 @@ impl Worker {
                         let meta = meta.clone();
                         // The base entry came back varying, and this request selects another
                         // variant: fetch that one (with the request's values) instead.
-                        if c.forward.is_none()
+                        if !c.variant
+                            && let Route::Http(origin) = c.route
                             && let Some(fields) = meta.vary.clone()
-                            && let (Some((suffix, forward)), Route::Http(origin)) =
-                                (variant(&fields, &c.head_copy), c.route)
+                            && c.select_variant(&fields)
                         {
-                            c.path.push('\0');
-                            c.path.push_str(&suffix);
-                            c.forward = Some(forward.clone());
+                            c.variant = true;
                             c.stale = None;
                             if let Some(m) = self
                                 .shared
@@ -991,7 +992,8 @@ impl Worker {
                                     object: Arc::from(c.path.as_str()),
                                     path: c.upath.clone(),
                                     stale: None,
-                                    forward,
+                                    forward: c.fill_forward(),
+                                    variant: true,
                                 });
                             }
                             c.pending = Some(pending);
@@ -1144,8 +1146,10 @@ impl Worker {
                             c.upath.push_str(target);
                             c.route = Route::Http(o);
                             // The head stays readable in `rbuf` while `respond` runs; it is
-                            // copied out only if the response has to wait (a miss).
+                            // copied out only if the response has to wait (a miss) or `rbuf`
+                            // is compacted under it (`Conn::save_head`).
                             c.head_at = (c.rstart, head_len);
+                            c.head_saved = false;
                         }
                         None => {
                             c.path.push_str(request.path);
@@ -1153,11 +1157,19 @@ impl Worker {
                         }
                     }
                     let content_length = request.content_length;
-                    if let (Route::Http(origin), Method::Other) = (c.route, request.method) {
+                    // Other methods go to the origin as they are; so do GET and HEAD with
+                    // credentials: a shared cache neither answers them from nor stores their
+                    // responses (RFC 9111 §3.5; relay does not look for the response
+                    // directives that would allow it).
+                    let pass = request.method == Method::Other || request.authorization;
+                    if let (Route::Http(origin), true) = (c.route, pass) {
                         let host =
                             String::from_utf8_lossy(request.host.unwrap_or(b"")).into_owned();
                         let method = http::Method::from_bytes(request.method_str.as_bytes());
-                        let headers = pass_headers(&c.rbuf[c.rstart..c.rstart + head_len]);
+                        let headers = relay_proto::forward::forwarded_fields(
+                            &c.rbuf[c.rstart..c.rstart + head_len],
+                            relay_proto::forward::PASS_OWN,
+                        );
                         c.rstart += head_len;
                         c.request_started = (c.rend > c.rstart).then_some(self.now);
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -1287,16 +1299,16 @@ impl Worker {
         let layout = self.shared.layout;
         let bit = 1u64 << (self.id % 64);
         let c = &mut self.conns[slot as usize];
-        let Some(body) = c.body.as_mut() else {
+        let Some(meta) = c.body.as_ref().map(|b| b.meta.clone()) else {
             return Ok(true);
         };
         let have = c.src.as_ref().is_some_and(|f| {
-            f.key.index == index && f.key.version == body.meta.version && *f.key.object == *c.path
+            f.key.index == index && f.key.version == meta.version && *f.key.object == *c.path
         });
         if !have && let Some(disk) = self.shared.disk.as_ref() {
             let key = ChunkRef {
                 object: &c.path,
-                version: body.meta.version,
+                version: meta.version,
                 index,
             };
             if let Some(plan) = disk.locate(&key) {
@@ -1324,10 +1336,10 @@ impl Worker {
         if !have {
             let key = ChunkKey {
                 object: Arc::from(c.path.as_str()),
-                version: body.meta.version,
+                version: meta.version,
                 index,
             };
-            let len = layout.chunk_len(body.meta.len, index) as usize;
+            let len = layout.chunk_len(meta.len, index) as usize;
             let memory = &self.shared.memory;
             let fill = match self
                 .shared
@@ -1344,9 +1356,9 @@ impl Worker {
                         up.submit(Job::Chunk {
                             origin,
                             path: c.upath.clone(),
-                            meta: body.meta.clone(),
+                            meta,
                             writer,
-                            forward: c.forward.clone().unwrap_or_default(),
+                            forward: c.fill_forward(),
                         });
                     }
                     f
@@ -1354,7 +1366,7 @@ impl Worker {
             };
             c.src = Some(fill);
         }
-        let Some(fill) = c.src.clone() else {
+        let (Some(fill), Some(body)) = (c.src.clone(), c.body.as_mut()) else {
             return Ok(false);
         };
         fill.watchers.fetch_or(bit, Ordering::SeqCst);
@@ -1420,10 +1432,16 @@ impl Worker {
         }
         let req = c.saved.req;
         let len = p.body.as_ref().map_or(0, |b| b.len() as u64);
+        // GET and HEAD come this way only with credentials (RFC 9211: forwarded for a reason
+        // of the request).
+        let note = match req.method {
+            Method::Get | Method::Head => "fwd=request; detail=authorization",
+            Method::Other => "fwd=uri-miss",
+        };
         let head = ResponseHead {
-            content_length: Some(len),
+            content_length: p.content_length,
             raw: &p.headers,
-            ..base_head(&self.date, p.status, &req, Some("fwd=uri-miss"))
+            ..base_head(&self.date, p.status, &req, Some(note))
         };
         head.encode(&mut c.send.head);
         if !req.keep_alive {
@@ -1468,15 +1486,13 @@ impl Worker {
         }
         let c = &mut self.conns[slot as usize];
         c.forward = None;
+        c.variant = false;
         // A response that varies: this request's variant has a key of its own (unless it
         // sends none of the fields, then the base entry is its variant).
-        let (at, len) = c.head_at;
         if let Some(fields) = cached.as_ref().and_then(|m| m.vary.clone())
-            && let Some((suffix, forward)) = variant(&fields, &c.rbuf[at..at + len])
+            && c.select_variant(&fields)
         {
-            c.path.push('\0');
-            c.path.push_str(&suffix);
-            c.forward = Some(forward);
+            c.variant = true;
             cached = self.shared.meta.get(&c.path);
             if cached.is_none() && self.shared.disk.is_some() {
                 let path = std::mem::take(&mut c.path);
@@ -1510,7 +1526,8 @@ impl Worker {
                             object: Arc::from(c.path.as_str()),
                             path: c.upath.clone(),
                             stale: Some(m.clone()),
-                            forward: c.forward.clone().unwrap_or_default(),
+                            forward: c.fill_forward(),
+                            variant: c.variant,
                         });
                     }
                     self.respond_meta(
@@ -1545,16 +1562,15 @@ impl Worker {
                         object: Arc::from(c.path.as_str()),
                         path: c.upath.clone(),
                         stale: cached.clone(),
-                        forward: c.forward.clone().unwrap_or_default(),
+                        forward: c.fill_forward(),
+                        variant: c.variant,
                     });
                 }
                 c.stale = cached;
                 c.pending = Some(pending);
                 // The receive buffer moves on while the head is fetched; a `Vary` in the
-                // answer is matched against this copy.
-                let (at, len) = c.head_at;
-                c.head_copy.clear();
-                c.head_copy.extend_from_slice(&c.rbuf[at..at + len]);
+                // answer is matched against this copy, and later fills forward its fields.
+                c.save_head();
                 // `drive` waits on it.
             }
             Route::Directory => {
@@ -1868,70 +1884,3 @@ fn random_boundary() -> String {
 
 /// Largest request body relay passes through (413 beyond).
 const PASS_BODY_LIMIT: u64 = 64 << 20;
-
-/// The client's header fields to forward with a pass-through: everything but hop-by-hop
-/// fields, those `Connection` names, Host (the origin's is sent) and the framing (the body
-/// is re-framed).
-fn pass_headers(head: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut headers);
-    if req.parse(head).is_err() {
-        return Vec::new();
-    }
-    let named: Vec<String> = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| {
-            String::from_utf8_lossy(h.value)
-                .split(',')
-                .map(|n| n.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    // The origin's Host is sent, and the body is re-framed.
-    const REPLACED: &[&str] = &["host", "content-length"];
-    req.headers
-        .iter()
-        .filter(|h| {
-            let n = h.name.to_ascii_lowercase();
-            let n = n.as_str();
-            !relay_proto::HOP_BY_HOP.contains(&n)
-                && !REPLACED.contains(&n)
-                && !named.iter().any(|c| c == n)
-        })
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
-        .collect()
-}
-
-/// The variant of a response that varies on `fields` that this request (its head) selects:
-/// the key suffix and the header fields to send upstream; None when the request sends none
-/// of them (the base entry, fetched without them, is its variant).
-fn variant(fields: &[String], head: &[u8]) -> Option<(String, relay_upstream::Forward)> {
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(head);
-    let mut suffix = String::new();
-    let mut forward = Vec::new();
-    for name in fields {
-        let values: Vec<&[u8]> = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-            .collect();
-        if values.is_empty() {
-            suffix.push_str(name);
-            suffix.push_str("=\n");
-            continue;
-        }
-        let joined = values.join(&b", "[..]);
-        let value = String::from_utf8_lossy(&joined).trim().to_string();
-        suffix.push_str(name);
-        suffix.push('=');
-        suffix.push_str(&value);
-        suffix.push('\n');
-        forward.push((name.clone(), value.into_bytes()));
-    }
-    (!forward.is_empty()).then(|| (suffix, forward.into()))
-}

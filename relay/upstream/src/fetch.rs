@@ -2,7 +2,7 @@
 //! response head, and stream the body into chunk fills, waking waiting workers as bytes land.
 
 use crate::head::{self, ObjectHead};
-use crate::{Job, Origin, PASS_BUFFER_LIMIT, PassSlot, Passed, Store, UpstreamStats};
+use crate::{Forward, Job, Origin, PASS_BUFFER_LIMIT, PassSlot, Passed, Store, UpstreamStats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -72,7 +72,11 @@ pub async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<
                     path,
                     stale,
                     forward,
-                } => ctx.head(origin, object, path, stale, &forward).await,
+                    variant,
+                } => {
+                    ctx.head(origin, object, path, stale, forward, variant)
+                        .await
+                }
                 Job::Chunk {
                     origin,
                     path,
@@ -112,8 +116,8 @@ impl Context {
         }
     }
 
-    /// Sends `GET path` with `Range: bytes=start-end`, retrying connection failures with
-    /// backoff; returns the response once its head arrived.
+    /// Sends `GET path` with `Range: bytes=start-end` and the client's `forward` fields,
+    /// retrying connection failures with backoff; returns the response once its head arrived.
     async fn send(
         &self,
         origin: usize,
@@ -128,28 +132,18 @@ impl Context {
             return Err(FillError::Down);
         }
         let client = &self.clients[origin];
-        let uri = format!("http://{}{}", o.config.address, path);
+        let uri: http::Uri = format!("http://{}{}", o.config.address, path)
+            .parse()
+            .map_err(|_| FillError::Connect)?;
         let mut attempt = 0;
         loop {
-            let mut req = http::Request::get(&uri)
-                .header(http::header::HOST, &o.config.authority)
-                .header(http::header::RANGE, format!("bytes={start}-{end}"))
-                .header(http::header::ACCEPT_ENCODING, "identity")
-                .header(http::header::USER_AGENT, "relay");
-            for (n, v) in forward {
-                req = req.header(n.as_str(), v.as_slice());
-            }
-            if let Some(m) = validate {
-                if !m.etag.is_empty() {
-                    req = req.header(http::header::IF_NONE_MATCH, &m.etag);
-                }
-                if !m.last_modified.is_empty() {
-                    req = req.header(http::header::IF_MODIFIED_SINCE, &m.last_modified);
-                }
-            }
-            let req = req
-                .body(Full::new(Bytes::new()))
-                .map_err(|_| FillError::Connect)?;
+            let req = fill_request(
+                uri.clone(),
+                &o.config.authority,
+                (start, end),
+                validate,
+                forward,
+            )?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
             let err = match tokio::time::timeout(first_byte, client.request(req)).await {
@@ -188,87 +182,123 @@ impl Context {
         object: Arc<str>,
         path: String,
         stale: Option<Arc<ObjectMeta>>,
-        forward: &[(String, Vec<u8>)],
+        mut forward: Forward,
+        variant: bool,
     ) {
         let layout = self.store.layout;
         let cs = layout.chunk_size();
-        let request_time = unix_now();
-        let resp = match self
-            .send(origin, &path, 0, cs - 1, stale.as_deref(), forward)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return self.head_failed(&object, e),
-        };
-        let response_time = unix_now();
-        let status = resp.status().as_u16();
-        if status == 304 {
-            let Some(stale) = stale else {
-                return self.head_failed(&object, FillError::Status(502));
+        loop {
+            let request_time = unix_now();
+            let resp = match self
+                .send(origin, &path, 0, cs - 1, stale.as_deref(), &forward)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return self.head_failed(&object, e),
             };
-            // Still valid: renew the stored description; its chunks stay as they are.
-            let fresh = describe(200, resp.headers(), request_time, response_time);
-            let mut renewed = (*stale).clone();
-            renewed.fetched = Instant::now();
-            if fresh.explicit {
-                renewed.ttl = fresh.ttl;
-                renewed.storable = fresh.storable;
-                renewed.stale_while_revalidate = fresh.swr;
-                renewed.stale_if_error = fresh.sie;
-                renewed.initial_age = fresh.initial_age;
+            let response_time = unix_now();
+            let status = resp.status().as_u16();
+            if status == 304 {
+                let Some(stale) = stale else {
+                    return self.head_failed(&object, FillError::Status(502));
+                };
+                // Still valid: renew the stored description; its chunks stay as they are.
+                let fresh = describe(200, resp.headers(), request_time, response_time);
+                let mut renewed = (*stale).clone();
+                renewed.fetched = Instant::now();
+                if fresh.explicit {
+                    renewed.ttl = fresh.ttl;
+                    renewed.storable = fresh.storable;
+                    renewed.stale_while_revalidate = fresh.swr;
+                    renewed.stale_if_error = fresh.sie;
+                    renewed.initial_age = fresh.initial_age;
+                }
+                let renewed = Arc::new(renewed);
+                if renewed.storable {
+                    self.store.meta.insert(&object, (*renewed).clone());
+                }
+                let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
+                return self.wake(m);
             }
-            let renewed = Arc::new(renewed);
-            if renewed.storable {
-                self.store.meta.insert(&object, (*renewed).clone());
+            if head::is_error_status(status) {
+                // 5xx: stale-if-error may stand in (the waiting worker decides).
+                return self.head_failed(&object, FillError::Status(status));
             }
-            let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
-            return self.wake(m);
+            let parsed = match status {
+                200 | 206 => head::parse(status, resp.headers()),
+                416 => match head::content_range(resp.headers()) {
+                    // An empty object answers any range with 416 and `bytes */0`.
+                    Ok((None, Some(0))) => Ok(ObjectHead {
+                        total: Some(0),
+                        range_start: 0,
+                        etag: String::new(),
+                        last_modified: String::new(),
+                    }),
+                    _ => Err(head::HeadError::ContentRange),
+                },
+                s => return self.head_failed(&object, FillError::Status(s)),
+            };
+            let (h, total) = match parsed {
+                Ok(h) if h.range_start == 0 && h.total.is_some() => {
+                    let t = h.total.unwrap_or(0);
+                    (h, t)
+                }
+                // Unusable framing (no length, a range not starting at 0, garbage).
+                _ => return self.head_failed(&object, FillError::Truncated),
+            };
+            let d = describe(200, resp.headers(), request_time, response_time);
+            // The base entry answers requests that send none of the fields the response
+            // varies on; this answer was fetched with some of them. It is the variant of the
+            // values sent: keep it as that, and ask for the base entry without those fields
+            // (each round drops at least one field, so this ends).
+            let carried = d
+                .vary
+                .clone()
+                .filter(|fields| !variant && carries_any(&forward, fields));
+            let meta = Arc::new(object_meta(&h, total, d));
+            let body = resp.into_body();
+            if let Some(fields) = carried {
+                if meta.storable {
+                    let mut key = object.to_string();
+                    let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+                    relay_cache::key::push_variant(&mut key, &fields, sent);
+                    let key: Arc<str> = key.into();
+                    self.store.meta.insert(&key, (*meta).clone());
+                    let writer = self.start_first(&key, &meta);
+                    let ctx = self.clone();
+                    tokio::spawn(async move {
+                        ctx.fill_from(origin, status, body, writer, &key, &meta)
+                            .await;
+                    });
+                }
+                forward = forward
+                    .iter()
+                    .filter(|(n, _)| !fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
+                    .cloned()
+                    .collect();
+                continue;
+            }
+            // Start chunk 0's fill before publishing the description, so waiters find it.
+            let writer = self.start_first(&object, &meta);
+            if meta.storable {
+                self.store.meta.insert(&object, (*meta).clone());
+            }
+            let first = writer.as_ref().map(|w| w.fill().clone());
+            let m = self
+                .store
+                .inflight
+                .finish_head(&object, Ok(meta.clone()), first);
+            self.wake(m);
+            return self
+                .fill_from(origin, status, body, writer, &object, &meta)
+                .await;
         }
-        if head::is_error_status(status) {
-            // 5xx: stale-if-error may stand in (the waiting worker decides).
-            return self.head_failed(&object, FillError::Status(status));
-        }
-        let parsed = match status {
-            200 | 206 => head::parse(status, resp.headers()),
-            416 => match head::content_range(resp.headers()) {
-                // An empty object answers any range with 416 and `bytes */0`.
-                Ok((None, Some(0))) => Ok(ObjectHead {
-                    total: Some(0),
-                    range_start: 0,
-                    etag: String::new(),
-                    last_modified: String::new(),
-                }),
-                _ => Err(head::HeadError::ContentRange),
-            },
-            s => return self.head_failed(&object, FillError::Status(s)),
-        };
-        let (h, total) = match parsed {
-            Ok(h) if h.range_start == 0 && h.total.is_some() => {
-                let t = h.total.unwrap_or(0);
-                (h, t)
-            }
-            // Unusable framing (no length, a range not starting at 0, garbage).
-            _ => return self.head_failed(&object, FillError::Truncated),
-        };
-        let d = describe(200, resp.headers(), request_time, response_time);
-        let meta = Arc::new(ObjectMeta {
-            len: total,
-            version: head::version(&h.etag, &h.last_modified, total),
-            etag: h.etag.clone(),
-            last_modified: h.last_modified.clone(),
-            fetched: Instant::now(),
-            ttl: d.ttl,
-            storable: d.storable,
-            stale_while_revalidate: d.swr,
-            stale_if_error: d.sie,
-            initial_age: d.initial_age,
-            content_type: d.content_type,
-            headers: d.headers,
-            vary: d.vary,
-        });
-        // Start chunk 0's fill before publishing the description, so waiters find it.
-        let first_len = layout.chunk_len(total, 0) as usize;
-        let writer = (first_len > 0)
+    }
+
+    /// The fill of an object's first chunk (None when it is empty or already being filled).
+    fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
+        let first_len = self.store.layout.chunk_len(meta.len, 0) as usize;
+        (first_len > 0)
             .then(|| {
                 self.store.inflight.start_chunk(
                     ChunkKey {
@@ -279,25 +309,26 @@ impl Context {
                     first_len,
                 )
             })
-            .and_then(Result::ok);
-        if meta.storable {
-            self.store.meta.insert(&object, (*meta).clone());
-        }
-        let first = writer.as_ref().map(|w| w.fill().clone());
-        let m = self
-            .store
-            .inflight
-            .finish_head(&object, Ok(meta.clone()), first);
-        self.wake(m);
-        let body = resp.into_body();
+            .and_then(Result::ok)
+    }
+
+    /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
+    /// origin ignored Range (200).
+    async fn fill_from(
+        &self,
+        origin: usize,
+        status: u16,
+        body: Incoming,
+        first: Option<FillWriter>,
+        object: &Arc<str>,
+        meta: &Arc<ObjectMeta>,
+    ) {
         if status == 206 {
-            if let Some(w) = writer {
-                let _ = self.stream(origin, body, w, &meta).await;
+            if let Some(w) = first {
+                let _ = self.stream(origin, body, w, meta).await;
             }
         } else if status == 200 {
-            // The origin ignored Range: every chunk comes from this one body.
-            self.stream_whole(origin, body, writer, &object, &meta)
-                .await;
+            self.stream_whole(origin, body, first, object, meta).await;
         }
     }
 
@@ -321,7 +352,12 @@ impl Context {
         }
         let idempotent = matches!(
             method,
-            http::Method::PUT | http::Method::DELETE | http::Method::OPTIONS | http::Method::TRACE
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::OPTIONS
+                | http::Method::TRACE
         );
         let uri = format!("http://{}{}", o.config.address, path);
         let mut attempt = 0;
@@ -363,14 +399,9 @@ impl Context {
                 .iter()
                 .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
         );
-        let mut headers = end_to_end(resp.headers());
-        if let Some(ct) = resp.headers().get(http::header::CONTENT_TYPE) {
-            let mut h = b"Content-Type: ".to_vec();
-            h.extend_from_slice(ct.as_bytes());
-            h.extend_from_slice(b"\r\n");
-            h.extend_from_slice(&headers);
-            headers = Bytes::from(h);
-        }
+        // The origin's answer as it is: relay writes only the framing, Date, Server and
+        // Cache-Status of its own.
+        let headers = end_to_end(resp.headers(), PASS_WRITTEN);
         let no_body =
             method == http::Method::HEAD || status == 204 || status == 304 || status < 200;
         let key = ChunkKey {
@@ -380,8 +411,16 @@ impl Context {
         };
         let length = head::content_length(resp.headers()).map_err(|_| FillError::Truncated)?;
         let publish = |body: Option<Arc<relay_cache::fill::Fill>>, invalidate: Vec<String>| {
+            // A response without a body announces the length a GET would have had (HEAD,
+            // 304), and none at all for 204 (RFC 9110 §8.6).
+            let content_length = match &body {
+                Some(fill) => Some(fill.len() as u64),
+                None if status == 204 || status < 200 => None,
+                None => length,
+            };
             let _ = slot.result.set(Ok(Passed {
                 status,
+                content_length,
                 headers: headers.clone(),
                 body,
                 invalidate,
@@ -720,6 +759,79 @@ fn unix_now() -> u64 {
     relay_cache::policy::unix_seconds(std::time::SystemTime::now())
 }
 
+/// The request of a fill: the client's `forward` fields first, then relay's own — Host,
+/// `Range: bytes=start-end`, `Accept-Encoding: identity` and the stored validators —
+/// replacing any of the same name; `User-Agent: relay` only when the client sent none.
+/// Fields `http` refuses are left out rather than failing the fetch.
+fn fill_request(
+    uri: http::Uri,
+    authority: &str,
+    (start, end): (u64, u64),
+    validate: Option<&ObjectMeta>,
+    forward: &[(String, Vec<u8>)],
+) -> Result<http::Request<Full<Bytes>>, FillError> {
+    use http::header::{self, HeaderName, HeaderValue};
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| FillError::Connect);
+    let mut req = http::Request::new(Full::new(Bytes::new()));
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    for (n, v) in forward {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            h.append(n, v);
+        }
+    }
+    if !h.contains_key(header::USER_AGENT) {
+        h.insert(header::USER_AGENT, HeaderValue::from_static("relay"));
+    }
+    h.insert(header::HOST, value(authority)?);
+    h.insert(header::RANGE, value(&format!("bytes={start}-{end}"))?);
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        h.remove(&name);
+    }
+    if let Some(m) = validate {
+        if !m.etag.is_empty() {
+            h.insert(header::IF_NONE_MATCH, value(&m.etag)?);
+        }
+        if !m.last_modified.is_empty() {
+            h.insert(header::IF_MODIFIED_SINCE, value(&m.last_modified)?);
+        }
+    }
+    Ok(req)
+}
+
+/// Whether a fetch that sent `forward` carried any of the fields a response varies on.
+fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
+    forward
+        .iter()
+        .any(|(n, _)| vary.iter().any(|f| f.eq_ignore_ascii_case(n)))
+}
+
+/// An object's description from its first response head.
+fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
+    ObjectMeta {
+        len: total,
+        version: head::version(&h.etag, &h.last_modified, total),
+        etag: h.etag.clone(),
+        last_modified: h.last_modified.clone(),
+        fetched: Instant::now(),
+        ttl: d.ttl,
+        storable: d.storable,
+        stale_while_revalidate: d.swr,
+        stale_if_error: d.sie,
+        initial_age: d.initial_age,
+        content_type: d.content_type,
+        headers: d.headers,
+        vary: d.vary,
+    }
+}
+
 /// What RFC 9111 makes of a response head, in the terms the cache keeps.
 struct Described {
     ttl: Duration,
@@ -789,26 +901,31 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string(),
-        headers: end_to_end(h),
+        headers: end_to_end(h, STORED_WRITTEN),
         vary,
     }
 }
 
+/// Response fields relay writes itself for a stored response (from the stored description).
+const STORED_WRITTEN: &[&str] = &[
+    "content-length",
+    "content-range",
+    "content-type",
+    "date",
+    "age",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "server",
+    "cache-status",
+];
+
+/// Response fields relay writes itself for a passed-through response.
+const PASS_WRITTEN: &[&str] = &["content-length", "date", "server", "cache-status"];
+
 /// The origin's header fields a client should see, encoded once: hop-by-hop fields, those
-/// `Connection` names, and the ones relay writes itself are left out.
-fn end_to_end(h: &http::HeaderMap) -> Bytes {
-    const OWN: &[&str] = &[
-        "content-length",
-        "content-range",
-        "content-type",
-        "date",
-        "age",
-        "etag",
-        "last-modified",
-        "accept-ranges",
-        "server",
-        "cache-status",
-    ];
+/// `Connection` names, and the ones relay writes itself (`own`) are left out.
+fn end_to_end(h: &http::HeaderMap, own: &[&str]) -> Bytes {
     let named: Vec<String> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -819,7 +936,7 @@ fn end_to_end(h: &http::HeaderMap) -> Bytes {
     let mut out = Vec::new();
     for (name, value) in h {
         let n = name.as_str();
-        if relay_proto::HOP_BY_HOP.contains(&n) || OWN.contains(&n) || named.iter().any(|c| c == n)
+        if relay_proto::HOP_BY_HOP.contains(&n) || own.contains(&n) || named.iter().any(|c| c == n)
         {
             continue;
         }
@@ -833,4 +950,126 @@ fn end_to_end(h: &http::HeaderMap) -> Bytes {
         out.extend_from_slice(b"\r\n");
     }
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn values<'a>(req: &'a http::Request<Full<Bytes>>, name: &str) -> Vec<&'a [u8]> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect()
+    }
+
+    fn request(
+        validate: Option<&ObjectMeta>,
+        forward: &[(String, Vec<u8>)],
+    ) -> http::Request<Full<Bytes>> {
+        let uri: http::Uri = "http://10.0.0.1:8080/a?b=1".parse().expect("uri");
+        fill_request(uri, "origin.example", (0, 65535), validate, forward).expect("request")
+    }
+
+    #[test]
+    fn a_fill_sends_the_clients_fields_and_relays_own() {
+        let forward = fields(&[
+            ("User-Agent", "agent/1"),
+            ("Cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("X-Custom", "kept"),
+            ("Accept-Language", "fr"),
+        ]);
+        let req = request(None, &forward);
+        assert_eq!(req.uri(), "http://10.0.0.1:8080/a?b=1");
+        assert_eq!(values(&req, "user-agent"), [&b"agent/1"[..]]);
+        assert_eq!(values(&req, "cookie"), [&b"a=1"[..], b"b=2"]);
+        assert_eq!(values(&req, "x-custom"), [&b"kept"[..]]);
+        assert_eq!(values(&req, "accept-language"), [&b"fr"[..]]);
+        assert_eq!(values(&req, "host"), [&b"origin.example"[..]]);
+        assert_eq!(values(&req, "range"), [&b"bytes=0-65535"[..]]);
+        assert_eq!(values(&req, "accept-encoding"), [&b"identity"[..]]);
+        assert!(values(&req, "if-none-match").is_empty());
+    }
+
+    #[test]
+    fn relays_own_fields_replace_any_the_client_list_carries() {
+        // FILL_OWN keeps these out already; the request builder does not rely on it.
+        let forward = fields(&[
+            ("Host", "client.example"),
+            ("Range", "bytes=5-9"),
+            ("Accept-Encoding", "gzip"),
+            ("If-None-Match", "\"client\""),
+        ]);
+        let mut meta = ObjectMeta::file(10, 1, "\"stored\"".into(), String::new());
+        meta.last_modified = "Sun, 06 Nov 1994 08:49:37 GMT".into();
+        let req = request(Some(&meta), &forward);
+        assert_eq!(values(&req, "host"), [&b"origin.example"[..]]);
+        assert_eq!(values(&req, "range"), [&b"bytes=0-65535"[..]]);
+        assert_eq!(values(&req, "accept-encoding"), [&b"identity"[..]]);
+        assert_eq!(values(&req, "if-none-match"), [&b"\"stored\""[..]]);
+        assert_eq!(
+            values(&req, "if-modified-since"),
+            [&b"Sun, 06 Nov 1994 08:49:37 GMT"[..]]
+        );
+        let req = request(None, &forward);
+        assert!(values(&req, "if-none-match").is_empty());
+    }
+
+    #[test]
+    fn without_a_client_user_agent_relay_names_itself_and_bad_fields_are_skipped() {
+        let forward = fields(&[("Bad Name", "x"), ("X-Ctl", "a\u{7f}b"), ("X-Ok", "ok")]);
+        let req = request(None, &forward);
+        assert_eq!(values(&req, "user-agent"), [&b"relay"[..]]);
+        assert_eq!(values(&req, "x-ok"), [&b"ok"[..]]);
+        assert!(values(&req, "x-ctl").is_empty());
+        assert_eq!(req.headers().len(), 5, "{:?}", req.headers());
+    }
+
+    #[test]
+    fn a_fetch_carries_a_vary_field_whatever_its_case() {
+        let vary = ["accept-language".to_string(), "x-device".to_string()];
+        assert!(carries_any(&fields(&[("Accept-Language", "fr")]), &vary));
+        assert!(carries_any(
+            &fields(&[("Cookie", "a"), ("X-DEVICE", "tv")]),
+            &vary
+        ));
+        assert!(!carries_any(&fields(&[("Cookie", "a")]), &vary));
+        assert!(!carries_any(&[], &vary));
+        assert!(!carries_any(&fields(&[("Cookie", "a")]), &[]));
+    }
+
+    #[test]
+    fn a_passed_response_keeps_what_a_stored_one_rewrites() {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in [
+            ("content-length", "10"),
+            ("content-range", "bytes 0-9/20"),
+            ("etag", "\"e\""),
+            ("date", "x"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-kept", "2"),
+        ] {
+            h.append(
+                http::header::HeaderName::from_static(n),
+                http::HeaderValue::from_static(v),
+            );
+        }
+        let stored = end_to_end(&h, STORED_WRITTEN);
+        assert_eq!(&stored[..], b"x-kept: 2\r\n");
+        let passed = end_to_end(&h, PASS_WRITTEN);
+        assert_eq!(
+            &passed[..],
+            b"content-range: bytes 0-9/20\r\netag: \"e\"\r\nx-kept: 2\r\n"
+        );
+    }
 }

@@ -56,16 +56,25 @@ pub enum Job {
         /// A stale copy to revalidate (`If-None-Match` / `If-Modified-Since`): a 304 renews
         /// it and its chunks stay valid.
         stale: Option<Arc<ObjectMeta>>,
-        /// Request header fields to send (a variant's `Vary` values).
+        /// The triggering client's request header fields, sent with the fetch.
         forward: Forward,
+        /// `object` names a variant of a response that varies (its `Vary` values are in
+        /// `forward`). When false it names the base entry, which holds the response to a
+        /// request sending none of the fields the response varies on: an answer that varies on
+        /// a field `forward` carried is stored as that variant instead, and the base entry is
+        /// fetched again without those fields.
+        variant: bool,
     },
-    /// Pass a request that is not GET/HEAD to the origin unchanged (with its body) and
-    /// stream the answer back; nothing is stored. Unsafe methods invalidate what they name.
+    /// Pass a request to the origin unchanged (with its body) and stream the answer back;
+    /// nothing is stored. Methods other than GET/HEAD take this way, and so do GET/HEAD
+    /// requests with `Authorization` (RFC 9111 §3.5). Unsafe methods invalidate what they
+    /// name.
     Pass {
         origin: usize,
         method: http::Method,
         path: String,
-        /// The client's header fields, hop-by-hop ones already removed.
+        /// The client's header fields (`relay_proto::forward::PASS_OWN` and hop-by-hop ones
+        /// already removed).
         headers: Vec<(String, Vec<u8>)>,
         body: bytes::Bytes,
         /// The client's Host (for same-origin invalidation of Location / Content-Location).
@@ -78,16 +87,23 @@ pub enum Job {
         path: String,
         meta: Arc<ObjectMeta>,
         writer: FillWriter,
+        /// The header fields of the client request that started this chunk.
         forward: Forward,
     },
 }
 
-/// Request header fields a fetch sends on behalf of a variant (name, value).
+/// A client's request header fields a fill sends on its behalf, as (name, value):
+/// `relay_proto::forward::forwarded_fields` with `FILL_OWN`. The fetch adds its own Host,
+/// Range, `Accept-Encoding: identity` and validators, and `User-Agent: relay` when the client
+/// sent none.
 pub type Forward = Arc<[(String, Vec<u8>)]>;
 
 /// A passed-through response as the client gets it.
 pub struct Passed {
     pub status: u16,
+    /// The `Content-Length` to announce: the body's length, or for a response without a body
+    /// (HEAD, 304) the origin's value; None for none (204, or the origin sent none).
+    pub content_length: Option<u64>,
     /// End-to-end header fields, encoded (`Name: value\r\n`), Content-Type included.
     pub headers: bytes::Bytes,
     /// The body, filled as it arrives (None: the response has none).

@@ -1,0 +1,259 @@
+//! What reaches an HTTP origin on a client's behalf: a miss forwards the triggering client's
+//! end-to-end request fields (never hop-by-hop ones, nor the ranges, conditionals and Host
+//! relay sets itself); later clients are hits served from that one fill; requests with
+//! `Authorization` are passed through and never stored.
+
+use relay_tests::client::{Client, Response};
+use relay_tests::origin::{Object, Origin};
+use relay_tests::{Relay, pattern};
+use std::sync::atomic::Ordering;
+
+const CHUNK: usize = 64 * 1024;
+
+fn proxy_config(origin: &Origin) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 67108864\n\n[origin]\n\n[[origin.http]]\nurl = \"{}\"\n\
+         first_byte_timeout_ms = 2000\nidle_timeout_ms = 2000\nretries = 1\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.url()
+    )
+}
+
+fn echoing(body: Vec<u8>, etag: &str) -> Object {
+    let mut o = Object::new(body, etag);
+    o.echo_headers = true;
+    o
+}
+
+fn request(relay: &Relay, head: &str) -> Response {
+    let mut c = Client::connect(relay.addr);
+    c.send(head.as_bytes());
+    c.read_response(head.starts_with("HEAD "))
+        .expect("response")
+}
+
+#[test]
+fn a_miss_forwards_the_clients_end_to_end_fields_and_nothing_hop_by_hop() {
+    let origin = Origin::start();
+    let body = pattern(3000, 81);
+    origin.put("/page", echoing(body.clone(), "p1"));
+    let relay = Relay::start(&proxy_config(&origin));
+    let r = request(
+        &relay,
+        "GET /page HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: test-agent/1.0\r\n\
+         Accept: text/html\r\nAccept-Language: fr-CH, fr;q=0.9\r\n\
+         Cookie: session=abc; theme=dark\r\nX-Custom-Trace: t-42\r\n\
+         Connection: keep-alive, X-Hop\r\nX-Hop: one-link-only\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers\r\nAccept-Encoding: gzip\r\nRange: bytes=10-19\r\n\
+         If-None-Match: \"other\"\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+    );
+    // The client's own Range and conditionals are answered by relay from the fill.
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, body[10..20]);
+    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    let seen = origin.received("/page");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let seen = &seen[0];
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.get("user-agent"), Some("test-agent/1.0"));
+    assert_eq!(seen.get("accept"), Some("text/html"));
+    assert_eq!(seen.get("accept-language"), Some("fr-CH, fr;q=0.9"));
+    assert_eq!(seen.get("cookie"), Some("session=abc; theme=dark"));
+    assert_eq!(seen.get("x-custom-trace"), Some("t-42"));
+    // Hop-by-hop fields, and the ones Connection names, stay on the client's connection.
+    for hop in ["x-hop", "keep-alive", "te"] {
+        assert!(!seen.has(hop), "{hop} reached the origin: {seen:?}");
+    }
+    assert!(
+        !seen.get("connection").is_some_and(|v| v.contains("X-Hop")),
+        "{seen:?}"
+    );
+    // relay's own: the origin's Host, a whole-chunk Range, identity, no client conditionals.
+    assert_eq!(seen.get("host"), Some(origin.addr.to_string().as_str()));
+    assert_eq!(
+        seen.get("range"),
+        Some(format!("bytes=0-{}", CHUNK - 1).as_str())
+    );
+    assert_eq!(seen.get("accept-encoding"), Some("identity"));
+    assert!(!seen.has("if-none-match") && !seen.has("if-modified-since"));
+    // Each field once: the client's User-Agent replaced relay's.
+    let agents = seen
+        .fields
+        .iter()
+        .filter(|(n, _)| n == "user-agent")
+        .count();
+    assert_eq!(agents, 1, "{seen:?}");
+    // The origin saw the same (its echo reached the client).
+    assert_eq!(r.header("echo-x-custom-trace"), Some("t-42"));
+    assert_eq!(r.header("echo-x-hop"), None);
+
+    // A second client with other fields is a hit: the first client's fill serves it.
+    let r = request(
+        &relay,
+        "GET /page HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: other-agent/2.0\r\n\
+         X-Custom-Trace: t-43\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body);
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    assert_eq!(r.header("echo-user-agent"), Some("test-agent/1.0"));
+    assert_eq!(origin.count("/page"), 1, "the hit reached the origin");
+}
+
+#[test]
+fn a_client_without_a_user_agent_gets_relays_on_the_fill() {
+    let origin = Origin::start();
+    origin.put("/plain", echoing(b"plain".to_vec(), "pl"));
+    let relay = Relay::start(&proxy_config(&origin));
+    let r = request(&relay, "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((r.status, &r.body[..]), (200, &b"plain"[..]));
+    let seen = &origin.received("/plain")[0];
+    assert_eq!(seen.get("user-agent"), Some("relay"));
+}
+
+#[test]
+fn every_chunk_fill_forwards_the_fields_of_the_request_that_started_it() {
+    let origin = Origin::start();
+    let body = pattern(3 * CHUNK + 10, 82);
+    origin.put("/big", Object::new(body.clone(), "b"));
+    let relay = Relay::start(&proxy_config(&origin));
+    let r = request(
+        &relay,
+        "GET /big HTTP/1.1\r\nHost: t\r\nX-Custom-Trace: first\r\nCookie: c=1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the body differs from the origin's");
+    let seen = origin.received("/big");
+    assert_eq!(
+        seen.len(),
+        4,
+        "one fetch per chunk: {:?}",
+        origin.ranges("/big")
+    );
+    for (i, s) in seen.iter().enumerate() {
+        assert_eq!(s.get("x-custom-trace"), Some("first"), "chunk {i}");
+        assert_eq!(s.get("cookie"), Some("c=1"), "chunk {i}");
+    }
+    // A later client reads it all from memory.
+    let r = request(
+        &relay,
+        "GET /big HTTP/1.1\r\nHost: t\r\nX-Custom-Trace: second\r\n\r\n",
+    );
+    assert!(r.body == body);
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    assert_eq!(origin.count("/big"), 4);
+}
+
+#[test]
+fn requests_with_authorization_are_passed_through_and_never_stored() {
+    let origin = Origin::start();
+    let body = pattern(5000, 83);
+    origin.put("/account", echoing(body.clone(), "acct"));
+    let relay = Relay::start(&proxy_config(&origin));
+    let authorized = "GET /account HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer token-1\r\n\
+                      X-Custom-Trace: auth\r\n\r\n";
+    for n in 1..=2 {
+        let r = request(&relay, authorized);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body);
+        assert_eq!(
+            r.header("cache-status"),
+            Some("relay; fwd=request; detail=authorization")
+        );
+        assert_eq!(r.header("etag"), Some("\"acct\""));
+        assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
+        // Each one reached the origin, credentials and all.
+        assert_eq!(origin.count("/account"), n);
+        let seen = origin.received("/account");
+        let last = seen.last().expect("a request");
+        assert_eq!(last.get("authorization"), Some("Bearer token-1"));
+        assert_eq!(last.get("x-custom-trace"), Some("auth"));
+        assert!(
+            !last.has("range"),
+            "a pass-through asks for what the client asked"
+        );
+    }
+    // Nothing was stored: a request without credentials is a miss, then a hit.
+    let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(origin.count("/account"), 3);
+    let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    assert_eq!(r.header("echo-authorization"), None);
+    // Even now that it is cached, a request with credentials goes to the origin.
+    let r = request(&relay, authorized);
+    assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
+    assert_eq!(origin.count("/account"), 4);
+
+    // HEAD with credentials: the origin's head, no body, and the connection stays usable.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"HEAD /account HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer token-1\r\n\r\n");
+    let r = c.read_response(true).expect("HEAD response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5000"));
+    assert_eq!(r.header("etag"), Some("\"acct\""));
+    let seen = origin.received("/account");
+    assert_eq!(seen.last().map(|s| s.method.as_str()), Some("HEAD"));
+    c.send(b"GET /account HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer token-1\r\n\r\n");
+    let r = c.read_response(false).expect("GET after HEAD");
+    assert_eq!(r.body, body);
+
+    // A range with credentials: the origin's 206 as it is.
+    c.send(
+        b"GET /account HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer token-1\r\n\
+          Range: bytes=100-199\r\n\r\n",
+    );
+    let r = c.read_response(false).expect("ranged response");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, body[100..200]);
+    assert_eq!(r.header("content-range"), Some("bytes 100-199/5000"));
+    let seen = origin.received("/account");
+    assert_eq!(
+        seen.last().and_then(|s| s.get("range")),
+        Some("bytes=100-199")
+    );
+}
+
+#[test]
+fn a_fill_started_with_a_vary_value_still_gives_other_clients_their_variant() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"hello (default)".to_vec(), "lang");
+    o.by_language = vec![("fr".into(), b"bonjour".to_vec())];
+    origin.put("/greet", o);
+    // Slow heads, so the second client joins the first one's fetch.
+    origin.behaviour.head_delay_ms.store(300, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin));
+    let addr = relay.addr;
+    let french = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /greet HTTP/1.1\r\nHost: t\r\nAccept-Language: fr\r\n\r\n");
+        c.read_response(false).expect("response")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let plain = request(&relay, "GET /greet HTTP/1.1\r\nHost: t\r\n\r\n");
+    let french = french.join().expect("client thread");
+    assert_eq!(french.body, b"bonjour");
+    assert_eq!(plain.body, b"hello (default)");
+    // The first fetch carried the client's value and was kept as that variant; the base
+    // entry was fetched without it.
+    let seen = origin.received("/greet");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].get("accept-language"), Some("fr"));
+    assert!(!seen[1].has("accept-language"));
+    origin.behaviour.head_delay_ms.store(0, Ordering::Relaxed);
+    for (lang, want) in [("fr", &b"bonjour"[..]), ("", &b"hello (default)"[..])] {
+        let extra = if lang.is_empty() {
+            String::new()
+        } else {
+            format!("Accept-Language: {lang}\r\n")
+        };
+        let r = request(
+            &relay,
+            &format!("GET /greet HTTP/1.1\r\nHost: t\r\n{extra}\r\n"),
+        );
+        assert_eq!(r.body, want, "{lang:?}");
+        assert_eq!(r.header("cache-status"), Some("relay; hit"), "{lang:?}");
+    }
+    assert_eq!(origin.count("/greet"), 2);
+}
