@@ -11,7 +11,10 @@
 //! - [`machine`]: what the numbers were measured on.
 //! - [`hit_ratio`]: the `hit-ratio` benchmark (`cargo xtask bench hit-ratio`): relay's memory
 //!   tier vs plain LRU (and moka) on seeded Zipf traces; no servers, no network.
+//! - [`disk_send`]: the `disk-send` benchmark (`cargo xtask bench disk-send`): disk-tier
+//!   chunks from the page cache to loopback TCP by io_uring READ_FIXED + SEND vs SPLICE.
 
+mod disk_send;
 mod hit_ratio;
 mod machine;
 mod plot;
@@ -37,6 +40,8 @@ enum Command {
     Serve(serve::Options),
     /// Hit ratios of relay's memory tier vs plain LRU (and moka) on seeded Zipf traces.
     HitRatio(hit_ratio::Options),
+    /// Disk-tier chunks to loopback TCP: io_uring READ_FIXED + SEND vs SPLICE (and SEND_ZC).
+    DiskSend(disk_send::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(o) => serve::run(o),
         Command::HitRatio(o) => hit_ratio::run(o),
+        Command::DiskSend(o) => disk_send::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

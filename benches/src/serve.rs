@@ -523,7 +523,7 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// The progress line on stderr: rewritten in place on a terminal, one line per step
 /// otherwise (logs, CI).
-struct Progress {
+pub(crate) struct Progress {
     total: usize,
     done: usize,
     tty: bool,
@@ -533,7 +533,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize, estimate_s: f64) -> Progress {
+    pub(crate) fn new(total: usize, estimate_s: f64) -> Progress {
         Progress {
             total,
             done: 0,
@@ -544,7 +544,7 @@ impl Progress {
         }
     }
 
-    fn step(&mut self, what: &str, secs: f64) {
+    pub(crate) fn step(&mut self, what: &str, secs: f64) {
         self.current = format!(
             "[{:>3}/{}] {what} (elapsed {}, ~{} left)",
             self.done + 1,
@@ -559,7 +559,7 @@ impl Progress {
         }
     }
 
-    fn done(&mut self, result: &str) {
+    pub(crate) fn done(&mut self, result: &str) {
         self.done += 1;
         if self.tty {
             eprint!("\r\x1b[2K{} {result}", self.current);
@@ -569,14 +569,14 @@ impl Progress {
         }
     }
 
-    fn note(&mut self, text: &str) {
+    pub(crate) fn note(&mut self, text: &str) {
         if self.tty {
             eprintln!();
         }
         eprintln!("relay-bench: {text}");
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.tty {
             eprintln!();
         }

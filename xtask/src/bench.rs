@@ -5,6 +5,8 @@
 //!   vs nginx `proxy_cache` hits, wrk pinned to one core and the servers to the others.
 //! - `steer` ([`crate::bench_steer`]): XDP paths timed through test_run against a no-op floor.
 //! - `hit-ratio` ([`crate::bench_hit_ratio`]): memory tier vs plain LRU on seeded Zipf traces.
+//! - `disk-send` ([`crate::bench_disk_send`]): disk-tier chunks to loopback TCP, io_uring
+//!   READ_FIXED + SEND vs SPLICE.
 
 use anyhow::Result;
 
@@ -24,6 +26,10 @@ pub enum Which {
     /// Hit ratios of the memory tier vs plain LRU (and moka) on seeded Zipf traces; writes a
     /// table and target/bench/hit-ratio.json.
     HitRatio(crate::bench_hit_ratio::Options),
+    /// Disk-tier chunks (page cache) to loopback TCP: io_uring READ_FIXED + SEND (with and
+    /// without the chunk checksum, and SEND_ZC) vs SPLICE; writes a table and
+    /// target/bench/disk-send.json.
+    DiskSend(crate::bench_disk_send::Options),
 }
 
 pub fn run(o: &Options) -> Result<()> {
@@ -31,5 +37,6 @@ pub fn run(o: &Options) -> Result<()> {
         Which::Serve(s) => crate::bench_serve::run(s),
         Which::Steer => crate::bench_steer::run(),
         Which::HitRatio(h) => crate::bench_hit_ratio::run(h),
+        Which::DiskSend(d) => crate::bench_disk_send::run(d),
     }
 }

@@ -6,6 +6,7 @@
 //! fuzzing.
 
 mod bench;
+mod bench_disk_send;
 mod bench_hit_ratio;
 mod bench_serve;
 mod bench_steer;
