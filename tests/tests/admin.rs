@@ -156,7 +156,8 @@ fn large_chunks_live_in_registered_memory_and_leave_from_it() {
         ((3 << 20) + (128 << 10)) as f64
     );
     assert_eq!(metric(&text, "relay_memory_arena_fallbacks_total"), 0.0);
-    assert!(metric(&text, "relay_memory_arena_capacity_bytes") >= (1 << 26) as f64);
+    // memory_bytes plus an eighth of headroom.
+    assert!(metric(&text, "relay_memory_arena_capacity_bytes") >= (9 << 23) as f64);
     if registered == 0.0 {
         assert!(
             !relay_tests::is_root(),

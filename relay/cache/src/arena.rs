@@ -1,9 +1,9 @@
 //! Chunk memory registered with io_uring.
 //!
 //! The memory tier keeps chunks of at least [`ARENA_MIN`] bytes in one anonymous mapping
-//! of `memory_bytes`, carved into blocks by a buddy allocator (`buddy_system_allocator`;
-//! blocks are powers of two aligned to their size, so a block never straddles the 1 GiB
-//! boundaries the mapping is registered in). Every worker registers the mapping with its
+//! of `memory_bytes` plus headroom ([`arena_len`]), carved into blocks by a buddy
+//! allocator (`buddy_system_allocator`; blocks are powers of two aligned to their size, so
+//! a block never straddles the 1 GiB boundaries the mapping is registered in). Every worker registers the mapping with its
 //! ring as fixed buffers, so a zero-copy send or a disk read into a chunk skips the page
 //! pinning each unregistered operation pays. Smaller chunks live on the heap: they ride
 //! behind their response head in one copied send and never go zero-copy.
@@ -31,6 +31,15 @@ pub const ARENA_MAX: usize = 256 << 20;
 const ORDER: usize = 48;
 /// The mapping's length is a multiple of this (a huge page).
 const ROUND: usize = 2 << 20;
+
+/// The arena for a memory tier of `capacity` bytes: the tier's bytes plus room for the
+/// chunks that hold blocks outside it — fills not yet stored (a fill takes its block before
+/// the insert that evicts to make room) and evicted chunks still being sent — and for the
+/// buddy allocator's fragmentation: an eighth more, at least four chunks.
+pub fn arena_len(capacity: u64, chunk_size: u64) -> usize {
+    let headroom = (capacity / 8).max(chunk_size.saturating_mul(4));
+    usize::try_from(capacity.saturating_add(headroom)).unwrap_or(usize::MAX)
+}
 
 /// The registered mapping and its allocator.
 pub struct Arena {

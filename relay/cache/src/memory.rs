@@ -225,3 +225,37 @@ mod tests {
         assert!(hot >= 12, "only {hot}/16 hot chunks survived a scan");
     }
 }
+
+#[cfg(test)]
+mod churn_tests {
+    use super::*;
+
+    fn key(i: u64) -> ChunkKey {
+        ChunkKey {
+            object: Arc::from("churn"),
+            version: 1,
+            index: i,
+        }
+    }
+
+    /// A full tier keeps taking new chunks (each allocated before the insert that evicts):
+    /// with an arena sized by `arena_len`, they keep landing in registered memory.
+    #[test]
+    fn churn_through_a_full_tier_stays_in_the_arena() {
+        let (cap, chunk) = (8u64 << 20, 1u64 << 20);
+        let arena = Arena::new(crate::arena::arena_len(cap, chunk)).unwrap();
+        let m = MemoryTier::with_arena(cap, chunk, Some(arena.clone()));
+        for i in 0..2000u64 {
+            // Mixed sizes: whole chunks, tails, small objects.
+            let len = match i % 4 {
+                0 | 1 => chunk as usize,
+                2 => 300_000,
+                _ => 40_000,
+            };
+            let buf = m.chunk_buf(len);
+            m.insert(key(i), buf.freeze());
+        }
+        assert!(m.weight() <= cap);
+        assert_eq!(arena.fallbacks(), 0, "chunks fell back to the heap");
+    }
+}

@@ -333,7 +333,9 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
     let layout = Layout::new(config.cache.chunk_size);
     // Large chunks live in one mapping every worker registers with its ring; without it
     // (the mapping refused) they live on the heap and are sent unregistered.
-    let arena = match relay_cache::arena::Arena::new(config.cache.memory_bytes as usize) {
+    let arena_len =
+        relay_cache::arena::arena_len(config.cache.memory_bytes, config.cache.chunk_size);
+    let arena = match relay_cache::arena::Arena::new(arena_len) {
         Ok(a) => Some(a),
         Err(e) => {
             log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");
