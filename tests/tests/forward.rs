@@ -257,3 +257,91 @@ fn a_fill_started_with_a_vary_value_still_gives_other_clients_their_variant() {
     }
     assert_eq!(origin.count("/greet"), 2);
 }
+
+/// Two clients miss the same object at once, each with its own cookie; the origin answers
+/// `private` (a page for one user). The fetch went out with the first client's cookie, so
+/// its answer is that client's alone: the other client must get its own, never the first
+/// one's (the waiters of one fetch share only what may be stored).
+#[test]
+fn a_private_answer_reaches_only_the_client_whose_fields_fetched_it() {
+    let origin = Origin::start();
+    let mut o = echoing(pattern(3000, 91), "priv");
+    o.cache_control = Some("private, max-age=60".into());
+    origin.put("/account", o);
+    // Both requests arrive while the first fetch waits for its head.
+    origin.behaviour.head_delay_ms.store(400, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin));
+    let ask = |cookie: &'static str| {
+        let addr = relay.addr;
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let head = format!("GET /account HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n\r\n");
+            c.send(head.as_bytes());
+            c.read_response(false).expect("response")
+        })
+    };
+    let a = ask("session=alice");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let b = ask("session=bob");
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.header("echo-cookie"), Some("session=alice"));
+    assert_eq!(
+        b.header("echo-cookie"),
+        Some("session=bob"),
+        "bob got alice's page"
+    );
+    assert_eq!(
+        b.header("cache-status"),
+        Some("relay; fwd=miss; detail=not-shared")
+    );
+    let seen = origin.received("/account");
+    let cookies: Vec<_> = seen.iter().filter_map(|r| r.get("cookie")).collect();
+    assert_eq!(cookies.len(), 2, "{seen:?}");
+    assert!(cookies.contains(&"session=alice") && cookies.contains(&"session=bob"));
+    // Nothing was stored: a third client is fetched for too.
+    let c = request(
+        &relay,
+        "GET /account HTTP/1.1\r\nHost: h\r\nCookie: session=carol\r\n\r\n",
+    );
+    assert_eq!(c.header("echo-cookie"), Some("session=carol"));
+    assert_eq!(origin.count("/account"), 3);
+}
+
+/// A response that sets a cookie is not stored (the cookie is for one client), unless the
+/// origin names `Set-Cookie` in `private=` or `no-cache=`: then it is stored without it.
+#[test]
+fn a_response_setting_a_cookie_is_not_shared() {
+    let origin = Origin::start();
+    let body = pattern(2000, 92);
+    let mut o = Object::new(body.clone(), "sc");
+    o.cache_control = Some("max-age=60".into());
+    o.extra_headers = vec![("Set-Cookie".into(), "session=for-alice".into())];
+    origin.put("/login", o);
+    let mut o = Object::new(body.clone(), "sc2");
+    o.cache_control = Some("max-age=60, private=\"Set-Cookie\"".into());
+    o.extra_headers = vec![("Set-Cookie".into(), "session=for-alice".into())];
+    origin.put("/home", o);
+    let relay = Relay::start(&proxy_config(&origin));
+    for _ in 0..2 {
+        let r = request(&relay, "GET /login HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.body, body);
+        assert_eq!(r.header("set-cookie"), Some("session=for-alice"));
+    }
+    assert_eq!(
+        origin.count("/login"),
+        2,
+        "a Set-Cookie response was served from cache"
+    );
+    let first = request(&relay, "GET /home HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(first.body, body);
+    let second = request(&relay, "GET /home HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(second.body, body);
+    assert_eq!(second.header("cache-status"), Some("relay; hit"));
+    assert_eq!(
+        second.header("set-cookie"),
+        None,
+        "the named cookie was shared"
+    );
+    assert_eq!(origin.count("/home"), 1);
+}

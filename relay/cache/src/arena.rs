@@ -35,9 +35,10 @@ const ROUND: usize = 2 << 20;
 /// The arena for a memory tier of `capacity` bytes: the tier's bytes plus room for the
 /// chunks that hold blocks outside it — fills not yet stored (a fill takes its block before
 /// the insert that evicts to make room) and evicted chunks still being sent — and for the
-/// buddy allocator's fragmentation: an eighth more, at least four chunks.
+/// buddy allocator's fragmentation: an eighth more, at least four chunks (but never more
+/// than the capacity again).
 pub fn arena_len(capacity: u64, chunk_size: u64) -> usize {
-    let headroom = (capacity / 8).max(chunk_size.saturating_mul(4));
+    let headroom = (capacity / 8).max(chunk_size.saturating_mul(4).min(capacity));
     usize::try_from(capacity.saturating_add(headroom)).unwrap_or(usize::MAX)
 }
 

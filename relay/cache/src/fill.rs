@@ -414,6 +414,21 @@ impl InFlight {
             .remove(key);
     }
 
+    /// Forgets `fill` if it is the one in the table under its key (a private fill, or one
+    /// already replaced, leaves the table as it is).
+    pub fn end_fill(&self, fill: &Arc<Fill>) {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if chunks.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            chunks.remove(&fill.key);
+        }
+    }
+
+    /// A fill nobody else can join: for a response that may not be stored, which was
+    /// fetched for one client (its cookies, its credentials) and must reach no other.
+    pub fn start_private(&self, key: ChunkKey, len: usize) -> FillWriter {
+        Fill::new(key, len).1
+    }
+
     /// Fills and head fetches in flight now.
     pub fn len(&self) -> (usize, usize) {
         let h = self.heads.lock().map(|h| h.len()).unwrap_or(0);
@@ -499,6 +514,14 @@ mod tests {
         let other = f.start_chunk(key(), 3).err().unwrap();
         assert!(Arc::ptr_eq(w.fill(), &other));
         f.end_chunk(&key());
+        assert!(f.chunk(&key()).is_none());
+        // A private fill is never found, and ending it leaves a shared one in place.
+        let shared = f.start_chunk(key(), 3).ok().unwrap();
+        let private = f.start_private(key(), 3);
+        assert!(Arc::ptr_eq(&f.chunk(&key()).unwrap(), shared.fill()));
+        f.end_fill(private.fill());
+        assert!(Arc::ptr_eq(&f.chunk(&key()).unwrap(), shared.fill()));
+        f.end_fill(shared.fill());
         assert!(f.chunk(&key()).is_none());
     }
 

@@ -152,6 +152,10 @@ pub struct Conn {
     pub variant: bool,
     /// The object head being fetched upstream, while the response waits for it.
     pub pending: Option<Arc<Pending>>,
+    /// This connection's request started the pending head fetch (its fields went upstream).
+    pub head_owner: bool,
+    /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
+    pub pass_note: &'static str,
     /// The stale description a revalidation started from (served on stale-if-error).
     pub stale: Option<Arc<ObjectMeta>>,
     /// A request passed through to the origin (methods other than GET/HEAD): its outcome.
@@ -229,6 +233,8 @@ impl Conn {
             forward: None,
             variant: false,
             pending: None,
+            head_owner: false,
+            pass_note: "fwd=uri-miss",
             pass: None,
             multishot: false,
             overflow: Vec::new(),
@@ -276,6 +282,7 @@ impl Conn {
         self.body = None;
         self.fill = None;
         self.pending = None;
+        self.head_owner = false;
         self.pass = None;
         self.multishot = false;
         self.overflow = Vec::new();
@@ -294,6 +301,21 @@ impl Conn {
 }
 
 impl Conn {
+    /// Drops everything that holds cache memory (chunks, fills, arena blocks) once the
+    /// connection is closed and nothing is in flight.
+    pub fn release(&mut self) {
+        self.body = None;
+        self.fill = None;
+        self.send.body = Bytes::new();
+        self.pending = None;
+        self.pass = None;
+        self.pass_body = None;
+        self.dread = None;
+        self.local = None;
+        self.stale = None;
+        self.src = None;
+    }
+
     /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.
     pub fn head(&self) -> &[u8] {
         head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved)

@@ -335,11 +335,16 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
     // (the mapping refused) they live on the heap and are sent unregistered.
     let arena_len =
         relay_cache::arena::arena_len(config.cache.memory_bytes, config.cache.chunk_size);
-    let arena = match relay_cache::arena::Arena::new(arena_len) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");
-            None
+    // Chunks smaller than the arena's smallest block never go there: no arena then.
+    let arena = if config.cache.chunk_size < relay_cache::arena::ARENA_MIN as u64 {
+        None
+    } else {
+        match relay_cache::arena::Arena::new(arena_len) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");
+                None
+            }
         }
     };
     let memory = Arc::new(MemoryTier::with_arena(

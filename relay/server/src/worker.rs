@@ -136,10 +136,13 @@ impl Worker {
             match unsafe { ring.register_buffers(&arena.iovecs()) } {
                 Ok(()) => Some(arena.clone()),
                 Err(e) => {
-                    if id == 0 {
+                    static WARNED: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if !WARNED.swap(true, Ordering::Relaxed) {
                         log::warn!(
-                            "memory tier: registering {} bytes with io_uring failed ({e}); \
-                             sending from unregistered memory (raise RLIMIT_MEMLOCK or \
+                            "memory tier: worker {id}: registering {} bytes with io_uring \
+                             failed ({e}); it sends from unregistered memory (each worker's \
+                             ring locks the arena: raise RLIMIT_MEMLOCK to workers x that, or \
                              grant CAP_IPC_LOCK)",
                             arena.capacity()
                         );
@@ -996,7 +999,34 @@ impl Worker {
                                     variant: true,
                                 });
                             }
+                            c.head_owner = new;
                             c.pending = Some(pending);
+                            continue;
+                        }
+                        // A response that may not be stored was fetched with the fields of
+                        // the client that started the fetch (its cookies, say): it is that
+                        // client's alone. Every other waiting client asks for itself.
+                        if !meta.storable
+                            && !c.head_owner
+                            && let Route::Http(origin) = c.route
+                        {
+                            let method = match c.saved.req.method {
+                                Method::Head => http::Method::HEAD,
+                                _ => http::Method::GET,
+                            };
+                            let headers = relay_proto::forward::forwarded_fields(
+                                c.head(),
+                                relay_proto::forward::PASS_OWN,
+                            );
+                            c.stale = None;
+                            c.upload_left = 0;
+                            c.pass_note = "fwd=miss; detail=not-shared";
+                            c.pass_request = Some(Box::new(PassRequest {
+                                origin,
+                                method,
+                                headers,
+                                host: String::new(),
+                            }));
                             continue;
                         }
                         c.src = p.first().cloned();
@@ -1068,6 +1098,9 @@ impl Worker {
                 c.body = None;
                 c.pass_body = None;
                 c.local = None;
+                // The chunk this response streamed from: an idle keep-alive connection must
+                // not hold its memory (an arena block) after eviction.
+                c.src = None;
             }
             if let Some(t) = c.req_start.take() {
                 let us = self.now.saturating_duration_since(t).as_micros() as u64;
@@ -1174,6 +1207,12 @@ impl Worker {
                         c.request_started = (c.rend > c.rstart).then_some(self.now);
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
                         c.req_start = Some(self.now);
+                        // RFC 9211: GET and HEAD come this way for a reason of the request
+                        // (its credentials); other methods are never looked up.
+                        c.pass_note = match request.method {
+                            Method::Other => "fwd=uri-miss",
+                            _ => "fwd=request; detail=authorization",
+                        };
                         match method {
                             Ok(method) if content_length <= PASS_BODY_LIMIT => {
                                 c.upload = Vec::with_capacity(content_length as usize);
@@ -1341,11 +1380,16 @@ impl Worker {
             };
             let len = layout.chunk_len(meta.len, index) as usize;
             let memory = &self.shared.memory;
-            let fill = match self
-                .shared
-                .inflight
-                .join_or_start(key, len, |k| memory.contains(&k.as_ref()))
-            {
+            // A response that may not be stored is this client's alone: its chunks are
+            // fetched for it, in fills no other client joins.
+            let start = if meta.storable {
+                self.shared
+                    .inflight
+                    .join_or_start(key, len, |k| memory.contains(&k.as_ref()))
+            } else {
+                Start::New(self.shared.inflight.start_private(key, len))
+            };
+            let fill = match start {
                 Start::Joined(f) => f,
                 // Stored between our memory lookup and now: take it from memory.
                 Start::Cached => return Ok(true),
@@ -1432,12 +1476,7 @@ impl Worker {
         }
         let req = c.saved.req;
         let len = p.body.as_ref().map_or(0, |b| b.len() as u64);
-        // GET and HEAD come this way only with credentials (RFC 9211: forwarded for a reason
-        // of the request).
-        let note = match req.method {
-            Method::Get | Method::Head => "fwd=request; detail=authorization",
-            Method::Other => "fwd=uri-miss",
-        };
+        let note = c.pass_note;
         let head = ResponseHead {
             content_length: p.content_length,
             raw: &p.headers,
@@ -1566,6 +1605,7 @@ impl Worker {
                         variant: c.variant,
                     });
                 }
+                c.head_owner = new;
                 c.stale = cached;
                 c.pending = Some(pending);
                 // The receive buffer moves on while the head is fetched; a `Vary` in the
@@ -1847,9 +1887,7 @@ impl Worker {
         }
         sys::close(c.fd);
         c.fd = -1;
-        c.body = None;
-        c.fill = None;
-        c.send.body = Bytes::new();
+        c.release();
         self.free.push(slot);
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);

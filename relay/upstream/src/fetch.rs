@@ -2,7 +2,10 @@
 //! response head, and stream the body into chunk fills, waking waiting workers as bytes land.
 
 use crate::head::{self, ObjectHead};
-use crate::{Forward, Job, Origin, PASS_BUFFER_LIMIT, PassSlot, Passed, Store, UpstreamStats};
+use crate::{
+    Forward, Job, Origin, PASS_BUFFER_LIMIT, PASS_LENGTH_LIMIT, PassSlot, Passed, Store,
+    UpstreamStats,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -298,18 +301,25 @@ impl Context {
     /// The fill of an object's first chunk (None when it is empty or already being filled).
     fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
         let first_len = self.store.layout.chunk_len(meta.len, 0) as usize;
+        let key = ChunkKey {
+            object: object.clone(),
+            version: meta.version,
+            index: 0,
+        };
         (first_len > 0)
-            .then(|| {
-                self.store.inflight.start_chunk(
-                    ChunkKey {
-                        object: object.clone(),
-                        version: meta.version,
-                        index: 0,
-                    },
-                    first_len,
-                )
-            })
-            .and_then(Result::ok)
+            .then(|| self.start_fill(key, first_len, meta))
+            .flatten()
+    }
+
+    /// A fill for one chunk: shared through the in-flight table when the response may be
+    /// stored (None: another fetch fills it already); private when it may not — it was
+    /// fetched with one client's fields (cookies, credentials) and reaches only that client.
+    fn start_fill(&self, key: ChunkKey, len: usize, meta: &ObjectMeta) -> Option<FillWriter> {
+        if meta.storable {
+            self.store.inflight.start_chunk(key, len).ok()
+        } else {
+            Some(self.store.inflight.start_private(key, len))
+        }
     }
 
     /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
@@ -431,6 +441,12 @@ impl Context {
             publish(None, invalidate);
             return Ok(());
         }
+        // A passed body is held in memory while clients read it: a length past the limit
+        // (or past what this machine could address) is refused, never allocated.
+        if length.is_some_and(|l| l > PASS_LENGTH_LIMIT) {
+            log::warn!("pass-through of {path}: Content-Length {length:?} over the limit");
+            return Err(FillError::Status(502));
+        }
         let mut incoming = resp.into_body();
         match length {
             Some(len) => {
@@ -544,7 +560,7 @@ impl Context {
     fn fail(&self, writer: FillWriter, e: FillError) {
         writer.fail(e);
         let fill = writer.fill().clone();
-        self.store.inflight.end_chunk(&fill.key);
+        self.store.inflight.end_fill(&fill);
         drop(writer);
         self.wake(fill.watchers.load(Ordering::Acquire));
     }
@@ -631,7 +647,8 @@ impl Context {
     /// The chunk's last bytes go in only after the chunk is in the memory tier; then it is
     /// written to the disk tier (if admitted) off this thread.
     fn complete(&self, writer: FillWriter, last: &[u8], meta: &ObjectMeta) {
-        let key = writer.fill().key.clone();
+        let fill = writer.fill().clone();
+        let key = fill.key.clone();
         let memory = &self.store.memory;
         let mut whole = None;
         let stored = writer.complete_with(last, |bytes| {
@@ -640,7 +657,7 @@ impl Context {
                 whole = Some(bytes);
             }
         });
-        self.store.inflight.end_chunk(&key);
+        self.store.inflight.end_fill(&fill);
         if let Ok(fill) = stored {
             self.wake(fill.watchers.load(Ordering::Acquire));
         }
@@ -680,9 +697,9 @@ impl Context {
             version: meta.version,
             index,
         };
-        match self.store.inflight.start_chunk(key, len as usize) {
-            Ok(w) => (Some(w), 0),
-            Err(_) => (None, len),
+        match self.start_fill(key, len as usize, meta) {
+            Some(w) => (Some(w), 0),
+            None => (None, len),
         }
     }
 
@@ -901,9 +918,31 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string(),
-        headers: end_to_end(h, STORED_WRITTEN),
+        headers: stored_fields(h, d),
         vary,
     }
+}
+
+/// The end-to-end fields kept with a description, without those a qualified `private` or
+/// `no-cache` names (RFC 9111 §5.2.2.4, §5.2.2.7: e.g. `private="Set-Cookie"` shares the
+/// body, never the cookie). The description answers every client, the one whose request
+/// fetched it too, so that client does not get the named fields either.
+fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> Bytes {
+    let named: Vec<&str> = d
+        .private
+        .fields()
+        .iter()
+        .chain(d.no_cache.fields())
+        .map(String::as_str)
+        .collect();
+    if named.is_empty() {
+        return end_to_end(h, STORED_WRITTEN);
+    }
+    let mut kept = h.clone();
+    for n in named {
+        kept.remove(n);
+    }
+    end_to_end(&kept, STORED_WRITTEN)
 }
 
 /// Response fields relay writes itself for a stored response (from the stored description).

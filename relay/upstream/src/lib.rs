@@ -122,6 +122,10 @@ pub struct PassSlot {
 /// Largest response body without a Content-Length that a pass-through buffers.
 pub const PASS_BUFFER_LIMIT: usize = 64 << 20;
 
+/// Largest `Content-Length` of a passed-through response (held in memory while clients
+/// read it); a larger one is answered 502.
+pub const PASS_LENGTH_LIMIT: u64 = 1 << 30;
+
 /// Passive health of one origin.
 #[derive(Default)]
 pub struct Health {

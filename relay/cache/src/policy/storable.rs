@@ -24,6 +24,10 @@ pub enum Reason {
     Private,
     /// The request had `Authorization` and the response did not allow sharing (§3.5).
     Authorization,
+    /// The response sets a cookie (`Set-Cookie`) and no `private="set-cookie"` or
+    /// `no-cache="set-cookie"` says to store it without that field: a cookie is meant for
+    /// one client, and shared caches (nginx, Varnish) do not store such responses.
+    SetCookie,
     /// `Vary: *` (or a malformed `Vary`): never reusable.
     VaryAny,
     /// No freshness information (and `cache_without_freshness` is off), or nothing in the
@@ -44,6 +48,7 @@ impl Reason {
             Reason::MustUnderstand => "must_understand",
             Reason::Private => "private",
             Reason::Authorization => "authorization",
+            Reason::SetCookie => "set_cookie",
             Reason::VaryAny => "vary_any",
             Reason::NoFreshness => "no_freshness",
         }
@@ -72,6 +77,7 @@ pub fn understood_status(status: u16) -> bool {
 ///   [`super::validate::strip_for_storage`]);
 /// - with `Authorization` in the request only if `public`, `must-revalidate` or `s-maxage`
 ///   (§3.5);
+/// - no `Set-Cookie`, unless `private` or `no-cache` names it (then it is stripped);
 /// - not `Vary: *`;
 /// - freshness information: explicit (`s-maxage`, `max-age`, `Expires`), a heuristic lifetime,
 ///   or unqualified `no-cache` with a validator (the origin's own "revalidate every time").
@@ -122,6 +128,13 @@ fn storable_reason(
     }
     if request.authorization && !(d.public || d.must_revalidate || d.s_maxage.is_some()) {
         return Some(Reason::Authorization);
+    }
+    let names_cookie = |f: &[String]| f.iter().any(|n| n.eq_ignore_ascii_case("set-cookie"));
+    if response.sets_cookie
+        && !names_cookie(d.private.fields())
+        && !names_cookie(d.no_cache.fields())
+    {
+        return Some(Reason::SetCookie);
     }
     if response.vary == Vary::Any {
         return Some(Reason::VaryAny);
@@ -225,6 +238,36 @@ mod tests {
             check("GET", &[], 200, &sc),
             Storability::Bypass(Reason::ResponseNoStore)
         );
+    }
+
+    #[test]
+    fn a_response_setting_a_cookie_is_stored_only_without_the_cookie() {
+        let cookie = ("Set-Cookie", "session=abc; HttpOnly");
+        assert_eq!(
+            check("GET", &[], 200, &[("Cache-Control", "max-age=60"), cookie]),
+            Storability::Bypass(Reason::SetCookie)
+        );
+        assert_eq!(
+            check(
+                "GET",
+                &[],
+                200,
+                &[("Cache-Control", "public, s-maxage=60"), cookie]
+            ),
+            Storability::Bypass(Reason::SetCookie)
+        );
+        // The origin says which field must not be shared: stored, the field stripped.
+        for cc in [
+            "max-age=60, private=\"Set-Cookie\"",
+            "max-age=60, no-cache=\"set-cookie\"",
+        ] {
+            assert_eq!(
+                check("GET", &[], 200, &[("Cache-Control", cc), cookie]),
+                Storability::Store,
+                "{cc}"
+            );
+        }
+        assert_eq!(Reason::SetCookie.as_str(), "set_cookie");
     }
 
     #[test]

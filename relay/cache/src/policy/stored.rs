@@ -127,6 +127,8 @@ pub struct StoredMeta {
     pub source: DirectiveSource,
     /// The response's `Vary`.
     pub vary: Vary,
+    /// The response carries `Set-Cookie`.
+    pub sets_cookie: bool,
     /// Heuristic freshness lifetime, when there is no explicit one and heuristics are allowed.
     pub heuristic_lifetime: Option<u32>,
     /// When the request that produced the response was sent (seconds since the epoch).
@@ -157,7 +159,9 @@ impl StoredMeta {
         let mut etag = None;
         let mut age = Vec::new();
         let mut vary = Vec::new();
+        let mut sets_cookie = false;
         for (name, value) in headers {
+            sets_cookie |= name.eq_ignore_ascii_case(b"set-cookie");
             let list = match name {
                 n if n.eq_ignore_ascii_case(b"cache-control") => &mut cc,
                 n if n.eq_ignore_ascii_case(b"cdn-cache-control") => &mut cdn,
@@ -207,6 +211,7 @@ impl StoredMeta {
             directives: eff.directives,
             source: eff.source,
             vary: Vary::parse(vary.iter().copied()),
+            sets_cookie,
             heuristic_lifetime: None,
             request_time: request_time.min(response_time),
             response_time,
