@@ -2,8 +2,8 @@
 //!
 //! The memory tier keeps chunks of at least [`ARENA_MIN`] bytes in one anonymous mapping
 //! of `memory_bytes` plus headroom ([`arena_len`]), carved into blocks by a buddy
-//! allocator (`buddy_system_allocator`; blocks are powers of two aligned to their size, so
-//! a block never straddles the 1 GiB boundaries the mapping is registered in). Every worker registers the mapping with its
+//! allocator (`buddy`; blocks are powers of two aligned to their size, so a block never
+//! straddles the 1 GiB boundaries the mapping is registered in). Every worker registers the mapping with its
 //! ring as fixed buffers, so a zero-copy send or a disk read into a chunk skips the page
 //! pinning each unregistered operation pays. Smaller chunks live on the heap: they ride
 //! behind their response head in one copied send and never go zero-copy.
@@ -14,8 +14,8 @@
 //! When the arena has no block free (fragmentation, or chunks held by sends after eviction),
 //! the chunk goes to the heap instead and the fallback is counted.
 
+use crate::buddy::Buddy;
 use bytes::Bytes;
-use std::alloc::Layout;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +27,6 @@ pub const ARENA_MIN: usize = 16 * 1024;
 pub const SEGMENT: usize = 1 << 30;
 /// Largest chunk kept in the arena (larger ones, if a config allows them, go to the heap).
 pub const ARENA_MAX: usize = 256 << 20;
-/// Buddy orders: blocks up to 2^47 bytes.
-const ORDER: usize = 48;
 /// The mapping's length is a multiple of this (a huge page).
 const ROUND: usize = 2 << 20;
 
@@ -46,7 +44,7 @@ pub fn arena_len(capacity: u64, chunk_size: u64) -> usize {
 pub struct Arena {
     base: NonNull<u8>,
     len: usize,
-    heap: Mutex<buddy_system_allocator::Heap<ORDER>>,
+    blocks: Mutex<Buddy>,
     /// Bytes in blocks handed out now.
     used: AtomicU64,
     /// Chunks that wanted a block and went to the heap.
@@ -104,14 +102,17 @@ impl Arena {
         // SAFETY: advice on the mapping made just above.
         unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        let mut heap = buddy_system_allocator::Heap::<ORDER>::new();
-        // SAFETY: the range is this arena's own mapping, unused by anything else, and lives
-        // as long as the allocator (both dropped together, the mapping last).
-        unsafe { heap.init(base.as_ptr() as usize, len) };
+        let start = base.as_ptr() as usize;
+        let blocks = Buddy::new(
+            start,
+            start + len,
+            ARENA_MIN.trailing_zeros(),
+            SEGMENT.trailing_zeros(),
+        );
         Ok(Arc::new(Arena {
             base,
             len,
-            heap: Mutex::new(heap),
+            blocks: Mutex::new(blocks),
             used: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
         }))
@@ -181,18 +182,17 @@ impl Arena {
     }
 
     fn alloc(self: &Arc<Self>, len: usize) -> Option<NonNull<u8>> {
-        let layout = Layout::from_size_align(Self::block_len(len), ARENA_MIN).ok()?;
-        let got = self
-            .heap
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .alloc(layout);
-        match got {
-            Ok(p) => {
-                self.used.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        let block = Self::block_len(len);
+        let got = {
+            let mut blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+            blocks.order_of(block).and_then(|order| blocks.alloc(order))
+        };
+        match got.and_then(|at| NonNull::new(at as *mut u8)) {
+            Some(p) => {
+                self.used.fetch_add(block as u64, Ordering::Relaxed);
                 Some(p)
             }
-            Err(()) => {
+            None => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -201,17 +201,12 @@ impl Arena {
 
     fn dealloc(&self, ptr: NonNull<u8>, len: usize) {
         let block = Self::block_len(len);
-        let Ok(layout) = Layout::from_size_align(block, ARENA_MIN) else {
-            return;
-        };
-        // SAFETY: `ptr` came from `alloc` with this same layout (same `len`, same rounding)
-        // and its only owner (a ChunkBuf) is being dropped.
-        unsafe {
-            self.heap
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .dealloc(ptr, layout)
-        };
+        let mut blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+        // The same length gives the same order as at `alloc`.
+        if let Some(order) = blocks.order_of(block) {
+            blocks.free(ptr.as_ptr() as usize, order);
+        }
+        drop(blocks);
         self.used.fetch_sub(block as u64, Ordering::Relaxed);
     }
 }

@@ -12,6 +12,7 @@
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
 
 pub mod arena;
+mod buddy;
 pub mod disk;
 pub mod fill;
 pub mod key;
