@@ -57,6 +57,7 @@ fn a_miss_forwards_the_clients_end_to_end_fields_and_nothing_hop_by_hop() {
     let seen = &seen[0];
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.get("user-agent"), Some("test-agent/1.0"));
+    assert_eq!(seen.get("via"), Some("1.1 relay"));
     assert_eq!(seen.get("accept"), Some("text/html"));
     assert_eq!(seen.get("accept-language"), Some("fr-CH, fr;q=0.9"));
     assert_eq!(seen.get("cookie"), Some("session=abc; theme=dark"));
@@ -163,6 +164,7 @@ fn requests_with_authorization_are_passed_through_and_never_stored() {
         );
         assert_eq!(r.header("etag"), Some("\"acct\""));
         assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
+        assert_eq!(r.header("echo-via"), Some("1.1 relay"));
         // Each one reached the origin, credentials and all.
         assert_eq!(origin.count("/account"), n);
         let seen = origin.received("/account");

@@ -376,7 +376,9 @@ impl Context {
             for (n, v) in &headers {
                 req = req.header(n.as_str(), v.as_slice());
             }
-            req = req.header(http::header::HOST, &o.config.authority);
+            req = req
+                .header(http::header::HOST, &o.config.authority)
+                .header(http::header::VIA, VIA);
             let req = req
                 .body(Full::new(body.clone()))
                 .map_err(|_| FillError::Status(400))?;
@@ -772,6 +774,9 @@ impl Context {
     }
 }
 
+/// relay's `Via` entry on requests to origins (protocol version and pseudonym).
+const VIA: &str = "1.1 relay";
+
 fn unix_now() -> u64 {
     relay_cache::policy::unix_seconds(std::time::SystemTime::now())
 }
@@ -803,6 +808,9 @@ fn fill_request(
     if !h.contains_key(header::USER_AGENT) {
         h.insert(header::USER_AGENT, HeaderValue::from_static("relay"));
     }
+    // RFC 9110 §7.6.3: a gateway names itself in every request it forwards, after any
+    // intermediaries the client's request already passed.
+    h.append(header::VIA, HeaderValue::from_static(VIA));
     h.insert(header::HOST, value(authority)?);
     h.insert(header::RANGE, value(&format!("bytes={start}-{end}"))?);
     h.insert(
@@ -1037,6 +1045,10 @@ mod tests {
         assert_eq!(values(&req, "range"), [&b"bytes=0-65535"[..]]);
         assert_eq!(values(&req, "accept-encoding"), [&b"identity"[..]]);
         assert!(values(&req, "if-none-match").is_empty());
+        assert_eq!(values(&req, "via"), [&b"1.1 relay"[..]]);
+        // After the intermediaries the client's request passed.
+        let req = request(None, &fields(&[("Via", "1.1 edge-a")]));
+        assert_eq!(values(&req, "via"), [&b"1.1 edge-a"[..], b"1.1 relay"]);
     }
 
     #[test]
@@ -1070,7 +1082,7 @@ mod tests {
         assert_eq!(values(&req, "user-agent"), [&b"relay"[..]]);
         assert_eq!(values(&req, "x-ok"), [&b"ok"[..]]);
         assert!(values(&req, "x-ctl").is_empty());
-        assert_eq!(req.headers().len(), 5, "{:?}", req.headers());
+        assert_eq!(req.headers().len(), 6, "{:?}", req.headers());
     }
 
     #[test]
