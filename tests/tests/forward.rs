@@ -44,6 +44,7 @@ fn a_miss_forwards_the_clients_end_to_end_fields_and_nothing_hop_by_hop() {
         "GET /page HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: test-agent/1.0\r\n\
          Accept: text/html\r\nAccept-Language: fr-CH, fr;q=0.9\r\n\
          Cookie: session=abc; theme=dark\r\nX-Custom-Trace: t-42\r\n\
+         X-Forwarded-For: 203.0.113.9\r\n\
          Connection: keep-alive, X-Hop\r\nX-Hop: one-link-only\r\nKeep-Alive: timeout=5\r\n\
          TE: trailers\r\nAccept-Encoding: gzip\r\nRange: bytes=10-19\r\n\
          If-None-Match: \"other\"\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
@@ -58,6 +59,14 @@ fn a_miss_forwards_the_clients_end_to_end_fields_and_nothing_hop_by_hop() {
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.get("user-agent"), Some("test-agent/1.0"));
     assert_eq!(seen.get("via"), Some("1.1 relay"));
+    // The address relay saw, after the chain the client's request carried.
+    let xff: Vec<&str> = seen
+        .fields
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(xff, ["203.0.113.9", "127.0.0.1"]);
     assert_eq!(seen.get("accept"), Some("text/html"));
     assert_eq!(seen.get("accept-language"), Some("fr-CH, fr;q=0.9"));
     assert_eq!(seen.get("cookie"), Some("session=abc; theme=dark"));
@@ -165,6 +174,7 @@ fn requests_with_authorization_are_passed_through_and_never_stored() {
         assert_eq!(r.header("etag"), Some("\"acct\""));
         assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
         assert_eq!(r.header("echo-via"), Some("1.1 relay"));
+        assert_eq!(r.header("echo-x-forwarded-for"), Some("127.0.0.1"));
         // Each one reached the origin, credentials and all.
         assert_eq!(origin.count("/account"), n);
         let seen = origin.received("/account");

@@ -354,11 +354,26 @@ impl Conn {
         if let Some(f) = &self.forward {
             return f.clone();
         }
-        let fields =
+        let mut fields =
             relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::FILL_OWN);
+        self.forwarded_for(&mut fields);
         let f: relay_upstream::Forward = fields.into();
         self.forward = Some(f.clone());
         f
+    }
+}
+
+impl Conn {
+    /// Appends `X-Forwarded-For: <client address>` to fields going upstream, after any the
+    /// client sent (one more line of the same list, RFC 9110 §5.3). A shared fill carries
+    /// the address of the client whose request started it.
+    pub fn forwarded_for(&self, fields: &mut Vec<(String, Vec<u8>)>) {
+        if let Some(addr) = crate::sys::peer_addr(self.fd) {
+            fields.push((
+                "X-Forwarded-For".to_string(),
+                addr.ip().to_canonical().to_string().into_bytes(),
+            ));
+        }
     }
 }
 

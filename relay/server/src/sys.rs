@@ -108,3 +108,11 @@ pub fn eventfd_signal(fd: RawFd) {
         libc::write(fd, (&one as *const u64).cast(), 8);
     }
 }
+
+/// The address of a connected socket's peer (one `getpeername`; asked on a miss only).
+pub fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: `fd` is an open socket the caller owns for the duration of the call; the
+    // stream borrowing it is never dropped (ManuallyDrop), so it is not closed here.
+    let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    stream.peer_addr().ok()
+}

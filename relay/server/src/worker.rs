@@ -1014,10 +1014,11 @@ impl Worker {
                                 Method::Head => http::Method::HEAD,
                                 _ => http::Method::GET,
                             };
-                            let headers = relay_proto::forward::forwarded_fields(
+                            let mut headers = relay_proto::forward::forwarded_fields(
                                 c.head(),
                                 relay_proto::forward::PASS_OWN,
                             );
+                            c.forwarded_for(&mut headers);
                             c.stale = None;
                             c.upload_left = 0;
                             c.pass_note = "fwd=miss; detail=not-shared";
@@ -1199,10 +1200,11 @@ impl Worker {
                         let host =
                             String::from_utf8_lossy(request.host.unwrap_or(b"")).into_owned();
                         let method = http::Method::from_bytes(request.method_str.as_bytes());
-                        let headers = relay_proto::forward::forwarded_fields(
+                        let mut headers = relay_proto::forward::forwarded_fields(
                             &c.rbuf[c.rstart..c.rstart + head_len],
                             relay_proto::forward::PASS_OWN,
                         );
+                        c.forwarded_for(&mut headers);
                         c.rstart += head_len;
                         c.request_started = (c.rend > c.rstart).then_some(self.now);
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
