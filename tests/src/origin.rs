@@ -56,6 +56,9 @@ pub struct Behaviour {
     pub piece_delay_ms: AtomicU64,
     /// Cut every body after this many bytes (0: never), then close.
     pub truncate_after: AtomicU64,
+    /// Announce this `Content-Length` instead of the true one (0: the true one), then send
+    /// the true body and close: an origin that lies about its length.
+    pub claim_length: AtomicU64,
 }
 
 /// One request as the origin received it.
@@ -323,7 +326,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             _ => (obj.status, 0, len),
         };
         head.push_str(&format!("HTTP/1.1 {status} X\r\n"));
-        head.push_str(&format!("Content-Length: {}\r\n", end - start));
+        let claim = b.claim_length.load(Ordering::Relaxed);
+        let announced = if claim > 0 { claim } else { end - start };
+        head.push_str(&format!("Content-Length: {announced}\r\n"));
         if status == 206 {
             head.push_str(&format!(
                 "Content-Range: bytes {start}-{}/{len}\r\n",
@@ -379,7 +384,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                 ));
             }
         }
-        if truncated {
+        if truncated || claim > 0 {
             let _ = out.shutdown(std::net::Shutdown::Both);
             return;
         }

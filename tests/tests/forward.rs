@@ -357,3 +357,35 @@ fn a_response_setting_a_cookie_is_not_shared() {
     );
     assert_eq!(origin.count("/home"), 1);
 }
+
+/// An origin that announces an absurd `Content-Length` (here 1 TiB) and sends the true
+/// body: a fill takes exactly the bytes its `Content-Range` names and stops there (the
+/// client gets the object, whole and right); a pass-through, which would hold the body in
+/// memory, is refused with 502 instead of allocating it; relay keeps serving.
+#[test]
+fn an_absurd_content_length_from_the_origin_is_never_a_crash() {
+    let origin = Origin::start();
+    let body = pattern(5000, 93);
+    origin.put("/big-lie", Object::new(body.clone(), "lie"));
+    origin
+        .behaviour
+        .claim_length
+        .store(1 << 40, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin));
+    let fill = request(&relay, "GET /big-lie HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(fill.status, 200);
+    assert_eq!(fill.body, body);
+    let pass = request(
+        &relay,
+        "GET /big-lie HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n",
+    );
+    assert_eq!(pass.status, 502);
+    // The origin mends its ways: the same relay passes the request through.
+    origin.behaviour.claim_length.store(0, Ordering::Relaxed);
+    let ok = request(
+        &relay,
+        "GET /big-lie HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n",
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, body);
+}
