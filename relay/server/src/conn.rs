@@ -152,6 +152,10 @@ pub struct Conn {
     pub variant: bool,
     /// The object head being fetched upstream, while the response waits for it.
     pub pending: Option<Arc<Pending>>,
+    /// Disk-tier description reads made for the request being answered (`RESTORE_*` bits).
+    pub restores: u8,
+    /// Length of the request's own key in `path` (before a variant's part is appended).
+    pub path_base: usize,
     /// This connection's request started the pending head fetch (its fields went upstream).
     pub head_owner: bool,
     /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
@@ -234,6 +238,8 @@ impl Conn {
             variant: false,
             pending: None,
             head_owner: false,
+            restores: 0,
+            path_base: 0,
             pass_note: "fwd=uri-miss",
             pass: None,
             multishot: false,
@@ -455,6 +461,8 @@ pub struct DiskRead {
     pub reads: u8,
     /// A read failed (error or end of file before the planned length).
     pub failed: Option<i32>,
+    /// The read rebuilds an object's description (its first chunk, after a restart).
+    pub restore: bool,
 }
 
 /// A request to pass through, waiting for its body.

@@ -46,6 +46,11 @@ const DISK_BODY: u8 = 13;
 /// A response head sent ahead of (and linked to) a zero-copy fixed-buffer body.
 const SEND_HEAD: u8 = 14;
 
+/// `Conn::restores` bits: the description of the request's base key, or of its variant, was
+/// looked for on disk.
+const RESTORE_BASE: u8 = 1;
+const RESTORE_VARIANT: u8 = 2;
+
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
 /// one and is copied into the connection's parse buffer at once.
 const RECV_BUFFERS: u16 = 1024;
@@ -821,10 +826,29 @@ impl Worker {
                 std::io::Error::from(std::io::ErrorKind::UnexpectedEof)
             };
             disk.read_failed(&d.plan, &e);
+            if d.restore {
+                self.conns[slot as usize].phase = Phase::Recv;
+                self.respond(slot);
+            }
+            return self.drive(slot);
+        }
+        if d.restore {
+            match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
+                Ok(h) => {
+                    self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    self.restored(&d.plan, &h, d.body.freeze());
+                }
+                Err(e) => {
+                    log::warn!("disk tier: {e}; fetching {:?} again", d.plan.key.object);
+                    self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.conns[slot as usize].phase = Phase::Recv;
+            self.respond(slot);
             return self.drive(slot);
         }
         match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
-            Ok(()) => {
+            Ok(_) => {
                 let bytes = d.body.freeze();
                 self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 if c.body.as_ref().is_some_and(|b| b.meta.storable) {
@@ -840,38 +864,71 @@ impl Worker {
         self.drive(slot)
     }
 
-    /// After a restart the memory is empty but the disk tier may hold the object: rebuild
-    /// its description from its first chunk (read here, blocking, once per object).
-    fn restore_from_disk(&mut self, object: &str) -> Option<Arc<ObjectMeta>> {
-        let disk = self.shared.disk.as_ref()?;
-        let ov = disk.object(object)?;
+    /// After a restart the memory is empty but the disk tier may hold the object: read its
+    /// first chunk (through the ring, like any disk read) to rebuild its description.
+    /// True when the read is set up; `drive` submits it and `on_disk_read` answers.
+    fn start_restore(&mut self, slot: u32, which: u8) -> bool {
+        let Some(disk) = self.shared.disk.as_ref() else {
+            return false;
+        };
+        let c = &mut self.conns[slot as usize];
+        c.restores |= which;
+        let Some(ov) = disk.object(&c.path) else {
+            return false;
+        };
         let key = ChunkRef {
-            object,
+            object: &c.path,
             version: ov.version,
             index: 0,
         };
-        let chunk = match disk.get(&key) {
-            Ok(Some(c)) => c,
-            Ok(None) => return None,
+        let Some(plan) = disk.locate(&key) else {
+            return false;
+        };
+        let file = match std::fs::File::open(&plan.path) {
+            Ok(f) => f,
             Err(e) => {
-                log::warn!("disk tier: {e}; fetching {object:?} again");
-                self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
-                return None;
+                disk.read_failed(&plan, &e);
+                return false;
             }
         };
-        let h = &chunk.header;
+        let header = vec![0u8; plan.body_offset as usize];
+        let body = self.shared.memory.chunk_buf(plan.body_len as usize);
+        c.dread = Some(crate::conn::DiskRead {
+            plan,
+            file,
+            header,
+            header_got: 0,
+            body,
+            body_got: 0,
+            reads: 0,
+            failed: None,
+            restore: true,
+        });
+        c.phase = Phase::Fill;
+        true
+    }
+
+    /// A description rebuilt from a verified first chunk: the chunk goes to memory, the
+    /// description to the meta cache.
+    fn restored(
+        &mut self,
+        plan: &relay_cache::disk::ReadPlan,
+        h: &relay_cache::disk::ChunkHeader,
+        body: Bytes,
+    ) {
         let now_unix = relay_cache::policy::unix_seconds(SystemTime::now());
-        let meta = ObjectMeta::decode_blob(
+        let Some(meta) = ObjectMeta::decode_blob(
             h.object_len,
-            ov.version,
+            plan.key.version,
             &h.etag,
             &h.last_modified,
             &h.meta,
             now_unix,
-        )?;
-        self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-        self.shared.memory.insert(key.to_owned_key(), chunk.body);
-        Some(self.shared.meta.insert(object, meta))
+        ) else {
+            return;
+        };
+        self.shared.memory.insert(plan.key.clone(), body);
+        self.shared.meta.insert(&plan.key.object, meta);
     }
 
     fn submit_read(&mut self, slot: u32) -> std::io::Result<()> {
@@ -906,6 +963,14 @@ impl Worker {
         loop {
             let c = &mut self.conns[slot as usize];
             if c.closing {
+                return Ok(());
+            }
+            if c.dread.as_ref().is_some_and(|d| d.restore) {
+                // An object's description being rebuilt from the disk tier: read it (once),
+                // then `respond` runs again from `on_disk_read`.
+                if c.dread.as_ref().is_some_and(|d| d.reads == 0) {
+                    return self.submit_disk_read(slot);
+                }
                 return Ok(());
             }
             if c.pass_request.is_some() {
@@ -1234,6 +1299,8 @@ impl Worker {
                     c.rstart += head_len;
                     c.discard = content_length;
                     c.request_started = (c.rend > c.rstart).then_some(self.now);
+                    c.restores = 0;
+                    c.path_base = c.path.len();
                     self.respond(slot);
                 }
                 Err(e) => {
@@ -1366,6 +1433,7 @@ impl Worker {
                             body_got: 0,
                             reads: 0,
                             failed: None,
+                            restore: false,
                         });
                         self.submit_disk_read(slot)?;
                         return Ok(false);
@@ -1500,10 +1568,16 @@ impl Worker {
     }
 
     /// Starts the response to a parsed request (saved in the slot).
+    /// Answers the parsed request. Runs again (with `restores` set) after the disk tier
+    /// rebuilt a description it needed, so it counts and times the request once and starts
+    /// from the request's own key each time.
     fn respond(&mut self, slot: u32) {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let c = &mut self.conns[slot as usize];
-        c.req_start = Some(self.now);
+        if c.restores == 0 {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            c.req_start = Some(self.now);
+        }
+        c.path.truncate(c.path_base);
         // Sources of the previous response on this connection.
         c.src = None;
         c.local = None;
@@ -1520,10 +1594,12 @@ impl Worker {
             return;
         }
         let mut cached = self.shared.meta.get(&c.path);
-        if cached.is_none() && matches!(c.route, Route::Http(_)) && self.shared.disk.is_some() {
-            let path = std::mem::take(&mut c.path);
-            cached = self.restore_from_disk(&path);
-            self.conns[slot as usize].path = path;
+        if cached.is_none()
+            && matches!(c.route, Route::Http(_))
+            && c.restores & RESTORE_BASE == 0
+            && self.start_restore(slot, RESTORE_BASE)
+        {
+            return;
         }
         let c = &mut self.conns[slot as usize];
         c.forward = None;
@@ -1535,10 +1611,11 @@ impl Worker {
         {
             c.variant = true;
             cached = self.shared.meta.get(&c.path);
-            if cached.is_none() && self.shared.disk.is_some() {
-                let path = std::mem::take(&mut c.path);
-                cached = self.restore_from_disk(&path);
-                self.conns[slot as usize].path = path;
+            if cached.is_none()
+                && c.restores & RESTORE_VARIANT == 0
+                && self.start_restore(slot, RESTORE_VARIANT)
+            {
+                return;
             }
         }
         let c = &mut self.conns[slot as usize];

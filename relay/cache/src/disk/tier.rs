@@ -420,8 +420,8 @@ impl DiskTier {
         plan: &ReadPlan,
         header: &[u8],
         body: &[u8],
-    ) -> Result<(), DiskError> {
-        self.counted(plan, plan.check_parts(header, body).map(drop))
+    ) -> Result<ChunkHeader, DiskError> {
+        self.counted(plan, plan.check_parts(header, body))
     }
 
     fn counted<T>(&self, plan: &ReadPlan, checked: Result<T, Corruption>) -> Result<T, DiskError> {
