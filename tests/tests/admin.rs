@@ -149,11 +149,11 @@ fn large_chunks_live_in_registered_memory_and_leave_from_it() {
     let mut a = Client::connect(relay.admin.expect("admin"));
     let text = String::from_utf8(a.get("/metrics").body).unwrap();
     let registered = metric(&text, "relay_memory_arena_registered_workers");
-    // Four chunks of the big object: three blocks of 1 MiB and one of 128 KiB (100,000
-    // bytes); the small object lives on the heap.
+    // Four chunks of the big object: three of 1 MiB and one of 100,000 bytes, which takes
+    // 112 KiB (seven 16 KiB units); the small object lives on the heap.
     assert_eq!(
         metric(&text, "relay_memory_arena_bytes"),
-        ((3 << 20) + (128 << 10)) as f64
+        ((3 << 20) + (112 << 10)) as f64
     );
     assert_eq!(metric(&text, "relay_memory_arena_fallbacks_total"), 0.0);
     // memory_bytes plus an eighth of headroom.

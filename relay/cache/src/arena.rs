@@ -1,10 +1,11 @@
 //! Chunk memory registered with io_uring.
 //!
 //! The memory tier keeps chunks of at least [`ARENA_MIN`] bytes in one anonymous mapping
-//! of `memory_bytes` plus headroom ([`arena_len`]), carved into blocks by a buddy
-//! allocator (`buddy`; blocks are powers of two aligned to their size, so a block never
-//! straddles the 1 GiB boundaries the mapping is registered in). Every worker registers the mapping with its
-//! ring as fixed buffers, so a zero-copy send or a disk read into a chunk skips the page
+//! of `memory_bytes` plus headroom ([`arena_len`]), carved by a buddy allocator (`buddy`:
+//! a chunk takes its length rounded up to 16 KiB, cut from the smallest power-of-two block
+//! aligned to its size that holds it, so it never straddles the 1 GiB boundaries the
+//! mapping is registered in). Every worker registers the mapping with its ring as fixed
+//! buffers, so a zero-copy send or a disk read into a chunk skips the page
 //! pinning each unregistered operation pays. Smaller chunks live on the heap: they ride
 //! behind their response head in one copied send and never go zero-copy.
 //!
@@ -133,9 +134,10 @@ impl Arena {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// The block a chunk of `len` bytes takes.
+    /// The arena bytes a chunk of `len` bytes takes: its length rounded up to the smallest
+    /// block (the rest of its power-of-two block is given back, see `buddy::alloc_run`).
     pub fn block_len(len: usize) -> usize {
-        len.next_power_of_two().max(ARENA_MIN)
+        len.max(1).next_multiple_of(ARENA_MIN)
     }
 
     fn start(&self) -> usize {
@@ -183,10 +185,11 @@ impl Arena {
 
     fn alloc(self: &Arc<Self>, len: usize) -> Option<NonNull<u8>> {
         let block = Self::block_len(len);
-        let got = {
-            let mut blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
-            blocks.order_of(block).and_then(|order| blocks.alloc(order))
-        };
+        let got = self
+            .blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .alloc_run(block);
         match got.and_then(|at| NonNull::new(at as *mut u8)) {
             Some(p) => {
                 self.used.fetch_add(block as u64, Ordering::Relaxed);
@@ -201,12 +204,11 @@ impl Arena {
 
     fn dealloc(&self, ptr: NonNull<u8>, len: usize) {
         let block = Self::block_len(len);
-        let mut blocks = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
-        // The same length gives the same order as at `alloc`.
-        if let Some(order) = blocks.order_of(block) {
-            blocks.free(ptr.as_ptr() as usize, order);
-        }
-        drop(blocks);
+        // The same length as at `alloc`: the same run.
+        self.blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free_run(ptr.as_ptr() as usize, block);
         self.used.fetch_sub(block as u64, Ordering::Relaxed);
     }
 }
@@ -323,7 +325,8 @@ mod tests {
         assert!(!small.registered());
         let mut big = ChunkBuf::alloc(100_000, Some(&a));
         assert!(big.registered());
-        assert_eq!(a.used(), 128 * 1024);
+        // 100,000 bytes in seven 16 KiB units.
+        assert_eq!(a.used(), 112 * 1024);
         big.as_mut_slice().fill(7);
         let b = big.freeze();
         assert!(b.iter().all(|&x| x == 7));

@@ -83,6 +83,34 @@ impl Buddy {
         self.free[order as usize].insert(at);
     }
 
+    /// A run of `len` bytes (rounded up to the smallest block): the smallest block that
+    /// holds it, with the unused tail given back at once as aligned blocks, so a chunk of
+    /// 600 KiB takes 608 KiB, not 1 MiB.
+    pub fn alloc_run(&mut self, len: usize) -> Option<usize> {
+        let len = len.max(1).checked_next_multiple_of(1 << self.min_order)?;
+        let at = self.alloc(self.order_of(len)?)?;
+        let end = at + len.next_power_of_two();
+        self.free_range(at + len, end);
+        Some(at)
+    }
+
+    /// Returns a run from [`Buddy::alloc_run`] of the same `len`.
+    pub fn free_run(&mut self, at: usize, len: usize) {
+        let len = len.max(1).next_multiple_of(1 << self.min_order);
+        self.free_range(at, at + len);
+    }
+
+    /// Frees `from..to` as the largest aligned blocks it splits into (each merges with its
+    /// buddy when that is free).
+    fn free_range(&mut self, mut from: usize, to: usize) {
+        while from < to {
+            let room = usize::BITS - 1 - (to - from).leading_zeros();
+            let order = from.trailing_zeros().min(room).min(self.max_order);
+            self.free(from, order);
+            from += 1 << order;
+        }
+    }
+
     /// Free bytes.
     #[cfg(test)]
     pub fn free_bytes(&self) -> usize {
@@ -152,6 +180,59 @@ mod tests {
             b.free(at, k);
         }
         assert_eq!(b.free_bytes(), total);
+    }
+
+    #[test]
+    fn a_run_takes_its_length_and_gives_the_tail_back() {
+        let mut b = Buddy::new(0, 2 * MIB, 14, 30);
+        let total = b.free_bytes();
+        let run = 600 * 1024;
+        let at = b.alloc_run(run).unwrap();
+        assert_eq!(at, 0);
+        assert_eq!(b.free_bytes(), total - 608 * 1024);
+        // The tail is usable at once: the rest of the first MiB and the second one.
+        let next = b.alloc_run(400 * 1024).unwrap();
+        assert!(next >= 608 * 1024);
+        b.free_run(next, 400 * 1024);
+        b.free_run(at, run);
+        assert_eq!(b.free_bytes(), total);
+        // Merged back into whole blocks.
+        assert_eq!(b.alloc(21), Some(0));
+    }
+
+    #[test]
+    fn runs_of_any_length_never_overlap_and_merge_back() {
+        let mut b = Buddy::new(MIB, 9 * MIB, 14, 30);
+        let total = b.free_bytes();
+        let mut held: Vec<(usize, usize)> = Vec::new();
+        let mut seed = 11u64;
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if seed >> 63 == 0 || held.is_empty() {
+                let len = 1 + (seed >> 33) as usize % (MIB + MIB / 2);
+                if let Some(at) = b.alloc_run(len) {
+                    let end = at + len;
+                    assert!(at >= MIB && end <= 9 * MIB);
+                    for &(h, l) in &held {
+                        assert!(end <= h || h + l <= at, "overlap");
+                    }
+                    held.push((at, len));
+                }
+            } else {
+                let i = (seed >> 20) as usize % held.len();
+                let (at, len) = held.swap_remove(i);
+                b.free_run(at, len);
+            }
+            let used: usize = held.iter().map(|&(_, l)| l.next_multiple_of(1 << 14)).sum();
+            assert_eq!(b.free_bytes() + used, total);
+        }
+        for (at, len) in held.drain(..) {
+            b.free_run(at, len);
+        }
+        assert_eq!(b.free_bytes(), total);
+        assert_eq!(b.alloc(22), Some(4 * MIB));
     }
 
     #[test]
