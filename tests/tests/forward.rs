@@ -321,7 +321,8 @@ fn a_private_answer_reaches_only_the_client_whose_fields_fetched_it() {
 }
 
 /// A response that sets a cookie is not stored (the cookie is for one client), unless the
-/// origin names `Set-Cookie` in `private=` or `no-cache=`: then it is stored without it.
+/// origin names `Set-Cookie` in `private=` or `no-cache=`: then it is stored without it,
+/// and only the client whose request fetched it gets the cookie.
 #[test]
 fn a_response_setting_a_cookie_is_not_shared() {
     let origin = Origin::start();
@@ -347,6 +348,8 @@ fn a_response_setting_a_cookie_is_not_shared() {
     );
     let first = request(&relay, "GET /home HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(first.body, body);
+    // The client whose request fetched it gets its cookie; nobody after it does.
+    assert_eq!(first.header("set-cookie"), Some("session=for-alice"));
     let second = request(&relay, "GET /home HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(second.body, body);
     assert_eq!(second.header("cache-status"), Some("relay; hit"));

@@ -266,6 +266,9 @@ pub struct Pending {
     /// The fill of the object's first chunk, started by the head fetch: waiters read it even
     /// after it left [`InFlight`] (a response that may not be stored is never in memory).
     first: OnceLock<Arc<Fill>>,
+    /// The response's fields as the fetching client gets them, when the stored description
+    /// leaves some out (`private="Set-Cookie"`: the cookie is that client's).
+    owner_headers: OnceLock<Bytes>,
     /// Bit `w` set: worker `w` has a client waiting.
     pub watchers: AtomicU64,
 }
@@ -277,6 +280,12 @@ impl Pending {
 
     pub fn first(&self) -> Option<&Arc<Fill>> {
         self.first.get()
+    }
+
+    /// The fields for the client whose request started the fetch, if they differ from the
+    /// stored description's.
+    pub fn owner_headers(&self) -> Option<&Bytes> {
+        self.owner_headers.get()
     }
 }
 
@@ -338,6 +347,19 @@ impl InFlight {
         let p = Arc::new(Pending::default());
         heads.insert(Arc::from(object), p.clone());
         Some((p, true))
+    }
+
+    /// Gives the client that started `object`'s head fetch its own response fields (call
+    /// before [`InFlight::finish_head`]).
+    pub fn set_owner_headers(&self, object: &str, headers: Bytes) {
+        if let Some(p) = self
+            .heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(object)
+        {
+            let _ = p.owner_headers.set(headers);
+        }
     }
 
     /// Publishes a head fetch's outcome and forgets it; returns the watchers to wake.

@@ -1095,6 +1095,15 @@ impl Worker {
                             }));
                             continue;
                         }
+                        // Fields the stored description leaves out (a cookie named by
+                        // `private=`) still reach the client whose request fetched it.
+                        let meta = match p.owner_headers().filter(|_| c.head_owner) {
+                            Some(h) => Arc::new(ObjectMeta {
+                                headers: h.clone(),
+                                ..(*meta).clone()
+                            }),
+                            None => meta,
+                        };
                         c.src = p.first().cloned();
                         // Same version as the stale copy: the origin confirmed it (304).
                         let note = c

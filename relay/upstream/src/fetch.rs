@@ -250,6 +250,9 @@ impl Context {
                 _ => return self.head_failed(&object, FillError::Truncated),
             };
             let d = describe(200, resp.headers(), request_time, response_time);
+            // What the fetching client alone gets when the stored fields leave some out.
+            let owner_headers =
+                (d.storable && d.strips).then(|| end_to_end(resp.headers(), STORED_WRITTEN));
             // The base entry answers requests that send none of the fields the response
             // varies on; this answer was fetched with some of them. It is the variant of the
             // values sent: keep it as that, and ask for the base entry without those fields
@@ -287,6 +290,9 @@ impl Context {
                 self.store.meta.insert(&object, (*meta).clone());
             }
             let first = writer.as_ref().map(|w| w.fill().clone());
+            if let Some(h) = owner_headers {
+                self.store.inflight.set_owner_headers(&object, h);
+            }
             let m = self
                 .store
                 .inflight
@@ -868,6 +874,9 @@ struct Described {
     explicit: bool,
     content_type: String,
     headers: Bytes,
+    /// `headers` leave out fields a qualified `private` / `no-cache` names (the fetching
+    /// client still gets them).
+    strips: bool,
     vary: Option<Arc<[String]>>,
 }
 
@@ -927,14 +936,15 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
             .unwrap_or("")
             .to_string(),
         headers: stored_fields(h, d),
+        strips: !d.private.fields().is_empty() || !d.no_cache.fields().is_empty(),
         vary,
     }
 }
 
 /// The end-to-end fields kept with a description, without those a qualified `private` or
 /// `no-cache` names (RFC 9111 §5.2.2.4, §5.2.2.7: e.g. `private="Set-Cookie"` shares the
-/// body, never the cookie). The description answers every client, the one whose request
-/// fetched it too, so that client does not get the named fields either.
+/// body, never the cookie). The client whose request fetched it gets the fields all the
+/// same (`InFlight::set_owner_headers`).
 fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> Bytes {
     let named: Vec<&str> = d
         .private
