@@ -262,3 +262,62 @@ fn variants_are_served_from_disk_after_a_restart() {
     );
     assert_eq!(metric(&relay, "relay_requests_total"), 4.0);
 }
+
+/// A chunk file that vanished after the index was built: the ring's `openat` fails, the
+/// entry is dropped and counted as missing, the chunk comes from the origin, and the
+/// client gets every byte right.
+#[test]
+fn a_vanished_chunk_file_is_counted_and_fetched_again() {
+    let origin = Origin::start();
+    let body = pattern(3 * CHUNK + 30_000, 47);
+    origin.put("/gone.bin", Object::new(body.clone(), "g"));
+    let disk = TempDir::new("disk");
+    let relay = Relay::start(&config(&origin, disk.path()));
+    assert!(Client::connect(relay.addr).get("/gone.bin").body == body);
+    for _ in 0..200 {
+        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(metric(&relay, "relay_disk_writes_total"), 4.0);
+    assert!(relay.stop().success());
+    let relay = Relay::start(&config(&origin, disk.path()));
+    // A HEAD rebuilds the description from the first chunk (which then sits in memory).
+    let mut c = Client::connect(relay.addr);
+    c.send(b"HEAD /gone.bin HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(c.read_response(true).unwrap().status, 200);
+    assert_eq!(
+        metric(&relay, "relay_disk_reads_total{result=\"verified\"}"),
+        1.0,
+        "the description came from disk"
+    );
+    let before = origin.count("/gone.bin");
+    // Every chunk file vanishes; the index still names chunks 1-3.
+    let mut removed = 0;
+    let mut stack = vec![disk.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "chunk") {
+                std::fs::remove_file(&p).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    assert_eq!(removed, 4);
+    let r = Client::connect(relay.addr).get("/gone.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "body differs");
+    assert_eq!(
+        metric(&relay, "relay_disk_tier_dropped_total{reason=\"missing\"}"),
+        3.0
+    );
+    assert_eq!(
+        origin.count("/gone.bin") - before,
+        3,
+        "three chunks fetched again"
+    );
+}

@@ -450,7 +450,10 @@ impl Small {
 /// completion).
 pub struct DiskRead {
     pub plan: relay_cache::disk::ReadPlan,
-    pub file: File,
+    /// The chunk file's path, for the ring's `openat`.
+    pub path: std::ffi::CString,
+    /// The open chunk file (None until the ring's `openat` completes).
+    pub file: Option<File>,
     /// The file's header (`..plan.body_offset`), read alongside the body.
     pub header: Vec<u8>,
     pub header_got: usize,
@@ -463,6 +466,32 @@ pub struct DiskRead {
     pub failed: Option<i32>,
     /// The read rebuilds an object's description (its first chunk, after a restart).
     pub restore: bool,
+}
+
+impl DiskRead {
+    /// A read of `plan`'s file, not yet opened: header into the heap, body into memory from
+    /// the memory tier (the registered arena when large enough). None when the path cannot
+    /// be handed to the kernel (an interior NUL; relay never names a chunk so).
+    pub fn new(
+        plan: relay_cache::disk::ReadPlan,
+        memory: &relay_cache::MemoryTier,
+        restore: bool,
+    ) -> Option<DiskRead> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(plan.path.as_os_str().as_bytes()).ok()?;
+        Some(DiskRead {
+            header: vec![0u8; plan.body_offset as usize],
+            body: memory.chunk_buf(plan.body_len as usize),
+            plan,
+            path,
+            file: None,
+            header_got: 0,
+            body_got: 0,
+            reads: 0,
+            failed: None,
+            restore,
+        })
+    }
 }
 
 /// A request to pass through, waiting for its body.

@@ -217,6 +217,18 @@ impl Ring {
         self.push(&sqe)
     }
 
+    /// Open `path` read-only (close-on-exec); the completion's result is the fd.
+    ///
+    /// # Safety
+    /// `path` obeys the buffer rule (module docs).
+    pub unsafe fn open_read(&mut self, path: &std::ffi::CStr, ud: u64) -> io::Result<()> {
+        let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+            .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
     /// Read `len` bytes of a file at `offset` into `buf`.
     ///
     /// # Safety

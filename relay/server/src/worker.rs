@@ -45,6 +45,8 @@ const RECV_MULTI: u8 = 12;
 const DISK_BODY: u8 = 13;
 /// A response head sent ahead of (and linked to) a zero-copy fixed-buffer body.
 const SEND_HEAD: u8 = 14;
+/// A disk-tier chunk file's `openat`.
+const DISK_OPEN: u8 = 15;
 
 /// `Conn::restores` bits: the description of the request's base key, or of its variant, was
 /// looked for on disk.
@@ -256,6 +258,10 @@ impl Worker {
                 }
                 c.inflight -= 1;
                 if c.closing {
+                    if kind == DISK_OPEN && res >= 0 {
+                        // Opened for a connection that is gone: nobody will read it.
+                        sys::close(res);
+                    }
                     self.maybe_free(slot);
                     return Ok(());
                 }
@@ -267,6 +273,7 @@ impl Worker {
                     READ => self.on_read(slot, res),
                     DISK_READ => self.on_disk_read(slot, false, res),
                     DISK_BODY => self.on_disk_read(slot, true, res),
+                    DISK_OPEN => self.on_disk_open(slot, res),
                     _ => Ok(()),
                 }
             }
@@ -753,7 +760,18 @@ impl Worker {
             return Ok(());
         };
         c.phase = Phase::Fill;
-        let fd = d.file.as_raw_fd();
+        let Some(file) = d.file.as_ref() else {
+            // Open the chunk file through the ring first (no blocking open on the loop).
+            d.reads += 1;
+            c.inflight += 1;
+            // SAFETY: `d.path` is a CString owned by the slot's DiskRead (its bytes live on
+            // the heap, unmoved) and kept until the open completes.
+            return unsafe {
+                self.ring
+                    .open_read(&d.path, ud(DISK_OPEN, slot, c.generation))
+            };
+        };
+        let fd = file.as_raw_fd();
         if d.header_got < d.header.len() {
             let room = &mut d.header[d.header_got..];
             d.reads += 1;
@@ -790,6 +808,27 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// A chunk file's `openat` finished: read it, or treat a failed open as a failed read
+    /// (the entry leaves the index and the chunk comes from upstream).
+    fn on_disk_open(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let Some(d) = c.dread.as_mut() else {
+            if res >= 0 {
+                sys::close(res);
+            }
+            return self.drive(slot);
+        };
+        if res >= 0 {
+            use std::os::fd::FromRawFd;
+            d.reads = d.reads.saturating_sub(1);
+            // SAFETY: the ring's openat returned this fd to us; nothing else owns it.
+            d.file = Some(unsafe { std::fs::File::from_raw_fd(res) });
+            return self.submit_disk_read(slot);
+        }
+        // Counted like a read that failed: the entry leaves the index.
+        self.on_disk_read(slot, false, res)
     }
 
     /// One read of a disk-tier chunk finished. When both are done, verified bytes go to
@@ -884,26 +923,10 @@ impl Worker {
         let Some(plan) = disk.locate(&key) else {
             return false;
         };
-        let file = match std::fs::File::open(&plan.path) {
-            Ok(f) => f,
-            Err(e) => {
-                disk.read_failed(&plan, &e);
-                return false;
-            }
+        let Some(read) = crate::conn::DiskRead::new(plan, &self.shared.memory, true) else {
+            return false;
         };
-        let header = vec![0u8; plan.body_offset as usize];
-        let body = self.shared.memory.chunk_buf(plan.body_len as usize);
-        c.dread = Some(crate::conn::DiskRead {
-            plan,
-            file,
-            header,
-            header_got: 0,
-            body,
-            body_got: 0,
-            reads: 0,
-            failed: None,
-            restore: true,
-        });
+        c.dread = Some(read);
         c.phase = Phase::Fill;
         true
     }
@@ -1428,27 +1451,13 @@ impl Worker {
                 version: meta.version,
                 index,
             };
-            if let Some(plan) = disk.locate(&key) {
-                match std::fs::File::open(&plan.path) {
-                    Ok(file) => {
-                        let header = vec![0u8; plan.body_offset as usize];
-                        let body = self.shared.memory.chunk_buf(plan.body_len as usize);
-                        c.dread = Some(crate::conn::DiskRead {
-                            plan,
-                            file,
-                            header,
-                            header_got: 0,
-                            body,
-                            body_got: 0,
-                            reads: 0,
-                            failed: None,
-                            restore: false,
-                        });
-                        self.submit_disk_read(slot)?;
-                        return Ok(false);
-                    }
-                    Err(e) => disk.read_failed(&plan, &e),
-                }
+            if let Some(read) = disk
+                .locate(&key)
+                .and_then(|plan| crate::conn::DiskRead::new(plan, &self.shared.memory, false))
+            {
+                c.dread = Some(read);
+                self.submit_disk_read(slot)?;
+                return Ok(false);
             }
         }
         if !have {
