@@ -392,3 +392,56 @@ fn an_absurd_content_length_from_the_origin_is_never_a_crash() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body, body);
 }
+
+/// A private answer spanning several chunks from an origin that ignores Range (the whole
+/// body in one response): its client reads every chunk from that one fetch — the chunks
+/// are keyed by a version only this fetch has — and a later client gets a fetch of its own.
+#[test]
+fn a_private_multi_chunk_answer_is_fetched_once_for_its_client_only() {
+    let origin = Origin::start();
+    let body = pattern(3 * CHUNK + 5000, 94);
+    let mut o = echoing(body.clone(), "pm");
+    o.cache_control = Some("private, max-age=60".into());
+    origin.put("/statement.pdf", o);
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin));
+    let ask = |cookie: &str| {
+        request(
+            &relay,
+            &format!("GET /statement.pdf HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n\r\n"),
+        )
+    };
+    let a = ask("session=alice");
+    assert_eq!(a.status, 200);
+    assert!(a.body == body, "alice's body differs");
+    assert_eq!(a.header("echo-cookie"), Some("session=alice"));
+    assert_eq!(
+        origin.count("/statement.pdf"),
+        1,
+        "chunks were fetched again"
+    );
+    let b = ask("session=bob");
+    assert!(b.body == body, "bob's body differs");
+    assert_eq!(b.header("echo-cookie"), Some("session=bob"));
+    assert_eq!(origin.count("/statement.pdf"), 2);
+}
+
+/// A response that may not be stored keeps every field for its own client, the ones a
+/// `no-cache=` names included.
+#[test]
+fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"hi".to_vec(), "nc");
+    // No freshness at all: not stored.
+    o.cache_control = Some("no-cache=\"Set-Cookie\"".into());
+    o.last_modified = None;
+    o.extra_headers = vec![("Set-Cookie".into(), "session=for-you".into())];
+    origin.put("/once", o);
+    let relay = Relay::start(&proxy_config(&origin));
+    for _ in 0..2 {
+        let r = request(&relay, "GET /once HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.body, b"hi");
+        assert_eq!(r.header("set-cookie"), Some("session=for-you"));
+    }
+    assert_eq!(origin.count("/once"), 2);
+}

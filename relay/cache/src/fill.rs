@@ -269,6 +269,9 @@ pub struct Pending {
     /// The response's fields as the fetching client gets them, when the stored description
     /// leaves some out (`private="Set-Cookie"`: the cookie is that client's).
     owner_headers: OnceLock<Bytes>,
+    /// For a response that may not be stored (never in the memory tier), the later chunks'
+    /// fills of a whole body the origin sent at once: its client reads them from here.
+    more: Mutex<Vec<Arc<Fill>>>,
     /// Bit `w` set: worker `w` has a client waiting.
     pub watchers: AtomicU64,
 }
@@ -280,6 +283,24 @@ impl Pending {
 
     pub fn first(&self) -> Option<&Arc<Fill>> {
         self.first.get()
+    }
+
+    /// Keeps a later chunk's fill of a response that may not be stored, for its client.
+    pub fn push_fill(&self, fill: Arc<Fill>) {
+        self.more
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fill);
+    }
+
+    /// The fill of chunk `index` kept by [`Pending::push_fill`].
+    pub fn fill(&self, index: u64) -> Option<Arc<Fill>> {
+        self.more
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|f| f.key.index == index)
+            .cloned()
     }
 
     /// The fields for the client whose request started the fetch, if they differ from the
@@ -347,6 +368,15 @@ impl InFlight {
         let p = Arc::new(Pending::default());
         heads.insert(Arc::from(object), p.clone());
         Some((p, true))
+    }
+
+    /// The pending head fetch of `object`, if one is in flight.
+    pub fn pending(&self, object: &str) -> Option<Arc<Pending>> {
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(object)
+            .cloned()
     }
 
     /// Gives the client that started `object`'s head fetch its own response fields (call
@@ -445,12 +475,6 @@ impl InFlight {
         }
     }
 
-    /// A fill nobody else can join: for a response that may not be stored, which was
-    /// fetched for one client (its cookies, its credentials) and must reach no other.
-    pub fn start_private(&self, key: ChunkKey, len: usize) -> FillWriter {
-        Fill::new(key, len).1
-    }
-
     /// Fills and head fetches in flight now.
     pub fn len(&self) -> (usize, usize) {
         let h = self.heads.lock().map(|h| h.len()).unwrap_or(0);
@@ -537,11 +561,10 @@ mod tests {
         assert!(Arc::ptr_eq(w.fill(), &other));
         f.end_chunk(&key());
         assert!(f.chunk(&key()).is_none());
-        // A private fill is never found, and ending it leaves a shared one in place.
+        // Ending a fill that is not the one in the table leaves the table as it is.
         let shared = f.start_chunk(key(), 3).ok().unwrap();
-        let private = f.start_private(key(), 3);
-        assert!(Arc::ptr_eq(&f.chunk(&key()).unwrap(), shared.fill()));
-        f.end_fill(private.fill());
+        let (other, _w) = Fill::new(key(), 3);
+        f.end_fill(&other);
         assert!(Arc::ptr_eq(&f.chunk(&key()).unwrap(), shared.fill()));
         f.end_fill(shared.fill());
         assert!(f.chunk(&key()).is_none());

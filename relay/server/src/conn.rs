@@ -158,6 +158,9 @@ pub struct Conn {
     pub path_base: usize,
     /// This connection's request started the pending head fetch (its fields went upstream).
     pub head_owner: bool,
+    /// That fetch, kept while its answer (one that may not be stored) is sent: the later
+    /// chunks of a whole body the origin sent at once are read from it.
+    pub owner_fetch: Option<Arc<Pending>>,
     /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
     pub pass_note: &'static str,
     /// The stale description a revalidation started from (served on stale-if-error).
@@ -238,6 +241,7 @@ impl Conn {
             variant: false,
             pending: None,
             head_owner: false,
+            owner_fetch: None,
             restores: 0,
             path_base: 0,
             pass_note: "fwd=uri-miss",
@@ -289,6 +293,7 @@ impl Conn {
         self.fill = None;
         self.pending = None;
         self.head_owner = false;
+        self.owner_fetch = None;
         self.pass = None;
         self.multishot = false;
         self.overflow = Vec::new();
@@ -310,6 +315,7 @@ impl Conn {
     /// Drops everything that holds cache memory (chunks, fills, arena blocks) once the
     /// connection is closed and nothing is in flight.
     pub fn release(&mut self) {
+        self.owner_fetch = None;
         self.body = None;
         self.fill = None;
         self.send.body = Bytes::new();
@@ -373,13 +379,14 @@ impl Conn {
     /// Appends `X-Forwarded-For: <client address>` to fields going upstream, after any the
     /// client sent (one more line of the same list, RFC 9110 §5.3). A shared fill carries
     /// the address of the client whose request started it.
+    /// When the address cannot be read (the client reset the connection meanwhile), the
+    /// entry says `unknown`: the last entry is always relay's own, never the client's.
     pub fn forwarded_for(&self, fields: &mut Vec<(String, Vec<u8>)>) {
-        if let Some(addr) = crate::sys::peer_addr(self.fd) {
-            fields.push((
-                "X-Forwarded-For".to_string(),
-                addr.ip().to_canonical().to_string().into_bytes(),
-            ));
-        }
+        let who = crate::sys::peer_addr(self.fd).map_or_else(
+            || "unknown".to_string(),
+            |addr| addr.ip().to_canonical().to_string(),
+        );
+        fields.push(("X-Forwarded-For".to_string(), who.into_bytes()));
     }
 }
 

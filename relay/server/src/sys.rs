@@ -111,6 +111,9 @@ pub fn eventfd_signal(fd: RawFd) {
 
 /// The address of a connected socket's peer (one `getpeername`; asked on a miss only).
 pub fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    if fd < 0 {
+        return None;
+    }
     // SAFETY: `fd` is an open socket the caller owns for the duration of the call; the
     // stream borrowing it is never dropped (ManuallyDrop), so it is not closed here.
     let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });

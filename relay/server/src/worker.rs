@@ -939,6 +939,17 @@ impl Worker {
         h: &relay_cache::disk::ChunkHeader,
         body: Bytes,
     ) {
+        // A purge or an invalidation may have dropped the object while the read was in
+        // flight, or a fetch may have described it anew: then the read is stale.
+        let current = self
+            .shared
+            .disk
+            .as_ref()
+            .and_then(|d| d.object(&plan.key.object))
+            .is_some_and(|ov| ov.version == plan.key.version);
+        if !current || self.shared.meta.get(&plan.key.object).is_some() {
+            return;
+        }
         let now_unix = relay_cache::policy::unix_seconds(SystemTime::now());
         let Some(meta) = ObjectMeta::decode_blob(
             h.object_len,
@@ -1128,6 +1139,9 @@ impl Worker {
                             None => meta,
                         };
                         c.src = p.first().cloned();
+                        if c.head_owner && !meta.storable {
+                            c.owner_fetch = Some(p.clone());
+                        }
                         // Same version as the stale copy: the origin confirmed it (304).
                         let note = c
                             .stale
@@ -1196,10 +1210,12 @@ impl Worker {
                 c.body = None;
                 c.pass_body = None;
                 c.local = None;
-                // The chunk this response streamed from: an idle keep-alive connection must
-                // not hold its memory (an arena block) after eviction.
-                c.src = None;
             }
+            // The chunk this response streamed from (or, for HEAD and 304, the fill its head
+            // fetch started): an idle keep-alive connection must not hold its memory (an
+            // arena block) after eviction.
+            c.src = None;
+            c.owner_fetch = None;
             if let Some(t) = c.req_start.take() {
                 let us = self.now.saturating_duration_since(t).as_micros() as u64;
                 let _ = self.latency.record(us.max(1));
@@ -1468,14 +1484,16 @@ impl Worker {
             };
             let len = layout.chunk_len(meta.len, index) as usize;
             let memory = &self.shared.memory;
-            // A response that may not be stored is this client's alone: its chunks are
-            // fetched for it, in fills no other client joins.
-            let start = if meta.storable {
-                self.shared
+            // A response that may not be stored has a version of its own (its fetch's), so
+            // the fills found here are this client's alone; those its fetch already finished
+            // (never in memory) are kept with the fetch.
+            let kept = c.owner_fetch.as_ref().and_then(|p| p.fill(index));
+            let start = match kept {
+                Some(f) => Start::Joined(f),
+                None => self
+                    .shared
                     .inflight
-                    .join_or_start(key, len, |k| memory.contains(&k.as_ref()))
-            } else {
-                Start::New(self.shared.inflight.start_private(key, len))
+                    .join_or_start(key, len, |k| memory.contains(&k.as_ref())),
             };
             let fill = match start {
                 Start::Joined(f) => f,

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use relay_cache::fill::{FillError, FillWriter};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Everything a job needs; cheap to clone into each task.
@@ -251,8 +251,7 @@ impl Context {
             };
             let d = describe(200, resp.headers(), request_time, response_time);
             // What the fetching client alone gets when the stored fields leave some out.
-            let owner_headers =
-                (d.storable && d.strips).then(|| end_to_end(resp.headers(), STORED_WRITTEN));
+            let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));
             // The base entry answers requests that send none of the fields the response
             // varies on; this answer was fetched with some of them. It is the variant of the
             // values sent: keep it as that, and ask for the base entry without those fields
@@ -273,7 +272,7 @@ impl Context {
                     let writer = self.start_first(&key, &meta);
                     let ctx = self.clone();
                     tokio::spawn(async move {
-                        ctx.fill_from(origin, status, body, writer, &key, &meta)
+                        ctx.fill_from(origin, status, body, writer, &key, &meta, None)
                             .await;
                     });
                 }
@@ -293,13 +292,26 @@ impl Context {
             if let Some(h) = owner_headers {
                 self.store.inflight.set_owner_headers(&object, h);
             }
+            // A response that may not be stored never reaches the memory tier: its client
+            // reads the later chunks of a whole body from the pending fetch it started.
+            let keep = (!meta.storable)
+                .then(|| self.store.inflight.pending(&object))
+                .flatten();
             let m = self
                 .store
                 .inflight
                 .finish_head(&object, Ok(meta.clone()), first);
             self.wake(m);
             return self
-                .fill_from(origin, status, body, writer, &object, &meta)
+                .fill_from(
+                    origin,
+                    status,
+                    body,
+                    writer,
+                    &object,
+                    &meta,
+                    keep.as_deref(),
+                )
                 .await;
         }
     }
@@ -313,23 +325,23 @@ impl Context {
             index: 0,
         };
         (first_len > 0)
-            .then(|| self.start_fill(key, first_len, meta))
+            .then(|| self.start_fill(key, first_len))
             .flatten()
     }
 
-    /// A fill for one chunk: shared through the in-flight table when the response may be
-    /// stored (None: another fetch fills it already); private when it may not — it was
-    /// fetched with one client's fields (cookies, credentials) and reaches only that client.
-    fn start_fill(&self, key: ChunkKey, len: usize, meta: &ObjectMeta) -> Option<FillWriter> {
-        if meta.storable {
-            self.store.inflight.start_chunk(key, len).ok()
-        } else {
-            Some(self.store.inflight.start_private(key, len))
-        }
+    /// A fill for one chunk, through the in-flight table (None: another fetch fills it
+    /// already). A response that may not be stored has a version no other fetch shares
+    /// (`object_meta`), so only its own client finds its fills.
+    fn start_fill(&self, key: ChunkKey, len: usize) -> Option<FillWriter> {
+        self.store.inflight.start_chunk(key, len).ok()
     }
 
     /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
     /// origin ignored Range (200).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one fetch's state, passed through"
+    )]
     async fn fill_from(
         &self,
         origin: usize,
@@ -338,13 +350,15 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
+        keep: Option<&relay_cache::fill::Pending>,
     ) {
         if status == 206 {
             if let Some(w) = first {
                 let _ = self.stream(origin, body, w, meta).await;
             }
         } else if status == 200 {
-            self.stream_whole(origin, body, first, object, meta).await;
+            self.stream_whole(origin, body, first, object, meta, keep)
+                .await;
         }
     }
 
@@ -705,7 +719,7 @@ impl Context {
             version: meta.version,
             index,
         };
-        match self.start_fill(key, len as usize, meta) {
+        match self.start_fill(key, len as usize) {
             Some(w) => (Some(w), 0),
             None => (None, len),
         }
@@ -720,6 +734,7 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
+        keep: Option<&relay_cache::fill::Pending>,
     ) {
         let layout = self.store.layout;
         let count = layout.chunk_count(meta.len);
@@ -757,12 +772,19 @@ impl Context {
                 } else {
                     let last = pending.slice(..n);
                     pending = pending.slice(n..);
-                    if let Some(w) = current.take() {
-                        self.complete(w, &last, meta);
-                    }
+                    let done = current.take();
                     index += 1;
+                    // The next chunk's fill enters the table before this one completes:
+                    // a client woken by the completion finds it there and joins it instead
+                    // of asking the origin for it again.
                     if index < count {
                         (current, skip_left) = self.open_chunk(object, meta, index);
+                        if let (Some(p), Some(w)) = (keep, current.as_ref()) {
+                            p.push_fill(w.fill().clone());
+                        }
+                    }
+                    if let Some(w) = done {
+                        self.complete(w, &last, meta);
                     }
                 }
             } else {
@@ -773,6 +795,9 @@ impl Context {
                     index += 1;
                     if index < count {
                         (current, skip_left) = self.open_chunk(object, meta, index);
+                        if let (Some(p), Some(w)) = (keep, current.as_ref()) {
+                            p.push_fill(w.fill().clone());
+                        }
                     }
                 }
             }
@@ -845,10 +870,21 @@ fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
 }
 
 /// An object's description from its first response head.
+///
+/// A response that may not be stored gets a version of its own, unique to this fetch: its
+/// chunk fills (keyed by version) are then found by the client it was fetched for — its
+/// later chunks, even when the origin sent the whole body at once — and by no one else,
+/// not even a later fetch of the same object for another client.
 fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
+    static PRIVATE: AtomicU64 = AtomicU64::new(0);
+    let version = if d.storable {
+        head::version(&h.etag, &h.last_modified, total)
+    } else {
+        (1 << 63) | PRIVATE.fetch_add(1, Ordering::Relaxed)
+    };
     ObjectMeta {
         len: total,
-        version: head::version(&h.etag, &h.last_modified, total),
+        version,
         etag: h.etag.clone(),
         last_modified: h.last_modified.clone(),
         fetched: Instant::now(),
