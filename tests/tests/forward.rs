@@ -445,3 +445,62 @@ fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
     }
     assert_eq!(origin.count("/once"), 2);
 }
+
+/// Passed-through bodies stay in memory until their client has read them; any client can
+/// make a GET pass through with `Authorization`. `origin.pass_buffer_bytes` bounds them:
+/// while one client sits on a 16 MB body without reading, another pass of it gets 503;
+/// once the first has read it, passes work again.
+#[test]
+fn passed_through_bodies_are_bounded_in_memory() {
+    use std::io::{Read, Write};
+    let origin = Origin::start();
+    let body = pattern(16 << 20, 95);
+    origin.put("/big", Object::new(body.clone(), "big"));
+    let config =
+        proxy_config(&origin).replace("[origin]\n", "[origin]\npass_buffer_bytes = \"20 MiB\"\n");
+    let relay = Relay::start(&config);
+    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\n\r\n";
+    let mut slow = std::net::TcpStream::connect(relay.addr).unwrap();
+    slow.write_all(ask.as_bytes()).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The first client takes its response head, then stops reading: relay holds the rest.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let head_end = loop {
+        let n = slow.read(&mut buf[..4096]).unwrap();
+        assert!(n > 0, "cut short");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let refused = request(&relay, ask);
+    assert_eq!(
+        refused.status, 503,
+        "a second 16 MB pass fitted in a 20 MiB budget"
+    );
+    // The slow client reads its whole body, right.
+    got.drain(..head_end);
+    while got.len() < body.len() {
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "cut short");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got[..body.len()] == body[..],
+        "the slow client's body differs"
+    );
+    // Its memory is given back: a pass works again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let again = loop {
+        let r = request(&relay, ask);
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(again.status, 200);
+    assert!(again.body == body);
+}

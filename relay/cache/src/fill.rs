@@ -30,6 +30,8 @@ pub enum FillError {
     Changed,
     #[error("upstream is marked down")]
     Down,
+    #[error("too many passed-through bytes held already")]
+    Busy,
 }
 
 impl FillError {
@@ -38,6 +40,7 @@ impl FillError {
         match self {
             FillError::Status(s) if (400..500).contains(&s) => s,
             FillError::Timeout => 504,
+            FillError::Busy => 503,
             _ => 502,
         }
     }
@@ -46,6 +49,75 @@ impl FillError {
 const FILLING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
+
+/// A process-wide bound on bytes held for one purpose (passed-through bodies, which stay
+/// in memory while their client reads them): reserve before holding, release on drop.
+#[derive(Debug)]
+pub struct Budget {
+    held: AtomicU64,
+    limit: u64,
+}
+
+/// Bytes reserved from a [`Budget`]; given back when dropped (with the fill holding them).
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            held: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Reserves `bytes`, or None when that would pass the limit.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            let next = held.checked_add(bytes).filter(|&n| n <= self.limit)?;
+            match self
+                .held
+                .compare_exchange_weak(held, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+impl Reservation {
+    /// Grows the reservation by `bytes`, or false (unchanged) past the limit.
+    pub fn grow(&mut self, bytes: u64) -> bool {
+        match self.budget.reserve(bytes) {
+            Some(more) => {
+                self.bytes += more.bytes;
+                std::mem::forget(more);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
 
 /// The shared side of a chunk being filled.
 pub struct Fill {
@@ -59,6 +131,8 @@ pub struct Fill {
     meta: OnceLock<Arc<ObjectMeta>>,
     /// Bit `w` set: worker `w` has a client waiting on this fill.
     pub watchers: AtomicU64,
+    /// Budget bytes this fill's memory holds, given back when the last reader drops it.
+    _reserved: Option<Reservation>,
 }
 
 // SAFETY: the bytes are shared under the rule in the module docs: one writer (`FillWriter`,
@@ -85,8 +159,23 @@ impl Fill {
         len: usize,
         arena: Option<&Arc<Arena>>,
     ) -> (Arc<Fill>, FillWriter) {
+        Fill::build(key, len, arena, None)
+    }
+
+    /// A heap fill whose memory counts against a budget until its last reader drops it.
+    pub fn reserved(key: ChunkKey, len: usize, r: Reservation) -> (Arc<Fill>, FillWriter) {
+        Fill::build(key, len, None, Some(r))
+    }
+
+    fn build(
+        key: ChunkKey,
+        len: usize,
+        arena: Option<&Arc<Arena>>,
+        reserved: Option<Reservation>,
+    ) -> (Arc<Fill>, FillWriter) {
         let fill = Arc::new(Fill {
             key,
+            _reserved: reserved,
             buf: ChunkBuf::alloc(len, arena),
             filled: AtomicUsize::new(0),
             state: AtomicU8::new(FILLING),
@@ -486,6 +575,34 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_reserved_grown_and_given_back() {
+        let b = Budget::new(100);
+        let r = b.reserve(60).unwrap();
+        assert!(b.reserve(41).is_none());
+        let mut s = b.reserve(40).unwrap();
+        assert_eq!(b.held(), 100);
+        assert!(!s.grow(1));
+        drop(r);
+        assert!(s.grow(60));
+        assert_eq!(b.held(), 100);
+        assert!(b.reserve(u64::MAX).is_none());
+        // The fill holding a reservation gives it back when its last reader drops it.
+        let (fill, w) = Fill::reserved(
+            ChunkKey {
+                object: Arc::from("p"),
+                version: 0,
+                index: 0,
+            },
+            4,
+            s,
+        );
+        drop(w);
+        assert_eq!(b.held(), 100);
+        drop(fill);
+        assert_eq!(b.held(), 0);
+    }
 
     fn key() -> ChunkKey {
         ChunkKey {

@@ -89,6 +89,13 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize
         DEFAULT_REVALIDATE_MS,
         in_range(1, MAX_TIMEOUT_MS),
     )?;
+    let (pass_buffer_bytes, _) = check(
+        src,
+        "origin.pass_buffer_bytes",
+        origin.pass_buffer_bytes,
+        crate::schema::DEFAULT_PASS_BUFFER_BYTES,
+        |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
+    )?;
     let mut span = None;
     let directory = match origin.directory {
         None => None,
@@ -129,6 +136,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize
             directory,
             http,
             revalidate_ms,
+            pass_buffer_bytes,
         },
         admin,
         steer,

@@ -66,6 +66,7 @@ pub(crate) struct RawCache {
 pub(crate) struct RawOrigin {
     pub(crate) directory: Option<Spanned<String>>,
     pub(crate) revalidate_ms: Option<Spanned<u64>>,
+    pub(crate) pass_buffer_bytes: Option<Spanned<ByteSize>>,
     #[serde(default)]
     pub(crate) http: Vec<RawHttpOrigin>,
 }

@@ -172,7 +172,13 @@ pub struct OriginConfig {
     /// at again, in ms (default 1000). A changed file gets a new version; old chunks of it
     /// are never served with the new one.
     pub revalidate_ms: u64,
+    /// Bytes of passed-through response bodies held in memory at once (each until its
+    /// client has read it); a pass-through past it is answered 503 (default 256 MiB).
+    pub pass_buffer_bytes: u64,
 }
+
+/// `origin.pass_buffer_bytes` when omitted.
+pub const DEFAULT_PASS_BUFFER_BYTES: u64 = 256 * MIB;
 
 /// `[[origin.http]]`: one HTTP/1.1 origin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,10 @@ fn shipped_file_parses_and_documents_the_defaults() {
         config.origin.directory,
         Some(PathBuf::from("/opt/relay/config/../var/demo"))
     );
+    assert_eq!(
+        config.origin.pass_buffer_bytes,
+        crate::schema::DEFAULT_PASS_BUFFER_BYTES
+    );
 
     // Every key of the schema is present in the file.
     let table: toml::Table = toml::from_str(SHIPPED).unwrap();
@@ -104,6 +108,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.disk_fsync",
             "cache.memory_bytes",
             "origin.directory",
+            "origin.pass_buffer_bytes",
             "origin.revalidate_ms",
             "server.header_timeout_ms",
             "server.idle_timeout_ms",
@@ -570,6 +575,13 @@ fn impossible_values_name_key_and_line() {
         let msg = expect(&text, ErrorKind::InvalidValue, Some(key), Some(line));
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
     }
+    let msg = expect(
+        "[origin]\ndirectory = \"/d\"\npass_buffer_bytes = \"1 KiB\"\n",
+        ErrorKind::InvalidValue,
+        Some("origin.pass_buffer_bytes"),
+        Some(3),
+    );
+    assert!(msg.contains("got 1 KiB"), "{msg:?}");
     expect(
         "[origin]\ndirectory = \"\"\n",
         ErrorKind::InvalidValue,

@@ -398,8 +398,12 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
             admission,
         };
         Some(
-            relay_upstream::Upstream::start(&config.origin.http, store)
-                .map_err(ServerError::Ring)?,
+            relay_upstream::Upstream::start(
+                &config.origin.http,
+                store,
+                config.origin.pass_buffer_bytes,
+            )
+            .map_err(ServerError::Ring)?,
         )
     };
     let shared = Arc::new(Shared {

@@ -27,6 +27,10 @@ pub struct Context {
     epoch: Instant,
     stats: Arc<UpstreamStats>,
     writer: Option<crate::disk_writer::DiskWriter>,
+    /// Bytes of passed-through bodies held now, bounded by `origin.pass_buffer_bytes`:
+    /// each stays in memory until its client has read it, and any client can make a GET
+    /// pass through (with `Authorization`), so this is what bounds their memory.
+    pass_budget: Arc<relay_cache::fill::Budget>,
 }
 
 impl Context {
@@ -36,6 +40,7 @@ impl Context {
         epoch: Instant,
         stats: Arc<UpstreamStats>,
         writer: Option<crate::disk_writer::DiskWriter>,
+        pass_buffer_bytes: u64,
     ) -> Context {
         // Clients are built lazily inside the runtime (`run`); this holds the pools.
         Context {
@@ -45,6 +50,7 @@ impl Context {
             epoch,
             stats,
             writer,
+            pass_budget: relay_cache::fill::Budget::new(pass_buffer_bytes),
         }
     }
 }
@@ -472,7 +478,15 @@ impl Context {
         let mut incoming = resp.into_body();
         match length {
             Some(len) => {
-                let (fill, mut writer) = relay_cache::fill::Fill::new(key, len as usize);
+                let Some(reserved) = self.pass_budget.reserve(len) else {
+                    log::warn!(
+                        "pass-through of {path}: {len} bytes over the budget ({} held)",
+                        self.pass_budget.held()
+                    );
+                    return Err(FillError::Busy);
+                };
+                let (fill, mut writer) =
+                    relay_cache::fill::Fill::reserved(key, len as usize, reserved);
                 publish(Some(fill.clone()), invalidate);
                 while writer.remaining() > 0 {
                     match self.next_frame(origin, &mut incoming).await {
@@ -499,13 +513,20 @@ impl Context {
             None => {
                 // No length (chunked): buffer it, bounded, then serve it with one.
                 let mut all = Vec::new();
+                let Some(mut reserved) = self.pass_budget.reserve(0) else {
+                    return Err(FillError::Busy);
+                };
                 while let Some(d) = self.next_frame(origin, &mut incoming).await? {
                     if all.len() + d.len() > PASS_BUFFER_LIMIT {
                         return Err(FillError::Truncated);
                     }
+                    // Held twice while it is copied into its fill: counted twice.
+                    if !reserved.grow(2 * d.len() as u64) {
+                        return Err(FillError::Busy);
+                    }
                     all.extend_from_slice(&d);
                 }
-                let (fill, writer) = relay_cache::fill::Fill::new(key, all.len());
+                let (fill, writer) = relay_cache::fill::Fill::reserved(key, all.len(), reserved);
                 let _ = writer.complete_with(&all, |_| {});
                 publish(Some(fill), invalidate);
             }

@@ -189,7 +189,13 @@ pub struct Upstream {
 
 impl Upstream {
     /// Starts the upstream thread for `origins`.
-    pub fn start(origins: &[HttpOrigin], store: Store) -> std::io::Result<Upstream> {
+    /// `pass_buffer_bytes` bounds the passed-through bodies held at once
+    /// (`origin.pass_buffer_bytes`).
+    pub fn start(
+        origins: &[HttpOrigin],
+        store: Store,
+        pass_buffer_bytes: u64,
+    ) -> std::io::Result<Upstream> {
         let origins: Arc<Vec<Origin>> = Arc::new(
             origins
                 .iter()
@@ -213,7 +219,14 @@ impl Upstream {
             )?),
             None => None,
         };
-        let ctx = fetch::Context::new(origins.clone(), store, epoch, stats.clone(), writer);
+        let ctx = fetch::Context::new(
+            origins.clone(),
+            store,
+            epoch,
+            stats.clone(),
+            writer,
+            pass_buffer_bytes,
+        );
         std::thread::Builder::new()
             .name("relay-upstream".into())
             .spawn(move || runtime.block_on(fetch::run(ctx, rx)))?;
