@@ -321,3 +321,112 @@ fn a_vanished_chunk_file_is_counted_and_fetched_again() {
         "three chunks fetched again"
     );
 }
+
+/// A disk read that never finishes (here: a chunk file swapped for a FIFO nobody writes,
+/// so opening it blocks) cuts its client at the send deadline instead of holding it
+/// forever; when the read finally fails, the chunk is dropped and fetched again.
+#[test]
+fn a_hung_disk_read_cuts_its_client_at_the_deadline() {
+    use std::io::{Read, Write};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let origin = Origin::start();
+    let body = pattern(3 * CHUNK + 30_000, 48);
+    origin.put("/hang.bin", Object::new(body.clone(), "h"));
+    let disk = TempDir::new("disk");
+    let config =
+        config(&origin, disk.path()).replace("workers = 2", "workers = 2\nidle_timeout_ms = 600");
+    let relay = Relay::start(&config);
+    assert!(Client::connect(relay.addr).get("/hang.bin").body == body);
+    for _ in 0..200 {
+        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(relay.stop().success());
+    let relay = Relay::start(&config);
+    // The description (and first chunk) back in memory from disk.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"HEAD /hang.bin HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(c.read_response(true).unwrap().status, 200);
+    // Every full-size chunk file becomes a FIFO: opening one for reading blocks.
+    let mut fifos = Vec::new();
+    let mut stack = vec![disk.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "chunk")
+                && std::fs::metadata(&p).unwrap().len() > CHUNK as u64
+            {
+                std::fs::remove_file(&p).unwrap();
+                let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+                fifos.push(p);
+            }
+        }
+    }
+    assert_eq!(fifos.len(), 3);
+    let t = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /hang.bin HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let waited = t.elapsed();
+    assert!(
+        got.len() < body.len(),
+        "the whole body arrived through a hung read"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "the client waited {waited:?}"
+    );
+    assert!(metric(&relay, "relay_connection_timeouts_total") >= 1.0);
+    // The reads end (a writer opens and closes each FIFO: end of file, a failed read): the
+    // chunks leave the index and come from the origin; the object is whole again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unblock = {
+        let (stop, fifos) = (stop.clone(), fifos.clone());
+        std::thread::spawn(move || {
+            for _ in 0..500 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for p in &fifos {
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(p);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let whole = loop {
+        let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /hang.bin HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let at = got.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(at) = at
+            && got[at + 4..] == body[..]
+        {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    unblock.join().unwrap();
+    assert!(whole, "never whole again");
+}

@@ -379,7 +379,9 @@ impl Worker {
     fn sweep_deadlines(&mut self) {
         for slot in 0..self.conns.len() as u32 {
             let c = &self.conns[slot as usize];
-            if c.fd < 0 || c.closing || c.phase == Phase::Fill || c.deadline > self.now {
+            // A file read that outlives the send deadline (a hung disk) cuts its client too;
+            // the slot is freed when the read completes.
+            if c.fd < 0 || c.closing || c.deadline > self.now {
                 continue;
             }
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -760,6 +762,7 @@ impl Worker {
             return Ok(());
         };
         c.phase = Phase::Fill;
+        c.deadline = self.now + self.send_timeout;
         let Some(file) = d.file.as_ref() else {
             // Open the chunk file through the ring first (no blocking open on the loop).
             d.reads += 1;
@@ -928,6 +931,7 @@ impl Worker {
         };
         c.dread = Some(read);
         c.phase = Phase::Fill;
+        c.deadline = self.now + self.send_timeout;
         true
     }
 
@@ -980,6 +984,7 @@ impl Worker {
         let at = unsafe { fill.buf.as_ptr().add(fill.got) };
         let (fd, u) = (file.as_raw_fd(), ud(READ, slot, c.generation));
         c.phase = Phase::Fill;
+        c.deadline = self.now + self.send_timeout;
         c.inflight += 1;
         match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
             Some(index) => {
