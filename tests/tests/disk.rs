@@ -37,6 +37,34 @@ fn kill9(relay: Relay) {
     drop(relay);
 }
 
+/// Waits (bounded: 2 s) until `n` chunks were written to disk, and checks they were.
+fn wait_for_writes(relay: &Relay, n: f64) {
+    for _ in 0..200 {
+        if metric(relay, "relay_disk_writes_total") >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(metric(relay, "relay_disk_writes_total"), n);
+}
+
+/// The chunk files under a disk tier's directory.
+fn chunk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "chunk") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
 #[test]
 fn kill_9_during_filling_then_restart_serves_every_byte_right() {
     let origin = Origin::start();
@@ -126,31 +154,17 @@ fn flipped_bytes_on_disk_are_detected_refetched_and_counted() {
     let disk = TempDir::new("disk");
     let relay = Relay::start(&config(&origin, disk.path()));
     assert!(Client::connect(relay.addr).get("/obj.bin").body == body);
-    // Wait for the four chunks to be written, then stop.
-    for _ in 0..200 {
-        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_writes(&relay, 4.0);
     assert!(relay.stop().success());
     // Flip one byte in the body of every chunk file.
-    let mut flipped = 0;
-    let mut stack = vec![disk.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "chunk") {
-                let mut bytes = std::fs::read(&p).unwrap();
-                let at = bytes.len() - 5;
-                bytes[at] ^= 0x55;
-                std::fs::write(&p, bytes).unwrap();
-                flipped += 1;
-            }
-        }
+    let files = chunk_files(disk.path());
+    for p in &files {
+        let mut bytes = std::fs::read(p).unwrap();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 0x55;
+        std::fs::write(p, bytes).unwrap();
     }
+    let flipped = files.len();
     assert_eq!(flipped, 4, "expected four chunk files");
     let relay = Relay::start(&config(&origin, disk.path()));
     let fetched_before = origin.count("/obj.bin");
@@ -177,13 +191,7 @@ fn disk_chunks_are_read_into_registered_memory_verified_and_sent() {
     let disk = TempDir::new("disk");
     let relay = Relay::start(&config(&origin, disk.path()));
     assert!(Client::connect(relay.addr).get("/four.bin").body == body);
-    for _ in 0..200 {
-        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(metric(&relay, "relay_disk_writes_total"), 4.0);
+    wait_for_writes(&relay, 4.0);
     assert!(relay.stop().success());
     let relay = Relay::start(&config(&origin, disk.path()));
     let fetched = origin.count("/four.bin");
@@ -231,13 +239,7 @@ fn variants_are_served_from_disk_after_a_restart() {
     assert_eq!(fetch(&relay, Some("fr")).body, b"bonjour");
     assert_eq!(fetch(&relay, None).body, b"hello (default)");
     assert_eq!(fetch(&relay, Some("de")).body, b"hallo");
-    for _ in 0..200 {
-        if metric(&relay, "relay_disk_writes_total") >= 3.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(metric(&relay, "relay_disk_writes_total"), 3.0);
+    wait_for_writes(&relay, 3.0);
     assert!(relay.stop().success());
     let fetched = origin.count("/greet");
     let relay = Relay::start(&config(&origin, disk.path()));
@@ -274,13 +276,7 @@ fn a_vanished_chunk_file_is_counted_and_fetched_again() {
     let disk = TempDir::new("disk");
     let relay = Relay::start(&config(&origin, disk.path()));
     assert!(Client::connect(relay.addr).get("/gone.bin").body == body);
-    for _ in 0..200 {
-        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(metric(&relay, "relay_disk_writes_total"), 4.0);
+    wait_for_writes(&relay, 4.0);
     assert!(relay.stop().success());
     let relay = Relay::start(&config(&origin, disk.path()));
     // A HEAD rebuilds the description from the first chunk (which then sits in memory).
@@ -294,20 +290,11 @@ fn a_vanished_chunk_file_is_counted_and_fetched_again() {
     );
     let before = origin.count("/gone.bin");
     // Every chunk file vanishes; the index still names chunks 1-3.
-    let mut removed = 0;
-    let mut stack = vec![disk.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "chunk") {
-                std::fs::remove_file(&p).unwrap();
-                removed += 1;
-            }
-        }
+    let files = chunk_files(disk.path());
+    assert_eq!(files.len(), 4);
+    for p in &files {
+        std::fs::remove_file(p).unwrap();
     }
-    assert_eq!(removed, 4);
     let r = Client::connect(relay.addr).get("/gone.bin");
     assert_eq!(r.status, 200);
     assert!(r.body == body, "body differs");
@@ -338,12 +325,7 @@ fn a_hung_disk_read_cuts_its_client_at_the_deadline() {
         config(&origin, disk.path()).replace("workers = 2", "workers = 2\nidle_timeout_ms = 600");
     let relay = Relay::start(&config);
     assert!(Client::connect(relay.addr).get("/hang.bin").body == body);
-    for _ in 0..200 {
-        if metric(&relay, "relay_disk_writes_total") >= 4.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_writes(&relay, 4.0);
     assert!(relay.stop().success());
     let relay = Relay::start(&config);
     // The description (and first chunk) back in memory from disk.
@@ -351,25 +333,17 @@ fn a_hung_disk_read_cuts_its_client_at_the_deadline() {
     c.send(b"HEAD /hang.bin HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_eq!(c.read_response(true).unwrap().status, 200);
     // Every full-size chunk file becomes a FIFO: opening one for reading blocks.
-    let mut fifos = Vec::new();
-    let mut stack = vec![disk.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "chunk")
-                && std::fs::metadata(&p).unwrap().len() > CHUNK as u64
-            {
-                std::fs::remove_file(&p).unwrap();
-                let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-                // SAFETY: a valid NUL-terminated path.
-                assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
-                fifos.push(p);
-            }
-        }
-    }
+    let fifos: Vec<_> = chunk_files(disk.path())
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() > CHUNK as u64)
+        .collect();
     assert_eq!(fifos.len(), 3);
+    for p in &fifos {
+        std::fs::remove_file(p).unwrap();
+        let cpath = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    }
     let t = std::time::Instant::now();
     let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

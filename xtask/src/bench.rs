@@ -4,11 +4,26 @@
 //! - `serve` ([`crate::bench_serve`]): relay memory hits vs nginx (`sendfile`, page cache)
 //!   vs nginx `proxy_cache` hits, wrk pinned to one core and the servers to the others.
 //! - `steer` ([`crate::bench_steer`]): XDP paths timed through test_run against a no-op floor.
-//! - `hit-ratio` ([`crate::bench_hit_ratio`]): memory tier vs plain LRU on seeded Zipf traces.
-//! - `disk-send` ([`crate::bench_disk_send`]): disk-tier chunks to loopback TCP, io_uring
-//!   READ_FIXED + SEND vs SPLICE.
+//! - `hit-ratio`: issue 4's hit-ratio benchmark: seeded Zipf traces replayed against relay's
+//!   memory tier, plain LRU and moka at the same byte capacity (no servers, no root).
+//! - `disk-send`: the data-plane issue's disk-tier question, "splice (file → pipe → socket)
+//!   or READ_FIXED + send: measure both, keep the faster": chunk files in the page cache
+//!   sent over loopback TCP by one pinned io_uring thread, received on another core.
+//!
+//! The last two run the release `relay-bench` subcommand of the same name, passing ARGS
+//! through (see its `--help`); the table goes to stdout, every run and parameter to
+//! `target/bench/<name>.json`.
 
+use crate::util::{cargo, root, run_cmd};
 use anyhow::Result;
+
+/// Arguments passed through to a `relay-bench` subcommand.
+#[derive(clap::Args, Default)]
+pub struct PassedArgs {
+    /// Arguments for the `relay-bench` subcommand.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -25,18 +40,33 @@ pub enum Which {
     Steer,
     /// Hit ratios of the memory tier vs plain LRU (and moka) on seeded Zipf traces; writes a
     /// table and target/bench/hit-ratio.json.
-    HitRatio(crate::bench_hit_ratio::Options),
+    HitRatio(PassedArgs),
     /// Disk-tier chunks (page cache) to loopback TCP: io_uring READ_FIXED + SEND (with and
     /// without the chunk checksum, and SEND_ZC) vs SPLICE; writes a table and
     /// target/bench/disk-send.json.
-    DiskSend(crate::bench_disk_send::Options),
+    DiskSend(PassedArgs),
 }
 
 pub fn run(o: &Options) -> Result<()> {
     match &o.which {
         Which::Serve(s) => crate::bench_serve::run(s),
         Which::Steer => crate::bench_steer::run(),
-        Which::HitRatio(h) => crate::bench_hit_ratio::run(h),
-        Which::DiskSend(d) => crate::bench_disk_send::run(d),
+        Which::HitRatio(h) => relay_bench("hit-ratio", &h.args),
+        Which::DiskSend(d) => relay_bench("disk-send", &d.args),
     }
+}
+
+/// Runs the release `relay-bench <which>` (a release build: the loops are what is
+/// measured) with its results under `target/bench` and the command that asked for it.
+fn relay_bench(which: &str, args: &[String]) -> Result<()> {
+    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    run_cmd(
+        cargo()
+            .args(["run", "--locked", "--release", "-p", "relay-benches", "--"])
+            .args([which, "--out"])
+            .arg(root().join("target/bench"))
+            .arg("--command")
+            .arg(format!("cargo xtask {invoked}"))
+            .args(args),
+    )
 }

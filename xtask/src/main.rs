@@ -6,8 +6,6 @@
 //! fuzzing.
 
 mod bench;
-mod bench_disk_send;
-mod bench_hit_ratio;
 mod bench_serve;
 mod bench_steer;
 mod build;
