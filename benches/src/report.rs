@@ -735,15 +735,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ratios_and_targets() {
+    /// A report over relay at `relay_rps` for `relay_cpu` s a run, nginx at 100k for 1 s,
+    /// proxy_cache at 50k for 1 s (wrk at 100% of its core in every row).
+    fn report(relay_rps: u64, relay_cpu: f64) -> Report {
         let rows = vec![
-            row(Server::Relay, 140_000, 0.5),
+            row(Server::Relay, relay_rps, relay_cpu),
             row(Server::Nginx, 100_000, 1.0),
             row(Server::NginxProxyCache, 50_000, 1.0),
         ];
         let machine = Machine::probe(std::path::Path::new("/nonexistent"));
-        let r = Report::new(
+        Report::new(
             "t".into(),
             1.0,
             "c".into(),
@@ -751,7 +752,12 @@ mod tests {
             settings(),
             rows,
             vec![],
-        );
+        )
+    }
+
+    #[test]
+    fn ratios_and_targets() {
+        let r = report(140_000, 0.5);
         let vs_nginx = r
             .ratios
             .iter()
@@ -775,21 +781,7 @@ mod tests {
     fn a_client_bound_throughput_target_is_judged_by_cpu() {
         // wrk at 100% in every row; relay only 1.1x nginx's req/s (below 1.3) ...
         let judge = |relay_cpu: f64| {
-            let rows = vec![
-                row(Server::Relay, 110_000, relay_cpu),
-                row(Server::Nginx, 100_000, 1.0),
-                row(Server::NginxProxyCache, 50_000, 1.0),
-            ];
-            let machine = Machine::probe(std::path::Path::new("/nonexistent"));
-            let r = Report::new(
-                "t".into(),
-                1.0,
-                "c".into(),
-                machine,
-                settings(),
-                rows,
-                vec![],
-            );
+            let r = report(110_000, relay_cpu);
             let t = r
                 .targets
                 .iter()

@@ -49,7 +49,12 @@ impl Client {
     }
 
     pub fn get(&mut self, path: &str) -> Response {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.get_with(path, "")
+    }
+
+    /// GET with more header field lines (each ending in CRLF).
+    pub fn get_with(&mut self, path: &str, fields: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{fields}\r\n").as_bytes());
         self.read_response(false).expect("response")
     }
 

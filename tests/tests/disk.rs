@@ -230,10 +230,8 @@ fn variants_are_served_from_disk_after_a_restart() {
     origin.put("/greet", o);
     let disk = TempDir::new("disk");
     let fetch = |relay: &Relay, lang: Option<&str>| {
-        let mut c = Client::connect(relay.addr);
         let extra = lang.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));
-        c.send(format!("GET /greet HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes());
-        c.read_response(false).unwrap()
+        Client::connect(relay.addr).get_with("/greet", &extra)
     };
     let relay = Relay::start(&config(&origin, disk.path()));
     assert_eq!(fetch(&relay, Some("fr")).body, b"bonjour");

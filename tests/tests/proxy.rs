@@ -482,10 +482,8 @@ fn vary_keeps_one_variant_per_request_value() {
     origin.put("/greet", o);
     let relay = Relay::start(&proxy_config(&origin, ""));
     let fetch = |lang: Option<&str>| {
-        let mut c = Client::connect(relay.addr);
         let extra = lang.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));
-        c.send(format!("GET /greet HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes());
-        c.read_response(false).unwrap()
+        Client::connect(relay.addr).get_with("/greet", &extra)
     };
     // A first client asking in French: the base fetch comes back varying, and its variant is
     // fetched with its value.

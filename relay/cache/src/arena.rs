@@ -144,6 +144,11 @@ impl Arena {
         self.base.as_ptr() as usize
     }
 
+    /// The mapping's address range (start, end).
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.start(), self.start() + self.len)
+    }
+
     /// Whether `ptr..ptr + len` lies inside the arena.
     pub fn contains(&self, ptr: *const u8, len: usize) -> bool {
         let p = ptr as usize;

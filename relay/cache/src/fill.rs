@@ -392,6 +392,12 @@ impl Pending {
             .cloned()
     }
 
+    /// Gives the client that started the fetch its own response fields (before the fetch's
+    /// outcome is published).
+    pub fn set_owner_headers(&self, headers: Bytes) {
+        let _ = self.owner_headers.set(headers);
+    }
+
     /// The fields for the client whose request started the fetch, if they differ from the
     /// stored description's.
     pub fn owner_headers(&self) -> Option<&Bytes> {
@@ -468,19 +474,6 @@ impl InFlight {
             .cloned()
     }
 
-    /// Gives the client that started `object`'s head fetch its own response fields (call
-    /// before [`InFlight::finish_head`]).
-    pub fn set_owner_headers(&self, object: &str, headers: Bytes) {
-        if let Some(p) = self
-            .heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(object)
-        {
-            let _ = p.owner_headers.set(headers);
-        }
-    }
-
     /// Publishes a head fetch's outcome and forgets it; returns the watchers to wake.
     pub fn finish_head(
         &self,
@@ -547,16 +540,8 @@ impl InFlight {
         Start::New(writer)
     }
 
-    /// Forgets a finished or failed fill (readers holding it keep it alive).
-    pub fn end_chunk(&self, key: &ChunkKey) {
-        self.chunks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-
-    /// Forgets `fill` if it is the one in the table under its key (a private fill, or one
-    /// already replaced, leaves the table as it is).
+    /// Forgets a finished or failed fill (readers holding it keep it alive), if it is the
+    /// one in the table under its key (one already replaced stays).
     pub fn end_fill(&self, fill: &Arc<Fill>) {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if chunks.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
@@ -676,7 +661,7 @@ mod tests {
         let w = f.start_chunk(key(), 3).ok().unwrap();
         let other = f.start_chunk(key(), 3).err().unwrap();
         assert!(Arc::ptr_eq(w.fill(), &other));
-        f.end_chunk(&key());
+        f.end_fill(w.fill());
         assert!(f.chunk(&key()).is_none());
         // Ending a fill that is not the one in the table leaves the table as it is.
         let shared = f.start_chunk(key(), 3).ok().unwrap();

@@ -52,11 +52,7 @@ impl MemoryTier {
     /// Like [`MemoryTier::new`], with large chunks kept in `arena`.
     pub fn with_arena(capacity_bytes: u64, chunk_size: u64, arena: Option<Arc<Arena>>) -> Self {
         let weigher = ByLength {
-            arena: arena.as_ref().map(|a| {
-                let iov = a.iovecs();
-                let start = iov.first().map_or(0, |v| v.iov_base as usize);
-                (start, start + a.capacity() as usize)
-            }),
+            arena: arena.as_ref().map(|a| a.bounds()),
         };
         let items = (capacity_bytes / chunk_size.max(1)).clamp(16, 1 << 22) as usize;
         // Shards by size, not by core count: each shard runs its own eviction over its own

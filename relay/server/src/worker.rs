@@ -799,18 +799,37 @@ impl Worker {
             let u = ud(DISK_BODY, slot, c.generation);
             d.reads += 1;
             c.inflight += 1;
-            match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
-                Some(index) => {
-                    self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: `at..at + len` is inside registered buffer `index` (checked by
-                    // the arena) and owned by the slot's DiskRead until the read completes.
-                    unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u)? }
-                }
-                // SAFETY: as above, without the registration.
-                None => unsafe { self.ring.read(fd, at, len as u32, offset, u)? },
-            }
+            // SAFETY: `at..at + len` is the rest of the slot's DiskRead body buffer, owned
+            // by the slot and kept until the read completes.
+            unsafe { self.read_file(fd, at, len, offset, u)? };
         }
         Ok(())
+    }
+
+    /// Reads `len` bytes of a file at `offset` into `at`: READ_FIXED when the memory lies in
+    /// the registered arena, else a plain read.
+    ///
+    /// # Safety
+    /// `at..at + len` obeys the ring's buffer rule (valid, unmoved and untouched until the
+    /// read completes).
+    unsafe fn read_file(
+        &mut self,
+        fd: RawFd,
+        at: *mut u8,
+        len: usize,
+        offset: u64,
+        u: u64,
+    ) -> std::io::Result<()> {
+        match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
+            Some(index) => {
+                self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: inside registered buffer `index` (checked by the arena); the
+                // caller keeps the memory for the read.
+                unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u) }
+            }
+            // SAFETY: the caller keeps the memory for the read.
+            None => unsafe { self.ring.read(fd, at, len as u32, offset, u) },
+        }
     }
 
     /// A chunk file's `openat` finished: read it, or treat a failed open as a failed read
@@ -986,16 +1005,9 @@ impl Worker {
         c.phase = Phase::Fill;
         c.deadline = self.now + self.send_timeout;
         c.inflight += 1;
-        match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
-            Some(index) => {
-                self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: `at..at + len` is inside registered buffer `index` (checked by the
-                // arena); `fill.buf` is owned by the slot and kept until the read completes.
-                unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u) }
-            }
-            // SAFETY: as above, without the registration.
-            None => unsafe { self.ring.read(fd, at, len as u32, offset, u) },
-        }
+        // SAFETY: `at..at + len` is the rest of the slot's `fill.buf`, owned by the slot and
+        // kept until the read completes.
+        unsafe { self.read_file(fd, at, len, offset, u) }
     }
 
     fn drive(&mut self, slot: u32) -> std::io::Result<()> {

@@ -295,14 +295,13 @@ impl Context {
                 self.store.meta.insert(&object, (*meta).clone());
             }
             let first = writer.as_ref().map(|w| w.fill().clone());
-            if let Some(h) = owner_headers {
-                self.store.inflight.set_owner_headers(&object, h);
+            let pending = self.store.inflight.pending(&object);
+            if let (Some(p), Some(h)) = (pending.as_ref(), owner_headers) {
+                p.set_owner_headers(h);
             }
             // A response that may not be stored never reaches the memory tier: its client
             // reads the later chunks of a whole body from the pending fetch it started.
-            let keep = (!meta.storable)
-                .then(|| self.store.inflight.pending(&object))
-                .flatten();
+            let keep = pending.filter(|_| !meta.storable);
             let m = self
                 .store
                 .inflight
@@ -331,15 +330,8 @@ impl Context {
             index: 0,
         };
         (first_len > 0)
-            .then(|| self.start_fill(key, first_len))
+            .then(|| self.store.inflight.start_chunk(key, first_len).ok())
             .flatten()
-    }
-
-    /// A fill for one chunk, through the in-flight table (None: another fetch fills it
-    /// already). A response that may not be stored has a version no other fetch shares
-    /// (`object_meta`), so only its own client finds its fills.
-    fn start_fill(&self, key: ChunkKey, len: usize) -> Option<FillWriter> {
-        self.store.inflight.start_chunk(key, len).ok()
     }
 
     /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
@@ -728,11 +720,15 @@ impl Context {
 
     /// The fill for chunk `index` of a whole-object body, or how many bytes to skip when
     /// another fetch is already filling it.
+    /// A response that may not be stored has a version no other fetch shares
+    /// (`object_meta`), so only its own client finds its fills; `keep` holds them for that
+    /// client, as they never reach the memory tier.
     fn open_chunk(
         &self,
         object: &Arc<str>,
         meta: &ObjectMeta,
         index: u64,
+        keep: Option<&relay_cache::fill::Pending>,
     ) -> (Option<FillWriter>, u64) {
         let len = self.store.layout.chunk_len(meta.len, index);
         let key = ChunkKey {
@@ -740,9 +736,14 @@ impl Context {
             version: meta.version,
             index,
         };
-        match self.start_fill(key, len as usize) {
-            Some(w) => (Some(w), 0),
-            None => (None, len),
+        match self.store.inflight.start_chunk(key, len as usize) {
+            Ok(w) => {
+                if let Some(p) = keep {
+                    p.push_fill(w.fill().clone());
+                }
+                (Some(w), 0)
+            }
+            Err(_) => (None, len),
         }
     }
 
@@ -799,10 +800,7 @@ impl Context {
                     // a client woken by the completion finds it there and joins it instead
                     // of asking the origin for it again.
                     if index < count {
-                        (current, skip_left) = self.open_chunk(object, meta, index);
-                        if let (Some(p), Some(w)) = (keep, current.as_ref()) {
-                            p.push_fill(w.fill().clone());
-                        }
+                        (current, skip_left) = self.open_chunk(object, meta, index, keep);
                     }
                     if let Some(w) = done {
                         self.complete(w, &last, meta);
@@ -815,10 +813,7 @@ impl Context {
                 if skip_left == 0 {
                     index += 1;
                     if index < count {
-                        (current, skip_left) = self.open_chunk(object, meta, index);
-                        if let (Some(p), Some(w)) = (keep, current.as_ref()) {
-                            p.push_fill(w.fill().clone());
-                        }
+                        (current, skip_left) = self.open_chunk(object, meta, index, keep);
                     }
                 }
             }
@@ -1001,23 +996,17 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
 /// The end-to-end fields kept with a description, without those a qualified `private` or
 /// `no-cache` names (RFC 9111 §5.2.2.4, §5.2.2.7: e.g. `private="Set-Cookie"` shares the
 /// body, never the cookie). The client whose request fetched it gets the fields all the
-/// same (`InFlight::set_owner_headers`).
+/// same (`Pending::set_owner_headers`).
 fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> Bytes {
-    let named: Vec<&str> = d
-        .private
-        .fields()
-        .iter()
-        .chain(d.no_cache.fields())
-        .map(String::as_str)
-        .collect();
-    if named.is_empty() {
-        return end_to_end(h, STORED_WRITTEN);
-    }
-    let mut kept = h.clone();
-    for n in named {
-        kept.remove(n);
-    }
-    end_to_end(&kept, STORED_WRITTEN)
+    let mut left_out = STORED_WRITTEN.to_vec();
+    left_out.extend(
+        d.private
+            .fields()
+            .iter()
+            .chain(d.no_cache.fields())
+            .map(String::as_str),
+    );
+    end_to_end(h, &left_out)
 }
 
 /// Response fields relay writes itself for a stored response (from the stored description).
