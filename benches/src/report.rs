@@ -68,6 +68,13 @@ pub struct Run {
     pub server_cpu_pct: f64,
     /// wrk's CPU seconds over the run's wall time, in percent.
     pub client_cpu_pct: f64,
+    /// wrk's CPU seconds per 100k requests and per GB: what this server's responses cost
+    /// the client. On loopback it also holds kernel work done for the server: TCP runs the
+    /// sender's transmits and the receiver's input in softirq on whichever core handles the
+    /// packet that triggers them, and (tick accounting) charges it to the process current
+    /// there.
+    pub client_cpu_s_per_100k: f64,
+    pub client_cpu_s_per_gb: f64,
     /// CPU the rest of the machine used meanwhile (all CPUs busy, less server and wrk), in
     /// percent of one core: other work, and kernel time charged to no process. Near 0 on a
     /// quiet machine; high means the numbers are noisy.
@@ -99,6 +106,8 @@ impl Run {
             cpu_s_per_gb: server_cpu_s / (body_bytes / 1e9).max(1e-12),
             server_cpu_pct: server_cpu_s / secs * 100.0,
             client_cpu_pct: wrk.client_cpu_s / secs * 100.0,
+            client_cpu_s_per_100k: wrk.client_cpu_s / requests.max(1.0) * 1e5,
+            client_cpu_s_per_gb: wrk.client_cpu_s / (body_bytes / 1e9).max(1e-12),
             other_cpu_pct: ((machine_busy_s - server_cpu_s - wrk.client_cpu_s) / secs * 100.0)
                 .max(0.0),
             wrk,
@@ -132,6 +141,8 @@ pub struct Summary {
     pub cpu_s_per_gb: Stat,
     pub server_cpu_pct: Stat,
     pub client_cpu_pct: Stat,
+    pub client_cpu_s_per_100k: Stat,
+    pub client_cpu_s_per_gb: Stat,
     pub other_cpu_pct: Stat,
 }
 
@@ -189,6 +200,8 @@ impl Row {
             cpu_s_per_gb: stat(|r| r.cpu_s_per_gb),
             server_cpu_pct: stat(|r| r.server_cpu_pct),
             client_cpu_pct: stat(|r| r.client_cpu_pct),
+            client_cpu_s_per_100k: stat(|r| r.client_cpu_s_per_100k),
+            client_cpu_s_per_gb: stat(|r| r.client_cpu_s_per_gb),
             other_cpu_pct: stat(|r| r.other_cpu_pct),
         });
     }
@@ -225,6 +238,15 @@ impl Metric {
             Metric::P99 => s.p99_ms.median,
             Metric::CpuPer100k => s.cpu_s_per_100k.median,
             Metric::CpuPerGb => s.cpu_s_per_gb.median,
+        }
+    }
+
+    /// The client's (wrk's) CPU for the same unit as a CPU metric.
+    fn client_median(self, s: &Summary) -> Option<f64> {
+        match self {
+            Metric::CpuPer100k => Some(s.client_cpu_s_per_100k.median),
+            Metric::CpuPerGb => Some(s.client_cpu_s_per_gb.median),
+            _ => None,
         }
     }
 }
@@ -275,6 +297,10 @@ pub struct Target {
     /// "the CPU cost is the fair measure then"). Relay must then spend at most 1/bound of
     /// the other server's CPU per request (or per GB).
     pub judged_by: Option<String>,
+    /// For a CPU target: what the client (wrk) spent per unit on each server's responses,
+    /// and server plus client together, so a server whose work was charged to the client's
+    /// core can be told from one that did less work.
+    pub client_cost: Option<String>,
 }
 
 /// wrk at or above this share of its core (a row's median) is the bottleneck.
@@ -386,6 +412,10 @@ impl Report {
                         cost.label()
                     ));
                 }
+                // A throughput target judged by CPU gets the CPU metric's client cost too.
+                let cost_metric = judged_by.as_ref().and(cost).unwrap_or(metric);
+                let client_cost = summaries(&rows, r)
+                    .and_then(|(mine, theirs)| client_cost(cost_metric, &mine, &theirs, against));
                 targets.push(Target {
                     description: format!(
                         "relay/{} {} at {} c={}",
@@ -403,6 +433,7 @@ impl Report {
                     ratio,
                     verdict,
                     judged_by,
+                    client_cost,
                 });
             }
         }
@@ -576,8 +607,8 @@ impl Report {
                 t.op,
                 t.bound
             );
-            if let Some(j) = &t.judged_by {
-                let _ = writeln!(out, "          {j}");
+            for note in [&t.judged_by, &t.client_cost].into_iter().flatten() {
+                let _ = writeln!(out, "          {note}");
             }
         }
         let count = |v: &str| self.targets.iter().filter(|t| t.verdict == v).count();
@@ -590,6 +621,47 @@ impl Report {
         );
         out
     }
+}
+
+/// relay's and the other server's summaries at a ratio's size and connection count.
+fn summaries(rows: &[Row], r: &Ratio) -> Option<(Summary, Summary)> {
+    let find = |s: Server| {
+        rows.iter()
+            .find(|w| w.server == s && w.size == r.size && w.connections == r.connections)
+            .and_then(|w| w.summary)
+    };
+    Some((find(Server::Relay)?, find(r.against)?))
+}
+
+/// The client's CPU per unit under each server, and server + client together, for a CPU
+/// metric (None for the others). Flags a server whose responses cost the client at least a
+/// quarter more than relay's.
+fn client_cost(m: Metric, mine: &Summary, theirs: &Summary, against: Server) -> Option<String> {
+    let (cm, ct) = (m.client_median(mine)?, m.client_median(theirs)?);
+    let (sm, st) = (m.median(mine), m.median(theirs));
+    if ct <= 0.0 || st + ct <= 0.0 {
+        return None;
+    }
+    let unit = if m == Metric::CpuPerGb {
+        "s/GB"
+    } else {
+        "s/100k"
+    };
+    let mut text = format!(
+        "client (wrk) CPU: {cm:.3} {unit} on relay's responses, {ct:.3} on {}'s ({:.2});          server + client: {:.2}",
+        against.label(),
+        cm / ct,
+        (sm + cm) / (st + ct)
+    );
+    if ct >= 1.25 * cm {
+        let _ = write!(
+            text,
+            "; {}'s responses cost the client {:.1}x relay's: on loopback part of its work              ran on the client's core (README, \"CPU accounting on loopback\")",
+            against.label(),
+            ct / cm
+        );
+    }
+    Some(text)
 }
 
 /// Other work above this (percent of a core, a row's median) marks the run as shared.
@@ -703,11 +775,16 @@ mod tests {
     }
 
     fn row(server: Server, rps: u64, cpu: f64) -> Row {
+        row_with_client(server, rps, cpu, 1.0)
+    }
+
+    /// A row whose runs take `cpu` server seconds and `client` wrk seconds each.
+    fn row_with_client(server: Server, rps: u64, cpu: f64, client: f64) -> Row {
         let mut r = Row::new(server, 4096, "4 KiB", 64);
         for i in 0..3 {
             r.runs.push(Run::new(
                 i + 1,
-                outcome(rps + u64::from(i), 4096, 1.0),
+                outcome(rps + u64::from(i), 4096, client),
                 4096,
                 64,
                 cpu,
@@ -798,6 +875,42 @@ mod tests {
         let (v, j) = judge(0.9);
         assert_eq!(v, "FAIL");
         assert!(j.is_some());
+    }
+
+    #[test]
+    fn cpu_targets_show_what_each_server_cost_the_client() {
+        // relay 0.6 s for 100k requests (wrk 1 s); nginx 1 s for 100k (wrk 2 s): the client
+        // spent twice as much on nginx's responses, which the note flags.
+        let rows = vec![
+            row_with_client(Server::Relay, 100_000, 0.6, 1.0),
+            row_with_client(Server::Nginx, 100_000, 1.0, 2.0),
+            row(Server::NginxProxyCache, 50_000, 1.0),
+        ];
+        let machine = Machine::probe(std::path::Path::new("/nonexistent"));
+        let r = Report::new(
+            "t".into(),
+            1.0,
+            "c".into(),
+            machine,
+            settings(),
+            rows,
+            vec![],
+        );
+        let t = r
+            .targets
+            .iter()
+            .find(|t| t.metric == Metric::CpuPer100k)
+            .unwrap();
+        let note = t.client_cost.as_deref().unwrap();
+        assert!(note.contains("1.000 s/100k on relay's responses, 2.000 on nginx's (0.50)"));
+        assert!(note.contains("server + client: 0.53"), "{note}");
+        assert!(note.contains("cost the client 2.0x relay's"), "{note}");
+        assert!(r.table().contains(note));
+        // Latency targets carry none; a req/s target judged by CPU (wrk at 100%) does.
+        let p99 = r.targets.iter().find(|t| t.metric == Metric::P99).unwrap();
+        assert!(p99.client_cost.is_none());
+        let rps = r.targets.iter().find(|t| t.metric == Metric::Rps).unwrap();
+        assert!(rps.judged_by.is_some() && rps.client_cost.is_some());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Options {
     /// Directory for the JSON and SVG results.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
-    /// Measured runs per row (default 3; 1 with --quick).
+    /// Measured runs per row (default 5; 1 with --quick).
     #[arg(long)]
     pub runs: Option<u32>,
     /// Seconds per wrk run (default 10; 2 with --quick).
@@ -286,7 +286,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
 }
 
 fn settings(o: &Options) -> Result<Settings> {
-    let runs = o.runs.unwrap_or(if o.quick { 1 } else { 3 });
+    let runs = o.runs.unwrap_or(if o.quick { 1 } else { 5 });
     let duration_s = o.duration.unwrap_or(if o.quick { 2 } else { 10 });
     let warmup_s = o.warmup.unwrap_or(if o.quick { 0 } else { 2 });
     let connections = if !o.connections.is_empty() {

@@ -21,7 +21,7 @@ pub struct Options {
     /// Smoke test: 1 run of 2 s at 64 connections, no warm-up (results in serve-quick.*).
     #[arg(long)]
     pub quick: bool,
-    /// Measured runs per row (default 3).
+    /// Measured runs per row (default 5).
     #[arg(long)]
     pub runs: Option<u32>,
     /// Seconds per wrk run (default 10).
