@@ -43,6 +43,8 @@ pub struct Settings {
     pub workers: usize,
     pub wrk_command: String,
     pub quick: bool,
+    /// nginx's file server with `sendfile on` (the issue's configuration) or copying.
+    pub nginx_sendfile: bool,
     /// The relay binary measured.
     pub relay_bin: String,
 }
@@ -460,6 +462,13 @@ impl Report {
         let _ = writeln!(out, "relay bench serve: {}", self.started_utc);
         let _ = writeln!(out, "command: {}", self.command);
         let _ = writeln!(out, "machine: {}", self.machine.line());
+        if !s.nginx_sendfile {
+            let _ = writeln!(
+                out,
+                "nginx: sendfile off (output_buffers 1 1m): the copying variant, not the \
+                 issue's configuration"
+            );
+        }
         let _ = writeln!(
             out,
             "pinning: wrk on CPU {:?} ({} thread), servers on CPU {:?} ({} worker each: relay \
@@ -648,7 +657,8 @@ fn client_cost(m: Metric, mine: &Summary, theirs: &Summary, against: Server) -> 
         "s/100k"
     };
     let mut text = format!(
-        "client (wrk) CPU: {cm:.3} {unit} on relay's responses, {ct:.3} on {}'s ({:.2});          server + client: {:.2}",
+        "client (wrk) CPU: {cm:.3} {unit} on relay's responses, {ct:.3} on {}'s ({:.2}); \
+         server + client: {:.2}",
         against.label(),
         cm / ct,
         (sm + cm) / (st + ct)
@@ -656,7 +666,8 @@ fn client_cost(m: Metric, mine: &Summary, theirs: &Summary, against: Server) -> 
     if ct >= 1.25 * cm {
         let _ = write!(
             text,
-            "; {}'s responses cost the client {:.1}x relay's: on loopback part of its work              ran on the client's core (README, \"CPU accounting on loopback\")",
+            "; {}'s responses cost the client {:.1}x what relay's do (README, \
+             \"CPU accounting on loopback\")",
             against.label(),
             ct / cm
         );
@@ -808,6 +819,7 @@ mod tests {
             workers: 1,
             wrk_command: String::new(),
             quick: false,
+            nginx_sendfile: true,
             relay_bin: String::new(),
         }
     }
@@ -904,7 +916,10 @@ mod tests {
         let note = t.client_cost.as_deref().unwrap();
         assert!(note.contains("1.000 s/100k on relay's responses, 2.000 on nginx's (0.50)"));
         assert!(note.contains("server + client: 0.53"), "{note}");
-        assert!(note.contains("cost the client 2.0x relay's"), "{note}");
+        assert!(
+            note.contains("cost the client 2.0x what relay's do"),
+            "{note}"
+        );
         assert!(r.table().contains(note));
         // Latency targets carry none; a req/s target judged by CPU (wrk at 100%) does.
         let p99 = r.targets.iter().find(|t| t.metric == Metric::P99).unwrap();

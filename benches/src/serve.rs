@@ -51,6 +51,12 @@ pub struct Options {
     /// Smoke test: 1 run of 2 s at 64 connections, no warm-up; results in serve-quick.*.
     #[arg(long)]
     pub quick: bool,
+    /// nginx's file server without sendfile (`sendfile off; output_buffers 1 1m`: it reads
+    /// each object into a buffer and writes it, copying like relay's sends on loopback), to
+    /// see how much of sendfile's CPU figure is work charged to the client's core; results
+    /// in serve-nginx-copy.*. The targets are issue 3's, stated against sendfile.
+    #[arg(long)]
+    pub nginx_copy: bool,
     /// CPUs for wrk, comma-separated (default: the first CPU this process may use).
     #[arg(long, value_delimiter = ',')]
     pub client_cpus: Vec<usize>,
@@ -124,7 +130,13 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
 
     let server_cpus = list(&settings.server_cpus);
     let mut relay = Relay::start(&relay_bin, dir, &origin, &server_cpus, settings.workers)?;
-    let mut nginx = Nginx::start(&dir.join("nginx"), &origin, &server_cpus, settings.workers)?;
+    let mut nginx = Nginx::start(
+        &dir.join("nginx"),
+        &origin,
+        &server_cpus,
+        settings.workers,
+        settings.nginx_sendfile,
+    )?;
     let urls = Urls {
         relay: format!("http://{}", relay.addr),
         nginx: format!("http://{}", nginx.files),
@@ -270,7 +282,11 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     report.loadavg_end = machine::loadavg();
     print!("{}", report.table());
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let stem = if o.quick { "serve-quick" } else { "serve" };
+    let stem = match (o.quick, o.nginx_copy) {
+        (true, _) => "serve-quick",
+        (false, true) => "serve-nginx-copy",
+        (false, false) => "serve",
+    };
     let json = o.out.join(format!("{stem}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
@@ -335,6 +351,7 @@ fn settings(o: &Options) -> Result<Settings> {
         objects: OBJECTS.iter().map(|(s, _, _)| *s).collect(),
         wrk_command: String::new(),
         quick: o.quick,
+        nginx_sendfile: !o.nginx_copy,
         relay_bin: String::new(),
     })
 }

@@ -99,7 +99,15 @@ pub struct Nginx {
 impl Nginx {
     /// Writes DIR/nginx.conf, checks it with `nginx -t`, starts nginx in the foreground
     /// (`daemon off`) pinned to `cpus`, and waits for both servers to accept.
-    pub fn start(dir: &Path, origin: &Path, cpus: &str, workers: usize) -> Result<Nginx> {
+    /// `sendfile`: the file server's mode (the proxy always reads its cache files the
+    /// same way).
+    pub fn start(
+        dir: &Path,
+        origin: &Path,
+        cpus: &str,
+        workers: usize,
+        sendfile: bool,
+    ) -> Result<Nginx> {
         let files: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
         let proxy: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
         for sub in [
@@ -117,7 +125,7 @@ impl Nginx {
         let root = unsafe { libc::geteuid() } == 0;
         std::fs::write(
             &config,
-            config_text(dir, origin, workers, files, proxy, root),
+            config_text(dir, origin, workers, files, proxy, root, sendfile),
         )
         .with_context(|| format!("writing {}", config.display()))?;
         let error_log = dir.join("error.log");
@@ -178,10 +186,16 @@ fn config_text(
     files: SocketAddr,
     proxy: SocketAddr,
     root: bool,
+    sendfile: bool,
 ) -> String {
     let d = dir.display();
     let o = origin.display();
     let user = if root { "user root;\n" } else { "" };
+    let copy = if sendfile {
+        ""
+    } else {
+        "\n        sendfile off;\n        output_buffers 1 1m;"
+    };
     format!(
         "# written by relay-bench (cargo xtask bench serve)
 {user}worker_processes {workers};
@@ -219,10 +233,10 @@ http {{
         keepalive 32;
     }}
 
-    # The file server: objects from the page cache with sendfile.
+    # The file server: objects from the page cache with sendfile (or copied, --nginx-copy).
     server {{
         listen {files} backlog=4096;
-        root {o};
+        root {o};{copy}
         location / {{ }}
     }}
 
@@ -250,14 +264,18 @@ mod tests {
 
     #[test]
     fn nginx_config_keeps_everything_under_the_run_dir() {
-        let t = config_text(
-            Path::new("/tmp/rb"),
-            Path::new("/tmp/rb/origin"),
-            1,
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-            false,
-        );
+        let text = |sendfile| {
+            config_text(
+                Path::new("/tmp/rb"),
+                Path::new("/tmp/rb/origin"),
+                1,
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                false,
+                sendfile,
+            )
+        };
+        let t = text(true);
         let mut paths = 0;
         for l in t.lines().map(str::trim) {
             let directive = l.split_whitespace().next().unwrap_or("");
@@ -279,5 +297,6 @@ mod tests {
             assert!(t.contains(must), "{must}");
         }
         assert!(t.contains("worker_processes 1;"));
+        assert!(text(false).contains("sendfile off;\n        output_buffers 1 1m;"));
     }
 }

@@ -33,6 +33,10 @@ pub struct Options {
     /// Seconds of unrecorded warm-up per server and size (default 2).
     #[arg(long)]
     pub warmup: Option<u32>,
+    /// nginx's file server copying (`sendfile off`) instead of sendfile: results in
+    /// serve-nginx-copy.* (see README, "CPU accounting on loopback").
+    #[arg(long)]
+    pub nginx_copy: bool,
     /// Measure this relay binary instead of building the release one.
     #[arg(long)]
     pub relay_bin: Option<PathBuf>,
@@ -60,6 +64,9 @@ pub fn run(o: &Options) -> Result<()> {
         .arg(format!("cargo xtask {invoked}"));
     if o.quick {
         cmd.arg("--quick");
+    }
+    if o.nginx_copy {
+        cmd.arg("--nginx-copy");
     }
     for (flag, value) in [
         ("--runs", o.runs),
