@@ -361,3 +361,69 @@ fn multi_range_if_range_and_if_modified_since() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body == f.big);
 }
+
+#[test]
+fn the_directory_origin_serves_regular_files_beneath_its_root_only() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fixture(64 << 20);
+    let root = f._origin.path();
+    // A symlink that stays inside the root is followed; one that leaves it is refused.
+    std::os::unix::fs::symlink("small.txt", root.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../small.txt", root.join("dir/up")).unwrap();
+    // A FIFO nobody writes to: a blocking open would wait for a writer forever.
+    let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(f.relay.addr);
+    for (path, status) in [
+        ("/fifo", 404),
+        ("/link.txt", 200),
+        ("/escape", 400),
+        ("/dir/up", 200),
+        ("/dir", 404),
+        ("/nope", 404),
+        ("/%2e%2e/etc/hostname", 400),
+        ("/small.txt", 200),
+    ] {
+        let r = c.get(path);
+        assert_eq!(r.status, status, "{path}");
+        if status == 200 {
+            assert_eq!(r.body, f.small, "{path}");
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the FIFO held a worker: {:?}",
+        started.elapsed()
+    );
+    // Every worker still answers (connections spread over both by SO_REUSEPORT).
+    for _ in 0..8 {
+        assert_eq!(
+            Client::connect(f.relay.addr).get("/small.txt").body,
+            f.small
+        );
+    }
+}
+
+#[test]
+fn a_changed_origin_file_is_described_anew_after_revalidate_ms() {
+    let f = fixture(64 << 20);
+    let first = f.relay.url("/small.txt");
+    let (head1, body1) = curl_get(&first, &[]);
+    assert_eq!(body1, f.small);
+    let changed = b"a longer, different body for the same name\n".to_vec();
+    f._origin.write("small.txt", &changed);
+    // origin.revalidate_ms is 1000 by default: within it the cached description stands.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let (head2, body2) = curl_get(&first, &[]);
+    assert_eq!(body2, changed, "{head2}");
+    assert_ne!(header(&head1, "etag"), header(&head2, "etag"));
+    let (_, gone) = {
+        std::fs::remove_file(f._origin.path().join("small.txt")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1300));
+        curl_get(&first, &["-o", "/dev/null", "-w", "%{http_code}"])
+    };
+    assert_eq!(gone, b"404");
+}

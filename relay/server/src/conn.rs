@@ -176,6 +176,8 @@ pub struct Conn {
     pub pass_request: Option<Box<PassRequest>>,
     /// A chunk being read from the disk tier.
     pub dread: Option<DiskRead>,
+    /// A directory-origin file being opened and described through the ring.
+    pub dopen: Option<DirOpen>,
     /// A chunk read (and verified) from the disk tier for this response: (version, index,
     /// bytes). Sent from here even if the memory tier cannot keep it.
     pub local: Option<(u64, u64, bytes::Bytes)>,
@@ -255,6 +257,7 @@ impl Conn {
             upload_left: 0,
             pass_request: None,
             dread: None,
+            dopen: None,
             local: None,
             stale: None,
             src: None,
@@ -304,6 +307,7 @@ impl Conn {
         self.upload_left = 0;
         self.pass_request = None;
         self.dread = None;
+        self.dopen = None;
         self.local = None;
         self.stale = None;
         self.src = None;
@@ -323,6 +327,7 @@ impl Conn {
         self.pass = None;
         self.pass_body = None;
         self.dread = None;
+        self.dopen = None;
         self.local = None;
         self.stale = None;
         self.src = None;
@@ -450,6 +455,40 @@ impl Small {
             s.len = v.len();
         }
         s
+    }
+}
+
+/// A directory-origin file being opened (`openat2` beneath the root) and described
+/// (`statx`) through the ring. The path, `open_how` and `statx` buffer live here until
+/// their operations complete (the ring's buffer rule).
+pub struct DirOpen {
+    pub path: std::ffi::CString,
+    pub how: Box<io_uring::types::OpenHow>,
+    pub stat: Box<libc::statx>,
+    /// The open file (None until `openat2` completes).
+    pub file: Option<File>,
+    /// The `openat2` has been submitted (by `drive`).
+    pub submitted: bool,
+    /// Describe the object and answer the saved request with it; or, when false, the
+    /// object's description was cached and only its body needs the file.
+    pub describe: bool,
+}
+
+impl DirOpen {
+    pub fn new(path: std::ffi::CString, describe: bool) -> DirOpen {
+        DirOpen {
+            path,
+            how: Box::new(
+                io_uring::types::OpenHow::new()
+                    .flags(crate::origin::OPEN_FLAGS)
+                    .resolve(crate::origin::OPEN_RESOLVE),
+            ),
+            // SAFETY: statx is a plain C struct of integers; all-zero is a valid value.
+            stat: Box::new(unsafe { std::mem::zeroed() }),
+            file: None,
+            submitted: false,
+            describe,
+        }
     }
 }
 

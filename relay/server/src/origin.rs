@@ -1,13 +1,15 @@
-//! The directory origin: URL path `/a/b` names the file `<root>/a/b`. Files are opened with
-//! `openat2(RESOLVE_BENEATH)`, so no request can reach outside the root.
+//! The directory origin: URL path `/a/b` names the file `<root>/a/b`. The worker opens files
+//! through its ring with `openat2(RESOLVE_BENEATH)`, so no request can reach outside the
+//! root, and describes them with `statx` on the open file: the event loop never blocks on
+//! the origin's file system. This module holds the pure parts: the path a request names,
+//! what a failed open means, and the description of an opened file.
 
-use crate::sys;
 use relay_cache::ObjectMeta;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why an object could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,6 +20,43 @@ pub enum OriginError {
     BadPath,
     #[error("origin I/O error: {0}")]
     Io(std::io::ErrorKind),
+}
+
+/// `open_how.flags` for an origin file: read-only, and non-blocking so that opening a FIFO
+/// or a device someone left under the root returns at once (it is then refused as not a
+/// regular file); the worker clears `O_NONBLOCK` on regular files before reading them.
+pub const OPEN_FLAGS: u64 =
+    (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+/// `open_how.resolve`: beneath the root, whatever `..` or symlinks the path holds.
+pub const OPEN_RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+
+/// What describing an origin file needs from `statx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub len: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    pub ino: u64,
+    pub regular: bool,
+}
+
+impl FileStat {
+    pub fn from_statx(s: &libc::statx) -> FileStat {
+        FileStat {
+            len: s.stx_size,
+            mtime_s: s.stx_mtime.tv_sec,
+            mtime_ns: s.stx_mtime.tv_nsec,
+            ino: s.stx_ino,
+            regular: u32::from(s.stx_mode) & libc::S_IFMT == libc::S_IFREG,
+        }
+    }
+
+    /// Modification time (the epoch for times before it).
+    fn mtime(&self) -> SystemTime {
+        u64::try_from(self.mtime_s).map_or(UNIX_EPOCH, |s| {
+            UNIX_EPOCH + Duration::new(s, self.mtime_ns.min(999_999_999))
+        })
+    }
 }
 
 pub struct DirOrigin {
@@ -36,45 +75,52 @@ impl DirOrigin {
         Ok(DirOrigin { root: dir.into() })
     }
 
-    /// Opens the object a request path names and describes it.
-    pub fn open_object(&self, url_path: &str) -> Result<(File, ObjectMeta), OriginError> {
-        let rel = decode_path(url_path)?;
-        let c = CString::new(rel).map_err(|_| OriginError::BadPath)?;
-        let fd =
-            sys::open_beneath(self.root.as_raw_fd(), &c).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
-                    OriginError::NotFound
-                }
-                Some(libc::EXDEV) => OriginError::BadPath,
-                _ => OriginError::Io(e.kind()),
-            })?;
-        let file = File::from(fd);
-        let md = file.metadata().map_err(|e| OriginError::Io(e.kind()))?;
-        if !md.is_file() {
-            return Err(OriginError::NotFound);
-        }
-        let mtime = md.modified().unwrap_or(UNIX_EPOCH);
-        let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
-        use std::os::unix::fs::MetadataExt;
-        let version = {
-            // FNV-1a over the validators: length, mtime (ns), inode.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for v in [md.len(), since.as_nanos() as u64, md.ino()] {
-                for b in v.to_le_bytes() {
-                    h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-                }
-            }
-            h
-        };
-        let mut meta = ObjectMeta::file(
-            md.len(),
-            version,
-            format!("\"{:x}-{:x}\"", since.as_secs(), md.len()),
-            httpdate::fmt_http_date(mtime),
-        );
-        meta.content_type = content_type(c.as_bytes()).to_string();
-        Ok((file, meta))
+    /// The root directory, for `openat2` beneath it.
+    pub fn root_fd(&self) -> RawFd {
+        self.root.as_raw_fd()
     }
+}
+
+/// The path beneath the root that a request path names.
+pub fn object_path(url_path: &str) -> Result<CString, OriginError> {
+    CString::new(decode_path(url_path)?).map_err(|_| OriginError::BadPath)
+}
+
+/// What a failed `openat2` (its errno) means for the request.
+pub fn open_error(errno: i32) -> OriginError {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR | libc::ELOOP => OriginError::NotFound,
+        libc::EXDEV => OriginError::BadPath,
+        e => OriginError::Io(std::io::Error::from_raw_os_error(e).kind()),
+    }
+}
+
+/// Describes an opened origin file: validators from its length, modification time and
+/// inode; a type from its name. Anything but a regular file is not an object.
+pub fn describe(path: &CStr, st: &FileStat) -> Result<ObjectMeta, OriginError> {
+    if !st.regular {
+        return Err(OriginError::NotFound);
+    }
+    let mtime = st.mtime();
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let version = {
+        // FNV-1a over the validators: length, mtime (ns), inode.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for v in [st.len, since.as_nanos() as u64, st.ino] {
+            for b in v.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    };
+    let mut meta = ObjectMeta::file(
+        st.len,
+        version,
+        format!("\"{:x}-{:x}\"", since.as_secs(), st.len),
+        httpdate::fmt_http_date(mtime),
+    );
+    meta.content_type = content_type(path.to_bytes()).to_string();
+    Ok(meta)
 }
 
 /// Percent-decodes a URL path into a path relative to the root. Rejects NUL, `..`
@@ -180,18 +226,50 @@ mod tests {
     }
 
     #[test]
-    fn opens_only_beneath_root() {
-        let dir = std::env::temp_dir().join(format!("relay-origin-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("sub/x"), b"xyz").unwrap();
-        let _ = std::fs::remove_file(dir.join("escape"));
-        std::os::unix::fs::symlink("/etc/hostname", dir.join("escape")).unwrap();
-        let o = DirOrigin::open(&dir).unwrap();
-        let (_, m) = o.open_object("/sub/x").unwrap();
+    fn open_errors_and_descriptions() {
+        assert_eq!(open_error(libc::ENOENT), OriginError::NotFound);
+        assert_eq!(open_error(libc::ELOOP), OriginError::NotFound);
+        assert_eq!(open_error(libc::EXDEV), OriginError::BadPath);
+        assert_eq!(
+            open_error(libc::EACCES),
+            OriginError::Io(std::io::ErrorKind::PermissionDenied)
+        );
+        assert_eq!(
+            object_path("/a/b%20c.txt").unwrap().as_bytes(),
+            b"a/b c.txt"
+        );
+        assert_eq!(object_path("/a/../b"), Err(OriginError::BadPath));
+        let st = FileStat {
+            len: 3,
+            mtime_s: 1_700_000_000,
+            mtime_ns: 5,
+            ino: 42,
+            regular: true,
+        };
+        let m = describe(c"sub/x.txt", &st).unwrap();
         assert_eq!(m.len, 3);
-        assert_eq!(o.open_object("/sub").unwrap_err(), OriginError::NotFound);
-        assert_eq!(o.open_object("/nope").unwrap_err(), OriginError::NotFound);
-        assert!(o.open_object("/escape").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(m.content_type, "text/plain; charset=utf-8");
+        // Any validator change is a new version; the same file describes the same way.
+        assert_eq!(describe(c"sub/x.txt", &st).unwrap().version, m.version);
+        for other in [
+            FileStat { len: 4, ..st },
+            FileStat { mtime_ns: 6, ..st },
+            FileStat { ino: 43, ..st },
+        ] {
+            assert_ne!(describe(c"sub/x.txt", &other).unwrap().version, m.version);
+        }
+        assert_eq!(
+            describe(
+                c"sub",
+                &FileStat {
+                    regular: false,
+                    ..st
+                }
+            )
+            .unwrap_err(),
+            OriginError::NotFound
+        );
+        // Before the epoch: described at the epoch, not a panic.
+        assert!(describe(c"old", &FileStat { mtime_s: -5, ..st }).is_ok());
     }
 }

@@ -229,6 +229,37 @@ impl Ring {
         self.push(&sqe)
     }
 
+    /// `openat2(dir, path, how)`: a directory-origin file beneath its root; the
+    /// completion's result is the fd.
+    ///
+    /// # Safety
+    /// `path` and `how` obey the buffer rule (module docs).
+    pub unsafe fn open_beneath(
+        &mut self,
+        dir: RawFd,
+        path: &std::ffi::CStr,
+        how: &types::OpenHow,
+        ud: u64,
+    ) -> io::Result<()> {
+        let sqe = opcode::OpenAt2::new(types::Fd(dir), path.as_ptr(), how)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
+    /// `statx` of an open file (`AT_EMPTY_PATH`) into `buf`: type, size, mtime, inode.
+    ///
+    /// # Safety
+    /// `buf` obeys the buffer rule (module docs).
+    pub unsafe fn statx_fd(&mut self, fd: RawFd, buf: *mut libc::statx, ud: u64) -> io::Result<()> {
+        let sqe = opcode::Statx::new(types::Fd(fd), c"".as_ptr(), buf.cast())
+            .flags(libc::AT_EMPTY_PATH)
+            .mask(libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_INO)
+            .build()
+            .user_data(ud);
+        self.push(&sqe)
+    }
+
     /// Read `len` bytes of a file at `offset` into `buf`.
     ///
     /// # Safety

@@ -35,28 +35,24 @@ pub fn set_nodelay(fd: RawFd) {
     }
 }
 
-/// `openat2(dir, path, O_RDONLY, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: opens a file
-/// that is guaranteed to lie below `dir`, whatever `..` or symlinks the path holds.
-pub fn open_beneath(dir: RawFd, path: &std::ffi::CStr) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is a plain C struct; all-zero is its documented empty value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `path` is NUL-terminated, `how` is a valid open_how that outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+/// Clears `O_NONBLOCK` on a file the worker opened non-blocking (directory-origin files):
+/// reads of it then wait for the file system as usual (io_uring runs them in io-wq when
+/// they must block) instead of failing with EAGAIN on file systems without non-blocking
+/// reads.
+pub fn clear_nonblock(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd the caller owns; F_GETFL/F_SETFL take and return plain ints.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK)
+        }
     };
-    if fd < 0 {
+    if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(())
 }
 
 /// Pins the calling thread to the `n`-th CPU (modulo their count) of those this process may

@@ -8,9 +8,9 @@
 //! the memory tier → one `sendmsg` per piece (head and first piece together) → next request.
 
 use crate::conn::{
-    Body, Conditionals, Conn, FileRead, PassRequest, Phase, RequestInfo, Route, Small,
+    Body, Conditionals, Conn, DirOpen, FileRead, PassRequest, Phase, RequestInfo, Route, Small,
 };
-use crate::origin::OriginError;
+use crate::origin::{FileStat, OriginError};
 use crate::ring::Ring;
 use crate::{Shared, WorkerStats, sys};
 use bytes::Bytes;
@@ -47,6 +47,9 @@ const DISK_BODY: u8 = 13;
 const SEND_HEAD: u8 = 14;
 /// A disk-tier chunk file's `openat`.
 const DISK_OPEN: u8 = 15;
+/// A directory-origin file's `openat2` beneath the root, then its `statx`.
+const DIR_OPEN: u8 = 16;
+const DIR_STAT: u8 = 17;
 
 /// `Conn::restores` bits: the description of the request's base key, or of its variant, was
 /// looked for on disk.
@@ -258,7 +261,7 @@ impl Worker {
                 }
                 c.inflight -= 1;
                 if c.closing {
-                    if kind == DISK_OPEN && res >= 0 {
+                    if (kind == DISK_OPEN || kind == DIR_OPEN) && res >= 0 {
                         // Opened for a connection that is gone: nobody will read it.
                         sys::close(res);
                     }
@@ -274,6 +277,8 @@ impl Worker {
                     DISK_READ => self.on_disk_read(slot, false, res),
                     DISK_BODY => self.on_disk_read(slot, true, res),
                     DISK_OPEN => self.on_disk_open(slot, res),
+                    DIR_OPEN => self.on_dir_open(slot, res),
+                    DIR_STAT => self.on_dir_stat(slot, res),
                     _ => Ok(()),
                 }
             }
@@ -1016,6 +1021,25 @@ impl Worker {
             if c.closing {
                 return Ok(());
             }
+            if let Some(o) = c.dopen.as_mut() {
+                // A directory-origin file being opened and described through the ring:
+                // submit its open once, then `on_dir_open` and `on_dir_stat` go on.
+                if o.submitted {
+                    return Ok(());
+                }
+                o.submitted = true;
+                let Some(root) = self.shared.origin.as_ref().map(|d| d.root_fd()) else {
+                    self.close(slot);
+                    return Ok(());
+                };
+                c.phase = Phase::Fill;
+                c.deadline = self.now + self.send_timeout;
+                c.inflight += 1;
+                let u = ud(DIR_OPEN, slot, c.generation);
+                // SAFETY: the path and open_how live in the slot's DirOpen (heap), kept
+                // until the open completes.
+                return unsafe { self.ring.open_beneath(root, &o.path, &o.how, u) };
+            }
             if c.dread.as_ref().is_some_and(|d| d.restore) {
                 // An object's description being rebuilt from the disk tier: read it (once),
                 // then `respond` runs again from `on_disk_read`.
@@ -1435,21 +1459,19 @@ impl Worker {
         if let Route::Http(origin) = c.route {
             return self.next_upstream_piece(slot, origin, index);
         }
-        // Miss: read the chunk from the origin file into a new buffer.
-        let Some(dir) = self.shared.origin.as_ref() else {
-            self.close(slot);
-            return Ok(false);
-        };
+        // Miss: read the chunk from the origin file into a new buffer, opening the file
+        // first (through the ring) when the head came from a cached description.
         if body.file.is_none() {
-            match dir.open_object(&c.path) {
-                Ok((file, meta)) if meta.version == body.meta.version => body.file = Some(file),
-                _ => {
-                    // The object changed or vanished since its head was sent.
-                    self.shared.meta.remove(&c.path);
-                    self.close(slot);
-                    return Ok(false);
+            return match crate::origin::object_path(&c.path) {
+                Ok(path) => {
+                    c.dopen = Some(DirOpen::new(path, false));
+                    Ok(true)
                 }
-            }
+                Err(_) => {
+                    self.close(slot);
+                    Ok(false)
+                }
+            };
         }
         let len = layout.chunk_len(body.meta.len, index) as usize;
         c.fill = Some(FileRead {
@@ -1745,35 +1767,117 @@ impl Worker {
                 c.save_head();
                 // `drive` waits on it.
             }
-            Route::Directory => {
-                let Some(dir) = self.shared.origin.as_ref() else {
-                    self.simple(slot, &req, 404, &[], "not found\n");
-                    return;
-                };
-                let mut file = None;
-                let meta = match cached {
-                    Some(m) if m.is_fresh(self.now, self.revalidate) => m,
-                    _ => match dir.open_object(&c.path) {
-                        Ok((f, m)) => {
-                            file = Some(f);
-                            self.shared.meta.insert(&c.path, m)
-                        }
-                        Err(OriginError::NotFound) => {
-                            self.simple(slot, &req, 404, &[], "not found\n");
-                            return;
-                        }
-                        Err(OriginError::BadPath) => {
-                            self.simple(slot, &req, 400, &[], "bad path\n");
-                            return;
-                        }
-                        Err(OriginError::Io(kind)) => {
-                            log::warn!("origin: {kind:?}");
-                            self.simple(slot, &req, 502, &[], "origin error\n");
-                            return;
-                        }
-                    },
-                };
-                self.respond_meta(slot, meta, file, None);
+            Route::Directory => match cached {
+                Some(m) if m.is_fresh(self.now, self.revalidate) => {
+                    self.respond_meta(slot, m, None, None);
+                }
+                // Unknown or due for revalidation: open and describe the file through the
+                // ring; `drive` submits the open, `on_dir_stat` answers.
+                _ => match crate::origin::object_path(&c.path) {
+                    Ok(path) if self.shared.origin.is_some() => {
+                        c.dopen = Some(DirOpen::new(path, true));
+                    }
+                    Ok(_) => self.simple(slot, &req, 404, &[], "not found\n"),
+                    Err(e) => self.origin_error(slot, e),
+                },
+            },
+        }
+    }
+
+    /// A directory-origin file opened through the ring: describe it (`statx` on the fd).
+    fn on_dir_open(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let Some(o) = c.dopen.as_mut() else {
+            if res >= 0 {
+                sys::close(res);
+            }
+            return self.drive(slot);
+        };
+        if res < 0 {
+            return self.dir_failed(slot, crate::origin::open_error(-res));
+        }
+        use std::os::fd::FromRawFd;
+        // SAFETY: the ring's openat2 returned this fd to us; nothing else owns it.
+        let file = unsafe { std::fs::File::from_raw_fd(res) };
+        let fd = file.as_raw_fd();
+        o.file = Some(file);
+        let buf: *mut libc::statx = &mut *o.stat;
+        c.inflight += 1;
+        // SAFETY: `buf` is the slot's boxed statx, kept until the completion.
+        unsafe {
+            self.ring
+                .statx_fd(fd, buf, ud(DIR_STAT, slot, c.generation))
+        }
+    }
+
+    /// A directory-origin file described: answer the saved request with its description,
+    /// or go on with the body whose head came from a cached one (if it is still that file).
+    fn on_dir_stat(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let Some(o) = c.dopen.as_ref() else {
+            return self.drive(slot);
+        };
+        if res < 0 {
+            let kind = std::io::Error::from_raw_os_error(-res).kind();
+            return self.dir_failed(slot, OriginError::Io(kind));
+        }
+        let described =
+            crate::origin::describe(&o.path, &FileStat::from_statx(&o.stat)).and_then(|meta| {
+                let fd = o.file.as_ref().map_or(-1, |f| f.as_raw_fd());
+                sys::clear_nonblock(fd).map_err(|e| OriginError::Io(e.kind()))?;
+                Ok(meta)
+            });
+        let meta = match described {
+            Ok(m) => m,
+            Err(e) => return self.dir_failed(slot, e),
+        };
+        let Some(o) = c.dopen.take() else {
+            return self.drive(slot);
+        };
+        if o.describe {
+            let meta = self.shared.meta.insert(&c.path, meta);
+            c.phase = Phase::Recv;
+            self.respond_meta(slot, meta, o.file, None);
+        } else {
+            match c.body.as_mut() {
+                Some(b) if b.meta.version == meta.version => b.file = o.file,
+                _ => {
+                    // The object changed or vanished since its head was sent: the client
+                    // sees a cut connection, never another file's bytes.
+                    self.shared.meta.remove(&c.path);
+                    self.close(slot);
+                    return Ok(());
+                }
+            }
+        }
+        self.drive(slot)
+    }
+
+    /// A directory-origin open or `statx` failed. A request being described gets its status;
+    /// a body whose file vanished since its head was sent cuts the connection (its client
+    /// must never take a short body as whole).
+    fn dir_failed(&mut self, slot: u32, e: OriginError) -> std::io::Result<()> {
+        let c = &mut self.conns[slot as usize];
+        let describe = c.dopen.take().is_some_and(|o| o.describe);
+        if !describe {
+            self.shared.meta.remove(&c.path);
+            self.close(slot);
+            return Ok(());
+        }
+        c.phase = Phase::Recv;
+        self.origin_error(slot, e);
+        self.drive(slot)
+    }
+
+    /// The status a request gets when its directory-origin file cannot be served.
+    fn origin_error(&mut self, slot: u32, e: OriginError) {
+        let req = self.conns[slot as usize].saved.req;
+        match e {
+            OriginError::NotFound => self.simple(slot, &req, 404, &[], "not found\n"),
+            OriginError::BadPath => self.simple(slot, &req, 400, &[], "bad path\n"),
+            OriginError::Io(kind) => {
+                log::warn!("origin: {kind:?}");
+                self.simple(slot, &req, 502, &[], "origin error\n");
             }
         }
     }
