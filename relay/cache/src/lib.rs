@@ -20,6 +20,7 @@ pub mod layout;
 pub mod memory;
 pub mod meta;
 pub mod policy;
+pub mod stream;
 
 pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;

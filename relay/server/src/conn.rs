@@ -168,7 +168,7 @@ pub struct Conn {
     /// A request passed through to the origin (methods other than GET/HEAD): its outcome.
     pub pass: Option<Arc<relay_upstream::PassSlot>>,
     /// The passed-through response's body, streamed as it arrives.
-    pub pass_body: Option<Arc<UpFill>>,
+    pub pass_body: Option<PassReader>,
     /// The request body being collected for a pass-through, and how much is still to come.
     pub upload: Vec<u8>,
     pub upload_left: u64,
@@ -456,6 +456,15 @@ impl Small {
         }
         s
     }
+}
+
+/// The body of a passed-through response, as this connection reads it.
+pub enum PassReader {
+    /// Streamed through a window: the reader releases what it has sent (and, dropped,
+    /// tells the upstream to stop).
+    Stream(relay_cache::stream::StreamReader),
+    /// Buffered whole (no `Content-Length` from the origin).
+    Whole(Arc<UpFill>),
 }
 
 /// A directory-origin file being opened (`openat2` beneath the root) and described

@@ -8,7 +8,8 @@
 //! the memory tier → one `sendmsg` per piece (head and first piece together) → next request.
 
 use crate::conn::{
-    Body, Conditionals, Conn, DirOpen, FileRead, PassRequest, Phase, RequestInfo, Route, Small,
+    Body, Conditionals, Conn, DirOpen, FileRead, PassReader, PassRequest, Phase, RequestInfo,
+    Route, Small,
 };
 use crate::origin::{FileStat, OriginError};
 use crate::ring::Ring;
@@ -1406,18 +1407,35 @@ impl Worker {
         let Some(body) = c.body.as_mut() else {
             return Ok(true);
         };
-        if let Some(fill) = c.pass_body.clone() {
-            fill.watchers
-                .fetch_or(1 << (self.id % 64), Ordering::SeqCst);
-            std::sync::atomic::fence(Ordering::SeqCst);
-            let piece = fill.slice(body.pos as usize, body.end as usize);
+        if let Some(pass) = c.pass_body.as_ref() {
+            let bit = 1 << (self.id % 64);
+            let (piece, ended) = match pass {
+                PassReader::Stream(r) => {
+                    let s = r.stream();
+                    // This runs once the previous piece is sent (a zero-copy one's
+                    // notification included): its room goes back to the upstream.
+                    s.release(body.pos);
+                    s.watchers.fetch_or(bit, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    (s.readable(body.pos), s.failed() || s.is_done())
+                }
+                PassReader::Whole(fill) => {
+                    fill.watchers.fetch_or(bit, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    (
+                        fill.slice(body.pos as usize, body.end as usize),
+                        fill.error().is_some() || fill.is_done(),
+                    )
+                }
+            };
+            let piece = piece.slice(..piece.len().min((body.end - body.pos) as usize));
             if !piece.is_empty() {
                 body.pos += piece.len() as u64;
                 c.send.body = piece;
                 c.send.body_off = 0;
                 return Ok(true);
             }
-            if fill.error().is_some() || fill.is_done() {
+            if ended {
                 // Cut short upstream: the client sees a cut connection.
                 self.close(slot);
                 return Ok(false);
@@ -1620,7 +1638,7 @@ impl Worker {
             self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         let req = c.saved.req;
-        let len = p.body.as_ref().map_or(0, |b| b.len() as u64);
+        let len = p.body.as_ref().map_or(0, |b| b.len());
         let note = c.pass_note;
         let head = ResponseHead {
             content_length: p.content_length,
@@ -1631,8 +1649,11 @@ impl Worker {
         if !req.keep_alive {
             c.close_after = true;
         }
-        if let Some(fill) = p.body.clone().filter(|_| len > 0) {
-            c.pass_body = Some(fill);
+        if let Some(b) = p.body.as_ref().filter(|_| len > 0) {
+            c.pass_body = Some(match b {
+                relay_upstream::PassBody::Stream(s) => PassReader::Stream(s.attach()),
+                relay_upstream::PassBody::Whole(f) => PassReader::Whole(f.clone()),
+            });
             c.body = Some(Body {
                 meta: Arc::new(ObjectMeta::file(len, 0, String::new(), String::new())),
                 pos: 0,

@@ -3,8 +3,8 @@
 
 use crate::head::{self, ObjectHead};
 use crate::{
-    Forward, Job, Origin, PASS_BUFFER_LIMIT, PASS_LENGTH_LIMIT, PassSlot, Passed, Store,
-    UpstreamStats,
+    Forward, Job, Origin, PASS_BUFFER_LIMIT, PASS_STALL, PASS_WINDOW, PassBody, PassSlot, Passed,
+    Store, UpstreamStats,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -440,11 +440,11 @@ impl Context {
             index: 0,
         };
         let length = head::content_length(resp.headers()).map_err(|_| FillError::Truncated)?;
-        let publish = |body: Option<Arc<relay_cache::fill::Fill>>, invalidate: Vec<String>| {
+        let publish = |body: Option<PassBody>, invalidate: Vec<String>| {
             // A response without a body announces the length a GET would have had (HEAD,
             // 304), and none at all for 204 (RFC 9110 §8.6).
             let content_length = match &body {
-                Some(fill) => Some(fill.len() as u64),
+                Some(b) => Some(b.len()),
                 None if status == 204 || status < 200 => None,
                 None => length,
             };
@@ -461,46 +461,53 @@ impl Context {
             publish(None, invalidate);
             return Ok(());
         }
-        // A passed body is held in memory while clients read it: a length past the limit
-        // (or past what this machine could address) is refused, never allocated.
-        if length.is_some_and(|l| l > PASS_LENGTH_LIMIT) {
-            log::warn!("pass-through of {path}: Content-Length {length:?} over the limit");
-            return Err(FillError::Status(502));
-        }
         let mut incoming = resp.into_body();
         match length {
             Some(len) => {
-                let Some(reserved) = self.pass_budget.reserve(len) else {
+                // Streamed: one window of memory however long the body (an absurd length
+                // included: the client gets what the origin sends, then a cut connection).
+                let window = len.min(PASS_WINDOW as u64);
+                let Some(reserved) = self.pass_budget.reserve(window) else {
                     log::warn!(
-                        "pass-through of {path}: {len} bytes over the budget ({} held)",
+                        "pass-through of {path}: no room for its {window}-byte window ({} \
+                         held)",
                         self.pass_budget.held()
                     );
                     return Err(FillError::Busy);
                 };
-                let (fill, mut writer) =
-                    relay_cache::fill::Fill::reserved(key, len as usize, reserved);
-                publish(Some(fill.clone()), invalidate);
-                while writer.remaining() > 0 {
-                    match self.next_frame(origin, &mut incoming).await {
-                        Ok(Some(d)) => {
-                            let n = d.len().min(writer.remaining());
-                            if writer.append(&d[..n]).is_err() {
-                                break;
-                            }
-                            self.wake(
-                                fill.watchers.load(Ordering::Acquire)
-                                    | slot.watchers.load(Ordering::Acquire),
-                            );
+                let (stream, mut writer) =
+                    relay_cache::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
+                publish(Some(PassBody::Stream(stream.clone())), invalidate);
+                let wake = |s: &relay_cache::stream::Stream| {
+                    self.wake(
+                        s.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
+                    )
+                };
+                'body: while writer.remaining() > 0 {
+                    let Ok(Some(d)) = self.next_frame(origin, &mut incoming).await else {
+                        break;
+                    };
+                    let mut off = 0;
+                    while off < d.len() && writer.remaining() > 0 {
+                        let n = writer.write_some(&d[off..]);
+                        if n > 0 {
+                            off += n;
+                            wake(&stream);
+                            continue;
                         }
-                        _ => break,
+                        // The window is full: wait until the client has taken some of it.
+                        let room = std::future::poll_fn(|cx| writer.poll_room(cx));
+                        if tokio::time::timeout(PASS_STALL, room).await.is_err()
+                            || writer.reader_gone()
+                        {
+                            break 'body;
+                        }
                     }
                 }
-                // A short body fails the fill: the client's connection is cut, never a
-                // short body passed off as whole.
-                let _ = writer.finish();
-                self.wake(
-                    fill.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
-                );
+                // A short body (or a client gone) fails the stream when the writer drops:
+                // the client's connection is cut, never a short body passed off as whole.
+                drop(writer);
+                wake(&stream);
             }
             None => {
                 // No length (chunked): buffer it, bounded, then serve it with one.
@@ -520,7 +527,7 @@ impl Context {
                 }
                 let (fill, writer) = relay_cache::fill::Fill::reserved(key, all.len(), reserved);
                 let _ = writer.complete_with(&all, |_| {});
-                publish(Some(fill), invalidate);
+                publish(Some(PassBody::Whole(fill)), invalidate);
             }
         }
         Ok(())

@@ -106,10 +106,34 @@ pub struct Passed {
     pub content_length: Option<u64>,
     /// End-to-end header fields, encoded (`Name: value\r\n`), Content-Type included.
     pub headers: bytes::Bytes,
-    /// The body, filled as it arrives (None: the response has none).
-    pub body: Option<Arc<relay_cache::fill::Fill>>,
+    /// The body as it arrives (None: the response has none).
+    pub body: Option<PassBody>,
     /// Request targets this response invalidates (RFC 9111 §4.4), as paths.
     pub invalidate: Vec<String>,
+}
+
+/// A passed-through body.
+#[derive(Clone)]
+pub enum PassBody {
+    /// With a `Content-Length`: streamed through a window of [`PASS_WINDOW`] bytes as its
+    /// client reads it (the upstream waits while the client is a window behind).
+    Stream(Arc<relay_cache::stream::Stream>),
+    /// Without one (chunked): buffered whole, bounded by [`PASS_BUFFER_LIMIT`], then served
+    /// with a length.
+    Whole(Arc<relay_cache::fill::Fill>),
+}
+
+impl PassBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            PassBody::Stream(s) => s.len(),
+            PassBody::Whole(f) => f.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Where a pass-through's outcome lands; the waiting worker is woken through `watchers`.
@@ -122,9 +146,14 @@ pub struct PassSlot {
 /// Largest response body without a Content-Length that a pass-through buffers.
 pub const PASS_BUFFER_LIMIT: usize = 64 << 20;
 
-/// Largest `Content-Length` of a passed-through response (held in memory while clients
-/// read it); a larger one is answered 502.
-pub const PASS_LENGTH_LIMIT: u64 = 1 << 30;
+/// Memory one passed-through body with a `Content-Length` takes, however long it is: the
+/// upstream reads this far ahead of its client, then waits.
+pub const PASS_WINDOW: usize = 2 << 20;
+
+/// How long a pass-through's upstream waits for its client to make room in the window
+/// before it gives up (past the worker's own deadline for a stalled client, 60 s by
+/// default, which ends the wait sooner by dropping the reader).
+pub const PASS_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Passive health of one origin.
 #[derive(Default)]
