@@ -13,6 +13,8 @@
 //!   tier vs plain LRU (and moka) on seeded Zipf traces; no servers, no network.
 //! - [`disk_send`]: the `disk-send` benchmark (`cargo xtask bench disk-send`): disk-tier
 //!   chunks from the page cache to loopback TCP by io_uring READ_FIXED + SEND vs SPLICE.
+//! - [`zc_send`]: the `zc-send` benchmark (`cargo xtask bench zc-send`): where `SEND_ZC` starts
+//!   to cost less than a copying send, measured through a veth whose peer is down (root).
 
 mod disk_send;
 mod hit_ratio;
@@ -24,6 +26,7 @@ mod serve;
 mod servers;
 mod stats;
 mod wrk;
+mod zc_send;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +45,8 @@ enum Command {
     HitRatio(hit_ratio::Options),
     /// Disk-tier chunks to loopback TCP: io_uring READ_FIXED + SEND vs SPLICE (and SEND_ZC).
     DiskSend(disk_send::Options),
+    /// SEND vs SEND_ZC (plain and fixed buffers) by size, where the kernel does not copy.
+    ZcSend(zc_send::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(o) => serve::run(o),
         Command::HitRatio(o) => hit_ratio::run(o),
         Command::DiskSend(o) => disk_send::run(o),
+        Command::ZcSend(o) => zc_send::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

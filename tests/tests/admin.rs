@@ -122,6 +122,28 @@ fn zero_copy_is_tried_and_dropped_where_the_kernel_copies() {
         "zero-copy kept being tried after a copy report"
     );
     assert!(metric(&text, "relay_sends_copy_total") >= 8.0);
+    // Both thresholds change on SIGHUP: at 0 nothing is tried zero-copy any more.
+    let base = std::fs::read_to_string(&relay.config).unwrap();
+    let never = base.replace(
+        "workers = 2",
+        "workers = 2\nzerocopy_min_bytes = 0\nzerocopy_unregistered_min_bytes = 0",
+    );
+    std::fs::write(&relay.config, never).unwrap();
+    relay.signal(libc::SIGHUP);
+    assert!(relay.wait_log("relay: reloaded", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(400)); // one worker tick
+    for _ in 0..2 {
+        let mut c = Client::connect(relay.addr);
+        assert!(c.get("/big.bin").body == big);
+    }
+    let mut a = Client::connect(relay.admin.expect("admin"));
+    let text = String::from_utf8(a.get("/metrics").body).unwrap();
+    assert_eq!(
+        metric(&text, "relay_sends_zerocopy_copied_total")
+            + metric(&text, "relay_sends_zerocopy_total"),
+        copied + zc,
+        "a zero-copy send after both thresholds went to 0"
+    );
 }
 
 /// Chunks of 16 KiB and more live in the memory tier's arena, which every worker registers
@@ -134,8 +156,11 @@ fn large_chunks_live_in_registered_memory_and_leave_from_it() {
     let origin = TempDir::new("origin");
     let big = relay_tests::pattern((3 << 20) + 100_000, 5);
     let small = relay_tests::pattern(3000, 6);
+    // Above the arena's 16 KiB threshold, below the 64 KiB one for other memory.
+    let mid = relay_tests::pattern(40 << 10, 7);
     origin.write("big.bin", &big);
     origin.write("small.bin", &small);
+    origin.write("mid.bin", &mid);
     let relay = Relay::start(&config("127.0.0.1:0", origin.path(), 1 << 20, 1 << 26));
     for round in 0..4 {
         let mut c = Client::connect(relay.addr);
@@ -174,8 +199,17 @@ fn large_chunks_live_in_registered_memory_and_leave_from_it() {
     // The directory origin's four chunks were read into registered memory.
     assert!(metric(&text, "relay_reads_fixed_total") >= 4.0);
     // Each of the four connections sent its first big piece from a fixed buffer.
+    let fixed = metric(&text, "relay_sends_zerocopy_fixed_total");
+    assert!(fixed >= 4.0, "fixed-buffer sends:\n{text}");
+    // A 40 KiB object in the arena goes zero-copy too (server.zerocopy_min_bytes, 16 KiB).
+    let mut c = Client::connect(relay.addr);
+    assert!(c.get("/mid.bin").body == mid); // fills it
+    let mut c = Client::connect(relay.addr);
+    assert!(c.get("/mid.bin").body == mid);
+    let mut a = Client::connect(relay.admin.expect("admin"));
+    let text = String::from_utf8(a.get("/metrics").body).unwrap();
     assert!(
-        metric(&text, "relay_sends_zerocopy_fixed_total") >= 4.0,
-        "fixed-buffer sends:\n{text}"
+        metric(&text, "relay_sends_zerocopy_fixed_total") >= fixed + 1.0,
+        "no fixed-buffer send of a 40 KiB arena chunk:\n{text}"
     );
 }

@@ -10,7 +10,10 @@
 //!   or READ_FIXED + send: measure both, keep the faster": chunk files in the page cache
 //!   sent over loopback TCP by one pinned io_uring thread, received on another core.
 //!
-//! The last two run the release `relay-bench` subcommand of the same name, passing ARGS
+//! - `zc-send`: where zero-copy sends start to pay (`server.zerocopy_min_bytes`), measured
+//!   through a veth whose peer is down, in a network namespace, where the kernel does not copy them.
+//!
+//! The last three run the release `relay-bench` subcommand of the same name, passing ARGS
 //! through (see its `--help`); the table goes to stdout, every run and parameter to
 //! `target/bench/<name>.json`.
 
@@ -45,6 +48,10 @@ pub enum Which {
     /// without the chunk checksum, and SEND_ZC) vs SPLICE; writes a table and
     /// target/bench/disk-send.json.
     DiskSend(PassedArgs),
+    /// SEND vs SEND_ZC (plain and registered buffers) by datagram size through a veth
+    /// whose peer is down, where the kernel does not copy: where `server.zerocopy_min_bytes` should be
+    /// (root); writes a table and target/bench/zc-send.json.
+    ZcSend(PassedArgs),
 }
 
 pub fn run(o: &Options) -> Result<()> {
@@ -53,6 +60,7 @@ pub fn run(o: &Options) -> Result<()> {
         Which::Steer => crate::bench_steer::run(),
         Which::HitRatio(h) => relay_bench("hit-ratio", &h.args),
         Which::DiskSend(d) => relay_bench("disk-send", &d.args),
+        Which::ZcSend(z) => relay_bench("zc-send", &z.args),
     }
 }
 

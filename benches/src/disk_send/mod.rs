@@ -20,7 +20,7 @@
 
 mod receiver;
 mod sender;
-mod sys;
+pub mod sys;
 
 use crate::machine::{self, Machine};
 use crate::procs;

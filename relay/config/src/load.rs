@@ -214,6 +214,13 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         defaults.zerocopy_min_bytes,
         |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
     )?;
+    let (zerocopy_unregistered_min_bytes, _) = check(
+        src,
+        "server.zerocopy_unregistered_min_bytes",
+        raw.zerocopy_unregistered_min_bytes,
+        defaults.zerocopy_unregistered_min_bytes,
+        |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
+    )?;
     let limits = raw.limits;
     let (max_head_bytes, head_span) = check(
         src,
@@ -262,6 +269,7 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         idle_timeout_ms,
         pin_cpus: raw.pin_cpus.unwrap_or(defaults.pin_cpus),
         zerocopy_min_bytes,
+        zerocopy_unregistered_min_bytes,
         limits: Limits {
             max_head_bytes: to_usize(max_head_bytes, "server.limits.max_head_bytes", None)?,
             max_headers,

@@ -120,6 +120,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "server.pin_cpus",
             "server.workers",
             "server.zerocopy_min_bytes",
+            "server.zerocopy_unregistered_min_bytes",
             "steer.decap",
             "steer.encap_source_v4",
             "steer.encap_source_v6",
@@ -255,7 +256,7 @@ fn unknown_keys_name_key_line_and_valid_keys() {
         msg,
         "relay.toml:3:1: server.worker: unknown key `worker`, expected one of `listen`, \
          `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `pin_cpus`, \
-         `zerocopy_min_bytes`, `limits`"
+         `zerocopy_min_bytes`, `zerocopy_unregistered_min_bytes`, `limits`"
     );
     let msg = expect(
         "[origin]\ndirectory = \"/d\"\n\n[server.limits]\nmax_uri = 5\n",

@@ -93,6 +93,8 @@ pub struct Tunables {
     pub header_timeout_ms: AtomicU64,
     pub idle_timeout_ms: AtomicU64,
     pub max_connections: AtomicU64,
+    pub zerocopy_min_bytes: AtomicU64,
+    pub zerocopy_unregistered_min_bytes: AtomicU64,
 }
 
 impl Tunables {
@@ -101,6 +103,10 @@ impl Tunables {
             header_timeout_ms: AtomicU64::new(c.server.header_timeout_ms),
             idle_timeout_ms: AtomicU64::new(c.server.idle_timeout_ms),
             max_connections: AtomicU64::new(c.server.max_connections as u64),
+            zerocopy_min_bytes: AtomicU64::new(c.server.zerocopy_min_bytes),
+            zerocopy_unregistered_min_bytes: AtomicU64::new(
+                c.server.zerocopy_unregistered_min_bytes,
+            ),
         }
     }
 }
@@ -228,6 +234,12 @@ impl Server {
             .store(new.server.idle_timeout_ms, Ordering::Relaxed);
         t.max_connections
             .store(new.server.max_connections as u64, Ordering::Relaxed);
+        t.zerocopy_min_bytes
+            .store(new.server.zerocopy_min_bytes, Ordering::Relaxed);
+        t.zerocopy_unregistered_min_bytes.store(
+            new.server.zerocopy_unregistered_min_bytes,
+            Ordering::Relaxed,
+        );
         self.shared.memory.set_capacity(new.cache.memory_bytes);
         let mut restart = Vec::new();
         let checks: [(&'static str, bool); 9] = [

@@ -110,8 +110,10 @@ pub struct Worker {
     idle_timeout: Duration,
     send_timeout: Duration,
     max_connections: usize,
-    /// `server.zerocopy_min_bytes`: pieces at least this long try SENDMSG_ZC (0: never).
+    /// `server.zerocopy_min_bytes`: arena pieces at least this long go SEND_ZC from their
+    /// fixed buffer (0: never); `zc_min_unregistered`, the same for other memory.
     zc_min: usize,
+    zc_min_unregistered: usize,
     /// The memory tier's arena, when this ring registered it: pieces inside it are sent
     /// (and disk chunks read) as fixed buffers.
     fixed: Option<Arc<relay_cache::arena::Arena>>,
@@ -175,6 +177,7 @@ impl Worker {
             send_timeout: cfg.server.idle_timeout(),
             max_connections: cfg.server.max_connections,
             zc_min: cfg.server.zerocopy_min_bytes as usize,
+            zc_min_unregistered: cfg.server.zerocopy_unregistered_min_bytes as usize,
             revalidate: Duration::from_millis(cfg.origin.revalidate_ms),
             tick: timespec(TICK_INTERVAL),
             now: Instant::now(),
@@ -311,6 +314,9 @@ impl Worker {
         self.idle_timeout = Duration::from_millis(t.idle_timeout_ms.load(Ordering::Relaxed));
         self.send_timeout = self.idle_timeout;
         self.max_connections = t.max_connections.load(Ordering::Relaxed) as usize;
+        self.zc_min = t.zerocopy_min_bytes.load(Ordering::Relaxed) as usize;
+        self.zc_min_unregistered =
+            t.zerocopy_unregistered_min_bytes.load(Ordering::Relaxed) as usize;
         self.sweep_deadlines();
         self.wake_waiting()?;
         if self.id == 0
@@ -567,6 +573,11 @@ impl Worker {
     }
 
     fn submit_send(&mut self, slot: u32) -> std::io::Result<()> {
+        let zc = ZeroCopy {
+            fixed: self.fixed.as_deref(),
+            min_fixed: self.zc_min,
+            min_other: self.zc_min_unregistered,
+        };
         let c = &mut self.conns[slot as usize];
         // A small body rides in the head buffer: one contiguous `send` costs less than a
         // two-iovec `sendmsg`, and the copy of a few KiB is cheaper than the difference.
@@ -586,8 +597,7 @@ impl Worker {
             } else {
                 &c.send.body[c.send.body_off..]
             };
-            let zero_copy = c.zc_ok && self.zc_min > 0 && part.len() >= self.zc_min;
-            if !part.is_empty() && !zero_copy {
+            if !part.is_empty() && zc.index(c.zc_ok, part).is_none() {
                 c.phase = Phase::Send;
                 c.deadline = self.now + self.send_timeout;
                 c.inflight += 1;
@@ -609,14 +619,10 @@ impl Worker {
         c.deadline = self.now + self.send_timeout;
         c.inflight += 1;
         let piece = c.send.body.len() - c.send.body_off;
-        if c.zc_ok && self.zc_min > 0 && piece >= self.zc_min {
+        if let Some(fixed) = zc.index(c.zc_ok, &c.send.body[c.send.body_off..]) {
             c.zc_sent = None;
             let body = &c.send.body[c.send.body_off..];
-            if let Some(index) = self
-                .fixed
-                .as_ref()
-                .and_then(|a| a.buf_index(body.as_ptr(), piece))
-            {
+            if let Some(index) = fixed {
                 self.stats.zc_fixed.fetch_add(1, Ordering::Relaxed);
                 let head = &c.send.head[c.send.head_off..];
                 if !head.is_empty() {
@@ -2148,6 +2154,36 @@ impl Worker {
         self.free.push(slot);
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which sends go zero-copy: a worker's thresholds and its registered arena, borrowed
+/// apart from its connections so that the decision can be made while one is borrowed.
+#[derive(Clone, Copy)]
+struct ZeroCopy<'a> {
+    fixed: Option<&'a relay_cache::arena::Arena>,
+    min_fixed: usize,
+    min_other: usize,
+}
+
+impl ZeroCopy<'_> {
+    /// None: send `part` with a copy. Some(Some(i)): zero-copy from registered buffer `i`;
+    /// Some(None): zero-copy from unregistered memory (pinned per send). Arena memory has
+    /// its own, lower threshold (`cargo xtask bench zc-send`). A connection whose kernel
+    /// copied a zero-copy send (`zc_ok` false) copies from then on.
+    fn index(self, zc_ok: bool, part: &[u8]) -> Option<Option<u16>> {
+        if !zc_ok || part.is_empty() {
+            return None;
+        }
+        let index = self
+            .fixed
+            .and_then(|a| a.buf_index(part.as_ptr(), part.len()));
+        let min = if index.is_some() {
+            self.min_fixed
+        } else {
+            self.min_other
+        };
+        (min > 0 && part.len() >= min).then_some(index)
     }
 }
 
