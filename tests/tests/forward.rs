@@ -532,3 +532,46 @@ fn passed_through_bodies_are_bounded_in_memory() {
     assert_eq!(again.status, 200);
     assert!(again.body == body);
 }
+
+/// A client that leaves before its passed-through response's head arrives never reads the
+/// body: the upstream notices nobody will (within about a second of its window filling)
+/// and gives the window back to `origin.pass_buffer_bytes`, instead of holding it until
+/// the stall limit.
+#[test]
+fn a_pass_whose_client_left_before_its_head_gives_its_window_back() {
+    use std::io::Write;
+    let origin = Origin::start();
+    let body = pattern(16 << 20, 96);
+    origin.put("/big", Object::new(body.clone(), "big"));
+    let config =
+        proxy_config(&origin).replace("[origin]\n", "[origin]\npass_buffer_bytes = \"4 MiB\"\n");
+    let relay = Relay::start(&config);
+    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\n\r\n";
+    origin.behaviour.head_delay_ms.store(300, Ordering::Relaxed);
+    // Two clients ask and leave at once: their two windows fill the 4 MiB budget.
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
+        s.write_all(ask.as_bytes()).unwrap();
+    }
+    // The heads arrive at 300 ms; the windows cannot be given back before about 1.3 s.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    origin.behaviour.head_delay_ms.store(0, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(10);
+    let mut refused = 0;
+    let r = loop {
+        let r = request(&relay, ask);
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        refused += usize::from(r.status == 503);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(refused > 0, "the orphaned passes never held the budget");
+    assert_eq!(r.status, 200, "the orphaned windows were not given back");
+    assert!(r.body == body);
+    eprintln!(
+        "orphaned pass windows given back {:?} after the heads arrived",
+        started.elapsed() + std::time::Duration::from_millis(600)
+    );
+}

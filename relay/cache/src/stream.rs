@@ -236,6 +236,11 @@ impl StreamWriter {
         Poll::Pending
     }
 
+    /// A reader has attached (it may have gone since).
+    pub fn attached(&self) -> bool {
+        self.stream.reader.load(Ordering::Acquire) != UNREAD
+    }
+
     /// The reader attached and went away (its client finished or was cut): nobody will
     /// read the rest.
     pub fn reader_gone(&self) -> bool {
@@ -293,8 +298,9 @@ mod tests {
     fn a_writer_dropped_early_fails_the_stream_and_a_finished_one_does_not() {
         let (s, mut w) = Stream::new(10, 4, None);
         w.write_some(b"abcd");
+        assert!(!w.attached());
         let r = s.attach();
-        assert!(!w.reader_gone());
+        assert!(w.attached() && !w.reader_gone());
         assert!(w.poll_room(&mut noop_cx()).is_pending());
         drop(r);
         assert!(w.reader_gone());

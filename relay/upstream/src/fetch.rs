@@ -372,7 +372,7 @@ impl Context {
         headers: Vec<(String, Vec<u8>)>,
         body: Bytes,
         host: &str,
-        slot: &PassSlot,
+        slot: &Arc<PassSlot>,
     ) -> Result<(), FillError> {
         let o = &self.origins[origin];
         if o.is_down(self.epoch) {
@@ -495,11 +495,26 @@ impl Context {
                             wake(&stream);
                             continue;
                         }
-                        // The window is full: wait until the client has taken some of it.
-                        let room = std::future::poll_fn(|cx| writer.poll_room(cx));
-                        if tokio::time::timeout(PASS_STALL, room).await.is_err()
-                            || writer.reader_gone()
-                        {
+                        // The window is full: wait until the client has taken some of it,
+                        // looking every second whether anyone still will: a client gone
+                        // before its head was answered never attaches a reader (its worker
+                        // dropped the slot, ours is the last handle).
+                        let mut waited = Duration::ZERO;
+                        loop {
+                            let room = std::future::poll_fn(|cx| writer.poll_room(cx));
+                            if tokio::time::timeout(Duration::from_secs(1), room)
+                                .await
+                                .is_ok()
+                            {
+                                break;
+                            }
+                            waited += Duration::from_secs(1);
+                            let orphaned = !writer.attached() && Arc::strong_count(slot) == 1;
+                            if orphaned || waited >= PASS_STALL {
+                                break 'body;
+                            }
+                        }
+                        if writer.reader_gone() {
                             break 'body;
                         }
                     }
