@@ -361,6 +361,8 @@ pub struct Pending {
     /// For a response that may not be stored (never in the memory tier), the later chunks'
     /// fills of a whole body the origin sent at once: its client reads them from here.
     more: Mutex<Vec<Arc<Fill>>>,
+    /// The description came from the disk tier (a restore after a restart), not upstream.
+    local: std::sync::atomic::AtomicBool,
     /// Bit `w` set: worker `w` has a client waiting.
     pub watchers: AtomicU64,
 }
@@ -368,6 +370,16 @@ pub struct Pending {
 impl Pending {
     pub fn result(&self) -> Option<&Result<Arc<ObjectMeta>, FillError>> {
         self.result.get()
+    }
+
+    /// Marks the description as read from the disk tier (before it is published).
+    pub fn mark_local(&self) {
+        self.local.store(true, Ordering::Release);
+    }
+
+    /// The description was read from the disk tier: its waiters' responses are hits.
+    pub fn is_local(&self) -> bool {
+        self.local.load(Ordering::Acquire)
     }
 
     pub fn first(&self) -> Option<&Arc<Fill>> {

@@ -154,6 +154,9 @@ pub struct Conn {
     pub pending: Option<Arc<Pending>>,
     /// Disk-tier description reads made for the request being answered (`RESTORE_*` bits).
     pub restores: u8,
+    /// The in-flight head entry this connection owns while it restores a description from
+    /// the disk tier (other clients asking meanwhile wait on it).
+    pub restore_entry: Option<RestoreEntry>,
     /// Length of the request's own key in `path` (before a variant's part is appended).
     pub path_base: usize,
     /// This connection's request started the pending head fetch (its fields went upstream).
@@ -245,6 +248,7 @@ impl Conn {
             head_owner: false,
             owner_fetch: None,
             restores: 0,
+            restore_entry: None,
             path_base: 0,
             pass_note: "fwd=uri-miss",
             pass: None,
@@ -456,6 +460,15 @@ impl Small {
         }
         s
     }
+}
+
+/// An in-flight head entry owned by a connection restoring its description from the disk
+/// tier. When the restore cannot publish the description (nothing usable on disk, or the
+/// client went away), `fallback`, a head fetch under the same entry, does.
+pub struct RestoreEntry {
+    pub key: Arc<str>,
+    pub pending: Arc<Pending>,
+    pub fallback: relay_upstream::Job,
 }
 
 /// The body of a passed-through response, as this connection reads it.

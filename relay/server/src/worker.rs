@@ -916,6 +916,7 @@ impl Worker {
                     self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            self.publish_restore(slot);
             self.conns[slot as usize].phase = Phase::Recv;
             self.respond(slot);
             return self.drive(slot);
@@ -937,9 +938,112 @@ impl Worker {
         self.drive(slot)
     }
 
-    /// After a restart the memory is empty but the disk tier may hold the object: read its
-    /// first chunk (through the ring, like any disk read) to rebuild its description.
-    /// True when the read is set up; `drive` submits it and `on_disk_read` answers.
+    /// After a restart the memory is empty but the disk tier may hold the object. One
+    /// connection reads its description, owning the object's in-flight head entry; others
+    /// that ask meanwhile wait on that entry as on a head fetch, so a crowd on one object
+    /// makes one disk read. True when the request waits (on its own read, on another's, or
+    /// on the head fetch that took over); false to go on (nothing on disk for it, or it was
+    /// described meanwhile).
+    fn restore_or_join(&mut self, slot: u32, which: u8) -> bool {
+        let Some(disk) = self.shared.disk.as_ref() else {
+            return false;
+        };
+        let c = &mut self.conns[slot as usize];
+        c.restores |= which;
+        let Route::Http(origin) = c.route else {
+            return false;
+        };
+        if disk.object(&c.path).is_none() {
+            return false;
+        }
+        let meta = &self.shared.meta;
+        let path = c.path.as_str();
+        let Some((pending, new)) = self
+            .shared
+            .inflight
+            .head_unless(path, || meta.get(path).is_some())
+        else {
+            return false;
+        };
+        // The receive buffer moves on while the request waits.
+        c.save_head();
+        c.stale = None;
+        if !new {
+            // Being restored (or fetched) for another client: wait for that.
+            c.head_owner = false;
+            c.pending = Some(pending);
+            return true;
+        }
+        let key: Arc<str> = Arc::from(c.path.as_str());
+        let fallback = Job::Head {
+            origin,
+            object: key.clone(),
+            path: c.upath.clone(),
+            stale: None,
+            forward: c.fill_forward(),
+            variant: c.variant,
+        };
+        c.restore_entry = Some(crate::conn::RestoreEntry {
+            key,
+            pending,
+            fallback,
+        });
+        if !self.start_restore(slot, which) {
+            self.restore_fallback(slot);
+        }
+        true
+    }
+
+    /// The restore this connection owns cannot describe the object (nothing usable on disk,
+    /// or the client left): its head fetch, under the same entry, will. The connection, if
+    /// it still waits, waits on that fetch as the client whose fields it carries.
+    fn restore_fallback(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let Some(e) = c.restore_entry.take() else {
+            return;
+        };
+        c.head_owner = true;
+        c.pending = Some(e.pending);
+        if let Some(up) = self.shared.upstream.as_ref() {
+            self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+            up.submit(e.fallback);
+        }
+    }
+
+    /// A restore read described the object: publish it to the clients waiting on this
+    /// connection's entry (their responses are hits).
+    fn publish_restore(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let Some(meta) = c
+            .restore_entry
+            .as_ref()
+            .and_then(|e| self.shared.meta.get(&e.key))
+        else {
+            return;
+        };
+        let Some(e) = c.restore_entry.take() else {
+            return;
+        };
+        e.pending.mark_local();
+        let mask = self.shared.inflight.finish_head(&e.key, Ok(meta), None);
+        self.wake_workers(mask);
+    }
+
+    /// Wakes the workers whose bits are set in `mask` (their eventfds).
+    fn wake_workers(&self, mask: u64) {
+        // Pairs with the fence a worker makes between setting its watcher bit and reading
+        // the result: one of the two sides sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for (i, fd) in self.shared.wakers.iter().enumerate() {
+            if mask & (1 << (i % 64)) != 0 {
+                sys::eventfd_signal(fd.as_raw_fd());
+            }
+        }
+    }
+
+    /// Sets up the read of an object's first chunk from the disk tier (through the ring,
+    /// like any disk read) to rebuild its description. True when the read is set up;
+    /// `drive` submits it and `on_disk_read` answers.
     fn start_restore(&mut self, slot: u32, which: u8) -> bool {
         let Some(disk) = self.shared.disk.as_ref() else {
             return false;
@@ -1190,13 +1294,15 @@ impl Worker {
                         if c.head_owner && !meta.storable {
                             c.owner_fetch = Some(p.clone());
                         }
-                        // Same version as the stale copy: the origin confirmed it (304).
+                        // Same version as the stale copy: the origin confirmed it (304). Read
+                        // from the disk tier for another client: a hit.
                         let note = c
                             .stale
                             .take()
                             .filter(|s| s.version == meta.version && p.first().is_none())
                             .map_or("fwd=miss", |_| "fwd=stale; fwd-status=304");
-                        self.respond_meta(slot, meta, None, Some(note));
+                        let note = (!p.is_local()).then_some(note);
+                        self.respond_meta(slot, meta, None, note);
                     }
                     Some(Err(e)) => {
                         c.pending = None;
@@ -1696,12 +1802,11 @@ impl Worker {
             return;
         }
         let mut cached = self.shared.meta.get(&c.path);
-        if cached.is_none()
-            && matches!(c.route, Route::Http(_))
-            && c.restores & RESTORE_BASE == 0
-            && self.start_restore(slot, RESTORE_BASE)
-        {
-            return;
+        if cached.is_none() && matches!(c.route, Route::Http(_)) && c.restores & RESTORE_BASE == 0 {
+            if self.restore_or_join(slot, RESTORE_BASE) {
+                return;
+            }
+            cached = self.shared.meta.get(&self.conns[slot as usize].path);
         }
         let c = &mut self.conns[slot as usize];
         c.forward = None;
@@ -1713,11 +1818,11 @@ impl Worker {
         {
             c.variant = true;
             cached = self.shared.meta.get(&c.path);
-            if cached.is_none()
-                && c.restores & RESTORE_VARIANT == 0
-                && self.start_restore(slot, RESTORE_VARIANT)
-            {
-                return;
+            if cached.is_none() && c.restores & RESTORE_VARIANT == 0 {
+                if self.restore_or_join(slot, RESTORE_VARIANT) {
+                    return;
+                }
+                cached = self.shared.meta.get(&self.conns[slot as usize].path);
             }
         }
         let c = &mut self.conns[slot as usize];
@@ -1756,6 +1861,12 @@ impl Worker {
                         None,
                         Some("hit; detail=stale-while-revalidate"),
                     );
+                    return;
+                }
+                if c.restore_entry.as_ref().is_some_and(|e| *e.key == *c.path) {
+                    // The disk tier could not describe it after all: a head fetch takes over
+                    // the entry other clients may be waiting on.
+                    self.restore_fallback(slot);
                     return;
                 }
                 // Unknown or stale: one head fetch however many clients ask.
@@ -2138,6 +2249,11 @@ impl Worker {
             return;
         }
         c.closing = true;
+        if c.restore_entry.is_some() {
+            // Others may wait on the description this connection was restoring.
+            self.restore_fallback(slot);
+        }
+        let c = &mut self.conns[slot as usize];
         // Pending receives and sends complete at once; the slot is freed when they have.
         sys::shutdown(c.fd);
         self.maybe_free(slot);
