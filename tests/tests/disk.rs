@@ -406,46 +406,73 @@ fn a_hung_disk_read_cuts_its_client_at_the_deadline() {
 /// After a restart, a crowd asking for one object at once makes one disk read: the first
 /// connection reads the description (and the first chunk with it) through the ring, the
 /// others wait on its in-flight entry and are answered from memory; nobody goes to the
-/// origin, every body is whole.
+/// origin, every body is whole. When the description read from disk has expired, the crowd
+/// is not answered from it unchecked: one conditional fetch revalidates it for everyone.
 #[test]
 fn a_crowd_after_a_restart_makes_one_disk_read() {
     let origin = Origin::start();
     let body = pattern(4 << 20, 42);
     origin.put("/hot.bin", Object::new(body.clone(), "hot"));
+    let mut brief = Object::new(body.clone(), "brief");
+    brief.cache_control = Some("max-age=1".into());
+    origin.put("/brief.bin", brief);
     let disk = TempDir::new("disk");
     // One 4 MiB chunk: its read and checksum take long enough for the crowd to gather.
     let config = config(&origin, disk.path())
         .replace(&format!("chunk_size = {CHUNK}"), "chunk_size = 4194304");
     let relay = Relay::start(&config);
-    assert!(Client::connect(relay.addr).get("/hot.bin").body == body);
-    wait_for_writes(&relay, 1.0);
+    for path in ["/hot.bin", "/brief.bin"] {
+        assert!(Client::connect(relay.addr).get(path).body == body);
+    }
+    wait_for_writes(&relay, 2.0);
     assert!(relay.stop().success());
-    let fetched = origin.count("/hot.bin");
+    std::thread::sleep(Duration::from_millis(1100)); // /brief.bin expires
+    let fetched = |p: &str| origin.count(p);
+    let (hot0, brief0) = (fetched("/hot.bin"), fetched("/brief.bin"));
     let relay = Relay::start(&config);
     const CROWD: usize = 24;
-    let mut clients: Vec<Client> = (0..CROWD).map(|_| Client::connect(relay.addr)).collect();
-    let barrier = std::sync::Barrier::new(CROWD);
-    let bodies: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter_mut()
-            .map(|c| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    c.get("/hot.bin").body
+    let crowd = |path: &'static str| {
+        let mut clients: Vec<Client> = (0..CROWD).map(|_| Client::connect(relay.addr)).collect();
+        let barrier = std::sync::Barrier::new(CROWD);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .iter_mut()
+                .map(|c| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        c.get(path)
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (i, b) in bodies.iter().enumerate() {
-        assert!(*b == body, "client {i}: body differs");
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    for (i, r) in crowd("/hot.bin").iter().enumerate() {
+        assert!(r.body == body, "client {i}: body differs");
     }
-    assert_eq!(origin.count("/hot.bin"), fetched, "went to the origin");
+    assert_eq!(fetched("/hot.bin"), hot0, "went to the origin");
     assert_eq!(
         metric(&relay, "relay_disk_reads_total{result=\"verified\"}"),
         1.0,
         "the crowd's descriptions were read more than once"
     );
     assert_eq!(metric(&relay, "relay_requests_total"), CROWD as f64);
+    // The expired one: every client gets the body, none a bare hit, one revalidation.
+    for (i, r) in crowd("/brief.bin").iter().enumerate() {
+        assert!(r.body == body, "client {i}: body differs");
+        let status = r.header("cache-status").unwrap_or("");
+        assert_ne!(
+            status, "relay; hit",
+            "client {i}: served an expired description"
+        );
+    }
+    assert_eq!(
+        fetched("/brief.bin"),
+        brief0 + 1,
+        "one revalidation for the crowd"
+    );
 }

@@ -901,7 +901,9 @@ impl Worker {
             disk.read_failed(&d.plan, &e);
             if d.restore {
                 self.conns[slot as usize].phase = Phase::Recv;
-                self.respond(slot);
+                if !self.settle_restore(slot) {
+                    self.respond(slot);
+                }
             }
             return self.drive(slot);
         }
@@ -916,9 +918,10 @@ impl Worker {
                     self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            self.publish_restore(slot);
             self.conns[slot as usize].phase = Phase::Recv;
-            self.respond(slot);
+            if !self.settle_restore(slot) {
+                self.respond(slot);
+            }
             return self.drive(slot);
         }
         match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
@@ -956,6 +959,12 @@ impl Worker {
         if disk.object(&c.path).is_none() {
             return false;
         }
+        if c.restore_entry.is_some() && self.settle_restore(slot) {
+            // (Not reached: an entry is settled when its read ends.) Its head fetch now
+            // answers this request too.
+            return true;
+        }
+        let c = &mut self.conns[slot as usize];
         let meta = &self.shared.meta;
         let path = c.path.as_str();
         let Some((pending, new)) = self
@@ -1004,29 +1013,55 @@ impl Worker {
         };
         c.head_owner = true;
         c.pending = Some(e.pending);
-        if let Some(up) = self.shared.upstream.as_ref() {
-            self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
-            up.submit(e.fallback);
+        match self.shared.upstream.as_ref() {
+            Some(up) => {
+                self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                up.submit(e.fallback);
+            }
+            // No upstream to take it over (an HTTP route implies one): never leave the
+            // entry's waiters waiting.
+            None => {
+                let mask = self
+                    .shared
+                    .inflight
+                    .finish_head(&e.key, Err(FillError::Connect), None);
+                self.wake_workers(mask);
+            }
         }
     }
 
-    /// A restore read described the object: publish it to the clients waiting on this
-    /// connection's entry (their responses are hits).
-    fn publish_restore(&mut self, slot: u32) {
+    /// A restore read ended (or this connection moves on while it owns an entry): finish
+    /// the entry. A fresh description (read from disk, or stored meanwhile by another fetch)
+    /// is published to the clients waiting on it: their responses are hits. Otherwise a
+    /// head fetch takes the entry over, conditional when the description is stale, and this
+    /// connection waits on it: true then (the caller must not answer it from here).
+    fn settle_restore(&mut self, slot: u32) -> bool {
         let c = &mut self.conns[slot as usize];
-        let Some(meta) = c
-            .restore_entry
+        let Some(e) = c.restore_entry.as_mut() else {
+            return false;
+        };
+        let meta = self.shared.meta.get(&e.key);
+        if let Some(m) = meta
             .as_ref()
-            .and_then(|e| self.shared.meta.get(&e.key))
-        else {
-            return;
-        };
-        let Some(e) = c.restore_entry.take() else {
-            return;
-        };
-        e.pending.mark_local();
-        let mask = self.shared.inflight.finish_head(&e.key, Ok(meta), None);
-        self.wake_workers(mask);
+            .filter(|m| m.is_fresh(self.now, Duration::MAX))
+        {
+            let Some(e) = c.restore_entry.take() else {
+                return false;
+            };
+            e.pending.mark_local();
+            let mask = self
+                .shared
+                .inflight
+                .finish_head(&e.key, Ok(m.clone()), None);
+            self.wake_workers(mask);
+            return false;
+        }
+        if let Job::Head { stale, .. } = &mut e.fallback {
+            stale.clone_from(&meta);
+        }
+        c.stale = meta;
+        self.restore_fallback(slot);
+        true
     }
 
     /// Wakes the workers whose bits are set in `mask` (their eventfds).
@@ -1529,15 +1564,16 @@ impl Worker {
                     s.release(body.pos);
                     s.watchers.fetch_or(bit, Ordering::SeqCst);
                     std::sync::atomic::fence(Ordering::SeqCst);
-                    (s.readable(body.pos), s.failed() || s.is_done())
+                    // The end first: a body that ends right after this still has every
+                    // byte readable below.
+                    let ended = s.failed() || s.is_done();
+                    (s.readable(body.pos), ended)
                 }
                 PassReader::Whole(fill) => {
                     fill.watchers.fetch_or(bit, Ordering::SeqCst);
                     std::sync::atomic::fence(Ordering::SeqCst);
-                    (
-                        fill.slice(body.pos as usize, body.end as usize),
-                        fill.error().is_some() || fill.is_done(),
-                    )
+                    let ended = fill.error().is_some() || fill.is_done();
+                    (fill.slice(body.pos as usize, body.end as usize), ended)
                 }
             };
             let piece = piece.slice(..piece.len().min((body.end - body.pos) as usize));
@@ -1786,6 +1822,8 @@ impl Worker {
             c.req_start = Some(self.now);
         }
         c.path.truncate(c.path_base);
+        c.forward = None;
+        c.variant = false;
         // Sources of the previous response on this connection.
         c.src = None;
         c.local = None;
@@ -1809,8 +1847,6 @@ impl Worker {
             cached = self.shared.meta.get(&self.conns[slot as usize].path);
         }
         let c = &mut self.conns[slot as usize];
-        c.forward = None;
-        c.variant = false;
         // A response that varies: this request's variant has a key of its own (unless it
         // sends none of the fields, then the base entry is its variant).
         if let Some(fields) = cached.as_ref().and_then(|m| m.vary.clone())

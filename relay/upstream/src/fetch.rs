@@ -479,6 +479,9 @@ impl Context {
                     relay_cache::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
                 publish(Some(PassBody::Stream(stream.clone())), invalidate);
                 let wake = |s: &relay_cache::stream::Stream| {
+                    // Between publishing bytes and reading who waits for them (pairs with the
+                    // fence a worker makes between its watcher bit and its read).
+                    std::sync::atomic::fence(Ordering::SeqCst);
                     self.wake(
                         s.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
                     )
@@ -509,7 +512,11 @@ impl Context {
                                 break;
                             }
                             waited += Duration::from_secs(1);
-                            let orphaned = !writer.attached() && Arc::strong_count(slot) == 1;
+                            // The count first: a worker attaches its reader before it
+                            // drops its handle on the slot (the fence pairs with that drop).
+                            let alone = Arc::strong_count(slot) == 1;
+                            std::sync::atomic::fence(Ordering::Acquire);
+                            let orphaned = alone && !writer.attached();
                             if orphaned || waited >= PASS_STALL {
                                 break 'body;
                             }
