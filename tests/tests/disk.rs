@@ -461,7 +461,10 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
         "the crowd's descriptions were read more than once"
     );
     assert_eq!(metric(&relay, "relay_requests_total"), CROWD as f64);
-    // The expired one: every client gets the body, none a bare hit, one revalidation.
+    // The expired one: every client gets the body, none from the expired description
+    // unchecked (a bare `hit`), after one revalidation for all of them. The origin answers
+    // it slowly, so that the whole crowd is there before the revalidation is.
+    origin.behaviour.head_delay_ms.store(500, Ordering::Relaxed);
     for (i, r) in crowd("/brief.bin").iter().enumerate() {
         assert!(r.body == body, "client {i}: body differs");
         let status = r.header("cache-status").unwrap_or("");
