@@ -413,6 +413,9 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
     let origin = Origin::start();
     let body = pattern(4 << 20, 42);
     origin.put("/hot.bin", Object::new(body.clone(), "hot"));
+    // Three chunks: the crowd moves through them together, one disk read per chunk.
+    let multi = pattern((12 << 20) + 5000, 43);
+    origin.put("/multi.bin", Object::new(multi.clone(), "multi"));
     let mut brief = Object::new(body.clone(), "brief");
     brief.cache_control = Some("max-age=1".into());
     origin.put("/brief.bin", brief);
@@ -424,7 +427,8 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
     for path in ["/hot.bin", "/brief.bin"] {
         assert!(Client::connect(relay.addr).get(path).body == body);
     }
-    wait_for_writes(&relay, 2.0);
+    assert!(Client::connect(relay.addr).get("/multi.bin").body == multi);
+    wait_for_writes(&relay, 6.0);
     assert!(relay.stop().success());
     std::thread::sleep(Duration::from_millis(1100)); // /brief.bin expires
     let fetched = |p: &str| origin.count(p);
@@ -461,6 +465,23 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
         "the crowd's descriptions were read more than once"
     );
     assert_eq!(metric(&relay, "relay_requests_total"), CROWD as f64);
+    let multi_fetched = fetched("/multi.bin");
+    for (i, r) in crowd("/multi.bin").iter().enumerate() {
+        let first = r.body.iter().zip(&multi).position(|(a, b)| a != b);
+        assert!(
+            r.body == multi,
+            "client {i}: multi-chunk body differs: status {}, {} bytes of {}, first difference at {first:?}",
+            r.status,
+            r.body.len(),
+            multi.len()
+        );
+    }
+    assert_eq!(fetched("/multi.bin"), multi_fetched, "went to the origin");
+    assert_eq!(
+        metric(&relay, "relay_disk_reads_total{result=\"verified\"}"),
+        5.0,
+        "a chunk was read from disk more than once for the crowd"
+    );
     // The expired one: every client gets the body, none from the expired description
     // unchecked (a bare `hit`), after one revalidation for all of them. The origin answers
     // it slowly, so that the whole crowd is there before the revalidation is.

@@ -83,6 +83,9 @@ pub struct Shared {
     pub wakers: Arc<Vec<OwnedFd>>,
     /// The disk tier (chunks of HTTP origins), when configured.
     pub disk: Option<Arc<DiskTier>>,
+    /// Disk-tier chunk reads in flight, shared by every connection that needs the chunk.
+    pub disk_reads:
+        std::sync::Mutex<std::collections::HashMap<relay_cache::ChunkKey, Arc<conn::DiskShare>>>,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
@@ -428,6 +431,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         upstream,
         wakers,
         disk,
+        disk_reads: Default::default(),
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         config,

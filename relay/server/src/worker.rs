@@ -905,6 +905,7 @@ impl Worker {
                     self.respond(slot);
                 }
             }
+            self.publish_disk_share(slot, None);
             return self.drive(slot);
         }
         if d.restore {
@@ -924,21 +925,42 @@ impl Worker {
             }
             return self.drive(slot);
         }
-        match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
+        let shared = match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
             Ok(_) => {
                 let bytes = d.body.freeze();
                 self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 if c.body.as_ref().is_some_and(|b| b.meta.storable) {
                     self.shared.memory.insert(d.plan.key.clone(), bytes.clone());
                 }
-                c.local = Some((d.plan.key.version, d.plan.key.index, bytes));
+                c.local = Some((d.plan.key.version, d.plan.key.index, bytes.clone()));
+                Some(bytes)
             }
             Err(e) => {
                 log::warn!("disk tier: {e}; fetching the chunk again");
                 self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                None
             }
-        }
+        };
+        self.publish_disk_share(slot, shared);
         self.drive(slot)
+    }
+
+    /// The disk read this connection made for others too has ended: hand its verified bytes
+    /// (or None: fetch it upstream) to the connections waiting on it.
+    fn publish_disk_share(&mut self, slot: u32, bytes: Option<Bytes>) {
+        let Some((key, w)) = self.conns[slot as usize].disk_share.take() else {
+            return;
+        };
+        let _ = w.result.set(bytes);
+        self.shared
+            .disk_reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        // Between the result and reading who waits (pairs with a waiter's fence between
+        // its watcher bit and its look at the result).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.wake_workers(w.watchers.load(Ordering::Acquire));
     }
 
     /// After a restart the memory is empty but the disk tier may hold the object. One
@@ -1666,19 +1688,66 @@ impl Worker {
         let have = c.src.as_ref().is_some_and(|f| {
             f.key.index == index && f.key.version == meta.version && *f.key.object == *c.path
         });
-        if !have && let Some(disk) = self.shared.disk.as_ref() {
+        // A disk read of this chunk another connection makes: take its bytes, or (it found
+        // none) fetch the chunk upstream.
+        let mut skip_disk = false;
+        let waited = c.disk_wait.take().filter(|(k, _)| {
+            // Only for this very chunk: one taken from memory meanwhile leaves its wait behind.
+            k.index == index && k.version == meta.version && *k.object == *c.path
+        });
+        if !have && let Some((k, w)) = waited {
+            c.disk_wait = Some((k, w.clone()));
+            match w.result.get() {
+                Some(Some(bytes)) => {
+                    c.disk_wait = None;
+                    c.local = Some((meta.version, index, bytes.clone()));
+                    return Ok(true);
+                }
+                Some(None) => {
+                    c.disk_wait = None;
+                    skip_disk = true;
+                }
+                None => {
+                    w.watchers.fetch_or(bit, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    if w.result.get().is_none() {
+                        self.wait(slot);
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+        if !have
+            && !skip_disk
+            && let Some(disk) = self.shared.disk.as_ref()
+        {
             let key = ChunkRef {
                 object: &c.path,
                 version: meta.version,
                 index,
             };
-            if let Some(read) = disk
-                .locate(&key)
-                .and_then(|plan| crate::conn::DiskRead::new(plan, &self.shared.memory, false))
-            {
-                c.dread = Some(read);
-                self.submit_disk_read(slot)?;
-                return Ok(false);
+            if let Some(plan) = disk.locate(&key) {
+                // One read per chunk however many connections want it at once.
+                let owned = key.to_owned_key();
+                let mut reads = self
+                    .shared
+                    .disk_reads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = reads.get(&owned) {
+                    c.disk_wait = Some((owned, w.clone()));
+                    return Ok(true);
+                }
+                if let Some(read) = crate::conn::DiskRead::new(plan, &self.shared.memory, false) {
+                    let w = Arc::new(crate::conn::DiskShare::default());
+                    reads.insert(owned.clone(), w.clone());
+                    drop(reads);
+                    c.disk_share = Some((owned, w));
+                    c.dread = Some(read);
+                    self.submit_disk_read(slot)?;
+                    return Ok(false);
+                }
             }
         }
         if !have {
@@ -2289,6 +2358,8 @@ impl Worker {
             // Others may wait on the description this connection was restoring.
             self.restore_fallback(slot);
         }
+        // ...or on a chunk it was reading: they fetch it upstream.
+        self.publish_disk_share(slot, None);
         let c = &mut self.conns[slot as usize];
         // Pending receives and sends complete at once; the slot is freed when they have.
         sys::shutdown(c.fd);
