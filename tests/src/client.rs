@@ -125,3 +125,26 @@ impl Client {
         }
     }
 }
+
+/// `n` clients, each on a connection of its own opened beforehand, send `GET path` at the
+/// same moment (a barrier releases them together); their responses, in order.
+pub fn crowd(addr: SocketAddr, n: usize, path: &str) -> Vec<Response> {
+    let mut clients: Vec<Client> = (0..n).map(|_| Client::connect(addr)).collect();
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .map(|c| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    c.get(path)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a crowd client panicked"))
+            .collect()
+    })
+}

@@ -435,26 +435,7 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
     let (hot0, brief0) = (fetched("/hot.bin"), fetched("/brief.bin"));
     let relay = Relay::start(&config);
     const CROWD: usize = 24;
-    let crowd = |path: &'static str| {
-        let mut clients: Vec<Client> = (0..CROWD).map(|_| Client::connect(relay.addr)).collect();
-        let barrier = std::sync::Barrier::new(CROWD);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = clients
-                .iter_mut()
-                .map(|c| {
-                    let barrier = &barrier;
-                    s.spawn(move || {
-                        barrier.wait();
-                        c.get(path)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .collect::<Vec<_>>()
-        })
-    };
+    let crowd = |path: &str| relay_tests::client::crowd(relay.addr, CROWD, path);
     for (i, r) in crowd("/hot.bin").iter().enumerate() {
         assert!(r.body == body, "client {i}: body differs");
     }

@@ -427,3 +427,29 @@ fn a_changed_origin_file_is_described_anew_after_revalidate_ms() {
     };
     assert_eq!(gone, b"404");
 }
+
+/// A crowd on one directory-origin object at once reads each chunk from the file once:
+/// the first connection to miss a chunk reads it for the others, who take its bytes (both
+/// workers, every connection); every body is whole.
+#[test]
+fn a_crowd_on_a_directory_object_reads_each_chunk_once() {
+    let origin = TempDir::new("origin");
+    let body = pattern((12 << 20) + 777, 12);
+    origin.write("crowd.bin", &body);
+    let relay = Relay::start(&config("127.0.0.1:0", origin.path(), 4 << 20, 64 << 20));
+    // Described first (a 1-byte range reads chunk 0 only), so the crowd meets on the chunks.
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(c.get_with("/crowd.bin", "Range: bytes=0-0\r\n").status, 206);
+    let responses = relay_tests::client::crowd(relay.addr, 24, "/crowd.bin");
+    for (i, r) in responses.iter().enumerate() {
+        assert!(r.body == body, "client {i}: body differs");
+    }
+    let mut a = Client::connect(relay.admin.expect("admin"));
+    let text = String::from_utf8(a.get("/metrics").body).unwrap();
+    let reads = text
+        .lines()
+        .find_map(|l| l.strip_prefix("relay_origin_file_chunks_read_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("relay_origin_file_chunks_read_total");
+    assert_eq!(reads, 4.0, "each of the 4 chunks read once for the crowd");
+}

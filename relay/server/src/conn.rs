@@ -157,10 +157,10 @@ pub struct Conn {
     /// The in-flight head entry this connection owns while it restores a description from
     /// the disk tier (other clients asking meanwhile wait on it).
     pub restore_entry: Option<RestoreEntry>,
-    /// The disk-tier chunk read this connection makes for others too (its key), or the one
-    /// another connection makes that this one waits for.
-    pub disk_share: Option<(relay_cache::ChunkKey, Arc<DiskShare>)>,
-    pub disk_wait: Option<(relay_cache::ChunkKey, Arc<DiskShare>)>,
+    /// The chunk read (disk tier or directory origin) this connection makes for others too
+    /// (its key), or the one another connection makes that this one waits for.
+    pub chunk_share: Option<(relay_cache::ChunkKey, Arc<ChunkShare>)>,
+    pub chunk_wait: Option<(relay_cache::ChunkKey, Arc<ChunkShare>)>,
     /// Length of the request's own key in `path` (before a variant's part is appended).
     pub path_base: usize,
     /// This connection's request started the pending head fetch (its fields went upstream).
@@ -253,8 +253,8 @@ impl Conn {
             owner_fetch: None,
             restores: 0,
             restore_entry: None,
-            disk_share: None,
-            disk_wait: None,
+            chunk_share: None,
+            chunk_wait: None,
             path_base: 0,
             pass_note: "fwd=uri-miss",
             pass: None,
@@ -318,7 +318,7 @@ impl Conn {
         self.pass_request = None;
         self.dread = None;
         self.dopen = None;
-        self.disk_wait = None;
+        self.chunk_wait = None;
         self.local = None;
         self.stale = None;
         self.src = None;
@@ -339,7 +339,7 @@ impl Conn {
         self.pass_body = None;
         self.dread = None;
         self.dopen = None;
-        self.disk_wait = None;
+        self.chunk_wait = None;
         self.local = None;
         self.stale = None;
         self.src = None;
@@ -470,11 +470,12 @@ impl Small {
     }
 }
 
-/// A disk-tier chunk read shared by every connection that needs the chunk while it is in
-/// flight: the reading connection publishes the verified bytes, or None (the file was bad
-/// or gone, or its client left), and the others take them or fetch the chunk upstream.
+/// A chunk read (from the disk tier, or from a directory origin's file) shared by every
+/// connection that needs the chunk while it is in flight: the reading connection publishes
+/// the (verified) bytes, or None (the file was bad or gone, or its client left), and the
+/// others take them, or fetch or read the chunk themselves.
 #[derive(Default)]
-pub struct DiskShare {
+pub struct ChunkShare {
     pub result: std::sync::OnceLock<Option<bytes::Bytes>>,
     /// Bit `w` set: worker `w` has a connection waiting.
     pub watchers: std::sync::atomic::AtomicU64,

@@ -83,9 +83,10 @@ pub struct Shared {
     pub wakers: Arc<Vec<OwnedFd>>,
     /// The disk tier (chunks of HTTP origins), when configured.
     pub disk: Option<Arc<DiskTier>>,
-    /// Disk-tier chunk reads in flight, shared by every connection that needs the chunk.
-    pub disk_reads:
-        std::sync::Mutex<std::collections::HashMap<relay_cache::ChunkKey, Arc<conn::DiskShare>>>,
+    /// Chunk reads in flight (disk tier, directory origin), shared by every connection that
+    /// needs the chunk.
+    pub chunk_reads:
+        std::sync::Mutex<std::collections::HashMap<relay_cache::ChunkKey, Arc<conn::ChunkShare>>>,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
@@ -126,6 +127,8 @@ pub struct WorkerStats {
     pub zc_fixed: AtomicU64,
     /// File reads into the registered arena (READ_FIXED): disk-tier bodies, directory chunks.
     pub read_fixed: AtomicU64,
+    /// Chunks read from a directory origin's files (each read once however many wait).
+    pub origin_file_reads: AtomicU64,
     /// 1 when this worker's ring registered the memory tier's arena.
     pub arena_registered: AtomicU64,
     pub upstream_heads: AtomicU64,
@@ -154,6 +157,7 @@ impl Default for WorkerStats {
             zc_copied: AtomicU64::new(0),
             zc_fixed: AtomicU64::new(0),
             read_fixed: AtomicU64::new(0),
+            origin_file_reads: AtomicU64::new(0),
             arena_registered: AtomicU64::new(0),
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
@@ -431,7 +435,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         upstream,
         wakers,
         disk,
-        disk_reads: Default::default(),
+        chunk_reads: Default::default(),
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         config,

@@ -40,7 +40,7 @@ impl Metrics {
                 .sum()
         };
         let arena = self.shared.memory.arena();
-        let counters: [(&str, &str, &str, u64); 18] = [
+        let counters: [(&str, &str, &str, u64); 19] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -88,6 +88,12 @@ impl Metrics {
                 "counter",
                 "File reads into registered memory (READ_FIXED): disk-tier bodies, directory chunks.",
                 sum(|w| &w.read_fixed),
+            ),
+            (
+                "relay_origin_file_chunks_read_total",
+                "counter",
+                "Chunks read from the directory origin's files (once however many clients wait).",
+                sum(|w| &w.origin_file_reads),
             ),
             (
                 "relay_memory_arena_registered_workers",

@@ -762,7 +762,9 @@ impl Worker {
             version,
             index: fill.index,
         };
-        self.shared.memory.insert(key.to_owned_key(), chunk);
+        self.shared.memory.insert(key.to_owned_key(), chunk.clone());
+        self.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
+        self.publish_chunk_share(slot, Some(chunk));
         self.drive(slot)
     }
 
@@ -905,7 +907,7 @@ impl Worker {
                     self.respond(slot);
                 }
             }
-            self.publish_disk_share(slot, None);
+            self.publish_chunk_share(slot, None);
             return self.drive(slot);
         }
         if d.restore {
@@ -941,19 +943,54 @@ impl Worker {
                 None
             }
         };
-        self.publish_disk_share(slot, shared);
+        self.publish_chunk_share(slot, shared);
         self.drive(slot)
+    }
+
+    /// Where a connection stands with another connection's read of chunk `index` (of
+    /// `version` of its object): `Again` when its bytes are now this response's (or just
+    /// arrived: look again), `Waiting` when it waits for them, `Failed` when that read found
+    /// none, `NotWaiting` when it waits on no read of this chunk (a wait left behind by a
+    /// chunk taken from memory meanwhile is dropped).
+    fn shared_read(&mut self, slot: u32, version: u64, index: u64) -> SharedRead {
+        let bit = 1u64 << (self.id % 64);
+        let c = &mut self.conns[slot as usize];
+        let Some((k, w)) = c
+            .chunk_wait
+            .take()
+            .filter(|(k, _)| k.index == index && k.version == version && *k.object == *c.path)
+        else {
+            return SharedRead::NotWaiting;
+        };
+        match w.result.get() {
+            Some(Some(bytes)) => {
+                c.local = Some((version, index, bytes.clone()));
+                SharedRead::Again
+            }
+            Some(None) => SharedRead::Failed,
+            None => {
+                w.watchers.fetch_or(bit, Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let done = w.result.get().is_some();
+                c.chunk_wait = Some((k, w));
+                if done {
+                    return SharedRead::Again;
+                }
+                self.wait(slot);
+                SharedRead::Waiting
+            }
+        }
     }
 
     /// The disk read this connection made for others too has ended: hand its verified bytes
     /// (or None: fetch it upstream) to the connections waiting on it.
-    fn publish_disk_share(&mut self, slot: u32, bytes: Option<Bytes>) {
-        let Some((key, w)) = self.conns[slot as usize].disk_share.take() else {
+    fn publish_chunk_share(&mut self, slot: u32, bytes: Option<Bytes>) {
+        let Some((key, w)) = self.conns[slot as usize].chunk_share.take() else {
             return;
         };
         let _ = w.result.set(bytes);
         self.shared
-            .disk_reads
+            .chunk_reads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
@@ -1647,8 +1684,40 @@ impl Worker {
         if let Route::Http(origin) = c.route {
             return self.next_upstream_piece(slot, origin, index);
         }
-        // Miss: read the chunk from the origin file into a new buffer, opening the file
-        // first (through the ring) when the head came from a cached description.
+        // Miss: one read of this chunk however many connections want it at once. Wait for
+        // the read another connection makes, or make it for the others too.
+        let key = ChunkKey {
+            object: Arc::from(c.path.as_str()),
+            version: body.meta.version,
+            index,
+        };
+        let shared = match self.shared_read(slot, key.version, index) {
+            SharedRead::Again => return Ok(true),
+            SharedRead::Waiting => return Ok(false),
+            // Its read failed (or its client left): read it ourselves.
+            SharedRead::Failed => false,
+            SharedRead::NotWaiting => true,
+        };
+        let c = &mut self.conns[slot as usize];
+        if shared && c.chunk_share.is_none() {
+            let mut reads = self
+                .shared
+                .chunk_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(w) = reads.get(&key) {
+                c.chunk_wait = Some((key, w.clone()));
+                return Ok(true);
+            }
+            let w = Arc::new(crate::conn::ChunkShare::default());
+            reads.insert(key.clone(), w.clone());
+            c.chunk_share = Some((key, w));
+        }
+        // Read the chunk from the origin file into a new buffer, opening the file first
+        // (through the ring) when the head came from a cached description.
+        let Some(body) = c.body.as_ref() else {
+            return Ok(true);
+        };
         if body.file.is_none() {
             return match crate::origin::object_path(&c.path) {
                 Ok(path) => {
@@ -1691,33 +1760,15 @@ impl Worker {
         // A disk read of this chunk another connection makes: take its bytes, or (it found
         // none) fetch the chunk upstream.
         let mut skip_disk = false;
-        let waited = c.disk_wait.take().filter(|(k, _)| {
-            // Only for this very chunk: one taken from memory meanwhile leaves its wait behind.
-            k.index == index && k.version == meta.version && *k.object == *c.path
-        });
-        if !have && let Some((k, w)) = waited {
-            c.disk_wait = Some((k, w.clone()));
-            match w.result.get() {
-                Some(Some(bytes)) => {
-                    c.disk_wait = None;
-                    c.local = Some((meta.version, index, bytes.clone()));
-                    return Ok(true);
-                }
-                Some(None) => {
-                    c.disk_wait = None;
-                    skip_disk = true;
-                }
-                None => {
-                    w.watchers.fetch_or(bit, Ordering::SeqCst);
-                    std::sync::atomic::fence(Ordering::SeqCst);
-                    if w.result.get().is_none() {
-                        self.wait(slot);
-                        return Ok(false);
-                    }
-                    return Ok(true);
-                }
+        if !have {
+            match self.shared_read(slot, meta.version, index) {
+                SharedRead::Again => return Ok(true),
+                SharedRead::Waiting => return Ok(false),
+                SharedRead::Failed => skip_disk = true,
+                SharedRead::NotWaiting => {}
             }
         }
+        let c = &mut self.conns[slot as usize];
         if !have
             && !skip_disk
             && let Some(disk) = self.shared.disk.as_ref()
@@ -1732,18 +1783,18 @@ impl Worker {
                 let owned = key.to_owned_key();
                 let mut reads = self
                     .shared
-                    .disk_reads
+                    .chunk_reads
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 if let Some(w) = reads.get(&owned) {
-                    c.disk_wait = Some((owned, w.clone()));
+                    c.chunk_wait = Some((owned, w.clone()));
                     return Ok(true);
                 }
                 if let Some(read) = crate::conn::DiskRead::new(plan, &self.shared.memory, false) {
-                    let w = Arc::new(crate::conn::DiskShare::default());
+                    let w = Arc::new(crate::conn::ChunkShare::default());
                     reads.insert(owned.clone(), w.clone());
                     drop(reads);
-                    c.disk_share = Some((owned, w));
+                    c.chunk_share = Some((owned, w));
                     c.dread = Some(read);
                     self.submit_disk_read(slot)?;
                     return Ok(false);
@@ -2359,7 +2410,7 @@ impl Worker {
             self.restore_fallback(slot);
         }
         // ...or on a chunk it was reading: they fetch it upstream.
-        self.publish_disk_share(slot, None);
+        self.publish_chunk_share(slot, None);
         let c = &mut self.conns[slot as usize];
         // Pending receives and sends complete at once; the slot is freed when they have.
         sys::shutdown(c.fd);
@@ -2378,6 +2429,14 @@ impl Worker {
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// See [`Worker::shared_read`].
+enum SharedRead {
+    Again,
+    Waiting,
+    Failed,
+    NotWaiting,
 }
 
 /// Which sends go zero-copy: a worker's thresholds and its registered arena, borrowed
