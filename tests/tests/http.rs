@@ -453,3 +453,34 @@ fn a_crowd_on_a_directory_object_reads_each_chunk_once() {
         .expect("relay_origin_file_chunks_read_total");
     assert_eq!(reads, 4.0, "each of the 4 chunks read once for the crowd");
 }
+
+/// Crowds on objects larger than the memory tier (chunks evicted while others are read,
+/// shared reads of evicted chunks, two objects at once): every body is whole and right.
+#[test]
+fn crowds_over_a_small_memory_tier_get_every_byte_right() {
+    let origin = TempDir::new("origin");
+    let a = pattern(6 * CHUNK as usize + 999, 21);
+    let b = pattern(5 * CHUNK as usize + 17, 22);
+    origin.write("a.bin", &a);
+    origin.write("b.bin", &b);
+    // Room for about three chunks.
+    let relay = Relay::start(&config(
+        "127.0.0.1:0",
+        origin.path(),
+        CHUNK,
+        3 * (CHUNK + 4096),
+    ));
+    for round in 0..3 {
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| relay_tests::client::crowd(relay.addr, 12, "/a.bin"));
+            let tb = s.spawn(|| relay_tests::client::crowd(relay.addr, 12, "/b.bin"));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        for (i, r) in ra.iter().enumerate() {
+            assert!(r.body == a, "round {round}, client {i}: a.bin differs");
+        }
+        for (i, r) in rb.iter().enumerate() {
+            assert!(r.body == b, "round {round}, client {i}: b.bin differs");
+        }
+    }
+}

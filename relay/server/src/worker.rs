@@ -762,9 +762,10 @@ impl Worker {
             version,
             index: fill.index,
         };
-        self.shared.memory.insert(key.to_owned_key(), chunk.clone());
+        let key = key.to_owned_key();
+        self.shared.memory.insert(key.clone(), chunk.clone());
         self.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
-        self.publish_chunk_share(slot, Some(chunk));
+        self.publish_chunk_share(slot, Some((&key, chunk)));
         self.drive(slot)
     }
 
@@ -943,15 +944,15 @@ impl Worker {
                 None
             }
         };
-        self.publish_chunk_share(slot, shared);
+        self.publish_chunk_share(slot, shared.map(|b| (&d.plan.key, b)));
         self.drive(slot)
     }
 
     /// Where a connection stands with another connection's read of chunk `index` (of
     /// `version` of its object): `Again` when its bytes are now this response's (or just
-    /// arrived: look again), `Waiting` when it waits for them, `Failed` when that read found
-    /// none, `NotWaiting` when it waits on no read of this chunk (a wait left behind by a
-    /// chunk taken from memory meanwhile is dropped).
+    /// arrived: look again), `Waiting` when it waits for them, `NotWaiting` when it waits on
+    /// no read of this chunk (a wait left behind by a chunk taken from memory meanwhile is
+    /// dropped) or that read ended without bytes for it.
     fn shared_read(&mut self, slot: u32, version: u64, index: u64) -> SharedRead {
         let bit = 1u64 << (self.id % 64);
         let c = &mut self.conns[slot as usize];
@@ -967,7 +968,9 @@ impl Worker {
                 c.local = Some((version, index, bytes.clone()));
                 SharedRead::Again
             }
-            Some(None) => SharedRead::Failed,
+            // That read found nothing or its client left: look again (the disk tier has
+            // dropped a bad file by now; a good one is read by whoever asks first).
+            Some(None) => SharedRead::NotWaiting,
             None => {
                 w.watchers.fetch_or(bit, Ordering::SeqCst);
                 std::sync::atomic::fence(Ordering::SeqCst);
@@ -984,10 +987,13 @@ impl Worker {
 
     /// The disk read this connection made for others too has ended: hand its verified bytes
     /// (or None: fetch it upstream) to the connections waiting on it.
-    fn publish_chunk_share(&mut self, slot: u32, bytes: Option<Bytes>) {
+    /// `read`: the chunk's key and its bytes, handed on only when that is the chunk the share
+    /// is for (anything else, or None, tells the waiters to read or fetch it themselves).
+    fn publish_chunk_share(&mut self, slot: u32, read: Option<(&ChunkKey, Bytes)>) {
         let Some((key, w)) = self.conns[slot as usize].chunk_share.take() else {
             return;
         };
+        let bytes = read.filter(|(k, _)| **k == key).map(|(_, b)| b);
         let _ = w.result.set(bytes);
         self.shared
             .chunk_reads
@@ -1458,7 +1464,11 @@ impl Worker {
                 c.body = None;
                 c.pass_body = None;
                 c.local = None;
+                c.chunk_wait = None;
+                // (A share is always settled before its chunk is sent; never leave one.)
+                self.publish_chunk_share(slot, None);
             }
+            let c = &mut self.conns[slot as usize];
             // The chunk this response streamed from (or, for HEAD and 304, the fill its head
             // fetch started): an idle keep-alive connection must not hold its memory (an
             // arena block) after eviction.
@@ -1664,6 +1674,16 @@ impl Worker {
             .filter(|(version, i, _)| *version == body.meta.version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
         if let Some(chunk) = held.or_else(|| self.shared.memory.get(&key)) {
+            // A read this connection took on for others while the chunk reached memory some
+            // other way: hand them these bytes.
+            if c.chunk_share.is_some() {
+                let owned = key.to_owned_key();
+                self.publish_chunk_share(slot, Some((&owned, chunk.clone())));
+            }
+            let c = &mut self.conns[slot as usize];
+            let Some(body) = c.body.as_mut() else {
+                return Ok(true);
+            };
             let start = layout.chunk_start(index);
             let from = (body.pos - start) as usize;
             let to = ((body.end - start) as usize).min(chunk.len());
@@ -1691,15 +1711,20 @@ impl Worker {
             version: body.meta.version,
             index,
         };
-        let shared = match self.shared_read(slot, key.version, index) {
+        match self.shared_read(slot, key.version, index) {
             SharedRead::Again => return Ok(true),
             SharedRead::Waiting => return Ok(false),
-            // Its read failed (or its client left): read it ourselves.
-            SharedRead::Failed => false,
-            SharedRead::NotWaiting => true,
-        };
+            SharedRead::NotWaiting => {}
+        }
+        if self.conns[slot as usize]
+            .chunk_share
+            .as_ref()
+            .is_some_and(|(k, _)| *k != key)
+        {
+            self.publish_chunk_share(slot, None);
+        }
         let c = &mut self.conns[slot as usize];
-        if shared && c.chunk_share.is_none() {
+        if c.chunk_share.is_none() {
             let mut reads = self
                 .shared
                 .chunk_reads
@@ -1707,6 +1732,9 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(w) = reads.get(&key) {
                 c.chunk_wait = Some((key, w.clone()));
+                return Ok(true);
+            }
+            if self.shared.memory.contains(&key.as_ref()) {
                 return Ok(true);
             }
             let w = Arc::new(crate::conn::ChunkShare::default());
@@ -1759,20 +1787,15 @@ impl Worker {
         });
         // A disk read of this chunk another connection makes: take its bytes, or (it found
         // none) fetch the chunk upstream.
-        let mut skip_disk = false;
         if !have {
             match self.shared_read(slot, meta.version, index) {
                 SharedRead::Again => return Ok(true),
                 SharedRead::Waiting => return Ok(false),
-                SharedRead::Failed => skip_disk = true,
                 SharedRead::NotWaiting => {}
             }
         }
         let c = &mut self.conns[slot as usize];
-        if !have
-            && !skip_disk
-            && let Some(disk) = self.shared.disk.as_ref()
-        {
+        if !have && let Some(disk) = self.shared.disk.as_ref() {
             let key = ChunkRef {
                 object: &c.path,
                 version: meta.version,
@@ -1788,6 +1811,11 @@ impl Worker {
                     .unwrap_or_else(|p| p.into_inner());
                 if let Some(w) = reads.get(&owned) {
                     c.chunk_wait = Some((owned, w.clone()));
+                    return Ok(true);
+                }
+                // Read and stored since our memory lookup (a reader stores before it leaves
+                // the table): take it from memory.
+                if self.shared.memory.contains(&key) {
                     return Ok(true);
                 }
                 if let Some(read) = crate::conn::DiskRead::new(plan, &self.shared.memory, false) {
@@ -2435,7 +2463,6 @@ impl Worker {
 enum SharedRead {
     Again,
     Waiting,
-    Failed,
     NotWaiting,
 }
 
