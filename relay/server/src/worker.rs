@@ -994,12 +994,17 @@ impl Worker {
             return;
         };
         let bytes = read.filter(|(k, _)| **k == key).map(|(_, b)| b);
-        let _ = w.result.set(bytes);
-        self.shared
-            .chunk_reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        {
+            // Out of the table and settled together: a connection that finds it settled
+            // must not find it in the table again (it would spin until it left).
+            let mut reads = self
+                .shared
+                .chunk_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            reads.remove(&key);
+            let _ = w.result.set(bytes);
+        }
         // Between the result and reading who waits (pairs with a waiter's fence between
         // its watcher bit and its look at the result).
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -2456,6 +2461,19 @@ impl Worker {
         self.free.push(slot);
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Worker {
+    /// A worker that stops (shutdown, or an error that ends its loop) leaves nobody waiting
+    /// on it: its shared reads and restores are settled for the other workers' clients.
+    fn drop(&mut self) {
+        for slot in 0..self.conns.len() as u32 {
+            self.publish_chunk_share(slot, None);
+            if self.conns[slot as usize].restore_entry.is_some() {
+                self.restore_fallback(slot);
+            }
+        }
     }
 }
 
