@@ -104,7 +104,9 @@ pub struct FileRead {
     /// The chunk's memory (registered arena when large enough): read into, then stored.
     pub buf: relay_cache::arena::ChunkBuf,
     pub got: usize,
-    pub index: u64,
+    /// The chunk's own key: what it is stored (and shared) under, whatever the connection
+    /// answers by the time the read completes.
+    pub key: relay_cache::ChunkKey,
 }
 
 pub struct Conn {

@@ -734,7 +734,7 @@ impl Worker {
 
     fn on_read(&mut self, slot: u32, res: i32) -> std::io::Result<()> {
         let c = &mut self.conns[slot as usize];
-        let (Some(fill), Some(body)) = (c.fill.as_mut(), c.body.as_ref()) else {
+        let (Some(fill), Some(_)) = (c.fill.as_mut(), c.body.as_ref()) else {
             self.close(slot);
             return Ok(());
         };
@@ -744,7 +744,7 @@ impl Worker {
             log::warn!(
                 "origin read of {:?} chunk {} failed: {res}",
                 c.path,
-                fill.index
+                fill.key.index
             );
             self.shared.meta.remove(&c.path);
             self.close(slot);
@@ -755,14 +755,8 @@ impl Worker {
             return self.submit_read(slot);
         }
         let fill = c.fill.take().expect("checked above");
-        let version = body.meta.version;
         let chunk = fill.buf.freeze();
-        let key = ChunkRef {
-            object: &c.path,
-            version,
-            index: fill.index,
-        };
-        let key = key.to_owned_key();
+        let key = fill.key;
         self.shared.memory.insert(key.clone(), chunk.clone());
         self.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
         self.publish_chunk_share(slot, Some((&key, chunk)));
@@ -1218,7 +1212,7 @@ impl Worker {
         let Some(file) = body.file.as_ref() else {
             return Ok(());
         };
-        let offset = layout.chunk_start(fill.index) + fill.got as u64;
+        let offset = layout.chunk_start(fill.key.index) + fill.got as u64;
         let len = fill.buf.len() - fill.got;
         // SAFETY: `got < len` of the buffer, so the pointer stays inside it.
         let at = unsafe { fill.buf.as_ptr().add(fill.got) };
@@ -1744,7 +1738,7 @@ impl Worker {
             }
             let w = Arc::new(crate::conn::ChunkShare::default());
             reads.insert(key.clone(), w.clone());
-            c.chunk_share = Some((key, w));
+            c.chunk_share = Some((key.clone(), w));
         }
         // Read the chunk from the origin file into a new buffer, opening the file first
         // (through the ring) when the head came from a cached description.
@@ -1767,7 +1761,7 @@ impl Worker {
         c.fill = Some(FileRead {
             buf: self.shared.memory.chunk_buf(len),
             got: 0,
-            index,
+            key,
         });
         self.submit_read(slot)?;
         Ok(false)
