@@ -832,6 +832,11 @@ mod tests {
             row(Server::Nginx, 100_000, 1.0),
             row(Server::NginxProxyCache, 50_000, 1.0),
         ];
+        report_of(rows)
+    }
+
+    /// A report over these rows, with the test settings.
+    fn report_of(rows: Vec<Row>) -> Report {
         let machine = Machine::probe(std::path::Path::new("/nonexistent"));
         Report::new(
             "t".into(),
@@ -898,16 +903,7 @@ mod tests {
             row_with_client(Server::Nginx, 100_000, 1.0, 2.0),
             row(Server::NginxProxyCache, 50_000, 1.0),
         ];
-        let machine = Machine::probe(std::path::Path::new("/nonexistent"));
-        let r = Report::new(
-            "t".into(),
-            1.0,
-            "c".into(),
-            machine,
-            settings(),
-            rows,
-            vec![],
-        );
+        let r = report_of(rows);
         let t = r
             .targets
             .iter()
@@ -938,16 +934,7 @@ mod tests {
         assert!(bad.summary.is_none());
         assert!(bad.invalid.as_deref().unwrap().contains("timeout 2"));
         let rows = vec![bad, row(Server::Nginx, 100_000, 1.0)];
-        let machine = Machine::probe(std::path::Path::new("/nonexistent"));
-        let r = Report::new(
-            "t".into(),
-            1.0,
-            "c".into(),
-            machine,
-            settings(),
-            rows,
-            vec![],
-        );
+        let r = report_of(rows);
         assert!(r.targets.iter().all(|t| t.verdict == "INVALID"));
         assert!(r.table().contains("INVALID: run 1"));
     }

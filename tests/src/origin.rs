@@ -43,6 +43,17 @@ impl Object {
             echo_headers: false,
         }
     }
+
+    /// A greeting that varies on Accept-Language: "hello (default)", French "bonjour",
+    /// German "hallo".
+    pub fn greeting() -> Object {
+        let mut o = Object::new(b"hello (default)".to_vec(), "lang");
+        o.by_language = vec![
+            ("fr".into(), b"bonjour".to_vec()),
+            ("de".into(), b"hallo".to_vec()),
+        ];
+        o
+    }
 }
 
 /// How the origin misbehaves (all off by default).

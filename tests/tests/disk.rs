@@ -222,12 +222,7 @@ fn disk_chunks_are_read_into_registered_memory_verified_and_sent() {
 #[test]
 fn variants_are_served_from_disk_after_a_restart() {
     let origin = Origin::start();
-    let mut o = Object::new(b"hello (default)".to_vec(), "lang");
-    o.by_language = vec![
-        ("fr".into(), b"bonjour".to_vec()),
-        ("de".into(), b"hallo".to_vec()),
-    ];
-    origin.put("/greet", o);
+    origin.put("/greet", Object::greeting());
     let disk = TempDir::new("disk");
     let fetch = |relay: &Relay, lang: Option<&str>| {
         let extra = lang.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));

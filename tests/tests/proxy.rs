@@ -474,12 +474,7 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
 #[test]
 fn vary_keeps_one_variant_per_request_value() {
     let origin = Origin::start();
-    let mut o = Object::new(b"hello (default)".to_vec(), "lang");
-    o.by_language = vec![
-        ("fr".into(), b"bonjour".to_vec()),
-        ("de".into(), b"hallo".to_vec()),
-    ];
-    origin.put("/greet", o);
+    origin.put("/greet", Object::greeting());
     let relay = Relay::start(&proxy_config(&origin, ""));
     let fetch = |lang: Option<&str>| {
         let extra = lang.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));

@@ -154,14 +154,8 @@ pub struct RunRecord {
     /// io-wq worker threads alive right after the run (idle workers linger a few seconds,
     /// so this includes those an earlier splice run started).
     pub iou_wrk_alive_after_run: usize,
-    pub short_reads: u64,
-    pub short_sends: u64,
-    pub short_splices: u64,
-    pub cancelled_links: u64,
-    pub checksums: u64,
-    pub zc_notifs: u64,
-    pub zc_copied: u64,
-    pub submit_calls: u64,
+    #[serde(flatten)]
+    pub counts: sender::Counts,
     pub verified_bytes: u64,
 }
 
@@ -770,14 +764,7 @@ impl Group<'_> {
             cpu_busy_s: busy,
             cpu_window_s: after.at.duration_since(before.at).as_secs_f64(),
             iou_wrk_alive_after_run: sys::iou_workers(),
-            short_reads: sent.short_reads,
-            short_sends: sent.short_sends,
-            short_splices: sent.short_splices,
-            cancelled_links: sent.cancelled_links,
-            checksums: sent.checksums,
-            zc_notifs: sent.zc_notifs,
-            zc_copied: sent.zc_copied,
-            submit_calls: sent.submit_calls,
+            counts: sent.counts,
             verified_bytes: got.verified,
         })
     }
@@ -1182,12 +1169,12 @@ mod tests {
                  {}, checksums {}, zc notifications {}",
                 method.name(),
                 sent.files,
-                sent.short_reads,
-                sent.short_sends,
-                sent.short_splices,
-                sent.cancelled_links,
-                sent.checksums,
-                sent.zc_notifs
+                sent.counts.short_reads,
+                sent.counts.short_sends,
+                sent.counts.short_splices,
+                sent.counts.cancelled_links,
+                sent.counts.checksums,
+                sent.counts.zc_notifs
             );
             assert!(
                 sent.files >= 2,
@@ -1198,7 +1185,7 @@ mod tests {
             assert_eq!(got.per_conn, sent.per_conn);
             assert_eq!(got.verified, bytes);
             if method == Method::ReadFixedXxh3 {
-                assert_eq!(sent.checksums, sent.files);
+                assert_eq!(sent.counts.checksums, sent.files);
             }
         }
         drop(cmd_tx);

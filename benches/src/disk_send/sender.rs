@@ -61,6 +61,12 @@ pub struct Outcome {
     pub files: u64,
     pub start: Option<Instant>,
     pub end: Option<Instant>,
+    pub counts: Counts,
+}
+
+/// What the sender counted during a run (kept with every run record).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Counts {
     /// Re-submissions after a short read, send or splice (partial transfers handled).
     pub short_reads: u64,
     pub short_sends: u64,
@@ -246,7 +252,7 @@ impl Sender {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e).context("io_uring_enter"),
             }
-            out.submit_calls += 1;
+            out.counts.submit_calls += 1;
             cqes.clear();
             cqes.extend(
                 self.ring
@@ -408,7 +414,7 @@ impl Sender {
         match spec.method {
             Method::Splice if conn.in_pipe > 0 => {
                 // A short splice on either side (a short file→pipe one cancels its link).
-                out.short_splices += 1;
+                out.counts.short_splices += 1;
                 self.splice_out(c, conn, pending);
                 return Ok(false);
             }
@@ -418,7 +424,7 @@ impl Sender {
             }
             Method::Splice => {}
             _ if conn.off < size => {
-                out.short_reads += 1;
+                out.counts.short_reads += 1;
                 self.read(c, conn, spec, pending);
                 return Ok(false);
             }
@@ -426,7 +432,7 @@ impl Sender {
                 if conn.sent == 0 {
                     self.verify(c, conn, spec, out)?;
                 } else {
-                    out.short_sends += 1;
+                    out.counts.short_sends += 1;
                 }
                 self.send(c, conn, spec, pending);
                 return Ok(false);
@@ -455,7 +461,7 @@ impl Sender {
         // borrow ends. Other connections' buffers, which the kernel may be writing, are not
         // covered.
         let body = unsafe { std::slice::from_raw_parts(self.buf_ptr(c, 0), len) };
-        out.checksums += 1;
+        out.counts.checksums += 1;
         if relay_cache::disk::checksum(body) != spec.files.sums[conn.file] {
             bail!("checksum mismatch on file {}", conn.file);
         }
@@ -484,9 +490,9 @@ fn complete(conn: &mut Conn, tag: u64, res: i32, flags: u32, out: &mut Outcome) 
     };
     if cqueue::notif(flags) {
         conn.notifs -= 1;
-        out.zc_notifs += 1;
+        out.counts.zc_notifs += 1;
         if res as u32 & NOTIF_USAGE_ZC_COPIED != 0 {
-            out.zc_copied += 1;
+            out.counts.zc_copied += 1;
         }
         return Ok(());
     }
@@ -508,7 +514,7 @@ fn complete(conn: &mut Conn, tag: u64, res: i32, flags: u32, out: &mut Outcome) 
             conn.in_pipe += res as u64;
         }
         SPLICE_IN => return Err(fail("splice file→pipe", "unexpected end of file")),
-        SPLICE_OUT if res == -libc::ECANCELED => out.cancelled_links += 1,
+        SPLICE_OUT if res == -libc::ECANCELED => out.counts.cancelled_links += 1,
         SPLICE_OUT if res > 0 => {
             conn.sent += res as u64;
             conn.in_pipe -= res as u64;

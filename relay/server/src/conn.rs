@@ -302,29 +302,17 @@ impl Conn {
         self.variant = false;
         self.send.head.clear();
         self.send.head_off = 0;
-        self.send.body = Bytes::new();
         self.send.body_off = 0;
-        self.body = None;
-        self.fill = None;
-        self.pending = None;
         self.head_owner = false;
-        self.owner_fetch = None;
-        self.pass = None;
         self.multishot = false;
         self.overflow = Vec::new();
         self.zc_ok = true;
         self.zc_sent = None;
-        self.pass_body = None;
         self.upload = Vec::new();
         self.upload_left = 0;
         self.pass_request = None;
-        self.dread = None;
-        self.dopen = None;
-        self.chunk_wait = None;
-        self.local = None;
-        self.stale = None;
-        self.src = None;
         self.multi.n = 0;
+        self.release();
     }
 }
 

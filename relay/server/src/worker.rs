@@ -942,6 +942,31 @@ impl Worker {
         self.drive(slot)
     }
 
+    /// One read per chunk however many connections want it at once: true when this
+    /// connection takes on the read of `key` for the others (it reads it, then publishes);
+    /// false when it is to look again, because it now waits on a read in flight or the chunk
+    /// was read and stored since its memory lookup (a reader stores before it leaves the
+    /// table).
+    fn claim_read(&mut self, slot: u32, key: ChunkKey) -> bool {
+        let c = &mut self.conns[slot as usize];
+        let mut reads = self
+            .shared
+            .chunk_reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = reads.get(&key) {
+            c.chunk_wait = Some((key, w.clone()));
+            return false;
+        }
+        if self.shared.memory.contains(&key.as_ref()) {
+            return false;
+        }
+        let w = Arc::new(crate::conn::ChunkShare::default());
+        reads.insert(key.clone(), w.clone());
+        c.chunk_share = Some((key, w));
+        true
+    }
+
     /// Where a connection stands with another connection's read of chunk `index` (of
     /// `version` of its object): `Again` when its bytes are now this response's (or just
     /// arrived: look again), `Waiting` when it waits for them, `NotWaiting` when it waits on
@@ -1722,24 +1747,10 @@ impl Worker {
         {
             self.publish_chunk_share(slot, None);
         }
-        let c = &mut self.conns[slot as usize];
-        if c.chunk_share.is_none() {
-            let mut reads = self
-                .shared
-                .chunk_reads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(w) = reads.get(&key) {
-                c.chunk_wait = Some((key, w.clone()));
-                return Ok(true);
-            }
-            if self.shared.memory.contains(&key.as_ref()) {
-                return Ok(true);
-            }
-            let w = Arc::new(crate::conn::ChunkShare::default());
-            reads.insert(key.clone(), w.clone());
-            c.chunk_share = Some((key.clone(), w));
+        if self.conns[slot as usize].chunk_share.is_none() && !self.claim_read(slot, key.clone()) {
+            return Ok(true);
         }
+        let c = &mut self.conns[slot as usize];
         // Read the chunk from the origin file into a new buffer, opening the file first
         // (through the ring) when the head came from a cached description.
         let Some(body) = c.body.as_ref() else {
@@ -1801,33 +1812,21 @@ impl Worker {
                 index,
             };
             if let Some(plan) = disk.locate(&key) {
-                // One read per chunk however many connections want it at once.
                 let owned = key.to_owned_key();
-                let mut reads = self
-                    .shared
-                    .chunk_reads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if let Some(w) = reads.get(&owned) {
-                    c.chunk_wait = Some((owned, w.clone()));
+                if !self.claim_read(slot, owned) {
                     return Ok(true);
                 }
-                // Read and stored since our memory lookup (a reader stores before it leaves
-                // the table): take it from memory.
-                if self.shared.memory.contains(&key) {
-                    return Ok(true);
-                }
-                if let Some(read) = crate::conn::DiskRead::new(plan, &self.shared.memory, false) {
-                    let w = Arc::new(crate::conn::ChunkShare::default());
-                    reads.insert(owned.clone(), w.clone());
-                    drop(reads);
-                    c.chunk_share = Some((owned, w));
-                    c.dread = Some(read);
-                    self.submit_disk_read(slot)?;
-                    return Ok(false);
+                match crate::conn::DiskRead::new(plan, &self.shared.memory, false) {
+                    Some(read) => {
+                        self.conns[slot as usize].dread = Some(read);
+                        self.submit_disk_read(slot)?;
+                        return Ok(false);
+                    }
+                    None => self.publish_chunk_share(slot, None),
                 }
             }
         }
+        let c = &mut self.conns[slot as usize];
         if !have {
             let key = ChunkKey {
                 object: Arc::from(c.path.as_str()),
