@@ -129,6 +129,11 @@ impl Client {
 /// `n` clients, each on a connection of its own opened beforehand, send `GET path` at the
 /// same moment (a barrier releases them together); their responses, in order.
 pub fn crowd(addr: SocketAddr, n: usize, path: &str) -> Vec<Response> {
+    crowd_with(addr, n, path, "")
+}
+
+/// [`crowd`] with extra request header lines (`fields`, each ending in CRLF).
+pub fn crowd_with(addr: SocketAddr, n: usize, path: &str, fields: &str) -> Vec<Response> {
     let mut clients: Vec<Client> = (0..n).map(|_| Client::connect(addr)).collect();
     let barrier = std::sync::Barrier::new(n);
     std::thread::scope(|s| {
@@ -138,7 +143,7 @@ pub fn crowd(addr: SocketAddr, n: usize, path: &str) -> Vec<Response> {
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    c.get(path)
+                    c.get_with(path, fields)
                 })
             })
             .collect();

@@ -476,3 +476,40 @@ fn a_crowd_after_a_restart_makes_one_disk_read() {
         "one revalidation for the crowd"
     );
 }
+
+/// After a restart, a crowd asking for one variant of an object that varies makes one disk
+/// read of the base's description and one of the variant's: the clients that waited on the
+/// base's read join the variant's read (or make it) rather than fetch the variant from the
+/// origin, and nobody goes to the origin.
+#[test]
+fn a_crowd_on_a_variant_after_a_restart_reads_it_from_disk_once() {
+    let origin = Origin::start();
+    let plain = pattern(4 << 20, 44);
+    let french = pattern(4 << 20, 45);
+    let mut o = Object::new(plain.clone(), "v");
+    o.by_language = vec![("fr".into(), french.clone())];
+    origin.put("/v.bin", o);
+    let disk = TempDir::new("disk");
+    // 4 MiB chunks: a description's read takes long enough for the crowd to gather on it.
+    let config = config(&origin, disk.path())
+        .replace(&format!("chunk_size = {CHUNK}"), "chunk_size = 4194304");
+    let relay = Relay::start(&config);
+    let fr = "Accept-Language: fr\r\n";
+    assert!(Client::connect(relay.addr).get_with("/v.bin", fr).body == french);
+    assert!(Client::connect(relay.addr).get("/v.bin").body == plain);
+    wait_for_writes(&relay, 2.0);
+    assert!(relay.stop().success());
+    let fetched = origin.count("/v.bin");
+    let relay = Relay::start(&config);
+    let crowd = relay_tests::client::crowd_with(relay.addr, 24, "/v.bin", fr);
+    for (i, r) in crowd.iter().enumerate() {
+        assert_eq!(r.status, 200, "client {i}");
+        assert!(r.body == french, "client {i}: not the French variant");
+    }
+    assert_eq!(origin.count("/v.bin"), fetched, "went to the origin");
+    assert_eq!(
+        metric(&relay, "relay_disk_reads_total{result=\"verified\"}"),
+        2.0,
+        "the base's and the variant's descriptions were not read once each"
+    );
+}

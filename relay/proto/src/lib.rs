@@ -9,6 +9,8 @@
 //!   borrowed [`Request`], enforcing [`Limits`] and the request-smuggling
 //!   defences; every [`ParseError`] maps to a status to answer with before
 //!   closing.
+//! - [`chunked`]: the chunked transfer coding of request bodies, decoded
+//!   incrementally and strictly, without allocating.
 //! - [`range`]: `Range: bytes=..` into at most [`range::MAX_RANGES`] byte
 //!   ranges, without allocating.
 //! - [`conditional`]: `If-None-Match`, `If-Modified-Since` and `If-Range`
@@ -23,6 +25,7 @@
 //! The fuzz targets for [`parse_request`] and [`range::parse_range`] live in
 //! `fuzz/` (cargo-fuzz layout, its own workspace; `cargo xtask fuzz`).
 
+pub mod chunked;
 pub mod conditional;
 pub mod forward;
 pub mod multipart;

@@ -81,8 +81,12 @@ pub struct Request<'a> {
     pub version: u8,
     /// Whether the connection stays open after this exchange (RFC 9112 §9.3).
     pub keep_alive: bool,
-    /// Length of the body following the head (0 if none); the caller skips it.
+    /// Length of the body following the head (0 if none, or if it is chunked); the caller
+    /// skips it.
     pub content_length: u64,
+    /// The body follows in the chunked transfer coding (`Transfer-Encoding: chunked`): the
+    /// caller reads it with a [`crate::chunked::Decoder`] to find where it ends.
+    pub chunked: bool,
     /// The `Host` field value.
     pub host: Option<&'a [u8]>,
     /// The `Range` field value.
@@ -150,9 +154,14 @@ pub enum ParseError {
     /// `Transfer-Encoding` in an HTTP/1.0 request (RFC 9112 §6.1).
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     TransferEncodingHttp10,
-    /// `Transfer-Encoding` on a request: relay does not read chunked bodies.
-    #[error("request bodies with Transfer-Encoding are not supported")]
+    /// `Transfer-Encoding` with codings before `chunked` (such as `gzip, chunked`): relay
+    /// decodes only the chunked coding.
+    #[error("transfer codings other than chunked are not supported")]
     TransferEncodingUnsupported,
+    /// `Transfer-Encoding` whose final coding is not `chunked`: the body's length cannot be
+    /// known (RFC 9112 §6.3).
+    #[error("Transfer-Encoding whose final coding is not chunked")]
+    TransferEncodingNotChunked,
     /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
     #[error("HTTP/1.1 request without Host")]
     MissingHost,
@@ -178,6 +187,7 @@ impl ParseError {
             | ParseError::InvalidContentLength
             | ParseError::ConflictingContentLength
             | ParseError::TransferEncodingWithContentLength
+            | ParseError::TransferEncodingNotChunked
             | ParseError::TransferEncodingHttp10
             | ParseError::MissingHost
             | ParseError::MultipleHost
@@ -248,7 +258,7 @@ fn interpret<'a>(
     let path = target_path(method_str, target)?;
 
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
+    let mut transfer_encoding = None;
     let mut host = None;
     let mut connection = ConnectionTokens::default();
     let mut range = None;
@@ -267,7 +277,9 @@ fn interpret<'a>(
                 }
                 content_length = Some(n);
             }
-            FieldName::TransferEncoding => transfer_encoding = true,
+            FieldName::TransferEncoding => {
+                set_once(&mut transfer_encoding, value, "Transfer-Encoding")?;
+            }
             FieldName::Host => {
                 if host.replace(value).is_some() {
                     return Err(ParseError::MultipleHost);
@@ -285,15 +297,14 @@ fn interpret<'a>(
         }
     }
 
-    if transfer_encoding {
-        return Err(if content_length.is_some() {
-            ParseError::TransferEncodingWithContentLength
-        } else if version == 0 {
-            ParseError::TransferEncodingHttp10
-        } else {
-            ParseError::TransferEncodingUnsupported
-        });
-    }
+    let chunked = match transfer_encoding {
+        None => false,
+        Some(_) if content_length.is_some() => {
+            return Err(ParseError::TransferEncodingWithContentLength);
+        }
+        Some(_) if version == 0 => return Err(ParseError::TransferEncodingHttp10),
+        Some(value) => transfer_codings(value)?,
+    };
     if version == 1 && host.is_none() {
         return Err(ParseError::MissingHost);
     }
@@ -310,6 +321,7 @@ fn interpret<'a>(
         version,
         keep_alive,
         content_length: content_length.unwrap_or(0),
+        chunked,
         host,
         range,
         if_range,
@@ -317,6 +329,21 @@ fn interpret<'a>(
         if_modified_since,
         authorization,
     })
+}
+
+/// A request's one `Transfer-Encoding` value: exactly `chunked` (any case, optional
+/// whitespace) is read; other codings before a final `chunked` are 501; a final coding that
+/// is not `chunked` is 400. Like nginx, relay takes no list it would have to undo in part,
+/// and a second `Transfer-Encoding` field is refused as a duplicate before this.
+fn transfer_codings(value: &[u8]) -> Result<bool, ParseError> {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or(value);
+    if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Err(ParseError::TransferEncodingNotChunked);
+    }
+    if value.contains(&b',') {
+        return Err(ParseError::TransferEncodingUnsupported);
+    }
+    Ok(true)
 }
 
 /// The header fields the parser looks at.
@@ -888,8 +915,28 @@ mod tests {
                 ParseError::InvalidHeader,
             ),
             (
-                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 ParseError::TransferEncodingUnsupported,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                ParseError::TransferEncodingNotChunked,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                ParseError::TransferEncodingNotChunked,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n",
+                ParseError::TransferEncodingNotChunked,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+                ParseError::TransferEncodingNotChunked,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ParseError::DuplicateHeader("Transfer-Encoding"),
             ),
             (
                 b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -917,8 +964,21 @@ mod tests {
             assert_eq!(err(buf), *want, "{:?}", String::from_utf8_lossy(buf));
         }
         assert_eq!(ParseError::TransferEncodingUnsupported.status(), 501);
+        assert_eq!(ParseError::TransferEncodingNotChunked.status(), 400);
         assert_eq!(ParseError::TransferEncodingWithContentLength.status(), 400);
         assert_eq!(ParseError::MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn a_chunked_body_is_announced_not_measured() {
+        for te in ["chunked", "Chunked", " CHUNKED \t"] {
+            let buf = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let (r, _) = complete(buf.as_bytes());
+            assert!(r.chunked, "{te:?}");
+            assert_eq!(r.content_length, 0);
+        }
+        let (r, _) = complete(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n");
+        assert!(!r.chunked);
     }
 
     #[test]

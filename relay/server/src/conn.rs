@@ -127,6 +127,9 @@ pub struct Conn {
     pub rend: usize,
     /// Request body bytes still to skip (bodies of GET/HEAD are read and ignored).
     pub discard: u64,
+    /// The request's body is chunked: its decoder, while the body is collected for a
+    /// pass-through or skipped after the response.
+    pub chunked: Option<relay_proto::chunked::Decoder>,
     /// Close once the current response is sent.
     pub close_after: bool,
     /// Cache key of the current response's object (capacity kept across requests).
@@ -230,6 +233,7 @@ impl Conn {
             rstart: 0,
             rend: 0,
             discard: 0,
+            chunked: None,
             close_after: false,
             path: String::with_capacity(256),
             send: SendState::new(1024),
@@ -283,6 +287,29 @@ impl Conn {
         }
     }
 
+    /// Decodes what has arrived of the request's chunked body, if it has one: into `upload`
+    /// when `collect` (a pass-through's body), else skipped. True once the body is whole
+    /// (or there is none).
+    pub fn decode_chunked(
+        &mut self,
+        collect: bool,
+    ) -> Result<bool, relay_proto::chunked::ChunkedError> {
+        let Some(dec) = self.chunked.as_mut() else {
+            return Ok(true);
+        };
+        let upload = &mut self.upload;
+        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| {
+            if collect {
+                upload.extend_from_slice(b);
+            }
+        })?;
+        self.rstart += p.consumed;
+        if p.done {
+            self.chunked = None;
+        }
+        Ok(p.done)
+    }
+
     /// Reuses a slot's buffers for a new connection.
     pub fn reset(&mut self, fd: RawFd, generation: u32) {
         self.fd = fd;
@@ -295,6 +322,7 @@ impl Conn {
         self.rstart = 0;
         self.rend = 0;
         self.discard = 0;
+        self.chunked = None;
         self.close_after = false;
         self.path.clear();
         self.head_saved = false;

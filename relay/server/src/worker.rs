@@ -1285,6 +1285,26 @@ impl Worker {
             }
             if c.pass_request.is_some() {
                 // Collect the request body, then hand the request to the upstream thread.
+                // A chunked body goes on decoded, with its length (trailers dropped).
+                match c.decode_chunked(true) {
+                    Ok(_) if c.upload.len() as u64 > PASS_BODY_LIMIT => {
+                        c.pass_request = None;
+                        self.error(slot, 413);
+                        continue;
+                    }
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if self.need_input(slot)? {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        c.pass_request = None;
+                        self.error(slot, 400);
+                        continue;
+                    }
+                }
                 let n = (c.upload_left.min((c.rend - c.rstart) as u64)) as usize;
                 c.upload.extend_from_slice(&c.rbuf[c.rstart..c.rstart + n]);
                 c.rstart += n;
@@ -1362,6 +1382,14 @@ impl Worker {
                                 self.respond_meta(slot, m, None, None);
                                 continue;
                             }
+                            // After a restart the variant may be on disk: read it (once, however
+                            // many clients of the base want it) rather than fetch it.
+                            if c.restores & RESTORE_VARIANT == 0
+                                && self.restore_or_join(slot, RESTORE_VARIANT)
+                            {
+                                continue;
+                            }
+                            let c = &mut self.conns[slot as usize];
                             let (pending, new) = self.shared.inflight.head(&c.path);
                             if new && let Some(up) = self.shared.upstream.as_ref() {
                                 self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
@@ -1507,6 +1535,21 @@ impl Worker {
                 return Ok(());
             }
             // Skip a request body we do not use.
+            match c.decode_chunked(false) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.need_input(slot)? {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                Err(_) => {
+                    // The next request cannot be found: the connection ends here.
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.close(slot);
+                    return Ok(());
+                }
+            }
             if c.discard > 0 {
                 let n = (c.discard.min((c.rend - c.rstart) as u64)) as usize;
                 c.rstart += n;
@@ -1586,6 +1629,9 @@ impl Worker {
                         }
                     }
                     let content_length = request.content_length;
+                    c.chunked = request
+                        .chunked
+                        .then(|| relay_proto::chunked::Decoder::new(limits.max_head_bytes));
                     // Other methods go to the origin as they are; so do GET and HEAD with
                     // credentials: a shared cache neither answers them from nor stores their
                     // responses (RFC 9111 §3.5; relay does not look for the response
@@ -1612,6 +1658,7 @@ impl Worker {
                         };
                         match method {
                             Ok(method) if content_length <= PASS_BODY_LIMIT => {
+                                // A chunked body's length is known once it is read.
                                 c.upload = Vec::with_capacity(content_length as usize);
                                 c.upload_left = content_length;
                                 c.pass_request = Some(Box::new(PassRequest {
@@ -2423,6 +2470,7 @@ impl Worker {
         c.close_after = true;
         c.rstart = c.rend;
         c.discard = 0;
+        c.chunked = None;
     }
 
     fn close(&mut self, slot: u32) {

@@ -9,10 +9,15 @@
 //! - every strict prefix of a complete head is `Partial`, never an error (the parser is
 //!   called again as bytes arrive, so a prefix error would refuse a valid request);
 //! - the range and conditional parsers accept whatever header values the parser lets
-//!   through.
+//!   through;
+//! - a chunked body decodes to the same bytes, ends at the same place or fails the same way
+//!   whether its input comes at once or in pieces of any size (the server decodes whatever
+//!   has arrived and keeps what it could not consume), and its decoded length is what it
+//!   handed out.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use relay_proto::chunked::{Decoder, Progress};
 use relay_proto::range::{ByteRange, MAX_RANGES, parse_range};
 use relay_proto::{Limits, Method, Parsed, Request, conditional, parse_request};
 
@@ -78,6 +83,14 @@ fn check(data: &[u8], limits: &Limits) {
             );
         }
         side_parsers(&request);
+        if request.chunked {
+            assert_eq!(request.content_length, 0);
+            match chunked_body(&rest[head_len..], limits.max_head_bytes) {
+                Some(len) => rest = &rest[head_len + len..],
+                None => break,
+            }
+            continue;
+        }
         let body = usize::try_from(request.content_length).unwrap_or(usize::MAX);
         match head_len.checked_add(body).and_then(|skip| rest.get(skip..)) {
             Some(next) => rest = next,
@@ -152,5 +165,56 @@ fn side_parsers(request: &Request<'_>) {
     );
     if let Some(if_range) = request.if_range {
         let _ = conditional::if_range_allows(if_range, request.if_none_match, request.host);
+    }
+}
+
+/// Decodes a chunked body at the start of `input` at once and in pieces; both must agree.
+/// The body's wire length if it is complete in `input`.
+fn chunked_body(input: &[u8], max_trailer: usize) -> Option<usize> {
+    let mut whole = Vec::new();
+    let mut d = Decoder::new(max_trailer);
+    let at_once = d.decode(input, |b| whole.extend_from_slice(b));
+    if let Ok(p) = at_once {
+        assert!(p.consumed <= input.len());
+        assert_eq!(d.body_len(), whole.len() as u64);
+        assert_eq!(p.done, d.is_done());
+    }
+    // The same input arriving in pieces of a size taken from the input itself.
+    let piece = 1 + input.first().map_or(0, |&b| usize::from(b % 17));
+    let mut pieces = Vec::new();
+    let mut d = Decoder::new(max_trailer);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut taken = 0;
+    let mut in_pieces = Ok(Progress { consumed: 0, done: false });
+    for part in input.chunks(piece) {
+        pending.extend_from_slice(part);
+        match d.decode(&pending, |b| pieces.extend_from_slice(b)) {
+            Ok(p) => {
+                assert!(p.consumed <= pending.len());
+                pending.drain(..p.consumed);
+                taken += p.consumed;
+                in_pieces = Ok(Progress { consumed: taken, done: p.done });
+                if p.done {
+                    break;
+                }
+            }
+            Err(e) => {
+                in_pieces = Err(e);
+                break;
+            }
+        }
+    }
+    match (at_once, in_pieces) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "pieces of {piece} end elsewhere");
+            assert!(whole == pieces, "pieces of {piece} decode to other bytes");
+            a.done.then_some(a.consumed)
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "pieces of {piece} fail otherwise");
+            None
+        }
+        // Bytes after the end of the body are not looked at; an error needs its bytes.
+        (a, b) => panic!("at once {a:?}, in pieces of {piece} {b:?}"),
     }
 }
