@@ -550,6 +550,67 @@ fn malformed_or_oversized_chunked_bodies_are_refused() {
     assert!(origin.received("/up").is_empty());
 }
 
+/// Request bodies held for pass-throughs count against `origin.pass_buffer_bytes`, like the
+/// response windows: a body with no room is 503 before any of it is read, a chunked one as
+/// soon as it outgrows the room, and the room comes back once a body has gone to the origin
+/// or its client has left. Without this, clients uploading 64 MiB bodies slowly on many
+/// connections would hold 64 MiB each.
+#[test]
+fn request_bodies_are_held_within_the_pass_through_budget() {
+    let origin = Origin::start();
+    let config = proxy_config(&origin, "")
+        .replace("[origin]\n", "[origin]\npass_buffer_bytes = \"3 MiB\"\n");
+    let relay = Relay::start(&config);
+    let big = pattern(2 << 20, 53);
+    let head =
+        |len: usize| format!("POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: {len}\r\n\r\n");
+    let echo = |body: &[u8]| [format!("POST /up {} bytes: ", body.len()).as_bytes(), body].concat();
+    // Longer than the whole budget.
+    let mut c = Client::connect(relay.addr);
+    c.send(head(4 << 20).as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 503);
+    // A client sends half of its 2 MiB body and stalls: its 2 MiB stay reserved.
+    let mut stalled = Client::connect(relay.addr);
+    stalled.send(head(big.len()).as_bytes());
+    stalled.send(&big[..1 << 20]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Client::connect(relay.addr);
+    c.send(head(big.len()).as_bytes());
+    assert_eq!(c.read_response(false).unwrap().status, 503);
+    let mut c = Client::connect(relay.addr);
+    c.send(b"POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in chunked(&big, &[256 << 10]).chunks(64 << 10) {
+        if c.try_send(piece).is_err() {
+            break;
+        }
+    }
+    assert_eq!(c.read_response(false).unwrap().status, 503);
+    // A small body still fits.
+    let small = pattern(100_000, 54);
+    let mut c = Client::connect(relay.addr);
+    c.send(&[head(small.len()).as_bytes(), &small].concat());
+    assert!(c.read_response(false).unwrap().body == echo(&small));
+    // The stalled client finishes: its body reaches the origin whole, and the room is back.
+    stalled.send(&big[1 << 20..]);
+    let r = stalled.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == echo(&big), "the stalled upload arrived otherwise");
+    // A client that leaves halfway gives its room back too.
+    let mut gone = Client::connect(relay.addr);
+    gone.send(head(big.len()).as_bytes());
+    gone.send(&big[..1000]);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let mut c = Client::connect(relay.addr);
+        c.send(&[head(big.len()).as_bytes(), &big].concat());
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == echo(&big));
+    }
+}
+
 #[test]
 fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     let origin = Origin::start();

@@ -100,6 +100,11 @@ impl Budget {
 }
 
 impl Reservation {
+    /// Bytes this reservation holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Grows the reservation by `bytes`, or false (unchanged) past the limit.
     pub fn grow(&mut self, bytes: u64) -> bool {
         match self.budget.reserve(bytes) {

@@ -178,9 +178,10 @@ pub struct OriginConfig {
     /// at again, in ms (default 1000). A changed file gets a new version; old chunks of it
     /// are never served with the new one.
     pub revalidate_ms: u64,
-    /// Bytes of passed-through response bodies held in memory at once: a 2 MiB window per
-    /// body with a length, the whole of one without; a pass-through that finds no room is
-    /// answered 503 (default 256 MiB).
+    /// Bytes of passed-through bodies held in memory at once: a 2 MiB window per response
+    /// body with a length, the whole of one without, and request bodies whole until they
+    /// have gone to the origin; a pass-through that finds no room is answered 503 (default
+    /// 256 MiB).
     pub pass_buffer_bytes: u64,
 }
 

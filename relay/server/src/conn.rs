@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
-use relay_cache::fill::{Fill as UpFill, Pending};
+use relay_cache::fill::{Fill as UpFill, Pending, Reservation};
 use relay_proto::Method;
 use relay_proto::range::{ByteRange, MAX_RANGES};
 use std::fs::File;
@@ -184,6 +184,9 @@ pub struct Conn {
     /// The request body being collected for a pass-through, and how much is still to come.
     pub upload: Vec<u8>,
     pub upload_left: u64,
+    /// What `upload` holds of the pass-through budget (`origin.pass_buffer_bytes`); it goes
+    /// to the upstream with the body ([`HeldBody`]).
+    pub upload_reserved: Option<Reservation>,
     /// The pass-through request, ready once its body is complete.
     pub pass_request: Option<Box<PassRequest>>,
     /// A chunk being read from the disk tier.
@@ -271,6 +274,7 @@ impl Conn {
             pass_body: None,
             upload: Vec::new(),
             upload_left: 0,
+            upload_reserved: None,
             pass_request: None,
             dread: None,
             dopen: None,
@@ -284,6 +288,29 @@ impl Conn {
                 total: 0,
                 content_type: String::with_capacity(64),
             },
+        }
+    }
+
+    /// Keeps the pass-through budget reserved for what `upload` holds (its capacity) as a
+    /// chunked body grows; false when the budget has no room for it.
+    pub fn reserve_upload(&mut self) -> bool {
+        let held = self.upload.capacity() as u64;
+        match self.upload_reserved.as_mut() {
+            Some(r) if held > r.bytes() => r.grow(held - r.bytes()),
+            _ => true,
+        }
+    }
+
+    /// The collected request body, for the upstream: its reservation travels with its
+    /// bytes and is given back when the upstream drops them.
+    pub fn take_upload(&mut self) -> Bytes {
+        let bytes = std::mem::take(&mut self.upload);
+        match self.upload_reserved.take() {
+            Some(reserved) => Bytes::from_owner(HeldBody {
+                bytes,
+                _reserved: reserved,
+            }),
+            None => Bytes::from(bytes),
         }
     }
 
@@ -361,6 +388,9 @@ impl Conn {
         self.local = None;
         self.stale = None;
         self.src = None;
+        self.upload = Vec::new();
+        self.upload_reserved = None;
+        self.pass_request = None;
     }
 
     /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.
@@ -605,4 +635,17 @@ pub struct PassRequest {
     pub method: http::Method,
     pub headers: Vec<(String, Vec<u8>)>,
     pub host: String,
+}
+
+/// A request body with the share of the pass-through budget it holds.
+pub struct HeldBody {
+    bytes: Vec<u8>,
+    /// Given back when the last `Bytes` of this body drops.
+    _reserved: Reservation,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }

@@ -1292,6 +1292,11 @@ impl Worker {
                         self.error(slot, 413);
                         continue;
                     }
+                    Ok(_) if !c.reserve_upload() => {
+                        c.pass_request = None;
+                        self.error(slot, 503);
+                        continue;
+                    }
                     Ok(true) => {}
                     Ok(false) => {
                         if self.need_input(slot)? {
@@ -1325,7 +1330,7 @@ impl Worker {
                         method: r.method,
                         path: c.upath.clone(),
                         headers: r.headers,
-                        body: Bytes::from(std::mem::take(&mut c.upload)),
+                        body: c.take_upload(),
                         host: r.host,
                         slot: slot_.clone(),
                     });
@@ -1656,9 +1661,20 @@ impl Worker {
                             Method::Other => "fwd=uri-miss",
                             _ => "fwd=request; detail=authorization",
                         };
+                        // The body is held whole until it is handed over: within the
+                        // pass-through budget, reserved now for a length, as it grows for a
+                        // chunked body.
+                        let reserved = self
+                            .shared
+                            .upstream
+                            .as_ref()
+                            .and_then(|u| u.pass_budget.reserve(content_length));
                         match method {
-                            Ok(method) if content_length <= PASS_BODY_LIMIT => {
+                            Ok(_) if content_length > PASS_BODY_LIMIT => self.error(slot, 413),
+                            Ok(_) if reserved.is_none() => self.error(slot, 503),
+                            Ok(method) => {
                                 // A chunked body's length is known once it is read.
+                                c.upload_reserved = reserved;
                                 c.upload = Vec::with_capacity(content_length as usize);
                                 c.upload_left = content_length;
                                 c.pass_request = Some(Box::new(PassRequest {
@@ -1668,7 +1684,6 @@ impl Worker {
                                     host,
                                 }));
                             }
-                            Ok(_) => self.error(slot, 413),
                             Err(_) => self.error(slot, 400),
                         }
                         continue;
@@ -2471,6 +2486,8 @@ impl Worker {
         c.rstart = c.rend;
         c.discard = 0;
         c.chunked = None;
+        c.upload = Vec::new();
+        c.upload_reserved = None;
     }
 
     fn close(&mut self, slot: u32) {

@@ -40,7 +40,7 @@ impl Context {
         epoch: Instant,
         stats: Arc<UpstreamStats>,
         writer: Option<crate::disk_writer::DiskWriter>,
-        pass_buffer_bytes: u64,
+        pass_budget: Arc<relay_cache::fill::Budget>,
     ) -> Context {
         // Clients are built lazily inside the runtime (`run`); this holds the pools.
         Context {
@@ -50,7 +50,7 @@ impl Context {
             epoch,
             stats,
             writer,
-            pass_budget: relay_cache::fill::Budget::new(pass_buffer_bytes),
+            pass_budget,
         }
     }
 }
@@ -416,6 +416,9 @@ impl Context {
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
         };
+        // The request body was kept for a retry; it is sent now. Its memory (and its share of
+        // the pass-through budget) goes back before the response's window is reserved.
+        drop(body);
         let status = resp.status().as_u16();
         let invalidate = relay_cache::policy::invalidate::invalidated_paths(
             method.as_str().as_bytes(),

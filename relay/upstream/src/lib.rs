@@ -76,6 +76,8 @@ pub enum Job {
         /// The client's header fields (`relay_proto::forward::PASS_OWN` and hop-by-hop ones
         /// already removed).
         headers: Vec<(String, Vec<u8>)>,
+        /// The request body, whole; its bytes hold a reservation of [`Upstream::pass_budget`]
+        /// until the last reference to them drops.
         body: bytes::Bytes,
         /// The client's Host (for same-origin invalidation of Location / Content-Location).
         host: String,
@@ -214,6 +216,10 @@ pub struct Upstream {
     origins: Arc<Vec<Origin>>,
     epoch: Instant,
     pub stats: Arc<UpstreamStats>,
+    /// Bytes held for pass-throughs, bounded by `origin.pass_buffer_bytes`: the response
+    /// windows the upstream reserves, and the request bodies workers collect before they
+    /// hand them over (a body's reservation goes with it, [`Job::Pass`]).
+    pub pass_budget: Arc<relay_cache::fill::Budget>,
 }
 
 impl Upstream {
@@ -248,13 +254,14 @@ impl Upstream {
             )?),
             None => None,
         };
+        let pass_budget = relay_cache::fill::Budget::new(pass_buffer_bytes);
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
             epoch,
             stats.clone(),
             writer,
-            pass_buffer_bytes,
+            pass_budget.clone(),
         );
         std::thread::Builder::new()
             .name("relay-upstream".into())
@@ -264,6 +271,7 @@ impl Upstream {
             origins,
             epoch,
             stats,
+            pass_budget,
         })
     }
 
