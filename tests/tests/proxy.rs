@@ -611,6 +611,71 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
     }
 }
 
+/// RFC 9110 §10.1.1: a client that sends `Expect: 100-continue` may wait for `100 Continue`
+/// before it sends its body. relay sends it when it is about to read a pass-through's body,
+/// so an upload is not held up by the client's wait, and closes the connection after
+/// answering a request whose body it did not read. Other expectations are 417.
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_read() {
+    let origin = Origin::start();
+    origin.put("/doc", Object::new(b"cached".to_vec(), "d"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let payload = pattern(50_000, 55);
+    let mut c = Client::connect(relay.addr);
+    c.send(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        )
+        .as_bytes(),
+    );
+    let interim = c.read_response(false).unwrap();
+    assert_eq!(interim.status, 100);
+    c.send(&payload);
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == [b"POST /up 50000 bytes: ".as_slice(), &payload].concat());
+    // Chunked, too; and the connection goes on.
+    c.send(b"POST /up HTTP/1.1\r\nHost: test\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 100);
+    c.send(b"3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(
+        c.read_response(false).unwrap().body,
+        b"POST /up 3 bytes: abc"
+    );
+    assert_eq!(c.get("/doc").body, b"cached");
+    // curl waits for the 100 (here up to 30 s, where a 10 s limit would cut it off).
+    let dir = relay_tests::TempDir::new("expect");
+    let big = pattern(2 << 20, 56);
+    let file = dir.write("big", &big);
+    let (code, out, err) = relay_tests::curl(&[
+        "--max-time",
+        "10",
+        "--expect100-timeout",
+        "30",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &relay.url("/up"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out == [b"POST /up 2097152 bytes: ".as_slice(), &big].concat());
+    // A cached GET that announces a body it waits to send: answered, then closed.
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /doc HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"cached"[..]));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.is_closed());
+    let mut c = Client::connect(relay.addr);
+    c.send(
+        b"POST /up HTTP/1.1\r\nHost: test\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert_eq!(c.read_response(false).unwrap().status, 417);
+    assert!(c.is_closed());
+}
+
 #[test]
 fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     let origin = Origin::start();

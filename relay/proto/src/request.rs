@@ -100,6 +100,10 @@ pub struct Request<'a> {
     /// The request carries `Authorization` (a shared cache must not answer it from, nor
     /// store its response in, the cache unless the response allows it: RFC 9111 §3.5).
     pub authorization: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1): the client may
+    /// wait for a `100 Continue` before it sends its body. HTTP/1.0 requests never have it
+    /// (a server must ignore the expectation there).
+    pub expect_continue: bool,
 }
 
 /// Outcome of [`parse_request`] on the bytes received so far.
@@ -171,6 +175,9 @@ pub enum ParseError {
     /// A field relay reads that must appear at most once appears again.
     #[error("header field {0} repeated")]
     DuplicateHeader(&'static str),
+    /// An `Expect` value other than `100-continue` (RFC 9110 §10.1.1).
+    #[error("unsupported expectation")]
+    UnsupportedExpectation,
 }
 
 impl ParseError {
@@ -181,6 +188,7 @@ impl ParseError {
             ParseError::UriTooLong => 414,
             ParseError::UnsupportedVersion => 505,
             ParseError::TransferEncodingUnsupported => 501,
+            ParseError::UnsupportedExpectation => 417,
             ParseError::InvalidRequestLine
             | ParseError::InvalidTarget
             | ParseError::InvalidHeader
@@ -266,6 +274,7 @@ fn interpret<'a>(
     let mut if_none_match = None;
     let mut if_modified_since = None;
     let mut authorization = false;
+    let mut expect = None;
 
     for header in parsed.headers.iter() {
         let value = header.value;
@@ -293,6 +302,7 @@ fn interpret<'a>(
                 set_once(&mut if_modified_since, value, "If-Modified-Since")?;
             }
             FieldName::Authorization => authorization = true,
+            FieldName::Expect => set_once(&mut expect, value, "Expect")?,
             FieldName::Other => {}
         }
     }
@@ -308,6 +318,11 @@ fn interpret<'a>(
     if version == 1 && host.is_none() {
         return Err(ParseError::MissingHost);
     }
+    let expect_continue = match expect {
+        None => false,
+        Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => version == 1,
+        Some(_) => return Err(ParseError::UnsupportedExpectation),
+    };
     let keep_alive = match version {
         0 => connection.keep_alive && !connection.close,
         _ => !connection.close,
@@ -328,6 +343,7 @@ fn interpret<'a>(
         if_none_match,
         if_modified_since,
         authorization,
+        expect_continue,
     })
 }
 
@@ -357,6 +373,7 @@ enum FieldName {
     IfNoneMatch,
     IfModifiedSince,
     Authorization,
+    Expect,
     Other,
 }
 
@@ -367,6 +384,7 @@ impl FieldName {
         match name.len() {
             4 if is("host") => FieldName::Host,
             5 if is("range") => FieldName::Range,
+            6 if is("expect") => FieldName::Expect,
             8 if is("if-range") => FieldName::IfRange,
             10 if is("connection") => FieldName::Connection,
             13 if is("if-none-match") => FieldName::IfNoneMatch,
@@ -967,6 +985,30 @@ mod tests {
         assert_eq!(ParseError::TransferEncodingNotChunked.status(), 400);
         assert_eq!(ParseError::TransferEncodingWithContentLength.status(), 400);
         assert_eq!(ParseError::MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn expect_100_continue_and_other_expectations() {
+        let (r, _) = complete(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue \r\nContent-Length: 9\r\n\r\n",
+        );
+        assert!(r.expect_continue);
+        let (r, _) =
+            complete(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n");
+        assert!(!r.expect_continue, "HTTP/1.0 expectations are ignored");
+        let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!r.expect_continue);
+        for buf in [
+            &b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"[..],
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\n\r\n",
+        ] {
+            assert_eq!(err(buf), ParseError::UnsupportedExpectation);
+        }
+        assert_eq!(
+            err(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\r\n"),
+            ParseError::DuplicateHeader("Expect")
+        );
+        assert_eq!(ParseError::UnsupportedExpectation.status(), 417);
     }
 
     #[test]

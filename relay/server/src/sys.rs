@@ -11,6 +11,24 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// Sends a few bytes at once, never waiting (an interim response on an otherwise idle
+/// connection); the count sent, which may be short only if the socket is in trouble.
+pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a valid slice for the call's duration; the caller owns `fd`.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Close an fd the caller owns and no in-flight operation uses any more.
 pub fn close(fd: RawFd) {
     // SAFETY: the caller owns `fd` and never uses it again.

@@ -1634,6 +1634,8 @@ impl Worker {
                         }
                     }
                     let content_length = request.content_length;
+                    let has_body = content_length > 0 || request.chunked;
+                    let expect_continue = request.expect_continue && has_body;
                     c.chunked = request
                         .chunked
                         .then(|| relay_proto::chunked::Decoder::new(limits.max_head_bytes));
@@ -1683,10 +1685,26 @@ impl Worker {
                                     headers,
                                     host,
                                 }));
+                                // The client may wait for this before it sends the body that
+                                // relay is about to read (RFC 9110 §10.1.1). Nothing else is
+                                // being sent on the connection now: the previous response is
+                                // done before the next request is parsed.
+                                if expect_continue
+                                    && c.rend == c.rstart
+                                    && sys::send_now(c.fd, CONTINUE).ok() != Some(CONTINUE.len())
+                                {
+                                    self.close(slot);
+                                    return Ok(());
+                                }
                             }
                             Err(_) => self.error(slot, 400),
                         }
                         continue;
+                    }
+                    if expect_continue {
+                        // Answered without its body, which the client may never send: the
+                        // connection cannot be framed after the response.
+                        c.saved.req.keep_alive = false;
                     }
                     c.rstart += head_len;
                     c.discard = content_length;
@@ -2597,6 +2615,9 @@ fn random_boundary() -> String {
     h.write_u64(a);
     format!("relay-{a:016x}{:016x}", h.finish())
 }
+
+/// The interim response to a request that expects `100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Largest request body relay passes through (413 beyond).
 const PASS_BODY_LIMIT: u64 = 64 << 20;

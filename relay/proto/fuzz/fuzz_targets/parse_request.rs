@@ -49,7 +49,7 @@ fn check(data: &[u8], limits: &Limits) {
                 break;
             }
             Err(e) => {
-                assert!(matches!(e.status(), 400 | 414 | 431 | 501 | 505), "{e:?}");
+                assert!(matches!(e.status(), 400 | 414 | 417 | 431 | 501 | 505), "{e:?}");
                 break;
             }
         };
