@@ -550,6 +550,24 @@ fn malformed_or_oversized_chunked_bodies_are_refused() {
     assert!(origin.received("/up").is_empty());
 }
 
+/// Waits (bounded: 2 s) until the pass-through memory gauge satisfies `ok`.
+fn wait_held(relay: &Relay, ok: impl Fn(u64) -> bool) {
+    let admin = relay.admin.expect("admin");
+    let mut held = 0;
+    for _ in 0..200 {
+        let text = String::from_utf8(Client::connect(admin).get("/metrics").body).unwrap();
+        held = text
+            .lines()
+            .find_map(|l| l.strip_prefix("relay_pass_buffer_bytes ")?.parse().ok())
+            .expect("relay_pass_buffer_bytes");
+        if ok(held) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pass-through memory stayed at {held} bytes");
+}
+
 /// Request bodies held for pass-throughs count against `origin.pass_buffer_bytes`, like the
 /// response windows: a body with no room is 503 before any of it is read, a chunked one as
 /// soon as it outgrows the room, and the room comes back once a body has gone to the origin
@@ -573,7 +591,7 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
     let mut stalled = Client::connect(relay.addr);
     stalled.send(head(big.len()).as_bytes());
     stalled.send(&big[..1 << 20]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_held(&relay, |held| held == 2 << 20);
     let mut c = Client::connect(relay.addr);
     c.send(head(big.len()).as_bytes());
     assert_eq!(c.read_response(false).unwrap().status, 503);
@@ -599,9 +617,9 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
     let mut gone = Client::connect(relay.addr);
     gone.send(head(big.len()).as_bytes());
     gone.send(&big[..1000]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_held(&relay, |held| held >= 2 << 20);
     drop(gone);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_held(&relay, |held| held < 1 << 20);
     for _ in 0..2 {
         let mut c = Client::connect(relay.addr);
         c.send(&[head(big.len()).as_bytes(), &big].concat());

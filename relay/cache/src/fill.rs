@@ -97,6 +97,11 @@ impl Budget {
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
+
+    /// The most that may be reserved at once.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
 }
 
 impl Reservation {

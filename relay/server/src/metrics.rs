@@ -209,11 +209,19 @@ impl Metrics {
                  # HELP relay_upstream_bytes_total Body bytes received from HTTP origins.\n\
                  # TYPE relay_upstream_bytes_total counter\nrelay_upstream_bytes_total {}\n\
                  # HELP relay_disk_writes_total Chunks written to the disk tier.\n\
-                 # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}",
+                 # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}\n\
+                 # HELP relay_pass_buffer_bytes Memory held for pass-throughs: response windows \
+                 and request bodies.\n\
+                 # TYPE relay_pass_buffer_bytes gauge\nrelay_pass_buffer_bytes {}\n\
+                 # HELP relay_pass_buffer_capacity_bytes origin.pass_buffer_bytes.\n\
+                 # TYPE relay_pass_buffer_capacity_bytes gauge\n\
+                 relay_pass_buffer_capacity_bytes {}",
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
                 st.disk_writes.load(Ordering::Relaxed),
+                up.pass_budget.held(),
+                up.pass_budget.limit(),
             );
         }
         let _ = writeln!(
