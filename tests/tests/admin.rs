@@ -213,3 +213,50 @@ fn large_chunks_live_in_registered_memory_and_leave_from_it() {
         "no fixed-buffer send of a 40 KiB arena chunk:\n{text}"
     );
 }
+
+/// A client that asks for a large object and stops reading: the first piece goes zero-copy,
+/// and its notification would come only once the client acked every byte, which it never
+/// does. When the send deadline closes the connection, relay resets it (the send queue is
+/// dropped, the notification comes), so the slot and the chunk are let go, instead of being
+/// held for as long as the client stays connected.
+#[test]
+fn a_client_that_stops_reading_is_cut_and_its_slot_freed() {
+    let origin = TempDir::new("origin");
+    let big = relay_tests::pattern(32 << 20, 11);
+    origin.write("big.bin", &big);
+    let cfg = config("127.0.0.1:0", origin.path(), 4 << 20, 1 << 26)
+        .replace("workers = 2", "workers = 2\nidle_timeout_ms = 1000");
+    let relay = Relay::start(&cfg);
+    assert!(Client::connect(relay.addr).get("/big.bin").body == big);
+    let open = || {
+        let mut a = Client::connect(relay.admin.expect("admin"));
+        metric(
+            &String::from_utf8(a.get("/metrics").body).unwrap(),
+            "relay_connections_open",
+        )
+    };
+    // A small receive buffer, set before connecting: the window closes after a few KiB.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&relay.addr.into()).unwrap();
+    let mut stalled = std::net::TcpStream::from(s);
+    std::io::Write::write_all(&mut stalled, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(open(), 1.0);
+    // The send deadline (1 s) passes; within a few ticks the slot is free.
+    let mut left = open();
+    for _ in 0..60 {
+        if left == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = open();
+    }
+    assert_eq!(left, 0.0, "the stalled connection still holds its slot");
+    // The client sees its connection reset (or cut) after some of the body.
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stalled, &mut got);
+    assert!(got.len() < big.len());
+    drop(stalled);
+    assert!(Client::connect(relay.addr).get("/big.bin").body == big);
+}

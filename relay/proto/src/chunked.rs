@@ -199,23 +199,82 @@ fn line(
     }
 }
 
-/// The size on a complete chunk-size line (CRLF included, no other CR or LF in it).
-///
-/// `httparse::parse_chunk_size` reads the digits and skips the extensions; it also takes a
-/// line with no digit as size 0 and any byte inside an extension, so those two are refused
-/// here first.
+/// The size on a complete chunk-size line (CRLF included, no other CR or LF in it):
+/// `1*HEXDIG *( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] ) CRLF`
+/// (RFC 9112 §7.1.1), extensions checked and ignored. Leading zeros are allowed; the size
+/// must fit in 64 bits. Written here rather than taken from `httparse::parse_chunk_size`,
+/// which also takes a line without digits (as 0), whitespace with no extension after it,
+/// and any byte inside an extension.
 fn chunk_size(line: &[u8]) -> Result<u64, ChunkedError> {
-    if !line.first().is_some_and(u8::is_ascii_hexdigit) {
+    let line = &line[..line.len() - 2];
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
         return Err(ChunkedError::InvalidSize);
     }
-    let body = &line[..line.len() - 2];
-    if body.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    let (hex, mut rest) = line.split_at(digits);
+    let zeros = hex.iter().take_while(|&&b| b == b'0').count();
+    let significant = &hex[zeros..];
+    if significant.len() > 16 {
         return Err(ChunkedError::InvalidSize);
     }
-    match httparse::parse_chunk_size(line) {
-        Ok(httparse::Status::Complete((n, size))) if n == line.len() => Ok(size),
-        _ => Err(ChunkedError::InvalidSize),
+    let size = significant.iter().fold(0u64, |n, &b| {
+        // Checked above: hex digits, at most 16 of them.
+        (n << 4) | u64::from((b as char).to_digit(16).unwrap_or(0))
+    });
+    while !rest.is_empty() {
+        rest = extension(rest).ok_or(ChunkedError::InvalidSize)?;
     }
+    Ok(size)
+}
+
+/// One `BWS ";" BWS name [ BWS "=" BWS value ]` at the start of `s`; what follows it.
+fn extension(s: &[u8]) -> Option<&[u8]> {
+    let s = skip_ws(s).strip_prefix(b";")?;
+    let s = skip_ws(s);
+    let name = s.iter().take_while(|&&b| is_tchar(b)).count();
+    if name == 0 {
+        return None;
+    }
+    let s = &s[name..];
+    let Some(s) = skip_ws(s).strip_prefix(b"=") else {
+        // Whitespace only before another extension, never at the end of the line.
+        return (s.is_empty() || skip_ws(s).first() == Some(&b';')).then_some(s);
+    };
+    let s = skip_ws(s);
+    let value = match s.first() {
+        Some(b'"') => quoted_string(s)?,
+        _ => s.iter().take_while(|&&b| is_tchar(b)).count(),
+    };
+    if value == 0 {
+        return None;
+    }
+    let s = &s[value..];
+    (s.is_empty() || skip_ws(s).first() == Some(&b';')).then_some(s)
+}
+
+/// The length of the quoted-string at the start of `s` (which starts with `"`).
+fn quoted_string(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let next = *s.get(i + 1)?;
+                if next != b'\t' && !(0x20..0x7f).contains(&next) && next < 0x80 {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn skip_ws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
 }
 
 /// Whether a trailer line is `field-name ":" OWS field-value OWS` with a token name and a
@@ -283,6 +342,34 @@ mod tests {
     }
 
     #[test]
+    fn extensions_and_leading_zeros_that_the_grammar_allows() {
+        for line in [
+            &b"5;a\r\n"[..],
+            b"5 ;a\r\n",
+            b"5\t; a = b\r\n",
+            b"5;a=\"q \\\" ;\"\r\n",
+            b"5;a=b;c;d=\"\"\r\n",
+            b"5 ; a ; b = c\r\n",
+            b"00000000000000000000005\r\n",
+        ] {
+            let wire = [line, b"hello\r\n0\r\n\r\n"].concat();
+            let got = decode_in_pieces(&wire, &[]);
+            assert_eq!(
+                got.map(|(b, _)| b),
+                Ok(b"hello".to_vec()),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let mut d = Decoder::new(64);
+        let p = d
+            .decode(b"0000000000000000ffffffffffffffff\r\n", |_| {})
+            .unwrap();
+        assert_eq!(p.consumed, 34);
+        assert_eq!(d.state, State::Data(u64::MAX));
+    }
+
+    #[test]
     fn an_empty_body_and_upper_case_sizes() {
         assert_eq!(decode_in_pieces(b"0\r\n\r\n", &[]).unwrap().0, b"");
         let big = [b"A\r\n".as_slice(), &[b'x'; 10], b"\r\n0\r\n\r\n"].concat();
@@ -331,7 +418,18 @@ mod tests {
             (b"5;a\nb\r\n", ChunkedError::InvalidSize),
             (b"5;a\x00\r\n", ChunkedError::InvalidSize),
             (b"5 6\r\n", ChunkedError::InvalidSize),
+            (b"5 \r\n", ChunkedError::InvalidSize),
+            (b"5;\r\n", ChunkedError::InvalidSize),
+            (b"5;a \r\n", ChunkedError::InvalidSize),
+            (b"5;a=\r\n", ChunkedError::InvalidSize),
+            (b"5;a=\"x\r\n", ChunkedError::InvalidSize),
+            (b"5;a=b c\r\n", ChunkedError::InvalidSize),
+            (b"5;a=\"\x01\"\r\n", ChunkedError::InvalidSize),
+            (b"5;a b\r\n", ChunkedError::InvalidSize),
+            (b"5;;a\r\n", ChunkedError::InvalidSize),
+            (b"5,a\r\n", ChunkedError::InvalidSize),
             (b"10000000000000000\r\n", ChunkedError::InvalidSize),
+            (b"1ffffffffffffffff\r\n", ChunkedError::InvalidSize),
             (b"3\r\nabcd\r\n", ChunkedError::MissingCrlf),
             (b"3\r\nabc\n0\r\n\r\n", ChunkedError::MissingCrlf),
             (b"0\r\nno colon\r\n\r\n", ChunkedError::InvalidTrailer),

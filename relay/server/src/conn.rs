@@ -207,6 +207,18 @@ pub struct Conn {
     pub zc_ok: bool,
     /// Bytes the pending zero-copy send reported sent; applied when its notification comes.
     pub zc_sent: Option<usize>,
+    /// A zero-copy send is in flight: its notification comes only once the peer has acked
+    /// the bytes, so a close resets the connection rather than wait on a client that stopped
+    /// reading.
+    pub zc_pending: bool,
+    /// The connection closes after its response, and whatever the client still sends is read
+    /// and dropped meanwhile (an error answered before its request was read whole: a
+    /// lingering close, so the client is not cut off while it is still sending).
+    pub linger: bool,
+    /// The response is sent and the write side shut: only the lingering read remains.
+    pub lingering: bool,
+    /// How many more bytes a lingering close reads before it gives up.
+    pub linger_left: u64,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
     /// multipart).
     pub multi: MultiRange,
@@ -270,6 +282,10 @@ impl Conn {
             multishot: false,
             overflow: Vec::new(),
             zc_ok: true,
+            zc_pending: false,
+            linger: false,
+            lingering: false,
+            linger_left: 0,
             zc_sent: None,
             pass_body: None,
             upload: Vec::new(),
@@ -315,26 +331,36 @@ impl Conn {
     }
 
     /// Decodes what has arrived of the request's chunked body, if it has one: into `upload`
-    /// when `collect` (a pass-through's body), else skipped. True once the body is whole
-    /// (or there is none).
+    /// when `collect` is its most (a pass-through's body; past it, `TooLong` and nothing
+    /// more is kept), else skipped. `Whole` once the body is (or there is none).
     pub fn decode_chunked(
         &mut self,
-        collect: bool,
-    ) -> Result<bool, relay_proto::chunked::ChunkedError> {
+        collect: Option<u64>,
+    ) -> Result<Upload, relay_proto::chunked::ChunkedError> {
         let Some(dec) = self.chunked.as_mut() else {
-            return Ok(true);
+            return Ok(Upload::Whole);
         };
         let upload = &mut self.upload;
-        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| {
-            if collect {
-                upload.extend_from_slice(b);
-            }
+        let mut too_long = false;
+        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| match collect {
+            Some(max) if (upload.len() + b.len()) as u64 > max => too_long = true,
+            Some(_) => upload.extend_from_slice(b),
+            None => {}
         })?;
         self.rstart += p.consumed;
+        if too_long {
+            return Ok(Upload::TooLong);
+        }
         if p.done {
             self.chunked = None;
+            // What grew by doubling is trimmed before it is held until the origin has it.
+            self.upload.shrink_to_fit();
+            if let Some(r) = self.upload_reserved.as_mut() {
+                r.shrink_to(self.upload.capacity() as u64);
+            }
+            return Ok(Upload::Whole);
         }
-        Ok(p.done)
+        Ok(Upload::Partial)
     }
 
     /// Reuses a slot's buffers for a new connection.
@@ -363,6 +389,10 @@ impl Conn {
         self.overflow = Vec::new();
         self.zc_ok = true;
         self.zc_sent = None;
+        self.zc_pending = false;
+        self.linger = false;
+        self.lingering = false;
+        self.linger_left = 0;
         self.upload = Vec::new();
         self.upload_left = 0;
         self.pass_request = None;
@@ -635,6 +665,18 @@ pub struct PassRequest {
     pub method: http::Method,
     pub headers: Vec<(String, Vec<u8>)>,
     pub host: String,
+    /// The request's body goes with it (collected first); false for a GET that asks again
+    /// for an answer another client's fetch may not share, whose body is skipped after it.
+    pub with_body: bool,
+}
+
+/// How far a request body has been read ([`Conn::decode_chunked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    Partial,
+    Whole,
+    /// Longer than the most relay collects.
+    TooLong,
 }
 
 /// A request body with the share of the pass-through budget it holds.

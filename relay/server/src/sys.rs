@@ -29,6 +29,33 @@ pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Resets a TCP connection (`connect` with `AF_UNSPEC`): its send queue is dropped at once,
+/// so zero-copy sends still queued to a peer that stopped reading are notified, and the peer
+/// gets an RST.
+pub fn abort(fd: RawFd) {
+    let addr = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: `addr` is a valid sockaddr for the call's duration; the caller owns `fd`;
+    // failure (not connected any more) is harmless.
+    unsafe {
+        libc::connect(
+            fd,
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Shuts the write side: the peer sees the end of the stream, reads go on.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: plain syscall on an fd the caller owns; failure is harmless.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
 /// Close an fd the caller owns and no in-flight operation uses any more.
 pub fn close(fd: RawFd) {
     // SAFETY: the caller owns `fd` and never uses it again.

@@ -9,7 +9,7 @@
 
 use crate::conn::{
     Body, Conditionals, Conn, DirOpen, FileRead, PassReader, PassRequest, Phase, RequestInfo,
-    Route, Small,
+    Route, Small, Upload,
 };
 use crate::origin::{FileStat, OriginError};
 use crate::ring::Ring;
@@ -264,6 +264,9 @@ impl Worker {
                     return Ok(());
                 }
                 c.inflight -= 1;
+                if kind == SEND_ZC {
+                    c.zc_pending = false;
+                }
                 if c.closing {
                     if (kind == DISK_OPEN || kind == DIR_OPEN) && res >= 0 {
                         // Opened for a connection that is gone: nobody will read it.
@@ -396,7 +399,9 @@ impl Worker {
             if c.fd < 0 || c.closing || c.deadline > self.now {
                 continue;
             }
-            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            if !c.lingering {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
             self.close(slot);
         }
     }
@@ -468,7 +473,10 @@ impl Worker {
         let bid = io_uring::cqueue::buffer_select(flags);
         let c = &mut self.conns[slot as usize];
         if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
-            if res > 0 && !c.closing {
+            if res > 0 && !c.closing && c.linger {
+                // Input after a refused request: read and dropped (a lingering close).
+                c.linger_left = c.linger_left.saturating_sub(res as u64);
+            } else if res > 0 && !c.closing {
                 let data = br.buf(bid, res as usize);
                 if c.rend == c.rstart && c.overflow.is_empty() {
                     c.request_started = Some(self.now);
@@ -497,6 +505,17 @@ impl Worker {
         }
         if c.closing {
             self.maybe_free(slot);
+            return Ok(());
+        }
+        if c.linger {
+            let ended = res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.linger_left == 0;
+            if ended && c.lingering {
+                self.close(slot);
+            } else if !ended && !more {
+                self.arm_multishot(slot)?;
+            }
+            // Until the response is sent, an ended input only stops the reading (`linger`
+            // then closes at once).
             return Ok(());
         }
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.overflow.len() > OVERFLOW_LIMIT {
@@ -621,6 +640,7 @@ impl Worker {
         let piece = c.send.body.len() - c.send.body_off;
         if let Some(fixed) = zc.index(c.zc_ok, &c.send.body[c.send.body_off..]) {
             c.zc_sent = None;
+            c.zc_pending = true;
             let body = &c.send.body[c.send.body_off..];
             if let Some(index) = fixed {
                 self.stats.zc_fixed.fetch_add(1, Ordering::Relaxed);
@@ -1286,19 +1306,25 @@ impl Worker {
             if c.pass_request.is_some() {
                 // Collect the request body, then hand the request to the upstream thread.
                 // A chunked body goes on decoded, with its length (trailers dropped).
-                match c.decode_chunked(true) {
-                    Ok(_) if c.upload.len() as u64 > PASS_BODY_LIMIT => {
+                let with_body = c.pass_request.as_ref().is_some_and(|r| r.with_body);
+                let collected = match with_body {
+                    true => c.decode_chunked(Some(PASS_BODY_LIMIT)),
+                    // Skipped after the response, like any body relay does not use.
+                    false => Ok(Upload::Whole),
+                };
+                match collected {
+                    Ok(Upload::TooLong) => {
                         c.pass_request = None;
-                        self.error(slot, 413);
+                        self.refuse(slot, 413);
                         continue;
                     }
                     Ok(_) if !c.reserve_upload() => {
                         c.pass_request = None;
-                        self.error(slot, 503);
+                        self.refuse(slot, 503);
                         continue;
                     }
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok(Upload::Whole) => {}
+                    Ok(Upload::Partial) => {
                         if self.need_input(slot)? {
                             continue;
                         }
@@ -1306,7 +1332,7 @@ impl Worker {
                     }
                     Err(_) => {
                         c.pass_request = None;
-                        self.error(slot, 400);
+                        self.refuse(slot, 400);
                         continue;
                     }
                 }
@@ -1435,6 +1461,7 @@ impl Worker {
                                 method,
                                 headers,
                                 host: String::new(),
+                                with_body: false,
                             }));
                             continue;
                         }
@@ -1536,13 +1563,17 @@ impl Worker {
                 let _ = self.latency.record(us.max(1));
             }
             if c.close_after {
-                self.close(slot);
+                if c.linger {
+                    self.linger(slot);
+                } else {
+                    self.close(slot);
+                }
                 return Ok(());
             }
             // Skip a request body we do not use.
-            match c.decode_chunked(false) {
-                Ok(true) => {}
-                Ok(false) => {
+            match c.decode_chunked(None) {
+                Ok(Upload::Whole | Upload::TooLong) => {}
+                Ok(Upload::Partial) => {
                     if self.need_input(slot)? {
                         continue;
                     }
@@ -1672,8 +1703,8 @@ impl Worker {
                             .as_ref()
                             .and_then(|u| u.pass_budget.reserve(content_length));
                         match method {
-                            Ok(_) if content_length > PASS_BODY_LIMIT => self.error(slot, 413),
-                            Ok(_) if reserved.is_none() => self.error(slot, 503),
+                            Ok(_) if content_length > PASS_BODY_LIMIT => self.refuse(slot, 413),
+                            Ok(_) if reserved.is_none() => self.refuse(slot, 503),
                             Ok(method) => {
                                 // A chunked body's length is known once it is read.
                                 c.upload_reserved = reserved;
@@ -1684,6 +1715,7 @@ impl Worker {
                                     method,
                                     headers,
                                     host,
+                                    with_body: true,
                                 }));
                                 // The client may wait for this before it sends the body that
                                 // relay is about to read (RFC 9110 §10.1.1). Nothing else is
@@ -1697,14 +1729,17 @@ impl Worker {
                                     return Ok(());
                                 }
                             }
-                            Err(_) => self.error(slot, 400),
+                            Err(_) => self.refuse(slot, 400),
                         }
                         continue;
                     }
                     if expect_continue {
                         // Answered without its body, which the client may never send: the
-                        // connection cannot be framed after the response.
+                        // connection cannot be framed after the response. If the body comes
+                        // after all, it is dropped.
                         c.saved.req.keep_alive = false;
+                        c.linger = true;
+                        c.linger_left = LINGER_BYTES;
                     }
                     c.rstart += head_len;
                     c.discard = content_length;
@@ -2496,8 +2531,18 @@ impl Worker {
     /// trustworthy).
     fn error(&mut self, slot: u32, status: u16) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.refuse(slot, status);
+    }
+
+    /// [`Self::error`] for a request already counted.
+    fn refuse(&mut self, slot: u32, status: u16) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         let c = &mut self.conns[slot as usize];
+        // The client may still be sending (a body refused at its head, a request cut short):
+        // what comes is dropped, and the connection lingers after the answer.
+        c.linger = true;
+        c.linger_left = LINGER_BYTES;
+        c.overflow = Vec::new();
         c.req_start = Some(self.now);
         relay_proto::error_response(status, self.date.get(), &mut c.send.head);
         c.close_after = true;
@@ -2508,10 +2553,33 @@ impl Worker {
         c.upload_reserved = None;
     }
 
+    /// Closes after an answer while the client may still be sending: the write side is shut
+    /// (the client sees the whole answer and its end) and input is read and dropped until
+    /// the client closes, `LINGER_BYTES` have come or `LINGER_TIME` has passed. Closing at
+    /// once could leave the client blocked on a full window (no RST goes out when the
+    /// receive queue happens to be empty), or reset it before it read the answer.
+    fn linger(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if !c.multishot || c.linger_left == 0 || c.closing || c.fd < 0 {
+            // Input already ended (or is not read without a request).
+            self.close(slot);
+            return;
+        }
+        sys::shutdown_write(c.fd);
+        c.lingering = true;
+        c.phase = Phase::Recv;
+        c.deadline = self.now + LINGER_TIME;
+    }
+
     fn close(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         if c.closing || c.fd < 0 {
             return;
+        }
+        if c.zc_pending {
+            // A zero-copy send's notification waits for the peer to ack its bytes, which a
+            // client that stopped reading never does: reset, so the send queue is dropped.
+            sys::abort(c.fd);
         }
         c.closing = true;
         if c.restore_entry.is_some() {
@@ -2550,6 +2618,33 @@ impl Drop for Worker {
                 self.restore_fallback(slot);
             }
         }
+        // The kernel may still read or write memory of operations in flight (a zero-copy
+        // send waiting for its acks, a file read) after the ring is gone: that memory is
+        // never handed back (other workers would put other chunks in it), and the
+        // connections are reset and closed. Only a worker that stops with connections open
+        // (an error) leaks anything; the eventfd buffer and the tick, always in flight, are
+        // a few bytes.
+        let mut busy = false;
+        for mut c in std::mem::take(&mut self.conns) {
+            if c.fd >= 0 {
+                if c.inflight > 0 {
+                    sys::abort(c.fd);
+                    sys::shutdown(c.fd);
+                }
+                sys::close(c.fd);
+                c.fd = -1;
+            }
+            if c.inflight > 0 {
+                busy = true;
+                std::mem::forget(c);
+            }
+        }
+        if busy && let Some(b) = self.bufring.take() {
+            // Multishot receives may still land in its buffers.
+            std::mem::forget(b);
+        }
+        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
+        std::mem::forget(std::mem::replace(&mut self.tick, timespec(Duration::ZERO)));
     }
 }
 
@@ -2615,6 +2710,11 @@ fn random_boundary() -> String {
     h.write_u64(a);
     format!("relay-{a:016x}{:016x}", h.finish())
 }
+
+/// A lingering close (after an error answer) reads and drops at most this much input...
+const LINGER_BYTES: u64 = 16 << 20;
+/// ...for at most this long.
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The interim response to a request that expects `100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
