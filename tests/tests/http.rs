@@ -159,6 +159,41 @@ fn keep_alive_and_pipelining_with_a_raw_client() {
     assert!(c.is_closed());
 }
 
+/// A client that shuts its sending side after its requests (`nc -N`, some health checkers)
+/// still gets every response whole: the end of its input is not taken for a client gone.
+#[test]
+fn a_half_closed_client_still_gets_its_responses() {
+    use std::io::{Read, Write};
+    let f = fixture(64 << 20);
+    for warm in [false, true] {
+        let mut s = std::net::TcpStream::connect(f.relay.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(
+            b"GET /dir/big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "warm {warm}");
+        assert!(
+            got.ends_with(&f.small),
+            "warm {warm}: the second response is cut"
+        );
+        let big_at = got
+            .windows(f.big.len().min(64))
+            .position(|w| w == &f.big[..64])
+            .expect("the first body");
+        assert!(
+            got[big_at..big_at + f.big.len()] == f.big[..],
+            "warm {warm}"
+        );
+    }
+}
+
 #[test]
 fn bad_requests_get_clear_statuses() {
     let f = fixture(64 << 20);

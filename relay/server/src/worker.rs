@@ -518,6 +518,14 @@ impl Worker {
             // then closes at once).
             return Ok(());
         }
+        if res == 0 && matches!(c.phase, Phase::Send | Phase::Fill) {
+            // The client shut its side after its requests (a half-close): the response under
+            // way (sent, or read from disk or the directory), and the requests already
+            // received, are still answered; the next read then sees the end again and
+            // closes. A client that leaves while relay waits on an origin is taken for gone,
+            // as nginx does, so the fetch it started is let go (`relay_upstream` notices).
+            return Ok(());
+        }
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.overflow.len() > OVERFLOW_LIMIT {
             self.close(slot);
             return Ok(());
