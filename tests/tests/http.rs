@@ -192,6 +192,23 @@ fn a_half_closed_client_still_gets_its_responses() {
             "warm {warm}"
         );
     }
+    // Far more pipelined requests than the receive buffer holds, then the half-close: the
+    // ones that overflowed it are answered too.
+    let mut s = std::net::TcpStream::connect(f.relay.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut many = b"GET /dir/big.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    for _ in 0..3000 {
+        many.extend_from_slice(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    s.write_all(&many).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let answered = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200 OK")
+        .count();
+    assert_eq!(answered, 3001);
 }
 
 #[test]

@@ -423,6 +423,20 @@ impl Conn {
         self.pass_request = None;
     }
 
+    /// Drops what this connection holds apart from memory the kernel may still read or
+    /// write for an operation in flight, which is leaked: the receive buffer, the send state
+    /// (head and body piece) and the targets of file reads. For a worker that stops with
+    /// operations in flight.
+    pub fn forget_kernel_memory(mut self) {
+        std::mem::forget(std::mem::take(&mut self.rbuf));
+        std::mem::forget(std::mem::replace(&mut self.send, SendState::new(0)));
+        std::mem::forget(self.fill.take());
+        std::mem::forget(self.dread.take());
+        std::mem::forget(self.dopen.take());
+        // Everything else (upstream slots and streams, budget reservations, cache entries)
+        // drops here.
+    }
+
     /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.
     pub fn head(&self) -> &[u8] {
         head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved)

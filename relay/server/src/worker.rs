@@ -509,7 +509,8 @@ impl Worker {
         }
         if c.linger {
             let ended = res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.linger_left == 0;
-            if ended && c.lingering {
+            // Gone while its answer waits on an origin: let the fetch go (as without linger).
+            if ended && (c.lingering || c.phase == Phase::Wait) {
                 self.close(slot);
             } else if !ended && !more {
                 self.arm_multishot(slot)?;
@@ -545,7 +546,9 @@ impl Worker {
     /// and the caller should parse again.
     fn need_input(&mut self, slot: u32) -> std::io::Result<bool> {
         let c = &mut self.conns[slot as usize];
-        if !c.multishot {
+        // Bytes that overflowed earlier come first (a half-closed client's multishot ended
+        // with them still there).
+        if !c.multishot && c.overflow.is_empty() {
             self.submit_recv(slot)?;
             return Ok(false);
         }
@@ -563,6 +566,11 @@ impl Worker {
                 return Ok(true);
             }
         }
+        if !c.multishot {
+            self.submit_recv(slot)?;
+            return Ok(false);
+        }
+        let c = &mut self.conns[slot as usize];
         c.deadline = match c.request_started {
             Some(t) if c.rend > 0 => t + self.header_timeout,
             _ => self.now + self.idle_timeout,
@@ -2641,10 +2649,14 @@ impl Drop for Worker {
                 }
                 sys::close(c.fd);
                 c.fd = -1;
+                self.stats.open.fetch_sub(1, Ordering::Relaxed);
             }
             if c.inflight > 0 {
                 busy = true;
-                std::mem::forget(c);
+                // What the kernel never touches goes back now (pass-through budget, upstream
+                // streams and fetches, cache entries); the receive buffer, the send state and
+                // the read targets are kept for good.
+                c.forget_kernel_memory();
             }
         }
         if busy && let Some(b) = self.bufring.take() {
