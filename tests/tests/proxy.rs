@@ -704,6 +704,36 @@ fn expect_100_continue_is_answered_before_the_body_is_read() {
     assert!(c.is_closed());
 }
 
+/// A client that half-closes once its response has begun gets the whole body, even while
+/// relay waits on the origin for the rest of it; one that leaves before its answer began
+/// lets the fetch go (it is taken for gone, as nginx does).
+#[test]
+fn a_half_close_during_a_fill_still_gets_the_whole_body() {
+    use std::io::{Read, Write};
+    let origin = Origin::start();
+    let body = pattern(4 * CHUNK, 57);
+    origin.put("/slow", Object::new(body.clone(), "s"));
+    origin
+        .behaviour
+        .piece_bytes
+        .store(16 << 10, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(20, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = s.read(&mut got).unwrap();
+    got.truncate(n);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.read_to_end(&mut got).unwrap();
+    assert!(
+        got.ends_with(&body),
+        "the body was cut after the half-close"
+    );
+}
+
 #[test]
 fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     let origin = Origin::start();

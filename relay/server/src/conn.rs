@@ -431,10 +431,18 @@ impl Conn {
         std::mem::forget(std::mem::take(&mut self.rbuf));
         std::mem::forget(std::mem::replace(&mut self.send, SendState::new(0)));
         std::mem::forget(self.fill.take());
+        // Their open files close (the kernel holds its own reference for a read in flight).
+        if let Some(d) = self.dread.as_mut() {
+            d.file = None;
+        }
+        if let Some(d) = self.dopen.as_mut() {
+            d.file = None;
+        }
         std::mem::forget(self.dread.take());
         std::mem::forget(self.dopen.take());
         // Everything else (upstream slots and streams, budget reservations, cache entries)
-        // drops here.
+        // drops here; a stream window the leaked send state still points into keeps its
+        // share of the pass-through budget.
     }
 
     /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.

@@ -508,9 +508,12 @@ impl Worker {
             return Ok(());
         }
         if c.linger {
-            let ended = res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.linger_left == 0;
+            let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS);
+            let ended = gone || c.linger_left == 0;
             // Gone while its answer waits on an origin: let the fetch go (as without linger).
-            if ended && (c.lingering || c.phase == Phase::Wait) {
+            // Past `LINGER_BYTES` before the answer is sent, input is still dropped until it
+            // is; `linger` then closes at once.
+            if (ended && c.lingering) || (gone && c.phase == Phase::Wait && c.body.is_none()) {
                 self.close(slot);
             } else if !ended && !more {
                 self.arm_multishot(slot)?;
@@ -519,12 +522,13 @@ impl Worker {
             // then closes at once).
             return Ok(());
         }
-        if res == 0 && matches!(c.phase, Phase::Send | Phase::Fill) {
+        if res == 0 && (matches!(c.phase, Phase::Send | Phase::Fill) || c.body.is_some()) {
             // The client shut its side after its requests (a half-close): the response under
-            // way (sent, or read from disk or the directory), and the requests already
+            // way (its body being sent, read, or waited for), and the requests already
             // received, are still answered; the next read then sees the end again and
-            // closes. A client that leaves while relay waits on an origin is taken for gone,
-            // as nginx does, so the fetch it started is let go (`relay_upstream` notices).
+            // closes. A client that leaves while relay waits on an origin before its answer
+            // has begun is taken for gone, as nginx does, so the fetch it started is let go
+            // (`relay_upstream` notices).
             return Ok(());
         }
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) || c.overflow.len() > OVERFLOW_LIMIT {
