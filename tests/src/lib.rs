@@ -175,6 +175,20 @@ impl Relay {
         Relay::start_with(config, &[])
     }
 
+    /// The relay process's CPU time so far (user + system, in clock ticks).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("relay's /proc stat");
+        // Fields after the command name (which may hold spaces): utime is the 14th, stime the
+        // 15th of the whole line.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    }
+
     /// Sends a signal to the relay process.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: signalling our own child process by pid.

@@ -211,6 +211,67 @@ fn a_half_closed_client_still_gets_its_responses() {
     assert_eq!(answered, 3001);
 }
 
+/// Out of descriptors, accepts fail (EMFILE) while connections wait in the backlog: relay
+/// does not spin on them (were the kernel to end the multishot accept, it would be armed
+/// again on the next tick, not in a loop that fails at once), and it serves again as soon
+/// as descriptors are free.
+#[test]
+fn out_of_descriptors_relay_neither_spins_nor_stops_serving() {
+    let origin = TempDir::new("origin");
+    origin.write("small.txt", b"hi\n");
+    let relay = Relay::start_with(
+        &config("127.0.0.1:0", origin.path(), CHUNK, 1 << 24),
+        &["prlimit", "--nofile=96:96"],
+    );
+    let held: Vec<_> = (0..160)
+        .map(|_| std::net::TcpStream::connect(relay.addr).unwrap())
+        .collect();
+    assert!(
+        relay.wait_log("Too many open files", std::time::Duration::from_secs(5)),
+        "the descriptors never ran out"
+    );
+    let before = relay.cpu_ticks();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let spent = relay.cpu_ticks() - before;
+    assert!(
+        spent < 30,
+        "relay spent {spent} ticks of 100 in a second, out of descriptors"
+    );
+    drop(held);
+    let r = Client::connect(relay.addr).get("/small.txt");
+    assert_eq!((r.status, &r.body[..]), (200, &b"hi\n"[..]));
+}
+
+/// A GET or HEAD body relay does not use is read through and dropped when it is small; a
+/// longer one (or a chunked one past the same bound) ends the connection after the answer
+/// instead, so a client trickling a huge body cannot hold it.
+#[test]
+fn long_unused_request_bodies_end_the_connection() {
+    let f = fixture(64 << 20);
+    let mut c = Client::connect(f.relay.addr);
+    let mut req = b"GET /small.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'x'; 1000]);
+    req.extend_from_slice(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.send(&req);
+    for _ in 0..2 {
+        assert_eq!(c.read_response(false).unwrap().body, f.small);
+    }
+    let mut req = b"GET /small.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+    req.extend_from_slice(&vec![b'x'; 1_000_000]);
+    c.send(&req);
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(c.is_closed());
+    let mut c = Client::connect(f.relay.addr);
+    c.send(b"GET /small.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let block = [b"10000\r\n".as_slice(), &vec![b'y'; 1 << 16], b"\r\n"].concat();
+    for _ in 0..4 {
+        c.send(&block);
+    }
+    assert_eq!(c.read_response(false).unwrap().body, f.small);
+    assert!(c.is_closed());
+}
+
 #[test]
 fn bad_requests_get_clear_statuses() {
     let f = fixture(64 << 20);

@@ -734,6 +734,35 @@ fn a_half_close_during_a_fill_still_gets_the_whole_body() {
     );
 }
 
+/// A client waiting on an origin that does not answer is cut at its send deadline
+/// (`server.idle_timeout_ms`), although every tick looks at it again: the deadline is set
+/// when the wait starts, not each time the wait is checked.
+#[test]
+fn a_wait_on_a_silent_origin_ends_at_its_deadline() {
+    let origin = Origin::start();
+    origin.put("/late", Object::new(b"late".to_vec(), "l"));
+    origin
+        .behaviour
+        .head_delay_ms
+        .store(6000, Ordering::Relaxed);
+    let config = proxy_config(&origin, "")
+        .replace("workers = 2", "workers = 2\nidle_timeout_ms = 800")
+        .replace(
+            "first_byte_timeout_ms = 2000",
+            "first_byte_timeout_ms = 10000",
+        );
+    let relay = Relay::start(&config);
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(relay.addr);
+    c.send(b"GET /late HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert!(c.read_response(false).is_none(), "answered after all");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(2500),
+        "cut after {waited:?}, past the 800 ms deadline"
+    );
+}
+
 #[test]
 fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     let origin = Origin::start();

@@ -331,21 +331,26 @@ impl Conn {
     }
 
     /// Decodes what has arrived of the request's chunked body, if it has one: into `upload`
-    /// when `collect` is its most (a pass-through's body; past it, `TooLong` and nothing
-    /// more is kept), else skipped. `Whole` once the body is (or there is none).
+    /// when `keep` (a pass-through's body), else skipped. Past `max` body bytes, `TooLong`
+    /// and nothing more is kept. `Whole` once the body is (or there is none).
     pub fn decode_chunked(
         &mut self,
-        collect: Option<u64>,
+        keep: bool,
+        max: u64,
     ) -> Result<Upload, relay_proto::chunked::ChunkedError> {
         let Some(dec) = self.chunked.as_mut() else {
             return Ok(Upload::Whole);
         };
+        let mut seen = dec.body_len();
         let upload = &mut self.upload;
         let mut too_long = false;
-        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| match collect {
-            Some(max) if (upload.len() + b.len()) as u64 > max => too_long = true,
-            Some(_) => upload.extend_from_slice(b),
-            None => {}
+        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| {
+            seen += b.len() as u64;
+            if seen > max {
+                too_long = true;
+            } else if keep {
+                upload.extend_from_slice(b);
+            }
         })?;
         self.rstart += p.consumed;
         if too_long {

@@ -249,7 +249,7 @@ impl Server {
         );
         self.shared.memory.set_capacity(new.cache.memory_bytes);
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 15] = [
             ("server.listen", old.server.listen != new.server.listen),
             ("server.workers", old.server.workers != new.server.workers),
             (
@@ -261,9 +261,30 @@ impl Server {
                 "cache.chunk_size",
                 old.cache.chunk_size != new.cache.chunk_size,
             ),
+            ("cache.disk_dir", old.cache.disk_dir != new.cache.disk_dir),
+            (
+                "cache.disk_bytes",
+                old.cache.disk_bytes != new.cache.disk_bytes,
+            ),
+            (
+                "cache.disk_fsync",
+                old.cache.disk_fsync != new.cache.disk_fsync,
+            ),
+            (
+                "cache.disk_admission",
+                old.cache.disk_admission != new.cache.disk_admission,
+            ),
             (
                 "origin.directory",
                 old.origin.directory != new.origin.directory,
+            ),
+            (
+                "origin.revalidate_ms",
+                old.origin.revalidate_ms != new.origin.revalidate_ms,
+            ),
+            (
+                "origin.pass_buffer_bytes",
+                old.origin.pass_buffer_bytes != new.origin.pass_buffer_bytes,
             ),
             ("origin.http", old.origin.http != new.origin.http),
             ("admin", old.admin != new.admin),
@@ -325,6 +346,23 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Starts one worker thread per listener, serving `config` until [`Server::shutdown`].
 pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, ServerError> {
+    // Every connection takes a descriptor (a miss or a disk read one more for a while): the
+    // soft limit goes up to the hard one, and a limit below what the workers may hold is
+    // said at start, not found out as failed accepts under load.
+    match sys::raise_nofile_limit() {
+        Ok(limit) => {
+            let want = (listeners.len() as u64) * (config.server.max_connections as u64) + 1024;
+            if limit < want {
+                log::warn!(
+                    "open files limited to {limit}, below the {want} that {} worker(s) × \
+                     server.max_connections = {} may need: accepts past it wait in the backlog",
+                    listeners.len(),
+                    config.server.max_connections
+                );
+            }
+        }
+        Err(e) => log::warn!("RLIMIT_NOFILE: {e}"),
+    }
     let origin = match &config.origin.directory {
         Some(dir) => Some(
             origin::DirOrigin::open(dir).map_err(|source| ServerError::Origin {

@@ -69,6 +69,9 @@ const ZC_COPIED: i32 = i32::MIN;
 
 /// How long in-flight responses may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How much longer a worker waits for operations it cannot cancel (file reads) before it
+/// stops anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often the worker's timer fires: connection deadlines are checked at this grain.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -128,6 +131,11 @@ pub struct Worker {
     /// Request latency (µs) since the last tick; published to `stats.latency` on the tick.
     latency: Histogram<u64>,
     accepting: bool,
+    /// The multishot accept ended on a lack of descriptors or memory: armed again on the
+    /// next tick.
+    accept_paused: bool,
+    /// The drain deadline and its grace passed with connections still busy: stop anyway.
+    given_up: bool,
     draining: Option<Instant>,
 }
 
@@ -195,6 +203,8 @@ impl Worker {
             boundary: random_boundary(),
             latency: crate::metrics::latency_histogram(),
             accepting: true,
+            accept_paused: false,
+            given_up: false,
             draining: None,
         })
     }
@@ -224,7 +234,7 @@ impl Worker {
                 let (u, res, flags) = self.completions[i];
                 self.complete(u, res, flags)?;
             }
-            if self.draining.is_some() && self.live == 0 && !self.accepting {
+            if self.draining.is_some() && (self.live == 0 || self.given_up) && !self.accepting {
                 return Ok(());
             }
         }
@@ -305,7 +315,12 @@ impl Worker {
                     continue;
                 }
                 c.close_after = true;
-                if c.phase == Phase::Recv {
+                let idle = c.rstart == c.rend
+                    && c.pass_request.is_none()
+                    && c.discard == 0
+                    && c.chunked.is_none()
+                    && !c.linger;
+                if c.phase == Phase::Recv && idle {
                     self.close(slot);
                 }
             }
@@ -341,6 +356,23 @@ impl Worker {
                     self.close(slot);
                 }
             }
+            if t.elapsed() > DRAIN_DEADLINE + DRAIN_GRACE && !self.given_up {
+                // A file read that never completes (a hung disk) holds its slot: stop anyway;
+                // `Drop` resets what is left and never frees memory the kernel may still use.
+                log::warn!(
+                    "worker {}: {} connection(s) still busy {:?} after the drain deadline; \
+                     stopping anyway",
+                    self.id,
+                    self.live,
+                    DRAIN_GRACE
+                );
+                self.given_up = true;
+            }
+        }
+        if self.accept_paused && self.draining.is_none() {
+            self.accept_paused = false;
+            self.ring
+                .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
         }
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0)) }
@@ -373,8 +405,12 @@ impl Worker {
     /// Parks a connection until upstream bytes or a head arrive.
     fn wait(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
+        if c.phase != Phase::Wait {
+            // Set on entering the wait, not each time a wake finds nothing new (every tick
+            // drives the waiters): a wait without progress ends at its deadline.
+            c.deadline = self.now + self.send_timeout;
+        }
         c.phase = Phase::Wait;
-        c.deadline = self.now + self.send_timeout;
         self.waiting.push((slot, c.generation));
     }
 
@@ -410,8 +446,15 @@ impl Worker {
         if !io_uring::cqueue::more(flags) {
             if self.draining.is_some() {
                 self.accepting = false;
+            } else if matches!(
+                -res,
+                libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+            ) {
+                // Out of descriptors or memory: the connection waits in the backlog, and
+                // arming again now would fail again at once. Try on the next tick.
+                self.accept_paused = true;
             } else {
-                // The kernel ended the multishot (e.g. out of memory): arm it again.
+                // The kernel ended the multishot: arm it again.
                 self.ring
                     .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
             }
@@ -1328,7 +1371,7 @@ impl Worker {
                 // A chunked body goes on decoded, with its length (trailers dropped).
                 let with_body = c.pass_request.as_ref().is_some_and(|r| r.with_body);
                 let collected = match with_body {
-                    true => c.decode_chunked(Some(PASS_BODY_LIMIT)),
+                    true => c.decode_chunked(true, PASS_BODY_LIMIT),
                     // Skipped after the response, like any body relay does not use.
                     false => Ok(Upload::Whole),
                 };
@@ -1591,18 +1634,24 @@ impl Worker {
                 return Ok(());
             }
             // Skip a request body we do not use.
-            match c.decode_chunked(None) {
-                Ok(Upload::Whole | Upload::TooLong) => {}
+            match c.decode_chunked(false, DISCARD_MAX) {
+                Ok(Upload::Whole) => {}
                 Ok(Upload::Partial) => {
                     if self.need_input(slot)? {
                         continue;
                     }
                     return Ok(());
                 }
-                Err(_) => {
-                    // The next request cannot be found: the connection ends here.
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    self.close(slot);
+                Ok(Upload::TooLong) | Err(_) => {
+                    // Too long to read through, or the next request cannot be found: the
+                    // connection ends here, lingering while the client may still send.
+                    if c.chunked.is_some() {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    c.chunked = None;
+                    c.linger = true;
+                    c.linger_left = LINGER_BYTES;
+                    self.linger(slot);
                     return Ok(());
                 }
             }
@@ -1753,10 +1802,13 @@ impl Worker {
                         }
                         continue;
                     }
-                    if expect_continue {
-                        // Answered without its body, which the client may never send: the
-                        // connection cannot be framed after the response. If the body comes
-                        // after all, it is dropped.
+                    if expect_continue || content_length > DISCARD_MAX {
+                        // Answered without its body: one the client may never send (it waits
+                        // for a 100), or one too long to read through (a trickled huge body
+                        // would hold the connection for as long as it likes; a chunked one is
+                        // cut off the same way as it is skipped). The connection ends after
+                        // the response; what comes meanwhile is dropped, within the linger
+                        // bounds.
                         c.saved.req.keep_alive = false;
                         c.linger = true;
                         c.linger_left = LINGER_BYTES;
@@ -2734,6 +2786,10 @@ fn random_boundary() -> String {
     h.write_u64(a);
     format!("relay-{a:016x}{:016x}", h.finish())
 }
+
+/// The longest request body relay reads through and drops to keep a connection (a GET or
+/// HEAD with a body); past it, or for a chunked one, the connection ends after the answer.
+const DISCARD_MAX: u64 = 64 << 10;
 
 /// A lingering close (after an error answer) reads and drops at most this much input...
 const LINGER_BYTES: u64 = 16 << 20;
