@@ -305,7 +305,11 @@ impl Worker {
     fn on_tick(&mut self) -> std::io::Result<()> {
         if self.shared.shutdown.load(Ordering::Relaxed) && self.draining.is_none() {
             self.draining = Some(Instant::now());
-            if self.accepting {
+            if self.accept_paused {
+                // Not armed: nothing will complete to say it ended.
+                self.accept_paused = false;
+                self.accepting = false;
+            } else if self.accepting {
                 self.ring.cancel(ud(ACCEPT, 0, 0), ud(CANCEL, 0, 0))?;
             }
             // Idle connections go now; busy ones close after their response.
@@ -1068,11 +1072,16 @@ impl Worker {
         match w.result.get() {
             Some(Some(bytes)) => {
                 c.local = Some((version, index, bytes.clone()));
+                // What it waited for came: a next wait has a deadline of its own.
+                c.deadline = self.now + self.send_timeout;
                 SharedRead::Again
             }
             // That read found nothing or its client left: look again (the disk tier has
             // dropped a bad file by now; a good one is read by whoever asks first).
-            Some(None) => SharedRead::NotWaiting,
+            Some(None) => {
+                c.deadline = self.now + self.send_timeout;
+                SharedRead::NotWaiting
+            }
             None => {
                 w.watchers.fetch_or(bit, Ordering::SeqCst);
                 std::sync::atomic::fence(Ordering::SeqCst);
@@ -1435,6 +1444,13 @@ impl Worker {
                         self.wait(slot);
                         return Ok(());
                     }
+                    Some(_) if c.phase == Phase::Wait => {
+                        // What it waited for came: a next wait (the body's first bytes, say)
+                        // has a deadline of its own.
+                        c.deadline = self.now + self.send_timeout;
+                        c.phase = Phase::Fill;
+                        continue;
+                    }
                     Some(Ok(p)) => {
                         c.pass = None;
                         self.respond_pass(slot, p);
@@ -1454,6 +1470,12 @@ impl Worker {
                     None => {
                         self.wait(slot);
                         return Ok(());
+                    }
+                    Some(_) if c.phase == Phase::Wait => {
+                        // What it waited for came: a next wait has a deadline of its own.
+                        c.deadline = self.now + self.send_timeout;
+                        c.phase = Phase::Fill;
+                        continue;
                     }
                     Some(Ok(meta)) => {
                         c.pending = None;
@@ -1645,9 +1667,6 @@ impl Worker {
                 Ok(Upload::TooLong) | Err(_) => {
                     // Too long to read through, or the next request cannot be found: the
                     // connection ends here, lingering while the client may still send.
-                    if c.chunked.is_some() {
-                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
                     c.chunked = None;
                     c.linger = true;
                     c.linger_left = LINGER_BYTES;
