@@ -62,6 +62,8 @@ pub struct Behaviour {
     pub ignore_range: AtomicBool,
     /// Delay before the response head, ms.
     pub head_delay_ms: AtomicU64,
+    /// Delay between the response head and its body, ms.
+    pub body_delay_ms: AtomicU64,
     /// Write bodies in pieces of this many bytes with `piece_delay_ms` between (0: at once).
     pub piece_bytes: AtomicU64,
     pub piece_delay_ms: AtomicU64,
@@ -369,6 +371,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         if out.write_all(head.as_bytes()).is_err() {
             return;
         }
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(
+            b.body_delay_ms.load(Ordering::Relaxed),
+        ));
         // A response to HEAD has the head a GET would get, and no body.
         let mut body = if method == "HEAD" {
             &[][..]

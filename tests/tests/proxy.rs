@@ -735,6 +735,27 @@ fn a_half_close_during_a_fill_still_gets_the_whole_body() {
     );
 }
 
+/// Two waits in a row each have a deadline of their own: the origin's head, then the
+/// first bytes of the body (the client's response head goes out with them). An origin that
+/// takes most of the deadline for each still gets its answer through.
+#[test]
+fn each_wait_on_the_origin_has_its_own_deadline() {
+    let origin = Origin::start();
+    origin.put("/slow2", Object::new(b"at last".to_vec(), "s2"));
+    origin.behaviour.head_delay_ms.store(700, Ordering::Relaxed);
+    origin.behaviour.body_delay_ms.store(700, Ordering::Relaxed);
+    let config = proxy_config(&origin, "")
+        .replace("workers = 2", "workers = 2\nidle_timeout_ms = 1100")
+        .replace(
+            "first_byte_timeout_ms = 2000",
+            "first_byte_timeout_ms = 10000",
+        )
+        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 10000");
+    let relay = Relay::start(&config);
+    let r = Client::connect(relay.addr).get("/slow2");
+    assert_eq!((r.status, &r.body[..]), (200, &b"at last"[..]));
+}
+
 /// A client waiting on an origin that does not answer is cut at its send deadline
 /// (`server.idle_timeout_ms`), although every tick looks at it again: the deadline is set
 /// when the wait starts, not each time the wait is checked.
