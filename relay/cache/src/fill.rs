@@ -121,9 +121,7 @@ impl Reservation {
             None => false,
         }
     }
-}
 
-impl Reservation {
     /// Gives back what this reservation holds beyond `bytes`.
     pub fn shrink_to(&mut self, bytes: u64) {
         if bytes < self.bytes {

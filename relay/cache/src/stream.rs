@@ -177,10 +177,6 @@ impl AsRef<[u8]> for Window {
 }
 
 impl StreamWriter {
-    pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
-    }
-
     /// Bytes still to be written.
     pub fn remaining(&self) -> u64 {
         self.stream.len - self.stream.written.load(Ordering::Relaxed)

@@ -313,7 +313,10 @@ fn interpret<'a>(
             return Err(ParseError::TransferEncodingWithContentLength);
         }
         Some(_) if version == 0 => return Err(ParseError::TransferEncodingHttp10),
-        Some(value) => transfer_codings(value)?,
+        Some(value) => {
+            transfer_codings(value)?;
+            true
+        }
     };
     if version == 1 && host.is_none() {
         return Err(ParseError::MissingHost);
@@ -351,7 +354,7 @@ fn interpret<'a>(
 /// whitespace) is read; other codings before a final `chunked` are 501; a final coding that
 /// is not `chunked` is 400. Like nginx, relay takes no list it would have to undo in part,
 /// and a second `Transfer-Encoding` field is refused as a duplicate before this.
-fn transfer_codings(value: &[u8]) -> Result<bool, ParseError> {
+fn transfer_codings(value: &[u8]) -> Result<(), ParseError> {
     let last = value.rsplit(|&b| b == b',').next().unwrap_or(value);
     if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
         return Err(ParseError::TransferEncodingNotChunked);
@@ -359,7 +362,7 @@ fn transfer_codings(value: &[u8]) -> Result<bool, ParseError> {
     if value.contains(&b',') {
         return Err(ParseError::TransferEncodingUnsupported);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The header fields the parser looks at.

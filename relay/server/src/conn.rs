@@ -205,20 +205,15 @@ pub struct Conn {
     /// Zero-copy sends are worth trying on this connection (off once the kernel reports
     /// that it copied anyway, e.g. over loopback).
     pub zc_ok: bool,
-    /// Bytes the pending zero-copy send reported sent; applied when its notification comes.
+    /// A zero-copy send is in flight (until its notification, or its failure without one):
+    /// the bytes it reported sent, applied when the notification comes. The notification
+    /// comes only once the peer has acked the bytes, so a close meanwhile resets the
+    /// connection rather than wait on a client that stopped reading.
     pub zc_sent: Option<usize>,
-    /// A zero-copy send is in flight: its notification comes only once the peer has acked
-    /// the bytes, so a close resets the connection rather than wait on a client that stopped
-    /// reading.
-    pub zc_pending: bool,
     /// The connection closes after its response, and whatever the client still sends is read
     /// and dropped meanwhile (an error answered before its request was read whole: a
     /// lingering close, so the client is not cut off while it is still sending).
-    pub linger: bool,
-    /// The response is sent and the write side shut: only the lingering read remains.
-    pub lingering: bool,
-    /// How many more bytes a lingering close reads before it gives up.
-    pub linger_left: u64,
+    pub linger: Option<Linger>,
     /// Multi-range state (reused across requests; `n == 0` when the response is not
     /// multipart).
     pub multi: MultiRange,
@@ -282,10 +277,7 @@ impl Conn {
             multishot: false,
             overflow: Vec::new(),
             zc_ok: true,
-            zc_pending: false,
-            linger: false,
-            lingering: false,
-            linger_left: 0,
+            linger: None,
             zc_sent: None,
             pass_body: None,
             upload: Vec::new(),
@@ -304,6 +296,17 @@ impl Conn {
                 total: 0,
                 content_type: String::with_capacity(64),
             },
+        }
+    }
+
+    /// What a wait was for has come (an origin head, a pass-through's answer, another
+    /// connection's read): the next wait, say for the body's first bytes, starts from
+    /// `deadline` rather than inheriting what the first one used (`Worker::wait` keeps the
+    /// deadline of a connection already waiting).
+    pub fn waited(&mut self, deadline: Instant) {
+        if self.phase == Phase::Wait {
+            self.phase = Phase::Fill;
+            self.deadline = deadline;
         }
     }
 
@@ -394,14 +397,10 @@ impl Conn {
         self.overflow = Vec::new();
         self.zc_ok = true;
         self.zc_sent = None;
-        self.zc_pending = false;
-        self.linger = false;
-        self.lingering = false;
-        self.linger_left = 0;
-        self.upload = Vec::new();
+        self.linger = None;
         self.upload_left = 0;
-        self.pass_request = None;
         self.multi.n = 0;
+        // (and `upload`, `upload_reserved`, `pass_request` with the rest)
         self.release();
     }
 }
@@ -695,6 +694,24 @@ pub struct PassRequest {
     /// The request's body goes with it (collected first); false for a GET that asks again
     /// for an answer another client's fetch may not share, whose body is skipped after it.
     pub with_body: bool,
+}
+
+/// A lingering close under way ([`Conn::linger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// How many more bytes are read and dropped before it gives up.
+    pub left: u64,
+    /// The response is sent and the write side shut: only the lingering read remains.
+    pub shut: bool,
+}
+
+impl Linger {
+    pub const fn new(bytes: u64) -> Linger {
+        Linger {
+            left: bytes,
+            shut: false,
+        }
+    }
 }
 
 /// How far a request body has been read ([`Conn::decode_chunked`]).

@@ -248,54 +248,36 @@ impl Server {
             Ordering::Relaxed,
         );
         self.shared.memory.set_capacity(new.cache.memory_bytes);
-        let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 15] = [
-            ("server.listen", old.server.listen != new.server.listen),
-            ("server.workers", old.server.workers != new.server.workers),
-            (
-                "server.pin_cpus",
-                old.server.pin_cpus != new.server.pin_cpus,
-            ),
-            ("server.limits", old.server.limits != new.server.limits),
-            (
-                "cache.chunk_size",
-                old.cache.chunk_size != new.cache.chunk_size,
-            ),
-            ("cache.disk_dir", old.cache.disk_dir != new.cache.disk_dir),
-            (
-                "cache.disk_bytes",
-                old.cache.disk_bytes != new.cache.disk_bytes,
-            ),
-            (
-                "cache.disk_fsync",
-                old.cache.disk_fsync != new.cache.disk_fsync,
-            ),
-            (
-                "cache.disk_admission",
-                old.cache.disk_admission != new.cache.disk_admission,
-            ),
-            (
-                "origin.directory",
-                old.origin.directory != new.origin.directory,
-            ),
-            (
-                "origin.revalidate_ms",
-                old.origin.revalidate_ms != new.origin.revalidate_ms,
-            ),
-            (
-                "origin.pass_buffer_bytes",
-                old.origin.pass_buffer_bytes != new.origin.pass_buffer_bytes,
-            ),
-            ("origin.http", old.origin.http != new.origin.http),
-            ("admin", old.admin != new.admin),
-            ("steer", old.steer != new.steer),
-        ];
-        for (key, changed) in checks {
-            if changed {
-                restart.push(key);
-            }
+        // Keys read once at start: a change is reported, not applied. Each key is named by
+        // its path in `Config`.
+        macro_rules! restart_only {
+            ($($head:ident $(. $rest:ident)*),* $(,)?) => {
+                [$((
+                    concat!(stringify!($head) $(, ".", stringify!($rest))*),
+                    old.$head$(.$rest)* != new.$head$(.$rest)*,
+                )),*]
+            };
         }
-        restart
+        restart_only![
+            server.listen,
+            server.workers,
+            server.pin_cpus,
+            server.limits,
+            cache.chunk_size,
+            cache.disk_dir,
+            cache.disk_bytes,
+            cache.disk_fsync,
+            cache.disk_admission,
+            origin.directory,
+            origin.revalidate_ms,
+            origin.pass_buffer_bytes,
+            origin.http,
+            admin,
+            steer,
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 
     /// Asks the workers to stop: no new connections; idle ones close; responses in flight

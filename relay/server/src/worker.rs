@@ -8,8 +8,8 @@
 //! the memory tier → one `sendmsg` per piece (head and first piece together) → next request.
 
 use crate::conn::{
-    Body, Conditionals, Conn, DirOpen, FileRead, PassReader, PassRequest, Phase, RequestInfo,
-    Route, Small, Upload,
+    Body, Conditionals, Conn, DirOpen, FileRead, Linger, PassReader, PassRequest, Phase,
+    RequestInfo, Route, Small, Upload,
 };
 use crate::origin::{FileStat, OriginError};
 use crate::ring::Ring;
@@ -131,9 +131,6 @@ pub struct Worker {
     /// Request latency (µs) since the last tick; published to `stats.latency` on the tick.
     latency: Histogram<u64>,
     accepting: bool,
-    /// The multishot accept ended on a lack of descriptors or memory: armed again on the
-    /// next tick.
-    accept_paused: bool,
     /// The drain deadline and its grace passed with connections still busy: stop anyway.
     given_up: bool,
     draining: Option<Instant>,
@@ -203,7 +200,6 @@ impl Worker {
             boundary: random_boundary(),
             latency: crate::metrics::latency_histogram(),
             accepting: true,
-            accept_paused: false,
             given_up: false,
             draining: None,
         })
@@ -274,9 +270,6 @@ impl Worker {
                     return Ok(());
                 }
                 c.inflight -= 1;
-                if kind == SEND_ZC {
-                    c.zc_pending = false;
-                }
                 if c.closing {
                     if (kind == DISK_OPEN || kind == DIR_OPEN) && res >= 0 {
                         // Opened for a connection that is gone: nobody will read it.
@@ -305,11 +298,7 @@ impl Worker {
     fn on_tick(&mut self) -> std::io::Result<()> {
         if self.shared.shutdown.load(Ordering::Relaxed) && self.draining.is_none() {
             self.draining = Some(Instant::now());
-            if self.accept_paused {
-                // Not armed: nothing will complete to say it ended.
-                self.accept_paused = false;
-                self.accepting = false;
-            } else if self.accepting {
+            if self.accepting {
                 self.ring.cancel(ud(ACCEPT, 0, 0), ud(CANCEL, 0, 0))?;
             }
             // Idle connections go now; busy ones close after their response.
@@ -323,7 +312,7 @@ impl Worker {
                     && c.pass_request.is_none()
                     && c.discard == 0
                     && c.chunked.is_none()
-                    && !c.linger;
+                    && c.linger.is_none();
                 if c.phase == Phase::Recv && idle {
                     self.close(slot);
                 }
@@ -373,8 +362,8 @@ impl Worker {
                 self.given_up = true;
             }
         }
-        if self.accept_paused && self.draining.is_none() {
-            self.accept_paused = false;
+        if !self.accepting && self.draining.is_none() {
+            self.accepting = true;
             self.ring
                 .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
         }
@@ -439,7 +428,7 @@ impl Worker {
             if c.fd < 0 || c.closing || c.deadline > self.now {
                 continue;
             }
-            if !c.lingering {
+            if !c.linger.is_some_and(|l| l.shut) {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             }
             self.close(slot);
@@ -455,8 +444,8 @@ impl Worker {
                 libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
             ) {
                 // Out of descriptors or memory: the connection waits in the backlog, and
-                // arming again now would fail again at once. Try on the next tick.
-                self.accept_paused = true;
+                // arming again now would fail again at once. Armed again on the next tick.
+                self.accepting = false;
             } else {
                 // The kernel ended the multishot: arm it again.
                 self.ring
@@ -520,9 +509,9 @@ impl Worker {
         let bid = io_uring::cqueue::buffer_select(flags);
         let c = &mut self.conns[slot as usize];
         if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
-            if res > 0 && !c.closing && c.linger {
+            if let (true, false, Some(l)) = (res > 0, c.closing, c.linger.as_mut()) {
                 // Input after a refused request: read and dropped (a lingering close).
-                c.linger_left = c.linger_left.saturating_sub(res as u64);
+                l.left = l.left.saturating_sub(res as u64);
             } else if res > 0 && !c.closing {
                 let data = br.buf(bid, res as usize);
                 if c.rend == c.rstart && c.overflow.is_empty() {
@@ -554,13 +543,13 @@ impl Worker {
             self.maybe_free(slot);
             return Ok(());
         }
-        if c.linger {
+        if let Some(l) = c.linger {
             let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS);
-            let ended = gone || c.linger_left == 0;
+            let ended = gone || l.left == 0;
             // Gone while its answer waits on an origin: let the fetch go (as without linger).
             // Past `LINGER_BYTES` before the answer is sent, input is still dropped until it
             // is; `linger` then closes at once.
-            if (ended && c.lingering) || (gone && c.phase == Phase::Wait && c.body.is_none()) {
+            if (ended && l.shut) || (gone && c.phase == Phase::Wait && c.body.is_none()) {
                 self.close(slot);
             } else if !ended && !more {
                 self.arm_multishot(slot)?;
@@ -597,12 +586,6 @@ impl Worker {
     /// and the caller should parse again.
     fn need_input(&mut self, slot: u32) -> std::io::Result<bool> {
         let c = &mut self.conns[slot as usize];
-        // Bytes that overflowed earlier come first (a half-closed client's multishot ended
-        // with them still there).
-        if !c.multishot && c.overflow.is_empty() {
-            self.submit_recv(slot)?;
-            return Ok(false);
-        }
         if c.rstart > 0 {
             c.rbuf.copy_within(c.rstart..c.rend, 0);
             c.rend -= c.rstart;
@@ -618,10 +601,11 @@ impl Worker {
             }
         }
         if !c.multishot {
+            // (After the bytes that overflowed earlier: a half-closed client's multishot
+            // ended with them still there.)
             self.submit_recv(slot)?;
             return Ok(false);
         }
-        let c = &mut self.conns[slot as usize];
         c.deadline = match c.request_started {
             Some(t) if c.rend > 0 => t + self.header_timeout,
             _ => self.now + self.idle_timeout,
@@ -706,8 +690,7 @@ impl Worker {
         c.inflight += 1;
         let piece = c.send.body.len() - c.send.body_off;
         if let Some(fixed) = zc.index(c.zc_ok, &c.send.body[c.send.body_off..]) {
-            c.zc_sent = None;
-            c.zc_pending = true;
+            c.zc_sent = Some(0);
             let body = &c.send.body[c.send.body_off..];
             if let Some(index) = fixed {
                 self.stats.zc_fixed.fetch_add(1, Ordering::Relaxed);
@@ -1072,14 +1055,13 @@ impl Worker {
         match w.result.get() {
             Some(Some(bytes)) => {
                 c.local = Some((version, index, bytes.clone()));
-                // What it waited for came: a next wait has a deadline of its own.
-                c.deadline = self.now + self.send_timeout;
+                c.waited(self.now + self.send_timeout);
                 SharedRead::Again
             }
             // That read found nothing or its client left: look again (the disk tier has
             // dropped a bad file by now; a good one is read by whoever asks first).
             Some(None) => {
-                c.deadline = self.now + self.send_timeout;
+                c.waited(self.now + self.send_timeout);
                 SharedRead::NotWaiting
             }
             None => {
@@ -1384,29 +1366,21 @@ impl Worker {
                     // Skipped after the response, like any body relay does not use.
                     false => Ok(Upload::Whole),
                 };
-                match collected {
-                    Ok(Upload::TooLong) => {
-                        c.pass_request = None;
-                        self.refuse(slot, 413);
-                        continue;
-                    }
-                    Ok(_) if !c.reserve_upload() => {
-                        c.pass_request = None;
-                        self.refuse(slot, 503);
-                        continue;
-                    }
-                    Ok(Upload::Whole) => {}
+                let refused = match collected {
+                    Ok(Upload::TooLong) => 413,
+                    Ok(_) if !c.reserve_upload() => 503,
+                    Ok(Upload::Whole) => 0,
                     Ok(Upload::Partial) => {
                         if self.need_input(slot)? {
                             continue;
                         }
                         return Ok(());
                     }
-                    Err(_) => {
-                        c.pass_request = None;
-                        self.refuse(slot, 400);
-                        continue;
-                    }
+                    Err(_) => 400,
+                };
+                if refused != 0 {
+                    self.refuse(slot, refused);
+                    continue;
                 }
                 let n = (c.upload_left.min((c.rend - c.rstart) as u64)) as usize;
                 c.upload.extend_from_slice(&c.rbuf[c.rstart..c.rstart + n]);
@@ -1444,18 +1418,13 @@ impl Worker {
                         self.wait(slot);
                         return Ok(());
                     }
-                    Some(_) if c.phase == Phase::Wait => {
-                        // What it waited for came: a next wait (the body's first bytes, say)
-                        // has a deadline of its own.
-                        c.deadline = self.now + self.send_timeout;
-                        c.phase = Phase::Fill;
-                        continue;
-                    }
                     Some(Ok(p)) => {
+                        c.waited(self.now + self.send_timeout);
                         c.pass = None;
                         self.respond_pass(slot, p);
                     }
                     Some(Err(e)) => {
+                        c.waited(self.now + self.send_timeout);
                         c.pass = None;
                         let req = c.saved.req;
                         self.simple(slot, &req, e.status(), &[], "upstream failed\n");
@@ -1471,13 +1440,8 @@ impl Worker {
                         self.wait(slot);
                         return Ok(());
                     }
-                    Some(_) if c.phase == Phase::Wait => {
-                        // What it waited for came: a next wait has a deadline of its own.
-                        c.deadline = self.now + self.send_timeout;
-                        c.phase = Phase::Fill;
-                        continue;
-                    }
                     Some(Ok(meta)) => {
+                        c.waited(self.now + self.send_timeout);
                         c.pending = None;
                         let meta = meta.clone();
                         // The base entry came back varying, and this request selects another
@@ -1574,6 +1538,7 @@ impl Worker {
                         self.respond_meta(slot, meta, None, note);
                     }
                     Some(Err(e)) => {
+                        c.waited(self.now + self.send_timeout);
                         c.pending = None;
                         let e = *e;
                         match c.stale.take().filter(|s| s.may_serve_on_error(self.now)) {
@@ -1648,7 +1613,7 @@ impl Worker {
                 let _ = self.latency.record(us.max(1));
             }
             if c.close_after {
-                if c.linger {
+                if c.linger.is_some() {
                     self.linger(slot);
                 } else {
                     self.close(slot);
@@ -1668,8 +1633,7 @@ impl Worker {
                     // Too long to read through, or the next request cannot be found: the
                     // connection ends here, lingering while the client may still send.
                     c.chunked = None;
-                    c.linger = true;
-                    c.linger_left = LINGER_BYTES;
+                    c.linger = Some(Linger::new(LINGER_BYTES));
                     self.linger(slot);
                     return Ok(());
                 }
@@ -1829,8 +1793,7 @@ impl Worker {
                         // the response; what comes meanwhile is dropped, within the linger
                         // bounds.
                         c.saved.req.keep_alive = false;
-                        c.linger = true;
-                        c.linger_left = LINGER_BYTES;
+                        c.linger = Some(Linger::new(LINGER_BYTES));
                     }
                     c.rstart += head_len;
                     c.discard = content_length;
@@ -2631,8 +2594,7 @@ impl Worker {
         let c = &mut self.conns[slot as usize];
         // The client may still be sending (a body refused at its head, a request cut short):
         // what comes is dropped, and the connection lingers after the answer.
-        c.linger = true;
-        c.linger_left = LINGER_BYTES;
+        c.linger = Some(Linger::new(LINGER_BYTES));
         c.overflow = Vec::new();
         c.req_start = Some(self.now);
         relay_proto::error_response(status, self.date.get(), &mut c.send.head);
@@ -2640,6 +2602,7 @@ impl Worker {
         c.rstart = c.rend;
         c.discard = 0;
         c.chunked = None;
+        c.pass_request = None;
         c.upload = Vec::new();
         c.upload_reserved = None;
     }
@@ -2651,13 +2614,14 @@ impl Worker {
     /// receive queue happens to be empty), or reset it before it read the answer.
     fn linger(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if !c.multishot || c.linger_left == 0 || c.closing || c.fd < 0 {
+        let reading = c.multishot && !c.closing && c.fd >= 0;
+        let Some(l) = c.linger.as_mut().filter(|l| l.left > 0 && reading) else {
             // Input already ended (or is not read without a request).
             self.close(slot);
             return;
-        }
+        };
+        l.shut = true;
         sys::shutdown_write(c.fd);
-        c.lingering = true;
         c.phase = Phase::Recv;
         c.deadline = self.now + LINGER_TIME;
     }
@@ -2667,7 +2631,7 @@ impl Worker {
         if c.closing || c.fd < 0 {
             return;
         }
-        if c.zc_pending {
+        if c.zc_sent.is_some() {
             // A zero-copy send's notification waits for the peer to ack its bytes, which a
             // client that stopped reading never does: reset, so the send queue is dropped.
             sys::abort(c.fd);
