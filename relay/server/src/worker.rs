@@ -130,6 +130,8 @@ pub struct Worker {
     boundary: String,
     /// Request latency (µs) since the last tick; published to `stats.latency` on the tick.
     latency: Histogram<u64>,
+    /// The multishot accept is armed. Off when a drain ended it, or when it ended for want
+    /// of descriptors or memory (armed again on the next tick unless draining).
     accepting: bool,
     /// The drain deadline and its grace passed with connections still busy: stop anyway.
     given_up: bool,
