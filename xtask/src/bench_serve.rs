@@ -34,7 +34,7 @@ pub struct Options {
     #[arg(long)]
     pub warmup: Option<u32>,
     /// nginx's file server copying (`sendfile off`) instead of sendfile: results in
-    /// serve-nginx-copy.* (see README, "CPU accounting on loopback").
+    /// serve-nginx-copy.* (see docs/BENCHMARKS.md, "CPU accounting on loopback").
     #[arg(long)]
     pub nginx_copy: bool,
     /// Measure this relay binary instead of building the release one.
