@@ -591,7 +591,7 @@ pub struct ChunkShare {
 pub struct RestoreEntry {
     pub key: Arc<str>,
     pub pending: Arc<Pending>,
-    pub fallback: relay_upstream::Job,
+    pub fallback: relay_upstream::HeadRequest,
 }
 
 /// The body of a passed-through response, as this connection reads it.

@@ -23,7 +23,7 @@ use relay_cache::{ChunkKey, ChunkRef, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
 use relay_proto::{DateCache, Method, Parsed, ResponseHead, parse_request};
-use relay_upstream::Job;
+use relay_upstream::{ChunkRequest, HeadRequest};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -1149,7 +1149,7 @@ impl Worker {
             return true;
         }
         let key: Arc<str> = Arc::from(c.path.as_str());
-        let fallback = Job::Head {
+        let fallback = HeadRequest {
             origin,
             object: key.clone(),
             path: c.upath.clone(),
@@ -1181,7 +1181,7 @@ impl Worker {
         match self.shared.upstream.as_ref() {
             Some(up) => {
                 self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
-                up.submit(e.fallback);
+                up.fetch_head(e.fallback);
             }
             // No upstream to take it over (an HTTP route implies one): never leave the
             // entry's waiters waiting.
@@ -1221,9 +1221,7 @@ impl Worker {
             self.wake_workers(mask);
             return false;
         }
-        if let Job::Head { stale, .. } = &mut e.fallback {
-            stale.clone_from(&meta);
-        }
+        e.fallback.stale.clone_from(&meta);
         c.stale = meta;
         self.restore_fallback(slot);
         true
@@ -1399,7 +1397,7 @@ impl Worker {
                 };
                 let slot_ = Arc::new(relay_upstream::PassSlot::default());
                 if let Some(up) = self.shared.upstream.as_ref() {
-                    up.submit(Job::Pass {
+                    up.pass(relay_upstream::PassRequest {
                         origin: r.origin,
                         method: r.method,
                         path: c.upath.clone(),
@@ -1475,7 +1473,7 @@ impl Worker {
                             let (pending, new) = self.shared.inflight.head(&c.path);
                             if new && let Some(up) = self.shared.upstream.as_ref() {
                                 self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
-                                up.submit(Job::Head {
+                                up.fetch_head(HeadRequest {
                                     origin,
                                     object: Arc::from(c.path.as_str()),
                                     path: c.upath.clone(),
@@ -2025,7 +2023,7 @@ impl Worker {
                     let f = writer.fill().clone();
                     self.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
                     if let Some(up) = self.shared.upstream.as_ref() {
-                        up.submit(Job::Chunk {
+                        up.fill_chunk(ChunkRequest {
                             origin,
                             path: c.upath.clone(),
                             meta,
@@ -2199,7 +2197,7 @@ impl Worker {
                 {
                     if let Some((_, true)) = self.shared.inflight.head_unless(&c.path, || false) {
                         self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
-                        up.submit(Job::Head {
+                        up.fetch_head(HeadRequest {
                             origin,
                             object: Arc::from(c.path.as_str()),
                             path: c.upath.clone(),
@@ -2241,7 +2239,7 @@ impl Worker {
                 };
                 if new {
                     self.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
-                    up.submit(Job::Head {
+                    up.fetch_head(HeadRequest {
                         origin,
                         object: Arc::from(c.path.as_str()),
                         path: c.upath.clone(),

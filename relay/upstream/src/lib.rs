@@ -4,8 +4,21 @@
 //!
 //! Layout:
 //! - [`Upstream`]: a thread running a single-threaded tokio runtime with a keep-alive pooled
-//!   HTTP/1.1 client (hyper); workers hand it [`Job`]s over an unbounded channel.
-//! - `fetch`: one job: request, validate the response head, stream the body into fills.
+//!   HTTP/1.1 client (hyper). Workers ask it for a head ([`Upstream::fetch_head`]), a chunk
+//!   ([`Upstream::fill_chunk`]) or a pass-through ([`Upstream::pass`]); each becomes a job
+//!   on an unbounded channel, run as a task of its own.
+//! - `fetch`: running the jobs, one module each:
+//!   - `fetch` (mod): the jobs' shared context, the dispatch, failing and waking fills,
+//!     and the end-to-end header fields relayed to clients;
+//!   - `fetch::request`: the one retry loop every job's request goes through, and a fill's
+//!     request;
+//!   - `fetch::head`: a head fetch (conditional when a stale copy exists): describe the
+//!     object, renew it on 304, split off `Vary` variants, fill chunk 0;
+//!   - `fetch::chunk`: filling one chunk of a known version;
+//!   - `fetch::body`: streaming a body into fills (one chunk, or a whole object cut into
+//!     chunks) and completing them into the memory and disk tiers;
+//!   - `fetch::pass`: a pass-through: the request with its body, the answer streamed back
+//!     through a window or buffered whole.
 //! - `head`: reading an origin's response head defensively (Content-Range, validators,
 //!   freshness).
 //! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
@@ -44,54 +57,66 @@ pub struct Store {
     pub admission: Option<Arc<Admission>>,
 }
 
-/// A fetch asked of the upstream thread.
-pub enum Job {
-    /// The object's description is unknown (or stale): fetch its first chunk, publish the
-    /// description through `InFlight::finish_head`, and fill chunk 0 (and every chunk, when
-    /// the origin ignores Range and sends the whole body).
-    Head {
-        origin: usize,
-        object: Arc<str>,
-        path: String,
-        /// A stale copy to revalidate (`If-None-Match` / `If-Modified-Since`): a 304 renews
-        /// it and its chunks stay valid.
-        stale: Option<Arc<ObjectMeta>>,
-        /// The triggering client's request header fields, sent with the fetch.
-        forward: Forward,
-        /// `object` names a variant of a response that varies (its `Vary` values are in
-        /// `forward`). When false it names the base entry, which holds the response to a
-        /// request sending none of the fields the response varies on: an answer that varies on
-        /// a field `forward` carried is stored as that variant instead, and the base entry is
-        /// fetched again without those fields.
-        variant: bool,
-    },
-    /// Pass a request to the origin unchanged (with its body) and stream the answer back;
-    /// nothing is stored. Methods other than GET/HEAD take this way, and so do GET/HEAD
-    /// requests with `Authorization` (RFC 9111 §3.5). Unsafe methods invalidate what they
-    /// name.
-    Pass {
-        origin: usize,
-        method: http::Method,
-        path: String,
-        /// The client's header fields (`relay_proto::forward::PASS_OWN` and hop-by-hop ones
-        /// already removed).
-        headers: Vec<(String, Vec<u8>)>,
-        /// The request body, whole; its bytes hold a reservation of [`Upstream::pass_budget`]
-        /// until the last reference to them drops.
-        body: bytes::Bytes,
-        /// The client's Host (for same-origin invalidation of Location / Content-Location).
-        host: String,
-        slot: Arc<PassSlot>,
-    },
-    /// Fill one chunk of a known object version.
-    Chunk {
-        origin: usize,
-        path: String,
-        meta: Arc<ObjectMeta>,
-        writer: FillWriter,
-        /// The header fields of the client request that started this chunk.
-        forward: Forward,
-    },
+/// A request for an object's description ([`Upstream::fetch_head`]): fetch its first chunk,
+/// publish the description through `InFlight::finish_head`, and fill chunk 0 (and every
+/// chunk, when the origin ignores Range and sends the whole body).
+pub struct HeadRequest {
+    pub origin: usize,
+    /// The cache key the description is published under.
+    pub object: Arc<str>,
+    /// The request target sent to the origin.
+    pub path: String,
+    /// A stale copy to revalidate (`If-None-Match` / `If-Modified-Since`): a 304 renews
+    /// it and its chunks stay valid.
+    pub stale: Option<Arc<ObjectMeta>>,
+    /// The triggering client's request header fields, sent with the fetch.
+    pub forward: Forward,
+    /// `object` names a variant of a response that varies (its `Vary` values are in
+    /// `forward`). When false it names the base entry, which holds the response to a
+    /// request sending none of the fields the response varies on: an answer that varies on
+    /// a field `forward` carried is stored as that variant instead, and the base entry is
+    /// fetched again without those fields.
+    pub variant: bool,
+}
+
+/// A request to fill one chunk of a known object version ([`Upstream::fill_chunk`]).
+pub struct ChunkRequest {
+    pub origin: usize,
+    /// The request target sent to the origin.
+    pub path: String,
+    pub meta: Arc<ObjectMeta>,
+    /// The chunk's fill (its key names the chunk); dropped unfilled, it fails.
+    pub writer: FillWriter,
+    /// The header fields of the client request that started this chunk.
+    pub forward: Forward,
+}
+
+/// A request passed to the origin unchanged (with its body), its answer streamed back
+/// ([`Upstream::pass`]); nothing is stored. Methods other than GET/HEAD take this way, and so
+/// do GET/HEAD requests with `Authorization` (RFC 9111 §3.5). Unsafe methods invalidate what
+/// they name.
+pub struct PassRequest {
+    pub origin: usize,
+    pub method: http::Method,
+    /// The request target sent to the origin.
+    pub path: String,
+    /// The client's header fields (`relay_proto::forward::PASS_OWN` and hop-by-hop ones
+    /// already removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The request body, whole; its bytes hold a reservation of [`Upstream::pass_budget`]
+    /// until the last reference to them drops.
+    pub body: bytes::Bytes,
+    /// The client's Host (for same-origin invalidation of Location / Content-Location).
+    pub host: String,
+    /// Where the answer lands.
+    pub slot: Arc<PassSlot>,
+}
+
+/// A fetch handed to the upstream thread.
+pub(crate) enum Job {
+    Head(HeadRequest),
+    Chunk(ChunkRequest),
+    Pass(PassRequest),
 }
 
 /// A client's request header fields a fill sends on its behalf, as (name, value):
@@ -218,7 +243,7 @@ pub struct Upstream {
     pub stats: Arc<UpstreamStats>,
     /// Bytes held for pass-throughs, bounded by `origin.pass_buffer_bytes`: the response
     /// windows the upstream reserves, and the request bodies workers collect before they
-    /// hand them over (a body's reservation goes with it, [`Job::Pass`]).
+    /// hand them over (a body's reservation goes with it, [`PassRequest::body`]).
     pub pass_budget: Arc<relay_cache::fill::Budget>,
 }
 
@@ -294,9 +319,24 @@ impl Upstream {
             .is_some_and(|o| o.is_down(self.epoch))
     }
 
-    /// Hands a job to the upstream thread. If the thread is gone, the job's fill fails
-    /// (its writer is dropped), so no client waits forever.
-    pub fn submit(&self, job: Job) {
+    /// Asks the origin for an object's description and its first chunk; the outcome is
+    /// published under the request's in-flight head entry (`InFlight::finish_head`).
+    pub fn fetch_head(&self, request: HeadRequest) {
+        self.submit(Job::Head(request));
+    }
+
+    /// Fills one chunk from the origin. If the upstream thread is gone, the fill fails (its
+    /// writer is dropped), so no client waits forever.
+    pub fn fill_chunk(&self, request: ChunkRequest) {
+        self.submit(Job::Chunk(request));
+    }
+
+    /// Passes a request through to the origin; the answer lands in its slot.
+    pub fn pass(&self, request: PassRequest) {
+        self.submit(Job::Pass(request));
+    }
+
+    fn submit(&self, job: Job) {
         let _ = self.tx.send(job);
     }
 

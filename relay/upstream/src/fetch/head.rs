@@ -1,0 +1,350 @@
+//! A head job: fetch an object's first chunk (conditionally when a stale copy exists),
+//! describe the object from the response head (RFC 9111, through `relay_cache::policy`),
+//! renew a stale copy on 304, keep an answer that varies on a field the request carried as
+//! that variant, publish the description and fill chunk 0 (or every chunk of a whole body).
+
+use super::{Context, STORED_WRITTEN, end_to_end, unix_now};
+use crate::HeadRequest;
+use crate::head::{self, ObjectHead};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use relay_cache::fill::{FillError, FillWriter};
+use relay_cache::{ChunkKey, ObjectMeta};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+impl Context {
+    /// The object's description is unknown or stale: ask for its first chunk (conditionally
+    /// when a stale copy exists).
+    pub(super) async fn head(&self, request: HeadRequest) {
+        let HeadRequest {
+            origin,
+            object,
+            path,
+            stale,
+            mut forward,
+            variant,
+        } = request;
+        let layout = self.store.layout;
+        let cs = layout.chunk_size();
+        loop {
+            let request_time = unix_now();
+            let resp = match self
+                .send_fill(origin, &path, (0, cs - 1), stale.as_deref(), &forward)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return self.head_failed(&object, e),
+            };
+            let response_time = unix_now();
+            let status = resp.status().as_u16();
+            if status == 304 {
+                let Some(stale) = stale else {
+                    return self.head_failed(&object, FillError::Status(502));
+                };
+                // Still valid: renew the stored description; its chunks stay as they are.
+                let fresh = describe(200, resp.headers(), request_time, response_time);
+                let mut renewed = (*stale).clone();
+                renewed.fetched = Instant::now();
+                if fresh.explicit {
+                    renewed.ttl = fresh.ttl;
+                    renewed.storable = fresh.storable;
+                    renewed.stale_while_revalidate = fresh.swr;
+                    renewed.stale_if_error = fresh.sie;
+                    renewed.initial_age = fresh.initial_age;
+                }
+                let renewed = Arc::new(renewed);
+                if renewed.storable {
+                    self.store.meta.insert(&object, (*renewed).clone());
+                }
+                let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
+                return self.wake(m);
+            }
+            if head::is_error_status(status) {
+                // 5xx: stale-if-error may stand in (the waiting worker decides).
+                return self.head_failed(&object, FillError::Status(status));
+            }
+            let parsed = match status {
+                200 | 206 => head::parse(status, resp.headers()),
+                416 => match head::content_range(resp.headers()) {
+                    // An empty object answers any range with 416 and `bytes */0`.
+                    Ok((None, Some(0))) => Ok(ObjectHead {
+                        total: Some(0),
+                        range_start: 0,
+                        etag: String::new(),
+                        last_modified: String::new(),
+                    }),
+                    _ => Err(head::HeadError::ContentRange),
+                },
+                s => return self.head_failed(&object, FillError::Status(s)),
+            };
+            let (h, total) = match parsed {
+                Ok(h) if h.range_start == 0 && h.total.is_some() => {
+                    let t = h.total.unwrap_or(0);
+                    (h, t)
+                }
+                // Unusable framing (no length, a range not starting at 0, garbage).
+                _ => return self.head_failed(&object, FillError::Truncated),
+            };
+            let d = describe(200, resp.headers(), request_time, response_time);
+            // What the fetching client alone gets when the stored fields leave some out.
+            let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));
+            // The base entry answers requests that send none of the fields the response
+            // varies on; this answer was fetched with some of them. It is the variant of the
+            // values sent: keep it as that, and ask for the base entry without those fields
+            // (each round drops at least one field, so this ends).
+            let carried = d
+                .vary
+                .clone()
+                .filter(|fields| !variant && carries_any(&forward, fields));
+            let meta = Arc::new(object_meta(&h, total, d));
+            let body = resp.into_body();
+            if let Some(fields) = carried {
+                if meta.storable {
+                    let mut key = object.to_string();
+                    let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+                    relay_cache::key::push_variant(&mut key, &fields, sent);
+                    let key: Arc<str> = key.into();
+                    self.store.meta.insert(&key, (*meta).clone());
+                    let writer = self.start_first(&key, &meta);
+                    let ctx = self.clone();
+                    tokio::spawn(async move {
+                        ctx.fill_from(origin, status, body, writer, &key, &meta, None)
+                            .await;
+                    });
+                }
+                forward = forward
+                    .iter()
+                    .filter(|(n, _)| !fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
+                    .cloned()
+                    .collect();
+                continue;
+            }
+            // Start chunk 0's fill before publishing the description, so waiters find it.
+            let writer = self.start_first(&object, &meta);
+            if meta.storable {
+                self.store.meta.insert(&object, (*meta).clone());
+            }
+            let first = writer.as_ref().map(|w| w.fill().clone());
+            let pending = self.store.inflight.pending(&object);
+            if let (Some(p), Some(h)) = (pending.as_ref(), owner_headers) {
+                p.set_owner_headers(h);
+            }
+            // A response that may not be stored never reaches the memory tier: its client
+            // reads the later chunks of a whole body from the pending fetch it started.
+            let keep = pending.filter(|_| !meta.storable);
+            let m = self
+                .store
+                .inflight
+                .finish_head(&object, Ok(meta.clone()), first);
+            self.wake(m);
+            return self
+                .fill_from(
+                    origin,
+                    status,
+                    body,
+                    writer,
+                    &object,
+                    &meta,
+                    keep.as_deref(),
+                )
+                .await;
+        }
+    }
+
+    /// The fill of an object's first chunk (None when it is empty or already being filled).
+    pub(super) fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
+        let first_len = self.store.layout.chunk_len(meta.len, 0) as usize;
+        let key = ChunkKey {
+            object: object.clone(),
+            version: meta.version,
+            index: 0,
+        };
+        (first_len > 0)
+            .then(|| self.store.inflight.start_chunk(key, first_len).ok())
+            .flatten()
+    }
+
+    /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
+    /// origin ignored Range (200).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one fetch's state, passed through"
+    )]
+    pub(super) async fn fill_from(
+        &self,
+        origin: usize,
+        status: u16,
+        body: Incoming,
+        first: Option<FillWriter>,
+        object: &Arc<str>,
+        meta: &Arc<ObjectMeta>,
+        keep: Option<&relay_cache::fill::Pending>,
+    ) {
+        if status == 206 {
+            if let Some(w) = first {
+                let _ = self.stream(origin, body, w, meta).await;
+            }
+        } else if status == 200 {
+            self.stream_whole(origin, body, first, object, meta, keep)
+                .await;
+        }
+    }
+}
+
+/// Whether a fetch that sent `forward` carried any of the fields a response varies on.
+fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
+    forward
+        .iter()
+        .any(|(n, _)| vary.iter().any(|f| f.eq_ignore_ascii_case(n)))
+}
+
+/// An object's description from its first response head.
+///
+/// A response that may not be stored gets a version of its own, unique to this fetch: its
+/// chunk fills (keyed by version) are then found by the client it was fetched for — its
+/// later chunks, even when the origin sent the whole body at once — and by no one else,
+/// not even a later fetch of the same object for another client.
+fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
+    static PRIVATE: AtomicU64 = AtomicU64::new(0);
+    let version = if d.storable {
+        head::version(&h.etag, &h.last_modified, total)
+    } else {
+        (1 << 63) | PRIVATE.fetch_add(1, Ordering::Relaxed)
+    };
+    ObjectMeta {
+        len: total,
+        version,
+        etag: h.etag.clone(),
+        last_modified: h.last_modified.clone(),
+        fetched: Instant::now(),
+        ttl: d.ttl,
+        storable: d.storable,
+        stale_while_revalidate: d.swr,
+        stale_if_error: d.sie,
+        initial_age: d.initial_age,
+        content_type: d.content_type,
+        headers: d.headers,
+        vary: d.vary,
+    }
+}
+
+/// What RFC 9111 makes of a response head, in the terms the cache keeps.
+struct Described {
+    ttl: Duration,
+    storable: bool,
+    swr: Duration,
+    sie: Duration,
+    initial_age: u64,
+    /// The head carried explicit freshness (or validation) directives of its own.
+    explicit: bool,
+    content_type: String,
+    headers: Bytes,
+    /// `headers` leave out fields a qualified `private` / `no-cache` names (the fetching
+    /// client still gets them).
+    strips: bool,
+    vary: Option<Arc<[String]>>,
+}
+
+/// Freshness, storability and stale windows from a response head (the shared-cache rules
+/// of `relay_cache::policy`), and the end-to-end header fields to relay to clients.
+fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: u64) -> Described {
+    use relay_cache::policy::{self, PolicyConfig, RequestDirectives, Storability, StoredMeta};
+    let config = PolicyConfig::default();
+    let pairs = || h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    let stored = StoredMeta::from_response(status, pairs(), request_time, response_time, &config);
+    let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    let mut storable = policy::storable(&request, &stored, &config) == Storability::Store;
+    // `Vary: *` never matches another request. Other fields make variants, stored under
+    // keys of their own; `accept-encoding` is left out: relay always asks for identity,
+    // which every client accepts.
+    let mut vary = None;
+    match &stored.vary {
+        policy::Vary::Any => storable = false,
+        policy::Vary::Fields(f) => {
+            let fields: Vec<String> = f
+                .iter()
+                .filter(|n| n.as_str() != "accept-encoding")
+                .cloned()
+                .collect();
+            if !fields.is_empty() {
+                vary = Some(fields.into());
+            }
+        }
+    }
+    let lifetime = policy::freshness::freshness_lifetime(&stored);
+    let age = policy::freshness::current_age(&stored, response_time);
+    let ttl = if policy::freshness::always_validate(&stored) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(lifetime.saturating_sub(age))
+    };
+    let forbidden = policy::freshness::stale_forbidden(&stored);
+    let window = |w: Option<u32>| match w {
+        Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
+        _ => Duration::ZERO,
+    };
+    let d = &stored.directives;
+    let explicit = d.max_age.is_some()
+        || d.s_maxage.is_some()
+        || stored.expires.is_some()
+        || d.no_cache.is_present();
+    Described {
+        ttl,
+        storable,
+        swr: window(d.stale_while_revalidate),
+        sie: window(d.stale_if_error),
+        initial_age: age,
+        explicit,
+        content_type: h
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        headers: stored_fields(h, d),
+        strips: !d.private.fields().is_empty() || !d.no_cache.fields().is_empty(),
+        vary,
+    }
+}
+
+/// The end-to-end fields kept with a description, without those a qualified `private` or
+/// `no-cache` names (RFC 9111 §5.2.2.4, §5.2.2.7: e.g. `private="Set-Cookie"` shares the
+/// body, never the cookie). The client whose request fetched it gets the fields all the
+/// same (`Pending::set_owner_headers`).
+fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> Bytes {
+    let mut left_out = STORED_WRITTEN.to_vec();
+    left_out.extend(
+        d.private
+            .fields()
+            .iter()
+            .chain(d.no_cache.fields())
+            .map(String::as_str),
+    );
+    end_to_end(h, &left_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fetch_carries_a_vary_field_whatever_its_case() {
+        let vary = ["accept-language".to_string(), "x-device".to_string()];
+        assert!(carries_any(&fields(&[("Accept-Language", "fr")]), &vary));
+        assert!(carries_any(
+            &fields(&[("Cookie", "a"), ("X-DEVICE", "tv")]),
+            &vary
+        ));
+        assert!(!carries_any(&fields(&[("Cookie", "a")]), &vary));
+        assert!(!carries_any(&[], &vary));
+        assert!(!carries_any(&fields(&[("Cookie", "a")]), &[]));
+    }
+}

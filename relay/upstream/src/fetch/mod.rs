@@ -1,0 +1,191 @@
+//! The upstream thread's jobs: a head fetch ([`head`]), a chunk fill ([`chunk`]) and a
+//! pass-through ([`pass`]). Each sends its request through the one retry loop
+//! ([`request`]), checks the response head, and streams the body ([`body`]) into fills or a
+//! pass-through's stream, waking waiting workers as bytes land. This module holds what they
+//! share: the [`Context`], the dispatch ([`run`]), failing fills and waking workers, and the
+//! end-to-end header fields relayed to clients.
+
+mod body;
+mod chunk;
+mod head;
+mod pass;
+mod request;
+
+use crate::{Job, Origin, Store, UpstreamStats};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use relay_cache::fill::{FillError, FillWriter};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Everything a job needs; cheap to clone into each task.
+#[derive(Clone)]
+pub(crate) struct Context {
+    origins: Arc<Vec<Origin>>,
+    clients: Arc<Vec<Client<HttpConnector, Full<Bytes>>>>,
+    store: Store,
+    epoch: Instant,
+    stats: Arc<UpstreamStats>,
+    writer: Option<crate::disk_writer::DiskWriter>,
+    /// Bytes of passed-through bodies held now, bounded by `origin.pass_buffer_bytes`:
+    /// each stays in memory until its client has read it, and any client can make a GET
+    /// pass through (with `Authorization`), so this is what bounds their memory.
+    pass_budget: Arc<relay_cache::fill::Budget>,
+}
+
+impl Context {
+    pub(crate) fn new(
+        origins: Arc<Vec<Origin>>,
+        store: Store,
+        epoch: Instant,
+        stats: Arc<UpstreamStats>,
+        writer: Option<crate::disk_writer::DiskWriter>,
+        pass_budget: Arc<relay_cache::fill::Budget>,
+    ) -> Context {
+        // Clients are built lazily inside the runtime (`run`); this holds the pools.
+        Context {
+            origins,
+            clients: Arc::new(Vec::new()),
+            store,
+            epoch,
+            stats,
+            writer,
+            pass_budget,
+        }
+    }
+}
+
+/// The upstream thread's loop: one task per job.
+pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    ctx.clients = Arc::new(
+        ctx.origins
+            .iter()
+            .map(|o| {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(Duration::from_millis(o.config.connect_timeout_ms)));
+                conn.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(o.config.max_connections)
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(conn)
+            })
+            .collect(),
+    );
+    while let Some(job) = rx.recv().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match job {
+                Job::Head(request) => ctx.head(request).await,
+                Job::Chunk(request) => ctx.chunk(request).await,
+                Job::Pass(request) => ctx.pass(request).await,
+            }
+        });
+    }
+}
+
+impl Context {
+    fn wake(&self, mask: u64) {
+        // Pairs with the fence a worker makes between setting its watcher bit and reading
+        // the fill: one of the two sides sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if mask != 0 {
+            (self.store.wake)(mask);
+        }
+    }
+
+    fn head_failed(&self, object: &str, e: FillError) {
+        let m = self.store.inflight.finish_head(object, Err(e), None);
+        self.wake(m);
+    }
+
+    fn fail(&self, writer: FillWriter, e: FillError) {
+        writer.fail(e);
+        let fill = writer.fill().clone();
+        self.store.inflight.end_fill(&fill);
+        drop(writer);
+        self.wake(fill.watchers.load(Ordering::Acquire));
+    }
+}
+
+fn unix_now() -> u64 {
+    relay_cache::policy::unix_seconds(std::time::SystemTime::now())
+}
+
+/// Response fields relay writes itself for a stored response (from the stored description).
+const STORED_WRITTEN: &[&str] = &[
+    "content-length",
+    "content-range",
+    "content-type",
+    "date",
+    "age",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "server",
+    "cache-status",
+];
+
+/// The origin's header fields a client should see, encoded once: hop-by-hop fields, those
+/// `Connection` names, and the ones relay writes itself (`own`) are left out.
+fn end_to_end(h: &http::HeaderMap, own: &[&str]) -> Bytes {
+    let named: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = Vec::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        if relay_proto::HOP_BY_HOP.contains(&n) || own.contains(&n) || named.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        // hyper has already refused CR/LF in values; keep the check local anyway.
+        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n') {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pass::PASS_WRITTEN;
+
+    #[test]
+    fn a_passed_response_keeps_what_a_stored_one_rewrites() {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in [
+            ("content-length", "10"),
+            ("content-range", "bytes 0-9/20"),
+            ("etag", "\"e\""),
+            ("date", "x"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-kept", "2"),
+        ] {
+            h.append(
+                http::header::HeaderName::from_static(n),
+                http::HeaderValue::from_static(v),
+            );
+        }
+        let stored = end_to_end(&h, STORED_WRITTEN);
+        assert_eq!(&stored[..], b"x-kept: 2\r\n");
+        let passed = end_to_end(&h, PASS_WRITTEN);
+        assert_eq!(
+            &passed[..],
+            b"content-range: bytes 0-9/20\r\netag: \"e\"\r\nx-kept: 2\r\n"
+        );
+    }
+}

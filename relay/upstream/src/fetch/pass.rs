@@ -1,0 +1,223 @@
+//! A pass-through job: the client's request with its body goes to the origin as it is, and
+//! the answer comes back through a window of [`PASS_WINDOW`] bytes (with a `Content-Length`)
+//! or buffered whole (without one, up to [`PASS_BUFFER_LIMIT`]). Nothing is stored; an unsafe
+//! method's answer invalidates what it names.
+
+use super::request::VIA;
+use super::{Context, end_to_end};
+use crate::{PASS_BUFFER_LIMIT, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot, Passed};
+use bytes::Bytes;
+use http_body_util::Full;
+use relay_cache::ChunkKey;
+use relay_cache::fill::FillError;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Response fields relay writes itself for a passed-through response.
+pub(super) const PASS_WRITTEN: &[&str] = &["content-length", "date", "server", "cache-status"];
+
+impl Context {
+    /// A request with another method, passed through with its body; the answer streams
+    /// back through a fill. Only idempotent methods are retried, and only when nothing came
+    /// back.
+    ///
+    /// The job holds the only reference the upstream has to its slot: a pass whose client
+    /// left sees its slot alone and gives its window back (`try_pass`).
+    pub(super) async fn pass(&self, request: PassRequest) {
+        let PassRequest {
+            origin,
+            method,
+            path,
+            headers,
+            body,
+            host,
+            slot,
+        } = request;
+        let r = self
+            .try_pass(origin, method, &path, headers, body, &host, &slot)
+            .await;
+        if let Err(e) = r {
+            let _ = slot.result.set(Err(e));
+            self.wake(slot.watchers.load(Ordering::Acquire));
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one job's fields, destructured")]
+    async fn try_pass(
+        &self,
+        origin: usize,
+        method: http::Method,
+        path: &str,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Bytes,
+        host: &str,
+        slot: &Arc<PassSlot>,
+    ) -> Result<(), FillError> {
+        let o = &self.origins[origin];
+        let idempotent = matches!(
+            method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+        );
+        let uri = format!("http://{}{}", o.config.address, path);
+        let build = || {
+            let mut req = http::Request::builder().method(method.clone()).uri(&uri);
+            for (n, v) in &headers {
+                req = req.header(n.as_str(), v.as_slice());
+            }
+            req = req
+                .header(http::header::HOST, &o.config.authority)
+                .header(http::header::VIA, VIA);
+            req.body(Full::new(body.clone()))
+                .map_err(|_| FillError::Status(400))
+        };
+        let retries = if idempotent { o.config.retries } else { 0 };
+        let resp = self.send(origin, retries, build).await?;
+        // The request body was kept for a retry; it is sent now. Its memory (and its share of
+        // the pass-through budget) goes back before the response's window is reserved.
+        drop(body);
+        let status = resp.status().as_u16();
+        let invalidate = relay_cache::policy::invalidate::invalidated_paths(
+            method.as_str().as_bytes(),
+            status,
+            &relay_cache::policy::invalidate::Target {
+                scheme: "http",
+                authority: host,
+                path,
+            },
+            resp.headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        );
+        // The origin's answer as it is: relay writes only the framing, Date, Server and
+        // Cache-Status of its own.
+        let headers = end_to_end(resp.headers(), PASS_WRITTEN);
+        let no_body =
+            method == http::Method::HEAD || status == 204 || status == 304 || status < 200;
+        let key = ChunkKey {
+            object: Arc::from(path),
+            version: 0,
+            index: 0,
+        };
+        let length =
+            crate::head::content_length(resp.headers()).map_err(|_| FillError::Truncated)?;
+        let publish = |body: Option<PassBody>, invalidate: Vec<String>| {
+            // A response without a body announces the length a GET would have had (HEAD,
+            // 304), and none at all for 204 (RFC 9110 §8.6).
+            let content_length = match &body {
+                Some(b) => Some(b.len()),
+                None if status == 204 || status < 200 => None,
+                None => length,
+            };
+            let _ = slot.result.set(Ok(Passed {
+                status,
+                content_length,
+                headers: headers.clone(),
+                body,
+                invalidate,
+            }));
+            self.wake(slot.watchers.load(Ordering::Acquire));
+        };
+        if no_body {
+            publish(None, invalidate);
+            return Ok(());
+        }
+        let mut incoming = resp.into_body();
+        match length {
+            Some(len) => {
+                // Streamed: one window of memory however long the body (an absurd length
+                // included: the client gets what the origin sends, then a cut connection).
+                let window = len.min(PASS_WINDOW as u64);
+                let Some(reserved) = self.pass_budget.reserve(window) else {
+                    log::warn!(
+                        "pass-through of {path}: no room for its {window}-byte window ({} \
+                         held)",
+                        self.pass_budget.held()
+                    );
+                    return Err(FillError::Busy);
+                };
+                let (stream, mut writer) =
+                    relay_cache::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
+                publish(Some(PassBody::Stream(stream.clone())), invalidate);
+                let wake = |s: &relay_cache::stream::Stream| {
+                    // Between publishing bytes and reading who waits for them (pairs with the
+                    // fence a worker makes between its watcher bit and its read).
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    self.wake(
+                        s.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
+                    )
+                };
+                'body: while writer.remaining() > 0 {
+                    let Ok(Some(d)) = self.next_frame(origin, &mut incoming).await else {
+                        break;
+                    };
+                    let mut off = 0;
+                    while off < d.len() && writer.remaining() > 0 {
+                        let n = writer.write_some(&d[off..]);
+                        if n > 0 {
+                            off += n;
+                            wake(&stream);
+                            continue;
+                        }
+                        // The window is full: wait until the client has taken some of it,
+                        // looking every second whether anyone still will: a client gone
+                        // before its head was answered never attaches a reader (its worker
+                        // dropped the slot, ours is the last handle).
+                        let mut waited = Duration::ZERO;
+                        loop {
+                            let room = std::future::poll_fn(|cx| writer.poll_room(cx));
+                            if tokio::time::timeout(Duration::from_secs(1), room)
+                                .await
+                                .is_ok()
+                            {
+                                break;
+                            }
+                            waited += Duration::from_secs(1);
+                            // The count first: a worker attaches its reader before it
+                            // drops its handle on the slot (the fence pairs with that drop).
+                            let alone = Arc::strong_count(slot) == 1;
+                            std::sync::atomic::fence(Ordering::Acquire);
+                            let orphaned = alone && !writer.attached();
+                            if orphaned || waited >= PASS_STALL {
+                                break 'body;
+                            }
+                        }
+                        if writer.reader_gone() {
+                            break 'body;
+                        }
+                    }
+                }
+                // A short body (or a client gone) fails the stream when the writer drops:
+                // the client's connection is cut, never a short body passed off as whole.
+                drop(writer);
+                wake(&stream);
+            }
+            None => {
+                // No length (chunked): buffer it, bounded, then serve it with one.
+                let mut all = Vec::new();
+                let Some(mut reserved) = self.pass_budget.reserve(0) else {
+                    return Err(FillError::Busy);
+                };
+                while let Some(d) = self.next_frame(origin, &mut incoming).await? {
+                    if all.len() + d.len() > PASS_BUFFER_LIMIT {
+                        return Err(FillError::Truncated);
+                    }
+                    // Held twice while it is copied into its fill: counted twice.
+                    if !reserved.grow(2 * d.len() as u64) {
+                        return Err(FillError::Busy);
+                    }
+                    all.extend_from_slice(&d);
+                }
+                let (fill, writer) = relay_cache::fill::Fill::reserved(key, all.len(), reserved);
+                let _ = writer.complete_with(&all, |_| {});
+                publish(Some(PassBody::Whole(fill)), invalidate);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! Every job's request goes through one retry loop ([`retrying`]): a request that got
+//! nothing back (no connection, a broken one, no head before the first-byte timeout) counts
+//! against its origin's health and is sent again after a backoff, up to the job's number of
+//! retries, unless the origin has been marked down meanwhile. A response, whatever its status,
+//! ends the loop; so does a request that could not be made. Also a fill's request
+//! ([`fill_request`]).
+
+use super::Context;
+use crate::{Origin, UpstreamStats};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use relay_cache::ObjectMeta;
+use relay_cache::fill::FillError;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// relay's `Via` entry on requests to origins (protocol version and pseudonym).
+pub(super) const VIA: &str = "1.1 relay";
+
+/// Why one attempt brought no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The request could not be made; nothing was sent, and nothing is retried.
+    Refused(FillError),
+    /// Sent, and nothing came back: the origin failed; the request may be sent again (it
+    /// reached no one, or an idempotent method allows it).
+    NoAnswer(FillError),
+}
+
+/// After attempt `attempt` (0: the first) brought nothing back: how long to wait before the
+/// next one, or None to give up (`retries` spent, or the origin is marked down).
+fn backoff(attempt: u32, retries: u32, origin_down: bool) -> Option<Duration> {
+    (attempt < retries && !origin_down).then(|| Duration::from_millis(25 << (attempt + 1).min(6)))
+}
+
+/// The retry loop: runs `attempt` until it brings a response, could not make its request,
+/// or failed `retries + 1` times (fewer when the origin is marked down meanwhile). An origin
+/// already down is not asked at all ([`FillError::Down`]). Each failure counts against the
+/// origin's health and in `stats.errors`, each retry in `stats.retries`.
+async fn retrying<T, F>(
+    origin: &Origin,
+    epoch: Instant,
+    stats: &UpstreamStats,
+    retries: u32,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, FillError>
+where
+    F: Future<Output = Result<T, Failure>>,
+{
+    if origin.is_down(epoch) {
+        return Err(FillError::Down);
+    }
+    let mut n = 0;
+    loop {
+        let err = match attempt().await {
+            Ok(answer) => return Ok(answer),
+            Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::NoAnswer(e)) => e,
+        };
+        origin.failed(epoch);
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        let Some(wait) = backoff(n, retries, origin.is_down(epoch)) else {
+            return Err(err);
+        };
+        n += 1;
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl Context {
+    /// Sends the request `build` makes to `origin` through [`retrying`]; returns the
+    /// response once its head arrived (within the origin's first-byte timeout).
+    pub(super) async fn send(
+        &self,
+        origin: usize,
+        retries: u32,
+        build: impl Fn() -> Result<http::Request<Full<Bytes>>, FillError>,
+    ) -> Result<http::Response<Incoming>, FillError> {
+        let o = &self.origins[origin];
+        let client = &self.clients[origin];
+        let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
+        let (build, stats) = (&build, &self.stats);
+        retrying(o, self.epoch, stats, retries, move || async move {
+            let req = build().map_err(Failure::Refused)?;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout(first_byte, client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) if e.is_connect() => Err(Failure::NoAnswer(FillError::Connect)),
+                Ok(Err(e)) => {
+                    log::warn!("origin {}: {e}", o.config.authority);
+                    Err(Failure::NoAnswer(FillError::Connect))
+                }
+                Err(_) => Err(Failure::NoAnswer(FillError::Timeout)),
+            }
+        })
+        .await
+    }
+
+    /// Sends a fill's `GET path` with `Range: bytes=start-end` and the client's `forward`
+    /// fields ([`fill_request`]), retried as the origin's config says (a GET is idempotent);
+    /// a 5xx answer counts against the origin's health, any other clears it.
+    pub(super) async fn send_fill(
+        &self,
+        origin: usize,
+        path: &str,
+        (start, end): (u64, u64),
+        validate: Option<&ObjectMeta>,
+        forward: &[(String, Vec<u8>)],
+    ) -> Result<http::Response<Incoming>, FillError> {
+        let o = &self.origins[origin];
+        let uri: Option<http::Uri> = format!("http://{}{}", o.config.address, path).parse().ok();
+        let build = || {
+            let uri = uri.clone().ok_or(FillError::Connect)?;
+            fill_request(uri, &o.config.authority, (start, end), validate, forward)
+        };
+        let resp = self.send(origin, o.config.retries, build).await?;
+        if resp.status().is_server_error() {
+            o.failed(self.epoch);
+        } else {
+            o.succeeded();
+        }
+        Ok(resp)
+    }
+}
+
+/// The request of a fill: the client's `forward` fields first, then relay's own — Host,
+/// `Range: bytes=start-end`, `Accept-Encoding: identity` and the stored validators —
+/// replacing any of the same name; `User-Agent: relay` only when the client sent none.
+/// Fields `http` refuses are left out rather than failing the fetch.
+fn fill_request(
+    uri: http::Uri,
+    authority: &str,
+    (start, end): (u64, u64),
+    validate: Option<&ObjectMeta>,
+    forward: &[(String, Vec<u8>)],
+) -> Result<http::Request<Full<Bytes>>, FillError> {
+    use http::header::{self, HeaderName, HeaderValue};
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| FillError::Connect);
+    let mut req = http::Request::new(Full::new(Bytes::new()));
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    for (n, v) in forward {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            h.append(n, v);
+        }
+    }
+    if !h.contains_key(header::USER_AGENT) {
+        h.insert(header::USER_AGENT, HeaderValue::from_static("relay"));
+    }
+    // RFC 9110 §7.6.3: a gateway names itself in every request it forwards, after any
+    // intermediaries the client's request already passed.
+    h.append(header::VIA, HeaderValue::from_static(VIA));
+    h.insert(header::HOST, value(authority)?);
+    h.insert(header::RANGE, value(&format!("bytes={start}-{end}"))?);
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        h.remove(&name);
+    }
+    if let Some(m) = validate {
+        if !m.etag.is_empty() {
+            h.insert(header::IF_NONE_MATCH, value(&m.etag)?);
+        }
+        if !m.last_modified.is_empty() {
+            h.insert(header::IF_MODIFIED_SINCE, value(&m.last_modified)?);
+        }
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn values<'a>(req: &'a http::Request<Full<Bytes>>, name: &str) -> Vec<&'a [u8]> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect()
+    }
+
+    fn request(
+        validate: Option<&ObjectMeta>,
+        forward: &[(String, Vec<u8>)],
+    ) -> http::Request<Full<Bytes>> {
+        let uri: http::Uri = "http://10.0.0.1:8080/a?b=1".parse().expect("uri");
+        fill_request(uri, "origin.example", (0, 65535), validate, forward).expect("request")
+    }
+
+    #[test]
+    fn a_fill_sends_the_clients_fields_and_relays_own() {
+        let forward = fields(&[
+            ("User-Agent", "agent/1"),
+            ("Cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("X-Custom", "kept"),
+            ("Accept-Language", "fr"),
+        ]);
+        let req = request(None, &forward);
+        assert_eq!(req.uri(), "http://10.0.0.1:8080/a?b=1");
+        assert_eq!(values(&req, "user-agent"), [&b"agent/1"[..]]);
+        assert_eq!(values(&req, "cookie"), [&b"a=1"[..], b"b=2"]);
+        assert_eq!(values(&req, "x-custom"), [&b"kept"[..]]);
+        assert_eq!(values(&req, "accept-language"), [&b"fr"[..]]);
+        assert_eq!(values(&req, "host"), [&b"origin.example"[..]]);
+        assert_eq!(values(&req, "range"), [&b"bytes=0-65535"[..]]);
+        assert_eq!(values(&req, "accept-encoding"), [&b"identity"[..]]);
+        assert!(values(&req, "if-none-match").is_empty());
+        assert_eq!(values(&req, "via"), [&b"1.1 relay"[..]]);
+        // After the intermediaries the client's request passed.
+        let req = request(None, &fields(&[("Via", "1.1 edge-a")]));
+        assert_eq!(values(&req, "via"), [&b"1.1 edge-a"[..], b"1.1 relay"]);
+    }
+
+    #[test]
+    fn relays_own_fields_replace_any_the_client_list_carries() {
+        // FILL_OWN keeps these out already; the request builder does not rely on it.
+        let forward = fields(&[
+            ("Host", "client.example"),
+            ("Range", "bytes=5-9"),
+            ("Accept-Encoding", "gzip"),
+            ("If-None-Match", "\"client\""),
+        ]);
+        let mut meta = ObjectMeta::file(10, 1, "\"stored\"".into(), String::new());
+        meta.last_modified = "Sun, 06 Nov 1994 08:49:37 GMT".into();
+        let req = request(Some(&meta), &forward);
+        assert_eq!(values(&req, "host"), [&b"origin.example"[..]]);
+        assert_eq!(values(&req, "range"), [&b"bytes=0-65535"[..]]);
+        assert_eq!(values(&req, "accept-encoding"), [&b"identity"[..]]);
+        assert_eq!(values(&req, "if-none-match"), [&b"\"stored\""[..]]);
+        assert_eq!(
+            values(&req, "if-modified-since"),
+            [&b"Sun, 06 Nov 1994 08:49:37 GMT"[..]]
+        );
+        let req = request(None, &forward);
+        assert!(values(&req, "if-none-match").is_empty());
+    }
+
+    #[test]
+    fn without_a_client_user_agent_relay_names_itself_and_bad_fields_are_skipped() {
+        let forward = fields(&[("Bad Name", "x"), ("X-Ctl", "a\u{7f}b"), ("X-Ok", "ok")]);
+        let req = request(None, &forward);
+        assert_eq!(values(&req, "user-agent"), [&b"relay"[..]]);
+        assert_eq!(values(&req, "x-ok"), [&b"ok"[..]]);
+        assert!(values(&req, "x-ctl").is_empty());
+        assert_eq!(req.headers().len(), 6, "{:?}", req.headers());
+    }
+
+    fn origin(retries: u32, down_after_failures: u32) -> Origin {
+        Origin {
+            config: relay_config::HttpOrigin {
+                address: "127.0.0.1:9".parse().expect("address"),
+                authority: "origin.example".into(),
+                host: None,
+                prefix: "/".into(),
+                connect_timeout_ms: 100,
+                first_byte_timeout_ms: 100,
+                idle_timeout_ms: 100,
+                retries,
+                down_after_failures,
+                down_ms: 60_000,
+                max_connections: 1,
+            },
+            health: crate::Health::default(),
+        }
+    }
+
+    /// Runs the retry loop over attempts that fail as `outcomes` say (then answer); returns
+    /// its result and how many attempts it made.
+    fn run(
+        o: &Origin,
+        stats: &UpstreamStats,
+        outcomes: &[Failure],
+    ) -> (Result<u32, FillError>, u32) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let mut made = 0u32;
+        let r = rt.block_on(retrying(o, Instant::now(), stats, o.config.retries, || {
+            made += 1;
+            let outcome = match outcomes.get(made as usize - 1) {
+                Some(&f) => Err(f),
+                None => Ok(made),
+            };
+            async move { outcome }
+        }));
+        (r, made)
+    }
+
+    fn counted(stats: &UpstreamStats) -> (u64, u64) {
+        (
+            stats.errors.load(Ordering::Relaxed),
+            stats.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn backoff_doubles_from_50_ms_up_to_1600_ms_while_retries_last() {
+        let waits: Vec<Option<u64>> = (0..8)
+            .map(|n| backoff(n, 7, false).map(|d| d.as_millis() as u64))
+            .collect();
+        assert_eq!(
+            waits,
+            [50, 100, 200, 400, 800, 1600, 1600]
+                .map(Some)
+                .into_iter()
+                .chain([None])
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(backoff(0, 0, false), None);
+        assert_eq!(
+            backoff(0, 3, true),
+            None,
+            "a down origin is not asked again"
+        );
+    }
+
+    #[test]
+    fn a_request_that_got_nothing_back_is_sent_again_up_to_its_retries() {
+        use Failure::NoAnswer;
+        // Connection failures and first-byte timeouts alike; the last error is returned.
+        let o = origin(2, 100);
+        let stats = UpstreamStats::default();
+        let fails = [
+            NoAnswer(FillError::Connect),
+            NoAnswer(FillError::Timeout),
+            NoAnswer(FillError::Timeout),
+        ];
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Timeout), 3));
+        assert_eq!(counted(&stats), (3, 2));
+        // An answer on a retry ends the loop.
+        let stats = UpstreamStats::default();
+        let (r, made) = run(&o, &stats, &fails[..2]);
+        assert_eq!((r, made), (Ok(3), 3));
+        assert_eq!(counted(&stats), (2, 2));
+        // Without retries (a pass-through of a method that is not idempotent): once.
+        let o = origin(0, 100);
+        let stats = UpstreamStats::default();
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Connect), 1));
+        assert_eq!(counted(&stats), (1, 0));
+    }
+
+    #[test]
+    fn a_request_that_could_not_be_made_is_neither_retried_nor_counted() {
+        let o = origin(2, 1);
+        let stats = UpstreamStats::default();
+        let refused = [Failure::Refused(FillError::Status(400))];
+        assert_eq!(run(&o, &stats, &refused), (Err(FillError::Status(400)), 1));
+        assert_eq!(counted(&stats), (0, 0));
+        assert!(
+            !o.is_down(Instant::now()),
+            "the origin's health is untouched"
+        );
+    }
+
+    #[test]
+    fn retries_stop_once_the_origin_is_marked_down_and_a_down_origin_is_not_asked() {
+        let o = origin(5, 2);
+        let stats = UpstreamStats::default();
+        let fails = [Failure::NoAnswer(FillError::Connect); 6];
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Connect), 2));
+        assert_eq!(counted(&stats), (2, 1));
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Down), 0));
+    }
+}
