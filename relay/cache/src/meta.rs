@@ -1,6 +1,9 @@
 //! What the cache knows of an object: its length and validators, and when that was learnt,
 //! so the origin is asked again once the information is older than the configured limit.
+//! Whether a description is fresh or within a stale window is decided by
+//! `policy::freshness` (the `kept_*` functions).
 
+use crate::policy::freshness;
 use quick_cache::sync::Cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +46,13 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
+    /// Fresh at `now`, and described less than `max_age` ago.
     pub fn is_fresh(&self, now: Instant, max_age: Duration) -> bool {
-        now.saturating_duration_since(self.fetched) < max_age.min(self.ttl)
+        freshness::kept_is_fresh(self.elapsed(now), max_age.min(self.ttl))
+    }
+
+    fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fetched)
     }
 
     /// A description of a plain file (directory origin): no HTTP caching fields.
@@ -68,14 +76,16 @@ impl ObjectMeta {
 
     /// Stale, but within the `stale-while-revalidate` window.
     pub fn may_serve_while_revalidating(&self, now: Instant) -> bool {
-        let age = now.saturating_duration_since(self.fetched);
-        age >= self.ttl && age < self.ttl.saturating_add(self.stale_while_revalidate)
+        freshness::kept_within_stale_while_revalidate(
+            self.elapsed(now),
+            self.ttl,
+            self.stale_while_revalidate,
+        )
     }
 
     /// Stale, but within the `stale-if-error` window (or fresh).
     pub fn may_serve_on_error(&self, now: Instant) -> bool {
-        let age = now.saturating_duration_since(self.fetched);
-        age < self.ttl.saturating_add(self.stale_if_error)
+        freshness::kept_within_stale_if_error(self.elapsed(now), self.ttl, self.stale_if_error)
     }
 
     /// The `Age` to send now, in seconds.

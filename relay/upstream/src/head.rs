@@ -1,9 +1,12 @@
-//! Reading an origin's response head defensively: framing (Content-Length, Content-Range),
-//! validators (ETag, Last-Modified). Freshness is `relay_cache::policy`'s (RFC 9111). Garbage
-//! yields an error or "absent", never a panic.
+//! What the cache needs from an origin's response head: framing (Content-Length,
+//! Content-Range) and validators (ETag, Last-Modified). The fields are parsed by
+//! `relay_cache::policy::response_headers` (and freshness is `relay_cache::policy`'s, RFC
+//! 9111); this reads them off hyper's `HeaderMap`. Garbage yields an error or "absent", never
+//! a panic.
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
+use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use relay_cache::policy::response_headers::{self, ContentRange, FramingError};
 
 /// What the cache needs from a response head.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,77 +19,33 @@ pub struct ObjectHead {
     pub last_modified: String,
 }
 
-/// Why a head is unusable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HeadError {
-    #[error("invalid or conflicting Content-Length")]
-    ContentLength,
-    #[error("invalid Content-Range")]
-    ContentRange,
-}
-
 fn one(h: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// Content-Length: every copy must be the same decimal number.
-pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, HeadError> {
-    let mut value = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        let s = v.to_str().map_err(|_| HeadError::ContentLength)?;
-        for part in s.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| HeadError::ContentLength)?;
-            if value.is_some_and(|v| v != n) {
-                return Err(HeadError::ContentLength);
-            }
-            value = Some(n);
-        }
-    }
-    Ok(value)
+fn pairs(h: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
 }
 
-/// A parsed `Content-Range`: the byte range (None for `*`) and the total (None for `*`).
-pub type ContentRange = (Option<(u64, u64)>, Option<u64>);
+/// Content-Length: every copy must be the same decimal number.
+pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, FramingError> {
+    response_headers::parse_content_length(h.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
+}
 
-/// `Content-Range: bytes a-b/total` or `bytes */total`.
-pub fn content_range(h: &HeaderMap) -> Result<ContentRange, HeadError> {
-    let Some(v) = one(h, CONTENT_RANGE) else {
-        return Err(HeadError::ContentRange);
-    };
-    let rest = v.strip_prefix("bytes ").ok_or(HeadError::ContentRange)?;
-    let (range, total) = rest.split_once('/').ok_or(HeadError::ContentRange)?;
-    let num = |s: &str| -> Result<u64, HeadError> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeadError::ContentRange);
-        }
-        s.parse().map_err(|_| HeadError::ContentRange)
-    };
-    let total = if total == "*" {
-        None
-    } else {
-        Some(num(total)?)
-    };
-    if range == "*" {
-        return Ok((None, total));
-    }
-    let (a, b) = range.split_once('-').ok_or(HeadError::ContentRange)?;
-    let (a, b) = (num(a)?, num(b)?);
-    if a > b || total.is_some_and(|t| b >= t) {
-        return Err(HeadError::ContentRange);
-    }
-    Ok((Some((a, b)), total))
+/// `Content-Range: bytes a-b/total` or `bytes */total`; exactly one.
+pub fn content_range(h: &HeaderMap) -> Result<ContentRange, FramingError> {
+    response_headers::content_range(pairs(h))?.ok_or(FramingError::InvalidContentRange)
 }
 
 /// Reads the head of a 200 or 206 response.
-pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, HeadError> {
+pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, FramingError> {
     let (total, range_start) = if status == 206 {
-        let (range, total) = content_range(h)?;
-        let (a, _) = range.ok_or(HeadError::ContentRange)?;
-        (total, a)
+        match content_range(h)? {
+            ContentRange::Bytes {
+                first, complete, ..
+            } => (complete, first),
+            ContentRange::Unsatisfied { .. } => return Err(FramingError::InvalidContentRange),
+        }
     } else {
         (content_length(h)?, 0)
     };
@@ -95,7 +54,7 @@ pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, HeadError> {
         range_start,
         etag: one(h, ETAG).unwrap_or("").to_string(),
         last_modified: one(h, LAST_MODIFIED)
-            .filter(|v| httpdate::parse_http_date(v).is_ok())
+            .filter(|v| response_headers::parse_http_date(v.as_bytes()).is_some())
             .unwrap_or("")
             .to_string(),
     })
@@ -115,11 +74,6 @@ pub fn version(etag: &str, last_modified: &str, len: u64) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-/// Statuses that count as an origin error (RFC 5861 §4; stale-if-error applies).
-pub fn is_error_status(status: u16) -> bool {
-    matches!(status, 500 | 502 | 503 | 504)
 }
 
 #[cfg(test)]
@@ -152,10 +106,14 @@ mod tests {
             ])),
             Ok(Some(10))
         );
-        for bad in ["10, 11", "-1", "1e3", "", "99999999999999999999999"] {
+        assert_eq!(
+            content_length(&headers(&[("content-length", "10, 11")])),
+            Err(FramingError::ConflictingContentLength)
+        );
+        for bad in ["-1", "1e3", "", "99999999999999999999999"] {
             assert_eq!(
                 content_length(&headers(&[("content-length", bad)])),
-                Err(HeadError::ContentLength),
+                Err(FramingError::InvalidContentLength),
                 "{bad}"
             );
         }
@@ -164,9 +122,19 @@ mod tests {
     #[test]
     fn content_range_rules() {
         let cr = |v| content_range(&headers(&[("content-range", v)]));
-        assert_eq!(cr("bytes 0-99/1000"), Ok((Some((0, 99)), Some(1000))));
-        assert_eq!(cr("bytes */0"), Ok((None, Some(0))));
-        assert_eq!(cr("bytes 5-9/*"), Ok((Some((5, 9)), None)));
+        let bytes = |first, last, complete| {
+            Ok(ContentRange::Bytes {
+                first,
+                last,
+                complete,
+            })
+        };
+        assert_eq!(cr("bytes 0-99/1000"), bytes(0, 99, Some(1000)));
+        assert_eq!(
+            cr("bytes */0"),
+            Ok(ContentRange::Unsatisfied { complete: 0 })
+        );
+        assert_eq!(cr("bytes 5-9/*"), bytes(5, 9, None));
         for bad in [
             "bytes 9-5/10",
             "bytes 0-10/10",
@@ -174,7 +142,7 @@ mod tests {
             "bytes 0-1",
             "bytes a-b/c",
         ] {
-            assert_eq!(cr(bad), Err(HeadError::ContentRange), "{bad}");
+            assert_eq!(cr(bad), Err(FramingError::InvalidContentRange), "{bad}");
         }
     }
 

@@ -1,11 +1,14 @@
-//! Freshness (RFC 9111 §4.2): a stored response's freshness lifetime, its current age, and
-//! what may be done with it once stale (`stale-while-revalidate`, `stale-if-error`,
-//! `max-stale`, and the directives that forbid serving stale).
+//! Freshness (RFC 9111 §4.2): a stored response's freshness lifetime, its current age, the
+//! directives that forbid serving it stale, and whether a description the cache keeps (in
+//! relative terms: its remaining lifetime and stale windows, as relay's `ObjectMeta` holds
+//! them) is fresh, within `stale-while-revalidate` or within `stale-if-error` (RFC 5861).
 //!
 //! All arithmetic saturates: an absurd `Age` or `max-age` yields a huge age or lifetime, never
-//! an overflow. Times are seconds since the epoch.
+//! an overflow. Times of a response are seconds since the epoch; a kept description's are
+//! durations since it was fetched.
 
-use super::{PolicyConfig, RequestDirectives, StoredMeta};
+use super::{PolicyConfig, StoredMeta};
+use std::time::Duration;
 
 /// Status codes that are heuristically cacheable (RFC 9110 §15.1).
 pub fn heuristically_cacheable(status: u16) -> bool {
@@ -54,50 +57,6 @@ pub fn current_age(meta: &StoredMeta, now: u64) -> u64 {
     corrected_initial_age.saturating_add(resident_time)
 }
 
-/// A stored response's lifetime and age at one instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Freshness {
-    /// Freshness lifetime, seconds.
-    pub lifetime: u64,
-    /// Current age, seconds.
-    pub age: u64,
-}
-
-impl Freshness {
-    /// Computes both at `now`.
-    pub fn of(meta: &StoredMeta, now: u64) -> Freshness {
-        Freshness {
-            lifetime: freshness_lifetime(meta),
-            age: current_age(meta, now),
-        }
-    }
-
-    /// `freshness_lifetime > current_age` (RFC 9111 §4.2).
-    pub fn is_fresh(&self) -> bool {
-        self.lifetime > self.age
-    }
-
-    /// Seconds since the response became stale (0 while fresh).
-    pub fn staleness(&self) -> u64 {
-        self.age.saturating_sub(self.lifetime)
-    }
-
-    /// Seconds of freshness left (0 once stale).
-    pub fn remaining(&self) -> u64 {
-        self.lifetime.saturating_sub(self.age)
-    }
-}
-
-/// Whether the stored response is fresh at `now`.
-pub fn is_fresh(meta: &StoredMeta, now: u64) -> bool {
-    Freshness::of(meta, now).is_fresh()
-}
-
-/// Seconds the stored response has been stale at `now` (0 while fresh).
-pub fn staleness(meta: &StoredMeta, now: u64) -> u64 {
-    Freshness::of(meta, now).staleness()
-}
-
 /// Every reuse needs validation: unqualified response `no-cache` (RFC 9111 §5.2.2.4).
 pub fn always_validate(meta: &StoredMeta) -> bool {
     meta.directives.no_cache.is_all()
@@ -111,40 +70,30 @@ pub fn stale_forbidden(meta: &StoredMeta) -> bool {
     d.no_cache.is_all() || d.must_revalidate || d.proxy_revalidate
 }
 
-/// A client's `max-stale` may be honoured: stale serving not forbidden, and no `s-maxage`
-/// (which implies `proxy-revalidate` for shared caches, §5.2.2.10).
-pub fn client_may_accept_stale(meta: &StoredMeta) -> bool {
-    !stale_forbidden(meta) && meta.directives.s_maxage.is_none()
+/// Fresh (§4.2), for a description the cache keeps in relative terms (relay's `ObjectMeta`):
+/// less than `ttl` has passed since it was fetched. `ttl` is what was left of its freshness
+/// lifetime then (lifetime less current age), zero when every reuse must be validated
+/// ([`always_validate`]); `elapsed` is the time since it was fetched.
+pub fn kept_is_fresh(elapsed: Duration, ttl: Duration) -> bool {
+    elapsed < ttl
 }
 
-/// Within the `stale-while-revalidate` window (RFC 5861 §3): stale, by no more than the
-/// window, and serving stale not forbidden.
-///
-/// Unlike `max-stale`, an origin's own `stale-while-revalidate` is honoured beside its
-/// `s-maxage`: the implied `proxy-revalidate` of `s-maxage` is a default the same origin
-/// explicitly relaxes (how CDNs read `s-maxage=60, stale-while-revalidate=30`).
-pub fn within_stale_while_revalidate(meta: &StoredMeta, f: &Freshness) -> bool {
-    !f.is_fresh()
-        && !stale_forbidden(meta)
-        && meta
-            .directives
-            .stale_while_revalidate
-            .is_some_and(|w| f.staleness() <= u64::from(w))
-}
-
-/// Within the `stale-if-error` window (RFC 5861 §4): the larger of the response's and the
-/// request's windows covers the staleness, and serving stale is not forbidden. A fresh
-/// response is within any window.
-pub fn within_stale_if_error(
-    meta: &StoredMeta,
-    request: &RequestDirectives,
-    f: &Freshness,
+/// Stale, but within its `stale-while-revalidate` window (RFC 5861 §3): it may be served
+/// while it is revalidated in the background. `window` is zero when the response had none or
+/// serving it stale is forbidden ([`stale_forbidden`]). Terms as in [`kept_is_fresh`].
+pub fn kept_within_stale_while_revalidate(
+    elapsed: Duration,
+    ttl: Duration,
+    window: Duration,
 ) -> bool {
-    let window = meta
-        .directives
-        .stale_if_error
-        .max(request.directives.stale_if_error);
-    !stale_forbidden(meta) && window.is_some_and(|w| f.staleness() <= u64::from(w))
+    elapsed >= ttl && elapsed < ttl.saturating_add(window)
+}
+
+/// Fresh, or stale within its `stale-if-error` window (RFC 5861 §4): it may stand in for an
+/// origin that failed ([`is_error_status`], or no answer at all). Terms as in
+/// [`kept_within_stale_while_revalidate`].
+pub fn kept_within_stale_if_error(elapsed: Duration, ttl: Duration, window: Duration) -> bool {
+    elapsed < ttl.saturating_add(window)
 }
 
 /// Status codes that count as an error for `stale-if-error` (RFC 5861 §4).
@@ -194,7 +143,7 @@ mod tests {
         let hs = [("Date", D), ("Expires", "soon")];
         let m = meta(200, &hs, 0, 1_000_000);
         assert_eq!(freshness_lifetime(&m), 0);
-        assert!(!is_fresh(&m, 1_000_000));
+        assert!(freshness_lifetime(&m) <= current_age(&m, 1_000_000));
         assert_eq!(heuristic_lifetime(&m, &PolicyConfig::default()), None);
     }
 
@@ -280,60 +229,50 @@ mod tests {
         ];
         let m = meta(200, &hs, 0, u64::MAX);
         assert_eq!(current_age(&m, u64::MAX), u64::MAX);
-        let f = Freshness::of(&m, u64::MAX);
-        assert!(!f.is_fresh());
-        assert_eq!(f.lifetime, 1 << 31);
+        assert_eq!(freshness_lifetime(&m), 1 << 31);
+        assert!(freshness_lifetime(&m) <= current_age(&m, u64::MAX));
     }
 
     #[test]
-    fn rfc9111_4_2_is_fresh_is_strict() {
-        let m = meta(200, &[("Cache-Control", "max-age=10")], 100, 100);
-        assert!(is_fresh(&m, 109));
-        assert!(!is_fresh(&m, 110));
-        assert_eq!(staleness(&m, 110), 0);
-        assert_eq!(staleness(&m, 115), 5);
-        assert_eq!(Freshness::of(&m, 104).remaining(), 6);
+    fn rfc9111_4_2_a_kept_description_is_fresh_strictly_before_its_ttl() {
+        let s = Duration::from_secs;
+        assert!(kept_is_fresh(s(9), s(10)));
+        assert!(kept_is_fresh(s(10) - Duration::from_nanos(1), s(10)));
+        assert!(!kept_is_fresh(s(10), s(10)));
+        assert!(
+            !kept_is_fresh(Duration::ZERO, Duration::ZERO),
+            "always validated"
+        );
+        assert!(kept_is_fresh(s(u64::MAX), Duration::MAX), "never expires");
     }
 
     #[test]
     fn rfc5861_stale_windows() {
-        let m = meta(
-            200,
-            &[(
-                "Cache-Control",
-                "max-age=10, stale-while-revalidate=5, stale-if-error=20",
-            )],
-            0,
-            0,
-        );
-        let req = RequestDirectives::get();
-        let f = |now| Freshness::of(&m, now);
+        // max-age=10, stale-while-revalidate=5, stale-if-error=20, as kept.
+        let s = Duration::from_secs;
+        let (ttl, swr, sie) = (s(10), s(5), s(20));
         assert!(
-            !within_stale_while_revalidate(&m, &f(5)),
+            !kept_within_stale_while_revalidate(s(5), ttl, swr),
             "fresh is not in the window"
         );
-        assert!(within_stale_while_revalidate(&m, &f(15)));
-        assert!(!within_stale_while_revalidate(&m, &f(16)));
-        assert!(within_stale_if_error(&m, &req, &f(30)));
-        assert!(!within_stale_if_error(&m, &req, &f(31)));
-        let m2 = meta(
-            200,
-            &[(
-                "Cache-Control",
-                "max-age=10, stale-if-error=20, must-revalidate",
-            )],
-            0,
-            0,
+        assert!(kept_within_stale_while_revalidate(s(10), ttl, swr));
+        assert!(kept_within_stale_while_revalidate(s(14), ttl, swr));
+        assert!(!kept_within_stale_while_revalidate(s(15), ttl, swr));
+        assert!(
+            kept_within_stale_if_error(s(5), ttl, sie),
+            "fresh stands in"
         );
-        assert!(!within_stale_if_error(&m2, &req, &Freshness::of(&m2, 11)));
-        // a request's stale-if-error widens the window
-        let cfg = PolicyConfig::default();
-        let req = RequestDirectives::from_request(
-            b"GET",
-            [(&b"Cache-Control"[..], &b"stale-if-error=100"[..])],
-            &cfg,
-        );
-        assert!(within_stale_if_error(&m, &req, &f(100)));
+        assert!(kept_within_stale_if_error(s(29), ttl, sie));
+        assert!(!kept_within_stale_if_error(s(30), ttl, sie));
+        // No window (none sent, or serving stale forbidden): fresh only.
+        assert!(!kept_within_stale_while_revalidate(
+            s(10),
+            ttl,
+            Duration::ZERO
+        ));
+        assert!(!kept_within_stale_if_error(s(10), ttl, Duration::ZERO));
+        // Windows beside a description that never expires do not overflow.
+        assert!(kept_within_stale_if_error(s(u64::MAX), Duration::MAX, sie));
         assert!(is_error_status(503) && !is_error_status(501) && !is_error_status(404));
     }
 
@@ -348,6 +287,6 @@ mod tests {
         let q = meta(200, &[("Cache-Control", "no-cache=\"set-cookie\"")], 0, 0);
         assert!(!stale_forbidden(&q) && !always_validate(&q));
         let s = meta(200, &[("Cache-Control", "s-maxage=5")], 0, 0);
-        assert!(!stale_forbidden(&s) && !client_may_accept_stale(&s));
+        assert!(!stale_forbidden(&s));
     }
 }

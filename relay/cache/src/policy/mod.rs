@@ -10,9 +10,8 @@
 //! - [`stored`]: [`StoredMeta`], what the cache keeps per object to decide later, and
 //!   [`RequestDirectives`], what a request asks of the cache.
 //! - [`storable`]: may a response be stored (RFC 9111 §3), and if not, why ([`Reason`]).
-//! - [`freshness`]: freshness lifetime, current age, staleness, stale windows (§4.2).
-//! - [`phase`]: the named states of a lookup and [`decide`], which picks one (§4).
-//! - [`validate`]: the conditional request that revalidates, and applying a 304 (§4.3).
+//! - [`freshness`]: freshness lifetime, current age, when serving stale is forbidden (§4.2),
+//!   and whether a kept description is fresh or within a stale window (RFC 5861).
 //! - [`vary`]: secondary cache keys from `Vary` (§4.1).
 //! - [`invalidate`]: what an unsafe method's response invalidates (§4.4).
 //! - [`age_header`]: parsing and emitting `Age` (§5.1).
@@ -27,22 +26,18 @@ pub mod age_header;
 pub mod cache_control;
 pub mod freshness;
 pub mod invalidate;
-pub mod phase;
 pub mod response_headers;
 pub mod storable;
 pub mod stored;
-pub mod validate;
 pub mod vary;
 
 pub use cache_control::{
     CacheControl, DirectiveSource, Effective, FieldScope, MaxStale, SurrogateControl,
     effective_directives,
 };
-pub use phase::{Phase, decide, decide_lookup};
 pub use response_headers::{BodyFraming, ContentRange, FramingError};
 pub use storable::{Reason, Storability, storable};
 pub use stored::{Method, RequestDirectives, StoredMeta};
-pub use validate::ValidateError;
 pub use vary::{Vary, VaryKey};
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -253,7 +248,6 @@ mod tests {
             let meta = StoredMeta::from_response(status, h(), now / 2, now / 3, &config);
             let req = RequestDirectives::from_request(b"GET", h(), &config);
             let _ = storable(&req, &meta, &config);
-            let _ = decide(&meta, &req, now);
             let _ = age_header::age_value(&meta, now);
             let _ = meta.vary.key(h());
             let _ = response_headers::body_framing(false, status, h());
@@ -268,8 +262,6 @@ mod tests {
                 path: "/a/b",
             };
             let _ = invalidate::invalidated_paths(b"POST", 200, &target, h());
-            let mut stored: validate::HeaderList = values.clone();
-            let _ = validate::apply_304(&meta, &mut stored, 304, h(), now, now, &config);
         }
     }
 

@@ -86,16 +86,6 @@ impl RequestDirectives {
         }
     }
 
-    /// A plain GET without directives or credentials.
-    pub fn get() -> Self {
-        RequestDirectives {
-            method: Method::Get,
-            directives: CacheControl::default(),
-            pragma_no_cache: false,
-            authorization: false,
-        }
-    }
-
     /// The request asks for validation before a stored response is used.
     pub fn no_cache(&self) -> bool {
         self.directives.no_cache.is_present() || self.pragma_no_cache

@@ -9,6 +9,7 @@ use crate::head::{self, ObjectHead};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use relay_cache::fill::{FillError, FillWriter};
+use relay_cache::policy::response_headers::{ContentRange, FramingError};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +62,7 @@ impl Context {
                 let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
                 return self.wake(m);
             }
-            if head::is_error_status(status) {
+            if relay_cache::policy::freshness::is_error_status(status) {
                 // 5xx: stale-if-error may stand in (the waiting worker decides).
                 return self.head_failed(&object, FillError::Status(status));
             }
@@ -69,13 +70,13 @@ impl Context {
                 200 | 206 => head::parse(status, resp.headers()),
                 416 => match head::content_range(resp.headers()) {
                     // An empty object answers any range with 416 and `bytes */0`.
-                    Ok((None, Some(0))) => Ok(ObjectHead {
+                    Ok(ContentRange::Unsatisfied { complete: 0 }) => Ok(ObjectHead {
                         total: Some(0),
                         range_start: 0,
                         etag: String::new(),
                         last_modified: String::new(),
                     }),
-                    _ => Err(head::HeadError::ContentRange),
+                    _ => Err(FramingError::InvalidContentRange),
                 },
                 s => return self.head_failed(&object, FillError::Status(s)),
             };
@@ -346,5 +347,156 @@ mod tests {
         assert!(!carries_any(&fields(&[("Cookie", "a")]), &vary));
         assert!(!carries_any(&[], &vary));
         assert!(!carries_any(&fields(&[("Cookie", "a")]), &[]));
+    }
+
+    /// What a response head makes of the description kept from it, as the worker asks
+    /// (`is_fresh`, `may_serve_while_revalidating`, `may_serve_on_error`) some time after it
+    /// was received: RFC 9111 §4.2 and RFC 5861 through `describe`.
+    #[test]
+    fn rfc9111_4_2_a_described_response_is_fresh_stale_or_within_a_window() {
+        struct Case {
+            name: &'static str,
+            response: &'static [(&'static str, &'static str)],
+            /// Seconds after it was received (request sent and response received at
+            /// t=1000, `Date` = 1000).
+            after: u64,
+            /// (fresh, serve while revalidating, serve on an origin error)
+            expect: (bool, bool, bool),
+        }
+        const FRESH: (bool, bool, bool) = (true, false, true);
+        const STALE: (bool, bool, bool) = (false, false, false);
+        const CC: &str = "cache-control";
+        let cases = [
+            Case {
+                name: "fresh",
+                response: &[(CC, "max-age=60")],
+                after: 59,
+                expect: FRESH,
+            },
+            Case {
+                name: "expired",
+                response: &[(CC, "max-age=60"), ("etag", "\"v1\"")],
+                after: 60,
+                expect: STALE,
+            },
+            Case {
+                name: "Age header counts",
+                response: &[(CC, "max-age=60"), ("age", "59")],
+                after: 1,
+                expect: STALE,
+            },
+            Case {
+                name: "s-maxage over max-age",
+                response: &[(CC, "max-age=600, s-maxage=10")],
+                after: 10,
+                expect: STALE,
+            },
+            Case {
+                name: "s-maxage fresh",
+                response: &[(CC, "max-age=600, s-maxage=10")],
+                after: 9,
+                expect: FRESH,
+            },
+            Case {
+                name: "response no-cache always validates",
+                response: &[(CC, "max-age=600, no-cache, stale-if-error=60")],
+                after: 0,
+                expect: STALE,
+            },
+            Case {
+                name: "swr window",
+                response: &[(CC, "max-age=60, stale-while-revalidate=30")],
+                after: 89,
+                expect: (false, true, false),
+            },
+            Case {
+                name: "swr beside s-maxage",
+                response: &[(CC, "s-maxage=60, stale-while-revalidate=30")],
+                after: 70,
+                expect: (false, true, false),
+            },
+            Case {
+                name: "swr window passed",
+                response: &[(CC, "max-age=60, stale-while-revalidate=30")],
+                after: 90,
+                expect: STALE,
+            },
+            Case {
+                name: "swr vs must-revalidate",
+                response: &[(CC, "max-age=60, stale-while-revalidate=30, must-revalidate")],
+                after: 70,
+                expect: STALE,
+            },
+            Case {
+                name: "sie window",
+                response: &[(CC, "max-age=60, stale-if-error=300")],
+                after: 200,
+                expect: (false, false, true),
+            },
+            Case {
+                name: "sie window passed",
+                response: &[(CC, "max-age=60, stale-if-error=300")],
+                after: 360,
+                expect: STALE,
+            },
+            Case {
+                name: "sie vs proxy-revalidate",
+                response: &[(CC, "max-age=60, stale-if-error=300, proxy-revalidate")],
+                after: 200,
+                expect: STALE,
+            },
+            Case {
+                name: "invalid expires",
+                response: &[("expires", "0")],
+                after: 0,
+                expect: STALE,
+            },
+            Case {
+                name: "expires in future",
+                response: &[("expires", "Thu, 01 Jan 1970 00:17:40 GMT")],
+                after: 59,
+                expect: FRESH,
+            },
+            Case {
+                name: "garbage max-age is stale",
+                response: &[(CC, "max-age=soon")],
+                after: 0,
+                expect: STALE,
+            },
+        ];
+        let head = ObjectHead {
+            total: Some(1),
+            range_start: 0,
+            etag: String::new(),
+            last_modified: String::new(),
+        };
+        for c in &cases {
+            let mut h = http::HeaderMap::new();
+            for (n, v) in [("date", "Thu, 01 Jan 1970 00:16:40 GMT")]
+                .iter()
+                .chain(c.response)
+            {
+                h.append(
+                    http::header::HeaderName::from_static(n),
+                    http::HeaderValue::from_static(v),
+                );
+            }
+            let meta = object_meta(&head, 1, describe(200, &h, 1000, 1000));
+            let now = meta.fetched + Duration::from_secs(c.after);
+            let got = (
+                meta.is_fresh(now, Duration::MAX),
+                meta.may_serve_while_revalidating(now),
+                meta.may_serve_on_error(now),
+            );
+            assert_eq!(got, c.expect, "{}", c.name);
+        }
+        // `Vary: *` never matches another request: not stored.
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::CACHE_CONTROL,
+            "max-age=60".parse().expect("value"),
+        );
+        h.append(http::header::VARY, "*".parse().expect("value"));
+        assert!(!describe(200, &h, 1000, 1000).storable);
     }
 }
