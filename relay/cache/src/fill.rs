@@ -10,6 +10,7 @@
 use crate::arena::{Arena, ChunkBuf};
 use crate::key::ChunkKey;
 use crate::meta::ObjectMeta;
+use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -149,8 +150,8 @@ pub struct Fill {
     error: OnceLock<FillError>,
     /// The object's description, once the first response head told it.
     meta: OnceLock<Arc<ObjectMeta>>,
-    /// Bit `w` set: worker `w` has a client waiting on this fill.
-    pub watchers: AtomicU64,
+    /// The workers with a client waiting on this fill.
+    pub watchers: Watchers,
     /// Budget bytes this fill's memory holds, given back when the last reader drops it.
     _reserved: Option<Reservation>,
 }
@@ -201,7 +202,7 @@ impl Fill {
             state: AtomicU8::new(FILLING),
             error: OnceLock::new(),
             meta: OnceLock::new(),
-            watchers: AtomicU64::new(0),
+            watchers: Watchers::default(),
         });
         let writer = FillWriter { fill: fill.clone() };
         (fill, writer)
@@ -383,8 +384,8 @@ pub struct Pending {
     more: Mutex<Vec<Arc<Fill>>>,
     /// The description came from the disk tier (a restore after a restart), not upstream.
     local: std::sync::atomic::AtomicBool,
-    /// Bit `w` set: worker `w` has a client waiting.
-    pub watchers: AtomicU64,
+    /// The workers with a client waiting.
+    pub watchers: Watchers,
 }
 
 impl Pending {
@@ -506,28 +507,25 @@ impl InFlight {
             .cloned()
     }
 
-    /// Publishes a head fetch's outcome and forgets it; returns the watchers to wake.
+    /// Publishes a head fetch's outcome, forgets it, and wakes its watchers.
     pub fn finish_head(
         &self,
         object: &str,
         result: Result<Arc<ObjectMeta>, FillError>,
         first: Option<Arc<Fill>>,
-    ) -> u64 {
+        wakers: &Wakers,
+    ) {
         let p = self
             .heads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(object);
-        match p {
-            Some(p) => {
-                if let Some(f) = first {
-                    let _ = p.first.set(f);
-                }
-                let _ = p.result.set(result);
-                std::sync::atomic::fence(Ordering::SeqCst);
-                p.watchers.load(Ordering::Acquire)
+        if let Some(p) = p {
+            if let Some(f) = first {
+                let _ = p.first.set(f);
             }
-            None => 0,
+            let _ = p.result.set(result);
+            wakers.wake(&p.watchers);
         }
     }
 
@@ -687,8 +685,15 @@ mod tests {
         let (a, new_a) = f.head("o");
         let (b, new_b) = f.head("o");
         assert!(new_a && !new_b && Arc::ptr_eq(&a, &b));
-        b.watchers.fetch_or(0b10, Ordering::AcqRel);
-        assert_eq!(f.finish_head("o", Err(FillError::Connect), None), 0b10);
+        b.watchers.watch(1);
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let w = woken.clone();
+        let wakers = Wakers::new(move |n| w.lock().unwrap().push(n));
+        f.finish_head("o", Err(FillError::Connect), None, &wakers);
+        assert_eq!(*woken.lock().unwrap(), [1]);
+        // Finished and forgotten: finishing again wakes nobody.
+        f.finish_head("o", Err(FillError::Connect), None, &wakers);
+        assert_eq!(*woken.lock().unwrap(), [1]);
         assert_eq!(a.result(), Some(&Err(FillError::Connect)));
         let w = f.start_chunk(key(), 3).ok().unwrap();
         let other = f.start_chunk(key(), 3).err().unwrap();

@@ -10,6 +10,8 @@
 //! - [`meta`]: what the cache knows of an object (length, validators) and when it was learnt.
 //! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
+//! - [`wake`]: how a worker waiting on a fill (or anything another thread completes) is
+//!   woken: [`wake::Watchers`] and [`wake::Wakers`], the ordering stated once.
 
 pub mod arena;
 mod buddy;
@@ -21,6 +23,7 @@ pub mod memory;
 pub mod meta;
 pub mod policy;
 pub mod stream;
+pub mod wake;
 
 pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;

@@ -11,6 +11,7 @@
 //! keeps the stream alive through an `Arc`.
 
 use crate::fill::Reservation;
+use crate::wake::Watchers;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use std::cell::UnsafeCell;
@@ -37,8 +38,8 @@ pub struct Stream {
     reader: AtomicU8,
     /// The writer, waiting for room.
     room: AtomicWaker,
-    /// Bit `w` set: worker `w` has its client waiting on this stream.
-    pub watchers: AtomicU64,
+    /// The worker with its client waiting on this stream.
+    pub watchers: Watchers,
     _reserved: Option<Reservation>,
 }
 
@@ -74,7 +75,7 @@ impl Stream {
             state: AtomicU8::new(if len == 0 { DONE } else { OPEN }),
             reader: AtomicU8::new(UNREAD),
             room: AtomicWaker::new(),
-            watchers: AtomicU64::new(0),
+            watchers: Watchers::default(),
             _reserved: reserved,
         });
         (stream.clone(), StreamWriter { stream })

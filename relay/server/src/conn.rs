@@ -581,8 +581,8 @@ impl Small {
 #[derive(Default)]
 pub struct ChunkShare {
     pub result: std::sync::OnceLock<Option<bytes::Bytes>>,
-    /// Bit `w` set: worker `w` has a connection waiting.
-    pub watchers: std::sync::atomic::AtomicU64,
+    /// The workers with a connection waiting.
+    pub watchers: relay_cache::wake::Watchers,
 }
 
 /// An in-flight head entry owned by a connection restoring its description from the disk

@@ -25,6 +25,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use relay_cache::disk::{Admission, DiskConfig, DiskTier};
 use relay_cache::fill::InFlight;
+use relay_cache::wake::Wakers;
 use relay_cache::{Layout, MemoryTier, MetaCache};
 use relay_config::Config;
 use relay_proto::Limits;
@@ -81,6 +82,8 @@ pub struct Shared {
     pub upstream: Option<relay_upstream::Upstream>,
     /// One eventfd per worker: the upstream thread writes to wake waiting clients.
     pub wakers: Arc<Vec<OwnedFd>>,
+    /// Wakes worker `w` through `wakers[w]` (handed to everything that completes a wait).
+    pub wake: Wakers,
     /// The disk tier (chunks of HTTP origins), when configured.
     pub disk: Option<Arc<DiskTier>>,
     /// Chunk reads in flight (disk tier, directory origin), shared by every connection that
@@ -369,6 +372,14 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
             .collect::<Result<_, _>>()
             .map_err(ServerError::Ring)?,
     );
+    let wake = {
+        let fds = wakers.clone();
+        Wakers::new(move |w| {
+            if let Some(fd) = fds.get(w) {
+                sys::eventfd_signal(fd.as_raw_fd());
+            }
+        })
+    };
     let layout = Layout::new(config.cache.chunk_size);
     // Large chunks live in one mapping every worker registers with its ring; without it
     // (the mapping refused) they live on the heap and are sent unregistered.
@@ -419,20 +430,12 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
     let upstream = if config.origin.http.is_empty() {
         None
     } else {
-        let fds = wakers.clone();
-        let wake = Arc::new(move |mask: u64| {
-            for (i, fd) in fds.iter().enumerate() {
-                if mask & (1 << (i % 64)) != 0 {
-                    sys::eventfd_signal(fd.as_raw_fd());
-                }
-            }
-        });
         let store = relay_upstream::Store {
             memory: memory.clone(),
             meta: meta.clone(),
             inflight: inflight.clone(),
             layout,
-            wake,
+            wakers: wake.clone(),
             disk: disk.clone(),
             admission,
         };
@@ -454,6 +457,7 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         origin,
         upstream,
         wakers,
+        wake,
         disk,
         chunk_reads: Default::default(),
         shutdown: AtomicBool::new(false),

@@ -98,7 +98,7 @@ pub struct Worker {
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
-    /// This worker's number: its bit in fills' watcher masks and its eventfd.
+    /// This worker's number: what it watches fills under, and its eventfd.
     id: usize,
     /// Eight bytes the eventfd read lands in (boxed: the kernel writes it).
     wake_buf: Box<[u8; 8]>,
@@ -1045,7 +1045,6 @@ impl Worker {
     /// no read of this chunk (a wait left behind by a chunk taken from memory meanwhile is
     /// dropped) or that read ended without bytes for it.
     fn shared_read(&mut self, slot: u32, version: u64, index: u64) -> SharedRead {
-        let bit = 1u64 << (self.id % 64);
         let c = &mut self.conns[slot as usize];
         let Some((k, w)) = c
             .chunk_wait
@@ -1067,8 +1066,7 @@ impl Worker {
                 SharedRead::NotWaiting
             }
             None => {
-                w.watchers.fetch_or(bit, Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
+                w.watchers.watch(self.id);
                 let done = w.result.get().is_some();
                 c.chunk_wait = Some((k, w));
                 if done {
@@ -1100,10 +1098,7 @@ impl Worker {
             reads.remove(&key);
             let _ = w.result.set(bytes);
         }
-        // Between the result and reading who waits (pairs with a waiter's fence between
-        // its watcher bit and its look at the result).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.wake_workers(w.watchers.load(Ordering::Acquire));
+        self.shared.wake.wake(&w.watchers);
     }
 
     /// After a restart the memory is empty but the disk tier may hold the object. One
@@ -1186,11 +1181,12 @@ impl Worker {
             // No upstream to take it over (an HTTP route implies one): never leave the
             // entry's waiters waiting.
             None => {
-                let mask = self
-                    .shared
-                    .inflight
-                    .finish_head(&e.key, Err(FillError::Connect), None);
-                self.wake_workers(mask);
+                self.shared.inflight.finish_head(
+                    &e.key,
+                    Err(FillError::Connect),
+                    None,
+                    &self.shared.wake,
+                );
             }
         }
     }
@@ -1214,29 +1210,15 @@ impl Worker {
                 return false;
             };
             e.pending.mark_local();
-            let mask = self
-                .shared
+            self.shared
                 .inflight
-                .finish_head(&e.key, Ok(m.clone()), None);
-            self.wake_workers(mask);
+                .finish_head(&e.key, Ok(m.clone()), None, &self.shared.wake);
             return false;
         }
         e.fallback.stale.clone_from(&meta);
         c.stale = meta;
         self.restore_fallback(slot);
         true
-    }
-
-    /// Wakes the workers whose bits are set in `mask` (their eventfds).
-    fn wake_workers(&self, mask: u64) {
-        // Pairs with the fence a worker makes between setting its watcher bit and reading
-        // the result: one of the two sides sees the other.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        for (i, fd) in self.shared.wakers.iter().enumerate() {
-            if mask & (1 << (i % 64)) != 0 {
-                sys::eventfd_signal(fd.as_raw_fd());
-            }
-        }
     }
 
     /// Sets up the read of an object's first chunk from the disk tier (through the ring,
@@ -1411,8 +1393,7 @@ impl Worker {
                 continue;
             }
             if let Some(ps) = c.pass.clone() {
-                ps.watchers.fetch_or(1 << (self.id % 64), Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
+                ps.watchers.watch(self.id);
                 match ps.result.get() {
                     None => {
                         self.wait(slot);
@@ -1433,8 +1414,7 @@ impl Worker {
                 continue;
             }
             if let Some(p) = c.pending.clone() {
-                p.watchers.fetch_or(1 << (self.id % 64), Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
+                p.watchers.watch(self.id);
                 match p.result() {
                     None => {
                         self.wait(slot);
@@ -1817,23 +1797,20 @@ impl Worker {
             return Ok(true);
         };
         if let Some(pass) = c.pass_body.as_ref() {
-            let bit = 1 << (self.id % 64);
             let (piece, ended) = match pass {
                 PassReader::Stream(r) => {
                     let s = r.stream();
                     // This runs once the previous piece is sent (a zero-copy one's
                     // notification included): its room goes back to the upstream.
                     s.release(body.pos);
-                    s.watchers.fetch_or(bit, Ordering::SeqCst);
-                    std::sync::atomic::fence(Ordering::SeqCst);
+                    s.watchers.watch(self.id);
                     // The end first: a body that ends right after this still has every
                     // byte readable below.
                     let ended = s.failed() || s.is_done();
                     (s.readable(body.pos), ended)
                 }
                 PassReader::Whole(fill) => {
-                    fill.watchers.fetch_or(bit, Ordering::SeqCst);
-                    std::sync::atomic::fence(Ordering::SeqCst);
+                    fill.watchers.watch(self.id);
                     let ended = fill.error().is_some() || fill.is_done();
                     (fill.slice(body.pos as usize, body.end as usize), ended)
                 }
@@ -1956,7 +1933,6 @@ impl Worker {
         index: u64,
     ) -> std::io::Result<bool> {
         let layout = self.shared.layout;
-        let bit = 1u64 << (self.id % 64);
         let c = &mut self.conns[slot as usize];
         let Some(meta) = c.body.as_ref().map(|b| b.meta.clone()) else {
             return Ok(true);
@@ -2039,8 +2015,7 @@ impl Worker {
         let (Some(fill), Some(body)) = (c.src.clone(), c.body.as_mut()) else {
             return Ok(false);
         };
-        fill.watchers.fetch_or(bit, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fill.watchers.watch(self.id);
         let start = layout.chunk_start(index);
         let from = (body.pos - start) as usize;
         let to = ((body.end - start) as usize).min(fill.len());

@@ -34,6 +34,7 @@ mod head;
 
 use relay_cache::disk::{Admission, DiskTier};
 use relay_cache::fill::{FillWriter, InFlight};
+use relay_cache::wake::{Wakers, Watchers};
 use relay_cache::{Layout, MemoryTier, MetaCache, ObjectMeta};
 use relay_config::HttpOrigin;
 use std::sync::Arc;
@@ -49,8 +50,9 @@ pub struct Store {
     pub meta: Arc<MetaCache>,
     pub inflight: Arc<InFlight>,
     pub layout: Layout,
-    /// Wakes the workers whose bits are set (they re-check their waiting clients).
-    pub wake: Arc<dyn Fn(u64) + Send + Sync>,
+    /// Wakes the workers watching what a fetch completes (they re-check their waiting
+    /// clients).
+    pub wakers: Wakers,
     /// The disk tier, when configured: completed, storable chunks are written there.
     pub disk: Option<Arc<DiskTier>>,
     /// Which completed chunks go to disk (None: every one).
@@ -167,7 +169,7 @@ impl PassBody {
 #[derive(Default)]
 pub struct PassSlot {
     pub result: std::sync::OnceLock<Result<Passed, relay_cache::fill::FillError>>,
-    pub watchers: AtomicU64,
+    pub watchers: Watchers,
 }
 
 /// Largest response body without a Content-Length that a pass-through buffers.

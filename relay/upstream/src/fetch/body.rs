@@ -85,7 +85,7 @@ impl Context {
                 self.fail(writer, FillError::Truncated);
                 return Err(FillError::Truncated);
             }
-            self.wake(writer.fill().watchers.load(Ordering::Acquire));
+            self.store.wakers.wake(&writer.fill().watchers);
         }
         self.complete(writer, &[], meta);
         Ok(())
@@ -107,7 +107,7 @@ impl Context {
         });
         self.store.inflight.end_fill(&fill);
         if let Ok(fill) = stored {
-            self.wake(fill.watchers.load(Ordering::Acquire));
+            self.store.wakers.wake(&fill.watchers);
         }
         if let (Some(writer), Some(body)) = (self.writer.as_ref(), whole) {
             let admitted = self
@@ -203,7 +203,7 @@ impl Context {
                         return;
                     }
                     pending = pending.slice(n..);
-                    self.wake(w.fill().watchers.load(Ordering::Acquire));
+                    self.store.wakers.wake(&w.fill().watchers);
                 } else {
                     let last = pending.slice(..n);
                     pending = pending.slice(n..);

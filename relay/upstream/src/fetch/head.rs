@@ -59,8 +59,11 @@ impl Context {
                 if renewed.storable {
                     self.store.meta.insert(&object, (*renewed).clone());
                 }
-                let m = self.store.inflight.finish_head(&object, Ok(renewed), None);
-                return self.wake(m);
+                let wakers = &self.store.wakers;
+                return self
+                    .store
+                    .inflight
+                    .finish_head(&object, Ok(renewed), None, wakers);
             }
             if relay_cache::policy::freshness::is_error_status(status) {
                 // 5xx: stale-if-error may stand in (the waiting worker decides).
@@ -135,11 +138,9 @@ impl Context {
             // A response that may not be stored never reaches the memory tier: its client
             // reads the later chunks of a whole body from the pending fetch it started.
             let keep = pending.filter(|_| !meta.storable);
-            let m = self
-                .store
+            self.store
                 .inflight
-                .finish_head(&object, Ok(meta.clone()), first);
-            self.wake(m);
+                .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
             return self
                 .fill_from(
                     origin,

@@ -19,7 +19,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use relay_cache::fill::{FillError, FillWriter};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Everything a job needs; cheap to clone into each task.
@@ -88,18 +87,10 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
 }
 
 impl Context {
-    fn wake(&self, mask: u64) {
-        // Pairs with the fence a worker makes between setting its watcher bit and reading
-        // the fill: one of the two sides sees the other.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if mask != 0 {
-            (self.store.wake)(mask);
-        }
-    }
-
     fn head_failed(&self, object: &str, e: FillError) {
-        let m = self.store.inflight.finish_head(object, Err(e), None);
-        self.wake(m);
+        self.store
+            .inflight
+            .finish_head(object, Err(e), None, &self.store.wakers);
     }
 
     fn fail(&self, writer: FillWriter, e: FillError) {
@@ -107,7 +98,7 @@ impl Context {
         let fill = writer.fill().clone();
         self.store.inflight.end_fill(&fill);
         drop(writer);
-        self.wake(fill.watchers.load(Ordering::Acquire));
+        self.store.wakers.wake(&fill.watchers);
     }
 }
 

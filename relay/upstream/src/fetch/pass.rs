@@ -39,7 +39,7 @@ impl Context {
             .await;
         if let Err(e) = r {
             let _ = slot.result.set(Err(e));
-            self.wake(slot.watchers.load(Ordering::Acquire));
+            self.store.wakers.wake(&slot.watchers);
         }
     }
 
@@ -121,7 +121,7 @@ impl Context {
                 body,
                 invalidate,
             }));
-            self.wake(slot.watchers.load(Ordering::Acquire));
+            self.store.wakers.wake(&slot.watchers);
         };
         if no_body {
             publish(None, invalidate);
@@ -145,12 +145,7 @@ impl Context {
                     relay_cache::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
                 publish(Some(PassBody::Stream(stream.clone())), invalidate);
                 let wake = |s: &relay_cache::stream::Stream| {
-                    // Between publishing bytes and reading who waits for them (pairs with the
-                    // fence a worker makes between its watcher bit and its read).
-                    std::sync::atomic::fence(Ordering::SeqCst);
-                    self.wake(
-                        s.watchers.load(Ordering::Acquire) | slot.watchers.load(Ordering::Acquire),
-                    )
+                    self.store.wakers.wake_any(&[&s.watchers, &slot.watchers])
                 };
                 'body: while writer.remaining() > 0 {
                     let Ok(Some(d)) = self.next_frame(origin, &mut incoming).await else {
