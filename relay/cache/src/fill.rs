@@ -13,7 +13,7 @@ use crate::meta::ObjectMeta;
 use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why a fill ended without its bytes.
@@ -51,95 +51,6 @@ const FILLING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
 
-/// A process-wide bound on bytes held for one purpose (passed-through bodies, which stay
-/// in memory while their client reads them): reserve before holding, release on drop.
-#[derive(Debug)]
-pub struct Budget {
-    held: AtomicU64,
-    limit: u64,
-}
-
-/// Bytes reserved from a [`Budget`]; given back when dropped (with the fill holding them).
-#[derive(Debug)]
-pub struct Reservation {
-    budget: Arc<Budget>,
-    bytes: u64,
-}
-
-impl Budget {
-    pub fn new(limit: u64) -> Arc<Budget> {
-        Arc::new(Budget {
-            held: AtomicU64::new(0),
-            limit,
-        })
-    }
-
-    /// Reserves `bytes`, or None when that would pass the limit.
-    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
-        let mut held = self.held.load(Ordering::Relaxed);
-        loop {
-            let next = held.checked_add(bytes).filter(|&n| n <= self.limit)?;
-            match self
-                .held
-                .compare_exchange_weak(held, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return Some(Reservation {
-                        budget: self.clone(),
-                        bytes,
-                    });
-                }
-                Err(now) => held = now,
-            }
-        }
-    }
-
-    /// Bytes reserved now.
-    pub fn held(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
-    }
-
-    /// The most that may be reserved at once.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-}
-
-impl Reservation {
-    /// Bytes this reservation holds.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Grows the reservation by `bytes`, or false (unchanged) past the limit.
-    pub fn grow(&mut self, bytes: u64) -> bool {
-        match self.budget.reserve(bytes) {
-            Some(more) => {
-                self.bytes += more.bytes;
-                std::mem::forget(more);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Gives back what this reservation holds beyond `bytes`.
-    pub fn shrink_to(&mut self, bytes: u64) {
-        if bytes < self.bytes {
-            self.budget
-                .held
-                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
-            self.bytes = bytes;
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
 /// The shared side of a chunk being filled.
 pub struct Fill {
     pub key: ChunkKey,
@@ -152,8 +63,9 @@ pub struct Fill {
     meta: OnceLock<Arc<ObjectMeta>>,
     /// The workers with a client waiting on this fill.
     pub watchers: Watchers,
-    /// Budget bytes this fill's memory holds, given back when the last reader drops it.
-    _reserved: Option<Reservation>,
+    /// Kept as long as the fill (a pass-through budget's reservation for its bytes, given
+    /// back when the last reader drops it).
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 // SAFETY: the bytes are shared under the rule in the module docs: one writer (`FillWriter`,
@@ -183,20 +95,25 @@ impl Fill {
         Fill::build(key, len, arena, None)
     }
 
-    /// A heap fill whose memory counts against a budget until its last reader drops it.
-    pub fn reserved(key: ChunkKey, len: usize, r: Reservation) -> (Arc<Fill>, FillWriter) {
-        Fill::build(key, len, None, Some(r))
+    /// A heap fill that keeps `held` until its last reader drops it (a budget's
+    /// reservation for the fill's memory).
+    pub fn holding(
+        key: ChunkKey,
+        len: usize,
+        held: Box<dyn std::any::Any + Send + Sync>,
+    ) -> (Arc<Fill>, FillWriter) {
+        Fill::build(key, len, None, Some(held))
     }
 
     fn build(
         key: ChunkKey,
         len: usize,
         arena: Option<&Arc<Arena>>,
-        reserved: Option<Reservation>,
+        held: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> (Arc<Fill>, FillWriter) {
         let fill = Arc::new(Fill {
             key,
-            _reserved: reserved,
+            _held: held,
             buf: ChunkBuf::alloc(len, arena),
             filled: AtomicUsize::new(0),
             state: AtomicU8::new(FILLING),
@@ -592,31 +509,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_budget_is_reserved_grown_and_given_back() {
-        let b = Budget::new(100);
-        let r = b.reserve(60).unwrap();
-        assert!(b.reserve(41).is_none());
-        let mut s = b.reserve(40).unwrap();
-        assert_eq!(b.held(), 100);
-        assert!(!s.grow(1));
-        drop(r);
-        assert!(s.grow(60));
-        assert_eq!(b.held(), 100);
-        assert!(b.reserve(u64::MAX).is_none());
-        // The fill holding a reservation gives it back when its last reader drops it.
-        let (fill, w) = Fill::reserved(
-            ChunkKey {
-                object: Arc::from("p"),
-                version: 0,
-                index: 0,
-            },
-            4,
-            s,
-        );
+    fn a_fill_keeps_what_it_holds_until_its_last_reader_drops_it() {
+        let held = Arc::new(());
+        let (fill, w) = Fill::holding(key(), 4, Box::new(held.clone()));
+        let reader = fill.clone();
         drop(w);
-        assert_eq!(b.held(), 100);
         drop(fill);
-        assert_eq!(b.held(), 0);
+        assert_eq!(Arc::strong_count(&held), 2, "a reader still holds the fill");
+        drop(reader);
+        assert_eq!(Arc::strong_count(&held), 1);
     }
 
     fn key() -> ChunkKey {

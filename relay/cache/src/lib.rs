@@ -4,6 +4,7 @@
 //! - [`layout`]: how an object is cut into fixed-size chunks (pure arithmetic).
 //! - [`disk`]: the disk tier: chunk files with checksummed headers, an index rebuilt at start,
 //!   eviction and admission; plans the I/O for io_uring (plus a blocking std::fs path).
+//! - [`Cache`] (`tiers`): every tier opened from the config's `[cache]`, in one place.
 //! - [`fill`]: a chunk being filled from upstream, streamed to readers as it arrives.
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
 //! - [`memory`]: the memory tier, bounded by bytes, with scan-resistant eviction.
@@ -22,10 +23,11 @@ pub mod layout;
 pub mod memory;
 pub mod meta;
 pub mod policy;
-pub mod stream;
+mod tiers;
 pub mod wake;
 
 pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;
 pub use memory::MemoryTier;
 pub use meta::{MetaCache, ObjectMeta};
+pub use tiers::{Cache, CacheError};

@@ -1,5 +1,7 @@
-//! The `relay` binary: command line, config loading, signals. The work happens in the
-//! libraries: `relay_server` (data plane), `relay_steer` (XDP), `relay_config`.
+//! The `relay` binary: command line, config loading, signals, and the wiring of the parts:
+//! it opens the cache (`relay_cache`), starts the upstream (`relay_upstream`) and hands both
+//! to the workers (`relay_server`). The work happens in those libraries and `relay_steer`
+//! (XDP), from a `relay_config` config.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -136,7 +138,15 @@ fn run(path: &std::path::Path) -> Result<()> {
     let listeners = relay_server::bind(config.server.listen, workers)?;
     // Syncs the steering maps of `steer.iface` (if attached) and checks the nodes' health.
     let steer = relay_steer::Keeper::start(&config.steer);
-    let server = relay_server::serve(config, listeners)?;
+    let cache = relay_cache::Cache::open(&config.cache)?;
+    let wake = relay_server::Eventfds::new(listeners.len())?;
+    let upstream = relay_upstream::Upstream::open(&config.origin, &cache, wake.wakers())?;
+    let parts = relay_server::Parts {
+        cache,
+        upstream,
+        wake,
+    };
+    let server = relay_server::serve(config, listeners, parts)?;
     eprintln!(
         "relay: listening on http://{} ({workers} workers)",
         server.local_addr()

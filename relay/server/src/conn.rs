@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
-use relay_cache::fill::{Fill as UpFill, Pending, Reservation};
+use relay_cache::fill::{Fill as UpFill, Pending};
 use relay_proto::Method;
 use relay_proto::range::{ByteRange, MAX_RANGES};
+use relay_upstream::budget::Reservation;
 use std::fs::File;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -598,7 +599,7 @@ pub struct RestoreEntry {
 pub enum PassReader {
     /// Streamed through a window: the reader releases what it has sent (and, dropped,
     /// tells the upstream to stop).
-    Stream(relay_cache::stream::StreamReader),
+    Stream(relay_upstream::stream::StreamReader),
     /// Buffered whole (no `Content-Length` from the origin).
     Whole(Arc<UpFill>),
 }

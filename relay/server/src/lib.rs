@@ -2,7 +2,9 @@
 //! share-nothing but for the chunk cache.
 //!
 //! Layout:
-//! - [`serve`] / [`bind`]: start the workers on listeners the caller made (tests bind port 0).
+//! - [`bind`] / [`Eventfds`] / [`serve`]: bind the listeners (tests bind port 0), make each
+//!   worker's eventfd, and start the workers with the [`Parts`] the caller built (the daemon
+//!   opens the cache and starts the upstream; see its `run`).
 //! - `worker`: the event loop and a request's way through it (see its module docs).
 //! - `conn`: per-connection state (receive buffer, send state, body position).
 //! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
@@ -23,10 +25,10 @@ mod worker;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use relay_cache::disk::{Admission, DiskConfig, DiskTier};
+use relay_cache::disk::DiskTier;
 use relay_cache::fill::InFlight;
 use relay_cache::wake::Wakers;
-use relay_cache::{Layout, MemoryTier, MetaCache};
+use relay_cache::{Cache, Layout, MemoryTier, MetaCache};
 use relay_config::Config;
 use relay_proto::Limits;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -62,8 +64,43 @@ pub enum ServerError {
     Ring(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
-    #[error("cannot open the disk tier: {0}")]
-    Disk(#[from] relay_cache::disk::DiskError),
+    #[error("{eventfds} worker eventfds for {listeners} listeners")]
+    Eventfds { eventfds: usize, listeners: usize },
+}
+
+/// One eventfd per worker: a worker's ring reads its own, and whatever completes something a
+/// worker waits on (the upstream thread, another worker) writes it through [`Eventfds::wakers`].
+pub struct Eventfds {
+    fds: Arc<Vec<OwnedFd>>,
+}
+
+impl Eventfds {
+    /// Eventfds for `workers` workers (one per listener).
+    pub fn new(workers: usize) -> Result<Eventfds, ServerError> {
+        let fds = (0..workers)
+            .map(|_| sys::eventfd())
+            .collect::<Result<_, _>>()
+            .map_err(ServerError::Ring)?;
+        Ok(Eventfds { fds: Arc::new(fds) })
+    }
+
+    /// Wakes worker `w` by writing its eventfd.
+    pub fn wakers(&self) -> Wakers {
+        let fds = self.fds.clone();
+        Wakers::new(move |w| {
+            if let Some(fd) = fds.get(w) {
+                sys::eventfd_signal(fd.as_raw_fd());
+            }
+        })
+    }
+}
+
+/// What the workers serve from, built by the caller: the cache, the upstream (when HTTP
+/// origins are configured) made with `wake.wakers()`, and the workers' eventfds.
+pub struct Parts {
+    pub cache: Cache,
+    pub upstream: Option<relay_upstream::Upstream>,
+    pub wake: Eventfds,
 }
 
 /// State shared by all workers: read-mostly, never locked on the hot path but for the
@@ -329,8 +366,24 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// Starts one worker thread per listener, serving `config` until [`Server::shutdown`].
-pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, ServerError> {
+/// Starts one worker thread per listener, serving `config` from `parts` until
+/// [`Server::shutdown`].
+pub fn serve(
+    config: Config,
+    listeners: Vec<TcpListener>,
+    parts: Parts,
+) -> Result<Server, ServerError> {
+    let Parts {
+        cache,
+        upstream,
+        wake: eventfds,
+    } = parts;
+    if eventfds.fds.len() != listeners.len() {
+        return Err(ServerError::Eventfds {
+            eventfds: eventfds.fds.len(),
+            listeners: listeners.len(),
+        });
+    }
     // Every connection takes a descriptor (a miss or a disk read one more for a while): the
     // soft limit goes up to the hard one, and a limit below what the workers may hold is
     // said at start, not found out as failed accepts under load.
@@ -366,88 +419,16 @@ pub fn serve(config: Config, listeners: Vec<TcpListener>) -> Result<Server, Serv
         max_headers: config.server.limits.max_headers,
         max_uri_bytes: config.server.limits.max_uri_bytes,
     };
-    let wakers: Arc<Vec<OwnedFd>> = Arc::new(
-        (0..listeners.len())
-            .map(|_| sys::eventfd())
-            .collect::<Result<_, _>>()
-            .map_err(ServerError::Ring)?,
-    );
-    let wake = {
-        let fds = wakers.clone();
-        Wakers::new(move |w| {
-            if let Some(fd) = fds.get(w) {
-                sys::eventfd_signal(fd.as_raw_fd());
-            }
-        })
-    };
-    let layout = Layout::new(config.cache.chunk_size);
-    // Large chunks live in one mapping every worker registers with its ring; without it
-    // (the mapping refused) they live on the heap and are sent unregistered.
-    let arena_len =
-        relay_cache::arena::arena_len(config.cache.memory_bytes, config.cache.chunk_size);
-    // Chunks smaller than the arena's smallest block never go there: no arena then.
-    let arena = if config.cache.chunk_size < relay_cache::arena::ARENA_MIN as u64 {
-        None
-    } else {
-        match relay_cache::arena::Arena::new(arena_len) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");
-                None
-            }
-        }
-    };
-    let memory = Arc::new(MemoryTier::with_arena(
-        config.cache.memory_bytes,
-        config.cache.chunk_size,
-        arena.clone(),
-    ));
-    let meta = Arc::new(MetaCache::new(1 << 16));
-    let inflight = Arc::new(InFlight::with_arena(arena));
-    let disk = match &config.cache.disk_dir {
-        Some(dir) => {
-            let mut dc = DiskConfig::new(dir.clone(), config.cache.disk_bytes);
-            dc.chunk_size = config.cache.chunk_size;
-            dc.fsync = config.cache.disk_fsync;
-            let tier = DiskTier::open(&dc)?;
-            let r = tier.recovery();
-            log::info!(
-                "disk tier {}: {} chunks loaded, {} dropped as corrupt, {} bytes of headers read",
-                dir.display(),
-                r.loaded,
-                r.dropped_corrupt,
-                r.bytes_read
-            );
-            Some(Arc::new(tier))
-        }
-        None => None,
-    };
-    let admission = match config.cache.disk_admission {
-        relay_config::DiskAdmission::Always => None,
-        // A window of a million fetches: a chunk fetched twice within it goes to disk.
-        relay_config::DiskAdmission::SecondHit => Some(Arc::new(Admission::new(1 << 20))),
-    };
-    let upstream = if config.origin.http.is_empty() {
-        None
-    } else {
-        let store = relay_upstream::Store {
-            memory: memory.clone(),
-            meta: meta.clone(),
-            inflight: inflight.clone(),
-            layout,
-            wakers: wake.clone(),
-            disk: disk.clone(),
-            admission,
-        };
-        Some(
-            relay_upstream::Upstream::start(
-                &config.origin.http,
-                store,
-                config.origin.pass_buffer_bytes,
-            )
-            .map_err(ServerError::Ring)?,
-        )
-    };
+    let Cache {
+        layout,
+        memory,
+        meta,
+        inflight,
+        disk,
+        admission: _,
+    } = cache;
+    let wake = eventfds.wakers();
+    let wakers = eventfds.fds;
     let shared = Arc::new(Shared {
         limits,
         layout,

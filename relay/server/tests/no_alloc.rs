@@ -71,6 +71,20 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, no_body: bool) -> (u16, S
     }
 }
 
+/// The server wired as the daemon wires it: listeners, cache, eventfds, upstream.
+fn start(config: relay_config::Config) -> relay_server::Server {
+    let listeners = relay_server::bind(config.server.listen, 1).unwrap();
+    let cache = relay_cache::Cache::open(&config.cache).unwrap();
+    let wake = relay_server::Eventfds::new(listeners.len()).unwrap();
+    let upstream = relay_upstream::Upstream::open(&config.origin, &cache, wake.wakers()).unwrap();
+    let parts = relay_server::Parts {
+        cache,
+        upstream,
+        wake,
+    };
+    relay_server::serve(config, listeners, parts).unwrap()
+}
+
 #[test]
 fn hit_path_allocates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,8 +98,7 @@ fn hit_path_allocates_nothing() {
         dir.display()
     );
     let config = relay_config::Config::from_str(&text, &dir, "test.toml").unwrap();
-    let listeners = relay_server::bind(config.server.listen, 1).unwrap();
-    let server = relay_server::serve(config, listeners).unwrap();
+    let server = start(config);
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::with_capacity(1 << 20);
@@ -250,8 +263,7 @@ fn http_origin_hit_path_allocates_nothing() {
          [origin]\n[[origin.http]]\nurl = \"http://{origin}\"\n"
     );
     let config = relay_config::Config::from_str(&text, &dir, "test.toml").unwrap();
-    let listeners = relay_server::bind(config.server.listen, 1).unwrap();
-    let server = relay_server::serve(config, listeners).unwrap();
+    let server = start(config);
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // The fields a browser sends: a miss would forward them; a hit must not even look.

@@ -6,7 +6,8 @@
 //! - [`Upstream`]: a thread running a single-threaded tokio runtime with a keep-alive pooled
 //!   HTTP/1.1 client (hyper). Workers ask it for a head ([`Upstream::fetch_head`]), a chunk
 //!   ([`Upstream::fill_chunk`]) or a pass-through ([`Upstream::pass`]); each becomes a job
-//!   on an unbounded channel, run as a task of its own.
+//!   on an unbounded channel, run as a task of its own. Started by the daemon from the
+//!   config, the opened [`Cache`] and the workers' wakers ([`Upstream::open`]).
 //! - `fetch`: running the jobs, one module each:
 //!   - `fetch` (mod): the jobs' shared context, the dispatch, failing and waking fills,
 //!     and the end-to-end header fields relayed to clients;
@@ -22,26 +23,41 @@
 //! - `head`: reading an origin's response head defensively (Content-Range, validators,
 //!   freshness).
 //! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
+//! - [`stream`]: a passed-through body with a length, streamed through a bounded window.
+//! - [`budget`]: the bound on bytes held for pass-throughs (`origin.pass_buffer_bytes`).
 //! - [`Health`]: passive health: consecutive failures mark an origin down for a while.
 //!
 //! This path is not the hot path (a miss costs a round trip to the origin), so it uses tokio
 //! and hyper, maintained crates that own connection pooling, chunked decoding and timeouts;
 //! the serving loop stays on io_uring.
 
+pub mod budget;
 mod disk_writer;
 mod fetch;
 mod head;
+pub mod stream;
 
 use relay_cache::disk::{Admission, DiskTier};
 use relay_cache::fill::{FillWriter, InFlight};
 use relay_cache::wake::{Wakers, Watchers};
-use relay_cache::{Layout, MemoryTier, MetaCache, ObjectMeta};
-use relay_config::HttpOrigin;
+use relay_cache::{Cache, Layout, MemoryTier, MetaCache, ObjectMeta};
+use relay_config::{HttpOrigin, OriginConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use head::ObjectHead;
+
+/// Why the upstream could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot start the upstream's runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the disk tier's writer: {0}")]
+    DiskWriter(std::io::Error),
+    #[error("cannot start the upstream thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// Where fetched bytes go, and how waiting workers are woken.
 #[derive(Clone)]
@@ -57,6 +73,21 @@ pub struct Store {
     pub disk: Option<Arc<DiskTier>>,
     /// Which completed chunks go to disk (None: every one).
     pub admission: Option<Arc<Admission>>,
+}
+
+impl Store {
+    /// The tiers of `cache` fetches fill, and `wakers` to wake the workers waiting on them.
+    pub fn new(cache: &Cache, wakers: Wakers) -> Store {
+        Store {
+            memory: cache.memory.clone(),
+            meta: cache.meta.clone(),
+            inflight: cache.inflight.clone(),
+            layout: cache.layout,
+            wakers,
+            disk: cache.disk.clone(),
+            admission: cache.admission.clone(),
+        }
+    }
 }
 
 /// A request for an object's description ([`Upstream::fetch_head`]): fetch its first chunk,
@@ -146,7 +177,7 @@ pub struct Passed {
 pub enum PassBody {
     /// With a `Content-Length`: streamed through a window of [`PASS_WINDOW`] bytes as its
     /// client reads it (the upstream waits while the client is a window behind).
-    Stream(Arc<relay_cache::stream::Stream>),
+    Stream(Arc<stream::Stream>),
     /// Without one (chunked): buffered whole, bounded by [`PASS_BUFFER_LIMIT`], then served
     /// with a length.
     Whole(Arc<relay_cache::fill::Fill>),
@@ -246,10 +277,24 @@ pub struct Upstream {
     /// Bytes held for pass-throughs, bounded by `origin.pass_buffer_bytes`: the response
     /// windows the upstream reserves, and the request bodies workers collect before they
     /// hand them over (a body's reservation goes with it, [`PassRequest::body`]).
-    pub pass_budget: Arc<relay_cache::fill::Budget>,
+    pub pass_budget: Arc<budget::Budget>,
 }
 
 impl Upstream {
+    /// Starts the upstream thread for the HTTP origins of `config`, filling `cache` and
+    /// waking workers through `wakers`; None when no HTTP origin is configured.
+    pub fn open(
+        config: &OriginConfig,
+        cache: &Cache,
+        wakers: Wakers,
+    ) -> Result<Option<Upstream>, UpstreamError> {
+        if config.http.is_empty() {
+            return Ok(None);
+        }
+        let store = Store::new(cache, wakers);
+        Upstream::start(&config.http, store, config.pass_buffer_bytes).map(Some)
+    }
+
     /// Starts the upstream thread for `origins`.
     /// `pass_buffer_bytes` bounds the passed-through bodies held at once
     /// (`origin.pass_buffer_bytes`).
@@ -257,7 +302,7 @@ impl Upstream {
         origins: &[HttpOrigin],
         store: Store,
         pass_buffer_bytes: u64,
-    ) -> std::io::Result<Upstream> {
+    ) -> Result<Upstream, UpstreamError> {
         let origins: Arc<Vec<Origin>> = Arc::new(
             origins
                 .iter()
@@ -272,16 +317,20 @@ impl Upstream {
         let stats = Arc::new(UpstreamStats::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(UpstreamError::Runtime)?;
         let writer = match store.disk.clone() {
-            Some(disk) => Some(disk_writer::DiskWriter::start(
-                disk,
-                stats.disk_writes.clone(),
-                stats.disk_write_errors.clone(),
-            )?),
+            Some(disk) => Some(
+                disk_writer::DiskWriter::start(
+                    disk,
+                    stats.disk_writes.clone(),
+                    stats.disk_write_errors.clone(),
+                )
+                .map_err(UpstreamError::DiskWriter)?,
+            ),
             None => None,
         };
-        let pass_budget = relay_cache::fill::Budget::new(pass_buffer_bytes);
+        let pass_budget = budget::Budget::new(pass_buffer_bytes);
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
@@ -292,7 +341,8 @@ impl Upstream {
         );
         std::thread::Builder::new()
             .name("relay-upstream".into())
-            .spawn(move || runtime.block_on(fetch::run(ctx, rx)))?;
+            .spawn(move || runtime.block_on(fetch::run(ctx, rx)))
+            .map_err(UpstreamError::Thread)?;
         Ok(Upstream {
             tx,
             origins,

@@ -33,7 +33,7 @@ pub(crate) struct Context {
     /// Bytes of passed-through bodies held now, bounded by `origin.pass_buffer_bytes`:
     /// each stays in memory until its client has read it, and any client can make a GET
     /// pass through (with `Authorization`), so this is what bounds their memory.
-    pass_budget: Arc<relay_cache::fill::Budget>,
+    pass_budget: Arc<crate::budget::Budget>,
 }
 
 impl Context {
@@ -43,7 +43,7 @@ impl Context {
         epoch: Instant,
         stats: Arc<UpstreamStats>,
         writer: Option<crate::disk_writer::DiskWriter>,
-        pass_budget: Arc<relay_cache::fill::Budget>,
+        pass_budget: Arc<crate::budget::Budget>,
     ) -> Context {
         // Clients are built lazily inside the runtime (`run`); this holds the pools.
         Context {

@@ -142,9 +142,9 @@ impl Context {
                     return Err(FillError::Busy);
                 };
                 let (stream, mut writer) =
-                    relay_cache::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
+                    crate::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
                 publish(Some(PassBody::Stream(stream.clone())), invalidate);
-                let wake = |s: &relay_cache::stream::Stream| {
+                let wake = |s: &crate::stream::Stream| {
                     self.store.wakers.wake_any(&[&s.watchers, &slot.watchers])
                 };
                 'body: while writer.remaining() > 0 {
@@ -208,7 +208,8 @@ impl Context {
                     }
                     all.extend_from_slice(&d);
                 }
-                let (fill, writer) = relay_cache::fill::Fill::reserved(key, all.len(), reserved);
+                let (fill, writer) =
+                    relay_cache::fill::Fill::holding(key, all.len(), Box::new(reserved));
                 let _ = writer.complete_with(&all, |_| {});
                 publish(Some(PassBody::Whole(fill)), invalidate);
             }

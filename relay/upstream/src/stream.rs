@@ -1,7 +1,7 @@
 //! A passed-through body streamed through a bounded window: the upstream writes what the
 //! window has room for, the worker sends it and releases what was sent, and the upstream
 //! waits while its client is a window behind. However long the body, it holds one window
-//! of memory (reserved from the pass-through [`Budget`](crate::fill::Budget)).
+//! of memory (reserved from the pass-through [`Budget`](crate::budget::Budget)).
 //!
 //! The rule, stated once: byte `p` of the body lives at `ring[p % cap]`. The writer writes
 //! only positions in `[written, released + cap)`, then publishes `written` with `Release`;
@@ -10,10 +10,10 @@
 //! while a send may still read it, and none is read before it is written. A reader's slice
 //! keeps the stream alive through an `Arc`.
 
-use crate::fill::Reservation;
-use crate::wake::Watchers;
+use crate::budget::Reservation;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
+use relay_cache::wake::Watchers;
 use std::cell::UnsafeCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
