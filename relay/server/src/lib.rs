@@ -6,7 +6,7 @@
 //!   worker's eventfd, and start the workers with the [`Parts`] the caller built (the daemon
 //!   opens the cache and starts the upstream; see its `run`).
 //! - `worker`: the event loop and a request's way through it (see its module docs).
-//! - `conn`: per-connection state (receive buffer, send state, body position).
+//! - `exchange`: one connection's HTTP exchange, sans-IO: events in, actions out.
 //! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
 //! - `bufring`: the provided-buffer ring multishot receives land in.
 //! - [`metrics`] / [`admin`]: Prometheus text of the workers' counters and merged latency
@@ -16,7 +16,7 @@
 
 pub mod admin;
 mod bufring;
-mod conn;
+mod exchange;
 pub mod metrics;
 pub mod origin;
 mod ring;
@@ -125,8 +125,9 @@ pub struct Shared {
     pub disk: Option<Arc<DiskTier>>,
     /// Chunk reads in flight (disk tier, directory origin), shared by every connection that
     /// needs the chunk.
-    pub chunk_reads:
-        std::sync::Mutex<std::collections::HashMap<relay_cache::ChunkKey, Arc<conn::ChunkShare>>>,
+    pub chunk_reads: std::sync::Mutex<
+        std::collections::HashMap<relay_cache::ChunkKey, Arc<exchange::ChunkShare>>,
+    >,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,

@@ -220,9 +220,9 @@ impl Ring {
     /// Open `path` read-only (close-on-exec); the completion's result is the fd.
     ///
     /// # Safety
-    /// `path` obeys the buffer rule (module docs).
-    pub unsafe fn open_read(&mut self, path: &std::ffi::CStr, ud: u64) -> io::Result<()> {
-        let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+    /// `path` is a NUL-terminated string that obeys the buffer rule (module docs).
+    pub unsafe fn open_read(&mut self, path: *const libc::c_char, ud: u64) -> io::Result<()> {
+        let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path)
             .flags(libc::O_RDONLY | libc::O_CLOEXEC)
             .build()
             .user_data(ud);
@@ -233,15 +233,15 @@ impl Ring {
     /// completion's result is the fd.
     ///
     /// # Safety
-    /// `path` and `how` obey the buffer rule (module docs).
+    /// `path` (NUL-terminated) and `how` obey the buffer rule (module docs).
     pub unsafe fn open_beneath(
         &mut self,
         dir: RawFd,
-        path: &std::ffi::CStr,
-        how: &types::OpenHow,
+        path: *const libc::c_char,
+        how: *const types::OpenHow,
         ud: u64,
     ) -> io::Result<()> {
-        let sqe = opcode::OpenAt2::new(types::Fd(dir), path.as_ptr(), how)
+        let sqe = opcode::OpenAt2::new(types::Fd(dir), path, how)
             .build()
             .user_data(ud);
         self.push(&sqe)

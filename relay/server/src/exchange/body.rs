@@ -1,0 +1,307 @@
+//! The body of a response, piece by piece: from the chunk the response holds or the memory
+//! tier, else the disk tier, the directory origin's file or the chunk's fill (joined or
+//! started), else a pass-through's stream; multipart parts one after another.
+
+use super::reads::SharedRead;
+use super::types::{DirOpen, DiskRead, FileRead, PassReader, Route};
+use super::{Action, Cx, Exchange, Step};
+use relay_cache::fill::{FillError, Start};
+use relay_cache::{ChunkKey, ChunkRef};
+use relay_proto::multipart::Multipart;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+impl Exchange {
+    /// Queues the next body piece, or says what it has to wait for.
+    pub(super) fn next_piece(&mut self, cx: &mut Cx<'_>) -> Step {
+        let layout = cx.shared.layout;
+        let Some(body) = self.body.as_mut() else {
+            return Step::Again;
+        };
+        if let Some(pass) = self.pass_body.as_ref() {
+            let (piece, ended) = match pass {
+                PassReader::Stream(r) => {
+                    let s = r.stream();
+                    // This runs once the previous piece is sent (a zero-copy one's
+                    // notification included): its room goes back to the upstream.
+                    s.release(body.pos);
+                    s.watchers.watch(cx.worker);
+                    // The end first: a body that ends right after this still has every
+                    // byte readable below.
+                    let ended = s.failed() || s.is_done();
+                    (s.readable(body.pos), ended)
+                }
+                PassReader::Whole(fill) => {
+                    fill.watchers.watch(cx.worker);
+                    let ended = fill.error().is_some() || fill.is_done();
+                    (fill.slice(body.pos as usize, body.end as usize), ended)
+                }
+            };
+            let piece = piece.slice(..piece.len().min((body.end - body.pos) as usize));
+            if !piece.is_empty() {
+                body.pos += piece.len() as u64;
+                self.out.body = piece;
+                self.out.body_off = 0;
+                return Step::Again;
+            }
+            if ended {
+                // Cut short upstream: the client sees a cut connection.
+                return Step::Do(Action::Close);
+            }
+            return Step::Do(self.wait(cx));
+        }
+        let index = layout.chunk_of(body.pos);
+        let key = ChunkRef {
+            object: &self.key,
+            version: body.meta.version,
+            index,
+        };
+        // The chunk this response already holds (taken when the head was built, or read
+        // from disk), else the memory tier.
+        let held = self
+            .local
+            .as_ref()
+            .filter(|(version, i, _)| *version == body.meta.version && *i == index)
+            .map(|(_, _, bytes)| bytes.clone());
+        if let Some(chunk) = held.or_else(|| cx.shared.memory.get(&key)) {
+            // A read this connection took on for others while the chunk reached memory some
+            // other way: hand them these bytes.
+            if self.chunk_share.is_some() {
+                let owned = key.to_owned_key();
+                self.publish_chunk_share(cx, Some((&owned, chunk.clone())));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Step::Again;
+            };
+            let start = layout.chunk_start(index);
+            let from = (body.pos - start) as usize;
+            let to = ((body.end - start) as usize).min(chunk.len());
+            if from >= to {
+                // A stored chunk shorter than the object says: never send it.
+                log::error!(
+                    "chunk {index} of {:?} is short; dropping the connection",
+                    self.key
+                );
+                return Step::Do(Action::Close);
+            }
+            self.out.body = chunk.slice(from..to);
+            self.out.body_off = 0;
+            body.pos += (to - from) as u64;
+            return Step::Again;
+        }
+        if let Route::Http(origin) = self.route {
+            return self.next_upstream_piece(cx, origin, index);
+        }
+        // Miss: one read of this chunk however many connections want it at once. Wait for
+        // the read another connection makes, or make it for the others too.
+        let key = ChunkKey {
+            object: Arc::from(self.key.as_str()),
+            version: body.meta.version,
+            index,
+        };
+        match self.shared_read(cx, key.version, index) {
+            SharedRead::Again => return Step::Again,
+            SharedRead::Waiting => return Step::Do(self.wait(cx)),
+            SharedRead::NotWaiting => {}
+        }
+        if self.chunk_share.as_ref().is_some_and(|(k, _)| *k != key) {
+            self.publish_chunk_share(cx, None);
+        }
+        if self.chunk_share.is_none() && !self.claim_read(cx, key.clone()) {
+            return Step::Again;
+        }
+        // Read the chunk from the origin file into a new buffer, opening the file first
+        // (through the ring) when the head came from a cached description.
+        let Some(body) = self.body.as_ref() else {
+            return Step::Again;
+        };
+        if body.file.is_none() {
+            return match crate::origin::object_path(&self.key) {
+                Ok(path) => {
+                    self.dir_open = Some(DirOpen::new(path, false));
+                    Step::Again
+                }
+                Err(_) => Step::Do(Action::Close),
+            };
+        }
+        let len = layout.chunk_len(body.meta.len, index) as usize;
+        self.file_read = Some(FileRead {
+            buf: cx.shared.memory.chunk_buf(len),
+            got: 0,
+            key,
+        });
+        Step::Do(self.read_chunk(cx))
+    }
+
+    /// The next body piece of an HTTP-origin object whose chunk is not in memory: join the
+    /// fill in flight (or start one) and send what it has published; wait for more.
+    pub(super) fn next_upstream_piece(
+        &mut self,
+        cx: &mut Cx<'_>,
+        origin: usize,
+        index: u64,
+    ) -> Step {
+        let layout = cx.shared.layout;
+        let Some(meta) = self.body.as_ref().map(|b| b.meta.clone()) else {
+            return Step::Again;
+        };
+        let have = self.src.as_ref().is_some_and(|f| {
+            f.key.index == index && f.key.version == meta.version && *f.key.object == *self.key
+        });
+        // A disk read of this chunk another connection makes: take its bytes, or (it found
+        // none) fetch the chunk upstream.
+        if !have {
+            match self.shared_read(cx, meta.version, index) {
+                SharedRead::Again => return Step::Again,
+                SharedRead::Waiting => return Step::Do(self.wait(cx)),
+                SharedRead::NotWaiting => {}
+            }
+        }
+        if !have && let Some(disk) = cx.shared.disk.as_ref() {
+            let key = ChunkRef {
+                object: &self.key,
+                version: meta.version,
+                index,
+            };
+            if let Some(plan) = disk.locate(&key) {
+                let owned = key.to_owned_key();
+                if !self.claim_read(cx, owned) {
+                    return Step::Again;
+                }
+                match DiskRead::new(plan, &cx.shared.memory, false) {
+                    Some(read) => {
+                        self.disk_read = Some(read);
+                        return Step::Do(self.read_disk(cx));
+                    }
+                    None => self.publish_chunk_share(cx, None),
+                }
+            }
+        }
+        if !have {
+            let key = ChunkKey {
+                object: Arc::from(self.key.as_str()),
+                version: meta.version,
+                index,
+            };
+            let len = layout.chunk_len(meta.len, index) as usize;
+            let memory = &cx.shared.memory;
+            // A response that may not be stored has a version of its own (its fetch's), so
+            // the fills found here are this client's alone; those its fetch already finished
+            // (never in memory) are kept with the fetch.
+            let kept = self.owner_fetch.as_ref().and_then(|p| p.fill(index));
+            let start = match kept {
+                Some(f) => Start::Joined(f),
+                None => cx
+                    .shared
+                    .inflight
+                    .join_or_start(key, len, |k| memory.contains(&k.as_ref())),
+            };
+            let fill = match start {
+                Start::Joined(f) => f,
+                // Stored between our memory lookup and now: take it from memory.
+                Start::Cached => return Step::Again,
+                Start::New(writer) => {
+                    let f = writer.fill().clone();
+                    cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+                    if let Some(up) = cx.shared.upstream.as_ref() {
+                        up.fill_chunk(relay_upstream::ChunkRequest {
+                            origin,
+                            path: self.target.clone(),
+                            meta,
+                            writer,
+                            forward: self.fill_forward(cx),
+                        });
+                    }
+                    f
+                }
+            };
+            self.src = Some(fill);
+        }
+        let (Some(fill), Some(body)) = (self.src.clone(), self.body.as_mut()) else {
+            return Step::Do(Action::Idle);
+        };
+        fill.watchers.watch(cx.worker);
+        let start = layout.chunk_start(index);
+        let from = (body.pos - start) as usize;
+        let to = ((body.end - start) as usize).min(fill.len());
+        let piece = fill.slice(from, to);
+        if !piece.is_empty() {
+            body.pos += piece.len() as u64;
+            self.out.body = piece;
+            self.out.body_off = 0;
+            return Step::Again;
+        }
+        if let Some(e) = fill.error() {
+            self.src = None;
+            return self.upstream_failed(cx, e);
+        }
+        if from >= to {
+            // The fill is shorter than the object says: never send a short body as whole.
+            self.src = None;
+            return self.upstream_failed(cx, FillError::Truncated);
+        }
+        Step::Do(self.wait(cx))
+    }
+
+    /// An upstream fetch failed under a response: if no byte of it left yet, answer with an
+    /// error status; otherwise cut the connection (the client sees a short body, never a
+    /// wrong one passed off as whole).
+    pub(super) fn upstream_failed(&mut self, cx: &mut Cx<'_>, e: FillError) -> Step {
+        cx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        let untouched =
+            self.out.head_off == 0 && !self.out.head.is_empty() && self.out.body.is_empty();
+        if untouched && self.multi.n == 0 {
+            self.body = None;
+            self.out.head.clear();
+            let req = self.saved.req;
+            self.simple(cx, &req, e.status(), &[], "upstream failed\n");
+            self.close_after = true;
+            Step::Again
+        } else {
+            log::warn!("upstream failed mid-response ({e}); closing the connection");
+            Step::Do(Action::Close)
+        }
+    }
+
+    /// multipart/byteranges: queues the next part's head, or the closing boundary; false
+    /// when the response is not multipart or its parts are done.
+    pub(super) fn next_part(&mut self, cx: &Cx<'_>) -> bool {
+        let Some(body) = self.body.as_mut() else {
+            return false;
+        };
+        if self.multi.n == 0 {
+            return false;
+        }
+        let m = &mut self.multi;
+        let ct = &body.meta.content_type;
+        let Ok(mp) = Multipart::new(
+            cx.boundary,
+            (!ct.is_empty()).then_some(ct.as_str()),
+            m.total,
+        ) else {
+            m.n = 0;
+            return false;
+        };
+        if m.next < m.n {
+            let r = m.ranges[m.next];
+            mp.part_head(m.next, r, &mut self.out.head);
+            body.pos = r.start;
+            body.end = r.end + 1;
+            m.next += 1;
+        } else {
+            mp.trailer(&mut self.out.head);
+            m.n = 0;
+        }
+        true
+    }
+
+    /// The body is sent: let go of its sources.
+    pub(super) fn end_body(&mut self, cx: &mut Cx<'_>) {
+        self.body = None;
+        self.pass_body = None;
+        self.local = None;
+        self.chunk_wait = None;
+        // (A share is always settled before its chunk is sent; never leave one.)
+        self.publish_chunk_share(cx, None);
+    }
+}

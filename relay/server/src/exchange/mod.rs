@@ -1,0 +1,616 @@
+//! One connection's HTTP exchange, with no I/O of its own: the worker hands it events
+//! (bytes received, bytes sent, a file opened, stat'ed or read, a disk chunk read, a wake-up,
+//! a deadline) and carries out the [`Action`] it answers with (send, receive, open, stat or
+//! read a file, read a disk chunk, wait for a wake-up, linger, close). Every HTTP and cache
+//! decision of a connection is made here; the worker (`crate::worker`) owns the ring, the
+//! slot table, the user-data encoding and the socket, and decides nothing about HTTP.
+//!
+//! Layout:
+//! - this file: [`Exchange`], its events and [`Exchange::poll`], which walks the request
+//!   through its phases until it needs an I/O completion or a wake-up;
+//! - `request`: the receive buffer, parsing and routing a request, collecting or skipping
+//!   its body, the fields that go upstream;
+//! - `respond`: answering from an object description, from a pass-through, with an error;
+//!   waiting on an origin's head or a pass-through's answer;
+//! - `body`: the body piece by piece (memory, disk tier, directory file, fill, pass-through
+//!   stream), one read per chunk however many connections want it;
+//! - `restore`: rebuilding an object's description from the disk tier after a restart;
+//! - `types`: the data the phases keep between events.
+//!
+//! Its phases, in [`Exchange::poll`]'s order:
+//!
+//! ```text
+//!  ReadingHead ──parse──► Describing ──► AwaitingHead ──► Streaming ──► (next request)
+//!      │   │                 │ (dir open/stat, disk restore)   ▲  │ memory │ disk │ file │ fill
+//!      │   └─► CollectingBody ─► AwaitingPass ─────────────────┘  │ pass stream
+//!      └─► error answer ─► Lingering ─► Closing                    └─► Closing (cut)
+//! ```
+
+mod body;
+mod reads;
+mod request;
+mod respond;
+mod restore;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use types::ChunkShare;
+pub use types::Outgoing;
+
+use crate::{Shared, WorkerStats};
+use hdrhistogram::Histogram;
+use relay_proto::DateCache;
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use types::{
+    Body, DirOpen, DiskRead, FileRead, Linger, MultiRange, PassReader, PassRequest, RequestInfo,
+    RestoreEntry, Route, Saved,
+};
+
+/// Bytes a client may send ahead (pipelining) beyond the parse buffer before it is cut off.
+const OVERFLOW_LIMIT: usize = 1 << 20;
+
+/// The longest request body relay reads through and drops to keep a connection (a GET or
+/// HEAD with a body); past it, or for a chunked one, the connection ends after the answer.
+const DISCARD_MAX: u64 = 64 << 10;
+
+/// A lingering close (after an error answer) reads and drops at most this much input...
+const LINGER_BYTES: u64 = 16 << 20;
+/// ...for at most this long.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Largest request body relay passes through (413 beyond).
+const PASS_BODY_LIMIT: u64 = 64 << 20;
+
+/// The interim response to a request that expects `100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// `Exchange::restores` bits: the description of the request's base key, or of its variant,
+/// was looked for on disk.
+const RESTORE_BASE: u8 = 1;
+const RESTORE_VARIANT: u8 = 2;
+
+/// What the worker gives an exchange with each event: the shared cache and upstream, this
+/// worker's counters and clock, and the few things only the socket knows.
+pub struct Cx<'a> {
+    pub shared: &'a Shared,
+    pub stats: &'a WorkerStats,
+    /// This worker's number: what it watches what it waits on under (`relay_cache::wake`).
+    pub worker: usize,
+    /// The loop turn's clock reading.
+    pub now: Instant,
+    pub date: &'a DateCache,
+    pub timeouts: Timeouts,
+    /// The multipart/byteranges boundary of this worker.
+    pub boundary: &'a str,
+    /// Request latency (µs), recorded when a response ends.
+    pub latency: &'a mut Histogram<u64>,
+    /// The client's address (`X-Forwarded-For` on a miss; looked up only then).
+    pub peer: &'a dyn Fn() -> Option<std::net::SocketAddr>,
+}
+
+/// The deadlines an exchange gives its waits (live-reloadable, read by the worker each tick).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A request head must be whole this long after its first byte.
+    pub header: Duration,
+    /// Between requests.
+    pub idle: Duration,
+    /// A send, a file read or a wait on an origin without progress.
+    pub send: Duration,
+    /// How long a directory object's description is trusted (`origin.revalidate_ms`).
+    pub revalidate: Duration,
+}
+
+/// What the exchange is waiting for (its deadline says until when).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Input: a request head, a body, or a lingering client's last bytes.
+    Recv,
+    /// A send of [`Exchange::outgoing`].
+    Send,
+    /// A file open, stat or read (directory origin, disk tier).
+    Fill,
+    /// A wake-up: an upstream fetch (an object head, chunk bytes, a pass-through's answer)
+    /// or another connection's read.
+    Wait,
+}
+
+/// A read the worker submits for an exchange: `len` bytes of `fd` at `offset` into `at`.
+/// The memory belongs to the exchange, which leaves it alone until the read's event.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOp {
+    pub fd: RawFd,
+    pub at: *mut u8,
+    pub len: usize,
+    pub offset: u64,
+}
+
+/// What the exchange asks of the worker. Each completes with the event named.
+#[derive(Debug)]
+pub enum Action {
+    /// Nothing to submit: the exchange waits for input already being received (a multishot
+    /// receive is armed) or for an operation already in flight.
+    Idle,
+    /// It needs input: without a multishot receive armed, receive into
+    /// [`Exchange::recv_room`] ([`Exchange::on_received`]).
+    Recv,
+    /// Send [`Exchange::outgoing`] ([`Exchange::on_sent`]).
+    Send,
+    /// Send these bytes at once, outside the ring (`100 Continue`: nothing else is being
+    /// sent); [`Exchange::poll`] again, or close when it cannot.
+    SendNow(&'static [u8]),
+    /// `openat2(root, path, how)` beneath the directory origin's root
+    /// ([`Exchange::on_dir_opened`]).
+    OpenDir {
+        root: RawFd,
+        path: *const libc::c_char,
+        how: *const io_uring::types::OpenHow,
+    },
+    /// `statx` of the opened directory-origin file into `buf` ([`Exchange::on_dir_stat`]).
+    StatDir { fd: RawFd, buf: *mut libc::statx },
+    /// Read a directory-origin chunk ([`Exchange::on_chunk_read`]).
+    ReadChunk(ReadOp),
+    /// Open a disk-tier chunk file read-only ([`Exchange::on_disk_opened`]).
+    OpenDisk { path: *const libc::c_char },
+    /// Read a disk-tier chunk file's header and body, both at once
+    /// ([`Exchange::on_disk_read`] for each).
+    ReadDisk {
+        header: Option<ReadOp>,
+        body: Option<ReadOp>,
+    },
+    /// Park until a wake-up (then [`Exchange::poll`]) or the deadline.
+    Wait,
+    /// Shut the write side; input goes on being read and dropped until it ends
+    /// ([`Exchange::on_recv_result`]) or the deadline.
+    Linger,
+    /// Close the connection ([`Exchange::on_close`]).
+    Close,
+}
+
+/// What the worker does after a multishot receive's completion ([`Exchange::on_recv_result`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    Close,
+    /// Nothing more now; arm the multishot receive again when `rearm`.
+    Keep {
+        rearm: bool,
+    },
+    /// Arm again when `rearm`, then [`Exchange::poll`].
+    Poll {
+        rearm: bool,
+    },
+}
+
+/// One step of [`Exchange::poll`]: go on, or hand the worker an action.
+enum Step {
+    Again,
+    Do(Action),
+}
+
+/// One connection's HTTP exchange (see the module docs).
+pub struct Exchange {
+    phase: Phase,
+    /// When what the exchange waits for is given up (checked by the worker's sweep).
+    deadline: Instant,
+    /// When the response being sent was started (for the latency histogram).
+    req_start: Option<Instant>,
+    /// When the first byte of the request being read arrived.
+    request_started: Option<Instant>,
+    /// Receive buffer; unconsumed request bytes are `rbuf[rstart..rend]`.
+    rbuf: Box<[u8]>,
+    rstart: usize,
+    rend: usize,
+    /// Bytes received while the receive buffer was full (a client pipelining far ahead).
+    overflow: Vec<u8>,
+    /// Request body bytes still to skip (bodies of GET/HEAD are read and ignored).
+    discard: u64,
+    /// The request's body is chunked: its decoder, while the body is collected for a
+    /// pass-through or skipped after the response.
+    chunked: Option<relay_proto::chunked::Decoder>,
+    /// Close once the current response is sent.
+    close_after: bool,
+    /// The connection closes after its response, and whatever the client still sends is read
+    /// and dropped meanwhile (an error answered before its request was read whole).
+    linger: Option<Linger>,
+    /// The response being sent.
+    out: Outgoing,
+    /// The body of the response being sent.
+    body: Option<Body>,
+    /// Multi-range state (reused across requests; `n == 0` when the response is not
+    /// multipart).
+    multi: MultiRange,
+    /// Where the current request's object comes from.
+    route: Route,
+    /// The request line and headers a response needs, kept while waiting for upstream.
+    saved: Box<Saved>,
+    /// Cache key of the current response's object (capacity kept across requests).
+    key: String,
+    /// Length of the request's own key in `key` (before a variant's part is appended).
+    key_base: usize,
+    /// `key` names a variant of a response that varies (the base key plus the `Vary`
+    /// values this request sends).
+    variant: bool,
+    /// The upstream request target (path and query) for HTTP origins.
+    target: String,
+    /// Where the current request's head (HTTP origins) lies in `rbuf`, and a copy of it,
+    /// made when the response has to wait for upstream or before `rbuf` is compacted under
+    /// it (`head_saved`): see [`Exchange::head`].
+    head_at: (usize, usize),
+    head_copy: Vec<u8>,
+    head_saved: bool,
+    /// The client's header fields the upstream fetches of this response send; built on the
+    /// response's first miss ([`Exchange::fill_forward`]), never on a hit.
+    forward: Option<relay_upstream::Forward>,
+    /// The object head being fetched upstream, while the response waits for it.
+    pending: Option<Arc<relay_cache::fill::Pending>>,
+    /// This connection's request started the pending head fetch (its fields went upstream).
+    head_owner: bool,
+    /// That fetch, kept while its answer (one that may not be stored) is sent: the later
+    /// chunks of a whole body the origin sent at once are read from it.
+    owner_fetch: Option<Arc<relay_cache::fill::Pending>>,
+    /// The stale description a revalidation started from (served on stale-if-error).
+    stale: Option<Arc<relay_cache::ObjectMeta>>,
+    /// Disk-tier description reads made for the request being answered (`RESTORE_*` bits).
+    restores: u8,
+    /// The in-flight head entry this connection owns while it restores a description from
+    /// the disk tier (other clients asking meanwhile wait on it).
+    restore_entry: Option<RestoreEntry>,
+    /// A directory-origin file being opened and described.
+    dir_open: Option<DirOpen>,
+    /// A chunk being read from the directory origin.
+    file_read: Option<FileRead>,
+    /// A chunk being read from the disk tier.
+    disk_read: Option<DiskRead>,
+    /// The chunk read (disk tier or directory origin) this connection makes for others too
+    /// (its key), or the one another connection makes that this one waits for.
+    chunk_share: Option<(relay_cache::ChunkKey, Arc<ChunkShare>)>,
+    chunk_wait: Option<(relay_cache::ChunkKey, Arc<ChunkShare>)>,
+    /// A chunk this response holds (read from disk or taken when its head was built):
+    /// (version, index, bytes). Sent from here even if the memory tier cannot keep it.
+    local: Option<(u64, u64, bytes::Bytes)>,
+    /// The chunk fill the body is being streamed from.
+    src: Option<Arc<relay_cache::fill::Fill>>,
+    /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
+    pass_note: &'static str,
+    /// The pass-through request, ready once its body is complete.
+    pass_request: Option<Box<PassRequest>>,
+    /// The request body being collected for a pass-through, and how much is still to come.
+    upload: Vec<u8>,
+    upload_left: u64,
+    /// What `upload` holds of the pass-through budget (`origin.pass_buffer_bytes`); it goes
+    /// to the upstream with the body.
+    upload_reserved: Option<relay_upstream::budget::Reservation>,
+    /// A request passed through to the origin: its outcome.
+    pass: Option<Arc<relay_upstream::PassSlot>>,
+    /// The passed-through response's body, streamed as it arrives.
+    pass_body: Option<PassReader>,
+}
+
+impl Exchange {
+    /// A new connection's exchange, with a receive buffer of `rbuf_len` bytes, waiting for
+    /// its first request until `deadline`.
+    pub fn new(rbuf_len: usize, deadline: Instant) -> Exchange {
+        Exchange {
+            phase: Phase::Recv,
+            deadline,
+            req_start: None,
+            request_started: None,
+            rbuf: vec![0u8; rbuf_len].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            overflow: Vec::new(),
+            discard: 0,
+            chunked: None,
+            close_after: false,
+            linger: None,
+            out: Outgoing::new(1024),
+            body: None,
+            multi: MultiRange {
+                ranges: [relay_proto::range::ByteRange::default(); relay_proto::range::MAX_RANGES],
+                n: 0,
+                next: 0,
+                total: 0,
+                content_type: String::with_capacity(64),
+            },
+            route: Route::Directory,
+            saved: Box::new(Saved {
+                req: RequestInfo {
+                    method: relay_proto::Method::Get,
+                    version: 1,
+                    keep_alive: true,
+                },
+                cond: Default::default(),
+            }),
+            key: String::with_capacity(256),
+            key_base: 0,
+            variant: false,
+            target: String::with_capacity(256),
+            head_at: (0, 0),
+            head_copy: Vec::with_capacity(1024),
+            head_saved: false,
+            forward: None,
+            pending: None,
+            head_owner: false,
+            owner_fetch: None,
+            stale: None,
+            restores: 0,
+            restore_entry: None,
+            dir_open: None,
+            file_read: None,
+            disk_read: None,
+            chunk_share: None,
+            chunk_wait: None,
+            local: None,
+            src: None,
+            pass_note: "fwd=uri-miss",
+            pass_request: None,
+            upload: Vec::new(),
+            upload_left: 0,
+            upload_reserved: None,
+            pass: None,
+            pass_body: None,
+        }
+    }
+
+    /// Starts a new connection on a slot whose last one is closed and released: buffers
+    /// (and their capacity) are kept, everything else starts afresh. Input is awaited until
+    /// `deadline` (the idle timeout).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.phase = Phase::Recv;
+        self.deadline = deadline;
+        self.request_started = None;
+        self.req_start = None;
+        self.rstart = 0;
+        self.rend = 0;
+        self.overflow = Vec::new();
+        self.discard = 0;
+        self.chunked = None;
+        self.close_after = false;
+        self.linger = None;
+        self.out.head.clear();
+        self.out.head_off = 0;
+        self.out.body_off = 0;
+        self.multi.n = 0;
+        self.key.clear();
+        self.variant = false;
+        self.head_saved = false;
+        self.forward = None;
+        self.head_owner = false;
+        self.upload_left = 0;
+        // (and `upload`, `upload_reserved`, `pass_request` with the rest)
+        self.release();
+    }
+
+    /// Drops everything that holds cache memory (chunks, fills, arena blocks) once the
+    /// connection is closed and nothing is in flight.
+    pub fn release(&mut self) {
+        self.owner_fetch = None;
+        self.body = None;
+        self.file_read = None;
+        self.out.body = bytes::Bytes::new();
+        self.pending = None;
+        self.pass = None;
+        self.pass_body = None;
+        self.disk_read = None;
+        self.dir_open = None;
+        self.chunk_wait = None;
+        self.local = None;
+        self.stale = None;
+        self.src = None;
+        self.upload = Vec::new();
+        self.upload_reserved = None;
+        self.pass_request = None;
+    }
+
+    /// Drops what this exchange holds apart from memory the kernel may still read or write
+    /// for an operation in flight, which is leaked: the receive buffer, the response being
+    /// sent and the targets of file reads. For a worker that stops with operations in
+    /// flight.
+    pub fn forget_kernel_memory(mut self) {
+        std::mem::forget(std::mem::take(&mut self.rbuf));
+        std::mem::forget(std::mem::replace(&mut self.out, Outgoing::new(0)));
+        std::mem::forget(self.file_read.take());
+        // Their open files close (the kernel holds its own reference for a read in flight).
+        if let Some(d) = self.disk_read.as_mut() {
+            d.file = None;
+        }
+        if let Some(d) = self.dir_open.as_mut() {
+            d.file = None;
+        }
+        std::mem::forget(self.disk_read.take());
+        std::mem::forget(self.dir_open.take());
+        // Everything else (upstream slots and streams, budget reservations, cache entries)
+        // drops here; a stream window the leaked response still points into keeps its
+        // share of the pass-through budget.
+    }
+
+    /// When what the exchange waits for is given up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// A deadline that passed is a timeout to count (not the end of a lingering close).
+    pub fn timeout_counts(&self) -> bool {
+        !self.linger.is_some_and(|l| l.shut)
+    }
+
+    /// Parked until a wake-up.
+    pub fn is_waiting(&self) -> bool {
+        self.phase == Phase::Wait
+    }
+
+    /// The response being sent (the worker points its send at it).
+    pub fn outgoing(&mut self) -> &mut Outgoing {
+        &mut self.out
+    }
+
+    /// A drain began: the connection closes after its response; true when it is idle
+    /// between requests and may close now.
+    pub fn drain(&mut self) -> bool {
+        self.close_after = true;
+        let idle = self.rstart == self.rend
+            && self.pass_request.is_none()
+            && self.discard == 0
+            && self.chunked.is_none()
+            && self.linger.is_none();
+        self.phase == Phase::Recv && idle
+    }
+
+    /// Walks the request through its phases until it needs an I/O completion or a wake-up.
+    pub fn poll(&mut self, cx: &mut Cx<'_>) -> Action {
+        loop {
+            let step = if self.dir_open.is_some() {
+                self.open_dir(cx)
+            } else if self.disk_read.as_ref().is_some_and(|d| d.restore) {
+                // An object's description being rebuilt from the disk tier: read it (once),
+                // then `respond` runs again from `on_disk_read`.
+                match self.disk_read.as_ref().is_some_and(|d| d.reads == 0) {
+                    true => Step::Do(self.read_disk(cx)),
+                    false => Step::Do(Action::Idle),
+                }
+            } else if self.pass_request.is_some() {
+                self.collect_pass_body(cx)
+            } else if self.pass.is_some() {
+                self.await_pass(cx)
+            } else if self.pending.is_some() {
+                self.await_head(cx)
+            } else {
+                self.stream(cx)
+            };
+            match step {
+                Step::Again => {}
+                Step::Do(a) => return a,
+            }
+        }
+    }
+
+    /// Sending the response, then the next request: the next body piece, the send, the
+    /// next multipart part, the end of the response, the request after it.
+    fn stream(&mut self, cx: &mut Cx<'_>) -> Step {
+        // The next body piece first, so that a head (or part head) and the piece after it
+        // leave in one send (one TCP segment for a small response, not two).
+        if self.out.body_off >= self.out.body.len()
+            && self.body.as_ref().is_some_and(|b| b.pos < b.end)
+        {
+            return self.next_piece(cx);
+        }
+        if self.out.pending() > 0 {
+            self.phase = Phase::Send;
+            self.deadline = cx.now + cx.timeouts.send;
+            return Step::Do(Action::Send);
+        }
+        if self.body.is_some() {
+            if self.next_part(cx) {
+                return Step::Again;
+            }
+            self.end_body(cx);
+        }
+        // The chunk this response streamed from (or, for HEAD and 304, the fill its head
+        // fetch started): an idle keep-alive connection must not hold its memory (an arena
+        // block) after eviction.
+        self.src = None;
+        self.owner_fetch = None;
+        if let Some(t) = self.req_start.take() {
+            let us = cx.now.saturating_duration_since(t).as_micros() as u64;
+            let _ = cx.latency.record(us.max(1));
+        }
+        if self.close_after {
+            return Step::Do(match self.linger.is_some() {
+                true => self.start_linger(cx),
+                false => Action::Close,
+            });
+        }
+        self.next_request(cx)
+    }
+
+    /// Parks until a wake-up. The deadline is set on entering the wait, not each time a
+    /// wake finds nothing new (every tick drives the waiters): a wait without progress ends
+    /// at its deadline.
+    fn wait(&mut self, cx: &Cx<'_>) -> Action {
+        if self.phase != Phase::Wait {
+            self.deadline = cx.now + cx.timeouts.send;
+        }
+        self.phase = Phase::Wait;
+        Action::Wait
+    }
+
+    /// What a wait was for has come (an origin head, a pass-through's answer, another
+    /// connection's read): the next wait, say for the body's first bytes, starts from now
+    /// rather than inheriting what the first one used.
+    fn waited(&mut self, cx: &Cx<'_>) {
+        if self.phase == Phase::Wait {
+            self.phase = Phase::Fill;
+            self.deadline = cx.now + cx.timeouts.send;
+        }
+    }
+
+    /// An I/O of a file (open, stat, read) goes out: its deadline is the send deadline.
+    fn filling(&mut self, cx: &Cx<'_>) {
+        self.phase = Phase::Fill;
+        self.deadline = cx.now + cx.timeouts.send;
+    }
+
+    /// Bytes of the response were sent.
+    pub fn on_sent(&mut self, cx: &mut Cx<'_>, sent: usize) -> Action {
+        self.out.advance(sent);
+        if self.out.pending() > 0 {
+            self.phase = Phase::Send;
+            self.deadline = cx.now + cx.timeouts.send;
+            return Action::Send;
+        }
+        self.poll(cx)
+    }
+
+    /// The head sent ahead of a linked zero-copy body: accounted for when it went whole
+    /// (true); the body's completion drives the exchange (a short head cancels it).
+    pub fn on_head_sent(&mut self, sent: usize) -> bool {
+        let whole = sent == self.out.head.len() - self.out.head_off;
+        if whole {
+            self.out.advance(sent);
+        }
+        whole
+    }
+
+    /// The connection closes (asked by the exchange, a deadline, an error or the client):
+    /// whatever others wait on from it is settled.
+    pub fn on_close(&mut self, cx: &mut Cx<'_>) {
+        if self.restore_entry.is_some() {
+            // Others may wait on the description this connection was restoring.
+            self.restore_fallback(cx);
+        }
+        // ...or on a chunk it was reading: they fetch it upstream.
+        self.publish_chunk_share(cx, None);
+    }
+
+    /// Closes after an answer while the client may still be sending: the write side is shut
+    /// (the client sees the whole answer and its end) and input is read and dropped until
+    /// the client closes, `LINGER_BYTES` have come or `LINGER_TIME` has passed. Closing at
+    /// once could leave the client blocked on a full window (no RST goes out when the
+    /// receive queue happens to be empty), or reset it before it read the answer. The worker
+    /// closes instead when input is not being read.
+    fn start_linger(&mut self, cx: &Cx<'_>) -> Action {
+        let Some(l) = self.linger.as_mut().filter(|l| l.left > 0) else {
+            // Input already ended.
+            return Action::Close;
+        };
+        l.shut = true;
+        self.phase = Phase::Recv;
+        self.deadline = cx.now + LINGER_TIME;
+        Action::Linger
+    }
+}
+
+/// A file the ring opened for an exchange: owned from here on.
+pub fn opened(res: i32) -> Result<File, i32> {
+    use std::os::fd::FromRawFd;
+    match res {
+        // SAFETY: the ring's open returned this fd to us; nothing else owns it.
+        fd if fd >= 0 => Ok(unsafe { File::from_raw_fd(fd) }),
+        e => Err(e),
+    }
+}

@@ -1,0 +1,412 @@
+//! File I/O an exchange asks for and what it does with the results: a directory-origin
+//! file opened and described, a chunk read from it, a disk-tier chunk read and verified;
+//! and one read per chunk however many connections want it (`Shared::chunk_reads`).
+
+use super::types::ChunkShare;
+use super::{Action, Cx, Exchange, Phase, ReadOp, Step};
+use crate::origin::{FileStat, OriginError};
+use bytes::Bytes;
+use relay_cache::ChunkKey;
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// See [`Exchange::shared_read`].
+pub(super) enum SharedRead {
+    Again,
+    Waiting,
+    NotWaiting,
+}
+
+impl Exchange {
+    /// A directory-origin file to open and describe: its `openat2` goes out once, then
+    /// [`Exchange::on_dir_opened`] and [`Exchange::on_dir_stat`] go on.
+    pub(super) fn open_dir(&mut self, cx: &Cx<'_>) -> Step {
+        let Some(o) = self.dir_open.as_mut() else {
+            return Step::Again;
+        };
+        if o.submitted {
+            return Step::Do(Action::Idle);
+        }
+        o.submitted = true;
+        let Some(root) = cx.shared.origin.as_ref().map(|d| d.root_fd()) else {
+            return Step::Do(Action::Close);
+        };
+        let (path, how) = (o.path.as_ptr(), &*o.how as *const _);
+        self.filling(cx);
+        Step::Do(Action::OpenDir { root, path, how })
+    }
+
+    /// A directory-origin file's `openat2` completed: describe it (`statx` on the fd).
+    pub fn on_dir_opened(&mut self, cx: &mut Cx<'_>, file: Result<File, i32>) -> Action {
+        let Some(o) = self.dir_open.as_mut() else {
+            // Opened for nothing: the file closes here.
+            return self.poll(cx);
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => return self.dir_failed(cx, crate::origin::open_error(-e)),
+        };
+        let fd = file.as_raw_fd();
+        o.file = Some(file);
+        Action::StatDir {
+            fd,
+            buf: &mut *o.stat,
+        }
+    }
+
+    /// The opened directory-origin file, once its `statx` completed (the worker makes it
+    /// blocking before [`Exchange::on_dir_stat`]).
+    pub fn dir_file(&self) -> Option<RawFd> {
+        self.dir_open
+            .as_ref()
+            .and_then(|o| o.file.as_ref())
+            .map(|f| f.as_raw_fd())
+    }
+
+    /// A directory-origin file described (`res`: the `statx` result; `blocking`: whether the
+    /// file was made blocking for its reads): answer the saved request with its
+    /// description, or go on with the body whose head came from a cached one (if it is still
+    /// that file).
+    pub fn on_dir_stat(
+        &mut self,
+        cx: &mut Cx<'_>,
+        res: i32,
+        blocking: std::io::Result<()>,
+    ) -> Action {
+        let Some(o) = self.dir_open.as_ref() else {
+            return self.poll(cx);
+        };
+        if res < 0 {
+            let kind = std::io::Error::from_raw_os_error(-res).kind();
+            return self.dir_failed(cx, OriginError::Io(kind));
+        }
+        let described =
+            crate::origin::describe(&o.path, &FileStat::from_statx(&o.stat)).and_then(|meta| {
+                blocking.map_err(|e| OriginError::Io(e.kind()))?;
+                Ok(meta)
+            });
+        let meta = match described {
+            Ok(m) => m,
+            Err(e) => return self.dir_failed(cx, e),
+        };
+        let Some(o) = self.dir_open.take() else {
+            return self.poll(cx);
+        };
+        if o.describe {
+            let meta = cx.shared.meta.insert(&self.key, meta);
+            self.phase = Phase::Recv;
+            self.respond_meta(cx, meta, o.file, None);
+        } else {
+            match self.body.as_mut() {
+                Some(b) if b.meta.version == meta.version => b.file = o.file,
+                _ => {
+                    // The object changed or vanished since its head was sent: the client
+                    // sees a cut connection, never another file's bytes.
+                    cx.shared.meta.remove(&self.key);
+                    return Action::Close;
+                }
+            }
+        }
+        self.poll(cx)
+    }
+
+    /// A directory-origin open or `statx` failed. A request being described gets its status;
+    /// a body whose file vanished since its head was sent cuts the connection (its client
+    /// must never take a short body as whole).
+    fn dir_failed(&mut self, cx: &mut Cx<'_>, e: OriginError) -> Action {
+        let describe = self.dir_open.take().is_some_and(|o| o.describe);
+        if !describe {
+            cx.shared.meta.remove(&self.key);
+            return Action::Close;
+        }
+        self.phase = Phase::Recv;
+        self.origin_error(cx, e);
+        self.poll(cx)
+    }
+
+    /// The read of (the rest of) the directory-origin chunk being read.
+    pub(super) fn read_chunk(&mut self, cx: &Cx<'_>) -> Action {
+        let layout = cx.shared.layout;
+        let (Some(fill), Some(body)) = (self.file_read.as_mut(), self.body.as_ref()) else {
+            return Action::Idle;
+        };
+        let Some(file) = body.file.as_ref() else {
+            return Action::Idle;
+        };
+        let op = ReadOp {
+            fd: file.as_raw_fd(),
+            at: fill.buf.as_ptr().wrapping_add(fill.got),
+            len: fill.buf.len() - fill.got,
+            offset: layout.chunk_start(fill.key.index) + fill.got as u64,
+        };
+        self.filling(cx);
+        Action::ReadChunk(op)
+    }
+
+    /// A read of a directory-origin chunk completed with `res`.
+    pub fn on_chunk_read(&mut self, cx: &mut Cx<'_>, res: i32) -> Action {
+        let (Some(fill), Some(_)) = (self.file_read.as_mut(), self.body.as_ref()) else {
+            return Action::Close;
+        };
+        if res <= 0 {
+            // The file shrank or failed under us: the head promised more bytes than we can
+            // send, so the client must see a cut connection, never a short body as whole.
+            log::warn!(
+                "origin read of {:?} chunk {} failed: {res}",
+                self.key,
+                fill.key.index
+            );
+            cx.shared.meta.remove(&self.key);
+            return Action::Close;
+        }
+        fill.got += res as usize;
+        if fill.got < fill.buf.len() {
+            return self.read_chunk(cx);
+        }
+        let Some(fill) = self.file_read.take() else {
+            return Action::Close;
+        };
+        let chunk = fill.buf.freeze();
+        let key = fill.key;
+        cx.shared.memory.insert(key.clone(), chunk.clone());
+        cx.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
+        self.publish_chunk_share(cx, Some((&key, chunk)));
+        self.poll(cx)
+    }
+
+    /// The reads of a disk-tier chunk: its file's open first, then the header into a heap
+    /// buffer and the body into its own memory (the registered arena when large enough),
+    /// both at once.
+    pub(super) fn read_disk(&mut self, cx: &Cx<'_>) -> Action {
+        let Some(d) = self.disk_read.as_mut() else {
+            return Action::Idle;
+        };
+        self.phase = Phase::Fill;
+        self.deadline = cx.now + cx.timeouts.send;
+        let Some(file) = d.file.as_ref() else {
+            // Open the chunk file through the ring first (no blocking open on the loop).
+            d.reads += 1;
+            return Action::OpenDisk {
+                path: d.path.as_ptr(),
+            };
+        };
+        let fd = file.as_raw_fd();
+        let header = (d.header_got < d.header.len()).then(|| {
+            d.reads += 1;
+            let room = &mut d.header[d.header_got..];
+            ReadOp {
+                fd,
+                at: room.as_mut_ptr(),
+                len: room.len(),
+                offset: d.plan.offset + d.header_got as u64,
+            }
+        });
+        let body = (d.body_got < d.body.len()).then(|| {
+            d.reads += 1;
+            ReadOp {
+                fd,
+                at: d.body.as_ptr().wrapping_add(d.body_got),
+                len: d.body.len() - d.body_got,
+                offset: d.plan.offset + d.plan.body_offset + d.body_got as u64,
+            }
+        });
+        Action::ReadDisk { header, body }
+    }
+
+    /// A disk-tier chunk file's open completed: read it, or take a failed open for a failed
+    /// read (the entry leaves the index and the chunk comes from upstream).
+    pub fn on_disk_opened(&mut self, cx: &mut Cx<'_>, file: Result<File, i32>) -> Action {
+        let Some(d) = self.disk_read.as_mut() else {
+            // Opened for nothing: the file closes here.
+            return self.poll(cx);
+        };
+        match file {
+            Ok(file) => {
+                d.reads = d.reads.saturating_sub(1);
+                d.file = Some(file);
+                self.read_disk(cx)
+            }
+            // Counted like a read that failed: the entry leaves the index.
+            Err(e) => self.on_disk_read(cx, false, e),
+        }
+    }
+
+    /// One read of a disk-tier chunk completed (`body_part`: the body's, else the
+    /// header's). When both are done, verified bytes go to memory (promotion) and to this
+    /// response; a bad or vanished file is dropped and counted, and the chunk is fetched
+    /// from upstream instead. A corrupt chunk is never sent.
+    pub fn on_disk_read(&mut self, cx: &mut Cx<'_>, body_part: bool, res: i32) -> Action {
+        let (Some(disk), Some(d)) = (cx.shared.disk.as_ref(), self.disk_read.as_mut()) else {
+            return self.poll(cx);
+        };
+        d.reads = d.reads.saturating_sub(1);
+        if res <= 0 {
+            d.failed.get_or_insert(res);
+        } else if body_part {
+            d.body_got += res as usize;
+        } else {
+            d.header_got += res as usize;
+        }
+        if d.reads > 0 {
+            return Action::Idle;
+        }
+        if d.failed.is_none() && (d.header_got < d.header.len() || d.body_got < d.body.len()) {
+            // A short read (rare for files): read the rest.
+            return self.read_disk(cx);
+        }
+        let Some(d) = self.disk_read.take() else {
+            return self.poll(cx);
+        };
+        if let Some(res) = d.failed {
+            let e = if res < 0 {
+                std::io::Error::from_raw_os_error(-res)
+            } else {
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof)
+            };
+            disk.read_failed(&d.plan, &e);
+            if d.restore {
+                self.phase = Phase::Recv;
+                if !self.settle_restore(cx) {
+                    self.respond(cx);
+                }
+            }
+            self.publish_chunk_share(cx, None);
+            return self.poll(cx);
+        }
+        if d.restore {
+            match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
+                Ok(h) => {
+                    cx.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    self.restored(cx, &d.plan, &h, d.body.freeze());
+                }
+                Err(e) => {
+                    log::warn!("disk tier: {e}; fetching {:?} again", d.plan.key.object);
+                    cx.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.phase = Phase::Recv;
+            if !self.settle_restore(cx) {
+                self.respond(cx);
+            }
+            return self.poll(cx);
+        }
+        let shared = match disk.verify_parts(&d.plan, &d.header, d.body.as_ref()) {
+            Ok(_) => {
+                let bytes = d.body.freeze();
+                cx.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                if self.body.as_ref().is_some_and(|b| b.meta.storable) {
+                    cx.shared.memory.insert(d.plan.key.clone(), bytes.clone());
+                }
+                self.local = Some((d.plan.key.version, d.plan.key.index, bytes.clone()));
+                Some(bytes)
+            }
+            Err(e) => {
+                log::warn!("disk tier: {e}; fetching the chunk again");
+                cx.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        self.publish_chunk_share(cx, shared.map(|b| (&d.plan.key, b)));
+        self.poll(cx)
+    }
+
+    /// One read per chunk however many connections want it at once: true when this
+    /// connection takes on the read of `key` for the others (it reads it, then publishes);
+    /// false when it is to look again, because it now waits on a read in flight or the chunk
+    /// was read and stored since its memory lookup (a reader stores before it leaves the
+    /// table).
+    pub(super) fn claim_read(&mut self, cx: &Cx<'_>, key: ChunkKey) -> bool {
+        let mut reads = cx
+            .shared
+            .chunk_reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = reads.get(&key) {
+            self.chunk_wait = Some((key, w.clone()));
+            return false;
+        }
+        if cx.shared.memory.contains(&key.as_ref()) {
+            return false;
+        }
+        let w = Arc::new(ChunkShare::default());
+        reads.insert(key.clone(), w.clone());
+        self.chunk_share = Some((key, w));
+        true
+    }
+
+    /// Where a connection stands with another connection's read of chunk `index` (of
+    /// `version` of its object): `Again` when its bytes are now this response's (or just
+    /// arrived: look again), `Waiting` when it is to wait for them, `NotWaiting` when it
+    /// waits on no read of this chunk (a wait left behind by a chunk taken from memory
+    /// meanwhile is dropped) or that read ended without bytes for it.
+    pub(super) fn shared_read(&mut self, cx: &Cx<'_>, version: u64, index: u64) -> SharedRead {
+        let Some((k, w)) = self
+            .chunk_wait
+            .take()
+            .filter(|(k, _)| k.index == index && k.version == version && *k.object == *self.key)
+        else {
+            return SharedRead::NotWaiting;
+        };
+        match w.result.get() {
+            Some(Some(bytes)) => {
+                self.local = Some((version, index, bytes.clone()));
+                self.waited(cx);
+                SharedRead::Again
+            }
+            // That read found nothing or its client left: look again (the disk tier has
+            // dropped a bad file by now; a good one is read by whoever asks first).
+            Some(None) => {
+                self.waited(cx);
+                SharedRead::NotWaiting
+            }
+            None => {
+                w.watchers.watch(cx.worker);
+                let done = w.result.get().is_some();
+                self.chunk_wait = Some((k, w));
+                match done {
+                    true => SharedRead::Again,
+                    false => SharedRead::Waiting,
+                }
+            }
+        }
+    }
+
+    /// The chunk read this connection made for others too has ended: hand its verified
+    /// bytes (or None: read or fetch it yourselves) to the connections waiting on it.
+    /// `read`: the chunk's key and its bytes, handed on only when that is the chunk the
+    /// share is for.
+    pub(super) fn publish_chunk_share(&mut self, cx: &Cx<'_>, read: Option<(&ChunkKey, Bytes)>) {
+        let Some((key, w)) = self.chunk_share.take() else {
+            return;
+        };
+        let bytes = read.filter(|(k, _)| **k == key).map(|(_, b)| b);
+        {
+            // Out of the table and settled together: a connection that finds it settled
+            // must not find it in the table again (it would spin until it left).
+            let mut reads = cx
+                .shared
+                .chunk_reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            reads.remove(&key);
+            let _ = w.result.set(bytes);
+        }
+        cx.shared.wake.wake(&w.watchers);
+    }
+}
+
+#[cfg(test)]
+impl Exchange {
+    /// The path of the directory-origin file being opened (what `Action::OpenDir` names).
+    pub(super) fn dir_path(&self) -> Option<&std::ffi::CStr> {
+        self.dir_open.as_ref().map(|o| o.path.as_c_str())
+    }
+
+    /// The `statx` buffer of the directory-origin file being described (what
+    /// `Action::StatDir` fills).
+    pub(super) fn dir_stat_buf(&mut self) -> Option<&mut libc::statx> {
+        self.dir_open.as_mut().map(|o| &mut *o.stat)
+    }
+}

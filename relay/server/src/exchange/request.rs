@@ -1,0 +1,471 @@
+//! Reading requests: the receive buffer, parsing and routing, collecting a pass-through's
+//! body or skipping one relay does not use, and the client's fields that go upstream.
+
+use super::types::{
+    Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
+};
+use super::{
+    Action, CONTINUE, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT, PASS_BODY_LIMIT,
+    Phase, Received, Step,
+};
+use bytes::Bytes;
+use relay_proto::{Method, Parsed, parse_request};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+impl Exchange {
+    /// Bytes a multishot receive brought: into the receive buffer (what does not fit waits
+    /// in `overflow`), or dropped while lingering.
+    pub fn on_input(&mut self, cx: &Cx<'_>, data: &[u8]) {
+        if let Some(l) = self.linger.as_mut() {
+            // Input after a refused request: read and dropped (a lingering close).
+            l.left = l.left.saturating_sub(data.len() as u64);
+            return;
+        }
+        if self.rend == self.rstart && self.overflow.is_empty() {
+            self.request_started = Some(cx.now);
+        }
+        if self.rstart > 0 && self.rbuf.len() - self.rend < data.len() {
+            // The response being sent may still need its request's head (a later chunk's
+            // fill forwards its fields): keep it before it is overwritten.
+            self.save_head();
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        let room = self.rbuf.len() - self.rend;
+        if self.overflow.is_empty() && room >= data.len() {
+            self.rbuf[self.rend..self.rend + data.len()].copy_from_slice(data);
+            self.rend += data.len();
+        } else {
+            self.overflow.extend_from_slice(data);
+        }
+    }
+
+    /// A multishot receive completed with `res` (its bytes, if any, already went to
+    /// [`Exchange::on_input`]); `more`: the receive stays armed.
+    pub fn on_recv_result(&mut self, res: i32, more: bool) -> Received {
+        if let Some(l) = self.linger {
+            let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS);
+            let ended = gone || l.left == 0;
+            // Gone while its answer waits on an origin: let the fetch go (as without linger).
+            // Past `LINGER_BYTES` before the answer is sent, input is still dropped until it
+            // is; `start_linger` then closes at once.
+            if (ended && l.shut) || (gone && self.phase == Phase::Wait && self.body.is_none()) {
+                return Received::Close;
+            }
+            // Until the response is sent, an ended input only stops the reading.
+            return Received::Keep {
+                rearm: !ended && !more,
+            };
+        }
+        if res == 0 && (matches!(self.phase, Phase::Send | Phase::Fill) || self.body.is_some()) {
+            // The client shut its side after its requests (a half-close): the response under
+            // way (its body being sent, read, or waited for), and the requests already
+            // received, are still answered; the next read then sees the end again and
+            // closes. A client that leaves while relay waits on an origin before its answer
+            // has begun is taken for gone, as nginx does, so the fetch it started is let go
+            // (`relay_upstream` notices).
+            return Received::Keep { rearm: false };
+        }
+        if res == 0 || (res < 0 && res != -libc::ENOBUFS) || self.overflow.len() > OVERFLOW_LIMIT {
+            return Received::Close;
+        }
+        // Ended by the kernel (e.g. the buffer group ran dry): armed again.
+        let rearm = !more;
+        match self.phase {
+            Phase::Recv => Received::Poll { rearm },
+            _ => Received::Keep { rearm },
+        }
+    }
+
+    /// Where a single (not multishot) receive lands: the free end of the receive buffer.
+    /// The exchange leaves the buffer alone until [`Exchange::on_received`].
+    pub fn recv_room(&mut self) -> &mut [u8] {
+        &mut self.rbuf[self.rend..]
+    }
+
+    /// A single receive brought `n > 0` bytes into [`Exchange::recv_room`].
+    pub fn on_received(&mut self, cx: &mut Cx<'_>, n: usize) -> Action {
+        if self.rend == self.rstart {
+            self.request_started = Some(cx.now);
+        }
+        self.rend += n;
+        self.poll(cx)
+    }
+
+    /// The exchange needs more input: the receive buffer is compacted and bytes that
+    /// overflowed earlier are taken in (None: parse again), else it waits for input until
+    /// the header timeout of the request's first byte (however slowly the rest trickles in:
+    /// the slowloris defence) or, between requests, the idle timeout.
+    fn need_input(&mut self, cx: &Cx<'_>) -> Option<Action> {
+        if self.rstart > 0 {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        if !self.overflow.is_empty() {
+            let n = self.overflow.len().min(self.rbuf.len() - self.rend);
+            self.rbuf[self.rend..self.rend + n].copy_from_slice(&self.overflow[..n]);
+            self.rend += n;
+            self.overflow.drain(..n);
+            if n > 0 {
+                return None;
+            }
+        }
+        self.deadline = match self.request_started {
+            Some(t) if self.rend > 0 => t + cx.timeouts.header,
+            _ => cx.now + cx.timeouts.idle,
+        };
+        self.phase = Phase::Recv;
+        Some(Action::Recv)
+    }
+
+    /// [`Exchange::need_input`] as a step of `poll`.
+    fn input_step(&mut self, cx: &Cx<'_>) -> Step {
+        match self.need_input(cx) {
+            None => Step::Again,
+            Some(a) => Step::Do(a),
+        }
+    }
+
+    /// Collects a pass-through's request body (a chunked one decoded, sent on with its
+    /// length, trailers dropped), then hands the request to the upstream.
+    pub(super) fn collect_pass_body(&mut self, cx: &mut Cx<'_>) -> Step {
+        let with_body = self.pass_request.as_ref().is_some_and(|r| r.with_body);
+        let collected = match with_body {
+            true => self.decode_chunked(true, PASS_BODY_LIMIT),
+            // Skipped after the response, like any body relay does not use.
+            false => Ok(Upload::Whole),
+        };
+        let refused = match collected {
+            Ok(Upload::TooLong) => 413,
+            Ok(_) if !self.reserve_upload() => 503,
+            Ok(Upload::Whole) => 0,
+            Ok(Upload::Partial) => return self.input_step(cx),
+            Err(_) => 400,
+        };
+        if refused != 0 {
+            self.refuse(cx, refused);
+            return Step::Again;
+        }
+        let n = (self.upload_left.min((self.rend - self.rstart) as u64)) as usize;
+        self.upload
+            .extend_from_slice(&self.rbuf[self.rstart..self.rstart + n]);
+        self.rstart += n;
+        self.upload_left -= n as u64;
+        if self.upload_left > 0 {
+            return self.input_step(cx);
+        }
+        let Some(r) = self.pass_request.take() else {
+            return Step::Again;
+        };
+        let slot = Arc::new(relay_upstream::PassSlot::default());
+        if let Some(up) = cx.shared.upstream.as_ref() {
+            up.pass(relay_upstream::PassRequest {
+                origin: r.origin,
+                method: r.method,
+                path: self.target.clone(),
+                headers: r.headers,
+                body: self.take_upload(),
+                host: r.host,
+                slot: slot.clone(),
+            });
+        }
+        self.pass = Some(slot);
+        Step::Again
+    }
+
+    /// The response is done: skip the body of its request if relay did not use it, then
+    /// parse the next request and start its answer.
+    pub(super) fn next_request(&mut self, cx: &mut Cx<'_>) -> Step {
+        match self.decode_chunked(false, DISCARD_MAX) {
+            Ok(Upload::Whole) => {}
+            Ok(Upload::Partial) => return self.input_step(cx),
+            Ok(Upload::TooLong) | Err(_) => {
+                // Too long to read through, or the next request cannot be found: the
+                // connection ends here, lingering while the client may still send.
+                self.chunked = None;
+                self.linger = Some(Linger::new(LINGER_BYTES));
+                return Step::Do(self.start_linger(cx));
+            }
+        }
+        if self.discard > 0 {
+            let n = (self.discard.min((self.rend - self.rstart) as u64)) as usize;
+            self.rstart += n;
+            self.discard -= n as u64;
+            if self.discard > 0 {
+                return self.input_step(cx);
+            }
+        }
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+            return self.input_step(cx);
+        }
+        let limits = &cx.shared.limits;
+        let (request, head_len) = match parse_request(&self.rbuf[self.rstart..self.rend], limits) {
+            Ok(Parsed::Partial) => {
+                if self.rend - self.rstart >= limits.max_head_bytes {
+                    self.error(cx, 431);
+                    return Step::Again;
+                }
+                return self.input_step(cx);
+            }
+            Err(e) => {
+                self.error(cx, e.status());
+                return Step::Again;
+            }
+            Ok(Parsed::Complete { request, head_len }) => (request, head_len),
+        };
+        let req = RequestInfo {
+            method: request.method,
+            version: request.version,
+            keep_alive: request.keep_alive,
+        };
+        self.saved.req = req;
+        self.saved.cond = Conditionals {
+            range: request.range.map(Small::copy),
+            if_range: request.if_range.map(Small::copy),
+            if_none_match: request.if_none_match.map(Small::copy),
+            if_modified_since: request.if_modified_since.map(Small::copy),
+        };
+        // Route: an HTTP origin claiming Host and path, else the directory.
+        self.key.clear();
+        self.target.clear();
+        let http = cx
+            .shared
+            .upstream
+            .as_ref()
+            .and_then(|u| u.route(request.host, request.path));
+        match http {
+            Some(o) => {
+                // Cache key: scheme-less host + path (and query).
+                let host = request.host.unwrap_or(b"");
+                for &b in host {
+                    self.key.push(b.to_ascii_lowercase() as char);
+                }
+                let target = if request.target.starts_with('/') {
+                    request.target
+                } else {
+                    request.path
+                };
+                self.key.push_str(target);
+                self.target.push_str(target);
+                self.route = Route::Http(o);
+                // The head stays readable in `rbuf` while `respond` runs; it is copied out
+                // only if the response has to wait (a miss) or `rbuf` is compacted under it
+                // (`save_head`).
+                self.head_at = (self.rstart, head_len);
+                self.head_saved = false;
+            }
+            None => {
+                self.key.push_str(request.path);
+                self.route = Route::Directory;
+            }
+        }
+        let content_length = request.content_length;
+        let has_body = content_length > 0 || request.chunked;
+        let expect_continue = request.expect_continue && has_body;
+        self.chunked = request
+            .chunked
+            .then(|| relay_proto::chunked::Decoder::new(limits.max_head_bytes));
+        // Other methods go to the origin as they are; so do GET and HEAD with credentials: a
+        // shared cache neither answers them from nor stores their responses (RFC 9111 §3.5;
+        // relay does not look for the response directives that would allow it).
+        let pass = request.method == Method::Other || request.authorization;
+        if let (Route::Http(origin), true) = (self.route, pass) {
+            let host = String::from_utf8_lossy(request.host.unwrap_or(b"")).into_owned();
+            let method = http::Method::from_bytes(request.method_str.as_bytes());
+            let mut headers = relay_proto::forward::forwarded_fields(
+                &self.rbuf[self.rstart..self.rstart + head_len],
+                relay_proto::forward::PASS_OWN,
+            );
+            self.forwarded_for(cx, &mut headers);
+            self.rstart += head_len;
+            self.request_started = (self.rend > self.rstart).then_some(cx.now);
+            cx.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.req_start = Some(cx.now);
+            // RFC 9211: GET and HEAD come this way for a reason of the request (its
+            // credentials); other methods are never looked up.
+            self.pass_note = match request.method {
+                Method::Other => "fwd=uri-miss",
+                _ => "fwd=request; detail=authorization",
+            };
+            // The body is held whole until it is handed over: within the pass-through
+            // budget, reserved now for a length, as it grows for a chunked body.
+            let reserved = cx
+                .shared
+                .upstream
+                .as_ref()
+                .and_then(|u| u.pass_budget.reserve(content_length));
+            match method {
+                Ok(_) if content_length > PASS_BODY_LIMIT => self.refuse(cx, 413),
+                Ok(_) if reserved.is_none() => self.refuse(cx, 503),
+                Ok(method) => {
+                    // A chunked body's length is known once it is read.
+                    self.upload_reserved = reserved;
+                    self.upload = Vec::with_capacity(content_length as usize);
+                    self.upload_left = content_length;
+                    self.pass_request = Some(Box::new(PassRequest {
+                        origin,
+                        method,
+                        headers,
+                        host,
+                        with_body: true,
+                    }));
+                    // The client may wait for this before it sends the body that relay is
+                    // about to read (RFC 9110 §10.1.1). Nothing else is being sent on the
+                    // connection now: the previous response is done before the next request
+                    // is parsed.
+                    if expect_continue && self.rend == self.rstart {
+                        return Step::Do(Action::SendNow(CONTINUE));
+                    }
+                }
+                Err(_) => self.refuse(cx, 400),
+            }
+            return Step::Again;
+        }
+        if expect_continue || content_length > DISCARD_MAX {
+            // Answered without its body: one the client may never send (it waits for a 100),
+            // or one too long to read through (a trickled huge body would hold the
+            // connection for as long as it likes; a chunked one is cut off the same way as
+            // it is skipped). The connection ends after the response; what comes meanwhile
+            // is dropped, within the linger bounds.
+            self.saved.req.keep_alive = false;
+            self.linger = Some(Linger::new(LINGER_BYTES));
+        }
+        self.rstart += head_len;
+        self.discard = content_length;
+        self.request_started = (self.rend > self.rstart).then_some(cx.now);
+        self.restores = 0;
+        self.key_base = self.key.len();
+        self.respond(cx);
+        Step::Again
+    }
+
+    /// Keeps the pass-through budget reserved for what `upload` holds (its capacity) as a
+    /// chunked body grows; false when the budget has no room for it.
+    fn reserve_upload(&mut self) -> bool {
+        let held = self.upload.capacity() as u64;
+        match self.upload_reserved.as_mut() {
+            Some(r) if held > r.bytes() => r.grow(held - r.bytes()),
+            _ => true,
+        }
+    }
+
+    /// The collected request body, for the upstream: its reservation travels with its
+    /// bytes and is given back when the upstream drops them.
+    fn take_upload(&mut self) -> Bytes {
+        let bytes = std::mem::take(&mut self.upload);
+        match self.upload_reserved.take() {
+            Some(reserved) => Bytes::from_owner(HeldBody::new(bytes, reserved)),
+            None => Bytes::from(bytes),
+        }
+    }
+
+    /// Decodes what has arrived of the request's chunked body, if it has one: into `upload`
+    /// when `keep` (a pass-through's body), else skipped. Past `max` body bytes, `TooLong`
+    /// and nothing more is kept. `Whole` once the body is (or there is none).
+    fn decode_chunked(
+        &mut self,
+        keep: bool,
+        max: u64,
+    ) -> Result<Upload, relay_proto::chunked::ChunkedError> {
+        let Some(dec) = self.chunked.as_mut() else {
+            return Ok(Upload::Whole);
+        };
+        let mut seen = dec.body_len();
+        let upload = &mut self.upload;
+        let mut too_long = false;
+        let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| {
+            seen += b.len() as u64;
+            if seen > max {
+                too_long = true;
+            } else if keep {
+                upload.extend_from_slice(b);
+            }
+        })?;
+        self.rstart += p.consumed;
+        if too_long {
+            return Ok(Upload::TooLong);
+        }
+        if p.done {
+            self.chunked = None;
+            // What grew by doubling is trimmed before it is held until the origin has it.
+            self.upload.shrink_to_fit();
+            if let Some(r) = self.upload_reserved.as_mut() {
+                r.shrink_to(self.upload.capacity() as u64);
+            }
+            return Ok(Upload::Whole);
+        }
+        Ok(Upload::Partial)
+    }
+
+    /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.
+    pub(super) fn head(&self) -> &[u8] {
+        head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved)
+    }
+
+    /// Copies the request's head out of `rbuf` (once per request): the response has to
+    /// wait, or `rbuf` is about to be compacted under it. Allocation-free once `head_copy`
+    /// has grown to the heads this connection sends.
+    pub(super) fn save_head(&mut self) {
+        if self.head_saved || !matches!(self.route, Route::Http(_)) {
+            return;
+        }
+        let (at, len) = self.head_at;
+        self.head_copy.clear();
+        if let Some(head) = self.rbuf.get(at..at + len) {
+            self.head_copy.extend_from_slice(head);
+        }
+        self.head_saved = true;
+    }
+
+    /// Appends to `key` the variant of a response varying on `fields` that this request
+    /// selects; false (and `key` unchanged) when it sends none of the fields.
+    pub(super) fn select_variant(&mut self, fields: &[String]) -> bool {
+        // Field by field: `key` changes while the head is read.
+        let head = head_in(&self.rbuf, &self.head_copy, self.head_at, self.head_saved);
+        let mut slots = [httparse::EMPTY_HEADER; relay_proto::MAX_HEADERS_CAP];
+        let mut req = httparse::Request::new(&mut slots);
+        let _ = req.parse(head);
+        let sent = req.headers.iter().map(|h| (h.name, h.value));
+        relay_cache::key::push_variant(&mut self.key, fields, sent)
+    }
+
+    /// The client's end-to-end request fields an upstream fill sends for this response
+    /// (`relay_proto::forward::FILL_OWN` left out), built on the first call — a miss.
+    pub(super) fn fill_forward(&mut self, cx: &Cx<'_>) -> relay_upstream::Forward {
+        if let Some(f) = &self.forward {
+            return f.clone();
+        }
+        let mut fields =
+            relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::FILL_OWN);
+        self.forwarded_for(cx, &mut fields);
+        let f: relay_upstream::Forward = fields.into();
+        self.forward = Some(f.clone());
+        f
+    }
+
+    /// Appends `X-Forwarded-For: <client address>` to fields going upstream, after any the
+    /// client sent (one more line of the same list, RFC 9110 §5.3). A shared fill carries
+    /// the address of the client whose request started it. When the address cannot be read
+    /// (the client reset the connection meanwhile), the entry says `unknown`: the last entry
+    /// is always relay's own, never the client's.
+    pub(super) fn forwarded_for(&self, cx: &Cx<'_>, fields: &mut Vec<(String, Vec<u8>)>) {
+        let who = (cx.peer)().map_or_else(
+            || "unknown".to_string(),
+            |addr| addr.ip().to_canonical().to_string(),
+        );
+        fields.push(("X-Forwarded-For".to_string(), who.into_bytes()));
+    }
+}
+
+/// A request's head: its saved copy, or where it lies in the receive buffer.
+fn head_in<'a>(rbuf: &'a [u8], copy: &'a [u8], (at, len): (usize, usize), saved: bool) -> &'a [u8] {
+    if saved {
+        return copy;
+    }
+    rbuf.get(at..at + len).unwrap_or_default()
+}

@@ -1,0 +1,612 @@
+//! Answering a request: from an object description (conditionals, ranges, multipart, the
+//! hit or miss it is), from a pass-through's answer, or with an error; and the waits on an
+//! origin's head or a pass-through's answer that come before.
+
+use super::types::{Body, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small};
+use super::{Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, Step};
+use crate::origin::OriginError;
+use bytes::Bytes;
+use relay_cache::{ChunkRef, ObjectMeta};
+use relay_proto::multipart::Multipart;
+use relay_proto::range::RangeSpec;
+use relay_proto::{DateCache, Method, ResponseHead};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Exchange {
+    /// Waits for a passed-through request's answer, then answers with it.
+    pub(super) fn await_pass(&mut self, cx: &mut Cx<'_>) -> Step {
+        let Some(ps) = self.pass.clone() else {
+            return Step::Again;
+        };
+        ps.watchers.watch(cx.worker);
+        match ps.result.get() {
+            None => return Step::Do(self.wait(cx)),
+            Some(Ok(p)) => {
+                self.waited(cx);
+                self.pass = None;
+                self.respond_pass(cx, p);
+            }
+            Some(Err(e)) => {
+                self.waited(cx);
+                self.pass = None;
+                let req = self.saved.req;
+                self.simple(cx, &req, e.status(), &[], "upstream failed\n");
+            }
+        }
+        Step::Again
+    }
+
+    /// Waits for the object's head from the origin (a fetch this request started or
+    /// joined), then answers with it: as the variant this request selects, for this client
+    /// alone when it may not be shared, or from a stale copy when the origin failed and
+    /// stale-if-error allows.
+    pub(super) fn await_head(&mut self, cx: &mut Cx<'_>) -> Step {
+        let Some(p) = self.pending.clone() else {
+            return Step::Again;
+        };
+        p.watchers.watch(cx.worker);
+        let meta = match p.result() {
+            None => return Step::Do(self.wait(cx)),
+            Some(Err(e)) => {
+                self.waited(cx);
+                self.pending = None;
+                let e = *e;
+                match self.stale.take().filter(|s| s.may_serve_on_error(cx.now)) {
+                    // stale-if-error: the origin failed, a stale copy may stand in.
+                    Some(stale) => {
+                        self.respond_meta(cx, stale, None, Some("hit; detail=stale-if-error"))
+                    }
+                    None => {
+                        let req = self.saved.req;
+                        self.simple(cx, &req, e.status(), &[], "upstream failed\n");
+                    }
+                }
+                return Step::Again;
+            }
+            Some(Ok(meta)) => meta.clone(),
+        };
+        self.waited(cx);
+        self.pending = None;
+        // The base entry came back varying, and this request selects another variant: fetch
+        // that one (with the request's values) instead.
+        if !self.variant
+            && let Route::Http(origin) = self.route
+            && let Some(fields) = meta.vary.clone()
+            && self.select_variant(&fields)
+        {
+            self.variant = true;
+            self.stale = None;
+            if let Some(m) = cx
+                .shared
+                .meta
+                .get(&self.key)
+                .filter(|m| m.is_fresh(cx.now, Duration::MAX))
+            {
+                self.respond_meta(cx, m, None, None);
+                return Step::Again;
+            }
+            // After a restart the variant may be on disk: read it (once, however many
+            // clients of the base want it) rather than fetch it.
+            if self.restores & RESTORE_VARIANT == 0 && self.restore_or_join(cx, RESTORE_VARIANT) {
+                return Step::Again;
+            }
+            let (pending, new) = cx.shared.inflight.head(&self.key);
+            if new && let Some(up) = cx.shared.upstream.as_ref() {
+                cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                up.fetch_head(relay_upstream::HeadRequest {
+                    origin,
+                    object: Arc::from(self.key.as_str()),
+                    path: self.target.clone(),
+                    stale: None,
+                    forward: self.fill_forward(cx),
+                    variant: true,
+                });
+            }
+            self.head_owner = new;
+            self.pending = Some(pending);
+            return Step::Again;
+        }
+        // A response that may not be stored was fetched with the fields of the client that
+        // started the fetch (its cookies, say): it is that client's alone. Every other
+        // waiting client asks for itself.
+        if !meta.storable
+            && !self.head_owner
+            && let Route::Http(origin) = self.route
+        {
+            let method = match self.saved.req.method {
+                Method::Head => http::Method::HEAD,
+                _ => http::Method::GET,
+            };
+            let mut headers =
+                relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::PASS_OWN);
+            self.forwarded_for(cx, &mut headers);
+            self.stale = None;
+            self.upload_left = 0;
+            self.pass_note = "fwd=miss; detail=not-shared";
+            self.pass_request = Some(Box::new(PassRequest {
+                origin,
+                method,
+                headers,
+                host: String::new(),
+                with_body: false,
+            }));
+            return Step::Again;
+        }
+        // Fields the stored description leaves out (a cookie named by `private=`) still
+        // reach the client whose request fetched it.
+        let meta = match p.owner_headers().filter(|_| self.head_owner) {
+            Some(h) => Arc::new(ObjectMeta {
+                headers: h.clone(),
+                ..(*meta).clone()
+            }),
+            None => meta,
+        };
+        self.src = p.first().cloned();
+        if self.head_owner && !meta.storable {
+            self.owner_fetch = Some(p.clone());
+        }
+        // Same version as the stale copy: the origin confirmed it (304). Read from the disk
+        // tier for another client: a hit.
+        let note = self
+            .stale
+            .take()
+            .filter(|s| s.version == meta.version && p.first().is_none())
+            .map_or("fwd=miss", |_| "fwd=stale; fwd-status=304");
+        let note = (!p.is_local()).then_some(note);
+        self.respond_meta(cx, meta, None, note);
+        Step::Again
+    }
+
+    /// Answers a passed-through request with the origin's response; a successful unsafe
+    /// method invalidates what it names (RFC 9111 §4.4).
+    pub(super) fn respond_pass(&mut self, cx: &mut Cx<'_>, p: &relay_upstream::Passed) {
+        let host_len = self.key.len() - self.target.len();
+        for path in &p.invalidate {
+            let mut key = String::with_capacity(host_len + path.len());
+            key.push_str(&self.key[..host_len]);
+            key.push_str(path);
+            cx.shared.meta.remove(&key);
+            if let Some(disk) = cx.shared.disk.as_ref() {
+                disk.remove_object(&key);
+            }
+            cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+        }
+        let req = self.saved.req;
+        let len = p.body.as_ref().map_or(0, |b| b.len());
+        let note = self.pass_note;
+        let head = ResponseHead {
+            content_length: p.content_length,
+            raw: &p.headers,
+            ..base_head(cx.date, p.status, &req, Some(note))
+        };
+        head.encode(&mut self.out.head);
+        if !req.keep_alive {
+            self.close_after = true;
+        }
+        if let Some(b) = p.body.as_ref().filter(|_| len > 0) {
+            self.pass_body = Some(match b {
+                relay_upstream::PassBody::Stream(s) => PassReader::Stream(s.attach()),
+                relay_upstream::PassBody::Whole(f) => PassReader::Whole(f.clone()),
+            });
+            self.body = Some(Body {
+                meta: Arc::new(ObjectMeta::file(len, 0, String::new(), String::new())),
+                pos: 0,
+                end: len,
+                file: None,
+            });
+        }
+    }
+
+    /// Answers the parsed request. Runs again (with `restores` set) after the disk tier
+    /// rebuilt a description it needed, so it counts and times the request once and starts
+    /// from the request's own key each time.
+    pub(super) fn respond(&mut self, cx: &mut Cx<'_>) {
+        if self.restores == 0 {
+            cx.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.req_start = Some(cx.now);
+        }
+        self.key.truncate(self.key_base);
+        self.forward = None;
+        self.variant = false;
+        // Sources of the previous response on this connection.
+        self.src = None;
+        self.local = None;
+        self.pass_body = None;
+        let req = self.saved.req;
+        if !matches!(req.method, Method::Get | Method::Head) {
+            self.simple(
+                cx,
+                &req,
+                405,
+                &[("Allow", b"GET, HEAD")],
+                "method not allowed\n",
+            );
+            return;
+        }
+        let mut cached = cx.shared.meta.get(&self.key);
+        if cached.is_none()
+            && matches!(self.route, Route::Http(_))
+            && self.restores & RESTORE_BASE == 0
+        {
+            if self.restore_or_join(cx, RESTORE_BASE) {
+                return;
+            }
+            cached = cx.shared.meta.get(&self.key);
+        }
+        // A response that varies: this request's variant has a key of its own (unless it
+        // sends none of the fields, then the base entry is its variant).
+        if let Some(fields) = cached.as_ref().and_then(|m| m.vary.clone())
+            && self.select_variant(&fields)
+        {
+            self.variant = true;
+            cached = cx.shared.meta.get(&self.key);
+            if cached.is_none() && self.restores & RESTORE_VARIANT == 0 {
+                if self.restore_or_join(cx, RESTORE_VARIANT) {
+                    return;
+                }
+                cached = cx.shared.meta.get(&self.key);
+            }
+        }
+        match self.route {
+            Route::Http(origin) => {
+                if let Some(m) = cached
+                    .as_ref()
+                    .filter(|m| m.is_fresh(cx.now, Duration::MAX))
+                {
+                    self.respond_meta(cx, m.clone(), None, None);
+                    return;
+                }
+                let Some(up) = cx.shared.upstream.as_ref() else {
+                    return;
+                };
+                // Stale within stale-while-revalidate: serve it now and revalidate once in
+                // the background (no client waits on that fetch).
+                if let Some(m) = cached
+                    .as_ref()
+                    .filter(|m| m.may_serve_while_revalidating(cx.now))
+                {
+                    if let Some((_, true)) = cx.shared.inflight.head_unless(&self.key, || false) {
+                        cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                        up.fetch_head(relay_upstream::HeadRequest {
+                            origin,
+                            object: Arc::from(self.key.as_str()),
+                            path: self.target.clone(),
+                            stale: Some(m.clone()),
+                            forward: self.fill_forward(cx),
+                            variant: self.variant,
+                        });
+                    }
+                    self.respond_meta(
+                        cx,
+                        m.clone(),
+                        None,
+                        Some("hit; detail=stale-while-revalidate"),
+                    );
+                    return;
+                }
+                if self
+                    .restore_entry
+                    .as_ref()
+                    .is_some_and(|e| *e.key == *self.key)
+                {
+                    // The disk tier could not describe it after all: a head fetch takes over
+                    // the entry other clients may be waiting on.
+                    self.restore_fallback(cx);
+                    return;
+                }
+                // Unknown or stale: one head fetch however many clients ask.
+                let now = cx.now;
+                let meta_cache = &cx.shared.meta;
+                let fresh = || {
+                    meta_cache
+                        .get(&self.key)
+                        .is_some_and(|m| m.is_fresh(now, Duration::MAX))
+                };
+                let Some((pending, new)) = cx.shared.inflight.head_unless(&self.key, fresh) else {
+                    // Described between our lookup and now.
+                    match cx.shared.meta.get(&self.key) {
+                        Some(m) => self.respond_meta(cx, m, None, None),
+                        // ...and evicted again at once: let the client retry.
+                        None => self.simple(cx, &req, 503, &[("Retry-After", b"1")], "retry\n"),
+                    }
+                    return;
+                };
+                if new {
+                    cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
+                    up.fetch_head(relay_upstream::HeadRequest {
+                        origin,
+                        object: Arc::from(self.key.as_str()),
+                        path: self.target.clone(),
+                        stale: cached.clone(),
+                        forward: self.fill_forward(cx),
+                        variant: self.variant,
+                    });
+                }
+                self.head_owner = new;
+                self.stale = cached;
+                self.pending = Some(pending);
+                // The receive buffer moves on while the head is fetched; a `Vary` in the
+                // answer is matched against this copy, and later fills forward its fields.
+                self.save_head();
+                // `drive` waits on it.
+            }
+            Route::Directory => match cached {
+                Some(m) if m.is_fresh(cx.now, cx.timeouts.revalidate) => {
+                    self.respond_meta(cx, m, None, None);
+                }
+                // Unknown or due for revalidation: open and describe the file through the
+                // ring; `drive` submits the open, `on_dir_stat` answers.
+                _ => match crate::origin::object_path(&self.key) {
+                    Ok(path) if cx.shared.origin.is_some() => {
+                        self.dir_open = Some(DirOpen::new(path, true));
+                    }
+                    Ok(_) => self.simple(cx, &req, 404, &[], "not found\n"),
+                    Err(e) => self.origin_error(cx, e),
+                },
+            },
+        }
+    }
+
+    /// The status a request gets when its directory-origin file cannot be served.
+    pub(super) fn origin_error(&mut self, cx: &mut Cx<'_>, e: OriginError) {
+        let req = self.saved.req;
+        match e {
+            OriginError::NotFound => self.simple(cx, &req, 404, &[], "not found\n"),
+            OriginError::BadPath => self.simple(cx, &req, 400, &[], "bad path\n"),
+            OriginError::Io(kind) => {
+                log::warn!("origin: {kind:?}");
+                self.simple(cx, &req, 502, &[], "origin error\n");
+            }
+        }
+    }
+
+    /// Answers the saved request from a known object description (`file`: the directory
+    /// origin's file, already open; `note`: the `Cache-Status` when not a plain hit or miss).
+    pub(super) fn respond_meta(
+        &mut self,
+        cx: &mut Cx<'_>,
+        meta: Arc<ObjectMeta>,
+        file: Option<std::fs::File>,
+        note: Option<&'static str>,
+    ) {
+        let req = self.saved.req;
+        let req = &req;
+        let cond = &self.saved.cond;
+        let len = meta.len;
+        let (etag, last_modified) = (meta.etag.as_bytes(), meta.last_modified.as_bytes());
+        let (etag, last_modified) = (
+            (!etag.is_empty()).then_some(etag),
+            (!last_modified.is_empty()).then_some(last_modified),
+        );
+        if relay_proto::conditional::evaluate(
+            cond.if_none_match.as_ref().map(Small::as_bytes),
+            cond.if_modified_since.as_ref().map(Small::as_bytes),
+            etag,
+            last_modified,
+        ) == relay_proto::conditional::Precondition::NotModified
+        {
+            self.head_only(cx, req, 304, &meta, None);
+            return;
+        }
+        // A Range counts only if If-Range (when sent) still names this representation.
+        let range = cond.range.as_ref().filter(|_| {
+            cond.if_range.as_ref().is_none_or(|v| {
+                relay_proto::conditional::if_range_allows(v.as_bytes(), etag, last_modified)
+            })
+        });
+        let spec = match range {
+            Some(r) => relay_proto::range::parse_range(r.as_bytes(), len, &mut self.multi.ranges),
+            None => RangeSpec::None,
+        };
+        let (status, start, end) = match spec {
+            RangeSpec::Single(r) => (206, r.start, r.end + 1),
+            RangeSpec::Multi(_) => (206, 0, 0),
+            RangeSpec::Unsatisfiable => {
+                let head = ResponseHead {
+                    content_length: Some(0),
+                    content_range: Some(relay_proto::ContentRange::Unsatisfied { total: len }),
+                    ..base_head(cx.date, 416, req, None)
+                };
+                head.encode(&mut self.out.head);
+                if !req.keep_alive {
+                    self.close_after = true;
+                }
+                return;
+            }
+            RangeSpec::None => (200, 0, len),
+        };
+        let multi_n = match spec {
+            RangeSpec::Multi(n) => n,
+            _ => 0,
+        };
+        // Hit when every chunk the body needs is in memory now.
+        let layout = cx.shared.layout;
+        let memory = &cx.shared.memory;
+        let disk = cx.shared.disk.as_deref();
+        let held = |i: u64| {
+            let k = ChunkRef {
+                object: &self.key,
+                version: meta.version,
+                index: i,
+            };
+            memory.contains(&k) || disk.is_some_and(|d| d.contains(&k))
+        };
+        let all_held = |start: u64, end: u64| {
+            start >= end || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(held)
+        };
+        let hit = if multi_n > 0 {
+            self.multi.ranges[..multi_n]
+                .iter()
+                .all(|r| all_held(r.start, r.end + 1))
+        } else if start < end {
+            // Take the first chunk now (one lookup, not a check here and a get when the
+            // body is sent): the response keeps it.
+            let first = layout.chunk_of(start);
+            let chunk = memory.get(&ChunkRef {
+                object: &self.key,
+                version: meta.version,
+                index: first,
+            });
+            let first_held = chunk.is_some()
+                || disk.is_some_and(|d| {
+                    d.contains(&ChunkRef {
+                        object: &self.key,
+                        version: meta.version,
+                        index: first,
+                    })
+                });
+            let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
+            if let Some(chunk) = chunk {
+                self.local = Some((meta.version, first, chunk));
+            }
+            first_held && rest_held
+        } else {
+            true
+        };
+        if hit {
+            cx.stats.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cx.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let content_range =
+            (status == 206 && multi_n == 0).then(|| relay_proto::ContentRange::Bytes {
+                start,
+                end: end - 1,
+                total: len,
+            });
+        let object_type = (!meta.content_type.is_empty()).then_some(meta.content_type.as_str());
+        let (content_length, content_type) = if multi_n > 0 {
+            let Ok(mp) = Multipart::new(cx.boundary, object_type, len) else {
+                // The boundary is ours and valid; never reached.
+                return;
+            };
+            mp.content_type(&mut self.multi.content_type);
+            (
+                mp.body_len(&self.multi.ranges[..multi_n]),
+                Some(self.multi.content_type.as_str()),
+            )
+        } else {
+            (end - start, object_type)
+        };
+        // HTTP-origin objects carry their age (RFC 9111 §5.1); files have none.
+        let mut age_buf = itoa::Buffer::new();
+        let age: &[(&str, &[u8])] = if matches!(self.route, Route::Http(_)) {
+            &[("Age", age_buf.format(meta.age(cx.now)).as_bytes())]
+        } else {
+            &[]
+        };
+        let cache_status = note.unwrap_or(if hit { "hit" } else { "fwd=miss" });
+        let head = ResponseHead {
+            content_length: Some(content_length),
+            etag,
+            last_modified,
+            content_range,
+            accept_ranges: true,
+            content_type,
+            extra: age,
+            raw: &meta.headers,
+            ..base_head(cx.date, status, req, Some(cache_status))
+        };
+        head.encode(&mut self.out.head);
+        if !req.keep_alive {
+            self.close_after = true;
+        }
+        if req.method == Method::Get && content_length > 0 {
+            self.multi.n = multi_n;
+            self.multi.next = 0;
+            self.multi.total = len;
+            self.body = Some(Body {
+                meta,
+                pos: start,
+                end,
+                file,
+            });
+        }
+    }
+
+    /// A response without a body (304) from an object's validators.
+    pub(super) fn head_only(
+        &mut self,
+        cx: &mut Cx<'_>,
+        req: &RequestInfo,
+        status: u16,
+        meta: &ObjectMeta,
+        cache_status: Option<&str>,
+    ) {
+        let head = ResponseHead {
+            etag: Some(meta.etag.as_bytes()),
+            last_modified: Some(meta.last_modified.as_bytes()),
+            ..base_head(cx.date, status, req, cache_status)
+        };
+        head.encode(&mut self.out.head);
+        if !req.keep_alive {
+            self.close_after = true;
+        }
+    }
+
+    /// A small complete response (errors, 404) on a connection that stays usable.
+    pub(super) fn simple(
+        &mut self,
+        cx: &mut Cx<'_>,
+        req: &RequestInfo,
+        status: u16,
+        extra: &[(&str, &[u8])],
+        text: &'static str,
+    ) {
+        let head = ResponseHead {
+            content_length: Some(text.len() as u64),
+            content_type: Some("text/plain"),
+            extra,
+            ..base_head(cx.date, status, req, None)
+        };
+        head.encode(&mut self.out.head);
+        if req.method != Method::Head {
+            self.out.body = Bytes::from_static(text.as_bytes());
+            self.out.body_off = 0;
+        }
+        if !req.keep_alive {
+            self.close_after = true;
+        }
+    }
+
+    /// An error response after which the connection closes (the request stream is no longer
+    /// trustworthy).
+    pub(super) fn error(&mut self, cx: &mut Cx<'_>, status: u16) {
+        cx.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.refuse(cx, status);
+    }
+
+    /// [`Self::error`] for a request already counted.
+    pub(super) fn refuse(&mut self, cx: &mut Cx<'_>, status: u16) {
+        cx.stats.errors.fetch_add(1, Ordering::Relaxed);
+        // The client may still be sending (a body refused at its head, a request cut short):
+        // what comes is dropped, and the connection lingers after the answer.
+        self.linger = Some(Linger::new(LINGER_BYTES));
+        self.overflow = Vec::new();
+        self.req_start = Some(cx.now);
+        relay_proto::error_response(status, cx.date.get(), &mut self.out.head);
+        self.close_after = true;
+        self.rstart = self.rend;
+        self.discard = 0;
+        self.chunked = None;
+        self.pass_request = None;
+        self.upload = Vec::new();
+        self.upload_reserved = None;
+    }
+}
+
+fn base_head<'a>(
+    date: &'a DateCache,
+    status: u16,
+    req: &RequestInfo,
+    cache_status: Option<&'a str>,
+) -> ResponseHead<'a> {
+    ResponseHead {
+        version: req.version,
+        keep_alive: req.keep_alive,
+        cache_status,
+        ..ResponseHead::new(status, date.get())
+    }
+}

@@ -1,0 +1,820 @@
+//! Unit tests of the exchange: synthetic events, no ring, no socket. The test plays the
+//! kernel (it carries out each action: records what is sent, opens, stats and reads real
+//! files in a temporary directory) and, for HTTP origins, the upstream (it makes the
+//! in-flight head and chunk entries the exchange joins, and publishes their outcome).
+
+use super::*;
+use crate::{Tunables, WorkerStats};
+use relay_cache::fill::{Fill, FillError};
+use relay_cache::wake::Wakers;
+use relay_cache::{ChunkKey, ObjectMeta};
+use relay_config::Config;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+const CHUNK: u64 = 16 * 1024;
+/// The host the test's HTTP origin serves.
+const CDN: &str = "cdn.test";
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("relay-exchange-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a worker gives an exchange: the shared cache (and an HTTP origin the test plays),
+/// counters, a clock.
+struct Kit {
+    shared: Shared,
+    stats: WorkerStats,
+    date: DateCache,
+    latency: Histogram<u64>,
+    timeouts: Timeouts,
+    dir: TempDir,
+}
+
+impl Kit {
+    fn new() -> Kit {
+        let dir = TempDir::new();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_ms = 3000\nidle_timeout_ms = 7000\n\
+             [server.limits]\nmax_head_bytes = 4096\nmax_uri_bytes = 2048\n\
+             [cache]\nchunk_size = \"16 KiB\"\nmemory_bytes = \"4 MiB\"\n\
+             [origin]\ndirectory = \"{}\"\n\
+             [[origin.http]]\nurl = \"http://127.0.0.1:9\"\nhost = \"{CDN}\"\n",
+            dir.0.display()
+        );
+        let config = Config::from_str(&text, &dir.0, "relay.toml").unwrap();
+        let cache = relay_cache::Cache::open(&config.cache).unwrap();
+        let wakers: Arc<Vec<std::os::fd::OwnedFd>> = Arc::new(vec![crate::sys::eventfd().unwrap()]);
+        // Never asked in these tests: every fetch they need is made by the test first,
+        // so the exchange joins it.
+        let upstream = relay_upstream::Upstream::open(&config.origin, &cache, Wakers::new(|_| {}))
+            .unwrap()
+            .unwrap();
+        let relay_cache::Cache {
+            layout,
+            memory,
+            meta,
+            inflight,
+            ..
+        } = cache;
+        let shared = Shared {
+            limits: relay_proto::Limits {
+                max_head_bytes: config.server.limits.max_head_bytes,
+                max_headers: config.server.limits.max_headers,
+                max_uri_bytes: config.server.limits.max_uri_bytes,
+            },
+            layout,
+            memory,
+            meta,
+            inflight,
+            origin: Some(crate::origin::DirOrigin::open(&dir.0).unwrap()),
+            upstream: Some(upstream),
+            wakers,
+            wake: Wakers::new(|_| {}),
+            disk: None,
+            chunk_reads: Default::default(),
+            shutdown: AtomicBool::new(false),
+            tunables: Tunables::from_config(&config),
+            config,
+        };
+        let timeouts = Timeouts {
+            header: Duration::from_secs(3),
+            idle: Duration::from_secs(7),
+            send: Duration::from_secs(11),
+            revalidate: Duration::from_secs(60),
+        };
+        Kit {
+            shared,
+            stats: WorkerStats::default(),
+            date: DateCache::new(std::time::SystemTime::now()),
+            latency: crate::metrics::latency_histogram(),
+            timeouts,
+            dir,
+        }
+    }
+
+    fn cx(&mut self) -> Cx<'_> {
+        Cx {
+            shared: &self.shared,
+            stats: &self.stats,
+            worker: 0,
+            now: Instant::now(),
+            date: &self.date,
+            timeouts: self.timeouts,
+            boundary: "relay-test-boundary",
+            latency: &mut self.latency,
+            peer: &|| Some("192.0.2.7:4000".parse().unwrap()),
+        }
+    }
+
+    fn exchange(&mut self) -> Exchange {
+        Exchange::new(8192, Instant::now() + self.timeouts.idle)
+    }
+
+    /// A file of the directory origin.
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn count(&self, c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes a multishot receive brought, and the action they lead to.
+    fn input(&mut self, ex: &mut Exchange, bytes: &[u8]) -> Action {
+        let mut cx = self.cx();
+        ex.on_input(&cx, bytes);
+        match ex.on_recv_result(bytes.len() as i32, true) {
+            Received::Poll { .. } => ex.poll(&mut cx),
+            Received::Keep { .. } => Action::Idle,
+            Received::Close => Action::Close,
+        }
+    }
+
+    /// Plays the kernel and the directory origin's file system for `a` and every action
+    /// after it until the exchange waits for input, a wake-up or a close; returns what was
+    /// sent and where it stopped.
+    fn run(&mut self, ex: &mut Exchange, mut a: Action) -> (Vec<u8>, Action) {
+        let mut sent = Vec::new();
+        let mut file: Option<std::fs::File> = None;
+        for _ in 0..10_000 {
+            a = match a {
+                Action::Send => {
+                    let [h, b] = ex.outgoing().parts();
+                    let n = h.len() + b.len();
+                    sent.extend_from_slice(h);
+                    sent.extend_from_slice(b);
+                    ex.on_sent(&mut self.cx(), n)
+                }
+                Action::SendNow(bytes) => {
+                    sent.extend_from_slice(bytes);
+                    ex.poll(&mut self.cx())
+                }
+                Action::OpenDir { root, .. } => {
+                    assert_eq!(
+                        root,
+                        self.shared.origin.as_ref().unwrap().root_fd(),
+                        "opened beneath the origin's root"
+                    );
+                    let name = ex.dir_path().unwrap().to_str().unwrap().to_owned();
+                    let opened = std::fs::File::open(self.dir.0.join(&name))
+                        .map_err(|e| -e.raw_os_error().unwrap());
+                    ex.on_dir_opened(&mut self.cx(), opened)
+                }
+                Action::StatDir { fd, .. } => {
+                    let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap();
+                    fill_statx(ex.dir_stat_buf().unwrap(), &f.metadata().unwrap());
+                    file = Some(f);
+                    ex.on_dir_stat(&mut self.cx(), 0, Ok(()))
+                }
+                Action::ReadChunk(op) => {
+                    let n = kernel_read(op);
+                    ex.on_chunk_read(&mut self.cx(), n)
+                }
+                other => return (sent, other),
+            };
+        }
+        drop(file);
+        panic!("the exchange never stopped: {a:?}");
+    }
+}
+
+/// The test as the kernel: `statx` of a file into the exchange's buffer.
+fn fill_statx(st: &mut libc::statx, m: &std::fs::Metadata) {
+    st.stx_mode = m.mode() as u16;
+    st.stx_size = m.len();
+    st.stx_ino = m.ino();
+    st.stx_mtime.tv_sec = m.mtime();
+    st.stx_mtime.tv_nsec = m.mtime_nsec() as u32;
+}
+
+/// The test as the kernel: a read the exchange asked for, into its buffer.
+fn kernel_read(op: ReadOp) -> i32 {
+    let f = std::fs::File::open(format!("/proc/self/fd/{}", op.fd)).unwrap();
+    // SAFETY: the exchange handed `op.at..op.at + op.len` over for this read and leaves it
+    // alone until `on_chunk_read` (the ring's buffer rule, as the kernel would have it).
+    let buf = unsafe { std::slice::from_raw_parts_mut(op.at, op.len) };
+    f.read_at(buf, op.offset).unwrap() as i32
+}
+
+/// The head and body of one response in `bytes`, and what follows it.
+fn split_response(bytes: &[u8]) -> (String, &[u8]) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = String::from_utf8(bytes[..end].to_vec()).unwrap();
+    (head, &bytes[end..])
+}
+
+fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn object(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn a_new_connection_waits_for_its_request_until_the_idle_deadline() {
+    let mut kit = Kit::new();
+    let before = Instant::now();
+    let mut ex = kit.exchange();
+    assert!(matches!(ex.poll(&mut kit.cx()), Action::Recv));
+    assert!(ex.deadline() >= before + kit.timeouts.idle);
+    assert!(ex.drain(), "an idle connection closes at once on a drain");
+}
+
+#[test]
+fn a_partial_head_waits_until_the_header_deadline_of_its_first_byte() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let before = Instant::now();
+    assert!(matches!(
+        kit.input(&mut ex, b"GET /a HTTP/1.1\r\nHost: x"),
+        Action::Recv
+    ));
+    let d = ex.deadline();
+    assert!(d >= before + kit.timeouts.header && d < before + kit.timeouts.idle);
+    // The rest of the head does not move the deadline on while it is still partial.
+    assert!(matches!(
+        kit.input(&mut ex, b"\r\nAccept: */*"),
+        Action::Recv
+    ));
+    assert_eq!(ex.deadline(), d);
+}
+
+#[test]
+fn a_directory_miss_opens_describes_and_reads_the_file_then_sends_it() {
+    let mut kit = Kit::new();
+    let body = object(40_000);
+    kit.file("a.bin", &body);
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/a.bin"));
+    assert!(matches!(a, Action::OpenDir { .. }), "{a:?}");
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(field(&head, "content-length"), Some("40000"));
+    assert_eq!(
+        field(&head, "content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(rest, &body[..], "the body, whole and right");
+    assert!(
+        matches!(next, Action::Recv),
+        "then the next request: {next:?}"
+    );
+    assert_eq!(
+        kit.count(&kit.stats.origin_file_reads),
+        3,
+        "one read per chunk"
+    );
+    assert_eq!(kit.count(&kit.stats.misses), 1);
+}
+
+#[test]
+fn a_second_request_is_a_memory_hit_without_file_io() {
+    let mut kit = Kit::new();
+    let body = object(20_000);
+    kit.file("b.txt", &body);
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/b.txt"));
+    kit.run(&mut ex, a);
+    let a = kit.input(&mut ex, &get("/b.txt"));
+    assert!(
+        matches!(a, Action::Send),
+        "a hit goes straight to the send: {a:?}"
+    );
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(
+        field(&head, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(field(&head, "cache-status"), Some("relay; hit"));
+    assert_eq!(rest, &body[..]);
+    assert!(matches!(next, Action::Recv));
+    assert_eq!(kit.count(&kit.stats.hits), 1);
+    assert_eq!(kit.count(&kit.stats.requests), 2);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut kit = Kit::new();
+    kit.file("one", b"first");
+    kit.file("two", b"second!");
+    let mut ex = kit.exchange();
+    let mut both = get("/one");
+    both.extend_from_slice(&get("/two"));
+    let a = kit.input(&mut ex, &both);
+    let (sent, next) = kit.run(&mut ex, a);
+    let (h1, rest) = split_response(&sent);
+    assert_eq!(field(&h1, "content-length"), Some("5"));
+    assert!(rest.starts_with(b"first"));
+    let (h2, rest) = split_response(&rest[5..]);
+    assert_eq!(field(&h2, "content-length"), Some("7"));
+    assert_eq!(rest, b"second!");
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn a_missing_file_is_404_and_the_connection_stays_usable() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/nope"));
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    assert_eq!(rest, b"not found\n");
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn a_failed_open_other_than_not_found_is_502() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/x"));
+    assert!(matches!(a, Action::OpenDir { .. }));
+    let a = ex.on_dir_opened(&mut kit.cx(), Err(-libc::EIO));
+    let (sent, _) = kit.run(&mut ex, a);
+    assert!(sent.starts_with(b"HTTP/1.1 502 "));
+}
+
+#[test]
+fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
+    let mut kit = Kit::new();
+    kit.file("c", &object(10_000));
+    let mut ex = kit.exchange();
+    // Open and stat it, up to the first read.
+    let a = kit.input(&mut ex, &get("/c"));
+    assert!(matches!(a, Action::OpenDir { .. }));
+    let f = std::fs::File::open(kit.dir.0.join("c")).unwrap();
+    let a = ex.on_dir_opened(&mut kit.cx(), Ok(f));
+    assert!(matches!(a, Action::StatDir { .. }));
+    fill_statx(
+        ex.dir_stat_buf().unwrap(),
+        &std::fs::metadata(kit.dir.0.join("c")).unwrap(),
+    );
+    let a = ex.on_dir_stat(&mut kit.cx(), 0, Ok(()));
+    let Action::ReadChunk(op) = a else {
+        panic!("then the chunk is read: {a:?}")
+    };
+    assert_eq!((op.offset, op.len), (0, 10_000));
+    let a = ex.on_chunk_read(&mut kit.cx(), 4_000);
+    let Action::ReadChunk(rest) = a else {
+        panic!("a short read is read again: {a:?}")
+    };
+    assert_eq!((rest.offset, rest.len), (4_000, 6_000));
+    assert_eq!(rest.at, op.at.wrapping_add(4_000));
+    assert!(matches!(
+        ex.on_chunk_read(&mut kit.cx(), -libc::EIO),
+        Action::Close
+    ));
+    assert!(
+        kit.shared.meta.get("/c").is_none(),
+        "the description goes with it"
+    );
+}
+
+#[test]
+fn a_conditional_request_for_the_current_version_is_304() {
+    let mut kit = Kit::new();
+    kit.file("d", &object(100));
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/d"));
+    let (sent, _) = kit.run(&mut ex, a);
+    let (head, _) = split_response(&sent);
+    let etag = field(&head, "etag").unwrap().to_owned();
+    let req = format!("GET /d HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n");
+    let a = kit.input(&mut ex, req.as_bytes());
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 304 "), "{head}");
+    assert!(rest.is_empty());
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn ranges_are_206_multipart_or_416() {
+    let mut kit = Kit::new();
+    let body = object(50_000);
+    kit.file("e", &body);
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        b"GET /e HTTP/1.1\r\nHost: x\r\nRange: bytes=17000-17009\r\n\r\n",
+    );
+    let (sent, _) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 206 "), "{head}");
+    assert_eq!(
+        field(&head, "content-range"),
+        Some("bytes 17000-17009/50000")
+    );
+    assert_eq!(rest, &body[17000..17010]);
+
+    let a = kit.input(
+        &mut ex,
+        b"GET /e HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,49998-\r\n\r\n",
+    );
+    let (sent, _) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(
+        field(&head, "content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges; boundary=relay-test-boundary")
+    );
+    assert_eq!(
+        field(&head, "content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        rest.len()
+    );
+    let text = String::from_utf8_lossy(rest);
+    assert!(text.contains("Content-Range: bytes 0-1/50000"), "{text}");
+    assert!(text.contains("Content-Range: bytes 49998-49999/50000"));
+    assert!(text.ends_with("--relay-test-boundary--\r\n"));
+
+    let a = kit.input(
+        &mut ex,
+        b"GET /e HTTP/1.1\r\nHost: x\r\nRange: bytes=60000-\r\n\r\n",
+    );
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 416 "), "{head}");
+    assert_eq!(field(&head, "content-range"), Some("bytes */50000"));
+    assert!(rest.is_empty());
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn head_has_no_body_and_connection_close_closes_after_the_answer() {
+    let mut kit = Kit::new();
+    kit.file("f", &object(3000));
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, b"HEAD /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "content-length"), Some("3000"));
+    assert!(rest.is_empty());
+    assert!(matches!(next, Action::Recv));
+    let a = kit.input(
+        &mut ex,
+        b"GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let (sent, next) = kit.run(&mut ex, a);
+    assert_eq!(split_response(&sent).1.len(), 3000);
+    assert!(matches!(next, Action::Close), "{next:?}");
+}
+
+#[test]
+fn other_methods_on_the_directory_are_405() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, b"DELETE /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, _) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    assert_eq!(field(&head, "allow"), Some("GET, HEAD"));
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn a_malformed_request_is_answered_then_the_connection_lingers() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    );
+    let before = Instant::now();
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(sent.starts_with(b"HTTP/1.1 400 "));
+    assert!(matches!(next, Action::Linger), "{next:?}");
+    assert!(ex.deadline() >= before + LINGER_TIME && ex.deadline() < before + kit.timeouts.idle);
+    assert!(!ex.timeout_counts(), "the end of a linger is no timeout");
+    // What the client still sends is dropped until it closes.
+    kit.input(&mut ex, &[b'x'; 5000]);
+    assert_eq!(ex.rend, ex.rstart, "dropped, not buffered");
+    assert_eq!(ex.on_recv_result(0, false), Received::Close);
+}
+
+#[test]
+fn a_head_past_the_limit_is_431() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let mut req = b"GET /a HTTP/1.1\r\nHost: x\r\n".to_vec();
+    while req.len() < 5000 {
+        req.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    let a = kit.input(&mut ex, &req);
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(
+        sent.starts_with(b"HTTP/1.1 431 "),
+        "{:?}",
+        String::from_utf8_lossy(&sent)
+    );
+    assert!(matches!(next, Action::Linger));
+    assert_eq!(kit.count(&kit.stats.errors), 1);
+}
+
+#[test]
+fn a_half_closed_client_still_gets_the_response_under_way() {
+    let mut kit = Kit::new();
+    kit.file("g", &object(100));
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/g"));
+    // The open is in flight (phase Fill) when the client shuts its side.
+    assert!(matches!(a, Action::OpenDir { .. }));
+    assert_eq!(ex.on_recv_result(0, false), Received::Keep { rearm: false });
+    let (sent, next) = kit.run(&mut ex, a);
+    assert_eq!(split_response(&sent).1.len(), 100);
+    // Then the next read sees the end again: nothing more to answer, so it closes.
+    assert!(matches!(next, Action::Recv));
+    assert_eq!(ex.on_recv_result(0, false), Received::Close);
+}
+
+#[test]
+fn a_client_pipelining_past_the_overflow_limit_is_cut() {
+    let mut kit = Kit::new();
+    kit.file("h", &object(10));
+    let mut ex = kit.exchange();
+    // The receive buffer holds 8 KiB; the rest waits in the overflow, up to its limit.
+    let burst = get("/h").repeat(2000);
+    let mut cx = kit.cx();
+    let mut last = Received::Keep { rearm: false };
+    for piece in burst
+        .chunks(4096)
+        .chain(std::iter::repeat_n(&burst[..4096], 300))
+    {
+        ex.on_input(&cx, piece);
+        last = ex.on_recv_result(piece.len() as i32, true);
+        if last == Received::Close {
+            break;
+        }
+        // Not answered meanwhile: the exchange is busy (a send is in flight).
+        ex.phase = Phase::Send;
+    }
+    assert_eq!(last, Received::Close);
+    assert!(ex.overflow.len() > OVERFLOW_LIMIT);
+    let _ = ex.poll(&mut cx);
+}
+
+#[test]
+fn a_drain_closes_after_the_response_under_way() {
+    let mut kit = Kit::new();
+    kit.file("i", &object(100));
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &get("/i"));
+    assert!(!ex.drain(), "busy: it finishes its response first");
+    let (sent, next) = kit.run(&mut ex, a);
+    assert_eq!(split_response(&sent).1.len(), 100);
+    assert!(matches!(next, Action::Close));
+}
+
+/// An HTTP-origin object's key, as the exchange makes it from Host and target.
+fn cdn_key(path: &str) -> String {
+    format!("{CDN}{path}")
+}
+
+fn cdn_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {CDN}\r\nUser-Agent: t\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn a_miss_waits_on_the_head_fetch_then_streams_the_fill_as_it_arrives() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/v/seg1");
+    // The test is the upstream: the head fetch is in flight when the request comes.
+    let (pending, new) = kit.shared.inflight.head(&key);
+    assert!(new);
+    let mut ex = kit.exchange();
+    let before = Instant::now();
+    let a = kit.input(&mut ex, &cdn_get("/v/seg1"));
+    assert!(
+        matches!(a, Action::Wait),
+        "joined the fetch in flight: {a:?}"
+    );
+    assert!(ex.is_waiting());
+    let d = ex.deadline();
+    assert!(d >= before + kit.timeouts.send);
+    // A wake-up with nothing new keeps the deadline of the wait.
+    assert!(matches!(ex.poll(&mut kit.cx()), Action::Wait));
+    assert_eq!(ex.deadline(), d);
+    assert!(pending.watchers.contains(0), "registered to be woken");
+
+    // The origin answers: a 20000-byte object, its first chunk filling.
+    let body = object(20_000);
+    let meta = Arc::new(ObjectMeta::file(
+        20_000,
+        42,
+        "\"v42\"".into(),
+        String::new(),
+    ));
+    let (fill, mut writer) = Fill::new(
+        ChunkKey {
+            object: Arc::from(key.as_str()),
+            version: 42,
+            index: 0,
+        },
+        CHUNK as usize,
+    );
+    writer.append(&body[..1000]).unwrap();
+    kit.shared
+        .inflight
+        .finish_head(&key, Ok(meta), Some(fill.clone()), &kit.shared.wake);
+    let (sent, next) = kit.woken(&mut ex);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(field(&head, "content-length"), Some("20000"));
+    assert_eq!(field(&head, "cache-status"), Some("relay; fwd=miss"));
+    assert!(field(&head, "age").is_some());
+    assert_eq!(rest, &body[..1000], "what the fill had, at once");
+    assert!(
+        matches!(next, Action::Wait),
+        "then it waits for more: {next:?}"
+    );
+
+    writer.append(&body[1000..CHUNK as usize]).unwrap();
+    writer.finish().unwrap();
+    let (sent, next) = kit.woken(&mut ex);
+    assert_eq!(sent, &body[1000..CHUNK as usize]);
+    // The second chunk: the test makes its fill first, so the exchange joins it too.
+    let Action::Wait = next else {
+        // (it joined or started a fill: a start would submit to the upstream)
+        panic!("{next:?}")
+    };
+    drop(fill);
+}
+
+/// A wake-up: the worker polls the waiting exchange.
+fn ex_poll(kit: &mut Kit, ex: &mut Exchange) -> Action {
+    ex.poll(&mut kit.cx())
+}
+
+impl Kit {
+    /// A wake-up, and what the exchange then does until it stops again.
+    fn woken(&mut self, ex: &mut Exchange) -> (Vec<u8>, Action) {
+        let a = ex.poll(&mut self.cx());
+        self.run(ex, a)
+    }
+}
+
+#[test]
+fn a_head_fetch_that_fails_is_a_502() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/gone");
+    kit.shared.inflight.head(&key);
+    let mut ex = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut ex, &cdn_get("/gone")),
+        Action::Wait
+    ));
+    kit.shared
+        .inflight
+        .finish_head(&key, Err(FillError::Connect), None, &kit.shared.wake);
+    let (sent, next) = kit.woken(&mut ex);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    assert_eq!(rest, b"upstream failed\n");
+    assert!(
+        matches!(next, Action::Recv),
+        "the connection stays: {next:?}"
+    );
+}
+
+#[test]
+fn a_fill_that_fails_before_any_byte_is_an_error_status_and_after_is_a_cut() {
+    let mut kit = Kit::new();
+    for (cut_after, expect_status) in [(0usize, true), (500, false)] {
+        let key = cdn_key(&format!("/f{cut_after}"));
+        kit.shared.inflight.head(&key);
+        let mut ex = kit.exchange();
+        assert!(matches!(
+            kit.input(&mut ex, &cdn_get(&format!("/f{cut_after}"))),
+            Action::Wait
+        ));
+        let meta = Arc::new(ObjectMeta::file(9000, 7, String::new(), String::new()));
+        let (fill, mut writer) = Fill::new(
+            ChunkKey {
+                object: Arc::from(key.as_str()),
+                version: 7,
+                index: 0,
+            },
+            9000,
+        );
+        if cut_after > 0 {
+            writer.append(&object(cut_after)).unwrap();
+        }
+        kit.shared
+            .inflight
+            .finish_head(&key, Ok(meta), Some(fill.clone()), &kit.shared.wake);
+        let first = ex_poll(&mut kit, &mut ex);
+        let (sent, next) = kit.run(&mut ex, first);
+        assert!(matches!(next, Action::Wait), "{next:?}");
+        writer.fail(FillError::Truncated);
+        let (more, last) = kit.woken(&mut ex);
+        if expect_status {
+            assert!(sent.is_empty(), "nothing went out before the failure");
+            let (head, _) = split_response(&more);
+            assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+            assert!(matches!(last, Action::Close), "{last:?}");
+        } else {
+            assert_eq!(split_response(&sent).1.len(), cut_after);
+            assert!(more.is_empty(), "never a short body passed off as whole");
+            assert!(matches!(last, Action::Close), "cut: {last:?}");
+        }
+    }
+}
+
+#[test]
+fn each_wait_gets_a_deadline_of_its_own() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/slow");
+    kit.shared.inflight.head(&key);
+    let mut ex = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut ex, &cdn_get("/slow")),
+        Action::Wait
+    ));
+    let first = ex.deadline();
+    std::thread::sleep(Duration::from_millis(20));
+    let meta = Arc::new(ObjectMeta::file(100, 9, String::new(), String::new()));
+    let (fill, _writer) = Fill::new(
+        ChunkKey {
+            object: Arc::from(key.as_str()),
+            version: 9,
+            index: 0,
+        },
+        100,
+    );
+    kit.shared
+        .inflight
+        .finish_head(&key, Ok(meta), Some(fill), &kit.shared.wake);
+    // The head came; the body's first bytes have not: a new wait, with its own deadline.
+    assert!(matches!(ex_poll(&mut kit, &mut ex), Action::Wait));
+    assert!(ex.deadline() > first);
+}
+
+#[test]
+fn a_client_that_leaves_while_its_answer_waits_on_the_origin_is_gone() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/w");
+    kit.shared.inflight.head(&key);
+    let mut ex = kit.exchange();
+    assert!(matches!(kit.input(&mut ex, &cdn_get("/w")), Action::Wait));
+    assert_eq!(ex.on_recv_result(0, false), Received::Close);
+}
+
+#[test]
+fn the_fields_of_a_miss_go_upstream_with_the_clients_address() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    kit.shared.inflight.head(&cdn_key("/h"));
+    kit.input(&mut ex, &cdn_get("/h"));
+    let fields = ex.fill_forward(&kit.cx());
+    let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"User-Agent"), "{names:?}");
+    assert!(!names.iter().any(|n| n.eq_ignore_ascii_case("host")));
+    let xff = fields.iter().find(|(n, _)| n == "X-Forwarded-For").unwrap();
+    assert_eq!(xff.1, b"192.0.2.7");
+}
+
+#[test]
+fn a_request_to_an_http_origin_is_keyed_by_host_and_target() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    kit.shared.inflight.head(&cdn_key("/p?q=1"));
+    kit.input(&mut ex, b"GET /p?q=1 HTTP/1.1\r\nHost: CDN.test\r\n\r\n");
+    assert_eq!(ex.key, cdn_key("/p?q=1"), "host lower-cased, query kept");
+    assert_eq!(ex.target, "/p?q=1");
+    assert!(matches!(ex.route, Route::Http(0)));
+}

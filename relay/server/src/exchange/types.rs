@@ -1,0 +1,311 @@
+//! The data an exchange keeps between events: the body being sent, the reads it makes
+//! (their buffers stay here, untouched, while the kernel has them: the ring's buffer rule),
+//! the request facts a response needs, and what it shares with other connections.
+
+use bytes::Bytes;
+use relay_cache::ObjectMeta;
+use relay_cache::fill::{Fill as UpFill, Pending};
+use relay_proto::Method;
+use relay_proto::range::{ByteRange, MAX_RANGES};
+use relay_upstream::budget::Reservation;
+use std::fs::File;
+use std::sync::Arc;
+
+/// The bytes of the response being sent: a head and one body piece. The worker points its
+/// `sendmsg` at them and the exchange leaves them alone until the send completes.
+pub struct Outgoing {
+    pub head: Vec<u8>,
+    pub head_off: usize,
+    pub body: Bytes,
+    pub body_off: usize,
+}
+
+impl Outgoing {
+    pub fn new(head_capacity: usize) -> Outgoing {
+        Outgoing {
+            head: Vec::with_capacity(head_capacity),
+            head_off: 0,
+            body: Bytes::new(),
+            body_off: 0,
+        }
+    }
+
+    /// Bytes still to send.
+    pub fn pending(&self) -> usize {
+        (self.head.len() - self.head_off) + (self.body.len() - self.body_off)
+    }
+
+    /// What is left of the head, then of the body piece.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head[self.head_off..], &self.body[self.body_off..]]
+    }
+
+    /// Accounts `sent` bytes; returns how many of them were body bytes.
+    pub fn advance(&mut self, mut sent: usize) -> usize {
+        let h = (self.head.len() - self.head_off).min(sent);
+        self.head_off += h;
+        sent -= h;
+        let b = (self.body.len() - self.body_off).min(sent);
+        self.body_off += b;
+        if self.pending() == 0 {
+            self.head.clear();
+            self.head_off = 0;
+            self.body = Bytes::new();
+            self.body_off = 0;
+        }
+        b
+    }
+}
+
+/// The body of the response being sent: bytes `pos..end` of one object version.
+pub struct Body {
+    pub meta: Arc<ObjectMeta>,
+    pub pos: u64,
+    pub end: u64,
+    /// The origin file, once a chunk had to be read from it.
+    pub file: Option<File>,
+}
+
+/// A chunk being read from the directory origin.
+pub struct FileRead {
+    /// The chunk's memory (registered arena when large enough): read into, then stored.
+    pub buf: relay_cache::arena::ChunkBuf,
+    pub got: usize,
+    /// The chunk's own key: what it is stored (and shared) under, whatever the connection
+    /// answers by the time the read completes.
+    pub key: relay_cache::ChunkKey,
+}
+
+/// Which origin serves a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Directory,
+    /// Index into `[[origin.http]]`.
+    Http(usize),
+}
+
+/// What a response needs of its request once the receive buffer moves on.
+pub struct Saved {
+    pub req: RequestInfo,
+    pub cond: Conditionals,
+}
+
+/// The request line facts a response needs.
+#[derive(Clone, Copy)]
+pub struct RequestInfo {
+    pub method: Method,
+    pub version: u8,
+    pub keep_alive: bool,
+}
+
+/// The request's conditional and range headers, copied out of the receive buffer.
+#[derive(Default)]
+pub struct Conditionals {
+    pub range: Option<Small>,
+    pub if_range: Option<Small>,
+    pub if_none_match: Option<Small>,
+    pub if_modified_since: Option<Small>,
+}
+
+/// A header value copied out of the receive buffer (values over 256 bytes are dropped).
+pub struct Small {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Small {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn copy(v: &[u8]) -> Small {
+        let mut s = Small {
+            buf: [0; 256],
+            len: 0,
+        };
+        if v.len() <= s.buf.len() {
+            s.buf[..v.len()].copy_from_slice(v);
+            s.len = v.len();
+        }
+        s
+    }
+}
+
+/// A chunk read (from the disk tier, or from a directory origin's file) shared by every
+/// connection that needs the chunk while it is in flight: the reading connection publishes
+/// the (verified) bytes, or None (the file was bad or gone, or its client left), and the
+/// others take them, or fetch or read the chunk themselves.
+#[derive(Default)]
+pub struct ChunkShare {
+    pub result: std::sync::OnceLock<Option<bytes::Bytes>>,
+    /// The workers with a connection waiting.
+    pub watchers: relay_cache::wake::Watchers,
+}
+
+/// An in-flight head entry owned by a connection restoring its description from the disk
+/// tier. When the restore cannot publish the description (nothing usable on disk, or the
+/// client went away), `fallback`, a head fetch under the same entry, does.
+pub struct RestoreEntry {
+    pub key: Arc<str>,
+    pub pending: Arc<Pending>,
+    pub fallback: relay_upstream::HeadRequest,
+}
+
+/// The body of a passed-through response, as this connection reads it.
+pub enum PassReader {
+    /// Streamed through a window: the reader releases what it has sent (and, dropped,
+    /// tells the upstream to stop).
+    Stream(relay_upstream::stream::StreamReader),
+    /// Buffered whole (no `Content-Length` from the origin).
+    Whole(Arc<UpFill>),
+}
+
+/// A directory-origin file being opened (`openat2` beneath the root) and described
+/// (`statx`) through the ring. The path, `open_how` and `statx` buffer live here until
+/// their operations complete (the ring's buffer rule).
+pub struct DirOpen {
+    pub path: std::ffi::CString,
+    pub how: Box<io_uring::types::OpenHow>,
+    pub stat: Box<libc::statx>,
+    /// The open file (None until `openat2` completes).
+    pub file: Option<File>,
+    /// The `openat2` has been submitted (by `drive`).
+    pub submitted: bool,
+    /// Describe the object and answer the saved request with it; or, when false, the
+    /// object's description was cached and only its body needs the file.
+    pub describe: bool,
+}
+
+impl DirOpen {
+    pub fn new(path: std::ffi::CString, describe: bool) -> DirOpen {
+        DirOpen {
+            path,
+            how: Box::new(
+                io_uring::types::OpenHow::new()
+                    .flags(crate::origin::OPEN_FLAGS)
+                    .resolve(crate::origin::OPEN_RESOLVE),
+            ),
+            // SAFETY: statx is a plain C struct of integers; all-zero is a valid value.
+            stat: Box::new(unsafe { std::mem::zeroed() }),
+            file: None,
+            submitted: false,
+            describe,
+        }
+    }
+}
+
+/// A chunk file being read from the disk tier (whole file: header and body, verified on
+/// completion).
+pub struct DiskRead {
+    pub plan: relay_cache::disk::ReadPlan,
+    /// The chunk file's path, for the ring's `openat`.
+    pub path: std::ffi::CString,
+    /// The open chunk file (None until the ring's `openat` completes).
+    pub file: Option<File>,
+    /// The file's header (`..plan.body_offset`), read alongside the body.
+    pub header: Vec<u8>,
+    pub header_got: usize,
+    /// The body (registered arena when large enough): verified, then sent and promoted.
+    pub body: relay_cache::arena::ChunkBuf,
+    pub body_got: usize,
+    /// Reads of this chunk in flight (header and body go out together).
+    pub reads: u8,
+    /// A read failed (error or end of file before the planned length).
+    pub failed: Option<i32>,
+    /// The read rebuilds an object's description (its first chunk, after a restart).
+    pub restore: bool,
+}
+
+impl DiskRead {
+    /// A read of `plan`'s file, not yet opened: header into the heap, body into memory from
+    /// the memory tier (the registered arena when large enough). None when the path cannot
+    /// be handed to the kernel (an interior NUL; relay never names a chunk so).
+    pub fn new(
+        plan: relay_cache::disk::ReadPlan,
+        memory: &relay_cache::MemoryTier,
+        restore: bool,
+    ) -> Option<DiskRead> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(plan.path.as_os_str().as_bytes()).ok()?;
+        Some(DiskRead {
+            header: vec![0u8; plan.body_offset as usize],
+            body: memory.chunk_buf(plan.body_len as usize),
+            plan,
+            path,
+            file: None,
+            header_got: 0,
+            body_got: 0,
+            reads: 0,
+            failed: None,
+            restore,
+        })
+    }
+}
+
+/// A request to pass through, waiting for its body.
+pub struct PassRequest {
+    pub origin: usize,
+    pub method: http::Method,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub host: String,
+    /// The request's body goes with it (collected first); false for a GET that asks again
+    /// for an answer another client's fetch may not share, whose body is skipped after it.
+    pub with_body: bool,
+}
+
+/// A lingering close under way ([`Conn::linger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// How many more bytes are read and dropped before it gives up.
+    pub left: u64,
+    /// The response is sent and the write side shut: only the lingering read remains.
+    pub shut: bool,
+}
+
+impl Linger {
+    pub const fn new(bytes: u64) -> Linger {
+        Linger {
+            left: bytes,
+            shut: false,
+        }
+    }
+}
+
+/// How far a request body has been read ([`Conn::decode_chunked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    Partial,
+    Whole,
+    /// Longer than the most relay collects.
+    TooLong,
+}
+
+/// A request body with the share of the pass-through budget it holds.
+pub struct HeldBody {
+    bytes: Vec<u8>,
+    /// Given back when the last `Bytes` of this body drops.
+    _reserved: Reservation,
+}
+
+impl HeldBody {
+    pub fn new(bytes: Vec<u8>, reserved: Reservation) -> HeldBody {
+        HeldBody {
+            bytes,
+            _reserved: reserved,
+        }
+    }
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+/// The ranges of a `multipart/byteranges` response and which part comes next.
+pub struct MultiRange {
+    pub ranges: [ByteRange; MAX_RANGES],
+    pub n: usize,
+    pub next: usize,
+    pub total: u64,
+    pub content_type: String,
+}
