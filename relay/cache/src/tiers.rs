@@ -4,7 +4,7 @@
 use crate::arena::{ARENA_MIN, Arena, arena_len};
 use crate::disk::{Admission, DiskConfig, DiskError, DiskTier};
 use crate::fill::InFlight;
-use crate::{Layout, MemoryTier, MetaCache};
+use crate::{ChunkRef, Layout, MemoryTier, MetaCache};
 use relay_config::{CacheConfig, DiskAdmission};
 use std::sync::Arc;
 
@@ -127,6 +127,103 @@ mod tests {
             "{e}"
         );
         drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Where the bytes of a chunk are now ([`Cache::source`]).
+pub enum Source {
+    /// In the memory tier: the bytes themselves.
+    Memory(bytes::Bytes),
+    /// Being fetched, into the fill the reader already streams it from.
+    Fill(Arc<crate::fill::Fill>),
+    /// On the disk tier: where its file is and how to read and verify it.
+    Disk(crate::disk::ReadPlan),
+    /// In neither tier: it comes from the origin (a fill, or a directory origin's file).
+    Origin,
+}
+
+impl Cache {
+    /// Where the bytes of chunk `key` are now, in the one order they are looked for: the
+    /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
+    /// from (its bytes are arriving: no need to look further); then the disk tier; else the
+    /// origin (the caller joins or starts the chunk's fill in [`crate::fill::InFlight`], or
+    /// reads a directory origin's file). Allocation-free on a memory hit.
+    pub fn source(&self, key: &ChunkRef<'_>, streaming: Option<&Arc<crate::fill::Fill>>) -> Source {
+        if let Some(bytes) = self.memory.get(key) {
+            return Source::Memory(bytes);
+        }
+        if let Some(fill) = streaming {
+            return Source::Fill(fill.clone());
+        }
+        match self.disk.as_ref().and_then(|d| d.locate(key)) {
+            Some(plan) => Source::Disk(plan),
+            None => Source::Origin,
+        }
+    }
+
+    /// The chunk is held by a tier (memory or disk): serving it is a hit.
+    pub fn holds(&self, key: &ChunkRef<'_>) -> bool {
+        self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    fn key(object: &str, index: u64) -> crate::ChunkKey {
+        crate::ChunkKey {
+            object: Arc::from(object),
+            version: 1,
+            index,
+        }
+    }
+
+    #[test]
+    fn memory_first_then_disk_then_the_origin() {
+        let dir = std::env::temp_dir().join(format!("relay-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = CacheConfig {
+            chunk_size: 4096,
+            memory_bytes: 1 << 20,
+            disk_dir: Some(dir.clone()),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(&config).unwrap();
+        let (a, b, c) = (key("h/a", 0), key("h/a", 1), key("h/a", 2));
+        cache
+            .memory
+            .insert(a.clone(), bytes::Bytes::from_static(b"in memory"));
+        let disk = cache.disk.as_ref().unwrap();
+        let info = crate::disk::ChunkInfo {
+            key: b.as_ref(),
+            object_len: 3 * 4096,
+            etag: "\"e\"",
+            last_modified: "",
+            meta: b"",
+        };
+        let plan = disk.plan_write(&info, b"on disk").unwrap();
+        std::fs::write(&plan.temp_path, [&plan.header[..], b"on disk"].concat()).unwrap();
+        std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
+        disk.commit_write(&plan);
+        assert!(
+            matches!(cache.source(&a.as_ref(), None), Source::Memory(m) if &m[..] == b"in memory")
+        );
+        assert!(matches!(cache.source(&b.as_ref(), None), Source::Disk(p) if p.key == b));
+        assert!(matches!(cache.source(&c.as_ref(), None), Source::Origin));
+        // A fill the reader streams from comes after memory, before the disk.
+        let (fill, _writer) = crate::fill::Fill::new(b.clone(), 4096);
+        assert!(matches!(
+            cache.source(&b.as_ref(), Some(&fill)),
+            Source::Fill(_)
+        ));
+        let (fill_a, _w) = crate::fill::Fill::new(a.clone(), 4096);
+        assert!(matches!(
+            cache.source(&a.as_ref(), Some(&fill_a)),
+            Source::Memory(_)
+        ));
+        assert!(cache.holds(&a.as_ref()) && cache.holds(&b.as_ref()) && !cache.holds(&c.as_ref()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -148,17 +148,17 @@ fn purge(
     }
     let s = &metrics.shared;
     let n = match (key, prefix) {
-        (Some(k), None) if soft => s.meta.expire(|m| m == k),
-        (None, Some(p)) if soft => s.meta.expire(|m| m.starts_with(&p)),
+        (Some(k), None) if soft => s.cache.meta.expire(|m| m == k),
+        (None, Some(p)) if soft => s.cache.meta.expire(|m| m.starts_with(&p)),
         (Some(k), None) => {
-            s.meta.remove(&k);
-            s.memory.remove_object(&k);
-            s.disk.as_ref().map_or(0, |d| d.remove_object(&k)) + 1
+            s.cache.meta.remove(&k);
+            s.cache.memory.remove_object(&k);
+            s.cache.disk.as_ref().map_or(0, |d| d.remove_object(&k)) + 1
         }
         (None, Some(p)) if !p.is_empty() => {
-            let n = s.meta.remove_prefix(&p);
-            s.memory.remove_prefix(&p);
-            n + s.disk.as_ref().map_or(0, |d| d.remove_prefix(&p))
+            let n = s.cache.meta.remove_prefix(&p);
+            s.cache.memory.remove_prefix(&p);
+            n + s.cache.disk.as_ref().map_or(0, |d| d.remove_prefix(&p))
         }
         _ => {
             return (

@@ -25,10 +25,9 @@ mod worker;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use relay_cache::disk::DiskTier;
-use relay_cache::fill::InFlight;
+
+use relay_cache::Cache;
 use relay_cache::wake::Wakers;
-use relay_cache::{Cache, Layout, MemoryTier, MetaCache};
 use relay_config::Config;
 use relay_proto::Limits;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -108,11 +107,8 @@ pub struct Parts {
 pub struct Shared {
     pub config: Config,
     pub limits: Limits,
-    pub layout: Layout,
-    pub memory: Arc<MemoryTier>,
-    pub meta: Arc<MetaCache>,
-    /// Fetches in flight (object heads and chunk fills), for coalescing.
-    pub inflight: Arc<InFlight>,
+    /// Every tier of the cache, and the fetches in flight.
+    pub cache: Cache,
     /// The directory origin, when configured.
     pub origin: Option<origin::DirOrigin>,
     /// The HTTP origins' fetcher, when any is configured.
@@ -121,8 +117,6 @@ pub struct Shared {
     pub wakers: Arc<Vec<OwnedFd>>,
     /// Wakes worker `w` through `wakers[w]` (handed to everything that completes a wait).
     pub wake: Wakers,
-    /// The disk tier (chunks of HTTP origins), when configured.
-    pub disk: Option<Arc<DiskTier>>,
     /// Chunk reads in flight (disk tier, directory origin), shared by every connection that
     /// needs the chunk.
     pub chunk_reads: std::sync::Mutex<
@@ -288,7 +282,10 @@ impl Server {
             new.server.zerocopy_unregistered_min_bytes,
             Ordering::Relaxed,
         );
-        self.shared.memory.set_capacity(new.cache.memory_bytes);
+        self.shared
+            .cache
+            .memory
+            .set_capacity(new.cache.memory_bytes);
         // Keys read once at start: a change is reported, not applied. Each key is named by
         // its path in `Config`.
         macro_rules! restart_only {
@@ -420,27 +417,15 @@ pub fn serve(
         max_headers: config.server.limits.max_headers,
         max_uri_bytes: config.server.limits.max_uri_bytes,
     };
-    let Cache {
-        layout,
-        memory,
-        meta,
-        inflight,
-        disk,
-        admission: _,
-    } = cache;
     let wake = eventfds.wakers();
     let wakers = eventfds.fds;
     let shared = Arc::new(Shared {
         limits,
-        layout,
-        memory,
-        meta,
-        inflight,
+        cache,
         origin,
         upstream,
         wakers,
         wake,
-        disk,
         chunk_reads: Default::default(),
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),

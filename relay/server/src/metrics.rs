@@ -39,7 +39,7 @@ impl Metrics {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum()
         };
-        let arena = self.shared.memory.arena();
+        let arena = self.shared.cache.memory.arena();
         let counters: [(&str, &str, &str, u64); 19] = [
             (
                 "relay_requests_total",
@@ -147,13 +147,13 @@ impl Metrics {
                 "relay_memory_tier_bytes",
                 "gauge",
                 "Bytes held by the memory tier (chunks plus entry overhead).",
-                self.shared.memory.weight(),
+                self.shared.cache.memory.weight(),
             ),
             (
                 "relay_memory_tier_capacity_bytes",
                 "gauge",
                 "Capacity of the memory tier.",
-                self.shared.memory.capacity(),
+                self.shared.cache.memory.capacity(),
             ),
         ];
         for (name, kind, help, value) in counters {
@@ -180,7 +180,7 @@ impl Metrics {
             sum(|w| &w.disk_hits),
             sum(|w| &w.disk_corrupt),
         );
-        if let Some(disk) = self.shared.disk.as_ref() {
+        if let Some(disk) = self.shared.cache.disk.as_ref() {
             let d = disk.stats();
             let _ = writeln!(
                 out,
@@ -228,7 +228,7 @@ impl Metrics {
             out,
             "# HELP relay_memory_tier_chunks Chunks held by the memory tier.\n\
              # TYPE relay_memory_tier_chunks gauge\nrelay_memory_tier_chunks {}",
-            self.shared.memory.len()
+            self.shared.cache.memory.len()
         );
         let _ = writeln!(
             out,

@@ -5,8 +5,9 @@
 use super::reads::SharedRead;
 use super::types::{DirOpen, DiskRead, FileRead, PassReader, Route};
 use super::{Action, Cx, Exchange, Step};
-use relay_cache::fill::{FillError, Start};
-use relay_cache::{ChunkKey, ChunkRef};
+use bytes::Bytes;
+use relay_cache::fill::{Fill, FillError, Start};
+use relay_cache::{ChunkKey, ChunkRef, Source};
 use relay_proto::multipart::Multipart;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering;
 impl Exchange {
     /// Queues the next body piece, or says what it has to wait for.
     pub(super) fn next_piece(&mut self, cx: &mut Cx<'_>) -> Step {
-        let layout = cx.shared.layout;
+        let layout = cx.shared.cache.layout;
         let Some(body) = self.body.as_mut() else {
             return Step::Again;
         };
@@ -57,46 +58,73 @@ impl Exchange {
             index,
         };
         // The chunk this response already holds (taken when the head was built, or read
-        // from disk), else the memory tier.
+        // from disk), else wherever the cache says it is now (`Cache::source`: memory, the
+        // fill this response already streams it from, the disk tier, else the origin).
         let held = self
             .local
             .as_ref()
             .filter(|(version, i, _)| *version == body.meta.version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
-        if let Some(chunk) = held.or_else(|| cx.shared.memory.get(&key)) {
-            // A read this connection took on for others while the chunk reached memory some
-            // other way: hand them these bytes.
-            if self.chunk_share.is_some() {
-                let owned = key.to_owned_key();
-                self.publish_chunk_share(cx, Some((&owned, chunk.clone())));
-            }
-            let Some(body) = self.body.as_mut() else {
-                return Step::Again;
+        let streaming = self.src.as_ref().filter(|f| {
+            f.key.index == index && f.key.version == key.version && *f.key.object == *key.object
+        });
+        let source = match held {
+            Some(bytes) => Source::Memory(bytes),
+            None => cx.shared.cache.source(&key, streaming),
+        };
+        match (source, self.route) {
+            (Source::Memory(chunk), _) => self.send_chunk(cx, index, chunk),
+            (Source::Fill(fill), _) => self.send_fill(cx, index, fill),
+            (Source::Disk(plan), Route::Http(_)) => self.read_from_disk(cx, index, plan),
+            (_, Route::Http(origin)) => self.fetch_chunk(cx, origin, index),
+            // (Directory objects are never on the disk tier.)
+            (_, Route::Directory) => self.read_from_file(cx, index),
+        }
+    }
+
+    /// Queues the piece of `chunk` (chunk `index`, in memory) the body needs next.
+    fn send_chunk(&mut self, cx: &mut Cx<'_>, index: u64, chunk: Bytes) -> Step {
+        // A read this connection took on for others while the chunk reached memory some
+        // other way: hand them these bytes.
+        if self.chunk_share.is_some() {
+            let version = self.body.as_ref().map_or(0, |b| b.meta.version);
+            let owned = ChunkKey {
+                object: Arc::from(self.key.as_str()),
+                version,
+                index,
             };
-            let start = layout.chunk_start(index);
-            let from = (body.pos - start) as usize;
-            let to = ((body.end - start) as usize).min(chunk.len());
-            if from >= to {
-                // A stored chunk shorter than the object says: never send it.
-                log::error!(
-                    "chunk {index} of {:?} is short; dropping the connection",
-                    self.key
-                );
-                return Step::Do(Action::Close);
-            }
-            self.out.body = chunk.slice(from..to);
-            self.out.body_off = 0;
-            body.pos += (to - from) as u64;
+            self.publish_chunk_share(cx, Some((&owned, chunk.clone())));
+        }
+        let layout = cx.shared.cache.layout;
+        let Some(body) = self.body.as_mut() else {
             return Step::Again;
+        };
+        let start = layout.chunk_start(index);
+        let from = (body.pos - start) as usize;
+        let to = ((body.end - start) as usize).min(chunk.len());
+        if from >= to {
+            // A stored chunk shorter than the object says: never send it.
+            log::error!(
+                "chunk {index} of {:?} is short; dropping the connection",
+                self.key
+            );
+            return Step::Do(Action::Close);
         }
-        if let Route::Http(origin) = self.route {
-            return self.next_upstream_piece(cx, origin, index);
-        }
-        // Miss: one read of this chunk however many connections want it at once. Wait for
-        // the read another connection makes, or make it for the others too.
+        self.out.body = chunk.slice(from..to);
+        self.out.body_off = 0;
+        body.pos += (to - from) as u64;
+        Step::Again
+    }
+
+    /// A directory-origin chunk not in memory: one read of it however many connections want
+    /// it at once. Wait for the read another connection makes, or make it for the others too.
+    fn read_from_file(&mut self, cx: &mut Cx<'_>, index: u64) -> Step {
+        let Some(version) = self.body.as_ref().map(|b| b.meta.version) else {
+            return Step::Again;
+        };
         let key = ChunkKey {
             object: Arc::from(self.key.as_str()),
-            version: body.meta.version,
+            version,
             index,
         };
         match self.shared_read(cx, key.version, index) {
@@ -124,100 +152,106 @@ impl Exchange {
                 Err(_) => Step::Do(Action::Close),
             };
         }
-        let len = layout.chunk_len(body.meta.len, index) as usize;
+        let len = cx.shared.cache.layout.chunk_len(body.meta.len, index) as usize;
         self.file_read = Some(FileRead {
-            buf: cx.shared.memory.chunk_buf(len),
+            buf: cx.shared.cache.memory.chunk_buf(len),
             got: 0,
             key,
         });
         Step::Do(self.read_chunk(cx))
     }
 
-    /// The next body piece of an HTTP-origin object whose chunk is not in memory: join the
-    /// fill in flight (or start one) and send what it has published; wait for more.
-    pub(super) fn next_upstream_piece(
+    /// An HTTP-origin chunk on the disk tier: one read of it however many connections want
+    /// it at once (take the bytes of a read another connection makes; if it found none,
+    /// fetch the chunk upstream).
+    fn read_from_disk(
         &mut self,
         cx: &mut Cx<'_>,
-        origin: usize,
         index: u64,
+        plan: relay_cache::disk::ReadPlan,
     ) -> Step {
-        let layout = cx.shared.layout;
+        match self.shared_read(cx, plan.key.version, index) {
+            SharedRead::Again => return Step::Again,
+            SharedRead::Waiting => return Step::Do(self.wait(cx)),
+            SharedRead::NotWaiting => {}
+        }
+        if !self.claim_read(cx, plan.key.clone()) {
+            return Step::Again;
+        }
+        match DiskRead::new(plan, &cx.shared.cache.memory, false) {
+            Some(read) => {
+                self.disk_read = Some(read);
+                Step::Do(self.read_disk(cx))
+            }
+            None => {
+                self.publish_chunk_share(cx, None);
+                match self.route {
+                    Route::Http(origin) => self.fetch_chunk(cx, origin, index),
+                    Route::Directory => Step::Do(Action::Close),
+                }
+            }
+        }
+    }
+
+    /// An HTTP-origin chunk in no tier: join the fill in flight (or start one) and send what
+    /// it has published; wait for more. A disk read another connection makes of it comes
+    /// first (its bytes, or if it found none, the fetch).
+    fn fetch_chunk(&mut self, cx: &mut Cx<'_>, origin: usize, index: u64) -> Step {
         let Some(meta) = self.body.as_ref().map(|b| b.meta.clone()) else {
             return Step::Again;
         };
-        let have = self.src.as_ref().is_some_and(|f| {
-            f.key.index == index && f.key.version == meta.version && *f.key.object == *self.key
-        });
-        // A disk read of this chunk another connection makes: take its bytes, or (it found
-        // none) fetch the chunk upstream.
-        if !have {
-            match self.shared_read(cx, meta.version, index) {
-                SharedRead::Again => return Step::Again,
-                SharedRead::Waiting => return Step::Do(self.wait(cx)),
-                SharedRead::NotWaiting => {}
+        match self.shared_read(cx, meta.version, index) {
+            SharedRead::Again => return Step::Again,
+            SharedRead::Waiting => return Step::Do(self.wait(cx)),
+            SharedRead::NotWaiting => {}
+        }
+        let key = ChunkKey {
+            object: Arc::from(self.key.as_str()),
+            version: meta.version,
+            index,
+        };
+        let len = cx.shared.cache.layout.chunk_len(meta.len, index) as usize;
+        let memory = &cx.shared.cache.memory;
+        // A response that may not be stored has a version of its own (its fetch's), so the
+        // fills found here are this client's alone; those its fetch already finished (never
+        // in memory) are kept with the fetch.
+        let kept = self.owner_fetch.as_ref().and_then(|p| p.fill(index));
+        let start = match kept {
+            Some(f) => Start::Joined(f),
+            None => cx
+                .shared
+                .cache
+                .inflight
+                .join_or_start(key, len, |k| memory.contains(&k.as_ref())),
+        };
+        let fill = match start {
+            Start::Joined(f) => f,
+            // Stored between our memory lookup and now: take it from memory.
+            Start::Cached => return Step::Again,
+            Start::New(writer) => {
+                let f = writer.fill().clone();
+                cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+                if let Some(up) = cx.shared.upstream.as_ref() {
+                    up.fill_chunk(relay_upstream::ChunkRequest {
+                        origin,
+                        path: self.target.clone(),
+                        meta,
+                        writer,
+                        forward: self.fill_forward(cx),
+                    });
+                }
+                f
             }
-        }
-        if !have && let Some(disk) = cx.shared.disk.as_ref() {
-            let key = ChunkRef {
-                object: &self.key,
-                version: meta.version,
-                index,
-            };
-            if let Some(plan) = disk.locate(&key) {
-                let owned = key.to_owned_key();
-                if !self.claim_read(cx, owned) {
-                    return Step::Again;
-                }
-                match DiskRead::new(plan, &cx.shared.memory, false) {
-                    Some(read) => {
-                        self.disk_read = Some(read);
-                        return Step::Do(self.read_disk(cx));
-                    }
-                    None => self.publish_chunk_share(cx, None),
-                }
-            }
-        }
-        if !have {
-            let key = ChunkKey {
-                object: Arc::from(self.key.as_str()),
-                version: meta.version,
-                index,
-            };
-            let len = layout.chunk_len(meta.len, index) as usize;
-            let memory = &cx.shared.memory;
-            // A response that may not be stored has a version of its own (its fetch's), so
-            // the fills found here are this client's alone; those its fetch already finished
-            // (never in memory) are kept with the fetch.
-            let kept = self.owner_fetch.as_ref().and_then(|p| p.fill(index));
-            let start = match kept {
-                Some(f) => Start::Joined(f),
-                None => cx
-                    .shared
-                    .inflight
-                    .join_or_start(key, len, |k| memory.contains(&k.as_ref())),
-            };
-            let fill = match start {
-                Start::Joined(f) => f,
-                // Stored between our memory lookup and now: take it from memory.
-                Start::Cached => return Step::Again,
-                Start::New(writer) => {
-                    let f = writer.fill().clone();
-                    cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
-                    if let Some(up) = cx.shared.upstream.as_ref() {
-                        up.fill_chunk(relay_upstream::ChunkRequest {
-                            origin,
-                            path: self.target.clone(),
-                            meta,
-                            writer,
-                            forward: self.fill_forward(cx),
-                        });
-                    }
-                    f
-                }
-            };
-            self.src = Some(fill);
-        }
-        let (Some(fill), Some(body)) = (self.src.clone(), self.body.as_mut()) else {
+        };
+        self.src = Some(fill.clone());
+        self.send_fill(cx, index, fill)
+    }
+
+    /// Queues what `fill` (of chunk `index`) has published of the piece the body needs
+    /// next, or waits for more; a fill that failed, or ended short, fails the response.
+    fn send_fill(&mut self, cx: &mut Cx<'_>, index: u64, fill: Arc<Fill>) -> Step {
+        let layout = cx.shared.cache.layout;
+        let Some(body) = self.body.as_mut() else {
             return Step::Do(Action::Idle);
         };
         fill.watchers.watch(cx.worker);

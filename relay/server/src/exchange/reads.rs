@@ -95,7 +95,7 @@ impl Exchange {
             return self.poll(cx);
         };
         if o.describe {
-            let meta = cx.shared.meta.insert(&self.key, meta);
+            let meta = cx.shared.cache.meta.insert(&self.key, meta);
             self.phase = Phase::Recv;
             self.respond_meta(cx, meta, o.file, None);
         } else {
@@ -104,7 +104,7 @@ impl Exchange {
                 _ => {
                     // The object changed or vanished since its head was sent: the client
                     // sees a cut connection, never another file's bytes.
-                    cx.shared.meta.remove(&self.key);
+                    cx.shared.cache.meta.remove(&self.key);
                     return Action::Close;
                 }
             }
@@ -118,7 +118,7 @@ impl Exchange {
     fn dir_failed(&mut self, cx: &mut Cx<'_>, e: OriginError) -> Action {
         let describe = self.dir_open.take().is_some_and(|o| o.describe);
         if !describe {
-            cx.shared.meta.remove(&self.key);
+            cx.shared.cache.meta.remove(&self.key);
             return Action::Close;
         }
         self.phase = Phase::Recv;
@@ -128,7 +128,7 @@ impl Exchange {
 
     /// The read of (the rest of) the directory-origin chunk being read.
     pub(super) fn read_chunk(&mut self, cx: &Cx<'_>) -> Action {
-        let layout = cx.shared.layout;
+        let layout = cx.shared.cache.layout;
         let (Some(fill), Some(body)) = (self.file_read.as_mut(), self.body.as_ref()) else {
             return Action::Idle;
         };
@@ -158,7 +158,7 @@ impl Exchange {
                 self.key,
                 fill.key.index
             );
-            cx.shared.meta.remove(&self.key);
+            cx.shared.cache.meta.remove(&self.key);
             return Action::Close;
         }
         fill.got += res as usize;
@@ -170,7 +170,7 @@ impl Exchange {
         };
         let chunk = fill.buf.freeze();
         let key = fill.key;
-        cx.shared.memory.insert(key.clone(), chunk.clone());
+        cx.shared.cache.memory.insert(key.clone(), chunk.clone());
         cx.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
         self.publish_chunk_share(cx, Some((&key, chunk)));
         self.poll(cx)
@@ -238,7 +238,7 @@ impl Exchange {
     /// response; a bad or vanished file is dropped and counted, and the chunk is fetched
     /// from upstream instead. A corrupt chunk is never sent.
     pub fn on_disk_read(&mut self, cx: &mut Cx<'_>, body_part: bool, res: i32) -> Action {
-        let (Some(disk), Some(d)) = (cx.shared.disk.as_ref(), self.disk_read.as_mut()) else {
+        let (Some(disk), Some(d)) = (cx.shared.cache.disk.as_ref(), self.disk_read.as_mut()) else {
             return self.poll(cx);
         };
         d.reads = d.reads.saturating_sub(1);
@@ -297,7 +297,10 @@ impl Exchange {
                 let bytes = d.body.freeze();
                 cx.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 if self.body.as_ref().is_some_and(|b| b.meta.storable) {
-                    cx.shared.memory.insert(d.plan.key.clone(), bytes.clone());
+                    cx.shared
+                        .cache
+                        .memory
+                        .insert(d.plan.key.clone(), bytes.clone());
                 }
                 self.local = Some((d.plan.key.version, d.plan.key.index, bytes.clone()));
                 Some(bytes)
@@ -327,7 +330,7 @@ impl Exchange {
             self.chunk_wait = Some((key, w.clone()));
             return false;
         }
-        if cx.shared.memory.contains(&key.as_ref()) {
+        if cx.shared.cache.memory.contains(&key.as_ref()) {
             return false;
         }
         let w = Arc::new(ChunkShare::default());

@@ -6,7 +6,7 @@ use super::types::{Body, DirOpen, Linger, PassReader, PassRequest, RequestInfo, 
 use super::{Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, Step};
 use crate::origin::OriginError;
 use bytes::Bytes;
-use relay_cache::{ChunkRef, ObjectMeta};
+use relay_cache::{ChunkRef, ObjectMeta, Source};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
 use relay_proto::{DateCache, Method, ResponseHead};
@@ -80,6 +80,7 @@ impl Exchange {
             self.stale = None;
             if let Some(m) = cx
                 .shared
+                .cache
                 .meta
                 .get(&self.key)
                 .filter(|m| m.is_fresh(cx.now, Duration::MAX))
@@ -92,7 +93,7 @@ impl Exchange {
             if self.restores & RESTORE_VARIANT == 0 && self.restore_or_join(cx, RESTORE_VARIANT) {
                 return Step::Again;
             }
-            let (pending, new) = cx.shared.inflight.head(&self.key);
+            let (pending, new) = cx.shared.cache.inflight.head(&self.key);
             if new && let Some(up) = cx.shared.upstream.as_ref() {
                 cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
                 up.fetch_head(relay_upstream::HeadRequest {
@@ -167,8 +168,8 @@ impl Exchange {
             let mut key = String::with_capacity(host_len + path.len());
             key.push_str(&self.key[..host_len]);
             key.push_str(path);
-            cx.shared.meta.remove(&key);
-            if let Some(disk) = cx.shared.disk.as_ref() {
+            cx.shared.cache.meta.remove(&key);
+            if let Some(disk) = cx.shared.cache.disk.as_ref() {
                 disk.remove_object(&key);
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +226,7 @@ impl Exchange {
             );
             return;
         }
-        let mut cached = cx.shared.meta.get(&self.key);
+        let mut cached = cx.shared.cache.meta.get(&self.key);
         if cached.is_none()
             && matches!(self.route, Route::Http(_))
             && self.restores & RESTORE_BASE == 0
@@ -233,7 +234,7 @@ impl Exchange {
             if self.restore_or_join(cx, RESTORE_BASE) {
                 return;
             }
-            cached = cx.shared.meta.get(&self.key);
+            cached = cx.shared.cache.meta.get(&self.key);
         }
         // A response that varies: this request's variant has a key of its own (unless it
         // sends none of the fields, then the base entry is its variant).
@@ -241,12 +242,12 @@ impl Exchange {
             && self.select_variant(&fields)
         {
             self.variant = true;
-            cached = cx.shared.meta.get(&self.key);
+            cached = cx.shared.cache.meta.get(&self.key);
             if cached.is_none() && self.restores & RESTORE_VARIANT == 0 {
                 if self.restore_or_join(cx, RESTORE_VARIANT) {
                     return;
                 }
-                cached = cx.shared.meta.get(&self.key);
+                cached = cx.shared.cache.meta.get(&self.key);
             }
         }
         match self.route {
@@ -267,7 +268,9 @@ impl Exchange {
                     .as_ref()
                     .filter(|m| m.may_serve_while_revalidating(cx.now))
                 {
-                    if let Some((_, true)) = cx.shared.inflight.head_unless(&self.key, || false) {
+                    if let Some((_, true)) =
+                        cx.shared.cache.inflight.head_unless(&self.key, || false)
+                    {
                         cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
                         up.fetch_head(relay_upstream::HeadRequest {
                             origin,
@@ -298,15 +301,16 @@ impl Exchange {
                 }
                 // Unknown or stale: one head fetch however many clients ask.
                 let now = cx.now;
-                let meta_cache = &cx.shared.meta;
+                let meta_cache = &cx.shared.cache.meta;
                 let fresh = || {
                     meta_cache
                         .get(&self.key)
                         .is_some_and(|m| m.is_fresh(now, Duration::MAX))
                 };
-                let Some((pending, new)) = cx.shared.inflight.head_unless(&self.key, fresh) else {
+                let Some((pending, new)) = cx.shared.cache.inflight.head_unless(&self.key, fresh)
+                else {
                     // Described between our lookup and now.
-                    match cx.shared.meta.get(&self.key) {
+                    match cx.shared.cache.meta.get(&self.key) {
                         Some(m) => self.respond_meta(cx, m, None, None),
                         // ...and evicted again at once: let the client retry.
                         None => self.simple(cx, &req, 503, &[("Retry-After", b"1")], "retry\n"),
@@ -421,17 +425,15 @@ impl Exchange {
             RangeSpec::Multi(n) => n,
             _ => 0,
         };
-        // Hit when every chunk the body needs is in memory now.
-        let layout = cx.shared.layout;
-        let memory = &cx.shared.memory;
-        let disk = cx.shared.disk.as_deref();
+        // Hit when every chunk the body needs is held by a tier now.
+        let layout = cx.shared.cache.layout;
+        let cache = &cx.shared.cache;
         let held = |i: u64| {
-            let k = ChunkRef {
+            cache.holds(&ChunkRef {
                 object: &self.key,
                 version: meta.version,
                 index: i,
-            };
-            memory.contains(&k) || disk.is_some_and(|d| d.contains(&k))
+            })
         };
         let all_held = |start: u64, end: u64| {
             start >= end || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(held)
@@ -441,26 +443,26 @@ impl Exchange {
                 .iter()
                 .all(|r| all_held(r.start, r.end + 1))
         } else if start < end {
-            // Take the first chunk now (one lookup, not a check here and a get when the
-            // body is sent): the response keeps it.
+            // Take the first chunk now when it is in memory (one lookup, not a check here
+            // and a get when the body is sent): the response keeps it.
             let first = layout.chunk_of(start);
-            let chunk = memory.get(&ChunkRef {
-                object: &self.key,
-                version: meta.version,
-                index: first,
-            });
-            let first_held = chunk.is_some()
-                || disk.is_some_and(|d| {
-                    d.contains(&ChunkRef {
-                        object: &self.key,
-                        version: meta.version,
-                        index: first,
-                    })
-                });
             let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
-            if let Some(chunk) = chunk {
-                self.local = Some((meta.version, first, chunk));
-            }
+            let source = cache.source(
+                &ChunkRef {
+                    object: &self.key,
+                    version: meta.version,
+                    index: first,
+                },
+                None,
+            );
+            let first_held = match source {
+                Source::Memory(chunk) => {
+                    self.local = Some((meta.version, first, chunk));
+                    true
+                }
+                Source::Disk(_) => true,
+                Source::Fill(_) | Source::Origin => false,
+            };
             first_held && rest_held
         } else {
             true

@@ -20,7 +20,7 @@ impl Exchange {
     /// another's, or on the head fetch that took over); false to go on (nothing on disk for
     /// it, or it was described meanwhile).
     pub(super) fn restore_or_join(&mut self, cx: &mut Cx<'_>, which: u8) -> bool {
-        let Some(disk) = cx.shared.disk.as_ref() else {
+        let Some(disk) = cx.shared.cache.disk.as_ref() else {
             return false;
         };
         self.restores |= which;
@@ -35,10 +35,11 @@ impl Exchange {
             // answers this request too.
             return true;
         }
-        let meta = &cx.shared.meta;
+        let meta = &cx.shared.cache.meta;
         let path = self.key.as_str();
         let Some((pending, new)) = cx
             .shared
+            .cache
             .inflight
             .head_unless(path, || meta.get(path).is_some())
         else {
@@ -92,6 +93,7 @@ impl Exchange {
             None => {
                 let wake = &cx.shared.wake;
                 cx.shared
+                    .cache
                     .inflight
                     .finish_head(&e.key, Err(FillError::Connect), None, wake);
             }
@@ -107,7 +109,7 @@ impl Exchange {
         let Some(e) = self.restore_entry.as_mut() else {
             return false;
         };
-        let meta = cx.shared.meta.get(&e.key);
+        let meta = cx.shared.cache.meta.get(&e.key);
         if let Some(m) = meta.as_ref().filter(|m| m.is_fresh(cx.now, Duration::MAX)) {
             let Some(e) = self.restore_entry.take() else {
                 return false;
@@ -115,6 +117,7 @@ impl Exchange {
             e.pending.mark_local();
             let wake = &cx.shared.wake;
             cx.shared
+                .cache
                 .inflight
                 .finish_head(&e.key, Ok(m.clone()), None, wake);
             return false;
@@ -129,7 +132,7 @@ impl Exchange {
     /// like any disk read) to rebuild its description. True when the read is set up;
     /// `poll` submits it and `on_disk_read` answers.
     fn start_restore(&mut self, cx: &mut Cx<'_>, which: u8) -> bool {
-        let Some(disk) = cx.shared.disk.as_ref() else {
+        let Some(disk) = cx.shared.cache.disk.as_ref() else {
             return false;
         };
         self.restores |= which;
@@ -144,7 +147,7 @@ impl Exchange {
         let Some(plan) = disk.locate(&key) else {
             return false;
         };
-        let Some(read) = super::types::DiskRead::new(plan, &cx.shared.memory, true) else {
+        let Some(read) = super::types::DiskRead::new(plan, &cx.shared.cache.memory, true) else {
             return false;
         };
         self.disk_read = Some(read);
@@ -166,11 +169,12 @@ impl Exchange {
         // flight, or a fetch may have described it anew: then the read is stale.
         let current = cx
             .shared
+            .cache
             .disk
             .as_ref()
             .and_then(|d| d.object(&plan.key.object))
             .is_some_and(|ov| ov.version == plan.key.version);
-        if !current || cx.shared.meta.get(&plan.key.object).is_some() {
+        if !current || cx.shared.cache.meta.get(&plan.key.object).is_some() {
             return;
         }
         let now_unix = relay_cache::policy::unix_seconds(SystemTime::now());
@@ -184,7 +188,7 @@ impl Exchange {
         ) else {
             return;
         };
-        cx.shared.memory.insert(plan.key.clone(), body);
-        cx.shared.meta.insert(&plan.key.object, meta);
+        cx.shared.cache.memory.insert(plan.key.clone(), body);
+        cx.shared.cache.meta.insert(&plan.key.object, meta);
     }
 }

@@ -66,28 +66,17 @@ impl Kit {
         let upstream = relay_upstream::Upstream::open(&config.origin, &cache, Wakers::new(|_| {}))
             .unwrap()
             .unwrap();
-        let relay_cache::Cache {
-            layout,
-            memory,
-            meta,
-            inflight,
-            ..
-        } = cache;
         let shared = Shared {
             limits: relay_proto::Limits {
                 max_head_bytes: config.server.limits.max_head_bytes,
                 max_headers: config.server.limits.max_headers,
                 max_uri_bytes: config.server.limits.max_uri_bytes,
             },
-            layout,
-            memory,
-            meta,
-            inflight,
+            cache,
             origin: Some(crate::origin::DirOrigin::open(&dir.0).unwrap()),
             upstream: Some(upstream),
             wakers,
             wake: Wakers::new(|_| {}),
-            disk: None,
             chunk_reads: Default::default(),
             shutdown: AtomicBool::new(false),
             tunables: Tunables::from_config(&config),
@@ -398,7 +387,7 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
         Action::Close
     ));
     assert!(
-        kit.shared.meta.get("/c").is_none(),
+        kit.shared.cache.meta.get("/c").is_none(),
         "the description goes with it"
     );
 }
@@ -614,7 +603,7 @@ fn a_miss_waits_on_the_head_fetch_then_streams_the_fill_as_it_arrives() {
     let mut kit = Kit::new();
     let key = cdn_key("/v/seg1");
     // The test is the upstream: the head fetch is in flight when the request comes.
-    let (pending, new) = kit.shared.inflight.head(&key);
+    let (pending, new) = kit.shared.cache.inflight.head(&key);
     assert!(new);
     let mut ex = kit.exchange();
     let before = Instant::now();
@@ -649,6 +638,7 @@ fn a_miss_waits_on_the_head_fetch_then_streams_the_fill_as_it_arrives() {
     );
     writer.append(&body[..1000]).unwrap();
     kit.shared
+        .cache
         .inflight
         .finish_head(&key, Ok(meta), Some(fill.clone()), &kit.shared.wake);
     let (sent, next) = kit.woken(&mut ex);
@@ -692,13 +682,14 @@ impl Kit {
 fn a_head_fetch_that_fails_is_a_502() {
     let mut kit = Kit::new();
     let key = cdn_key("/gone");
-    kit.shared.inflight.head(&key);
+    kit.shared.cache.inflight.head(&key);
     let mut ex = kit.exchange();
     assert!(matches!(
         kit.input(&mut ex, &cdn_get("/gone")),
         Action::Wait
     ));
     kit.shared
+        .cache
         .inflight
         .finish_head(&key, Err(FillError::Connect), None, &kit.shared.wake);
     let (sent, next) = kit.woken(&mut ex);
@@ -716,7 +707,7 @@ fn a_fill_that_fails_before_any_byte_is_an_error_status_and_after_is_a_cut() {
     let mut kit = Kit::new();
     for (cut_after, expect_status) in [(0usize, true), (500, false)] {
         let key = cdn_key(&format!("/f{cut_after}"));
-        kit.shared.inflight.head(&key);
+        kit.shared.cache.inflight.head(&key);
         let mut ex = kit.exchange();
         assert!(matches!(
             kit.input(&mut ex, &cdn_get(&format!("/f{cut_after}"))),
@@ -735,6 +726,7 @@ fn a_fill_that_fails_before_any_byte_is_an_error_status_and_after_is_a_cut() {
             writer.append(&object(cut_after)).unwrap();
         }
         kit.shared
+            .cache
             .inflight
             .finish_head(&key, Ok(meta), Some(fill.clone()), &kit.shared.wake);
         let first = ex_poll(&mut kit, &mut ex);
@@ -759,7 +751,7 @@ fn a_fill_that_fails_before_any_byte_is_an_error_status_and_after_is_a_cut() {
 fn each_wait_gets_a_deadline_of_its_own() {
     let mut kit = Kit::new();
     let key = cdn_key("/slow");
-    kit.shared.inflight.head(&key);
+    kit.shared.cache.inflight.head(&key);
     let mut ex = kit.exchange();
     assert!(matches!(
         kit.input(&mut ex, &cdn_get("/slow")),
@@ -777,6 +769,7 @@ fn each_wait_gets_a_deadline_of_its_own() {
         100,
     );
     kit.shared
+        .cache
         .inflight
         .finish_head(&key, Ok(meta), Some(fill), &kit.shared.wake);
     // The head came; the body's first bytes have not: a new wait, with its own deadline.
@@ -788,7 +781,7 @@ fn each_wait_gets_a_deadline_of_its_own() {
 fn a_client_that_leaves_while_its_answer_waits_on_the_origin_is_gone() {
     let mut kit = Kit::new();
     let key = cdn_key("/w");
-    kit.shared.inflight.head(&key);
+    kit.shared.cache.inflight.head(&key);
     let mut ex = kit.exchange();
     assert!(matches!(kit.input(&mut ex, &cdn_get("/w")), Action::Wait));
     assert_eq!(ex.on_recv_result(0, false), Received::Close);
@@ -798,7 +791,7 @@ fn a_client_that_leaves_while_its_answer_waits_on_the_origin_is_gone() {
 fn the_fields_of_a_miss_go_upstream_with_the_clients_address() {
     let mut kit = Kit::new();
     let mut ex = kit.exchange();
-    kit.shared.inflight.head(&cdn_key("/h"));
+    kit.shared.cache.inflight.head(&cdn_key("/h"));
     kit.input(&mut ex, &cdn_get("/h"));
     let fields = ex.fill_forward(&kit.cx());
     let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
@@ -812,7 +805,7 @@ fn the_fields_of_a_miss_go_upstream_with_the_clients_address() {
 fn a_request_to_an_http_origin_is_keyed_by_host_and_target() {
     let mut kit = Kit::new();
     let mut ex = kit.exchange();
-    kit.shared.inflight.head(&cdn_key("/p?q=1"));
+    kit.shared.cache.inflight.head(&cdn_key("/p?q=1"));
     kit.input(&mut ex, b"GET /p?q=1 HTTP/1.1\r\nHost: CDN.test\r\n\r\n");
     assert_eq!(ex.key, cdn_key("/p?q=1"), "host lower-cased, query kept");
     assert_eq!(ex.target, "/p?q=1");

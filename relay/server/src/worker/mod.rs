@@ -149,7 +149,7 @@ impl Worker {
         // Kernels without provided-buffer rings fall back to one receive per request.
         let bufring =
             crate::bufring::BufRing::new(&ring.ring, 0, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
-        let fixed = shared.memory.arena().and_then(|arena| {
+        let fixed = shared.cache.memory.arena().and_then(|arena| {
             // SAFETY: the arena stays mapped while this worker (and so its ring) lives: the
             // worker holds an Arc to it in `fixed`, dropped after the ring.
             match unsafe { ring.register_buffers(&arena.iovecs()) } {
@@ -466,7 +466,7 @@ impl Worker {
         self.sweep_deadlines();
         self.wake_waiting()?;
         if self.id == 0
-            && let Some(disk) = self.shared.disk.as_ref()
+            && let Some(disk) = self.shared.cache.disk.as_ref()
         {
             // Files the disk tier dropped (evicted, replaced, corrupt): unlink a bounded
             // batch per tick.
