@@ -666,7 +666,7 @@ fn client_cost(m: Metric, mine: &Summary, theirs: &Summary, against: Server) -> 
     if ct >= 1.25 * cm {
         let _ = write!(
             text,
-            "; {}'s responses cost the client {:.1}x what relay's do (README, \
+            "; {}'s responses cost the client {:.1}x what relay's do (docs/BENCHMARKS.md, \
              \"CPU accounting on loopback\")",
             against.label(),
             ct / cm

@@ -5,8 +5,9 @@
 //! - [`bind`] / [`Eventfds`] / [`serve`]: bind the listeners (tests bind port 0), make each
 //!   worker's eventfd, and start the workers with the [`Parts`] the caller built (the daemon
 //!   opens the cache and starts the upstream; see its `run`).
-//! - `worker`: the event loop and a request's way through it (see its module docs).
-//! - `exchange`: one connection's HTTP exchange, sans-IO: events in, actions out.
+//! - `exchange`: one connection's HTTP exchange, sans-IO: the events it takes, the actions
+//!   it answers with, and every HTTP and cache decision of a request's way (start there).
+//! - `worker`: the io_uring event loop, the exchanges' I/O shell (`worker::send`: sends).
 //! - `ring`: io_uring submissions, one function per operation; the buffer rule lives here.
 //! - `bufring`: the provided-buffer ring multishot receives land in.
 //! - [`metrics`] / [`admin`]: Prometheus text of the workers' counters and merged latency
