@@ -91,6 +91,9 @@ pub struct Cx<'a> {
     pub latency: &'a mut Histogram<u64>,
     /// The client's address (`X-Forwarded-For` on a miss; looked up only then).
     pub peer: &'a dyn Fn() -> Option<std::net::SocketAddr>,
+    /// Input is being read as it comes (a multishot receive is armed): a lingering close
+    /// is possible.
+    pub reading: bool,
 }
 
 /// The deadlines an exchange gives its waits (live-reloadable, read by the worker each tick).
@@ -122,7 +125,7 @@ enum Phase {
 
 /// A read the worker submits for an exchange: `len` bytes of `fd` at `offset` into `at`.
 /// The memory belongs to the exchange, which leaves it alone until the read's event.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct ReadOp {
     pub fd: RawFd,
     pub at: *mut u8,
@@ -132,6 +135,7 @@ pub struct ReadOp {
 
 /// What the exchange asks of the worker. Each completes with the event named.
 #[derive(Debug)]
+#[must_use = "an action the worker does not carry out leaves its exchange stuck"]
 pub enum Action {
     /// Nothing to submit: the exchange waits for input already being received (a multishot
     /// receive is armed) or for an operation already in flight.
@@ -195,6 +199,8 @@ enum Step {
 /// One connection's HTTP exchange (see the module docs).
 pub struct Exchange {
     phase: Phase,
+    /// The connection is closing ([`Exchange::on_close`]): nothing more is done.
+    closed: bool,
     /// When what the exchange waits for is given up (checked by the worker's sweep).
     deadline: Instant,
     /// When the response being sent was started (for the latency histogram).
@@ -297,6 +303,7 @@ impl Exchange {
     pub fn new(rbuf_len: usize, deadline: Instant) -> Exchange {
         Exchange {
             phase: Phase::Recv,
+            closed: false,
             deadline,
             req_start: None,
             request_started: None,
@@ -362,6 +369,7 @@ impl Exchange {
     /// `deadline` (the idle timeout).
     pub fn reset(&mut self, deadline: Instant) {
         self.phase = Phase::Recv;
+        self.closed = false;
         self.deadline = deadline;
         self.request_started = None;
         self.req_start = None;
@@ -463,6 +471,9 @@ impl Exchange {
 
     /// Walks the request through its phases until it needs an I/O completion or a wake-up.
     pub fn poll(&mut self, cx: &mut Cx<'_>) -> Action {
+        if self.closed {
+            return Action::Idle;
+        }
         loop {
             let step = if self.dir_open.is_some() {
                 self.open_dir(cx)
@@ -579,6 +590,7 @@ impl Exchange {
     /// The connection closes (asked by the exchange, a deadline, an error or the client):
     /// whatever others wait on from it is settled.
     pub fn on_close(&mut self, cx: &mut Cx<'_>) {
+        self.closed = true;
         if self.restore_entry.is_some() {
             // Others may wait on the description this connection was restoring.
             self.restore_fallback(cx);
@@ -591,11 +603,10 @@ impl Exchange {
     /// (the client sees the whole answer and its end) and input is read and dropped until
     /// the client closes, `LINGER_BYTES` have come or `LINGER_TIME` has passed. Closing at
     /// once could leave the client blocked on a full window (no RST goes out when the
-    /// receive queue happens to be empty), or reset it before it read the answer. The worker
-    /// closes instead when input is not being read.
+    /// receive queue happens to be empty), or reset it before it read the answer.
     fn start_linger(&mut self, cx: &Cx<'_>) -> Action {
-        let Some(l) = self.linger.as_mut().filter(|l| l.left > 0) else {
-            // Input already ended.
+        let Some(l) = self.linger.as_mut().filter(|l| l.left > 0 && cx.reading) else {
+            // Input already ended (or is not read without a request).
             return Action::Close;
         };
         l.shut = true;
@@ -612,5 +623,13 @@ pub fn opened(res: i32) -> Result<File, i32> {
         // SAFETY: the ring's open returned this fd to us; nothing else owns it.
         fd if fd >= 0 => Ok(unsafe { File::from_raw_fd(fd) }),
         e => Err(e),
+    }
+}
+
+#[cfg(test)]
+impl Exchange {
+    /// Part of the response went out (as a send that stopped short would leave it).
+    fn on_head_sent_partially_for_test(&mut self, n: usize) {
+        self.out.advance(n);
     }
 }

@@ -56,24 +56,16 @@ impl Exchange {
         }
     }
 
-    /// The opened directory-origin file, once its `statx` completed (the worker makes it
-    /// blocking before [`Exchange::on_dir_stat`]).
-    pub fn dir_file(&self) -> Option<RawFd> {
-        self.dir_open
-            .as_ref()
-            .and_then(|o| o.file.as_ref())
-            .map(|f| f.as_raw_fd())
-    }
-
-    /// A directory-origin file described (`res`: the `statx` result; `blocking`: whether the
-    /// file was made blocking for its reads): answer the saved request with its
-    /// description, or go on with the body whose head came from a cached one (if it is still
-    /// that file).
+    /// A directory-origin file described (`res`: the `statx` result): answer the saved
+    /// request with its description, or go on with the body whose head came from a cached
+    /// one (if it is still that file). A file that can be served is made blocking for its
+    /// reads first (`make_blocking`: it was opened non-blocking so that a FIFO cannot hold
+    /// the open).
     pub fn on_dir_stat(
         &mut self,
         cx: &mut Cx<'_>,
         res: i32,
-        blocking: std::io::Result<()>,
+        make_blocking: impl FnOnce(RawFd) -> std::io::Result<()>,
     ) -> Action {
         let Some(o) = self.dir_open.as_ref() else {
             return self.poll(cx);
@@ -84,7 +76,8 @@ impl Exchange {
         }
         let described =
             crate::origin::describe(&o.path, &FileStat::from_statx(&o.stat)).and_then(|meta| {
-                blocking.map_err(|e| OriginError::Io(e.kind()))?;
+                let fd = o.file.as_ref().map_or(-1, |f| f.as_raw_fd());
+                make_blocking(fd).map_err(|e| OriginError::Io(e.kind()))?;
                 Ok(meta)
             });
         let meta = match described {

@@ -12,18 +12,19 @@ use bytes::Bytes;
 use relay_proto::{Method, Parsed, parse_request};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 impl Exchange {
     /// Bytes a multishot receive brought: into the receive buffer (what does not fit waits
     /// in `overflow`), or dropped while lingering.
-    pub fn on_input(&mut self, cx: &Cx<'_>, data: &[u8]) {
+    pub fn on_input(&mut self, now: Instant, data: &[u8]) {
         if let Some(l) = self.linger.as_mut() {
             // Input after a refused request: read and dropped (a lingering close).
             l.left = l.left.saturating_sub(data.len() as u64);
             return;
         }
         if self.rend == self.rstart && self.overflow.is_empty() {
-            self.request_started = Some(cx.now);
+            self.request_started = Some(now);
         }
         if self.rstart > 0 && self.rbuf.len() - self.rend < data.len() {
             // The response being sent may still need its request's head (a later chunk's

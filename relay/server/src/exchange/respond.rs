@@ -334,14 +334,14 @@ impl Exchange {
                 // The receive buffer moves on while the head is fetched; a `Vary` in the
                 // answer is matched against this copy, and later fills forward its fields.
                 self.save_head();
-                // `drive` waits on it.
+                // `poll` waits on it (`await_head`).
             }
             Route::Directory => match cached {
                 Some(m) if m.is_fresh(cx.now, cx.timeouts.revalidate) => {
                     self.respond_meta(cx, m, None, None);
                 }
                 // Unknown or due for revalidation: open and describe the file through the
-                // ring; `drive` submits the open, `on_dir_stat` answers.
+                // ring; `poll` asks for the open, `on_dir_stat` answers.
                 _ => match crate::origin::object_path(&self.key) {
                     Ok(path) if cx.shared.origin.is_some() => {
                         self.dir_open = Some(DirOpen::new(path, true));

@@ -54,7 +54,7 @@ impl Kit {
             "[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_ms = 3000\nidle_timeout_ms = 7000\n\
              [server.limits]\nmax_head_bytes = 4096\nmax_uri_bytes = 2048\n\
              [cache]\nchunk_size = \"16 KiB\"\nmemory_bytes = \"4 MiB\"\n\
-             [origin]\ndirectory = \"{}\"\n\
+             [origin]\ndirectory = \"{}\"\npass_buffer_bytes = \"256 KiB\"\n\
              [[origin.http]]\nurl = \"http://127.0.0.1:9\"\nhost = \"{CDN}\"\n",
             dir.0.display()
         );
@@ -109,6 +109,7 @@ impl Kit {
             boundary: "relay-test-boundary",
             latency: &mut self.latency,
             peer: &|| Some("192.0.2.7:4000".parse().unwrap()),
+            reading: true,
         }
     }
 
@@ -130,7 +131,7 @@ impl Kit {
     /// Bytes a multishot receive brought, and the action they lead to.
     fn input(&mut self, ex: &mut Exchange, bytes: &[u8]) -> Action {
         let mut cx = self.cx();
-        ex.on_input(&cx, bytes);
+        ex.on_input(cx.now, bytes);
         match ex.on_recv_result(bytes.len() as i32, true) {
             Received::Poll { .. } => ex.poll(&mut cx),
             Received::Keep { .. } => Action::Idle,
@@ -172,7 +173,7 @@ impl Kit {
                     let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap();
                     fill_statx(ex.dir_stat_buf().unwrap(), &f.metadata().unwrap());
                     file = Some(f);
-                    ex.on_dir_stat(&mut self.cx(), 0, Ok(()))
+                    ex.on_dir_stat(&mut self.cx(), 0, |_| Ok(()))
                 }
                 Action::ReadChunk(op) => {
                     let n = kernel_read(op);
@@ -295,7 +296,8 @@ fn a_second_request_is_a_memory_hit_without_file_io() {
     kit.file("b.txt", &body);
     let mut ex = kit.exchange();
     let a = kit.input(&mut ex, &get("/b.txt"));
-    kit.run(&mut ex, a);
+    let (_, next) = kit.run(&mut ex, a);
+    assert!(matches!(next, Action::Recv));
     let a = kit.input(&mut ex, &get("/b.txt"));
     assert!(
         matches!(a, Action::Send),
@@ -371,7 +373,7 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
         ex.dir_stat_buf().unwrap(),
         &std::fs::metadata(kit.dir.0.join("c")).unwrap(),
     );
-    let a = ex.on_dir_stat(&mut kit.cx(), 0, Ok(()));
+    let a = ex.on_dir_stat(&mut kit.cx(), 0, |_| Ok(()));
     let Action::ReadChunk(op) = a else {
         panic!("then the chunk is read: {a:?}")
     };
@@ -511,7 +513,7 @@ fn a_malformed_request_is_answered_then_the_connection_lingers() {
     assert!(ex.deadline() >= before + LINGER_TIME && ex.deadline() < before + kit.timeouts.idle);
     assert!(!ex.timeout_counts(), "the end of a linger is no timeout");
     // What the client still sends is dropped until it closes.
-    kit.input(&mut ex, &[b'x'; 5000]);
+    assert!(matches!(kit.input(&mut ex, &[b'x'; 5000]), Action::Idle));
     assert_eq!(ex.rend, ex.rstart, "dropped, not buffered");
     assert_eq!(ex.on_recv_result(0, false), Received::Close);
 }
@@ -564,7 +566,7 @@ fn a_client_pipelining_past_the_overflow_limit_is_cut() {
         .chunks(4096)
         .chain(std::iter::repeat_n(&burst[..4096], 300))
     {
-        ex.on_input(&cx, piece);
+        ex.on_input(cx.now, piece);
         last = ex.on_recv_result(piece.len() as i32, true);
         if last == Received::Close {
             break;
@@ -792,7 +794,7 @@ fn the_fields_of_a_miss_go_upstream_with_the_clients_address() {
     let mut kit = Kit::new();
     let mut ex = kit.exchange();
     kit.shared.cache.inflight.head(&cdn_key("/h"));
-    kit.input(&mut ex, &cdn_get("/h"));
+    assert!(matches!(kit.input(&mut ex, &cdn_get("/h")), Action::Wait));
     let fields = ex.fill_forward(&kit.cx());
     let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"User-Agent"), "{names:?}");
@@ -806,8 +808,255 @@ fn a_request_to_an_http_origin_is_keyed_by_host_and_target() {
     let mut kit = Kit::new();
     let mut ex = kit.exchange();
     kit.shared.cache.inflight.head(&cdn_key("/p?q=1"));
-    kit.input(&mut ex, b"GET /p?q=1 HTTP/1.1\r\nHost: CDN.test\r\n\r\n");
+    let a = kit.input(&mut ex, b"GET /p?q=1 HTTP/1.1\r\nHost: CDN.test\r\n\r\n");
+    assert!(matches!(a, Action::Wait));
     assert_eq!(ex.key, cdn_key("/p?q=1"), "host lower-cased, query kept");
     assert_eq!(ex.target, "/p?q=1");
     assert!(matches!(ex.route, Route::Http(0)));
+}
+
+#[test]
+fn what_a_multishot_receive_ending_leads_to() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    // Between requests: more input is parsed; an end is the client gone; an error too,
+    // but a dry buffer group (ENOBUFS) only needs the receive armed again.
+    assert_eq!(ex.on_recv_result(10, true), Received::Poll { rearm: false });
+    assert_eq!(ex.on_recv_result(10, false), Received::Poll { rearm: true });
+    assert_eq!(
+        ex.on_recv_result(-libc::ENOBUFS, false),
+        Received::Poll { rearm: true }
+    );
+    assert_eq!(ex.on_recv_result(0, false), Received::Close);
+    assert_eq!(ex.on_recv_result(-libc::ECONNRESET, false), Received::Close);
+    // While a send is under way, input waits for the response to end.
+    ex.phase = Phase::Send;
+    assert_eq!(ex.on_recv_result(10, true), Received::Keep { rearm: false });
+    assert_eq!(ex.on_recv_result(10, false), Received::Keep { rearm: true });
+    // Lingering: input is dropped until it ends (or its bound), then the close.
+    ex.linger = Some(Linger::new(100));
+    assert_eq!(ex.on_recv_result(10, false), Received::Keep { rearm: true });
+    ex.linger = Some(Linger {
+        left: 0,
+        shut: false,
+    });
+    assert_eq!(
+        ex.on_recv_result(10, false),
+        Received::Keep { rearm: false },
+        "past the bound before the answer is sent: reading stops, the answer goes on"
+    );
+    ex.linger = Some(Linger {
+        left: 0,
+        shut: true,
+    });
+    assert_eq!(ex.on_recv_result(10, true), Received::Close);
+    let _ = kit.cx();
+}
+
+#[test]
+fn a_reused_slot_starts_clean() {
+    let mut kit = Kit::new();
+    kit.file("r", b"fresh");
+    let mut ex = kit.exchange();
+    // Leave it dirty: a refused request lingering, bytes half-sent, pipelined overflow.
+    let a = kit.input(&mut ex, b"BAD\r\n\r\n");
+    assert!(matches!(a, Action::Send));
+    ex.on_head_sent_partially_for_test(3);
+    ex.overflow.extend_from_slice(b"GET /x HTTP/1.1\r\n");
+    ex.reset(Instant::now() + kit.timeouts.idle);
+    assert!(ex.linger.is_none() && ex.overflow.is_empty() && !ex.close_after);
+    assert_eq!(ex.outgoing().pending(), 0);
+    let a = kit.input(&mut ex, &get("/r"));
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(rest, b"fresh");
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn a_single_receive_lands_in_the_receive_buffer() {
+    let mut kit = Kit::new();
+    kit.file("s", b"single");
+    let mut ex = kit.exchange();
+    assert!(matches!(ex.poll(&mut kit.cx()), Action::Recv));
+    let req = get("/s");
+    ex.recv_room()[..req.len()].copy_from_slice(&req);
+    let a = ex.on_received(&mut kit.cx(), req.len());
+    let (sent, _) = kit.run(&mut ex, a);
+    assert_eq!(split_response(&sent).1, b"single");
+}
+
+#[test]
+fn a_long_unused_request_body_ends_the_connection_after_the_answer() {
+    let mut kit = Kit::new();
+    kit.file("u", b"ok");
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        format!(
+            "GET /u HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            DISCARD_MAX + 1
+        )
+        .as_bytes(),
+    );
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, _) = split_response(&sent);
+    assert_eq!(field(&head, "connection"), Some("close"), "{head}");
+    assert!(matches!(next, Action::Linger), "{next:?}");
+    // Without input being read, a linger is a close.
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, b"BAD\r\n\r\n");
+    let mut cx = kit.cx();
+    cx.reading = false;
+    assert!(matches!(a, Action::Send));
+    let [h, b] = ex.outgoing().parts();
+    let n = h.len() + b.len();
+    assert!(matches!(ex.on_sent(&mut cx, n), Action::Close));
+}
+
+#[test]
+fn one_read_per_chunk_however_many_connections_want_it() {
+    let mut kit = Kit::new();
+    let body = object(5000);
+    kit.file("shared", &body);
+    // The first connection describes the file and starts reading its chunk.
+    let mut first = kit.exchange();
+    let a = kit.input(&mut first, &get("/shared"));
+    assert!(matches!(a, Action::OpenDir { .. }));
+    let f = std::fs::File::open(kit.dir.0.join("shared")).unwrap();
+    let Action::StatDir { .. } = first.on_dir_opened(&mut kit.cx(), Ok(f)) else {
+        panic!()
+    };
+    let m = std::fs::metadata(kit.dir.0.join("shared")).unwrap();
+    fill_statx(first.dir_stat_buf().unwrap(), &m);
+    let Action::ReadChunk(op) = first.on_dir_stat(&mut kit.cx(), 0, |_| Ok(())) else {
+        panic!("the first connection reads the chunk")
+    };
+    // A second asks meanwhile: the description is cached, the chunk is being read.
+    let mut second = kit.exchange();
+    let a = kit.input(&mut second, &get("/shared"));
+    assert!(
+        matches!(a, Action::Wait),
+        "it waits on the first one's read: {a:?}"
+    );
+    // The read completes: the first sends, the second takes the same bytes when woken.
+    let n = kernel_read(op);
+    let a = first.on_chunk_read(&mut kit.cx(), n);
+    let (sent, _) = kit.run(&mut first, a);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    let (sent, _) = kit.woken(&mut second);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    assert_eq!(
+        kit.count(&kit.stats.origin_file_reads),
+        1,
+        "one read for both"
+    );
+}
+
+#[test]
+fn a_reader_that_leaves_lets_the_waiters_read_for_themselves() {
+    let mut kit = Kit::new();
+    let body = object(3000);
+    kit.file("left", &body);
+    // Describe it first so that both connections go straight to the chunk.
+    let mut warm = kit.exchange();
+    let a = kit.input(&mut warm, b"HEAD /left HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (_, next) = kit.run(&mut warm, a);
+    assert!(matches!(next, Action::Recv));
+    let mut reader = kit.exchange();
+    let a = kit.input(&mut reader, &get("/left"));
+    assert!(
+        matches!(a, Action::OpenDir { .. }),
+        "its body needs the file: {a:?}"
+    );
+    let mut waiter = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut waiter, &get("/left")),
+        Action::Wait
+    ));
+    // The reader's client goes: its share is settled without bytes.
+    reader.on_close(&mut kit.cx());
+    assert!(
+        matches!(reader.poll(&mut kit.cx()), Action::Idle),
+        "closed: nothing more"
+    );
+    let (sent, next) = kit.woken(&mut waiter);
+    assert_eq!(
+        split_response(&sent).1,
+        &body[..],
+        "it read the chunk itself"
+    );
+    assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn pass_through_bodies_are_bounded_and_expect_continue_is_answered() {
+    let mut kit = Kit::new();
+    // Too long to collect: 413, and the connection lingers.
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        format!(
+            "POST /up HTTP/1.1\r\nHost: {CDN}\r\nContent-Length: {}\r\n\r\n",
+            PASS_BODY_LIMIT + 1
+        )
+        .as_bytes(),
+    );
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(sent.starts_with(b"HTTP/1.1 413 "));
+    assert!(matches!(next, Action::Linger));
+    // More than the pass-through budget (256 KiB here) holds: 503.
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        format!("POST /up HTTP/1.1\r\nHost: {CDN}\r\nContent-Length: 300000\r\n\r\n").as_bytes(),
+    );
+    let (sent, _) = kit.run(&mut ex, a);
+    assert!(sent.starts_with(b"HTTP/1.1 503 "));
+    // A client that waits for 100 Continue gets it, then its body is collected.
+    let mut ex = kit.exchange();
+    let a = kit.input(
+        &mut ex,
+        format!(
+            "PUT /up HTTP/1.1\r\nHost: {CDN}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(matches!(a, Action::SendNow(b) if b == CONTINUE), "{a:?}");
+    assert!(
+        matches!(ex.poll(&mut kit.cx()), Action::Recv),
+        "waits for the body"
+    );
+    let a = kit.input(&mut ex, b"hello");
+    assert!(
+        matches!(a, Action::Wait),
+        "handed over, it waits for the answer: {a:?}"
+    );
+    assert!(ex.pass.is_some() && ex.upload.is_empty());
+}
+
+#[test]
+fn a_pass_through_whose_origin_fails_is_answered_with_its_status() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    // The test's origin address has nothing listening: the upstream's connect fails.
+    let a = kit.input(
+        &mut ex,
+        format!("DELETE /x HTTP/1.1\r\nHost: {CDN}\r\n\r\n").as_bytes(),
+    );
+    assert!(matches!(a, Action::Wait), "{a:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (sent, next) = loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let (sent, next) = kit.woken(&mut ex);
+        if !sent.is_empty() || Instant::now() > deadline {
+            break (sent, next);
+        }
+        assert!(matches!(next, Action::Wait));
+    };
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    assert_eq!(rest, b"upstream failed\n");
+    assert!(matches!(next, Action::Recv));
 }

@@ -169,7 +169,7 @@ pub struct DirOpen {
     pub stat: Box<libc::statx>,
     /// The open file (None until `openat2` completes).
     pub file: Option<File>,
-    /// The `openat2` has been submitted (by `drive`).
+    /// The `openat2` has been asked for (by `poll`).
     pub submitted: bool,
     /// Describe the object and answer the saved request with it; or, when false, the
     /// object's description was cached and only its body needs the file.
@@ -253,7 +253,7 @@ pub struct PassRequest {
     pub with_body: bool,
 }
 
-/// A lingering close under way ([`Conn::linger`]).
+/// A lingering close under way (`Exchange::linger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linger {
     /// How many more bytes are read and dropped before it gives up.
@@ -271,7 +271,7 @@ impl Linger {
     }
 }
 
-/// How far a request body has been read ([`Conn::decode_chunked`]).
+/// How far a request body has been read (`Exchange::decode_chunked`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upload {
     Partial,

@@ -299,14 +299,7 @@ impl Worker {
                         self.with_ex(slot, |ex, cx| ex.on_dir_opened(cx, file))
                     }
                     DIR_STAT => {
-                        // Described, the file is read with blocking reads (opened
-                        // non-blocking so that a FIFO cannot hold the open).
-                        let fd = self.conns[slot as usize].ex.dir_file();
-                        let blocking = match (res >= 0, fd) {
-                            (true, Some(fd)) => sys::clear_nonblock(fd),
-                            _ => Ok(()),
-                        };
-                        self.with_ex(slot, |ex, cx| ex.on_dir_stat(cx, res, blocking))
+                        self.with_ex(slot, |ex, cx| ex.on_dir_stat(cx, res, sys::clear_nonblock))
                     }
                     _ => return Ok(()),
                 };
@@ -330,6 +323,7 @@ impl Worker {
             boundary: &self.boundary,
             latency: &mut self.latency,
             peer: &peer,
+            reading: c.multishot && !c.closing && c.fd >= 0,
         };
         f(&mut c.ex, &mut cx)
     }
@@ -396,11 +390,8 @@ impl Worker {
                     return Ok(());
                 }
                 Action::Linger => {
-                    // Input must still be read for a lingering close; else close now.
-                    match c.multishot && !c.closing && c.fd >= 0 {
-                        true => sys::shutdown_write(c.fd),
-                        false => self.close(slot),
-                    }
+                    // (Asked for only while input is read: `Cx::reading`.)
+                    sys::shutdown_write(c.fd);
                     return Ok(());
                 }
                 Action::Close => {
@@ -627,8 +618,7 @@ impl Worker {
         self.submit_recv(slot)
     }
 
-    /// A multishot receive completed: copy the bytes out of the provided buffer (and give it
-    /// back at once), re-arm if the kernel ended the multishot, drive the connection if it
+    /// Arms the connection's multishot receive (bytes land in the provided buffers).
     fn arm_multishot(&mut self, slot: u32) -> std::io::Result<()> {
         let Some(bgid) = self.bufring.as_ref().map(|b| b.bgid) else {
             return Ok(());
@@ -646,16 +636,12 @@ impl Worker {
     fn on_recv_multi(&mut self, slot: u32, res: i32, flags: u32) -> std::io::Result<()> {
         let more = io_uring::cqueue::more(flags);
         let bid = io_uring::cqueue::buffer_select(flags);
-        if let Some(bid) = bid
-            && let Some(mut br) = self.bufring.take()
-        {
-            // (Out of `self` while the exchange copies from it, and put back at once.)
-            if res > 0 && !self.conns[slot as usize].closing {
-                let data = br.buf(bid, res as usize);
-                self.with_ex(slot, |ex, cx| ex.on_input(cx, data));
+        if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
+            let c = &mut self.conns[slot as usize];
+            if res > 0 && !c.closing {
+                c.ex.on_input(self.now, br.buf(bid, res as usize));
             }
             br.recycle(bid);
-            self.bufring = Some(br);
         }
         let c = &mut self.conns[slot as usize];
         if !more {
