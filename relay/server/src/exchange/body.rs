@@ -4,7 +4,7 @@
 
 use super::reads::SharedRead;
 use super::types::{DirOpen, DiskRead, FileRead, PassReader, Route};
-use super::{Action, Cx, Exchange, Step};
+use super::{Action, Cx, Exchange, State, Step};
 use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError, Start};
 use relay_cache::{ChunkKey, ChunkRef, Source};
@@ -146,18 +146,18 @@ impl Exchange {
         if body.file.is_none() {
             return match crate::origin::object_path(&self.key) {
                 Ok(path) => {
-                    self.dir_open = Some(DirOpen::new(path, false));
+                    self.enter(State::Opening(Box::new(DirOpen::new(path, false))));
                     Step::Again
                 }
                 Err(_) => Step::Do(Action::Close),
             };
         }
         let len = cx.shared.cache.layout.chunk_len(body.meta.len, index) as usize;
-        self.file_read = Some(FileRead {
+        self.enter(State::ReadingFile(FileRead {
             buf: cx.shared.cache.memory.chunk_buf(len),
             got: 0,
             key,
-        });
+        }));
         Step::Do(self.read_chunk(cx))
     }
 
@@ -180,7 +180,7 @@ impl Exchange {
         }
         match DiskRead::new(plan, &cx.shared.cache.memory, false) {
             Some(read) => {
-                self.disk_read = Some(read);
+                self.enter(State::ReadingDisk(Box::new(read)));
                 Step::Do(self.read_disk(cx))
             }
             None => {

@@ -123,6 +123,54 @@ enum Phase {
     Wait,
 }
 
+/// Where the request being answered stands beyond reading and sending: the one thing it
+/// waits for, with what that wait needs. `Ready` when it waits for none of these (reading a
+/// request, sending from what it holds, or between requests).
+enum State {
+    Ready,
+    /// A directory-origin file being opened and described (`statx`): to describe the
+    /// object, or to read the body whose head came from a cached description.
+    Opening(Box<DirOpen>),
+    /// A chunk being read from the directory origin's file.
+    ReadingFile(FileRead),
+    /// A chunk file being read from the disk tier: for the body, or (`restore`) to rebuild
+    /// an object's description after a restart.
+    ReadingDisk(Box<DiskRead>),
+    /// Waiting on the object's head from the origin (a fetch this request started or
+    /// joined).
+    AwaitingHead(Arc<relay_cache::fill::Pending>),
+    /// Collecting a pass-through's request body.
+    CollectingBody(Box<Collect>),
+    /// Waiting on a pass-through's answer.
+    AwaitingPass(Arc<relay_upstream::PassSlot>),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Opening(_) => "opening",
+            State::ReadingFile(_) => "reading-file",
+            State::ReadingDisk(_) => "reading-disk",
+            State::AwaitingHead(_) => "awaiting-head",
+            State::CollectingBody(_) => "collecting-body",
+            State::AwaitingPass(_) => "awaiting-pass",
+        }
+    }
+}
+
+/// A pass-through request and its body as it is collected.
+struct Collect {
+    request: PassRequest,
+    /// The body so far (decoded, when chunked).
+    body: Vec<u8>,
+    /// Bytes of a body with a length still to come.
+    left: u64,
+    /// What `body` holds of the pass-through budget (`origin.pass_buffer_bytes`); it goes
+    /// to the upstream with the body.
+    reserved: Option<relay_upstream::budget::Reservation>,
+}
+
 /// A read the worker submits for an exchange: `len` bytes of `fd` at `offset` into `at`.
 /// The memory belongs to the exchange, which leaves it alone until the read's event.
 #[derive(Debug)]
@@ -199,6 +247,8 @@ enum Step {
 /// One connection's HTTP exchange (see the module docs).
 pub struct Exchange {
     phase: Phase,
+    /// What the request being answered waits for (see [`State`]).
+    state: State,
     /// The connection is closing ([`Exchange::on_close`]): nothing more is done.
     closed: bool,
     /// When what the exchange waits for is given up (checked by the worker's sweep).
@@ -252,8 +302,6 @@ pub struct Exchange {
     /// The client's header fields the upstream fetches of this response send; built on the
     /// response's first miss ([`Exchange::fill_forward`]), never on a hit.
     forward: Option<relay_upstream::Forward>,
-    /// The object head being fetched upstream, while the response waits for it.
-    pending: Option<Arc<relay_cache::fill::Pending>>,
     /// This connection's request started the pending head fetch (its fields went upstream).
     head_owner: bool,
     /// That fetch, kept while its answer (one that may not be stored) is sent: the later
@@ -266,12 +314,6 @@ pub struct Exchange {
     /// The in-flight head entry this connection owns while it restores a description from
     /// the disk tier (other clients asking meanwhile wait on it).
     restore_entry: Option<RestoreEntry>,
-    /// A directory-origin file being opened and described.
-    dir_open: Option<DirOpen>,
-    /// A chunk being read from the directory origin.
-    file_read: Option<FileRead>,
-    /// A chunk being read from the disk tier.
-    disk_read: Option<DiskRead>,
     /// The chunk read (disk tier or directory origin) this connection makes for others too
     /// (its key), or the one another connection makes that this one waits for.
     chunk_share: Option<(relay_cache::ChunkKey, Arc<ChunkShare>)>,
@@ -283,16 +325,6 @@ pub struct Exchange {
     src: Option<Arc<relay_cache::fill::Fill>>,
     /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
     pass_note: &'static str,
-    /// The pass-through request, ready once its body is complete.
-    pass_request: Option<Box<PassRequest>>,
-    /// The request body being collected for a pass-through, and how much is still to come.
-    upload: Vec<u8>,
-    upload_left: u64,
-    /// What `upload` holds of the pass-through budget (`origin.pass_buffer_bytes`); it goes
-    /// to the upstream with the body.
-    upload_reserved: Option<relay_upstream::budget::Reservation>,
-    /// A request passed through to the origin: its outcome.
-    pass: Option<Arc<relay_upstream::PassSlot>>,
     /// The passed-through response's body, streamed as it arrives.
     pass_body: Option<PassReader>,
 }
@@ -303,6 +335,7 @@ impl Exchange {
     pub fn new(rbuf_len: usize, deadline: Instant) -> Exchange {
         Exchange {
             phase: Phase::Recv,
+            state: State::Ready,
             closed: false,
             deadline,
             req_start: None,
@@ -341,25 +374,16 @@ impl Exchange {
             head_copy: Vec::with_capacity(1024),
             head_saved: false,
             forward: None,
-            pending: None,
             head_owner: false,
             owner_fetch: None,
             stale: None,
             restores: 0,
             restore_entry: None,
-            dir_open: None,
-            file_read: None,
-            disk_read: None,
             chunk_share: None,
             chunk_wait: None,
             local: None,
             src: None,
             pass_note: "fwd=uri-miss",
-            pass_request: None,
-            upload: Vec::new(),
-            upload_left: 0,
-            upload_reserved: None,
-            pass: None,
             pass_body: None,
         }
     }
@@ -389,8 +413,7 @@ impl Exchange {
         self.head_saved = false;
         self.forward = None;
         self.head_owner = false;
-        self.upload_left = 0;
-        // (and `upload`, `upload_reserved`, `pass_request` with the rest)
+        // (and `state` with the rest)
         self.release();
     }
 
@@ -399,20 +422,13 @@ impl Exchange {
     pub fn release(&mut self) {
         self.owner_fetch = None;
         self.body = None;
-        self.file_read = None;
         self.out.body = bytes::Bytes::new();
-        self.pending = None;
-        self.pass = None;
+        self.state = State::Ready;
         self.pass_body = None;
-        self.disk_read = None;
-        self.dir_open = None;
         self.chunk_wait = None;
         self.local = None;
         self.stale = None;
         self.src = None;
-        self.upload = Vec::new();
-        self.upload_reserved = None;
-        self.pass_request = None;
     }
 
     /// Drops what this exchange holds apart from memory the kernel may still read or write
@@ -422,16 +438,20 @@ impl Exchange {
     pub fn forget_kernel_memory(mut self) {
         std::mem::forget(std::mem::take(&mut self.rbuf));
         std::mem::forget(std::mem::replace(&mut self.out, Outgoing::new(0)));
-        std::mem::forget(self.file_read.take());
-        // Their open files close (the kernel holds its own reference for a read in flight).
-        if let Some(d) = self.disk_read.as_mut() {
-            d.file = None;
+        // The targets of file reads are leaked; their open files close (the kernel holds its
+        // own reference for a read in flight).
+        match std::mem::replace(&mut self.state, State::Ready) {
+            State::ReadingFile(f) => std::mem::forget(f),
+            State::ReadingDisk(mut d) => {
+                d.file = None;
+                std::mem::forget(d);
+            }
+            State::Opening(mut o) => {
+                o.file = None;
+                std::mem::forget(o);
+            }
+            _ => {}
         }
-        if let Some(d) = self.dir_open.as_mut() {
-            d.file = None;
-        }
-        std::mem::forget(self.disk_read.take());
-        std::mem::forget(self.dir_open.take());
         // Everything else (upstream slots and streams, budget reservations, cache entries)
         // drops here; a stream window the leaked response still points into keeps its
         // share of the pass-through budget.
@@ -462,7 +482,7 @@ impl Exchange {
     pub fn drain(&mut self) -> bool {
         self.close_after = true;
         let idle = self.rstart == self.rend
-            && self.pass_request.is_none()
+            && !matches!(self.state, State::CollectingBody(_))
             && self.discard == 0
             && self.chunked.is_none()
             && self.linger.is_none();
@@ -475,23 +495,18 @@ impl Exchange {
             return Action::Idle;
         }
         loop {
-            let step = if self.dir_open.is_some() {
-                self.open_dir(cx)
-            } else if self.disk_read.as_ref().is_some_and(|d| d.restore) {
+            let step = match &self.state {
+                State::Opening(_) => self.open_dir(cx),
                 // An object's description being rebuilt from the disk tier: read it (once),
                 // then `respond` runs again from `on_disk_read`.
-                match self.disk_read.as_ref().is_some_and(|d| d.reads == 0) {
-                    true => Step::Do(self.read_disk(cx)),
-                    false => Step::Do(Action::Idle),
-                }
-            } else if self.pass_request.is_some() {
-                self.collect_pass_body(cx)
-            } else if self.pass.is_some() {
-                self.await_pass(cx)
-            } else if self.pending.is_some() {
-                self.await_head(cx)
-            } else {
-                self.stream(cx)
+                State::ReadingDisk(d) if d.restore => match d.reads {
+                    0 => Step::Do(self.read_disk(cx)),
+                    _ => Step::Do(Action::Idle),
+                },
+                State::CollectingBody(_) => self.collect_pass_body(cx),
+                State::AwaitingPass(_) => self.await_pass(cx),
+                State::AwaitingHead(_) => self.await_head(cx),
+                State::Ready | State::ReadingFile(_) | State::ReadingDisk(_) => self.stream(cx),
             };
             match step {
                 Step::Again => {}
@@ -537,6 +552,27 @@ impl Exchange {
             });
         }
         self.next_request(cx)
+    }
+
+    /// Moves to `next` from `Ready`: a wait never replaces another unnoticed.
+    fn enter(&mut self, next: State) {
+        debug_assert!(
+            matches!(self.state, State::Ready),
+            "{} entered over {}",
+            next.name(),
+            self.state.name()
+        );
+        self.state = next;
+    }
+
+    /// Leaves the current state for `Ready`, and returns it.
+    fn leave(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::Ready)
+    }
+
+    /// The name of what the request being answered waits for (logs and tests).
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
     }
 
     /// Parks until a wake-up. The deadline is set on entering the wait, not each time a

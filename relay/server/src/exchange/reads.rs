@@ -3,7 +3,7 @@
 //! and one read per chunk however many connections want it (`Shared::chunk_reads`).
 
 use super::types::ChunkShare;
-use super::{Action, Cx, Exchange, Phase, ReadOp, Step};
+use super::{Action, Cx, Exchange, Phase, ReadOp, State, Step};
 use crate::origin::{FileStat, OriginError};
 use bytes::Bytes;
 use relay_cache::ChunkKey;
@@ -23,7 +23,7 @@ impl Exchange {
     /// A directory-origin file to open and describe: its `openat2` goes out once, then
     /// [`Exchange::on_dir_opened`] and [`Exchange::on_dir_stat`] go on.
     pub(super) fn open_dir(&mut self, cx: &Cx<'_>) -> Step {
-        let Some(o) = self.dir_open.as_mut() else {
+        let State::Opening(o) = &mut self.state else {
             return Step::Again;
         };
         if o.submitted {
@@ -40,7 +40,7 @@ impl Exchange {
 
     /// A directory-origin file's `openat2` completed: describe it (`statx` on the fd).
     pub fn on_dir_opened(&mut self, cx: &mut Cx<'_>, file: Result<File, i32>) -> Action {
-        let Some(o) = self.dir_open.as_mut() else {
+        let State::Opening(o) = &mut self.state else {
             // Opened for nothing: the file closes here.
             return self.poll(cx);
         };
@@ -67,7 +67,7 @@ impl Exchange {
         res: i32,
         make_blocking: impl FnOnce(RawFd) -> std::io::Result<()>,
     ) -> Action {
-        let Some(o) = self.dir_open.as_ref() else {
+        let State::Opening(o) = &self.state else {
             return self.poll(cx);
         };
         if res < 0 {
@@ -84,7 +84,7 @@ impl Exchange {
             Ok(m) => m,
             Err(e) => return self.dir_failed(cx, e),
         };
-        let Some(o) = self.dir_open.take() else {
+        let State::Opening(o) = self.leave() else {
             return self.poll(cx);
         };
         if o.describe {
@@ -109,7 +109,7 @@ impl Exchange {
     /// a body whose file vanished since its head was sent cuts the connection (its client
     /// must never take a short body as whole).
     fn dir_failed(&mut self, cx: &mut Cx<'_>, e: OriginError) -> Action {
-        let describe = self.dir_open.take().is_some_and(|o| o.describe);
+        let describe = matches!(self.leave(), State::Opening(o) if o.describe);
         if !describe {
             cx.shared.cache.meta.remove(&self.key);
             return Action::Close;
@@ -122,7 +122,7 @@ impl Exchange {
     /// The read of (the rest of) the directory-origin chunk being read.
     pub(super) fn read_chunk(&mut self, cx: &Cx<'_>) -> Action {
         let layout = cx.shared.cache.layout;
-        let (Some(fill), Some(body)) = (self.file_read.as_mut(), self.body.as_ref()) else {
+        let (State::ReadingFile(fill), Some(body)) = (&mut self.state, self.body.as_ref()) else {
             return Action::Idle;
         };
         let Some(file) = body.file.as_ref() else {
@@ -140,7 +140,7 @@ impl Exchange {
 
     /// A read of a directory-origin chunk completed with `res`.
     pub fn on_chunk_read(&mut self, cx: &mut Cx<'_>, res: i32) -> Action {
-        let (Some(fill), Some(_)) = (self.file_read.as_mut(), self.body.as_ref()) else {
+        let (State::ReadingFile(fill), Some(_)) = (&mut self.state, self.body.as_ref()) else {
             return Action::Close;
         };
         if res <= 0 {
@@ -158,7 +158,7 @@ impl Exchange {
         if fill.got < fill.buf.len() {
             return self.read_chunk(cx);
         }
-        let Some(fill) = self.file_read.take() else {
+        let State::ReadingFile(fill) = self.leave() else {
             return Action::Close;
         };
         let chunk = fill.buf.freeze();
@@ -173,7 +173,7 @@ impl Exchange {
     /// buffer and the body into its own memory (the registered arena when large enough),
     /// both at once.
     pub(super) fn read_disk(&mut self, cx: &Cx<'_>) -> Action {
-        let Some(d) = self.disk_read.as_mut() else {
+        let State::ReadingDisk(d) = &mut self.state else {
             return Action::Idle;
         };
         self.phase = Phase::Fill;
@@ -211,7 +211,7 @@ impl Exchange {
     /// A disk-tier chunk file's open completed: read it, or take a failed open for a failed
     /// read (the entry leaves the index and the chunk comes from upstream).
     pub fn on_disk_opened(&mut self, cx: &mut Cx<'_>, file: Result<File, i32>) -> Action {
-        let Some(d) = self.disk_read.as_mut() else {
+        let State::ReadingDisk(d) = &mut self.state else {
             // Opened for nothing: the file closes here.
             return self.poll(cx);
         };
@@ -231,7 +231,8 @@ impl Exchange {
     /// response; a bad or vanished file is dropped and counted, and the chunk is fetched
     /// from upstream instead. A corrupt chunk is never sent.
     pub fn on_disk_read(&mut self, cx: &mut Cx<'_>, body_part: bool, res: i32) -> Action {
-        let (Some(disk), Some(d)) = (cx.shared.cache.disk.as_ref(), self.disk_read.as_mut()) else {
+        let (Some(disk), State::ReadingDisk(d)) = (cx.shared.cache.disk.as_ref(), &mut self.state)
+        else {
             return self.poll(cx);
         };
         d.reads = d.reads.saturating_sub(1);
@@ -249,7 +250,7 @@ impl Exchange {
             // A short read (rare for files): read the rest.
             return self.read_disk(cx);
         }
-        let Some(d) = self.disk_read.take() else {
+        let State::ReadingDisk(d) = self.leave() else {
             return self.poll(cx);
         };
         if let Some(res) = d.failed {
@@ -397,12 +398,18 @@ impl Exchange {
 impl Exchange {
     /// The path of the directory-origin file being opened (what `Action::OpenDir` names).
     pub(super) fn dir_path(&self) -> Option<&std::ffi::CStr> {
-        self.dir_open.as_ref().map(|o| o.path.as_c_str())
+        match &self.state {
+            State::Opening(o) => Some(o.path.as_c_str()),
+            _ => None,
+        }
     }
 
     /// The `statx` buffer of the directory-origin file being described (what
     /// `Action::StatDir` fills).
     pub(super) fn dir_stat_buf(&mut self) -> Option<&mut libc::statx> {
-        self.dir_open.as_mut().map(|o| &mut *o.stat)
+        match &mut self.state {
+            State::Opening(o) => Some(&mut *o.stat),
+            _ => None,
+        }
     }
 }

@@ -5,8 +5,8 @@ use super::types::{
     Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
 };
 use super::{
-    Action, CONTINUE, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT, PASS_BODY_LIMIT,
-    Phase, Received, Step,
+    Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT,
+    PASS_BODY_LIMIT, Phase, Received, State, Step,
 };
 use bytes::Bytes;
 use relay_proto::{Method, Parsed, parse_request};
@@ -133,7 +133,10 @@ impl Exchange {
     /// Collects a pass-through's request body (a chunked one decoded, sent on with its
     /// length, trailers dropped), then hands the request to the upstream.
     pub(super) fn collect_pass_body(&mut self, cx: &mut Cx<'_>) -> Step {
-        let with_body = self.pass_request.as_ref().is_some_and(|r| r.with_body);
+        let with_body = match &self.state {
+            State::CollectingBody(c) => c.request.with_body,
+            _ => return Step::Again,
+        };
         let collected = match with_body {
             true => self.decode_chunked(true, PASS_BODY_LIMIT),
             // Skipped after the response, like any body relay does not use.
@@ -150,16 +153,31 @@ impl Exchange {
             self.refuse(cx, refused);
             return Step::Again;
         }
-        let n = (self.upload_left.min((self.rend - self.rstart) as u64)) as usize;
-        self.upload
+        let State::CollectingBody(c) = &mut self.state else {
+            return Step::Again;
+        };
+        let n = (c.left.min((self.rend - self.rstart) as u64)) as usize;
+        c.body
             .extend_from_slice(&self.rbuf[self.rstart..self.rstart + n]);
         self.rstart += n;
-        self.upload_left -= n as u64;
-        if self.upload_left > 0 {
+        c.left -= n as u64;
+        if c.left > 0 {
             return self.input_step(cx);
         }
-        let Some(r) = self.pass_request.take() else {
+        let State::CollectingBody(c) = self.leave() else {
             return Step::Again;
+        };
+        let Collect {
+            request: r,
+            body,
+            reserved,
+            ..
+        } = *c;
+        // The body's reservation travels with its bytes and is given back when the
+        // upstream drops them.
+        let body = match reserved {
+            Some(reserved) => Bytes::from_owner(HeldBody::new(body, reserved)),
+            None => Bytes::from(body),
         };
         let slot = Arc::new(relay_upstream::PassSlot::default());
         if let Some(up) = cx.shared.upstream.as_ref() {
@@ -168,12 +186,12 @@ impl Exchange {
                 method: r.method,
                 path: self.target.clone(),
                 headers: r.headers,
-                body: self.take_upload(),
+                body,
                 host: r.host,
                 slot: slot.clone(),
             });
         }
-        self.pass = Some(slot);
+        self.enter(State::AwaitingPass(slot));
         Step::Again
     }
 
@@ -305,16 +323,18 @@ impl Exchange {
                 Ok(_) if reserved.is_none() => self.refuse(cx, 503),
                 Ok(method) => {
                     // A chunked body's length is known once it is read.
-                    self.upload_reserved = reserved;
-                    self.upload = Vec::with_capacity(content_length as usize);
-                    self.upload_left = content_length;
-                    self.pass_request = Some(Box::new(PassRequest {
-                        origin,
-                        method,
-                        headers,
-                        host,
-                        with_body: true,
-                    }));
+                    self.enter(State::CollectingBody(Box::new(Collect {
+                        request: PassRequest {
+                            origin,
+                            method,
+                            headers,
+                            host,
+                            with_body: true,
+                        },
+                        body: Vec::with_capacity(content_length as usize),
+                        left: content_length,
+                        reserved,
+                    })));
                     // The client may wait for this before it sends the body that relay is
                     // about to read (RFC 9110 §10.1.1). Nothing else is being sent on the
                     // connection now: the previous response is done before the next request
@@ -345,29 +365,22 @@ impl Exchange {
         Step::Again
     }
 
-    /// Keeps the pass-through budget reserved for what `upload` holds (its capacity) as a
-    /// chunked body grows; false when the budget has no room for it.
+    /// Keeps the pass-through budget reserved for what the collected body holds (its
+    /// capacity) as a chunked body grows; false when the budget has no room for it.
     fn reserve_upload(&mut self) -> bool {
-        let held = self.upload.capacity() as u64;
-        match self.upload_reserved.as_mut() {
+        let State::CollectingBody(c) = &mut self.state else {
+            return true;
+        };
+        let held = c.body.capacity() as u64;
+        match c.reserved.as_mut() {
             Some(r) if held > r.bytes() => r.grow(held - r.bytes()),
             _ => true,
         }
     }
 
-    /// The collected request body, for the upstream: its reservation travels with its
-    /// bytes and is given back when the upstream drops them.
-    fn take_upload(&mut self) -> Bytes {
-        let bytes = std::mem::take(&mut self.upload);
-        match self.upload_reserved.take() {
-            Some(reserved) => Bytes::from_owner(HeldBody::new(bytes, reserved)),
-            None => Bytes::from(bytes),
-        }
-    }
-
-    /// Decodes what has arrived of the request's chunked body, if it has one: into `upload`
-    /// when `keep` (a pass-through's body), else skipped. Past `max` body bytes, `TooLong`
-    /// and nothing more is kept. `Whole` once the body is (or there is none).
+    /// Decodes what has arrived of the request's chunked body, if it has one: into the
+    /// pass-through's collected body when `keep`, else skipped. Past `max` body bytes,
+    /// `TooLong` and nothing more is kept. `Whole` once the body is (or there is none).
     fn decode_chunked(
         &mut self,
         keep: bool,
@@ -377,14 +390,17 @@ impl Exchange {
             return Ok(Upload::Whole);
         };
         let mut seen = dec.body_len();
-        let upload = &mut self.upload;
+        let mut kept = match &mut self.state {
+            State::CollectingBody(c) if keep => Some(c),
+            _ => None,
+        };
         let mut too_long = false;
         let p = dec.decode(&self.rbuf[self.rstart..self.rend], |b| {
             seen += b.len() as u64;
             if seen > max {
                 too_long = true;
-            } else if keep {
-                upload.extend_from_slice(b);
+            } else if let Some(c) = kept.as_mut() {
+                c.body.extend_from_slice(b);
             }
         })?;
         self.rstart += p.consumed;
@@ -394,9 +410,11 @@ impl Exchange {
         if p.done {
             self.chunked = None;
             // What grew by doubling is trimmed before it is held until the origin has it.
-            self.upload.shrink_to_fit();
-            if let Some(r) = self.upload_reserved.as_mut() {
-                r.shrink_to(self.upload.capacity() as u64);
+            if let Some(c) = kept {
+                c.body.shrink_to_fit();
+                if let Some(r) = c.reserved.as_mut() {
+                    r.shrink_to(c.body.capacity() as u64);
+                }
             }
             return Ok(Upload::Whole);
         }

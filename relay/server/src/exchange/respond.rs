@@ -3,7 +3,7 @@
 //! origin's head or a pass-through's answer that come before.
 
 use super::types::{Body, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small};
-use super::{Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, Step};
+use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
 use crate::origin::OriginError;
 use bytes::Bytes;
 use relay_cache::{ChunkRef, ObjectMeta, Source};
@@ -17,20 +17,21 @@ use std::time::Duration;
 impl Exchange {
     /// Waits for a passed-through request's answer, then answers with it.
     pub(super) fn await_pass(&mut self, cx: &mut Cx<'_>) -> Step {
-        let Some(ps) = self.pass.clone() else {
+        let State::AwaitingPass(ps) = &self.state else {
             return Step::Again;
         };
+        let ps = ps.clone();
         ps.watchers.watch(cx.worker);
         match ps.result.get() {
             None => return Step::Do(self.wait(cx)),
             Some(Ok(p)) => {
                 self.waited(cx);
-                self.pass = None;
+                self.leave();
                 self.respond_pass(cx, p);
             }
             Some(Err(e)) => {
                 self.waited(cx);
-                self.pass = None;
+                self.leave();
                 let req = self.saved.req;
                 self.simple(cx, &req, e.status(), &[], "upstream failed\n");
             }
@@ -43,15 +44,16 @@ impl Exchange {
     /// alone when it may not be shared, or from a stale copy when the origin failed and
     /// stale-if-error allows.
     pub(super) fn await_head(&mut self, cx: &mut Cx<'_>) -> Step {
-        let Some(p) = self.pending.clone() else {
+        let State::AwaitingHead(p) = &self.state else {
             return Step::Again;
         };
+        let p = p.clone();
         p.watchers.watch(cx.worker);
         let meta = match p.result() {
             None => return Step::Do(self.wait(cx)),
             Some(Err(e)) => {
                 self.waited(cx);
-                self.pending = None;
+                self.leave();
                 let e = *e;
                 match self.stale.take().filter(|s| s.may_serve_on_error(cx.now)) {
                     // stale-if-error: the origin failed, a stale copy may stand in.
@@ -68,7 +70,7 @@ impl Exchange {
             Some(Ok(meta)) => meta.clone(),
         };
         self.waited(cx);
-        self.pending = None;
+        self.leave();
         // The base entry came back varying, and this request selects another variant: fetch
         // that one (with the request's values) instead.
         if !self.variant
@@ -106,7 +108,7 @@ impl Exchange {
                 });
             }
             self.head_owner = new;
-            self.pending = Some(pending);
+            self.enter(State::AwaitingHead(pending));
             return Step::Again;
         }
         // A response that may not be stored was fetched with the fields of the client that
@@ -124,15 +126,19 @@ impl Exchange {
                 relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::PASS_OWN);
             self.forwarded_for(cx, &mut headers);
             self.stale = None;
-            self.upload_left = 0;
             self.pass_note = "fwd=miss; detail=not-shared";
-            self.pass_request = Some(Box::new(PassRequest {
-                origin,
-                method,
-                headers,
-                host: String::new(),
-                with_body: false,
-            }));
+            self.enter(State::CollectingBody(Box::new(Collect {
+                request: PassRequest {
+                    origin,
+                    method,
+                    headers,
+                    host: String::new(),
+                    with_body: false,
+                },
+                body: Vec::new(),
+                left: 0,
+                reserved: None,
+            })));
             return Step::Again;
         }
         // Fields the stored description leaves out (a cookie named by `private=`) still
@@ -330,7 +336,7 @@ impl Exchange {
                 }
                 self.head_owner = new;
                 self.stale = cached;
-                self.pending = Some(pending);
+                self.enter(State::AwaitingHead(pending));
                 // The receive buffer moves on while the head is fetched; a `Vary` in the
                 // answer is matched against this copy, and later fills forward its fields.
                 self.save_head();
@@ -344,7 +350,7 @@ impl Exchange {
                 // ring; `poll` asks for the open, `on_dir_stat` answers.
                 _ => match crate::origin::object_path(&self.key) {
                     Ok(path) if cx.shared.origin.is_some() => {
-                        self.dir_open = Some(DirOpen::new(path, true));
+                        self.enter(State::Opening(Box::new(DirOpen::new(path, true))));
                     }
                     Ok(_) => self.simple(cx, &req, 404, &[], "not found\n"),
                     Err(e) => self.origin_error(cx, e),
@@ -593,9 +599,10 @@ impl Exchange {
         self.rstart = self.rend;
         self.discard = 0;
         self.chunked = None;
-        self.pass_request = None;
-        self.upload = Vec::new();
-        self.upload_reserved = None;
+        if let State::CollectingBody(_) = self.state {
+            // (Its budget reservation goes back with it.)
+            self.leave();
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! cannot describe the object or its client leaves).
 
 use super::types::Route;
-use super::{Cx, Exchange, Phase};
+use super::{Cx, Exchange, Phase, State};
 use bytes::Bytes;
 use relay_cache::fill::FillError;
 use relay_cache::{ChunkRef, ObjectMeta};
@@ -51,7 +51,7 @@ impl Exchange {
         if !new {
             // Being restored (or fetched) for another client: wait for that.
             self.head_owner = false;
-            self.pending = Some(pending);
+            self.enter(State::AwaitingHead(pending));
             return true;
         }
         let key: Arc<str> = Arc::from(self.key.as_str());
@@ -82,7 +82,11 @@ impl Exchange {
             return;
         };
         self.head_owner = true;
-        self.pending = Some(e.pending);
+        if !self.closed {
+            // (A closing connection waits on nothing, and keeps what the kernel may still
+            // read into until its slot is released.)
+            self.enter(State::AwaitingHead(e.pending));
+        }
         match cx.shared.upstream.as_ref() {
             Some(up) => {
                 cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +154,7 @@ impl Exchange {
         let Some(read) = super::types::DiskRead::new(plan, &cx.shared.cache.memory, true) else {
             return false;
         };
-        self.disk_read = Some(read);
+        self.enter(State::ReadingDisk(Box::new(read)));
         self.phase = Phase::Fill;
         self.deadline = cx.now + cx.timeouts.send;
         true

@@ -268,6 +268,7 @@ fn a_directory_miss_opens_describes_and_reads_the_file_then_sends_it() {
     let mut ex = kit.exchange();
     let a = kit.input(&mut ex, &get("/a.bin"));
     assert!(matches!(a, Action::OpenDir { .. }), "{a:?}");
+    assert_eq!(ex.state_name(), "opening");
     let (sent, next) = kit.run(&mut ex, a);
     let (head, rest) = split_response(&sent);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -377,6 +378,7 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
     let Action::ReadChunk(op) = a else {
         panic!("then the chunk is read: {a:?}")
     };
+    assert_eq!(ex.state_name(), "reading-file");
     assert_eq!((op.offset, op.len), (0, 10_000));
     let a = ex.on_chunk_read(&mut kit.cx(), 4_000);
     let Action::ReadChunk(rest) = a else {
@@ -615,6 +617,7 @@ fn a_miss_waits_on_the_head_fetch_then_streams_the_fill_as_it_arrives() {
         "joined the fetch in flight: {a:?}"
     );
     assert!(ex.is_waiting());
+    assert_eq!(ex.state_name(), "awaiting-head");
     let d = ex.deadline();
     assert!(d >= before + kit.timeouts.send);
     // A wake-up with nothing new keeps the deadline of the wait.
@@ -654,6 +657,7 @@ fn a_miss_waits_on_the_head_fetch_then_streams_the_fill_as_it_arrives() {
         matches!(next, Action::Wait),
         "then it waits for more: {next:?}"
     );
+    assert_eq!(ex.state_name(), "ready", "streaming from the fill it holds");
 
     writer.append(&body[1000..CHUNK as usize]).unwrap();
     writer.finish().unwrap();
@@ -1028,12 +1032,13 @@ fn pass_through_bodies_are_bounded_and_expect_continue_is_answered() {
         matches!(ex.poll(&mut kit.cx()), Action::Recv),
         "waits for the body"
     );
+    assert_eq!(ex.state_name(), "collecting-body");
     let a = kit.input(&mut ex, b"hello");
     assert!(
         matches!(a, Action::Wait),
         "handed over, it waits for the answer: {a:?}"
     );
-    assert!(ex.pass.is_some() && ex.upload.is_empty());
+    assert_eq!(ex.state_name(), "awaiting-pass");
 }
 
 #[test]

@@ -545,6 +545,7 @@ impl Worker {
             }
             if c.ex.timeout_counts() {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                log::debug!("slot {slot}: past its deadline ({})", c.ex.state_name());
             }
             self.close(slot);
         }
