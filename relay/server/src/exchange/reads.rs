@@ -404,6 +404,14 @@ impl Exchange {
         }
     }
 
+    /// The path of the disk-tier chunk file being opened (what `Action::OpenDisk` names).
+    pub(super) fn disk_path(&self) -> Option<&std::ffi::CStr> {
+        match &self.state {
+            State::ReadingDisk(d) => Some(d.path.as_c_str()),
+            _ => None,
+        }
+    }
+
     /// The `statx` buffer of the directory-origin file being described (what
     /// `Action::StatDir` fills).
     pub(super) fn dir_stat_buf(&mut self) -> Option<&mut libc::statx> {

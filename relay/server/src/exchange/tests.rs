@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::{Tunables, WorkerStats};
-use relay_cache::fill::{Fill, FillError};
+use relay_cache::fill::{Fill, FillError, Start};
 use relay_cache::wake::Wakers;
 use relay_cache::{ChunkKey, ObjectMeta};
 use relay_config::Config;
@@ -49,11 +49,20 @@ struct Kit {
 
 impl Kit {
     fn new() -> Kit {
+        Kit::with_disk(false)
+    }
+
+    /// With a disk tier (in `dir/disk`) when `disk`.
+    fn with_disk(disk: bool) -> Kit {
         let dir = TempDir::new();
+        let disk_dir = match disk {
+            true => format!("disk_dir = \"{}/disk\"\n", dir.0.display()),
+            false => String::new(),
+        };
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_ms = 3000\nidle_timeout_ms = 7000\n\
              [server.limits]\nmax_head_bytes = 4096\nmax_uri_bytes = 2048\n\
-             [cache]\nchunk_size = \"16 KiB\"\nmemory_bytes = \"4 MiB\"\n\
+             [cache]\nchunk_size = \"16 KiB\"\nmemory_bytes = \"4 MiB\"\n{disk_dir}\
              [origin]\ndirectory = \"{}\"\npass_buffer_bytes = \"256 KiB\"\n\
              [[origin.http]]\nurl = \"http://127.0.0.1:9\"\nhost = \"{CDN}\"\n",
             dir.0.display()
@@ -1064,4 +1073,158 @@ fn a_pass_through_whose_origin_fails_is_answered_with_its_status() {
     assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
     assert_eq!(rest, b"upstream failed\n");
     assert!(matches!(next, Action::Recv));
+}
+
+/// The test as the disk writer: chunk `index` of `key` (version `version`, of an object
+/// `len` bytes long described by `meta`) written to the disk tier.
+fn put_on_disk(kit: &Kit, key: &str, version: u64, index: u64, len: u64, body: &[u8], meta: &[u8]) {
+    let disk = kit.shared.cache.disk.as_ref().expect("a disk tier");
+    let info = relay_cache::disk::ChunkInfo {
+        key: relay_cache::ChunkRef {
+            object: key,
+            version,
+            index,
+        },
+        object_len: len,
+        etag: "\"v\"",
+        last_modified: "",
+        meta,
+    };
+    let plan = disk.plan_write(&info, body).unwrap();
+    std::fs::write(&plan.temp_path, [&plan.header[..], body].concat()).unwrap();
+    std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
+    disk.commit_write(&plan);
+}
+
+impl Kit {
+    /// Plays the kernel for a disk-tier chunk read: the open, then the header and body
+    /// reads; returns the action after them.
+    fn disk_read(&mut self, ex: &mut Exchange, a: Action) -> Action {
+        let Action::OpenDisk { .. } = a else {
+            panic!("the chunk file is opened first: {a:?}")
+        };
+        let path = ex.disk_path().unwrap().to_str().unwrap().to_owned();
+        let a = ex.on_disk_opened(&mut self.cx(), Ok(std::fs::File::open(path).unwrap()));
+        let Action::ReadDisk { header, body } = a else {
+            panic!("then its header and body are read together: {a:?}")
+        };
+        let (header, body) = (header.unwrap(), body.unwrap());
+        let (h, b) = (kernel_read(header), kernel_read(body));
+        let a = ex.on_disk_read(&mut self.cx(), false, h);
+        assert!(
+            matches!(a, Action::Idle),
+            "the body read is still in flight: {a:?}"
+        );
+        ex.on_disk_read(&mut self.cx(), true, b)
+    }
+}
+
+#[test]
+fn a_chunk_on_the_disk_tier_is_read_verified_promoted_and_sent() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/d");
+    let body = object(5000);
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(5000, 3, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 3, 0, 5000, &body, b"");
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &cdn_get("/d"));
+    assert_eq!(ex.state_name(), "reading-disk");
+    let a = kit.disk_read(&mut ex, a);
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
+    assert_eq!(rest, &body[..]);
+    assert!(matches!(next, Action::Recv));
+    assert_eq!(kit.count(&kit.stats.disk_hits), 1);
+    // Promoted: the next request is a memory hit, no file touched.
+    let a = kit.input(&mut ex, &cdn_get("/d"));
+    assert!(matches!(a, Action::Send), "{a:?}");
+}
+
+#[test]
+fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/bad");
+    let body = object(5000);
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(5000, 4, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 4, 0, 5000, &body, b"");
+    // Flip a byte of the body on disk.
+    let disk = kit.shared.cache.disk.as_ref().unwrap();
+    let plan = disk
+        .locate(&relay_cache::ChunkRef {
+            object: &key,
+            version: 4,
+            index: 0,
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&plan.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&plan.path, bytes).unwrap();
+    // The test is the upstream: the chunk's fill is in flight when the disk read fails.
+    let chunk = ChunkKey {
+        object: Arc::from(key.as_str()),
+        version: 4,
+        index: 0,
+    };
+    let Start::New(mut writer) = kit
+        .shared
+        .cache
+        .inflight
+        .join_or_start(chunk, 5000, |_| false)
+    else {
+        panic!("the test starts the fill")
+    };
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &cdn_get("/bad"));
+    let a = kit.disk_read(&mut ex, a);
+    assert_eq!(kit.count(&kit.stats.disk_corrupt), 1);
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(sent.is_empty(), "nothing of the corrupt chunk went out");
+    assert!(
+        matches!(next, Action::Wait),
+        "it joined the fetch: {next:?}"
+    );
+    writer.append(&body).unwrap();
+    writer.finish().unwrap();
+    let (sent, _) = kit.woken(&mut ex);
+    assert_eq!(split_response(&sent).1, &body[..]);
+}
+
+#[test]
+fn after_a_restart_a_description_is_restored_from_disk_once() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/r");
+    let body = object(3000);
+    let now_unix = relay_cache::policy::unix_seconds(std::time::SystemTime::now());
+    let mut meta = ObjectMeta::file(3000, 5, "\"v\"".into(), String::new());
+    meta.content_type = "video/mp4".into();
+    let blob = meta.encode_blob(Instant::now(), now_unix);
+    put_on_disk(&kit, &key, 5, 0, 3000, &body, &blob);
+    // The first client reads the description (its first chunk); a second waits on it.
+    let mut first = kit.exchange();
+    let a = kit.input(&mut first, &cdn_get("/r"));
+    assert_eq!(first.state_name(), "reading-disk");
+    let mut second = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut second, &cdn_get("/r")),
+        Action::Wait
+    ));
+    assert_eq!(second.state_name(), "awaiting-head");
+    let a = kit.disk_read(&mut first, a);
+    let (sent, _) = kit.run(&mut first, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "content-type"), Some("video/mp4"), "{head}");
+    assert_eq!(rest, &body[..]);
+    let (sent, _) = kit.woken(&mut second);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
+    assert_eq!(rest, &body[..]);
+    assert_eq!(kit.count(&kit.stats.disk_hits), 1, "one disk read for both");
 }
