@@ -6,24 +6,29 @@
 //! slot table, the user-data encoding and the socket, and decides nothing about HTTP.
 //!
 //! Layout:
-//! - this file: [`Exchange`], its events and [`Exchange::poll`], which walks the request
-//!   through its phases until it needs an I/O completion or a wake-up;
+//! - this file: [`Exchange`], its [`State`], its events and [`Exchange::poll`], which walks
+//!   the request through its phases until it needs an I/O completion or a wake-up;
 //! - `request`: the receive buffer, parsing and routing a request, collecting or skipping
 //!   its body, the fields that go upstream;
 //! - `respond`: answering from an object description, from a pass-through, with an error;
 //!   waiting on an origin's head or a pass-through's answer;
-//! - `body`: the body piece by piece (memory, disk tier, directory file, fill, pass-through
-//!   stream), one read per chunk however many connections want it;
+//! - `body`: the body piece by piece, each chunk from where `Cache::source` finds it
+//!   (memory, the fill being streamed, disk tier, origin), or a pass-through's stream;
+//! - `reads`: the file I/O it asks for and what it does with the results (a directory
+//!   file opened, described and read; a disk chunk read and verified), and one read per
+//!   chunk however many connections want it;
 //! - `restore`: rebuilding an object's description from the disk tier after a restart;
 //! - `types`: the data the phases keep between events.
 //!
-//! Its phases, in [`Exchange::poll`]'s order:
+//! What a request waits for is one [`State`], whose variants carry that wait's data;
+//! `poll` matches on it (the map in `docs/ARCHITECTURE.md` draws the transitions):
 //!
 //! ```text
-//!  ReadingHead ──parse──► Describing ──► AwaitingHead ──► Streaming ──► (next request)
-//!      │   │                 │ (dir open/stat, disk restore)   ▲  │ memory │ disk │ file │ fill
-//!      │   └─► CollectingBody ─► AwaitingPass ─────────────────┘  │ pass stream
-//!      └─► error answer ─► Lingering ─► Closing                    └─► Closing (cut)
+//!  Ready(reading) ─parse─► Opening ─► Ready(sending) ─► (next request)
+//!     │  │                ReadingDisk(restore) ┘  ▲ │ memory, fill, pass: in place
+//!     │  │                AwaitingHead ───────────┘ │ disk: ReadingDisk, file: ReadingFile
+//!     │  └─► CollectingBody ─► AwaitingPass ────────┘
+//!     └─► error answer ─► lingering ─► closing
 //! ```
 
 mod body;
