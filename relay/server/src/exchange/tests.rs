@@ -686,6 +686,22 @@ fn ex_poll(kit: &mut Kit, ex: &mut Exchange) -> Action {
 }
 
 impl Kit {
+    /// A request for `path` of the HTTP origin while its head fetch (the test's) is in
+    /// flight; the fetch fails; what the woken exchange then does.
+    fn head_fails(&mut self, path: &str) -> (Vec<u8>, Action) {
+        let key = cdn_key(path);
+        self.shared.cache.inflight.head(&key);
+        let mut ex = self.exchange();
+        assert!(matches!(self.input(&mut ex, &cdn_get(path)), Action::Wait));
+        self.shared.cache.inflight.finish_head(
+            &key,
+            Err(FillError::Connect),
+            None,
+            &self.shared.wake,
+        );
+        self.woken(&mut ex)
+    }
+
     /// A wake-up, and what the exchange then does until it stops again.
     fn woken(&mut self, ex: &mut Exchange) -> (Vec<u8>, Action) {
         let a = ex.poll(&mut self.cx());
@@ -696,18 +712,7 @@ impl Kit {
 #[test]
 fn a_head_fetch_that_fails_is_a_502() {
     let mut kit = Kit::new();
-    let key = cdn_key("/gone");
-    kit.shared.cache.inflight.head(&key);
-    let mut ex = kit.exchange();
-    assert!(matches!(
-        kit.input(&mut ex, &cdn_get("/gone")),
-        Action::Wait
-    ));
-    kit.shared
-        .cache
-        .inflight
-        .finish_head(&key, Err(FillError::Connect), None, &kit.shared.wake);
-    let (sent, next) = kit.woken(&mut ex);
+    let (sent, next) = kit.head_fails("/gone");
     let (head, rest) = split_response(&sent);
     assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
     assert_eq!(rest, b"upstream failed\n");
@@ -1227,4 +1232,118 @@ fn after_a_restart_a_description_is_restored_from_disk_once() {
     assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
     assert_eq!(rest, &body[..]);
     assert_eq!(kit.count(&kit.stats.disk_hits), 1, "one disk read for both");
+}
+
+/// A description of `len` bytes, version `version`, stale since a second ago, with the
+/// given stale windows; its one chunk in memory (`body`).
+fn stale_object(kit: &Kit, key: &str, version: u64, body: &[u8], swr: u64, sie: u64) {
+    let meta = ObjectMeta {
+        fetched: Instant::now() - Duration::from_secs(2),
+        ttl: Duration::from_secs(1),
+        stale_while_revalidate: Duration::from_secs(swr),
+        stale_if_error: Duration::from_secs(sie),
+        ..ObjectMeta::file(body.len() as u64, version, "\"s\"".into(), String::new())
+    };
+    kit.shared.cache.meta.insert(key, meta);
+    let chunk = ChunkKey {
+        object: Arc::from(key),
+        version,
+        index: 0,
+    };
+    kit.shared
+        .cache
+        .memory
+        .insert(chunk, bytes::Bytes::copy_from_slice(body));
+}
+
+#[test]
+fn a_stale_copy_within_stale_while_revalidate_is_served_and_revalidated_once() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/swr");
+    let body = object(700);
+    stale_object(&kit, &key, 6, &body, 60, 0);
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &cdn_get("/swr"));
+    assert!(matches!(a, Action::Send), "served at once: {a:?}");
+    let (sent, _) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(
+        field(&head, "cache-status"),
+        Some("relay; hit; detail=stale-while-revalidate"),
+        "{head}"
+    );
+    assert_eq!(rest, &body[..]);
+    assert_eq!(kit.count(&kit.stats.upstream_heads), 1, "one revalidation");
+    // With a revalidation already in flight (the test's), a client is served the same way
+    // and starts none.
+    let key = cdn_key("/swr2");
+    stale_object(&kit, &key, 9, &body, 60, 0);
+    kit.shared.cache.inflight.head(&key);
+    let mut again = kit.exchange();
+    let a = kit.input(&mut again, &cdn_get("/swr2"));
+    let (sent, next) = kit.run(&mut again, a);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    assert!(matches!(next, Action::Recv));
+    assert_eq!(kit.count(&kit.stats.upstream_heads), 1, "no second fetch");
+}
+
+#[test]
+fn an_origin_failure_is_answered_from_a_stale_copy_within_stale_if_error() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/sie");
+    let body = object(900);
+    stale_object(&kit, &key, 7, &body, 0, 60);
+    let (sent, _) = kit.head_fails("/sie");
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(
+        field(&head, "cache-status"),
+        Some("relay; hit; detail=stale-if-error")
+    );
+    assert_eq!(rest, &body[..]);
+}
+
+#[test]
+fn a_restoring_client_that_leaves_hands_its_entry_to_a_head_fetch() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/gone-r");
+    let now_unix = relay_cache::policy::unix_seconds(std::time::SystemTime::now());
+    let meta = ObjectMeta::file(100, 8, "\"v\"".into(), String::new());
+    put_on_disk(
+        &kit,
+        &key,
+        8,
+        0,
+        100,
+        &object(100),
+        &meta.encode_blob(Instant::now(), now_unix),
+    );
+    let mut first = kit.exchange();
+    let a = kit.input(&mut first, &cdn_get("/gone-r"));
+    assert!(matches!(a, Action::OpenDisk { .. }), "{a:?}");
+    let mut second = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut second, &cdn_get("/gone-r")),
+        Action::Wait
+    ));
+    // The first client leaves with its open in flight: its entry goes to a head fetch (the
+    // test's origin refuses it), and what the kernel may still use stays with the slot.
+    first.on_close(&mut kit.cx());
+    assert_eq!(first.state_name(), "reading-disk");
+    assert!(matches!(first.poll(&mut kit.cx()), Action::Idle));
+    assert_eq!(kit.count(&kit.stats.upstream_heads), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let (sent, next) = kit.woken(&mut second);
+        if !sent.is_empty() || Instant::now() > deadline {
+            break sent;
+        }
+        assert!(matches!(next, Action::Wait));
+    };
+    assert!(
+        sent.starts_with(b"HTTP/1.1 502 "),
+        "{:?}",
+        String::from_utf8_lossy(&sent)
+    );
 }
