@@ -9,6 +9,8 @@
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
 //! - [`memory`]: the memory tier, bounded by bytes, with scan-resistant eviction.
 //! - [`meta`]: what the cache knows of an object (length, validators) and when it was learnt.
+//! - [`reads`]: one read of a chunk (disk tier, directory origin) however many readers want
+//!   it at once.
 //! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
 //! - [`wake`]: how a worker waiting on a fill (or anything another thread completes) is
@@ -23,6 +25,7 @@ pub mod layout;
 pub mod memory;
 pub mod meta;
 pub mod policy;
+pub mod reads;
 mod tiers;
 pub mod wake;
 

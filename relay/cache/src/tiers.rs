@@ -36,6 +36,9 @@ pub struct Cache {
     pub disk: Option<Arc<DiskTier>>,
     /// Which completed chunks go to disk (`cache.disk_admission`; None: every one).
     pub admission: Option<Arc<Admission>>,
+    /// Chunk reads in flight (disk tier, directory origin): one per chunk however many
+    /// readers want it.
+    pub reads: crate::reads::ChunkReads,
 }
 
 impl Cache {
@@ -92,6 +95,7 @@ impl Cache {
             inflight: Arc::new(InFlight::with_arena(arena)),
             disk,
             admission,
+            reads: Default::default(),
         })
     }
 }
@@ -148,7 +152,8 @@ impl Cache {
     /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
     /// from (its bytes are arriving: no need to look further); then the disk tier; else the
     /// origin (the caller joins or starts the chunk's fill in [`crate::fill::InFlight`], or
-    /// reads a directory origin's file). Allocation-free on a memory hit.
+    /// reads a directory origin's file). A chunk the caller reads itself (disk, file) is
+    /// read once however many want it: [`Cache::reads`]. Allocation-free on a memory hit.
     pub fn source(&self, key: &ChunkRef<'_>, streaming: Option<&Arc<crate::fill::Fill>>) -> Source {
         if let Some(bytes) = self.memory.get(key) {
             return Source::Memory(bytes);

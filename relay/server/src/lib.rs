@@ -118,11 +118,6 @@ pub struct Shared {
     pub wakers: Arc<Vec<OwnedFd>>,
     /// Wakes worker `w` through `wakers[w]` (handed to everything that completes a wait).
     pub wake: Wakers,
-    /// Chunk reads in flight (disk tier, directory origin), shared by every connection that
-    /// needs the chunk.
-    pub chunk_reads: std::sync::Mutex<
-        std::collections::HashMap<relay_cache::ChunkKey, Arc<exchange::ChunkShare>>,
-    >,
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
@@ -427,7 +422,6 @@ pub fn serve(
         upstream,
         wakers,
         wake,
-        chunk_reads: Default::default(),
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         config,

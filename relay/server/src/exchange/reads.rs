@@ -1,15 +1,14 @@
 //! File I/O an exchange asks for and what it does with the results: a directory-origin
 //! file opened and described, a chunk read from it, a disk-tier chunk read and verified;
-//! and one read per chunk however many connections want it (`Shared::chunk_reads`).
+//! and one read per chunk however many connections want it (`Cache::reads`).
 
-use super::types::ChunkShare;
 use super::{Action, Cx, Exchange, Phase, ReadOp, State, Step};
 use crate::origin::{FileStat, OriginError};
 use bytes::Bytes;
 use relay_cache::ChunkKey;
+use relay_cache::reads::Claim;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// See [`Exchange::shared_read`].
@@ -315,22 +314,18 @@ impl Exchange {
     /// was read and stored since its memory lookup (a reader stores before it leaves the
     /// table).
     pub(super) fn claim_read(&mut self, cx: &Cx<'_>, key: ChunkKey) -> bool {
-        let mut reads = cx
-            .shared
-            .chunk_reads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = reads.get(&key) {
-            self.chunk_wait = Some((key, w.clone()));
-            return false;
+        let cache = &cx.shared.cache;
+        match cache.reads.claim(&key, &cache.memory) {
+            Claim::Theirs(share) => {
+                self.chunk_wait = Some((key, share));
+                false
+            }
+            Claim::Stored => false,
+            Claim::Mine(share) => {
+                self.chunk_share = Some((key, share));
+                true
+            }
         }
-        if cx.shared.cache.memory.contains(&key.as_ref()) {
-            return false;
-        }
-        let w = Arc::new(ChunkShare::default());
-        reads.insert(key.clone(), w.clone());
-        self.chunk_share = Some((key, w));
-        true
     }
 
     /// Where a connection stands with another connection's read of chunk `index` (of
@@ -346,7 +341,7 @@ impl Exchange {
         else {
             return SharedRead::NotWaiting;
         };
-        match w.result.get() {
+        match w.result() {
             Some(Some(bytes)) => {
                 self.local = Some((version, index, bytes.clone()));
                 self.waited(cx);
@@ -360,7 +355,7 @@ impl Exchange {
             }
             None => {
                 w.watchers.watch(cx.worker);
-                let done = w.result.get().is_some();
+                let done = w.result().is_some();
                 self.chunk_wait = Some((k, w));
                 match done {
                     true => SharedRead::Again,
@@ -379,18 +374,10 @@ impl Exchange {
             return;
         };
         let bytes = read.filter(|(k, _)| **k == key).map(|(_, b)| b);
-        {
-            // Out of the table and settled together: a connection that finds it settled
-            // must not find it in the table again (it would spin until it left).
-            let mut reads = cx
-                .shared
-                .chunk_reads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            reads.remove(&key);
-            let _ = w.result.set(bytes);
-        }
-        cx.shared.wake.wake(&w.watchers);
+        cx.shared
+            .cache
+            .reads
+            .settle(&key, &w, bytes, &cx.shared.wake);
     }
 }
 

@@ -86,7 +86,6 @@ impl Kit {
             upstream: Some(upstream),
             wakers,
             wake: Wakers::new(|_| {}),
-            chunk_reads: Default::default(),
             shutdown: AtomicBool::new(false),
             tunables: Tunables::from_config(&config),
             config,

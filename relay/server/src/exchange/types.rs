@@ -131,17 +131,6 @@ impl Small {
     }
 }
 
-/// A chunk read (from the disk tier, or from a directory origin's file) shared by every
-/// connection that needs the chunk while it is in flight: the reading connection publishes
-/// the (verified) bytes, or None (the file was bad or gone, or its client left), and the
-/// others take them, or fetch or read the chunk themselves.
-#[derive(Default)]
-pub struct ChunkShare {
-    pub result: std::sync::OnceLock<Option<bytes::Bytes>>,
-    /// The workers with a connection waiting.
-    pub watchers: relay_cache::wake::Watchers,
-}
-
 /// An in-flight head entry owned by a connection restoring its description from the disk
 /// tier. When the restore cannot publish the description (nothing usable on disk, or the
 /// client went away), `fallback`, a head fetch under the same entry, does.
