@@ -15,6 +15,8 @@ pub struct Machine {
     pub nginx: String,
     pub wrk: String,
     pub relay: String,
+    /// The relay binary measured (`--relay-bin`, or the tree's release build).
+    pub relay_bin: String,
     /// `git rev-parse --short HEAD` of the working tree the harness ran in, and whether it
     /// had uncommitted changes (the relay binary is built from it unless one was given).
     pub tree_git: String,
@@ -71,6 +73,7 @@ impl Machine {
             nginx,
             wrk,
             relay,
+            relay_bin: relay_bin.display().to_string(),
             tree_git,
             loadavg_start: loadavg(),
         }
@@ -79,7 +82,7 @@ impl Machine {
     /// One line for the table header and the plot title.
     pub fn line(&self) -> String {
         format!(
-            "{}, {} cores, {:.0} GiB, {}, Linux {}; {}, {}; relay {} (tree {})",
+            "{}, {} cores, {:.0} GiB, {}, Linux {}; {}, {}; relay {} ({}; tree {})",
             self.cpu_model,
             self.cores,
             self.memory_gib,
@@ -88,6 +91,7 @@ impl Machine {
             self.nginx,
             self.wrk,
             self.relay.trim_start_matches("relay ").trim(),
+            self.relay_bin,
             self.tree_git
         )
     }
