@@ -12,6 +12,8 @@
 //! - [`storable`]: may a response be stored (RFC 9111 §3), and if not, why ([`Reason`]).
 //! - [`freshness`]: freshness lifetime, current age, when serving stale is forbidden (§4.2),
 //!   and whether a kept description is fresh or within a stale window (RFC 5861).
+//! - [`keep`]: what a response head means for the description kept of it (lifetime,
+//!   storability, stale windows, variants), and how a 304 renews it (§4.3.4).
 //! - [`vary`]: secondary cache keys from `Vary` (§4.1).
 //! - [`invalidate`]: what an unsafe method's response invalidates (§4.4).
 //! - [`age_header`]: parsing and emitting `Age` (§5.1).
@@ -26,6 +28,7 @@ pub mod age_header;
 pub mod cache_control;
 pub mod freshness;
 pub mod invalidate;
+pub mod keep;
 pub mod response_headers;
 pub mod storable;
 pub mod stored;

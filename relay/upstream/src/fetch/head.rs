@@ -13,7 +13,7 @@ use relay_cache::policy::response_headers::{ContentRange, FramingError};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 impl Context {
     /// The object's description is unknown or stale: ask for its first chunk (conditionally
@@ -46,16 +46,7 @@ impl Context {
                 };
                 // Still valid: renew the stored description; its chunks stay as they are.
                 let fresh = describe(200, resp.headers(), request_time, response_time);
-                let mut renewed = (*stale).clone();
-                renewed.fetched = Instant::now();
-                if fresh.explicit {
-                    renewed.ttl = fresh.ttl;
-                    renewed.storable = fresh.storable;
-                    renewed.stale_while_revalidate = fresh.swr;
-                    renewed.stale_if_error = fresh.sie;
-                    renewed.initial_age = fresh.initial_age;
-                }
-                let renewed = Arc::new(renewed);
+                let renewed = Arc::new(stale.renewed(&fresh.keep, Instant::now()));
                 if renewed.storable {
                     self.store.meta.insert(&object, (*renewed).clone());
                 }
@@ -210,7 +201,7 @@ fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
 /// not even a later fetch of the same object for another client.
 fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
     static PRIVATE: AtomicU64 = AtomicU64::new(0);
-    let version = if d.storable {
+    let version = if d.keep.storable {
         head::version(&h.etag, &h.last_modified, total)
     } else {
         (1 << 63) | PRIVATE.fetch_add(1, Ordering::Relaxed)
@@ -221,26 +212,20 @@ fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
         etag: h.etag.clone(),
         last_modified: h.last_modified.clone(),
         fetched: Instant::now(),
-        ttl: d.ttl,
-        storable: d.storable,
-        stale_while_revalidate: d.swr,
-        stale_if_error: d.sie,
-        initial_age: d.initial_age,
+        ttl: d.keep.ttl,
+        storable: d.keep.storable,
+        stale_while_revalidate: d.keep.stale_while_revalidate,
+        stale_if_error: d.keep.stale_if_error,
+        initial_age: d.keep.initial_age,
         content_type: d.content_type,
         headers: d.headers,
         vary: d.vary,
     }
 }
 
-/// What RFC 9111 makes of a response head, in the terms the cache keeps.
+/// What RFC 9111 makes of a response head (`keep`), and the fields relay keeps of it.
 struct Described {
-    ttl: Duration,
-    storable: bool,
-    swr: Duration,
-    sie: Duration,
-    initial_age: u64,
-    /// The head carried explicit freshness (or validation) directives of its own.
-    explicit: bool,
+    keep: relay_cache::policy::keep::Keep,
     content_type: String,
     headers: Bytes,
     /// `headers` leave out fields a qualified `private` / `no-cache` names (the fetching
@@ -250,55 +235,13 @@ struct Described {
 }
 
 /// Freshness, storability and stale windows from a response head (the shared-cache rules
-/// of `relay_cache::policy`), and the end-to-end header fields to relay to clients.
+/// of `relay_cache::policy::keep`), and the end-to-end header fields to relay to clients.
 fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: u64) -> Described {
-    use relay_cache::policy::{self, PolicyConfig, RequestDirectives, Storability, StoredMeta};
-    let config = PolicyConfig::default();
-    let pairs = || h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    let stored = StoredMeta::from_response(status, pairs(), request_time, response_time, &config);
-    let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
-    let mut storable = policy::storable(&request, &stored, &config) == Storability::Store;
-    // `Vary: *` never matches another request. Other fields make variants, stored under
-    // keys of their own; `accept-encoding` is left out: relay always asks for identity,
-    // which every client accepts.
-    let mut vary = None;
-    match &stored.vary {
-        policy::Vary::Any => storable = false,
-        policy::Vary::Fields(f) => {
-            let fields: Vec<String> = f
-                .iter()
-                .filter(|n| n.as_str() != "accept-encoding")
-                .cloned()
-                .collect();
-            if !fields.is_empty() {
-                vary = Some(fields.into());
-            }
-        }
-    }
-    let lifetime = policy::freshness::freshness_lifetime(&stored);
-    let age = policy::freshness::current_age(&stored, response_time);
-    let ttl = if policy::freshness::always_validate(&stored) {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(lifetime.saturating_sub(age))
-    };
-    let forbidden = policy::freshness::stale_forbidden(&stored);
-    let window = |w: Option<u32>| match w {
-        Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
-        _ => Duration::ZERO,
-    };
+    let pairs = h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    let (keep, stored) =
+        relay_cache::policy::keep::keep(status, pairs, request_time, response_time);
     let d = &stored.directives;
-    let explicit = d.max_age.is_some()
-        || d.s_maxage.is_some()
-        || stored.expires.is_some()
-        || d.no_cache.is_present();
     Described {
-        ttl,
-        storable,
-        swr: window(d.stale_while_revalidate),
-        sie: window(d.stale_if_error),
-        initial_age: age,
-        explicit,
         content_type: h
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -306,7 +249,8 @@ fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: 
             .to_string(),
         headers: stored_fields(h, d),
         strips: !d.private.fields().is_empty() || !d.no_cache.fields().is_empty(),
-        vary,
+        vary: keep.vary.clone().map(Into::into),
+        keep,
     }
 }
 
@@ -329,6 +273,7 @@ fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
         pairs
@@ -498,6 +443,6 @@ mod tests {
             "max-age=60".parse().expect("value"),
         );
         h.append(http::header::VARY, "*".parse().expect("value"));
-        assert!(!describe(200, &h, 1000, 1000).storable);
+        assert!(!describe(200, &h, 1000, 1000).keep.storable);
     }
 }

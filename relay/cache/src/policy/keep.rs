@@ -1,0 +1,158 @@
+//! What a response head means for the description the cache keeps of it: how long it may be
+//! used without asking again, whether it may be stored, its stale windows and the fields it
+//! varies on; and how a `304 Not Modified` renews a kept description (RFC 9111 §4.3.4).
+
+use super::{PolicyConfig, RequestDirectives, Storability, StoredMeta, Vary, freshness};
+use crate::ObjectMeta;
+use std::time::{Duration, Instant};
+
+/// A response head's terms, as the cache keeps them ([`keep`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keep {
+    /// How long the description may be used without asking the origin again (its
+    /// freshness lifetime less its current age; zero when it must always be validated).
+    pub ttl: Duration,
+    /// A shared cache may store the response (and `Vary` is not `*`).
+    pub storable: bool,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// The response's age when it was received, in seconds.
+    pub initial_age: u64,
+    /// The head carried explicit freshness (or validation) directives of its own.
+    pub explicit: bool,
+    /// The request fields it varies on (lower-case), without `accept-encoding`: relay asks
+    /// for identity, which every client accepts. None when it varies on none.
+    pub vary: Option<Vec<String>>,
+}
+
+/// The terms of a response with `status` and header fields `pairs` (as received), asked at
+/// `request_time` and received at `response_time` (Unix seconds), and what the cache stores
+/// of it to decide later.
+pub fn keep<'a, I>(
+    status: u16,
+    pairs: I,
+    request_time: u64,
+    response_time: u64,
+) -> (Keep, StoredMeta)
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let config = PolicyConfig::default();
+    let stored = StoredMeta::from_response(status, pairs, request_time, response_time, &config);
+    let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    let mut storable = super::storable(&request, &stored, &config) == Storability::Store;
+    // `Vary: *` never matches another request. Other fields make variants, stored under
+    // keys of their own.
+    let mut vary = None;
+    match &stored.vary {
+        Vary::Any => storable = false,
+        Vary::Fields(f) => {
+            let fields: Vec<String> = f
+                .iter()
+                .filter(|n| n.as_str() != "accept-encoding")
+                .cloned()
+                .collect();
+            if !fields.is_empty() {
+                vary = Some(fields);
+            }
+        }
+    }
+    let lifetime = freshness::freshness_lifetime(&stored);
+    let age = freshness::current_age(&stored, response_time);
+    let ttl = if freshness::always_validate(&stored) {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(lifetime.saturating_sub(age))
+    };
+    let forbidden = freshness::stale_forbidden(&stored);
+    let window = |w: Option<u32>| match w {
+        Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
+        _ => Duration::ZERO,
+    };
+    let d = &stored.directives;
+    let explicit = d.max_age.is_some()
+        || d.s_maxage.is_some()
+        || stored.expires.is_some()
+        || d.no_cache.is_present();
+    let keep = Keep {
+        ttl,
+        storable,
+        stale_while_revalidate: window(d.stale_while_revalidate),
+        stale_if_error: window(d.stale_if_error),
+        initial_age: age,
+        explicit,
+        vary,
+    };
+    (keep, stored)
+}
+
+impl ObjectMeta {
+    /// This description as a `304 Not Modified` with terms `fresh` renews it (RFC 9111
+    /// §4.3.4): described anew at `now`; its freshness, storability and stale windows are
+    /// the 304's when it states its own, else kept. Its chunks stay valid (same version).
+    pub fn renewed(&self, fresh: &Keep, now: Instant) -> ObjectMeta {
+        let mut renewed = self.clone();
+        renewed.fetched = now;
+        if fresh.explicit {
+            renewed.ttl = fresh.ttl;
+            renewed.storable = fresh.storable;
+            renewed.stale_while_revalidate = fresh.stale_while_revalidate;
+            renewed.stale_if_error = fresh.stale_if_error;
+            renewed.initial_age = fresh.initial_age;
+        }
+        renewed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(fields: &[(&str, &str)]) -> Keep {
+        let pairs = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        keep(200, pairs, 1000, 1000).0
+    }
+
+    #[test]
+    fn a_head_s_terms() {
+        let k = terms(&[
+            (
+                "Cache-Control",
+                "max-age=60, stale-while-revalidate=30, stale-if-error=600",
+            ),
+            ("Vary", "Accept-Encoding, Accept-Language"),
+        ]);
+        assert_eq!(k.ttl, Duration::from_secs(60));
+        assert!(k.storable && k.explicit);
+        assert_eq!(k.stale_while_revalidate, Duration::from_secs(30));
+        assert_eq!(k.stale_if_error, Duration::from_secs(600));
+        assert_eq!(k.vary, Some(vec!["accept-language".to_string()]));
+        // must-revalidate forbids serving stale: no windows.
+        let k = terms(&[(
+            "Cache-Control",
+            "max-age=60, must-revalidate, stale-if-error=600",
+        )]);
+        assert_eq!(k.stale_if_error, Duration::ZERO);
+        assert!(!terms(&[("Vary", "*")]).storable);
+        assert!(!terms(&[("Cache-Control", "no-store")]).storable);
+    }
+
+    #[test]
+    fn a_304_renews_with_its_own_terms_or_keeps_the_old_ones() {
+        let t0 = Instant::now();
+        let old = ObjectMeta {
+            ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(9),
+            ..ObjectMeta::file(10, 7, "\"e\"".into(), String::new())
+        };
+        let later = t0 + Duration::from_secs(100);
+        let kept = old.renewed(&terms(&[]), later);
+        assert_eq!((kept.fetched, kept.ttl, kept.version), (later, old.ttl, 7));
+        assert_eq!(kept.stale_if_error, old.stale_if_error);
+        let new = old.renewed(&terms(&[("Cache-Control", "max-age=300")]), later);
+        assert_eq!(
+            (new.ttl, new.stale_if_error, new.version),
+            (Duration::from_secs(300), Duration::ZERO, 7)
+        );
+    }
+}
