@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages the tests and benchmarks call.
-const PACKAGES: &[&str] = &["curl", "wrk", "nginx-light", "iproute2"];
+const PACKAGES: &[&str] = &["curl", "wrk", "nginx-light", "iproute2", "python3"];
 
 #[derive(clap::Args, Default)]
 pub struct Options {}
