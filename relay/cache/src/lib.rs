@@ -33,4 +33,4 @@ pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;
 pub use memory::MemoryTier;
 pub use meta::{MetaCache, ObjectMeta};
-pub use tiers::{Cache, CacheError, Source};
+pub use tiers::{Cache, CacheError, Held, Source};

@@ -147,6 +147,13 @@ pub enum Source {
     Origin,
 }
 
+/// Whether a chunk is held, and where ([`Cache::held`]).
+pub enum Held {
+    Memory(bytes::Bytes),
+    Disk,
+    Nowhere,
+}
+
 impl Cache {
     /// Where the bytes of chunk `key` are now, in the one order they are looked for: the
     /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
@@ -169,7 +176,22 @@ impl Cache {
 
     /// The chunk is held by a tier (memory or disk): serving it is a hit.
     pub fn holds(&self, key: &ChunkRef<'_>) -> bool {
-        self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+        self.memory.contains(key) || self.on_disk(key)
+    }
+
+    /// Whether chunk `key` is held, with its bytes when they are in memory; unlike
+    /// [`Cache::source`] it plans no disk read (for a response that checks before it
+    /// sends).
+    pub fn held(&self, key: &ChunkRef<'_>) -> Held {
+        match self.memory.get(key) {
+            Some(bytes) => Held::Memory(bytes),
+            None if self.on_disk(key) => Held::Disk,
+            None => Held::Nowhere,
+        }
+    }
+
+    fn on_disk(&self, key: &ChunkRef<'_>) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 }
 
@@ -229,6 +251,9 @@ mod source_tests {
             Source::Memory(_)
         ));
         assert!(cache.holds(&a.as_ref()) && cache.holds(&b.as_ref()) && !cache.holds(&c.as_ref()));
+        assert!(matches!(cache.held(&a.as_ref()), Held::Memory(m) if &m[..] == b"in memory"));
+        assert!(matches!(cache.held(&b.as_ref()), Held::Disk));
+        assert!(matches!(cache.held(&c.as_ref()), Held::Nowhere));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

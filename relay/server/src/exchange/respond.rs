@@ -6,7 +6,7 @@ use super::types::{Body, DirOpen, Linger, PassReader, PassRequest, RequestInfo, 
 use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
 use crate::origin::OriginError;
 use bytes::Bytes;
-use relay_cache::{ChunkRef, ObjectMeta, Source};
+use relay_cache::{ChunkRef, Held, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
 use relay_proto::{DateCache, Method, ResponseHead};
@@ -453,21 +453,18 @@ impl Exchange {
             // and a get when the body is sent): the response keeps it.
             let first = layout.chunk_of(start);
             let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
-            let source = cache.source(
-                &ChunkRef {
-                    object: &self.key,
-                    version: meta.version,
-                    index: first,
-                },
-                None,
-            );
-            let first_held = match source {
-                Source::Memory(chunk) => {
+            let held = cache.held(&ChunkRef {
+                object: &self.key,
+                version: meta.version,
+                index: first,
+            });
+            let first_held = match held {
+                Held::Memory(chunk) => {
                     self.local = Some((meta.version, first, chunk));
                     true
                 }
-                Source::Disk(_) => true,
-                Source::Fill(_) | Source::Origin => false,
+                Held::Disk => true,
+                Held::Nowhere => false,
             };
             first_held && rest_held
         } else {
