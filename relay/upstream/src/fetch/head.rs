@@ -273,14 +273,8 @@ fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::tests::fields;
     use std::time::Duration;
-
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
-    }
 
     #[test]
     fn a_fetch_carries_a_vary_field_whatever_its_case() {

@@ -150,9 +150,17 @@ fn end_to_end(h: &http::HeaderMap, own: &[&str]) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pass::PASS_WRITTEN;
+
+    /// Client request fields as a fetch carries them, from (name, value) pairs.
+    pub(crate) fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
 
     #[test]
     fn a_passed_response_keeps_what_a_stored_one_rewrites() {

@@ -178,13 +178,7 @@ fn fill_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
-    }
+    use crate::fetch::tests::fields;
 
     fn values<'a>(req: &'a http::Request<Full<Bytes>>, name: &str) -> Vec<&'a [u8]> {
         req.headers()
