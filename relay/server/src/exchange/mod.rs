@@ -471,6 +471,12 @@ impl Exchange {
         !self.linger.is_some_and(|l| l.shut)
     }
 
+    /// The connection is closing ([`Exchange::on_close`]): its slot waits for what is in
+    /// flight, then is released.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// Parked until a wake-up.
     pub fn is_waiting(&self) -> bool {
         self.phase == Phase::Wait

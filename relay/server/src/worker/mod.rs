@@ -78,7 +78,6 @@ struct Slot {
     generation: u32,
     /// Operations in flight; the slot is reused only when none is.
     inflight: u32,
-    closing: bool,
     /// A multishot receive is armed (bytes arrive without a submission per request).
     multishot: bool,
     /// Zero-copy sends are worth trying on this connection (off once the kernel reports
@@ -273,7 +272,7 @@ impl Worker {
                     return Ok(());
                 }
                 c.inflight -= 1;
-                if c.closing {
+                if c.ex.is_closed() {
                     if (kind == DISK_OPEN || kind == DIR_OPEN) && res >= 0 {
                         // Opened for a connection that is gone: nobody will read it.
                         sys::close(res);
@@ -323,7 +322,7 @@ impl Worker {
             boundary: &self.boundary,
             latency: &mut self.latency,
             peer: &peer,
-            reading: c.multishot && !c.closing && c.fd >= 0,
+            reading: c.multishot && !c.ex.is_closed() && c.fd >= 0,
         };
         f(&mut c.ex, &mut cx)
     }
@@ -436,7 +435,7 @@ impl Worker {
             // Idle connections go now; busy ones close after their response.
             for slot in 0..self.conns.len() as u32 {
                 let c = &mut self.conns[slot as usize];
-                if c.fd < 0 || c.closing {
+                if c.fd < 0 || c.ex.is_closed() {
                     continue;
                 }
                 if c.ex.drain() {
@@ -513,7 +512,7 @@ impl Worker {
         for i in 0..self.waiting_now.len() {
             let (slot, generation) = self.waiting_now[i];
             let c = &self.conns[slot as usize];
-            if c.generation == generation && !c.closing && c.fd >= 0 && c.ex.is_waiting() {
+            if c.generation == generation && !c.ex.is_closed() && c.fd >= 0 && c.ex.is_waiting() {
                 let a = self.with_ex(slot, |ex, cx| ex.poll(cx));
                 self.act(slot, a)?;
             }
@@ -540,7 +539,7 @@ impl Worker {
             let c = &self.conns[slot as usize];
             // A file read that outlives the send deadline (a hung disk) cuts its client too;
             // the slot is freed when the read completes.
-            if c.fd < 0 || c.closing || c.ex.deadline() > self.now {
+            if c.fd < 0 || c.ex.is_closed() || c.ex.deadline() > self.now {
                 continue;
             }
             if c.ex.timeout_counts() {
@@ -588,7 +587,6 @@ impl Worker {
                 c.generation = c.generation.wrapping_add(1);
                 c.fd = fd;
                 c.inflight = 0;
-                c.closing = false;
                 c.multishot = false;
                 c.zc_ok = true;
                 c.zc_sent = None;
@@ -600,7 +598,6 @@ impl Worker {
                     fd,
                     generation: 0,
                     inflight: 0,
-                    closing: false,
                     multishot: false,
                     zc_ok: true,
                     zc_sent: None,
@@ -639,7 +636,7 @@ impl Worker {
         let bid = io_uring::cqueue::buffer_select(flags);
         if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
             let c = &mut self.conns[slot as usize];
-            if res > 0 && !c.closing {
+            if res > 0 && !c.ex.is_closed() {
                 c.ex.on_input(self.now, br.buf(bid, res as usize));
             }
             br.recycle(bid);
@@ -649,7 +646,7 @@ impl Worker {
             c.inflight -= 1;
             c.multishot = false;
         }
-        if c.closing {
+        if c.ex.is_closed() {
             self.maybe_free(slot);
             return Ok(());
         }
@@ -687,7 +684,7 @@ impl Worker {
 
     fn close(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.closing || c.fd < 0 {
+        if c.ex.is_closed() || c.fd < 0 {
             return;
         }
         if c.zc_sent.is_some() {
@@ -695,7 +692,6 @@ impl Worker {
             // client that stopped reading never does: reset, so the send queue is dropped.
             sys::abort(c.fd);
         }
-        c.closing = true;
         self.with_ex(slot, |ex, cx| ex.on_close(cx));
         // Pending receives and sends complete at once; the slot is freed when they have.
         sys::shutdown(self.conns[slot as usize].fd);
