@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 origin the tests own: objects in memory with ETag, Last-Modified and
 //! Cache-Control; honours single `Range`s; counts every request and records the header fields
 //! each one carried (and echoes them back, per object, on request); and misbehaves on demand
-//! (ignores Range, answers slowly, streams slowly, cuts bodies short, changes an object).
+//! (ignores Range, answers slowly, streams slowly, cuts bodies short, changes an object; or,
+//! for one object, answers late or not in HTTP at all).
 //! Loopback only; every connection thread ends when the server is dropped.
 
 use std::collections::HashMap;
@@ -28,6 +29,11 @@ pub struct Object {
     /// Echo the request's header fields in the response: `Echo-<name>: <value>` per field
     /// line (name lower-case), so a client sees what reached the origin for its response.
     pub echo_headers: bool,
+    /// Wait this long before answering a GET of this object, ms (one slow URL).
+    pub delay_ms: u64,
+    /// Answer a GET of this object with these bytes and close, instead of a response (an
+    /// origin that is broken for one URL).
+    pub raw: Option<Vec<u8>>,
 }
 
 impl Object {
@@ -41,6 +47,8 @@ impl Object {
             by_language: Vec::new(),
             status: 200,
             echo_headers: false,
+            delay_ms: 0,
+            raw: None,
         }
     }
 
@@ -310,6 +318,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
             let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             continue;
         };
+        if obj.delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(obj.delay_ms));
+        }
+        if let Some(raw) = &obj.raw {
+            let _ = out.write_all(raw);
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         if !inm.is_empty() && inm == obj.etag {
             let mut head = format!("HTTP/1.1 304 Not Modified\r\nETag: {}\r\n", obj.etag);
             if let Some(cc) = &obj.cache_control {

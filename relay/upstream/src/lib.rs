@@ -25,7 +25,8 @@
 //! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
 //! - [`stream`]: a passed-through body with a length, streamed through a bounded window.
 //! - [`budget`]: the bound on bytes held for pass-throughs (`origin.pass_buffer_bytes`).
-//! - [`Health`]: passive health: consecutive failures mark an origin down for a while.
+//! - [`Health`]: passive health: consecutive requests that could not reach an origin mark it
+//!   down for a while.
 //!
 //! This path is not the hot path (a miss costs a round trip to the origin), so it uses tokio
 //! and hyper, maintained crates that own connection pooling, chunked decoding and timeouts;
@@ -215,9 +216,14 @@ pub const PASS_WINDOW: usize = 2 << 20;
 /// default, which ends the wait sooner by dropping the reader).
 pub const PASS_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Passive health of one origin.
+/// Passive health of one origin: `down_after_failures` requests in a row that could not
+/// reach it (refused or timed out connecting, the connection reset or closed before a
+/// response head; a request counts once however many attempts it made) mark it down for
+/// `down_ms`. A slow URL, a garbage answer or a 5xx fails its own request only; any
+/// response head clears the count (`fetch::request`).
 #[derive(Default)]
 pub struct Health {
+    /// Requests in a row that could not reach the origin.
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which the origin is considered down.
     down_until: AtomicU64,

@@ -1,9 +1,16 @@
-//! Every job's request goes through one retry loop ([`retrying`]): a request that got
-//! nothing back (no connection, a broken one, no head before the first-byte timeout) counts
-//! against its origin's health and is sent again after a backoff, up to the job's number of
-//! retries, unless the origin has been marked down meanwhile. A response, whatever its status,
-//! ends the loop; so does a request that could not be made. Also a fill's request
-//! ([`fill_request`]).
+//! Every job's request goes through one retry loop ([`retrying`]): an attempt that got no
+//! response head back (no connection, a broken one, no head before the first-byte timeout,
+//! an answer that is not HTTP) is sent again after a backoff, up to the job's number of
+//! retries, unless the origin has been marked down meanwhile. A response, whatever its
+//! status, ends the loop; so does a request that could not be made.
+//!
+//! Only transport failures speak of the origin ([`Failure::Unreachable`]: refused or timed
+//! out connecting, the connection reset or closed before a head): a request that failed
+//! that way counts once against its origin's health however many attempts it made, and
+//! `down_after_failures` such requests in a row mark the origin down. A first-byte timeout,
+//! a garbage answer or a 5xx fails that request only: any client can ask for a slow or
+//! broken URL, and one URL must not take the origin down for every client. Any response
+//! head clears the count. Also a fill's request ([`fill_request`]).
 
 use super::Context;
 use crate::{Origin, UpstreamStats};
@@ -23,9 +30,40 @@ pub(super) const VIA: &str = "1.1 relay";
 pub(super) enum Failure {
     /// The request could not be made; nothing was sent, and nothing is retried.
     Refused(FillError),
-    /// Sent, and nothing came back: the origin failed; the request may be sent again (it
-    /// reached no one, or an idempotent method allows it).
+    /// The origin could not be reached, or its connection ended before a response head
+    /// (refused, timed out connecting, reset, closed): a transport failure, which counts
+    /// against the origin's health. The request may be sent again.
+    Unreachable(FillError),
+    /// Sent, and no usable head came back (none before the first-byte timeout, or an answer
+    /// that is not HTTP): this request's failure, not the origin's. The request may be sent
+    /// again (it reached no one, or an idempotent method allows it).
     NoAnswer(FillError),
+}
+
+/// What a failed `client.request` says: the origin unreachable (a connect error, or the
+/// connection reset or closed before a head: an I/O error, an incomplete or canceled
+/// message), or only this request unanswered (an answer hyper could not parse, or anything
+/// else it reports).
+fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
+    if e.is_connect() {
+        return Failure::Unreachable(FillError::Connect);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_parse() {
+                return Failure::NoAnswer(FillError::Truncated);
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return Failure::Unreachable(FillError::Connect);
+            }
+        }
+        if s.is::<std::io::Error>() {
+            return Failure::Unreachable(FillError::Connect);
+        }
+        source = s.source();
+    }
+    Failure::NoAnswer(FillError::Connect)
 }
 
 /// After attempt `attempt` (0: the first) brought nothing back: how long to wait before the
@@ -36,8 +74,10 @@ fn backoff(attempt: u32, retries: u32, origin_down: bool) -> Option<Duration> {
 
 /// The retry loop: runs `attempt` until it brings a response, could not make its request,
 /// or failed `retries + 1` times (fewer when the origin is marked down meanwhile). An origin
-/// already down is not asked at all ([`FillError::Down`]). Each failure counts against the
-/// origin's health and in `stats.errors`, each retry in `stats.retries`.
+/// already down is not asked at all ([`FillError::Down`]). Each failed attempt counts in
+/// `stats.errors`, each retry in `stats.retries`; a request that failed, and failed to
+/// reach the origin on any of its attempts, counts once against the origin's health. A
+/// response clears it.
 async fn retrying<T, F>(
     origin: &Origin,
     epoch: Instant,
@@ -52,15 +92,25 @@ where
         return Err(FillError::Down);
     }
     let mut n = 0;
+    let mut unreachable = false;
     loop {
         let err = match attempt().await {
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                origin.succeeded();
+                return Ok(answer);
+            }
             Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::Unreachable(e)) => {
+                unreachable = true;
+                e
+            }
             Err(Failure::NoAnswer(e)) => e,
         };
-        origin.failed(epoch);
         stats.errors.fetch_add(1, Ordering::Relaxed);
         let Some(wait) = backoff(n, retries, origin.is_down(epoch)) else {
+            if unreachable {
+                origin.failed(epoch);
+            }
             return Err(err);
         };
         n += 1;
@@ -87,11 +137,14 @@ impl Context {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(first_byte, client.request(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) if e.is_connect() => Err(Failure::NoAnswer(FillError::Connect)),
                 Ok(Err(e)) => {
-                    log::warn!("origin {}: {e}", o.config.authority);
-                    Err(Failure::NoAnswer(FillError::Connect))
+                    let f = failure(&e);
+                    if !e.is_connect() {
+                        log::warn!("origin {}: {e} ({f:?})", o.config.authority);
+                    }
+                    Err(f)
                 }
+                // A slow URL, not a slow origin: this request's failure only.
                 Err(_) => Err(Failure::NoAnswer(FillError::Timeout)),
             }
         })
@@ -99,8 +152,9 @@ impl Context {
     }
 
     /// Sends a fill's `GET path` with `Range: bytes=start-end` and the client's `forward`
-    /// fields ([`fill_request`]), retried as the origin's config says (a GET is idempotent);
-    /// a 5xx answer counts against the origin's health, any other clears it.
+    /// fields ([`fill_request`]), retried as the origin's config says (a GET is idempotent).
+    /// A 5xx answer fails the fill and counts in `stats.errors`, but not against the
+    /// origin's health: it came from a reachable origin.
     pub(super) async fn send_fill(
         &self,
         origin: usize,
@@ -117,9 +171,7 @@ impl Context {
         };
         let resp = self.send(origin, o.config.retries, build).await?;
         if resp.status().is_server_error() {
-            o.failed(self.epoch);
-        } else {
-            o.succeeded();
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         Ok(resp)
     }
@@ -327,13 +379,14 @@ mod tests {
 
     #[test]
     fn a_request_that_got_nothing_back_is_sent_again_up_to_its_retries() {
-        use Failure::NoAnswer;
-        // Connection failures and first-byte timeouts alike; the last error is returned.
+        use Failure::{NoAnswer, Unreachable};
+        // Connection failures, first-byte timeouts and garbage alike; the last error is
+        // returned.
         let o = origin(2, 100);
         let stats = UpstreamStats::default();
         let fails = [
-            NoAnswer(FillError::Connect),
-            NoAnswer(FillError::Timeout),
+            Unreachable(FillError::Connect),
+            NoAnswer(FillError::Truncated),
             NoAnswer(FillError::Timeout),
         ];
         assert_eq!(run(&o, &stats, &fails), (Err(FillError::Timeout), 3));
@@ -364,12 +417,133 @@ mod tests {
     }
 
     #[test]
-    fn retries_stop_once_the_origin_is_marked_down_and_a_down_origin_is_not_asked() {
-        let o = origin(5, 2);
+    fn requests_that_reach_no_origin_mark_it_down_each_counting_once() {
+        // Three attempts each, two requests: down after the second, not the first.
+        let o = origin(2, 2);
         let stats = UpstreamStats::default();
-        let fails = [Failure::NoAnswer(FillError::Connect); 6];
-        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Connect), 2));
-        assert_eq!(counted(&stats), (2, 1));
+        let fails = [Failure::Unreachable(FillError::Connect); 3];
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Connect), 3));
+        assert!(!o.is_down(Instant::now()), "one request is one failure");
+        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Connect), 3));
+        assert!(o.is_down(Instant::now()));
+        assert_eq!(counted(&stats), (6, 4));
+        // Down: not asked at all.
         assert_eq!(run(&o, &stats, &fails), (Err(FillError::Down), 0));
+        // A request that reached the origin on a retry is no failure of it.
+        let o = origin(2, 1);
+        let mixed = [
+            Failure::Unreachable(FillError::Connect),
+            Failure::NoAnswer(FillError::Timeout),
+            Failure::NoAnswer(FillError::Timeout),
+        ];
+        assert_eq!(run(&o, &stats, &mixed[..1]), (Ok(2), 2));
+        assert!(!o.is_down(Instant::now()));
+        // One that never got an answer, and could not reach it on some attempt, is.
+        assert_eq!(run(&o, &stats, &mixed), (Err(FillError::Timeout), 3));
+        assert!(o.is_down(Instant::now()));
+    }
+
+    #[test]
+    fn slow_or_garbage_answers_fail_their_request_but_never_mark_the_origin_down() {
+        let o = origin(1, 1);
+        let stats = UpstreamStats::default();
+        for fail in [FillError::Timeout, FillError::Truncated] {
+            for _ in 0..10 {
+                let fails = [Failure::NoAnswer(fail); 2];
+                assert_eq!(run(&o, &stats, &fails), (Err(fail), 2));
+            }
+        }
+        assert_eq!(counted(&stats), (40, 20), "each counted in the metrics");
+        assert!(
+            !o.is_down(Instant::now()),
+            "no client can take the origin down"
+        );
+    }
+
+    #[test]
+    fn any_answer_clears_the_count() {
+        let o = origin(0, 2);
+        let stats = UpstreamStats::default();
+        let unreachable = [Failure::Unreachable(FillError::Connect)];
+        assert_eq!(run(&o, &stats, &unreachable), (Err(FillError::Connect), 1));
+        assert_eq!(run(&o, &stats, &[]), (Ok(1), 1));
+        assert_eq!(run(&o, &stats, &unreachable), (Err(FillError::Connect), 1));
+        assert!(
+            !o.is_down(Instant::now()),
+            "the answer in between cleared it"
+        );
+        assert_eq!(run(&o, &stats, &unreachable), (Err(FillError::Connect), 1));
+        assert!(o.is_down(Instant::now()));
+    }
+
+    #[test]
+    fn retries_stop_once_the_origin_is_marked_down_meanwhile() {
+        let o = origin(5, 1);
+        let stats = UpstreamStats::default();
+        let epoch = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let mut made = 0;
+        let r: Result<(), FillError> = rt.block_on(retrying(&o, epoch, &stats, 5, || {
+            made += 1;
+            // Another request's failure marks the origin down during this one's attempt.
+            o.failed(epoch);
+            async { Err(Failure::NoAnswer(FillError::Timeout)) }
+        }));
+        assert_eq!((r, made), (Err(FillError::Timeout), 1));
+    }
+
+    /// What `failure` makes of a real client's error against a listener that behaves as
+    /// `serve` says (None: nothing listens).
+    fn classify(serve: Option<fn(std::net::TcpStream)>) -> Failure {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        match serve {
+            None => drop(listener),
+            Some(serve) => {
+                std::thread::spawn(move || {
+                    if let Ok((conn, _)) = listener.accept() {
+                        serve(conn);
+                    }
+                });
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use hyper_util::client::legacy::{Client, connect::HttpConnector};
+            let client: Client<_, Full<Bytes>> =
+                Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+            let uri: http::Uri = format!("http://{addr}/x").parse().expect("uri");
+            let e = client.get(uri).await.expect_err("no answer");
+            failure(&e)
+        })
+    }
+
+    #[test]
+    fn transport_failures_speak_of_the_origin_and_garbage_of_the_request() {
+        use std::io::{Read, Write};
+        let refused = classify(None);
+        assert_eq!(refused, Failure::Unreachable(FillError::Connect));
+        let closed = classify(Some(|mut conn| {
+            let _ = conn.read(&mut [0u8; 4096]);
+        }));
+        assert_eq!(closed, Failure::Unreachable(FillError::Connect));
+        // Closed with the request unread: the kernel resets the connection.
+        let reset = classify(Some(|conn| {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(conn);
+        }));
+        assert_eq!(reset, Failure::Unreachable(FillError::Connect));
+        let garbage = classify(Some(|mut conn| {
+            let _ = conn.read(&mut [0u8; 4096]);
+            let _ = conn.write_all(b"SPAM SPAM SPAM\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }));
+        assert_eq!(garbage, Failure::NoAnswer(FillError::Truncated));
     }
 }
