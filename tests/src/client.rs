@@ -153,3 +153,25 @@ pub fn crowd_with(addr: SocketAddr, n: usize, path: &str, fields: &str) -> Vec<R
             .collect()
     })
 }
+
+/// Sends `request` on a new connection and reads its response's head only, for a client
+/// that then reads the body at a pace of its own: the stream (reads time out after 10 s),
+/// the head's text, and the body bytes that came with it.
+pub fn head_only(addr: SocketAddr, request: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(request.as_bytes()).expect("send request");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut buf).expect("read the head");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let body = got.split_off(head_end);
+    (s, String::from_utf8_lossy(&got).into_owned(), body)
+}

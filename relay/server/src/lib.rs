@@ -160,6 +160,8 @@ pub struct WorkerStats {
     pub read_fixed: AtomicU64,
     /// Chunks read from a directory origin's files (each read once however many wait).
     pub origin_file_reads: AtomicU64,
+    /// Responses cut because their directory-origin file changed while being served.
+    pub origin_file_changed: AtomicU64,
     /// 1 when this worker's ring registered the memory tier's arena.
     pub arena_registered: AtomicU64,
     pub upstream_heads: AtomicU64,
@@ -189,6 +191,7 @@ impl Default for WorkerStats {
             zc_fixed: AtomicU64::new(0),
             read_fixed: AtomicU64::new(0),
             origin_file_reads: AtomicU64::new(0),
+            origin_file_changed: AtomicU64::new(0),
             arena_registered: AtomicU64::new(0),
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),

@@ -40,7 +40,7 @@ impl Metrics {
                 .sum()
         };
         let arena = self.shared.cache.memory.arena();
-        let counters: [(&str, &str, &str, u64); 19] = [
+        let counters: [(&str, &str, &str, u64); 20] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -94,6 +94,12 @@ impl Metrics {
                 "counter",
                 "Chunks read from the directory origin's files (once however many clients wait).",
                 sum(|w| &w.origin_file_reads),
+            ),
+            (
+                "relay_origin_file_changed_total",
+                "counter",
+                "Responses cut because their directory-origin file changed while being served.",
+                sum(|w| &w.origin_file_changed),
             ),
             (
                 "relay_memory_arena_registered_workers",

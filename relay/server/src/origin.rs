@@ -2,7 +2,9 @@
 //! through its ring with `openat2(RESOLVE_BENEATH)`, so no request can reach outside the
 //! root, and describes them with `statx` on the open file: the event loop never blocks on
 //! the origin's file system. This module holds the pure parts: the path a request names,
-//! what a failed open means, and the description of an opened file.
+//! what a failed open means, and the description of an opened file (and its version, which
+//! the `statx` after each chunk read is checked against: a file changed under a read is
+//! never sent as its old version).
 
 use relay_cache::ObjectMeta;
 use std::ffi::{CStr, CString};
@@ -57,6 +59,20 @@ impl FileStat {
             UNIX_EPOCH + Duration::new(s, self.mtime_ns.min(999_999_999))
         })
     }
+
+    /// The version of the file this describes: FNV-1a over its validators (length,
+    /// modification time in ns, inode). Any change to them is another version; a file
+    /// whose version is not its description's has changed since it was described.
+    pub fn version(&self) -> u64 {
+        let since = self.mtime().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for v in [self.len, since.as_nanos() as u64, self.ino] {
+            for b in v.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
 }
 
 pub struct DirOrigin {
@@ -103,19 +119,9 @@ pub fn describe(path: &CStr, st: &FileStat) -> Result<ObjectMeta, OriginError> {
     }
     let mtime = st.mtime();
     let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let version = {
-        // FNV-1a over the validators: length, mtime (ns), inode.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for v in [st.len, since.as_nanos() as u64, st.ino] {
-            for b in v.to_le_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        h
-    };
     let mut meta = ObjectMeta::file(
         st.len,
-        version,
+        st.version(),
         format!("\"{:x}-{:x}\"", since.as_secs(), st.len),
         httpdate::fmt_http_date(mtime),
     );

@@ -168,7 +168,6 @@ impl Ring {
         let first = opcode::Send::new(types::Fd(fd), head.as_ptr(), head.len() as u32)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL | libc::MSG_MORE)
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(head_ud);
         let second = opcode::SendZc::new(types::Fd(fd), body, body_len)
             .buf_index(Some(buf_index))
@@ -176,6 +175,14 @@ impl Ring {
             .zc_flags(REPORT_USAGE)
             .build()
             .user_data(body_ud);
+        self.push_linked(first, second)
+    }
+
+    /// `second` runs once `first` has completed, and only if it succeeded in full (a short
+    /// read or send fails the link: `second` completes with `-ECANCELED`). Both entries
+    /// enter the queue in the same submission, so the link is never cut between them.
+    fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) -> io::Result<()> {
+        let first = first.flags(squeue::Flags::IO_LINK);
         let free = {
             let sq = self.ring.submission();
             sq.capacity() - sq.len()
@@ -183,7 +190,7 @@ impl Ring {
         if free < 2 {
             self.ring.submit()?;
         }
-        // SAFETY: the entries' pointers obey the caller's contract.
+        // SAFETY: the entries' pointers obey the buffer rule (each caller's contract).
         unsafe { self.ring.submission().push_multiple(&[first, second]) }
             .map_err(|_| io::Error::other("submission queue stays full"))
     }
@@ -195,26 +202,6 @@ impl Ring {
     pub unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> io::Result<()> {
         // SAFETY: the caller keeps the memory mapped while the ring lives.
         unsafe { self.ring.submitter().register_buffers(iovecs) }
-    }
-
-    /// `read` into registered buffer `buf_index` (no page pinning per read).
-    ///
-    /// # Safety
-    /// As `read`, and `buf..buf + len` lies inside registered buffer `buf_index`.
-    pub unsafe fn read_fixed(
-        &mut self,
-        fd: RawFd,
-        buf: *mut u8,
-        len: u32,
-        offset: u64,
-        buf_index: u16,
-        ud: u64,
-    ) -> io::Result<()> {
-        let sqe = opcode::ReadFixed::new(types::Fd(fd), buf, len, buf_index)
-            .offset(offset)
-            .build()
-            .user_data(ud);
-        self.push(&sqe)
     }
 
     /// Open `path` read-only (close-on-exec); the completion's result is the fd.
@@ -252,31 +239,43 @@ impl Ring {
     /// # Safety
     /// `buf` obeys the buffer rule (module docs).
     pub unsafe fn statx_fd(&mut self, fd: RawFd, buf: *mut libc::statx, ud: u64) -> io::Result<()> {
-        let sqe = opcode::Statx::new(types::Fd(fd), c"".as_ptr(), buf.cast())
-            .flags(libc::AT_EMPTY_PATH)
-            .mask(libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_INO)
-            .build()
-            .user_data(ud);
-        self.push(&sqe)
+        self.push(&statx_entry(fd, buf).user_data(ud))
     }
 
-    /// Read `len` bytes of a file at `offset` into `buf`.
+    /// Read `len` bytes of a file at `offset` into `buf`: `READ_FIXED` when `fixed` names
+    /// the registered buffer `buf` lies in (no page pinning per read), else a plain read.
     ///
     /// # Safety
-    /// `buf` obeys the buffer rule and has room for `len` bytes.
+    /// `buf` obeys the buffer rule and has room for `len` bytes (inside registered buffer
+    /// `fixed` when given).
     pub unsafe fn read(
         &mut self,
         fd: RawFd,
         buf: *mut u8,
-        len: u32,
-        offset: u64,
+        (len, offset): (u32, u64),
+        fixed: Option<u16>,
         ud: u64,
     ) -> io::Result<()> {
-        let sqe = opcode::Read::new(types::Fd(fd), buf, len)
-            .offset(offset)
-            .build()
-            .user_data(ud);
-        self.push(&sqe)
+        self.push(&read_entry(fd, buf, (len, offset), fixed).user_data(ud))
+    }
+
+    /// A read as [`Ring::read`], then `statx` of the same file into `stat` as
+    /// [`Ring::statx_fd`], linked: the file is looked at again as soon as the read is
+    /// done, with no round trip between. A failed or short read cancels the `statx`
+    /// (`-ECANCELED`).
+    ///
+    /// # Safety
+    /// As [`Ring::read`], and `stat` obeys the buffer rule.
+    pub unsafe fn read_then_statx(
+        &mut self,
+        fd: RawFd,
+        buf: *mut u8,
+        (len, offset): (u32, u64),
+        fixed: Option<u16>,
+        (stat, uds): (*mut libc::statx, [u64; 2]),
+    ) -> io::Result<()> {
+        let read = read_entry(fd, buf, (len, offset), fixed).user_data(uds[0]);
+        self.push_linked(read, statx_entry(fd, stat).user_data(uds[1]))
     }
 
     /// A one-shot timer.
@@ -293,4 +292,29 @@ impl Ring {
         let sqe = opcode::AsyncCancel::new(target).build().user_data(ud);
         self.push(&sqe)
     }
+}
+
+/// A read of `len` bytes at `offset` into `buf` (from registered buffer `fixed`, if any).
+fn read_entry(
+    fd: RawFd,
+    buf: *mut u8,
+    (len, offset): (u32, u64),
+    fixed: Option<u16>,
+) -> squeue::Entry {
+    match fixed {
+        Some(index) => opcode::ReadFixed::new(types::Fd(fd), buf, len, index)
+            .offset(offset)
+            .build(),
+        None => opcode::Read::new(types::Fd(fd), buf, len)
+            .offset(offset)
+            .build(),
+    }
+}
+
+/// `statx` of an open file (`AT_EMPTY_PATH`): type, size, mtime, inode.
+fn statx_entry(fd: RawFd, buf: *mut libc::statx) -> squeue::Entry {
+    opcode::Statx::new(types::Fd(fd), c"".as_ptr(), buf.cast())
+        .flags(libc::AT_EMPTY_PATH)
+        .mask(libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_INO)
+        .build()
 }

@@ -153,11 +153,8 @@ impl Exchange {
             };
         }
         let len = cx.shared.cache.layout.chunk_len(body.meta.len, index) as usize;
-        self.enter(State::ReadingFile(FileRead {
-            buf: cx.shared.cache.memory.chunk_buf(len),
-            got: 0,
-            key,
-        }));
+        let buf = cx.shared.cache.memory.chunk_buf(len);
+        self.enter(State::ReadingFile(FileRead::new(buf, key)));
         Step::Do(self.read_chunk(cx))
     }
 

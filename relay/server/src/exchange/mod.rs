@@ -209,8 +209,10 @@ pub enum Action {
     },
     /// `statx` of the opened directory-origin file into `buf` ([`Exchange::on_dir_stat`]).
     StatDir { fd: RawFd, buf: *mut libc::statx },
-    /// Read a directory-origin chunk ([`Exchange::on_chunk_read`]).
-    ReadChunk(ReadOp),
+    /// Read a directory-origin chunk ([`Exchange::on_chunk_read`]), then `statx` the file
+    /// into `check`, linked after the read ([`Exchange::on_chunk_checked`]): whether it
+    /// changed under the read.
+    ReadChunk { op: ReadOp, check: *mut libc::statx },
     /// Open a disk-tier chunk file read-only ([`Exchange::on_disk_opened`]).
     OpenDisk { path: *const libc::c_char },
     /// Read a disk-tier chunk file's header and body, both at once

@@ -1,5 +1,6 @@
 //! File I/O an exchange asks for and what it does with the results: a directory-origin
-//! file opened and described, a chunk read from it, a disk-tier chunk read and verified;
+//! file opened and described, a chunk read from it (and the file looked at again after each
+//! read: one changed under it cuts the response), a disk-tier chunk read and verified;
 //! and one read per chunk however many connections want it (`Cache::reads`).
 
 use super::{Action, Cx, Exchange, Phase, ReadOp, State, Step};
@@ -93,12 +94,9 @@ impl Exchange {
         } else {
             match self.body.as_mut() {
                 Some(b) if b.meta.version == meta.version => b.file = o.file,
-                _ => {
-                    // The object changed or vanished since its head was sent: the client
-                    // sees a cut connection, never another file's bytes.
-                    cx.shared.cache.meta.remove(&self.key);
-                    return Action::Close;
-                }
+                // The object changed since its head was sent: the client sees a cut
+                // connection, never another file's bytes.
+                _ => return self.file_changed(cx),
             }
         }
         self.poll(cx)
@@ -118,7 +116,8 @@ impl Exchange {
         self.poll(cx)
     }
 
-    /// The read of (the rest of) the directory-origin chunk being read.
+    /// The read of (the rest of) the directory-origin chunk being read, and the `statx`
+    /// linked after it.
     pub(super) fn read_chunk(&mut self, cx: &Cx<'_>) -> Action {
         let layout = cx.shared.cache.layout;
         let (State::ReadingFile(fill), Some(body)) = (&mut self.state, self.body.as_ref()) else {
@@ -133,29 +132,69 @@ impl Exchange {
             len: fill.buf.len() - fill.got,
             offset: layout.chunk_start(fill.key.index) + fill.got as u64,
         };
+        (fill.read, fill.checked) = (None, None);
+        let check = &mut *fill.stat as *mut libc::statx;
         self.filling(cx);
-        Action::ReadChunk(op)
+        Action::ReadChunk { op, check }
     }
 
-    /// A read of a directory-origin chunk completed with `res`.
+    /// A read of a directory-origin chunk completed with `res`; the `statx` after it is
+    /// [`Exchange::on_chunk_checked`]. The two are taken together, in either order.
     pub fn on_chunk_read(&mut self, cx: &mut Cx<'_>, res: i32) -> Action {
+        let State::ReadingFile(fill) = &mut self.state else {
+            return Action::Close;
+        };
+        fill.read = Some(res);
+        self.chunk_read(cx)
+    }
+
+    /// The `statx` linked after a directory-origin chunk's read completed with `res`
+    /// (`-ECANCELED` when the read failed or came up short).
+    pub fn on_chunk_checked(&mut self, cx: &mut Cx<'_>, res: i32) -> Action {
+        let State::ReadingFile(fill) = &mut self.state else {
+            return Action::Close;
+        };
+        fill.checked = Some(res);
+        self.chunk_read(cx)
+    }
+
+    /// A directory-origin chunk's read and the `statx` after it have both completed: read
+    /// the rest, or store and send the chunk if the file is still the version the response
+    /// was built from. A file that changed (length, modification time or inode) under the
+    /// read cuts the connection: the bytes read may be the new file's, so they are neither
+    /// stored nor sent, and the description goes so that the next request describes the
+    /// file again.
+    fn chunk_read(&mut self, cx: &mut Cx<'_>) -> Action {
         let (State::ReadingFile(fill), Some(_)) = (&mut self.state, self.body.as_ref()) else {
             return Action::Close;
         };
-        if res <= 0 {
-            // The file shrank or failed under us: the head promised more bytes than we can
-            // send, so the client must see a cut connection, never a short body as whole.
+        let (Some(res), Some(checked)) = (fill.read, fill.checked) else {
+            return Action::Idle;
+        };
+        // The file shrank or failed under us: the head promised more bytes than we can
+        // send, so the client must see a cut connection, never a short body as whole.
+        let failed = |what: &str, res: i32| {
             log::warn!(
-                "origin read of {:?} chunk {} failed: {res}",
+                "origin {what} of {:?} chunk {} failed: {res}",
                 self.key,
                 fill.key.index
             );
             cx.shared.cache.meta.remove(&self.key);
-            return Action::Close;
+            Action::Close
+        };
+        if res <= 0 {
+            return failed("read", res);
         }
         fill.got += res as usize;
+        if checked >= 0 && FileStat::from_statx(&fill.stat).version() != fill.key.version {
+            return self.file_changed(cx);
+        }
         if fill.got < fill.buf.len() {
+            // A short read (its `statx` canceled): the rest, and a look after it.
             return self.read_chunk(cx);
+        }
+        if checked < 0 {
+            return failed("statx after the read", checked);
         }
         let State::ReadingFile(fill) = self.leave() else {
             return Action::Close;
@@ -166,6 +205,19 @@ impl Exchange {
         cx.stats.origin_file_reads.fetch_add(1, Ordering::Relaxed);
         self.publish_chunk_share(cx, Some((&key, chunk)));
         self.poll(cx)
+    }
+
+    /// The directory-origin file changed since the description the response was built
+    /// from: cut the connection (its client sees fewer bytes than announced, never a body
+    /// mixed from two files), count it, and drop the description.
+    fn file_changed(&mut self, cx: &Cx<'_>) -> Action {
+        log::warn!(
+            "origin file {:?} changed while being served; cutting the response",
+            self.key
+        );
+        cx.stats.origin_file_changed.fetch_add(1, Ordering::Relaxed);
+        cx.shared.cache.meta.remove(&self.key);
+        Action::Close
     }
 
     /// The reads of a disk-tier chunk: its file's open first, then the header into a heap

@@ -66,14 +66,41 @@ pub struct Body {
     pub file: Option<File>,
 }
 
-/// A chunk being read from the directory origin.
+/// A chunk being read from the directory origin. Each read is followed by a `statx` of
+/// the file (linked after it in the ring), so a file changed under the read is noticed;
+/// both buffers stay here until both complete (the ring's buffer rule).
 pub struct FileRead {
     /// The chunk's memory (registered arena when large enough): read into, then stored.
     pub buf: relay_cache::arena::ChunkBuf,
     pub got: usize,
     /// The chunk's own key: what it is stored (and shared) under, whatever the connection
-    /// answers by the time the read completes.
+    /// answers by the time the read completes. Its version is that of the description the
+    /// response was built from.
     pub key: relay_cache::ChunkKey,
+    /// What the `statx` after the last read found.
+    pub stat: Box<libc::statx>,
+    /// The last read's result, and its `statx`'s, as each completes.
+    pub read: Option<i32>,
+    pub checked: Option<i32>,
+}
+
+/// A `statx` buffer for the ring to fill (boxed: it stays put while the kernel writes it).
+fn statx_buf() -> Box<libc::statx> {
+    // SAFETY: statx is a plain C struct of integers; all-zero is a valid value.
+    Box::new(unsafe { std::mem::zeroed() })
+}
+
+impl FileRead {
+    pub fn new(buf: relay_cache::arena::ChunkBuf, key: relay_cache::ChunkKey) -> FileRead {
+        FileRead {
+            buf,
+            got: 0,
+            key,
+            stat: statx_buf(),
+            read: None,
+            checked: None,
+        }
+    }
 }
 
 /// Which origin serves a request.
@@ -174,8 +201,7 @@ impl DirOpen {
                     .flags(crate::origin::OPEN_FLAGS)
                     .resolve(crate::origin::OPEN_RESOLVE),
             ),
-            // SAFETY: statx is a plain C struct of integers; all-zero is a valid value.
-            stat: Box::new(unsafe { std::mem::zeroed() }),
+            stat: statx_buf(),
             file: None,
             submitted: false,
             describe,

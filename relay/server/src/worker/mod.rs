@@ -42,6 +42,8 @@ const DISK_OPEN: u8 = 15;
 /// A directory-origin file's `openat2` beneath the root, then its `statx`.
 const DIR_OPEN: u8 = 16;
 const DIR_STAT: u8 = 17;
+/// The `statx` linked after a directory-origin chunk's read: has the file changed?
+const FILE_CHECK: u8 = 18;
 
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
 /// one and is copied into the connection's parse buffer at once.
@@ -287,6 +289,7 @@ impl Worker {
                     SEND_HEAD => return self.on_send_head(slot, res),
                     SEND_ZC => return self.on_send_zc(slot, res, flags),
                     READ => self.with_ex(slot, |ex, cx| ex.on_chunk_read(cx, res)),
+                    FILE_CHECK => self.with_ex(slot, |ex, cx| ex.on_chunk_checked(cx, res)),
                     DISK_READ => self.with_ex(slot, |ex, cx| ex.on_disk_read(cx, false, res)),
                     DISK_BODY => self.with_ex(slot, |ex, cx| ex.on_disk_read(cx, true, res)),
                     DISK_OPEN => {
@@ -356,11 +359,12 @@ impl Worker {
                     // SAFETY: `buf` is the exchange's boxed statx, kept until the completion.
                     return unsafe { self.ring.statx_fd(fd, buf, u(DIR_STAT)) };
                 }
-                Action::ReadChunk(op) => {
-                    c.inflight += 1;
-                    let u = u(READ);
-                    // SAFETY: the exchange keeps the chunk buffer until the read completes.
-                    return unsafe { self.read_file(op, u) };
+                Action::ReadChunk { op, check } => {
+                    c.inflight += 2;
+                    let uds = [u(READ), u(FILE_CHECK)];
+                    // SAFETY: the exchange keeps the chunk buffer and the statx buffer until
+                    // both completions.
+                    return unsafe { self.read_file(op, uds[0], Some((check, uds[1]))) };
                 }
                 Action::OpenDisk { path } => {
                     c.inflight += 1;
@@ -374,13 +378,13 @@ impl Worker {
                         self.conns[slot as usize].inflight += 1;
                         // SAFETY: the exchange keeps the header buffer until the read
                         // completes.
-                        unsafe { self.read_file(op, uh)? };
+                        unsafe { self.read_file(op, uh, None)? };
                     }
                     if let Some(op) = body {
                         self.conns[slot as usize].inflight += 1;
                         // SAFETY: the exchange keeps the body buffer until the read
                         // completes.
-                        unsafe { self.read_file(op, ub)? };
+                        unsafe { self.read_file(op, ub, None)? };
                     }
                     return Ok(());
                 }
@@ -402,27 +406,38 @@ impl Worker {
     }
 
     /// Reads into an exchange's buffer: READ_FIXED when the memory lies in the registered
-    /// arena, else a plain read.
+    /// arena, else a plain read; with `check` (a statx buffer and its user data), a `statx`
+    /// of the file linked after it.
     ///
     /// # Safety
-    /// `op.at..op.at + op.len` obeys the ring's buffer rule (valid, unmoved and untouched
-    /// until the read completes).
-    unsafe fn read_file(&mut self, op: ReadOp, u: u64) -> std::io::Result<()> {
+    /// `op.at..op.at + op.len`, and the statx buffer, obey the ring's buffer rule (valid,
+    /// unmoved and untouched until their operations complete).
+    unsafe fn read_file(
+        &mut self,
+        op: ReadOp,
+        u: u64,
+        check: Option<(*mut libc::statx, u64)>,
+    ) -> std::io::Result<()> {
         let ReadOp {
             fd,
             at,
             len,
             offset,
         } = op;
-        match self.fixed.as_ref().and_then(|a| a.buf_index(at, len)) {
-            Some(index) => {
-                self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: inside registered buffer `index` (checked by the arena); the
-                // caller keeps the memory for the read.
-                unsafe { self.ring.read_fixed(fd, at, len as u32, offset, index, u) }
-            }
-            // SAFETY: the caller keeps the memory for the read.
-            None => unsafe { self.ring.read(fd, at, len as u32, offset, u) },
+        let fixed = self.fixed.as_ref().and_then(|a| a.buf_index(at, len));
+        if fixed.is_some() {
+            self.stats.read_fixed.fetch_add(1, Ordering::Relaxed);
+        }
+        let span = (len as u32, offset);
+        match check {
+            // SAFETY: `fixed` is the registered buffer holding the memory (checked by the
+            // arena); the caller keeps the memory and the statx buffer for the operations.
+            Some((stat, su)) => unsafe {
+                self.ring
+                    .read_then_statx(fd, at, span, fixed, (stat, [u, su]))
+            },
+            // SAFETY: as above, for the read alone.
+            None => unsafe { self.ring.read(fd, at, span, fixed, u) },
         }
     }
 
@@ -501,7 +516,7 @@ impl Worker {
         // SAFETY: `wake_buf` is boxed and lives as long as the worker, which outlives the ring.
         unsafe {
             self.ring
-                .read(fd, self.wake_buf.as_mut_ptr(), 8, 0, ud(WAKE, 0, 0))
+                .read(fd, self.wake_buf.as_mut_ptr(), (8, 0), None, ud(WAKE, 0, 0))
         }
     }
 

@@ -115,17 +115,25 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
         &std::fs::metadata(kit.dir.0.join("c")).unwrap(),
     );
     let a = ex.on_dir_stat(&mut kit.cx(), 0, |_| Ok(()));
-    let Action::ReadChunk(op) = a else {
+    let Action::ReadChunk { op, .. } = a else {
         panic!("then the chunk is read: {a:?}")
     };
     assert_eq!(ex.state_name(), "reading-file");
     assert_eq!((op.offset, op.len), (0, 10_000));
+    // A short read cancels the statx linked after it; the rest is read, and looked after.
     let a = ex.on_chunk_read(&mut kit.cx(), 4_000);
-    let Action::ReadChunk(rest) = a else {
+    assert!(matches!(a, Action::Idle), "{a:?}");
+    let a = ex.on_chunk_checked(&mut kit.cx(), -libc::ECANCELED);
+    let Action::ReadChunk { op: rest, .. } = a else {
         panic!("a short read is read again: {a:?}")
     };
     assert_eq!((rest.offset, rest.len), (4_000, 6_000));
     assert_eq!(rest.at, op.at.wrapping_add(4_000));
+    // Either order: the check's completion first.
+    assert!(matches!(
+        ex.on_chunk_checked(&mut kit.cx(), -libc::ECANCELED),
+        Action::Idle
+    ));
     assert!(matches!(
         ex.on_chunk_read(&mut kit.cx(), -libc::EIO),
         Action::Close
@@ -251,7 +259,7 @@ fn one_read_per_chunk_however_many_connections_want_it() {
     };
     let m = std::fs::metadata(kit.dir.0.join("shared")).unwrap();
     fill_statx(first.dir_stat_buf().unwrap(), &m);
-    let Action::ReadChunk(op) = first.on_dir_stat(&mut kit.cx(), 0, |_| Ok(())) else {
+    let Action::ReadChunk { op, check } = first.on_dir_stat(&mut kit.cx(), 0, |_| Ok(())) else {
         panic!("the first connection reads the chunk")
     };
     // A second asks meanwhile: the description is cached, the chunk is being read.
@@ -262,8 +270,9 @@ fn one_read_per_chunk_however_many_connections_want_it() {
         "it waits on the first one's read: {a:?}"
     );
     // The read completes: the first sends, the second takes the same bytes when woken.
+    let fd = op.fd;
     let n = kernel_read(op);
-    let a = first.on_chunk_read(&mut kit.cx(), n);
+    let a = kit.read_done(&mut first, n, fd, check);
     let (sent, _) = kit.run(&mut first, a);
     assert_eq!(split_response(&sent).1, &body[..]);
     let (sent, _) = kit.woken(&mut second);
@@ -309,4 +318,76 @@ fn a_reader_that_leaves_lets_the_waiters_read_for_themselves() {
         "it read the chunk itself"
     );
     assert!(matches!(next, Action::Recv));
+}
+
+#[test]
+fn a_file_changed_under_its_reads_cuts_the_response_and_is_described_again() {
+    let mut kit = Kit::new();
+    let old = object(40_000);
+    let path = kit.file("moving.bin", &old);
+    let version = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        crate::origin::FileStat {
+            len: m.len(),
+            mtime_s: m.mtime(),
+            mtime_ns: m.mtime_nsec() as u32,
+            ino: m.ino(),
+            regular: true,
+        }
+        .version()
+    };
+    let described = version(&path);
+    let mut ex = kit.exchange();
+    // Described, and the first chunk read and sent whole.
+    let a = kit.input(&mut ex, &get("/moving.bin"));
+    let f = std::fs::File::open(&path).unwrap();
+    assert!(matches!(a, Action::OpenDir { .. }));
+    assert!(matches!(
+        ex.on_dir_opened(&mut kit.cx(), Ok(f)),
+        Action::StatDir { .. }
+    ));
+    fill_statx(
+        ex.dir_stat_buf().unwrap(),
+        &std::fs::metadata(&path).unwrap(),
+    );
+    let Action::ReadChunk { op, check } = ex.on_dir_stat(&mut kit.cx(), 0, |_| Ok(())) else {
+        panic!("the first chunk is read")
+    };
+    let fd = op.fd;
+    let n = kernel_read(op);
+    let a = kit.read_done(&mut ex, n, fd, check);
+    assert!(matches!(a, Action::Send), "{a:?}");
+    // Rewritten in place: the same length and inode, other bytes, a later mtime.
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
+    let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    w.write_all_at(&new, 0).unwrap();
+    w.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    assert_ne!(version(&path), described);
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(matches!(next, Action::Close), "cut: {next:?}");
+    let (_, body) = split_response(&sent);
+    assert_eq!(
+        body,
+        &old[..CHUNK as usize],
+        "the old first chunk, then nothing"
+    );
+    let stored = |index| {
+        kit.shared.cache.memory.contains(&relay_cache::ChunkRef {
+            object: "/moving.bin",
+            version: described,
+            index,
+        })
+    };
+    assert!(
+        stored(0) && !stored(1),
+        "the chunk read after the change is not kept"
+    );
+    assert!(kit.shared.cache.meta.get("/moving.bin").is_none());
+    assert_eq!(kit.count(&kit.stats.origin_file_changed), 1);
+    // The next request describes the file again and gets it whole.
+    let mut next = kit.exchange();
+    let (head, body, _) = kit.ask(&mut next, &get("/moving.bin"));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, new, "the new file, whole");
 }

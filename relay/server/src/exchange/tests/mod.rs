@@ -198,15 +198,33 @@ impl Kit {
                     file = Some(f);
                     ex.on_dir_stat(&mut self.cx(), 0, |_| Ok(()))
                 }
-                Action::ReadChunk(op) => {
+                Action::ReadChunk { op, check } => {
+                    let fd = op.fd;
                     let n = kernel_read(op);
-                    ex.on_chunk_read(&mut self.cx(), n)
+                    self.read_done(ex, n, fd, check)
                 }
                 other => return (sent, other),
             };
         }
         drop(file);
         panic!("the exchange never stopped: {a:?}");
+    }
+}
+
+impl Kit {
+    /// The test as the kernel after a chunk read of `fd` that brought `n`: the read's
+    /// completion, then the linked `statx` into `check` (canceled after a failed read).
+    fn read_done(&mut self, ex: &mut Exchange, n: i32, fd: i32, check: *mut libc::statx) -> Action {
+        let a = ex.on_chunk_read(&mut self.cx(), n);
+        assert!(matches!(a, Action::Idle), "the check is waited for: {a:?}");
+        if n <= 0 {
+            return ex.on_chunk_checked(&mut self.cx(), -libc::ECANCELED);
+        }
+        let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap();
+        // SAFETY: the exchange handed its statx buffer over with the read and leaves it
+        // alone until `on_chunk_checked` (the ring's buffer rule).
+        fill_statx(unsafe { &mut *check }, &f.metadata().unwrap());
+        ex.on_chunk_checked(&mut self.cx(), 0)
     }
 }
 
