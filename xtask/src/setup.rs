@@ -11,7 +11,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages the tests and benchmarks call.
-const PACKAGES: &[&str] = &["curl", "wrk", "nginx-light", "iproute2", "python3"];
+const PACKAGES: &[&str] = &[
+    "curl",
+    "wrk",
+    "nginx-light",
+    "iproute2",
+    "python3",
+    "nodejs",
+];
 
 #[derive(clap::Args, Default)]
 pub struct Options {}

@@ -29,6 +29,10 @@ pub enum FillError {
     Truncated,
     #[error("the object changed upstream between chunks")]
     Changed,
+    #[error(
+        "upstream answer's framing is invalid (both Transfer-Encoding and Content-Length, or a malformed one)"
+    )]
+    Framing,
     #[error("upstream is marked down")]
     Down,
     #[error("too many passed-through bytes held already")]
@@ -125,13 +129,23 @@ impl Fill {
         (fill, writer)
     }
 
-    /// The chunk's length.
+    /// The chunk's length: its room while it fills; once done, what was written (less than
+    /// the room only for a fill ended short, [`FillWriter::complete_short`]: the last chunk
+    /// of a body whose length was not known ahead).
     pub fn len(&self) -> usize {
-        self.buf.len()
+        match self.state.load(Ordering::Acquire) {
+            DONE => self.filled.load(Ordering::Acquire),
+            _ => self.buf.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
+    }
+
+    /// The room the fill was made with (a chunk's size for a body of unknown length).
+    pub fn room(&self) -> usize {
+        self.buf.len()
     }
 
     /// Bytes published so far.
@@ -202,13 +216,18 @@ impl FillWriter {
 
     /// Room left to fill.
     pub fn remaining(&self) -> usize {
-        self.fill.len() - self.fill.filled.load(Ordering::Relaxed)
+        self.fill.room() - self.fill.filled.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.fill.filled.load(Ordering::Relaxed)
     }
 
     /// Appends bytes; more than the room left is an error (the upstream sent too much).
     pub fn append(&mut self, data: &[u8]) -> Result<(), FillError> {
         let at = self.fill.filled.load(Ordering::Relaxed);
-        if data.len() > self.fill.len() - at {
+        if data.len() > self.fill.room() - at {
             return Err(FillError::Truncated);
         }
         // SAFETY: only this writer (unique: not Clone, taken by &mut) writes, and only above
@@ -233,7 +252,8 @@ impl FillWriter {
         store: impl FnOnce(Bytes),
     ) -> Result<Arc<Fill>, FillError> {
         let at = self.fill.filled.load(Ordering::Relaxed);
-        if last.len() != self.fill.len() - at {
+        let len = self.fill.room();
+        if last.len() != len - at {
             self.fail(FillError::Truncated);
             return Err(FillError::Truncated);
         }
@@ -251,11 +271,28 @@ impl FillWriter {
         store(Bytes::from_owner(Published {
             fill: self.fill.clone(),
             from: 0,
-            to: self.fill.len(),
+            to: len,
         }));
-        self.fill.filled.store(self.fill.len(), Ordering::Release);
+        self.fill.filled.store(len, Ordering::Release);
         self.fill.state.store(DONE, Ordering::Release);
         Ok(self.fill.clone())
+    }
+
+    /// Completes the fill with what it holds, short of its room: the last chunk of a body
+    /// whose length was not known ahead (a chunked or close-delimited answer). `store`
+    /// receives the bytes (when there are any) before readers can see the fill done; a
+    /// reader then finds its length ([`Fill::len`]) to be where the body ends.
+    pub fn complete_short(self, store: impl FnOnce(Bytes)) -> Arc<Fill> {
+        let len = self.fill.filled.load(Ordering::Relaxed);
+        if len > 0 {
+            store(Bytes::from_owner(Published {
+                fill: self.fill.clone(),
+                from: 0,
+                to: len,
+            }));
+        }
+        self.fill.state.store(DONE, Ordering::Release);
+        self.fill.clone()
     }
 
     /// Marks the fill complete; an incomplete fill is a failure (never a short chunk).
@@ -284,6 +321,10 @@ impl Drop for FillWriter {
         }
     }
 }
+
+/// How many later fills of a response that may not be stored its fetch keeps for its
+/// client ([`Pending::push_fill`]).
+pub const KEPT_FILLS: usize = 64;
 
 /// An object description being fetched (the first response head of a miss); clients wait on
 /// it, then find the chunk fills it started in [`InFlight`].
@@ -324,12 +365,15 @@ impl Pending {
         self.first.get()
     }
 
-    /// Keeps a later chunk's fill of a response that may not be stored, for its client.
+    /// Keeps a later chunk's fill of a response that may not be stored, for its client: the
+    /// last [`KEPT_FILLS`] of them (a client further behind its fetch than that is cut
+    /// rather than letting an endless answer hold memory without bound).
     pub fn push_fill(&self, fill: Arc<Fill>) {
-        self.more
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(fill);
+        let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        if more.len() >= KEPT_FILLS {
+            more.remove(0);
+        }
+        more.push(fill);
     }
 
     /// The fill of chunk `index` kept by [`Pending::push_fill`].

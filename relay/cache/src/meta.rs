@@ -11,8 +11,21 @@ use std::time::{Duration, Instant};
 /// An object's description as the origin gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
-    /// Body length in bytes.
+    /// The response's status: 200 for most objects, or any final status an origin answered
+    /// a GET with (a 301, a 404, ...), kept and served like a 200's body.
+    pub status: u16,
+    /// Body length in bytes (0 while [`ObjectMeta::open_ended`]).
     pub len: u64,
+    /// The chunks may be fetched one by one with Range requests: a strong validator names
+    /// this version (RFC 9110 §8.8.1), so chunks from separate responses belong to the same
+    /// representation. Without one the body comes from one response, never stitched from
+    /// several: its version is unique to the fetch that described it.
+    pub ranged: bool,
+    /// The body's length is not known yet (a chunked or close-delimited answer still
+    /// arriving): it streams from its fetch's fills, each of a chunk's size, until one ends
+    /// short. Never in the meta cache: once the body ended, a description with the length
+    /// learnt and the same version replaces it.
+    pub open_ended: bool,
     /// Hash of the validators; part of every chunk key, so versions never mix.
     pub version: u64,
     /// Strong entity tag, quoted, e.g. `"5f3a-1000"`.
@@ -58,7 +71,10 @@ impl ObjectMeta {
     /// A description of a plain file (directory origin): no HTTP caching fields.
     pub fn file(len: u64, version: u64, etag: String, last_modified: String) -> ObjectMeta {
         ObjectMeta {
+            status: 200,
             len,
+            ranged: true,
+            open_ended: false,
             version,
             etag,
             last_modified,
@@ -95,13 +111,14 @@ impl ObjectMeta {
     }
 }
 
-/// Version of the blob [`ObjectMeta::encode_blob`] writes.
-const BLOB_FORMAT: u8 = 1;
+/// Version of the blob [`ObjectMeta::encode_blob`] writes (1: before the status and
+/// `ranged`, read as a ranged 200).
+const BLOB_FORMAT: u8 = 2;
 
 impl ObjectMeta {
     /// What the disk tier keeps beside each chunk so the description can be rebuilt after a
-    /// restart: the absolute expiry, the stale windows, the age, storability and the
-    /// header fields. (Length, version and validators are the disk tier's own fields.)
+    /// restart: the absolute expiry, the stale windows, the age, storability, the status,
+    /// whether it is ranged and the header fields. (Length, version and validators are the disk tier's own fields.)
     pub fn encode_blob(&self, now: Instant, now_unix: u64) -> Vec<u8> {
         let elapsed = now.saturating_duration_since(self.fetched);
         let expires = if self.ttl == Duration::MAX {
@@ -120,6 +137,8 @@ impl ObjectMeta {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.push(u8::from(self.storable));
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.push(u8::from(self.ranged));
         let vary = self.vary.as_ref().map(|v| v.join(",")).unwrap_or_default();
         for part in [
             self.content_type.as_bytes(),
@@ -143,7 +162,7 @@ impl ObjectMeta {
         now_unix: u64,
     ) -> Option<ObjectMeta> {
         let (&format, mut rest) = blob.split_first()?;
-        if format != BLOB_FORMAT {
+        if format != BLOB_FORMAT && format != 1 {
             return None;
         }
         let mut u64s = [0u64; 4];
@@ -153,6 +172,13 @@ impl ObjectMeta {
             rest = tail;
         }
         let (&storable, mut rest) = rest.split_first()?;
+        let (mut status, mut ranged) = (200, 1);
+        if format == BLOB_FORMAT {
+            let (head, tail) = rest.split_at_checked(2)?;
+            status = u16::from_le_bytes(head.try_into().ok()?);
+            let (&r, tail) = tail.split_first()?;
+            (ranged, rest) = (r, tail);
+        }
         let mut parts: [&[u8]; 3] = [&[], &[], &[]];
         for p in &mut parts {
             let (head, tail) = rest.split_at_checked(4)?;
@@ -161,7 +187,7 @@ impl ObjectMeta {
             *p = part;
             rest = tail;
         }
-        if !rest.is_empty() || storable > 1 {
+        if !rest.is_empty() || storable > 1 || ranged > 1 || !(200..1000).contains(&status) {
             return None;
         }
         let [expires, swr, sie, age] = u64s;
@@ -171,7 +197,10 @@ impl ObjectMeta {
             Duration::from_secs(expires.saturating_sub(now_unix))
         };
         Some(ObjectMeta {
+            status,
             len,
+            ranged: ranged == 1,
+            open_ended: false,
             version,
             etag: etag.to_string(),
             last_modified: last_modified.to_string(),
@@ -253,6 +282,8 @@ mod tests {
         m.headers = bytes::Bytes::from_static(b"X-A: b\r\n");
         m.vary = Some(vec!["accept-language".to_string()].into());
         m.fetched = t0;
+        m.status = 404;
+        m.ranged = false;
         let blob = m.encode_blob(t0, 1_000);
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
         assert_eq!(back.ttl, Duration::from_secs(60));
@@ -264,6 +295,7 @@ mod tests {
             Some(&["accept-language".to_string()][..])
         );
         assert!(back.storable);
+        assert_eq!((back.status, back.ranged), (404, false));
         for cut in 0..blob.len() {
             assert!(ObjectMeta::decode_blob(10, 7, "", "", &blob[..cut], 0).is_none());
         }

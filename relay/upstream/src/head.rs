@@ -49,15 +49,50 @@ pub fn parse(status: u16, h: &HeaderMap) -> Result<ObjectHead, FramingError> {
     } else {
         (content_length(h)?, 0)
     };
+    let (etag, last_modified) = validators(h);
     Ok(ObjectHead {
         total,
         range_start,
-        etag: one(h, ETAG).unwrap_or("").to_string(),
-        last_modified: one(h, LAST_MODIFIED)
+        etag,
+        last_modified,
+    })
+}
+
+/// The answer's validators as kept: its `ETag` and a `Last-Modified` that is a date (empty
+/// when absent).
+pub fn validators(h: &HeaderMap) -> (String, String) {
+    (
+        one(h, ETAG).unwrap_or("").to_string(),
+        one(h, LAST_MODIFIED)
             .filter(|v| response_headers::parse_http_date(v.as_bytes()).is_some())
             .unwrap_or("")
             .to_string(),
-    })
+    )
+}
+
+/// How the body of an answer with `status` to a GET is delimited (RFC 9112 §6.3): by its
+/// length, chunked, until the connection closes, or not at all (204, 304). Both
+/// `Transfer-Encoding` and `Content-Length`, or either malformed, is an error: such an
+/// answer is refused, never stored (§6.3 ¶3: a cache cannot know which one is right).
+pub fn framing(status: u16, h: &HeaderMap) -> Result<response_headers::BodyFraming, FramingError> {
+    response_headers::body_framing(false, status, pairs(h))
+}
+
+/// Whether an answer's validators name its representation strongly enough that ranges of
+/// it fetched in separate requests may be combined (RFC 9110 §8.8.1, §14.2): a strong
+/// entity tag, or a Last-Modified at least 60 seconds before the answer's Date (§8.8.2.2).
+/// A weak tag (`W/`) never combines ranges, whatever the Last-Modified.
+pub fn strong_validator(h: &HeaderMap) -> bool {
+    match one(h, ETAG) {
+        Some(tag) if tag.starts_with("W/") => return false,
+        Some(tag) if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') => return true,
+        _ => {}
+    }
+    let date = |name| one(h, name).and_then(|v| response_headers::parse_http_date(v.as_bytes()));
+    match (date(LAST_MODIFIED), date(http::header::DATE)) {
+        (Some(modified), Some(date)) => date.saturating_sub(modified) >= 60 && date >= modified,
+        _ => false,
+    }
 }
 
 /// The version of an object: a hash of its validators and length. Chunks of different
@@ -144,6 +179,59 @@ mod tests {
         ] {
             assert_eq!(cr(bad), Err(FramingError::InvalidContentRange), "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc9110_8_8_1_only_strong_validators_combine_ranges() {
+        let strong = |pairs: &[(&str, &str)]| strong_validator(&headers(pairs));
+        const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert!(strong(&[("etag", "\"v1\"")]));
+        assert!(!strong(&[("etag", "W/\"v1\"")]));
+        assert!(!strong(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", LM),
+            ("date", "Mon, 07 Nov 1994 08:49:37 GMT")
+        ]));
+        assert!(!strong(&[]));
+        assert!(!strong(&[("etag", "v1")]), "an unquoted tag is no tag");
+        // §8.8.2.2: Last-Modified counts as strong a minute or more before Date.
+        assert!(strong(&[
+            ("last-modified", LM),
+            ("date", "Sun, 06 Nov 1994 08:50:37 GMT")
+        ]));
+        assert!(!strong(&[
+            ("last-modified", LM),
+            ("date", "Sun, 06 Nov 1994 08:50:36 GMT")
+        ]));
+        assert!(!strong(&[("last-modified", LM)]), "without a Date");
+        assert!(!strong(&[("last-modified", "yesterday"), ("date", LM)]));
+    }
+
+    #[test]
+    fn rfc9112_6_3_framing_with_both_fields_is_refused() {
+        use response_headers::BodyFraming;
+        let f = |status, pairs: &[(&str, &str)]| framing(status, &headers(pairs));
+        assert_eq!(
+            f(200, &[("content-length", "3")]),
+            Ok(BodyFraming::Length(3))
+        );
+        assert_eq!(
+            f(200, &[("transfer-encoding", "chunked")]),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(f(200, &[]), Ok(BodyFraming::UntilClose));
+        assert_eq!(f(204, &[("content-length", "3")]), Ok(BodyFraming::Empty));
+        assert_eq!(
+            f(
+                200,
+                &[("transfer-encoding", "chunked"), ("content-length", "3")]
+            ),
+            Err(FramingError::TransferEncodingWithContentLength)
+        );
+        assert_eq!(
+            f(404, &[("content-length", "3, 4")]),
+            Err(FramingError::ConflictingContentLength)
+        );
     }
 
     #[test]

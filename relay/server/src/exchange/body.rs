@@ -3,11 +3,11 @@
 //! started), else a pass-through's stream; multipart parts one after another.
 
 use super::reads::SharedRead;
-use super::types::{DirOpen, DiskRead, FileRead, PassReader, Route};
+use super::types::{Chunked, DirOpen, DiskRead, FileRead, PassReader, Route};
 use super::{Action, Cx, Exchange, State, Step};
 use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError, Start};
-use relay_cache::{ChunkKey, ChunkRef, Source};
+use relay_cache::{ChunkKey, ChunkRef, ObjectMeta, Source};
 use relay_proto::multipart::Multipart;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,8 +41,7 @@ impl Exchange {
             let piece = piece.slice(..piece.len().min((body.end - body.pos) as usize));
             if !piece.is_empty() {
                 body.pos += piece.len() as u64;
-                self.out.body = piece;
-                self.out.body_off = 0;
+                self.queue(piece);
                 return Step::Again;
             }
             if ended {
@@ -102,6 +101,11 @@ impl Exchange {
         let start = layout.chunk_start(index);
         let from = (body.pos - start) as usize;
         let to = ((body.end - start) as usize).min(chunk.len());
+        if body.meta.open_ended && from == chunk.len() && from < layout.chunk_size() as usize {
+            // The last chunk of a body whose length was not known: it ends here.
+            body.end = body.pos;
+            return Step::Again;
+        }
         if from >= to {
             // A stored chunk shorter than the object says: never send it.
             log::error!(
@@ -110,10 +114,42 @@ impl Exchange {
             );
             return Step::Do(Action::Close);
         }
-        self.out.body = chunk.slice(from..to);
-        self.out.body_off = 0;
         body.pos += (to - from) as u64;
+        self.queue(chunk.slice(from..to));
         Step::Again
+    }
+
+    /// Queues `piece` as the body's next bytes: as they are, or as one chunk of the chunked
+    /// coding (its size line, after the CRLF that ends the chunk before it).
+    fn queue(&mut self, piece: Bytes) {
+        if let Some(body) = self.body.as_mut()
+            && body.chunked != Chunked::No
+        {
+            let head = &mut self.out.head;
+            if body.chunked == Chunked::More {
+                head.extend_from_slice(b"\r\n");
+            }
+            head.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            body.chunked = Chunked::More;
+        }
+        self.out.body = piece;
+        self.out.body_off = 0;
+    }
+
+    /// A chunked body is whole: queues its last-chunk (and the end of the chunk before it);
+    /// false when the body is not chunked or its end is queued already.
+    pub(super) fn end_chunked(&mut self) -> bool {
+        let Some(body) = self.body.as_mut() else {
+            return false;
+        };
+        let end: &[u8] = match body.chunked {
+            Chunked::No => return false,
+            Chunked::First => b"0\r\n\r\n",
+            Chunked::More => b"\r\n0\r\n\r\n",
+        };
+        self.out.head.extend_from_slice(end);
+        body.chunked = Chunked::No;
+        true
     }
 
     /// A directory-origin chunk not in memory: one read of it however many connections want
@@ -213,6 +249,18 @@ impl Exchange {
         // fills found here are this client's alone; those its fetch already finished (never
         // in memory) are kept with the fetch.
         let kept = self.owner_fetch.as_ref().and_then(|p| p.fill(index));
+        if !meta.ranged || meta.open_ended {
+            // Its chunks come from the one answer being streamed, or from nowhere.
+            let fill = kept.or_else(|| cx.shared.cache.inflight.chunk(&key));
+            return match fill {
+                Some(f) => {
+                    self.src = Some(f.clone());
+                    self.send_fill(cx, index, f)
+                }
+                None if memory.contains(&key.as_ref()) => Step::Again,
+                None => self.unfetchable(cx, &meta),
+            };
+        }
         let start = match kept {
             Some(f) => Start::Joined(f),
             None => cx
@@ -245,26 +293,35 @@ impl Exchange {
     }
 
     /// Queues what `fill` (of chunk `index`) has published of the piece the body needs
-    /// next, or waits for more; a fill that failed, or ended short, fails the response.
+    /// next, or waits for more; a fill that failed, or ended short, fails the response —
+    /// unless the body's length was not known and the fill is its last chunk, ended short
+    /// where the body ends.
     fn send_fill(&mut self, cx: &mut Cx<'_>, index: u64, fill: Arc<Fill>) -> Step {
         let layout = cx.shared.cache.layout;
         let Some(body) = self.body.as_mut() else {
             return Step::Do(Action::Idle);
         };
         fill.watchers.watch(cx.worker);
+        // Done first: a fill seen done has its final length (written before it is marked).
+        let done = fill.is_done();
+        let len = if done { fill.len() } else { fill.room() };
         let start = layout.chunk_start(index);
         let from = (body.pos - start) as usize;
-        let to = ((body.end - start) as usize).min(fill.len());
+        let to = ((body.end - start) as usize).min(len);
         let piece = fill.slice(from, to);
         if !piece.is_empty() {
             body.pos += piece.len() as u64;
-            self.out.body = piece;
-            self.out.body_off = 0;
+            self.queue(piece);
             return Step::Again;
         }
         if let Some(e) = fill.error() {
             self.src = None;
             return self.upstream_failed(cx, e);
+        }
+        if done && body.meta.open_ended && from == len && len < layout.chunk_size() as usize {
+            body.end = body.pos;
+            self.src = None;
+            return Step::Again;
         }
         if from >= to {
             // The fill is shorter than the object says: never send a short body as whole.
@@ -272,6 +329,30 @@ impl Exchange {
             return self.upstream_failed(cx, FillError::Truncated);
         }
         Step::Do(self.wait(cx))
+    }
+
+    /// A chunk of an object whose body came from one answer (not `ranged`) is in no tier
+    /// and no fill: it cannot be fetched alone. For an open-ended body this is where it
+    /// ends when the description with its length says so; otherwise the response fails
+    /// (cut, if bytes of it left already) and the description goes, so the next request
+    /// fetches the object whole again.
+    fn unfetchable(&mut self, cx: &mut Cx<'_>, meta: &ObjectMeta) -> Step {
+        let described = cx.shared.cache.meta.get(&self.key);
+        let pos = self.body.as_ref().map_or(0, |b| b.pos);
+        if meta.open_ended
+            && let Some(done) = described
+                .as_ref()
+                .filter(|d| d.version == meta.version && !d.open_ended)
+            && done.len == pos
+            && let Some(body) = self.body.as_mut()
+        {
+            body.end = pos;
+            return Step::Again;
+        }
+        if described.is_some_and(|d| d.version == meta.version) {
+            cx.shared.cache.meta.remove(&self.key);
+        }
+        self.upstream_failed(cx, FillError::Changed)
     }
 
     /// An upstream fetch failed under a response: if no byte of it left yet, answer with an

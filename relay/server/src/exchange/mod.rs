@@ -543,7 +543,7 @@ impl Exchange {
             return Step::Do(Action::Send);
         }
         if self.body.is_some() {
-            if self.next_part(cx) {
+            if self.end_chunked() || self.next_part(cx) {
                 return Step::Again;
             }
             self.end_body(cx);

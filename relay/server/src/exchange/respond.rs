@@ -2,11 +2,13 @@
 //! hit or miss it is), from a pass-through's answer, or with an error; and the waits on an
 //! origin's head or a pass-through's answer that come before.
 
-use super::types::{Body, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small};
+use super::types::{
+    Body, Chunked, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small,
+};
 use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
 use crate::origin::OriginError;
 use bytes::Bytes;
-use relay_cache::{ChunkRef, Held, ObjectMeta};
+use relay_cache::{ChunkKey, ChunkRef, Held, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
 use relay_proto::{DateCache, Method, ResponseHead};
@@ -202,6 +204,7 @@ impl Exchange {
                 pos: 0,
                 end: len,
                 file: None,
+                chunked: Chunked::No,
             });
         }
     }
@@ -255,6 +258,12 @@ impl Exchange {
                 }
                 cached = cx.shared.cache.meta.get(&self.key);
             }
+        }
+        // An object whose body came from one answer, with a chunk gone from every tier, is
+        // fetched whole again rather than served in part.
+        if cached.as_ref().is_some_and(|m| !self.at_hand(cx, m)) {
+            cx.shared.cache.meta.remove(&self.key);
+            cached = None;
         }
         match self.route {
             Route::Http(origin) => {
@@ -374,6 +383,11 @@ impl Exchange {
 
     /// Answers the saved request from a known object description (`file`: the directory
     /// origin's file, already open; `note`: the `Cache-Status` when not a plain hit or miss).
+    ///
+    /// The object's own status goes out with its body. Preconditions are evaluated only for
+    /// a 2xx (RFC 9110 §13.2.1) and a Range only for a 200 with a known length (§14.2);
+    /// other statuses are sent whole. A body of unknown length goes out chunked to HTTP/1.1
+    /// clients and until the close to HTTP/1.0 ones (RFC 9112 §6.3).
     pub(super) fn respond_meta(
         &mut self,
         cx: &mut Cx<'_>,
@@ -390,18 +404,20 @@ impl Exchange {
             (!etag.is_empty()).then_some(etag),
             (!last_modified.is_empty()).then_some(last_modified),
         );
-        if relay_proto::conditional::evaluate(
-            cond.if_none_match.as_ref().map(Small::as_bytes),
-            cond.if_modified_since.as_ref().map(Small::as_bytes),
-            etag,
-            last_modified,
-        ) == relay_proto::conditional::Precondition::NotModified
+        if (200..300).contains(&meta.status)
+            && relay_proto::conditional::evaluate(
+                cond.if_none_match.as_ref().map(Small::as_bytes),
+                cond.if_modified_since.as_ref().map(Small::as_bytes),
+                etag,
+                last_modified,
+            ) == relay_proto::conditional::Precondition::NotModified
         {
             self.head_only(cx, req, 304, &meta, None);
             return;
         }
+        let rangeable = meta.status == 200 && !meta.open_ended;
         // A Range counts only if If-Range (when sent) still names this representation.
-        let range = cond.range.as_ref().filter(|_| {
+        let range = cond.range.as_ref().filter(|_| rangeable).filter(|_| {
             cond.if_range.as_ref().is_none_or(|v| {
                 relay_proto::conditional::if_range_allows(v.as_bytes(), etag, last_modified)
             })
@@ -425,51 +441,14 @@ impl Exchange {
                 }
                 return;
             }
-            RangeSpec::None => (200, 0, len),
+            RangeSpec::None if meta.open_ended => (meta.status, 0, u64::MAX),
+            RangeSpec::None => (meta.status, 0, len),
         };
         let multi_n = match spec {
             RangeSpec::Multi(n) => n,
             _ => 0,
         };
-        // Hit when every chunk the body needs is held by a tier now.
-        let layout = cx.shared.cache.layout;
-        let cache = &cx.shared.cache;
-        let held = |i: u64| {
-            cache.holds(&ChunkRef {
-                object: &self.key,
-                version: meta.version,
-                index: i,
-            })
-        };
-        let all_held = |start: u64, end: u64| {
-            start >= end || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(held)
-        };
-        let hit = if multi_n > 0 {
-            self.multi.ranges[..multi_n]
-                .iter()
-                .all(|r| all_held(r.start, r.end + 1))
-        } else if start < end {
-            // Take the first chunk now when it is in memory (one lookup, not a check here
-            // and a get when the body is sent): the response keeps it.
-            let first = layout.chunk_of(start);
-            let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
-            let held = cache.held(&ChunkRef {
-                object: &self.key,
-                version: meta.version,
-                index: first,
-            });
-            let first_held = match held {
-                Held::Memory(chunk) => {
-                    self.local = Some((meta.version, first, chunk));
-                    true
-                }
-                Held::Disk => true,
-                Held::Nowhere => false,
-            };
-            first_held && rest_held
-        } else {
-            true
-        };
+        let hit = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
         if hit {
             cx.stats.hits.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -489,36 +468,49 @@ impl Exchange {
             };
             mp.content_type(&mut self.multi.content_type);
             (
-                mp.body_len(&self.multi.ranges[..multi_n]),
+                Some(mp.body_len(&self.multi.ranges[..multi_n])),
                 Some(self.multi.content_type.as_str()),
             )
+        } else if meta.open_ended || matches!(status, 204 | 304) {
+            // (RFC 9110 §8.6: no Content-Length in a 204.)
+            (None, object_type)
         } else {
-            (end - start, object_type)
+            (Some(end - start), object_type)
         };
+        // An open-ended body: chunked to an HTTP/1.1 client, until the close to a 1.0 one.
+        let chunked = meta.open_ended && req.version == 1;
+        let keep_alive = req.keep_alive && (!meta.open_ended || chunked);
         // HTTP-origin objects carry their age (RFC 9111 §5.1); files have none.
         let mut age_buf = itoa::Buffer::new();
-        let age: &[(&str, &[u8])] = if matches!(self.route, Route::Http(_)) {
-            &[("Age", age_buf.format(meta.age(cx.now)).as_bytes())]
-        } else {
-            &[]
-        };
+        let mut extra: [(&str, &[u8]); 2] = [("", b""); 2];
+        let mut n = 0;
+        if matches!(self.route, Route::Http(_)) {
+            extra[n] = ("Age", age_buf.format(meta.age(cx.now)).as_bytes());
+            n += 1;
+        }
+        if chunked {
+            extra[n] = ("Transfer-Encoding", b"chunked");
+            n += 1;
+        }
         let cache_status = note.unwrap_or(if hit { "hit" } else { "fwd=miss" });
         let head = ResponseHead {
-            content_length: Some(content_length),
+            content_length,
             etag,
             last_modified,
             content_range,
-            accept_ranges: true,
+            accept_ranges: rangeable,
             content_type,
-            extra: age,
+            extra: &extra[..n],
             raw: &meta.headers,
+            keep_alive,
             ..base_head(cx.date, status, req, Some(cache_status))
         };
         head.encode(&mut self.out.head);
-        if !req.keep_alive {
+        if !keep_alive {
             self.close_after = true;
         }
-        if req.method == Method::Get && content_length > 0 {
+        let has_body = content_length.is_some_and(|n| n > 0) || (meta.open_ended && status != 204);
+        if req.method == Method::Get && has_body {
             self.multi.n = multi_n;
             self.multi.next = 0;
             self.multi.total = len;
@@ -527,8 +519,83 @@ impl Exchange {
                 pos: start,
                 end,
                 file,
+                chunked: match chunked {
+                    true => Chunked::First,
+                    false => Chunked::No,
+                },
             });
         }
+    }
+
+    /// Whether the chunks of `meta` can all be had: always for a `ranged` object (a missing
+    /// one is fetched with a Range request); for one whose body came from one answer, only
+    /// while each is held by a tier or still to come from that answer, which fills them in
+    /// order (the first not held is being filled), as none can be fetched alone.
+    fn at_hand(&self, cx: &Cx<'_>, meta: &ObjectMeta) -> bool {
+        if meta.ranged {
+            return true;
+        }
+        let cache = &cx.shared.cache;
+        let object: Arc<str> = Arc::from(self.key.as_str());
+        for index in 0..cache.layout.chunk_count(meta.len) {
+            let key = ChunkKey {
+                object: object.clone(),
+                version: meta.version,
+                index,
+            };
+            if !cache.holds(&key.as_ref()) {
+                return cache.inflight.chunk(&key).is_some();
+            }
+        }
+        true
+    }
+
+    /// Whether every chunk the body needs (`start..end`, or the `multi_n` ranges) is held
+    /// by a tier now: a hit. The first chunk is taken now when it is in memory (one lookup,
+    /// not a check here and a get when the body is sent): the response keeps it.
+    fn take_held(
+        &mut self,
+        cx: &Cx<'_>,
+        meta: &ObjectMeta,
+        multi_n: usize,
+        start: u64,
+        end: u64,
+    ) -> bool {
+        let layout = cx.shared.cache.layout;
+        let cache = &cx.shared.cache;
+        let held = |i: u64| {
+            cache.holds(&ChunkRef {
+                object: &self.key,
+                version: meta.version,
+                index: i,
+            })
+        };
+        let all_held = |start: u64, end: u64| {
+            start >= end || (layout.chunk_of(start)..=layout.chunk_of(end - 1)).all(held)
+        };
+        if multi_n > 0 {
+            return self.multi.ranges[..multi_n]
+                .iter()
+                .all(|r| all_held(r.start, r.end + 1));
+        }
+        if start >= end {
+            return true;
+        }
+        let first = layout.chunk_of(start);
+        let rest_held = (first + 1..=layout.chunk_of(end - 1)).all(held);
+        let first_held = match cache.held(&ChunkRef {
+            object: &self.key,
+            version: meta.version,
+            index: first,
+        }) {
+            Held::Memory(chunk) => {
+                self.local = Some((meta.version, first, chunk));
+                true
+            }
+            Held::Disk => true,
+            Held::Nowhere => false,
+        };
+        first_held && rest_held
     }
 
     /// A response without a body (304) from an object's validators.

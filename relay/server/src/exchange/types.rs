@@ -57,13 +57,29 @@ impl Outgoing {
     }
 }
 
-/// The body of the response being sent: bytes `pos..end` of one object version.
+/// The body of the response being sent: bytes `pos..end` of one object version (`end` is
+/// `u64::MAX` while the length of an open-ended body is not known; it is set when the body
+/// is found to end).
 pub struct Body {
     pub meta: Arc<ObjectMeta>,
     pub pos: u64,
     pub end: u64,
     /// The origin file, once a chunk had to be read from it.
     pub file: Option<File>,
+    /// How the body is delimited on the wire.
+    pub chunked: Chunked,
+}
+
+/// Whether a body goes out in the chunked coding (HTTP/1.1, its length unknown when the
+/// head went out), and how far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunked {
+    /// Delimited by the head's `Content-Length`, or by the connection's close.
+    No,
+    /// Chunked; no chunk went out yet.
+    First,
+    /// Chunked; the next chunk's size line starts with the CRLF that ends the previous one.
+    More,
 }
 
 /// A chunk being read from the directory origin. Each read is followed by a `statx` of

@@ -93,7 +93,8 @@ impl Context {
 
     /// A finished fill goes to the memory tier (when the response may be stored).
     /// The chunk's last bytes go in only after the chunk is in the memory tier; then it is
-    /// written to the disk tier (if admitted) off this thread.
+    /// written to the disk tier (if admitted) off this thread. A chunk of a body whose
+    /// length is not known yet waits for it ([`Context::end_open`]).
     pub(super) fn complete(&self, writer: FillWriter, last: &[u8], meta: &ObjectMeta) {
         let fill = writer.fill().clone();
         let key = fill.key.clone();
@@ -109,24 +110,73 @@ impl Context {
         if let Ok(fill) = stored {
             self.store.wakers.wake(&fill.watchers);
         }
-        if let (Some(writer), Some(body)) = (self.writer.as_ref(), whole) {
-            let admitted = self
-                .store
-                .admission
-                .as_ref()
-                .is_none_or(|a| a.record(&key.as_ref()));
-            if admitted {
-                let queued = writer.submit(crate::disk_writer::WriteJob {
-                    key: key.clone(),
-                    object_len: meta.len,
-                    etag: meta.etag.clone(),
-                    last_modified: meta.last_modified.clone(),
-                    meta: meta.encode_blob(Instant::now(), unix_now()),
-                    body,
-                });
-                if !queued {
-                    self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
-                }
+        if let Some(body) = whole.filter(|_| !meta.open_ended) {
+            self.to_disk(key, body, meta);
+        }
+    }
+
+    /// Hands a stored chunk to the disk writer, when the disk tier admits it.
+    fn to_disk(&self, key: ChunkKey, body: Bytes, meta: &ObjectMeta) {
+        let Some(writer) = self.writer.as_ref() else {
+            return;
+        };
+        let admitted = self
+            .store
+            .admission
+            .as_ref()
+            .is_none_or(|a| a.record(&key.as_ref()));
+        if admitted {
+            let queued = writer.submit(crate::disk_writer::WriteJob {
+                key,
+                object_len: meta.len,
+                etag: meta.etag.clone(),
+                last_modified: meta.last_modified.clone(),
+                meta: meta.encode_blob(Instant::now(), unix_now()),
+                body,
+            });
+            if !queued {
+                self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A body whose length was not known ahead ended cleanly: its length is learnt. The
+    /// description with that length (same version) is published first, so a reader that
+    /// finds the last fill gone finds where the body ends; then the last fill completes
+    /// short, and the chunks still in memory go to the disk tier with the length.
+    fn end_open(&self, writer: FillWriter, object: &Arc<str>, meta: &ObjectMeta) {
+        let layout = self.store.layout;
+        let index = writer.fill().key.index;
+        let len = layout.chunk_start(index) + writer.written() as u64;
+        let done = ObjectMeta {
+            len,
+            open_ended: false,
+            ..meta.clone()
+        };
+        if done.storable {
+            self.store.meta.insert(object, done.clone());
+        }
+        let fill = writer.fill().clone();
+        let memory = &self.store.memory;
+        let key = fill.key.clone();
+        writer.complete_short(|bytes| {
+            if done.storable {
+                memory.insert(key, bytes);
+            }
+        });
+        self.store.inflight.end_fill(&fill);
+        self.store.wakers.wake(&fill.watchers);
+        if !done.storable {
+            return;
+        }
+        for index in 0..layout.chunk_count(len) {
+            let key = ChunkKey {
+                object: object.clone(),
+                version: done.version,
+                index,
+            };
+            if let Some(bytes) = memory.get(&key.as_ref()) {
+                self.to_disk(key, bytes, &done);
             }
         }
     }
@@ -143,7 +193,7 @@ impl Context {
         index: u64,
         keep: Option<&relay_cache::fill::Pending>,
     ) -> (Option<FillWriter>, u64) {
-        let len = self.store.layout.chunk_len(meta.len, index);
+        let len = self.chunk_room(meta, index);
         let key = ChunkKey {
             object: object.clone(),
             version: meta.version,
@@ -160,8 +210,20 @@ impl Context {
         }
     }
 
-    /// A whole-object body (the origin ignored Range): cut it into chunks as it arrives.
-    /// Chunks already being filled by another fetch are skipped.
+    /// The room of chunk `index`'s fill: its length, or a whole chunk while the body's
+    /// length is not known.
+    pub(super) fn chunk_room(&self, meta: &ObjectMeta, index: u64) -> u64 {
+        let layout = self.store.layout;
+        match meta.open_ended {
+            true => layout.chunk_size(),
+            false => layout.chunk_len(meta.len, index),
+        }
+    }
+
+    /// A whole body in one answer (the origin ignored Range, or it was asked for the whole
+    /// body): cut it into chunks as it arrives. Chunks already being filled by another fetch
+    /// are skipped. A body whose length is not known ahead runs until the answer ends
+    /// ([`Context::end_open`]).
     pub(super) async fn stream_whole(
         &self,
         origin: usize,
@@ -171,12 +233,14 @@ impl Context {
         meta: &Arc<ObjectMeta>,
         keep: Option<&relay_cache::fill::Pending>,
     ) {
-        let layout = self.store.layout;
-        let count = layout.chunk_count(meta.len);
+        let count = match meta.open_ended {
+            true => u64::MAX,
+            false => self.store.layout.chunk_count(meta.len),
+        };
         let mut current = first;
         let mut index = 0u64;
         let mut skip_left = if current.is_none() {
-            layout.chunk_len(meta.len, 0)
+            self.chunk_room(meta, 0)
         } else {
             0
         };
@@ -185,6 +249,12 @@ impl Context {
             if pending.is_empty() {
                 match self.next_frame(origin, &mut body).await {
                     Ok(Some(d)) => pending = d,
+                    Ok(None) if meta.open_ended => {
+                        if let Some(w) = current.take() {
+                            self.end_open(w, object, meta);
+                        }
+                        return;
+                    }
                     Ok(None) | Err(_) => {
                         if let Some(w) = current.take() {
                             self.fail(w, FillError::Truncated);

@@ -5,11 +5,11 @@
 
 use super::{Context, STORED_WRITTEN, end_to_end, unix_now};
 use crate::HeadRequest;
-use crate::head::{self, ObjectHead};
+use crate::head;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use relay_cache::fill::{FillError, FillWriter};
-use relay_cache::policy::response_headers::{ContentRange, FramingError};
+use relay_cache::policy::response_headers::{BodyFraming, ContentRange};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,8 @@ use std::time::Instant;
 
 impl Context {
     /// The object's description is unknown or stale: ask for its first chunk (conditionally
-    /// when a stale copy exists).
+    /// when a stale copy exists), or for the whole body in one answer when its chunks could
+    /// not be combined from separate ranges ([`answer`]).
     pub(super) async fn head(&self, request: HeadRequest) {
         let HeadRequest {
             origin,
@@ -27,12 +28,13 @@ impl Context {
             mut forward,
             variant,
         } = request;
-        let layout = self.store.layout;
-        let cs = layout.chunk_size();
+        let cs = self.store.layout.chunk_size();
+        let mut whole = false;
         loop {
             let request_time = unix_now();
+            let range = (!whole).then_some((0, cs - 1));
             let resp = match self
-                .send_fill(origin, &path, (0, cs - 1), stale.as_deref(), &forward)
+                .send_fill(origin, &path, range, stale.as_deref(), &forward)
                 .await
             {
                 Ok(r) => r,
@@ -56,33 +58,30 @@ impl Context {
                     .inflight
                     .finish_head(&object, Ok(renewed), None, wakers);
             }
-            if relay_cache::policy::freshness::is_error_status(status) {
-                // 5xx: stale-if-error may stand in (the waiting worker decides).
+            let shape = match answer(status, resp.headers(), whole, cs) {
+                Answer::Object(shape) => shape,
+                Answer::Whole => {
+                    whole = true;
+                    continue;
+                }
+                Answer::Refused(e) => {
+                    log::warn!(
+                        "origin {}: {path}: refused answer {status}: {e}",
+                        self.origins[origin].config.authority
+                    );
+                    return self.head_failed(&object, e);
+                }
+            };
+            // An origin error while a stale copy may stand in (stale-if-error): the waiting
+            // clients get that copy, and the stored description stays.
+            if relay_cache::policy::freshness::is_error_status(status)
+                && stale
+                    .as_ref()
+                    .is_some_and(|s| s.may_serve_on_error(Instant::now()))
+            {
                 return self.head_failed(&object, FillError::Status(status));
             }
-            let parsed = match status {
-                200 | 206 => head::parse(status, resp.headers()),
-                416 => match head::content_range(resp.headers()) {
-                    // An empty object answers any range with 416 and `bytes */0`.
-                    Ok(ContentRange::Unsatisfied { complete: 0 }) => Ok(ObjectHead {
-                        total: Some(0),
-                        range_start: 0,
-                        etag: String::new(),
-                        last_modified: String::new(),
-                    }),
-                    _ => Err(FramingError::InvalidContentRange),
-                },
-                s => return self.head_failed(&object, FillError::Status(s)),
-            };
-            let (h, total) = match parsed {
-                Ok(h) if h.range_start == 0 && h.total.is_some() => {
-                    let t = h.total.unwrap_or(0);
-                    (h, t)
-                }
-                // Unusable framing (no length, a range not starting at 0, garbage).
-                _ => return self.head_failed(&object, FillError::Truncated),
-            };
-            let d = describe(200, resp.headers(), request_time, response_time);
+            let d = describe(shape.status, resp.headers(), request_time, response_time);
             // What the fetching client alone gets when the stored fields leave some out.
             let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));
             // The base entry answers requests that send none of the fields the response
@@ -93,7 +92,7 @@ impl Context {
                 .vary
                 .clone()
                 .filter(|fields| !variant && carries_any(&forward, fields));
-            let meta = Arc::new(object_meta(&h, total, d));
+            let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
             let body = resp.into_body();
             if let Some(fields) = carried {
                 if meta.storable {
@@ -101,11 +100,14 @@ impl Context {
                     let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
                     relay_cache::key::push_variant(&mut key, &fields, sent);
                     let key: Arc<str> = key.into();
-                    self.store.meta.insert(&key, (*meta).clone());
+                    if !meta.open_ended {
+                        self.store.meta.insert(&key, (*meta).clone());
+                    }
                     let writer = self.start_first(&key, &meta);
                     let ctx = self.clone();
+                    let partial = shape.partial;
                     tokio::spawn(async move {
-                        ctx.fill_from(origin, status, body, writer, &key, &meta, None)
+                        ctx.fill_from(origin, partial, body, writer, &key, &meta, None)
                             .await;
                     });
                 }
@@ -114,11 +116,14 @@ impl Context {
                     .filter(|(n, _)| !fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
                     .cloned()
                     .collect();
+                whole = false;
                 continue;
             }
             // Start chunk 0's fill before publishing the description, so waiters find it.
             let writer = self.start_first(&object, &meta);
-            if meta.storable {
+            // A body whose length is not known yet is described in the meta cache once it
+            // ended (`Context::end_open`).
+            if meta.storable && !meta.open_ended {
                 self.store.meta.insert(&object, (*meta).clone());
             }
             let first = writer.as_ref().map(|w| w.fill().clone());
@@ -135,7 +140,7 @@ impl Context {
             return self
                 .fill_from(
                     origin,
-                    status,
+                    shape.partial,
                     body,
                     writer,
                     &object,
@@ -148,7 +153,7 @@ impl Context {
 
     /// The fill of an object's first chunk (None when it is empty or already being filled).
     pub(super) fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
-        let first_len = self.store.layout.chunk_len(meta.len, 0) as usize;
+        let first_len = self.chunk_room(meta, 0) as usize;
         let key = ChunkKey {
             object: object.clone(),
             version: meta.version,
@@ -159,8 +164,8 @@ impl Context {
             .flatten()
     }
 
-    /// Streams the body of a head fetch: its first chunk (206), or every chunk when the
-    /// origin ignored Range (200).
+    /// Streams the body of a head fetch: its first chunk (`partial`: a 206), or every chunk
+    /// of a whole body in one answer.
     #[expect(
         clippy::too_many_arguments,
         reason = "one fetch's state, passed through"
@@ -168,18 +173,18 @@ impl Context {
     pub(super) async fn fill_from(
         &self,
         origin: usize,
-        status: u16,
+        partial: bool,
         body: Incoming,
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
         keep: Option<&relay_cache::fill::Pending>,
     ) {
-        if status == 206 {
+        if partial {
             if let Some(w) = first {
                 let _ = self.stream(origin, body, w, meta).await;
             }
-        } else if status == 200 {
+        } else {
             self.stream_whole(origin, body, first, object, meta, keep)
                 .await;
         }
@@ -193,24 +198,113 @@ fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
         .any(|(n, _)| vary.iter().any(|f| f.eq_ignore_ascii_case(n)))
 }
 
-/// An object's description from its first response head.
+/// What the head of an answer to a head fetch makes of the object ([`answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    /// The object's status (a 206 to relay's Range is a 200's part).
+    status: u16,
+    /// The body's length; None until the body ends (chunked, or until the connection
+    /// closes).
+    len: Option<u64>,
+    /// The answer holds the first chunk only (a 206).
+    partial: bool,
+    /// Its other chunks may be fetched with Range requests ([`ObjectMeta::ranged`]).
+    ranged: bool,
+}
+
+/// What to do with an answer to a head fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Object(Shape),
+    /// Ask again without Range: the body must come from one answer (no strong validator to
+    /// combine ranges under, or no complete length in the 206).
+    Whole,
+    /// Refused: never relayed, never stored.
+    Refused(FillError),
+}
+
+/// Reads the head of an answer with `status` to a head fetch: a Range request for the first
+/// `chunk_size` bytes, or (`whole`) for the whole body. Every final status is an object with
+/// its body (RFC 9110 §15); only a 206 can be partial, and only a 200 (or its 206) with a
+/// strong validator and a length is `ranged` (§8.8.1, §14.2). Interim statuses that reach
+/// here (101) and framing errors (RFC 9112 §6.3) are refused.
+fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Answer {
+    let object = |status, len, partial, ranged| {
+        Answer::Object(Shape {
+            status,
+            len,
+            partial,
+            ranged,
+        })
+    };
+    match status {
+        ..200 => Answer::Refused(FillError::Status(502)),
+        206 if whole => Answer::Refused(FillError::Framing),
+        206 => match head::content_range(h) {
+            Ok(ContentRange::Bytes {
+                first: 0,
+                last,
+                complete: Some(total),
+            }) => {
+                let strong = head::strong_validator(h);
+                // The first chunk holds the whole object: nothing to combine.
+                let single = last.saturating_add(1) >= total;
+                match (strong, single || total <= chunk_size) {
+                    (true, _) => object(200, Some(total), true, true),
+                    (false, true) => object(200, Some(total), true, false),
+                    (false, false) => Answer::Whole,
+                }
+            }
+            Ok(ContentRange::Bytes { first: 0, .. }) => Answer::Whole,
+            _ => Answer::Refused(FillError::Framing),
+        },
+        // An empty object answers any range with 416 and `bytes */0`.
+        416 if !whole => match head::content_range(h) {
+            Ok(ContentRange::Unsatisfied { complete: 0 }) => object(200, Some(0), true, true),
+            _ => Answer::Whole,
+        },
+        _ => match head::framing(status, h) {
+            Ok(BodyFraming::Empty) => object(status, Some(0), false, false),
+            Ok(BodyFraming::Length(n)) => object(
+                status,
+                Some(n),
+                false,
+                status == 200 && head::strong_validator(h),
+            ),
+            Ok(BodyFraming::Chunked | BodyFraming::UntilClose) => {
+                object(status, None, false, false)
+            }
+            Err(_) => Answer::Refused(FillError::Framing),
+        },
+    }
+}
+
+/// An object's description from its first answer's validators, shape and terms.
 ///
-/// A response that may not be stored gets a version of its own, unique to this fetch: its
-/// chunk fills (keyed by version) are then found by the client it was fetched for — its
-/// later chunks, even when the origin sent the whole body at once — and by no one else,
-/// not even a later fetch of the same object for another client.
-fn object_meta(h: &ObjectHead, total: u64, d: Described) -> ObjectMeta {
-    static PRIVATE: AtomicU64 = AtomicU64::new(0);
-    let version = if d.keep.storable {
-        head::version(&h.etag, &h.last_modified, total)
+/// Only a storable, ranged object has a version named by its validators (and length), the
+/// same for every fetch of that representation. Any other has a version of its own, unique
+/// to this fetch: its chunk fills (keyed by version) are then found by the clients of this
+/// fetch and by no other fetch, so two answers are never stitched into one body; and a
+/// response that may not be stored is found by the client it was fetched for alone — its
+/// later chunks, even when the origin sent the whole body at once — not even by a later
+/// fetch of the same object for another client.
+fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta {
+    static OWN: AtomicU64 = AtomicU64::new(0);
+    let (etag, last_modified) = v;
+    let len = shape.len.unwrap_or(0);
+    let version = if d.keep.storable && shape.ranged {
+        head::version(etag, last_modified, len)
     } else {
-        (1 << 63) | PRIVATE.fetch_add(1, Ordering::Relaxed)
+        (1 << 63) | OWN.fetch_add(1, Ordering::Relaxed)
     };
     ObjectMeta {
-        len: total,
+        status: shape.status,
+        len,
+        ranged: shape.ranged,
+        open_ended: shape.len.is_none(),
         version,
-        etag: h.etag.clone(),
-        last_modified: h.last_modified.clone(),
+        etag: etag.clone(),
+        last_modified: last_modified.clone(),
         fetched: Instant::now(),
         ttl: d.keep.ttl,
         storable: d.keep.storable,
@@ -404,11 +498,11 @@ mod tests {
                 expect: STALE,
             },
         ];
-        let head = ObjectHead {
-            total: Some(1),
-            range_start: 0,
-            etag: String::new(),
-            last_modified: String::new(),
+        let shape = Shape {
+            status: 200,
+            len: Some(1),
+            partial: false,
+            ranged: true,
         };
         for c in &cases {
             let mut h = http::HeaderMap::new();
@@ -421,7 +515,7 @@ mod tests {
                     http::HeaderValue::from_static(v),
                 );
             }
-            let meta = object_meta(&head, 1, describe(200, &h, 1000, 1000));
+            let meta = object_meta(&Default::default(), &shape, describe(200, &h, 1000, 1000));
             let now = meta.fetched + Duration::from_secs(c.after);
             let got = (
                 meta.is_fresh(now, Duration::MAX),

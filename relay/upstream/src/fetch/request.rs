@@ -151,15 +151,15 @@ impl Context {
         .await
     }
 
-    /// Sends a fill's `GET path` with `Range: bytes=start-end` and the client's `forward`
-    /// fields ([`fill_request`]), retried as the origin's config says (a GET is idempotent).
-    /// A 5xx answer fails the fill and counts in `stats.errors`, but not against the
+    /// Sends a fill's `GET path` with `Range: bytes=start-end` (None: the whole body) and
+    /// the client's `forward` fields ([`fill_request`]), retried as the origin's config says
+    /// (a GET is idempotent). A 5xx answer counts in `stats.errors`, but not against the
     /// origin's health: it came from a reachable origin.
     pub(super) async fn send_fill(
         &self,
         origin: usize,
         path: &str,
-        (start, end): (u64, u64),
+        range: Option<(u64, u64)>,
         validate: Option<&ObjectMeta>,
         forward: &[(String, Vec<u8>)],
     ) -> Result<http::Response<Incoming>, FillError> {
@@ -167,7 +167,7 @@ impl Context {
         let uri: Option<http::Uri> = format!("http://{}{}", o.config.address, path).parse().ok();
         let build = || {
             let uri = uri.clone().ok_or(FillError::Connect)?;
-            fill_request(uri, &o.config.authority, (start, end), validate, forward)
+            fill_request(uri, &o.config.authority, range, validate, forward)
         };
         let resp = self.send(origin, o.config.retries, build).await?;
         if resp.status().is_server_error() {
@@ -178,13 +178,13 @@ impl Context {
 }
 
 /// The request of a fill: the client's `forward` fields first, then relay's own — Host,
-/// `Range: bytes=start-end`, `Accept-Encoding: identity` and the stored validators —
+/// `Range: bytes=start-end` (when asked for), `Accept-Encoding: identity` and the stored validators —
 /// replacing any of the same name; `User-Agent: relay` only when the client sent none.
 /// Fields `http` refuses are left out rather than failing the fetch.
 fn fill_request(
     uri: http::Uri,
     authority: &str,
-    (start, end): (u64, u64),
+    range: Option<(u64, u64)>,
     validate: Option<&ObjectMeta>,
     forward: &[(String, Vec<u8>)],
 ) -> Result<http::Request<Full<Bytes>>, FillError> {
@@ -208,7 +208,14 @@ fn fill_request(
     // intermediaries the client's request already passed.
     h.append(header::VIA, HeaderValue::from_static(VIA));
     h.insert(header::HOST, value(authority)?);
-    h.insert(header::RANGE, value(&format!("bytes={start}-{end}"))?);
+    match range {
+        Some((start, end)) => {
+            h.insert(header::RANGE, value(&format!("bytes={start}-{end}"))?);
+        }
+        None => {
+            h.remove(header::RANGE);
+        }
+    }
     h.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -245,7 +252,7 @@ mod tests {
         forward: &[(String, Vec<u8>)],
     ) -> http::Request<Full<Bytes>> {
         let uri: http::Uri = "http://10.0.0.1:8080/a?b=1".parse().expect("uri");
-        fill_request(uri, "origin.example", (0, 65535), validate, forward).expect("request")
+        fill_request(uri, "origin.example", Some((0, 65535)), validate, forward).expect("request")
     }
 
     #[test]

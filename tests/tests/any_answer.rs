@@ -1,0 +1,355 @@
+//! Any origin answer through relay, the right bytes: every status, every framing, never two
+//! versions stitched into one body. The origin is node's own `http` module (its framing, its
+//! chunked coding: `tests/origins/answers.js`), and a raw socket beside it for answers `http`
+//! will not send; the client is curl. Each test is named after the RFC section it checks.
+
+use relay_tests::{Relay, TempDir, curl};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const CHUNK: usize = 256 * 1024;
+
+/// `node tests/origins/answers.js` on two loopback ports it picked; killed on drop.
+struct Node {
+    child: Child,
+    http: u16,
+    raw: u16,
+}
+
+impl Node {
+    fn start() -> Node {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/origins/answers.js");
+        let mut child = Command::new("node")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is installed by `cargo xtask setup`");
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        // The script prints its ports once listening, or exits.
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let port = |name: &str| -> u16 {
+            let at = line.find(&format!("\"{name}\":")).expect("ports line") + name.len() + 3;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        };
+        let (http, raw) = (port("http"), port("raw"));
+        Node { child, http, raw }
+    }
+
+    /// How many requests the origin got for `path`.
+    fn count(&self, path: &str) -> u64 {
+        let (_, body, _) = curl(&[&format!("http://127.0.0.1:{}/count", self.http)]);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let Some(at) = text.find(&format!("\"{path}\":")) else {
+            return 0;
+        };
+        text[at + path.len() + 3..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A relay in front of both ports (the raw one for its paths).
+    fn relay(&self) -> Relay {
+        let mut config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+             memory_bytes = 67108864\n\n[origin]\n"
+        );
+        for prefix in ["/close", "/te-cl", "/short"] {
+            config.push_str(&format!(
+                "\n[[origin.http]]\nurl = \"http://127.0.0.1:{}\"\nprefix = \"{prefix}\"\n",
+                self.raw
+            ));
+        }
+        config.push_str(&format!(
+            "\n[[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            self.http
+        ));
+        Relay::start(&config)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bytes `answers.js` sends (its `pattern`).
+fn pattern(n: usize, seed: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(31) + seed * 7 + (i >> 8)) as u8)
+        .collect()
+}
+
+/// One answer as curl saw it.
+struct Got {
+    /// curl's exit code (18: the body ended before its length).
+    code: i32,
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+fn fetch(url: &str, extra: &[&str]) -> Got {
+    let dir = TempDir::new("any-curl");
+    let head = dir.path().join("head");
+    let mut args = vec!["-D", head.to_str().expect("path")];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let (code, body, _) = curl(&args);
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Got {
+        code,
+        status,
+        head,
+        body,
+    }
+}
+
+fn get(relay: &Relay, path: &str) -> Got {
+    fetch(&relay.url(path), &[])
+}
+
+#[test]
+fn rfc9110_15_every_final_status_is_relayed_as_the_origin_answered() {
+    let node = Node::start();
+    let relay = node.relay();
+    for status in [
+        200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 500, 501, 502,
+        503, 504,
+    ] {
+        let path = format!("/status/{status}");
+        let direct = fetch(&format!("http://127.0.0.1:{}{path}", node.http), &[]);
+        let through = get(&relay, &path);
+        assert_eq!(direct.status, status);
+        assert_eq!(through.status, status, "{path}: {}", through.head);
+        assert_eq!(through.body, direct.body, "{path}: the origin's body");
+        assert_eq!(
+            through.field("location"),
+            direct.field("location"),
+            "{path}"
+        );
+        if status == 204 {
+            assert_eq!(through.field("content-length"), None, "RFC 9110 §8.6");
+        }
+    }
+}
+
+#[test]
+fn rfc9111_3_statuses_are_stored_with_explicit_freshness_and_not_without() {
+    let node = Node::start();
+    let relay = node.relay();
+    // Explicit freshness stores any final status, a 404 and a 301 (heuristically
+    // cacheable) as well as a 302 (not).
+    for path in ["/status/404", "/status/301", "/status/302"] {
+        let with = format!("{path}?cc=max-age%3D60");
+        let first = get(&relay, &with);
+        let again = get(&relay, &with);
+        assert_eq!(first.body, again.body);
+        assert_eq!(again.field("cache-status"), Some("relay; hit"), "{with}");
+        assert_eq!(node.count(path), 1, "{with}: fetched once");
+    }
+    // Without any, a 302 is not stored: each request goes to the origin.
+    let path = "/status/307";
+    for n in 1..=2 {
+        assert_eq!(get(&relay, path).status, 307);
+        assert_eq!(node.count(path), n);
+    }
+    // no-store is never stored, whatever the status.
+    let path = "/status/410?cc=no-store";
+    for n in 1..=2 {
+        assert_eq!(get(&relay, path).status, 410);
+        assert_eq!(node.count("/status/410"), n);
+    }
+}
+
+#[test]
+fn rfc9112_7_1_a_chunked_answer_streams_chunked_and_is_stored_with_its_length() {
+    let node = Node::start();
+    let relay = node.relay();
+    // Three and a bit chunks; exactly two chunks (the body ends on a chunk's end); one
+    // byte; none.
+    for n in [3 * CHUNK + 4321, 2 * CHUNK, 1, 0] {
+        let path = format!("/chunked/{n}");
+        let want = pattern(n, 3);
+        let direct = fetch(
+            &format!("http://127.0.0.1:{}{path}?cc=max-age%3D60", node.http),
+            &[],
+        );
+        assert_eq!(direct.field("transfer-encoding"), Some("chunked"));
+        assert!(direct.body == want);
+        let url = format!("{path}?cc=max-age%3D60");
+        let first = get(&relay, &url);
+        assert_eq!(
+            (first.code, first.status),
+            (0, 200),
+            "{path}: {}",
+            first.head
+        );
+        assert_eq!(first.field("transfer-encoding"), Some("chunked"), "{path}");
+        assert_eq!(first.field("content-length"), None);
+        assert!(first.body == want, "{path}: {} bytes", first.body.len());
+        // Stored once whole, its length learnt.
+        let again = get(&relay, &url);
+        assert_eq!(again.field("cache-status"), Some("relay; hit"), "{path}");
+        let len = n.to_string();
+        assert_eq!(again.field("content-length"), Some(len.as_str()));
+        assert!(again.body == want);
+        // Ranges of it, from the cache.
+        if n > CHUNK {
+            let r = fetch(
+                &relay.url(&url),
+                &["-r", &format!("{}-{}", CHUNK - 5, CHUNK + 5)],
+            );
+            assert_eq!(r.status, 206);
+            assert_eq!(r.body, &want[CHUNK - 5..=CHUNK + 5]);
+        }
+        assert_eq!(node.count(&path), 2, "{path}: relay fetched it once");
+    }
+    // To an HTTP/1.0 client: until the close.
+    let path = "/chunked/300001?cc=max-age%3D60";
+    let old = fetch(&relay.url(path), &["--http1.0"]);
+    assert_eq!((old.code, old.status), (0, 200), "{}", old.head);
+    assert_eq!(old.field("transfer-encoding"), None);
+    assert_eq!(old.field("connection"), Some("close"));
+    assert!(old.body == pattern(300_001, 3));
+}
+
+#[test]
+fn rfc9112_7_1_clients_waiting_on_one_chunked_answer_share_one_fetch() {
+    let node = Node::start();
+    let relay = node.relay();
+    let n = 4 * CHUNK + 99;
+    let path = "/chunked/1048675";
+    let url = relay.url(&format!("{path}?cc=max-age%3D60"));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || fetch(&url, &[]))
+        })
+        .collect();
+    for c in clients {
+        let got = c.join().expect("client");
+        assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+        assert!(got.body == pattern(n, 3), "{} bytes", got.body.len());
+    }
+    // One fetch, or a few when clients came after the first was described and before its
+    // end; never one per client.
+    assert!(node.count(path) < 6, "{} fetches", node.count(path));
+}
+
+#[test]
+fn rfc9112_6_3_a_close_delimited_answer_is_relayed_and_stored() {
+    let node = Node::start();
+    let relay = node.relay();
+    let want = pattern(700_000, 5);
+    let first = get(&relay, "/close/700000");
+    assert_eq!((first.code, first.status), (0, 200), "{}", first.head);
+    assert!(first.body == want);
+    let again = get(&relay, "/close/700000");
+    assert_eq!(again.field("cache-status"), Some("relay; hit"));
+    assert_eq!(again.field("content-length"), Some("700000"));
+    assert!(again.body == want);
+    // One fetch: the origin ignores Range, and its whole answer is the body.
+    assert_eq!(node.count("/close/700000"), 1);
+}
+
+#[test]
+fn rfc9112_6_3_transfer_encoding_with_content_length_is_refused_never_stored() {
+    let node = Node::start();
+    let relay = node.relay();
+    for n in 1..=2 {
+        let got = get(&relay, "/te-cl");
+        assert_eq!(got.status, 502, "{}", got.head);
+        assert!(
+            !got.body.starts_with(b"hel"),
+            "no part passed off as the body"
+        );
+        assert_eq!(node.count("/te-cl"), n, "never stored");
+    }
+}
+
+#[test]
+fn rfc9112_6_3_a_body_cut_short_is_never_passed_off_as_whole() {
+    let node = Node::start();
+    let relay = node.relay();
+    for n in 1..=2 {
+        let got = get(&relay, "/short/600000");
+        assert!(
+            got.status == 502 || (got.code == 18 && got.body.len() < 600_000),
+            "curl {} status {} with {} bytes",
+            got.code,
+            got.status,
+            got.body.len()
+        );
+        assert!(node.count("/short/600000") >= n, "never stored");
+    }
+}
+
+/// Each byte of a `versioned` body is its version's number: one value means one answer.
+fn versions(body: &[u8]) -> Vec<u8> {
+    let mut v: Vec<u8> = body.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[test]
+fn rfc9110_8_8_1_without_a_validator_a_body_comes_from_one_answer() {
+    let node = Node::start();
+    let relay = node.relay();
+    // No validator, then a weak one: chunks fetched by separate Range requests could be of
+    // different versions, so the body comes whole from one answer.
+    for path in ["/changing/1000000", "/weak/1000000"] {
+        let first = get(&relay, path);
+        assert_eq!(
+            (first.code, first.status),
+            (0, 200),
+            "{path}: {}",
+            first.head
+        );
+        assert_eq!(first.body.len(), 1_000_000);
+        assert_eq!(versions(&first.body).len(), 1, "{path}: one version");
+        let again = get(&relay, path);
+        assert_eq!(again.field("cache-status"), Some("relay; hit"), "{path}");
+        assert!(again.body == first.body, "{path}: the stored answer");
+        // A range of it is a range of that one answer.
+        let r = fetch(&relay.url(path), &["-r", "300000-600000"]);
+        assert_eq!(r.body, &first.body[300_000..=600_000], "{path}");
+    }
+}
+
+#[test]
+fn rfc9110_8_8_1_a_strong_validator_that_changes_between_chunks_cuts_the_body() {
+    let node = Node::start();
+    let relay = node.relay();
+    // Every answer is a new version with its own strong ETag: the first chunk is one
+    // version, the next fetched one another. Never stitched: the body is cut.
+    let got = get(&relay, "/strong/1000000");
+    assert_eq!(got.status, 200);
+    assert_ne!(got.code, 0, "curl sees a cut body");
+    assert!(got.body.len() < 1_000_000);
+    assert_eq!(versions(&got.body).len(), 1);
+}
