@@ -12,6 +12,7 @@
 use std::mem::MaybeUninit;
 
 use crate::response::reason_phrase;
+use crate::target::{Authority, Target};
 
 /// Hard ceiling on [`Limits::max_headers`]: the size of the stack array of header slots.
 pub const MAX_HEADERS_CAP: usize = 100;
@@ -77,6 +78,12 @@ pub struct Request<'a> {
     /// their path (`/` if they have none); `*` (OPTIONS only) gives `*`;
     /// authority-form (CONNECT only) gives the empty string.
     pub path: &'a str,
+    /// The target's query, without its `?` (and without a fragment).
+    pub query: Option<&'a str>,
+    /// The authority the request is for: an absolute-form target's, which replaces `Host`
+    /// (RFC 9112 §3.2.2), else the `Host` field's; none for an HTTP/1.0 request without
+    /// `Host`. Validated (a `Host` that is not `uri-host [ ":" port ]` is refused).
+    pub authority: Option<Authority<'a>>,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
     /// Whether the connection stays open after this exchange (RFC 9112 §9.3).
@@ -87,7 +94,7 @@ pub struct Request<'a> {
     /// The body follows in the chunked transfer coding (`Transfer-Encoding: chunked`): the
     /// caller reads it with a [`crate::chunked::Decoder`] to find where it ends.
     pub chunked: bool,
-    /// The `Host` field value.
+    /// The `Host` field value as sent (validated as [`Request::authority`] is).
     pub host: Option<&'a [u8]>,
     /// The `Range` field value.
     pub range: Option<&'a [u8]>,
@@ -104,6 +111,19 @@ pub struct Request<'a> {
     /// wait for a `100 Continue` before it sends its body. HTTP/1.0 requests never have it
     /// (a server must ignore the expectation there).
     pub expect_continue: bool,
+}
+
+impl Request<'_> {
+    /// Appends the target in origin-form, what goes upstream and into a cache key: the path,
+    /// then `?` and the query if there is one. For an absolute-form target that is its path
+    /// and query (`http://h?q` gives `/?q`); for origin-form, the target without a fragment.
+    pub fn push_origin_form(&self, out: &mut String) {
+        out.push_str(self.path);
+        if let Some(query) = self.query {
+            out.push('?');
+            out.push_str(query);
+        }
+    }
 }
 
 /// Outcome of [`parse_request`] on the bytes received so far.
@@ -172,6 +192,9 @@ pub enum ParseError {
     /// More than one `Host` field.
     #[error("more than one Host field")]
     MultipleHost,
+    /// A `Host` value that is not `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 9112 §3.2).
+    #[error("invalid Host field")]
+    InvalidHost,
     /// A field relay reads that must appear at most once appears again.
     #[error("header field {0} repeated")]
     DuplicateHeader(&'static str),
@@ -199,6 +222,7 @@ impl ParseError {
             | ParseError::TransferEncodingHttp10
             | ParseError::MissingHost
             | ParseError::MultipleHost
+            | ParseError::InvalidHost
             | ParseError::DuplicateHeader(_) => 400,
         }
     }
@@ -263,7 +287,7 @@ fn interpret<'a>(
         return Err(ParseError::UriTooLong);
     }
     let method = Method::from_token(method_str);
-    let path = target_path(method_str, target)?;
+    let split = Target::parse(method_str, target)?;
 
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = None;
@@ -321,6 +345,8 @@ fn interpret<'a>(
     if version == 1 && host.is_none() {
         return Err(ParseError::MissingHost);
     }
+    // A bad Host is refused even when an absolute-form target overrides it (RFC 9112 §3.2).
+    let host_authority = host.map(Authority::parse).transpose()?;
     let expect_continue = match expect {
         None => false,
         Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => version == 1,
@@ -335,7 +361,9 @@ fn interpret<'a>(
         method,
         method_str,
         target,
-        path,
+        path: split.path,
+        query: split.query,
+        authority: split.authority.or(host_authority),
         version,
         keep_alive,
         content_length: content_length.unwrap_or(0),
@@ -435,55 +463,17 @@ fn set_once<'a>(
 
 /// `Content-Length = 1*DIGIT`, nothing else: no sign, no list, no overflow.
 fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
+    decimal(value).ok_or(ParseError::InvalidContentLength)
+}
+
+/// `1*DIGIT` that fits in 64 bits, nothing else (no sign, no whitespace).
+pub(crate) fn decimal(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
-        return Err(ParseError::InvalidContentLength);
+        return None;
     }
-    let mut n: u64 = 0;
-    for &b in value {
-        if !b.is_ascii_digit() {
-            return Err(ParseError::InvalidContentLength);
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-            .ok_or(ParseError::InvalidContentLength)?;
-    }
-    Ok(n)
-}
-
-/// The path relay routes on, per request-target form (RFC 9112 §3.2).
-fn target_path<'a>(method: &str, target: &'a str) -> Result<&'a str, ParseError> {
-    if target.starts_with('/') {
-        return Ok(strip_query(target));
-    }
-    if let Some(rest) = strip_http_scheme(target) {
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if authority_end == 0 {
-            return Err(ParseError::InvalidTarget);
-        }
-        let path = strip_query(rest.get(authority_end..).unwrap_or(""));
-        return Ok(if path.is_empty() { "/" } else { path });
-    }
-    match (method, target) {
-        ("OPTIONS", "*") => Ok("*"),
-        ("CONNECT", _) => Ok(""),
-        _ => Err(ParseError::InvalidTarget),
-    }
-}
-
-fn strip_query(target: &str) -> &str {
-    target.split(['?', '#']).next().unwrap_or(target)
-}
-
-/// The part after `http://` or `https://` (scheme case-insensitive), if any.
-fn strip_http_scheme(target: &str) -> Option<&str> {
-    ["http://", "https://"].iter().find_map(|scheme| {
-        let head = target.get(..scheme.len())?;
-        if head.eq_ignore_ascii_case(scheme) {
-            target.get(scheme.len()..)
-        } else {
-            None
-        }
+    value.iter().try_fold(0u64, |n, &b| {
+        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+        n.checked_mul(10)?.checked_add(digit)
     })
 }
 

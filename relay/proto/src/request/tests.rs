@@ -90,26 +90,87 @@ fn valid_head_and_other_methods() {
 fn request_target_forms() {
     let (r, _) = complete(b"GET http://example.com/a/b?q HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.target, r.path), ("http://example.com/a/b?q", "/a/b"));
-    let (r, _) = complete(b"GET HTTPS://example.com HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (r, _) = complete(b"GET HTTP://example.com HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.path, "/");
     let (r, _) = complete(b"GET http://example.com?q=1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(r.path, "/");
+    assert_eq!((r.path, r.query), ("/", Some("q=1")));
     let (r, _) = complete(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.path, "*");
     let (r, _) = complete(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.path, "");
+    for bad in [
+        &b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Only the http scheme is served.
+        b"GET https://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://u@example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        assert_eq!(err(bad), ParseError::InvalidTarget, "{bad:?}");
+    }
+}
+
+#[test]
+fn rfc9112_3_2_2_an_absolute_form_authority_replaces_host() {
+    let (r, _) =
+        complete(b"GET http://Cdn.Example:8080/a?b=c HTTP/1.1\r\nHost: other.example\r\n\r\n");
     assert_eq!(
-        err(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ParseError::InvalidTarget
+        r.authority,
+        Some(Authority {
+            host: "Cdn.Example",
+            port: Some(8080)
+        })
+    );
+    assert_eq!(r.host, Some(&b"other.example"[..]));
+    let mut origin_form = String::new();
+    r.push_origin_form(&mut origin_form);
+    assert_eq!(origin_form, "/a?b=c");
+    // Host is still required and still validated (RFC 9112 §3.2).
+    assert_eq!(
+        err(b"GET http://a.example/ HTTP/1.1\r\n\r\n"),
+        ParseError::MissingHost
     );
     assert_eq!(
-        err(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ParseError::InvalidTarget
+        err(b"GET http://a.example/ HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+        ParseError::InvalidHost
     );
+    // HTTP/1.0 may name its authority in the target alone.
+    let (r, _) = complete(b"GET http://a.example/x HTTP/1.0\r\n\r\n");
+    assert_eq!(r.authority.map(|a| a.host), Some("a.example"));
+}
+
+#[test]
+fn rfc9112_3_2_host_is_validated_once_and_required_in_http_1_1() {
+    let (r, _) = complete(b"GET /x?y#z HTTP/1.1\r\nHost: Example.com.:80\r\n\r\n");
     assert_eq!(
-        err(b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"),
-        ParseError::InvalidTarget
+        r.authority,
+        Some(Authority {
+            host: "Example.com",
+            port: Some(80)
+        })
     );
+    let mut origin_form = String::new();
+    r.push_origin_form(&mut origin_form);
+    assert_eq!(origin_form, "/x?y");
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: victim.example/v3\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:http\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: /static\r\n\r\n",
+    ] {
+        assert_eq!(err(bad), ParseError::InvalidHost, "{bad:?}");
+    }
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+        ParseError::MultipleHost
+    );
+    assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), ParseError::MissingHost);
+    // An empty Host is valid: the target has no authority (RFC 9112 §3.2).
+    let (r, _) = complete(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
+    assert_eq!(r.authority.map(|a| a.host), Some(""));
+    let (r, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.authority, None);
 }
 
 #[test]
@@ -560,6 +621,7 @@ fn every_error_has_a_status_and_reason() {
         ParseError::TransferEncodingUnsupported,
         ParseError::MissingHost,
         ParseError::MultipleHost,
+        ParseError::InvalidHost,
         ParseError::DuplicateHeader("Range"),
     ];
     for e in all {
