@@ -131,7 +131,7 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
         Action::Close
     ));
     assert!(
-        kit.shared.cache.meta.get("/c").is_none(),
+        kit.shared.cache.meta.get("dir:/c").is_none(),
         "the description goes with it"
     );
 }
