@@ -814,20 +814,23 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
         );
         c.read_response(false).unwrap()
     };
-    assert_eq!(purge("key=test/v/a", "wrong-token-wrong-token").status, 401);
+    assert_eq!(
+        purge("key=http://test/v/a", "wrong-token-wrong-token").status,
+        401
+    );
     assert_eq!(
         get(&relay, "/v/a").header("cache-status"),
         Some("relay; hit")
     );
     // Hard purge of one key: the next request goes to the origin.
-    let r = purge("key=test%2Fv%2Fa", token);
+    let r = purge("key=http%3A%2F%2Ftest%2Fv%2Fa", token);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         get(&relay, "/v/a").header("cache-status"),
         Some("relay; fwd=miss")
     );
     // Soft purge of a prefix: revalidated (304), chunks kept.
-    let r = purge("prefix=test/v/&mode=soft", token);
+    let r = purge("prefix=http://test/v/&mode=soft", token);
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("\"mode\":\"soft\""));
     assert_eq!(
@@ -840,12 +843,16 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
         Some("relay; hit")
     );
     // Hard purge of a prefix.
-    assert_eq!(purge("prefix=test/w/", token).status, 200);
+    assert_eq!(purge("prefix=http://test/w/", token).status, 200);
     assert_eq!(
         get(&relay, "/w/c").header("cache-status"),
         Some("relay; fwd=miss")
     );
     assert_eq!(purge("bogus=1", token).status, 400);
+    // A key in no form relay writes (here the old host + path) is refused, not a no-op.
+    let r = purge("key=test/w/c", token);
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("http://host/path"));
 }
 
 #[test]

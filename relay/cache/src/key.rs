@@ -2,10 +2,24 @@
 //! its validators, so chunks of two versions never mix) and its index in the object.
 //! [`ChunkRef`] borrows the object key so a lookup on the hit path allocates nothing.
 //! [`push_variant`] extends an object key to name one variant of a response that varies.
+//!
+//! An object key starts with its origin's kind, so the objects of an HTTP origin and the
+//! directory's files never share one: [`HTTP`] + the request's authority, normalised (host in
+//! lower case, no trailing dot, no `:80`: `relay_proto::Authority::push_normalised`) + the
+//! target in origin-form (path and query), e.g. `http://video.example/seg/1.ts?q=1`; or
+//! [`DIRECTORY`] + the path, e.g. `dir:/hello.txt`. A normalised authority holds no `/` and
+//! every target an HTTP origin serves starts with one (origin prefixes do), so host and
+//! target cannot trade bytes: no two requests for different resources share a key.
 
 use quick_cache::Equivalent;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+/// The start of an HTTP origin's object keys.
+pub const HTTP: &str = "http://";
+
+/// The start of the directory origin's object keys.
+pub const DIRECTORY: &str = "dir:";
 
 /// An owned chunk key, stored in the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]

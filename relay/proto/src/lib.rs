@@ -9,6 +9,8 @@
 //!   borrowed [`Request`], enforcing [`Limits`] and the request-smuggling
 //!   defences; every [`ParseError`] maps to a status to answer with before
 //!   closing.
+//! - [`target`]: the request's [`Authority`] (`Host`, or an absolute-form target's),
+//!   validated and normalised for cache keys, and the target split into path and query.
 //! - [`chunked`]: the chunked transfer coding of request bodies, decoded
 //!   incrementally and strictly, without allocating.
 //! - [`range`]: `Range: bytes=..` into at most [`range::MAX_RANGES`] byte
@@ -32,6 +34,7 @@ pub mod multipart;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod target;
 
 /// Hop-by-hop header fields (RFC 9110 §7.6.1), lower-case: they concern one connection and
 /// are never forwarded (nor are the fields a `Connection` header names).
@@ -47,3 +50,4 @@ pub const HOP_BY_HOP: &[&str] = &[
 
 pub use request::{Limits, MAX_HEADERS_CAP, Method, ParseError, Parsed, Request, parse_request};
 pub use response::{ContentRange, DateCache, ResponseHead, error_response, reason_phrase};
+pub use target::{Authority, HTTP_PORT};

@@ -95,7 +95,10 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
 
 /// `POST /purge?key=K` or `?prefix=P`, `&mode=hard` (default: drop the object's
 /// description, its chunks in memory and its chunk files) or `&mode=soft` (mark it stale:
-/// the next request revalidates, and a 304 keeps the chunks). Keys are host + path.
+/// the next request revalidates, and a 304 keeps the chunks). Keys are as relay writes them
+/// (`relay_cache::key`): `http://` + host (lower case, no trailing dot, no `:80`) + path and
+/// query for HTTP origins, `dir:` + path for the directory; one that cannot start such a
+/// key is refused, so a purge in another form does not silently match nothing.
 fn purge(
     metrics: &Metrics,
     head: &[u8],
@@ -146,6 +149,19 @@ fn purge(
             _ => return (400, format!("unknown parameter {k:?}\n"), "text/plain"),
         }
     }
+    if let Some(k) = key.as_deref().or(prefix.as_deref())
+        && !names_objects(k, prefix.is_some())
+    {
+        return (
+            400,
+            format!(
+                "{k:?} is not an object key: keys are {}host/path?query or {}/path\n",
+                relay_cache::key::HTTP,
+                relay_cache::key::DIRECTORY
+            ),
+            "text/plain",
+        );
+    }
     let s = &metrics.shared;
     let n = match (key, prefix) {
         (Some(k), None) if soft => s.cache.meta.expire(|m| m == k),
@@ -174,6 +190,14 @@ fn purge(
         format!("{{\"purged\":{n},\"mode\":\"{mode}\"}}\n"),
         "application/json",
     )
+}
+
+/// Whether `k` names objects: a key starts with an origin kind's tag; a prefix may also be
+/// the start of one (`http` purges every HTTP origin's objects).
+fn names_objects(k: &str, prefix: bool) -> bool {
+    [relay_cache::key::HTTP, relay_cache::key::DIRECTORY]
+        .iter()
+        .any(|tag| k.starts_with(tag) || (prefix && !k.is_empty() && tag.starts_with(k)))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

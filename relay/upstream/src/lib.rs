@@ -140,7 +140,8 @@ pub struct PassRequest {
     /// The request body, whole; its bytes hold a reservation of [`Upstream::pass_budget`]
     /// until the last reference to them drops.
     pub body: bytes::Bytes,
-    /// The client's Host (for same-origin invalidation of Location / Content-Location).
+    /// The request's authority, normalised (for same-origin invalidation of Location /
+    /// Content-Location).
     pub host: String,
     /// Where the answer lands.
     pub slot: Arc<PassSlot>,
@@ -358,15 +359,14 @@ impl Upstream {
         })
     }
 
-    /// The first origin that serves `host` (lower-case, as the client sent it) and `path`.
-    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
+    /// The first origin that serves `host` (the request's authority without its port, as
+    /// `relay_proto::Authority::host` gives it: any case, no trailing dot) and `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.origins.iter().position(|o| {
             path.starts_with(&o.config.prefix)
                 && o.config.host.as_deref().is_none_or(|want| {
-                    host.is_some_and(|h| {
-                        let h = h.split(|&b| b == b':').next().unwrap_or(h);
-                        h.eq_ignore_ascii_case(want.as_bytes())
-                    })
+                    let want = want.strip_suffix('.').unwrap_or(want);
+                    host.is_some_and(|h| h.eq_ignore_ascii_case(want))
                 })
         })
     }

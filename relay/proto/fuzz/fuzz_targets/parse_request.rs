@@ -112,6 +112,14 @@ fn complete_invariants(buf: &[u8], r: &Request<'_>, head_len: usize, limits: &Li
     assert!(r.version <= 1);
     if r.version == 1 {
         assert!(r.host.is_some(), "HTTP/1.1 request without Host accepted");
+        assert!(r.authority.is_some(), "HTTP/1.1 request without an authority");
+    }
+    if let Some(a) = r.authority {
+        // A validated authority is borrowed from the head and never holds a path.
+        assert!(!a.host.contains(['/', '?', '#', '@', ' ']), "host {:?}", a.host);
+        let mut normal = String::new();
+        a.push_normalised(&mut normal, relay_proto::HTTP_PORT);
+        assert!(!normal.contains('/'));
     }
     match r.method {
         Method::Get => assert_eq!(r.method_str, "GET"),

@@ -180,7 +180,7 @@ impl Exchange {
             return Step::Again;
         };
         if body.file.is_none() {
-            return match crate::origin::object_path(&self.key) {
+            return match crate::origin::object_path(&self.target) {
                 Ok(path) => {
                     self.enter(State::Opening(Box::new(DirOpen::new(path, false))));
                     Step::Again

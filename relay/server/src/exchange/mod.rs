@@ -290,14 +290,16 @@ pub struct Exchange {
     route: Route,
     /// The request line and headers a response needs, kept while waiting for upstream.
     saved: Box<Saved>,
-    /// Cache key of the current response's object (capacity kept across requests).
+    /// Cache key of the current response's object (capacity kept across requests): the
+    /// origin's kind, the authority (HTTP origins), then `target` (`relay_cache::key`).
     key: String,
     /// Length of the request's own key in `key` (before a variant's part is appended).
     key_base: usize,
     /// `key` names a variant of a response that varies (the base key plus the `Vary`
     /// values this request sends).
     variant: bool,
-    /// The upstream request target (path and query) for HTTP origins.
+    /// The request's target in origin-form: for HTTP origins the path and query sent
+    /// upstream, for the directory the path of the file.
     target: String,
     /// Where the current request's head (HTTP origins) lies in `rbuf`, and a copy of it,
     /// made when the response has to wait for upstream or before `rbuf` is compacted under

@@ -249,28 +249,25 @@ impl Exchange {
             if_none_match: request.if_none_match.map(Small::copy),
             if_modified_since: request.if_modified_since.map(Small::copy),
         };
-        // Route: an HTTP origin claiming Host and path, else the directory.
+        // Route: an HTTP origin claiming the authority's host and the path, else the
+        // directory. The object's key names the origin's kind, then (HTTP) the normalised
+        // authority and the target in origin-form, or (directory) the path
+        // (`relay_cache::key`).
         self.key.clear();
         self.target.clear();
         let http = cx
             .shared
             .upstream
             .as_ref()
-            .and_then(|u| u.route(request.host, request.path));
+            .and_then(|u| u.route(request.authority.map(|a| a.host), request.path));
         match http {
             Some(o) => {
-                // Cache key: scheme-less host + path (and query).
-                let host = request.host.unwrap_or(b"");
-                for &b in host {
-                    self.key.push(b.to_ascii_lowercase() as char);
+                self.key.push_str(relay_cache::key::HTTP);
+                if let Some(a) = request.authority {
+                    a.push_normalised(&mut self.key, relay_proto::HTTP_PORT);
                 }
-                let target = if request.target.starts_with('/') {
-                    request.target
-                } else {
-                    request.path
-                };
-                self.key.push_str(target);
-                self.target.push_str(target);
+                request.push_origin_form(&mut self.target);
+                self.key.push_str(&self.target);
                 self.route = Route::Http(o);
                 // The head stays readable in `rbuf` while `respond` runs; it is copied out
                 // only if the response has to wait (a miss) or `rbuf` is compacted under it
@@ -279,7 +276,9 @@ impl Exchange {
                 self.head_saved = false;
             }
             None => {
-                self.key.push_str(request.path);
+                self.target.push_str(request.path);
+                self.key.push_str(relay_cache::key::DIRECTORY);
+                self.key.push_str(&self.target);
                 self.route = Route::Directory;
             }
         }
@@ -294,7 +293,7 @@ impl Exchange {
         // relay does not look for the response directives that would allow it).
         let pass = request.method == Method::Other || request.authorization;
         if let (Route::Http(origin), true) = (self.route, pass) {
-            let host = String::from_utf8_lossy(request.host.unwrap_or(b"")).into_owned();
+            let host = self.authority().to_owned();
             let method = http::Method::from_bytes(request.method_str.as_bytes());
             let mut headers = relay_proto::forward::forwarded_fields(
                 &self.rbuf[self.rstart..self.rstart + head_len],
@@ -419,6 +418,21 @@ impl Exchange {
             return Ok(Upload::Whole);
         }
         Ok(Upload::Partial)
+    }
+
+    /// The object key's part before the target: its kind tag and, for an HTTP origin, the
+    /// normalised authority (`relay_cache::key`). Read before a variant extends the key.
+    pub(super) fn key_origin(&self) -> &str {
+        let end = self.key.len().saturating_sub(self.target.len());
+        self.key.get(..end).unwrap_or_default()
+    }
+
+    /// The request's authority, normalised (HTTP origins; empty without one).
+    fn authority(&self) -> &str {
+        let origin = self.key_origin();
+        origin
+            .strip_prefix(relay_cache::key::HTTP)
+            .unwrap_or_default()
     }
 
     /// The head of the request being answered (HTTP origins): in `rbuf` until it is saved.

@@ -171,10 +171,10 @@ impl Exchange {
     /// Answers a passed-through request with the origin's response; a successful unsafe
     /// method invalidates what it names (RFC 9111 §4.4).
     pub(super) fn respond_pass(&mut self, cx: &mut Cx<'_>, p: &relay_upstream::Passed) {
-        let host_len = self.key.len() - self.target.len();
+        let origin = self.key_origin();
         for path in &p.invalidate {
-            let mut key = String::with_capacity(host_len + path.len());
-            key.push_str(&self.key[..host_len]);
+            let mut key = String::with_capacity(origin.len() + path.len());
+            key.push_str(origin);
             key.push_str(path);
             cx.shared.cache.meta.remove(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
@@ -357,7 +357,7 @@ impl Exchange {
                 }
                 // Unknown or due for revalidation: open and describe the file through the
                 // ring; `poll` asks for the open, `on_dir_stat` answers.
-                _ => match crate::origin::object_path(&self.key) {
+                _ => match crate::origin::object_path(&self.target) {
                     Ok(path) if cx.shared.origin.is_some() => {
                         self.enter(State::Opening(Box::new(DirOpen::new(path, true))));
                     }

@@ -139,7 +139,7 @@ fn a_short_read_reads_the_rest_and_a_failed_read_cuts_the_connection() {
         Action::Close
     ));
     assert!(
-        kit.shared.cache.meta.get("/c").is_none(),
+        kit.shared.cache.meta.get("dir:/c").is_none(),
         "the description goes with it"
     );
 }
@@ -374,7 +374,7 @@ fn a_file_changed_under_its_reads_cuts_the_response_and_is_described_again() {
     );
     let stored = |index| {
         kit.shared.cache.memory.contains(&relay_cache::ChunkRef {
-            object: "/moving.bin",
+            object: "dir:/moving.bin",
             version: described,
             index,
         })
@@ -383,7 +383,7 @@ fn a_file_changed_under_its_reads_cuts_the_response_and_is_described_again() {
         stored(0) && !stored(1),
         "the chunk read after the change is not kept"
     );
-    assert!(kit.shared.cache.meta.get("/moving.bin").is_none());
+    assert!(kit.shared.cache.meta.get("dir:/moving.bin").is_none());
     assert_eq!(kit.count(&kit.stats.origin_file_changed), 1);
     // The next request describes the file again and gets it whole.
     let mut next = kit.exchange();

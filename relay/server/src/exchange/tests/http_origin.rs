@@ -193,6 +193,37 @@ fn a_request_to_an_http_origin_is_keyed_by_host_and_target() {
     assert_eq!(ex.key, cdn_key("/p?q=1"), "host lower-cased, query kept");
     assert_eq!(ex.target, "/p?q=1");
     assert!(matches!(ex.route, Route::Http(0)));
+    // The same resource however its authority is written: an absolute-form target's replaces
+    // Host (RFC 9112 §3.2.2); case, a root dot and the default port are normalised.
+    for head in [
+        &b"GET http://Cdn.Test.:80/p?q=1 HTTP/1.1\r\nHost: elsewhere\r\n\r\n"[..],
+        b"GET /p?q=1#frag HTTP/1.1\r\nHost: cdn.test.:080\r\n\r\n",
+    ] {
+        let mut ex = kit.exchange();
+        assert!(matches!(kit.input(&mut ex, head), Action::Wait), "{head:?}");
+        assert_eq!(ex.key, cdn_key("/p?q=1"), "{head:?}");
+        assert_eq!(ex.target, "/p?q=1");
+    }
+    // Another port names another resource (the origin, matched on the host, is the same).
+    let mut ex = kit.exchange();
+    let _ = kit.input(&mut ex, b"GET /p HTTP/1.1\r\nHost: cdn.test:8080\r\n\r\n");
+    assert_eq!(ex.key, "http://cdn.test:8080/p");
+}
+
+#[test]
+fn a_directory_key_never_meets_an_http_origin_key() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    let _ = kit.input(&mut ex, &get("/cdn.test/p"));
+    assert!(matches!(ex.route, Route::Directory));
+    assert_eq!(
+        (ex.key.as_str(), ex.target.as_str()),
+        ("dir:/cdn.test/p", "/cdn.test/p")
+    );
+    // A Host that is not an authority is refused before any key is made.
+    let mut ex = kit.exchange();
+    let (head, _, _) = kit.ask(&mut ex, b"GET /p HTTP/1.1\r\nHost: cdn.test/v3\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
 
 #[test]

@@ -274,7 +274,7 @@ fn get(path: &str) -> Vec<u8> {
 
 /// An HTTP-origin object's key, as the exchange makes it from Host and target.
 fn cdn_key(path: &str) -> String {
-    format!("{CDN}{path}")
+    format!("http://{CDN}{path}")
 }
 
 fn cdn_get(path: &str) -> Vec<u8> {
