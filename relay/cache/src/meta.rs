@@ -39,6 +39,9 @@ pub struct ObjectMeta {
     pub ttl: Duration,
     /// Whether the chunks may be kept (a shared cache may store the response).
     pub storable: bool,
+    /// Never served stale, whatever a request's `max-stale` allows (`no-cache`,
+    /// `must-revalidate`, `proxy-revalidate`: RFC 9111 §4.2.4).
+    pub must_revalidate: bool,
     /// After `ttl`, how long a stale copy may still be served while it is revalidated in
     /// the background (`stale-while-revalidate`).
     pub stale_while_revalidate: Duration,
@@ -81,6 +84,7 @@ impl ObjectMeta {
             fetched: Instant::now(),
             ttl: Duration::MAX,
             storable: true,
+            must_revalidate: false,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             initial_age: 0,
@@ -111,8 +115,8 @@ impl ObjectMeta {
     }
 }
 
-/// Version of the blob [`ObjectMeta::encode_blob`] writes (1: before the status and
-/// `ranged`, read as a ranged 200).
+/// Version of the blob [`ObjectMeta::encode_blob`] writes (1: before the status, `ranged`
+/// and `must_revalidate`, read as a ranged 200 that may be served stale).
 const BLOB_FORMAT: u8 = 2;
 
 impl ObjectMeta {
@@ -138,7 +142,7 @@ impl ObjectMeta {
         }
         out.push(u8::from(self.storable));
         out.extend_from_slice(&self.status.to_le_bytes());
-        out.push(u8::from(self.ranged));
+        out.push(u8::from(self.ranged) | u8::from(self.must_revalidate) << 1);
         let vary = self.vary.as_ref().map(|v| v.join(",")).unwrap_or_default();
         for part in [
             self.content_type.as_bytes(),
@@ -187,7 +191,7 @@ impl ObjectMeta {
             *p = part;
             rest = tail;
         }
-        if !rest.is_empty() || storable > 1 || ranged > 1 || !(200..1000).contains(&status) {
+        if !rest.is_empty() || storable > 1 || ranged > 3 || !(200..1000).contains(&status) {
             return None;
         }
         let [expires, swr, sie, age] = u64s;
@@ -199,7 +203,8 @@ impl ObjectMeta {
         Some(ObjectMeta {
             status,
             len,
-            ranged: ranged == 1,
+            ranged: ranged & 1 == 1,
+            must_revalidate: ranged & 2 == 2,
             open_ended: false,
             version,
             etag: etag.to_string(),
@@ -284,6 +289,7 @@ mod tests {
         m.fetched = t0;
         m.status = 404;
         m.ranged = false;
+        m.must_revalidate = true;
         let blob = m.encode_blob(t0, 1_000);
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
         assert_eq!(back.ttl, Duration::from_secs(60));
@@ -295,7 +301,10 @@ mod tests {
             Some(&["accept-language".to_string()][..])
         );
         assert!(back.storable);
-        assert_eq!((back.status, back.ranged), (404, false));
+        assert_eq!(
+            (back.status, back.ranged, back.must_revalidate),
+            (404, false, true)
+        );
         for cut in 0..blob.len() {
             assert!(ObjectMeta::decode_blob(10, 7, "", "", &blob[..cut], 0).is_none());
         }

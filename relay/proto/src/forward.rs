@@ -69,6 +69,20 @@ pub fn forwarded_fields(head: &[u8], own: &[&str]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Calls `f` with the header fields of a request head as (name, value); none when the head
+/// does not parse (heads reach this only after [`crate::parse_request`] accepted them).
+/// Allocation-free: the fields are read into slots on the stack.
+pub fn with_fields<R>(
+    head: &[u8],
+    f: impl for<'h> FnOnce(&mut dyn Iterator<Item = (&'h [u8], &'h [u8])>) -> R,
+) -> R {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut slots);
+    let parsed = matches!(req.parse(head), Ok(httparse::Status::Complete(_)));
+    let headers: &[httparse::Header<'_>] = if parsed { req.headers } else { &[] };
+    f(&mut headers.iter().map(|h| (h.name.as_bytes(), h.value)))
+}
+
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;

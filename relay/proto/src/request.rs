@@ -107,6 +107,10 @@ pub struct Request<'a> {
     /// The request carries `Authorization` (a shared cache must not answer it from, nor
     /// store its response in, the cache unless the response allows it: RFC 9111 §3.5).
     pub authorization: bool,
+    /// The request carries `Cache-Control` or `Pragma`: directives of its own for the
+    /// cache (RFC 9111 §5.2.1, §5.4), read from the head by whoever answers it
+    /// ([`crate::forward::with_fields`]); most requests carry none, and cost nothing here.
+    pub cache_directives: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1): the client may
     /// wait for a `100 Continue` before it sends its body. HTTP/1.0 requests never have it
     /// (a server must ignore the expectation there).
@@ -298,6 +302,7 @@ fn interpret<'a>(
     let mut if_none_match = None;
     let mut if_modified_since = None;
     let mut authorization = false;
+    let mut cache_directives = false;
     let mut expect = None;
 
     for header in parsed.headers.iter() {
@@ -326,6 +331,7 @@ fn interpret<'a>(
                 set_once(&mut if_modified_since, value, "If-Modified-Since")?;
             }
             FieldName::Authorization => authorization = true,
+            FieldName::CacheDirectives => cache_directives = true,
             FieldName::Expect => set_once(&mut expect, value, "Expect")?,
             FieldName::Other => {}
         }
@@ -374,6 +380,7 @@ fn interpret<'a>(
         if_none_match,
         if_modified_since,
         authorization,
+        cache_directives,
         expect_continue,
     })
 }
@@ -404,6 +411,8 @@ enum FieldName {
     IfNoneMatch,
     IfModifiedSince,
     Authorization,
+    /// `Cache-Control` or `Pragma`.
+    CacheDirectives,
     Expect,
     Other,
 }
@@ -416,10 +425,12 @@ impl FieldName {
             4 if is("host") => FieldName::Host,
             5 if is("range") => FieldName::Range,
             6 if is("expect") => FieldName::Expect,
+            6 if is("pragma") => FieldName::CacheDirectives,
             8 if is("if-range") => FieldName::IfRange,
             10 if is("connection") => FieldName::Connection,
             13 if is("if-none-match") => FieldName::IfNoneMatch,
             13 if is("authorization") => FieldName::Authorization,
+            13 if is("cache-control") => FieldName::CacheDirectives,
             14 if is("content-length") => FieldName::ContentLength,
             17 if is("transfer-encoding") => FieldName::TransferEncoding,
             17 if is("if-modified-since") => FieldName::IfModifiedSince,

@@ -14,6 +14,8 @@ pub struct Keep {
     pub ttl: Duration,
     /// A shared cache may store the response (and `Vary` is not `*`).
     pub storable: bool,
+    /// It may never be served stale (`no-cache`, `must-revalidate`, `proxy-revalidate`).
+    pub must_revalidate: bool,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
     /// The response's age when it was received, in seconds.
@@ -77,6 +79,7 @@ where
     let keep = Keep {
         ttl,
         storable,
+        must_revalidate: forbidden,
         stale_while_revalidate: window(d.stale_while_revalidate),
         stale_if_error: window(d.stale_if_error),
         initial_age: age,
@@ -96,6 +99,7 @@ impl ObjectMeta {
         if fresh.explicit {
             renewed.ttl = fresh.ttl;
             renewed.storable = fresh.storable;
+            renewed.must_revalidate = fresh.must_revalidate;
             renewed.stale_while_revalidate = fresh.stale_while_revalidate;
             renewed.stale_if_error = fresh.stale_if_error;
             renewed.initial_age = fresh.initial_age;

@@ -66,6 +66,19 @@ fn authorization_is_noticed_in_any_case() {
 }
 
 #[test]
+fn rfc9111_5_2_1_cache_directives_are_noticed_in_any_case() {
+    for head in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nCache-Control: no-cache\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\ncache-control: max-age=0\r\n\r\n",
+        b"GET / HTTP/1.0\r\nPRAGMA: no-cache\r\n\r\n",
+    ] {
+        assert!(complete(head).0.cache_directives, "{head:?}");
+    }
+    let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: a\r\nCache-Controls: x\r\n\r\n");
+    assert!(!r.cache_directives);
+}
+
+#[test]
 fn valid_head_and_other_methods() {
     let (r, _) = complete(b"HEAD / HTTP/1.1\r\nhost: a\r\n\r\n");
     assert_eq!(

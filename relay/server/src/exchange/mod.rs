@@ -373,6 +373,7 @@ impl Exchange {
                     keep_alive: true,
                 },
                 cond: Default::default(),
+                asks: Default::default(),
             }),
             key: String::with_capacity(256),
             key_base: 0,

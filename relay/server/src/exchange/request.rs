@@ -2,7 +2,7 @@
 //! body or skipping one relay does not use, and the client's fields that go upstream.
 
 use super::types::{
-    Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
+    Asks, Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
 };
 use super::{
     Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT,
@@ -248,6 +248,14 @@ impl Exchange {
             if_range: request.if_range.map(Small::copy),
             if_none_match: request.if_none_match.map(Small::copy),
             if_modified_since: request.if_modified_since.map(Small::copy),
+        };
+        // The request's own cache directives, read only when it has any.
+        self.saved.asks = match request.cache_directives {
+            true => relay_proto::forward::with_fields(
+                &self.rbuf[self.rstart..self.rstart + head_len],
+                |fields| Asks::read(fields),
+            ),
+            false => Asks::default(),
         };
         // Route: an HTTP origin claiming the authority's host and the path, else the
         // directory. The object's key names the origin's kind, then (HTTP) the normalised

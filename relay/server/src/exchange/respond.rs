@@ -3,7 +3,7 @@
 //! origin's head or a pass-through's answer that come before.
 
 use super::types::{
-    Body, Chunked, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small,
+    Body, Chunked, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small, Usable,
 };
 use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
 use crate::origin::OriginError;
@@ -120,27 +120,8 @@ impl Exchange {
             && !self.head_owner
             && let Route::Http(origin) = self.route
         {
-            let method = match self.saved.req.method {
-                Method::Head => http::Method::HEAD,
-                _ => http::Method::GET,
-            };
-            let mut headers =
-                relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::PASS_OWN);
-            self.forwarded_for(cx, &mut headers);
             self.stale = None;
-            self.pass_note = "fwd=miss; detail=not-shared";
-            self.enter(State::CollectingBody(Box::new(Collect {
-                request: PassRequest {
-                    origin,
-                    method,
-                    headers,
-                    host: String::new(),
-                    with_body: false,
-                },
-                body: Vec::new(),
-                left: 0,
-                reserved: None,
-            })));
+            self.fetch_alone(cx, origin, "fwd=miss; detail=not-shared");
             return Step::Again;
         }
         // Fields the stored description leaves out (a cookie named by `private=`) still
@@ -166,6 +147,31 @@ impl Exchange {
         let note = (!p.is_local()).then_some(note);
         self.respond_meta(cx, meta, None, note);
         Step::Again
+    }
+
+    /// Fetches the request's object for this client alone, stored nowhere: the request goes
+    /// to the origin as a pass-through of a GET or HEAD (its own fields, no body).
+    fn fetch_alone(&mut self, cx: &mut Cx<'_>, origin: usize, note: &'static str) {
+        let method = match self.saved.req.method {
+            Method::Head => http::Method::HEAD,
+            _ => http::Method::GET,
+        };
+        let mut headers =
+            relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::PASS_OWN);
+        self.forwarded_for(cx, &mut headers);
+        self.pass_note = note;
+        self.enter(State::CollectingBody(Box::new(Collect {
+            request: PassRequest {
+                origin,
+                method,
+                headers,
+                host: String::new(),
+                with_body: false,
+            },
+            body: Vec::new(),
+            left: 0,
+            reserved: None,
+        })));
     }
 
     /// Answers a passed-through request with the origin's response; a successful unsafe
@@ -267,24 +273,40 @@ impl Exchange {
         }
         match self.route {
             Route::Http(origin) => {
-                if let Some(m) = cached
-                    .as_ref()
-                    .filter(|m| m.is_fresh(cx.now, Duration::MAX))
-                {
-                    self.respond_meta(cx, m.clone(), None, None);
+                // What the stored response is to this request (its own directives, RFC
+                // 9111 §5.2.1, narrow or widen what counts as fresh).
+                let asks = self.saved.asks;
+                match cached.as_ref().map(|m| (m, asks.judge(m, cx.now))) {
+                    Some((m, Usable::Fresh)) => {
+                        self.respond_meta(cx, m.clone(), None, None);
+                        return;
+                    }
+                    Some((m, Usable::StaleAccepted)) => {
+                        self.respond_meta(cx, m.clone(), None, Some("hit; detail=max-stale"));
+                        return;
+                    }
+                    _ => {}
+                }
+                // Stale within stale-while-revalidate: served at once, revalidated in the
+                // background; not when the request wants a younger response than that.
+                let within_swr = cached.as_ref().filter(|m| {
+                    asks.max_age.is_none()
+                        && asks.min_fresh.is_none()
+                        && !asks.no_cache
+                        && m.may_serve_while_revalidating(cx.now)
+                });
+                if asks.only_if_cached && within_swr.is_none() {
+                    // RFC 9111 §5.2.1.7: a stored response, or 504; never the origin.
+                    self.simple(cx, &req, 504, &[], "not cached\n");
                     return;
                 }
                 let Some(up) = cx.shared.upstream.as_ref() else {
                     return;
                 };
-                // Stale within stale-while-revalidate: serve it now and revalidate once in
-                // the background (no client waits on that fetch).
-                if let Some(m) = cached
-                    .as_ref()
-                    .filter(|m| m.may_serve_while_revalidating(cx.now))
-                {
-                    if let Some((_, true)) =
-                        cx.shared.cache.inflight.head_unless(&self.key, || false)
+                if let Some(m) = within_swr {
+                    if !asks.only_if_cached
+                        && let Some((_, true)) =
+                            cx.shared.cache.inflight.head_unless(&self.key, || false)
                     {
                         cx.stats.upstream_heads.fetch_add(1, Ordering::Relaxed);
                         up.fetch_head(relay_upstream::HeadRequest {
@@ -304,6 +326,11 @@ impl Exchange {
                     );
                     return;
                 }
+                if asks.no_store {
+                    // RFC 9111 §5.2.1.5: nothing of it is stored; its answer is its own.
+                    self.fetch_alone(cx, origin, "fwd=request; detail=no-store");
+                    return;
+                }
                 if self
                     .restore_entry
                     .as_ref()
@@ -320,7 +347,7 @@ impl Exchange {
                 let fresh = || {
                     meta_cache
                         .get(&self.key)
-                        .is_some_and(|m| m.is_fresh(now, Duration::MAX))
+                        .is_some_and(|m| asks.judge(&m, now) == Usable::Fresh)
                 };
                 let Some((pending, new)) = cx.shared.cache.inflight.head_unless(&self.key, fresh)
                 else {

@@ -131,6 +131,79 @@ pub enum Route {
 pub struct Saved {
     pub req: RequestInfo,
     pub cond: Conditionals,
+    /// What the request's own cache directives ask (none for most requests).
+    pub asks: Asks,
+}
+
+/// What a request's `Cache-Control` (and `Pragma: no-cache`) asks of a stored response
+/// (RFC 9111 §5.2.1, §5.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Asks {
+    /// Validate before using a stored response (`no-cache`, `Pragma: no-cache`).
+    pub no_cache: bool,
+    /// Store nothing of the request or its response (`no-store`).
+    pub no_store: bool,
+    /// A stored response or 504, never the origin (`only-if-cached`).
+    pub only_if_cached: bool,
+    /// No response older than this (`max-age`), seconds.
+    pub max_age: Option<u32>,
+    /// Fresh for at least this much longer (`min-fresh`), seconds.
+    pub min_fresh: Option<u32>,
+    /// Stale by at most this much is fine (`max-stale`).
+    pub max_stale: Option<relay_cache::policy::MaxStale>,
+}
+
+/// What a stored response is to a request ([`Asks::judge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usable {
+    /// Fresh, and what the request accepts: served.
+    Fresh,
+    /// Stale, but the request's `max-stale` accepts it and the response allows it.
+    StaleAccepted,
+    /// To be validated with the origin (or, stale, served within a window it allows).
+    Validate,
+}
+
+impl Asks {
+    /// Reads a request's cache directives from its header fields.
+    pub fn read<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Asks {
+        let config = relay_cache::policy::PolicyConfig::default();
+        let r = relay_cache::policy::RequestDirectives::from_request(b"GET", fields, &config);
+        let d = &r.directives;
+        Asks {
+            no_cache: r.no_cache(),
+            no_store: d.no_store,
+            only_if_cached: d.only_if_cached,
+            max_age: d.max_age,
+            min_fresh: d.min_fresh,
+            max_stale: d.max_stale,
+        }
+    }
+
+    /// What `meta` is to this request at `now` (RFC 9111 §4.2, §5.2.1): `max-age` and
+    /// `min-fresh` narrow what counts as fresh, `max-stale` widens it unless the response
+    /// forbids serving it stale, `no-cache` sends every stored response to validation.
+    pub fn judge(&self, meta: &ObjectMeta, now: std::time::Instant) -> Usable {
+        if self.no_cache {
+            return Usable::Validate;
+        }
+        if self.max_age.is_some_and(|n| meta.age(now) > u64::from(n)) {
+            return Usable::Validate;
+        }
+        let elapsed = now.saturating_duration_since(meta.fetched);
+        if meta.is_fresh(now, std::time::Duration::MAX) {
+            let left = meta.ttl.saturating_sub(elapsed).as_secs();
+            return match self.min_fresh {
+                Some(n) if left < u64::from(n) => Usable::Validate,
+                _ => Usable::Fresh,
+            };
+        }
+        let stale_for = elapsed.saturating_sub(meta.ttl).as_secs();
+        match self.max_stale {
+            Some(m) if m.allows(stale_for) && !meta.must_revalidate => Usable::StaleAccepted,
+            _ => Usable::Validate,
+        }
+    }
 }
 
 /// The request line facts a response needs.

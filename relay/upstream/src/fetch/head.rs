@@ -48,7 +48,9 @@ impl Context {
                 };
                 // Still valid: renew the stored description; its chunks stay as they are.
                 let fresh = describe(200, resp.headers(), request_time, response_time);
-                let renewed = Arc::new(stale.renewed(&fresh.keep, Instant::now()));
+                let mut renewed = stale.renewed(&fresh.keep, Instant::now());
+                renewed.headers = updated_fields(&stale.headers, &fresh.headers);
+                let renewed = Arc::new(renewed);
                 if renewed.storable {
                     self.store.meta.insert(&object, (*renewed).clone());
                 }
@@ -191,6 +193,38 @@ impl Context {
     }
 }
 
+/// The stored fields as a 304 updates them (RFC 9111 §3.2, §4.3.4): each field the 304
+/// carries replaces the stored lines of that name, the others stay. (Both are encoded
+/// `Name: value\r\n` lines, without the fields relay writes itself: a 304 changes neither
+/// the length nor the validators of what is stored.)
+fn updated_fields(stored: &Bytes, fresh: &Bytes) -> Bytes {
+    if fresh.is_empty() {
+        return stored.clone();
+    }
+    let name = |line: &[u8]| -> Vec<u8> {
+        let end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        line[..end].to_ascii_lowercase()
+    };
+    let lines = |b: &Bytes| -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(n) = b[at..].windows(2).position(|w| w == b"\r\n") {
+            out.push(b.slice(at..at + n + 2));
+            at += n + 2;
+        }
+        out
+    };
+    let replaced: Vec<Vec<u8>> = lines(fresh).iter().map(|l| name(l)).collect();
+    let mut out = Vec::with_capacity(stored.len() + fresh.len());
+    for line in lines(stored) {
+        if !replaced.contains(&name(&line)) {
+            out.extend_from_slice(&line);
+        }
+    }
+    out.extend_from_slice(fresh);
+    Bytes::from(out)
+}
+
 /// Whether a fetch that sent `forward` carried any of the fields a response varies on.
 fn carries_any(forward: &[(String, Vec<u8>)], vary: &[String]) -> bool {
     forward
@@ -308,6 +342,7 @@ fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta 
         fetched: Instant::now(),
         ttl: d.keep.ttl,
         storable: d.keep.storable,
+        must_revalidate: d.keep.must_revalidate,
         stale_while_revalidate: d.keep.stale_while_revalidate,
         stale_if_error: d.keep.stale_if_error,
         initial_age: d.keep.initial_age,
@@ -369,6 +404,18 @@ mod tests {
     use super::*;
     use crate::fetch::tests::fields;
     use std::time::Duration;
+
+    #[test]
+    fn rfc9111_4_3_4_a_304_replaces_the_stored_fields_it_carries() {
+        let stored =
+            Bytes::from_static(b"x-a: 1\r\ncache-control: max-age=5\r\nx-b: 2\r\nx-b: 3\r\n");
+        let fresh = Bytes::from_static(b"Cache-Control: max-age=60\r\nx-b: 4\r\nx-new: 5\r\n");
+        assert_eq!(
+            &updated_fields(&stored, &fresh)[..],
+            b"x-a: 1\r\nCache-Control: max-age=60\r\nx-b: 4\r\nx-new: 5\r\n"
+        );
+        assert_eq!(updated_fields(&stored, &Bytes::new()), stored);
+    }
 
     #[test]
     fn a_fetch_carries_a_vary_field_whatever_its_case() {

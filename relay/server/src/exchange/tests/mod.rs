@@ -13,6 +13,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+mod asks;
 mod directory;
 mod disk;
 mod http_origin;
