@@ -1,7 +1,8 @@
 //! What reaches an HTTP origin on a client's behalf: a miss forwards the triggering client's
 //! end-to-end request fields (never hop-by-hop ones, nor the ranges, conditionals and Host
 //! relay sets itself); later clients are hits served from that one fill; requests with
-//! `Authorization` are passed through and never stored.
+//! `Authorization` carry it, and are answered from the cache only by a response that allows
+//! it (RFC 9111 §3.5).
 
 use relay_tests::client::{Client, Response};
 use relay_tests::origin::{Object, Origin};
@@ -155,8 +156,11 @@ fn every_chunk_fill_forwards_the_fields_of_the_request_that_started_it() {
     assert_eq!(origin.count("/big"), 4);
 }
 
+/// RFC 9111 §3.5: a request with credentials is answered from the cache only by a response
+/// that says it may be (`public`, `s-maxage`, `must-revalidate`), and its answer is stored
+/// only then; otherwise the answer is its client's alone.
 #[test]
-fn requests_with_authorization_are_passed_through_and_never_stored() {
+fn requests_with_authorization_are_answered_from_the_cache_only_as_the_answer_allows() {
     let origin = Origin::start();
     let body = pattern(5000, 83);
     origin.put("/account", echoing(body.clone(), "acct"));
@@ -167,24 +171,17 @@ fn requests_with_authorization_are_passed_through_and_never_stored() {
         let r = request(&relay, authorized);
         assert_eq!(r.status, 200);
         assert_eq!(r.body, body);
-        assert_eq!(
-            r.header("cache-status"),
-            Some("relay; fwd=request; detail=authorization")
-        );
         assert_eq!(r.header("etag"), Some("\"acct\""));
         assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
         assert_eq!(r.header("echo-via"), Some("1.1 relay"));
         assert_eq!(r.header("echo-x-forwarded-for"), Some("127.0.0.1"));
-        // Each one reached the origin, credentials and all.
+        // Each one reached the origin, credentials and all: `max-age` alone does not let
+        // the answer serve another request with credentials.
         assert_eq!(origin.count("/account"), n);
         let seen = origin.received("/account");
         let last = seen.last().expect("a request");
         assert_eq!(last.get("authorization"), Some("Bearer token-1"));
         assert_eq!(last.get("x-custom-trace"), Some("auth"));
-        assert!(
-            !last.has("range"),
-            "a pass-through asks for what the client asked"
-        );
     }
     // Nothing was stored: a request without credentials is a miss, then a hit.
     let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -193,10 +190,42 @@ fn requests_with_authorization_are_passed_through_and_never_stored() {
     let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.header("cache-status"), Some("relay; hit"));
     assert_eq!(r.header("echo-authorization"), None);
-    // Even now that it is cached, a request with credentials goes to the origin.
+    // Even now that it is cached, a request with credentials goes to the origin itself.
     let r = request(&relay, authorized);
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=request; detail=authorization")
+    );
     assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
     assert_eq!(origin.count("/account"), 4);
+    let seen = origin.received("/account");
+    assert!(
+        !seen.last().expect("a request").has("range"),
+        "a pass-through asks for what the client asked"
+    );
+
+    // An answer that says it may serve requests with credentials is stored from one, and
+    // answers other clients, with credentials or without.
+    let mut shared = Object::new(pattern(3000, 84), "pub");
+    shared.cache_control = Some("public, max-age=300".into());
+    origin.put("/public", shared);
+    let ask = |auth: &str| {
+        request(
+            &relay,
+            &format!("GET /public HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+        )
+    };
+    assert_eq!(
+        ask("Authorization: Bearer token-1\r\n").body,
+        pattern(3000, 84)
+    );
+    assert_eq!(origin.count("/public"), 1);
+    for auth in ["Authorization: Bearer token-2\r\n", ""] {
+        let r = ask(auth);
+        assert_eq!(r.header("cache-status"), Some("relay; hit"), "{auth}");
+        assert_eq!(r.body, pattern(3000, 84));
+    }
+    assert_eq!(origin.count("/public"), 1);
 
     // HEAD with credentials: the origin's head, no body, and the connection stays usable.
     let mut c = Client::connect(relay.addr);
@@ -462,7 +491,7 @@ fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
 
 /// Passed-through bodies stream through one window of memory each (2 MiB), however long:
 /// a 16 MB body passes through a 4 MiB `origin.pass_buffer_bytes`. Any client can make a
-/// GET pass through with `Authorization`, and the budget bounds the windows held: two
+/// GET pass through with `Cache-Control: no-store`, and the budget bounds the windows held: two
 /// clients that take their heads and stop reading hold both windows, so a third pass gets
 /// 503; the stalled clients then read their bodies whole and right, and passes work again.
 #[test]
@@ -474,7 +503,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     let config =
         proxy_config(&origin).replace("[origin]\n", "[origin]\npass_buffer_bytes = \"4 MiB\"\n");
     let relay = Relay::start(&config);
-    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\n\r\n";
+    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n";
     let whole = request(&relay, ask);
     assert_eq!(whole.status, 200);
     assert!(
@@ -532,7 +561,7 @@ fn a_pass_whose_client_left_before_its_head_gives_its_window_back() {
     let config =
         proxy_config(&origin).replace("[origin]\n", "[origin]\npass_buffer_bytes = \"4 MiB\"\n");
     let relay = Relay::start(&config);
-    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\n\r\n";
+    let ask = "GET /big HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n";
     origin.behaviour.head_delay_ms.store(300, Ordering::Relaxed);
     // Two clients ask and leave at once: their two windows fill the 4 MiB budget.
     for _ in 0..2 {

@@ -42,6 +42,9 @@ pub struct ObjectMeta {
     /// Never served stale, whatever a request's `max-stale` allows (`no-cache`,
     /// `must-revalidate`, `proxy-revalidate`: RFC 9111 §4.2.4).
     pub must_revalidate: bool,
+    /// May answer a request with `Authorization` (`public`, `s-maxage` or `must-revalidate`:
+    /// RFC 9111 §3.5); other stored responses never do.
+    pub shared_with_credentials: bool,
     /// After `ttl`, how long a stale copy may still be served while it is revalidated in
     /// the background (`stale-while-revalidate`).
     pub stale_while_revalidate: Duration,
@@ -85,6 +88,7 @@ impl ObjectMeta {
             ttl: Duration::MAX,
             storable: true,
             must_revalidate: false,
+            shared_with_credentials: false,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             initial_age: 0,
@@ -142,7 +146,11 @@ impl ObjectMeta {
         }
         out.push(u8::from(self.storable));
         out.extend_from_slice(&self.status.to_le_bytes());
-        out.push(u8::from(self.ranged) | u8::from(self.must_revalidate) << 1);
+        out.push(
+            u8::from(self.ranged)
+                | u8::from(self.must_revalidate) << 1
+                | u8::from(self.shared_with_credentials) << 2,
+        );
         let vary = self.vary.as_ref().map(|v| v.join(",")).unwrap_or_default();
         for part in [
             self.content_type.as_bytes(),
@@ -191,7 +199,7 @@ impl ObjectMeta {
             *p = part;
             rest = tail;
         }
-        if !rest.is_empty() || storable > 1 || ranged > 3 || !(200..1000).contains(&status) {
+        if !rest.is_empty() || storable > 1 || ranged > 7 || !(200..1000).contains(&status) {
             return None;
         }
         let [expires, swr, sie, age] = u64s;
@@ -205,6 +213,7 @@ impl ObjectMeta {
             len,
             ranged: ranged & 1 == 1,
             must_revalidate: ranged & 2 == 2,
+            shared_with_credentials: ranged & 4 == 4,
             open_ended: false,
             version,
             etag: etag.to_string(),
@@ -290,6 +299,7 @@ mod tests {
         m.status = 404;
         m.ranged = false;
         m.must_revalidate = true;
+        m.shared_with_credentials = true;
         let blob = m.encode_blob(t0, 1_000);
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
         assert_eq!(back.ttl, Duration::from_secs(60));
@@ -305,6 +315,7 @@ mod tests {
             (back.status, back.ranged, back.must_revalidate),
             (404, false, true)
         );
+        assert!(back.shared_with_credentials);
         for cut in 0..blob.len() {
             assert!(ObjectMeta::decode_blob(10, 7, "", "", &blob[..cut], 0).is_none());
         }

@@ -15,8 +15,9 @@ use crate::{HOP_BY_HOP, MAX_HEADERS_CAP};
 ///   revalidates with the stored validators; the client's own are answered from the cache;
 /// - `accept-encoding`: the fill asks for `identity`, so the stored bytes suit every client;
 /// - `content-length`, `transfer-encoding`, `expect`: a fill has no body;
-/// - `authorization`, `proxy-authorization`: requests with credentials are passed through,
-///   never filled (RFC 9111 §3.5), and `Proxy-Authorization` is meant for relay itself.
+/// - `proxy-authorization`: meant for relay itself;
+/// - `authorization`, last: a fill for a request without credentials never carries another's
+///   (one with credentials sends its own, [`FILL_OWN_CREDENTIALED`]).
 pub const FILL_OWN: &[&str] = &[
     "host",
     "range",
@@ -29,9 +30,17 @@ pub const FILL_OWN: &[&str] = &[
     "content-length",
     "transfer-encoding",
     "expect",
-    "authorization",
     "proxy-authorization",
+    "authorization",
 ];
+
+/// [`FILL_OWN`] for a fill made for a request with `Authorization`: its credentials go
+/// with it, and its answer is stored only when it says it may answer such requests
+/// (RFC 9111 §3.5).
+pub const FILL_OWN_CREDENTIALED: &[&str] = match FILL_OWN.split_last() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 /// Fields a pass-through never forwards, lower-case: `host` (the origin's is sent) and
 /// `content-length` (the body is re-framed).
@@ -126,6 +135,26 @@ mod tests {
         Upgrade: websocket\r\n\
         Proxy-Connection: keep-alive\r\n\
         \r\n";
+
+    #[test]
+    fn a_fill_for_a_request_with_credentials_carries_them_and_no_other_field_of_relays() {
+        let own: Vec<&str> = FILL_OWN
+            .iter()
+            .copied()
+            .filter(|n| *n != "authorization")
+            .collect();
+        assert_eq!(FILL_OWN_CREDENTIALED, &own[..]);
+        let head =
+            b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nRange: bytes=0-1\r\n\r\n";
+        let names = |own| -> Vec<String> {
+            forwarded_fields(head, own)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(names(FILL_OWN_CREDENTIALED), ["Authorization"]);
+        assert!(names(FILL_OWN).is_empty());
+    }
 
     #[test]
     fn a_fill_forwards_end_to_end_fields_as_sent() {

@@ -111,6 +111,9 @@ pub struct HeadRequest {
     /// a field `forward` carried is stored as that variant instead, and the base entry is
     /// fetched again without those fields.
     pub variant: bool,
+    /// The request carries `Authorization` (in `forward`): the answer is stored only when it
+    /// says it may answer such requests (RFC 9111 §3.5), else it is that client's alone.
+    pub authorization: bool,
 }
 
 /// A request to fill one chunk of a known object version ([`Upstream::fill_chunk`]).

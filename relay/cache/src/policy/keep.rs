@@ -16,6 +16,9 @@ pub struct Keep {
     pub storable: bool,
     /// It may never be served stale (`no-cache`, `must-revalidate`, `proxy-revalidate`).
     pub must_revalidate: bool,
+    /// It may answer requests with `Authorization` (`public`, `s-maxage` or
+    /// `must-revalidate`, RFC 9111 §3.5).
+    pub shared_with_credentials: bool,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
     /// The response's age when it was received, in seconds.
@@ -28,20 +31,21 @@ pub struct Keep {
 }
 
 /// The terms of a response with `status` and header fields `pairs` (as received), asked at
-/// `request_time` and received at `response_time` (Unix seconds), and what the cache stores
-/// of it to decide later.
+/// `request_time` and received at `response_time` (Unix seconds) by a request with
+/// `Authorization` or not, and what the cache stores of it to decide later.
 pub fn keep<'a, I>(
     status: u16,
     pairs: I,
-    request_time: u64,
-    response_time: u64,
+    (request_time, response_time): (u64, u64),
+    authorization: bool,
 ) -> (Keep, StoredMeta)
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
     let config = PolicyConfig::default();
     let stored = StoredMeta::from_response(status, pairs, request_time, response_time, &config);
-    let request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    let mut request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    request.authorization = authorization;
     let mut storable = super::storable(&request, &stored, &config) == Storability::Store;
     // `Vary: *` never matches another request. Other fields make variants, stored under
     // keys of their own.
@@ -80,6 +84,7 @@ where
         ttl,
         storable,
         must_revalidate: forbidden,
+        shared_with_credentials: d.public || d.s_maxage.is_some() || d.must_revalidate,
         stale_while_revalidate: window(d.stale_while_revalidate),
         stale_if_error: window(d.stale_if_error),
         initial_age: age,
@@ -100,6 +105,7 @@ impl ObjectMeta {
             renewed.ttl = fresh.ttl;
             renewed.storable = fresh.storable;
             renewed.must_revalidate = fresh.must_revalidate;
+            renewed.shared_with_credentials = fresh.shared_with_credentials;
             renewed.stale_while_revalidate = fresh.stale_while_revalidate;
             renewed.stale_if_error = fresh.stale_if_error;
             renewed.initial_age = fresh.initial_age;
@@ -114,7 +120,7 @@ mod tests {
 
     fn terms(fields: &[(&str, &str)]) -> Keep {
         let pairs = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        keep(200, pairs, 1000, 1000).0
+        keep(200, pairs, (1000, 1000), false).0
     }
 
     #[test]
@@ -139,6 +145,26 @@ mod tests {
         assert_eq!(k.stale_if_error, Duration::ZERO);
         assert!(!terms(&[("Vary", "*")]).storable);
         assert!(!terms(&[("Cache-Control", "no-store")]).storable);
+    }
+
+    #[test]
+    fn rfc9111_3_5_an_answer_to_a_request_with_credentials_is_kept_only_when_it_says_so() {
+        let with = |cc: &str| {
+            let pairs = [(&b"cache-control"[..], cc.as_bytes())];
+            keep(200, pairs, (1000, 1000), true).0
+        };
+        assert!(!with("max-age=60").storable);
+        for cc in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "max-age=60, must-revalidate",
+        ] {
+            let k = with(cc);
+            assert!(k.storable && k.shared_with_credentials, "{cc}");
+        }
+        // Without credentials, max-age alone stores it, but not for requests with them.
+        let k = terms(&[("Cache-Control", "max-age=60")]);
+        assert!(k.storable && !k.shared_with_credentials);
     }
 
     #[test]

@@ -374,6 +374,7 @@ impl Exchange {
                 },
                 cond: Default::default(),
                 asks: Default::default(),
+                authorized: false,
             }),
             key: String::with_capacity(256),
             key_base: 0,

@@ -249,6 +249,7 @@ impl Exchange {
             if_none_match: request.if_none_match.map(Small::copy),
             if_modified_since: request.if_modified_since.map(Small::copy),
         };
+        self.saved.authorized = request.authorization;
         // The request's own cache directives, read only when it has any.
         self.saved.asks = match request.cache_directives {
             true => relay_proto::forward::with_fields(
@@ -296,10 +297,9 @@ impl Exchange {
         self.chunked = request
             .chunked
             .then(|| relay_proto::chunked::Decoder::new(limits.max_head_bytes));
-        // Other methods go to the origin as they are; so do GET and HEAD with credentials: a
-        // shared cache neither answers them from nor stores their responses (RFC 9111 §3.5;
-        // relay does not look for the response directives that would allow it).
-        let pass = request.method == Method::Other || request.authorization;
+        // Other methods go to the origin as they are. (GET and HEAD with credentials are
+        // looked up: RFC 9111 §3.5 lets a response that says so answer them.)
+        let pass = request.method == Method::Other;
         if let (Route::Http(origin), true) = (self.route, pass) {
             let host = self.authority().to_owned();
             let method = http::Method::from_bytes(request.method_str.as_bytes());
@@ -312,12 +312,8 @@ impl Exchange {
             self.request_started = (self.rend > self.rstart).then_some(cx.now);
             cx.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.req_start = Some(cx.now);
-            // RFC 9211: GET and HEAD come this way for a reason of the request (its
-            // credentials); other methods are never looked up.
-            self.pass_note = match request.method {
-                Method::Other => "fwd=uri-miss",
-                _ => "fwd=request; detail=authorization",
-            };
+            // RFC 9211: other methods are never looked up.
+            self.pass_note = "fwd=uri-miss";
             // The body is held whole until it is handed over: within the pass-through
             // budget, reserved now for a length, as it grows for a chunked body.
             let reserved = cx
@@ -481,8 +477,11 @@ impl Exchange {
         if let Some(f) = &self.forward {
             return f.clone();
         }
-        let mut fields =
-            relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::FILL_OWN);
+        let own = match self.saved.authorized {
+            true => relay_proto::forward::FILL_OWN_CREDENTIALED,
+            false => relay_proto::forward::FILL_OWN,
+        };
+        let mut fields = relay_proto::forward::forwarded_fields(self.head(), own);
         self.forwarded_for(cx, &mut fields);
         let f: relay_upstream::Forward = fields.into();
         self.forward = Some(f.clone());

@@ -107,6 +107,7 @@ impl Exchange {
                     stale: None,
                     forward: self.fill_forward(cx),
                     variant: true,
+                    authorization: self.saved.authorized,
                 });
             }
             self.head_owner = new;
@@ -115,8 +116,9 @@ impl Exchange {
         }
         // A response that may not be stored was fetched with the fields of the client that
         // started the fetch (its cookies, say): it is that client's alone. Every other
-        // waiting client asks for itself.
-        if !meta.storable
+        // waiting client asks for itself; so does a client with credentials that the answer
+        // fetched for another may not serve (RFC 9111 §3.5).
+        if (!meta.storable || (self.saved.authorized && !meta.shared_with_credentials))
             && !self.head_owner
             && let Route::Http(origin) = self.route
         {
@@ -273,6 +275,15 @@ impl Exchange {
         }
         match self.route {
             Route::Http(origin) => {
+                // RFC 9111 §3.5: a request with credentials is answered from the cache only
+                // by a response that says it may be; any other stored one makes it ask the
+                // origin for itself.
+                if self.saved.authorized
+                    && cached.as_ref().is_some_and(|m| !m.shared_with_credentials)
+                {
+                    self.fetch_alone(cx, origin, "fwd=request; detail=authorization");
+                    return;
+                }
                 // What the stored response is to this request (its own directives, RFC
                 // 9111 §5.2.1, narrow or widen what counts as fresh).
                 let asks = self.saved.asks;
@@ -316,6 +327,7 @@ impl Exchange {
                             stale: Some(m.clone()),
                             forward: self.fill_forward(cx),
                             variant: self.variant,
+                            authorization: self.saved.authorized,
                         });
                     }
                     self.respond_meta(
@@ -368,6 +380,7 @@ impl Exchange {
                         stale: cached.clone(),
                         forward: self.fill_forward(cx),
                         variant: self.variant,
+                        authorization: self.saved.authorized,
                     });
                 }
                 self.head_owner = new;

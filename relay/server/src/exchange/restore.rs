@@ -62,6 +62,7 @@ impl Exchange {
             stale: None,
             forward: self.fill_forward(cx),
             variant: self.variant,
+            authorization: self.saved.authorized,
         };
         self.restore_entry = Some(super::types::RestoreEntry {
             key,

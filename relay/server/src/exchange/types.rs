@@ -133,6 +133,9 @@ pub struct Saved {
     pub cond: Conditionals,
     /// What the request's own cache directives ask (none for most requests).
     pub asks: Asks,
+    /// The request carries `Authorization` (RFC 9111 §3.5): only a stored response that
+    /// says it may answer such requests does; its fills carry the credentials.
+    pub authorized: bool,
 }
 
 /// What a request's `Cache-Control` (and `Pragma: no-cache`) asks of a stored response

@@ -27,6 +27,7 @@ impl Context {
             stale,
             mut forward,
             variant,
+            authorization,
         } = request;
         let cs = self.store.layout.chunk_size();
         let mut whole = false;
@@ -47,7 +48,12 @@ impl Context {
                     return self.head_failed(&object, FillError::Status(502));
                 };
                 // Still valid: renew the stored description; its chunks stay as they are.
-                let fresh = describe(200, resp.headers(), request_time, response_time);
+                let fresh = describe(
+                    200,
+                    resp.headers(),
+                    (request_time, response_time),
+                    authorization,
+                );
                 let mut renewed = stale.renewed(&fresh.keep, Instant::now());
                 renewed.headers = updated_fields(&stale.headers, &fresh.headers);
                 let renewed = Arc::new(renewed);
@@ -83,7 +89,12 @@ impl Context {
             {
                 return self.head_failed(&object, FillError::Status(status));
             }
-            let d = describe(shape.status, resp.headers(), request_time, response_time);
+            let d = describe(
+                shape.status,
+                resp.headers(),
+                (request_time, response_time),
+                authorization,
+            );
             // What the fetching client alone gets when the stored fields leave some out.
             let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));
             // The base entry answers requests that send none of the fields the response
@@ -343,6 +354,7 @@ fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta 
         ttl: d.keep.ttl,
         storable: d.keep.storable,
         must_revalidate: d.keep.must_revalidate,
+        shared_with_credentials: d.keep.shared_with_credentials,
         stale_while_revalidate: d.keep.stale_while_revalidate,
         stale_if_error: d.keep.stale_if_error,
         initial_age: d.keep.initial_age,
@@ -365,10 +377,9 @@ struct Described {
 
 /// Freshness, storability and stale windows from a response head (the shared-cache rules
 /// of `relay_cache::policy::keep`), and the end-to-end header fields to relay to clients.
-fn describe(status: u16, h: &http::HeaderMap, request_time: u64, response_time: u64) -> Described {
+fn describe(status: u16, h: &http::HeaderMap, times: (u64, u64), authorization: bool) -> Described {
     let pairs = h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    let (keep, stored) =
-        relay_cache::policy::keep::keep(status, pairs, request_time, response_time);
+    let (keep, stored) = relay_cache::policy::keep::keep(status, pairs, times, authorization);
     let d = &stored.directives;
     Described {
         content_type: h
@@ -562,7 +573,11 @@ mod tests {
                     http::HeaderValue::from_static(v),
                 );
             }
-            let meta = object_meta(&Default::default(), &shape, describe(200, &h, 1000, 1000));
+            let meta = object_meta(
+                &Default::default(),
+                &shape,
+                describe(200, &h, (1000, 1000), false),
+            );
             let now = meta.fetched + Duration::from_secs(c.after);
             let got = (
                 meta.is_fresh(now, Duration::MAX),
@@ -578,6 +593,6 @@ mod tests {
             "max-age=60".parse().expect("value"),
         );
         h.append(http::header::VARY, "*".parse().expect("value"));
-        assert!(!describe(200, &h, 1000, 1000).keep.storable);
+        assert!(!describe(200, &h, (1000, 1000), false).keep.storable);
     }
 }
