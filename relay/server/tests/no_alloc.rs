@@ -219,6 +219,8 @@ fn start_origin() -> std::net::SocketAddr {
                     }
                     let (body, extra) = match path.as_str() {
                         "/small" => (vec![7u8; 4096], ""),
+                        // A weak validator: the body is one answer's, never combined.
+                        "/weak" => (vec![5u8; 4096], ""),
                         "/multi" => (vec![9u8; 3 * 65536 + 100], ""),
                         "/lang" if lang == "fr" => {
                             (b"bonjour".to_vec(), "Vary: Accept-Language\r\n")
@@ -234,9 +236,10 @@ fn start_origin() -> std::net::SocketAddr {
                             Some((a.parse::<usize>().ok()?, z.parse::<usize>().ok()?))
                         })
                         .map_or((0, len.saturating_sub(1)), |(a, z)| (a, z.min(len - 1)));
+                    let weak = if path == "/weak" { "W/" } else { "" };
                     let head = format!(
                         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\n\
-                         Content-Range: bytes {a}-{z}/{len}\r\nETag: \"{path}-{lang}\"\r\n\
+                         Content-Range: bytes {a}-{z}/{len}\r\nETag: {weak}\"{path}-{lang}\"\r\n\
                          Cache-Control: max-age=600\r\nX-Origin: yes\r\n{extra}\r\n",
                         z + 1 - a
                     );
@@ -274,6 +277,7 @@ fn http_origin_hit_path_allocates_nothing() {
     };
     let requests: Vec<(Vec<u8>, bool, u16)> = vec![
         (get("/small", ""), false, 200),
+        (get("/weak", ""), false, 200),
         (get("/multi", ""), false, 200),
         (
             format!("HEAD /multi HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes(),

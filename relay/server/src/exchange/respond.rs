@@ -576,18 +576,25 @@ impl Exchange {
             return true;
         }
         let cache = &cx.shared.cache;
-        let object: Arc<str> = Arc::from(self.key.as_str());
-        for index in 0..cache.layout.chunk_count(meta.len) {
-            let key = ChunkKey {
-                object: object.clone(),
+        let count = cache.layout.chunk_count(meta.len);
+        let held = |index| {
+            cache.holds(&ChunkRef {
+                object: &self.key,
                 version: meta.version,
                 index,
-            };
-            if !cache.holds(&key.as_ref()) {
-                return cache.inflight.chunk(&key).is_some();
-            }
+            })
+        };
+        match (0..count).find(|&index| !held(index)) {
+            None => true,
+            Some(index) => cache
+                .inflight
+                .chunk(&ChunkKey {
+                    object: Arc::from(self.key.as_str()),
+                    version: meta.version,
+                    index,
+                })
+                .is_some(),
         }
-        true
     }
 
     /// Whether every chunk the body needs (`start..end`, or the `multi_n` ranges) is held
