@@ -11,6 +11,7 @@
 //                             new version (each byte is the version number)
 //   /weak/N                   the same behind one weak ETag, W/"same"
 //   /strong/N                 the same with a strong ETag naming each version
+//   /hints                    103 Early Hints (a Link), then after 200 ms a 200
 //   /count                    how many requests each path got, as JSON
 // raw (no framing help):
 //   /close/N                  HTTP/1.0-style: N bytes delimited by the connection's close
@@ -108,6 +109,12 @@ const server = http.createServer((req, res) => {
     versioned(req, res, Number(parts[2]), () => 'W/"same"');
   } else if (parts[1] === 'strong') {
     versioned(req, res, Number(parts[2]), (v) => `"v${v}"`);
+  } else if (path === '/hints') {
+    res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+    setTimeout(() => {
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 6, 'Cache-Control': 'max-age=60' });
+      res.end('hinted');
+    }, 200);
   } else if (path === '/count') {
     const body = JSON.stringify(counts);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });

@@ -115,9 +115,12 @@ fn fetch(url: &str, extra: &[&str]) -> Got {
     args.push(url);
     let (code, body, _) = curl(&args);
     let head = std::fs::read_to_string(&head).unwrap_or_default();
+    // The final answer's status (after any interim ones).
     let status = head
-        .split_whitespace()
-        .nth(1)
+        .split("\r\n\r\n")
+        .filter(|h| !h.is_empty())
+        .last()
+        .and_then(|h| h.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Got {
@@ -414,4 +417,32 @@ fn rfc9111_5_2_1_2_max_stale_takes_a_stale_response() {
     // Without it, stale is stale: asked again.
     assert_eq!(fetch(&url, &[]).status, 200);
     assert_eq!(node.count("/status/200"), 2);
+}
+
+#[test]
+fn rfc8297_an_origins_early_hints_reach_the_clients_waiting_on_its_answer() {
+    let node = Node::start();
+    let relay = node.relay();
+    let got = get(&relay, "/hints");
+    assert!(
+        got.head.starts_with("HTTP/1.1 103 Early Hints\r\n"),
+        "{}",
+        got.head
+    );
+    assert!(
+        got.head
+            .contains("link: </style.css>; rel=preload; as=style\r\n")
+    );
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (200, &b"hinted"[..]),
+        "{}",
+        got.head
+    );
+    // Stored: a hit has no interim answer; nor does an HTTP/1.0 client ever get one.
+    let again = get(&relay, "/hints");
+    assert!(again.head.starts_with("HTTP/1.1 200"), "{}", again.head);
+    let old = fetch(&relay.url("/hints?v=1.0"), &["--http1.0"]);
+    assert!(old.head.starts_with("HTTP/1.1 200"), "{}", old.head);
+    assert_eq!(old.body, b"hinted");
 }

@@ -337,6 +337,9 @@ pub struct Pending {
     /// The response's fields as the fetching client gets them, when the stored description
     /// leaves some out (`private="Set-Cookie"`: the cookie is that client's).
     owner_headers: OnceLock<Bytes>,
+    /// The origin's first `103 Early Hints`, encoded as an interim response for HTTP/1.1
+    /// clients waiting on the final one (RFC 8297).
+    hints: OnceLock<Bytes>,
     /// For a response that may not be stored (never in the memory tier), the later chunks'
     /// fills of a whole body the origin sent at once: its client reads them from here.
     more: Mutex<Vec<Arc<Fill>>>,
@@ -390,6 +393,17 @@ impl Pending {
     /// outcome is published).
     pub fn set_owner_headers(&self, headers: Bytes) {
         let _ = self.owner_headers.set(headers);
+    }
+
+    /// Keeps the origin's first `103 Early Hints` (an encoded interim response); false when
+    /// one was kept already.
+    pub fn set_hints(&self, hints: Bytes) -> bool {
+        self.hints.set(hints).is_ok()
+    }
+
+    /// The origin's `103 Early Hints`, if it sent one before its final answer.
+    pub fn hints(&self) -> Option<&Bytes> {
+        self.hints.get()
     }
 
     /// The fields for the client whose request started the fetch, if they differ from the

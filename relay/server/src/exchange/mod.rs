@@ -312,6 +312,8 @@ pub struct Exchange {
     forward: Option<relay_upstream::Forward>,
     /// This connection's request started the pending head fetch (its fields went upstream).
     head_owner: bool,
+    /// The origin's 103 Early Hints went to this request's client already.
+    hinted: bool,
     /// That fetch, kept while its answer (one that may not be stored) is sent: the later
     /// chunks of a whole body the origin sent at once are read from it.
     owner_fetch: Option<Arc<relay_cache::fill::Pending>>,
@@ -385,6 +387,7 @@ impl Exchange {
             head_saved: false,
             forward: None,
             head_owner: false,
+            hinted: false,
             owner_fetch: None,
             stale: None,
             restores: 0,
@@ -568,6 +571,14 @@ impl Exchange {
             });
         }
         self.next_request(cx)
+    }
+
+    /// Sends what `out` holds while the request waits (an interim answer): the wait goes on
+    /// once it is sent.
+    fn send_interim(&mut self, cx: &Cx<'_>) -> Action {
+        self.phase = Phase::Send;
+        self.deadline = cx.now + cx.timeouts.send;
+        Action::Send
     }
 
     /// Moves to `next` from `Ready`: a wait never replaces another unnoticed.

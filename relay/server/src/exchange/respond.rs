@@ -52,6 +52,17 @@ impl Exchange {
         let p = p.clone();
         p.watchers.watch(cx.worker);
         let meta = match p.result() {
+            // The origin's 103 Early Hints, passed on to an HTTP/1.1 client while the final
+            // answer is awaited (RFC 8297; nothing else is being sent on the connection).
+            None if !self.hinted
+                && self.saved.req.version == 1
+                && self.out.pending() == 0
+                && let Some(h) = p.hints() =>
+            {
+                self.hinted = true;
+                self.out.head.extend_from_slice(h);
+                return Step::Do(self.send_interim(cx));
+            }
             None => return Step::Do(self.wait(cx)),
             Some(Err(e)) => {
                 self.waited(cx);
@@ -227,6 +238,7 @@ impl Exchange {
         }
         self.key.truncate(self.key_base);
         self.forward = None;
+        self.hinted = false;
         self.variant = false;
         // Sources of the previous response on this connection.
         self.src = None;

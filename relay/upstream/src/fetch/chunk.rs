@@ -23,7 +23,7 @@ impl Context {
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
         let resp = match self
-            .send_fill(origin, &path, Some((start, end)), None, &forward)
+            .send_fill(origin, &path, Some((start, end)), None, &forward, None)
             .await
         {
             Ok(r) => r,

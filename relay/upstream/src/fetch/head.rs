@@ -30,12 +30,21 @@ impl Context {
             authorization,
         } = request;
         let cs = self.store.layout.chunk_size();
+        // Where the origin's 103 Early Hints go: the clients waiting on this fetch.
+        let hints = self.store.inflight.pending(&object);
         let mut whole = false;
         loop {
             let request_time = unix_now();
             let range = (!whole).then_some((0, cs - 1));
             let resp = match self
-                .send_fill(origin, &path, range, stale.as_deref(), &forward)
+                .send_fill(
+                    origin,
+                    &path,
+                    range,
+                    stale.as_deref(),
+                    &forward,
+                    hints.as_ref(),
+                )
                 .await
             {
                 Ok(r) => r,

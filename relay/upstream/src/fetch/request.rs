@@ -19,6 +19,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use relay_cache::ObjectMeta;
 use relay_cache::fill::FillError;
+use relay_cache::fill::Pending;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -162,18 +164,43 @@ impl Context {
         range: Option<(u64, u64)>,
         validate: Option<&ObjectMeta>,
         forward: &[(String, Vec<u8>)],
+        hints: Option<&Arc<Pending>>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
         let uri: Option<http::Uri> = format!("http://{}{}", o.config.address, path).parse().ok();
         let build = || {
             let uri = uri.clone().ok_or(FillError::Connect)?;
-            fill_request(uri, &o.config.authority, range, validate, forward)
+            let mut req = fill_request(uri, &o.config.authority, range, validate, forward)?;
+            if let Some(p) = hints {
+                self.on_hints(&mut req, p.clone());
+            }
+            Ok(req)
         };
         let resp = self.send(origin, o.config.retries, build).await?;
         if resp.status().is_server_error() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         Ok(resp)
+    }
+}
+
+impl Context {
+    /// Has the origin's `103 Early Hints` to `req` (the first one) kept with the head fetch
+    /// `pending`, and its waiting clients woken to send it on (RFC 8297). Interim answers
+    /// other than 103 are hyper's (100) or ignored.
+    fn on_hints(&self, req: &mut http::Request<Full<Bytes>>, pending: Arc<Pending>) {
+        let wakers = self.store.wakers.clone();
+        hyper::ext::on_informational(req, move |res| {
+            if res.status() != http::StatusCode::EARLY_HINTS {
+                return;
+            }
+            let mut out = b"HTTP/1.1 103 Early Hints\r\n".to_vec();
+            out.extend_from_slice(&super::end_to_end(res.headers(), &[]));
+            out.extend_from_slice(b"\r\n");
+            if pending.set_hints(Bytes::from(out)) {
+                wakers.wake(&pending.watchers);
+            }
+        });
     }
 }
 
