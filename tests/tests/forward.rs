@@ -590,3 +590,32 @@ fn a_pass_whose_client_left_before_its_head_gives_its_window_back() {
         started.elapsed() + std::time::Duration::from_millis(600)
     );
 }
+
+/// RFC 9111 §4.3.5: a HEAD the origin answers (passed through, here for a request with
+/// credentials) invalidates the stored response whose validators it contradicts; one it
+/// agrees with stays.
+#[test]
+fn a_head_answer_that_contradicts_the_stored_response_invalidates_it() {
+    let origin = Origin::start();
+    origin.put("/doc", Object::new(pattern(2000, 85), "v1"));
+    let relay = Relay::start(&proxy_config(&origin));
+    let get = "GET /doc HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_eq!(request(&relay, get).body, pattern(2000, 85));
+    let head = b"HEAD /doc HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n";
+    let mut c = Client::connect(relay.addr);
+    c.send(head);
+    assert_eq!(c.read_response(true).expect("HEAD").status, 200);
+    assert_eq!(origin.count("/doc"), 2);
+    assert_eq!(
+        request(&relay, get).header("cache-status"),
+        Some("relay; hit")
+    );
+    // The object changes at the origin; a HEAD sees its new validator.
+    origin.put("/doc", Object::new(pattern(2000, 86), "v2"));
+    c.send(head);
+    let r = c.read_response(true).expect("HEAD");
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    let r = request(&relay, get);
+    assert_eq!(r.body, pattern(2000, 86), "the stored v1 was invalidated");
+    assert_eq!(origin.count("/doc"), 4);
+}

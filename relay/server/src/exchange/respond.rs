@@ -202,6 +202,9 @@ impl Exchange {
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         let req = self.saved.req;
+        if req.method == Method::Head && p.status == 200 {
+            self.head_answered(cx, p);
+        }
         let len = p.body.as_ref().map_or(0, |b| b.len());
         let note = self.pass_note;
         let head = ResponseHead {
@@ -225,6 +228,33 @@ impl Exchange {
                 file: None,
                 chunked: Chunked::No,
             });
+        }
+    }
+
+    /// An origin answered a HEAD passed through for this request's object (RFC 9111
+    /// §4.3.5): a stored response whose validators or length the answer contradicts is
+    /// invalidated; one it agrees with stays.
+    fn head_answered(&mut self, cx: &mut Cx<'_>, p: &relay_upstream::Passed) {
+        let Some(m) = cx.shared.cache.meta.get(&self.key) else {
+            return;
+        };
+        let field = |name: &str| {
+            p.headers.split(|&b| b == b'\n').find_map(|line| {
+                let (n, v) = line.split_at(line.iter().position(|&b| b == b':')?);
+                n.eq_ignore_ascii_case(name.as_bytes())
+                    .then(|| v[1..].trim_ascii())
+            })
+        };
+        let differs = |stored: &str, name| field(name).is_some_and(|v| v != stored.as_bytes());
+        let changed = differs(&m.etag, "etag")
+            || differs(&m.last_modified, "last-modified")
+            || p.content_length.is_some_and(|n| n != m.len);
+        if changed {
+            cx.shared.cache.meta.remove(&self.key);
+            if let Some(disk) = cx.shared.cache.disk.as_ref() {
+                disk.remove_object(&self.key);
+            }
+            cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
     }
 
