@@ -39,6 +39,11 @@ impl Client {
         }
     }
 
+    /// The client's own port (what relay logs as its address).
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().map_or(0, |a| a.port())
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send request");
     }

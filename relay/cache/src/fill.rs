@@ -21,10 +21,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub enum FillError {
     #[error("upstream answered {0}")]
     Status(u16),
-    #[error("upstream could not be reached")]
+    #[error("upstream could not be reached (connect refused or timed out)")]
     Connect,
-    #[error("upstream timed out")]
-    Timeout,
+    #[error("upstream connection reset or closed before a response head")]
+    Closed,
+    #[error("upstream timed out after {ms} ms ({wait})")]
+    Timeout { wait: Wait, ms: u32 },
+    #[error("upstream answer is not HTTP")]
+    Malformed,
     #[error("upstream body ended early or was malformed")]
     Truncated,
     #[error("the object changed upstream between chunks")]
@@ -44,10 +48,60 @@ impl FillError {
     pub fn status(self) -> u16 {
         match self {
             FillError::Status(s) if (400..500).contains(&s) => s,
-            FillError::Timeout => 504,
+            FillError::Timeout { .. } => 504,
             FillError::Busy => 503,
             _ => 502,
         }
+    }
+}
+
+impl FillError {
+    /// A timeout of `ms` milliseconds waiting for `wait`.
+    pub fn timeout(wait: Wait, ms: u64) -> FillError {
+        FillError::Timeout {
+            wait,
+            ms: u32::try_from(ms).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A short name of the reason (a metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            FillError::Status(_) => "status",
+            FillError::Connect => "connect",
+            FillError::Closed => "closed",
+            FillError::Timeout {
+                wait: Wait::FirstByte,
+                ..
+            } => "first_byte_timeout",
+            FillError::Timeout {
+                wait: Wait::Idle, ..
+            } => "idle_timeout",
+            FillError::Malformed => "malformed",
+            FillError::Truncated => "truncated",
+            FillError::Changed => "changed",
+            FillError::Framing => "framing",
+            FillError::Down => "down",
+            FillError::Busy => "pass_budget",
+        }
+    }
+}
+
+/// What a timed-out fetch was waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The response head (`first_byte_timeout_ms`).
+    FirstByte,
+    /// The next body bytes (`idle_timeout_ms`).
+    Idle,
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wait::FirstByte => "first byte",
+            Wait::Idle => "idle",
+        })
     }
 }
 
@@ -634,7 +688,7 @@ mod tests {
         drop(w);
         assert_eq!(fill.error(), Some(FillError::Truncated));
         let (fill, w) = Fill::new(key(), 4);
-        w.fail(FillError::Timeout);
+        w.fail(FillError::timeout(Wait::Idle, 10));
         assert_eq!(fill.error().map(FillError::status), Some(504));
     }
 

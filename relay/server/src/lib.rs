@@ -17,6 +17,7 @@
 
 pub mod admin;
 mod bufring;
+pub mod errors;
 mod exchange;
 pub mod metrics;
 pub mod origin;
@@ -179,6 +180,8 @@ pub struct WorkerStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub bytes: AtomicU64,
+    /// Answers relay made up itself, by status and reason, and their log lines' budget.
+    pub made_up: errors::ErrorLog,
 }
 
 impl Default for WorkerStats {
@@ -208,6 +211,7 @@ impl Default for WorkerStats {
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            made_up: errors::ErrorLog::default(),
         }
     }
 }

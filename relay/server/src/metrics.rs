@@ -177,6 +177,7 @@ impl Metrics {
             sum(|w| &w.hits),
             sum(|w| &w.misses),
         );
+        self.render_errors(out);
         let _ = writeln!(
             out,
             "# HELP relay_disk_reads_total Chunks read from the disk tier, by outcome.\n\
@@ -243,6 +244,30 @@ impl Metrics {
             self.workers.len()
         );
         self.render_latency(out);
+    }
+
+    /// Answers relay made up itself, by status and reason, summed over the workers.
+    fn render_errors(&self, out: &mut String) {
+        let mut sums: Vec<(&str, &str, u64)> = Vec::new();
+        for w in self.workers.iter() {
+            for (status, reason, n) in w.made_up.each() {
+                match sums.iter_mut().find(|e| e.0 == status && e.1 == reason) {
+                    Some(e) => e.2 += n,
+                    None => sums.push((status, reason, n)),
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP relay_errors_total Answers relay made up itself (not the origin's), by \
+             status and reason.\n# TYPE relay_errors_total counter"
+        );
+        for (status, reason, n) in sums {
+            let _ = writeln!(
+                out,
+                "relay_errors_total{{status=\"{status}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
 
     fn render_latency(&self, out: &mut String) {

@@ -365,8 +365,7 @@ impl Exchange {
         if untouched && self.multi.n == 0 {
             self.body = None;
             self.out.head.clear();
-            let req = self.saved.req;
-            self.simple(cx, &req, e.status(), &[], "upstream failed\n");
+            self.upstream_error(cx, e);
             self.close_after = true;
             Step::Again
         } else {

@@ -32,6 +32,7 @@
 //! ```
 
 mod body;
+mod errors;
 mod reads;
 mod request;
 mod respond;
@@ -333,6 +334,9 @@ pub struct Exchange {
     local: Option<(u64, u64, bytes::Bytes)>,
     /// The chunk fill the body is being streamed from.
     src: Option<Arc<relay_cache::fill::Fill>>,
+    /// The method of the request being answered when it is neither GET nor HEAD (capacity
+    /// kept across requests; for the log line of an answer relay makes up).
+    other_method: String,
     /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
     pass_note: &'static str,
     /// The passed-through response's body, streamed as it arrives.
@@ -396,6 +400,7 @@ impl Exchange {
             chunk_wait: None,
             local: None,
             src: None,
+            other_method: String::new(),
             pass_note: "fwd=uri-miss",
             pass_body: None,
         }

@@ -8,6 +8,7 @@ use super::{
     Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT,
     PASS_BODY_LIMIT, Phase, Received, State, Step,
 };
+use crate::errors::Why;
 use bytes::Bytes;
 use relay_proto::{Method, Parsed, parse_request};
 use std::sync::Arc;
@@ -143,14 +144,14 @@ impl Exchange {
             false => Ok(Upload::Whole),
         };
         let refused = match collected {
-            Ok(Upload::TooLong) => 413,
-            Ok(_) if !self.reserve_upload() => 503,
-            Ok(Upload::Whole) => 0,
+            Ok(Upload::TooLong) => Some(Why::BodyTooLarge),
+            Ok(_) if !self.reserve_upload() => Some(Why::PassBudget),
+            Ok(Upload::Whole) => None,
             Ok(Upload::Partial) => return self.input_step(cx),
-            Err(_) => 400,
+            Err(e) => Some(Why::BadBody(e)),
         };
-        if refused != 0 {
-            self.refuse(cx, refused);
+        if let Some(why) = refused {
+            self.refuse(cx, why);
             return Step::Again;
         }
         let State::CollectingBody(c) = &mut self.state else {
@@ -226,13 +227,13 @@ impl Exchange {
         let (request, head_len) = match parse_request(&self.rbuf[self.rstart..self.rend], limits) {
             Ok(Parsed::Partial) => {
                 if self.rend - self.rstart >= limits.max_head_bytes {
-                    self.error(cx, 431);
+                    self.error(cx, Why::BadRequest(relay_proto::ParseError::HeadTooLarge));
                     return Step::Again;
                 }
                 return self.input_step(cx);
             }
             Err(e) => {
-                self.error(cx, e.status());
+                self.error(cx, Why::BadRequest(e));
                 return Step::Again;
             }
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
@@ -278,11 +279,6 @@ impl Exchange {
                 request.push_origin_form(&mut self.target);
                 self.key.push_str(&self.target);
                 self.route = Route::Http(o);
-                // The head stays readable in `rbuf` while `respond` runs; it is copied out
-                // only if the response has to wait (a miss) or `rbuf` is compacted under it
-                // (`save_head`).
-                self.head_at = (self.rstart, head_len);
-                self.head_saved = false;
             }
             None => {
                 self.target.push_str(request.path);
@@ -290,6 +286,15 @@ impl Exchange {
                 self.key.push_str(&self.target);
                 self.route = Route::Directory;
             }
+        }
+        // The head stays readable in `rbuf` while `respond` runs; it is copied out only if the
+        // response has to wait (a miss) or `rbuf` is compacted under it (`save_head`).
+        self.head_at = (self.rstart, head_len);
+        self.head_saved = false;
+        if request.method == Method::Other {
+            // (For the log line of an answer relay makes up.)
+            self.other_method.clear();
+            self.other_method.push_str(request.method_str);
         }
         let content_length = request.content_length;
         let has_body = content_length > 0 || request.chunked;
@@ -322,8 +327,8 @@ impl Exchange {
                 .as_ref()
                 .and_then(|u| u.pass_budget.reserve(content_length));
             match method {
-                Ok(_) if content_length > PASS_BODY_LIMIT => self.refuse(cx, 413),
-                Ok(_) if reserved.is_none() => self.refuse(cx, 503),
+                Ok(_) if content_length > PASS_BODY_LIMIT => self.refuse(cx, Why::BodyTooLarge),
+                Ok(_) if reserved.is_none() => self.refuse(cx, Why::PassBudget),
                 Ok(method) => {
                     // A chunked body's length is known once it is read.
                     self.enter(State::CollectingBody(Box::new(Collect {
@@ -346,7 +351,7 @@ impl Exchange {
                         return Step::Do(Action::SendNow(CONTINUE));
                     }
                 }
-                Err(_) => self.refuse(cx, 400),
+                Err(_) => self.refuse(cx, Why::BadMethod),
             }
             return Step::Again;
         }
@@ -432,7 +437,7 @@ impl Exchange {
     }
 
     /// The request's authority, normalised (HTTP origins; empty without one).
-    fn authority(&self) -> &str {
+    pub(super) fn authority(&self) -> &str {
         let origin = self.key_origin();
         origin
             .strip_prefix(relay_cache::key::HTTP)
@@ -448,7 +453,7 @@ impl Exchange {
     /// wait, or `rbuf` is about to be compacted under it. Allocation-free once `head_copy`
     /// has grown to the heads this connection sends.
     pub(super) fn save_head(&mut self) {
-        if self.head_saved || !matches!(self.route, Route::Http(_)) {
+        if self.head_saved {
             return;
         }
         let (at, len) = self.head_at;

@@ -6,8 +6,10 @@ use super::types::{
     Body, Chunked, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small, Usable,
 };
 use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
+use crate::errors::Why;
 use crate::origin::OriginError;
 use bytes::Bytes;
+use relay_cache::fill::FillError;
 use relay_cache::{ChunkKey, ChunkRef, Held, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
@@ -34,8 +36,7 @@ impl Exchange {
             Some(Err(e)) => {
                 self.waited(cx);
                 self.leave();
-                let req = self.saved.req;
-                self.simple(cx, &req, e.status(), &[], "upstream failed\n");
+                self.upstream_error(cx, *e);
             }
         }
         Step::Again
@@ -73,10 +74,7 @@ impl Exchange {
                     Some(stale) => {
                         self.respond_meta(cx, stale, None, Some("hit; detail=stale-if-error"))
                     }
-                    None => {
-                        let req = self.saved.req;
-                        self.simple(cx, &req, e.status(), &[], "upstream failed\n");
-                    }
+                    None => self.upstream_error(cx, e),
                 }
                 return Step::Again;
             }
@@ -276,6 +274,7 @@ impl Exchange {
         self.pass_body = None;
         let req = self.saved.req;
         if !matches!(req.method, Method::Get | Method::Head) {
+            self.made_up(cx, Why::MethodNotAllowed);
             self.simple(
                 cx,
                 &req,
@@ -409,7 +408,10 @@ impl Exchange {
                     match cx.shared.cache.meta.get(&self.key) {
                         Some(m) => self.respond_meta(cx, m, None, None),
                         // ...and evicted again at once: let the client retry.
-                        None => self.simple(cx, &req, 503, &[("Retry-After", b"1")], "retry\n"),
+                        None => {
+                            self.made_up(cx, Why::Evicted);
+                            self.simple(cx, &req, 503, &[("Retry-After", b"1")], "retry\n");
+                        }
                     }
                     return;
                 };
@@ -443,7 +445,10 @@ impl Exchange {
                     Ok(path) if cx.shared.origin.is_some() => {
                         self.enter(State::Opening(Box::new(DirOpen::new(path, true))));
                     }
-                    Ok(_) => self.simple(cx, &req, 404, &[], "not found\n"),
+                    Ok(_) => {
+                        self.made_up(cx, Why::NoDirectory);
+                        self.simple(cx, &req, 404, &[], "not found\n");
+                    }
                     Err(e) => self.origin_error(cx, e),
                 },
             },
@@ -453,14 +458,21 @@ impl Exchange {
     /// The status a request gets when its directory-origin file cannot be served.
     pub(super) fn origin_error(&mut self, cx: &mut Cx<'_>, e: OriginError) {
         let req = self.saved.req;
-        match e {
-            OriginError::NotFound => self.simple(cx, &req, 404, &[], "not found\n"),
-            OriginError::BadPath => self.simple(cx, &req, 400, &[], "bad path\n"),
-            OriginError::Io(kind) => {
-                log::warn!("origin: {kind:?}");
-                self.simple(cx, &req, 502, &[], "origin error\n");
-            }
-        }
+        self.made_up(cx, Why::Directory(e));
+        let text = match e {
+            OriginError::NotFound => "not found\n",
+            OriginError::BadPath => "bad path\n",
+            OriginError::Io(_) => "origin error\n",
+        };
+        self.simple(cx, &req, Why::Directory(e).status(), &[], text);
+    }
+
+    /// The status a request gets when its origin fetch failed before any byte of its
+    /// answer was sent.
+    pub(super) fn upstream_error(&mut self, cx: &mut Cx<'_>, e: FillError) {
+        let req = self.saved.req;
+        self.made_up(cx, Why::Upstream(e));
+        self.simple(cx, &req, e.status(), &[], "upstream failed\n");
     }
 
     /// Answers the saved request from a known object description (`file`: the directory
@@ -734,13 +746,15 @@ impl Exchange {
 
     /// An error response after which the connection closes (the request stream is no longer
     /// trustworthy).
-    pub(super) fn error(&mut self, cx: &mut Cx<'_>, status: u16) {
+    pub(super) fn error(&mut self, cx: &mut Cx<'_>, why: Why) {
         cx.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.refuse(cx, status);
+        self.refuse(cx, why);
     }
 
     /// [`Self::error`] for a request already counted.
-    pub(super) fn refuse(&mut self, cx: &mut Cx<'_>, status: u16) {
+    pub(super) fn refuse(&mut self, cx: &mut Cx<'_>, why: Why) {
+        let status = why.status();
+        self.made_up(cx, why);
         cx.stats.errors.fetch_add(1, Ordering::Relaxed);
         // The client may still be sending (a body refused at its head, a request cut short):
         // what comes is dropped, and the connection lingers after the answer.

@@ -460,6 +460,8 @@ impl Worker {
         }
         self.now = Instant::now();
         self.publish_latency();
+        // Error answer lines left out in a second that is over are reported now.
+        self.stats.made_up.roll(self.now);
         let t = &self.shared.tunables;
         self.timeouts.header = Duration::from_millis(t.header_timeout_ms.load(Ordering::Relaxed));
         self.timeouts.idle = Duration::from_millis(t.idle_timeout_ms.load(Ordering::Relaxed));

@@ -6,7 +6,7 @@ use super::{Context, unix_now};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use relay_cache::fill::{FillError, FillWriter};
+use relay_cache::fill::{FillError, FillWriter, Wait};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,10 +18,11 @@ impl Context {
         origin: usize,
         body: &mut Incoming,
     ) -> Result<Option<Bytes>, FillError> {
-        let idle = Duration::from_millis(self.origins[origin].config.idle_timeout_ms);
+        let idle_ms = self.origins[origin].config.idle_timeout_ms;
+        let idle = Duration::from_millis(idle_ms);
         loop {
             match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Err(FillError::Timeout),
+                Err(_) => return Err(FillError::timeout(Wait::Idle, idle_ms)),
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(_))) => return Err(FillError::Truncated),
                 Ok(Some(Ok(frame))) => {

@@ -18,8 +18,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use relay_cache::ObjectMeta;
-use relay_cache::fill::FillError;
-use relay_cache::fill::Pending;
+use relay_cache::fill::{FillError, Pending, Wait};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -54,14 +53,14 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_parse() {
-                return Failure::NoAnswer(FillError::Truncated);
+                return Failure::NoAnswer(FillError::Malformed);
             }
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return Failure::Unreachable(FillError::Connect);
+                return Failure::Unreachable(FillError::Closed);
             }
         }
         if s.is::<std::io::Error>() {
-            return Failure::Unreachable(FillError::Connect);
+            return Failure::Unreachable(FillError::Closed);
         }
         source = s.source();
     }
@@ -147,7 +146,10 @@ impl Context {
                     Err(f)
                 }
                 // A slow URL, not a slow origin: this request's failure only.
-                Err(_) => Err(Failure::NoAnswer(FillError::Timeout)),
+                Err(_) => Err(Failure::NoAnswer(FillError::timeout(
+                    Wait::FirstByte,
+                    o.config.first_byte_timeout_ms,
+                ))),
             }
         })
         .await
@@ -421,9 +423,12 @@ mod tests {
         let fails = [
             Unreachable(FillError::Connect),
             NoAnswer(FillError::Truncated),
-            NoAnswer(FillError::Timeout),
+            NoAnswer(FillError::timeout(Wait::FirstByte, 100)),
         ];
-        assert_eq!(run(&o, &stats, &fails), (Err(FillError::Timeout), 3));
+        assert_eq!(
+            run(&o, &stats, &fails),
+            (Err(FillError::timeout(Wait::FirstByte, 100)), 3)
+        );
         assert_eq!(counted(&stats), (3, 2));
         // An answer on a retry ends the loop.
         let stats = UpstreamStats::default();
@@ -467,13 +472,16 @@ mod tests {
         let o = origin(2, 1);
         let mixed = [
             Failure::Unreachable(FillError::Connect),
-            Failure::NoAnswer(FillError::Timeout),
-            Failure::NoAnswer(FillError::Timeout),
+            Failure::NoAnswer(FillError::timeout(Wait::FirstByte, 100)),
+            Failure::NoAnswer(FillError::timeout(Wait::FirstByte, 100)),
         ];
         assert_eq!(run(&o, &stats, &mixed[..1]), (Ok(2), 2));
         assert!(!o.is_down(Instant::now()));
         // One that never got an answer, and could not reach it on some attempt, is.
-        assert_eq!(run(&o, &stats, &mixed), (Err(FillError::Timeout), 3));
+        assert_eq!(
+            run(&o, &stats, &mixed),
+            (Err(FillError::timeout(Wait::FirstByte, 100)), 3)
+        );
         assert!(o.is_down(Instant::now()));
     }
 
@@ -481,7 +489,10 @@ mod tests {
     fn slow_or_garbage_answers_fail_their_request_but_never_mark_the_origin_down() {
         let o = origin(1, 1);
         let stats = UpstreamStats::default();
-        for fail in [FillError::Timeout, FillError::Truncated] {
+        for fail in [
+            FillError::timeout(Wait::FirstByte, 100),
+            FillError::Truncated,
+        ] {
             for _ in 0..10 {
                 let fails = [Failure::NoAnswer(fail); 2];
                 assert_eq!(run(&o, &stats, &fails), (Err(fail), 2));
@@ -524,9 +535,12 @@ mod tests {
             made += 1;
             // Another request's failure marks the origin down during this one's attempt.
             o.failed(epoch);
-            async { Err(Failure::NoAnswer(FillError::Timeout)) }
+            async { Err(Failure::NoAnswer(FillError::timeout(Wait::FirstByte, 100))) }
         }));
-        assert_eq!((r, made), (Err(FillError::Timeout), 1));
+        assert_eq!(
+            (r, made),
+            (Err(FillError::timeout(Wait::FirstByte, 100)), 1)
+        );
     }
 
     /// What `failure` makes of a real client's error against a listener that behaves as
@@ -566,18 +580,18 @@ mod tests {
         let closed = classify(Some(|mut conn| {
             let _ = conn.read(&mut [0u8; 4096]);
         }));
-        assert_eq!(closed, Failure::Unreachable(FillError::Connect));
+        assert_eq!(closed, Failure::Unreachable(FillError::Closed));
         // Closed with the request unread: the kernel resets the connection.
         let reset = classify(Some(|conn| {
             std::thread::sleep(Duration::from_millis(100));
             drop(conn);
         }));
-        assert_eq!(reset, Failure::Unreachable(FillError::Connect));
+        assert_eq!(reset, Failure::Unreachable(FillError::Closed));
         let garbage = classify(Some(|mut conn| {
             let _ = conn.read(&mut [0u8; 4096]);
             let _ = conn.write_all(b"SPAM SPAM SPAM\r\n\r\n");
             std::thread::sleep(Duration::from_millis(200));
         }));
-        assert_eq!(garbage, Failure::NoAnswer(FillError::Truncated));
+        assert_eq!(garbage, Failure::NoAnswer(FillError::Malformed));
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 mod asks;
 mod directory;
 mod disk;
+mod errors;
 mod http_origin;
 mod input;
 mod pass;
@@ -291,16 +292,19 @@ impl Kit {
     /// A request for `path` of the HTTP origin while its head fetch (the test's) is in
     /// flight; the fetch fails; what the woken exchange then does.
     fn head_fails(&mut self, path: &str) -> (Vec<u8>, Action) {
+        self.head_fails_with(path, FillError::Connect)
+    }
+
+    /// [`Kit::head_fails`], the fetch failing with `e`.
+    fn head_fails_with(&mut self, path: &str, e: FillError) -> (Vec<u8>, Action) {
         let key = cdn_key(path);
         self.shared.cache.inflight.head(&key);
         let mut ex = self.exchange();
         assert!(matches!(self.input(&mut ex, &cdn_get(path)), Action::Wait));
-        self.shared.cache.inflight.finish_head(
-            &key,
-            Err(FillError::Connect),
-            None,
-            &self.shared.wake,
-        );
+        self.shared
+            .cache
+            .inflight
+            .finish_head(&key, Err(e), None, &self.shared.wake);
         self.woken(&mut ex)
     }
 
