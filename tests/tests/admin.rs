@@ -46,6 +46,18 @@ fn metrics_count_requests_hits_and_latency() {
         ),
         1.0
     );
+    assert_eq!(
+        metric(&text, "relay_cache_forwards_total{fwd=\"uri-miss\"}"),
+        1.0,
+        "the miss, by its Cache-Status"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "relay_errors_total{status=\"404\",reason=\"not_found\"}"
+        ),
+        1.0
+    );
     assert_eq!(metric(&text, "relay_request_duration_seconds_count"), 11.0);
     assert_eq!(
         metric(&text, "relay_request_duration_seconds_bucket{le=\"+Inf\"}"),

@@ -53,7 +53,10 @@ fn a_miss_forwards_the_clients_end_to_end_fields_and_nothing_hop_by_hop() {
     // The client's own Range and conditionals are answered by relay from the fill.
     assert_eq!(r.status, 206);
     assert_eq!(r.body, body[10..20]);
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     let seen = origin.received("/page");
     assert_eq!(seen.len(), 1, "{seen:?}");
     let seen = &seen[0];
@@ -185,7 +188,10 @@ fn requests_with_authorization_are_answered_from_the_cache_only_as_the_answer_al
     }
     // Nothing was stored: a request without credentials is a miss, then a hit.
     let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     assert_eq!(origin.count("/account"), 3);
     let r = request(&relay, "GET /account HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.header("cache-status"), Some("relay; hit"));
@@ -194,7 +200,7 @@ fn requests_with_authorization_are_answered_from_the_cache_only_as_the_answer_al
     let r = request(&relay, authorized);
     assert_eq!(
         r.header("cache-status"),
-        Some("relay; fwd=request; detail=authorization")
+        Some("relay; fwd=request; fwd-status=200; detail=authorization")
     );
     assert_eq!(r.header("echo-authorization"), Some("Bearer token-1"));
     assert_eq!(origin.count("/account"), 4);
@@ -327,6 +333,11 @@ fn a_private_answer_reaches_only_the_client_whose_fields_fetched_it() {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(a.header("echo-cookie"), Some("session=alice"));
+    // Fetched for alice, never stored; bob's request asked for itself.
+    assert_eq!(
+        a.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200")
+    );
     assert_eq!(
         b.header("echo-cookie"),
         Some("session=bob"),
@@ -334,7 +345,7 @@ fn a_private_answer_reaches_only_the_client_whose_fields_fetched_it() {
     );
     assert_eq!(
         b.header("cache-status"),
-        Some("relay; fwd=miss; detail=not-shared")
+        Some("relay; fwd=uri-miss; fwd-status=200; detail=not-shared")
     );
     let seen = origin.received("/account");
     let cookies: Vec<_> = seen.iter().filter_map(|r| r.get("cookie")).collect();

@@ -58,7 +58,7 @@ fn curl_fetches_origin_bytes_and_second_fetch_is_a_hit() {
         assert!(body == *want, "{path}: body differs from the origin's");
         assert_eq!(
             header(&head, "cache-status"),
-            Some("relay; fwd=miss"),
+            Some("relay; fwd=uri-miss; fwd-status=200; stored"),
             "{head}"
         );
         assert_eq!(

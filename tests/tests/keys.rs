@@ -49,7 +49,10 @@ fn w1_a_host_with_a_path_cannot_plant_an_object_under_another_path() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(text(&r), "genuine", "the victim got a planted object");
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     assert_eq!(plant.status, 400, "a Host with a path was accepted");
     assert_eq!(origin.count("/obj/app.js"), 0);
 }
@@ -72,7 +75,10 @@ fn w1_hosts_are_validated_and_normalised_into_the_key() {
         assert_eq!(r.status, 400, "Host {bad:?} was accepted");
     }
     let r = ask(&relay, "GET /a HTTP/1.1\r\nHost: Example.COM.:80\r\n\r\n");
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     // Case, a trailing dot and the default port name the same origin.
     for same in ["example.com", "EXAMPLE.com:80", "example.com."] {
         let r = ask(&relay, &format!("GET /a HTTP/1.1\r\nHost: {same}\r\n\r\n"));
@@ -81,7 +87,11 @@ fn w1_hosts_are_validated_and_normalised_into_the_key() {
     // Another port or host is another resource.
     for other in ["example.com:8080", "www.example.com", "[::1]:80"] {
         let r = ask(&relay, &format!("GET /a HTTP/1.1\r\nHost: {other}\r\n\r\n"));
-        assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"), "{other}");
+        assert_eq!(
+            r.header("cache-status"),
+            Some("relay; fwd=uri-miss; fwd-status=200; stored"),
+            "{other}"
+        );
     }
     assert_eq!(origin.count("/a"), 4);
 }
@@ -151,7 +161,10 @@ fn an_absolute_form_target_names_the_authority_path_and_query() {
     assert_eq!(r.status, 200);
     let r = ask(&relay, "GET /p?q=1 HTTP/1.1\r\nHost: cdn.example.\r\n\r\n");
     assert_eq!(text(&r), "newer");
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     // An empty path is "/"; the query stays.
     let r = ask(
         &relay,

@@ -35,7 +35,10 @@ fn chunks_are_fetched_once_and_then_served_from_memory() {
         r.body == body,
         "first fetch differs from the origin's bytes"
     );
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     assert_eq!(r.header("etag"), Some("\"v1\""));
     // One Range request per chunk.
     let ranges = origin.ranges("/v/seg1.ts");
@@ -197,7 +200,10 @@ fn a_cut_upstream_body_is_never_presented_as_complete_nor_stored() {
     let r = get(&relay, "/cut.bin");
     assert_eq!(r.status, 200);
     assert!(r.body == body);
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
 }
 
 #[test]
@@ -245,7 +251,12 @@ fn responses_without_freshness_are_relayed_but_not_kept() {
         for _ in 0..2 {
             let r = get(&relay, path);
             assert_eq!(r.status, 200);
-            assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"), "{path}");
+            // Not `stored`: nothing was.
+            assert_eq!(
+                r.header("cache-status"),
+                Some("relay; fwd=uri-miss; fwd-status=200"),
+                "{path}"
+            );
         }
         assert_eq!(origin.count(path), 2, "{path} should be asked each time");
     }
@@ -295,7 +306,7 @@ fn stale_copies_are_revalidated_or_served_as_the_origin_allows() {
     for p in ["/reval", "/swr", "/sie"] {
         assert_eq!(
             get(&relay, p).header("cache-status"),
-            Some("relay; fwd=miss")
+            Some("relay; fwd=uri-miss; fwd-status=200; stored")
         );
         assert_eq!(get(&relay, p).header("cache-status"), Some("relay; hit"));
     }
@@ -306,7 +317,7 @@ fn stale_copies_are_revalidated_or_served_as_the_origin_allows() {
     assert_eq!(r.body, pattern(3000, 21));
     assert_eq!(
         r.header("cache-status"),
-        Some("relay; fwd=stale; fwd-status=304")
+        Some("relay; fwd=stale; fwd-status=304; stored")
     );
     assert_eq!(origin.count("/reval"), 2);
     assert_eq!(
@@ -394,6 +405,10 @@ fn other_methods_pass_through_with_bodies_and_invalidate() {
     let r = c.read_response(false).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-method"), Some("POST"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=method; fwd-status=200")
+    );
     let mut want = b"POST /submit?x=1 100000 bytes: ".to_vec();
     want.extend_from_slice(&payload);
     assert!(r.body == want, "the echoed body differs");
@@ -407,7 +422,10 @@ fn other_methods_pass_through_with_bodies_and_invalidate() {
     assert_eq!(r.status, 200);
     let r = get(&relay, "/doc");
     assert_eq!(r.body, b"version two");
-    assert_eq!(r.header("cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
 }
 
 /// The chunked coding on the wire: `body` cut into chunks of the given sizes (cycled), with
@@ -827,7 +845,7 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         get(&relay, "/v/a").header("cache-status"),
-        Some("relay; fwd=miss")
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
     );
     // Soft purge of a prefix: revalidated (304), chunks kept.
     let r = purge("prefix=http://test/v/&mode=soft", token);
@@ -835,7 +853,7 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     assert!(String::from_utf8_lossy(&r.body).contains("\"mode\":\"soft\""));
     assert_eq!(
         get(&relay, "/v/b").header("cache-status"),
-        Some("relay; fwd=stale; fwd-status=304")
+        Some("relay; fwd=stale; fwd-status=304; stored")
     );
     // Other prefixes are untouched.
     assert_eq!(
@@ -846,7 +864,7 @@ fn purge_by_key_and_prefix_hard_and_soft_with_a_token() {
     assert_eq!(purge("prefix=http://test/w/", token).status, 200);
     assert_eq!(
         get(&relay, "/w/c").header("cache-status"),
-        Some("relay; fwd=miss")
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
     );
     assert_eq!(purge("bogus=1", token).status, 400);
     // A key in no form relay writes (here the old host + path) is refused, not a no-op.
@@ -870,7 +888,13 @@ fn vary_keeps_one_variant_per_request_value() {
     assert_eq!(r.body, b"bonjour");
     assert_eq!(r.header("vary"), Some("Accept-Language"));
     assert_eq!(fetch(None).body, b"hello (default)");
-    assert_eq!(fetch(Some("de")).body, b"hallo");
+    // The base is stored, this variant is not.
+    let r = fetch(Some("de"));
+    assert_eq!(r.body, b"hallo");
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=vary-miss; fwd-status=200; stored")
+    );
     let fetched = origin.count("/greet");
     for (lang, want) in [
         (Some("fr"), &b"bonjour"[..]),

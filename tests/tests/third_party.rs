@@ -106,7 +106,10 @@ fn python_http_server_as_origin_curl_as_client() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body.len(), big.len());
     assert!(body == big, "the bytes python sent");
-    assert_eq!(field(&head, "cache-status"), Some("relay; fwd=miss"));
+    assert_eq!(
+        field(&head, "cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
     // Again: a hit, the same bytes.
     let (head, body) = get(&relay, "/big.bin", &[]);
     assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
@@ -135,7 +138,7 @@ fn python_http_server_as_origin_curl_as_client() {
     let (head, body) = get(&relay, "/small.txt", &[]);
     assert_eq!(
         field(&head, "cache-status"),
-        Some("relay; fwd=stale; fwd-status=304"),
+        Some("relay; fwd=stale; fwd-status=304; stored"),
         "{head}"
     );
     assert_eq!(body, b"hello from python\n");

@@ -38,6 +38,8 @@ pub enum Why {
     MethodNotAllowed,
     /// The description was evicted as soon as it was fetched (the client may retry).
     Evicted,
+    /// `only-if-cached` and nothing stored answers it (RFC 9111 §5.2.1.7).
+    NotCached,
 }
 
 /// Every reason label, in counter order.
@@ -62,6 +64,7 @@ const REASONS: &[&str] = &[
     "origin_io",
     "method_not_allowed",
     "evicted",
+    "not_cached",
 ];
 
 /// The statuses counted apart; the others by class (`4xx`, `5xx`).
@@ -81,6 +84,7 @@ impl Why {
             Why::BadBody(_) | Why::BadMethod => 400,
             Why::BodyTooLarge => 413,
             Why::PassBudget | Why::Evicted => 503,
+            Why::NotCached => 504,
             Why::Directory(OriginError::NotFound) | Why::NoDirectory => 404,
             Why::Directory(OriginError::BadPath) => 400,
             Why::Directory(OriginError::Io(_)) => 502,
@@ -102,6 +106,7 @@ impl Why {
             Why::Directory(OriginError::Io(_)) => "origin_io",
             Why::MethodNotAllowed => "method_not_allowed",
             Why::Evicted => "evicted",
+            Why::NotCached => "not_cached",
         }
     }
 
@@ -125,6 +130,7 @@ impl std::fmt::Display for Why {
             Why::NoDirectory => f.write_str("no directory origin"),
             Why::MethodNotAllowed => f.write_str("method not allowed"),
             Why::Evicted => f.write_str("description evicted as it was fetched"),
+            Why::NotCached => f.write_str("only-if-cached, and nothing stored answers it"),
         }
     }
 }
@@ -256,6 +262,7 @@ mod tests {
             Why::NoDirectory,
             Why::MethodNotAllowed,
             Why::Evicted,
+            Why::NotCached,
         ];
         let log = ErrorLog::default();
         for why in whys {

@@ -17,6 +17,7 @@
 
 pub mod admin;
 mod bufring;
+pub mod cache_status;
 pub mod errors;
 mod exchange;
 pub mod metrics;
@@ -175,8 +176,8 @@ pub struct WorkerStats {
     pub rejected: AtomicU64,
     pub open: AtomicU64,
     pub requests: AtomicU64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    /// Responses by their `Cache-Status`: hits, misses, forwards by reason.
+    pub lookups: cache_status::Lookups,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub bytes: AtomicU64,
@@ -206,8 +207,7 @@ impl Default for WorkerStats {
             rejected: AtomicU64::new(0),
             open: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            lookups: cache_status::Lookups::default(),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -251,8 +251,8 @@ impl Server {
             s.rejected += w.rejected.load(Ordering::Relaxed);
             s.open += w.open.load(Ordering::Relaxed);
             s.requests += w.requests.load(Ordering::Relaxed);
-            s.hits += w.hits.load(Ordering::Relaxed);
-            s.misses += w.misses.load(Ordering::Relaxed);
+            s.hits += w.lookups.hits.load(Ordering::Relaxed);
+            s.misses += w.lookups.misses.load(Ordering::Relaxed);
             s.errors += w.errors.load(Ordering::Relaxed);
             s.timeouts += w.timeouts.load(Ordering::Relaxed);
             s.bytes += w.bytes.load(Ordering::Relaxed);

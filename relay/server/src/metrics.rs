@@ -170,13 +170,27 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP relay_cache_lookups_total Responses by cache outcome and tier.\n\
+            "# HELP relay_cache_lookups_total Responses that looked in the cache: hits (served \
+             from storage) and misses (forwarded), as their Cache-Status says.\n\
              # TYPE relay_cache_lookups_total counter\n\
              relay_cache_lookups_total{{result=\"hit\",tier=\"memory\"}} {}\n\
              relay_cache_lookups_total{{result=\"miss\",tier=\"origin\"}} {}",
-            sum(|w| &w.hits),
-            sum(|w| &w.misses),
+            sum(|w| &w.lookups.hits),
+            sum(|w| &w.lookups.misses),
         );
+        let _ = writeln!(
+            out,
+            "# HELP relay_cache_forwards_total Responses forwarded to the origin, by the reason \
+             their Cache-Status gives (fwd).\n# TYPE relay_cache_forwards_total counter"
+        );
+        for f in crate::cache_status::Fwd::ALL {
+            let n: u64 = self.workers.iter().map(|w| w.lookups.forwarded(f)).sum();
+            let _ = writeln!(
+                out,
+                "relay_cache_forwards_total{{fwd=\"{}\"}} {n}",
+                f.as_str()
+            );
+        }
         self.render_errors(out);
         let _ = writeln!(
             out,

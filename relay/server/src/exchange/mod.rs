@@ -337,8 +337,11 @@ pub struct Exchange {
     /// The method of the request being answered when it is neither GET nor HEAD (capacity
     /// kept across requests; for the log line of an answer relay makes up).
     other_method: String,
-    /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts.
-    pass_note: &'static str,
+    /// The `Cache-Status` of a pass-through response (RFC 9211), set when it starts; the
+    /// origin's status is added when it answers.
+    pass_status: crate::cache_status::CacheStatus,
+    /// The response's `Cache-Status` value as written (capacity kept across requests).
+    status_buf: String,
     /// The passed-through response's body, streamed as it arrives.
     pass_body: Option<PassReader>,
 }
@@ -401,7 +404,8 @@ impl Exchange {
             local: None,
             src: None,
             other_method: String::new(),
-            pass_note: "fwd=uri-miss",
+            pass_status: crate::cache_status::CacheStatus::fwd(crate::cache_status::Fwd::Method),
+            status_buf: String::with_capacity(96),
             pass_body: None,
         }
     }

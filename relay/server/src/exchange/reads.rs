@@ -4,6 +4,7 @@
 //! and one read per chunk however many connections want it (`Cache::reads`).
 
 use super::{Action, Cx, Exchange, Phase, ReadOp, State, Step};
+use crate::cache_status::{CacheStatus, Fwd};
 use crate::origin::{FileStat, OriginError};
 use bytes::Bytes;
 use relay_cache::ChunkKey;
@@ -88,9 +89,19 @@ impl Exchange {
             return self.poll(cx);
         };
         if o.describe {
+            // A description due for revalidation is replaced: `fwd=stale`.
+            let lookup = match cx.shared.cache.meta.get(&self.key) {
+                Some(_) => Fwd::Stale,
+                None => Fwd::UriMiss,
+            };
             let meta = cx.shared.cache.meta.insert(&self.key, meta);
             self.phase = Phase::Recv;
-            self.respond_meta(cx, meta, o.file, None);
+            let how = CacheStatus {
+                fwd_status: meta.status,
+                stored: true,
+                ..CacheStatus::fwd(lookup)
+            };
+            self.respond_meta(cx, meta, o.file, Some(how));
         } else {
             match self.body.as_mut() {
                 Some(b) if b.meta.version == meta.version => b.file = o.file,

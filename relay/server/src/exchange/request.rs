@@ -8,6 +8,7 @@ use super::{
     Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT,
     PASS_BODY_LIMIT, Phase, Received, State, Step,
 };
+use crate::cache_status::{CacheStatus, Fwd};
 use crate::errors::Why;
 use bytes::Bytes;
 use relay_proto::{Method, Parsed, parse_request};
@@ -318,7 +319,7 @@ impl Exchange {
             cx.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.req_start = Some(cx.now);
             // RFC 9211: other methods are never looked up.
-            self.pass_note = "fwd=uri-miss";
+            self.pass_status = CacheStatus::fwd(Fwd::Method);
             // The body is held whole until it is handed over: within the pass-through
             // budget, reserved now for a length, as it grows for a chunked body.
             let reserved = cx

@@ -6,6 +6,7 @@ use super::types::{
     Body, Chunked, DirOpen, Linger, PassReader, PassRequest, RequestInfo, Route, Small, Usable,
 };
 use super::{Collect, Cx, Exchange, LINGER_BYTES, RESTORE_BASE, RESTORE_VARIANT, State, Step};
+use crate::cache_status::{CacheStatus, Fwd};
 use crate::errors::Why;
 use crate::origin::OriginError;
 use bytes::Bytes;
@@ -52,6 +53,12 @@ impl Exchange {
         };
         let p = p.clone();
         p.watchers.watch(cx.worker);
+        // Why this request went to the origin (RFC 9211 `fwd`), as its lookup found.
+        let lookup = match (self.stale.is_some(), self.variant) {
+            (true, _) => Fwd::Stale,
+            (false, true) => Fwd::VaryMiss,
+            (false, false) => Fwd::UriMiss,
+        };
         let meta = match p.result() {
             // The origin's 103 Early Hints, passed on to an HTTP/1.1 client while the final
             // answer is awaited (RFC 8297; nothing else is being sent on the connection).
@@ -72,7 +79,7 @@ impl Exchange {
                 match self.stale.take().filter(|s| s.may_serve_on_error(cx.now)) {
                     // stale-if-error: the origin failed, a stale copy may stand in.
                     Some(stale) => {
-                        self.respond_meta(cx, stale, None, Some("hit; detail=stale-if-error"))
+                        self.respond_meta(cx, stale, None, Some(CacheStatus::hit("stale-if-error")))
                     }
                     None => self.upstream_error(cx, e),
                 }
@@ -132,7 +139,14 @@ impl Exchange {
             && let Route::Http(origin) = self.route
         {
             self.stale = None;
-            self.fetch_alone(cx, origin, "fwd=miss; detail=not-shared");
+            self.fetch_alone(
+                cx,
+                origin,
+                CacheStatus {
+                    detail: Some("not-shared"),
+                    ..CacheStatus::fwd(lookup)
+                },
+            );
             return Step::Again;
         }
         // Fields the stored description leaves out (a cookie named by `private=`) still
@@ -150,19 +164,23 @@ impl Exchange {
         }
         // Same version as the stale copy: the origin confirmed it (304). Read from the disk
         // tier for another client: a hit.
-        let note = self
+        let confirmed = self
             .stale
             .take()
-            .filter(|s| s.version == meta.version && p.first().is_none())
-            .map_or("fwd=miss", |_| "fwd=stale; fwd-status=304");
-        let note = (!p.is_local()).then_some(note);
-        self.respond_meta(cx, meta, None, note);
+            .is_some_and(|s| s.version == meta.version && p.first().is_none());
+        let how = (!p.is_local()).then_some(CacheStatus {
+            fwd_status: if confirmed { 304 } else { meta.status },
+            stored: meta.storable,
+            collapsed: !self.head_owner,
+            ..CacheStatus::fwd(lookup)
+        });
+        self.respond_meta(cx, meta, None, how);
         Step::Again
     }
 
     /// Fetches the request's object for this client alone, stored nowhere: the request goes
     /// to the origin as a pass-through of a GET or HEAD (its own fields, no body).
-    fn fetch_alone(&mut self, cx: &mut Cx<'_>, origin: usize, note: &'static str) {
+    fn fetch_alone(&mut self, cx: &mut Cx<'_>, origin: usize, status: CacheStatus) {
         let method = match self.saved.req.method {
             Method::Head => http::Method::HEAD,
             _ => http::Method::GET,
@@ -170,7 +188,7 @@ impl Exchange {
         let mut headers =
             relay_proto::forward::forwarded_fields(self.head(), relay_proto::forward::PASS_OWN);
         self.forwarded_for(cx, &mut headers);
-        self.pass_note = note;
+        self.pass_status = status;
         self.enter(State::CollectingBody(Box::new(Collect {
             request: PassRequest {
                 origin,
@@ -204,11 +222,16 @@ impl Exchange {
             self.head_answered(cx, p);
         }
         let len = p.body.as_ref().map_or(0, |b| b.len());
-        let note = self.pass_note;
+        let status = CacheStatus {
+            fwd_status: p.status,
+            ..self.pass_status
+        };
+        cx.stats.lookups.count(&status);
+        status.write(&mut self.status_buf);
         let head = ResponseHead {
             content_length: p.content_length,
             raw: &p.headers,
-            ..base_head(cx.date, p.status, &req, Some(note))
+            ..base_head(cx.date, p.status, &req, Some(&self.status_buf))
         };
         head.encode(&mut self.out.head);
         if !req.keep_alive {
@@ -322,7 +345,14 @@ impl Exchange {
                 if self.saved.authorized
                     && cached.as_ref().is_some_and(|m| !m.shared_with_credentials)
                 {
-                    self.fetch_alone(cx, origin, "fwd=request; detail=authorization");
+                    self.fetch_alone(
+                        cx,
+                        origin,
+                        CacheStatus {
+                            detail: Some("authorization"),
+                            ..CacheStatus::fwd(Fwd::Request)
+                        },
+                    );
                     return;
                 }
                 // What the stored response is to this request (its own directives, RFC
@@ -334,7 +364,7 @@ impl Exchange {
                         return;
                     }
                     Some((m, Usable::StaleAccepted)) => {
-                        self.respond_meta(cx, m.clone(), None, Some("hit; detail=max-stale"));
+                        self.respond_meta(cx, m.clone(), None, Some(CacheStatus::hit("max-stale")));
                         return;
                     }
                     _ => {}
@@ -349,6 +379,7 @@ impl Exchange {
                 });
                 if asks.only_if_cached && within_swr.is_none() {
                     // RFC 9111 §5.2.1.7: a stored response, or 504; never the origin.
+                    self.made_up(cx, Why::NotCached);
                     self.simple(cx, &req, 504, &[], "not cached\n");
                     return;
                 }
@@ -371,17 +402,20 @@ impl Exchange {
                             authorization: self.saved.authorized,
                         });
                     }
-                    self.respond_meta(
-                        cx,
-                        m.clone(),
-                        None,
-                        Some("hit; detail=stale-while-revalidate"),
-                    );
+                    let swr = CacheStatus::hit("stale-while-revalidate");
+                    self.respond_meta(cx, m.clone(), None, Some(swr));
                     return;
                 }
                 if asks.no_store {
                     // RFC 9111 §5.2.1.5: nothing of it is stored; its answer is its own.
-                    self.fetch_alone(cx, origin, "fwd=request; detail=no-store");
+                    self.fetch_alone(
+                        cx,
+                        origin,
+                        CacheStatus {
+                            detail: Some("no-store"),
+                            ..CacheStatus::fwd(Fwd::Request)
+                        },
+                    );
                     return;
                 }
                 if self
@@ -476,7 +510,9 @@ impl Exchange {
     }
 
     /// Answers the saved request from a known object description (`file`: the directory
-    /// origin's file, already open; `note`: the `Cache-Status` when not a plain hit or miss).
+    /// origin's file, already open; `how`: why it went to the origin, or a hit's detail;
+    /// None: a hit). A hit whose body needs a chunk no tier holds is `fwd=partial`. The
+    /// response's `Cache-Status` and the hit/miss counters both come from that one value.
     ///
     /// The object's own status goes out with its body. Preconditions are evaluated only for
     /// a 2xx (RFC 9110 §13.2.1) and a Range only for a 200 with a known length (§14.2);
@@ -487,8 +523,9 @@ impl Exchange {
         cx: &mut Cx<'_>,
         meta: Arc<ObjectMeta>,
         file: Option<std::fs::File>,
-        note: Option<&'static str>,
+        how: Option<CacheStatus>,
     ) {
+        let how = how.unwrap_or(CacheStatus::HIT);
         let req = self.saved.req;
         let req = &req;
         let cond = &self.saved.cond;
@@ -506,7 +543,11 @@ impl Exchange {
                 last_modified,
             ) == relay_proto::conditional::Precondition::NotModified
         {
-            self.head_only(cx, req, 304, &meta, None);
+            cx.stats.lookups.count(&how);
+            let mut buf = std::mem::take(&mut self.status_buf);
+            how.write(&mut buf);
+            self.head_only(cx, req, 304, &meta, Some(&buf));
+            self.status_buf = buf;
             return;
         }
         let rangeable = meta.status == 200 && !meta.open_ended;
@@ -524,10 +565,12 @@ impl Exchange {
             RangeSpec::Single(r) => (206, r.start, r.end + 1),
             RangeSpec::Multi(_) => (206, 0, 0),
             RangeSpec::Unsatisfiable => {
+                cx.stats.lookups.count(&how);
+                how.write(&mut self.status_buf);
                 let head = ResponseHead {
                     content_length: Some(0),
                     content_range: Some(relay_proto::ContentRange::Unsatisfied { total: len }),
-                    ..base_head(cx.date, 416, req, None)
+                    ..base_head(cx.date, 416, req, Some(&self.status_buf))
                 };
                 head.encode(&mut self.out.head);
                 if !req.keep_alive {
@@ -542,12 +585,19 @@ impl Exchange {
             RangeSpec::Multi(n) => n,
             _ => 0,
         };
-        let hit = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
-        if hit {
-            cx.stats.hits.fetch_add(1, Ordering::Relaxed);
-        } else {
-            cx.stats.misses.fetch_add(1, Ordering::Relaxed);
-        }
+        let held = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
+        let how = match how {
+            // Described from storage, and a chunk of the body is fetched.
+            h if h.is_hit() && !held => CacheStatus {
+                fwd_status: meta.status,
+                stored: meta.storable,
+                detail: h.detail,
+                ..CacheStatus::fwd(Fwd::Partial)
+            },
+            h => h,
+        };
+        cx.stats.lookups.count(&how);
+        how.write(&mut self.status_buf);
         let content_range =
             (status == 206 && multi_n == 0).then(|| relay_proto::ContentRange::Bytes {
                 start,
@@ -586,7 +636,6 @@ impl Exchange {
             extra[n] = ("Transfer-Encoding", b"chunked");
             n += 1;
         }
-        let cache_status = note.unwrap_or(if hit { "hit" } else { "fwd=miss" });
         let head = ResponseHead {
             content_length,
             etag,
@@ -597,7 +646,7 @@ impl Exchange {
             extra: &extra[..n],
             raw: &meta.headers,
             keep_alive,
-            ..base_head(cx.date, status, req, Some(cache_status))
+            ..base_head(cx.date, status, req, Some(&self.status_buf))
         };
         head.encode(&mut self.out.head);
         if !keep_alive {

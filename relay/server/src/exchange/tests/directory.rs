@@ -29,7 +29,7 @@ fn a_directory_miss_opens_describes_and_reads_the_file_then_sends_it() {
         3,
         "one read per chunk"
     );
-    assert_eq!(kit.count(&kit.stats.misses), 1);
+    assert_eq!(kit.count(&kit.stats.lookups.misses), 1);
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn a_second_request_is_a_memory_hit_without_file_io() {
     assert_eq!(field(&head, "cache-status"), Some("relay; hit"));
     assert_eq!(rest, &body[..]);
     assert!(matches!(next, Action::Recv));
-    assert_eq!(kit.count(&kit.stats.hits), 1);
+    assert_eq!(kit.count(&kit.stats.lookups.hits), 1);
     assert_eq!(kit.count(&kit.stats.requests), 2);
 }
 

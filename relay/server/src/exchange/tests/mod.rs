@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 mod asks;
+mod cache_status;
 mod directory;
 mod disk;
 mod errors;
