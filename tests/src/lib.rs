@@ -189,6 +189,17 @@ impl Relay {
         f[11] + f[12]
     }
 
+    /// The relay process's resident memory now, in bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("relay's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
     /// Sends a signal to the relay process.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: signalling our own child process by pid.
@@ -275,4 +286,50 @@ pub fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// One answer as curl saw it ([`fetch`]).
+pub struct Got {
+    /// curl's exit code (0: whole; 18: the body ended before its length; 56: cut).
+    pub code: i32,
+    pub status: u16,
+    /// The response head as received (status line and fields).
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Got {
+    /// A field's value (the first with that name, any case).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// curl `url` with `extra` arguments: its exit code, status, head and body (never panics on
+/// a failed transfer, so tests can look at cut bodies).
+pub fn fetch(url: &str, extra: &[&str]) -> Got {
+    let dir = TempDir::new("curl-head");
+    let head = dir.path().join("head");
+    let mut args = vec!["-D", head.to_str().expect("path")];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let (code, body, _) = curl(&args);
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    // The final answer's status (after any interim ones, such as a 103).
+    let status = head
+        .split("\r\n\r\n")
+        .filter(|h| !h.is_empty())
+        .last()
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Got {
+        code,
+        status,
+        head,
+        body,
+    }
 }

@@ -3,7 +3,7 @@
 //! chunked coding: `tests/origins/answers.js`), and a raw socket beside it for answers `http`
 //! will not send; the client is curl. Each test is named after the RFC section it checks.
 
-use relay_tests::{Relay, TempDir, curl};
+use relay_tests::{Got, Relay, curl, fetch};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -87,48 +87,6 @@ fn pattern(n: usize, seed: usize) -> Vec<u8> {
     (0..n)
         .map(|i| (i.wrapping_mul(31) + seed * 7 + (i >> 8)) as u8)
         .collect()
-}
-
-/// One answer as curl saw it.
-struct Got {
-    /// curl's exit code (18: the body ended before its length).
-    code: i32,
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-fn fetch(url: &str, extra: &[&str]) -> Got {
-    let dir = TempDir::new("any-curl");
-    let head = dir.path().join("head");
-    let mut args = vec!["-D", head.to_str().expect("path")];
-    args.extend_from_slice(extra);
-    args.push(url);
-    let (code, body, _) = curl(&args);
-    let head = std::fs::read_to_string(&head).unwrap_or_default();
-    // The final answer's status (after any interim ones).
-    let status = head
-        .split("\r\n\r\n")
-        .filter(|h| !h.is_empty())
-        .last()
-        .and_then(|h| h.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Got {
-        code,
-        status,
-        head,
-        body,
-    }
 }
 
 fn get(relay: &Relay, path: &str) -> Got {

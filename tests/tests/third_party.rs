@@ -3,7 +3,7 @@
 //! thought of; this one answers as the standard library does (no Range support: every
 //! fetch gets the whole body, `Last-Modified` and no `ETag`).
 
-use relay_tests::{Relay, TempDir, curl, pattern};
+use relay_tests::{Got, Relay, TempDir, fetch, pattern};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,17 +56,56 @@ impl Drop for PythonOrigin {
     }
 }
 
+/// A relay with one HTTP origin on loopback `port`.
+fn relay_before(port: u16) -> Relay {
+    Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 67108864\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{port}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    ))
+}
+
+/// The same answer directly from the origin and through relay: status, the fields a client
+/// acts on, and the bytes.
+fn same_answer(path: &str, direct: &Got, through: &Got) {
+    assert_eq!(
+        (direct.code, through.code),
+        (0, 0),
+        "{path}: {}",
+        through.head
+    );
+    assert_eq!(through.status, direct.status, "{path}: {}", through.head);
+    for name in ["location", "content-type", "etag", "last-modified"] {
+        assert_eq!(through.field(name), direct.field(name), "{path}: {name}");
+    }
+    assert!(
+        through.body == direct.body,
+        "{path}: {} bytes through relay, {} direct",
+        through.body.len(),
+        direct.body.len()
+    );
+}
+
+/// HEAD through relay answers as the origin answered GET (`want`), without a body.
+fn same_head(relay: &Relay, path: &str, want: &Got) {
+    let head = fetch(&relay.url(path), &["--head"]);
+    assert_eq!(
+        (head.code, head.status),
+        (0, want.status),
+        "{path}: {}",
+        head.head
+    );
+    // (curl --head writes the head as its output: nothing else came.)
+    assert_eq!(head.body, head.head.as_bytes(), "{path}: HEAD has no body");
+    assert_eq!(head.field("location"), want.field("location"), "{path}");
+}
+
 /// curl through relay: (head of the response, body).
 fn get(relay: &Relay, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
-    let dir = TempDir::new("tp-curl");
-    let head = dir.path().join("head");
     let url = relay.url(path);
-    let mut args = vec!["-D", head.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let (code, body, err) = curl(&args);
-    assert_eq!(code, 0, "curl {url}: {err}");
-    (std::fs::read_to_string(&head).unwrap(), body)
+    let got = fetch(&url, extra);
+    assert_eq!(got.code, 0, "curl {url}");
+    (got.head, got.body)
 }
 
 fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -93,13 +132,7 @@ fn python_http_server_as_origin_curl_as_client() {
     // Modified just now: no heuristic freshness, so every later request revalidates.
     files.write("small.txt", b"hello from python\n");
     let origin = PythonOrigin::start(files.path());
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
-         memory_bytes = 67108864\n\n[origin]\n\n[[origin.http]]\n\
-         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        origin.port
-    );
-    let relay = Relay::start(&config);
+    let relay = relay_before(origin.port);
 
     // A miss: fetched once, whole (the origin ignores Range), and served whole.
     let (head, body) = get(&relay, "/big.bin", &[]);
@@ -142,4 +175,205 @@ fn python_http_server_as_origin_curl_as_client() {
         "{head}"
     );
     assert_eq!(body, b"hello from python\n");
+}
+
+#[test]
+fn python_redirects_lists_and_404s_as_it_answers_them_directly() {
+    let files = TempDir::new("tp-py-docs");
+    std::fs::create_dir_all(files.path().join("docs")).unwrap();
+    files.write("docs/a.txt", b"first\n");
+    files.write("docs/b.html", b"<p>second</p>\n");
+    let origin = PythonOrigin::start(files.path());
+    let relay = relay_before(origin.port);
+    let direct = |path: &str, extra: &[&str]| {
+        fetch(&format!("http://127.0.0.1:{}{path}", origin.port), extra)
+    };
+    // A directory without its slash: 301 to it; with it: the listing (HTML); a missing
+    // file: python's own 404 page. Asked twice each: what relay kept, if anything, is the
+    // same answer.
+    for (path, status) in [
+        ("/docs", 301),
+        ("/docs/", 200),
+        ("/missing.txt", 404),
+        ("/docs/a.txt", 200),
+    ] {
+        let want = direct(path, &[]);
+        assert_eq!(want.status, status, "{path}: {}", want.head);
+        // python's default protocol: HTTP/1.0, every answer with its length.
+        assert!(want.head.starts_with("HTTP/1.0 "), "{}", want.head);
+        let len = want.body.len().to_string();
+        assert_eq!(want.field("content-length"), Some(len.as_str()), "{path}");
+        for _ in 0..2 {
+            same_answer(path, &want, &fetch(&relay.url(path), &[]));
+        }
+        // An HTTP/1.0 client, and HEAD.
+        let old = fetch(&relay.url(path), &["--http1.0"]);
+        same_answer(path, &want, &old);
+        assert!(old.head.starts_with("HTTP/1.1 "), "{}", old.head);
+        same_head(&relay, path, &want);
+    }
+    assert_eq!(direct("/docs", &[]).field("location"), Some("/docs/"));
+    let listing = String::from_utf8_lossy(&direct("/docs/", &[]).body).into_owned();
+    assert!(
+        listing.contains("a.txt") && listing.contains("b.html"),
+        "{listing}"
+    );
+}
+
+/// `nginx` (nginx-light, installed by `cargo xtask setup`) serving `root` on a loopback
+/// port, in the foreground as one process (no master), everything it writes under its own
+/// directory; killed on drop.
+struct NginxOrigin {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl NginxOrigin {
+    /// `locations`: the server block's `location`s.
+    fn start(root: &std::path::Path, locations: &str) -> NginxOrigin {
+        let dir = TempDir::new("tp-nginx");
+        let d = dir.path().display();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let user = if relay_tests::is_root() {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "{user}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n\
+             types {{ text/html html; }}\ndefault_type application/octet-stream;\n\
+             access_log off;\nclient_body_temp_path {d}/tmp;\nproxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp;\nuwsgi_temp_path {d}/tmp;\nscgi_temp_path {d}/tmp;\n\
+             server {{\nlisten 127.0.0.1:{port};\nroot {};\n{locations}\n}}\n}}\n",
+            root.display()
+        );
+        let path = dir.write("nginx.conf", config.as_bytes());
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx is installed by `cargo xtask setup`");
+        let mut origin = NginxOrigin {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                origin.child.try_wait().ok().flatten().is_none(),
+                "nginx exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        origin
+    }
+}
+
+impl Drop for NginxOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nginx_static_ranged_chunked_ssi_redirect_and_404_as_it_answers_them_directly() {
+    let files = TempDir::new("tp-nginx-root");
+    let big = pattern((3 * CHUNK + 12_345) as usize, 11);
+    files.write("big.bin", &big);
+    std::fs::create_dir_all(files.path().join("dir")).unwrap();
+    files.write("dir/index.html", b"<p>index</p>\n");
+    // SSI makes the length unknown: nginx answers chunked, ignoring Range.
+    std::fs::create_dir_all(files.path().join("ssi")).unwrap();
+    files.write(
+        "ssi/page.html",
+        b"<p>start</p>\n<!--# include virtual=\"/big.bin\" -->\n<p>end</p>\n",
+    );
+    files.write("ssi/small.html", b"<!--# echo var=\"uri\" -->\n");
+    let origin = NginxOrigin::start(
+        files.path(),
+        "location /ssi/ { ssi on; add_header Cache-Control max-age=60; }\n\
+         location / { expires 1m; }",
+    );
+    let relay = relay_before(origin.port);
+    let direct = |path: &str, extra: &[&str]| {
+        fetch(&format!("http://127.0.0.1:{}{path}", origin.port), extra)
+    };
+
+    // A static file with a strong ETag: ranged, its chunks fetched by Range.
+    let want = direct("/big.bin", &[]);
+    assert!(want.body == big);
+    let etag = want.field("etag").expect("nginx sends an ETag");
+    assert!(etag.starts_with('"'), "strong: {etag}");
+    same_answer("/big.bin", &want, &fetch(&relay.url("/big.bin"), &[]));
+    let again = fetch(&relay.url("/big.bin"), &[]);
+    same_answer("/big.bin", &want, &again);
+    assert_eq!(again.field("cache-status"), Some("relay; hit"));
+    for range in ["0-0", "262140-262150", "500000-", "-1000"] {
+        let d = direct("/big.bin", &["-r", range]);
+        let t = fetch(&relay.url("/big.bin"), &["-r", range]);
+        assert_eq!(d.status, 206);
+        same_answer(range, &d, &t);
+        assert_eq!(t.field("content-range"), d.field("content-range"));
+    }
+
+    // nginx's 301 for a directory without its slash (an absolute Location naming the
+    // authority relay asked with: the origin's), its index, its 404 page.
+    for (path, status) in [("/dir", 301), ("/dir/", 200), ("/missing", 404)] {
+        let want = direct(path, &[]);
+        assert_eq!(want.status, status, "{path}");
+        for _ in 0..2 {
+            same_answer(path, &want, &fetch(&relay.url(path), &[]));
+        }
+        same_head(&relay, path, &want);
+    }
+
+    // Chunked (SSI): streamed chunked, then stored once whole, with its length.
+    for path in ["/ssi/page.html", "/ssi/small.html"] {
+        let want = direct(path, &[]);
+        assert_eq!(want.field("transfer-encoding"), Some("chunked"), "{path}");
+        assert_eq!(want.field("content-length"), None);
+        let first = fetch(&relay.url(path), &[]);
+        same_answer(path, &want, &first);
+        assert_eq!(first.field("transfer-encoding"), Some("chunked"), "{path}");
+        let hit = fetch(&relay.url(path), &[]);
+        same_answer(path, &want, &hit);
+        assert_eq!(hit.field("cache-status"), Some("relay; hit"), "{path}");
+        let len = want.body.len().to_string();
+        assert_eq!(hit.field("content-length"), Some(len.as_str()), "{path}");
+        // Now with a known length: Range from the cache, and to an HTTP/1.0 client.
+        let r = fetch(&relay.url(path), &["-r", "3-9"]);
+        assert_eq!(r.status, 206, "{path}: {}", r.head);
+        assert_eq!(r.body, &want.body[3..=9]);
+        same_answer(path, &want, &fetch(&relay.url(path), &["--http1.0"]));
+    }
+    // A miss of the chunked page for an HTTP/1.0 client (until the close), and for HEAD.
+    let want = direct("/ssi/page.html", &[]);
+    let old = fetch(&relay.url("/ssi/page.html?old"), &["--http1.0"]);
+    same_answer("/ssi/page.html?old", &want, &old);
+    assert_eq!(old.field("transfer-encoding"), None);
+    same_head(&relay, "/ssi/page.html?head", &want);
+    let after = fetch(&relay.url("/ssi/page.html?head"), &[]);
+    same_answer("/ssi/page.html?head", &want, &after);
+    // The page holds the file between its two lines.
+    let page = direct("/ssi/page.html", &[]).body;
+    assert!(page.starts_with(b"<p>start</p>\n") && page.ends_with(b"\n<p>end</p>\n"));
+    assert!(page[13..13 + big.len()] == big[..]);
 }
