@@ -234,6 +234,36 @@ fn a_chunked_answer_cut_mid_body_is_cut_for_the_client_and_never_stored() {
 }
 
 #[test]
+fn a_chunked_answer_cut_mid_body_is_cut_for_an_http_1_0_client_too() {
+    // To an HTTP/1.0 client the body is delimited by the close: relay must end a cut one
+    // with a reset, or the client takes a close for the body's end.
+    let body = bytes(CHUNK + CHUNK / 2);
+    let b = body.clone();
+    let origin = Raw::start(move |_, conn, _| {
+        let mut out = OK_CHUNKED.as_bytes().to_vec();
+        out.extend(chunked(&b[..CHUNK + 5000], 8192, ""));
+        let _ = conn.write_all(&out);
+        std::thread::sleep(Duration::from_millis(100));
+        reset(conn.try_clone().expect("clone"));
+        false
+    });
+    let relay = origin.relay();
+    for n in 1..=2 {
+        let got = fetch(&relay.url("/cut"), &["--http1.0"]);
+        assert!(got.body.len() < body.len());
+        assert!(
+            got.code != 0 || got.status >= 500,
+            "curl {} status {}: {} bytes of {} taken as the whole body",
+            got.code,
+            got.status,
+            got.body.len(),
+            body.len()
+        );
+        assert_eq!(origin.count("/cut"), n, "never stored");
+    }
+}
+
+#[test]
 fn head_of_each_kind_of_answer_then_get_the_whole() {
     let body = bytes(CHUNK + 77);
     let b = body.clone();

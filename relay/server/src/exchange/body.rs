@@ -370,6 +370,12 @@ impl Exchange {
             Step::Again
         } else {
             log::warn!("upstream failed mid-response ({e}); closing the connection");
+            // A body sent until the close (open-ended, to an HTTP/1.0 client) would look
+            // whole after a plain close: reset instead.
+            self.abort = self
+                .body
+                .as_ref()
+                .is_some_and(|b| b.meta.open_ended && b.chunked == Chunked::No);
             Step::Do(Action::Close)
         }
     }

@@ -277,6 +277,9 @@ pub struct Exchange {
     chunked: Option<relay_proto::chunked::Decoder>,
     /// Close once the current response is sent.
     close_after: bool,
+    /// The close is a reset: a body delimited by the close was cut, and a plain close would
+    /// tell the client it ended.
+    abort: bool,
     /// The connection closes after its response, and whatever the client still sends is read
     /// and dropped meanwhile (an error answered before its request was read whole).
     linger: Option<Linger>,
@@ -364,6 +367,7 @@ impl Exchange {
             discard: 0,
             chunked: None,
             close_after: false,
+            abort: false,
             linger: None,
             out: Outgoing::new(1024),
             body: None,
@@ -425,6 +429,7 @@ impl Exchange {
         self.discard = 0;
         self.chunked = None;
         self.close_after = false;
+        self.abort = false;
         self.linger = None;
         self.out.head.clear();
         self.out.head_off = 0;
@@ -493,6 +498,11 @@ impl Exchange {
     /// flight, then is released.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The connection must close with a reset ([`Exchange::upstream_failed`]).
+    pub fn aborts(&self) -> bool {
+        self.abort
     }
 
     /// Parked until a wake-up.

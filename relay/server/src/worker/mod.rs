@@ -704,9 +704,10 @@ impl Worker {
         if c.ex.is_closed() || c.fd < 0 {
             return;
         }
-        if c.zc_sent.is_some() {
+        if c.zc_sent.is_some() || c.ex.aborts() {
             // A zero-copy send's notification waits for the peer to ack its bytes, which a
             // client that stopped reading never does: reset, so the send queue is dropped.
+            // (And a body delimited by the close that was cut must not end in a close.)
             sys::abort(c.fd);
         }
         self.with_ex(slot, |ex, cx| ex.on_close(cx));
