@@ -572,3 +572,43 @@ fn an_endless_chunked_answer_is_not_fetched_for_no_one() {
         relay.rss() >> 20
     );
 }
+
+#[test]
+fn a_transfer_coding_relay_cannot_undo_is_never_served_as_the_body() {
+    // `Transfer-Encoding: gzip, chunked` (and `gzip` alone, until the close): after the
+    // chunked coding comes off, the bytes are still gzip. Transfer codings are hop-by-hop,
+    // so relay drops the field: serving those bytes would pass gzip off as the body.
+    let gzipped: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9,
+        0x07, 0x00, 0x86, 0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00,
+    ];
+    let origin = Raw::start(move |head, conn, _| {
+        let mut out = Vec::new();
+        if path_of(head) == "/gzip-chunked" {
+            out.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\
+                  Transfer-Encoding: gzip, chunked\r\n\r\n",
+            );
+            out.extend(chunked(gzipped, 10, ""));
+            out.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            out.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: gzip\r\n\
+                  Connection: close\r\n\r\n",
+            );
+            out.extend_from_slice(gzipped);
+        }
+        let _ = conn.write_all(&out);
+        false
+    });
+    let relay = origin.relay();
+    for path in ["/gzip-chunked", "/gzip-close"] {
+        let got = fetch(&relay.url(path), &[]);
+        assert!(
+            got.status == 502 || got.body == b"hello",
+            "{path}: {} with {:x?}",
+            got.status,
+            got.body
+        );
+    }
+}

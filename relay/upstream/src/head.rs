@@ -5,7 +5,7 @@
 //! a panic.
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED, TRANSFER_ENCODING};
 use relay_cache::policy::response_headers::{self, ContentRange, FramingError};
 
 /// What the cache needs from a response head.
@@ -76,6 +76,22 @@ pub fn validators(h: &HeaderMap) -> (String, String) {
 /// answer is refused, never stored (§6.3 ¶3: a cache cannot know which one is right).
 pub fn framing(status: u16, h: &HeaderMap) -> Result<response_headers::BodyFraming, FramingError> {
     response_headers::body_framing(false, status, pairs(h))
+}
+
+/// Whether an answer carries a transfer coding other than `chunked` (and the obsolete
+/// `identity`), e.g. `gzip, chunked` (RFC 9112 §6.1): hyper takes off only the chunked
+/// coding and relay drops the hop-by-hop field, so the bytes under any other coding would
+/// be served as the body.
+pub fn foreign_transfer_coding(h: &HeaderMap) -> bool {
+    h.get_all(TRANSFER_ENCODING).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|coding| {
+            let name = coding.split(|&b| b == b';').next().unwrap_or_default();
+            let name = name.trim_ascii();
+            !name.is_empty()
+                && !name.eq_ignore_ascii_case(b"chunked")
+                && !name.eq_ignore_ascii_case(b"identity")
+        })
+    })
 }
 
 /// Whether an answer's validators name its representation strongly enough that ranges of
@@ -232,6 +248,28 @@ mod tests {
             f(404, &[("content-length", "3, 4")]),
             Err(FramingError::ConflictingContentLength)
         );
+    }
+
+    #[test]
+    fn rfc9112_6_1_only_chunked_is_a_transfer_coding_relay_can_undo() {
+        for (te, foreign) in [
+            ("chunked", false),
+            ("Chunked", false),
+            ("identity, chunked", false),
+            ("gzip, chunked", true),
+            ("gzip", true),
+            ("chunked, gzip", true),
+            ("x-custom;p=1, chunked", true),
+        ] {
+            let h = headers(&[("transfer-encoding", te)]);
+            assert_eq!(foreign_transfer_coding(&h), foreign, "{te}");
+        }
+        let split = headers(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(foreign_transfer_coding(&split));
+        assert!(!foreign_transfer_coding(&headers(&[])));
     }
 
     #[test]

@@ -281,7 +281,8 @@ enum Answer {
 /// `chunk_size` bytes, or (`whole`) for the whole body. Every final status is an object with
 /// its body (RFC 9110 §15); only a 206 can be partial, and only a 200 (or its 206) with a
 /// strong validator and a length is `ranged` (§8.8.1, §14.2). Interim statuses that reach
-/// here (101) and framing errors (RFC 9112 §6.3) are refused.
+/// here (101), framing errors (RFC 9112 §6.3) and transfer codings other than chunked
+/// (§6.1) are refused.
 fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Answer {
     let object = |status, len, partial, ranged| {
         Answer::Object(Shape {
@@ -293,6 +294,8 @@ fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Ans
     };
     match status {
         ..200 => Answer::Refused(FillError::Status(502)),
+        // A coding relay cannot take off: its bytes are not the body.
+        _ if head::foreign_transfer_coding(h) => Answer::Refused(FillError::Framing),
         206 if whole => Answer::Refused(FillError::Framing),
         206 => match head::content_range(h) {
             Ok(ContentRange::Bytes {
