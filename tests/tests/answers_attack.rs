@@ -612,3 +612,109 @@ fn a_transfer_coding_relay_cannot_undo_is_never_served_as_the_body() {
         );
     }
 }
+
+/// Reads everything until the close (at most 10 s).
+fn read_to_close(c: &mut TcpStream) -> Vec<u8> {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut all = Vec::new();
+    let _ = c.read_to_end(&mut all);
+    all
+}
+
+#[test]
+fn open_ended_answers_pipelined_kept_alive_revalidated_and_passed_through() {
+    let body = bytes(CHUNK + 300);
+    let b = body.clone();
+    let origin = Raw::start(move |head, conn, _| {
+        let mut out = Vec::new();
+        let path = path_of(head);
+        if path == "/stale" && head.to_ascii_lowercase().contains("if-none-match: \"s1\"") {
+            out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\nETag: \"s1\"\r\n\r\n");
+        } else if path == "/post" {
+            out.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nxxxxx\r\n0\r\n\r\n",
+            );
+        } else {
+            let (status, cc) = match path {
+                "/stale" => ("200 OK", "max-age=1\r\nETag: \"s1\""),
+                "/404" => ("404 Not Found", "max-age=60"),
+                _ => ("200 OK", "max-age=60"),
+            };
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 {status}\r\nCache-Control: {cc}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            out.extend(chunked(&b, 5000, ""));
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        conn.write_all(&out).is_ok()
+    });
+    let relay = origin.relay();
+
+    // Pipelined: the chunked answer, then the next one, in order, on one connection.
+    let mut c = TcpStream::connect(relay.addr).expect("connect");
+    c.write_all(
+        b"GET /a HTTP/1.1\r\nHost: p\r\n\r\nGET /404 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let all = read_to_close(&mut c);
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.starts_with("HTTP/1.1 200 "),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    let second = text
+        .find("HTTP/1.1 404 ")
+        .expect("the second answer follows");
+    let mut want = OK_CHUNKED.len(); // (a lower bound: the first answer's head)
+    want += body.len();
+    assert!(
+        second > want,
+        "the whole first body came before the second answer"
+    );
+
+    // An HTTP/1.0 client asking to keep the connection: the body is delimited by the
+    // close, so the connection closes after it and the head says so.
+    let mut c = TcpStream::connect(relay.addr).expect("connect");
+    c.write_all(b"GET /b HTTP/1.0\r\nHost: p\r\nConnection: keep-alive\r\n\r\n")
+        .expect("send");
+    let all = read_to_close(&mut c);
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(all[end..] == body[..], "{} bytes", all.len() - end);
+
+    // A 404 answered chunked is stored with its length and its status.
+    let _ = fetch(&relay.url("/404"), &[]);
+    let got = fetch(&relay.url("/404"), &[]);
+    assert_eq!(
+        (got.status, got.field("cache-status")),
+        (404, Some("relay; hit"))
+    );
+    assert!(got.body == body);
+
+    // Stored from a chunked answer, stale, revalidated: a 304 keeps the bytes.
+    let first = fetch(&relay.url("/stale"), &[]);
+    assert!(first.body == body);
+    std::thread::sleep(Duration::from_millis(2100));
+    let again = fetch(&relay.url("/stale"), &[]);
+    assert_eq!(
+        again.field("cache-status"),
+        Some("relay; fwd=stale; fwd-status=304; stored")
+    );
+    assert!(again.body == body, "{} bytes", again.body.len());
+    assert_eq!(origin.count("/stale"), 2);
+
+    // Passed through (POST): a coding relay cannot take off is not the body either.
+    let post = fetch(&relay.url("/post"), &["-d", "x"]);
+    assert!(
+        post.status == 502 || post.body.is_empty(),
+        "POST: {} with {:?}",
+        post.status,
+        String::from_utf8_lossy(&post.body)
+    );
+}

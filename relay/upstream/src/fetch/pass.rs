@@ -82,6 +82,11 @@ impl Context {
         // the pass-through budget) goes back before the response's window is reserved.
         drop(body);
         let status = resp.status().as_u16();
+        // A transfer coding relay cannot take off (`gzip, chunked`): its bytes are not the
+        // body, and the field that names it is hop-by-hop.
+        if crate::head::foreign_transfer_coding(resp.headers()) {
+            return Err(FillError::Framing);
+        }
         let invalidate = relay_cache::policy::invalidate::invalidated_paths(
             method.as_str().as_bytes(),
             status,
