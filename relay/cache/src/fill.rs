@@ -376,9 +376,9 @@ impl Drop for FillWriter {
     }
 }
 
-/// How many later fills of a response that may not be stored its fetch keeps for its
-/// client ([`Pending::push_fill`]).
-pub const KEPT_FILLS: usize = 64;
+/// How many bytes of later fills a fetch keeps for the clients reading a body only it has
+/// ([`Pending::push_fill`]).
+pub const KEPT_BYTES: usize = 64 << 20;
 
 /// An object description being fetched (the first response head of a miss); clients wait on
 /// it, then find the chunk fills it started in [`InFlight`].
@@ -422,15 +422,17 @@ impl Pending {
         self.first.get()
     }
 
-    /// Keeps a later chunk's fill of a response that may not be stored, for its client: the
-    /// last [`KEPT_FILLS`] of them (a client further behind its fetch than that is cut
-    /// rather than letting an endless answer hold memory without bound).
+    /// Keeps a later chunk's fill of a body only this fetch has (one that may not be
+    /// stored, or one from one answer), for the clients reading it: the last
+    /// [`KEPT_BYTES`] of them (a client further behind its fetch than that is cut rather
+    /// than letting an endless answer hold memory without bound).
     pub fn push_fill(&self, fill: Arc<Fill>) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
-        if more.len() >= KEPT_FILLS {
-            more.remove(0);
-        }
         more.push(fill);
+        let mut held: usize = more.iter().map(|f| f.room()).sum();
+        while held > KEPT_BYTES && more.len() > 1 {
+            held -= more.remove(0).room();
+        }
     }
 
     /// The fill of chunk `index` kept by [`Pending::push_fill`].

@@ -159,7 +159,9 @@ impl Exchange {
             None => meta,
         };
         self.src = p.first().cloned();
-        if self.head_owner && !meta.storable {
+        // The later chunks of a body from one answer come from that fetch alone: its
+        // clients read them from it (it keeps them), whatever the memory tier keeps.
+        if !meta.ranged || (self.head_owner && !meta.storable) {
             self.owner_fetch = Some(p.clone());
         }
         // Same version as the stale copy: the origin confirmed it (304). Read from the disk

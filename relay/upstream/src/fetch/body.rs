@@ -6,7 +6,7 @@ use super::{Context, unix_now};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use relay_cache::fill::{FillError, FillWriter, Wait};
+use relay_cache::fill::{FillError, FillWriter, KEPT_BYTES, Wait};
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -192,7 +192,7 @@ impl Context {
         object: &Arc<str>,
         meta: &ObjectMeta,
         index: u64,
-        keep: Option<&relay_cache::fill::Pending>,
+        keep: Option<&Arc<relay_cache::fill::Pending>>,
     ) -> (Option<FillWriter>, u64) {
         let len = self.chunk_room(meta, index);
         let key = ChunkKey {
@@ -232,7 +232,7 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
-        keep: Option<&relay_cache::fill::Pending>,
+        keep: Option<&Arc<relay_cache::fill::Pending>>,
     ) {
         let count = match meta.open_ended {
             true => u64::MAX,
@@ -280,6 +280,19 @@ impl Context {
                     pending = pending.slice(n..);
                     let done = current.take();
                     index += 1;
+                    // A body that only ends when its answer does, which no client reads any
+                    // more: it is read on to fill the cache within `KEPT_BYTES`, then not
+                    // further (no one else can join it, as it is described only once it
+                    // ended; an endless one would be read for no one).
+                    let unread = meta.open_ended
+                        && self.store.layout.chunk_start(index) > KEPT_BYTES as u64
+                        && keep.is_some_and(|p| Arc::strong_count(p) == 1);
+                    if unread {
+                        if let Some(w) = done {
+                            self.complete(w, &last, meta);
+                        }
+                        return;
+                    }
                     // The next chunk's fill enters the table before this one completes:
                     // a client woken by the completion finds it there and joins it instead
                     // of asking the origin for it again.

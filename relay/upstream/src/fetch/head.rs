@@ -154,11 +154,15 @@ impl Context {
                 p.set_owner_headers(h);
             }
             // A response that may not be stored never reaches the memory tier: its client
-            // reads the later chunks of a whole body from the pending fetch it started.
-            let keep = pending.filter(|_| !meta.storable);
+            // reads the later chunks of a whole body from the pending fetch it started. So
+            // do the clients of a body from one answer: none of its chunks can be fetched
+            // again should the memory tier let it go before they read it.
+            let keep = pending.filter(|_| !meta.storable || !meta.ranged);
             self.store
                 .inflight
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
+            // (The fetch's readers are counted by the references to its `Pending`.)
+            drop(hints);
             return self
                 .fill_from(
                     origin,
@@ -167,7 +171,7 @@ impl Context {
                     writer,
                     &object,
                     &meta,
-                    keep.as_deref(),
+                    keep.as_ref(),
                 )
                 .await;
         }
@@ -200,7 +204,7 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
-        keep: Option<&relay_cache::fill::Pending>,
+        keep: Option<&Arc<relay_cache::fill::Pending>>,
     ) {
         if partial {
             if let Some(w) = first {

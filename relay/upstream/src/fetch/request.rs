@@ -174,7 +174,7 @@ impl Context {
             let uri = uri.clone().ok_or(FillError::Connect)?;
             let mut req = fill_request(uri, &o.config.authority, range, validate, forward)?;
             if let Some(p) = hints {
-                self.on_hints(&mut req, p.clone());
+                self.on_hints(&mut req, p);
             }
             Ok(req)
         };
@@ -190,9 +190,15 @@ impl Context {
     /// Has the origin's `103 Early Hints` to `req` (the first one) kept with the head fetch
     /// `pending`, and its waiting clients woken to send it on (RFC 8297). Interim answers
     /// other than 103 are hyper's (100) or ignored.
-    fn on_hints(&self, req: &mut http::Request<Full<Bytes>>, pending: Arc<Pending>) {
+    fn on_hints(&self, req: &mut http::Request<Full<Bytes>>, pending: &Arc<Pending>) {
         let wakers = self.store.wakers.clone();
+        // Weak: the connection may keep the callback past the fetch, and a fetch's readers
+        // are counted by the references to its `Pending`.
+        let pending = Arc::downgrade(pending);
         hyper::ext::on_informational(req, move |res| {
+            let Some(pending) = pending.upgrade() else {
+                return;
+            };
             if res.status() != http::StatusCode::EARLY_HINTS {
                 return;
             }
