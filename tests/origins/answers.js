@@ -11,6 +11,7 @@
 //                             new version (each byte is the version number)
 //   /weak/N                   the same behind one weak ETag, W/"same"
 //   /strong/N                 the same with a strong ETag naming each version
+//   /slow-chunked/N           N bytes chunked, 16 KiB every 50 ms (a stream still arriving)
 //   /hints                    103 Early Hints (a Link), then after 200 ms a 200
 //   /count                    how many requests each path got, as JSON
 // raw (no framing help):
@@ -103,6 +104,21 @@ const server = http.createServer((req, res) => {
       res.end();
     };
     step();
+  } else if (parts[1] === 'slow-chunked') {
+    const n = Number(parts[2]);
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'max-age=60' });
+    const body = pattern(n, 3);
+    let at = 0;
+    const timer = setInterval(() => {
+      const piece = body.subarray(at, Math.min(n, at + 16384));
+      at += piece.length;
+      res.write(piece);
+      if (at >= n) {
+        clearInterval(timer);
+        res.end();
+      }
+    }, 50);
+    res.on('close', () => clearInterval(timer));
   } else if (parts[1] === 'changing') {
     versioned(req, res, Number(parts[2]), null);
   } else if (parts[1] === 'weak') {

@@ -404,3 +404,30 @@ fn rfc8297_an_origins_early_hints_reach_the_clients_waiting_on_its_answer() {
     assert!(old.head.starts_with("HTTP/1.1 200"), "{}", old.head);
     assert_eq!(old.body, b"hinted");
 }
+
+#[test]
+fn rfc9112_7_1_clients_arriving_while_a_chunked_answer_streams_join_its_fetch() {
+    let node = Node::start();
+    let relay = node.relay();
+    // 320 KiB over about a second: clients arrive a fifth of a second apart.
+    let n = 20 * 16384;
+    let path = "/slow-chunked/327680";
+    let url = relay.url(path);
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
+                0
+            } else {
+                200
+            }));
+            let url = url.clone();
+            std::thread::spawn(move || fetch(&url, &[]))
+        })
+        .collect();
+    for c in clients {
+        let got = c.join().expect("client");
+        assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+        assert!(got.body == pattern(n, 3), "{} bytes", got.body.len());
+    }
+    assert_eq!(node.count(path), 1, "one fetch for every client");
+}

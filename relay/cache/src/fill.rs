@@ -14,7 +14,7 @@ use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Why a fill ended without its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -435,6 +435,12 @@ impl Pending {
         }
     }
 
+    /// Every chunk after the first is still kept ([`Pending::push_fill`]).
+    pub fn keeps_all(&self) -> bool {
+        let more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        more.first().is_none_or(|f| f.key.index == 1)
+    }
+
     /// The fill of chunk `index` kept by [`Pending::push_fill`].
     pub fn fill(&self, index: u64) -> Option<Arc<Fill>> {
         self.more
@@ -485,6 +491,11 @@ pub enum Start {
 pub struct InFlight {
     heads: Mutex<HashMap<Arc<str>, Arc<Pending>>>,
     chunks: Mutex<HashMap<ChunkKey, Arc<Fill>>>,
+    /// Answers without a length still arriving, by object: a client asking for one joins
+    /// its fetch while the fetch still keeps every chunk of it, rather than starting
+    /// another (such an answer is described only once it ended). Weak: a fetch's readers
+    /// are the references to its `Pending`.
+    open: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
     /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
     arena: Option<Arc<Arena>>,
 }
@@ -501,6 +512,32 @@ impl InFlight {
     /// The arena fills allocate from.
     pub fn arena(&self) -> Option<&Arc<Arena>> {
         self.arena.as_ref()
+    }
+
+    /// An answer without a length to `object` is arriving through `pending`'s fetch.
+    pub fn open_answer(&self, object: Arc<str>, pending: &Arc<Pending>) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.insert(object, Arc::downgrade(pending));
+    }
+
+    /// That answer ended (whole, cut or left): no one joins it any more.
+    pub fn close_answer(&self, object: &str, pending: &Arc<Pending>) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open
+            .get(object)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(pending)))
+        {
+            open.remove(object);
+        }
+    }
+
+    /// The fetch of an answer without a length to `object` still arriving, if it still
+    /// keeps every chunk of it (a client joining reads it from the start).
+    pub fn join_open(&self, object: &str) -> Option<Arc<Pending>> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(object)
+            .and_then(Weak::upgrade)
+            .filter(|p| p.keeps_all())
     }
 
     /// The pending head fetch of `object`, and whether the caller created it (and so must

@@ -408,6 +408,15 @@ impl Exchange {
                     self.respond_meta(cx, m.clone(), None, Some(swr));
                     return;
                 }
+                // An answer without a length still arriving: joined from its start (it is
+                // described only once it ended), rather than fetched again.
+                if let Some(p) = cx.shared.cache.inflight.join_open(&self.key) {
+                    self.head_owner = false;
+                    self.stale = None;
+                    self.enter(State::AwaitingHead(p));
+                    self.save_head();
+                    return;
+                }
                 if asks.no_store {
                     // RFC 9111 §5.2.1.5: nothing of it is stored; its answer is its own.
                     self.fetch_alone(

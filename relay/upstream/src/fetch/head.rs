@@ -163,17 +163,25 @@ impl Context {
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
             // (The fetch's readers are counted by the references to its `Pending`.)
             drop(hints);
-            return self
-                .fill_from(
-                    origin,
-                    shape.partial,
-                    body,
-                    writer,
-                    &object,
-                    &meta,
-                    keep.as_ref(),
-                )
-                .await;
+            // An answer without a length is joined by clients that ask while it arrives.
+            let open = keep.as_ref().filter(|_| meta.open_ended);
+            if let Some(p) = open {
+                self.store.inflight.open_answer(object.clone(), p);
+            }
+            self.fill_from(
+                origin,
+                shape.partial,
+                body,
+                writer,
+                &object,
+                &meta,
+                keep.as_ref(),
+            )
+            .await;
+            if let Some(p) = open {
+                self.store.inflight.close_answer(&object, p);
+            }
+            return;
         }
     }
 
