@@ -6,6 +6,7 @@
 use relay_tests::{Got, Relay, curl, fetch};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -205,20 +206,27 @@ fn rfc9112_7_1_clients_waiting_on_one_chunked_answer_share_one_fetch() {
     let n = 4 * CHUNK + 99;
     let path = "/chunked/1048675";
     let url = relay.url(&format!("{path}?cc=max-age%3D60"));
-    let clients: Vec<_> = (0..6)
-        .map(|_| {
-            let url = url.clone();
+    fetch_together(&url, 6, Duration::ZERO, &pattern(n, 3));
+    assert_eq!(node.count(path), 1, "one fetch for every client");
+}
+
+/// `clients` curl fetches of `url`, started `apart` from one another: each gets `want`
+/// whole.
+fn fetch_together(url: &str, clients: usize, apart: Duration, want: &[u8]) {
+    let started: Vec<_> = (0..clients)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(apart);
+            }
+            let url = url.to_string();
             std::thread::spawn(move || fetch(&url, &[]))
         })
         .collect();
-    for c in clients {
+    for c in started {
         let got = c.join().expect("client");
         assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
-        assert!(got.body == pattern(n, 3), "{} bytes", got.body.len());
+        assert!(got.body == want, "{} bytes", got.body.len());
     }
-    // One fetch, or a few when clients came after the first was described and before its
-    // end; never one per client.
-    assert!(node.count(path) < 6, "{} fetches", node.count(path));
 }
 
 #[test]
@@ -331,7 +339,7 @@ fn rfc9111_5_2_1_a_requests_own_directives_are_honoured() {
         assert_eq!(count(), n, "{field}");
     }
     // §5.2.1.1 max-age: a second old is too old for max-age=0.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(fetch(&url, &["-H", "Cache-Control: max-age=0"]).status, 200);
     assert_eq!(count(), 4);
     assert_eq!(
@@ -365,7 +373,7 @@ fn rfc9111_5_2_1_2_max_stale_takes_a_stale_response() {
     let relay = node.relay();
     let url = relay.url("/status/200?cc=max-age%3D1");
     assert_eq!(fetch(&url, &[]).status, 200);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2100));
     let got = fetch(&url, &["-H", "Cache-Control: max-stale=60"]);
     assert_eq!(
         got.field("cache-status"),
@@ -412,22 +420,11 @@ fn rfc9112_7_1_clients_arriving_while_a_chunked_answer_streams_join_its_fetch() 
     // 320 KiB over about a second: clients arrive a fifth of a second apart.
     let n = 20 * 16384;
     let path = "/slow-chunked/327680";
-    let url = relay.url(path);
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
-                0
-            } else {
-                200
-            }));
-            let url = url.clone();
-            std::thread::spawn(move || fetch(&url, &[]))
-        })
-        .collect();
-    for c in clients {
-        let got = c.join().expect("client");
-        assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
-        assert!(got.body == pattern(n, 3), "{} bytes", got.body.len());
-    }
+    fetch_together(
+        &relay.url(path),
+        4,
+        Duration::from_millis(200),
+        &pattern(n, 3),
+    );
     assert_eq!(node.count(path), 1, "one fetch for every client");
 }
