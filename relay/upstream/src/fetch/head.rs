@@ -158,16 +158,17 @@ impl Context {
             // do the clients of a body from one answer: none of its chunks can be fetched
             // again should the memory tier let it go before they read it.
             let keep = pending.filter(|_| !meta.storable || !meta.ranged);
+            // An answer without a length is joined by clients that ask while it arrives:
+            // registered before the head entry goes, so no client finds neither.
+            let open = keep.as_ref().filter(|_| meta.open_ended);
+            if let Some(p) = open {
+                self.store.inflight.open_answer(object.clone(), p);
+            }
             self.store
                 .inflight
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
             // (The fetch's readers are counted by the references to its `Pending`.)
             drop(hints);
-            // An answer without a length is joined by clients that ask while it arrives.
-            let open = keep.as_ref().filter(|_| meta.open_ended);
-            if let Some(p) = open {
-                self.store.inflight.open_answer(object.clone(), p);
-            }
             self.fill_from(
                 origin,
                 shape.partial,
