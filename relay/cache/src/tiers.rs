@@ -39,6 +39,8 @@ pub struct Cache {
     /// Chunk reads in flight (disk tier, directory origin): one per chunk however many
     /// readers want it.
     pub reads: crate::reads::ChunkReads,
+    /// The caching policy's settings from the config (`cache.targeted_fields`).
+    pub policy: Arc<crate::policy::PolicyConfig>,
 }
 
 impl Cache {
@@ -96,6 +98,10 @@ impl Cache {
             disk,
             admission,
             reads: Default::default(),
+            policy: Arc::new(crate::policy::PolicyConfig {
+                targeted: config.targeted_fields.clone(),
+                ..Default::default()
+            }),
         })
     }
 }
@@ -112,6 +118,7 @@ mod tests {
             disk_bytes: 64 << 20,
             disk_fsync: false,
             disk_admission: admission,
+            ..CacheConfig::default()
         }
     }
 

@@ -373,6 +373,13 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
             _ => Err(format!("must be \"second-hit\" or \"always\", got {s:?}")),
         },
     )?;
+    let (targeted_fields, _) = check(
+        src,
+        "cache.targeted_fields",
+        raw.targeted_fields,
+        defaults.targeted_fields,
+        targeted_fields,
+    )?;
     Ok(CacheConfig {
         chunk_size,
         memory_bytes,
@@ -380,7 +387,27 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
         disk_bytes,
         disk_fsync: raw.disk_fsync.unwrap_or(false),
         disk_admission,
+        targeted_fields,
     })
+}
+
+/// `cache.targeted_fields`: at most 8 field names (RFC 9110 §5.1 tokens), none of the
+/// fields relay reads otherwise, kept lower-case.
+fn targeted_fields(names: Vec<String>) -> Result<Vec<String>, String> {
+    if names.len() > 8 {
+        return Err(format!("at most 8 field names, got {}", names.len()));
+    }
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    names
+        .into_iter()
+        .map(|n| match n.to_ascii_lowercase() {
+            l if l.is_empty() || !l.chars().all(tchar) => Err(format!("{n:?} is not a field name")),
+            l if matches!(l.as_str(), "cache-control" | "expires" | "pragma") => Err(format!(
+                "{n:?} is read as it is; list targeted fields such as \"CDN-Cache-Control\""
+            )),
+            l => Ok(l),
+        })
+        .collect()
 }
 
 fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {

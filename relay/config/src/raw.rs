@@ -60,6 +60,7 @@ pub(crate) struct RawCache {
     pub(crate) disk_bytes: Option<Spanned<ByteSize>>,
     pub(crate) disk_fsync: Option<bool>,
     pub(crate) disk_admission: Option<Spanned<String>>,
+    pub(crate) targeted_fields: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

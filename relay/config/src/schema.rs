@@ -142,6 +142,10 @@ pub struct CacheConfig {
     /// Which chunks go to disk: "second-hit" (default: keeps one-hit wonders off the disk)
     /// or "always".
     pub disk_admission: DiskAdmission,
+    /// The targeted cache-control fields relay obeys (RFC 9213 §2.1), most specific first,
+    /// lower-case: the first one a response carries (valid) decides its caching alone,
+    /// over `Cache-Control` and `Expires` (default `["cdn-cache-control"]`; empty: none).
+    pub targeted_fields: Vec<String>,
 }
 
 /// `cache.disk_admission`.
@@ -160,6 +164,7 @@ impl Default for CacheConfig {
             disk_bytes: DEFAULT_DISK_BYTES,
             disk_fsync: false,
             disk_admission: DiskAdmission::SecondHit,
+            targeted_fields: vec!["cdn-cache-control".to_string()],
         }
     }
 }

@@ -107,6 +107,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.disk_bytes",
             "cache.disk_fsync",
             "cache.memory_bytes",
+            "cache.targeted_fields",
             "origin.directory",
             "origin.pass_buffer_bytes",
             "origin.revalidate_ms",
@@ -210,6 +211,35 @@ pin_root = "/sys/fs/bpf/other"
             ..CacheConfig::default()
         }
     );
+}
+
+#[test]
+fn targeted_fields_are_field_names_kept_lower_case() {
+    let config = parse(
+        "[cache]\ntargeted_fields = [\"Relay-Cache-Control\", \"CDN-Cache-Control\"]\n\
+         [origin]\ndirectory = \"/d\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.cache.targeted_fields,
+        ["relay-cache-control", "cdn-cache-control"]
+    );
+    assert_eq!(
+        parse("[origin]\ndirectory = \"/d\"\n")
+            .unwrap()
+            .cache
+            .targeted_fields,
+        ["cdn-cache-control"]
+    );
+    for bad in ["[\"a b\"]", "[\"\"]", "[\"Cache-Control\"]"] {
+        let msg = expect(
+            &format!("[cache]\ntargeted_fields = {bad}\n[origin]\ndirectory = \"/d\"\n"),
+            ErrorKind::InvalidValue,
+            Some("cache.targeted_fields"),
+            Some(2),
+        );
+        assert!(msg.contains("targeted_fields"), "{bad}: {msg}");
+    }
 }
 
 #[test]

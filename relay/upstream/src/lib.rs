@@ -74,6 +74,8 @@ pub struct Store {
     pub disk: Option<Arc<DiskTier>>,
     /// Which completed chunks go to disk (None: every one).
     pub admission: Option<Arc<Admission>>,
+    /// The caching policy's settings (`cache.targeted_fields`).
+    pub policy: Arc<relay_cache::policy::PolicyConfig>,
 }
 
 impl Store {
@@ -87,6 +89,7 @@ impl Store {
             wakers,
             disk: cache.disk.clone(),
             admission: cache.admission.clone(),
+            policy: cache.policy.clone(),
         }
     }
 }

@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
     let head_request = flags & 1 != 0;
     let config = PolicyConfig {
         heuristic: flags & 2 != 0,
-        cdn_cache_control: flags & 4 != 0,
+        targeted: match flags & 4 {
+            0 => Vec::new(),
+            _ => vec!["cdn-cache-control".to_string()],
+        },
         surrogate_control: flags & 8 != 0,
         ..PolicyConfig::default()
     };

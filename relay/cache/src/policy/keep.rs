@@ -32,21 +32,22 @@ pub struct Keep {
 
 /// The terms of a response with `status` and header fields `pairs` (as received), asked at
 /// `request_time` and received at `response_time` (Unix seconds) by a request with
-/// `Authorization` or not, and what the cache stores of it to decide later.
+/// `Authorization` or not, under the policy's settings `config`, and what the cache stores
+/// of it to decide later.
 pub fn keep<'a, I>(
     status: u16,
     pairs: I,
     (request_time, response_time): (u64, u64),
     authorization: bool,
+    config: &PolicyConfig,
 ) -> (Keep, StoredMeta)
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
-    let config = PolicyConfig::default();
-    let stored = StoredMeta::from_response(status, pairs, request_time, response_time, &config);
-    let mut request = RequestDirectives::from_request(b"GET", std::iter::empty(), &config);
+    let stored = StoredMeta::from_response(status, pairs, request_time, response_time, config);
+    let mut request = RequestDirectives::from_request(b"GET", std::iter::empty(), config);
     request.authorization = authorization;
-    let mut storable = super::storable(&request, &stored, &config) == Storability::Store;
+    let mut storable = super::storable(&request, &stored, config) == Storability::Store;
     // `Vary: *` never matches another request. Other fields make variants, stored under
     // keys of their own.
     let mut vary = None;
@@ -120,7 +121,7 @@ mod tests {
 
     fn terms(fields: &[(&str, &str)]) -> Keep {
         let pairs = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        keep(200, pairs, (1000, 1000), false).0
+        keep(200, pairs, (1000, 1000), false, &PolicyConfig::default()).0
     }
 
     #[test]
@@ -151,7 +152,7 @@ mod tests {
     fn rfc9111_3_5_an_answer_to_a_request_with_credentials_is_kept_only_when_it_says_so() {
         let with = |cc: &str| {
             let pairs = [(&b"cache-control"[..], cc.as_bytes())];
-            keep(200, pairs, (1000, 1000), true).0
+            keep(200, pairs, (1000, 1000), true, &PolicyConfig::default()).0
         };
         assert!(!with("max-age=60").storable);
         for cc in [

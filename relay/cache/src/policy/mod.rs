@@ -68,8 +68,10 @@ pub struct PolicyConfig {
     /// Honour a request's `no-cache` / `Pragma: no-cache` (revalidate before serving).
     /// Default `true`; a CDN may turn it off so that client reloads do not reach the origin.
     pub honor_request_no_cache: bool,
-    /// Use `CDN-Cache-Control` (RFC 9213) when the response carries a valid one. Default `true`.
-    pub cdn_cache_control: bool,
+    /// The targeted cache-control fields obeyed (RFC 9213 §2.1), lower-case, most specific
+    /// first: the first a response carries, valid, decides its caching over
+    /// `Cache-Control` and `Expires`. Default `["cdn-cache-control"]`; empty: none.
+    pub targeted: Vec<String>,
     /// Use `Surrogate-Control` (`max-age`, `no-store`). Default `true`.
     pub surrogate_control: bool,
 }
@@ -82,7 +84,7 @@ impl Default for PolicyConfig {
             heuristic_percent: 10,
             heuristic_max: 86_400,
             honor_request_no_cache: true,
-            cdn_cache_control: true,
+            targeted: vec!["cdn-cache-control".to_string()],
             surrogate_control: true,
         }
     }

@@ -141,7 +141,8 @@ impl StoredMeta {
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
         let mut cc = Vec::new();
-        let mut cdn = Vec::new();
+        // The lines of each targeted field, in the config's order.
+        let mut targeted: Vec<Vec<&[u8]>> = vec![Vec::new(); config.targeted.len()];
         let mut surrogate = Vec::new();
         let mut date = Vec::new();
         let mut expires = Vec::new();
@@ -152,9 +153,16 @@ impl StoredMeta {
         let mut sets_cookie = false;
         for (name, value) in headers {
             sets_cookie |= name.eq_ignore_ascii_case(b"set-cookie");
+            let target = config
+                .targeted
+                .iter()
+                .position(|t| name.eq_ignore_ascii_case(t.as_bytes()));
+            if let Some(i) = target {
+                targeted[i].push(value);
+                continue;
+            }
             let list = match name {
                 n if n.eq_ignore_ascii_case(b"cache-control") => &mut cc,
-                n if n.eq_ignore_ascii_case(b"cdn-cache-control") => &mut cdn,
                 n if n.eq_ignore_ascii_case(b"surrogate-control") => &mut surrogate,
                 n if n.eq_ignore_ascii_case(b"date") => &mut date,
                 n if n.eq_ignore_ascii_case(b"expires") => &mut expires,
@@ -169,10 +177,10 @@ impl StoredMeta {
             };
             list.push(value);
         }
-        let cdn = config
-            .cdn_cache_control
-            .then(|| CacheControl::parse_targeted(cdn.iter().copied()))
-            .flatten();
+        // RFC 9213 §2.1: the first targeted field present and valid.
+        let cdn = targeted
+            .iter()
+            .find_map(|lines| CacheControl::parse_targeted(lines.iter().copied()));
         let surrogate = config
             .surrogate_control
             .then(|| SurrogateControl::parse(surrogate.iter().copied()))
@@ -308,7 +316,7 @@ mod tests {
         assert!(!m.directives.no_store);
         assert_eq!(m.expires, None);
         let off = PolicyConfig {
-            cdn_cache_control: false,
+            targeted: Vec::new(),
             ..PolicyConfig::default()
         };
         let h = [
@@ -317,6 +325,42 @@ mod tests {
         ];
         let m = StoredMeta::from_response(200, h, 0, 0, &off);
         assert!(m.directives.no_store);
+    }
+
+    #[test]
+    fn rfc9213_2_1_the_first_targeted_field_of_the_list_decides() {
+        let list = PolicyConfig {
+            targeted: vec!["relay-cache-control".into(), "cdn-cache-control".into()],
+            ..PolicyConfig::default()
+        };
+        let h = |pairs: &'static [(&'static str, &'static str)]| {
+            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        };
+        let both = h(&[
+            ("CDN-Cache-Control", "max-age=60"),
+            ("Relay-Cache-Control", "max-age=600"),
+            ("Cache-Control", "no-store"),
+        ]);
+        let m = StoredMeta::from_response(200, both, 0, 0, &list);
+        assert_eq!(m.directives.max_age, Some(600));
+        assert!(!m.directives.no_store);
+        // An invalid one is as if absent: the next in the list decides.
+        let bad = h(&[
+            ("Relay-Cache-Control", "max-age=\"60"),
+            ("CDN-Cache-Control", "max-age=60"),
+        ]);
+        let m = StoredMeta::from_response(200, bad, 0, 0, &list);
+        assert_eq!(m.directives.max_age, Some(60));
+        // Not in the list: an ordinary field.
+        let other = h(&[
+            ("Relay-Cache-Control", "no-store"),
+            ("Cache-Control", "max-age=5"),
+        ]);
+        let m = StoredMeta::from_response(200, other, 0, 0, &PolicyConfig::default());
+        assert_eq!(
+            (m.source, m.directives.max_age),
+            (DirectiveSource::CacheControl, Some(5))
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Context {
                     resp.headers(),
                     (request_time, response_time),
                     authorization,
+                    &self.store.policy,
                 );
                 let mut renewed = stale.renewed(&fresh.keep, Instant::now());
                 renewed.headers = updated_fields(&stale.headers, &fresh.headers);
@@ -103,6 +104,7 @@ impl Context {
                 resp.headers(),
                 (request_time, response_time),
                 authorization,
+                &self.store.policy,
             );
             // What the fetching client alone gets when the stored fields leave some out.
             let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));
@@ -402,9 +404,16 @@ struct Described {
 
 /// Freshness, storability and stale windows from a response head (the shared-cache rules
 /// of `relay_cache::policy::keep`), and the end-to-end header fields to relay to clients.
-fn describe(status: u16, h: &http::HeaderMap, times: (u64, u64), authorization: bool) -> Described {
+fn describe(
+    status: u16,
+    h: &http::HeaderMap,
+    times: (u64, u64),
+    authorization: bool,
+    policy: &relay_cache::policy::PolicyConfig,
+) -> Described {
     let pairs = h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    let (keep, stored) = relay_cache::policy::keep::keep(status, pairs, times, authorization);
+    let (keep, stored) =
+        relay_cache::policy::keep::keep(status, pairs, times, authorization, policy);
     let d = &stored.directives;
     Described {
         content_type: h
@@ -601,7 +610,7 @@ mod tests {
             let meta = object_meta(
                 &Default::default(),
                 &shape,
-                describe(200, &h, (1000, 1000), false),
+                describe(200, &h, (1000, 1000), false, &Default::default()),
             );
             let now = meta.fetched + Duration::from_secs(c.after);
             let got = (
@@ -618,6 +627,10 @@ mod tests {
             "max-age=60".parse().expect("value"),
         );
         h.append(http::header::VARY, "*".parse().expect("value"));
-        assert!(!describe(200, &h, (1000, 1000), false).keep.storable);
+        assert!(
+            !describe(200, &h, (1000, 1000), false, &Default::default())
+                .keep
+                .storable
+        );
     }
 }
