@@ -337,6 +337,12 @@ fn rfc9111_5_2_1_a_requests_own_directives_are_honoured() {
         let got = fetch(&url, &["-H", field]);
         assert_eq!(got.status, 200);
         assert_eq!(count(), n, "{field}");
+        // RFC 9211: forwarded because of the request.
+        let status = got.field("cache-status").unwrap_or("");
+        assert!(
+            status.starts_with("relay; fwd=request;"),
+            "{field}: {status}"
+        );
     }
     // §5.2.1.1 max-age: a second old is too old for max-age=0.
     std::thread::sleep(Duration::from_millis(1100));

@@ -55,6 +55,16 @@ impl Exchange {
         p.watchers.watch(cx.worker);
         // Why this request went to the origin (RFC 9211 `fwd`), as its lookup found.
         let lookup = match (self.stale.is_some(), self.variant) {
+            // A fresh stored response, validated because the request asked (no-cache,
+            // max-age, min-fresh).
+            (true, _)
+                if self
+                    .stale
+                    .as_ref()
+                    .is_some_and(|s| s.is_fresh(cx.now, Duration::MAX)) =>
+            {
+                Fwd::Request
+            }
             (true, _) => Fwd::Stale,
             (false, true) => Fwd::VaryMiss,
             (false, false) => Fwd::UriMiss,
