@@ -1,6 +1,6 @@
 // An origin that answers the way real ones do, on node's own `http` module (its framing,
 // its chunked coding) and, for answers `http` will not send, on a raw `net` socket.
-// Started by the tests in tests/tests/any_answer.rs; prints `{"http":PORT,"raw":PORT}` on
+// Started by the tests in tests/tests/rfc/ (its kit); prints `{"http":PORT,"raw":PORT}` on
 // its first line and serves until killed. Loopback only.
 //
 // http (node's framing):

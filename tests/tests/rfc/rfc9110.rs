@@ -1,0 +1,76 @@
+//! RFC 9110 (HTTP semantics) through relay: every final status relayed as the origin
+//! answered it (§15), and ranges combined only under a strong validator (§8.8.1).
+
+use crate::kit::*;
+use relay_tests::fetch;
+
+#[test]
+fn rfc9110_15_every_final_status_is_relayed_as_the_origin_answered() {
+    let node = Node::start();
+    let relay = node.relay();
+    for status in [
+        200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 500, 501, 502,
+        503, 504,
+    ] {
+        let path = format!("/status/{status}");
+        let direct = fetch(&format!("http://127.0.0.1:{}{path}", node.http), &[]);
+        let through = get(&relay, &path);
+        assert_eq!(direct.status, status);
+        assert_eq!(through.status, status, "{path}: {}", through.head);
+        assert_eq!(through.body, direct.body, "{path}: the origin's body");
+        assert_eq!(
+            through.field("location"),
+            direct.field("location"),
+            "{path}"
+        );
+        if status == 204 {
+            assert_eq!(through.field("content-length"), None, "RFC 9110 §8.6");
+        }
+    }
+}
+
+/// Each byte of a `versioned` body is its version's number: one value means one answer.
+fn versions(body: &[u8]) -> Vec<u8> {
+    let mut v: Vec<u8> = body.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[test]
+fn rfc9110_8_8_1_without_a_validator_a_body_comes_from_one_answer() {
+    let node = Node::start();
+    let relay = node.relay();
+    // No validator, then a weak one: chunks fetched by separate Range requests could be of
+    // different versions, so the body comes whole from one answer.
+    for path in ["/changing/1000000", "/weak/1000000"] {
+        let first = get(&relay, path);
+        assert_eq!(
+            (first.code, first.status),
+            (0, 200),
+            "{path}: {}",
+            first.head
+        );
+        assert_eq!(first.body.len(), 1_000_000);
+        assert_eq!(versions(&first.body).len(), 1, "{path}: one version");
+        let again = get(&relay, path);
+        assert_eq!(again.field("cache-status"), Some("relay; hit"), "{path}");
+        assert!(again.body == first.body, "{path}: the stored answer");
+        // A range of it is a range of that one answer.
+        let r = fetch(&relay.url(path), &["-r", "300000-600000"]);
+        assert_eq!(r.body, &first.body[300_000..=600_000], "{path}");
+    }
+}
+
+#[test]
+fn rfc9110_8_8_1_a_strong_validator_that_changes_between_chunks_cuts_the_body() {
+    let node = Node::start();
+    let relay = node.relay();
+    // Every answer is a new version with its own strong ETag: the first chunk is one
+    // version, the next fetched one another. Never stitched: the body is cut.
+    let got = get(&relay, "/strong/1000000");
+    assert_eq!(got.status, 200);
+    assert_ne!(got.code, 0, "curl sees a cut body");
+    assert!(got.body.len() < 1_000_000);
+    assert_eq!(versions(&got.body).len(), 1);
+}
