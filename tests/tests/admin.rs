@@ -1,8 +1,11 @@
-//! The admin listener (/metrics, /healthz) and live reload on SIGHUP.
+//! The admin listener (/metrics, /healthz, and that no client can hold it) and live reload
+//! on SIGHUP.
 
 use relay_tests::client::Client;
 use relay_tests::{Relay, TempDir, config};
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -271,4 +274,123 @@ fn a_client_that_stops_reading_is_cut_and_its_slot_freed() {
     assert!(got.len() < big.len());
     drop(stalled);
     assert!(Client::connect(relay.addr).get("/big.bin").body == big);
+}
+
+/// One read of `s` within `wait`: `Some(true)` when the server closed it, `Some(false)` when
+/// bytes came, `None` when nothing did.
+fn read_closed(s: &mut TcpStream, wait: Duration) -> Option<bool> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    match s.read(&mut [0u8; 512]) {
+        Ok(0) => Some(true),
+        Ok(_) => Some(false),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(_) => Some(true),
+    }
+}
+
+/// Waits (at most `within`) for the server to close `s`, dropping what comes; the time it
+/// took, or `None` when it stayed open.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if read_closed(s, Duration::from_millis(100)) == Some(true) {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
+/// `/healthz` over a fresh connection, and how long it took.
+fn healthz(admin: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let r = Client::connect(admin).get("/healthz");
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok\n"[..]));
+    t.elapsed()
+}
+
+/// A relay with its admin listener, on an empty directory origin.
+fn with_empty_origin() -> (TempDir, Relay) {
+    let origin = TempDir::new("origin");
+    let relay = Relay::start(&config("127.0.0.1:0", origin.path(), 65536, 1 << 24));
+    (origin, relay)
+}
+
+/// Admin clients trickling their request heads a byte every 200 ms hold neither the
+/// listener nor each other: `/healthz` answers at once while they trickle, and each is
+/// closed when its head deadline (5 s from its accept, not from its last byte) passes.
+#[test]
+fn trickling_admin_clients_hold_nothing_and_are_closed_at_their_deadline() {
+    const STALLED: usize = 8;
+    let (_origin, relay) = with_empty_origin();
+    let admin = relay.admin.expect("admin listener");
+    let tricklers: Vec<_> = (0..STALLED)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(admin).expect("connect");
+                let t = Instant::now();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+                // At most 60 bytes (12 s); the head is never finished.
+                for _ in 0..60 {
+                    if s.write_all(b"a").is_err() {
+                        return Some(t.elapsed());
+                    }
+                    match read_closed(&mut s, Duration::from_millis(200)) {
+                        Some(true) => return Some(t.elapsed()),
+                        Some(false) => panic!("an answer to a head never finished"),
+                        None => {}
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(600));
+    let times: Vec<Duration> = (0..10).map(|_| healthz(admin)).collect();
+    let worst = times.iter().max().copied().unwrap_or_default();
+    eprintln!("/healthz with {STALLED} trickling admin clients: worst of 10 {worst:?}");
+    assert!(
+        worst < Duration::from_millis(200),
+        "/healthz took {times:?}"
+    );
+    for t in tricklers {
+        let closed = t.join().unwrap().expect("a trickler was never closed");
+        assert!(
+            closed >= Duration::from_millis(4500) && closed < Duration::from_secs(8),
+            "a trickler was closed after {closed:?}, not at its 5 s deadline"
+        );
+    }
+    assert!(healthz(admin) < Duration::from_millis(200));
+}
+
+/// At most 64 admin connections are served at once: more are closed as they are accepted,
+/// and once the silent ones reach their deadline the listener serves again.
+#[test]
+fn admin_connections_beyond_the_bound_are_closed_at_once() {
+    const HELD: usize = 64;
+    let (_origin, relay) = with_empty_origin();
+    let admin = relay.admin.expect("admin listener");
+    let mut held: Vec<TcpStream> = (0..HELD)
+        .map(|_| TcpStream::connect(admin).expect("connect"))
+        .collect();
+    // Let the listener take them all before the extras come.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(admin).expect("connect"))
+        .collect();
+    for s in &mut extra {
+        let t = closed_within(s, Duration::from_secs(2)).expect("an extra connection stayed open");
+        assert!(
+            t < Duration::from_secs(1),
+            "an extra connection was closed after {t:?}"
+        );
+    }
+    // The held ones are closed at their deadline; then /healthz answers again.
+    for s in &mut held {
+        assert!(
+            closed_within(s, Duration::from_secs(8)).is_some(),
+            "a silent connection outlived its deadline"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(healthz(admin) < Duration::from_millis(200));
 }

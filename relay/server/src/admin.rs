@@ -1,35 +1,129 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` and
-//! `POST /purge?key=K|prefix=P[&mode=soft]` (bearer token from `admin.purge_token`), on its own
-//! thread with blocking sockets — it is not on the serving path, and a scrape a few times a
-//! minute does not need a ring.
+//! `POST /purge?key=K|prefix=P[&mode=soft]` (bearer token from `admin.purge_token`), with
+//! blocking sockets, a thread per connection — it is not on the serving path, and a scrape
+//! a few times a minute does not need a ring.
+//!
+//! No client can hold it: connections are served at once and side by side (at most
+//! [`MAX_CONNECTIONS`]; beyond, a connection is closed as it is accepted), and each has
+//! [`HEAD_DEADLINE`] for its whole request head and [`WRITE_DEADLINE`] for the response,
+//! counted from the start, not from the last byte: a client trickling a byte a second is
+//! closed when its time is up, and `/healthz` answers meanwhile.
 
 use crate::metrics::Metrics;
 use relay_proto::{Limits, Parsed, ResponseHead, parse_request};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Serves admin requests until the process exits. One connection at a time, each bounded
-/// by a 2 s read/write timeout and an 8 KiB head.
+/// Admin connections served at once; more are closed as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a connection's whole request head, from its accept.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Time for the whole response to be written.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Stack of a connection's thread: its 8 KiB head buffer and the response are on the heap
+/// or small.
+const STACK_BYTES: usize = 256 << 10;
+
+/// Serves admin requests until the process exits: the listener's thread accepts, and each
+/// connection is handled on a thread of its own, within [`MAX_CONNECTIONS`].
 pub fn spawn(listener: TcpListener, metrics: Metrics) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("relay-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => handle(s, &metrics),
-                    Err(e) => log::warn!("admin accept: {e}"),
-                }
-            }
-        })
+        .spawn(move || accept_loop(&listener, &metrics))
         .map(|_| ())
 }
 
+fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut refused: u64 = 0;
+    for stream in listener.incoming() {
+        let s = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("admin accept: {e}");
+                // Out of descriptors: do not spin on the error.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            refused += 1;
+            if refused.is_power_of_two() {
+                log::warn!(
+                    "admin: {MAX_CONNECTIONS} connections open; closing new ones ({refused} so far)"
+                );
+            }
+            continue; // dropped: closed
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(open.clone());
+        let metrics = metrics.clone();
+        let spawned = std::thread::Builder::new()
+            .name("relay-admin-conn".into())
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                let _slot = slot;
+                handle(s, &metrics);
+            });
+        if let Err(e) = spawned {
+            // The closure (and its slot) was dropped with the error.
+            log::warn!("admin: no thread for a connection: {e}");
+        }
+    }
+}
+
+/// One open admin connection, counted while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The time left until `deadline`, or `None` when it has passed.
+fn left(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+/// Reads into `buf` with whatever time is left before `deadline`; `None` at the end of
+/// input, on an error or when time is up.
+fn read_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Option<usize> {
+    loop {
+        s.set_read_timeout(Some(left(deadline)?)).ok()?;
+        match s.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Writes all of `bytes` by `deadline`, however slowly the client reads; gives up then.
+fn write_by(s: &mut TcpStream, mut bytes: &[u8], deadline: Instant) {
+    while !bytes.is_empty() {
+        let Some(t) = left(deadline) else { return };
+        if s.set_write_timeout(Some(t)).is_err() {
+            return;
+        }
+        match s.write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 fn handle(mut s: TcpStream, metrics: &Metrics) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut buf = [0u8; 8192];
+    let head_deadline = Instant::now() + HEAD_DEADLINE;
+    let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let limits = Limits {
         max_head_bytes: buf.len(),
@@ -38,21 +132,20 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
     let date = relay_proto::DateCache::new(SystemTime::now());
     let mut out = Vec::with_capacity(4096);
     let (status, body, ctype): (u16, String, &str) = loop {
-        let n = match s.read(&mut buf[len..]) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let Some(n) = read_by(&mut s, &mut buf[len..], head_deadline) else {
+            return;
         };
         len += n;
         match parse_request(&buf[..len], &limits) {
             Ok(Parsed::Partial) if len < buf.len() => continue,
             Ok(Parsed::Partial) => {
                 relay_proto::error_response(431, date.get(), &mut out);
-                let _ = s.write_all(&out);
+                write_by(&mut s, &out, Instant::now() + WRITE_DEADLINE);
                 return;
             }
             Err(e) => {
                 relay_proto::error_response(e.status(), date.get(), &mut out);
-                let _ = s.write_all(&out);
+                write_by(&mut s, &out, Instant::now() + WRITE_DEADLINE);
                 return;
             }
             Ok(Parsed::Complete { request, head_len }) => {
@@ -90,7 +183,7 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
     };
     head.encode(&mut out);
     out.extend_from_slice(body.as_bytes());
-    let _ = s.write_all(&out);
+    write_by(&mut s, &out, Instant::now() + WRITE_DEADLINE);
 }
 
 /// `POST /purge?key=K` or `?prefix=P`, `&mode=hard` (default: drop the object's
