@@ -513,3 +513,71 @@ fn a_crowd_on_a_variant_after_a_restart_reads_it_from_disk_once() {
         "the base's and the variant's descriptions were not read once each"
     );
 }
+
+/// A hard purge answers with what it really removed, tier by tier: nothing for a key that
+/// names nothing, the chunk files alone after a restart (no description in memory yet).
+#[test]
+fn a_purge_reports_what_it_removed_from_each_tier() {
+    let origin = Origin::start();
+    for p in ["/p/a", "/p/b"] {
+        origin.put(p, Object::new(pattern(3 * CHUNK, 71), p));
+    }
+    let disk = TempDir::new("disk");
+    let cfg = config(&origin, disk.path()).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\npurge_token = \"purge-token-purge-token\"\n",
+    );
+    let purge = |relay: &Relay, query: &str| {
+        let mut c = Client::connect(relay.admin.expect("admin"));
+        c.send(
+            format!(
+                "POST /purge?{query} HTTP/1.1\r\nHost: a\r\n\
+                 Authorization: Bearer purge-token-purge-token\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).expect("utf-8")
+    };
+    let relay = Relay::start(&cfg);
+    for p in ["/p/a", "/p/b"] {
+        assert_eq!(Client::connect(relay.addr).get(p).status, 200);
+    }
+    wait_for_writes(&relay, 6.0);
+    assert_eq!(
+        purge(&relay, "key=http://test/p/none"),
+        "{\"purged\":0,\"descriptions\":0,\"memory_chunks\":0,\"disk_chunks\":0,\
+         \"mode\":\"hard\"}\n"
+    );
+    assert_eq!(
+        purge(&relay, "key=http://test/p/a"),
+        "{\"purged\":1,\"descriptions\":1,\"memory_chunks\":3,\"disk_chunks\":3,\
+         \"mode\":\"hard\"}\n"
+    );
+    assert!(purge(&relay, "key=http://test/p/a").starts_with("{\"purged\":0,"));
+    assert_eq!(
+        purge(&relay, "key=http://test/p/none&mode=soft"),
+        "{\"purged\":0,\"mode\":\"soft\"}\n"
+    );
+    drop(relay);
+    // After a restart only the disk holds /p/b.
+    let relay = Relay::start(&cfg);
+    assert_eq!(
+        purge(&relay, "prefix=http://test/p/"),
+        "{\"purged\":1,\"descriptions\":0,\"memory_chunks\":0,\"disk_chunks\":3,\
+         \"mode\":\"hard\"}\n"
+    );
+    // The workers unlink the files on their tick.
+    for _ in 0..40 {
+        if chunk_files(disk.path()).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        chunk_files(disk.path()).len(),
+        0,
+        "purged chunk files remain"
+    );
+}

@@ -104,14 +104,23 @@ impl MemoryTier {
         self.chunks.insert(key, chunk);
     }
 
-    /// Drops every chunk of one object (all versions).
-    pub fn remove_object(&self, object: &str) {
-        self.chunks.retain(|k, _| &*k.object != object);
+    /// Drops every chunk of one object (all versions); returns how many.
+    pub fn remove_object(&self, object: &str) -> usize {
+        self.remove_objects(|o| o == object).len()
     }
 
-    /// Drops every chunk of every object whose key starts with `prefix`.
-    pub fn remove_prefix(&self, prefix: &str) {
-        self.chunks.retain(|k, _| !k.object.starts_with(prefix));
+    /// Drops every chunk of every object whose key `matches`; returns each dropped chunk's
+    /// object key.
+    pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let removed = std::cell::RefCell::new(Vec::new());
+        self.chunks.retain(|k, _| {
+            let drop = matches(&k.object);
+            if drop {
+                removed.borrow_mut().push(k.object.clone());
+            }
+            !drop
+        });
+        removed.into_inner()
     }
 
     /// Bytes held now (chunk bytes plus entry overhead).

@@ -256,15 +256,22 @@ impl MetaCache {
         meta
     }
 
-    pub fn remove(&self, key: &str) {
-        self.objects.remove(key);
+    /// Drops one description; whether there was one.
+    pub fn remove(&self, key: &str) -> bool {
+        self.objects.remove(key).is_some()
     }
 
-    /// Drops every description whose key starts with `prefix`; returns how many.
-    pub fn remove_prefix(&self, prefix: &str) -> usize {
-        let before = self.objects.len();
-        self.objects.retain(|k, _| !k.starts_with(prefix));
-        before.saturating_sub(self.objects.len())
+    /// Drops every description whose key `matches`; returns their keys.
+    pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let removed = std::cell::RefCell::new(Vec::new());
+        self.objects.retain(|k, _| {
+            let drop = matches(k);
+            if drop {
+                removed.borrow_mut().push(k.clone());
+            }
+            !drop
+        });
+        removed.into_inner()
     }
 
     /// Marks descriptions stale (soft purge): the next request revalidates with the origin,

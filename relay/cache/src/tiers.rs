@@ -203,10 +203,10 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod source_tests {
+pub(crate) mod source_tests {
     use super::*;
 
-    fn key(object: &str, index: u64) -> crate::ChunkKey {
+    pub(crate) fn key(object: &str, index: u64) -> crate::ChunkKey {
         crate::ChunkKey {
             object: Arc::from(object),
             version: 1,
@@ -214,9 +214,9 @@ mod source_tests {
         }
     }
 
-    #[test]
-    fn memory_first_then_disk_then_the_origin() {
-        let dir = std::env::temp_dir().join(format!("relay-source-{}", std::process::id()));
+    /// A cache of 4 KiB chunks with a disk tier in a fresh temp directory named by `tag`.
+    pub(crate) fn cache_on_disk(tag: &str) -> (Cache, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("relay-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = CacheConfig {
             chunk_size: 4096,
@@ -224,7 +224,12 @@ mod source_tests {
             disk_dir: Some(dir.clone()),
             ..CacheConfig::default()
         };
-        let cache = Cache::open(&config).unwrap();
+        (Cache::open(&config).unwrap(), dir)
+    }
+
+    #[test]
+    fn memory_first_then_disk_then_the_origin() {
+        let (cache, dir) = cache_on_disk("source");
         let (a, b, c) = (key("h/a", 0), key("h/a", 1), key("h/a", 2));
         cache
             .memory

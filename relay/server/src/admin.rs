@@ -186,9 +186,11 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
     write_by(&mut s, &out, Instant::now() + WRITE_DEADLINE);
 }
 
-/// `POST /purge?key=K` or `?prefix=P`, `&mode=hard` (default: drop the object's
-/// description, its chunks in memory and its chunk files) or `&mode=soft` (mark it stale:
-/// the next request revalidates, and a 304 keeps the chunks). Keys are as relay writes them
+/// `POST /purge?key=K` (the object and its variants) or `?prefix=P`, `&mode=hard` (default:
+/// drop the objects' descriptions, their chunks in memory and their chunk files; answers
+/// `{"purged":objects,"descriptions":..,"memory_chunks":..,"disk_chunks":..}`, what was
+/// really there: 0 for a key that matched nothing) or `&mode=soft` (mark them stale: the
+/// next request revalidates, and a 304 keeps the chunks; `purged` counts the descriptions). Keys are as relay writes them
 /// (`relay_cache::key`): `http://` + host (lower case, no trailing dot, no `:80`) + path and
 /// query for HTTP origins, `dir:` + path for the directory; one that cannot start such a
 /// key is refused, so a purge in another form does not silently match nothing.
@@ -255,20 +257,9 @@ fn purge(
             "text/plain",
         );
     }
-    let s = &metrics.shared;
-    let n = match (key, prefix) {
-        (Some(k), None) if soft => s.cache.meta.expire(|m| m == k),
-        (None, Some(p)) if soft => s.cache.meta.expire(|m| m.starts_with(&p)),
-        (Some(k), None) => {
-            s.cache.meta.remove(&k);
-            s.cache.memory.remove_object(&k);
-            s.cache.disk.as_ref().map_or(0, |d| d.remove_object(&k)) + 1
-        }
-        (None, Some(p)) if !p.is_empty() => {
-            let n = s.cache.meta.remove_prefix(&p);
-            s.cache.memory.remove_prefix(&p);
-            n + s.cache.disk.as_ref().map_or(0, |d| d.remove_prefix(&p))
-        }
+    let what = match (&key, &prefix) {
+        (Some(k), None) => relay_cache::Purge::Key(k),
+        (None, Some(p)) if !p.is_empty() => relay_cache::Purge::Prefix(p),
         _ => {
             return (
                 400,
@@ -277,12 +268,19 @@ fn purge(
             );
         }
     };
-    let mode = if soft { "soft" } else { "hard" };
-    (
-        200,
-        format!("{{\"purged\":{n},\"mode\":\"{mode}\"}}\n"),
-        "application/json",
-    )
+    let cache = &metrics.shared.cache;
+    let body = if soft {
+        let n = cache.expire(what);
+        format!("{{\"purged\":{n},\"mode\":\"soft\"}}\n")
+    } else {
+        let p = cache.purge(what);
+        format!(
+            "{{\"purged\":{},\"descriptions\":{},\"memory_chunks\":{},\"disk_chunks\":{},\
+             \"mode\":\"hard\"}}\n",
+            p.objects, p.descriptions, p.memory_chunks, p.disk_chunks
+        )
+    };
+    (200, body, "application/json")
 }
 
 /// Whether `k` names objects: a key starts with an origin kind's tag; a prefix may also be

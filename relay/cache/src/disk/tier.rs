@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Where and how big the disk tier is.
@@ -563,22 +563,25 @@ impl DiskTier {
 
     /// Drops every chunk of every version of an object; returns how many.
     pub fn remove_object(&self, object: &str) -> usize {
-        self.remove_where(|k| &*k.object == object)
+        self.remove_objects(|o| o == object).len()
     }
 
     /// Drops every chunk whose object key starts with `prefix`; returns how many.
     pub fn remove_prefix(&self, prefix: &str) -> usize {
-        self.remove_where(|k| k.object.starts_with(prefix))
+        self.remove_objects(|o| o.starts_with(prefix)).len()
     }
 
-    fn remove_where(&self, matches: impl FnMut(&ChunkKey) -> bool) -> usize {
+    /// Drops every chunk of every object whose key `matches`; returns each dropped chunk's
+    /// object key.
+    pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
         let mut inner = self.inner();
-        let removed = inner.index.remove_where(matches);
-        let n = removed.len();
+        let removed = inner.index.remove_where(|k| matches(&k.object));
+        let mut objects = Vec::with_capacity(removed.len());
         for (k, e) in removed {
             inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
+            objects.push(k.object);
         }
-        n
+        objects
     }
 
     /// Bytes held (files in whole blocks).
