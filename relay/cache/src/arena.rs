@@ -31,14 +31,15 @@ pub const ARENA_MAX: usize = 256 << 20;
 /// The mapping's length is a multiple of this (a huge page).
 const ROUND: usize = 2 << 20;
 
-/// The arena for a memory tier of `capacity` bytes: the tier's bytes plus room for the
-/// chunks that hold blocks outside it — fills not yet stored (a fill takes its block before
-/// the insert that evicts to make room) and evicted chunks still being sent — and for the
-/// buddy allocator's fragmentation: an eighth more, at least four chunks (but never more
-/// than the capacity again).
+/// The arena for a memory tier of `capacity` bytes, as `CacheConfig::arena_bytes` sizes it
+/// (a fill takes its block before the insert that evicts to make room, hence the headroom).
 pub fn arena_len(capacity: u64, chunk_size: u64) -> usize {
-    let headroom = (capacity / 8).max(chunk_size.saturating_mul(4).min(capacity));
-    usize::try_from(capacity.saturating_add(headroom)).unwrap_or(usize::MAX)
+    let config = relay_config::CacheConfig {
+        memory_bytes: capacity,
+        chunk_size,
+        ..relay_config::CacheConfig::default()
+    };
+    usize::try_from(config.arena_bytes()).unwrap_or(usize::MAX)
 }
 
 /// The registered mapping and its allocator.

@@ -19,6 +19,7 @@
 pub mod bytesize;
 pub mod error;
 mod load;
+pub mod machine;
 mod raw;
 pub mod schema;
 mod steer;

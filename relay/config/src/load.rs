@@ -14,8 +14,9 @@ use crate::raw::{RawAdmin, RawCache, RawConfig, RawHttpOrigin, RawServer, RawSte
 use crate::schema::*;
 
 impl Config {
-    /// Reads, parses and validates the config file at `path`, then checks that
-    /// `origin.directory` is an existing directory and makes it canonical.
+    /// Reads, parses and validates the config file at `path`, then checks it against this
+    /// machine: the memory tier fits in its memory (`machine`), and `origin.directory` is
+    /// an existing directory, made canonical.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
@@ -30,7 +31,12 @@ impl Config {
             text: &text,
             file: &file,
         };
-        let (mut config, directory_span) = parse(src, base_dir)?;
+        let (mut config, spans) = parse(src, base_dir)?;
+        if let Some(total) = crate::machine::mem_total() {
+            crate::machine::memory_fits(&config.cache, total)
+                .map_err(|m| src.invalid("cache.memory_bytes", spans.memory_bytes.clone(), m))?;
+        }
+        let directory_span = spans.directory;
         if let Some(directory) = &config.origin.directory {
             let canonical = fs::canonicalize(directory).map_err(|e| {
                 src.invalid(
@@ -63,15 +69,21 @@ impl Config {
     }
 }
 
-/// The config and the span of `origin.directory` (for `load`'s checks).
-fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize>>), ConfigError> {
+/// Where the values `load` checks against the machine were written, if they were.
+struct Spans {
+    directory: Option<Range<usize>>,
+    memory_bytes: Option<Range<usize>>,
+}
+
+/// The config and the spans of the values `load` checks.
+fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigError> {
     // Syntax first, so that every later error is about the schema.
     toml::from_str::<toml::Table>(src.text).map_err(|e| src.syntax(&e))?;
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(src.text))
         .map_err(|e| src.schema(&e))?;
 
     let server = server(src, raw.server)?;
-    let cache = cache(src, raw.cache)?;
+    let (cache, memory_bytes_span) = cache(src, raw.cache)?;
     let steer = steer(src, raw.steer)?;
     let admin = admin(src, raw.admin)?;
     let Some(origin) = raw.origin else {
@@ -141,7 +153,11 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Option<Range<usize
         admin,
         steer,
     };
-    Ok((config, span))
+    let spans = Spans {
+        directory: span,
+        memory_bytes: memory_bytes_span,
+    };
+    Ok((config, spans))
 }
 
 /// A validated field: the value, or the default when the key is absent.
@@ -304,7 +320,11 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+/// The cache's settings, and where `cache.memory_bytes` was written.
+fn cache(
+    src: Source<'_>,
+    raw: RawCache,
+) -> Result<(CacheConfig, Option<Range<usize>>), ConfigError> {
     let defaults = CacheConfig::default();
     let (chunk_size, _) = check(
         src,
@@ -324,7 +344,7 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
             }
         },
     )?;
-    let (memory_bytes, _) = check(
+    let (memory_bytes, memory_bytes_span) = check(
         src,
         "cache.memory_bytes",
         raw.memory_bytes,
@@ -380,7 +400,7 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
         defaults.targeted_fields,
         targeted_fields,
     )?;
-    Ok(CacheConfig {
+    let config = CacheConfig {
         chunk_size,
         memory_bytes,
         disk_dir,
@@ -388,7 +408,8 @@ fn cache(src: Source<'_>, raw: RawCache) -> Result<CacheConfig, ConfigError> {
         disk_fsync: raw.disk_fsync.unwrap_or(false),
         disk_admission,
         targeted_fields,
-    })
+    };
+    Ok((config, memory_bytes_span))
 }
 
 /// `cache.targeted_fields`: at most 8 field names (RFC 9110 §5.1 tokens), none of the

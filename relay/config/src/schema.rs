@@ -155,6 +155,18 @@ pub enum DiskAdmission {
     Always,
 }
 
+impl CacheConfig {
+    /// Bytes the memory tier maps (and, registered with io_uring, pins): `memory_bytes` plus
+    /// room for the chunks that hold blocks outside it — fills not yet stored and evicted
+    /// chunks still being sent — and for the buddy allocator's fragmentation: an eighth
+    /// more, at least four chunks (but never more than `memory_bytes` again).
+    pub fn arena_bytes(&self) -> u64 {
+        let headroom =
+            (self.memory_bytes / 8).max(self.chunk_size.saturating_mul(4).min(self.memory_bytes));
+        self.memory_bytes.saturating_add(headroom)
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {

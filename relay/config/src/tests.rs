@@ -720,6 +720,44 @@ fn load_resolves_and_checks_the_origin_directory() {
 }
 
 #[test]
+fn load_refuses_a_memory_tier_larger_than_the_machine() {
+    let scratch = Scratch::new("memory");
+    let file = scratch.0.join("relay.toml");
+    std::fs::write(
+        &file,
+        "[cache]\nchunk_size = \"1 MiB\"\nmemory_bytes = \"1 TiB\"\n[origin]\ndirectory = \".\"\n",
+    )
+    .unwrap();
+    // The text alone is fine: the machine is what it does not fit.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(Config::from_str(&text, &scratch.0, "relay.toml").is_ok());
+    let total = crate::machine::mem_total().expect("/proc/meminfo");
+    if total >= 2 << 40 {
+        eprintln!("SKIPPED: load_refuses_a_memory_tier_larger_than_the_machine: 2 TiB or more");
+        return;
+    }
+    let e = Config::load(&file).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.key(), e.line(), e.column()),
+        (
+            ErrorKind::InvalidValue,
+            Some("cache.memory_bytes"),
+            Some(3),
+            Some(16)
+        )
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}:3:16: cache.memory_bytes: 1 TiB (an arena of 1152 GiB with its headroom) \
+             is more than this machine's memory (MemTotal ",
+            file.display()
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
 fn load_reports_io_errors_with_the_file() {
     let scratch = Scratch::new("io");
     let file = scratch.0.join("absent.toml");

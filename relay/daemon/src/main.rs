@@ -128,6 +128,7 @@ fn run(path: &std::path::Path) -> Result<()> {
     // Block the signals before any worker thread starts, so they reach only this thread.
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("signals")?;
+    let startup = StartupGuard::start()?;
     let admin = if config.admin.enabled {
         let l = std::net::TcpListener::bind(config.admin.listen)
             .with_context(|| format!("admin listener on {}", config.admin.listen))?;
@@ -147,6 +148,8 @@ fn run(path: &std::path::Path) -> Result<()> {
         wake,
     };
     let server = relay_server::serve(config, listeners, parts)?;
+    // From here a SIGTERM drains (below) instead of ending the process.
+    startup.done();
     eprintln!(
         "relay: listening on http://{} ({workers} workers)",
         server.local_addr()
@@ -181,6 +184,52 @@ fn run(path: &std::path::Path) -> Result<()> {
     server.join().context("worker failed")?;
     eprintln!("relay: stopped");
     Ok(())
+}
+
+/// Until [`StartupGuard::done`], SIGTERM or SIGINT ends the process at once: start-up
+/// (opening the disk tier, every ring registering — pinning — a large memory tier) can take
+/// long, and nothing it has made needs finishing: nothing was served, and a disk tier is
+/// made safe to stop at any instant (temp file, then rename).
+struct StartupGuard {
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StartupGuard {
+    fn start() -> Result<StartupGuard> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use std::sync::atomic::Ordering;
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("start-up signals")?;
+        let handle = signals.handle();
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = started.clone();
+        let thread = std::thread::Builder::new()
+            .name("relay-startup".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    // Once started, the main thread's own `Signals` has the signal too.
+                    if !seen.load(Ordering::Acquire) {
+                        eprintln!("relay: signal {sig} during start-up: stopped before serving");
+                        std::process::exit(128 + sig);
+                    }
+                }
+            })
+            .context("start-up signal thread")?;
+        Ok(StartupGuard {
+            handle,
+            thread,
+            started,
+        })
+    }
+
+    fn done(self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.handle.close();
+        let _ = self.thread.join();
+    }
 }
 
 fn steer(command: SteerCommand) -> Result<()> {
