@@ -175,6 +175,11 @@ impl Relay {
         Relay::start_with(config, &[])
     }
 
+    /// The relay process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The relay process's CPU time so far (user + system, in clock ticks).
     pub fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))

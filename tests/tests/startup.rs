@@ -1,5 +1,6 @@
 //! Start-up: a SIGTERM while a large memory tier is being registered stops the relay at
-//! once, and a memory tier larger than the machine is refused before anything starts.
+//! once, a memory tier larger than the machine is refused before anything starts, and so
+//! is a second relay on an address a live relay holds.
 
 use relay_tests::{TempDir, relay_bin};
 use std::io::{BufRead, BufReader};
@@ -20,6 +21,17 @@ fn write_config(dir: &TempDir, memory: &str) -> std::path::PathBuf {
     )
 }
 
+/// `relay run` on `config`, its stderr piped.
+fn spawn_run(config: &std::path::Path) -> std::process::Child {
+    Command::new(relay_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start relay")
+}
+
 /// Each ring pins the whole arena as it registers it: 1 to 5 s for 2 GiB and two workers
 /// here, 7 to 12 s for 4 GiB, and a SIGTERM used to wait for all of it (root; without root
 /// registration fails at once and there is nothing to wait for).
@@ -32,13 +44,7 @@ fn sigterm_during_start_up_stops_the_relay_at_once() {
     }
     let dir = TempDir::new("startup");
     let config = write_config(&dir, "2 GiB");
-    let mut child = Command::new(relay_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start relay");
+    let mut child = spawn_run(&config);
     let stderr = child.stderr.take().expect("stderr");
     let lines = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -105,4 +111,47 @@ fn a_memory_tier_larger_than_the_machine_is_refused() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// A second relay on an address a live relay holds is refused (SO_REUSEPORT would let it
+/// join the first one's listeners and split their clients between two caches); once the
+/// first has stopped, the address is free again.
+#[test]
+fn a_second_relay_on_a_held_address_refuses_to_start() {
+    let origin = TempDir::new("startup");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = relay_tests::config(&listen, origin.path(), 65536, 1 << 24);
+    let first = relay_tests::Relay::start(&cfg);
+    let config = origin.write("second.toml", cfg.as_bytes());
+    let mut second = spawn_run(&config);
+    let t = Instant::now();
+    let mut status = None;
+    while t.elapsed() < Duration::from_secs(10) && status.is_none() {
+        status = second.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if status.is_none() {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().expect("second relay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.is_some(),
+        "the second relay started beside the first: {err}"
+    );
+    assert!(!out.status.success());
+    let pid = first.pid();
+    assert!(
+        err.contains(&format!(
+            "another relay (pid {pid}) already listens on {listen}"
+        )),
+        "{err}"
+    );
+    first.stop();
+    let again = relay_tests::Relay::start(&cfg);
+    assert_eq!(again.addr.port(), port);
 }

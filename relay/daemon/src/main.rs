@@ -124,6 +124,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn run(path: &std::path::Path) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Held for the process's life: a second relay on this address is refused.
+    let _listen_lock = relay_server::listen_lock::ListenLock::take(config.server.listen)?;
     let workers = config.server.effective_workers();
     // Block the signals before any worker thread starts, so they reach only this thread.
     let mut signals =

@@ -20,6 +20,7 @@ mod bufring;
 pub mod cache_status;
 pub mod errors;
 mod exchange;
+pub mod listen_lock;
 pub mod metrics;
 pub mod origin;
 mod ring;
