@@ -278,6 +278,20 @@ fn a_client_that_stops_reading_is_cut_and_its_slot_freed() {
 
 /// One read of `s` within `wait`: `Some(true)` when the server closed it, `Some(false)` when
 /// bytes came, `None` when nothing did.
+/// Admin connections relay serves at once from one address (`admin::PER_SOURCE`).
+const PER_SOURCE: usize = 8;
+
+/// A connection to `admin` from the loopback address 127.0.0.`host` (every 127/8 address
+/// is this machine's): clients that look like different hosts.
+fn connect_from(admin: SocketAddr, host: u8) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from = SocketAddr::from(([127, 0, 0, host], 0));
+    s.bind(&from.into()).expect("bind a loopback source");
+    s.connect(&admin.into()).expect("connect");
+    s.into()
+}
+
 fn read_closed(s: &mut TcpStream, wait: Duration) -> Option<bool> {
     s.set_read_timeout(Some(wait)).unwrap();
     match s.read(&mut [0u8; 512]) {
@@ -320,13 +334,14 @@ fn with_empty_origin() -> (TempDir, Relay) {
 /// closed when its head deadline (5 s from its accept, not from its last byte) passes.
 #[test]
 fn trickling_admin_clients_hold_nothing_and_are_closed_at_their_deadline() {
-    const STALLED: usize = 8;
+    const STALLED: usize = PER_SOURCE;
     let (_origin, relay) = with_empty_origin();
     let admin = relay.admin.expect("admin listener");
+    // From one other address, as many as it may hold at once.
     let tricklers: Vec<_> = (0..STALLED)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(admin).expect("connect");
+                let mut s = connect_from(admin, 2);
                 let t = Instant::now();
                 s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
                 // At most 60 bytes (12 s); the head is never finished.
@@ -345,6 +360,10 @@ fn trickling_admin_clients_hold_nothing_and_are_closed_at_their_deadline() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(600));
+    // One more from that address is closed at once.
+    let mut more = connect_from(admin, 2);
+    let t = closed_within(&mut more, Duration::from_secs(2)).expect("a ninth stayed open");
+    assert!(t < Duration::from_secs(1), "closed after {t:?}");
     let times: Vec<Duration> = (0..10).map(|_| healthz(admin)).collect();
     let worst = times.iter().max().copied().unwrap_or_default();
     eprintln!("/healthz with {STALLED} trickling admin clients: worst of 10 {worst:?}");
@@ -369,14 +388,14 @@ fn admin_connections_beyond_the_bound_are_closed_at_once() {
     const HELD: usize = 64;
     let (_origin, relay) = with_empty_origin();
     let admin = relay.admin.expect("admin listener");
+    // From as many addresses as it takes, each holding as many as it may.
+    let per = PER_SOURCE;
     let mut held: Vec<TcpStream> = (0..HELD)
-        .map(|_| TcpStream::connect(admin).expect("connect"))
+        .map(|i| connect_from(admin, 2 + (i / per) as u8))
         .collect();
     // Let the listener take them all before the extras come.
     std::thread::sleep(Duration::from_millis(300));
-    let mut extra: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(admin).expect("connect"))
-        .collect();
+    let mut extra: Vec<TcpStream> = (0..4).map(|_| connect_from(admin, 100)).collect();
     for s in &mut extra {
         let t = closed_within(s, Duration::from_secs(2)).expect("an extra connection stayed open");
         assert!(

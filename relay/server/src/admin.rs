@@ -4,21 +4,26 @@
 //! a few times a minute does not need a ring.
 //!
 //! No client can hold it: connections are served at once and side by side (at most
-//! [`MAX_CONNECTIONS`]; beyond, a connection is closed as it is accepted), and each has
+//! [`MAX_CONNECTIONS`], and [`PER_SOURCE`] from any one address; beyond, a connection is
+//! closed as it is accepted), and each has
 //! [`HEAD_DEADLINE`] for its whole request head and [`WRITE_DEADLINE`] for the response,
 //! counted from the start, not from the last byte: a client trickling a byte a second is
 //! closed when its time is up, and `/healthz` answers meanwhile.
 
 use crate::metrics::Metrics;
 use relay_proto::{Limits, Parsed, ResponseHead, parse_request};
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Admin connections served at once; more are closed as they are accepted.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Admin connections served at once from one client address: one address cannot take
+/// every slot.
+pub const PER_SOURCE: usize = 8;
 /// Time for a connection's whole request head, from its accept.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Time for the whole response to be written.
@@ -38,6 +43,7 @@ pub fn spawn(listener: TcpListener, metrics: Metrics) -> std::io::Result<()> {
 
 fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
     let open = Arc::new(AtomicUsize::new(0));
+    let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut refused: u64 = 0;
     for stream in listener.incoming() {
         let s = match stream {
@@ -49,17 +55,36 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
                 continue;
             }
         };
-        if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+        // (A connection whose peer is already gone is dropped: closed.)
+        let Ok(ip) = s.peer_addr().map(|a| a.ip().to_canonical()) else {
+            continue;
+        };
+        let full = open.load(Ordering::Acquire) >= MAX_CONNECTIONS;
+        let theirs = {
+            let held = sources.lock().unwrap_or_else(|p| p.into_inner());
+            held.get(&ip).copied().unwrap_or(0) >= PER_SOURCE
+        };
+        if full || theirs {
             refused += 1;
             if refused.is_power_of_two() {
                 log::warn!(
-                    "admin: {MAX_CONNECTIONS} connections open; closing new ones ({refused} so far)"
+                    "admin: {MAX_CONNECTIONS} connections open, or {PER_SOURCE} from {ip}; \
+                     closing new ones ({refused} so far)"
                 );
             }
             continue; // dropped: closed
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(open.clone());
+        *sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ip)
+            .or_default() += 1;
+        let slot = Slot {
+            open: open.clone(),
+            sources: sources.clone(),
+            ip,
+        };
         let metrics = metrics.clone();
         let spawned = std::thread::Builder::new()
             .name("relay-admin-conn".into())
@@ -75,12 +100,23 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
     }
 }
 
-/// One open admin connection, counted while it lives.
-struct Slot(Arc<AtomicUsize>);
+/// One open admin connection, counted while it lives, in all and for its client address.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut held = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
