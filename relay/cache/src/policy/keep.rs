@@ -103,15 +103,21 @@ impl ObjectMeta {
         let mut renewed = self.clone();
         renewed.fetched = now;
         if fresh.explicit {
-            renewed.ttl = fresh.ttl;
-            renewed.storable = fresh.storable;
-            renewed.must_revalidate = fresh.must_revalidate;
-            renewed.shared_with_credentials = fresh.shared_with_credentials;
-            renewed.stale_while_revalidate = fresh.stale_while_revalidate;
-            renewed.stale_if_error = fresh.stale_if_error;
-            renewed.initial_age = fresh.initial_age;
+            renewed.take_terms(fresh);
         }
         renewed
+    }
+
+    /// Takes a response head's terms: freshness, storability, whether it may be served
+    /// stale or to requests with credentials, its stale windows and its age.
+    pub fn take_terms(&mut self, k: &Keep) {
+        self.ttl = k.ttl;
+        self.storable = k.storable;
+        self.must_revalidate = k.must_revalidate;
+        self.shared_with_credentials = k.shared_with_credentials;
+        self.stale_while_revalidate = k.stale_while_revalidate;
+        self.stale_if_error = k.stale_if_error;
+        self.initial_age = k.initial_age;
     }
 }
 

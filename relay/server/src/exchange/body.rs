@@ -9,6 +9,7 @@ use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError, Start};
 use relay_cache::{ChunkKey, ChunkRef, ObjectMeta, Source};
 use relay_proto::multipart::Multipart;
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -129,7 +130,8 @@ impl Exchange {
             if body.chunked == Chunked::More {
                 head.extend_from_slice(b"\r\n");
             }
-            head.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            // (Written into the head buffer, kept between pieces: no allocation per piece.)
+            let _ = write!(head, "{:x}\r\n", piece.len());
             body.chunked = Chunked::More;
         }
         self.out.body = piece;

@@ -256,7 +256,7 @@ impl Exchange {
         self.saved.asks = match request.cache_directives {
             true => relay_proto::forward::with_fields(
                 &self.rbuf[self.rstart..self.rstart + head_len],
-                |fields| Asks::read(fields),
+                |fields| Asks::read(fields, &cx.shared.cache.policy),
             ),
             false => Asks::default(),
         };

@@ -168,10 +168,13 @@ pub enum Usable {
 }
 
 impl Asks {
-    /// Reads a request's cache directives from its header fields.
-    pub fn read<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Asks {
-        let config = relay_cache::policy::PolicyConfig::default();
-        let r = relay_cache::policy::RequestDirectives::from_request(b"GET", fields, &config);
+    /// Reads a request's cache directives from its header fields, under the policy's
+    /// settings (`Cache::policy`).
+    pub fn read<'a>(
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        policy: &relay_cache::policy::PolicyConfig,
+    ) -> Asks {
+        let r = relay_cache::policy::RequestDirectives::from_request(b"GET", fields, policy);
         let d = &r.directives;
         Asks {
             no_cache: r.no_cache(),

@@ -369,26 +369,17 @@ fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta 
     } else {
         (1 << 63) | OWN.fetch_add(1, Ordering::Relaxed)
     };
-    ObjectMeta {
+    let mut meta = ObjectMeta {
         status: shape.status,
-        len,
         ranged: shape.ranged,
         open_ended: shape.len.is_none(),
-        version,
-        etag: etag.clone(),
-        last_modified: last_modified.clone(),
-        fetched: Instant::now(),
-        ttl: d.keep.ttl,
-        storable: d.keep.storable,
-        must_revalidate: d.keep.must_revalidate,
-        shared_with_credentials: d.keep.shared_with_credentials,
-        stale_while_revalidate: d.keep.stale_while_revalidate,
-        stale_if_error: d.keep.stale_if_error,
-        initial_age: d.keep.initial_age,
         content_type: d.content_type,
         headers: d.headers,
         vary: d.vary,
-    }
+        ..ObjectMeta::file(len, version, etag.clone(), last_modified.clone())
+    };
+    meta.take_terms(&d.keep);
+    meta
 }
 
 /// What RFC 9111 makes of a response head (`keep`), and the fields relay keeps of it.

@@ -16,7 +16,11 @@ fn stored(ttl: u64, ago: u64, now: Instant) -> ObjectMeta {
 }
 
 fn read(fields: &[(&str, &str)]) -> Asks {
-    Asks::read(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    let policy = relay_cache::policy::PolicyConfig::default();
+    Asks::read(
+        fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &policy,
+    )
 }
 
 #[test]
