@@ -106,6 +106,24 @@ pub struct Parts {
     pub wake: Eventfds,
 }
 
+/// How workers hand memory that closed or idle connections freed back to the system: the
+/// process's allocator keeps freed pages for reuse until the thread that freed them asks it
+/// to give them back, which an idle worker would never do ([`set_memory_release`]).
+static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets how workers give freed memory back (the daemon's allocator's collect call); called on
+/// a worker's tick after connections closed or gave their buffers back. Without it nothing
+/// is done.
+pub fn set_memory_release(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+pub(crate) fn release_memory() {
+    if let Some(f) = RELEASE_MEMORY.get() {
+        f();
+    }
+}
+
 /// State shared by all workers: read-mostly, never locked on the hot path but for the
 /// cache's short shard locks.
 pub struct Shared {
@@ -175,6 +193,12 @@ pub struct WorkerStats {
     pub disk_corrupt: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
+    /// Connections whose reading stopped because they sent far ahead of their answers.
+    pub reads_paused: AtomicU64,
+    /// Connections cut for sending past their receive buffer and its overflow bound.
+    pub floods_cut: AtomicU64,
+    /// What this worker's connections hold beyond their receive buffers, and its bound.
+    pub overflow: Arc<exchange::OverflowMeter>,
     pub open: AtomicU64,
     pub requests: AtomicU64,
     /// Responses by their `Cache-Status`: hits, misses, forwards by reason.
@@ -206,6 +230,9 @@ impl Default for WorkerStats {
             disk_corrupt: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            reads_paused: AtomicU64::new(0),
+            floods_cut: AtomicU64::new(0),
+            overflow: Arc::default(),
             open: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             lookups: cache_status::Lookups::default(),

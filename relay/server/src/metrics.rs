@@ -40,7 +40,7 @@ impl Metrics {
                 .sum()
         };
         let arena = self.shared.cache.memory.arena();
-        let counters: [(&str, &str, &str, u64); 20] = [
+        let counters: [(&str, &str, &str, u64); 23] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -136,6 +136,24 @@ impl Metrics {
                 "counter",
                 "Connections closed at once because a worker was at max_connections.",
                 sum(|w| &w.rejected),
+            ),
+            (
+                "relay_connection_reads_paused_total",
+                "counter",
+                "Connections that sent far ahead of their answers (a full receive buffer): not read until they are answered, then by single receives.",
+                sum(|w| &w.reads_paused),
+            ),
+            (
+                "relay_connections_flood_cut_total",
+                "counter",
+                "Connections closed for sending past their receive buffer and its overflow bound before reading could stop.",
+                sum(|w| &w.floods_cut),
+            ),
+            (
+                "relay_input_overflow_bytes",
+                "gauge",
+                "Bytes connections hold beyond their receive buffers (received before reading could stop); at most 32 MiB per worker.",
+                self.workers.iter().map(|w| w.overflow.held() as u64).sum(),
             ),
             (
                 "relay_connection_timeouts_total",

@@ -33,6 +33,7 @@
 
 mod body;
 mod errors;
+mod overflow;
 mod reads;
 mod request;
 mod respond;
@@ -42,6 +43,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use overflow::OverflowMeter;
 pub use types::Outgoing;
 
 use crate::{Shared, WorkerStats};
@@ -56,8 +58,9 @@ use types::{
     RestoreEntry, Route, Saved,
 };
 
-/// Bytes a client may send ahead (pipelining) beyond the parse buffer before it is cut off.
-const OVERFLOW_LIMIT: usize = 1 << 20;
+/// A connection idle between requests this long gives its receive buffer back (taken again
+/// with its next bytes): an idle keep-alive connection holds no more than its slot.
+pub const IDLE_TRIM: Duration = Duration::from_secs(1);
 
 /// The longest request body relay reads through and drops to keep a connection (a GET or
 /// HEAD with a body); past it, or for a chunked one, the connection ends after the answer.
@@ -126,6 +129,22 @@ enum Phase {
     /// A wake-up: an upstream fetch (an object head, chunk bytes, a pass-through's answer)
     /// or another connection's read.
     Wait,
+}
+
+/// Whether the connection's input is being read (receive backpressure). A client that sends
+/// ahead of its answers (pipelining) is read until its receive buffer is full, then not at
+/// all until the exchange has used what it holds and asks for input again: its unread
+/// requests wait in the kernel's socket buffer, not in relay's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// A multishot receive is armed (or will be when input is asked for).
+    On,
+    /// The exchange asked the worker to cancel the multishot receive
+    /// ([`Received::Pause`]); its last completion has not come yet.
+    Stopping,
+    /// The multishot receive ended for the pause: input is read by single receives from
+    /// then on ([`Exchange::reads_in_bursts`]).
+    Off,
 }
 
 /// Where the request being answered stands beyond reading and sending: the one thing it
@@ -239,6 +258,11 @@ pub enum Received {
     Keep {
         rearm: bool,
     },
+    /// The receive buffer is full while input keeps coming: cancel the multishot receive
+    /// (its last completion comes back here), then [`Exchange::poll`] when `poll`.
+    Pause {
+        poll: bool,
+    },
     /// Arm again when `rearm`, then [`Exchange::poll`].
     Poll {
         rearm: bool,
@@ -264,12 +288,22 @@ pub struct Exchange {
     req_start: Option<Instant>,
     /// When the first byte of the request being read arrived.
     request_started: Option<Instant>,
-    /// Receive buffer; unconsumed request bytes are `rbuf[rstart..rend]`.
+    /// Receive buffer (empty until the connection's first bytes, and again when it idles:
+    /// [`Exchange::trim`]); unconsumed request bytes are `rbuf[rstart..rend]`.
     rbuf: Box<[u8]>,
+    /// The receive buffer's size when it holds one.
+    rbuf_len: usize,
+    /// Whether input is being read (see [`Reading`]).
+    reading: Reading,
+    /// Since when the connection has been idle between requests with nothing buffered.
+    idle_since: Option<Instant>,
     rstart: usize,
     rend: usize,
-    /// Bytes received while the receive buffer was full (a client pipelining far ahead).
-    overflow: Vec<u8>,
+    /// Bytes received while the receive buffer was full (a client pipelining far ahead),
+    /// within its worker's bound.
+    overflow: overflow::Overflow,
+    /// The overflow would have passed its bounds: the connection is cut.
+    flooded: bool,
     /// Request body bytes still to skip (bodies of GET/HEAD are read and ignored).
     discard: u64,
     /// The request's body is chunked: its decoder, while the body is collected for a
@@ -351,8 +385,9 @@ pub struct Exchange {
 
 impl Exchange {
     /// A new connection's exchange, with a receive buffer of `rbuf_len` bytes, waiting for
-    /// its first request until `deadline`.
-    pub fn new(rbuf_len: usize, deadline: Instant) -> Exchange {
+    /// its first request until `deadline`; what it holds beyond that buffer counts against
+    /// its worker's `meter`.
+    pub fn new(rbuf_len: usize, deadline: Instant, meter: Arc<OverflowMeter>) -> Exchange {
         Exchange {
             phase: Phase::Recv,
             state: State::Ready,
@@ -360,16 +395,20 @@ impl Exchange {
             deadline,
             req_start: None,
             request_started: None,
-            rbuf: vec![0u8; rbuf_len].into_boxed_slice(),
+            rbuf: Box::default(),
+            rbuf_len,
+            reading: Reading::On,
+            idle_since: None,
             rstart: 0,
             rend: 0,
-            overflow: Vec::new(),
+            overflow: overflow::Overflow::new(meter),
+            flooded: false,
             discard: 0,
             chunked: None,
             close_after: false,
             abort: false,
             linger: None,
-            out: Outgoing::new(1024),
+            out: Outgoing::new(types::HEAD_ROOM),
             body: None,
             multi: MultiRange {
                 ranges: [relay_proto::range::ByteRange::default(); relay_proto::range::MAX_RANGES],
@@ -394,7 +433,7 @@ impl Exchange {
             variant: false,
             target: String::with_capacity(256),
             head_at: (0, 0),
-            head_copy: Vec::with_capacity(1024),
+            head_copy: Vec::with_capacity(types::HEAD_ROOM),
             head_saved: false,
             forward: None,
             head_owner: false,
@@ -425,7 +464,10 @@ impl Exchange {
         self.req_start = None;
         self.rstart = 0;
         self.rend = 0;
-        self.overflow = Vec::new();
+        self.overflow.clear();
+        self.flooded = false;
+        self.reading = Reading::On;
+        self.idle_since = None;
         self.discard = 0;
         self.chunked = None;
         self.close_after = false;
@@ -447,6 +489,11 @@ impl Exchange {
     /// Drops everything that holds cache memory (chunks, fills, arena blocks) once the
     /// connection is closed and nothing is in flight.
     pub fn release(&mut self) {
+        // The slot may stay free for long: it keeps no receive buffer and no grown buffers.
+        self.rbuf = Box::default();
+        self.overflow.clear();
+        self.out.trim();
+        self.head_copy.shrink_to(types::HEAD_ROOM);
         self.owner_fetch = None;
         self.body = None;
         self.out.body = bytes::Bytes::new();
@@ -498,6 +545,11 @@ impl Exchange {
     /// flight, then is released.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The connection sent past its receive buffer and the overflow bound.
+    pub fn flooded(&self) -> bool {
+        self.flooded
     }
 
     /// The connection must close with a reset ([`Exchange::upstream_failed`]).

@@ -5,8 +5,8 @@ use super::types::{
     Asks, Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
 };
 use super::{
-    Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, OVERFLOW_LIMIT,
-    PASS_BODY_LIMIT, Phase, Received, State, Step,
+    Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, PASS_BODY_LIMIT, Phase,
+    Reading, Received, State, Step,
 };
 use crate::cache_status::{CacheStatus, Fwd};
 use crate::errors::Why;
@@ -28,6 +28,8 @@ impl Exchange {
         if self.rend == self.rstart && self.overflow.is_empty() {
             self.request_started = Some(now);
         }
+        self.idle_since = None;
+        self.take_rbuf();
         if self.rstart > 0 && self.rbuf.len() - self.rend < data.len() {
             // The response being sent may still need its request's head (a later chunk's
             // fill forwards its fields): keep it before it is overwritten.
@@ -40,8 +42,9 @@ impl Exchange {
         if self.overflow.is_empty() && room >= data.len() {
             self.rbuf[self.rend..self.rend + data.len()].copy_from_slice(data);
             self.rend += data.len();
-        } else {
-            self.overflow.extend_from_slice(data);
+        } else if !self.flooded && !self.overflow.push(data) {
+            // Past this connection's or its worker's bound: cut (`on_recv_result`).
+            self.flooded = true;
         }
     }
 
@@ -71,20 +74,82 @@ impl Exchange {
             // (`relay_upstream` notices).
             return Received::Keep { rearm: false };
         }
-        if res == 0 || (res < 0 && res != -libc::ENOBUFS) || self.overflow.len() > OVERFLOW_LIMIT {
+        if self.reading == Reading::Stopping && !more {
+            // The pause took effect (or the receive ended otherwise meanwhile: an end or an
+            // error is judged below when input is next read).
+            self.reading = Reading::Off;
+            if res == -libc::ECANCELED || res == -libc::ENOBUFS {
+                return match self.phase {
+                    // Input was asked for again meanwhile: read it (by single receives).
+                    Phase::Recv => Received::Poll { rearm: false },
+                    _ => Received::Keep { rearm: false },
+                };
+            }
+        }
+        if res == 0 || (res < 0 && res != -libc::ENOBUFS) || self.flooded {
             return Received::Close;
         }
-        // Ended by the kernel (e.g. the buffer group ran dry): armed again.
-        let rearm = !more;
+        if self.reading == Reading::On && more && !self.overflow.is_empty() {
+            // The receive buffer is full: no more is read until it has been used.
+            self.reading = Reading::Stopping;
+            return Received::Pause {
+                poll: self.phase == Phase::Recv,
+            };
+        }
+        // Ended by the kernel (e.g. the buffer group ran dry): armed again, unless paused.
+        let rearm = !more && self.reading == Reading::On;
         match self.phase {
             Phase::Recv => Received::Poll { rearm },
             _ => Received::Keep { rearm },
         }
     }
 
+    /// The receive buffer, taken (again) when input comes.
+    fn take_rbuf(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = vec![0u8; self.rbuf_len].into_boxed_slice();
+        }
+    }
+
+    /// Gives back the receive buffer of a connection idle between requests for
+    /// [`IDLE_TRIM`](super::IDLE_TRIM) (its next bytes take one again), and head room a large
+    /// response grew. For connections read by multishot receives only: a single receive in
+    /// flight would still write into the buffer.
+    pub fn trim(&mut self, now: std::time::Instant) -> bool {
+        let idle_for = self.idle_since.map_or(std::time::Duration::ZERO, |t| {
+            now.saturating_duration_since(t)
+        });
+        let idle = self.phase == Phase::Recv
+            && self.rstart == self.rend
+            && self.overflow.is_empty()
+            && matches!(self.state, State::Ready)
+            && self.body.is_none()
+            && self.linger.is_none()
+            && self.discard == 0
+            && self.chunked.is_none();
+        if idle && idle_for >= super::IDLE_TRIM && !self.rbuf.is_empty() {
+            self.rbuf = Box::default();
+            self.rstart = 0;
+            self.rend = 0;
+            self.out.trim();
+            self.head_copy.shrink_to(super::types::HEAD_ROOM);
+            return true;
+        }
+        false
+    }
+
+    /// Input is read by multishot receives. Off for good once the connection was paused
+    /// (it sent far ahead of its answers): from then on it is read by single receives into
+    /// what is free of its receive buffer, no faster than it is answered, since a multishot
+    /// receive armed again would pull in whatever the client queued meanwhile.
+    pub fn reads_in_bursts(&self) -> bool {
+        self.reading == Reading::On
+    }
+
     /// Where a single (not multishot) receive lands: the free end of the receive buffer.
     /// The exchange leaves the buffer alone until [`Exchange::on_received`].
     pub fn recv_room(&mut self) -> &mut [u8] {
+        self.take_rbuf();
         &mut self.rbuf[self.rend..]
     }
 
@@ -108,17 +173,18 @@ impl Exchange {
             self.rstart = 0;
         }
         if !self.overflow.is_empty() {
-            let n = self.overflow.len().min(self.rbuf.len() - self.rend);
-            self.rbuf[self.rend..self.rend + n].copy_from_slice(&self.overflow[..n]);
+            let n = self.overflow.take_into(&mut self.rbuf[self.rend..]);
             self.rend += n;
-            self.overflow.drain(..n);
             if n > 0 {
                 return None;
             }
         }
         self.deadline = match self.request_started {
             Some(t) if self.rend > 0 => t + cx.timeouts.header,
-            _ => cx.now + cx.timeouts.idle,
+            _ => {
+                self.idle_since.get_or_insert(cx.now);
+                cx.now + cx.timeouts.idle
+            }
         };
         self.phase = Phase::Recv;
         Some(Action::Recv)

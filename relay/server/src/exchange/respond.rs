@@ -829,7 +829,7 @@ impl Exchange {
         // The client may still be sending (a body refused at its head, a request cut short):
         // what comes is dropped, and the connection lingers after the answer.
         self.linger = Some(Linger::new(LINGER_BYTES));
-        self.overflow = Vec::new();
+        self.overflow.clear();
         self.req_start = Some(cx.now);
         relay_proto::error_response(status, cx.date.get(), &mut self.out.head);
         self.close_after = true;

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 /// The bytes of the response being sent: a head and one body piece. The worker points its
 /// `sendmsg` at them and the exchange leaves them alone until the send completes.
+/// The head room a connection keeps between responses (most heads fit).
+pub const HEAD_ROOM: usize = 1024;
+
 pub struct Outgoing {
     pub head: Vec<u8>,
     pub head_off: usize,
@@ -28,6 +31,11 @@ impl Outgoing {
             body: Bytes::new(),
             body_off: 0,
         }
+    }
+
+    /// Gives back head room a large head grew beyond the usual.
+    pub fn trim(&mut self) {
+        self.head.shrink_to(HEAD_ROOM);
     }
 
     /// Bytes still to send.

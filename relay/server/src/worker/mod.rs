@@ -55,6 +55,10 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How much longer a worker waits for operations it cannot cancel (file reads) before it
 /// stops anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// Ticks after memory was freed on which the allocator is asked to give it back.
+const RELEASE_TICKS: u8 = 3;
+/// Free slots the table keeps however many connections left.
+const SLOTS_KEPT: usize = 256;
 /// How often the worker's timer fires: connection deadlines are checked at this grain.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -115,6 +119,11 @@ pub struct Worker {
     date: DateCache,
     timeouts: Timeouts,
     max_connections: usize,
+    /// Connections closed, or idle ones that gave their buffers back, since the last tick:
+    /// the allocator is asked to return what they freed.
+    released: usize,
+    /// Ticks on which the allocator is still to be asked.
+    release_ticks: u8,
     /// `server.zerocopy_min_bytes`: arena pieces at least this long go SEND_ZC from their
     /// fixed buffer (0: never); `zc_min_unregistered`, the same for other memory.
     zc_min: usize,
@@ -186,6 +195,8 @@ impl Worker {
                 revalidate: Duration::from_millis(cfg.origin.revalidate_ms),
             },
             max_connections: cfg.server.max_connections,
+            released: 0,
+            release_ticks: 0,
             zc_min: cfg.server.zerocopy_min_bytes as usize,
             zc_min_unregistered: cfg.server.zerocopy_unregistered_min_bytes as usize,
             tick: timespec(TICK_INTERVAL),
@@ -339,6 +350,11 @@ impl Worker {
             match a {
                 Action::Idle => return Ok(()),
                 Action::Recv if c.multishot => return Ok(()),
+                // Read again after an end the exchange reads past; a paused connection is
+                // read by single receives from then on.
+                Action::Recv if self.bufring.is_some() && c.ex.reads_in_bursts() => {
+                    return self.arm_multishot(slot);
+                }
                 Action::Recv => return self.submit_recv(slot),
                 Action::Send => return self.submit_send(slot),
                 Action::SendNow(bytes) => {
@@ -471,6 +487,17 @@ impl Worker {
         self.zc_min_unregistered =
             t.zerocopy_unregistered_min_bytes.load(Ordering::Relaxed) as usize;
         self.sweep_deadlines();
+        self.shrink_slots();
+        if self.released > 0 {
+            self.released = 0;
+            self.release_ticks = RELEASE_TICKS;
+        }
+        if self.release_ticks > 0 {
+            // Over a few ticks: the allocator gives pages back some time after they were
+            // freed (its purge delay), when asked again.
+            self.release_ticks -= 1;
+            crate::release_memory();
+        }
         self.wake_waiting()?;
         if self.id == 0
             && let Some(disk) = self.shared.cache.disk.as_ref()
@@ -528,7 +555,9 @@ impl Worker {
         std::mem::swap(&mut self.waiting, &mut self.waiting_now);
         for i in 0..self.waiting_now.len() {
             let (slot, generation) = self.waiting_now[i];
-            let c = &self.conns[slot as usize];
+            let Some(c) = self.conns.get(slot as usize) else {
+                continue;
+            };
             if c.generation == generation && !c.ex.is_closed() && c.fd >= 0 && c.ex.is_waiting() {
                 let a = self.with_ex(slot, |ex, cx| ex.poll(cx));
                 self.act(slot, a)?;
@@ -556,7 +585,14 @@ impl Worker {
             let c = &self.conns[slot as usize];
             // A file read that outlives the send deadline (a hung disk) cuts its client too;
             // the slot is freed when the read completes.
-            if c.fd < 0 || c.ex.is_closed() || c.ex.deadline() > self.now {
+            if c.fd < 0 || c.ex.is_closed() {
+                continue;
+            }
+            if c.ex.deadline() > self.now {
+                // (Multishot: no single receive is in flight into its buffer.)
+                if c.multishot && self.conns[slot as usize].ex.trim(self.now) {
+                    self.released += 1;
+                }
                 continue;
             }
             if c.ex.timeout_counts() {
@@ -564,6 +600,27 @@ impl Worker {
                 log::debug!("slot {slot}: past its deadline ({})", c.ex.state_name());
             }
             self.close(slot);
+        }
+    }
+
+    /// Gives back the slots at the end of the table once most of it is free (the clients of
+    /// a crowd or a flood left): the memory of closed connections returns.
+    fn shrink_slots(&mut self) {
+        if self.free.len() < SLOTS_KEPT || self.free.len() < self.live {
+            return;
+        }
+        let before = self.conns.len();
+        while let Some(c) = self.conns.last() {
+            if c.fd >= 0 || c.inflight > 0 || self.conns.len() <= SLOTS_KEPT {
+                break;
+            }
+            self.conns.pop();
+        }
+        if self.conns.len() < before {
+            let n = self.conns.len() as u32;
+            self.free.retain(|&s| s < n);
+            self.conns.shrink_to(self.conns.len().max(SLOTS_KEPT));
+            self.free.shrink_to(self.free.len().max(SLOTS_KEPT));
         }
     }
 
@@ -613,13 +670,19 @@ impl Worker {
             None => {
                 self.conns.push(Slot {
                     fd,
-                    generation: 0,
+                    // Not 0: a slot given back and made again must not match what was
+                    // queued for the old one (`waiting`).
+                    generation: self.stats.accepted.load(Ordering::Relaxed) as u32,
                     inflight: 0,
                     multishot: false,
                     zc_ok: true,
                     zc_sent: None,
                     msg: SendMsg::new(),
-                    ex: Exchange::new(rbuf_len, self.now + self.timeouts.idle),
+                    ex: Exchange::new(
+                        rbuf_len,
+                        self.now + self.timeouts.idle,
+                        self.stats.overflow.clone(),
+                    ),
                 });
                 (self.conns.len() - 1) as u32
             }
@@ -669,6 +732,9 @@ impl Worker {
         }
         match c.ex.on_recv_result(res, more) {
             Received::Close => {
+                if c.ex.flooded() {
+                    self.stats.floods_cut.fetch_add(1, Ordering::Relaxed);
+                }
                 self.close(slot);
                 Ok(())
             }
@@ -676,6 +742,18 @@ impl Worker {
                 true => self.arm_multishot(slot),
                 false => Ok(()),
             },
+            Received::Pause { poll } => {
+                self.stats.reads_paused.fetch_add(1, Ordering::Relaxed);
+                // The multishot receive's last completion (ECANCELED) comes back to the
+                // exchange, which asks for input again when it has used what it holds.
+                let target = ud(RECV_MULTI, slot, c.generation);
+                self.ring.cancel(target, ud(CANCEL, 0, 0))?;
+                if !poll {
+                    return Ok(());
+                }
+                let a = self.with_ex(slot, |ex, cx| ex.poll(cx));
+                self.act(slot, a)
+            }
             Received::Poll { rearm } => {
                 if rearm {
                     self.arm_multishot(slot)?;
@@ -724,6 +802,7 @@ impl Worker {
         sys::close(c.fd);
         c.fd = -1;
         c.ex.release();
+        self.released += 1;
         self.free.push(slot);
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);

@@ -87,11 +87,121 @@ fn a_half_closed_client_still_gets_the_response_under_way() {
 }
 
 #[test]
+fn a_client_sending_far_ahead_is_not_read_until_its_buffer_is_used() {
+    let mut kit = Kit::new();
+    kit.file("p", &object(10));
+    let mut ex = kit.exchange();
+    let one = get("/p");
+    let burst = one.repeat(2000);
+    // The first request is answered while the others pile up behind it.
+    ex.on_input(Instant::now(), &burst[..4096]);
+    ex.phase = Phase::Send;
+    let mut paused = None;
+    for (i, piece) in burst[4096..].chunks(4096).enumerate() {
+        ex.on_input(Instant::now(), piece);
+        match ex.on_recv_result(piece.len() as i32, true) {
+            Received::Pause { poll } => {
+                assert!(!poll, "busy sending: nothing to parse yet");
+                paused = Some(i);
+                break;
+            }
+            r => assert_eq!(r, Received::Keep { rearm: false }),
+        }
+    }
+    let at = paused.expect("reading stops once the receive buffer is full");
+    assert!(
+        at <= 2,
+        "stopped at the buffer's size (8 KiB), not later: {at}"
+    );
+    // Completions the kernel had posted before the cancel still land...
+    let upto = 4096 * (at + 2);
+    ex.on_input(Instant::now(), &burst[upto..upto + 4096]);
+    assert_eq!(
+        ex.on_recv_result(4096, true),
+        Received::Keep { rearm: false }
+    );
+    // ...then the cancel ends the receive, which is not armed again for now.
+    assert_eq!(
+        ex.on_recv_result(-libc::ECANCELED, false),
+        Received::Keep { rearm: false }
+    );
+    assert!(
+        ex.overflow.len() <= 2 * 4096,
+        "held beyond the buffer: {}",
+        ex.overflow.len()
+    );
+    // Once the response is sent, the requests it holds are answered, and only then is
+    // input asked for again (the worker arms the receive).
+    ex.phase = Phase::Recv;
+    let held = (ex.rend - ex.rstart + ex.overflow.len()) / one.len();
+    let a = ex.poll(&mut kit.cx());
+    let (sent, next) = kit.run(&mut ex, a);
+    let answered = sent.windows(8).filter(|w| w == b"HTTP/1.1").count();
+    assert!(answered >= held - 1, "{answered} of {held}");
+    assert!(matches!(next, Action::Recv), "{next:?}");
+    assert!(ex.overflow.is_empty() && ex.overflow.capacity() == 0);
+    // From then on it is read by single receives into what is free of its buffer.
+    assert!(!ex.reads_in_bursts());
+    let rest = &one[(upto + 4096) % one.len()..];
+    ex.recv_room()[..rest.len()].copy_from_slice(rest);
+    let a = ex.on_received(&mut kit.cx(), rest.len());
+    let (sent, _) = kit.run(&mut ex, a);
+    assert!(sent.starts_with(b"HTTP/1.1 200 "));
+}
+
+#[test]
+fn a_paused_connection_asked_for_input_before_the_cancel_ended_is_read_again() {
+    let mut kit = Kit::new();
+    let mut ex = kit.exchange();
+    assert!(ex.overflow.push(b"x"));
+    ex.phase = Phase::Send;
+    assert_eq!(ex.on_recv_result(1, true), Received::Pause { poll: false });
+    ex.overflow.clear();
+    // Input is asked for (the worker sees the receive still armed and waits)...
+    ex.phase = Phase::Recv;
+    // ...then the cancel's completion arms it again and parses.
+    assert_eq!(
+        ex.on_recv_result(-libc::ECANCELED, false),
+        Received::Poll { rearm: false }
+    );
+    assert!(!ex.reads_in_bursts(), "read by single receives from now on");
+}
+
+#[test]
+fn an_idle_connection_gives_its_receive_buffer_back() {
+    let mut kit = Kit::new();
+    kit.file("t", &object(10));
+    let mut ex = kit.exchange();
+    assert!(ex.rbuf.is_empty(), "none before the first bytes");
+    let (head, _, next) = kit.ask(&mut ex, &get("/t"));
+    assert!(head.starts_with("HTTP/1.1 200 "));
+    assert!(matches!(next, Action::Recv));
+    assert!(!ex.rbuf.is_empty());
+    ex.trim(Instant::now());
+    assert!(
+        !ex.rbuf.is_empty(),
+        "kept while idle for less than IDLE_TRIM"
+    );
+    ex.trim(Instant::now() + IDLE_TRIM);
+    assert!(ex.rbuf.is_empty(), "given back");
+    // The next request takes one again.
+    let (head, body, _) = kit.ask(&mut ex, &get("/t"));
+    assert!(head.starts_with("HTTP/1.1 200 "));
+    assert_eq!(body, object(10));
+    // A connection mid-request keeps it.
+    let a = kit.input(&mut ex, b"GET /t HTTP/1.1\r\n");
+    assert!(matches!(a, Action::Recv));
+    ex.trim(Instant::now() + 2 * IDLE_TRIM);
+    assert!(!ex.rbuf.is_empty());
+}
+
+#[test]
 fn a_client_pipelining_past_the_overflow_limit_is_cut() {
     let mut kit = Kit::new();
     kit.file("h", &object(10));
     let mut ex = kit.exchange();
-    // The receive buffer holds 8 KiB; the rest waits in the overflow, up to its limit.
+    // The receive buffer holds 8 KiB; were the kernel to go on delivering after the pause,
+    // the rest would wait in the overflow, up to its limit.
     let burst = get("/h").repeat(2000);
     let mut last = Received::Keep { rearm: false };
     for piece in burst
@@ -107,7 +217,8 @@ fn a_client_pipelining_past_the_overflow_limit_is_cut() {
         ex.phase = Phase::Send;
     }
     assert_eq!(last, Received::Close);
-    assert!(ex.overflow.len() > OVERFLOW_LIMIT);
+    assert!(ex.flooded());
+    assert!(ex.overflow.len() <= super::super::overflow::OVERFLOW_LIMIT);
 }
 
 #[test]
@@ -168,7 +279,7 @@ fn a_reused_slot_starts_clean() {
     let a = kit.input(&mut ex, b"BAD\r\n\r\n");
     assert!(matches!(a, Action::Send));
     ex.on_head_sent_partially_for_test(3);
-    ex.overflow.extend_from_slice(b"GET /x HTTP/1.1\r\n");
+    assert!(ex.overflow.push(b"GET /x HTTP/1.1\r\n"));
     ex.reset(Instant::now() + kit.timeouts.idle);
     assert!(ex.linger.is_none() && ex.overflow.is_empty() && !ex.close_after);
     assert_eq!(ex.outgoing().pending(), 0);

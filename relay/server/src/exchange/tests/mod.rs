@@ -131,7 +131,11 @@ impl Kit {
     }
 
     fn exchange(&mut self) -> Exchange {
-        Exchange::new(8192, Instant::now() + self.timeouts.idle)
+        Exchange::new(
+            8192,
+            Instant::now() + self.timeouts.idle,
+            self.stats.overflow.clone(),
+        )
     }
 
     /// A file of the directory origin.
@@ -150,8 +154,8 @@ impl Kit {
         let mut cx = self.cx();
         ex.on_input(cx.now, bytes);
         match ex.on_recv_result(bytes.len() as i32, true) {
-            Received::Poll { .. } => ex.poll(&mut cx),
-            Received::Keep { .. } => Action::Idle,
+            Received::Poll { .. } | Received::Pause { poll: true } => ex.poll(&mut cx),
+            Received::Keep { .. } | Received::Pause { poll: false } => Action::Idle,
             Received::Close => Action::Close,
         }
     }
