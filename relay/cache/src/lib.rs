@@ -6,6 +6,8 @@
 //!   eviction and admission; plans the I/O for io_uring (plus a blocking std::fs path).
 //! - [`Cache`] (`tiers`): every tier opened from the config's `[cache]`, in one place.
 //! - [`fill`]: a chunk being filled from upstream, streamed to readers as it arrives.
+//! - [`inflight`]: what is in flight process-wide (object heads, chunk fills), so that any
+//!   number of concurrent misses make one fetch.
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
 //! - [`memory`]: the memory tier, bounded by bytes, with scan-resistant eviction.
 //! - [`meta`]: what the cache knows of an object (length, validators) and when it was learnt.
@@ -20,6 +22,7 @@ pub mod arena;
 mod buddy;
 pub mod disk;
 pub mod fill;
+pub mod inflight;
 pub mod key;
 pub mod layout;
 pub mod memory;

@@ -2,7 +2,7 @@
 //! itself (from the disk tier, or from a directory origin's file) is claimed by the first
 //! reader, and the others wait on its [`ChunkShare`] for the verified bytes (or for word
 //! that there are none, and then read or fetch the chunk themselves). The fills of chunks
-//! fetched from an origin coalesce the same way in [`crate::fill::InFlight`].
+//! fetched from an origin coalesce the same way in [`crate::inflight::InFlight`].
 
 use crate::wake::{Wakers, Watchers};
 use crate::{ChunkKey, MemoryTier};

@@ -3,7 +3,7 @@
 
 use crate::arena::{ARENA_MIN, Arena, arena_len};
 use crate::disk::{Admission, DiskConfig, DiskError, DiskTier};
-use crate::fill::InFlight;
+use crate::inflight::InFlight;
 use crate::{ChunkRef, Layout, MemoryTier, MetaCache};
 use relay_config::{CacheConfig, DiskAdmission};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ impl Cache {
     /// Where the bytes of chunk `key` are now, in the one order they are looked for: the
     /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
     /// from (its bytes are arriving: no need to look further); then the disk tier; else the
-    /// origin (the caller joins or starts the chunk's fill in [`crate::fill::InFlight`], or
+    /// origin (the caller joins or starts the chunk's fill in [`crate::inflight::InFlight`], or
     /// reads a directory origin's file). A chunk the caller reads itself (disk, file) is
     /// read once however many want it: [`Cache::reads`]. Allocation-free on a memory hit.
     pub fn source(&self, key: &ChunkRef<'_>, streaming: Option<&Arc<crate::fill::Fill>>) -> Source {

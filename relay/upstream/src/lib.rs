@@ -39,7 +39,8 @@ mod head;
 pub mod stream;
 
 use relay_cache::disk::{Admission, DiskTier};
-use relay_cache::fill::{FillWriter, InFlight};
+use relay_cache::fill::FillWriter;
+use relay_cache::inflight::InFlight;
 use relay_cache::wake::{Wakers, Watchers};
 use relay_cache::{Cache, Layout, MemoryTier, MetaCache, ObjectMeta};
 use relay_config::{HttpOrigin, OriginConfig};

@@ -162,7 +162,7 @@ enum State {
     ReadingDisk(Box<DiskRead>),
     /// Waiting on the object's head from the origin (a fetch this request started or
     /// joined).
-    AwaitingHead(Arc<relay_cache::fill::Pending>),
+    AwaitingHead(Arc<relay_cache::inflight::Pending>),
     /// Collecting a pass-through's request body.
     CollectingBody(Box<Collect>),
     /// Waiting on a pass-through's answer.
@@ -354,7 +354,7 @@ pub struct Exchange {
     hinted: bool,
     /// That fetch, kept while its answer (one that may not be stored) is sent: the later
     /// chunks of a whole body the origin sent at once are read from it.
-    owner_fetch: Option<Arc<relay_cache::fill::Pending>>,
+    owner_fetch: Option<Arc<relay_cache::inflight::Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
     stale: Option<Arc<relay_cache::ObjectMeta>>,
     /// Disk-tier description reads made for the request being answered (`RESTORE_*` bits).

@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
-use relay_cache::fill::{Fill as UpFill, Pending};
+use relay_cache::fill::Fill as UpFill;
+use relay_cache::inflight::Pending;
 use relay_proto::Method;
 use relay_proto::range::{ByteRange, MAX_RANGES};
 use relay_upstream::budget::Reservation;

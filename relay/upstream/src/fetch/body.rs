@@ -6,7 +6,8 @@ use super::{Context, unix_now};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use relay_cache::fill::{FillError, FillWriter, KEPT_BYTES, Wait};
+use relay_cache::fill::{FillError, FillWriter, Wait};
+use relay_cache::inflight::KEPT_BYTES;
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -192,7 +193,7 @@ impl Context {
         object: &Arc<str>,
         meta: &ObjectMeta,
         index: u64,
-        keep: Option<&Arc<relay_cache::fill::Pending>>,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) -> (Option<FillWriter>, u64) {
         let len = self.chunk_room(meta, index);
         let key = ChunkKey {
@@ -232,7 +233,7 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
-        keep: Option<&Arc<relay_cache::fill::Pending>>,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) {
         let count = match meta.open_ended {
             true => u64::MAX,

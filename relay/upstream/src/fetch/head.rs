@@ -215,7 +215,7 @@ impl Context {
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
-        keep: Option<&Arc<relay_cache::fill::Pending>>,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) {
         if partial {
             if let Some(w) = first {

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::{Tunables, WorkerStats};
-use relay_cache::fill::{Fill, FillError, Start};
+use relay_cache::fill::{Fill, FillError};
+use relay_cache::inflight::Start;
 use relay_cache::wake::Wakers;
 use relay_cache::{ChunkKey, ObjectMeta};
 use relay_config::Config;
