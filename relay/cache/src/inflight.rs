@@ -1,10 +1,13 @@
 //! What is in flight, process-wide: the object heads being fetched ([`Pending`]), and the
-//! chunks being filled from an origin, so any number of concurrent misses make one upstream
-//! fetch.
+//! chunks being brought ([`Flight`]), each either filled from an origin (readers stream it
+//! as it arrives) or read from a local file by one reader that the others wait on. However
+//! many clients want a chunk at once, it is fetched or read once: the first claims it
+//! ([`InFlight::claim_read`], [`InFlight::claim_fill`]), the others follow what it brings.
 
 use crate::arena::Arena;
 use crate::fill::{Fill, FillError, FillWriter};
 use crate::key::ChunkKey;
+use crate::memory::MemoryTier;
 use crate::meta::ObjectMeta;
 use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
@@ -111,22 +114,73 @@ impl Pending {
     }
 }
 
-/// What [`InFlight::join_or_start`] found.
-pub enum Start {
-    /// A new fill: the caller must have it fetched.
-    New(FillWriter),
-    /// A fill already in flight.
-    Joined(Arc<Fill>),
-    /// The chunk is stored now.
-    Cached,
+/// Where the bytes of a chunk in flight are coming from: [`InFlight`] holds one per chunk,
+/// so a chunk is fetched or read once however many readers want it.
+#[derive(Clone)]
+pub enum Flight {
+    /// Fetched from an origin: readers stream the fill's bytes as they arrive.
+    Fill(Arc<Fill>),
+    /// Read from a local file (the disk tier, a directory origin's file) by one reader; the
+    /// others wait on its share for the verified bytes (or for word that there are none,
+    /// and then read or fetch the chunk themselves).
+    Read(Arc<ChunkShare>),
 }
 
-/// What is being fetched now, process-wide: one entry per object head and per chunk, so any
-/// number of concurrent misses make one upstream fetch. Locked only on the miss path.
+impl Flight {
+    /// The chunk in flight.
+    pub fn key(&self) -> &ChunkKey {
+        match self {
+            Flight::Fill(fill) => &fill.key,
+            Flight::Read(share) => &share.key,
+        }
+    }
+}
+
+/// A chunk read in flight, as the readers that wait on it see it.
+pub struct ChunkShare {
+    /// The chunk being read.
+    pub key: ChunkKey,
+    result: OnceLock<Option<Bytes>>,
+    /// The workers with a reader waiting.
+    pub watchers: Watchers,
+}
+
+impl ChunkShare {
+    fn new(key: ChunkKey) -> ChunkShare {
+        ChunkShare {
+            key,
+            result: OnceLock::new(),
+            watchers: Watchers::default(),
+        }
+    }
+
+    /// None while the read is in flight; then its bytes, or None when it ended without
+    /// them (a bad or vanished file, or its reader left).
+    pub fn result(&self) -> Option<&Option<Bytes>> {
+        self.result.get()
+    }
+}
+
+/// How a caller stands with a chunk it found in no tier and is about to bring
+/// ([`InFlight::claim_read`], [`InFlight::claim_fill`]).
+pub enum Claim<M> {
+    /// It was brought and stored since the caller looked: take it from the memory tier.
+    Stored,
+    /// Another brings it already: stream from its fill, or wait on its read.
+    InFlight(Flight),
+    /// The caller brings it: `M` is the read's share, to [`InFlight::settle`], or the
+    /// fill's writer, to have fetched (and [`InFlight::end_fill`] when it ends).
+    Mine(M),
+}
+
+/// What is in flight now, process-wide: one entry per object head being fetched, and one per
+/// chunk being brought, whether fetched from an origin or read from a local file, so any
+/// number of concurrent misses make one fetch or one read. Locked only on the miss path.
 #[derive(Default)]
 pub struct InFlight {
     heads: Mutex<HashMap<Arc<str>, Arc<Pending>>>,
-    chunks: Mutex<HashMap<ChunkKey, Arc<Fill>>>,
+    /// The chunks in flight: a chunk is fetched or read, never both at once.
+    chunks: Mutex<HashMap<ChunkKey, Flight>>,
     /// Answers without a length still arriving, by object: a client asking for one joins
     /// its fetch while the fetch still keeps every chunk of it, rather than starting
     /// another (such an answer is described only once it ended). Weak: a fetch's readers
@@ -233,8 +287,9 @@ impl InFlight {
         }
     }
 
-    /// The fill of a chunk in flight.
-    pub fn chunk(&self, key: &ChunkKey) -> Option<Arc<Fill>> {
+    /// What is in flight for chunk `key`, if anything (a look: a caller about to bring the
+    /// chunk claims it, [`InFlight::claim_read`] or [`InFlight::claim_fill`]).
+    pub fn flight(&self, key: &ChunkKey) -> Option<Flight> {
         self.chunks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,48 +297,88 @@ impl InFlight {
             .cloned()
     }
 
-    /// Starts a fill of `len` bytes, or returns the one already in flight.
-    pub fn start_chunk(&self, key: ChunkKey, len: usize) -> Result<FillWriter, Arc<Fill>> {
-        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = chunks.get(&key) {
-            return Err(f.clone());
-        }
-        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
-        chunks.insert(key, fill);
-        Ok(writer)
+    /// Claims the read of chunk `key` from a local file (the disk tier, a directory
+    /// origin's file): the caller reads it and settles the share it gets for the others
+    /// ([`InFlight::settle`]) — unless it is in flight already, or stored since the caller
+    /// looked.
+    pub fn claim_read(&self, key: ChunkKey, memory: &MemoryTier) -> Claim<Arc<ChunkShare>> {
+        self.claim(key, memory, |key| {
+            let share = Arc::new(ChunkShare::new(key.clone()));
+            (Flight::Read(share.clone()), share)
+        })
     }
 
-    /// Like [`InFlight::start_chunk`], but first asks `cached` under the lock: a fill
+    /// Claims the fetch of chunk `key` (`len` bytes) from an origin: the caller has the
+    /// fill it gets fetched — unless it is in flight already, or stored since the caller
+    /// looked.
+    pub fn claim_fill(&self, key: ChunkKey, len: usize, memory: &MemoryTier) -> Claim<FillWriter> {
+        self.claim(key, memory, |key| {
+            let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
+            (Flight::Fill(fill), writer)
+        })
+    }
+
+    /// The one claim: what is in flight; else the chunk in `memory` (a fill or a read
     /// stores its chunk before it leaves the table, so a caller that missed the memory tier
-    /// just before the store finds it here instead of starting a second fetch.
-    pub fn join_or_start(
+    /// just before the store finds it here rather than bringing it again); else the
+    /// caller's, made by `start`.
+    fn claim<M>(
         &self,
         key: ChunkKey,
-        len: usize,
-        cached: impl FnOnce(&ChunkKey) -> bool,
-    ) -> Start {
+        memory: &MemoryTier,
+        start: impl FnOnce(&ChunkKey) -> (Flight, M),
+    ) -> Claim<M> {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = chunks.get(&key) {
-            return Start::Joined(f.clone());
+        if let Some(flight) = chunks.get(&key) {
+            return Claim::InFlight(flight.clone());
         }
-        if cached(&key) {
-            return Start::Cached;
+        if memory.contains(&key.as_ref()) {
+            return Claim::Stored;
+        }
+        let (flight, mine) = start(&key);
+        chunks.insert(key, flight);
+        Claim::Mine(mine)
+    }
+
+    /// Starts a fill of `len` bytes for a fetch the upstream makes on its own (the first
+    /// chunk of a head fetch, the chunks of a whole body arriving in one answer); None when
+    /// the chunk is in flight already (fetched or read).
+    pub fn start_fill(&self, key: ChunkKey, len: usize) -> Option<FillWriter> {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if chunks.contains_key(&key) {
+            return None;
         }
         let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
-        chunks.insert(key, fill);
-        Start::New(writer)
+        chunks.insert(key, Flight::Fill(fill));
+        Some(writer)
     }
 
     /// Forgets a finished or failed fill (readers holding it keep it alive), if it is the
     /// one in the table under its key (one already replaced stays).
     pub fn end_fill(&self, fill: &Arc<Fill>) {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-        if chunks.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+        if matches!(chunks.get(&fill.key), Some(Flight::Fill(f)) if Arc::ptr_eq(f, fill)) {
             chunks.remove(&fill.key);
         }
     }
 
-    /// Fills and head fetches in flight now.
+    /// Ends the read that `share` stands for: its `bytes` (None: the others read or fetch
+    /// the chunk themselves) go to the readers waiting on it, which are woken.
+    pub fn settle(&self, share: &ChunkShare, bytes: Option<Bytes>, wakers: &Wakers) {
+        {
+            // Out of the table and settled together: a reader that finds it settled must
+            // not find it in the table again (it would spin until it left).
+            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(chunks.get(&share.key), Some(Flight::Read(s)) if std::ptr::eq(&**s, share))
+            {
+                chunks.remove(&share.key);
+            }
+            let _ = share.result.set(bytes);
+        }
+        wakers.wake(&share.watchers);
+    }
+
+    /// Head fetches and chunks (fills and reads) in flight now.
     pub fn len(&self) -> (usize, usize) {
         let h = self.heads.lock().map(|h| h.len()).unwrap_or(0);
         let c = self.chunks.lock().map(|c| c.len()).unwrap_or(0);
@@ -294,14 +389,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key() -> ChunkKey {
-        ChunkKey {
-            object: Arc::from("o"),
-            version: 1,
-            index: 0,
-        }
-    }
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn in_flight_coalesces() {
@@ -319,17 +407,202 @@ mod tests {
         f.finish_head("o", Err(FillError::Connect), None, &wakers);
         assert_eq!(*woken.lock().unwrap(), [1]);
         assert_eq!(a.result(), Some(&Err(FillError::Connect)));
-        let w = f.start_chunk(key(), 3).ok().unwrap();
-        let other = f.start_chunk(key(), 3).err().unwrap();
-        assert!(Arc::ptr_eq(w.fill(), &other));
+    }
+
+    fn chunk(i: u64) -> ChunkKey {
+        ChunkKey {
+            object: Arc::from("h/o"),
+            version: 1,
+            index: i,
+        }
+    }
+
+    fn memory() -> MemoryTier {
+        MemoryTier::new(1 << 20, 4096)
+    }
+
+    /// Wakers that count the wake-ups.
+    fn counting() -> (Wakers, Arc<AtomicUsize>) {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        let wakers = Wakers::new(move |_| {
+            w.fetch_add(1, Ordering::Relaxed);
+        });
+        (wakers, woken)
+    }
+
+    fn is_fill(flight: Option<Flight>, fill: &Arc<Fill>) -> bool {
+        matches!(flight, Some(Flight::Fill(f)) if Arc::ptr_eq(&f, fill))
+    }
+
+    fn is_read(flight: Option<Flight>, share: &Arc<ChunkShare>) -> bool {
+        matches!(flight, Some(Flight::Read(s)) if Arc::ptr_eq(&s, share))
+    }
+
+    #[test]
+    fn the_first_claim_fetches_the_others_join_its_fill() {
+        let f = InFlight::default();
+        let memory = memory();
+        let Claim::Mine(w) = f.claim_fill(chunk(0), 3, &memory) else {
+            panic!("the first claim fetches it")
+        };
+        let Claim::InFlight(Flight::Fill(joined)) = f.claim_fill(chunk(0), 3, &memory) else {
+            panic!("a second joins the fill")
+        };
+        assert!(Arc::ptr_eq(w.fill(), &joined));
+        assert!(
+            f.start_fill(chunk(0), 3).is_none(),
+            "the upstream starts no second fill"
+        );
+        assert!(is_fill(f.flight(&chunk(0)), w.fill()));
+        assert!(
+            matches!(f.claim_fill(chunk(1), 3, &memory), Claim::Mine(_)),
+            "per chunk"
+        );
+        assert_eq!(f.len(), (0, 2));
         f.end_fill(w.fill());
-        assert!(f.chunk(&key()).is_none());
+        assert!(f.flight(&chunk(0)).is_none());
         // Ending a fill that is not the one in the table leaves the table as it is.
-        let shared = f.start_chunk(key(), 3).ok().unwrap();
-        let (other, _w) = Fill::new(key(), 3);
+        let shared = f.start_fill(chunk(0), 3).unwrap();
+        let (other, _w) = Fill::new(chunk(0), 3);
         f.end_fill(&other);
-        assert!(Arc::ptr_eq(&f.chunk(&key()).unwrap(), shared.fill()));
+        assert!(is_fill(f.flight(&chunk(0)), shared.fill()));
         f.end_fill(shared.fill());
-        assert!(f.chunk(&key()).is_none());
+        assert!(f.flight(&chunk(0)).is_none());
+    }
+
+    #[test]
+    fn the_first_reader_claims_the_others_wait_and_are_woken() {
+        let f = InFlight::default();
+        let memory = memory();
+        let (wakers, woken) = counting();
+        let Claim::Mine(mine) = f.claim_read(chunk(0), &memory) else {
+            panic!("the first reader reads it")
+        };
+        assert_eq!(mine.key, chunk(0));
+        let Claim::InFlight(Flight::Read(theirs)) = f.claim_read(chunk(0), &memory) else {
+            panic!("a second waits on the first")
+        };
+        assert!(Arc::ptr_eq(&mine, &theirs));
+        assert!(theirs.result().is_none());
+        theirs.watchers.watch(3);
+        assert!(
+            matches!(f.claim_read(chunk(1), &memory), Claim::Mine(_)),
+            "per chunk"
+        );
+        // The reader stores the chunk, then settles its share.
+        memory.insert(chunk(0), Bytes::from_static(b"chunk"));
+        f.settle(&mine, Some(Bytes::from_static(b"chunk")), &wakers);
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
+        assert!(matches!(theirs.result(), Some(Some(b)) if &b[..] == b"chunk"));
+        // Settled and out of the table together.
+        assert!(f.flight(&chunk(0)).is_none());
+        assert!(
+            matches!(f.claim_read(chunk(0), &memory), Claim::Stored),
+            "then it is stored"
+        );
+        assert_eq!(f.len(), (0, 1), "only chunk 1's read is left");
+    }
+
+    #[test]
+    fn a_read_that_ends_without_bytes_lets_the_next_reader_read_or_fetch_it() {
+        let f = InFlight::default();
+        let memory = memory();
+        let (wakers, woken) = counting();
+        let Claim::Mine(mine) = f.claim_read(chunk(0), &memory) else {
+            panic!()
+        };
+        mine.watchers.watch(0);
+        f.settle(&mine, None, &wakers);
+        assert_eq!(woken.load(Ordering::Relaxed), 1, "its waiters are woken");
+        assert!(matches!(mine.result(), Some(None)));
+        assert!(f.flight(&chunk(0)).is_none());
+        assert!(matches!(f.claim_read(chunk(0), &memory), Claim::Mine(_)));
+        let Claim::Mine(again) = f.claim_read(chunk(1), &memory) else {
+            panic!()
+        };
+        f.settle(&again, None, &Wakers::none());
+        assert!(
+            matches!(f.claim_fill(chunk(1), 3, &memory), Claim::Mine(_)),
+            "or fetches it"
+        );
+    }
+
+    #[test]
+    fn a_chunk_stored_since_the_look_is_taken_from_memory() {
+        let f = InFlight::default();
+        let memory = memory();
+        let Claim::Mine(w) = f.claim_fill(chunk(0), 5, &memory) else {
+            panic!()
+        };
+        // A fill stores its chunk before it leaves the table.
+        let fill = w
+            .complete_with(b"chunk", |b| memory.insert(chunk(0), b))
+            .unwrap();
+        f.end_fill(&fill);
+        assert!(matches!(f.claim_fill(chunk(0), 5, &memory), Claim::Stored));
+        assert!(matches!(f.claim_read(chunk(0), &memory), Claim::Stored));
+        assert!(f.flight(&chunk(0)).is_none(), "no claim was left behind");
+        // The upstream's own fills do not look in memory (it fills what it was asked to).
+        assert!(f.start_fill(chunk(0), 5).is_some());
+    }
+
+    #[test]
+    fn a_fill_and_a_read_of_one_chunk_are_never_both_in_flight() {
+        let f = InFlight::default();
+        let memory = memory();
+        // A read in flight: a fetch joins it instead, and the upstream starts no fill.
+        let Claim::Mine(share) = f.claim_read(chunk(0), &memory) else {
+            panic!()
+        };
+        let Claim::InFlight(Flight::Read(s)) = f.claim_fill(chunk(0), 3, &memory) else {
+            panic!("a fetch waits on the read in flight")
+        };
+        assert!(Arc::ptr_eq(&s, &share));
+        assert!(f.start_fill(chunk(0), 3).is_none());
+        let (stray, _w) = Fill::new(chunk(0), 3);
+        f.end_fill(&stray);
+        assert!(
+            is_read(f.flight(&chunk(0)), &share),
+            "ending a fill leaves a read"
+        );
+        f.settle(&share, None, &Wakers::none());
+        // A fill in flight: a read joins it instead.
+        let Claim::Mine(w) = f.claim_fill(chunk(0), 3, &memory) else {
+            panic!()
+        };
+        let Claim::InFlight(Flight::Fill(joined)) = f.claim_read(chunk(0), &memory) else {
+            panic!("a read streams the fill in flight")
+        };
+        assert!(Arc::ptr_eq(&joined, w.fill()));
+        // Settling a read that is not the one in the table leaves the fill there.
+        let stray = ChunkShare::new(chunk(0));
+        f.settle(&stray, None, &Wakers::none());
+        assert!(matches!(stray.result(), Some(None)));
+        assert!(is_fill(f.flight(&chunk(0)), w.fill()));
+        assert_eq!(f.len(), (0, 1));
+    }
+
+    #[test]
+    fn one_claim_wins_however_many_race_for_a_chunk() {
+        let f = Arc::new(InFlight::default());
+        let memory = Arc::new(memory());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (f, memory) = (f.clone(), memory.clone());
+                std::thread::spawn(move || {
+                    (0..200u64)
+                        .filter(|&i| match t % 3 {
+                            0 => matches!(f.claim_read(chunk(i), &memory), Claim::Mine(_)),
+                            1 => matches!(f.claim_fill(chunk(i), 3, &memory), Claim::Mine(_)),
+                            _ => f.start_fill(chunk(i), 3).is_some(),
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 200, "each chunk claimed once");
+        assert_eq!(f.len(), (0, 200));
     }
 }

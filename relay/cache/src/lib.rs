@@ -6,13 +6,12 @@
 //!   eviction and admission; plans the I/O for io_uring (plus a blocking std::fs path).
 //! - [`Cache`] (`tiers`): every tier opened from the config's `[cache]`, in one place.
 //! - [`fill`]: a chunk being filled from upstream, streamed to readers as it arrives.
-//! - [`inflight`]: what is in flight process-wide (object heads, chunk fills), so that any
-//!   number of concurrent misses make one fetch.
+//! - [`inflight`]: what is in flight process-wide: object heads being fetched, and chunks
+//!   being fetched from an origin or read from a local file (disk tier, directory origin),
+//!   so that however many readers want one at once it is fetched or read once.
 //! - [`key`]: chunk keys, and borrowed lookups that allocate nothing.
 //! - [`memory`]: the memory tier, bounded by bytes, with scan-resistant eviction.
 //! - [`meta`]: what the cache knows of an object (length, validators) and when it was learnt.
-//! - [`reads`]: one read of a chunk (disk tier, directory origin) however many readers want
-//!   it at once.
 //! - [`policy`]: HTTP caching semantics for a shared cache (RFC 9111): storability, freshness,
 //!   validation, `Vary`, invalidation, and the named phases of a lookup.
 //! - [`wake`]: how a worker waiting on a fill (or anything another thread completes) is
@@ -29,7 +28,6 @@ pub mod memory;
 pub mod meta;
 pub mod policy;
 pub mod purge;
-pub mod reads;
 mod tiers;
 pub mod wake;
 

@@ -30,15 +30,13 @@ pub struct Cache {
     pub memory: Arc<MemoryTier>,
     /// What is known of each object.
     pub meta: Arc<MetaCache>,
-    /// Fetches in flight (object heads and chunk fills), for coalescing.
+    /// What is in flight (object heads being fetched; chunks being fetched or read), for
+    /// coalescing: one fetch or one read however many want it.
     pub inflight: Arc<InFlight>,
     /// The disk tier (`cache.disk_dir`), when configured.
     pub disk: Option<Arc<DiskTier>>,
     /// Which completed chunks go to disk (`cache.disk_admission`; None: every one).
     pub admission: Option<Arc<Admission>>,
-    /// Chunk reads in flight (disk tier, directory origin): one per chunk however many
-    /// readers want it.
-    pub reads: crate::reads::ChunkReads,
     /// The caching policy's settings from the config (`cache.targeted_fields`).
     pub policy: Arc<crate::policy::PolicyConfig>,
 }
@@ -97,7 +95,6 @@ impl Cache {
             inflight: Arc::new(InFlight::with_arena(arena)),
             disk,
             admission,
-            reads: Default::default(),
             policy: Arc::new(crate::policy::PolicyConfig {
                 targeted: config.targeted_fields.clone(),
                 ..Default::default()
@@ -165,9 +162,10 @@ impl Cache {
     /// Where the bytes of chunk `key` are now, in the one order they are looked for: the
     /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
     /// from (its bytes are arriving: no need to look further); then the disk tier; else the
-    /// origin (the caller joins or starts the chunk's fill in [`crate::inflight::InFlight`], or
-    /// reads a directory origin's file). A chunk the caller reads itself (disk, file) is
-    /// read once however many want it: [`Cache::reads`]. Allocation-free on a memory hit.
+    /// origin (the caller joins or starts the chunk's fill, or reads a directory origin's
+    /// file). Whatever the caller brings (a fill, a disk or file read) it claims first in
+    /// [`crate::inflight::InFlight`], so each is fetched or read once however many want it.
+    /// Allocation-free on a memory hit.
     pub fn source(&self, key: &ChunkRef<'_>, streaming: Option<&Arc<crate::fill::Fill>>) -> Source {
         if let Some(bytes) = self.memory.get(key) {
             return Source::Memory(bytes);

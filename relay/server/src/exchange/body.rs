@@ -7,7 +7,7 @@ use super::types::{Chunked, DirOpen, DiskRead, FileRead, PassReader, Route};
 use super::{Action, Cx, Exchange, State, Step};
 use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError};
-use relay_cache::inflight::Start;
+use relay_cache::inflight::{Claim, Flight};
 use relay_cache::{ChunkKey, ChunkRef, ObjectMeta, Source};
 use relay_proto::multipart::Multipart;
 use std::io::Write;
@@ -171,7 +171,7 @@ impl Exchange {
             SharedRead::Waiting => return Step::Do(self.wait(cx)),
             SharedRead::NotWaiting => {}
         }
-        if self.chunk_share.as_ref().is_some_and(|(k, _)| *k != key) {
+        if self.chunk_share.as_ref().is_some_and(|s| s.key != key) {
             self.publish_chunk_share(cx, None);
         }
         if self.chunk_share.is_none() && !self.claim_read(cx, key.clone()) {
@@ -251,32 +251,36 @@ impl Exchange {
         // A response that may not be stored has a version of its own (its fetch's), so the
         // fills found here are this client's alone; those its fetch already finished (never
         // in memory) are kept with the fetch.
-        let kept = self.owner_fetch.as_ref().and_then(|p| p.fill(index));
+        if let Some(f) = self.owner_fetch.as_ref().and_then(|p| p.fill(index)) {
+            self.src = Some(f.clone());
+            return self.send_fill(cx, index, f);
+        }
+        let inflight = &cx.shared.cache.inflight;
         if !meta.ranged || meta.open_ended {
             // Its chunks come from the one answer being streamed, or from nowhere.
-            let fill = kept.or_else(|| cx.shared.cache.inflight.chunk(&key));
-            return match fill {
-                Some(f) => {
+            return match inflight.flight(&key) {
+                Some(Flight::Fill(f)) => {
                     self.src = Some(f.clone());
                     self.send_fill(cx, index, f)
+                }
+                Some(Flight::Read(share)) => {
+                    self.chunk_wait = Some(share);
+                    Step::Again
                 }
                 None if memory.contains(&key.as_ref()) => Step::Again,
                 None => self.unfetchable(cx, &meta),
             };
         }
-        let start = match kept {
-            Some(f) => Start::Joined(f),
-            None => cx
-                .shared
-                .cache
-                .inflight
-                .join_or_start(key, len, |k| memory.contains(&k.as_ref())),
-        };
-        let fill = match start {
-            Start::Joined(f) => f,
+        let fill = match inflight.claim_fill(key, len, memory) {
+            Claim::InFlight(Flight::Fill(f)) => f,
+            // Another connection reads it: wait for its bytes.
+            Claim::InFlight(Flight::Read(share)) => {
+                self.chunk_wait = Some(share);
+                return Step::Again;
+            }
             // Stored between our memory lookup and now: take it from memory.
-            Start::Cached => return Step::Again,
-            Start::New(writer) => {
+            Claim::Stored => return Step::Again,
+            Claim::Mine(writer) => {
                 let f = writer.fill().clone();
                 cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
                 if let Some(up) = cx.shared.upstream.as_ref() {

@@ -364,8 +364,8 @@ pub struct Exchange {
     restore_entry: Option<RestoreEntry>,
     /// The chunk read (disk tier or directory origin) this connection makes for others too
     /// (its key), or the one another connection makes that this one waits for.
-    chunk_share: Option<(relay_cache::ChunkKey, Arc<relay_cache::reads::ChunkShare>)>,
-    chunk_wait: Option<(relay_cache::ChunkKey, Arc<relay_cache::reads::ChunkShare>)>,
+    chunk_share: Option<Arc<relay_cache::inflight::ChunkShare>>,
+    chunk_wait: Option<Arc<relay_cache::inflight::ChunkShare>>,
     /// A chunk this response holds (read from disk or taken when its head was built):
     /// (version, index, bytes). Sent from here even if the memory tier cannot keep it.
     local: Option<(u64, u64, bytes::Bytes)>,

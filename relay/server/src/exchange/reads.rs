@@ -1,14 +1,14 @@
 //! File I/O an exchange asks for and what it does with the results: a directory-origin
 //! file opened and described, a chunk read from it (and the file looked at again after each
 //! read: one changed under it cuts the response), a disk-tier chunk read and verified;
-//! and one read per chunk however many connections want it (`Cache::reads`).
+//! and one read per chunk however many connections want it (`Cache::inflight`).
 
 use super::{Action, Cx, Exchange, Phase, ReadOp, State, Step};
 use crate::cache_status::{CacheStatus, Fwd};
 use crate::origin::{FileStat, OriginError};
 use bytes::Bytes;
 use relay_cache::ChunkKey;
-use relay_cache::reads::Claim;
+use relay_cache::inflight::{Claim, Flight};
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -373,19 +373,23 @@ impl Exchange {
 
     /// One read per chunk however many connections want it at once: true when this
     /// connection takes on the read of `key` for the others (it reads it, then publishes);
-    /// false when it is to look again, because it now waits on a read in flight or the chunk
-    /// was read and stored since its memory lookup (a reader stores before it leaves the
-    /// table).
+    /// false when it is to look again, because it now waits on a read in flight, streams
+    /// the chunk's fill in flight, or the chunk was read and stored since its memory lookup
+    /// (a reader stores before it leaves the table).
     pub(super) fn claim_read(&mut self, cx: &Cx<'_>, key: ChunkKey) -> bool {
         let cache = &cx.shared.cache;
-        match cache.reads.claim(&key, &cache.memory) {
-            Claim::Theirs(share) => {
-                self.chunk_wait = Some((key, share));
+        match cache.inflight.claim_read(key, &cache.memory) {
+            Claim::InFlight(Flight::Read(share)) => {
+                self.chunk_wait = Some(share);
+                false
+            }
+            Claim::InFlight(Flight::Fill(fill)) => {
+                self.src = Some(fill);
                 false
             }
             Claim::Stored => false,
             Claim::Mine(share) => {
-                self.chunk_share = Some((key, share));
+                self.chunk_share = Some(share);
                 true
             }
         }
@@ -397,11 +401,9 @@ impl Exchange {
     /// waits on no read of this chunk (a wait left behind by a chunk taken from memory
     /// meanwhile is dropped) or that read ended without bytes for it.
     pub(super) fn shared_read(&mut self, cx: &Cx<'_>, version: u64, index: u64) -> SharedRead {
-        let Some((k, w)) = self
-            .chunk_wait
-            .take()
-            .filter(|(k, _)| k.index == index && k.version == version && *k.object == *self.key)
-        else {
+        let Some(w) = self.chunk_wait.take().filter(|w| {
+            w.key.index == index && w.key.version == version && *w.key.object == *self.key
+        }) else {
             return SharedRead::NotWaiting;
         };
         match w.result() {
@@ -419,7 +421,7 @@ impl Exchange {
             None => {
                 w.watchers.watch(cx.worker);
                 let done = w.result().is_some();
-                self.chunk_wait = Some((k, w));
+                self.chunk_wait = Some(w);
                 match done {
                     true => SharedRead::Again,
                     false => SharedRead::Waiting,
@@ -433,14 +435,14 @@ impl Exchange {
     /// `read`: the chunk's key and its bytes, handed on only when that is the chunk the
     /// share is for.
     pub(super) fn publish_chunk_share(&mut self, cx: &Cx<'_>, read: Option<(&ChunkKey, Bytes)>) {
-        let Some((key, w)) = self.chunk_share.take() else {
+        let Some(share) = self.chunk_share.take() else {
             return;
         };
-        let bytes = read.filter(|(k, _)| **k == key).map(|(_, b)| b);
+        let bytes = read.filter(|(k, _)| **k == share.key).map(|(_, b)| b);
         cx.shared
             .cache
-            .reads
-            .settle(&key, &w, bytes, &cx.shared.wake);
+            .inflight
+            .settle(&share, bytes, &cx.shared.wake);
     }
 }
 

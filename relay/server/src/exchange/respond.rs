@@ -710,14 +710,14 @@ impl Exchange {
         };
         match (0..count).find(|&index| !held(index)) {
             None => true,
-            Some(index) => cache
-                .inflight
-                .chunk(&ChunkKey {
+            Some(index) => matches!(
+                cache.inflight.flight(&ChunkKey {
                     object: Arc::from(self.key.as_str()),
                     version: meta.version,
                     index,
-                })
-                .is_some(),
+                }),
+                Some(relay_cache::inflight::Flight::Fill(_))
+            ),
         }
     }
 

@@ -184,7 +184,7 @@ impl Context {
     }
 
     /// The fill for chunk `index` of a whole-object body, or how many bytes to skip when
-    /// another fetch is already filling it.
+    /// the chunk is in flight already (another fetch fills it, or a reader reads it).
     /// A response that may not be stored has a version no other fetch shares
     /// (`object_meta`), so only its own client finds its fills; `keep` holds them for that
     /// client, as they never reach the memory tier.
@@ -201,14 +201,14 @@ impl Context {
             version: meta.version,
             index,
         };
-        match self.store.inflight.start_chunk(key, len as usize) {
-            Ok(w) => {
+        match self.store.inflight.start_fill(key, len as usize) {
+            Some(w) => {
                 if let Some(p) = keep {
                     p.push_fill(w.fill().clone());
                 }
                 (Some(w), 0)
             }
-            Err(_) => (None, len),
+            None => (None, len),
         }
     }
 
@@ -223,9 +223,9 @@ impl Context {
     }
 
     /// A whole body in one answer (the origin ignored Range, or it was asked for the whole
-    /// body): cut it into chunks as it arrives. Chunks already being filled by another fetch
-    /// are skipped. A body whose length is not known ahead runs until the answer ends
-    /// ([`Context::end_open`]).
+    /// body): cut it into chunks as it arrives. Chunks already in flight (another fetch
+    /// fills them, or a reader reads them) are skipped. A body whose length is not known
+    /// ahead runs until the answer ends ([`Context::end_open`]).
     pub(super) async fn stream_whole(
         &self,
         origin: usize,

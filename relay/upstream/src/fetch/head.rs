@@ -188,7 +188,7 @@ impl Context {
         }
     }
 
-    /// The fill of an object's first chunk (None when it is empty or already being filled).
+    /// The fill of an object's first chunk (None when it is empty or already in flight).
     pub(super) fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
         let first_len = self.chunk_room(meta, 0) as usize;
         let key = ChunkKey {
@@ -197,7 +197,7 @@ impl Context {
             index: 0,
         };
         (first_len > 0)
-            .then(|| self.store.inflight.start_chunk(key, first_len).ok())
+            .then(|| self.store.inflight.start_fill(key, first_len))
             .flatten()
     }
 

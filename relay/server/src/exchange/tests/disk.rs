@@ -29,9 +29,10 @@ fn a_chunk_on_the_disk_tier_is_read_verified_promoted_and_sent() {
 
 #[test]
 fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
-    let mut kit = Kit::with_disk(true);
-    let key = cdn_key("/bad");
     let body = object(5000);
+    let (url, origin) = range_origin(body.clone());
+    let mut kit = Kit::with_origin(true, &url);
+    let key = cdn_key("/bad");
     kit.shared.cache.meta.insert(
         &key,
         ObjectMeta::file(5000, 4, "\"v\"".into(), String::new()),
@@ -50,20 +51,6 @@ fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&plan.path, bytes).unwrap();
-    // The test is the upstream: the chunk's fill is in flight when the disk read fails.
-    let chunk = ChunkKey {
-        object: Arc::from(key.as_str()),
-        version: 4,
-        index: 0,
-    };
-    let Start::New(mut writer) = kit
-        .shared
-        .cache
-        .inflight
-        .join_or_start(chunk, 5000, |_| false)
-    else {
-        panic!("the test starts the fill")
-    };
     let mut ex = kit.exchange();
     let a = kit.input(&mut ex, &cdn_get("/bad"));
     let a = kit.disk_read(&mut ex, a);
@@ -72,12 +59,90 @@ fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
     assert!(sent.is_empty(), "nothing of the corrupt chunk went out");
     assert!(
         matches!(next, Action::Wait),
+        "it fetches the chunk: {next:?}"
+    );
+    assert_eq!(kit.count(&kit.stats.upstream_chunks), 1);
+    // The origin answers the chunk's Range: its bytes are what the client gets.
+    let (sent, _) = kit.woken_until_sent(&mut ex);
+    let (head, rest) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(rest, &body[..]);
+    let request = origin.join().unwrap();
+    assert!(request.contains("range: bytes=0-4999"), "{request}");
+}
+
+#[test]
+fn a_chunk_whose_fill_is_in_flight_is_streamed_from_it_not_read_from_disk() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/both");
+    let body = object(5000);
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(5000, 6, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 6, 0, 5000, &body, b"");
+    // The test is the upstream: the chunk's fill is in flight.
+    let chunk = ChunkKey {
+        object: Arc::from(key.as_str()),
+        version: 6,
+        index: 0,
+    };
+    let cache = &kit.shared.cache;
+    let Claim::Mine(mut writer) = cache.inflight.claim_fill(chunk, 5000, &cache.memory) else {
+        panic!("the test starts the fill")
+    };
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &cdn_get("/both"));
+    let (sent, next) = kit.run(&mut ex, a);
+    assert!(sent.is_empty());
+    assert!(
+        matches!(next, Action::Wait),
         "it joined the fetch: {next:?}"
+    );
+    assert_eq!(
+        kit.count(&kit.stats.disk_hits),
+        0,
+        "no read of the disk copy"
     );
     writer.append(&body).unwrap();
     writer.finish().unwrap();
     let (sent, _) = kit.woken(&mut ex);
     assert_eq!(split_response(&sent).1, &body[..]);
+}
+
+#[test]
+fn one_disk_read_per_chunk_however_many_connections_want_it() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/many");
+    let body = object(5000);
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(5000, 7, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 7, 0, 5000, &body, b"");
+    let mut first = kit.exchange();
+    let a = kit.input(&mut first, &cdn_get("/many"));
+    assert_eq!(first.state_name(), "reading-disk");
+    // A second asks meanwhile: it waits on the first one's read.
+    let mut second = kit.exchange();
+    let b = kit.input(&mut second, &cdn_get("/many"));
+    assert!(matches!(b, Action::Wait), "{b:?}");
+    assert!(matches!(
+        kit.shared.cache.inflight.flight(&ChunkKey {
+            object: Arc::from(key.as_str()),
+            version: 7,
+            index: 0,
+        }),
+        Some(Flight::Read(_))
+    ));
+    let a = kit.disk_read(&mut first, a);
+    let (sent, _) = kit.run(&mut first, a);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    let (sent, _) = kit.woken(&mut second);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
+    assert_eq!(rest, &body[..]);
+    assert_eq!(kit.count(&kit.stats.disk_hits), 1, "one disk read for both");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use super::*;
 use crate::{Tunables, WorkerStats};
 use relay_cache::fill::{Fill, FillError};
-use relay_cache::inflight::Start;
+use relay_cache::inflight::{Claim, Flight};
 use relay_cache::wake::Wakers;
 use relay_cache::{ChunkKey, ObjectMeta};
 use relay_config::Config;
@@ -64,6 +64,12 @@ impl Kit {
 
     /// With a disk tier (in `dir/disk`) when `disk`.
     fn with_disk(disk: bool) -> Kit {
+        // (Nothing listens there: a fetch the test does not make itself fails.)
+        Kit::with_origin(disk, "http://127.0.0.1:9")
+    }
+
+    /// With a disk tier when `disk`, and the HTTP origin (serving [`CDN`]) at `url`.
+    fn with_origin(disk: bool, url: &str) -> Kit {
         let dir = TempDir::new();
         let disk_dir = match disk {
             true => format!("disk_dir = \"{}/disk\"\n", dir.0.display()),
@@ -74,14 +80,14 @@ impl Kit {
              [server.limits]\nmax_head_bytes = 4096\nmax_uri_bytes = 2048\n\
              [cache]\nchunk_size = \"16 KiB\"\nmemory_bytes = \"4 MiB\"\n{disk_dir}\
              [origin]\ndirectory = \"{}\"\npass_buffer_bytes = \"256 KiB\"\n\
-             [[origin.http]]\nurl = \"http://127.0.0.1:9\"\nhost = \"{CDN}\"\n",
+             [[origin.http]]\nurl = \"{url}\"\nhost = \"{CDN}\"\n",
             dir.0.display()
         );
         let config = Config::from_str(&text, &dir.0, "relay.toml").unwrap();
         let cache = relay_cache::Cache::open(&config.cache).unwrap();
         let wakers: Arc<Vec<std::os::fd::OwnedFd>> = Arc::new(vec![crate::sys::eventfd().unwrap()]);
-        // Never asked in these tests: every fetch they need is made by the test first,
-        // so the exchange joins it.
+        // Asked only by tests that start an origin: every other fetch a test needs is made
+        // by the test first, so the exchange joins it.
         let upstream = relay_upstream::Upstream::open(&config.origin, &cache, Wakers::new(|_| {}))
             .unwrap()
             .unwrap();
@@ -319,6 +325,56 @@ impl Kit {
         let a = ex.poll(&mut self.cx());
         self.run(ex, a)
     }
+
+    /// Wake-ups until the exchange sends something (the upstream's thread fills what it
+    /// waits on; these tests' wakers wake nobody), for at most 10 s.
+    fn woken_until_sent(&mut self, ex: &mut Exchange) -> (Vec<u8>, Action) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let (sent, next) = self.woken(ex);
+            if !sent.is_empty() || Instant::now() > deadline {
+                return (sent, next);
+            }
+            assert!(matches!(next, Action::Wait), "{next:?}");
+        }
+    }
+}
+
+/// The test as an HTTP origin: it answers one request for a Range of `body` (an object
+/// whose ETag is `"v"`) with a 206 and those bytes. Returns its URL, and the request it
+/// answered once it has.
+fn range_origin(body: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the fetch closed before its head");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let request = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        let (from, to) = request
+            .lines()
+            .find_map(|l| l.strip_prefix("range: bytes="))
+            .and_then(|r| r.trim().split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+            .expect("a Range request");
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{to}/{}\r\n\
+             Content-Length: {}\r\nETag: \"v\"\r\n\r\n",
+            body.len(),
+            to + 1 - from
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(&body[from..=to]).unwrap();
+        request
+    });
+    (url, served)
 }
 
 /// The test as the disk writer: chunk `index` of `key` (version `version`, of an object
