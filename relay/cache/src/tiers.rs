@@ -3,7 +3,7 @@
 
 use crate::arena::{ARENA_MIN, Arena, arena_len};
 use crate::disk::{Admission, DiskConfig, DiskError, DiskTier};
-use crate::inflight::InFlight;
+use crate::inflight::{Flight, InFlight};
 use crate::{ChunkRef, Layout, MemoryTier, MetaCache};
 use relay_config::{CacheConfig, DiskAdmission};
 use std::sync::Arc;
@@ -143,11 +143,13 @@ mod tests {
 pub enum Source {
     /// In the memory tier: the bytes themselves.
     Memory(bytes::Bytes),
-    /// Being fetched, into the fill the reader already streams it from.
-    Fill(Arc<crate::fill::Fill>),
+    /// On its way: fetched into a fill the reader streams it from, or read from a local
+    /// file by another reader, whose share the reader waits on.
+    InFlight(Flight),
     /// On the disk tier: where its file is and how to read and verify it.
     Disk(crate::disk::ReadPlan),
-    /// In neither tier: it comes from the origin (a fill, or a directory origin's file).
+    /// In no tier and not on its way: it comes from the origin (a fill, or a directory
+    /// origin's file).
     Origin,
 }
 
@@ -160,18 +162,22 @@ pub enum Held {
 
 impl Cache {
     /// Where the bytes of chunk `key` are now, in the one order they are looked for: the
-    /// memory tier; then `streaming`, the fill of this chunk the reader already streams it
-    /// from (its bytes are arriving: no need to look further); then the disk tier; else the
-    /// origin (the caller joins or starts the chunk's fill, or reads a directory origin's
-    /// file). Whatever the caller brings (a fill, a disk or file read) it claims first in
-    /// [`crate::inflight::InFlight`], so each is fetched or read once however many want it.
-    /// Allocation-free on a memory hit.
-    pub fn source(&self, key: &ChunkRef<'_>, streaming: Option<&Arc<crate::fill::Fill>>) -> Source {
+    /// memory tier; then `following`, what the reader already follows for this chunk (the
+    /// fill it streams, the read it waits on: no need to look further); then what is in
+    /// flight for it ([`InFlight`]: a fill from the origin, then a local read, never both);
+    /// then the disk tier; else the origin. What the caller brings itself (a disk or file
+    /// read, a fill) it claims first ([`InFlight::claim_read`], [`InFlight::claim_fill`]),
+    /// which looks again under the table's lock: each chunk is fetched or read once however
+    /// many want it. Allocation-free on a memory hit.
+    pub fn source(&self, key: &ChunkRef<'_>, following: Option<&Flight>) -> Source {
         if let Some(bytes) = self.memory.get(key) {
             return Source::Memory(bytes);
         }
-        if let Some(fill) = streaming {
-            return Source::Fill(fill.clone());
+        if let Some(flight) = following.filter(|f| f.key().as_ref() == *key) {
+            return Source::InFlight(flight.clone());
+        }
+        if let Some(flight) = self.inflight.flight(&key.to_owned_key()) {
+            return Source::InFlight(flight);
         }
         match self.disk.as_ref().and_then(|d| d.locate(key)) {
             Some(plan) => Source::Disk(plan),
@@ -249,21 +255,79 @@ pub(crate) mod source_tests {
         );
         assert!(matches!(cache.source(&b.as_ref(), None), Source::Disk(p) if p.key == b));
         assert!(matches!(cache.source(&c.as_ref(), None), Source::Origin));
-        // A fill the reader streams from comes after memory, before the disk.
+        // A fill the reader streams from comes after memory, before the disk; one of
+        // another chunk is no answer for this one.
         let (fill, _writer) = crate::fill::Fill::new(b.clone(), 4096);
+        let streaming = Flight::Fill(fill.clone());
         assert!(matches!(
-            cache.source(&b.as_ref(), Some(&fill)),
-            Source::Fill(_)
+            cache.source(&b.as_ref(), Some(&streaming)),
+            Source::InFlight(Flight::Fill(f)) if Arc::ptr_eq(&f, &fill)
+        ));
+        assert!(matches!(
+            cache.source(&c.as_ref(), Some(&streaming)),
+            Source::Origin
         ));
         let (fill_a, _w) = crate::fill::Fill::new(a.clone(), 4096);
         assert!(matches!(
-            cache.source(&a.as_ref(), Some(&fill_a)),
+            cache.source(&a.as_ref(), Some(&Flight::Fill(fill_a))),
             Source::Memory(_)
         ));
         assert!(cache.holds(&a.as_ref()) && cache.holds(&b.as_ref()) && !cache.holds(&c.as_ref()));
         assert!(matches!(cache.held(&a.as_ref()), Held::Memory(m) if &m[..] == b"in memory"));
         assert!(matches!(cache.held(&b.as_ref()), Held::Disk));
         assert!(matches!(cache.held(&c.as_ref()), Held::Nowhere));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_is_in_flight_comes_after_memory_before_the_disk() {
+        use crate::inflight::Claim;
+        let (cache, dir) = cache_on_disk("source-inflight");
+        let (a, b) = (key("h/b", 0), key("h/b", 1));
+        let disk = cache.disk.as_ref().unwrap();
+        for k in [&a, &b] {
+            let info = crate::disk::ChunkInfo {
+                key: k.as_ref(),
+                object_len: 2 * 4096,
+                etag: "\"e\"",
+                last_modified: "",
+                meta: b"",
+            };
+            let plan = disk.plan_write(&info, b"on disk").unwrap();
+            std::fs::write(&plan.temp_path, [&plan.header[..], b"on disk"].concat()).unwrap();
+            std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
+            disk.commit_write(&plan);
+        }
+        // A fill in flight: streamed rather than the disk copy read.
+        let Claim::Mine(writer) = cache.inflight.claim_fill(a.clone(), 4096, &cache.memory) else {
+            panic!()
+        };
+        assert!(matches!(
+            cache.source(&a.as_ref(), None),
+            Source::InFlight(Flight::Fill(f)) if Arc::ptr_eq(&f, writer.fill())
+        ));
+        // Another reader's read in flight: waited on rather than read again.
+        let Claim::Mine(share) = cache.inflight.claim_read(b.clone(), &cache.memory) else {
+            panic!()
+        };
+        assert!(matches!(
+            cache.source(&b.as_ref(), None),
+            Source::InFlight(Flight::Read(s)) if Arc::ptr_eq(&s, &share)
+        ));
+        // Once the read is settled (its chunk stored first), memory answers.
+        cache
+            .memory
+            .insert(b.clone(), bytes::Bytes::from_static(b"read"));
+        cache.inflight.settle(
+            &share,
+            Some(bytes::Bytes::from_static(b"read")),
+            &crate::wake::Wakers::none(),
+        );
+        assert!(matches!(cache.source(&b.as_ref(), None), Source::Memory(_)));
+        // Settled, the read is out of the table: once memory lets the chunk go, its disk
+        // copy is read again.
+        cache.memory.remove_object("h/b");
+        assert!(matches!(cache.source(&b.as_ref(), None), Source::Disk(_)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,13 +1,13 @@
 //! The body of a response, piece by piece: from the chunk the response holds or the memory
-//! tier, else the disk tier, the directory origin's file or the chunk's fill (joined or
-//! started), else a pass-through's stream; multipart parts one after another.
+//! tier, else what is on its way (the chunk's fill, or another connection's read of it),
+//! else the disk tier, the directory origin's file or a fill it claims; or a pass-through's
+//! stream; multipart parts one after another.
 
-use super::reads::SharedRead;
 use super::types::{Chunked, DirOpen, DiskRead, FileRead, PassReader, Route};
 use super::{Action, Cx, Exchange, State, Step};
 use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError};
-use relay_cache::inflight::{Claim, Flight};
+use relay_cache::inflight::{ChunkShare, Claim, Flight};
 use relay_cache::{ChunkKey, ChunkRef, ObjectMeta, Source};
 use relay_proto::multipart::Multipart;
 use std::io::Write;
@@ -59,23 +59,21 @@ impl Exchange {
             index,
         };
         // The chunk this response already holds (taken when the head was built, or read
-        // from disk), else wherever the cache says it is now (`Cache::source`: memory, the
-        // fill this response already streams it from, the disk tier, else the origin).
+        // from disk), else wherever the cache says it is now (`Cache::source`: memory, what
+        // this response already follows for it, a fill or a read in flight, the disk tier,
+        // else the origin).
         let held = self
             .local
             .as_ref()
             .filter(|(version, i, _)| *version == body.meta.version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
-        let streaming = self.src.as_ref().filter(|f| {
-            f.key.index == index && f.key.version == key.version && *f.key.object == *key.object
-        });
         let source = match held {
             Some(bytes) => Source::Memory(bytes),
-            None => cx.shared.cache.source(&key, streaming),
+            None => cx.shared.cache.source(&key, self.src.as_ref()),
         };
         match (source, self.route) {
             (Source::Memory(chunk), _) => self.send_chunk(cx, index, chunk),
-            (Source::Fill(fill), _) => self.send_fill(cx, index, fill),
+            (Source::InFlight(flight), _) => self.follow(cx, index, flight),
             (Source::Disk(plan), Route::Http(_)) => self.read_from_disk(cx, index, plan),
             (_, Route::Http(origin)) => self.fetch_chunk(cx, origin, index),
             // (Directory objects are never on the disk tier.)
@@ -166,16 +164,17 @@ impl Exchange {
             version,
             index,
         };
-        match self.shared_read(cx, key.version, index) {
-            SharedRead::Again => return Step::Again,
-            SharedRead::Waiting => return Step::Do(self.wait(cx)),
-            SharedRead::NotWaiting => {}
-        }
         if self.chunk_share.as_ref().is_some_and(|s| s.key != key) {
             self.publish_chunk_share(cx, None);
         }
-        if self.chunk_share.is_none() && !self.claim_read(cx, key.clone()) {
-            return Step::Again;
+        if self.chunk_share.is_none() {
+            let cache = &cx.shared.cache;
+            match cache.inflight.claim_read(key.clone(), &cache.memory) {
+                // Read and stored since our memory lookup: take it from memory.
+                Claim::Stored => return Step::Again,
+                Claim::InFlight(flight) => return self.follow(cx, index, flight),
+                Claim::Mine(share) => self.chunk_share = Some(share),
+            }
         }
         // Read the chunk from the origin file into a new buffer, opening the file first
         // (through the ring) when the head came from a cached description.
@@ -198,22 +197,22 @@ impl Exchange {
     }
 
     /// An HTTP-origin chunk on the disk tier: one read of it however many connections want
-    /// it at once (take the bytes of a read another connection makes; if it found none,
-    /// fetch the chunk upstream).
+    /// it at once (or the fill or read of it another connection claimed first). A file that
+    /// cannot be read lets the others bring the chunk, and it is fetched upstream.
     fn read_from_disk(
         &mut self,
         cx: &mut Cx<'_>,
         index: u64,
         plan: relay_cache::disk::ReadPlan,
     ) -> Step {
-        match self.shared_read(cx, plan.key.version, index) {
-            SharedRead::Again => return Step::Again,
-            SharedRead::Waiting => return Step::Do(self.wait(cx)),
-            SharedRead::NotWaiting => {}
-        }
-        if !self.claim_read(cx, plan.key.clone()) {
-            return Step::Again;
-        }
+        let cache = &cx.shared.cache;
+        let share = match cache.inflight.claim_read(plan.key.clone(), &cache.memory) {
+            // Read or fetched and stored since our memory lookup: take it from memory.
+            Claim::Stored => return Step::Again,
+            Claim::InFlight(flight) => return self.follow(cx, index, flight),
+            Claim::Mine(share) => share,
+        };
+        self.chunk_share = Some(share);
         match DiskRead::new(plan, &cx.shared.cache.memory, false) {
             Some(read) => {
                 self.enter(State::ReadingDisk(Box::new(read)));
@@ -229,74 +228,108 @@ impl Exchange {
         }
     }
 
-    /// An HTTP-origin chunk in no tier: join the fill in flight (or start one) and send what
-    /// it has published; wait for more. A disk read another connection makes of it comes
-    /// first (its bytes, or if it found none, the fetch).
+    /// An HTTP-origin chunk in no tier and not in flight when looked for: claim its fill
+    /// (or join the fill or read another connection claimed since) and send what it has
+    /// published; wait for more.
     fn fetch_chunk(&mut self, cx: &mut Cx<'_>, origin: usize, index: u64) -> Step {
         let Some(meta) = self.body.as_ref().map(|b| b.meta.clone()) else {
             return Step::Again;
         };
-        match self.shared_read(cx, meta.version, index) {
-            SharedRead::Again => return Step::Again,
-            SharedRead::Waiting => return Step::Do(self.wait(cx)),
-            SharedRead::NotWaiting => {}
+        // A response that may not be stored has a version of its own (its fetch's), so the
+        // fills found here are this client's alone; those its fetch already finished (never
+        // in memory) are kept with the fetch.
+        if let Some(f) = self.owner_fetch.as_ref().and_then(|p| p.fill(index)) {
+            return self.follow(cx, index, Flight::Fill(f));
         }
         let key = ChunkKey {
             object: Arc::from(self.key.as_str()),
             version: meta.version,
             index,
         };
-        let len = cx.shared.cache.layout.chunk_len(meta.len, index) as usize;
-        let memory = &cx.shared.cache.memory;
-        // A response that may not be stored has a version of its own (its fetch's), so the
-        // fills found here are this client's alone; those its fetch already finished (never
-        // in memory) are kept with the fetch.
-        if let Some(f) = self.owner_fetch.as_ref().and_then(|p| p.fill(index)) {
-            self.src = Some(f.clone());
-            return self.send_fill(cx, index, f);
-        }
-        let inflight = &cx.shared.cache.inflight;
+        let cache = &cx.shared.cache;
         if !meta.ranged || meta.open_ended {
             // Its chunks come from the one answer being streamed, or from nowhere.
-            return match inflight.flight(&key) {
-                Some(Flight::Fill(f)) => {
-                    self.src = Some(f.clone());
-                    self.send_fill(cx, index, f)
-                }
-                Some(Flight::Read(share)) => {
-                    self.chunk_wait = Some(share);
-                    Step::Again
-                }
-                None if memory.contains(&key.as_ref()) => Step::Again,
+            return match cache.inflight.flight(&key) {
+                Some(flight) => self.follow(cx, index, flight),
+                None if cache.memory.contains(&key.as_ref()) => Step::Again,
                 None => self.unfetchable(cx, &meta),
             };
         }
-        let fill = match inflight.claim_fill(key, len, memory) {
-            Claim::InFlight(Flight::Fill(f)) => f,
-            // Another connection reads it: wait for its bytes.
-            Claim::InFlight(Flight::Read(share)) => {
-                self.chunk_wait = Some(share);
-                return Step::Again;
-            }
+        let len = cache.layout.chunk_len(meta.len, index) as usize;
+        let writer = match cache.inflight.claim_fill(key, len, &cache.memory) {
             // Stored between our memory lookup and now: take it from memory.
             Claim::Stored => return Step::Again,
-            Claim::Mine(writer) => {
-                let f = writer.fill().clone();
-                cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
-                if let Some(up) = cx.shared.upstream.as_ref() {
-                    up.fill_chunk(relay_upstream::ChunkRequest {
-                        origin,
-                        path: self.target.clone(),
-                        meta,
-                        writer,
-                        forward: self.fill_forward(cx),
-                    });
+            Claim::InFlight(flight) => return self.follow(cx, index, flight),
+            Claim::Mine(writer) => writer,
+        };
+        let fill = writer.fill().clone();
+        cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+        if let Some(up) = cx.shared.upstream.as_ref() {
+            up.fill_chunk(relay_upstream::ChunkRequest {
+                origin,
+                path: self.target.clone(),
+                meta,
+                writer,
+                forward: self.fill_forward(cx),
+            });
+        }
+        self.follow(cx, index, Flight::Fill(fill))
+    }
+
+    /// Chunk `index` is on its way: stream what its fill has published, or wait on the
+    /// read another connection makes of it.
+    fn follow(&mut self, cx: &mut Cx<'_>, index: u64, flight: Flight) -> Step {
+        match flight {
+            Flight::Fill(fill) => {
+                self.src = Some(Flight::Fill(fill.clone()));
+                self.send_fill(cx, index, fill)
+            }
+            Flight::Read(share) => self.await_read(cx, index, share),
+        }
+    }
+
+    /// Another connection's read of chunk `index`: its bytes become this response's once
+    /// it has them; until then, wait (woken when it settles). A read that ended without
+    /// bytes (a bad or vanished file, or its client left) is out of the table by then: look
+    /// again (the disk tier has dropped a bad file; a good one is read by whoever asks
+    /// first). A read this connection makes itself goes on.
+    fn await_read(&mut self, cx: &mut Cx<'_>, index: u64, share: Arc<ChunkShare>) -> Step {
+        if self
+            .chunk_share
+            .as_ref()
+            .is_some_and(|own| Arc::ptr_eq(own, &share))
+        {
+            return match self.route {
+                // Claimed before its file was opened: read it now.
+                Route::Directory => self.read_from_file(cx, index),
+                // (A disk read is made as soon as it is claimed: one left unmade lets the
+                // others bring the chunk.)
+                Route::Http(_) => {
+                    self.publish_chunk_share(cx, None);
+                    Step::Again
                 }
-                f
+            };
+        }
+        let result = match share.result() {
+            Some(result) => result.clone(),
+            None => {
+                // Registered first, then looked at again: a settle after the look wakes us.
+                share.watchers.watch(cx.worker);
+                match share.result() {
+                    Some(result) => result.clone(),
+                    None => {
+                        self.src = Some(Flight::Read(share));
+                        return Step::Do(self.wait(cx));
+                    }
+                }
             }
         };
-        self.src = Some(fill.clone());
-        self.send_fill(cx, index, fill)
+        self.src = None;
+        self.waited(cx);
+        if let Some(bytes) = result {
+            self.local = Some((share.key.version, index, bytes));
+        }
+        Step::Again
     }
 
     /// Queues what `fill` (of chunk `index`) has published of the piece the body needs
@@ -424,7 +457,7 @@ impl Exchange {
         self.body = None;
         self.pass_body = None;
         self.local = None;
-        self.chunk_wait = None;
+        self.src = None;
         // (A share is always settled before its chunk is sent; never leave one.)
         self.publish_chunk_share(cx, None);
     }

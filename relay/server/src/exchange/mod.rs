@@ -362,15 +362,15 @@ pub struct Exchange {
     /// The in-flight head entry this connection owns while it restores a description from
     /// the disk tier (other clients asking meanwhile wait on it).
     restore_entry: Option<RestoreEntry>,
-    /// The chunk read (disk tier or directory origin) this connection makes for others too
-    /// (its key), or the one another connection makes that this one waits for.
+    /// The chunk read (disk tier or directory origin) this connection makes for others too,
+    /// settled when it ends.
     chunk_share: Option<Arc<relay_cache::inflight::ChunkShare>>,
-    chunk_wait: Option<Arc<relay_cache::inflight::ChunkShare>>,
     /// A chunk this response holds (read from disk or taken when its head was built):
     /// (version, index, bytes). Sent from here even if the memory tier cannot keep it.
     local: Option<(u64, u64, bytes::Bytes)>,
-    /// The chunk fill the body is being streamed from.
-    src: Option<Arc<relay_cache::fill::Fill>>,
+    /// What the body follows for a chunk on its way: the fill it is being streamed from,
+    /// or the read another connection makes that this one waits for.
+    src: Option<relay_cache::inflight::Flight>,
     /// The method of the request being answered when it is neither GET nor HEAD (capacity
     /// kept across requests; for the log line of an answer relay makes up).
     other_method: String,
@@ -443,7 +443,6 @@ impl Exchange {
             restores: 0,
             restore_entry: None,
             chunk_share: None,
-            chunk_wait: None,
             local: None,
             src: None,
             other_method: String::new(),
@@ -499,7 +498,6 @@ impl Exchange {
         self.out.body = bytes::Bytes::new();
         self.state = State::Ready;
         self.pass_body = None;
-        self.chunk_wait = None;
         self.local = None;
         self.stale = None;
         self.src = None;

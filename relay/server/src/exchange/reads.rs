@@ -8,17 +8,9 @@ use crate::cache_status::{CacheStatus, Fwd};
 use crate::origin::{FileStat, OriginError};
 use bytes::Bytes;
 use relay_cache::ChunkKey;
-use relay_cache::inflight::{Claim, Flight};
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
-
-/// See [`Exchange::shared_read`].
-pub(super) enum SharedRead {
-    Again,
-    Waiting,
-    NotWaiting,
-}
 
 impl Exchange {
     /// A directory-origin file to open and describe: its `openat2` goes out once, then
@@ -369,65 +361,6 @@ impl Exchange {
         };
         self.publish_chunk_share(cx, shared.map(|b| (&d.plan.key, b)));
         self.poll(cx)
-    }
-
-    /// One read per chunk however many connections want it at once: true when this
-    /// connection takes on the read of `key` for the others (it reads it, then publishes);
-    /// false when it is to look again, because it now waits on a read in flight, streams
-    /// the chunk's fill in flight, or the chunk was read and stored since its memory lookup
-    /// (a reader stores before it leaves the table).
-    pub(super) fn claim_read(&mut self, cx: &Cx<'_>, key: ChunkKey) -> bool {
-        let cache = &cx.shared.cache;
-        match cache.inflight.claim_read(key, &cache.memory) {
-            Claim::InFlight(Flight::Read(share)) => {
-                self.chunk_wait = Some(share);
-                false
-            }
-            Claim::InFlight(Flight::Fill(fill)) => {
-                self.src = Some(fill);
-                false
-            }
-            Claim::Stored => false,
-            Claim::Mine(share) => {
-                self.chunk_share = Some(share);
-                true
-            }
-        }
-    }
-
-    /// Where a connection stands with another connection's read of chunk `index` (of
-    /// `version` of its object): `Again` when its bytes are now this response's (or just
-    /// arrived: look again), `Waiting` when it is to wait for them, `NotWaiting` when it
-    /// waits on no read of this chunk (a wait left behind by a chunk taken from memory
-    /// meanwhile is dropped) or that read ended without bytes for it.
-    pub(super) fn shared_read(&mut self, cx: &Cx<'_>, version: u64, index: u64) -> SharedRead {
-        let Some(w) = self.chunk_wait.take().filter(|w| {
-            w.key.index == index && w.key.version == version && *w.key.object == *self.key
-        }) else {
-            return SharedRead::NotWaiting;
-        };
-        match w.result() {
-            Some(Some(bytes)) => {
-                self.local = Some((version, index, bytes.clone()));
-                self.waited(cx);
-                SharedRead::Again
-            }
-            // That read found nothing or its client left: look again (the disk tier has
-            // dropped a bad file by now; a good one is read by whoever asks first).
-            Some(None) => {
-                self.waited(cx);
-                SharedRead::NotWaiting
-            }
-            None => {
-                w.watchers.watch(cx.worker);
-                let done = w.result().is_some();
-                self.chunk_wait = Some(w);
-                match done {
-                    true => SharedRead::Again,
-                    false => SharedRead::Waiting,
-                }
-            }
-        }
     }
 
     /// The chunk read this connection made for others too has ended: hand its verified

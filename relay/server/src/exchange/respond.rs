@@ -11,6 +11,7 @@ use crate::errors::Why;
 use crate::origin::OriginError;
 use bytes::Bytes;
 use relay_cache::fill::FillError;
+use relay_cache::inflight::Flight;
 use relay_cache::{ChunkKey, ChunkRef, Held, ObjectMeta};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
@@ -168,7 +169,7 @@ impl Exchange {
             }),
             None => meta,
         };
-        self.src = p.first().cloned();
+        self.src = p.first().cloned().map(Flight::Fill);
         // The later chunks of a body from one answer come from that fetch alone: its
         // clients read them from it (it keeps them), whatever the memory tier keeps.
         if !meta.ranged || (self.head_owner && !meta.storable) {
@@ -716,7 +717,7 @@ impl Exchange {
                     version: meta.version,
                     index,
                 }),
-                Some(relay_cache::inflight::Flight::Fill(_))
+                Some(Flight::Fill(_))
             ),
         }
     }

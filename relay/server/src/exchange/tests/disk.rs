@@ -72,6 +72,61 @@ fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
 }
 
 #[test]
+fn a_corrupt_chunk_a_crowd_waits_on_is_fetched_once_for_all() {
+    let body = object(5000);
+    let (url, origin) = range_origin(body.clone());
+    let mut kit = Kit::with_origin(true, &url);
+    let key = cdn_key("/bad-crowd");
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(5000, 5, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 5, 0, 5000, &body, b"");
+    let plan = kit
+        .shared
+        .cache
+        .disk
+        .as_ref()
+        .unwrap()
+        .locate(&relay_cache::ChunkRef {
+            object: &key,
+            version: 5,
+            index: 0,
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&plan.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&plan.path, bytes).unwrap();
+    let mut first = kit.exchange();
+    let a = kit.input(&mut first, &cdn_get("/bad-crowd"));
+    let mut second = kit.exchange();
+    let b = kit.input(&mut second, &cdn_get("/bad-crowd"));
+    assert!(
+        matches!(b, Action::Wait),
+        "it waits on the first one's read: {b:?}"
+    );
+    // The read finds the chunk corrupt: it ends without bytes, and its reader fetches it.
+    let a = kit.disk_read(&mut first, a);
+    let (sent, next) = kit.run(&mut first, a);
+    assert!(sent.is_empty() && matches!(next, Action::Wait), "{next:?}");
+    // The second, woken, joins that fetch rather than reading or fetching again.
+    let (sent, next) = kit.woken(&mut second);
+    assert!(sent.is_empty() && matches!(next, Action::Wait), "{next:?}");
+    assert_eq!(
+        kit.count(&kit.stats.upstream_chunks),
+        1,
+        "one fetch for both"
+    );
+    assert_eq!(kit.count(&kit.stats.disk_corrupt), 1, "one read for both");
+    let (sent, _) = kit.woken_until_sent(&mut first);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    let (sent, _) = kit.woken_until_sent(&mut second);
+    assert_eq!(split_response(&sent).1, &body[..]);
+    origin.join().unwrap();
+}
+
+#[test]
 fn a_chunk_whose_fill_is_in_flight_is_streamed_from_it_not_read_from_disk() {
     let mut kit = Kit::with_disk(true);
     let key = cdn_key("/both");
