@@ -55,15 +55,19 @@ fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
     let a = kit.input(&mut ex, &cdn_get("/bad"));
     let a = kit.disk_read(&mut ex, a);
     assert_eq!(kit.count(&kit.stats.disk_corrupt), 1);
-    let (sent, next) = kit.run(&mut ex, a);
-    assert!(sent.is_empty(), "nothing of the corrupt chunk went out");
-    assert!(
-        matches!(next, Action::Wait),
-        "it fetches the chunk: {next:?}"
-    );
+    // It fetches the chunk (the origin, on loopback, may have answered before the
+    // exchange looks at the fill): what the client gets is the origin's bytes, in one
+    // response, and nothing of the corrupt chunk.
+    let (mut sent, mut next) = kit.run(&mut ex, a);
     assert_eq!(kit.count(&kit.stats.upstream_chunks), 1);
-    // The origin answers the chunk's Range: its bytes are what the client gets.
-    let (sent, _) = kit.woken_until_sent(&mut ex);
+    for _ in 0..100 {
+        if !matches!(next, Action::Wait) {
+            break;
+        }
+        let (more, after) = kit.woken_until_sent(&mut ex);
+        sent.extend_from_slice(&more);
+        next = after;
+    }
     let (head, rest) = split_response(&sent);
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert_eq!(rest, &body[..]);
