@@ -11,6 +11,7 @@
 //!   values keep their `toml::Spanned` position.
 //! - `steer`: validation of `[steer]` (services, nodes, policies, guard).
 //! - [`bytesize`]: [`ByteSize`], sizes written as `4096` or `"64 KiB"`.
+//! - `share`: `origin.pass_buffer_per_client`, a fraction of the budget or a byte size.
 //! - [`error`]: [`ConfigError`] and byte-offset to line:column mapping.
 //!
 //! The documented default config is `config/relay.toml` at the repository root;
@@ -22,15 +23,18 @@ mod load;
 pub mod machine;
 mod raw;
 pub mod schema;
+mod share;
 mod steer;
 
 pub use bytesize::ByteSize;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
-    AdminConfig, CacheConfig, Config, DiskAdmission, HttpOrigin, OriginConfig, ServerConfig,
-    SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
+    AdminConfig, CacheConfig, ClientShare, Config, DiskAdmission, HttpOrigin, OriginConfig,
+    ServerConfig, SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
+#[cfg(test)]
+mod fair_tests;
 #[cfg(test)]
 mod steer_tests;
 #[cfg(test)]

@@ -108,6 +108,13 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         crate::schema::DEFAULT_PASS_BUFFER_BYTES,
         |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
     )?;
+    let (pass_buffer_per_client, _) = check(
+        src,
+        "origin.pass_buffer_per_client",
+        origin.pass_buffer_per_client,
+        crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT,
+        |share| crate::share::client_share(share, pass_buffer_bytes),
+    )?;
     let mut span = None;
     let directory = match origin.directory {
         None => None,
@@ -149,6 +156,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
             http,
             revalidate_ms,
             pass_buffer_bytes,
+            pass_buffer_per_client,
         },
         admin,
         steer,
@@ -222,7 +230,27 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         defaults.idle_timeout_ms,
         in_range(1, MAX_TIMEOUT_MS),
     )?;
-
+    let (body_timeout_ms, _) = check(
+        src,
+        "server.body_timeout_ms",
+        raw.body_timeout_ms,
+        defaults.body_timeout_ms,
+        in_range(1, MAX_TIMEOUT_MS),
+    )?;
+    let (body_min_rate, _) = check(
+        src,
+        "server.body_min_rate",
+        raw.body_min_rate,
+        defaults.body_min_rate,
+        |size: ByteSize| bytes_in_range(size, 0, MAX_BODY_MIN_RATE),
+    )?;
+    let (max_connections_per_client, _) = check(
+        src,
+        "server.max_connections_per_client",
+        raw.max_connections_per_client,
+        defaults.max_connections_per_client,
+        |v| in_range(0, MAX_CONNECTIONS as u64)(v).and_then(to_usize),
+    )?;
     let (zerocopy_min_bytes, _) = check(
         src,
         "server.zerocopy_min_bytes",
@@ -283,6 +311,9 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
         max_connections,
         header_timeout_ms,
         idle_timeout_ms,
+        body_timeout_ms,
+        body_min_rate,
+        max_connections_per_client,
         pin_cpus: raw.pin_cpus.unwrap_or(defaults.pin_cpus),
         zerocopy_min_bytes,
         zerocopy_unregistered_min_bytes,

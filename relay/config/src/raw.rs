@@ -5,6 +5,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::bytesize::ByteSize;
+use crate::share::RawShare;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a relay config")]
@@ -37,6 +38,9 @@ pub(crate) struct RawServer {
     pub(crate) max_connections: Option<Spanned<u64>>,
     pub(crate) header_timeout_ms: Option<Spanned<u64>>,
     pub(crate) idle_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) body_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) body_min_rate: Option<Spanned<ByteSize>>,
+    pub(crate) max_connections_per_client: Option<Spanned<u64>>,
     pub(crate) pin_cpus: Option<bool>,
     pub(crate) zerocopy_min_bytes: Option<Spanned<ByteSize>>,
     pub(crate) zerocopy_unregistered_min_bytes: Option<Spanned<ByteSize>>,
@@ -69,6 +73,7 @@ pub(crate) struct RawOrigin {
     pub(crate) directory: Option<Spanned<String>>,
     pub(crate) revalidate_ms: Option<Spanned<u64>>,
     pub(crate) pass_buffer_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) pass_buffer_per_client: Option<Spanned<RawShare>>,
     #[serde(default)]
     pub(crate) http: Vec<RawHttpOrigin>,
 }

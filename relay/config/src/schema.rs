@@ -21,6 +21,14 @@ pub const MAX_CONNECTIONS: usize = 1 << 20;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// `server.idle_timeout_ms` when omitted.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// `server.body_timeout_ms` when omitted.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+/// `server.body_min_rate` when omitted (bytes per second).
+pub const DEFAULT_BODY_MIN_RATE: u64 = 8 * KIB;
+/// Largest `server.body_min_rate`.
+pub const MAX_BODY_MIN_RATE: u64 = 1 << 30;
+/// `server.max_connections_per_client` when omitted.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
 /// Largest timeout: one day.
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// Bounds of `server.limits.max_head_bytes`.
@@ -71,6 +79,15 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// Time an idle keep-alive connection stays open, in ms (default 60000).
     pub idle_timeout_ms: u64,
+    /// A request body relay collects (a pass-through's) may pause this long between bytes,
+    /// and is given this long before `body_min_rate` applies, in ms (default 10000).
+    pub body_timeout_ms: u64,
+    /// Bytes per second a collected request body must average, counted from its start with
+    /// `body_timeout_ms` of grace (default 8 KiB; 0: no rate, only the pause).
+    pub body_min_rate: u64,
+    /// Open connections from one client address (IPv4 address, IPv6 /64) across all
+    /// workers; more are closed as they are accepted (default 1024; 0: no limit).
+    pub max_connections_per_client: usize,
     /// `[server.limits]`: request-head limits (defaults from [`Limits::DEFAULT`]).
     pub limits: Limits,
     /// Pin worker `i` to CPU `i` (modulo the CPUs this process may use); default false.
@@ -106,6 +123,11 @@ impl ServerConfig {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
+
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
 }
 
 impl Default for ServerConfig {
@@ -116,6 +138,9 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             limits: Limits::DEFAULT,
             pin_cpus: false,
             zerocopy_min_bytes: 16 * KIB,
@@ -200,10 +225,46 @@ pub struct OriginConfig {
     /// have gone to the origin; a pass-through that finds no room is answered 503 (default
     /// 256 MiB).
     pub pass_buffer_bytes: u64,
+    /// How much of `pass_buffer_bytes` one client address may hold (default a quarter).
+    pub pass_buffer_per_client: ClientShare,
 }
 
 /// `origin.pass_buffer_bytes` when omitted.
 pub const DEFAULT_PASS_BUFFER_BYTES: u64 = 256 * MIB;
+
+/// `origin.pass_buffer_per_client` when omitted: a quarter of the budget, so that under the
+/// default budget (256 MiB) one client may still send the largest body relay collects
+/// (64 MiB), and four addresses, not one, are needed to fill it.
+pub const DEFAULT_PASS_BUFFER_PER_CLIENT: ClientShare = ClientShare::Fraction(PER_MILLION / 4);
+
+/// The denominator of [`ClientShare::Fraction`].
+pub const PER_MILLION: u32 = 1_000_000;
+
+/// `origin.pass_buffer_per_client`: the most of the pass-through budget one client address
+/// may hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientShare {
+    /// No bound per client (written `0`).
+    Off,
+    /// This many millionths of `pass_buffer_bytes` (written as a number from 0 to 1, or a
+    /// percentage string, `"25%"`).
+    Fraction(u32),
+    /// This many bytes (written as a byte size, `"32 MiB"`).
+    Bytes(u64),
+}
+
+impl ClientShare {
+    /// The share in bytes of a budget of `budget` bytes; None when there is no bound.
+    pub fn bytes(self, budget: u64) -> Option<u64> {
+        match self {
+            ClientShare::Off => None,
+            ClientShare::Fraction(f) => {
+                Some((u128::from(budget) * u128::from(f) / u128::from(PER_MILLION)) as u64)
+            }
+            ClientShare::Bytes(b) => Some(b.min(budget)),
+        }
+    }
+}
 
 /// `[[origin.http]]`: one HTTP/1.1 origin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,6 +78,10 @@ fn shipped_file_parses_and_documents_the_defaults() {
         config.origin.pass_buffer_bytes,
         crate::schema::DEFAULT_PASS_BUFFER_BYTES
     );
+    assert_eq!(
+        config.origin.pass_buffer_per_client,
+        crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT
+    );
 
     // Every key of the schema is present in the file.
     let table: toml::Table = toml::from_str(SHIPPED).unwrap();
@@ -110,7 +114,10 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.targeted_fields",
             "origin.directory",
             "origin.pass_buffer_bytes",
+            "origin.pass_buffer_per_client",
             "origin.revalidate_ms",
+            "server.body_min_rate",
+            "server.body_timeout_ms",
             "server.header_timeout_ms",
             "server.idle_timeout_ms",
             "server.limits.max_head_bytes",
@@ -118,6 +125,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "server.limits.max_uri_bytes",
             "server.listen",
             "server.max_connections",
+            "server.max_connections_per_client",
             "server.pin_cpus",
             "server.workers",
             "server.zerocopy_min_bytes",
@@ -285,7 +293,8 @@ fn unknown_keys_name_key_line_and_valid_keys() {
     assert_eq!(
         msg,
         "relay.toml:3:1: server.worker: unknown key `worker`, expected one of `listen`, \
-         `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, `pin_cpus`, \
+         `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, \
+         `body_timeout_ms`, `body_min_rate`, `max_connections_per_client`, `pin_cpus`, \
          `zerocopy_min_bytes`, `zerocopy_unregistered_min_bytes`, `limits`"
     );
     let msg = expect(
