@@ -505,14 +505,17 @@ fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
 /// GET pass through with `Cache-Control: no-store`, and the budget bounds the windows held: two
 /// clients that take their heads and stop reading hold both windows, so a third pass gets
 /// 503; the stalled clients then read their bodies whole and right, and passes work again.
+/// (All from one address: the per-client share is off here, `fair.rs` tests it.)
 #[test]
 fn passed_through_bodies_are_bounded_in_memory() {
     use std::io::Read;
     let origin = Origin::start();
     let body = pattern(16 << 20, 95);
     origin.put("/big", Object::new(body.clone(), "big"));
-    let config =
-        proxy_config(&origin).replace("[origin]\n", "[origin]\npass_buffer_bytes = \"4 MiB\"\n");
+    let config = proxy_config(&origin).replace(
+        "[origin]\n",
+        "[origin]\npass_buffer_bytes = \"4 MiB\"\npass_buffer_per_client = 0\n",
+    );
     let relay = Relay::start(&config);
     let ask = "GET /big HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n";
     let whole = request(&relay, ask);

@@ -40,6 +40,8 @@ pub enum FillError {
     Down,
     #[error("too many passed-through bytes held already")]
     Busy,
+    #[error("the client holds its share of the passed-through bytes already")]
+    Share,
 }
 
 impl FillError {
@@ -48,7 +50,7 @@ impl FillError {
         match self {
             FillError::Status(s) if (400..500).contains(&s) => s,
             FillError::Timeout { .. } => 504,
-            FillError::Busy => 503,
+            FillError::Busy | FillError::Share => 503,
             _ => 502,
         }
     }
@@ -82,6 +84,7 @@ impl FillError {
             FillError::Framing => "framing",
             FillError::Down => "down",
             FillError::Busy => "pass_budget",
+            FillError::Share => "pass_share",
         }
     }
 }

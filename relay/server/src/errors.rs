@@ -30,6 +30,12 @@ pub enum Why {
     BodyTooLarge,
     /// The pass-through budget (`origin.pass_buffer_bytes`) has no room for the body.
     PassBudget,
+    /// The client holds its share of the pass-through budget (`origin.pass_buffer_per_client`).
+    PassShare,
+    /// A request body being collected paused longer than `server.body_timeout_ms`.
+    BodyTimeout,
+    /// A request body being collected fell behind `server.body_min_rate`.
+    BodyTooSlow,
     /// The directory origin could not serve the file.
     Directory(OriginError),
     /// No directory origin is configured for a request no HTTP origin takes.
@@ -55,6 +61,9 @@ const REASONS: &[&str] = &[
     "framing",
     "down",
     "pass_budget",
+    "pass_share",
+    "body_timeout",
+    "body_too_slow",
     "bad_request",
     "bad_body",
     "bad_method",
@@ -68,10 +77,12 @@ const REASONS: &[&str] = &[
 ];
 
 /// The statuses counted apart; the others by class (`4xx`, `5xx`).
-const STATUSES: &[u16] = &[400, 404, 405, 413, 414, 417, 431, 501, 502, 503, 504, 505];
+const STATUSES: &[u16] = &[
+    400, 404, 405, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505,
+];
 const STATUS_LABELS: &[&str] = &[
-    "400", "404", "405", "413", "414", "417", "431", "501", "502", "503", "504", "505", "4xx",
-    "5xx",
+    "400", "404", "405", "408", "413", "414", "417", "431", "501", "502", "503", "504", "505",
+    "4xx", "5xx",
 ];
 const SLOTS: usize = STATUS_LABELS.len() * REASONS.len();
 
@@ -83,7 +94,8 @@ impl Why {
             Why::BadRequest(e) => e.status(),
             Why::BadBody(_) | Why::BadMethod => 400,
             Why::BodyTooLarge => 413,
-            Why::PassBudget | Why::Evicted => 503,
+            Why::PassBudget | Why::PassShare | Why::Evicted => 503,
+            Why::BodyTimeout | Why::BodyTooSlow => 408,
             Why::NotCached => 504,
             Why::Directory(OriginError::NotFound) | Why::NoDirectory => 404,
             Why::Directory(OriginError::BadPath) => 400,
@@ -101,6 +113,9 @@ impl Why {
             Why::BadMethod => "bad_method",
             Why::BodyTooLarge => "body_too_large",
             Why::PassBudget => "pass_budget",
+            Why::PassShare => "pass_share",
+            Why::BodyTimeout => "body_timeout",
+            Why::BodyTooSlow => "body_too_slow",
             Why::Directory(OriginError::NotFound) | Why::NoDirectory => "not_found",
             Why::Directory(OriginError::BadPath) => "bad_path",
             Why::Directory(OriginError::Io(_)) => "origin_io",
@@ -116,6 +131,15 @@ impl Why {
     }
 }
 
+impl From<relay_upstream::budget::Refused> for Why {
+    fn from(e: relay_upstream::budget::Refused) -> Why {
+        match e {
+            relay_upstream::budget::Refused::Full => Why::PassBudget,
+            relay_upstream::budget::Refused::Share => Why::PassShare,
+        }
+    }
+}
+
 impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -125,6 +149,9 @@ impl std::fmt::Display for Why {
             Why::BadMethod => f.write_str("bad request: a method name relay cannot send"),
             Why::BodyTooLarge => f.write_str("request body over the pass-through limit"),
             Why::PassBudget => f.write_str("pass-through budget full"),
+            Why::PassShare => f.write_str("the client holds its share of the pass-through budget"),
+            Why::BodyTimeout => f.write_str("request body paused past server.body_timeout_ms"),
+            Why::BodyTooSlow => f.write_str("request body slower than server.body_min_rate"),
             Why::Directory(OriginError::NotFound) => f.write_str("file not found"),
             Why::Directory(e) => write!(f, "{e}"),
             Why::NoDirectory => f.write_str("no directory origin"),
@@ -251,11 +278,15 @@ mod tests {
             Why::Upstream(FillError::Framing),
             Why::Upstream(FillError::Down),
             Why::Upstream(FillError::Busy),
+            Why::Upstream(FillError::Share),
             Why::BadRequest(ParseError::UriTooLong),
             Why::BadBody(ChunkedError::InvalidSize),
             Why::BadMethod,
             Why::BodyTooLarge,
             Why::PassBudget,
+            Why::PassShare,
+            Why::BodyTimeout,
+            Why::BodyTooSlow,
             Why::Directory(OriginError::NotFound),
             Why::Directory(OriginError::BadPath),
             Why::Directory(OriginError::Io(std::io::ErrorKind::Other)),

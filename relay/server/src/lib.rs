@@ -317,6 +317,12 @@ impl Server {
             .cache
             .memory
             .set_capacity(new.cache.memory_bytes);
+        if let Some(up) = self.shared.upstream.as_ref() {
+            // Of the budget running (its size is read once at start).
+            let budget = up.pass_budget.limit();
+            up.pass_budget
+                .set_share(new.origin.pass_buffer_per_client.bytes(budget));
+        }
         // Keys read once at start: a change is reported, not applied. Each key is named by
         // its path in `Config`.
         macro_rules! restart_only {

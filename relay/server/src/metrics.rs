@@ -254,13 +254,17 @@ impl Metrics {
                  # TYPE relay_pass_buffer_bytes gauge\nrelay_pass_buffer_bytes {}\n\
                  # HELP relay_pass_buffer_capacity_bytes origin.pass_buffer_bytes.\n\
                  # TYPE relay_pass_buffer_capacity_bytes gauge\n\
-                 relay_pass_buffer_capacity_bytes {}",
+                 relay_pass_buffer_capacity_bytes {}\n\
+                 # HELP relay_pass_buffer_clients Client addresses holding pass-through memory \
+                 now.\n\
+                 # TYPE relay_pass_buffer_clients gauge\nrelay_pass_buffer_clients {}",
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
                 st.disk_writes.load(Ordering::Relaxed),
                 up.pass_budget.held(),
                 up.pass_budget.limit(),
+                up.pass_budget.clients_holding(),
             );
         }
         let _ = writeln!(

@@ -152,6 +152,9 @@ pub struct PassRequest {
     pub host: String,
     /// Where the answer lands.
     pub slot: Arc<PassSlot>,
+    /// The client whose request this is: the response's window or buffer counts against its
+    /// share of [`Upstream::pass_budget`].
+    pub client: budget::Client,
 }
 
 /// A fetch handed to the upstream thread.
@@ -306,16 +309,22 @@ impl Upstream {
             return Ok(None);
         }
         let store = Store::new(cache, wakers);
-        Upstream::start(&config.http, store, config.pass_buffer_bytes).map(Some)
+        let budget = budget::Budget::new(
+            config.pass_buffer_bytes,
+            config
+                .pass_buffer_per_client
+                .bytes(config.pass_buffer_bytes),
+        );
+        Upstream::start(&config.http, store, budget).map(Some)
     }
 
     /// Starts the upstream thread for `origins`.
-    /// `pass_buffer_bytes` bounds the passed-through bodies held at once
-    /// (`origin.pass_buffer_bytes`).
+    /// `pass_budget` bounds the passed-through bodies held at once
+    /// (`origin.pass_buffer_bytes`, and each client's share of it).
     pub fn start(
         origins: &[HttpOrigin],
         store: Store,
-        pass_buffer_bytes: u64,
+        pass_budget: Arc<budget::Budget>,
     ) -> Result<Upstream, UpstreamError> {
         let origins: Arc<Vec<Origin>> = Arc::new(
             origins
@@ -344,7 +353,6 @@ impl Upstream {
             ),
             None => None,
         };
-        let pass_budget = budget::Budget::new(pass_buffer_bytes);
         let ctx = fetch::Context::new(
             origins.clone(),
             store,

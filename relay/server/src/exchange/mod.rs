@@ -99,6 +99,8 @@ pub struct Cx<'a> {
     pub latency: &'a mut Histogram<u64>,
     /// The client's address (`X-Forwarded-For` on a miss; looked up only then).
     pub peer: &'a dyn Fn() -> Option<std::net::SocketAddr>,
+    /// The client as budgets count it (its address, read once at accept).
+    pub client: relay_upstream::budget::Client,
     /// Input is being read as it comes (a multishot receive is armed): a lingering close
     /// is possible.
     pub reading: bool,

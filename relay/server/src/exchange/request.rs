@@ -212,9 +212,11 @@ impl Exchange {
         };
         let refused = match collected {
             Ok(Upload::TooLong) => Some(Why::BodyTooLarge),
-            Ok(_) if !self.reserve_upload() => Some(Why::PassBudget),
-            Ok(Upload::Whole) => None,
-            Ok(Upload::Partial) => return self.input_step(cx),
+            Ok(upload) => match (self.reserve_upload(), upload) {
+                (Err(e), _) => Some(Why::from(e)),
+                (Ok(()), Upload::Partial) => return self.input_step(cx),
+                (Ok(()), _) => None,
+            },
             Err(e) => Some(Why::BadBody(e)),
         };
         if let Some(why) = refused {
@@ -257,6 +259,7 @@ impl Exchange {
                 body,
                 host: r.host,
                 slot: slot.clone(),
+                client: cx.client,
             });
         }
         self.enter(State::AwaitingPass(slot));
@@ -388,15 +391,16 @@ impl Exchange {
             self.pass_status = CacheStatus::fwd(Fwd::Method);
             // The body is held whole until it is handed over: within the pass-through
             // budget, reserved now for a length, as it grows for a chunked body.
-            let reserved = cx
-                .shared
-                .upstream
-                .as_ref()
-                .and_then(|u| u.pass_budget.reserve(content_length));
-            match method {
-                Ok(_) if content_length > PASS_BODY_LIMIT => self.refuse(cx, Why::BodyTooLarge),
-                Ok(_) if reserved.is_none() => self.refuse(cx, Why::PassBudget),
-                Ok(method) => {
+            let reserved = match cx.shared.upstream.as_ref() {
+                Some(u) => u.pass_budget.reserve(cx.client, content_length),
+                None => Err(relay_upstream::budget::Refused::Full),
+            };
+            match (method, reserved) {
+                (Ok(_), _) if content_length > PASS_BODY_LIMIT => {
+                    self.refuse(cx, Why::BodyTooLarge)
+                }
+                (Ok(_), Err(e)) => self.refuse(cx, Why::from(e)),
+                (Ok(method), Ok(reserved)) => {
                     // A chunked body's length is known once it is read.
                     self.enter(State::CollectingBody(Box::new(Collect {
                         request: PassRequest {
@@ -408,7 +412,7 @@ impl Exchange {
                         },
                         body: Vec::with_capacity(content_length as usize),
                         left: content_length,
-                        reserved,
+                        reserved: Some(reserved),
                     })));
                     // The client may wait for this before it sends the body that relay is
                     // about to read (RFC 9110 §10.1.1). Nothing else is being sent on the
@@ -418,7 +422,7 @@ impl Exchange {
                         return Step::Do(Action::SendNow(CONTINUE));
                     }
                 }
-                Err(_) => self.refuse(cx, Why::BadMethod),
+                (Err(_), _) => self.refuse(cx, Why::BadMethod),
             }
             return Step::Again;
         }
@@ -441,15 +445,16 @@ impl Exchange {
     }
 
     /// Keeps the pass-through budget reserved for what the collected body holds (its
-    /// capacity) as a chunked body grows; false when the budget has no room for it.
-    fn reserve_upload(&mut self) -> bool {
+    /// capacity) as a chunked body grows; refused when the budget, or the client's share of
+    /// it, has no room for it.
+    fn reserve_upload(&mut self) -> Result<(), relay_upstream::budget::Refused> {
         let State::CollectingBody(c) = &mut self.state else {
-            return true;
+            return Ok(());
         };
         let held = c.body.capacity() as u64;
         match c.reserved.as_mut() {
             Some(r) if held > r.bytes() => r.grow(held - r.bytes()),
-            _ => true,
+            _ => Ok(()),
         }
     }
 
@@ -475,7 +480,7 @@ impl Exchange {
             if seen > max {
                 too_long = true;
             } else if let Some(c) = kept.as_mut() {
-                c.body.extend_from_slice(b);
+                super::types::extend_within(&mut c.body, b, max);
             }
         })?;
         self.rstart += p.consumed;

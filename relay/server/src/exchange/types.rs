@@ -399,6 +399,20 @@ pub enum Upload {
     TooLong,
 }
 
+/// Appends `bytes` to a body being collected whose length will not pass `max`: its memory
+/// doubles as it grows, as a `Vec`'s does, but never past `max` (a capacity counted against
+/// the pass-through budget, and the client's share of it, is never twice the most a body
+/// may hold).
+pub fn extend_within(body: &mut Vec<u8>, bytes: &[u8], max: u64) {
+    let need = body.len() + bytes.len();
+    if need > body.capacity() {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let want = body.capacity().saturating_mul(2).min(max).max(need);
+        body.reserve_exact(want - body.len());
+    }
+    body.extend_from_slice(bytes);
+}
+
 /// A request body with the share of the pass-through budget it holds.
 pub struct HeldBody {
     bytes: Vec<u8>,

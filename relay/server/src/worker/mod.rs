@@ -16,6 +16,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use io_uring::types::Timespec;
 use relay_proto::DateCache;
+use relay_upstream::budget::Client;
 use send::SendMsg;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -96,6 +97,8 @@ struct Slot {
     zc_sent: Option<usize>,
     /// The `msghdr` of a `sendmsg` (boxed: the kernel reads it while the table moves).
     msg: Box<SendMsg>,
+    /// The client's address, as budgets count clients (read at accept).
+    client: Client,
     ex: Exchange,
 }
 
@@ -336,6 +339,7 @@ impl Worker {
             boundary: &self.boundary,
             latency: &mut self.latency,
             peer: &peer,
+            client: c.client,
             reading: c.multishot && !c.ex.is_closed() && c.fd >= 0,
         };
         f(&mut c.ex, &mut cx)
@@ -653,6 +657,12 @@ impl Worker {
             sys::close(fd);
             return Ok(());
         }
+        // The client's address, read once: what its connections and budgets count against.
+        let Some(client) = sys::peer_addr(fd).map(|a| Client::of(a.ip())) else {
+            // Gone as it was accepted.
+            sys::close(fd);
+            return Ok(());
+        };
         sys::set_nodelay(fd);
         let rbuf_len = self.shared.config.server.limits.max_head_bytes + 4096;
         let slot = match self.free.pop() {
@@ -664,6 +674,7 @@ impl Worker {
                 c.multishot = false;
                 c.zc_ok = true;
                 c.zc_sent = None;
+                c.client = client;
                 c.ex.reset(self.now + self.timeouts.idle);
                 s
             }
@@ -678,6 +689,7 @@ impl Worker {
                     zc_ok: true,
                     zc_sent: None,
                     msg: SendMsg::new(),
+                    client,
                     ex: Exchange::new(
                         rbuf_len,
                         self.now + self.timeouts.idle,

@@ -5,6 +5,7 @@
 
 use super::request::VIA;
 use super::{Context, end_to_end};
+use crate::budget::{Client, Refused};
 use crate::{PASS_BUFFER_LIMIT, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot, Passed};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -33,9 +34,10 @@ impl Context {
             body,
             host,
             slot,
+            client,
         } = request;
         let r = self
-            .try_pass(origin, method, &path, headers, body, &host, &slot)
+            .try_pass(origin, method, &path, headers, body, &host, client, &slot)
             .await;
         if let Err(e) = r {
             let _ = slot.result.set(Err(e));
@@ -52,6 +54,7 @@ impl Context {
         headers: Vec<(String, Vec<u8>)>,
         body: Bytes,
         host: &str,
+        client: Client,
         slot: &Arc<PassSlot>,
     ) -> Result<(), FillError> {
         let o = &self.origins[origin];
@@ -138,14 +141,15 @@ impl Context {
                 // Streamed: one window of memory however long the body (an absurd length
                 // included: the client gets what the origin sends, then a cut connection).
                 let window = len.min(PASS_WINDOW as u64);
-                let Some(reserved) = self.pass_budget.reserve(window) else {
+                let reserved = self.pass_budget.reserve(client, window).map_err(|e| {
                     log::warn!(
-                        "pass-through of {path}: no room for its {window}-byte window ({} \
-                         held)",
-                        self.pass_budget.held()
+                        "pass-through of {path} for {client}: no room for its {window}-byte \
+                         window ({e}: {} held, {} by this client)",
+                        self.pass_budget.held(),
+                        self.pass_budget.held_by(client)
                     );
-                    return Err(FillError::Busy);
-                };
+                    refused(e)
+                })?;
                 let (stream, mut writer) =
                     crate::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
                 publish(Some(PassBody::Stream(stream.clone())), invalidate);
@@ -200,17 +204,13 @@ impl Context {
             None => {
                 // No length (chunked): buffer it, bounded, then serve it with one.
                 let mut all = Vec::new();
-                let Some(mut reserved) = self.pass_budget.reserve(0) else {
-                    return Err(FillError::Busy);
-                };
+                let mut reserved = self.pass_budget.reserve(client, 0).map_err(refused)?;
                 while let Some(d) = self.next_frame(origin, &mut incoming).await? {
                     if all.len() + d.len() > PASS_BUFFER_LIMIT {
                         return Err(FillError::Truncated);
                     }
                     // Held twice while it is copied into its fill: counted twice.
-                    if !reserved.grow(2 * d.len() as u64) {
-                        return Err(FillError::Busy);
-                    }
+                    reserved.grow(2 * d.len() as u64).map_err(refused)?;
                     all.extend_from_slice(&d);
                 }
                 let (fill, writer) =
@@ -220,5 +220,13 @@ impl Context {
             }
         }
         Ok(())
+    }
+}
+
+/// A budget's refusal as the client's answer says it (503 either way).
+fn refused(e: Refused) -> FillError {
+    match e {
+        Refused::Full => FillError::Busy,
+        Refused::Share => FillError::Share,
     }
 }

@@ -133,6 +133,7 @@ impl Kit {
             boundary: "relay-test-boundary",
             latency: &mut self.latency,
             peer: &|| Some("192.0.2.7:4000".parse().unwrap()),
+            client: relay_upstream::budget::Client::V4([192, 0, 2, 7]),
             reading: true,
         }
     }

@@ -73,3 +73,24 @@ fn a_pass_through_whose_origin_fails_is_answered_with_its_status() {
     assert_eq!(rest, b"upstream failed\n");
     assert!(matches!(next, Action::Recv));
 }
+
+/// A chunked body's memory doubles as it grows but never past the most a body may hold:
+/// what it reserves of the pass-through budget (and its client's share) stays within it.
+#[test]
+fn a_collected_body_grows_by_doubling_within_its_limit() {
+    let mut body = Vec::new();
+    let mut capacities = Vec::new();
+    for _ in 0..333 {
+        super::super::types::extend_within(&mut body, &[7; 3000], 1_000_000);
+        if capacities.last() != Some(&body.capacity()) {
+            capacities.push(body.capacity());
+        }
+    }
+    assert_eq!(body.len(), 999_000);
+    assert!(body.iter().all(|&b| b == 7));
+    assert_eq!(capacities.last(), Some(&1_000_000), "{capacities:?}");
+    assert!(
+        capacities.len() < 12,
+        "doubling, not a piece at a time: {capacities:?}"
+    );
+}

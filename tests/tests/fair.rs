@@ -1,0 +1,243 @@
+//! Fair budgets (issue 13, point 2): no client address can take what every other client
+//! needs. Attackers are raw `TcpStream`s bound to one loopback address (127.0.0.3 and up:
+//! every 127/8 address is this machine's); the good client is curl from 127.0.0.2, against
+//! the test kit's HTTP origin. Every loop is bounded in time and count.
+
+use relay_tests::Relay;
+use relay_tests::client::Client;
+use relay_tests::origin::Origin;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A relay in front of `origin` with `server` and `origin` lines added to its tables.
+fn start(origin: &Origin, server: &str, origin_keys: &str) -> Relay {
+    Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{server}\n\
+         [cache]\nmemory_bytes = \"64 MiB\"\n\n\
+         [origin]\n{origin_keys}\n\n[[origin.http]]\nurl = \"{}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.url()
+    ))
+}
+
+/// A connection to `to` from the loopback address 127.0.0.`host`.
+fn connect_from(to: SocketAddr, host: u8) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, host], 0)).into())
+        .expect("bind a loopback source");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    s.into()
+}
+
+/// The value of the metric line starting with `name ` (0 when absent).
+fn metric(relay: &Relay, name: &str) -> f64 {
+    let admin = relay.admin.expect("admin listener");
+    let text = String::from_utf8(Client::connect(admin).get("/metrics").body).expect("utf-8");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (at most `within`) until metric `name` satisfies `ok`; its last value.
+fn wait_metric(relay: &Relay, name: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+    let end = Instant::now() + within;
+    loop {
+        let v = metric(relay, name);
+        if ok(v) || Instant::now() > end {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What one read of `s` within `wait` says: `Some(true)` the server closed it (or reset
+/// it), `Some(false)` bytes came (appended to `got`), `None` nothing came.
+fn read_some(s: &mut TcpStream, wait: Duration, got: &mut Vec<u8>) -> Option<bool> {
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 16384];
+    match s.read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(n) => {
+            got.extend_from_slice(&buf[..n]);
+            Some(false)
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(_) => Some(true),
+    }
+}
+
+/// The status of the response at the start of `got`, once its status line is there.
+fn status_of(got: &[u8]) -> Option<u16> {
+    let line = got.split(|&b| b == b'\n').next()?;
+    std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// One POST by curl from 127.0.0.2: its status and how long it took.
+fn good_post(relay: &Relay, body: &str) -> (u16, Duration) {
+    let t = Instant::now();
+    let (code, out, err) = relay_tests::curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        body,
+        &relay.url("/up"),
+    ]);
+    assert_eq!(code, 0, "curl: {err}");
+    let status = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0);
+    (status, t.elapsed())
+}
+
+/// An attacker's connection and what it read back.
+type Conns = Arc<std::sync::Mutex<Vec<(TcpStream, Vec<u8>)>>>;
+
+/// Uploads announcing `len` bytes from 127.0.0.`host`, trickling a byte every 500 ms on a
+/// thread of their own (at most `for_at_most`) until dropped.
+struct Trickle {
+    /// Each upload's connection, and what it read back.
+    conns: Conns,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trickle {
+    fn start(relay: &Relay, host: u8, n: usize, len: u64, for_at_most: Duration) -> Trickle {
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            let mut s = connect_from(relay.addr, host);
+            let head = format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\nx");
+            s.write_all(head.as_bytes()).expect("send the head");
+            conns.push((s, Vec::new()));
+        }
+        let conns = Arc::new(std::sync::Mutex::new(conns));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (conns.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + for_at_most;
+            while !st.load(Ordering::Relaxed) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(500));
+                for (s, _) in c.lock().unwrap().iter_mut() {
+                    let _ = s.write_all(b"x");
+                }
+            }
+        });
+        Trickle {
+            conns,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The statuses the uploads were answered with so far (None: not answered), looking
+    /// for at most `wait` on each.
+    fn answers(&self, wait: Duration) -> Vec<Option<u16>> {
+        let mut conns = self.conns.lock().unwrap();
+        conns
+            .iter_mut()
+            .map(|(s, got)| {
+                if status_of(got).is_none() {
+                    let _ = read_some(s, wait, got);
+                }
+                status_of(got)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Four uploads from one address announcing 64 MiB each and trickling a byte every 500 ms
+/// (the attack of issue 13) against the default budget (256 MiB). Without a per-client
+/// share they hold all of it and every other client's POST gets 503; with the default
+/// share (a quarter) the first holds 64 MiB, the other three get 503 at once (reason
+/// `pass_share`), and the good client's POSTs from another address all pass. The body
+/// deadline is set far off here: this is the budget alone.
+#[test]
+fn four_trickling_uploads_cannot_refuse_another_clients_post() {
+    let origin = Origin::start();
+    let keep = "body_timeout_ms = 60000\nbody_min_rate = 0";
+    const LEN: u64 = 64 << 20;
+    // Before: the share off.
+    {
+        let relay = start(&origin, keep, "pass_buffer_per_client = 0");
+        let attack = Trickle::start(&relay, 3, 4, LEN, Duration::from_secs(20));
+        let held = wait_metric(
+            &relay,
+            "relay_pass_buffer_bytes",
+            Duration::from_secs(5),
+            |v| v >= (4 * LEN) as f64,
+        );
+        assert_eq!(held, (4 * LEN) as f64, "the four uploads hold the budget");
+        let (status, _) = good_post(&relay, "hello");
+        assert_eq!(status, 503, "without a share the budget is theirs");
+        drop(attack);
+    }
+    // After: the default share.
+    let relay = start(&origin, keep, "");
+    let attack = Trickle::start(&relay, 3, 4, LEN, Duration::from_secs(20));
+    let answers = attack.answers(Duration::from_secs(2));
+    assert_eq!(
+        answers.iter().filter(|a| **a == Some(503)).count(),
+        3,
+        "the uploads past their address's share are refused: {answers:?}"
+    );
+    let held = wait_metric(
+        &relay,
+        "relay_pass_buffer_bytes",
+        Duration::from_secs(5),
+        |v| v >= LEN as f64,
+    );
+    assert_eq!(held, LEN as f64, "one upload holds its client's share");
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let (status, took) = good_post(&relay, &format!("good {i}"));
+        assert_eq!(status, 200, "the good client's POST {i}");
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "good POSTs beside 4 trickling 64 MiB uploads: median {:?}, worst {:?} of 20",
+        times[10], times[19]
+    );
+    assert!(times[19] < Duration::from_secs(2), "{times:?}");
+    assert!(
+        metric(
+            &relay,
+            "relay_errors_total{status=\"503\",reason=\"pass_share\"}"
+        ) >= 3.0
+    );
+    assert!(
+        attack.answers(Duration::from_millis(10))[0].is_none(),
+        "the first still trickles"
+    );
+    drop(attack);
+    // Once the attacker is gone its share comes back, and nobody holds any.
+    let held = wait_metric(
+        &relay,
+        "relay_pass_buffer_bytes",
+        Duration::from_secs(5),
+        |v| v == 0.0,
+    );
+    assert_eq!(held, 0.0);
+    assert_eq!(metric(&relay, "relay_pass_buffer_clients"), 0.0);
+}
