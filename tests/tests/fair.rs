@@ -157,6 +157,28 @@ impl Trickle {
     }
 }
 
+impl Trickle {
+    /// Waits (at most `within`) for every upload to be answered; each one's status and when
+    /// it came, from `since` (None: never).
+    fn answered(&self, since: Instant, within: Duration) -> Vec<Option<(u16, Duration)>> {
+        let n = self.conns.lock().unwrap().len();
+        let mut out = vec![None; n];
+        let end = Instant::now() + within;
+        while out.iter().any(Option::is_none) && Instant::now() < end {
+            let mut conns = self.conns.lock().unwrap();
+            for (i, (s, got)) in conns.iter_mut().enumerate() {
+                if out[i].is_none() {
+                    let _ = read_some(s, Duration::from_millis(5), got);
+                    out[i] = status_of(got).map(|st| (st, since.elapsed()));
+                }
+            }
+            drop(conns);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        out
+    }
+}
+
 impl Drop for Trickle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -240,4 +262,176 @@ fn four_trickling_uploads_cannot_refuse_another_clients_post() {
     );
     assert_eq!(held, 0.0);
     assert_eq!(metric(&relay, "relay_pass_buffer_clients"), 0.0);
+}
+
+/// The uploads again, with a body deadline of 2 s (the default rate, 8 KiB/s):
+/// four bodies trickled a byte every 500 ms, and one that sent 512 KiB at once and paused,
+/// are each answered 408 about 2 s after they began (the rate cuts the trickles, the pause
+/// the other), never later than the deadline plus the worker's 200 ms sweep; the
+/// connections close, every reservation goes back, and a good client's POSTs meanwhile
+/// pass. Uploads from one address announcing 1 MiB: within its share.
+#[test]
+fn a_trickled_or_paused_body_is_answered_408_within_its_deadline() {
+    let origin = Origin::start();
+    let relay = start(&origin, "body_timeout_ms = 2000", "");
+    let started = Instant::now();
+    let trickles = Trickle::start(&relay, 3, 4, 1 << 20, Duration::from_secs(10));
+    let mut paused = connect_from(relay.addr, 4);
+    paused
+        .write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+        .unwrap();
+    paused.write_all(&[b'p'; 512 << 10]).unwrap();
+    let paused_at = Instant::now();
+    let held = wait_metric(
+        &relay,
+        "relay_pass_buffer_bytes",
+        Duration::from_secs(2),
+        |v| v >= (5 << 20) as f64,
+    );
+    assert_eq!(held, (5 << 20) as f64, "five bodies reserved");
+    let (status, took) = good_post(&relay, "while they trickle");
+    assert_eq!(status, 200);
+    eprintln!("a good POST beside five slow bodies: {took:?}");
+    let answers = trickles.answered(started, Duration::from_secs(5));
+    eprintln!("trickled bodies answered: {answers:?}");
+    for a in &answers {
+        let (status, after) = a.expect("a trickled body was never answered");
+        assert_eq!(status, 408);
+        assert!(
+            after >= Duration::from_millis(1900) && after < Duration::from_millis(3000),
+            "a trickled body lived {after:?}, not about its 2 s deadline"
+        );
+    }
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while status_of(&got).is_none() && Instant::now() < end {
+        if read_some(&mut paused, Duration::from_millis(20), &mut got) == Some(true) {
+            break;
+        }
+    }
+    let lived = paused_at.elapsed();
+    eprintln!("the paused body answered {:?} after its last byte", lived);
+    assert_eq!(status_of(&got), Some(408));
+    assert!(lived >= Duration::from_millis(1900) && lived < Duration::from_millis(3000));
+    // Each connection ends (after the lingering read), and every reservation is back.
+    let closed =
+        (0..250).any(|_| read_some(&mut paused, Duration::from_millis(20), &mut got) == Some(true));
+    assert!(closed, "the paused upload's connection stayed open");
+    assert_eq!(
+        wait_metric(
+            &relay,
+            "relay_pass_buffer_bytes",
+            Duration::from_secs(2),
+            |v| v == 0.0
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &relay,
+            "relay_errors_total{status=\"408\",reason=\"body_too_slow\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &relay,
+            "relay_errors_total{status=\"408\",reason=\"body_timeout\"}"
+        ),
+        1.0
+    );
+    assert_eq!(good_post(&relay, "after").0, 200);
+}
+
+/// Clients that ask for a passed-through body (8 MiB, `no-store`) and stop reading after
+/// its head are cut at the send deadline (here the idle timeout, 1.5 s) as readers of
+/// cached bodies are, and the windows they held go back to the budget: a 4 MiB budget two
+/// of them filled serves again.
+#[test]
+fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back() {
+    use relay_tests::origin::Object;
+    let origin = Origin::start();
+    let body = relay_tests::pattern(8 << 20, 7);
+    origin.put("/big", Object::new(body.clone(), "big"));
+    let relay = start(
+        &origin,
+        "idle_timeout_ms = 1500",
+        "pass_buffer_bytes = \"4 MiB\"\npass_buffer_per_client = 0",
+    );
+    let ask = b"GET /big HTTP/1.1\r\nHost: t\r\nCache-Control: no-store\r\n\r\n";
+    let stall = |host: u8| {
+        // A small receive buffer, set before connecting: the window closes after a few KiB.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_recv_buffer_size(4096).expect("rcvbuf");
+        s.bind(&SocketAddr::from(([127, 0, 0, host], 0)).into())
+            .expect("bind");
+        s.connect(&relay.addr.into()).expect("connect");
+        let mut s = TcpStream::from(s);
+        s.write_all(ask).expect("ask");
+        let mut got = Vec::new();
+        while status_of(&got).is_none() {
+            assert_eq!(
+                read_some(&mut s, Duration::from_secs(5), &mut got),
+                Some(false)
+            );
+        }
+        assert_eq!(status_of(&got), Some(200));
+        (s, Instant::now())
+    };
+    let mut stalled = [stall(5), stall(6)];
+    assert_eq!(
+        wait_metric(
+            &relay,
+            "relay_pass_buffer_bytes",
+            Duration::from_secs(2),
+            |v| { v >= (4 << 20) as f64 }
+        ),
+        (4 << 20) as f64,
+        "two windows fill the budget"
+    );
+    let mut c = Client::connect(relay.addr);
+    c.send(ask);
+    assert_eq!(c.read_response(false).expect("answer").status, 503);
+    drop(c);
+    // Cut at the send deadline: about 1.5 s after their last progress (and within the
+    // worker's 200 ms sweep), both are closed as timeouts, without a byte read meanwhile.
+    let since = stalled.iter().map(|(_, t)| *t).min().expect("two");
+    let cut = wait_metric(
+        &relay,
+        "relay_connection_timeouts_total",
+        Duration::from_secs(6),
+        |v| v >= 2.0,
+    );
+    let after = since.elapsed();
+    eprintln!("stalled readers of passed-through bodies cut {after:?} after their heads");
+    assert_eq!(cut, 2.0, "the stalled readers were not cut");
+    assert!(after < Duration::from_secs(3), "cut after {after:?}");
+    for (s, _) in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let mut n_read = 0;
+        for _ in 0..100 {
+            match s.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n_read += n,
+            }
+        }
+        assert!(n_read < body.len(), "a stalled client got the whole body");
+    }
+    assert_eq!(
+        wait_metric(
+            &relay,
+            "relay_pass_buffer_bytes",
+            Duration::from_secs(3),
+            |v| v == 0.0
+        ),
+        0.0,
+        "the stalled readers' windows stayed reserved"
+    );
+    eprintln!("their windows back {:?} after their heads", since.elapsed());
+    let r = Client::connect(relay.addr).get_with("/big", "Cache-Control: no-store\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body);
+    assert!(metric(&relay, "relay_connection_timeouts_total") >= 2.0);
 }

@@ -148,6 +148,8 @@ pub struct Shared {
 pub struct Tunables {
     pub header_timeout_ms: AtomicU64,
     pub idle_timeout_ms: AtomicU64,
+    pub body_timeout_ms: AtomicU64,
+    pub body_min_rate: AtomicU64,
     pub max_connections: AtomicU64,
     pub zerocopy_min_bytes: AtomicU64,
     pub zerocopy_unregistered_min_bytes: AtomicU64,
@@ -158,6 +160,8 @@ impl Tunables {
         Tunables {
             header_timeout_ms: AtomicU64::new(c.server.header_timeout_ms),
             idle_timeout_ms: AtomicU64::new(c.server.idle_timeout_ms),
+            body_timeout_ms: AtomicU64::new(c.server.body_timeout_ms),
+            body_min_rate: AtomicU64::new(c.server.body_min_rate),
             max_connections: AtomicU64::new(c.server.max_connections as u64),
             zerocopy_min_bytes: AtomicU64::new(c.server.zerocopy_min_bytes),
             zerocopy_unregistered_min_bytes: AtomicU64::new(
@@ -305,6 +309,10 @@ impl Server {
             .store(new.server.header_timeout_ms, Ordering::Relaxed);
         t.idle_timeout_ms
             .store(new.server.idle_timeout_ms, Ordering::Relaxed);
+        t.body_timeout_ms
+            .store(new.server.body_timeout_ms, Ordering::Relaxed);
+        t.body_min_rate
+            .store(new.server.body_min_rate, Ordering::Relaxed);
         t.max_connections
             .store(new.server.max_connections as u64, Ordering::Relaxed);
         t.zerocopy_min_bytes

@@ -9,7 +9,8 @@
 //! - this file: [`Exchange`], its [`State`], its events and [`Exchange::poll`], which walks
 //!   the request through its phases until it needs an I/O completion or a wake-up;
 //! - `request`: the receive buffer, parsing and routing a request, collecting or skipping
-//!   its body, the fields that go upstream;
+//!   its body, the fields that go upstream; `collect`: a collected body's deadline (its
+//!   longest pause and its least rate), answered 408 when it passes;
 //! - `respond`: answering from an object description, from a pass-through, with an error;
 //!   waiting on an origin's head or a pass-through's answer;
 //! - `body`: the body piece by piece, each chunk from where `Cache::source` finds it
@@ -32,6 +33,7 @@
 //! ```
 
 mod body;
+mod collect;
 mod errors;
 mod overflow;
 mod reads;
@@ -115,6 +117,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A send, a file read or a wait on an origin without progress.
     pub send: Duration,
+    /// A collected request body's longest pause, and its grace before the rate applies.
+    pub body: Duration,
+    /// Bytes per second a collected request body must average after its grace (0: none).
+    pub body_min_rate: u64,
     /// How long a directory object's description is trusted (`origin.revalidate_ms`).
     pub revalidate: Duration,
 }
@@ -383,6 +389,8 @@ pub struct Exchange {
     status_buf: String,
     /// The passed-through response's body, streamed as it arrives.
     pass_body: Option<PassReader>,
+    /// How the request body being collected has come (`collect`).
+    body_clock: Option<collect::BodyClock>,
 }
 
 impl Exchange {
@@ -451,6 +459,7 @@ impl Exchange {
             pass_status: crate::cache_status::CacheStatus::fwd(crate::cache_status::Fwd::Method),
             status_buf: String::with_capacity(96),
             pass_body: None,
+            body_clock: None,
         }
     }
 
@@ -483,6 +492,7 @@ impl Exchange {
         self.head_saved = false;
         self.forward = None;
         self.head_owner = false;
+        self.body_clock = None;
         // (and `state` with the rest)
         self.release();
     }
@@ -593,7 +603,7 @@ impl Exchange {
                     0 => Step::Do(self.read_disk(cx)),
                     _ => Step::Do(Action::Idle),
                 },
-                State::CollectingBody(_) => self.collect_pass_body(cx),
+                State::CollectingBody(_) => self.collect_timed(cx),
                 State::AwaitingPass(_) => self.await_pass(cx),
                 State::AwaitingHead(_) => self.await_head(cx),
                 State::Ready | State::ReadingFile(_) | State::ReadingDisk(_) => self.stream(cx),

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 mod asks;
+mod body_deadline;
 mod cache_status;
 mod directory;
 mod disk;
@@ -110,6 +111,8 @@ impl Kit {
             header: Duration::from_secs(3),
             idle: Duration::from_secs(7),
             send: Duration::from_secs(11),
+            body: Duration::from_secs(5),
+            body_min_rate: 1024,
             revalidate: Duration::from_secs(60),
         };
         Kit {
