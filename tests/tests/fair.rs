@@ -435,3 +435,114 @@ fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back
     assert!(r.body == body);
     assert!(metric(&relay, "relay_connection_timeouts_total") >= 2.0);
 }
+
+/// A GET of `/a` on `s`: its status, or None when the connection was closed first.
+fn get_a(s: &mut TcpStream) -> Option<u16> {
+    if s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
+        return None;
+    }
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if got.ends_with(b"abc") {
+            break;
+        }
+        if read_some(s, Duration::from_millis(50), &mut got) == Some(true) {
+            return None;
+        }
+    }
+    status_of(&got)
+}
+
+/// At most `server.max_connections_per_client` connections (8 here) from one address,
+/// across both workers: a ninth is closed as it is accepted, without an answer, and counted
+/// (`relay_connections_refused_total{reason="per_client"}`), while other addresses get in;
+/// a close makes room again; the limit changes on SIGHUP (0: off); and once every
+/// connection has closed no address is counted any more (each counted down exactly once).
+#[test]
+fn connections_past_the_per_client_limit_are_refused_while_other_addresses_get_in() {
+    use relay_tests::origin::Object;
+    let origin = Origin::start();
+    origin.put("/a", Object::new(b"abc".to_vec(), "a"));
+    let relay = start(&origin, "max_connections_per_client = 8", "");
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = connect_from(relay.addr, 3);
+            assert_eq!(get_a(&mut s), Some(200), "connection {i} of 8");
+            s
+        })
+        .collect();
+    let mut refused_after = Vec::new();
+    for _ in 0..3 {
+        let mut extra = connect_from(relay.addr, 3);
+        let t = Instant::now();
+        assert_eq!(get_a(&mut extra), None, "a ninth connection was answered");
+        refused_after.push(t.elapsed());
+    }
+    eprintln!("connections past the per-client limit closed after {refused_after:?}");
+    assert!(refused_after.iter().all(|t| *t < Duration::from_secs(1)));
+    // Other addresses get in: curl from 127.0.0.2, eight more from 127.0.0.4.
+    let (status, took) = good_post(&relay, "another address");
+    assert_eq!(status, 200);
+    eprintln!("a POST from another address meanwhile: {took:?}");
+    let others: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect_from(relay.addr, 4);
+            assert_eq!(get_a(&mut s), Some(200));
+            s
+        })
+        .collect();
+    assert_eq!(
+        metric(
+            &relay,
+            "relay_connections_refused_total{reason=\"per_client\"}"
+        ),
+        3.0
+    );
+    // (curl's address is let go once relay has seen its close.)
+    let clients = wait_metric(
+        &relay,
+        "relay_connection_clients",
+        Duration::from_secs(2),
+        |v| v == 2.0,
+    );
+    assert_eq!(clients, 2.0, "127.0.0.3 and 127.0.0.4");
+    // One of the eight closes: once relay has seen it, there is room for one more.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut s = connect_from(relay.addr, 3);
+        if get_a(&mut s) == Some(200) {
+            again = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    held.push(again.expect("no room after a close"));
+    let mut ninth = connect_from(relay.addr, 3);
+    assert_eq!(get_a(&mut ninth), None, "still eight at most");
+    // Off on SIGHUP: twelve more from the same address get in.
+    let text = std::fs::read_to_string(&relay.config).unwrap();
+    let off = text.replace(
+        "max_connections_per_client = 8",
+        "max_connections_per_client = 0",
+    );
+    std::fs::write(&relay.config, off).unwrap();
+    relay.signal(libc::SIGHUP);
+    assert!(relay.wait_log("relay: reloaded", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500)); // a worker tick
+    for _ in 0..12 {
+        let mut s = connect_from(relay.addr, 3);
+        assert_eq!(get_a(&mut s), Some(200), "refused with the limit off");
+        held.push(s);
+    }
+    drop((held, others, ninth));
+    let end = Instant::now() + Duration::from_secs(5);
+    while (metric(&relay, "relay_connection_clients") > 0.0
+        || metric(&relay, "relay_connections_open") > 0.0)
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&relay, "relay_connection_clients"), 0.0);
+    assert_eq!(metric(&relay, "relay_connections_open"), 0.0);
+}

@@ -13,11 +13,13 @@
 //! - [`metrics`] / [`admin`]: Prometheus text of the workers' counters and merged latency
 //!   histograms, served with `/healthz` on the admin listener.
 //! - `origin`: the directory origin (`openat2` beneath its root).
+//! - [`clients`]: open connections per client address across the workers.
 //! - `sys`: the few plain syscalls made outside the ring.
 
 pub mod admin;
 mod bufring;
 pub mod cache_status;
+pub mod clients;
 pub mod errors;
 mod exchange;
 pub mod listen_lock;
@@ -142,6 +144,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
+    /// Connections open per client address (`server.max_connections_per_client`).
+    pub clients: clients::ClientConns,
 }
 
 /// The live-reloadable settings.
@@ -151,6 +155,7 @@ pub struct Tunables {
     pub body_timeout_ms: AtomicU64,
     pub body_min_rate: AtomicU64,
     pub max_connections: AtomicU64,
+    pub max_connections_per_client: AtomicU64,
     pub zerocopy_min_bytes: AtomicU64,
     pub zerocopy_unregistered_min_bytes: AtomicU64,
 }
@@ -163,6 +168,7 @@ impl Tunables {
             body_timeout_ms: AtomicU64::new(c.server.body_timeout_ms),
             body_min_rate: AtomicU64::new(c.server.body_min_rate),
             max_connections: AtomicU64::new(c.server.max_connections as u64),
+            max_connections_per_client: AtomicU64::new(c.server.max_connections_per_client as u64),
             zerocopy_min_bytes: AtomicU64::new(c.server.zerocopy_min_bytes),
             zerocopy_unregistered_min_bytes: AtomicU64::new(
                 c.server.zerocopy_unregistered_min_bytes,
@@ -196,6 +202,7 @@ pub struct WorkerStats {
     pub invalidations: AtomicU64,
     pub disk_corrupt: AtomicU64,
     pub accepted: AtomicU64,
+    /// Connections closed at accept: the worker at `max_connections` (or draining)...
     pub rejected: AtomicU64,
     /// Connections whose reading stopped because they sent far ahead of their answers.
     pub reads_paused: AtomicU64,
@@ -203,6 +210,8 @@ pub struct WorkerStats {
     pub floods_cut: AtomicU64,
     /// What this worker's connections hold beyond their receive buffers, and its bound.
     pub overflow: Arc<exchange::OverflowMeter>,
+    /// ...or their client at `max_connections_per_client`.
+    pub refused_per_client: AtomicU64,
     pub open: AtomicU64,
     pub requests: AtomicU64,
     /// Responses by their `Cache-Status`: hits, misses, forwards by reason.
@@ -237,6 +246,7 @@ impl Default for WorkerStats {
             reads_paused: AtomicU64::new(0),
             floods_cut: AtomicU64::new(0),
             overflow: Arc::default(),
+            refused_per_client: AtomicU64::new(0),
             open: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             lookups: cache_status::Lookups::default(),
@@ -315,6 +325,10 @@ impl Server {
             .store(new.server.body_min_rate, Ordering::Relaxed);
         t.max_connections
             .store(new.server.max_connections as u64, Ordering::Relaxed);
+        t.max_connections_per_client.store(
+            new.server.max_connections_per_client as u64,
+            Ordering::Relaxed,
+        );
         t.zerocopy_min_bytes
             .store(new.server.zerocopy_min_bytes, Ordering::Relaxed);
         t.zerocopy_unregistered_min_bytes.store(
@@ -473,6 +487,7 @@ pub fn serve(
         wake,
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
+        clients: clients::ClientConns::default(),
         config,
     });
     let mut stats = Vec::new();

@@ -188,6 +188,21 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP relay_connections_refused_total Connections closed as they were accepted, \
+             by why: the worker at server.max_connections (or draining), or the client's \
+             address at server.max_connections_per_client.\n\
+             # TYPE relay_connections_refused_total counter\n\
+             relay_connections_refused_total{{reason=\"max_connections\"}} {}\n\
+             relay_connections_refused_total{{reason=\"per_client\"}} {}\n\
+             # HELP relay_connection_clients Client addresses (IPv4, IPv6 /64) with a \
+             connection open.\n\
+             # TYPE relay_connection_clients gauge\nrelay_connection_clients {}",
+            sum(|w| &w.rejected),
+            sum(|w| &w.refused_per_client),
+            self.shared.clients.clients(),
+        );
+        let _ = writeln!(
+            out,
             "# HELP relay_cache_lookups_total Responses that looked in the cache: hits (served \
              from storage) and misses (forwarded), as their Cache-Status says.\n\
              # TYPE relay_cache_lookups_total counter\n\

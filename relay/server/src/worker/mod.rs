@@ -99,6 +99,8 @@ struct Slot {
     msg: Box<SendMsg>,
     /// The client's address, as budgets count clients (read at accept).
     client: Client,
+    /// The connection is counted in `Shared::clients` (until its slot is freed).
+    counted: bool,
     ex: Exchange,
 }
 
@@ -127,6 +129,8 @@ pub struct Worker {
     released: usize,
     /// Ticks on which the allocator is still to be asked.
     release_ticks: u8,
+    /// `server.max_connections_per_client` (0: no limit).
+    max_per_client: usize,
     /// `server.zerocopy_min_bytes`: arena pieces at least this long go SEND_ZC from their
     /// fixed buffer (0: never); `zc_min_unregistered`, the same for other memory.
     zc_min: usize,
@@ -202,6 +206,7 @@ impl Worker {
             max_connections: cfg.server.max_connections,
             released: 0,
             release_ticks: 0,
+            max_per_client: cfg.server.max_connections_per_client,
             zc_min: cfg.server.zerocopy_min_bytes as usize,
             zc_min_unregistered: cfg.server.zerocopy_unregistered_min_bytes as usize,
             tick: timespec(TICK_INTERVAL),
@@ -491,6 +496,7 @@ impl Worker {
         self.timeouts.body = Duration::from_millis(t.body_timeout_ms.load(Ordering::Relaxed));
         self.timeouts.body_min_rate = t.body_min_rate.load(Ordering::Relaxed);
         self.max_connections = t.max_connections.load(Ordering::Relaxed) as usize;
+        self.max_per_client = t.max_connections_per_client.load(Ordering::Relaxed) as usize;
         self.zc_min = t.zerocopy_min_bytes.load(Ordering::Relaxed) as usize;
         self.zc_min_unregistered =
             t.zerocopy_unregistered_min_bytes.load(Ordering::Relaxed) as usize;
@@ -670,6 +676,14 @@ impl Worker {
             sys::close(fd);
             return Ok(());
         };
+        if !self.shared.clients.open(client, self.max_per_client) {
+            self.stats
+                .refused_per_client
+                .fetch_add(1, Ordering::Relaxed);
+            log::debug!("{client}: at server.max_connections_per_client; refused");
+            sys::close(fd);
+            return Ok(());
+        }
         sys::set_nodelay(fd);
         let rbuf_len = self.shared.config.server.limits.max_head_bytes + 4096;
         let slot = match self.free.pop() {
@@ -682,6 +696,7 @@ impl Worker {
                 c.zc_ok = true;
                 c.zc_sent = None;
                 c.client = client;
+                c.counted = true;
                 c.ex.reset(self.now + self.timeouts.idle);
                 s
             }
@@ -697,6 +712,7 @@ impl Worker {
                     zc_sent: None,
                     msg: SendMsg::new(),
                     client,
+                    counted: true,
                     ex: Exchange::new(
                         rbuf_len,
                         self.now + self.timeouts.idle,
@@ -820,6 +836,9 @@ impl Worker {
         }
         sys::close(c.fd);
         c.fd = -1;
+        if std::mem::take(&mut c.counted) {
+            self.shared.clients.close(c.client);
+        }
         c.ex.release();
         self.released += 1;
         self.free.push(slot);
@@ -851,6 +870,9 @@ impl Drop for Worker {
                 sys::close(c.fd);
                 c.fd = -1;
                 self.stats.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            if std::mem::take(&mut c.counted) {
+                self.shared.clients.close(c.client);
             }
             if c.inflight > 0 {
                 busy = true;

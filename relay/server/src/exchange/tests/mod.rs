@@ -105,6 +105,7 @@ impl Kit {
             wake: Wakers::new(|_| {}),
             shutdown: AtomicBool::new(false),
             tunables: Tunables::from_config(&config),
+            clients: Default::default(),
             config,
         };
         let timeouts = Timeouts {
