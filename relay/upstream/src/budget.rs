@@ -16,8 +16,6 @@ pub enum Client {
     V4([u8; 4]),
     /// The first 64 bits of the address.
     V6([u8; 8]),
-    /// The address could not be read (the connection went away as it was accepted).
-    Unknown,
 }
 
 impl Client {
@@ -38,7 +36,6 @@ impl Client {
         let x = match *self {
             Client::V4(a) => u64::from(u32::from_be_bytes(a)),
             Client::V6(n) => u64::from_be_bytes(n),
-            Client::Unknown => 0,
         };
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % shards.max(1)
     }
@@ -53,7 +50,6 @@ impl std::fmt::Display for Client {
                 a[..8].copy_from_slice(&n);
                 write!(f, "{}/64", std::net::Ipv6Addr::from(a))
             }
-            Client::Unknown => f.write_str("unknown"),
         }
     }
 }

@@ -81,12 +81,14 @@ impl Exchange {
 
     /// The exchange's deadline passed (the worker's sweep): a request body still being
     /// collected is answered 408 and the connection lingers, then closes; anything else
-    /// closes at once.
+    /// closes at once. (So does a body read one receive at a time, without a multishot
+    /// receive: its receive in flight would land under the answer.)
     pub fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Action {
         let collecting = matches!(self.state, State::CollectingBody(_))
             && self.phase == Phase::Recv
             && self.linger.is_none()
-            && !self.closed;
+            && !self.closed
+            && cx.reading;
         let Some(clock) = self.body_clock.take().filter(|_| collecting) else {
             return Action::Close;
         };
