@@ -266,11 +266,9 @@ pub enum Received {
     Keep {
         rearm: bool,
     },
-    /// The receive buffer is full while input keeps coming: cancel the multishot receive
-    /// (its last completion comes back here), then [`Exchange::poll`] when `poll`.
-    Pause {
-        poll: bool,
-    },
+    /// The receive buffer is full while a response is under way and input keeps coming:
+    /// cancel the multishot receive (its last completion comes back here).
+    Pause,
     /// Arm again when `rearm`, then [`Exchange::poll`].
     Poll {
         rearm: bool,

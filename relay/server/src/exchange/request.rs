@@ -89,12 +89,15 @@ impl Exchange {
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) || self.flooded {
             return Received::Close;
         }
-        if self.reading == Reading::On && more && !self.overflow.is_empty() {
-            // The receive buffer is full: no more is read until it has been used.
+        if self.reading == Reading::On
+            && more
+            && !self.overflow.is_empty()
+            && self.phase != Phase::Recv
+        {
+            // The receive buffer is full while a response is under way: no more is read
+            // until it has been used. (While reading, `poll` uses what came at once.)
             self.reading = Reading::Stopping;
-            return Received::Pause {
-                poll: self.phase == Phase::Recv,
-            };
+            return Received::Pause;
         }
         // Ended by the kernel (e.g. the buffer group ran dry): armed again, unless paused.
         let rearm = !more && self.reading == Reading::On;

@@ -777,17 +777,12 @@ impl Worker {
                 true => self.arm_multishot(slot),
                 false => Ok(()),
             },
-            Received::Pause { poll } => {
+            Received::Pause => {
                 self.stats.reads_paused.fetch_add(1, Ordering::Relaxed);
                 // The multishot receive's last completion (ECANCELED) comes back to the
                 // exchange, which asks for input again when it has used what it holds.
                 let target = ud(RECV_MULTI, slot, c.generation);
-                self.ring.cancel(target, ud(CANCEL, 0, 0))?;
-                if !poll {
-                    return Ok(());
-                }
-                let a = self.with_ex(slot, |ex, cx| ex.poll(cx));
-                self.act(slot, a)
+                self.ring.cancel(target, ud(CANCEL, 0, 0))
             }
             Received::Poll { rearm } => {
                 if rearm {

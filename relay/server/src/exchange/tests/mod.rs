@@ -166,8 +166,8 @@ impl Kit {
         let mut cx = self.cx();
         ex.on_input(cx.now, bytes);
         match ex.on_recv_result(bytes.len() as i32, true) {
-            Received::Poll { .. } | Received::Pause { poll: true } => ex.poll(&mut cx),
-            Received::Keep { .. } | Received::Pause { poll: false } => Action::Idle,
+            Received::Poll { .. } => ex.poll(&mut cx),
+            Received::Keep { .. } | Received::Pause => Action::Idle,
             Received::Close => Action::Close,
         }
     }
