@@ -6,8 +6,12 @@
 //! - [`relay_bin`], [`Relay`]: the binary under test, started and stopped per test.
 //! - [`TempDir`], [`pattern`]: origin directories with deterministic content.
 //! - [`client`]: a raw HTTP/1.1 client over `TcpStream`.
+//! - [`abuse`]: attacks (floods, idle crowds, slowloris, trickled uploads, slow readers, a
+//!   stalled admin client) run against a relay while its memory and a good client's
+//!   latency are measured; shared by `tests/tests/abuse.rs` and `relay-bench abuse`.
 //! - `netns`: namespace and veth guards for root-only tests.
 
+pub mod abuse;
 pub mod client;
 pub mod netns;
 pub mod origin;
@@ -106,14 +110,19 @@ impl Relay {
     /// Writes `config` (TOML) to a temp file and starts `relay run` on it, through `wrap`
     /// (e.g. `ip netns exec NS`) when given. Waits (at most 20 s) for the listening line.
     pub fn start_with(config: &str, wrap: &[&str]) -> Relay {
+        Relay::start_bin(&relay_bin(), config, wrap)
+    }
+
+    /// [`Relay::start_with`] for the binary at `bin` (a benchmark measuring a given build).
+    pub fn start_bin(bin: &Path, config: &str, wrap: &[&str]) -> Relay {
         let dir = TempDir::new("cfg");
         let path = dir.write("relay.toml", config.as_bytes());
         let mut cmd = if let Some((first, rest)) = wrap.split_first() {
             let mut c = Command::new(first);
-            c.args(rest).arg(relay_bin());
+            c.args(rest).arg(bin);
             c
         } else {
-            Command::new(relay_bin())
+            Command::new(bin)
         };
         cmd.arg("run")
             .arg("--config")
