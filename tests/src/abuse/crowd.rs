@@ -203,8 +203,9 @@ pub fn run(groups: &[Group], hold: Duration, stop: &AtomicBool) -> CrowdStats {
             let c = &mut conns[at[k]];
             let b = &groups[c.group].behaviour;
             let mut gone = pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0;
-            if !gone
-                && b.retry_refused
+            // The answer's status is read even when the close came with it (a refused
+            // upload is answered and closed at once).
+            if b.retry_refused
                 && !c.status_known
                 && pfd.revents & libc::POLLIN != 0
                 && let Some(s) = c.stream.as_mut()
@@ -218,6 +219,7 @@ pub fn run(groups: &[Group], hold: Duration, stop: &AtomicBool) -> CrowdStats {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(_) => gone = true,
                 }
+                // (A status cut short by the close is not a refusal: the close counts.)
                 if c.status.len() == 12 {
                     c.status_known = true;
                     if &c.status[9..12] != b"200" {
