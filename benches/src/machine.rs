@@ -79,6 +79,22 @@ impl Machine {
         }
     }
 
+    /// One line without the client tools (benchmarks that run neither nginx nor wrk).
+    pub fn line_relay_only(&self) -> String {
+        format!(
+            "{}, {} cores, {:.0} GiB, {}, Linux {}; relay {} ({}; tree {}); load {}",
+            self.cpu_model,
+            self.cores,
+            self.memory_gib,
+            self.os,
+            self.kernel,
+            self.relay.trim_start_matches("relay ").trim(),
+            self.relay_bin,
+            self.tree_git,
+            self.loadavg_start
+        )
+    }
+
     /// One line for the table header and the plot title.
     pub fn line(&self) -> String {
         format!(

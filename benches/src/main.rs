@@ -13,9 +13,12 @@
 //!   tier vs plain LRU (and moka) on seeded Zipf traces; no servers, no network.
 //! - [`disk_send`]: the `disk-send` benchmark (`cargo xtask bench disk-send`): disk-tier
 //!   chunks from the page cache to loopback TCP by io_uring READ_FIXED + SEND vs SPLICE.
+//! - [`abuse`]: the `abuse` benchmark (`cargo xtask bench abuse`): issue 13's attacks at
+//!   full scale (`relay_tests::abuse`), relay's RSS and a good client's latency under each.
 //! - [`zc_send`]: the `zc-send` benchmark (`cargo xtask bench zc-send`): where `SEND_ZC` starts
 //!   to cost less than a copying send, measured through a veth whose peer is down (root).
 
+mod abuse;
 mod disk_send;
 mod hit_ratio;
 mod machine;
@@ -47,6 +50,8 @@ enum Command {
     DiskSend(disk_send::Options),
     /// SEND vs SEND_ZC (plain and fixed buffers) by size, where the kernel does not copy.
     ZcSend(zc_send::Options),
+    /// Issue 13's attacks at full scale: relay's RSS and a good client's latency under each.
+    Abuse(abuse::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::HitRatio(o) => hit_ratio::run(o),
         Command::DiskSend(o) => disk_send::run(o),
         Command::ZcSend(o) => zc_send::run(o),
+        Command::Abuse(o) => abuse::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

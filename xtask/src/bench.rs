@@ -10,6 +10,10 @@
 //!   or READ_FIXED + send: measure both, keep the faster": chunk files in the page cache
 //!   sent over loopback TCP by one pinned io_uring thread, received on another core.
 //!
+//! - `abuse` ([`crate::bench_abuse`]): issue 13's attacks at full scale (pipelining floods,
+//!   idle crowds, slowloris, trickled uploads, slow pass-through readers, stalled admin
+//!   clients): relay's RSS before, at the peak and after, and a good client's latency.
+//!
 //! - `zc-send`: where zero-copy sends start to pay (`server.zerocopy_min_bytes`), measured
 //!   through a veth whose peer is down, in a network namespace, where the kernel does not copy them.
 //!
@@ -52,6 +56,10 @@ pub enum Which {
     /// whose peer is down, where the kernel does not copy: where `server.zerocopy_min_bytes` should be
     /// (root); writes a table and target/bench/zc-send.json.
     ZcSend(PassedArgs),
+    /// Issue 13's attacks at full scale, each against a fresh relay: RSS baseline, peak and
+    /// after, a good client's p50/p99 and failures; writes a table and
+    /// target/bench/abuse.json.
+    Abuse(crate::bench_abuse::Options),
 }
 
 pub fn run(o: &Options) -> Result<()> {
@@ -61,6 +69,7 @@ pub fn run(o: &Options) -> Result<()> {
         Which::HitRatio(h) => relay_bench("hit-ratio", &h.args),
         Which::DiskSend(d) => relay_bench("disk-send", &d.args),
         Which::ZcSend(z) => relay_bench("zc-send", &z.args),
+        Which::Abuse(a) => crate::bench_abuse::run(a),
     }
 }
 

@@ -6,6 +6,7 @@
 //! fuzzing.
 
 mod bench;
+mod bench_abuse;
 mod bench_serve;
 mod bench_steer;
 mod build;

@@ -1,0 +1,69 @@
+//! `cargo xtask bench abuse`: issue 13's table. Every attack of `relay_tests::abuse`
+//! (pipelining flood, idle connections, slowloris, trickled uploads, slow readers of
+//! passed-through bodies, stalled admin clients) at full scale against a fresh relay each,
+//! with its RSS before, at the peak and after, and a good client's latency meanwhile.
+//!
+//! xtask builds what is measured and hands over to the harness in `benches/` (`relay-bench
+//! abuse`), which runs the attacks and writes the results:
+//! 1. the release relay with its eBPF object (`build`), unless `--relay-bin` names one (an
+//!    older build, to compare before and after a change);
+//! 2. the harness (a debug build is enough: it drives sockets and reads /proc).
+//!
+//! The table goes to stdout, every figure to `target/bench/abuse.json` (`abuse-quick.json`
+//! with `--quick`). Attacking connections come from 127.0.1.0 and up (loopback only); the
+//! harness raises its descriptor limit to the hard one (10,000 idle connections need it).
+
+use crate::bench_serve::target_dir;
+use crate::build;
+use crate::util::{cargo, root, run_cmd};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// The tests' scale and settings (hundreds of connections, 16 MiB tiers, 4 s holds).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these attacks, comma-separated: flood, idle, slowloris, uploads, pass-readers,
+    /// admin.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Seconds the attackers stay (default 12; 4 with --quick).
+    #[arg(long)]
+    pub hold: Option<u64>,
+    /// Measure this relay binary instead of building the release one.
+    #[arg(long)]
+    pub relay_bin: Option<PathBuf>,
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    let relay = match &o.relay_bin {
+        Some(p) => p.clone(),
+        None => {
+            build::run(&build::Options::default())?;
+            target_dir().join("release/relay")
+        }
+    };
+    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
+    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
+    cmd.current_dir(root())
+        .arg("abuse")
+        .arg("--relay")
+        .arg(&relay)
+        .arg("--out")
+        .arg(root().join("target/bench"))
+        .arg("--command")
+        .arg(format!("cargo xtask {invoked}"));
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    if !o.only.is_empty() {
+        cmd.arg("--only").arg(o.only.join(","));
+    }
+    if let Some(h) = o.hold {
+        cmd.arg("--hold").arg(h.to_string());
+    }
+    run_cmd(&mut cmd)
+}
