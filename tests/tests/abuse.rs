@@ -6,9 +6,11 @@
 //! 1. **Memory.** Peak RSS (the larger of `VmRSS` sampled every 10 ms and `VmHWM`, reset at
 //!    the start) minus the RSS at rest before the attack is at most the attack's bound
 //!    (`Attack::memory_bound`), a formula of the config:
-//!    - pipelining flood: connections × 96 KiB + 16 MiB. 96 KiB a connection: its receive
-//!      buffer (`max_head_bytes` + 4 KiB = 20 KiB), 64 KiB of pipelined input read ahead
-//!      before relay stops reading it, 12 KiB of state (exchange, slot, response head);
+//!    - pipelining flood: connections × 32 KiB + workers × 8 MiB + 16 MiB. 32 KiB a
+//!      connection: its receive buffer (`max_head_bytes` + 4 KiB = 20 KiB) and 12 KiB of
+//!      state (exchange, slot, response head); relay stops reading a connection whose
+//!      buffer is full, and what arrived before it stopped counts against its worker's
+//!      8 MiB (`docs/MEMORY.md`);
 //!    - idle connections: connections × 8 KiB + 16 MiB (an idle connection holds its state
 //!      and slot, about 1.2 KiB, not a receive buffer);
 //!    - slowloris: connections × 32 KiB + 16 MiB (a connection mid-head or mid-body holds
@@ -22,7 +24,8 @@
 //!    2 MiB transparent huge pages, so RSS moves in 2 MiB steps), admin threads, the good
 //!    client's own requests and pass windows, the upstream's pool.
 //! 2. **Memory given back.** Within 5 s of the attackers closing their connections, RSS is
-//!    back within 8 MiB of the baseline.
+//!    back within 16 MiB of the baseline (the heap lies in 2 MiB transparent huge pages, which
+//!    the kernel collapses again around pages still in use: `AFTER_SLACK`).
 //! 3. **The good client.** Meanwhile (and after, until the RSS after is read) a client on
 //!    127.0.0.1 (the attackers come from 127.0.1.x and up) asks, one request after another
 //!    on fresh connections, for the cached object (and, for the pass-through attacks, a

@@ -152,7 +152,7 @@ impl Metrics {
             (
                 "relay_input_overflow_bytes",
                 "gauge",
-                "Bytes connections hold beyond their receive buffers (received before reading could stop); at most 32 MiB per worker.",
+                "Bytes connections hold beyond their receive buffers (received before reading could stop); at most 8 MiB per worker.",
                 self.workers.iter().map(|w| w.overflow.held() as u64).sum(),
             ),
             (

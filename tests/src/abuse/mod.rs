@@ -268,6 +268,12 @@ impl Scale {
 /// = 20 KiB), 64 KiB of input read ahead (or of the upstream connection's buffers), 12 KiB
 /// of state (the exchange, its slot, the response head).
 pub const BUSY_CONN: u64 = 96 * KIB;
+/// What all of a worker's connections may hold beyond their receive buffers (input that
+/// arrived before relay stopped reading them: `docs/MEMORY.md`).
+pub const WORKER_OVERFLOW: u64 = 8 * MIB;
+/// A worker's provided receive buffers (1,024 × 4 KiB), touched once input comes faster
+/// than the worker takes it.
+pub const PROVIDED: u64 = 4 * MIB;
 /// A connection in the middle of a request head or a request body: its receive buffer
 /// (20 KiB) and its state (12 KiB).
 pub const TRICKLING_CONN: u64 = 32 * KIB;
@@ -278,8 +284,12 @@ pub const IDLE_CONN: u64 = 8 * KIB;
 /// threads, the good client's requests (its pass-throughs hold windows of their own), the
 /// upstream's connection pool.
 pub const SLACK: u64 = 16 * MIB;
-/// How far above its baseline relay's RSS may stay once the attackers have left.
-pub const AFTER_SLACK: u64 = 8 * MIB;
+/// How far above its baseline relay's RSS may stay once the attackers have left. relay
+/// gives freed memory back (closed connections' slots and buffers, then the allocator's
+/// pages), but its heap lies in 2 MiB transparent huge pages, which the kernel's khugepaged
+/// collapses again when a few pages of one are still in use: RSS after settles 8–14 MiB
+/// above the baseline with THP on (`docs/MEMORY.md`), about 7 MiB with it off.
+pub const AFTER_SLACK: u64 = 16 * MIB;
 
 impl Attack {
     /// A short name (the table's first column).
@@ -366,7 +376,10 @@ impl Attack {
 
     /// The bound on relay's RSS above its baseline while this attack runs against
     /// `settings`:
-    /// - flood: connections × [`BUSY_CONN`] + [`SLACK`];
+    /// - flood: connections × [`TRICKLING_CONN`] + workers × ([`WORKER_OVERFLOW`] +
+    ///   [`PROVIDED`]) + [`SLACK`] (a connection whose receive buffer is full is not read
+    ///   until it is answered; what arrived before it stopped counts against its worker's
+    ///   bound; a flood touches every provided receive buffer);
     /// - idle: connections × [`IDLE_CONN`] + [`SLACK`];
     /// - slowloris: connections × [`TRICKLING_CONN`] + [`SLACK`];
     /// - uploads and slow pass readers: `pass_buffer_bytes` + connections ×
@@ -376,7 +389,9 @@ impl Attack {
     pub fn memory_bound(&self, settings: &Settings) -> u64 {
         let n = self.connections() as u64;
         match self {
-            Attack::Flood { .. } => n * BUSY_CONN + SLACK,
+            Attack::Flood { .. } => {
+                n * TRICKLING_CONN + settings.workers as u64 * (WORKER_OVERFLOW + PROVIDED) + SLACK
+            }
             Attack::Idle { .. } => n * IDLE_CONN + SLACK,
             Attack::Slowloris { .. } => n * TRICKLING_CONN + SLACK,
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {

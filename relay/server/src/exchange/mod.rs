@@ -60,6 +60,10 @@ use types::{
     RestoreEntry, Route, Saved,
 };
 
+/// The receive buffer a connection takes with its first bytes; it grows to its full size
+/// (`max_head_bytes` + 4 KiB) only for a head that does not fit or requests sent ahead.
+const RBUF_START: usize = 4096;
+
 /// A connection idle between requests this long gives its receive buffer back (taken again
 /// with its next bytes): an idle keep-alive connection holds no more than its slot.
 pub const IDLE_TRIM: Duration = Duration::from_secs(1);

@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Bytes one connection may hold beyond its receive buffer before it is cut off.
 pub const OVERFLOW_LIMIT: usize = 1 << 20;
 
+/// The least an overflow buffer grows by.
+const MIN_GROWTH: usize = 16 << 10;
+
 /// Bytes all of a worker's connections together may hold beyond their receive buffers.
-pub const WORKER_OVERFLOW_BYTES: usize = 32 << 20;
+pub const WORKER_OVERFLOW_BYTES: usize = 8 << 20;
 
 /// What a worker's connections hold beyond their receive buffers (one per worker; read as a
 /// gauge by `/metrics`).
@@ -85,13 +88,28 @@ impl Overflow {
     }
 
     /// Keeps `data`; false (and nothing kept) when it would take this connection past
-    /// [`OVERFLOW_LIMIT`] or its worker past its bound: the client is flooding.
+    /// [`OVERFLOW_LIMIT`] or its worker past its bound: the client is flooding. The meter
+    /// counts the memory held (the buffer's capacity), which grows by doubling.
     pub fn push(&mut self, data: &[u8]) -> bool {
-        if self.bytes.len() + data.len() > OVERFLOW_LIMIT || !self.meter.take(data.len()) {
+        let needed = self.bytes.len() + data.len();
+        if needed > OVERFLOW_LIMIT {
             return false;
         }
-        // Exactly what came (not doubled): the bound counts bytes, and the memory must match.
-        self.bytes.reserve_exact(data.len());
+        let capacity = self.bytes.capacity();
+        if needed > capacity {
+            let grown = needed.max(capacity * 2).clamp(MIN_GROWTH, OVERFLOW_LIMIT);
+            if !self.meter.take(grown - capacity) {
+                return false;
+            }
+            self.bytes.reserve_exact(grown - self.bytes.len());
+            // (The allocator may round up: what it gave beyond is counted too.)
+            let extra = self.bytes.capacity() - grown;
+            if extra > 0 && !self.meter.take(extra) {
+                self.meter.give(grown - capacity);
+                self.bytes.shrink_to(capacity);
+                return false;
+            }
+        }
         self.bytes.extend_from_slice(data);
         true
     }
@@ -101,16 +119,15 @@ impl Overflow {
         let n = self.bytes.len().min(to.len());
         to[..n].copy_from_slice(&self.bytes[..n]);
         self.bytes.drain(..n);
-        self.meter.give(n);
         if self.bytes.is_empty() {
-            self.bytes = Vec::new();
+            self.clear();
         }
         n
     }
 
     /// Drops what it holds.
     pub fn clear(&mut self) {
-        self.meter.give(self.bytes.len());
+        self.meter.give(self.bytes.capacity());
         self.bytes = Vec::new();
     }
 
@@ -123,7 +140,7 @@ impl Overflow {
 
 impl Drop for Overflow {
     fn drop(&mut self) {
-        self.meter.give(self.bytes.len());
+        self.meter.give(self.bytes.capacity());
     }
 }
 
@@ -133,19 +150,22 @@ mod tests {
 
     #[test]
     fn a_worker_bound_is_shared_by_its_connections_and_given_back() {
-        let meter = Arc::new(OverflowMeter::new(10_000));
+        let meter = Arc::new(OverflowMeter::new(64 << 10));
         let mut a = Overflow::new(meter.clone());
         let mut b = Overflow::new(meter.clone());
         assert!(a.push(&[1; 6000]));
-        assert!(!b.push(&[2; 6000]), "past the worker's bound");
+        assert_eq!(meter.held(), a.capacity(), "the memory held is counted");
+        assert!(a.push(&[1; 30_000]), "grows by doubling");
+        assert!(a.capacity() >= 36_000);
+        assert!(!b.push(&[2; 40_000]), "past the worker's bound");
         assert!(b.is_empty());
         assert!(b.push(&[2; 4000]));
-        assert_eq!(meter.held(), 10_000);
-        let mut to = [0u8; 5000];
-        assert_eq!(a.take_into(&mut to), 5000);
-        assert_eq!(meter.held(), 5000);
-        assert_eq!(a.take_into(&mut to), 1000);
+        assert_eq!(meter.held(), a.capacity() + b.capacity());
+        let mut to = [0u8; 20_000];
+        assert_eq!(a.take_into(&mut to), 20_000);
+        assert_eq!(a.take_into(&mut to), 16_000);
         assert_eq!((a.len(), a.capacity()), (0, 0), "emptied, freed");
+        assert_eq!(meter.held(), b.capacity());
         b.clear();
         assert_eq!(meter.held(), 0);
         assert!(b.push(&[3; 100]));

@@ -30,6 +30,9 @@ impl Exchange {
         }
         self.idle_since = None;
         self.take_rbuf();
+        if self.rbuf.len() - self.rend < data.len() {
+            self.grow_rbuf();
+        }
         if self.rstart > 0 && self.rbuf.len() - self.rend < data.len() {
             // The response being sent may still need its request's head (a later chunk's
             // fill forwards its fields): keep it before it is overwritten.
@@ -108,9 +111,23 @@ impl Exchange {
     }
 
     /// The receive buffer, taken (again) when input comes.
+    /// Starts small ([`RBUF_START`](super::RBUF_START)): most request heads fit, and a
+    /// connection between requests holds no more than that.
     fn take_rbuf(&mut self) {
         if self.rbuf.is_empty() {
-            self.rbuf = vec![0u8; self.rbuf_len].into_boxed_slice();
+            self.rbuf = vec![0u8; self.rbuf_len.min(super::RBUF_START)].into_boxed_slice();
+        }
+    }
+
+    /// The receive buffer at its full size (`max_head_bytes` + 4 KiB), what is in it kept in
+    /// place: a head that does not fit the small one, or requests sent ahead. Never while a
+    /// single receive writes into it (only from `on_input`, for a multishot receive's bytes,
+    /// and `recv_room`, before one is submitted).
+    fn grow_rbuf(&mut self) {
+        if self.rbuf.len() < self.rbuf_len {
+            let mut grown = vec![0u8; self.rbuf_len].into_boxed_slice();
+            grown[..self.rend].copy_from_slice(&self.rbuf[..self.rend]);
+            self.rbuf = grown;
         }
     }
 
@@ -153,6 +170,9 @@ impl Exchange {
     /// The exchange leaves the buffer alone until [`Exchange::on_received`].
     pub fn recv_room(&mut self) -> &mut [u8] {
         self.take_rbuf();
+        if self.rend == self.rbuf.len() {
+            self.grow_rbuf();
+        }
         &mut self.rbuf[self.rend..]
     }
 

@@ -328,3 +328,60 @@ fn a_long_unused_request_body_ends_the_connection_after_the_answer() {
     let n = h.len() + b.len();
     assert!(matches!(ex.on_sent(&mut cx, n), Action::Close));
 }
+
+#[test]
+fn requests_longer_than_the_first_receive_buffer_grow_it_in_place() {
+    let mut kit = Kit::new();
+    kit.file("g", &object(10));
+    // Two requests of 3,000 bytes each: more than the 4 KiB a buffer starts with.
+    let one = format!(
+        "GET /g HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(2950)
+    );
+    let two = one.repeat(2);
+    // In the pieces a multishot receive brings...
+    let mut ex = kit.exchange();
+    let mut sent = Vec::new();
+    for piece in two.as_bytes().chunks(1500) {
+        let a = kit.input(&mut ex, piece);
+        sent.extend(kit.run(&mut ex, a).0);
+    }
+    assert_eq!(
+        count_responses(&sent),
+        2,
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+    assert_eq!(
+        ex.rbuf.len(),
+        4096,
+        "each answered before the next came: no need to grow"
+    );
+    // Both at once: it grows, keeping what it holds.
+    let a = kit.input(&mut ex, two.as_bytes());
+    let (sent, _) = kit.run(&mut ex, a);
+    assert_eq!(count_responses(&sent), 2);
+    assert_eq!(ex.rbuf.len(), 8192, "grown to its full size");
+    // ...and by single receives, which never get an empty room.
+    let mut ex = kit.exchange();
+    let mut at = 0;
+    let mut sent = Vec::new();
+    let mut a = ex.poll(&mut kit.cx());
+    while at < two.len() {
+        assert!(matches!(a, Action::Recv), "{a:?}");
+        let room = ex.recv_room();
+        assert!(!room.is_empty());
+        let n = room.len().min(two.len() - at);
+        room[..n].copy_from_slice(&two.as_bytes()[at..at + n]);
+        at += n;
+        a = ex.on_received(&mut kit.cx(), n);
+        let (more, next) = kit.run(&mut ex, a);
+        sent.extend(more);
+        a = next;
+    }
+    assert_eq!(count_responses(&sent), 2);
+}
+
+fn count_responses(sent: &[u8]) -> usize {
+    sent.windows(13).filter(|w| w == b"HTTP/1.1 200 ").count()
+}
