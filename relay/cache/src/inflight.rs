@@ -12,12 +12,18 @@ use crate::meta::ObjectMeta;
 use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// How many bytes of later fills a fetch keeps for the clients reading a body only it has
 /// ([`Pending::push_fill`]).
 pub const KEPT_BYTES: usize = 64 << 20;
+
+/// How far a fetch of a body that may not be stored runs ahead of its client: at most this
+/// many bytes (and at least two chunks) past the chunk the client reads
+/// ([`Pending::may_fill`]). Beyond, the fetch stops reading the origin until the client
+/// catches up: a slow client is never cut for being slow, and holds no more than this.
+pub const AHEAD_BYTES: u64 = 8 << 20;
 
 /// An object description being fetched (the first response head of a miss); clients wait on
 /// it, then find the chunk fills it started in [`InFlight`].
@@ -36,6 +42,11 @@ pub struct Pending {
     /// For a response that may not be stored (never in the memory tier), the later chunks'
     /// fills of a whole body the origin sent at once: its client reads them from here.
     more: Mutex<Vec<Arc<Fill>>>,
+    /// The furthest chunk a client asked `more` for ([`Pending::fill`]).
+    asked: AtomicU64,
+    /// The body may not be stored: its one client paces the fetch, and fills it passed go
+    /// ([`Pending::pace`]).
+    paced: AtomicBool,
     /// The description came from the disk tier (a restore after a restart), not upstream.
     local: AtomicBool,
     /// The workers with a client waiting.
@@ -68,10 +79,45 @@ impl Pending {
     pub fn push_fill(&self, fill: Arc<Fill>) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
         more.push(fill);
+        self.drop_passed(&mut more);
         let mut held: usize = more.iter().map(|f| f.room()).sum();
         while held > KEPT_BYTES && more.len() > 1 {
             held -= more.remove(0).room();
         }
+    }
+
+    /// Lets go of kept fills every client has passed: older than the furthest one asked for
+    /// and read by no one now (a client reading one holds it).
+    fn drop_passed(&self, more: &mut Vec<Arc<Fill>>) {
+        if !self.paced.load(Ordering::Acquire) {
+            // Clients may still join from the start (an answer without a length).
+            return;
+        }
+        let asked = self.asked.load(Ordering::Acquire);
+        let passed = more
+            .iter()
+            .take_while(|f| f.key.index < asked && Arc::strong_count(f) == 1)
+            .count();
+        more.drain(..passed);
+    }
+
+    /// Marks the body as one that may not be stored: its fills are its client's alone, so
+    /// the fetch keeps pace with that client ([`Pending::may_fill`]) and lets go of the
+    /// fills it passed.
+    pub fn pace(&self) {
+        self.paced.store(true, Ordering::Release);
+    }
+
+    /// The body may not be stored and its fetch keeps pace with its client.
+    pub fn is_paced(&self) -> bool {
+        self.paced.load(Ordering::Acquire)
+    }
+
+    /// Whether the fetch may start the fill of chunk `index` of a body that may not be
+    /// stored: while it is less than `ahead` chunks past the furthest a client asked for.
+    /// (Chunk 0 is the head fetch's own; clients ask for the others as they reach them.)
+    pub fn may_fill(&self, index: u64, ahead: u64) -> bool {
+        index < self.asked.load(Ordering::Acquire).max(1) + ahead
     }
 
     /// Every chunk after the first is still kept ([`Pending::push_fill`]).
@@ -82,12 +128,11 @@ impl Pending {
 
     /// The fill of chunk `index` kept by [`Pending::push_fill`].
     pub fn fill(&self, index: u64) -> Option<Arc<Fill>> {
-        self.more
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|f| f.key.index == index)
-            .cloned()
+        self.asked.fetch_max(index, Ordering::AcqRel);
+        let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        let found = more.iter().find(|f| f.key.index == index).cloned();
+        self.drop_passed(&mut more);
+        found
     }
 
     /// Gives the client that started the fetch its own response fields (before the fetch's
@@ -604,5 +649,42 @@ mod tests {
         let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(won, 200, "each chunk claimed once");
         assert_eq!(f.len(), (0, 200));
+    }
+
+    #[test]
+    fn a_paced_fetch_keeps_within_reach_of_its_client_and_drops_what_it_passed() {
+        let fill = |index| {
+            let key = ChunkKey {
+                object: Arc::from("h/p"),
+                version: 9,
+                index,
+            };
+            Fill::new(key, 4).0
+        };
+        let p = Pending::default();
+        p.pace();
+        // Chunk 0 is the head fetch's; before the client asks for more, 1 and 2 may fill.
+        assert!(p.may_fill(1, 2) && p.may_fill(2, 2) && !p.may_fill(3, 2));
+        p.push_fill(fill(1));
+        p.push_fill(fill(2));
+        // The client reads chunk 1 (it holds it): still 1 and 2 only.
+        let reading = p.fill(1).unwrap();
+        assert!(p.may_fill(2, 2) && !p.may_fill(3, 2));
+        // It reaches chunk 2: 3 may fill.
+        let next = p.fill(2).unwrap();
+        assert!(p.may_fill(3, 2) && !p.may_fill(4, 2));
+        p.push_fill(fill(3));
+        assert!(p.fill(1).is_some(), "kept while its client still holds it");
+        drop(reading);
+        p.push_fill(fill(4));
+        assert!(p.fill(1).is_none(), "passed and read by no one: let go");
+        assert!(p.fill(3).is_some());
+        drop(next);
+        // Unpaced (an answer others may still join from the start), nothing goes early.
+        let q = Pending::default();
+        q.push_fill(fill(1));
+        q.push_fill(fill(2));
+        drop(q.fill(2));
+        assert!(q.fill(1).is_some());
     }
 }

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use relay_cache::fill::{FillError, FillWriter, Wait};
-use relay_cache::inflight::KEPT_BYTES;
+use relay_cache::inflight::{AHEAD_BYTES, KEPT_BYTES};
+
+/// How often a fetch that keeps pace with its client looks whether the client came closer.
+const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 use relay_cache::{ChunkKey, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -205,11 +208,36 @@ impl Context {
             Some(w) => {
                 if let Some(p) = keep {
                     p.push_fill(w.fill().clone());
+                    // A client of a paced body that got here first waits for it.
+                    self.store.wakers.wake(&p.watchers);
                 }
                 (Some(w), 0)
             }
             None => (None, len),
         }
+    }
+
+    /// Waits until the client of a body that may not be stored has come within
+    /// [`AHEAD_BYTES`] of chunk `index` (at least two chunks); false when it left (nothing
+    /// holds the fetch's `Pending` but the fetch), and the fetch ends.
+    async fn keep_pace(&self, p: &Arc<relay_cache::inflight::Pending>, index: u64) -> bool {
+        let ahead = self.ahead();
+        loop {
+            if Arc::strong_count(p) == 1 {
+                return false;
+            }
+            if p.may_fill(index, ahead) {
+                return true;
+            }
+            // A client that stops reading is cut at its send deadline, and lets go of the
+            // fetch then.
+            tokio::time::sleep(PACE_POLL).await;
+        }
+    }
+
+    /// How many chunks a paced fetch may run ahead of its client.
+    fn ahead(&self) -> u64 {
+        (AHEAD_BYTES / self.store.layout.chunk_size()).max(2)
     }
 
     /// The room of chunk `index`'s fill: its length, or a whole chunk while the body's
@@ -293,6 +321,20 @@ impl Context {
                             self.complete(w, &last, meta);
                         }
                         return;
+                    }
+                    // A body only its client reads: no further ahead of it than
+                    // `AHEAD_BYTES` (the origin waits, as TCP lets it); no client, no fetch.
+                    // The chunk just filled completes first: the client may be on it.
+                    let mut done = done;
+                    if let Some(p) = keep.filter(|_| !meta.storable && index < count)
+                        && !p.may_fill(index, self.ahead())
+                    {
+                        if let Some(w) = done.take() {
+                            self.complete(w, &last, meta);
+                        }
+                        if !self.keep_pace(p, index).await {
+                            return;
+                        }
                     }
                     // The next chunk's fill enters the table before this one completes:
                     // a client woken by the completion finds it there and joins it instead

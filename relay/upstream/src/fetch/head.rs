@@ -160,6 +160,10 @@ impl Context {
             // do the clients of a body from one answer: none of its chunks can be fetched
             // again should the memory tier let it go before they read it.
             let keep = pending.filter(|_| !meta.storable || !meta.ranged);
+            if let Some(p) = keep.as_ref().filter(|_| !meta.storable) {
+                // Its client alone reads it: the fetch keeps pace with it.
+                p.pace();
+            }
             // An answer without a length is joined by clients that ask while it arrives:
             // registered before the head entry goes, so no client finds neither.
             let open = keep.as_ref().filter(|_| meta.open_ended);
