@@ -11,6 +11,15 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// Bytes waiting in a socket's receive queue (`SIOCINQ`); None when it cannot be asked.
+pub fn unread(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int through the pointer, valid for the call;
+    // the caller owns `fd`.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    (r == 0).then_some(n.max(0) as usize)
+}
+
 /// Sends a few bytes at once, never waiting (an interim response on an otherwise idle
 /// connection); the count sent, which may be short only if the socket is in trouble.
 pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {

@@ -262,6 +262,20 @@ pub enum Action {
     Close,
 }
 
+/// What became of a multishot receive's bytes ([`Exchange::on_input`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Input {
+    Kept,
+    /// Kept, and the connection now holds input beyond its receive buffer (the worker
+    /// remembers since when: the longest holder is cut first when its bound is reached).
+    Holding,
+    /// Not kept: the worker's bound on such input is reached. The worker makes room (cuts
+    /// the connection that has held input longest) and gives them again, or calls
+    /// [`Exchange::on_no_room`].
+    NoRoom,
+}
+
 /// What the worker does after a multishot receive's completion ([`Exchange::on_recv_result`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
@@ -737,6 +751,8 @@ impl Exchange {
     /// whatever others wait on from it is settled.
     pub fn on_close(&mut self, cx: &mut Cx<'_>) {
         self.closed = true;
+        // Its share of the worker's bound goes back now, not when the slot is released.
+        self.overflow.clear();
         if self.restore_entry.is_some() {
             // Others may wait on the description this connection was restoring.
             self.restore_fallback(cx);

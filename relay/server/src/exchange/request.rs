@@ -1,12 +1,13 @@
 //! Reading requests: the receive buffer, parsing and routing, collecting a pass-through's
 //! body or skipping one relay does not use, and the client's fields that go upstream.
 
+use super::overflow::Refused;
 use super::types::{
     Asks, Conditionals, HeldBody, Linger, PassRequest, RequestInfo, Route, Small, Upload,
 };
 use super::{
-    Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, LINGER_BYTES, PASS_BODY_LIMIT, Phase,
-    Reading, Received, State, Step,
+    Action, CONTINUE, Collect, Cx, DISCARD_MAX, Exchange, Input, LINGER_BYTES, PASS_BODY_LIMIT,
+    Phase, Reading, Received, State, Step,
 };
 use crate::cache_status::{CacheStatus, Fwd};
 use crate::errors::Why;
@@ -18,12 +19,13 @@ use std::time::Instant;
 
 impl Exchange {
     /// Bytes a multishot receive brought: into the receive buffer (what does not fit waits
-    /// in `overflow`), or dropped while lingering.
-    pub fn on_input(&mut self, now: Instant, data: &[u8]) {
+    /// in `overflow`), or dropped while lingering. Says whether they were kept and whether
+    /// the connection began holding input beyond its buffer with them.
+    pub fn on_input(&mut self, now: Instant, data: &[u8]) -> Input {
         if let Some(l) = self.linger.as_mut() {
             // Input after a refused request: read and dropped (a lingering close).
             l.left = l.left.saturating_sub(data.len() as u64);
-            return;
+            return Input::Kept;
         }
         if self.rend == self.rstart && self.overflow.is_empty() {
             self.request_started = Some(now);
@@ -45,10 +47,33 @@ impl Exchange {
         if self.overflow.is_empty() && room >= data.len() {
             self.rbuf[self.rend..self.rend + data.len()].copy_from_slice(data);
             self.rend += data.len();
-        } else if !self.flooded && !self.overflow.push(data) {
-            // Past this connection's or its worker's bound: cut (`on_recv_result`).
-            self.flooded = true;
+            return Input::Kept;
         }
+        if self.flooded {
+            return Input::Kept;
+        }
+        let first = self.overflow.is_empty();
+        match self.overflow.push(data) {
+            Ok(()) if first => Input::Holding,
+            Ok(()) => Input::Kept,
+            Err(Refused::Worker) => Input::NoRoom,
+            Err(Refused::Connection) => {
+                // Past this connection's bound: cut (`on_recv_result`).
+                self.flooded = true;
+                Input::Kept
+            }
+        }
+    }
+
+    /// The worker could not make room for input [`Exchange::on_input`] found no room for:
+    /// the connection is cut (`on_recv_result`).
+    pub fn on_no_room(&mut self) {
+        self.flooded = true;
+    }
+
+    /// Holds input beyond its receive buffer.
+    pub fn holds_overflow(&self) -> bool {
+        !self.overflow.is_empty()
     }
 
     /// A multishot receive completed with `res` (its bytes, if any, already went to
@@ -164,6 +189,21 @@ impl Exchange {
     /// receive armed again would pull in whatever the client queued meanwhile.
     pub fn reads_in_bursts(&self) -> bool {
         self.reading == Reading::On
+    }
+
+    /// A connection read by single receives since a pause has caught up (it holds no
+    /// input, and the worker found its socket's receive queue empty): it is read by a
+    /// multishot receive again, so that it may give its receive buffer back when idle.
+    /// True when it was switched.
+    pub fn resume_bursts(&mut self) -> bool {
+        let caught_up = self.reading == Reading::Off
+            && self.rstart == self.rend
+            && self.overflow.is_empty()
+            && self.linger.is_none();
+        if caught_up {
+            self.reading = Reading::On;
+        }
+        caught_up
     }
 
     /// Where a single (not multishot) receive lands: the free end of the receive buffer.

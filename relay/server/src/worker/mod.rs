@@ -9,7 +9,7 @@
 
 mod send;
 
-use crate::exchange::{Action, Cx, Exchange, ReadOp, Received, Timeouts};
+use crate::exchange::{Action, Cx, Exchange, Input, ReadOp, Received, Timeouts};
 use crate::ring::Ring;
 use crate::{Shared, WorkerStats, sys};
 use crossbeam_utils::CachePadded;
@@ -58,6 +58,9 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Ticks after memory was freed on which the allocator is asked to give it back.
 const RELEASE_TICKS: u8 = 3;
+/// Connections closed (or idle ones trimmed) that make it worth asking: a forced collect
+/// walks the heap, so a few closes a tick do not ask it.
+const RELEASE_AFTER: usize = 64;
 /// Free slots the table keeps however many connections left.
 const SLOTS_KEPT: usize = 256;
 /// How often the worker's timer fires: connection deadlines are checked at this grain.
@@ -118,8 +121,13 @@ pub struct Worker {
     /// Connections waiting for upstream bytes (slot, generation); checked when woken.
     waiting: Vec<(u32, u32)>,
     waiting_now: Vec<(u32, u32)>,
+    /// Connections holding input beyond their receive buffers (slot, generation), the
+    /// longest holder first: cut first when the worker's bound on such input is reached.
+    holders: std::collections::VecDeque<(u32, u32)>,
     conns: Vec<Slot>,
-    free: Vec<u32>,
+    /// Free slots, the lowest taken first: connections gather at the start of the table,
+    /// so its end can be given back (`shrink_slots`).
+    free: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
     live: usize,
     date: DateCache,
     timeouts: Timeouts,
@@ -217,8 +225,9 @@ impl Worker {
             wake_buf: Box::new([0; 8]),
             waiting: Vec::new(),
             waiting_now: Vec::new(),
+            holders: std::collections::VecDeque::new(),
             conns: Vec::new(),
-            free: Vec::new(),
+            free: std::collections::BinaryHeap::new(),
             live: 0,
             date: DateCache::new(SystemTime::now()),
             completions: Vec::with_capacity(1024),
@@ -366,6 +375,15 @@ impl Worker {
                 Action::Recv if self.bufring.is_some() && c.ex.reads_in_bursts() => {
                     return self.arm_multishot(slot);
                 }
+                // A paused connection that caught up (nothing queued: a client that sends
+                // ahead again is paused again).
+                Action::Recv
+                    if self.bufring.is_some()
+                        && sys::unread(c.fd) == Some(0)
+                        && c.ex.resume_bursts() =>
+                {
+                    return self.arm_multishot(slot);
+                }
                 Action::Recv => return self.submit_recv(slot),
                 Action::Send => return self.submit_send(slot),
                 Action::SendNow(bytes) => {
@@ -501,8 +519,8 @@ impl Worker {
         self.zc_min_unregistered =
             t.zerocopy_unregistered_min_bytes.load(Ordering::Relaxed) as usize;
         self.sweep_deadlines()?;
-        self.shrink_slots();
-        if self.released > 0 {
+        let shrunk = self.shrink_slots();
+        if self.released >= RELEASE_AFTER || shrunk {
             self.released = 0;
             self.release_ticks = RELEASE_TICKS;
         }
@@ -622,9 +640,9 @@ impl Worker {
 
     /// Gives back the slots at the end of the table once most of it is free (the clients of
     /// a crowd or a flood left): the memory of closed connections returns.
-    fn shrink_slots(&mut self) {
+    fn shrink_slots(&mut self) -> bool {
         if self.free.len() < SLOTS_KEPT || self.free.len() < self.live {
-            return;
+            return false;
         }
         let before = self.conns.len();
         while let Some(c) = self.conns.last() {
@@ -635,10 +653,12 @@ impl Worker {
         }
         if self.conns.len() < before {
             let n = self.conns.len() as u32;
-            self.free.retain(|&s| s < n);
+            self.free.retain(|&std::cmp::Reverse(s)| s < n);
             self.conns.shrink_to(self.conns.len().max(SLOTS_KEPT));
             self.free.shrink_to(self.free.len().max(SLOTS_KEPT));
+            return true;
         }
+        false
     }
 
     fn on_accept(&mut self, res: i32, flags: u32) -> std::io::Result<()> {
@@ -686,7 +706,7 @@ impl Worker {
         }
         sys::set_nodelay(fd);
         let rbuf_len = self.shared.config.server.limits.max_head_bytes + 4096;
-        let slot = match self.free.pop() {
+        let slot = match self.free.pop().map(|std::cmp::Reverse(s)| s) {
             Some(s) => {
                 let c = &mut self.conns[s as usize];
                 c.generation = c.generation.wrapping_add(1);
@@ -749,12 +769,13 @@ impl Worker {
     fn on_recv_multi(&mut self, slot: u32, res: i32, flags: u32) -> std::io::Result<()> {
         let more = io_uring::cqueue::more(flags);
         let bid = io_uring::cqueue::buffer_select(flags);
-        if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
-            let c = &mut self.conns[slot as usize];
-            if res > 0 && !c.ex.is_closed() {
-                c.ex.on_input(self.now, br.buf(bid, res as usize));
+        if let Some(bid) = bid {
+            if res > 0 && !self.conns[slot as usize].ex.is_closed() {
+                self.give_input(slot, bid, res as usize);
             }
-            br.recycle(bid);
+            if let Some(br) = self.bufring.as_mut() {
+                br.recycle(bid);
+            }
         }
         let c = &mut self.conns[slot as usize];
         if !more {
@@ -791,6 +812,65 @@ impl Worker {
                 let a = self.with_ex(slot, |ex, cx| ex.poll(cx));
                 self.act(slot, a)
             }
+        }
+    }
+
+    /// Hands a provided buffer's bytes to the connection's exchange. When they would take
+    /// the worker past its bound on input held beyond receive buffers, the connection that
+    /// has held such input longest is cut to make room (a client that sent far ahead and
+    /// does not read its answers), and they are given again; the longest holder being this
+    /// connection, or room not coming, it is cut itself.
+    fn give_input(&mut self, slot: u32, bid: u16, len: usize) {
+        for attempt in 0..2 {
+            let Some(br) = self.bufring.as_ref() else {
+                return;
+            };
+            let c = &mut self.conns[slot as usize];
+            match c.ex.on_input(self.now, br.buf(bid, len)) {
+                Input::Kept => return,
+                Input::Holding => {
+                    let holder = (slot, c.generation);
+                    self.hold(holder);
+                    return;
+                }
+                Input::NoRoom if attempt == 0 => self.make_room(slot),
+                Input::NoRoom => c.ex.on_no_room(),
+            }
+        }
+    }
+
+    /// Remembers that a connection began holding input beyond its receive buffer.
+    fn hold(&mut self, holder: (u32, u32)) {
+        if self.holders.len() >= 2 * self.conns.len().max(64) {
+            // Entries of connections that closed or caught up since.
+            let conns = &self.conns;
+            self.holders.retain(|&(s, g)| {
+                conns
+                    .get(s as usize)
+                    .is_some_and(|c| c.generation == g && c.fd >= 0 && c.ex.holds_overflow())
+            });
+        }
+        self.holders.push_back(holder);
+    }
+
+    /// Cuts the connection that has held input beyond its receive buffer longest, unless it
+    /// is `asking` (which is then cut for asking more).
+    fn make_room(&mut self, asking: u32) {
+        while let Some((s, g)) = self.holders.pop_front() {
+            let Some(c) = self.conns.get(s as usize) else {
+                continue;
+            };
+            if c.generation != g || c.fd < 0 || c.ex.is_closed() || !c.ex.holds_overflow() {
+                continue;
+            }
+            if s == asking {
+                self.holders.push_front((s, g));
+                return;
+            }
+            self.stats.floods_cut.fetch_add(1, Ordering::Relaxed);
+            log::debug!("slot {s}: cut to make room for input held beyond receive buffers");
+            self.close(s);
+            return;
         }
     }
 
@@ -836,7 +916,7 @@ impl Worker {
         }
         c.ex.release();
         self.released += 1;
-        self.free.push(slot);
+        self.free.push(std::cmp::Reverse(slot));
         self.live -= 1;
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }

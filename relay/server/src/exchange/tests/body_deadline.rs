@@ -9,7 +9,7 @@ const HEAD: &str = "POST /up HTTP/1.1\r\nHost: cdn.test\r\nContent-Length: 10000
 fn feed(kit: &mut Kit, ex: &mut Exchange, now: Instant, bytes: &[u8]) -> Action {
     let mut cx = kit.cx();
     cx.now = now;
-    ex.on_input(now, bytes);
+    let _ = ex.on_input(now, bytes);
     match ex.on_recv_result(bytes.len() as i32, true) {
         Received::Poll { .. } => ex.poll(&mut cx),
         _ => Action::Idle,

@@ -94,11 +94,11 @@ fn a_client_sending_far_ahead_is_not_read_until_its_buffer_is_used() {
     let one = get("/p");
     let burst = one.repeat(2000);
     // The first request is answered while the others pile up behind it.
-    ex.on_input(Instant::now(), &burst[..4096]);
+    let _ = ex.on_input(Instant::now(), &burst[..4096]);
     ex.phase = Phase::Send;
     let mut paused = None;
     for (i, piece) in burst[4096..].chunks(4096).enumerate() {
-        ex.on_input(Instant::now(), piece);
+        let _ = ex.on_input(Instant::now(), piece);
         match ex.on_recv_result(piece.len() as i32, true) {
             Received::Pause => {
                 paused = Some(i);
@@ -114,7 +114,7 @@ fn a_client_sending_far_ahead_is_not_read_until_its_buffer_is_used() {
     );
     // Completions the kernel had posted before the cancel still land...
     let upto = 4096 * (at + 2);
-    ex.on_input(Instant::now(), &burst[upto..upto + 4096]);
+    let _ = ex.on_input(Instant::now(), &burst[upto..upto + 4096]);
     assert_eq!(
         ex.on_recv_result(4096, true),
         Received::Keep { rearm: false }
@@ -152,7 +152,7 @@ fn a_client_sending_far_ahead_is_not_read_until_its_buffer_is_used() {
 fn a_paused_connection_asked_for_input_before_the_cancel_ended_is_read_again() {
     let mut kit = Kit::new();
     let mut ex = kit.exchange();
-    assert!(ex.overflow.push(b"x"));
+    assert!(ex.overflow.push(b"x").is_ok());
     ex.phase = Phase::Send;
     assert_eq!(ex.on_recv_result(1, true), Received::Pause);
     ex.overflow.clear();
@@ -207,7 +207,7 @@ fn a_client_pipelining_past_the_overflow_limit_is_cut() {
         .chunks(4096)
         .chain(std::iter::repeat_n(&burst[..4096], 300))
     {
-        ex.on_input(Instant::now(), piece);
+        let _ = ex.on_input(Instant::now(), piece);
         last = ex.on_recv_result(piece.len() as i32, true);
         if last == Received::Close {
             break;
@@ -278,7 +278,7 @@ fn a_reused_slot_starts_clean() {
     let a = kit.input(&mut ex, b"BAD\r\n\r\n");
     assert!(matches!(a, Action::Send));
     ex.on_head_sent_partially_for_test(3);
-    assert!(ex.overflow.push(b"GET /x HTTP/1.1\r\n"));
+    assert!(ex.overflow.push(b"GET /x HTTP/1.1\r\n").is_ok());
     ex.reset(Instant::now() + kit.timeouts.idle);
     assert!(ex.linger.is_none() && ex.overflow.is_empty() && !ex.close_after);
     assert_eq!(ex.outgoing().pending(), 0);

@@ -164,7 +164,7 @@ impl Kit {
     /// Bytes a multishot receive brought, and the action they lead to.
     fn input(&mut self, ex: &mut Exchange, bytes: &[u8]) -> Action {
         let mut cx = self.cx();
-        ex.on_input(cx.now, bytes);
+        let _ = ex.on_input(cx.now, bytes);
         match ex.on_recv_result(bytes.len() as i32, true) {
             Received::Poll { .. } => ex.poll(&mut cx),
             Received::Keep { .. } | Received::Pause => Action::Idle,
