@@ -248,9 +248,12 @@ fn four_trickling_uploads_cannot_refuse_another_clients_post() {
             "relay_errors_total{status=\"503\",reason=\"pass_share\"}"
         ) >= 3.0
     );
-    assert!(
-        attack.answers(Duration::from_millis(10))[0].is_none(),
-        "the first still trickles"
+    // (Which of the four got its address's share depends on which worker saw it first.)
+    let answers = attack.answers(Duration::from_millis(10));
+    assert_eq!(
+        answers.iter().filter(|a| a.is_none()).count(),
+        1,
+        "the one within its share still trickles: {answers:?}"
     );
     drop(attack);
     // Once the attacker is gone its share comes back, and nobody holds any.
@@ -345,8 +348,9 @@ fn a_trickled_or_paused_body_is_answered_408_within_its_deadline() {
 
 /// Clients that ask for a passed-through body (8 MiB, `no-store`) and stop reading after
 /// its head are cut at the send deadline (here the idle timeout, 1.5 s) as readers of
-/// cached bodies are, and the windows they held go back to the budget: a 4 MiB budget two
-/// of them filled serves again.
+/// cached bodies are, and the windows they held go back to the budget: a 4.5 MiB budget two
+/// of them filled (each a 2 MiB window and the 256 KiB its upstream connection holds ahead
+/// of it) serves again.
 #[test]
 fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back() {
     use relay_tests::origin::Object;
@@ -356,7 +360,7 @@ fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back
     let relay = start(
         &origin,
         "idle_timeout_ms = 1500",
-        "pass_buffer_bytes = \"4 MiB\"\npass_buffer_per_client = 0",
+        "pass_buffer_bytes = \"4608 KiB\"\npass_buffer_per_client = 0",
     );
     let ask = b"GET /big HTTP/1.1\r\nHost: t\r\nCache-Control: no-store\r\n\r\n";
     let stall = |host: u8| {
@@ -385,9 +389,9 @@ fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back
             &relay,
             "relay_pass_buffer_bytes",
             Duration::from_secs(2),
-            |v| { v >= (4 << 20) as f64 }
+            |v| { v >= (4608 << 10) as f64 }
         ),
-        (4 << 20) as f64,
+        (4608 << 10) as f64,
         "two windows fill the budget"
     );
     let mut c = Client::connect(relay.addr);

@@ -500,8 +500,9 @@ fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
     assert_eq!(origin.count("/once"), 2);
 }
 
-/// Passed-through bodies stream through one window of memory each (2 MiB), however long:
-/// a 16 MB body passes through a 4 MiB `origin.pass_buffer_bytes`. Any client can make a
+/// Passed-through bodies stream through one window of memory each (2 MiB, reserved with the
+/// 256 KiB its upstream connection holds ahead of it), however long: a 16 MB body passes
+/// through a 5 MiB `origin.pass_buffer_bytes` (two windows, not three). Any client can make a
 /// GET pass through with `Cache-Control: no-store`, and the budget bounds the windows held: two
 /// clients that take their heads and stop reading hold both windows, so a third pass gets
 /// 503; the stalled clients then read their bodies whole and right, and passes work again.
@@ -514,7 +515,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     origin.put("/big", Object::new(body.clone(), "big"));
     let config = proxy_config(&origin).replace(
         "[origin]\n",
-        "[origin]\npass_buffer_bytes = \"4 MiB\"\npass_buffer_per_client = 0\n",
+        "[origin]\npass_buffer_bytes = \"5 MiB\"\npass_buffer_per_client = 0\n",
     );
     let relay = Relay::start(&config);
     let ask = "GET /big HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n";
@@ -522,7 +523,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     assert_eq!(whole.status, 200);
     assert!(
         whole.body == body,
-        "a 16 MB pass through a 4 MiB budget differs"
+        "a 16 MB pass through a 5 MiB budget differs"
     );
     // Two clients take their response heads, then stop reading.
     let stall = || {
@@ -534,7 +535,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     let refused = request(&relay, ask);
     assert_eq!(
         refused.status, 503,
-        "a third 2 MiB window fitted in a 4 MiB budget"
+        "a third window fitted in a budget of two"
     );
     // The stalled clients read their whole bodies, right.
     for (mut s, mut got) in stalled {

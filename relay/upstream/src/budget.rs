@@ -102,10 +102,13 @@ impl Budget {
     }
 
     /// Sets the most one client may hold (None: no bound), from now on: never less than one
-    /// response window ([`crate::PASS_WINDOW`], or the whole budget when that is smaller),
+    /// response window and its upstream read buffer ([`crate::PASS_WINDOW`] +
+    /// [`crate::PASS_READ_AHEAD`], or the whole budget when that is smaller),
     /// so that any client can stream a response. What clients hold already stays.
     pub fn set_share(&self, share: Option<u64>) {
-        let floor = self.limit.min(crate::PASS_WINDOW as u64);
+        let floor = self
+            .limit
+            .min((crate::PASS_WINDOW + crate::PASS_READ_AHEAD) as u64);
         let bytes = share.map_or(u64::MAX, |s| s.max(floor));
         self.share.store(bytes, Ordering::Relaxed);
     }
@@ -285,7 +288,10 @@ mod tests {
         assert_eq!((b.held(), b.clients_holding()), (0, 0));
         // A share is never less than one response window (nor more than the budget).
         let small = Budget::new(16 * mib, Some(64 << 10));
-        assert_eq!(small.share(), crate::PASS_WINDOW as u64);
+        assert_eq!(
+            small.share(),
+            (crate::PASS_WINDOW + crate::PASS_READ_AHEAD) as u64
+        );
         let tiny = Budget::new(256 << 10, Some(64 << 10));
         assert_eq!(tiny.share(), 256 << 10);
         assert!(tiny.reserve(A, 256 << 10).is_ok());

@@ -222,6 +222,15 @@ pub const PASS_BUFFER_LIMIT: usize = 64 << 20;
 /// upstream reads this far ahead of its client, then waits.
 pub const PASS_WINDOW: usize = 2 << 20;
 
+/// The most an upstream connection reads ahead into its own buffer (hyper's read buffer;
+/// hyper's default is about 400 KiB).
+pub const UPSTREAM_READ_BUFFER: usize = 128 << 10;
+
+/// What a streamed pass-through holds besides its window, counted in its reservation: the
+/// frame being copied into the window (a slice of one read buffer, kept while the window is
+/// full) and the connection's next read buffer.
+pub const PASS_READ_AHEAD: usize = 2 * UPSTREAM_READ_BUFFER;
+
 /// How long a pass-through's upstream waits for its client to make room in the window
 /// before it gives up (past the worker's own deadline for a stalled client, 60 s by
 /// default, which ends the wait sooner by dropping the reader).

@@ -69,6 +69,7 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                 conn.set_nodelay(true);
                 Client::builder(TokioExecutor::new())
                     .pool_max_idle_per_host(o.config.max_connections)
+                    .http1_max_buf_size(crate::UPSTREAM_READ_BUFFER)
                     .pool_idle_timeout(Duration::from_secs(30))
                     .build(conn)
             })

@@ -6,7 +6,10 @@
 use super::request::VIA;
 use super::{Context, end_to_end};
 use crate::budget::{Client, Refused};
-use crate::{PASS_BUFFER_LIMIT, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot, Passed};
+use crate::{
+    PASS_BUFFER_LIMIT, PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot,
+    Passed,
+};
 use bytes::Bytes;
 use http_body_util::Full;
 use relay_cache::ChunkKey;
@@ -140,7 +143,8 @@ impl Context {
             Some(len) => {
                 // Streamed: one window of memory however long the body (an absurd length
                 // included: the client gets what the origin sends, then a cut connection).
-                let window = len.min(PASS_WINDOW as u64);
+                // (The window, and what the upstream connection holds ahead of it besides.)
+                let window = len.min(PASS_WINDOW as u64) + PASS_READ_AHEAD as u64;
                 let reserved = self.pass_budget.reserve(client, window).map_err(|e| {
                     log::warn!(
                         "pass-through of {path} for {client}: no room for its {window}-byte \
