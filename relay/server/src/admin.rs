@@ -4,17 +4,18 @@
 //! a few times a minute does not need a ring.
 //!
 //! No client can hold it: connections are served at once and side by side (at most
-//! [`MAX_CONNECTIONS`], and [`PER_SOURCE`] from any one address; beyond, a connection is
-//! closed as it is accepted), and each has
+//! [`MAX_CONNECTIONS`], and [`PER_SOURCE`] from any one client, an IPv4 address or an IPv6
+//! /64; beyond, a connection is closed as it is accepted), and each has
 //! [`HEAD_DEADLINE`] for its whole request head and [`WRITE_DEADLINE`] for the response,
 //! counted from the start, not from the last byte: a client trickling a byte a second is
 //! closed when its time is up, and `/healthz` answers meanwhile.
 
 use crate::metrics::Metrics;
 use relay_proto::{Limits, Parsed, ResponseHead, parse_request};
+use relay_upstream::budget::Client;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -43,7 +44,7 @@ pub fn spawn(listener: TcpListener, metrics: Metrics) -> std::io::Result<()> {
 
 fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
     let open = Arc::new(AtomicUsize::new(0));
-    let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let sources: Arc<Mutex<HashMap<Client, usize>>> = Arc::default();
     let mut refused: u64 = 0;
     for stream in listener.incoming() {
         let s = match stream {
@@ -56,7 +57,8 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
             }
         };
         // (A connection whose peer is already gone is dropped: closed.)
-        let Ok(ip) = s.peer_addr().map(|a| a.ip().to_canonical()) else {
+        // One client: an IPv4 address or an IPv6 /64, as the data plane counts them.
+        let Ok(ip) = s.peer_addr().map(|a| Client::of(a.ip())) else {
             continue;
         };
         let full = open.load(Ordering::Acquire) >= MAX_CONNECTIONS;
@@ -103,8 +105,8 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
 /// One open admin connection, counted while it lives, in all and for its client address.
 struct Slot {
     open: Arc<AtomicUsize>,
-    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+    sources: Arc<Mutex<HashMap<Client, usize>>>,
+    ip: Client,
 }
 
 impl Drop for Slot {

@@ -356,7 +356,8 @@ impl Worker {
             latency: &mut self.latency,
             peer: &peer,
             client: c.client,
-            reading: c.multishot && !c.ex.is_closed() && c.fd >= 0,
+            // (A paused connection's receive is ending: it does not count as reading.)
+            reading: c.multishot && c.ex.reads_in_bursts() && !c.ex.is_closed() && c.fd >= 0,
         };
         f(&mut c.ex, &mut cx)
     }
