@@ -85,7 +85,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     let server = server(src, raw.server)?;
     let (cache, memory_bytes_span) = cache(src, raw.cache)?;
     let steer = steer(src, raw.steer)?;
-    let admin = admin(src, raw.admin)?;
+    let admin = admin(src, raw.admin, server.listen)?;
     let Some(origin) = raw.origin else {
         return Err(src.error(
             ErrorKind::MissingKey,
@@ -166,6 +166,17 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         memory_bytes: memory_bytes_span,
     };
     Ok((config, spans))
+}
+
+/// Whether two listen addresses would take the same port on some address (port 0 takes a
+/// free one: never).
+fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    // An unspecified IPv6 address takes the port on every address (dual stack); an
+    // unspecified IPv4 one on every IPv4 address.
+    let covers = |x: std::net::SocketAddr, y: std::net::SocketAddr| {
+        x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4())
+    };
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 /// A validated field: the value, or the default when the key is absent.
@@ -462,11 +473,24 @@ fn targeted_fields(names: Vec<String>) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+fn admin(
+    src: Source<'_>,
+    raw: RawAdmin,
+    server: std::net::SocketAddr,
+) -> Result<AdminConfig, ConfigError> {
     let defaults = AdminConfig::default();
-    let (listen, _) = check(src, "admin.listen", raw.listen, defaults.listen, |s| {
+    let enabled = raw.enabled.unwrap_or(defaults.enabled);
+    let (listen, span) = check(src, "admin.listen", raw.listen, defaults.listen, |s| {
         parse_listen(&s)
     })?;
+    if enabled && overlaps(listen, server) {
+        // `run` could not bind both (the server's listeners take the port first).
+        return Err(src.invalid(
+            "admin.listen",
+            span,
+            format!("{listen} is also server.listen ({server}): give the admin listener a port of its own"),
+        ));
+    }
     let (purge_token, _) = check(src, "admin.purge_token", raw.purge_token, None, |t| {
         if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(Some(t))
@@ -475,7 +499,7 @@ fn admin(src: Source<'_>, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
         }
     })?;
     Ok(AdminConfig {
-        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        enabled,
         listen,
         purge_token,
     })

@@ -819,3 +819,32 @@ fn http_origins_parse_with_defaults_and_name_bad_keys() {
     let e = Config::from_str("[origin]\n", Path::new("/"), "relay.toml").unwrap_err();
     assert_eq!(e.key(), Some("origin.directory"));
 }
+
+#[test]
+fn an_admin_listener_on_the_servers_port_is_refused() {
+    let base = "[origin]\ndirectory = \"/srv/objects\"\n[server]\nlisten = \"0.0.0.0:8080\"\n";
+    let m = expect(
+        &format!("{base}[admin]\nlisten = \"127.0.0.1:8080\"\n"),
+        ErrorKind::InvalidValue,
+        Some("admin.listen"),
+        Some(6),
+    );
+    assert!(m.contains("server.listen (0.0.0.0:8080)"), "{m}");
+    // The same address exactly, and an IPv6 wildcard over an IPv4 one.
+    let same = "[origin]\ndirectory = \"/x\"\n[server]\nlisten = \"127.0.0.1:9\"\n\
+                [admin]\nlisten = \"127.0.0.1:9\"\n";
+    assert_eq!(err(same).key(), Some("admin.listen"));
+    let v6 = "[origin]\ndirectory = \"/x\"\n[server]\nlisten = \"127.0.0.1:9\"\n\
+              [admin]\nlisten = \"[::]:9\"\n";
+    assert_eq!(err(v6).key(), Some("admin.listen"));
+    // Another port, another address, port 0, or the admin listener off: fine.
+    for ok in [
+        "[server]\nlisten = \"127.0.0.1:9\"\n[admin]\nlisten = \"127.0.0.1:10\"\n",
+        "[server]\nlisten = \"127.0.0.1:9\"\n[admin]\nlisten = \"127.0.0.2:9\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:9\"\n[admin]\nenabled = false\nlisten = \"127.0.0.1:9\"\n",
+        "[server]\nlisten = \"[::1]:9\"\n[admin]\nlisten = \"0.0.0.0:9\"\n",
+    ] {
+        assert!(parse(&format!("{MINIMAL}{ok}")).is_ok(), "{ok}");
+    }
+}
