@@ -13,12 +13,10 @@
 //! with `--quick`). Attacking connections come from 127.0.1.0 and up (loopback only); the
 //! harness raises its descriptor limit to the hard one (10,000 idle connections need it).
 
-use crate::bench_serve::target_dir;
-use crate::build;
-use crate::util::{cargo, root, run_cmd};
+use crate::bench_serve::harness;
+use crate::util::run_cmd;
 use anyhow::Result;
 use std::path::PathBuf;
-use std::process::Command;
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -38,24 +36,7 @@ pub struct Options {
 }
 
 pub fn run(o: &Options) -> Result<()> {
-    let relay = match &o.relay_bin {
-        Some(p) => p.clone(),
-        None => {
-            build::run(&build::Options::default())?;
-            target_dir().join("release/relay")
-        }
-    };
-    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
-    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
-    cmd.current_dir(root())
-        .arg("abuse")
-        .arg("--relay")
-        .arg(&relay)
-        .arg("--out")
-        .arg(root().join("target/bench"))
-        .arg("--command")
-        .arg(format!("cargo xtask {invoked}"));
+    let mut cmd = harness("abuse", o.relay_bin.as_ref())?;
     if o.quick {
         cmd.arg("--quick");
     }

@@ -44,24 +44,7 @@ pub struct Options {
 
 pub fn run(o: &Options) -> Result<()> {
     setup::run(&setup::Options::default())?;
-    let relay = match &o.relay_bin {
-        Some(p) => p.clone(),
-        None => {
-            build::run(&build::Options::default())?;
-            target_dir().join("release/relay")
-        }
-    };
-    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
-    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
-    cmd.current_dir(root())
-        .arg("serve")
-        .arg("--relay")
-        .arg(&relay)
-        .arg("--out")
-        .arg(root().join("target/bench"))
-        .arg("--command")
-        .arg(format!("cargo xtask {invoked}"));
+    let mut cmd = harness("serve", o.relay_bin.as_ref())?;
     if o.quick {
         cmd.arg("--quick");
     }
@@ -82,6 +65,32 @@ pub fn run(o: &Options) -> Result<()> {
         cmd.arg("--connections").arg(list.join(","));
     }
     run_cmd(&mut cmd)
+}
+
+/// The harness command `relay-bench <which>` (a debug build: it drives processes and
+/// sockets, the loops measured are in relay), with the relay to measure (`relay_bin`, else
+/// the release build with its eBPF object, built now), the output directory and the command
+/// line this run was asked with.
+pub(crate) fn harness(which: &str, relay_bin: Option<&PathBuf>) -> Result<Command> {
+    let relay = match relay_bin {
+        Some(p) => p.clone(),
+        None => {
+            build::run(&build::Options::default())?;
+            target_dir().join("release/relay")
+        }
+    };
+    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
+    let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
+    cmd.current_dir(root())
+        .arg(which)
+        .arg("--relay")
+        .arg(&relay)
+        .arg("--out")
+        .arg(root().join("target/bench"))
+        .arg("--command")
+        .arg(format!("cargo xtask {invoked}"));
+    Ok(cmd)
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root, where

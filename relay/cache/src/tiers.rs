@@ -238,18 +238,7 @@ pub(crate) mod source_tests {
         cache
             .memory
             .insert(a.clone(), bytes::Bytes::from_static(b"in memory"));
-        let disk = cache.disk.as_ref().unwrap();
-        let info = crate::disk::ChunkInfo {
-            key: b.as_ref(),
-            object_len: 3 * 4096,
-            etag: "\"e\"",
-            last_modified: "",
-            meta: b"",
-        };
-        let plan = disk.plan_write(&info, b"on disk").unwrap();
-        std::fs::write(&plan.temp_path, [&plan.header[..], b"on disk"].concat()).unwrap();
-        std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
-        disk.commit_write(&plan);
+        put_on_disk(&cache, &b, 3 * 4096);
         assert!(
             matches!(cache.source(&a.as_ref(), None), Source::Memory(m) if &m[..] == b"in memory")
         );
@@ -279,24 +268,29 @@ pub(crate) mod source_tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Writes "on disk" as chunk `key` of an object `object_len` long to the disk tier.
+    fn put_on_disk(cache: &Cache, key: &crate::ChunkKey, object_len: u64) {
+        let disk = cache.disk.as_ref().unwrap();
+        let info = crate::disk::ChunkInfo {
+            key: key.as_ref(),
+            object_len,
+            etag: "\"e\"",
+            last_modified: "",
+            meta: b"",
+        };
+        let plan = disk.plan_write(&info, b"on disk").unwrap();
+        std::fs::write(&plan.temp_path, [&plan.header[..], b"on disk"].concat()).unwrap();
+        std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
+        disk.commit_write(&plan);
+    }
+
     #[test]
     fn what_is_in_flight_comes_after_memory_before_the_disk() {
         use crate::inflight::Claim;
         let (cache, dir) = cache_on_disk("source-inflight");
         let (a, b) = (key("h/b", 0), key("h/b", 1));
-        let disk = cache.disk.as_ref().unwrap();
         for k in [&a, &b] {
-            let info = crate::disk::ChunkInfo {
-                key: k.as_ref(),
-                object_len: 2 * 4096,
-                etag: "\"e\"",
-                last_modified: "",
-                meta: b"",
-            };
-            let plan = disk.plan_write(&info, b"on disk").unwrap();
-            std::fs::write(&plan.temp_path, [&plan.header[..], b"on disk"].concat()).unwrap();
-            std::fs::rename(&plan.temp_path, &plan.final_path).unwrap();
-            disk.commit_write(&plan);
+            put_on_disk(&cache, k, 2 * 4096);
         }
         // A fill in flight: streamed rather than the disk copy read.
         let Claim::Mine(writer) = cache.inflight.claim_fill(a.clone(), 4096, &cache.memory) else {

@@ -100,3 +100,44 @@ fn rfc9111_5_2_1_2_max_stale_takes_a_stale_response() {
     assert_eq!(fetch(&url, &[]).status, 200);
     assert_eq!(node.count("/status/200"), 2);
 }
+
+/// §3: a response with `Cache-Control: private` is not stored; node sends it chunked, at the
+/// pace its socket drains. curl reads it rate-limited, far slower than node could send: it
+/// gets every byte, and relay holds only a window of it meanwhile (its fetch keeps within
+/// 8 MiB of the client: `relay_cache::inflight::AHEAD_BYTES`), not the whole answer.
+#[test]
+fn rfc9111_3_a_private_answer_reaches_a_slow_curl_whole_while_relay_holds_a_window() {
+    const LEN: usize = 32 << 20;
+    let node = Node::start();
+    let relay = node.relay();
+    let baseline = relay.rss();
+    let out = relay_tests::TempDir::new("slow-curl");
+    let file = out.path().join("body");
+    let mut curl = std::process::Command::new("curl")
+        .args(["-s", "--limit-rate", "4M", "-o"])
+        .arg(&file)
+        .arg(relay.url(&format!("/chunked/{LEN}?cc=private")))
+        .spawn()
+        .expect("curl");
+    let mut peak = baseline;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = curl.try_wait().expect("curl") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "curl took over 60 s");
+        peak = peak.max(relay.rss());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "curl: {status}");
+    let got = std::fs::read(&file).expect("curl's output");
+    assert_eq!(got.len(), LEN);
+    assert!(got == pattern(LEN, 3), "the body differs");
+    let grew = peak.saturating_sub(baseline);
+    eprintln!(
+        "private chunked answer of {} MiB to curl at 4 MiB/s: relay RSS peak +{} MiB",
+        LEN >> 20,
+        grew >> 20
+    );
+    assert!(grew < 20 << 20, "relay held {} MiB of it", grew >> 20);
+}

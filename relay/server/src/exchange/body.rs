@@ -238,18 +238,23 @@ impl Exchange {
         // A response that may not be stored has a version of its own (its fetch's), so the
         // fills found here are this client's alone; those its fetch already finished (never
         // in memory) are kept with the fetch.
-        if let Some(p) = self.owner_fetch.clone() {
-            if p.is_paced() {
-                // Its fetch keeps pace with this client: a chunk not started yet comes
-                // as soon as the fetch sees the client ask for it (`Pending::may_fill`).
-                p.watchers.watch(cx.worker);
+        let (kept, paced) = match self.owner_fetch.as_ref() {
+            Some(p) => {
+                let paced = p.is_paced();
+                if paced {
+                    // Its fetch keeps pace with this client: a chunk not started yet comes
+                    // as soon as the fetch sees the client ask for it (`Pending::may_fill`).
+                    p.watchers.watch(cx.worker);
+                }
+                (p.fill(index), paced)
             }
-            if let Some(f) = p.fill(index) {
-                return self.follow(cx, index, Flight::Fill(f));
-            }
-            if p.is_paced() {
-                return Step::Do(self.wait(cx));
-            }
+            None => (None, false),
+        };
+        if let Some(f) = kept {
+            return self.follow(cx, index, Flight::Fill(f));
+        }
+        if paced {
+            return Step::Do(self.wait(cx));
         }
         let key = ChunkKey {
             object: Arc::from(self.key.as_str()),

@@ -517,10 +517,8 @@ impl Exchange {
     /// connection is closed and nothing is in flight.
     pub fn release(&mut self) {
         // The slot may stay free for long: it keeps no receive buffer and no grown buffers.
-        self.rbuf = Box::default();
         self.overflow.clear();
-        self.out.trim();
-        self.head_copy.shrink_to(types::HEAD_ROOM);
+        self.give_back_buffers();
         self.owner_fetch = None;
         self.body = None;
         self.out.body = bytes::Bytes::new();
@@ -529,6 +527,14 @@ impl Exchange {
         self.local = None;
         self.stale = None;
         self.src = None;
+    }
+
+    /// Gives back the receive buffer and the head room a large response grew (for a
+    /// connection idle or closed: nothing of them is in use).
+    fn give_back_buffers(&mut self) {
+        self.rbuf = Box::default();
+        self.out.trim();
+        self.head_copy.shrink_to(types::HEAD_ROOM);
     }
 
     /// Drops what this exchange holds apart from memory the kernel may still read or write

@@ -173,11 +173,9 @@ impl Exchange {
             && self.discard == 0
             && self.chunked.is_none();
         if idle && idle_for >= super::IDLE_TRIM && !self.rbuf.is_empty() {
-            self.rbuf = Box::default();
             self.rstart = 0;
             self.rend = 0;
-            self.out.trim();
-            self.head_copy.shrink_to(super::types::HEAD_ROOM);
+            self.give_back_buffers();
             return true;
         }
         false

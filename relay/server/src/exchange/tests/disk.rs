@@ -2,16 +2,22 @@
 
 use super::*;
 
+/// A 5,000-byte object `body` of version `version`, described in the meta cache and its one
+/// chunk on the disk tier (not in memory).
+fn describe_on_disk(kit: &Kit, key: &str, version: u64, body: &[u8]) {
+    kit.shared.cache.meta.insert(
+        key,
+        ObjectMeta::file(5000, version, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(kit, key, version, 0, 5000, body, b"");
+}
+
 #[test]
 fn a_chunk_on_the_disk_tier_is_read_verified_promoted_and_sent() {
     let mut kit = Kit::with_disk(true);
     let key = cdn_key("/d");
     let body = object(5000);
-    kit.shared.cache.meta.insert(
-        &key,
-        ObjectMeta::file(5000, 3, "\"v\"".into(), String::new()),
-    );
-    put_on_disk(&kit, &key, 3, 0, 5000, &body, b"");
+    describe_on_disk(&kit, &key, 3, &body);
     let mut ex = kit.exchange();
     let a = kit.input(&mut ex, &cdn_get("/d"));
     assert_eq!(ex.state_name(), "reading-disk");
@@ -33,11 +39,7 @@ fn a_corrupt_chunk_on_disk_is_never_sent_and_is_fetched_again() {
     let (url, origin) = range_origin(body.clone());
     let mut kit = Kit::with_origin(true, &url);
     let key = cdn_key("/bad");
-    kit.shared.cache.meta.insert(
-        &key,
-        ObjectMeta::file(5000, 4, "\"v\"".into(), String::new()),
-    );
-    put_on_disk(&kit, &key, 4, 0, 5000, &body, b"");
+    describe_on_disk(&kit, &key, 4, &body);
     // Flip a byte of the body on disk.
     let disk = kit.shared.cache.disk.as_ref().unwrap();
     let plan = disk
@@ -81,11 +83,7 @@ fn a_corrupt_chunk_a_crowd_waits_on_is_fetched_once_for_all() {
     let (url, origin) = range_origin(body.clone());
     let mut kit = Kit::with_origin(true, &url);
     let key = cdn_key("/bad-crowd");
-    kit.shared.cache.meta.insert(
-        &key,
-        ObjectMeta::file(5000, 5, "\"v\"".into(), String::new()),
-    );
-    put_on_disk(&kit, &key, 5, 0, 5000, &body, b"");
+    describe_on_disk(&kit, &key, 5, &body);
     let plan = kit
         .shared
         .cache
@@ -135,11 +133,7 @@ fn a_chunk_whose_fill_is_in_flight_is_streamed_from_it_not_read_from_disk() {
     let mut kit = Kit::with_disk(true);
     let key = cdn_key("/both");
     let body = object(5000);
-    kit.shared.cache.meta.insert(
-        &key,
-        ObjectMeta::file(5000, 6, "\"v\"".into(), String::new()),
-    );
-    put_on_disk(&kit, &key, 6, 0, 5000, &body, b"");
+    describe_on_disk(&kit, &key, 6, &body);
     // The test is the upstream: the chunk's fill is in flight.
     let chunk = ChunkKey {
         object: Arc::from(key.as_str()),
@@ -174,11 +168,7 @@ fn one_disk_read_per_chunk_however_many_connections_want_it() {
     let mut kit = Kit::with_disk(true);
     let key = cdn_key("/many");
     let body = object(5000);
-    kit.shared.cache.meta.insert(
-        &key,
-        ObjectMeta::file(5000, 7, "\"v\"".into(), String::new()),
-    );
-    put_on_disk(&kit, &key, 7, 0, 5000, &body, b"");
+    describe_on_disk(&kit, &key, 7, &body);
     let mut first = kit.exchange();
     let a = kit.input(&mut first, &cdn_get("/many"));
     assert_eq!(first.state_name(), "reading-disk");
