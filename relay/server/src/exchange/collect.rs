@@ -87,7 +87,6 @@ impl Exchange {
         let collecting = matches!(self.state, State::CollectingBody(_))
             && self.phase == Phase::Recv
             && self.linger.is_none()
-            && !self.closed
             && cx.reading;
         let Some(clock) = self.body_clock.take().filter(|_| collecting) else {
             return Action::Close;

@@ -29,7 +29,8 @@
 //!     │  │                ReadingDisk(restore) ┘  ▲ │ memory, fill, pass: in place
 //!     │  │                AwaitingHead ───────────┘ │ disk: ReadingDisk, file: ReadingFile
 //!     │  └─► CollectingBody ─► AwaitingPass ────────┘
-//!     └─► error answer ─► lingering ─► closing
+//!     ├─► error answer ─► Lingering ─► Closed ─► (slot released) ─► Ready
+//!     └─► deadline, client gone, cut (any state) ─► Closed
 //! ```
 
 mod body;
@@ -179,6 +180,13 @@ enum State {
     CollectingBody(Box<Collect>),
     /// Waiting on a pass-through's answer.
     AwaitingPass(Arc<relay_upstream::PassSlot>),
+    /// The answer is sent and the write side shut: input is read and dropped, within what
+    /// is left of its bound, until the client closes or the deadline (`start_linger`).
+    Lingering(Linger),
+    /// The connection is closing ([`Exchange::on_close`]): nothing more is done. It keeps
+    /// the file I/O it was waiting for (an open, a `statx`, a read), whose memory the
+    /// kernel may still write, until its slot is released.
+    Closed(Option<Box<State>>),
 }
 
 impl State {
@@ -191,6 +199,8 @@ impl State {
             State::AwaitingHead(_) => "awaiting-head",
             State::CollectingBody(_) => "collecting-body",
             State::AwaitingPass(_) => "awaiting-pass",
+            State::Lingering(_) => "lingering",
+            State::Closed(_) => "closed",
         }
     }
 }
@@ -304,8 +314,6 @@ pub struct Exchange {
     phase: Phase,
     /// What the request being answered waits for (see [`State`]).
     state: State,
-    /// The connection is closing ([`Exchange::on_close`]): nothing more is done.
-    closed: bool,
     /// When what the exchange waits for is given up (checked by the worker's sweep).
     deadline: Instant,
     /// When the response being sent was started (for the latency histogram).
@@ -338,8 +346,9 @@ pub struct Exchange {
     /// The close is a reset: a body delimited by the close was cut, and a plain close would
     /// tell the client it ended.
     abort: bool,
-    /// The connection closes after its response, and whatever the client still sends is read
-    /// and dropped meanwhile (an error answered before its request was read whole).
+    /// The connection closes after its response and then lingers ([`State::Lingering`]
+    /// takes this bound over); whatever the client still sends is read and dropped
+    /// meanwhile (an error answered before its request was read whole).
     linger: Option<Linger>,
     /// The response being sent.
     out: Outgoing,
@@ -407,6 +416,9 @@ pub struct Exchange {
     pass_body: Option<PassReader>,
     /// How the request body being collected has come (`collect`).
     body_clock: Option<collect::BodyClock>,
+    /// The states entered, in order (tests check the transitions).
+    #[cfg(test)]
+    trail: Vec<&'static str>,
 }
 
 impl Exchange {
@@ -417,7 +429,6 @@ impl Exchange {
         Exchange {
             phase: Phase::Recv,
             state: State::Ready,
-            closed: false,
             deadline,
             req_start: None,
             request_started: None,
@@ -476,6 +487,8 @@ impl Exchange {
             status_buf: String::with_capacity(96),
             pass_body: None,
             body_clock: None,
+            #[cfg(test)]
+            trail: Vec::new(),
         }
     }
 
@@ -484,7 +497,6 @@ impl Exchange {
     /// `deadline` (the idle timeout).
     pub fn reset(&mut self, deadline: Instant) {
         self.phase = Phase::Recv;
-        self.closed = false;
         self.deadline = deadline;
         self.request_started = None;
         self.req_start = None;
@@ -522,7 +534,7 @@ impl Exchange {
         self.owner_fetch = None;
         self.body = None;
         self.out.body = bytes::Bytes::new();
-        self.state = State::Ready;
+        drop(self.leave());
         self.pass_body = None;
         self.local = None;
         self.stale = None;
@@ -546,7 +558,11 @@ impl Exchange {
         std::mem::forget(std::mem::replace(&mut self.out, Outgoing::new(0)));
         // The targets of file reads are leaked; their open files close (the kernel holds its
         // own reference for a read in flight).
-        match std::mem::replace(&mut self.state, State::Ready) {
+        let state = match std::mem::replace(&mut self.state, State::Ready) {
+            State::Closed(Some(kept)) => *kept,
+            s => s,
+        };
+        match state {
             State::ReadingFile(f) => std::mem::forget(f),
             State::ReadingDisk(mut d) => {
                 d.file = None;
@@ -570,13 +586,13 @@ impl Exchange {
 
     /// A deadline that passed is a timeout to count (not the end of a lingering close).
     pub fn timeout_counts(&self) -> bool {
-        !self.linger.is_some_and(|l| l.shut)
+        !matches!(self.state, State::Lingering(_))
     }
 
     /// The connection is closing ([`Exchange::on_close`]): its slot waits for what is in
     /// flight, then is released.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        matches!(self.state, State::Closed(_))
     }
 
     /// The connection sent past its receive buffer and the overflow bound.
@@ -604,7 +620,7 @@ impl Exchange {
     pub fn drain(&mut self) -> bool {
         self.close_after = true;
         let idle = self.rstart == self.rend
-            && !matches!(self.state, State::CollectingBody(_))
+            && matches!(self.state, State::Ready)
             && self.discard == 0
             && self.chunked.is_none()
             && self.linger.is_none();
@@ -613,9 +629,6 @@ impl Exchange {
 
     /// Walks the request through its phases until it needs an I/O completion or a wake-up.
     pub fn poll(&mut self, cx: &mut Cx<'_>) -> Action {
-        if self.closed {
-            return Action::Idle;
-        }
         loop {
             let step = match &self.state {
                 State::Opening(_) => self.open_dir(cx),
@@ -628,6 +641,8 @@ impl Exchange {
                 State::CollectingBody(_) => self.collect_timed(cx),
                 State::AwaitingPass(_) => self.await_pass(cx),
                 State::AwaitingHead(_) => self.await_head(cx),
+                // Only input (or its end, or the deadline) moves these on.
+                State::Lingering(_) | State::Closed(_) => Step::Do(Action::Idle),
                 State::Ready | State::ReadingFile(_) | State::ReadingDisk(_) => self.stream(cx),
             };
             match step {
@@ -692,12 +707,22 @@ impl Exchange {
             next.name(),
             self.state.name()
         );
-        self.state = next;
+        self.set(next);
     }
 
     /// Leaves the current state for `Ready`, and returns it.
     fn leave(&mut self) -> State {
+        #[cfg(test)]
+        if !matches!(self.state, State::Ready) {
+            self.trail.push("ready");
+        }
         std::mem::replace(&mut self.state, State::Ready)
+    }
+
+    fn set(&mut self, next: State) {
+        #[cfg(test)]
+        self.trail.push(next.name());
+        self.state = next;
     }
 
     /// The name of what the request being answered waits for (logs and tests).
@@ -756,7 +781,16 @@ impl Exchange {
     /// The connection closes (asked by the exchange, a deadline, an error or the client):
     /// whatever others wait on from it is settled.
     pub fn on_close(&mut self, cx: &mut Cx<'_>) {
-        self.closed = true;
+        // What it waited for is let go (a fetch, a pass-through, a body's budget), apart
+        // from file I/O in flight, whose memory stays until the slot is released.
+        let kept = match std::mem::replace(&mut self.state, State::Ready) {
+            s @ (State::Opening(_) | State::ReadingFile(_) | State::ReadingDisk(_)) => {
+                Some(Box::new(s))
+            }
+            State::Closed(kept) => kept,
+            _ => None,
+        };
+        self.set(State::Closed(kept));
         // Its share of the worker's bound goes back now, not when the slot is released.
         self.overflow.clear();
         if self.restore_entry.is_some() {
@@ -773,11 +807,12 @@ impl Exchange {
     /// once could leave the client blocked on a full window (no RST goes out when the
     /// receive queue happens to be empty), or reset it before it read the answer.
     fn start_linger(&mut self, cx: &Cx<'_>) -> Action {
-        let Some(l) = self.linger.as_mut().filter(|l| l.left > 0 && cx.reading) else {
+        let Some(l) = self.linger.filter(|l| l.left > 0 && cx.reading) else {
             // Input already ended (or is not read without a request).
             return Action::Close;
         };
-        l.shut = true;
+        self.linger = None;
+        self.enter(State::Lingering(l));
         self.phase = Phase::Recv;
         self.deadline = cx.now + LINGER_TIME;
         Action::Linger

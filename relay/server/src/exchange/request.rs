@@ -22,7 +22,7 @@ impl Exchange {
     /// in `overflow`), or dropped while lingering. Says whether they were kept and whether
     /// the connection began holding input beyond its buffer with them.
     pub fn on_input(&mut self, now: Instant, data: &[u8]) -> Input {
-        if let Some(l) = self.linger.as_mut() {
+        if let Some(l) = self.dropping() {
             // Input after a refused request: read and dropped (a lingering close).
             l.left = l.left.saturating_sub(data.len() as u64);
             return Input::Kept;
@@ -79,13 +79,14 @@ impl Exchange {
     /// A multishot receive completed with `res` (its bytes, if any, already went to
     /// [`Exchange::on_input`]); `more`: the receive stays armed.
     pub fn on_recv_result(&mut self, res: i32, more: bool) -> Received {
-        if let Some(l) = self.linger {
+        let lingering = matches!(self.state, State::Lingering(_));
+        if let Some(l) = self.dropping() {
             let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS);
             let ended = gone || l.left == 0;
             // Gone while its answer waits on an origin: let the fetch go (as without linger).
             // Past `LINGER_BYTES` before the answer is sent, input is still dropped until it
             // is; `start_linger` then closes at once.
-            if (ended && l.shut) || (gone && self.phase == Phase::Wait && self.body.is_none()) {
+            if (ended && lingering) || (gone && self.phase == Phase::Wait && self.body.is_none()) {
                 return Received::Close;
             }
             // Until the response is sent, an ended input only stops the reading.
@@ -132,6 +133,14 @@ impl Exchange {
         match self.phase {
             Phase::Recv => Received::Poll { rearm },
             _ => Received::Keep { rearm },
+        }
+    }
+
+    /// The bound on input read and dropped: after a refused request, and while lingering.
+    fn dropping(&mut self) -> Option<&mut Linger> {
+        match &mut self.state {
+            State::Lingering(l) => Some(l),
+            _ => self.linger.as_mut(),
         }
     }
 
@@ -197,7 +206,8 @@ impl Exchange {
         let caught_up = self.reading == Reading::Off
             && self.rstart == self.rend
             && self.overflow.is_empty()
-            && self.linger.is_none();
+            && self.linger.is_none()
+            && !matches!(self.state, State::Lingering(_) | State::Closed(_));
         if caught_up {
             self.reading = Reading::On;
         }

@@ -83,7 +83,7 @@ impl Exchange {
             return;
         };
         self.head_owner = true;
-        if !self.closed {
+        if !self.is_closed() {
             // (A closing connection waits on nothing, and keeps what the kernel may still
             // read into until its slot is released.)
             self.enter(State::AwaitingHead(e.pending));

@@ -372,21 +372,18 @@ pub struct PassRequest {
     pub with_body: bool,
 }
 
-/// A lingering close under way (`Exchange::linger`).
+/// A lingering close's bound on what it still reads and drops: input after a refused
+/// request, until the answer is sent (`Exchange::linger`), then while the connection
+/// lingers ([`State::Lingering`](super::State)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linger {
     /// How many more bytes are read and dropped before it gives up.
     pub left: u64,
-    /// The response is sent and the write side shut: only the lingering read remains.
-    pub shut: bool,
 }
 
 impl Linger {
     pub const fn new(bytes: u64) -> Linger {
-        Linger {
-            left: bytes,
-            shut: false,
-        }
+        Linger { left: bytes }
     }
 }
 

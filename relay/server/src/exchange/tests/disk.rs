@@ -4,7 +4,7 @@ use super::*;
 
 /// A 5,000-byte object `body` of version `version`, described in the meta cache and its one
 /// chunk on the disk tier (not in memory).
-fn describe_on_disk(kit: &Kit, key: &str, version: u64, body: &[u8]) {
+pub(super) fn describe_on_disk(kit: &Kit, key: &str, version: u64, body: &[u8]) {
     kit.shared.cache.meta.insert(
         key,
         ObjectMeta::file(5000, version, "\"v\"".into(), String::new()),
@@ -27,6 +27,7 @@ fn a_chunk_on_the_disk_tier_is_read_verified_promoted_and_sent() {
     assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
     assert_eq!(rest, &body[..]);
     assert!(matches!(next, Action::Recv));
+    assert_eq!(ex.trail, ["reading-disk", "ready"]);
     assert_eq!(kit.count(&kit.stats.disk_hits), 1);
     // Promoted: the next request is a memory hit, no file touched.
     let a = kit.input(&mut ex, &cdn_get("/d"));
@@ -219,11 +220,13 @@ fn after_a_restart_a_description_is_restored_from_disk_once() {
     let (head, rest) = split_response(&sent);
     assert_eq!(field(&head, "content-type"), Some("video/mp4"), "{head}");
     assert_eq!(rest, &body[..]);
+    assert_eq!(first.trail, ["reading-disk", "ready"]);
     let (sent, _) = kit.woken(&mut second);
     let (head, rest) = split_response(&sent);
     assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
     assert_eq!(rest, &body[..]);
     assert_eq!(kit.count(&kit.stats.disk_hits), 1, "one disk read for both");
+    assert_eq!(second.trail, ["awaiting-head", "ready"]);
 }
 
 #[test]
@@ -252,7 +255,11 @@ fn a_restoring_client_that_leaves_hands_its_entry_to_a_head_fetch() {
     // The first client leaves with its open in flight: its entry goes to a head fetch (the
     // test's origin refuses it), and what the kernel may still use stays with the slot.
     first.on_close(&mut kit.cx());
-    assert_eq!(first.state_name(), "reading-disk");
+    assert_eq!(first.state_name(), "closed");
+    assert!(
+        matches!(&first.state, State::Closed(Some(kept)) if kept.name() == "reading-disk"),
+        "the read's memory is kept"
+    );
     assert!(matches!(first.poll(&mut kit.cx()), Action::Idle));
     assert_eq!(kit.count(&kit.stats.upstream_heads), 1);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -253,19 +253,14 @@ fn what_a_multishot_receive_ending_leads_to() {
     // Lingering: input is dropped until it ends (or its bound), then the close.
     ex.linger = Some(Linger::new(100));
     assert_eq!(ex.on_recv_result(10, false), Received::Keep { rearm: true });
-    ex.linger = Some(Linger {
-        left: 0,
-        shut: false,
-    });
+    ex.linger = Some(Linger::new(0));
     assert_eq!(
         ex.on_recv_result(10, false),
         Received::Keep { rearm: false },
         "past the bound before the answer is sent: reading stops, the answer goes on"
     );
-    ex.linger = Some(Linger {
-        left: 0,
-        shut: true,
-    });
+    ex.linger = None;
+    ex.state = State::Lingering(Linger::new(0));
     assert_eq!(ex.on_recv_result(10, true), Received::Close);
 }
 

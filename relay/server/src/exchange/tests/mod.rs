@@ -23,6 +23,7 @@ mod errors;
 mod http_origin;
 mod input;
 mod pass;
+mod states;
 
 const CHUNK: u64 = 16 * 1024;
 /// The host the test's HTTP origin serves.
