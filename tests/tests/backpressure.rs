@@ -136,3 +136,56 @@ fn idle_connections_that_were_paused_give_their_receive_buffer_back() {
     );
     drop((a, b));
 }
+
+/// A connection paused for sending far ahead whose stream then turns bad gets its 400 whole
+/// and a clean end: relay lingers on it by single receives, dropping what the client still
+/// sends, instead of closing with unread input (a reset, which can destroy the answer
+/// before the client reads it).
+#[test]
+fn a_paused_connection_gets_its_error_answer_whole_and_a_clean_end() {
+    use std::io::Read;
+    let (relay, _o) = start();
+    let paused0 = metric(&relay, "relay_connection_reads_paused_total");
+    let one = b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let k = (64 << 10) / one.len();
+    let mut req = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    req.extend_from_slice(&one.repeat(k));
+    req.extend_from_slice(b"BAD\r\n\r\n");
+    // What a broken client goes on sending after its bad request.
+    req.extend_from_slice(&[b'x'; 256 << 10]);
+    let s = std::net::TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let sent = w.write_all(&req);
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        sent
+    });
+    // Read nothing for a while: relay's answer to the first request fills the window, and
+    // the requests behind it pause the connection.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = Vec::new();
+    let mut r = s;
+    let end = loop {
+        let mut buf = [0u8; 65536];
+        match r.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    let ok = text.matches("HTTP/1.1 200 OK\r\n").count();
+    let bad = text.matches("HTTP/1.1 400 ").count();
+    eprintln!("200s {ok} of {}, 400s {bad}, end {end:?}", k + 1);
+    assert!(
+        metric(&relay, "relay_connection_reads_paused_total") > paused0,
+        "the connection was paused"
+    );
+    assert_eq!(ok, k + 1, "every request before the bad one answered");
+    assert_eq!(bad, 1, "the bad one answered 400");
+    assert!(text.ends_with("\r\n\r\n") || text.ends_with('\n'));
+    assert!(end.is_ok(), "a clean end, not {end:?}");
+    assert!(writer.join().unwrap().is_ok(), "what it sent was read");
+}

@@ -3,24 +3,27 @@
 //! blocking sockets, a thread per connection — it is not on the serving path, and a scrape
 //! a few times a minute does not need a ring.
 //!
-//! No client can hold it: connections are served at once and side by side (at most
-//! [`MAX_CONNECTIONS`], and [`PER_SOURCE`] from any one client, an IPv4 address or an IPv6
-//! /64; beyond, a connection is closed as it is accepted), and each has
+//! No client can hold it: connections are served at once and side by side, each with
 //! [`HEAD_DEADLINE`] for its whole request head and [`WRITE_DEADLINE`] for the response,
 //! counted from the start, not from the last byte: a client trickling a byte a second is
-//! closed when its time is up, and `/healthz` answers meanwhile.
+//! closed when its time is up, and `/healthz` answers meanwhile. At most [`PER_SOURCE`] are
+//! served from any one client (an IPv4 address or an IPv6 /64); more from it are closed as
+//! they are accepted. At most [`MAX_CONNECTIONS`] are served in all: a new connection past
+//! that closes the oldest one (a scrape or a health check takes milliseconds, so the oldest
+//! is one that stalls), so clients from many addresses that fill the listener and keep it
+//! full still cannot keep out a health check.
 
 use crate::metrics::Metrics;
 use relay_proto::{Limits, Parsed, ResponseHead, parse_request};
 use relay_upstream::budget::Client;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Admin connections served at once; more are closed as they are accepted.
+/// Admin connections served at once; a new one past this closes the oldest.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Admin connections served at once from one client address: one address cannot take
 /// every slot.
@@ -45,7 +48,9 @@ pub fn spawn(listener: TcpListener, metrics: Metrics) -> std::io::Result<()> {
 fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
     let open = Arc::new(AtomicUsize::new(0));
     let sources: Arc<Mutex<HashMap<Client, usize>>> = Arc::default();
+    let served: Arc<Mutex<Served>> = Arc::default();
     let mut refused: u64 = 0;
+    let mut evicted: u64 = 0;
     for stream in listener.incoming() {
         let s = match stream {
             Ok(s) => s,
@@ -61,31 +66,44 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
         let Ok(ip) = s.peer_addr().map(|a| Client::of(a.ip())) else {
             continue;
         };
-        let full = open.load(Ordering::Acquire) >= MAX_CONNECTIONS;
         let theirs = {
-            let held = sources.lock().unwrap_or_else(|p| p.into_inner());
+            let held = lock(&sources);
             held.get(&ip).copied().unwrap_or(0) >= PER_SOURCE
         };
-        if full || theirs {
+        // Past the bound, the oldest connection is closed for this one; its thread ends as
+        // its read or write fails. Threads that have not ended yet are bounded too: should
+        // they pile up, new connections are closed instead.
+        let open_now = open.load(Ordering::Acquire);
+        let full = open_now >= MAX_CONNECTIONS;
+        let swamped = open_now >= 2 * MAX_CONNECTIONS;
+        if theirs || swamped {
             refused += 1;
             if refused.is_power_of_two() {
                 log::warn!(
-                    "admin: {MAX_CONNECTIONS} connections open, or {PER_SOURCE} from {ip}; \
+                    "admin: {PER_SOURCE} connections from {ip}, or {open_now} open; \
                      closing new ones ({refused} so far)"
                 );
             }
             continue; // dropped: closed
         }
+        if full && lock(&served).close_oldest() {
+            evicted += 1;
+            if evicted.is_power_of_two() {
+                log::warn!(
+                    "admin: {MAX_CONNECTIONS} connections open; closed the oldest for a new \
+                     one ({evicted} so far)"
+                );
+            }
+        }
         open.fetch_add(1, Ordering::AcqRel);
-        *sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(ip)
-            .or_default() += 1;
+        *lock(&sources).entry(ip).or_default() += 1;
+        let id = lock(&served).add(&s);
         let slot = Slot {
             open: open.clone(),
             sources: sources.clone(),
+            served: served.clone(),
             ip,
+            id,
         };
         let metrics = metrics.clone();
         let spawned = std::thread::Builder::new()
@@ -102,17 +120,60 @@ fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The connections being served, oldest first, each with a handle to shut it down.
+#[derive(Default)]
+struct Served {
+    next: u64,
+    conns: VecDeque<(u64, Option<TcpStream>)>,
+}
+
+impl Served {
+    /// Adds a connection; its id. (Without a handle, it cannot be closed early: it still
+    /// ends at its deadlines.)
+    fn add(&mut self, s: &TcpStream) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.conns.push_back((id, s.try_clone().ok()));
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(i) = self.conns.iter().position(|(c, _)| *c == id) {
+            self.conns.remove(i);
+        }
+    }
+
+    /// Shuts the oldest connection that can be closed down (its thread sees its socket
+    /// end); false when none can.
+    fn close_oldest(&mut self) -> bool {
+        while let Some((_, handle)) = self.conns.pop_front() {
+            if let Some(h) = handle {
+                let _ = h.shutdown(std::net::Shutdown::Both);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// One open admin connection, counted while it lives, in all and for its client address.
 struct Slot {
     open: Arc<AtomicUsize>,
     sources: Arc<Mutex<HashMap<Client, usize>>>,
+    served: Arc<Mutex<Served>>,
     ip: Client,
+    id: u64,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        lock(&self.served).remove(self.id);
         self.open.fetch_sub(1, Ordering::AcqRel);
-        let mut held = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = lock(&self.sources);
         if let Some(n) = held.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -219,11 +219,13 @@ impl Scale {
         }
     }
 
-    /// Admin clients trickling a byte every 1.5 s: 16 from 2 addresses (CI), 32 from 4 (full).
+    /// Admin clients trickling a byte every 1.5 s, more than the listener serves at once
+    /// (64) and from more addresses than its share per address (8) fills: 80 from 10 (CI),
+    /// 128 from 16 (full).
     pub fn admin_stall(self) -> Attack {
         Attack::AdminStall {
-            clients: self.pick(16, 32),
-            sources: self.pick(2, 4),
+            clients: self.pick(80, 128),
+            sources: self.pick(10, 16),
             every: Duration::from_millis(1500),
         }
     }
@@ -280,6 +282,11 @@ pub const TRICKLING_CONN: u64 = 32 * KIB;
 /// An idle connection (nothing received, or between requests): no receive buffer, its
 /// state and slot only.
 pub const IDLE_CONN: u64 = 8 * KIB;
+/// Admin connection threads alive at most: 64 served and 64 ending (`relay_server::admin`).
+pub const ADMIN_THREADS: u64 = 128;
+/// What one admin connection's thread holds: the stack it touches (of 256 KiB reserved),
+/// its 8 KiB head buffer and response, and its allocator's thread-local pages.
+pub const ADMIN_CONN: u64 = 96 << 10;
 /// What else may come and go while an attack runs: allocator pages, the admin listener's
 /// threads, the good client's requests (its pass-throughs hold windows of their own), the
 /// upstream's connection pool.
@@ -384,8 +391,9 @@ impl Attack {
     /// - slowloris: connections × [`TRICKLING_CONN`] + [`SLACK`];
     /// - uploads and slow pass readers: `pass_buffer_bytes` + connections ×
     ///   [`BUSY_CONN`] + [`SLACK`] (whatever they hold is within the pass-through budget);
-    /// - stalled admin: [`SLACK`] (the admin listener's connections are a few, each a
-    ///   thread with a 256 KiB stack and an 8 KiB head buffer).
+    /// - stalled admin: [`ADMIN_THREADS`] × [`ADMIN_CONN`] + [`SLACK`] (the admin
+    ///   listener serves 64 connections at once, each a thread, and as many again may be
+    ///   ending after being closed for new ones).
     pub fn memory_bound(&self, settings: &Settings) -> u64 {
         let n = self.connections() as u64;
         match self {
@@ -397,7 +405,7 @@ impl Attack {
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {
                 settings.pass_buffer_bytes + n * BUSY_CONN + SLACK
             }
-            Attack::AdminStall { .. } => SLACK,
+            Attack::AdminStall { .. } => ADMIN_THREADS * ADMIN_CONN + SLACK,
         }
     }
 

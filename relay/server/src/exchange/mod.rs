@@ -111,6 +111,10 @@ pub struct Cx<'a> {
     /// Input is being read as it comes (a multishot receive is armed): a lingering close
     /// is possible.
     pub reading: bool,
+    /// No multishot receive is armed: input is read by single receives into
+    /// [`Exchange::recv_room`] when the exchange asks (a connection paused for sending far
+    /// ahead, or a kernel without provided-buffer rings). A lingering close reads that way.
+    pub single_reads: bool,
 }
 
 /// The deadlines an exchange gives its waits (live-reloadable, read by the worker each tick).
@@ -266,7 +270,9 @@ pub enum Action {
     /// Park until a wake-up (then [`Exchange::poll`]) or the deadline.
     Wait,
     /// Shut the write side; input goes on being read and dropped until it ends
-    /// ([`Exchange::on_recv_result`]) or the deadline.
+    /// ([`Exchange::on_recv_result`]) or the deadline. Without a multishot receive armed
+    /// ([`Cx::single_reads`]), receive into [`Exchange::recv_room`]
+    /// ([`Exchange::on_received`] answers `Linger` again while it goes on).
     Linger,
     /// Close the connection ([`Exchange::on_close`]).
     Close,
@@ -807,11 +813,17 @@ impl Exchange {
     /// once could leave the client blocked on a full window (no RST goes out when the
     /// receive queue happens to be empty), or reset it before it read the answer.
     fn start_linger(&mut self, cx: &Cx<'_>) -> Action {
-        let Some(l) = self.linger.filter(|l| l.left > 0 && cx.reading) else {
+        // (A multishot receive being cancelled for a pause ends, then is armed again.)
+        let reads = cx.reading || cx.single_reads || self.reading == Reading::Stopping;
+        let Some(l) = self.linger.filter(|l| l.left > 0 && reads) else {
             // Input already ended (or is not read without a request).
             return Action::Close;
         };
         self.linger = None;
+        // Whatever the receive buffer held is dropped: its room takes what still comes
+        // (a full one would leave a single receive no room, and read as the input's end).
+        self.rstart = 0;
+        self.rend = 0;
         self.enter(State::Lingering(l));
         self.phase = Phase::Recv;
         self.deadline = cx.now + LINGER_TIME;

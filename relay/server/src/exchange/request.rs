@@ -81,7 +81,8 @@ impl Exchange {
     pub fn on_recv_result(&mut self, res: i32, more: bool) -> Received {
         let lingering = matches!(self.state, State::Lingering(_));
         if let Some(l) = self.dropping() {
-            let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS);
+            // (A cancel is the pause's: the input goes on, and is read again to be dropped.)
+            let gone = res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED);
             let ended = gone || l.left == 0;
             // Gone while its answer waits on an origin: let the fetch go (as without linger).
             // Past `LINGER_BYTES` before the answer is sent, input is still dropped until it
@@ -90,9 +91,11 @@ impl Exchange {
                 return Received::Close;
             }
             // Until the response is sent, an ended input only stops the reading.
-            return Received::Keep {
-                rearm: !ended && !more,
-            };
+            let rearm = !ended && !more;
+            if rearm {
+                self.reading = Reading::On;
+            }
+            return Received::Keep { rearm };
         }
         if res == 0 && (matches!(self.phase, Phase::Send | Phase::Fill) || self.body.is_some()) {
             // The client shut its side after its requests (a half-close): the response under
@@ -226,6 +229,14 @@ impl Exchange {
 
     /// A single receive brought `n > 0` bytes into [`Exchange::recv_room`].
     pub fn on_received(&mut self, cx: &mut Cx<'_>, n: usize) -> Action {
+        if let State::Lingering(l) = &mut self.state {
+            // Dropped: the receive buffer is written over by the next one.
+            l.left = l.left.saturating_sub(n as u64);
+            return match l.left {
+                0 => Action::Close,
+                _ => Action::Linger,
+            };
+        }
         if self.rend == self.rstart {
             self.request_started = Some(cx.now);
         }

@@ -358,6 +358,7 @@ impl Worker {
             client: c.client,
             // (A paused connection's receive is ending: it does not count as reading.)
             reading: c.multishot && c.ex.reads_in_bursts() && !c.ex.is_closed() && c.fd >= 0,
+            single_reads: !c.multishot && !c.ex.is_closed() && c.fd >= 0,
         };
         f(&mut c.ex, &mut cx)
     }
@@ -439,8 +440,12 @@ impl Worker {
                     return Ok(());
                 }
                 Action::Linger => {
-                    // (Asked for only while input is read: `Cx::reading`.)
+                    // (Asked for only while input is read as it comes, `Cx::reading`, or
+                    // by single receives, `Cx::single_reads`: then the next one goes out.)
                     sys::shutdown_write(c.fd);
+                    if !c.multishot {
+                        return self.submit_recv(slot);
+                    }
                     return Ok(());
                 }
                 Action::Close => {

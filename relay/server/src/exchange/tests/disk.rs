@@ -110,22 +110,26 @@ fn a_corrupt_chunk_a_crowd_waits_on_is_fetched_once_for_all() {
         "it waits on the first one's read: {b:?}"
     );
     // The read finds the chunk corrupt: it ends without bytes, and its reader fetches it.
+    // (The origin on loopback may answer before the exchange looks again: then the body
+    // goes out at once.)
     let a = kit.disk_read(&mut first, a);
-    let (sent, next) = kit.run(&mut first, a);
-    assert!(sent.is_empty() && matches!(next, Action::Wait), "{next:?}");
+    let (sent_first, next) = kit.run(&mut first, a);
+    assert!(matches!(next, Action::Wait | Action::Recv), "{next:?}");
     // The second, woken, joins that fetch rather than reading or fetching again.
-    let (sent, next) = kit.woken(&mut second);
-    assert!(sent.is_empty() && matches!(next, Action::Wait), "{next:?}");
+    let (sent_second, next) = kit.woken(&mut second);
+    assert!(matches!(next, Action::Wait | Action::Recv), "{next:?}");
     assert_eq!(
         kit.count(&kit.stats.upstream_chunks),
         1,
         "one fetch for both"
     );
     assert_eq!(kit.count(&kit.stats.disk_corrupt), 1, "one read for both");
-    let (sent, _) = kit.woken_until_sent(&mut first);
-    assert_eq!(split_response(&sent).1, &body[..]);
-    let (sent, _) = kit.woken_until_sent(&mut second);
-    assert_eq!(split_response(&sent).1, &body[..]);
+    for (mut sent, ex) in [(sent_first, &mut first), (sent_second, &mut second)] {
+        if sent.is_empty() {
+            sent = kit.woken_until_sent(ex).0;
+        }
+        assert_eq!(split_response(&sent).1, &body[..]);
+    }
     origin.join().unwrap();
 }
 

@@ -140,6 +140,7 @@ impl Kit {
             peer: &|| Some("192.0.2.7:4000".parse().unwrap()),
             client: relay_upstream::budget::Client::V4([192, 0, 2, 7]),
             reading: true,
+            single_reads: false,
         }
     }
 
