@@ -15,12 +15,19 @@
 //!   chunks from the page cache to loopback TCP by io_uring READ_FIXED + SEND vs SPLICE.
 //! - [`abuse`]: the `abuse` benchmark (`cargo xtask bench abuse`): issue 13's attacks at
 //!   full scale (`relay_tests::abuse`), relay's RSS and a good client's latency under each.
+//! - [`load`]: `relay-bench load`, the load client `serve` drives the servers with: keep-alive
+//!   connections on epoll loops, every head parsed and its framing followed, bodies dropped
+//!   in the kernel (`recv(MSG_TRUNC)`), a fraction checked byte for byte.
+//! - [`clients`]: `relay-bench clients` (`cargo xtask bench clients`): the load client's
+//!   req/s against wrk's at 4 KiB, relay and nginx, in one run.
 //! - [`zc_send`]: the `zc-send` benchmark (`cargo xtask bench zc-send`): where `SEND_ZC` starts
 //!   to cost less than a copying send, measured through a veth whose peer is down (root).
 
 mod abuse;
+mod clients;
 mod disk_send;
 mod hit_ratio;
+mod load;
 mod machine;
 mod plot;
 mod procs;
@@ -52,6 +59,10 @@ enum Command {
     ZcSend(zc_send::Options),
     /// Issue 13's attacks at full scale: relay's RSS and a good client's latency under each.
     Abuse(abuse::Options),
+    /// A closed-loop HTTP/1.1 load client that discards bodies in the kernel (MSG_TRUNC).
+    Load(load::Options),
+    /// The load client checked against wrk: req/s at 4 KiB against relay and nginx.
+    Clients(clients::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +73,8 @@ fn main() -> std::process::ExitCode {
         Command::DiskSend(o) => disk_send::run(o),
         Command::ZcSend(o) => zc_send::run(o),
         Command::Abuse(o) => abuse::run(o),
+        Command::Load(o) => load::run(o),
+        Command::Clients(o) => clients::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

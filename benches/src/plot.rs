@@ -19,6 +19,7 @@ fn color(s: Server) -> RGBColor {
         Server::Relay => RGBColor(214, 39, 40),
         Server::Nginx => RGBColor(31, 119, 180),
         Server::NginxProxyCache => RGBColor(44, 160, 44),
+        Server::Varnish => RGBColor(148, 103, 189),
     }
 }
 

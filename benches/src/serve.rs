@@ -1,20 +1,22 @@
 //! `relay-bench serve`: relay memory hits vs nginx (sendfile, page cache) vs nginx
-//! `proxy_cache` hits, same machine, same objects, same client (wrk), client and servers
-//! pinned to separate cores.
+//! `proxy_cache` hits vs Varnish hits, same machine, same objects, same client, client and
+//! servers pinned to separate cores. The client is `relay-bench load` (bodies dropped in the
+//! kernel, so the servers are the bottleneck up to 1 MiB objects), or wrk (`--client wrk`).
 //!
-//! Order of a run: write the objects (4 KiB, 64 KiB, 1 MiB) into a temp dir; start relay and
-//! nginx pinned to the server CPUs with as many workers as CPUs; fetch every object with curl
-//! and check the bytes and that relay answers `Cache-Status: relay; hit` and the proxy
-//! `X-Cache-Status: HIT`; one short unrecorded wrk warm-up per server and size; then
-//! `runs` rounds over connections × sizes × servers (server order rotated per round), each a
-//! wrk run with the servers' CPU seconds sampled around it; the hits are checked again at
-//! the end. Servers are stopped on every exit path (guards), the temp dir removed.
+//! Order of a run: write the objects (4 KiB, 64 KiB, 1 MiB) into a temp dir; start relay,
+//! nginx and Varnish (in front of nginx's file server) pinned to the server CPUs with as
+//! many workers (thread pools) as CPUs; fetch every object with curl and check the bytes and
+//! that relay answers `Cache-Status: relay; hit`, the proxy `X-Cache-Status: HIT` and
+//! Varnish `X-Cache: HIT`; one short unrecorded warm-up per server and size; then `runs`
+//! rounds over connections × sizes × servers (server order rotated per round), each a client
+//! run with the servers' CPU seconds sampled around it; the hits are checked again at the
+//! end. Servers are stopped on every exit path (guards), the temp dir removed.
 
 use crate::machine::{self, Machine};
 use crate::procs;
 use crate::report::{self, Report, Row, Run, Server, Settings};
-use crate::servers::{Nginx, Relay};
-use crate::wrk::Wrk;
+use crate::servers::{Nginx, Relay, Varnish};
+use crate::wrk::{ClientKind, Wrk};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -57,7 +59,12 @@ pub struct Options {
     /// in serve-nginx-copy.*. The targets are issue 3's, stated against sendfile.
     #[arg(long)]
     pub nginx_copy: bool,
-    /// CPUs for wrk, comma-separated (default: the first CPU this process may use).
+    /// The load client: `load` (this binary's, bodies dropped in the kernel: the server is
+    /// the bottleneck) or `wrk`.
+    #[arg(long, value_enum, default_value_t = ClientKind::Load)]
+    pub client: ClientKind,
+    /// CPUs for the load client, comma-separated (default: the first CPU this process may
+    /// use).
     #[arg(long, value_delimiter = ',')]
     pub client_cpus: Vec<usize>,
     /// CPUs for the servers, comma-separated (default: all the others); one worker each.
@@ -86,7 +93,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     let started = Instant::now();
     let started_utc = report::utc_now();
     let settings = settings(o)?;
-    for tool in ["wrk", "nginx", "curl", "taskset"] {
+    for tool in ["wrk", "nginx", "varnishd", "curl", "taskset"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -110,7 +117,8 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     eprintln!("relay-bench: serve, {started_utc}");
     eprintln!("relay-bench: machine: {}", machine.line());
     eprintln!(
-        "relay-bench: pinning: wrk on CPU {} ({} thread{}); relay and nginx on CPU {}, {} worker{} each",
+        "relay-bench: pinning: {} on CPU {} ({} thread{}); relay and nginx on CPU {}, {} worker{} each",
+        settings.client,
         list(&settings.client_cpus),
         settings.wrk_threads,
         plural(settings.wrk_threads as usize),
@@ -137,30 +145,49 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         settings.workers,
         settings.nginx_sendfile,
     )?;
+    let mut varnish = Varnish::start(
+        &dir.join("varnish"),
+        nginx.files,
+        &server_cpus,
+        settings.workers,
+    )?;
     let urls = Urls {
         relay: format!("http://{}", relay.addr),
         nginx: format!("http://{}", nginx.files),
         proxy: format!("http://{}", nginx.proxy),
+        varnish: format!("http://{}", varnish.addr),
     };
     eprintln!(
-        "relay-bench: relay at {} (pid {}), nginx files at {} and proxy_cache at {} (master pid {})",
+        "relay-bench: relay at {} (pid {}), nginx files at {} and proxy_cache at {} (master pid {}), \
+         varnish at {} (pid {})",
         urls.relay,
         relay.pid(),
         urls.nginx,
         urls.proxy,
-        nginx.pid()
+        nginx.pid(),
+        urls.varnish,
+        varnish.pid()
     );
     verify(&urls, &objects, dir, true, &Server::ALL).with_context(|| {
         format!(
-            "warming and checking the servers (relay log {}, nginx config {}, error log {})",
+            "warming and checking the servers (relay log {}, nginx config {}, error log {}, \
+             varnish VCL {})",
             relay.log.display(),
             nginx.config.display(),
-            nginx.error_log.display()
+            nginx.error_log.display(),
+            varnish.vcl.display()
         )
     })?;
-    eprintln!("relay-bench: every object checked: relay hits, nginx bytes, proxy_cache hits");
+    eprintln!(
+        "relay-bench: every object checked: relay hits, nginx bytes, proxy_cache and varnish hits"
+    );
 
-    let wrk = Wrk::new(&list(&settings.client_cpus), settings.wrk_threads, dir)?;
+    let wrk = Wrk::new(
+        o.client,
+        &list(&settings.client_cpus),
+        settings.wrk_threads,
+        dir,
+    )?;
     let mut rows: Vec<Row> = Vec::new();
     for &conns in &settings.connections {
         for (size, label, _) in OBJECTS {
@@ -188,7 +215,12 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                     &format!("warm-up {label:>6} {} c={max_conns}", server.label()),
                     f64::from(settings.warmup_s),
                 );
-                let outcome = wrk.run(&urls.get(server, name), max_conns, settings.warmup_s)?;
+                let outcome = wrk.run(
+                    &urls.get(server, name),
+                    &origin.join(name),
+                    max_conns,
+                    settings.warmup_s,
+                )?;
                 progress.done(&format!(
                     "{:.0} req/s",
                     outcome.requests as f64 / outcome.duration_s.max(1e-9)
@@ -222,10 +254,16 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                     let pid = match server {
                         Server::Relay => relay.pid(),
                         Server::Nginx | Server::NginxProxyCache => nginx.pid(),
+                        Server::Varnish => varnish.pid(),
                     };
                     let busy_before = procs::machine_busy_seconds();
                     let before = procs::sample_tree(pid);
-                    let outcome = wrk.run(&urls.get(server, name), conns, settings.duration_s)?;
+                    let outcome = wrk.run(
+                        &urls.get(server, name),
+                        &origin.join(name),
+                        conns,
+                        settings.duration_s,
+                    )?;
                     let after = procs::sample_tree(pid);
                     let busy = procs::machine_busy_seconds() - busy_before;
                     let server_cpu_s = procs::cpu_seconds(&before, &after);
@@ -242,6 +280,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                     nginx
                         .check_alive()
                         .with_context(|| format!("log: {}", nginx.error_log.display()))?;
+                    varnish.check_alive()?;
                     std::thread::sleep(Duration::from_millis(300));
                 }
             }
@@ -259,6 +298,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         }
     }
     drop(relay);
+    drop(varnish);
     drop(nginx);
     for r in &mut rows {
         r.finish();
@@ -349,6 +389,7 @@ fn settings(o: &Options) -> Result<Settings> {
         client_cpus,
         server_cpus,
         objects: OBJECTS.iter().map(|(s, _, _)| *s).collect(),
+        client: o.client.name().into(),
         wrk_command: String::new(),
         quick: o.quick,
         nginx_sendfile: !o.nginx_copy,
@@ -360,6 +401,7 @@ struct Urls {
     relay: String,
     nginx: String,
     proxy: String,
+    varnish: String,
 }
 
 impl Urls {
@@ -368,6 +410,7 @@ impl Urls {
             Server::Relay => &self.relay,
             Server::Nginx => &self.nginx,
             Server::NginxProxyCache => &self.proxy,
+            Server::Varnish => &self.varnish,
         };
         format!("{base}/{name}")
     }
@@ -389,6 +432,7 @@ fn verify(
                 Server::Relay => ("cache-status", "relay; hit"),
                 Server::Nginx => ("", ""),
                 Server::NginxProxyCache => ("x-cache-status", "HIT"),
+                Server::Varnish => ("x-cache", "HIT"),
             };
             // The first fetch fills the cache; a hit is expected by the second (a few
             // tries for the proxy, whose cache file is written as the response ends).
@@ -511,7 +555,7 @@ impl Drop for RunDir {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), one stream per object.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
     (0..len)
         .map(|_| {

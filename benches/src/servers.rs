@@ -2,7 +2,9 @@
 //! - relay on a config the harness writes (memory hits);
 //! - one nginx instance (config written under the run's temp dir: pid, logs, temp and cache
 //!   paths all there) with two servers: a file server (`sendfile`, page cache) and a caching
-//!   proxy (`proxy_cache`) in front of that file server.
+//!   proxy (`proxy_cache`) in front of that file server;
+//! - Varnish (Debian's `varnishd`, its working directory under the run's temp dir, objects
+//!   in `malloc` storage) in front of the same file server.
 
 use crate::procs::{self, Guard};
 use anyhow::{Context, Result, bail};
@@ -174,6 +176,83 @@ impl Nginx {
     pub fn check_alive(&mut self) -> Result<()> {
         self.guard.check_alive()
     }
+}
+
+/// A running Varnish (manager and cache child).
+pub struct Varnish {
+    guard: Guard,
+    pub addr: SocketAddr,
+    pub vcl: PathBuf,
+}
+
+impl Varnish {
+    /// Writes DIR/bench.vcl (every answer of `backend` cached for an hour; `X-Cache: HIT`
+    /// on hits, to check them), starts `varnishd -F` pinned to `cpus` with one thread pool
+    /// per server CPU (512 threads each from the start), and waits for it to accept.
+    pub fn start(dir: &Path, backend: SocketAddr, cpus: &str, pools: usize) -> Result<Varnish> {
+        std::fs::create_dir_all(dir)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
+        let vcl = dir.join("bench.vcl");
+        std::fs::write(&vcl, vcl_text(backend))
+            .with_context(|| format!("writing {}", vcl.display()))?;
+        let mut cmd = procs::pinned(cpus, "varnishd");
+        cmd.arg("-F")
+            .arg("-n")
+            .arg(dir.join("work"))
+            .arg("-a")
+            .arg(addr.to_string())
+            .arg("-f")
+            .arg(&vcl)
+            .args(["-s", "malloc,512m", "-p"])
+            .arg(format!("thread_pools={}", pools.max(1)))
+            // Threads for every connection the benchmark opens (up to 256) from the start:
+            // growing the pool under load made 1 MiB at 256 connections time out.
+            .args(["-p", "thread_pool_min=512"])
+            // (Privilege separation would need the run dir readable by another user.)
+            .args(["-j", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut guard = Guard::spawn(&mut cmd, "varnishd", libc::SIGTERM)?;
+        procs::wait_listening(addr, Duration::from_secs(20)).context("varnishd")?;
+        guard.check_alive()?;
+        Ok(Varnish { guard, addr, vcl })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.guard.check_alive()
+    }
+}
+
+fn vcl_text(backend: SocketAddr) -> String {
+    format!(
+        "# written by relay-bench (cargo xtask bench serve)
+vcl 4.1;
+
+backend files {{
+    .host = \"{}\";
+    .port = \"{}\";
+}}
+
+sub vcl_backend_response {{
+    set beresp.ttl = 1h;
+}}
+
+sub vcl_deliver {{
+    if (obj.hits > 0) {{
+        set resp.http.X-Cache = \"HIT\";
+    }} else {{
+        set resp.http.X-Cache = \"MISS\";
+    }}
+}}
+",
+        backend.ip(),
+        backend.port()
+    )
 }
 
 /// The nginx config: tuned as an operator would for static files (issue 3: `sendfile on`,

@@ -1,8 +1,10 @@
-//! One wrk run, pinned with taskset, and the checks on what it reports.
+//! One load-client run, pinned with taskset, and the checks on what it reports. The client
+//! is `relay-bench load` (this binary: bodies dropped in the kernel, so the server is the
+//! bottleneck; see `load`) or wrk.
 //!
-//! A Lua `done()` hook prints wrk's own summary as one `RELAYBENCH key=value ...` line:
-//! exact request and byte counts, every error counter and latency percentiles in
-//! microseconds (no rounding as in wrk's text). Only `done()` is defined, so wrk keeps its
+//! Both print one `RELAYBENCH key=value ...` line: exact request and byte counts, every
+//! error counter and latency percentiles in microseconds. For wrk, a Lua `done()` hook
+//! prints it (no rounding as in wrk's text); only `done()` is defined, so wrk keeps its
 //! fast path (no per-request Lua).
 
 use crate::procs::{self, Guard};
@@ -25,8 +27,30 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// How wrk is started.
+/// Which load client a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// `relay-bench load`: bodies dropped in the kernel, a fraction checked.
+    Load,
+    Wrk,
+}
+
+impl ClientKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Load => "relay-bench load",
+            ClientKind::Wrk => "wrk",
+        }
+    }
+}
+
+/// Share of the bodies `relay-bench load` reads and compares with the object.
+pub const VERIFY_SHARE: f64 = 0.01;
+
+/// How the load client is started.
 pub struct Wrk {
+    kind: ClientKind,
     cpus: String,
     threads: u32,
     script: PathBuf,
@@ -63,39 +87,68 @@ pub struct Outcome {
 }
 
 impl Wrk {
-    /// Writes the Lua script into `dir`.
-    pub fn new(cpus: &str, threads: u32, dir: &Path) -> Result<Wrk> {
+    /// A `kind` client on `cpus`; writes wrk's Lua script into `dir`.
+    pub fn new(kind: ClientKind, cpus: &str, threads: u32, dir: &Path) -> Result<Wrk> {
         let script = dir.join("summary.lua");
         std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
         Ok(Wrk {
+            kind,
             cpus: cpus.to_string(),
             threads,
             script,
         })
     }
 
-    /// The command line, for the record.
-    pub fn describe(&self, conns: u32, secs: u32) -> String {
-        format!(
-            "taskset -c {} wrk -t{} -c{conns} -d{secs}s --timeout 5s --latency -s summary.lua URL",
-            self.cpus, self.threads
-        )
+    pub fn kind(&self) -> ClientKind {
+        self.kind
     }
 
-    /// Runs wrk against `url`; an error if it cannot run, fails, or prints no summary.
-    pub fn run(&self, url: &str, conns: u32, secs: u32) -> Result<Outcome> {
+    /// The command line, for the record.
+    pub fn describe(&self, conns: u32, secs: u32) -> String {
+        match self.kind {
+            ClientKind::Wrk => format!(
+                "taskset -c {} wrk -t{} -c{conns} -d{secs}s --timeout 5s --latency -s summary.lua URL",
+                self.cpus, self.threads
+            ),
+            ClientKind::Load => format!(
+                "taskset -c {} relay-bench load -t{} -c{conns} -d{secs} --timeout 5 --verify {VERIFY_SHARE} --expect OBJECT URL",
+                self.cpus, self.threads
+            ),
+        }
+    }
+
+    /// Runs the client against `url` (whose body is the file `expect`); an error if it
+    /// cannot run, fails, or prints no summary.
+    pub fn run(&self, url: &str, expect: &Path, conns: u32, secs: u32) -> Result<Outcome> {
         let threads = self.threads.min(conns).max(1);
-        let mut cmd = procs::pinned(&self.cpus, "wrk");
-        cmd.arg(format!("-t{threads}"))
-            .arg(format!("-c{conns}"))
-            .arg(format!("-d{secs}s"))
-            .args(["--timeout", "5s", "--latency", "-s"])
-            .arg(&self.script)
-            .arg(url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = match self.kind {
+            ClientKind::Wrk => {
+                let mut cmd = procs::pinned(&self.cpus, "wrk");
+                cmd.arg(format!("-t{threads}"))
+                    .arg(format!("-c{conns}"))
+                    .arg(format!("-d{secs}s"))
+                    .args(["--timeout", "5s", "--latency", "-s"])
+                    .arg(&self.script);
+                cmd
+            }
+            ClientKind::Load => {
+                let exe = std::env::current_exe().context("this binary's path")?;
+                let mut cmd = procs::pinned(&self.cpus, exe);
+                cmd.arg("load")
+                    .arg(format!("-t{threads}"))
+                    .arg(format!("-c{conns}"))
+                    .arg(format!("-d{secs}"))
+                    .args(["--timeout", "5", "--verify"])
+                    .arg(VERIFY_SHARE.to_string())
+                    .arg("--expect")
+                    .arg(expect);
+                cmd
+            }
+        };
+        cmd.arg(url).stdout(Stdio::piped()).stderr(Stdio::piped());
         let cpu_before = procs::reaped_children_cpu_seconds();
-        let mut guard = Guard::spawn(&mut cmd, "wrk", libc::SIGINT)?;
+        let name = self.kind.name();
+        let mut guard = Guard::spawn(&mut cmd, name, libc::SIGINT)?;
         let child = guard.child_mut();
         let mut stdout = child.stdout.take().context("wrk stdout")?;
         let mut stderr = child.stderr.take().context("wrk stderr")?;
@@ -116,7 +169,7 @@ impl Wrk {
                 break st;
             }
             if Instant::now() > deadline {
-                bail!("wrk did not finish within {secs} s + 30 s: killed");
+                bail!("{name} did not finish within {secs} s + 30 s: killed");
             }
             procs::check_interrupted()?;
             std::thread::sleep(Duration::from_millis(20));
@@ -125,19 +178,19 @@ impl Wrk {
         let text = out.join().unwrap_or_default();
         let err = err.join().unwrap_or_default();
         if !status.success() {
-            bail!("wrk failed ({status}): {}{}", text.trim(), err.trim());
+            bail!("{name} failed ({status}): {}{}", text.trim(), err.trim());
         }
         let line = text
             .lines()
             .find_map(|l| l.strip_prefix("RELAYBENCH "))
-            .with_context(|| format!("wrk printed no summary line:\n{text}{err}"))?;
+            .with_context(|| format!("{name} printed no summary line:\n{text}{err}"))?;
         let mut outcome = parse(line, client_cpu_s)?;
         outcome.requested_s = f64::from(secs);
         Ok(outcome)
     }
 }
 
-fn parse(line: &str, client_cpu_s: f64) -> Result<Outcome> {
+pub(crate) fn parse(line: &str, client_cpu_s: f64) -> Result<Outcome> {
     let get = |key: &str| -> Result<f64> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))

@@ -40,9 +40,13 @@ pub struct Options {
 
 #[derive(clap::Subcommand)]
 pub enum Which {
-    /// relay vs nginx on this machine: same objects, same client (wrk), pinned; writes a
-    /// table, target/bench/serve.json and target/bench/serve.svg.
+    /// relay vs nginx (files and proxy_cache) vs Varnish on this machine: same objects, same
+    /// client (relay-bench load, or wrk), pinned; writes a table, target/bench/serve.json and
+    /// target/bench/serve.svg.
     Serve(crate::bench_serve::Options),
+    /// The load client checked against wrk: req/s at 4 KiB against relay and nginx, both
+    /// clients taking turns in one run.
+    Clients(PassedArgs),
     /// XDP steering paths timed through BPF_PROG_TEST_RUN, as ratios to a no-op program.
     Steer,
     /// Hit ratios of the memory tier vs plain LRU (and moka) on seeded Zipf traces; writes a
@@ -65,6 +69,7 @@ pub enum Which {
 pub fn run(o: &Options) -> Result<()> {
     match &o.which {
         Which::Serve(s) => crate::bench_serve::run(s),
+        Which::Clients(c) => crate::bench_serve::clients(&c.args),
         Which::Steer => crate::bench_steer::run(),
         Which::HitRatio(h) => relay_bench("hit-ratio", &h.args),
         Which::DiskSend(d) => relay_bench("disk-send", &d.args),

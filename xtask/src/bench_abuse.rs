@@ -7,7 +7,7 @@
 //! abuse`), which runs the attacks and writes the results:
 //! 1. the release relay with its eBPF object (`build`), unless `--relay-bin` names one (an
 //!    older build, to compare before and after a change);
-//! 2. the harness (a debug build is enough: it drives sockets and reads /proc).
+//! 2. the harness (a release build, shared with `bench serve`).
 //!
 //! The table goes to stdout, every figure to `target/bench/abuse.json` (`abuse-quick.json`
 //! with `--quick`). Attacking connections come from 127.0.1.0 and up (loopback only); the

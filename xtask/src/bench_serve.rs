@@ -3,9 +3,9 @@
 //!
 //! xtask prepares what the measurement needs and hands over to the harness in `benches/`
 //! (`relay-bench serve`), which does the measuring and writes the results:
-//! 1. `setup` (wrk, nginx-light, curl, taskset come with Debian's util-linux);
+//! 1. `setup` (wrk, nginx-light, curl, taskset come with Debian's util-linux), and Varnish;
 //! 2. the release relay with its eBPF object (`build`), unless `--relay-bin` names one;
-//! 3. the harness (a debug build is enough: it only starts processes and reads /proc).
+//! 3. the harness, a release build: it is also the load client (`relay-bench load`).
 //!
 //! The table goes to stdout; `target/bench/serve.json` and `target/bench/serve.svg`
 //! (`serve-quick.*` with `--quick`) hold the full result and the plot.
@@ -40,16 +40,24 @@ pub struct Options {
     /// Measure this relay binary instead of building the release one.
     #[arg(long)]
     pub relay_bin: Option<PathBuf>,
+    /// The load client: `load` (relay-bench's own, which drops bodies in the kernel so the
+    /// server is the bottleneck; the default) or `wrk`.
+    #[arg(long)]
+    pub client: Option<String>,
 }
 
 pub fn run(o: &Options) -> Result<()> {
     setup::run(&setup::Options::default())?;
+    setup::install(setup::BENCH_PACKAGES)?;
     let mut cmd = harness("serve", o.relay_bin.as_ref())?;
     if o.quick {
         cmd.arg("--quick");
     }
     if o.nginx_copy {
         cmd.arg("--nginx-copy");
+    }
+    if let Some(c) = &o.client {
+        cmd.arg("--client").arg(c);
     }
     for (flag, value) in [
         ("--runs", o.runs),
@@ -67,8 +75,17 @@ pub fn run(o: &Options) -> Result<()> {
     run_cmd(&mut cmd)
 }
 
-/// The harness command `relay-bench <which>` (a debug build: it drives processes and
-/// sockets, the loops measured are in relay), with the relay to measure (`relay_bin`, else
+/// `cargo xtask bench clients [ARGS]`: `relay-bench clients` against the tree's release
+/// relay, with these arguments.
+pub fn clients(args: &[String]) -> Result<()> {
+    setup::run(&setup::Options::default())?;
+    let mut cmd = harness("clients", None)?;
+    cmd.args(args);
+    run_cmd(&mut cmd)
+}
+
+/// The harness command `relay-bench <which>` (a release build: it is also the load
+/// client), with the relay to measure (`relay_bin`, else
 /// the release build with its eBPF object, built now), the output directory and the command
 /// line this run was asked with.
 pub(crate) fn harness(which: &str, relay_bin: Option<&PathBuf>) -> Result<Command> {
@@ -79,9 +96,11 @@ pub(crate) fn harness(which: &str, relay_bin: Option<&PathBuf>) -> Result<Comman
             target_dir().join("release/relay")
         }
     };
-    run_cmd(cargo().args(["build", "--locked", "-p", "relay-benches"]))?;
+    // Release: the harness is also the load client (`relay-bench load`), whose loop is
+    // measured against the servers'.
+    run_cmd(cargo().args(["build", "--locked", "--release", "-p", "relay-benches"]))?;
     let invoked = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let mut cmd = Command::new(target_dir().join("debug/relay-bench"));
+    let mut cmd = Command::new(target_dir().join("release/relay-bench"));
     cmd.current_dir(root())
         .arg(which)
         .arg("--relay")

@@ -101,8 +101,16 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// Debian packages only the benchmarks call (not installed for the tests).
+pub const BENCH_PACKAGES: &[&str] = &["varnish"];
+
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install(PACKAGES)
+}
+
+/// Installs those of `wanted` this machine lacks (apt-get, as root).
+pub fn install(wanted: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|p| {
