@@ -56,6 +56,10 @@ pub struct Options {
     pub timeout: u32,
 }
 
+/// Bodies up to this size are read with their head (copied); larger ones are dropped in
+/// the kernel after a read of the head alone.
+const SMALL_BODY: u64 = 12 << 10;
+
 /// What a run counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -249,6 +253,8 @@ struct Conn {
     /// The response being read is compared with the object: its bytes so far.
     checking: Option<Vec<u8>>,
     status: u16,
+    /// The last response's body length: what the next head's read is sized for.
+    last_len: u64,
 }
 
 impl Conn {
@@ -261,6 +267,7 @@ impl Conn {
             out: Vec::new(),
             checking: None,
             status: 0,
+            last_len: 0,
         }
     }
 }
@@ -512,9 +519,16 @@ impl Loop<'_> {
                         .min(self.scratch.len());
                     read_into(fd, &mut self.scratch[..len])
                 }
-                // Heads and framing lines: a byte at a time would be slow; read what is
-                // there up to a small buffer, and give back what belongs to the body.
-                _ => read_into(fd, &mut self.scratch[..16 << 10]),
+                // Heads and framing lines, copied: after a small body, with the next bodies
+                // (one read may bring several small responses); after a large one, the head
+                // alone, so that the body is not copied but dropped.
+                _ => {
+                    let len = match self.conns[i].last_len {
+                        n if n > SMALL_BODY => 1024,
+                        _ => 16 << 10,
+                    };
+                    read_into(fd, &mut self.scratch[..len])
+                }
             };
             let n = match got {
                 Ok(0) => {
@@ -627,6 +641,7 @@ impl Loop<'_> {
                         && self.rng.unit() < self.cfg.verify;
                     let c = &mut self.conns[i];
                     c.checking = verify.then(Vec::new);
+                    c.last_len = length.unwrap_or(u64::MAX);
                     c.framing = match (chunked, length) {
                         (true, _) => Framing::ChunkSize,
                         (false, Some(n)) => Framing::Length { left: n },
