@@ -10,9 +10,21 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 /// A port nothing listens on (bound, then let go).
-fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A loopback port nothing listens on, held (bound, never listening) by the socket
+/// returned, so that no one else (the relay under test, say) is given it meanwhile:
+/// connections to it are refused.
+fn dead_port() -> (socket2::Socket, u16) {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = s
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an inet address")
+        .port();
+    (s, port)
 }
 
 /// An origin answering every request with both `Transfer-Encoding` and `Content-Length`.
@@ -39,9 +51,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-fn relay(slow: &Origin) -> (Relay, u16, TempDir) {
+fn relay(slow: &Origin) -> (Relay, u16, TempDir, socket2::Socket) {
     let dir = TempDir::new("errors");
-    let dead = dead_port();
+    let (held, dead) = dead_port();
     let mut config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = 65536\n\
          memory_bytes = 16777216\n\n[origin]\ndirectory = \"{}\"\n",
@@ -58,7 +70,7 @@ fn relay(slow: &Origin) -> (Relay, u16, TempDir) {
         ));
     }
     config.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
-    (Relay::start(&config), dead, dir)
+    (Relay::start(&config), dead, dir, held)
 }
 
 #[test]
@@ -68,7 +80,7 @@ fn each_made_up_answer_logs_why_and_counts_by_status_and_reason() {
     slow.behaviour
         .head_delay_ms
         .store(3000, std::sync::atomic::Ordering::Relaxed);
-    let (relay, dead, _dir) = relay(&slow);
+    let (relay, dead, _dir, _held) = relay(&slow);
     let mut c = Client::connect(relay.addr);
     let r = c.get("/dead/x");
     assert_eq!(r.status, 502);
@@ -129,7 +141,7 @@ fn each_made_up_answer_logs_why_and_counts_by_status_and_reason() {
 #[test]
 fn a_flood_of_bad_requests_logs_a_bounded_number_of_lines() {
     let slow = Origin::start();
-    let (relay, _, _dir) = relay(&slow);
+    let (relay, _, _dir, _held) = relay(&slow);
     let started = std::time::Instant::now();
     for _ in 0..400 {
         let mut bad = Client::connect(relay.addr);
