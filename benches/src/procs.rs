@@ -261,6 +261,26 @@ pub fn machine_busy_seconds() -> f64 {
     busy as f64 / clock_ticks()
 }
 
+/// Seconds `cpus` spent idle (idle + iowait, from `/proc/stat`), summed: with the wall time,
+/// how busy those cores were, whoever the kernel charged their time to (loopback softirq
+/// work is charged to no process).
+pub fn cpus_idle_seconds(cpus: &[usize]) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let idle: u64 = stat
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu: usize = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            if !cpus.contains(&cpu) {
+                return None;
+            }
+            let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
+            Some(v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0))
+        })
+        .sum();
+    idle as f64 / clock_ticks()
+}
+
 /// The CPUs this process may run on (sched_getaffinity), in order.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain old data; sched_getaffinity writes at most its size.

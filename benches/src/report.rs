@@ -90,6 +90,11 @@ pub struct Run {
     /// percent of one core: other work, and kernel time charged to no process. Near 0 on a
     /// quiet machine; high means the numbers are noisy.
     pub other_cpu_pct: f64,
+    /// How busy the server cores were (from `/proc/stat`, in percent of all of them),
+    /// whoever their time was charged to: on loopback part of the receive work for the
+    /// client's sockets runs in softirq on the sending core, charged to no process, so a
+    /// server can show under 100% CPU on a core that is never idle.
+    pub server_cores_busy_pct: Option<f64>,
 }
 
 impl Run {
@@ -121,8 +126,16 @@ impl Run {
             client_cpu_s_per_gb: wrk.client_cpu_s / (body_bytes / 1e9).max(1e-12),
             other_cpu_pct: ((machine_busy_s - server_cpu_s - wrk.client_cpu_s) / secs * 100.0)
                 .max(0.0),
+            server_cores_busy_pct: None,
             wrk,
         }
+    }
+
+    /// Records how busy the `cores` server cores were: `idle_s` of their seconds idle.
+    pub fn with_cores_idle(mut self, cores: usize, idle_s: f64) -> Run {
+        let total = self.wrk.duration_s.max(1e-9) * cores.max(1) as f64;
+        self.server_cores_busy_pct = Some(((1.0 - idle_s / total) * 100.0).clamp(0.0, 100.0));
+        self
     }
 
     /// For the progress line.
@@ -130,10 +143,12 @@ impl Run {
         match &self.invalid {
             Some(why) => format!("INVALID: {why}"),
             None => format!(
-                "{} req/s, p99 {} ms, server CPU {:.0}%, client {:.0}%, other {:.0}%",
+                "{} req/s, p99 {} ms, server CPU {:.0}% (its cores {:.0}% busy), client {:.0}%, \
+                 other {:.0}%",
                 rps(self.rps),
                 ms(self.p99_ms),
                 self.server_cpu_pct,
+                self.server_cores_busy_pct.unwrap_or(f64::NAN),
                 self.client_cpu_pct,
                 self.other_cpu_pct
             ),
@@ -151,6 +166,9 @@ pub struct Summary {
     pub cpu_s_per_100k: Stat,
     pub cpu_s_per_gb: Stat,
     pub server_cpu_pct: Stat,
+    /// How busy the server cores were, whoever their time was charged to
+    /// ([`Run::server_cores_busy_pct`]).
+    pub server_cores_busy_pct: Stat,
     pub client_cpu_pct: Stat,
     pub client_cpu_s_per_100k: Stat,
     pub client_cpu_s_per_gb: Stat,
@@ -210,6 +228,7 @@ impl Row {
             cpu_s_per_100k: stat(|r| r.cpu_s_per_100k),
             cpu_s_per_gb: stat(|r| r.cpu_s_per_gb),
             server_cpu_pct: stat(|r| r.server_cpu_pct),
+            server_cores_busy_pct: stat(|r| r.server_cores_busy_pct.unwrap_or(f64::NAN)),
             client_cpu_pct: stat(|r| r.client_cpu_pct),
             client_cpu_s_per_100k: stat(|r| r.client_cpu_s_per_100k),
             client_cpu_s_per_gb: stat(|r| r.client_cpu_s_per_gb),
@@ -516,7 +535,7 @@ impl Report {
             "p99 ms",
             "CPU s/100k req",
             "CPU s/GB",
-            "server CPU",
+            "server CPU (cores busy)",
             "client CPU",
             "other CPU",
         ];
@@ -541,7 +560,10 @@ impl Report {
                             cell(m.p99_ms, ms),
                             cell(m.cpu_s_per_100k, |v| format!("{v:.3}")),
                             cell(m.cpu_s_per_gb, |v| format!("{v:.3}")),
-                            format!("{:.0}%", m.server_cpu_pct.median),
+                            format!(
+                                "{:.0}% ({:.0}%)",
+                                m.server_cpu_pct.median, m.server_cores_busy_pct.median
+                            ),
                             format!("{:.0}%", m.client_cpu_pct.median),
                             format!("{:.0}%", m.other_cpu_pct.median),
                         ]),
@@ -607,7 +629,10 @@ impl Report {
         let _ = writeln!(
             out,
             "server/client/other CPU: percent of one core during the run; other = the rest of the \
-             machine (other processes, unattributed kernel time)"
+             machine (other processes, unattributed kernel time); (cores busy) = how busy the \
+             server cores were from /proc/stat, whoever their time was charged to (on loopback \
+             part of the client sockets' receive work runs on the sending core, charged to no \
+             process)"
         );
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
@@ -892,6 +917,15 @@ mod tests {
         assert_eq!(t(Metric::CpuPer100k, Server::Nginx), "PASS");
         assert_eq!(t(Metric::Rps, Server::NginxProxyCache), "PASS");
         assert!(r.table().contains("relay/nginx"));
+    }
+
+    #[test]
+    fn a_runs_server_cores_are_busy_for_what_they_did_not_idle() {
+        // 1 s measured on 2 server cores, 0.5 s of their time idle: 75% busy.
+        let r = Run::new(1, outcome(1000, 4096, 0.5), 4096, 64, 1.2, 2.0).with_cores_idle(2, 0.5);
+        assert!((r.server_cores_busy_pct.unwrap() - 75.0).abs() < 1e-9);
+        let idle = crate::procs::cpus_idle_seconds(&crate::procs::allowed_cpus());
+        assert!(idle > 0.0, "this machine's cores have idled since boot");
     }
 
     #[test]

@@ -257,6 +257,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                         Server::Varnish => varnish.pid(),
                     };
                     let busy_before = procs::machine_busy_seconds();
+                    let idle_before = procs::cpus_idle_seconds(&settings.server_cpus);
                     let before = procs::sample_tree(pid);
                     let outcome = wrk.run(
                         &urls.get(server, name),
@@ -266,8 +267,10 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                     )?;
                     let after = procs::sample_tree(pid);
                     let busy = procs::machine_busy_seconds() - busy_before;
+                    let idle = procs::cpus_idle_seconds(&settings.server_cpus) - idle_before;
                     let server_cpu_s = procs::cpu_seconds(&before, &after);
-                    let run = Run::new(round + 1, outcome, size, conns, server_cpu_s, busy);
+                    let run = Run::new(round + 1, outcome, size, conns, server_cpu_s, busy)
+                        .with_cores_idle(settings.server_cpus.len(), idle);
                     progress.done(&run.short());
                     rows.iter_mut()
                         .find(|r| r.server == server && r.size == size && r.connections == conns)
