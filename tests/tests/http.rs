@@ -344,6 +344,17 @@ fn check_config_names_key_and_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // As `run` takes it, too.
+    let out = std::process::Command::new(relay_tests::relay_bin())
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = dir.write(
         "bad.toml",
         format!(

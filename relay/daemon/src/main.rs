@@ -41,8 +41,12 @@ enum Command {
     },
     /// Validate a config file; errors name the key and line (exit status 2).
     CheckConfig {
-        /// The TOML config file.
-        file: PathBuf,
+        /// The TOML config file (as `run` takes it).
+        #[arg(long, short, conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// The TOML config file, given without `--config`.
+        #[arg(required_unless_present = "config")]
+        file: Option<PathBuf>,
     },
     /// Load, attach, inspect and remove the XDP steering program.
     Steer {
@@ -104,7 +108,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { config, file } => {
+            // (clap requires one of the two.)
+            let Some(file) = config.or(file) else {
+                return ExitCode::from(2);
+            };
+            return check_config(&file);
+        }
         Command::Steer { command } => steer(command),
     };
     match result {
