@@ -8,7 +8,7 @@
 use crate::procs;
 use crate::servers::{Nginx, Relay};
 use crate::stats;
-use crate::wrk::{ClientKind, Outcome, Wrk};
+use crate::wrk::{ClientKind, LoadClient, Outcome};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,8 +94,8 @@ fn measure(
     ];
     let cpu = client.to_string();
     let clients = [
-        Wrk::new(ClientKind::Wrk, &cpu, 1, dir)?,
-        Wrk::new(ClientKind::Load, &cpu, 1, dir)?,
+        LoadClient::new(ClientKind::Wrk, &cpu, 1, dir)?,
+        LoadClient::new(ClientKind::Load, &cpu, 1, dir)?,
     ];
     // Fill relay's memory tier, warm both.
     for (_, url, _) in &urls {

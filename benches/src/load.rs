@@ -272,6 +272,42 @@ impl Conn {
     }
 }
 
+/// What a response head says of its body.
+struct Head {
+    /// The head's length in bytes.
+    len: usize,
+    status: u16,
+    length: Option<u64>,
+    chunked: bool,
+}
+
+/// The response head at the start of `buf`: `Ok(None)` while it is not whole, an error for
+/// one that does not parse or has a bad `Content-Length`.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let mut head = Head {
+        len,
+        status: resp.code.unwrap_or(0),
+        length: None,
+        chunked: false,
+    };
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).map_err(|_| ())?;
+            head.length = Some(v.trim().parse::<u64>().map_err(|_| ())?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    Ok(Some(head))
+}
+
 /// A tiny xorshift generator: which responses are verified.
 struct Rng(u64);
 
@@ -602,14 +638,21 @@ impl Loop<'_> {
             let framing = self.conns[i].framing;
             match framing {
                 Framing::Head => {
+                    // Parsed where the bytes lie: copied only when a head spans reads.
                     let c = &mut self.conns[i];
-                    c.head.extend_from_slice(bytes);
-                    bytes = &[];
-                    let mut headers = [httparse::EMPTY_HEADER; 64];
-                    let mut resp = httparse::Response::new(&mut headers);
-                    let head_len = match resp.parse(&c.head) {
-                        Ok(httparse::Status::Complete(n)) => n,
-                        Ok(httparse::Status::Partial) if c.head.len() < 64 << 10 => {
+                    let held = c.head.len();
+                    let parsed = if held == 0 {
+                        parse_head(bytes)
+                    } else {
+                        c.head.extend_from_slice(bytes);
+                        parse_head(&c.head)
+                    };
+                    let head = match parsed {
+                        Ok(Some(h)) => h,
+                        Ok(None) if held + bytes.len() < 64 << 10 => {
+                            if held == 0 {
+                                c.head.extend_from_slice(bytes);
+                            }
                             return Next::Go;
                         }
                         _ => {
@@ -617,35 +660,22 @@ impl Loop<'_> {
                             return Next::Reconnect;
                         }
                     };
-                    let status = resp.code.unwrap_or(0);
-                    let mut length = None;
-                    let mut chunked = false;
-                    for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            length = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse::<u64>().ok());
-                            if length.is_none() {
-                                self.counts.parse_errors += 1;
-                                return Next::Reconnect;
-                            }
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            chunked = h.value.eq_ignore_ascii_case(b"chunked");
-                        }
-                    }
-                    let rest = c.head.split_off(head_len);
+                    // What follows the head in these bytes goes round again.
+                    bytes = &bytes[head.len - held..];
                     c.head.clear();
-                    c.status = status;
+                    c.status = head.status;
                     let verify = self.target.expect.is_some()
                         && self.cfg.verify > 0.0
                         && self.rng.unit() < self.cfg.verify;
                     let c = &mut self.conns[i];
                     c.checking = verify.then(Vec::new);
-                    c.last_len = length.unwrap_or(u64::MAX);
-                    c.framing = match (chunked, length) {
+                    c.last_len = head.length.unwrap_or(u64::MAX);
+                    c.framing = match (head.chunked, head.length) {
                         (true, _) => Framing::ChunkSize,
                         (false, Some(n)) => Framing::Length { left: n },
-                        (false, None) if (100..200).contains(&status) || status == 204 => {
+                        (false, None)
+                            if (100..200).contains(&head.status) || head.status == 204 =>
+                        {
                             Framing::Length { left: 0 }
                         }
                         (false, None) => {
@@ -656,10 +686,6 @@ impl Loop<'_> {
                     };
                     if let Next::Reconnect = self.maybe_done(i) {
                         return Next::Reconnect;
-                    }
-                    // What came after the head goes round again.
-                    if !rest.is_empty() {
-                        return self.framing_bytes_owned(i, rest);
                     }
                 }
                 Framing::Length { left } | Framing::ChunkData { left } => {
@@ -715,10 +741,6 @@ impl Loop<'_> {
             }
         }
         Next::Go
-    }
-
-    fn framing_bytes_owned(&mut self, i: usize, bytes: Vec<u8>) -> Next {
-        self.framing_bytes(i, &bytes)
     }
 
     /// The response ends when its body has no byte left: count it, check it, and send the
@@ -933,6 +955,51 @@ mod tests {
         let (c, _) = event_loop(&target, &cfg, &AtomicBool::new(false)).unwrap();
         assert_eq!(c.responses, 0);
         assert!(c.read_errors >= 1, "{c:?}");
+    }
+
+    /// Software no one here wrote: nginx's file server (keep-alive, `Content-Length`,
+    /// sendfile) and node's `http` (chunked bodies, written in pieces). Every body is
+    /// checked against the object, none may differ, and no error of any kind is counted.
+    #[test]
+    fn against_nginx_and_node_every_checked_body_is_the_object() {
+        let dir = std::env::temp_dir().join(format!("relay-load-test-{}", std::process::id()));
+        let origin = dir.join("origin");
+        std::fs::create_dir_all(&origin).unwrap();
+        let body = object(200_000);
+        std::fs::write(origin.join("o"), &body).unwrap();
+        let cpus = crate::procs::allowed_cpus();
+        let cpu = cpus.first().copied().unwrap_or(0).to_string();
+        let nginx = crate::servers::Nginx::start(&dir.join("nginx"), &origin, &cpu, 1, true)
+            .expect("nginx (installed by cargo xtask setup)");
+        let c = run_with(nginx.files, 1.0, Some(body.clone()), 4, 2);
+        assert_eq!((c.verified, c.verify_errors), (c.responses, 0), "{c:?}");
+        drop(nginx);
+        // node answers each request with the object in 7,777-byte pieces (chunked).
+        let script = format!(
+            "const fs=require('fs');const b=fs.readFileSync('{}');\
+             const s=require('http').createServer((q,r)=>{{\
+             for(let i=0;i<b.length;i+=7777)r.write(b.subarray(i,i+7777));r.end();}});\
+             s.listen(0,'127.0.0.1',()=>console.log(s.address().port));",
+            origin.join("o").display()
+        );
+        let mut node = std::process::Command::new("node")
+            .args(["-e", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node (installed by cargo xtask setup)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(node.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line.trim().parse().expect("node's port");
+        let c = run_with(([127, 0, 0, 1], port).into(), 1.0, Some(body), 4, 2);
+        let _ = node.kill();
+        let _ = node.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((c.verified, c.verify_errors), (c.responses, 0), "{c:?}");
+        assert_eq!(c.parse_errors + c.read_errors + c.status_errors, 0, "{c:?}");
     }
 
     #[test]

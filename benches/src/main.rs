@@ -3,9 +3,10 @@
 //!
 //! Layout:
 //! - [`serve`]: the `serve` benchmark: objects, servers, warm-up checks, the measuring loop.
-//! - [`servers`]: relay and nginx (file server and `proxy_cache`) as pinned child processes
+//! - [`servers`]: relay, nginx (file server and `proxy_cache`) and Varnish as pinned child processes
 //!   stopped on drop; the nginx config the harness writes.
-//! - [`wrk`]: one pinned wrk run, its Lua summary and the checks on what it reports.
+//! - [`wrk`]: one pinned run of the load client (`relay-bench load`, or wrk with its Lua
+//!   summary), and the checks on what it reports.
 //! - [`procs`]: CPU seconds from `/proc/PID/stat` over a process tree, child guards, signals.
 //! - [`stats`], [`report`], [`plot`]: medians, the table, targets, JSON and the SVG plot.
 //! - [`machine`]: what the numbers were measured on.

@@ -16,7 +16,7 @@ use crate::machine::{self, Machine};
 use crate::procs;
 use crate::report::{self, Report, Row, Run, Server, Settings};
 use crate::servers::{Nginx, Relay, Varnish};
-use crate::wrk::{ClientKind, Wrk};
+use crate::wrk::{ClientKind, LoadClient};
 use anyhow::{Context, Result, bail};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -182,7 +182,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         "relay-bench: every object checked: relay hits, nginx bytes, proxy_cache and varnish hits"
     );
 
-    let wrk = Wrk::new(
+    let wrk = LoadClient::new(
         o.client,
         &list(&settings.client_cpus),
         settings.wrk_threads,

@@ -49,7 +49,7 @@ impl ClientKind {
 pub const VERIFY_SHARE: f64 = 0.01;
 
 /// How the load client is started.
-pub struct Wrk {
+pub struct LoadClient {
     kind: ClientKind,
     cpus: String,
     threads: u32,
@@ -86,12 +86,12 @@ pub struct Outcome {
     pub client_cpu_s: f64,
 }
 
-impl Wrk {
+impl LoadClient {
     /// A `kind` client on `cpus`; writes wrk's Lua script into `dir`.
-    pub fn new(kind: ClientKind, cpus: &str, threads: u32, dir: &Path) -> Result<Wrk> {
+    pub fn new(kind: ClientKind, cpus: &str, threads: u32, dir: &Path) -> Result<LoadClient> {
         let script = dir.join("summary.lua");
         std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
-        Ok(Wrk {
+        Ok(LoadClient {
             kind,
             cpus: cpus.to_string(),
             threads,

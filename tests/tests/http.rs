@@ -327,6 +327,15 @@ fn sigterm_stops_the_relay_cleanly() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// `relay check-config` with these arguments.
+fn check_config(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(relay_tests::relay_bin())
+        .arg("check-config")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_names_key_and_line() {
     let dir = TempDir::new("cc");
@@ -334,27 +343,18 @@ fn check_config_names_key_and_line() {
         "good.toml",
         format!("[origin]\ndirectory = \"{}\"\n", dir.path().display()).as_bytes(),
     );
-    let out = std::process::Command::new(relay_tests::relay_bin())
-        .arg("check-config")
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // As `run` takes it, too.
-    let out = std::process::Command::new(relay_tests::relay_bin())
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Positional, and as `run` takes it.
+    for args in [
+        vec![good.as_os_str()],
+        vec!["--config".as_ref(), good.as_os_str()],
+    ] {
+        let out = check_config(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let bad = dir.write(
         "bad.toml",
         format!(
@@ -363,21 +363,13 @@ fn check_config_names_key_and_line() {
         )
         .as_bytes(),
     );
-    let out = std::process::Command::new(relay_tests::relay_bin())
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&[bad.as_os_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cache.chunk_size"), "{err}");
     assert!(err.contains(":5:"), "no line 5 in: {err}");
     let unknown = dir.write("unknown.toml", b"[cache]\nchunk_sise = 4096\n");
-    let out = std::process::Command::new(relay_tests::relay_bin())
-        .arg("check-config")
-        .arg(&unknown)
-        .output()
-        .unwrap();
+    let out = check_config(&[unknown.as_os_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chunk_sise") && err.contains(":2:"), "{err}");
