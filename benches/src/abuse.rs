@@ -34,7 +34,7 @@ pub struct Options {
     #[arg(long)]
     pub quick: bool,
     /// Only these attacks, comma-separated: flood, idle, slowloris, uploads, pass-readers,
-    /// admin.
+    /// miss-readers, admin.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Seconds the attackers stay (default 12; 4 with --quick).
@@ -82,6 +82,8 @@ struct AttackJson {
     /// The tests' bound on peak − baseline, and whether this run kept within it.
     bound_bytes: u64,
     within_bound: bool,
+    /// How far above the baseline RSS may stay once the attackers left (`Attack::after_bound`).
+    after_bound_bytes: u64,
     attackers: CrowdJson,
     good_client: Vec<ProbeJson>,
     good_client_after: Vec<ProbeJson>,
@@ -138,6 +140,7 @@ impl AttackJson {
             after_wait_seconds: o.after_wait.as_secs_f64(),
             bound_bytes: o.memory_bound,
             within_bound: o.grew() <= o.memory_bound,
+            after_bound_bytes: o.after_bound,
             attackers: CrowdJson {
                 opened: o.crowd.opened,
                 connect_failed: o.crowd.connect_failed,

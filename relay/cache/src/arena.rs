@@ -14,6 +14,14 @@
 //! until the kernel's notification) — so memory the kernel may still read is never reused.
 //! When the arena has no block free (fragmentation, or chunks held by sends after eviction),
 //! the chunk goes to the heap instead and the fallback is counted.
+//!
+//! Those heap chunks are the only chunk memory outside the mapping, so they are bounded:
+//! the arena counts their bytes alive (`loose`) against a cap set with it (the config's
+//! `CacheConfig::loose_chunk_bytes`). Past the cap [`ChunkBuf::alloc`] gives nothing and its
+//! caller waits for room (a fill already under way, a sender finishing, a slow reader cut
+//! at its send deadline all give some back). The memory tier never keeps a heap chunk of
+//! arena size (`MemoryTier::insert` copies it into a block or leaves it out), so what is
+//! loose is only what fills, senders and the disk writer hold for a while.
 
 use crate::buddy::Buddy;
 use bytes::Bytes;
@@ -51,6 +59,12 @@ pub struct Arena {
     used: AtomicU64,
     /// Chunks that wanted a block and went to the heap.
     fallbacks: AtomicU64,
+    /// Bytes of such heap chunks alive now.
+    loose: AtomicU64,
+    /// The most `loose` may reach.
+    loose_cap: u64,
+    /// Chunks refused because `loose` was at its cap.
+    refused: AtomicU64,
 }
 
 // SAFETY: the mapping is plain memory owned by the arena for its whole life; the allocator
@@ -60,9 +74,10 @@ unsafe impl Send for Arena {}
 unsafe impl Sync for Arena {}
 
 impl Arena {
-    /// Maps `len` bytes (rounded up to 2 MiB) for chunk storage. The pages are faulted in
-    /// when a ring registers them (registration pins them), not here.
-    pub fn new(len: usize) -> io::Result<Arc<Arena>> {
+    /// Maps `len` bytes (rounded up to 2 MiB) for chunk storage, with at most `loose_cap`
+    /// bytes of chunks of arena size on the heap beside it. The pages are faulted in when a
+    /// ring registers them (registration pins them), not here.
+    pub fn new(len: usize, loose_cap: u64) -> io::Result<Arc<Arena>> {
         let len = len
             .checked_next_multiple_of(ROUND)
             .filter(|&l| l > 0)
@@ -117,6 +132,9 @@ impl Arena {
             blocks: Mutex::new(blocks),
             used: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            loose: AtomicU64::new(0),
+            loose_cap,
+            refused: AtomicU64::new(0),
         }))
     }
 
@@ -133,6 +151,47 @@ impl Arena {
     /// Chunks that went to the heap because no block was free.
     pub fn fallbacks(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of heap chunks of arena size alive now (chunks that found no block free).
+    pub fn loose(&self) -> u64 {
+        self.loose.load(Ordering::Relaxed)
+    }
+
+    /// The most [`Arena::loose`] may reach.
+    pub fn loose_cap(&self) -> u64 {
+        self.loose_cap
+    }
+
+    /// Chunks refused memory: no block free and the loose bytes at their cap.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a chunk of `len` bytes would get memory now (a block, or room under the
+    /// loose cap), without taking it.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.loose().saturating_add(len as u64) <= self.loose_cap
+            || self
+                .blocks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .can_alloc(Self::block_len(len))
+    }
+
+    /// Takes `len` loose bytes if they fit under the cap.
+    fn take_loose(&self, len: usize) -> bool {
+        let len = len as u64;
+        let taken = self
+            .loose
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(len).filter(|&n| n <= self.loose_cap)
+            })
+            .is_ok();
+        if !taken {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
     }
 
     /// The arena bytes a chunk of `len` bytes takes: its length rounded up to the smallest
@@ -230,6 +289,30 @@ impl Drop for Arena {
 enum Home {
     Heap,
     Arena(Arc<Arena>),
+    /// A mapping of its own, counted in the arena's loose bytes: unmapped when dropped, so
+    /// the memory is the kernel's again at once (the allocator would keep freed pages a
+    /// while, and on another thread's list when another thread frees them).
+    Loose(Arc<Arena>),
+}
+
+/// A private anonymous mapping of `len` bytes (zeroed), for a loose chunk.
+fn map_loose(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing; the
+    // result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(p.cast::<u8>())
 }
 
 /// One chunk's memory, owned exclusively: a block of the arena or a heap allocation.
@@ -248,24 +331,63 @@ unsafe impl Sync for ChunkBuf {}
 
 impl ChunkBuf {
     /// `len` bytes: from the arena when given, the chunk is large enough and a block is
-    /// free; else zeroed heap memory.
-    pub fn alloc(len: usize, arena: Option<&Arc<Arena>>) -> ChunkBuf {
-        if let Some(a) = arena.filter(|_| (ARENA_MIN..=ARENA_MAX).contains(&len))
-            && let Some(ptr) = a.alloc(len)
-        {
-            return ChunkBuf {
-                ptr,
-                len,
-                home: Home::Arena(a.clone()),
-            };
+    /// free; else zeroed heap memory, counted in the arena's loose bytes when the chunk was
+    /// of arena size. None when it would take the loose bytes past their cap: the caller
+    /// waits for room.
+    pub fn alloc(len: usize, arena: Option<&Arc<Arena>>) -> Option<ChunkBuf> {
+        let arena = arena.filter(|_| (ARENA_MIN..=ARENA_MAX).contains(&len));
+        let home = match arena {
+            Some(a) => {
+                if let Some(ptr) = a.alloc(len) {
+                    return Some(ChunkBuf {
+                        ptr,
+                        len,
+                        home: Home::Arena(a.clone()),
+                    });
+                }
+                if !a.take_loose(len) {
+                    return None;
+                }
+                return match map_loose(len) {
+                    Some(ptr) => Some(ChunkBuf {
+                        ptr,
+                        len,
+                        home: Home::Loose(a.clone()),
+                    }),
+                    None => {
+                        a.loose.fetch_sub(len as u64, Ordering::Relaxed);
+                        None
+                    }
+                };
+            }
+            None => Home::Heap,
+        };
+        Some(ChunkBuf::heap(len, home))
+    }
+
+    /// `len` bytes of the arena, or None when no block is free (never the heap).
+    pub fn in_arena(len: usize, arena: &Arc<Arena>) -> Option<ChunkBuf> {
+        if !(ARENA_MIN..=ARENA_MAX).contains(&len) {
+            return None;
         }
-        let boxed: Box<[u8]> = vec![0u8; len].into_boxed_slice();
-        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).unwrap_or(NonNull::dangling());
-        ChunkBuf {
+        let ptr = arena.alloc(len)?;
+        Some(ChunkBuf {
             ptr,
             len,
-            home: Home::Heap,
-        }
+            home: Home::Arena(arena.clone()),
+        })
+    }
+
+    /// `len` bytes of zeroed heap memory, uncounted (small chunks, and memory held within
+    /// another budget).
+    pub fn on_heap(len: usize) -> ChunkBuf {
+        ChunkBuf::heap(len, Home::Heap)
+    }
+
+    fn heap(len: usize, home: Home) -> ChunkBuf {
+        let boxed: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).unwrap_or(NonNull::dangling());
+        ChunkBuf { ptr, len, home }
     }
 
     pub fn len(&self) -> usize {
@@ -310,6 +432,12 @@ impl Drop for ChunkBuf {
     fn drop(&mut self) {
         match &self.home {
             Home::Arena(a) => a.dealloc(self.ptr, self.len),
+            Home::Loose(a) => {
+                // SAFETY: the mapping made by `map_loose` for exactly `len` bytes, unmapped
+                // once, here; no handle to it outlives this buffer.
+                unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+                a.loose.fetch_sub(self.len as u64, Ordering::Relaxed);
+            }
             Home::Heap => {
                 let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
                 // SAFETY: made by Box::into_raw of a boxed slice of exactly `len` bytes in
@@ -326,10 +454,10 @@ mod tests {
 
     #[test]
     fn small_chunks_go_to_the_heap_large_ones_to_the_arena() {
-        let a = Arena::new(4 << 20).unwrap();
-        let small = ChunkBuf::alloc(4096, Some(&a));
+        let a = Arena::new(4 << 20, 0).unwrap();
+        let small = ChunkBuf::alloc(4096, Some(&a)).unwrap();
         assert!(!small.registered());
-        let mut big = ChunkBuf::alloc(100_000, Some(&a));
+        let mut big = ChunkBuf::alloc(100_000, Some(&a)).unwrap();
         assert!(big.registered());
         // 100,000 bytes in seven 16 KiB units.
         assert_eq!(a.used(), 112 * 1024);
@@ -345,24 +473,26 @@ mod tests {
 
     #[test]
     fn a_full_arena_falls_back_to_the_heap_and_frees_on_drop() {
-        let a = Arena::new(2 << 20).unwrap();
+        let a = Arena::new(2 << 20, 1 << 20).unwrap();
         let bufs: Vec<_> = (0..4)
-            .map(|_| ChunkBuf::alloc(512 * 1024, Some(&a)))
+            .map(|_| ChunkBuf::alloc(512 * 1024, Some(&a)).unwrap())
             .collect();
         assert!(bufs.iter().all(ChunkBuf::registered));
-        let extra = ChunkBuf::alloc(512 * 1024, Some(&a));
+        let extra = ChunkBuf::alloc(512 * 1024, Some(&a)).unwrap();
         assert!(!extra.registered());
         assert_eq!(a.fallbacks(), 1);
-        drop(bufs);
+        assert_eq!(a.loose(), 512 * 1024);
+        drop((bufs, extra));
+        assert_eq!(a.loose(), 0);
         assert_eq!(a.used(), 0);
         // Freed blocks merge again: the whole arena is one block.
-        let whole = ChunkBuf::alloc(2 << 20, Some(&a));
+        let whole = ChunkBuf::alloc(2 << 20, Some(&a)).unwrap();
         assert!(whole.registered());
     }
 
     #[test]
     fn segments_cover_the_mapping_at_gib_boundaries() {
-        let a = Arena::new(6 << 20).unwrap();
+        let a = Arena::new(6 << 20, 0).unwrap();
         let iov = a.iovecs();
         assert_eq!(iov.iter().map(|v| v.iov_len).sum::<usize>(), 6 << 20);
         for (i, v) in iov.iter().enumerate() {

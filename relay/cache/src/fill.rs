@@ -143,16 +143,18 @@ pub struct FillWriter {
 impl Fill {
     /// A fill of `len` bytes (the chunk's length) and its writer.
     pub fn new(key: ChunkKey, len: usize) -> (Arc<Fill>, FillWriter) {
-        Fill::new_in(key, len, None)
+        Fill::build(key, ChunkBuf::on_heap(len), None)
     }
 
-    /// A fill whose bytes live in `arena` when it has room (and the chunk is large enough).
+    /// A fill whose bytes live in `arena` when it has room (and the chunk is large enough),
+    /// else on the heap within the arena's cap on such chunks; None past that cap
+    /// ([`ChunkBuf::alloc`]).
     pub fn new_in(
         key: ChunkKey,
         len: usize,
         arena: Option<&Arc<Arena>>,
-    ) -> (Arc<Fill>, FillWriter) {
-        Fill::build(key, len, arena, None)
+    ) -> Option<(Arc<Fill>, FillWriter)> {
+        Some(Fill::build(key, ChunkBuf::alloc(len, arena)?, None))
     }
 
     /// A heap fill that keeps `held` until its last reader drops it (a budget's
@@ -162,19 +164,18 @@ impl Fill {
         len: usize,
         held: Box<dyn std::any::Any + Send + Sync>,
     ) -> (Arc<Fill>, FillWriter) {
-        Fill::build(key, len, None, Some(held))
+        Fill::build(key, ChunkBuf::on_heap(len), Some(held))
     }
 
     fn build(
         key: ChunkKey,
-        len: usize,
-        arena: Option<&Arc<Arena>>,
+        buf: ChunkBuf,
         held: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> (Arc<Fill>, FillWriter) {
         let fill = Arc::new(Fill {
             key,
             _held: held,
-            buf: ChunkBuf::alloc(len, arena),
+            buf,
             filled: AtomicUsize::new(0),
             state: AtomicU8::new(FILLING),
             error: OnceLock::new(),

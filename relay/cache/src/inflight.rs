@@ -11,7 +11,7 @@ use crate::memory::MemoryTier;
 use crate::meta::ObjectMeta;
 use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -99,6 +99,15 @@ impl Pending {
             .take_while(|f| f.key.index < asked && Arc::strong_count(f) == 1)
             .count();
         more.drain(..passed);
+    }
+
+    /// Lets go of kept fills every client has passed even when others might still have
+    /// joined from the start: chunk memory is at its bound and the fetch needs room for the
+    /// next chunk (a client that joins later fetches on its own, [`Pending::keeps_all`]).
+    pub fn let_go_passed(&self) {
+        let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        let asked = self.asked.load(Ordering::Acquire);
+        more.retain(|f| f.key.index >= asked || Arc::strong_count(f) > 1);
     }
 
     /// Marks the body as one that may not be stored: its fills are its client's alone, so
@@ -216,7 +225,15 @@ pub enum Claim<M> {
     /// The caller brings it: `M` is the read's share, to [`InFlight::settle`], or the
     /// fill's writer, to have fetched (and [`InFlight::end_fill`] when it ends).
     Mine(M),
+    /// The caller would bring it, but chunk memory is at its bound (the arena has no block
+    /// free and the heap chunks beside it are at their cap): it lets go of the chunks it
+    /// holds and asks again later (`arena`).
+    NoRoom,
 }
+
+/// A fill could not start: chunk memory is at its bound ([`Claim::NoRoom`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom;
 
 /// What is in flight now, process-wide: one entry per object head being fetched, and one per
 /// chunk being brought, whether fetched from an origin or read from a local file, so any
@@ -233,6 +250,28 @@ pub struct InFlight {
     open: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
     /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
     arena: Option<Arc<Arena>>,
+    /// Chunks of a whole answer whose fetch waits for chunk memory before it fills them
+    /// ([`InFlight::await_room`]): their readers wait too, rather than finding the chunk
+    /// nowhere.
+    room_waits: Mutex<HashSet<ChunkKey>>,
+}
+
+/// A fetch waiting for room to fill a chunk, registered until dropped
+/// ([`InFlight::await_room`]).
+pub struct RoomWait {
+    inflight: Arc<InFlight>,
+    key: ChunkKey,
+}
+
+impl Drop for RoomWait {
+    fn drop(&mut self) {
+        let mut waits = self
+            .inflight
+            .room_waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        waits.remove(&self.key);
+    }
 }
 
 impl InFlight {
@@ -247,6 +286,23 @@ impl InFlight {
     /// The arena fills allocate from.
     pub fn arena(&self) -> Option<&Arc<Arena>> {
         self.arena.as_ref()
+    }
+
+    /// The fetch of a whole answer waits for chunk memory before it fills chunk `key`:
+    /// until the guard drops, [`InFlight::awaits_room`] says so to the chunk's readers.
+    pub fn await_room(self: &Arc<Self>, key: ChunkKey) -> RoomWait {
+        let mut waits = self.room_waits.lock().unwrap_or_else(|p| p.into_inner());
+        waits.insert(key.clone());
+        RoomWait {
+            inflight: self.clone(),
+            key,
+        }
+    }
+
+    /// Whether chunk `key` is coming from a fetch that waits for room to fill it.
+    pub fn awaits_room(&self, key: &ChunkKey) -> bool {
+        let waits = self.room_waits.lock().unwrap_or_else(|p| p.into_inner());
+        waits.contains(key)
     }
 
     /// An answer without a length to `object` is arriving through `pending`'s fetch.
@@ -349,7 +405,7 @@ impl InFlight {
     pub fn claim_read(&self, key: ChunkKey, memory: &MemoryTier) -> Claim<Arc<ChunkShare>> {
         self.claim(key, memory, |key| {
             let share = Arc::new(ChunkShare::new(key.clone()));
-            (Flight::Read(share.clone()), share)
+            Some((Flight::Read(share.clone()), share))
         })
     }
 
@@ -358,8 +414,8 @@ impl InFlight {
     /// looked.
     pub fn claim_fill(&self, key: ChunkKey, len: usize, memory: &MemoryTier) -> Claim<FillWriter> {
         self.claim(key, memory, |key| {
-            let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
-            (Flight::Fill(fill), writer)
+            let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref())?;
+            Some((Flight::Fill(fill), writer))
         })
     }
 
@@ -371,7 +427,7 @@ impl InFlight {
         &self,
         key: ChunkKey,
         memory: &MemoryTier,
-        start: impl FnOnce(&ChunkKey) -> (Flight, M),
+        start: impl FnOnce(&ChunkKey) -> Option<(Flight, M)>,
     ) -> Claim<M> {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = chunks.get(&key) {
@@ -380,22 +436,25 @@ impl InFlight {
         if memory.contains(&key.as_ref()) {
             return Claim::Stored;
         }
-        let (flight, mine) = start(&key);
+        let Some((flight, mine)) = start(&key) else {
+            return Claim::NoRoom;
+        };
         chunks.insert(key, flight);
         Claim::Mine(mine)
     }
 
     /// Starts a fill of `len` bytes for a fetch the upstream makes on its own (the first
     /// chunk of a head fetch, the chunks of a whole body arriving in one answer); None when
-    /// the chunk is in flight already (fetched or read).
-    pub fn start_fill(&self, key: ChunkKey, len: usize) -> Option<FillWriter> {
+    /// the chunk is in flight already (fetched or read); [`NoRoom`] when chunk memory is at
+    /// its bound (the fetch waits for room).
+    pub fn start_fill(&self, key: ChunkKey, len: usize) -> Result<Option<FillWriter>, NoRoom> {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if chunks.contains_key(&key) {
-            return None;
+            return Ok(None);
         }
-        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref());
+        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref()).ok_or(NoRoom)?;
         chunks.insert(key, Flight::Fill(fill));
-        Some(writer)
+        Ok(Some(writer))
     }
 
     /// Forgets a finished or failed fill (readers holding it keep it alive), if it is the
@@ -496,7 +555,7 @@ mod tests {
         };
         assert!(Arc::ptr_eq(w.fill(), &joined));
         assert!(
-            f.start_fill(chunk(0), 3).is_none(),
+            matches!(f.start_fill(chunk(0), 3), Ok(None)),
             "the upstream starts no second fill"
         );
         assert!(is_fill(f.flight(&chunk(0)), w.fill()));
@@ -508,7 +567,7 @@ mod tests {
         f.end_fill(w.fill());
         assert!(f.flight(&chunk(0)).is_none());
         // Ending a fill that is not the one in the table leaves the table as it is.
-        let shared = f.start_fill(chunk(0), 3).unwrap();
+        let shared = f.start_fill(chunk(0), 3).unwrap().unwrap();
         let (other, _w) = Fill::new(chunk(0), 3);
         f.end_fill(&other);
         assert!(is_fill(f.flight(&chunk(0)), shared.fill()));
@@ -582,14 +641,16 @@ mod tests {
         };
         // A fill stores its chunk before it leaves the table.
         let fill = w
-            .complete_with(b"chunk", |b| memory.insert(chunk(0), b))
+            .complete_with(b"chunk", |b| {
+                memory.insert(chunk(0), b);
+            })
             .unwrap();
         f.end_fill(&fill);
         assert!(matches!(f.claim_fill(chunk(0), 5, &memory), Claim::Stored));
         assert!(matches!(f.claim_read(chunk(0), &memory), Claim::Stored));
         assert!(f.flight(&chunk(0)).is_none(), "no claim was left behind");
         // The upstream's own fills do not look in memory (it fills what it was asked to).
-        assert!(f.start_fill(chunk(0), 5).is_some());
+        assert!(matches!(f.start_fill(chunk(0), 5), Ok(Some(_))));
     }
 
     #[test]
@@ -604,7 +665,7 @@ mod tests {
             panic!("a fetch waits on the read in flight")
         };
         assert!(Arc::ptr_eq(&s, &share));
-        assert!(f.start_fill(chunk(0), 3).is_none());
+        assert!(matches!(f.start_fill(chunk(0), 3), Ok(None)));
         let (stray, _w) = Fill::new(chunk(0), 3);
         f.end_fill(&stray);
         assert!(
@@ -640,7 +701,7 @@ mod tests {
                         .filter(|&i| match t % 3 {
                             0 => matches!(f.claim_read(chunk(i), &memory), Claim::Mine(_)),
                             1 => matches!(f.claim_fill(chunk(i), 3, &memory), Claim::Mine(_)),
-                            _ => f.start_fill(chunk(i), 3).is_some(),
+                            _ => matches!(f.start_fill(chunk(i), 3), Ok(Some(_))),
                         })
                         .count()
                 })
@@ -686,5 +747,29 @@ mod tests {
         q.push_fill(fill(2));
         drop(q.fill(2));
         assert!(q.fill(1).is_some());
+    }
+
+    #[test]
+    fn under_a_memory_bound_kept_fills_passed_go_and_awaited_chunks_are_known() {
+        // An answer without a length: unpaced, every fill kept for clients that may join.
+        let p = Pending::default();
+        let fill = |i| Fill::new(chunk(i), 4).0;
+        for i in 1..=3 {
+            p.push_fill(fill(i));
+        }
+        let reading = p.fill(3).unwrap();
+        assert!(p.keeps_all(), "unpaced: nothing passed goes on its own");
+        p.let_go_passed();
+        assert!(
+            !p.keeps_all(),
+            "passed fills went: joiners fetch on their own"
+        );
+        assert!(p.fill(3).is_some(), "the one a client reads stays");
+        drop(reading);
+        let f = Arc::new(InFlight::default());
+        let waiting = f.await_room(chunk(4));
+        assert!(f.awaits_room(&chunk(4)) && !f.awaits_room(&chunk(5)));
+        drop(waiting);
+        assert!(!f.awaits_room(&chunk(4)));
     }
 }

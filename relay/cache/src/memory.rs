@@ -8,7 +8,7 @@
 //! shard. A chunk being sent keeps its memory alive through its `Bytes` handle even after
 //! eviction, so the kernel never reads freed memory.
 
-use crate::arena::Arena;
+use crate::arena::{ARENA_MIN, Arena};
 use crate::key::{ChunkKey, ChunkRef};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
@@ -40,6 +40,7 @@ pub struct MemoryTier {
     chunks: Cache<ChunkKey, Bytes, ByLength>,
     capacity: AtomicU64,
     arena: Option<Arc<Arena>>,
+    left_out: AtomicU64,
 }
 
 impl MemoryTier {
@@ -75,6 +76,7 @@ impl MemoryTier {
             chunks,
             capacity: AtomicU64::new(capacity_bytes),
             arena,
+            left_out: AtomicU64::new(0),
         }
     }
 
@@ -84,9 +86,17 @@ impl MemoryTier {
     }
 
     /// Memory for a chunk of `len` bytes about to be stored: arena when it fits (see
-    /// `arena`), else heap.
-    pub fn chunk_buf(&self, len: usize) -> crate::arena::ChunkBuf {
+    /// `arena`), else heap; None when the heap chunks beside the arena are at their cap
+    /// (the caller waits for room).
+    pub fn chunk_buf(&self, len: usize) -> Option<crate::arena::ChunkBuf> {
         crate::arena::ChunkBuf::alloc(len, self.arena.as_ref())
+    }
+
+    /// Whether a chunk of `len` bytes would get memory now ([`MemoryTier::chunk_buf`]).
+    pub fn has_room(&self, len: usize) -> bool {
+        self.arena
+            .as_ref()
+            .is_none_or(|a| len < ARENA_MIN || a.has_room(len))
     }
 
     /// The chunk, if held. Allocates nothing.
@@ -99,9 +109,38 @@ impl MemoryTier {
         self.chunks.contains_key(key)
     }
 
-    /// Stores a chunk (replacing any previous one under the same key).
-    pub fn insert(&self, key: ChunkKey, chunk: Bytes) {
+    /// Stores a chunk (replacing any previous one under the same key). With an arena, a
+    /// chunk of arena size that lies on the heap (it found no block free when it was
+    /// made) is copied into a block if one is free now, and left out if none is: the tier
+    /// holds heap memory only for small chunks, so its bytes never stand beside a full
+    /// arena (`memory_bytes` twice over) and the heap chunks, held only while used, stay
+    /// within their cap (`arena`). False when the chunk was left out.
+    pub fn insert(&self, key: ChunkKey, chunk: Bytes) -> bool {
+        let chunk = match self.arena.as_ref() {
+            Some(a)
+                if (ARENA_MIN..=crate::arena::ARENA_MAX).contains(&chunk.len())
+                    && !a.contains(chunk.as_ptr(), chunk.len()) =>
+            {
+                match crate::arena::ChunkBuf::in_arena(chunk.len(), a) {
+                    Some(mut block) => {
+                        block.as_mut_slice().copy_from_slice(&chunk);
+                        block.freeze()
+                    }
+                    None => {
+                        self.left_out.fetch_add(1, Ordering::Relaxed);
+                        return false;
+                    }
+                }
+            }
+            _ => chunk,
+        };
         self.chunks.insert(key, chunk);
+        true
+    }
+
+    /// Chunks left out by [`MemoryTier::insert`]: heap chunks with no arena block free.
+    pub fn left_out(&self) -> u64 {
+        self.left_out.load(Ordering::Relaxed)
     }
 
     /// Drops every chunk of one object (all versions); returns how many.
@@ -176,16 +215,16 @@ mod tests {
 
     #[test]
     fn arena_chunks_weigh_their_block() {
-        let arena = Arena::new(4 << 20).unwrap();
+        let arena = Arena::new(4 << 20, 0).unwrap();
         let m = MemoryTier::with_arena(8 << 20, 1 << 20, Some(arena.clone()));
-        let mut buf = m.chunk_buf(600 * 1024);
+        let mut buf = m.chunk_buf(600 * 1024).unwrap();
         assert!(buf.registered());
         buf.as_mut_slice()[0] = 9;
         m.insert(key("a", 0), buf.freeze());
         // 600 KiB in 16 KiB units, not the 1 MiB power of two.
         assert_eq!(m.weight(), (608 << 10) + 1 + 64);
         assert_eq!(arena.used(), 608 << 10);
-        m.insert(key("b", 0), m.chunk_buf(100).freeze());
+        m.insert(key("b", 0), m.chunk_buf(100).unwrap().freeze());
         assert_eq!(m.weight(), (608 << 10) + 1 + 64 + 100 + 1 + 64);
         // Eviction (here: removal) returns the block once no handle is left.
         let held = m.get(&key("a", 0).as_ref()).unwrap();
@@ -194,6 +233,41 @@ mod tests {
         assert_eq!(held[0], 9);
         drop(held);
         assert_eq!(arena.used(), 0);
+    }
+
+    /// Heap chunks of arena size are capped beside a full arena, and the tier keeps only
+    /// arena memory for them: a copy into a block freed since, or nothing.
+    #[test]
+    fn heap_chunks_beside_a_full_arena_are_capped_and_never_stored_on_the_heap() {
+        let arena = Arena::new(2 << 20, 1 << 20).unwrap();
+        let m = MemoryTier::with_arena(2 << 20, 512 << 10, Some(arena.clone()));
+        let held: Vec<_> = (0..4).map(|_| m.chunk_buf(512 << 10).unwrap()).collect();
+        assert!(held.iter().all(|b| b.registered()));
+        // The arena is full: two more on the heap, within the 1 MiB cap, then none.
+        let mut loose: Vec<_> = (0..2).map(|_| m.chunk_buf(512 << 10).unwrap()).collect();
+        assert!(loose.iter().all(|b| !b.registered()));
+        assert_eq!(arena.loose(), 1 << 20);
+        assert!(!m.has_room(512 << 10));
+        assert!(m.chunk_buf(512 << 10).is_none());
+        assert_eq!(arena.refused(), 1);
+        // Small chunks are not counted and never refused.
+        assert!(m.chunk_buf(4096).is_some());
+        // A heap chunk is left out while no block is free...
+        loose[0].as_mut_slice().fill(7);
+        let first = loose.remove(0).freeze();
+        assert!(!m.insert(key("a", 0), first.clone()));
+        assert!(m.get(&key("a", 0).as_ref()).is_none());
+        assert_eq!(m.left_out(), 1);
+        // ...and copied into one once a block is free again.
+        drop(held);
+        assert!(m.has_room(512 << 10));
+        assert!(m.insert(key("a", 0), first.clone()));
+        let stored = m.get(&key("a", 0).as_ref()).unwrap();
+        assert!(arena.contains(stored.as_ptr(), stored.len()));
+        assert!(stored.iter().all(|&b| b == 7));
+        // The heap copies give their bytes back when dropped.
+        drop((first, loose));
+        assert_eq!(arena.loose(), 0);
     }
 
     #[test]
@@ -250,7 +324,7 @@ mod churn_tests {
     #[test]
     fn churn_through_a_full_tier_stays_in_the_arena() {
         let (cap, chunk) = (8u64 << 20, 1u64 << 20);
-        let arena = Arena::new(crate::arena::arena_len(cap, chunk)).unwrap();
+        let arena = Arena::new(crate::arena::arena_len(cap, chunk), 0).unwrap();
         let m = MemoryTier::with_arena(cap, chunk, Some(arena.clone()));
         for i in 0..2000u64 {
             // Mixed sizes: whole chunks, tails, small objects.
@@ -259,8 +333,10 @@ mod churn_tests {
                 2 => 300_000,
                 _ => 40_000,
             };
-            let buf = m.chunk_buf(len);
-            m.insert(key(i), buf.freeze());
+            let buf = m
+                .chunk_buf(len)
+                .expect("a block, or the heap for a small chunk");
+            assert!(m.insert(key(i), buf.freeze()));
         }
         assert!(m.weight() <= cap);
         assert_eq!(arena.fallbacks(), 0, "chunks fell back to the heap");

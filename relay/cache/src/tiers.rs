@@ -52,7 +52,10 @@ impl Cache {
         let arena = if config.chunk_size < ARENA_MIN as u64 {
             None
         } else {
-            match Arena::new(arena_len(config.memory_bytes, config.chunk_size)) {
+            match Arena::new(
+                arena_len(config.memory_bytes, config.chunk_size),
+                config.loose_chunk_bytes(),
+            ) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     log::warn!("memory tier: no registered arena ({e}); chunks live on the heap");

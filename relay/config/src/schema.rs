@@ -186,9 +186,20 @@ impl CacheConfig {
     /// chunks still being sent — and for the buddy allocator's fragmentation: an eighth
     /// more, at least four chunks (but never more than `memory_bytes` again).
     pub fn arena_bytes(&self) -> u64 {
-        let headroom =
-            (self.memory_bytes / 8).max(self.chunk_size.saturating_mul(4).min(self.memory_bytes));
-        self.memory_bytes.saturating_add(headroom)
+        self.memory_bytes.saturating_add(self.headroom())
+    }
+
+    /// The most chunk memory kept on the heap beside the arena when the arena has no block
+    /// free (fills, chunks being sent after eviction, chunks queued for the disk): as much
+    /// again as the arena's headroom. All chunk memory is then within `memory_bytes` plus
+    /// twice the headroom.
+    pub fn loose_chunk_bytes(&self) -> u64 {
+        self.headroom()
+    }
+
+    /// An eighth of `memory_bytes`, at least four chunks (never more than `memory_bytes`).
+    fn headroom(&self) -> u64 {
+        (self.memory_bytes / 8).max(self.chunk_size.saturating_mul(4).min(self.memory_bytes))
     }
 }
 

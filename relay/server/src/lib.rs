@@ -208,6 +208,8 @@ pub struct WorkerStats {
     pub reads_paused: AtomicU64,
     /// Connections cut for sending past their receive buffer and its overflow bound.
     pub floods_cut: AtomicU64,
+    /// Times a response waited for chunk memory (at its bound, `relay_cache::arena`).
+    pub room_waits: AtomicU64,
     /// What this worker's connections hold beyond their receive buffers, and its bound.
     pub overflow: Arc<exchange::OverflowMeter>,
     /// ...or their client at `max_connections_per_client`.
@@ -245,6 +247,7 @@ impl Default for WorkerStats {
             rejected: AtomicU64::new(0),
             reads_paused: AtomicU64::new(0),
             floods_cut: AtomicU64::new(0),
+            room_waits: AtomicU64::new(0),
             overflow: Arc::default(),
             refused_per_client: AtomicU64::new(0),
             open: AtomicU64::new(0),

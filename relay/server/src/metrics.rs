@@ -40,7 +40,8 @@ impl Metrics {
                 .sum()
         };
         let arena = self.shared.cache.memory.arena();
-        let counters: [(&str, &str, &str, u64); 23] = [
+        let left_out = self.shared.cache.memory.left_out();
+        let counters: [(&str, &str, &str, u64); 28] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -124,6 +125,37 @@ impl Metrics {
                 "counter",
                 "Chunks that went to the heap because the arena had no free block.",
                 arena.map_or(0, |a| a.fallbacks()),
+            ),
+            (
+                "relay_memory_loose_chunk_bytes",
+                "gauge",
+                "Bytes of chunks of arena size on the heap now (the arena had no free block).",
+                arena.map_or(0, |a| a.loose()),
+            ),
+            (
+                "relay_memory_loose_chunk_limit_bytes",
+                "gauge",
+                "The most relay_memory_loose_chunk_bytes may reach (the arena's headroom).",
+                arena.map_or(0, |a| a.loose_cap()),
+            ),
+            (
+                "relay_memory_chunk_refusals_total",
+                "counter",
+                "Chunks refused memory (no arena block free, loose chunks at their limit); \
+                 their fetch or read waited and asked again.",
+                arena.map_or(0, |a| a.refused()),
+            ),
+            (
+                "relay_memory_room_waits_total",
+                "counter",
+                "Times a response waited for chunk memory to have room.",
+                sum(|w| &w.room_waits),
+            ),
+            (
+                "relay_memory_tier_left_out_total",
+                "counter",
+                "Heap chunks not stored in the memory tier: no arena block free to copy them to.",
+                left_out,
             ),
             (
                 "relay_connections_accepted_total",

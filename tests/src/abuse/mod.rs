@@ -68,6 +68,16 @@ impl Settings {
         }
     }
 
+    /// Chunk memory relay may hold on the heap beside its arena (`docs/MEMORY.md`): what
+    /// `CacheConfig::loose_chunk_bytes` gives for this memory tier and 1 MiB chunks.
+    pub fn loose_chunk_bytes(&self) -> u64 {
+        relay_config::CacheConfig {
+            memory_bytes: self.memory_bytes,
+            ..relay_config::CacheConfig::default()
+        }
+        .loose_chunk_bytes()
+    }
+
     /// The relay's config: these settings, an HTTP origin at `origin`, an admin listener.
     pub fn config(&self, origin: &str) -> String {
         format!(
@@ -153,6 +163,11 @@ pub enum Attack {
     /// the status line (a 4 KiB receive window); a reader refused for want of room asks
     /// again a quarter of a second later.
     PassReaders { readers: usize, sources: usize },
+    /// `readers` GETs of distinct cacheable large objects (the origin's large object under
+    /// as many query strings: each a miss, its body fetched whole and kept for its reader),
+    /// from `sources` addresses, never read past what a 4 KiB window takes: a crowd that
+    /// makes relay hold chunk memory for readers that do not take it.
+    MissReaders { readers: usize, sources: usize },
     /// `clients` connections to the admin listener from `sources` addresses, each
     /// trickling a request head a byte every `every`; connections relay closes are opened
     /// again.
@@ -230,6 +245,16 @@ impl Scale {
         }
     }
 
+    /// Readers of distinct large objects that never read: 64 from 16 addresses (CI: each
+    /// object 8 MiB, 32 times the 16 MiB memory tier in all), 256 from 64 (full: 16 MiB
+    /// each, 16 times the 256 MiB tier).
+    pub fn miss_readers(self) -> Attack {
+        Attack::MissReaders {
+            readers: self.pick(64, 256),
+            sources: self.pick(16, 64),
+        }
+    }
+
     pub fn all(self) -> Vec<Attack> {
         vec![
             self.flood(),
@@ -237,6 +262,7 @@ impl Scale {
             self.slowloris(),
             self.uploads(),
             self.pass_readers(),
+            self.miss_readers(),
             self.admin_stall(),
         ]
     }
@@ -291,6 +317,11 @@ pub const ADMIN_CONN: u64 = 96 << 10;
 /// threads, the good client's requests (its pass-throughs hold windows of their own), the
 /// upstream's connection pool.
 pub const SLACK: u64 = 16 * MIB;
+/// What the origin's pooled keep-alive connections hold once the fetches are over: up to
+/// `origin.max_connections` (64 by default) kept idle for 30 s, each with its read buffer
+/// (`relay_upstream::UPSTREAM_READ_BUFFER`, 128 KiB) and state: relay keeps them on purpose,
+/// for the next misses.
+pub const UPSTREAM_POOL: u64 = 64 * 160 * KIB;
 /// How far above its baseline relay's RSS may stay once the attackers have left. relay
 /// gives freed memory back (closed connections' slots and buffers, then the allocator's
 /// pages), but its heap lies in 2 MiB transparent huge pages, which the kernel's khugepaged
@@ -307,6 +338,7 @@ impl Attack {
             Attack::Slowloris { .. } => "slowloris",
             Attack::Uploads { .. } => "trickled uploads",
             Attack::PassReaders { .. } => "slow pass readers",
+            Attack::MissReaders { .. } => "slow miss readers",
             Attack::AdminStall { .. } => "stalled admin",
         }
     }
@@ -319,6 +351,7 @@ impl Attack {
             Attack::Slowloris { .. } => "slowloris",
             Attack::Uploads { .. } => "uploads",
             Attack::PassReaders { .. } => "pass-readers",
+            Attack::MissReaders { .. } => "miss-readers",
             Attack::AdminStall { .. } => "admin",
         }
     }
@@ -355,6 +388,10 @@ impl Attack {
                 "{readers} GETs of a passed-through object, never read, from {sources} address{}",
                 if *sources == 1 { "" } else { "es" }
             ),
+            Attack::MissReaders { readers, sources } => format!(
+                "{readers} GETs of distinct large objects, never read, from {sources} address{}",
+                if *sources == 1 { "" } else { "es" }
+            ),
             Attack::AdminStall {
                 clients,
                 sources,
@@ -376,7 +413,7 @@ impl Attack {
             } => silent + after_request,
             Attack::Slowloris { heads, bodies, .. } => heads + bodies,
             Attack::Uploads { uploads, .. } => uploads,
-            Attack::PassReaders { readers, .. } => readers,
+            Attack::PassReaders { readers, .. } | Attack::MissReaders { readers, .. } => readers,
             Attack::AdminStall { clients, .. } => clients,
         }
     }
@@ -391,6 +428,9 @@ impl Attack {
     /// - slowloris: connections × [`TRICKLING_CONN`] + [`SLACK`];
     /// - uploads and slow pass readers: `pass_buffer_bytes` + connections ×
     ///   [`BUSY_CONN`] + [`SLACK`] (whatever they hold is within the pass-through budget);
+    /// - slow miss readers: the chunk memory beside the arena
+    ///   ([`Settings::loose_chunk_bytes`]) + connections × [`BUSY_CONN`] + [`SLACK`] (the
+    ///   arena itself is mapped and pinned at start, in the baseline);
     /// - stalled admin: [`ADMIN_THREADS`] × [`ADMIN_CONN`] + [`SLACK`] (the admin
     ///   listener serves 64 connections at once, each a thread, and as many again may be
     ///   ending after being closed for new ones).
@@ -405,7 +445,20 @@ impl Attack {
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {
                 settings.pass_buffer_bytes + n * BUSY_CONN + SLACK
             }
+            Attack::MissReaders { .. } => settings.loose_chunk_bytes() + n * BUSY_CONN + SLACK,
             Attack::AdminStall { .. } => ADMIN_THREADS * ADMIN_CONN + SLACK,
+        }
+    }
+
+    /// How far above its baseline relay's RSS may stay once the attackers have left:
+    /// `timing.after_slack`, plus [`UPSTREAM_POOL`] for attacks whose every connection
+    /// makes relay open one to the origin.
+    pub fn after_bound(&self, timing: &Timing) -> u64 {
+        match self {
+            Attack::Uploads { .. } | Attack::PassReaders { .. } | Attack::MissReaders { .. } => {
+                timing.after_slack + UPSTREAM_POOL
+            }
+            _ => timing.after_slack,
         }
     }
 
@@ -575,6 +628,25 @@ impl Attack {
                     },
                 ]
             }
+            Attack::MissReaders { readers, sources } => (0..readers)
+                .map(|i| Group {
+                    target: relay,
+                    count: 1,
+                    sources: 1,
+                    first_source: i % sources.max(1),
+                    behaviour: Behaviour {
+                        rcvbuf: Some(4096),
+                        ..plain(
+                            format!(
+                                "GET {}?r={i} HTTP/1.1\r\nHost: t\r\n\r\n",
+                                backend::BIG_PATH
+                            )
+                            .as_bytes(),
+                            false,
+                        )
+                    },
+                })
+                .collect(),
             Attack::AdminStall {
                 clients,
                 sources,
@@ -658,6 +730,8 @@ pub struct Outcome {
     /// How long after the attackers left `after` was read.
     pub after_wait: Duration,
     pub memory_bound: u64,
+    /// [`Attack::after_bound`].
+    pub after_bound: u64,
     pub crowd: CrowdStats,
     /// The good client's requests while the attack ran, by probe.
     pub probes: Vec<Summary>,
@@ -800,7 +874,7 @@ pub fn run(fx: &Fixture, attack: &Attack, timing: &Timing) -> Outcome {
     let left = Instant::now();
     let after = loop {
         let now = rss(pid);
-        if now <= baseline + timing.after_slack || left.elapsed() >= timing.settle {
+        if now <= baseline + attack.after_bound(timing) || left.elapsed() >= timing.settle {
             break now;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -819,6 +893,7 @@ pub fn run(fx: &Fixture, attack: &Attack, timing: &Timing) -> Outcome {
         after,
         after_wait,
         memory_bound: attack.memory_bound(&fx.settings),
+        after_bound: attack.after_bound(timing),
         crowd,
         probes: probes
             .iter()

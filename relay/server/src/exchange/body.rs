@@ -174,6 +174,7 @@ impl Exchange {
                 Claim::Stored => return Step::Again,
                 Claim::InFlight(flight) => return self.follow(cx, index, flight),
                 Claim::Mine(share) => self.chunk_share = Some(share),
+                Claim::NoRoom => return self.wait_for_room(cx),
             }
         }
         // Read the chunk from the origin file into a new buffer, opening the file first
@@ -191,7 +192,9 @@ impl Exchange {
             };
         }
         let len = cx.shared.cache.layout.chunk_len(body.meta.len, index) as usize;
-        let buf = cx.shared.cache.memory.chunk_buf(len);
+        let Some(buf) = cx.shared.cache.memory.chunk_buf(len) else {
+            return self.wait_for_room(cx);
+        };
         self.enter(State::ReadingFile(FileRead::new(buf, key)));
         Step::Do(self.read_chunk(cx))
     }
@@ -211,9 +214,13 @@ impl Exchange {
             Claim::Stored => return Step::Again,
             Claim::InFlight(flight) => return self.follow(cx, index, flight),
             Claim::Mine(share) => share,
+            Claim::NoRoom => return self.wait_for_room(cx),
         };
         self.chunk_share = Some(share);
-        match DiskRead::new(plan, &cx.shared.cache.memory, false) {
+        let Some(buf) = cache.memory.chunk_buf(plan.body_len as usize) else {
+            return self.wait_for_room(cx);
+        };
+        match DiskRead::new(plan, buf, false) {
             Some(read) => {
                 self.enter(State::ReadingDisk(Box::new(read)));
                 Step::Do(self.read_disk(cx))
@@ -267,6 +274,8 @@ impl Exchange {
             return match cache.inflight.flight(&key) {
                 Some(flight) => self.follow(cx, index, flight),
                 None if cache.memory.contains(&key.as_ref()) => Step::Again,
+                // Its fetch waits for chunk memory before it fills it.
+                None if cache.inflight.awaits_room(&key) => self.wait_for_room(cx),
                 None => self.unfetchable(cx, &meta),
             };
         }
@@ -276,6 +285,7 @@ impl Exchange {
             Claim::Stored => return Step::Again,
             Claim::InFlight(flight) => return self.follow(cx, index, flight),
             Claim::Mine(writer) => writer,
+            Claim::NoRoom => return self.wait_for_room(cx),
         };
         let fill = writer.fill().clone();
         cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
@@ -289,6 +299,19 @@ impl Exchange {
             });
         }
         self.follow(cx, index, Flight::Fill(fill))
+    }
+
+    /// Chunk memory is at its bound (`relay_cache::arena`): this response lets go of the
+    /// chunks it has sent and of a read it took on for others (they ask again themselves),
+    /// and waits, asking again when its worker is woken or ticks. Room comes back as fills
+    /// complete, senders finish and stalled readers are cut; a response that gets none
+    /// within its send deadline is cut (its head is out: the client sees a short body).
+    fn wait_for_room(&mut self, cx: &mut Cx<'_>) -> Step {
+        self.publish_chunk_share(cx, None);
+        self.src = None;
+        self.local = None;
+        cx.stats.room_waits.fetch_add(1, Ordering::Relaxed);
+        Step::Do(self.wait(cx))
     }
 
     /// Chunk `index` is on its way: stream what its fill has published, or wait on the

@@ -152,7 +152,11 @@ impl Exchange {
         let Some(plan) = disk.locate(&key) else {
             return false;
         };
-        let Some(read) = super::types::DiskRead::new(plan, &cx.shared.cache.memory, true) else {
+        // (No room for the chunk: no restore; the miss is fetched, and waits for room then.)
+        let Some(body) = cx.shared.cache.memory.chunk_buf(plan.body_len as usize) else {
+            return false;
+        };
+        let Some(read) = super::types::DiskRead::new(plan, body, true) else {
             return false;
         };
         self.enter(State::ReadingDisk(Box::new(read)));

@@ -336,19 +336,19 @@ pub struct DiskRead {
 }
 
 impl DiskRead {
-    /// A read of `plan`'s file, not yet opened: header into the heap, body into memory from
-    /// the memory tier (the registered arena when large enough). None when the path cannot
-    /// be handed to the kernel (an interior NUL; relay never names a chunk so).
+    /// A read of `plan`'s file, not yet opened: header into the heap, body into `body`
+    /// (from the memory tier: the registered arena when large enough). None when the path
+    /// cannot be handed to the kernel (an interior NUL; relay never names a chunk so).
     pub fn new(
         plan: relay_cache::disk::ReadPlan,
-        memory: &relay_cache::MemoryTier,
+        body: relay_cache::arena::ChunkBuf,
         restore: bool,
     ) -> Option<DiskRead> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(plan.path.as_os_str().as_bytes()).ok()?;
         Some(DiskRead {
             header: vec![0u8; plan.body_offset as usize],
-            body: memory.chunk_buf(plan.body_len as usize),
+            body,
             plan,
             path,
             file: None,

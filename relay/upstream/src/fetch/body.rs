@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use relay_cache::fill::{FillError, FillWriter, Wait};
-use relay_cache::inflight::{AHEAD_BYTES, KEPT_BYTES};
+use relay_cache::inflight::{AHEAD_BYTES, KEPT_BYTES, NoRoom};
 
 /// How often a fetch that keeps pace with its client looks whether the client came closer.
 const PACE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -187,7 +187,9 @@ impl Context {
     }
 
     /// The fill for chunk `index` of a whole-object body, or how many bytes to skip when
-    /// the chunk is in flight already (another fetch fills it, or a reader reads it).
+    /// the chunk is in flight already (another fetch fills it, or a reader reads it);
+    /// [`NoRoom`] when chunk memory is at its bound (the caller completes what it holds,
+    /// then waits: [`Context::start_when_room`]).
     /// A response that may not be stored has a version no other fetch shares
     /// (`object_meta`), so only its own client finds its fills; `keep` holds them for that
     /// client, as they never reach the memory tier.
@@ -197,14 +199,49 @@ impl Context {
         meta: &ObjectMeta,
         index: u64,
         keep: Option<&Arc<relay_cache::inflight::Pending>>,
-    ) -> (Option<FillWriter>, u64) {
-        let len = self.chunk_room(meta, index);
+    ) -> Result<(Option<FillWriter>, u64), NoRoom> {
+        let (key, len) = self.chunk_key(object, meta, index);
+        let started = self.store.inflight.start_fill(key, len as usize)?;
+        Ok(self.opened(started, len, keep))
+    }
+
+    /// [`Context::open_chunk`], waiting for room; None when none came within the origin's
+    /// idle timeout (the fetch ends: readers of the chunks it did not fill are cut). The
+    /// chunk's readers wait meanwhile ([`relay_cache::inflight::InFlight::await_room`]),
+    /// and the fetch lets go of the kept fills its clients passed: they may be the room.
+    async fn open_chunk_when_room(
+        &self,
+        origin: usize,
+        object: &Arc<str>,
+        meta: &ObjectMeta,
+        index: u64,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
+    ) -> Option<(Option<FillWriter>, u64)> {
+        let (key, len) = self.chunk_key(object, meta, index);
+        let _waiting = self.store.inflight.await_room(key.clone());
+        let started = self
+            .start_when_room(origin, key, len as usize, keep)
+            .await
+            .ok()?;
+        Some(self.opened(started, len, keep))
+    }
+
+    fn chunk_key(&self, object: &Arc<str>, meta: &ObjectMeta, index: u64) -> (ChunkKey, u64) {
         let key = ChunkKey {
             object: object.clone(),
             version: meta.version,
             index,
         };
-        match self.store.inflight.start_fill(key, len as usize) {
+        (key, self.chunk_room(meta, index))
+    }
+
+    fn opened(
+        &self,
+        started: Option<FillWriter>,
+        len: u64,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
+    ) -> (Option<FillWriter>, u64) {
+        match started {
             Some(w) => {
                 if let Some(p) = keep {
                     p.push_fill(w.fill().clone());
@@ -214,6 +251,32 @@ impl Context {
                 (Some(w), 0)
             }
             None => (None, len),
+        }
+    }
+
+    /// Starts a fill the upstream makes on its own ([`relay_cache::inflight::InFlight::start_fill`]),
+    /// waiting while chunk memory is at its bound: a fill elsewhere completing, a sender
+    /// finishing, a stalled reader cut at its send deadline, or (each time it looks) the
+    /// fills `keep` holds for its clients that they have passed give room back. The origin
+    /// waits meanwhile (its connection is not read). [`NoRoom`] when none came within the
+    /// origin's idle timeout.
+    pub(super) async fn start_when_room(
+        &self,
+        origin: usize,
+        key: ChunkKey,
+        len: usize,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
+    ) -> Result<Option<FillWriter>, NoRoom> {
+        let idle = Duration::from_millis(self.origins[origin].config.idle_timeout_ms);
+        let until = Instant::now() + idle;
+        loop {
+            if let Some(p) = keep {
+                p.let_go_passed();
+            }
+            match self.store.inflight.start_fill(key.clone(), len) {
+                Err(NoRoom) if Instant::now() < until => tokio::time::sleep(PACE_POLL).await,
+                done => return done,
+            }
         }
     }
 
@@ -340,7 +403,26 @@ impl Context {
                     // a client woken by the completion finds it there and joins it instead
                     // of asking the origin for it again.
                     if index < count {
-                        (current, skip_left) = self.open_chunk(object, meta, index, keep);
+                        match self.open_chunk(object, meta, index, keep) {
+                            Ok(next) => (current, skip_left) = next,
+                            Err(NoRoom) => {
+                                // What this fetch holds goes first: it may be the room. Its
+                                // readers, woken by the completion, find the next chunk
+                                // awaited rather than nowhere.
+                                let (key, _) = self.chunk_key(object, meta, index);
+                                let _waiting = self.store.inflight.await_room(key);
+                                if let Some(w) = done.take() {
+                                    self.complete(w, &last, meta);
+                                }
+                                let next = self
+                                    .open_chunk_when_room(origin, object, meta, index, keep)
+                                    .await;
+                                let Some(next) = next else {
+                                    return;
+                                };
+                                (current, skip_left) = next;
+                            }
+                        }
                     }
                     if let Some(w) = done {
                         self.complete(w, &last, meta);
@@ -353,7 +435,13 @@ impl Context {
                 if skip_left == 0 {
                     index += 1;
                     if index < count {
-                        (current, skip_left) = self.open_chunk(object, meta, index, keep);
+                        let next = self
+                            .open_chunk_when_room(origin, object, meta, index, keep)
+                            .await;
+                        let Some(next) = next else {
+                            return;
+                        };
+                        (current, skip_left) = next;
                     }
                 }
             }

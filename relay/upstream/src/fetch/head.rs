@@ -127,7 +127,7 @@ impl Context {
                     if !meta.open_ended {
                         self.store.meta.insert(&key, (*meta).clone());
                     }
-                    let writer = self.start_first(&key, &meta);
+                    let writer = self.start_first(origin, &key, &meta).await;
                     let ctx = self.clone();
                     let partial = shape.partial;
                     tokio::spawn(async move {
@@ -144,7 +144,7 @@ impl Context {
                 continue;
             }
             // Start chunk 0's fill before publishing the description, so waiters find it.
-            let writer = self.start_first(&object, &meta);
+            let writer = self.start_first(origin, &object, &meta).await;
             // A body whose length is not known yet is described in the meta cache once it
             // ended (`Context::end_open`).
             if meta.storable && !meta.open_ended {
@@ -192,16 +192,28 @@ impl Context {
         }
     }
 
-    /// The fill of an object's first chunk (None when it is empty or already in flight).
-    pub(super) fn start_first(&self, object: &Arc<str>, meta: &ObjectMeta) -> Option<FillWriter> {
+    /// The fill of an object's first chunk (None when it is empty or already in flight),
+    /// once chunk memory has room for it (`Context::start_when_room`; None when it had
+    /// none within the origin's idle timeout: the body is not read, and a client that
+    /// wants it asks for the chunk again).
+    pub(super) async fn start_first(
+        &self,
+        origin: usize,
+        object: &Arc<str>,
+        meta: &ObjectMeta,
+    ) -> Option<FillWriter> {
         let first_len = self.chunk_room(meta, 0) as usize;
         let key = ChunkKey {
             object: object.clone(),
             version: meta.version,
             index: 0,
         };
-        (first_len > 0)
-            .then(|| self.store.inflight.start_fill(key, first_len))
+        if first_len == 0 {
+            return None;
+        }
+        self.start_when_room(origin, key, first_len, None)
+            .await
+            .ok()
             .flatten()
     }
 

@@ -281,3 +281,48 @@ fn a_restoring_client_that_leaves_hands_its_entry_to_a_head_fetch() {
         String::from_utf8_lossy(&sent)
     );
 }
+
+/// With the arena full and the heap chunks beside it at their cap, a response that needs
+/// chunk memory holds none, waits, and goes on once room comes back; no chunk is made past
+/// the cap meanwhile.
+#[test]
+fn a_chunk_read_waits_for_room_when_chunk_memory_is_at_its_bound() {
+    let mut kit = Kit::with_disk(true);
+    let key = cdn_key("/room");
+    let len = 16 << 10;
+    let body = object(len);
+    kit.shared.cache.meta.insert(
+        &key,
+        ObjectMeta::file(len as u64, 8, "\"v\"".into(), String::new()),
+    );
+    put_on_disk(&kit, &key, 8, 0, len as u64, &body, b"");
+    let memory = &kit.shared.cache.memory;
+    let arena = memory
+        .arena()
+        .expect("the kit's chunks are of arena size")
+        .clone();
+    // Take every block, then heap chunks up to the cap.
+    let mut held = Vec::new();
+    while let Some(buf) = memory.chunk_buf(len) {
+        held.push(buf);
+        assert!(held.len() < 1000, "the loose chunks have a cap");
+    }
+    assert!(arena.loose() > 0 && arena.loose() <= arena.loose_cap());
+    let mut ex = kit.exchange();
+    let a = kit.input(&mut ex, &cdn_get("/room"));
+    assert!(matches!(a, Action::Wait), "{a:?}");
+    assert_eq!(ex.state_name(), "ready", "no read started without memory");
+    assert_eq!(kit.count(&kit.stats.room_waits), 1);
+    // Woken with still no room: it keeps waiting.
+    assert!(matches!(ex_poll(&mut kit, &mut ex), Action::Wait));
+    assert!(arena.loose() <= arena.loose_cap());
+    // Room again: the read goes on and the body is whole.
+    drop(held);
+    let a = ex_poll(&mut kit, &mut ex);
+    let a = kit.disk_read(&mut ex, a);
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, rest) = split_response(&sent);
+    assert_eq!(field(&head, "cache-status"), Some("relay; hit"), "{head}");
+    assert_eq!(rest, &body[..]);
+    assert!(matches!(next, Action::Recv));
+}
