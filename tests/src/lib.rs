@@ -242,6 +242,18 @@ impl Relay {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The admin listener's `/metrics` text (the config must enable the listener).
+    pub fn metrics(&self) -> String {
+        let admin = self.admin.expect("an admin listener in the config");
+        String::from_utf8(client::Client::connect(admin).get("/metrics").body)
+            .expect("metrics are UTF-8")
+    }
+
+    /// The value of metric `name` (unlabelled) now; None when relay does not export it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_in(&self.metrics(), name)
+    }
+
     /// Sends SIGTERM and waits (at most 15 s) for a clean exit; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
@@ -346,4 +358,10 @@ pub fn fetch(url: &str, extra: &[&str]) -> Got {
         head,
         body,
     }
+}
+
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -8,12 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    relay_tests::metric_in(text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 #[test]

@@ -21,15 +21,7 @@ fn config(origin: &Origin, disk: &std::path::Path) -> String {
 }
 
 fn metric(relay: &Relay, name: &str) -> f64 {
-    let text = String::from_utf8(
-        Client::connect(relay.admin.expect("admin"))
-            .get("/metrics")
-            .body,
-    )
-    .expect("utf-8");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
+    relay.metric(name).unwrap_or_else(|| panic!("no {name}"))
 }
 
 fn kill9(relay: Relay) {

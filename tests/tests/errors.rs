@@ -44,13 +44,6 @@ fn te_cl_origin() -> u16 {
     port
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
-
 fn relay(slow: &Origin) -> (Relay, u16, TempDir, socket2::Socket) {
     let dir = TempDir::new("errors");
     let (held, dead) = dead_port();
@@ -134,7 +127,11 @@ fn each_made_up_answer_logs_why_and_counts_by_status_and_reason() {
         ("status=\"400\",reason=\"bad_request\"", 1.0),
     ] {
         let name = format!("relay_errors_total{{{labels}}}");
-        assert_eq!(metric(&text, &name), Some(n), "{name} in:\n{text}");
+        assert_eq!(
+            relay_tests::metric_in(&text, &name),
+            Some(n),
+            "{name} in:\n{text}"
+        );
     }
 }
 
@@ -166,7 +163,7 @@ fn a_flood_of_bad_requests_logs_a_bounded_number_of_lines() {
     let mut a = Client::connect(relay.admin.expect("admin listener"));
     let text = String::from_utf8(a.get("/metrics").body).expect("text");
     assert_eq!(
-        metric(
+        relay_tests::metric_in(
             &text,
             "relay_errors_total{status=\"400\",reason=\"bad_request\"}"
         ),

@@ -34,13 +34,9 @@ fn connect_from(to: SocketAddr, host: u8) -> TcpStream {
     s.into()
 }
 
-/// The value of the metric line starting with `name ` (0 when absent).
+/// The value of metric `name` (0 when absent).
 fn metric(relay: &Relay, name: &str) -> f64 {
-    let admin = relay.admin.expect("admin listener");
-    let text = String::from_utf8(Client::connect(admin).get("/metrics").body).expect("utf-8");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    relay.metric(name).unwrap_or(0.0)
 }
 
 /// Waits (at most `within`) until metric `name` satisfies `ok`; its last value.

@@ -220,6 +220,86 @@ fn python_redirects_lists_and_404s_as_it_answers_them_directly() {
     );
 }
 
+/// Distinct large files from python's `http.server`, which sends every body whole (no
+/// Range), to curl clients at once, half of them reading slowly, through a memory tier far
+/// smaller than the files: chunk memory runs out, so fetches and responses wait for room
+/// (`docs/MEMORY.md`), yet every client gets its file whole and byte for byte, and the
+/// chunk memory beside the arena never passes its limit.
+#[test]
+fn python_large_files_through_a_small_tier_arrive_whole_within_the_chunk_memory_bound() {
+    const FILES: usize = 6;
+    const LEN: usize = 6 << 20;
+    let files = TempDir::new("tp-py-large");
+    for i in 0..FILES {
+        files.write(&format!("f{i}.bin"), &pattern(LEN, 100 + i as u64));
+    }
+    let origin = PythonOrigin::start(files.path());
+    // A 4 MiB tier of 256 KiB chunks: a 5 MiB arena, 1 MiB of chunks beside it at most,
+    // for 36 MiB of files asked for at once.
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 4194304\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.port
+    ));
+    let limit = relay
+        .metric("relay_memory_loose_chunk_limit_bytes")
+        .expect("the limit is exported");
+    assert_eq!(limit, (1 << 20) as f64);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (gots, most_loose) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..FILES)
+            .map(|i| {
+                let url = relay.url(&format!("/f{i}.bin"));
+                // Half read at 4 MB/s: about 1.5 s for a file.
+                let slow: &[&str] = if i % 2 == 0 {
+                    &["--limit-rate", "4M"]
+                } else {
+                    &[]
+                };
+                s.spawn(move || fetch(&url, slow))
+            })
+            .collect();
+        let sampler = s.spawn(|| {
+            let mut most = 0.0f64;
+            // Bounded: the clients end within curl's own limits; at most 60 s here.
+            let end = Instant::now() + Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                most = most.max(
+                    relay
+                        .metric("relay_memory_loose_chunk_bytes")
+                        .unwrap_or(0.0),
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        });
+        let gots: Vec<Got> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (gots, sampler.join().unwrap())
+    });
+    for (i, got) in gots.iter().enumerate() {
+        assert_eq!((got.code, got.status), (0, 200), "f{i}.bin: {}", got.head);
+        assert!(
+            got.body == pattern(LEN, 100 + i as u64),
+            "f{i}.bin: {} bytes, not the file",
+            got.body.len()
+        );
+    }
+    let refusals = relay
+        .metric("relay_memory_chunk_refusals_total")
+        .unwrap_or(0.0);
+    eprintln!("loose chunk bytes at most {most_loose} of {limit}; {refusals} refusals");
+    assert!(
+        most_loose <= limit,
+        "{most_loose} loose bytes, past {limit}"
+    );
+    assert!(
+        refusals > 0.0,
+        "chunk memory never ran out: the test did not reach the bound it is about"
+    );
+}
+
 /// `nginx` (nginx-light, installed by `cargo xtask setup`) serving `root` on a loopback
 /// port, in the foreground as one process (no master), everything it writes under its own
 /// directory; killed on drop.

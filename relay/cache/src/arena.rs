@@ -168,17 +168,6 @@ impl Arena {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Whether a chunk of `len` bytes would get memory now (a block, or room under the
-    /// loose cap), without taking it.
-    pub fn has_room(&self, len: usize) -> bool {
-        self.loose().saturating_add(len as u64) <= self.loose_cap
-            || self
-                .blocks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .can_alloc(Self::block_len(len))
-    }
-
     /// Takes `len` loose bytes if they fit under the cap.
     fn take_loose(&self, len: usize) -> bool {
         let len = len as u64;

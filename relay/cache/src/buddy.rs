@@ -94,16 +94,6 @@ impl Buddy {
         Some(at)
     }
 
-    /// Whether [`Buddy::alloc_run`] of `len` would find a block now.
-    pub fn can_alloc(&self, len: usize) -> bool {
-        len.max(1)
-            .checked_next_multiple_of(1 << self.min_order)
-            .and_then(|len| self.order_of(len))
-            .is_some_and(|order| {
-                (order..=self.max_order).any(|k| !self.free[k as usize].is_empty())
-            })
-    }
-
     /// Returns a run from [`Buddy::alloc_run`] of the same `len`.
     pub fn free_run(&mut self, at: usize, len: usize) {
         let len = len.max(1).next_multiple_of(1 << self.min_order);

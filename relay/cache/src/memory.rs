@@ -92,13 +92,6 @@ impl MemoryTier {
         crate::arena::ChunkBuf::alloc(len, self.arena.as_ref())
     }
 
-    /// Whether a chunk of `len` bytes would get memory now ([`MemoryTier::chunk_buf`]).
-    pub fn has_room(&self, len: usize) -> bool {
-        self.arena
-            .as_ref()
-            .is_none_or(|a| len < ARENA_MIN || a.has_room(len))
-    }
-
     /// The chunk, if held. Allocates nothing.
     pub fn get(&self, key: &ChunkRef<'_>) -> Option<Bytes> {
         self.chunks.get(key)
@@ -247,7 +240,6 @@ mod tests {
         let mut loose: Vec<_> = (0..2).map(|_| m.chunk_buf(512 << 10).unwrap()).collect();
         assert!(loose.iter().all(|b| !b.registered()));
         assert_eq!(arena.loose(), 1 << 20);
-        assert!(!m.has_room(512 << 10));
         assert!(m.chunk_buf(512 << 10).is_none());
         assert_eq!(arena.refused(), 1);
         // Small chunks are not counted and never refused.
@@ -260,7 +252,6 @@ mod tests {
         assert_eq!(m.left_out(), 1);
         // ...and copied into one once a block is free again.
         drop(held);
-        assert!(m.has_room(512 << 10));
         assert!(m.insert(key("a", 0), first.clone()));
         let stored = m.get(&key("a", 0).as_ref()).unwrap();
         assert!(arena.contains(stored.as_ptr(), stored.len()));

@@ -208,7 +208,14 @@ impl Context {
     /// [`Context::open_chunk`], waiting for room; None when none came within the origin's
     /// idle timeout (the fetch ends: readers of the chunks it did not fill are cut). The
     /// chunk's readers wait meanwhile ([`relay_cache::inflight::InFlight::await_room`]),
-    /// and the fetch lets go of the kept fills its clients passed: they may be the room.
+    /// and the fetch lets go of what it holds: first `done`, the chunk it has just filled
+    /// (completed with its `last` bytes once the chunk is marked as awaited, so its
+    /// readers, woken, find the next one awaited rather than nowhere), then the kept fills
+    /// its clients passed. Any of them may be the room.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one fetch's state, passed through"
+    )]
     async fn open_chunk_when_room(
         &self,
         origin: usize,
@@ -216,9 +223,14 @@ impl Context {
         meta: &ObjectMeta,
         index: u64,
         keep: Option<&Arc<relay_cache::inflight::Pending>>,
+        done: Option<FillWriter>,
+        last: &[u8],
     ) -> Option<(Option<FillWriter>, u64)> {
         let (key, len) = self.chunk_key(object, meta, index);
         let _waiting = self.store.inflight.await_room(key.clone());
+        if let Some(w) = done {
+            self.complete(w, last, meta);
+        }
         let started = self
             .start_when_room(origin, key, len as usize, keep)
             .await
@@ -403,26 +415,20 @@ impl Context {
                     // a client woken by the completion finds it there and joins it instead
                     // of asking the origin for it again.
                     if index < count {
-                        match self.open_chunk(object, meta, index, keep) {
-                            Ok(next) => (current, skip_left) = next,
+                        let next = match self.open_chunk(object, meta, index, keep) {
+                            Ok(next) => Some(next),
                             Err(NoRoom) => {
-                                // What this fetch holds goes first: it may be the room. Its
-                                // readers, woken by the completion, find the next chunk
-                                // awaited rather than nowhere.
-                                let (key, _) = self.chunk_key(object, meta, index);
-                                let _waiting = self.store.inflight.await_room(key);
-                                if let Some(w) = done.take() {
-                                    self.complete(w, &last, meta);
-                                }
-                                let next = self
-                                    .open_chunk_when_room(origin, object, meta, index, keep)
-                                    .await;
-                                let Some(next) = next else {
-                                    return;
-                                };
-                                (current, skip_left) = next;
+                                let done = done.take();
+                                self.open_chunk_when_room(
+                                    origin, object, meta, index, keep, done, &last,
+                                )
+                                .await
                             }
-                        }
+                        };
+                        let Some(next) = next else {
+                            return;
+                        };
+                        (current, skip_left) = next;
                     }
                     if let Some(w) = done {
                         self.complete(w, &last, meta);
@@ -436,7 +442,7 @@ impl Context {
                     index += 1;
                     if index < count {
                         let next = self
-                            .open_chunk_when_room(origin, object, meta, index, keep)
+                            .open_chunk_when_room(origin, object, meta, index, keep, None, &[])
                             .await;
                         let Some(next) = next else {
                             return;
