@@ -19,8 +19,10 @@
 //!      96 KiB + 16 MiB (what they hold is within the pass-through budget; 96 KiB covers
 //!      each connection's buffers on both sides);
 //!    - slow miss readers: the heap chunks' cap beside the arena (`memory_bytes` / 8, at
-//!      least four chunks: 4 MiB) + connections × 96 KiB + 16 MiB (the arena itself is
-//!      mapped and pinned at start, in the baseline);
+//!      least four chunks: 4 MiB) + connections × 32 KiB + 18 MiB for the origin
+//!      connections of at most 64 fetches at once (`origin.max_connections`), each with up
+//!      to 2 × 128 KiB of read buffers + 16 MiB (the arena itself is mapped and pinned at
+//!      start, in the baseline);
 //!    - stalled admin: 16 MiB.
 //!
 //!    The 16 MiB slack is what comes and goes besides: allocator pages (relay's heap is in

@@ -5,6 +5,7 @@
 use relay_tests::Relay;
 use relay_tests::client::Client;
 use relay_tests::origin::{Object, Origin};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// One origin at `address`: two failed requests mark it down for a minute; a head is
@@ -78,4 +79,82 @@ fn an_origin_that_refuses_connections_is_marked_down_and_not_asked() {
     );
     std::thread::sleep(Duration::from_millis(100));
     assert!(back.accept().is_err(), "the down origin was asked");
+}
+
+/// An origin given `max_connections` fetch slots, with a head waited for `first_byte_ms`.
+fn slotted(address: &str, slots: usize, first_byte_ms: u64) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = 65536\n\
+         memory_bytes = 16777216\n\n[origin]\n\n[[origin.http]]\nurl = \"http://{address}\"\n\
+         first_byte_timeout_ms = {first_byte_ms}\nretries = 0\nmax_connections = {slots}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
+    )
+}
+
+/// Slow misses of distinct objects, `n` at once; their answers.
+fn slow_misses(origin: &Origin, relay: &Relay, n: usize, delay_ms: u64) -> Vec<(u16, Vec<u8>)> {
+    for i in 0..n {
+        let mut o = Object::new(format!("object {i}").into_bytes(), &format!("e{i}"));
+        o.delay_ms = delay_ms;
+        origin.put(&format!("/slot{i}"), o);
+    }
+    std::thread::scope(|s| {
+        let asks: Vec<_> = (0..n)
+            .map(|i| s.spawn(move || get(relay, &format!("/slot{i}"))))
+            .collect();
+        asks.into_iter()
+            .map(|a| {
+                let r = a.join().unwrap();
+                (r.status, r.body)
+            })
+            .collect()
+    })
+}
+
+/// Cache fetches to one origin are bounded by its `max_connections`: misses past it wait
+/// for a slot and are then answered whole; a miss that gets no slot within the first-byte
+/// timeout is answered 504, as a slow origin would be, and counted.
+#[test]
+fn cache_fetches_to_an_origin_wait_for_its_fetch_slots() {
+    let origin = Origin::start();
+    let addr = origin.url().trim_start_matches("http://").to_string();
+    // Two slots, six misses of 300 ms each: four wait, all are answered.
+    let relay = Relay::start(&slotted(&addr, 2, 5000));
+    let got = slow_misses(&origin, &relay, 6, 300);
+    for (i, (status, body)) in got.iter().enumerate() {
+        assert_eq!(*status, 200, "/slot{i}");
+        assert_eq!(body, format!("object {i}").as_bytes());
+    }
+    assert_eq!(
+        relay.metric("relay_upstream_fetch_slot_waits_total"),
+        Some(4.0)
+    );
+    assert_eq!(
+        relay.metric("relay_upstream_fetch_slot_timeouts_total"),
+        Some(0.0)
+    );
+    drop(relay);
+    // One slot, held about 1.2 s by a fetch whose body the origin sends slowly (its head at
+    // once): the two misses asked just after it get no slot within 400 ms and are
+    // answered 504; the first is answered whole.
+    let relay = Relay::start(&slotted(&addr, 1, 400));
+    origin.put("/held", Object::new(vec![b'h'; 12_000], "h"));
+    origin.behaviour.piece_bytes.store(1000, Ordering::Relaxed);
+    origin
+        .behaviour
+        .piece_delay_ms
+        .store(100, Ordering::Relaxed);
+    let held = std::thread::spawn({
+        let relay_addr = relay.addr;
+        move || Client::connect(relay_addr).get("/held")
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let got = slow_misses(&origin, &relay, 2, 0);
+    assert!(got.iter().all(|(status, _)| *status == 504), "{got:?}");
+    let held = held.join().unwrap();
+    assert_eq!((held.status, held.body.len()), (200, 12_000));
+    assert_eq!(
+        relay.metric("relay_upstream_fetch_slot_timeouts_total"),
+        Some(2.0)
+    );
 }

@@ -300,7 +300,8 @@ pub struct HttpOrigin {
     pub down_after_failures: u32,
     /// How long a down origin is not asked (default 5000 ms); requests get 502 meanwhile.
     pub down_ms: u64,
-    /// Pooled keep-alive connections kept per origin (default 64).
+    /// Cache fetches to this origin under way at once, and keep-alive connections kept
+    /// idle for them (default 64); pass-throughs are bounded by the pass budget instead.
     pub max_connections: usize,
 }
 

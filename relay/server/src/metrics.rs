@@ -304,7 +304,15 @@ impl Metrics {
                  relay_pass_buffer_capacity_bytes {}\n\
                  # HELP relay_pass_buffer_clients Client addresses holding pass-through memory \
                  now.\n\
-                 # TYPE relay_pass_buffer_clients gauge\nrelay_pass_buffer_clients {}",
+                 # TYPE relay_pass_buffer_clients gauge\nrelay_pass_buffer_clients {}\n\
+                 # HELP relay_upstream_fetch_slot_waits_total Cache fetches that found every \
+                 fetch slot of their origin (max_connections) taken and waited for one.\n\
+                 # TYPE relay_upstream_fetch_slot_waits_total counter\n\
+                 relay_upstream_fetch_slot_waits_total {}\n\
+                 # HELP relay_upstream_fetch_slot_timeouts_total Cache fetches that got no \
+                 fetch slot within first_byte_timeout_ms and failed.\n\
+                 # TYPE relay_upstream_fetch_slot_timeouts_total counter\n\
+                 relay_upstream_fetch_slot_timeouts_total {}",
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
@@ -312,6 +320,8 @@ impl Metrics {
                 up.pass_budget.held(),
                 up.pass_budget.limit(),
                 up.pass_budget.clients_holding(),
+                st.fetch_slot_waits.load(Ordering::Relaxed),
+                st.fetch_slot_timeouts.load(Ordering::Relaxed),
             );
         }
         let _ = writeln!(

@@ -253,9 +253,25 @@ pub struct Health {
 pub struct Origin {
     pub config: HttpOrigin,
     pub health: Health,
+    /// Cache fetches (head fetches and chunk fills) to this origin under way at once, at
+    /// most `max_connections`: each holds a connection and its read buffer (up to
+    /// [`UPSTREAM_READ_BUFFER`] and the frame its fetch has not written yet) for as long as
+    /// its body streams, and misses of distinct objects would otherwise open as many as
+    /// they are. Pass-throughs are bounded by the pass budget instead, which counts their
+    /// connection's buffers ([`PASS_READ_AHEAD`]).
+    pub fetches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Origin {
+    pub fn new(config: HttpOrigin) -> Origin {
+        let fetches = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+        Origin {
+            config,
+            health: Health::default(),
+            fetches,
+        }
+    }
+
     fn now_ms(epoch: Instant) -> u64 {
         epoch.elapsed().as_millis() as u64
     }
@@ -292,6 +308,10 @@ pub struct UpstreamStats {
     pub retries: AtomicU64,
     pub disk_writes: Arc<AtomicU64>,
     pub disk_write_errors: Arc<AtomicU64>,
+    /// Cache fetches that found every fetch slot of their origin taken and waited.
+    pub fetch_slot_waits: AtomicU64,
+    /// Of those, fetches that got none within the first-byte timeout and failed.
+    pub fetch_slot_timeouts: AtomicU64,
 }
 
 /// The upstream thread and its origins.
@@ -335,15 +355,8 @@ impl Upstream {
         store: Store,
         pass_budget: Arc<budget::Budget>,
     ) -> Result<Upstream, UpstreamError> {
-        let origins: Arc<Vec<Origin>> = Arc::new(
-            origins
-                .iter()
-                .map(|c| Origin {
-                    config: c.clone(),
-                    health: Health::default(),
-                })
-                .collect(),
-        );
+        let origins: Arc<Vec<Origin>> =
+            Arc::new(origins.iter().map(|c| Origin::new(c.clone())).collect());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let epoch = Instant::now();
         let stats = Arc::new(UpstreamStats::default());

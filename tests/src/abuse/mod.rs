@@ -317,6 +317,11 @@ pub const ADMIN_CONN: u64 = 96 << 10;
 /// threads, the good client's requests (its pass-throughs hold windows of their own), the
 /// upstream's connection pool.
 pub const SLACK: u64 = 16 * MIB;
+/// What the origin's connections in use for cache fetches hold: at most
+/// `origin.max_connections` (64) fetches at once (`relay_upstream::Origin::fetches`), each
+/// with up to two 128 KiB read buffers (the one being read into and the frame its fetch has
+/// not written yet) and its task's state.
+pub const UPSTREAM_FETCHES: u64 = 64 * 288 * KIB;
 /// What the origin's pooled keep-alive connections hold once the fetches are over: up to
 /// `origin.max_connections` (64 by default) kept idle for 30 s, each with its read buffer
 /// (`relay_upstream::UPSTREAM_READ_BUFFER`, 128 KiB) and state: relay keeps them on purpose,
@@ -429,8 +434,10 @@ impl Attack {
     /// - uploads and slow pass readers: `pass_buffer_bytes` + connections ×
     ///   [`BUSY_CONN`] + [`SLACK`] (whatever they hold is within the pass-through budget);
     /// - slow miss readers: the chunk memory beside the arena
-    ///   ([`Settings::loose_chunk_bytes`]) + connections × [`BUSY_CONN`] + [`SLACK`] (the
-    ///   arena itself is mapped and pinned at start, in the baseline);
+    ///   ([`Settings::loose_chunk_bytes`]) + connections × [`TRICKLING_CONN`] (each holds
+    ///   its request's state, its response waiting) + [`UPSTREAM_FETCHES`] (the origin
+    ///   connections their fetches hold, at most 64 at once) + [`SLACK`] (the arena itself is
+    ///   mapped and pinned at start, in the baseline);
     /// - stalled admin: [`ADMIN_THREADS`] × [`ADMIN_CONN`] + [`SLACK`] (the admin
     ///   listener serves 64 connections at once, each a thread, and as many again may be
     ///   ending after being closed for new ones).
@@ -445,7 +452,9 @@ impl Attack {
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {
                 settings.pass_buffer_bytes + n * BUSY_CONN + SLACK
             }
-            Attack::MissReaders { .. } => settings.loose_chunk_bytes() + n * BUSY_CONN + SLACK,
+            Attack::MissReaders { .. } => {
+                settings.loose_chunk_bytes() + n * TRICKLING_CONN + UPSTREAM_FETCHES + SLACK
+            }
             Attack::AdminStall { .. } => ADMIN_THREADS * ADMIN_CONN + SLACK,
         }
     }

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use relay_cache::fill::{FillError, FillWriter};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Everything a job needs; cheap to clone into each task.
@@ -79,8 +80,20 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
         let ctx = ctx.clone();
         tokio::spawn(async move {
             match job {
-                Job::Head(request) => ctx.head(request).await,
-                Job::Chunk(request) => ctx.chunk(request).await,
+                Job::Head(request) => {
+                    let Some(_fetching) = ctx.fetch_slot(request.origin).await else {
+                        let e = ctx.slot_timeout(request.origin);
+                        return ctx.head_failed(&request.object, e);
+                    };
+                    ctx.head(request).await
+                }
+                Job::Chunk(request) => {
+                    let Some(_fetching) = ctx.fetch_slot(request.origin).await else {
+                        let e = ctx.slot_timeout(request.origin);
+                        return ctx.fail(request.writer, e);
+                    };
+                    ctx.chunk(request).await
+                }
                 Job::Pass(request) => ctx.pass(request).await,
             }
         });
@@ -88,6 +101,32 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
 }
 
 impl Context {
+    /// One of the origin's fetch slots ([`Origin::fetches`]), held until dropped; None when
+    /// none came free within the origin's `first_byte_timeout_ms` (the fetch fails as a
+    /// first-byte timeout would: its clients get 504, or are cut mid-body).
+    async fn fetch_slot(&self, origin: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let o = &self.origins[origin];
+        let wait = Duration::from_millis(o.config.first_byte_timeout_ms);
+        match o.fetches.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                self.stats.fetch_slot_waits.fetch_add(1, Ordering::Relaxed);
+                tokio::time::timeout(wait, o.fetches.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()
+            }
+        }
+    }
+
+    fn slot_timeout(&self, origin: usize) -> FillError {
+        self.stats
+            .fetch_slot_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        let ms = self.origins[origin].config.first_byte_timeout_ms;
+        FillError::timeout(relay_cache::fill::Wait::FirstByte, ms)
+    }
+
     fn head_failed(&self, object: &str, e: FillError) {
         self.store
             .inflight

@@ -351,22 +351,19 @@ mod tests {
     }
 
     fn origin(retries: u32, down_after_failures: u32) -> Origin {
-        Origin {
-            config: relay_config::HttpOrigin {
-                address: "127.0.0.1:9".parse().expect("address"),
-                authority: "origin.example".into(),
-                host: None,
-                prefix: "/".into(),
-                connect_timeout_ms: 100,
-                first_byte_timeout_ms: 100,
-                idle_timeout_ms: 100,
-                retries,
-                down_after_failures,
-                down_ms: 60_000,
-                max_connections: 1,
-            },
-            health: crate::Health::default(),
-        }
+        Origin::new(relay_config::HttpOrigin {
+            address: "127.0.0.1:9".parse().expect("address"),
+            authority: "origin.example".into(),
+            host: None,
+            prefix: "/".into(),
+            connect_timeout_ms: 100,
+            first_byte_timeout_ms: 100,
+            idle_timeout_ms: 100,
+            retries,
+            down_after_failures,
+            down_ms: 60_000,
+            max_connections: 1,
+        })
     }
 
     /// Runs the retry loop over attempts that fail as `outcomes` say (then answer); returns
