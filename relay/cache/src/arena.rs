@@ -24,11 +24,12 @@
 //! loose is only what fills, senders and the disk writer hold for a while.
 
 use crate::buddy::Buddy;
+use crate::wake::{Wakers, Watchers};
 use bytes::Bytes;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Smallest chunk kept in the arena.
 pub const ARENA_MIN: usize = 16 * 1024;
@@ -65,6 +66,11 @@ pub struct Arena {
     loose_cap: u64,
     /// Chunks refused because `loose` was at its cap.
     refused: AtomicU64,
+    /// Workers with a response waiting for room ([`Arena::watch_room`]), woken once when a
+    /// block or loose bytes are given back.
+    room: Watchers,
+    /// How to wake them (the server's, set once its workers exist).
+    wakers: OnceLock<Wakers>,
 }
 
 // SAFETY: the mapping is plain memory owned by the arena for its whole life; the allocator
@@ -135,6 +141,8 @@ impl Arena {
             loose: AtomicU64::new(0),
             loose_cap,
             refused: AtomicU64::new(0),
+            room: Watchers::default(),
+            wakers: OnceLock::new(),
         }))
     }
 
@@ -166,6 +174,25 @@ impl Arena {
     /// Chunks refused memory: no block free and the loose bytes at their cap.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// How to wake workers parked for room (set once, by the server).
+    pub fn set_wakers(&self, wakers: Wakers) {
+        let _ = self.wakers.set(wakers);
+    }
+
+    /// Worker `worker` parks a response until chunk memory is given back. (Noted after the
+    /// refusal, so memory given back in between wakes no one; the worker's tick is the
+    /// safety net then.)
+    pub fn watch_room(&self, worker: usize) {
+        self.room.watch(worker);
+    }
+
+    /// Chunk memory was given back: wake the workers parked for room, once.
+    fn room_freed(&self) {
+        if let Some(w) = self.wakers.get() {
+            w.wake_once(&self.room);
+        }
     }
 
     /// Takes `len` loose bytes if they fit under the cap.
@@ -264,6 +291,7 @@ impl Arena {
             .unwrap_or_else(|p| p.into_inner())
             .free_run(ptr.as_ptr() as usize, block);
         self.used.fetch_sub(block as u64, Ordering::Relaxed);
+        self.room_freed();
     }
 }
 
@@ -426,6 +454,7 @@ impl Drop for ChunkBuf {
                 // once, here; no handle to it outlives this buffer.
                 unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
                 a.loose.fetch_sub(self.len as u64, Ordering::Relaxed);
+                a.room_freed();
             }
             Home::Heap => {
                 let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
@@ -477,6 +506,32 @@ mod tests {
         // Freed blocks merge again: the whole arena is one block.
         let whole = ChunkBuf::alloc(2 << 20, Some(&a)).unwrap();
         assert!(whole.registered());
+    }
+
+    #[test]
+    fn memory_given_back_wakes_the_workers_parked_for_room_once() {
+        let a = Arena::new(2 << 20, 512 * 1024).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        a.set_wakers(Wakers::new(move |w| s.lock().unwrap().push(w)));
+        let bufs: Vec<_> = (0..5)
+            .map(|_| ChunkBuf::alloc(512 * 1024, Some(&a)).unwrap())
+            .collect();
+        assert!(
+            ChunkBuf::alloc(512 * 1024, Some(&a)).is_none(),
+            "at the bound"
+        );
+        a.watch_room(1);
+        let mut bufs = bufs.into_iter();
+        // A loose chunk given back wakes the parked worker, once.
+        drop(bufs.next_back());
+        assert_eq!(*seen.lock().unwrap(), [1]);
+        // A block given back with nobody parked wakes no one.
+        drop(bufs.next());
+        assert_eq!(*seen.lock().unwrap(), [1]);
+        a.watch_room(0);
+        drop(bufs);
+        assert_eq!(*seen.lock().unwrap(), [1, 0]);
     }
 
     #[test]

@@ -150,6 +150,26 @@ impl Wakers {
 
     /// Like [`Wakers::wake`] for the workers registered in any of `sets` (at most 4), each
     /// signalled once however many sets it is in.
+    /// Wakes every worker noted in `watchers` and forgets them: for a thing that lives on
+    /// (the arena's room), where a registration would otherwise wake its worker at every
+    /// later publication. A waiter notes itself again each time it parks.
+    pub fn wake_once(&self, watchers: &Watchers) {
+        // Pairs with the fence in `Watchers::watch` (module docs).
+        fence(Ordering::SeqCst);
+        let mut word = Some(watchers);
+        let mut base = 0;
+        while let Some(w) = word {
+            let mut mask = w.bits.swap(0, Ordering::Relaxed);
+            while mask != 0 {
+                let bit = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                (self.signal)(base + bit);
+            }
+            word = w.more.get().map(|b| &**b);
+            base += 64;
+        }
+    }
+
     pub fn wake_any(&self, sets: &[&Watchers]) {
         // Pairs with the fence in `Watchers::watch` (module docs).
         fence(Ordering::SeqCst);
@@ -183,6 +203,19 @@ mod tests {
         wakers.wake(&w);
         assert_eq!(*seen.lock().unwrap(), [0, 3]);
         assert!(w.contains(3) && !w.contains(1) && !w.contains(64 + 3));
+    }
+
+    #[test]
+    fn waking_once_forgets_the_watchers() {
+        let w = Watchers::default();
+        let (wakers, seen) = recording();
+        w.watch(1);
+        w.watch(70);
+        wakers.wake_once(&w);
+        assert_eq!(*seen.lock().unwrap(), [1, 70]);
+        assert!(!w.contains(1) && !w.contains(70));
+        wakers.wake_once(&w);
+        assert_eq!(seen.lock().unwrap().len(), 2, "forgotten: not woken again");
     }
 
     #[test]

@@ -480,6 +480,9 @@ pub fn serve(
         max_uri_bytes: config.server.limits.max_uri_bytes,
     };
     let wake = eventfds.wakers();
+    if let Some(arena) = cache.memory.arena() {
+        arena.set_wakers(wake.clone());
+    }
     let wakers = eventfds.fds;
     let shared = Arc::new(Shared {
         limits,

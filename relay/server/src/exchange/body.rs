@@ -303,13 +303,17 @@ impl Exchange {
 
     /// Chunk memory is at its bound (`relay_cache::arena`): this response lets go of the
     /// chunks it has sent and of a read it took on for others (they ask again themselves),
-    /// and waits, asking again when its worker is woken or ticks. Room comes back as fills
-    /// complete, senders finish and stalled readers are cut; a response that gets none
-    /// within its send deadline is cut (its head is out: the client sees a short body).
+    /// and waits, asking again when chunk memory is given back (`Arena::watch_room`) or its
+    /// worker ticks. Room comes back as fills complete, senders finish and stalled readers
+    /// are cut; a response that gets none within its send deadline is cut (its head is
+    /// out: the client sees a short body).
     fn wait_for_room(&mut self, cx: &mut Cx<'_>) -> Step {
         self.publish_chunk_share(cx, None);
         self.src = None;
         self.local = None;
+        if let Some(arena) = cx.shared.cache.memory.arena() {
+            arena.watch_room(cx.worker);
+        }
         cx.stats.room_waits.fetch_add(1, Ordering::Relaxed);
         Step::Do(self.wait(cx))
     }
