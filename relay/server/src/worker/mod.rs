@@ -21,7 +21,7 @@ use relay_upstream::budget::Client;
 use send::SendMsg;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 const ACCEPT: u8 = 1;
@@ -172,26 +172,41 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let cfg = &shared.config;
         let mut ring = Ring::new(4096)?;
-        // Kernels without provided-buffer rings fall back to one receive per request.
+        // A ring that refuses a provided-buffer ring (every kernel with the multishot accept
+        // relay needs has them) falls back to one receive per request, into each
+        // connection's own buffer, which it then keeps while idle: said, once.
         let bufring =
-            crate::bufring::BufRing::new(&ring.ring, 0, RECV_BUFFERS, RECV_BUFFER_SIZE).ok();
+            match crate::bufring::BufRing::new(&ring.ring, 0, RECV_BUFFERS, RECV_BUFFER_SIZE) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    warn_once(
+                        &SAID,
+                        format_args!(
+                            "no provided-buffer ring ({e}): connections are read by single \
+                             receives and keep their receive buffers while idle"
+                        ),
+                    );
+                    None
+                }
+            };
         let fixed = shared.cache.memory.arena().and_then(|arena| {
             // SAFETY: the arena stays mapped while this worker (and so its ring) lives: the
             // worker holds an Arc to it in `fixed`, dropped after the ring.
             match unsafe { ring.register_buffers(&arena.iovecs()) } {
                 Ok(()) => Some(arena.clone()),
                 Err(e) => {
-                    static WARNED: std::sync::atomic::AtomicBool =
-                        std::sync::atomic::AtomicBool::new(false);
-                    if !WARNED.swap(true, Ordering::Relaxed) {
-                        log::warn!(
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    warn_once(
+                        &SAID,
+                        format_args!(
                             "memory tier: worker {id}: registering {} bytes with io_uring \
                              failed ({e}); it sends from unregistered memory (each worker's \
                              ring locks the arena: raise RLIMIT_MEMLOCK to workers x that, or \
                              grant CAP_IPC_LOCK)",
                             arena.capacity()
-                        );
-                    }
+                        ),
+                    );
                     None
                 }
             }
@@ -848,4 +863,11 @@ fn random_boundary() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(a);
     format!("relay-{a:016x}{:016x}", h.finish())
+}
+
+/// Logs `msg` the first time `said` is passed: a fact about every worker, said once.
+fn warn_once(said: &AtomicBool, msg: std::fmt::Arguments<'_>) {
+    if !said.swap(true, Ordering::Relaxed) {
+        log::warn!("{msg}");
+    }
 }
