@@ -1,0 +1,20 @@
+//! Cluster membership for relay, with no control centre: the relays of a site find each
+//! other and notice when one dies through SWIM (the `foca` crate, sans-IO), and every gossip
+//! packet is authenticated under a cluster key ([`seal`]).
+//!
+//! Nothing here does I/O. A [`Node`] takes packets, timer firings and the time, and gives
+//! back what to send, when to fire which timer, and who joined or left ([`Output`]); the
+//! daemon's loop owns the socket and the clock, and the simulation in `tests/` drives many
+//! nodes on a virtual network and clock to measure detection times.
+//!
+//! Why foca (not chitchat, not a protocol of our own): it is SWIM with suspicion and
+//! Lifeguard-style refutation, it keeps its memory bound by the number of members, and it
+//! never touches a socket or a clock, so it fits a loop that owns both, and a test can run
+//! a thousand nodes in one thread. chitchat is a scuttlebutt key-value gossip on tokio:
+//! it owns its UDP transport, and its failure detector is phi-accrual over heartbeats.
+
+pub mod node;
+pub mod seal;
+
+pub use node::{Node, NodeId, Output};
+pub use seal::{Dropped, Key};

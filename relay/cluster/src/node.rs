@@ -1,0 +1,179 @@
+//! One relay's membership: foca's SWIM behind the authenticated envelope ([`crate::seal`]).
+
+use crate::seal::{Dropped, Key, Opener, Sealer};
+use foca::{
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A member: its gossip address and its life (`boot`: larger for a later start, so a
+/// relay that restarts, or that the others declared down while it lived, comes back as a
+/// newer identity that wins over the old one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    pub addr: SocketAddr,
+    pub boot: u64,
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(NodeId {
+            addr: self.addr,
+            boot: self.boot.wrapping_add(1),
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.boot > adversary.boot
+    }
+}
+
+/// What a node asks of its loop.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `packet` (sealed) to `to`.
+    Send { to: SocketAddr, packet: Vec<u8> },
+    /// Give `timer` back to [`Node::on_timer`] `after` from now.
+    Timer {
+        after: Duration,
+        timer: Timer<NodeId>,
+    },
+    /// A member joined (or came back).
+    Up(NodeId),
+    /// A member was declared down.
+    Down(NodeId),
+}
+
+/// Counts of what a node received.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub accepted: u64,
+    pub malformed: u64,
+    pub bad_mac: u64,
+    pub stale: u64,
+    pub replay: u64,
+    pub refused: u64,
+}
+
+impl Received {
+    fn count(&mut self, d: Dropped) {
+        *match d {
+            Dropped::Malformed => &mut self.malformed,
+            Dropped::BadMac => &mut self.bad_mac,
+            Dropped::Stale => &mut self.stale,
+            Dropped::Replay => &mut self.replay,
+            Dropped::Refused => &mut self.refused,
+        } += 1;
+    }
+
+    /// Packets dropped, for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.malformed + self.bad_mac + self.stale + self.replay + self.refused
+    }
+}
+
+/// One node's membership, driven by its loop.
+pub struct Node {
+    foca: Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<NodeId>,
+    sealer: Sealer,
+    opener: Opener,
+    pub received: Received,
+}
+
+impl Node {
+    /// A node at `id` under the cluster `key`, with foca's `config` (`Config::new_lan` or
+    /// `new_wan` for the expected cluster size); `seed` seeds its random choices.
+    pub fn new(id: NodeId, key: Key, config: Config, seed: u64) -> Node {
+        Node {
+            foca: Foca::new(id, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            runtime: AccumulatingRuntime::new(),
+            sealer: Sealer::new(key.clone(), id.addr, id.boot),
+            opener: Opener::new(key),
+            received: Received::default(),
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        self.foca.identity()
+    }
+
+    /// The members this node holds live (itself not included).
+    pub fn members(&self) -> impl Iterator<Item = &NodeId> {
+        self.foca.iter_members().map(|m| m.id())
+    }
+
+    /// Asks the node at `to` (a seed from the config) to let this one join.
+    pub fn announce(&mut self, to: SocketAddr, now_ms: u64, out: &mut Vec<Output>) {
+        let seed = NodeId { addr: to, boot: 0 };
+        // (An error here is foca refusing to announce to itself: nothing to do.)
+        let _ = self.foca.announce(seed, &mut self.runtime);
+        self.drain(now_ms, out);
+    }
+
+    /// A packet arrived at `now_ms`; what it asks for is appended to `out`. Dropped
+    /// packets are counted in [`Node::received`] and change nothing.
+    pub fn on_packet(
+        &mut self,
+        packet: &[u8],
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Dropped> {
+        let r = match self.opener.open(packet, now_ms) {
+            Ok(opened) => self
+                .foca
+                .handle_data(opened.payload, &mut self.runtime)
+                .map_err(|_| Dropped::Refused),
+            Err(d) => Err(d),
+        };
+        match r {
+            Ok(()) => self.received.accepted += 1,
+            Err(d) => self.received.count(d),
+        }
+        self.drain(now_ms, out);
+        r
+    }
+
+    /// A timer the node asked for fired.
+    pub fn on_timer(&mut self, timer: Timer<NodeId>, now_ms: u64, out: &mut Vec<Output>) {
+        let _ = self.foca.handle_timer(timer, &mut self.runtime);
+        self.drain(now_ms, out);
+    }
+
+    /// Leaves the cluster (a clean stop): the others learn it at once rather than
+    /// detecting it.
+    pub fn leave(mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        self.drain(now_ms, out);
+    }
+
+    fn drain(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        while let Some((to, payload)) = self.runtime.to_send() {
+            let packet = self.sealer.seal(&payload, now_ms);
+            out.push(Output::Send {
+                to: to.addr,
+                packet,
+            });
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            out.push(Output::Timer { after, timer });
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(id) => out.push(Output::Up(id)),
+                OwnedNotification::MemberDown(id) => out.push(Output::Down(id)),
+                _ => {}
+            }
+        }
+    }
+}

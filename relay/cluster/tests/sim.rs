@@ -1,0 +1,387 @@
+//! A simulated cluster: many [`Node`]s on a virtual network (a fixed one-way delay, optional
+//! loss) and a virtual clock, driven in one thread, as the daemon's loop would drive one
+//! node on a real socket. It measures what the design states: how long the cluster takes
+//! to learn that a member died, that a restarted member rejoins by itself, that packets
+//! under another key never make a member, and what gossip costs.
+
+use relay_cluster::{Key, Node, NodeId, Output};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+/// The virtual clock starts here (ms since the epoch: within the envelope's skew).
+const EPOCH: u64 = 1_800_000_000_000;
+
+enum Event {
+    Deliver {
+        to: SocketAddr,
+        packet: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        boot: u64,
+        timer: foca::Timer<NodeId>,
+    },
+}
+
+struct Sim {
+    now: u64,
+    nodes: Vec<Option<Node>>,
+    at: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    next: u64,
+    delay_ms: u64,
+    /// Loss: one packet in `loss` dropped (0: none), decided by a counter, not randomly.
+    loss: u64,
+    sent: u64,
+    bytes_sent: u64,
+    /// (time, observer, member, up?)
+    log: Vec<(u64, usize, NodeId, bool)>,
+    config: foca::Config,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    format!("10.{}.{}.{}:7946", i / 65536, (i / 256) % 256, i % 256 + 1)
+        .parse()
+        .expect("address")
+}
+
+impl Sim {
+    fn new(n: usize, config: foca::Config) -> Sim {
+        let mut s = Sim {
+            now: EPOCH,
+            nodes: Vec::new(),
+            at: HashMap::new(),
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next: 0,
+            delay_ms: 1,
+            loss: 0,
+            sent: 0,
+            bytes_sent: 0,
+            log: Vec::new(),
+            config,
+        };
+        for i in 0..n {
+            s.start(i, Key::new([7; 32]));
+        }
+        s
+    }
+
+    /// Starts (or restarts) node `i` under `key`, announcing itself to node 0.
+    fn start(&mut self, i: usize, key: Key) {
+        let id = NodeId {
+            addr: addr(i),
+            boot: self.now,
+        };
+        let node = Node::new(id, key, self.config.clone(), i as u64 + self.now);
+        if self.nodes.len() <= i {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        self.nodes[i] = Some(node);
+        self.at.insert(id.addr, i);
+        if i > 0 {
+            let mut out = Vec::new();
+            if let Some(n) = self.nodes[i].as_mut() {
+                n.announce(addr(0), self.now, &mut out);
+            }
+            self.apply(i, out);
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    fn push(&mut self, at: u64, e: Event) {
+        self.next += 1;
+        self.queue.push(Reverse((at, self.next)));
+        self.events.insert(self.next, e);
+    }
+
+    fn apply(&mut self, i: usize, out: Vec<Output>) {
+        let boot = match self.nodes[i].as_ref() {
+            Some(n) => n.id().boot,
+            None => return,
+        };
+        for o in out {
+            match o {
+                Output::Send { to, packet } => {
+                    self.sent += 1;
+                    self.bytes_sent += packet.len() as u64;
+                    if self.loss > 0 && self.sent.is_multiple_of(self.loss) {
+                        continue;
+                    }
+                    self.push(self.now + self.delay_ms, Event::Deliver { to, packet });
+                }
+                Output::Timer { after, timer } => {
+                    let at = self.now + after.as_millis() as u64;
+                    self.push(
+                        at,
+                        Event::Timer {
+                            node: i,
+                            boot,
+                            timer,
+                        },
+                    );
+                }
+                Output::Up(id) => self.log.push((self.now, i, id, true)),
+                Output::Down(id) => self.log.push((self.now, i, id, false)),
+            }
+        }
+    }
+
+    /// Runs events until virtual time `until` (ms after the epoch).
+    fn run_until(&mut self, until: u64) {
+        while let Some(&Reverse((at, k))) = self.queue.peek() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let Some(e) = self.events.remove(&k) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            let i = match e {
+                Event::Deliver { to, packet } => {
+                    let Some(&i) = self.at.get(&to) else { continue };
+                    let Some(n) = self.nodes[i].as_mut() else {
+                        continue;
+                    };
+                    let _ = n.on_packet(&packet, self.now, &mut out);
+                    i
+                }
+                Event::Timer { node, boot, timer } => {
+                    // A timer of a node's earlier life does not reach the new one.
+                    let Some(n) = self.nodes[node].as_mut().filter(|n| n.id().boot == boot) else {
+                        continue;
+                    };
+                    n.on_timer(timer, self.now, &mut out);
+                    node
+                }
+            };
+            self.apply(i, out);
+        }
+        self.now = until;
+    }
+
+    /// Runs until `done` holds (checked every 100 virtual ms), at most `limit_ms`; the
+    /// virtual time it took, or None.
+    fn run_while(&mut self, limit_ms: u64, done: impl Fn(&Sim) -> bool) -> Option<u64> {
+        let start = self.now;
+        while self.now < start + limit_ms {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            let t = self.now + 100;
+            self.run_until(t);
+        }
+        done(self).then(|| self.now - start)
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.as_ref()?)))
+    }
+
+    /// Every live node holds every other live node, and no one else.
+    fn converged(&self) -> bool {
+        let live: HashSet<SocketAddr> = self.live().map(|(_, n)| n.id().addr).collect();
+        self.live().all(|(_, n)| {
+            let seen: HashSet<SocketAddr> = n.members().map(|m| m.addr).collect();
+            seen.len() == live.len() - 1 && seen.iter().all(|a| live.contains(a))
+        })
+    }
+
+    fn holds(&self, observer: usize, member: usize) -> bool {
+        self.nodes[observer]
+            .as_ref()
+            .is_some_and(|n| n.members().any(|m| m.addr == addr(member)))
+    }
+}
+
+/// How long after a death the last live member drops it, as the design states it: a probe
+/// of the dead member within three probe periods (every live member probes one member a
+/// period, in a shuffled round: with n members a given one is probed in a period with
+/// probability 1 - (1 - 1/(n-1))^(n-1), about 63%, so within three about 95%), its direct
+/// and indirect probes failing within one more, the suspicion timeout (foca's LAN setting:
+/// 4 s × max(1, log10 n)), then two seconds of gossip for the others to learn it.
+fn detection_bound(config: &foca::Config) -> u64 {
+    (4 * config.probe_period + config.suspect_to_down_after).as_millis() as u64 + 2000
+}
+
+fn lan(n: u32) -> foca::Config {
+    foca::Config::new_lan(NonZeroU32::new(n).expect("n > 0"))
+}
+
+#[test]
+fn three_relays_join_through_one_seed_detect_a_death_and_take_back_a_restart() {
+    let mut sim = Sim::new(3, lan(3));
+    let joined = sim.run_while(10_000, Sim::converged).expect("joined");
+    let bound = detection_bound(&sim.config);
+    sim.kill(2);
+    let gone = sim
+        .run_while(60_000, |s| !s.holds(0, 2) && !s.holds(1, 2))
+        .expect("the death was detected");
+    eprintln!(
+        "3 relays (LAN): joined in {joined} ms; a death detected by all in {gone} ms (bound {bound} ms)"
+    );
+    assert!(gone <= bound, "{gone} ms > {bound} ms");
+    assert!(
+        sim.log
+            .iter()
+            .any(|&(_, o, m, up)| o == 0 && m.addr == addr(2) && !up)
+    );
+    // It comes back, a newer life: taken back by itself, without an operator.
+    sim.start(2, Key::new([7; 32]));
+    let back = sim.run_while(10_000, Sim::converged).expect("rejoined");
+    eprintln!("the restarted relay is a member again in {back} ms");
+    // No live member was ever declared down.
+    assert!(
+        sim.log.iter().all(|&(_, _, m, up)| up || m.addr == addr(2)),
+        "{:?}",
+        sim.log
+    );
+}
+
+#[test]
+fn a_hundred_relays_converge_detect_a_death_within_the_bound_and_gossip_little() {
+    const N: usize = 100;
+    let mut sim = Sim::new(N, lan(N as u32));
+    let joined = sim.run_while(180_000, Sim::converged);
+    let joined = joined.expect("joined");
+    // A minute of steady state: what gossip costs.
+    let (sent, bytes, t0) = (sim.sent, sim.bytes_sent, sim.now);
+    sim.run_until(t0 + 60_000);
+    let per_node_s = (sim.bytes_sent - bytes) as f64 / N as f64 / 60.0;
+    let packets_s = (sim.sent - sent) as f64 / N as f64 / 60.0;
+    // Five deaths, one after another: how long until every live relay dropped each.
+    let bound = detection_bound(&sim.config);
+    let mut firsts = Vec::new();
+    let mut alls = Vec::new();
+    for dead in (N - 5..N).rev() {
+        sim.kill(dead);
+        let killed = sim.now;
+        let all = sim
+            .run_while(120_000, |s| (0..dead).all(|o| !s.holds(o, dead)))
+            .expect("the death was detected");
+        let first = sim
+            .log
+            .iter()
+            .find(|&&(t, _, m, up)| !up && m.addr == addr(dead) && t >= killed)
+            .map_or(all, |l| l.0 - killed);
+        firsts.push(first);
+        alls.push(all);
+    }
+    firsts.sort_unstable();
+    alls.sort_unstable();
+    eprintln!(
+        "{N} relays (LAN): joined in {joined} ms; {per_node_s:.0} B/s and {packets_s:.1} packets/s \
+         per relay; five deaths: first declared down after {firsts:?} ms, dropped by all after \
+         {alls:?} ms (bound {bound} ms)"
+    );
+    assert!(alls[4] <= bound, "{alls:?} ms, bound {bound} ms");
+    let killed: Vec<SocketAddr> = (N - 5..N).map(addr).collect();
+    assert!(
+        sim.log
+            .iter()
+            .all(|&(_, _, m, up)| up || killed.contains(&m.addr)),
+        "a live relay was declared down"
+    );
+    assert!(per_node_s < 4096.0, "{per_node_s} B/s per relay");
+}
+
+#[test]
+fn packets_under_another_key_never_make_a_member_and_are_counted() {
+    let mut sim = Sim::new(3, lan(4));
+    sim.run_while(10_000, Sim::converged).expect("joined");
+    // A node with the wrong key announces itself, over and over.
+    sim.start(3, Key::new([8; 32]));
+    sim.run_until(sim.now + 20_000);
+    for o in 0..3 {
+        assert!(!sim.holds(o, 3), "relay {o} took the forger in");
+    }
+    assert!(
+        sim.nodes[3]
+            .as_ref()
+            .is_none_or(|n| n.members().count() == 0),
+        "the forger took a member in"
+    );
+    let bad: u64 = (0..3)
+        .filter_map(|o| sim.nodes[o].as_ref())
+        .map(|n| n.received.bad_mac)
+        .sum();
+    assert!(bad > 0, "the forger's packets were not counted");
+}
+
+#[test]
+fn captured_packets_replayed_are_dropped() {
+    let key = Key::new([7; 32]);
+    let a = NodeId {
+        addr: addr(0),
+        boot: EPOCH,
+    };
+    let b = NodeId {
+        addr: addr(1),
+        boot: EPOCH,
+    };
+    let mut na = Node::new(a, key.clone(), lan(2), 1);
+    let mut nb = Node::new(b, key, lan(2), 2);
+    let mut out = Vec::new();
+    nb.announce(a.addr, EPOCH, &mut out);
+    let Some(Output::Send { packet, .. }) =
+        out.into_iter().find(|o| matches!(o, Output::Send { .. }))
+    else {
+        panic!("an announce is sent")
+    };
+    let mut out = Vec::new();
+    assert!(na.on_packet(&packet, EPOCH + 1, &mut out).is_ok());
+    assert_eq!(
+        na.on_packet(&packet, EPOCH + 2, &mut out),
+        Err(relay_cluster::Dropped::Replay)
+    );
+    assert_eq!((na.received.accepted, na.received.replay), (1, 1));
+}
+
+#[test]
+fn under_one_percent_loss_no_live_relay_is_declared_down() {
+    const N: usize = 20;
+    let mut sim = Sim::new(N, lan(N as u32));
+    sim.loss = 100;
+    sim.run_while(60_000, Sim::converged).expect("joined");
+    sim.run_until(sim.now + 300_000);
+    let downs = sim.log.iter().filter(|&&(_, _, _, up)| !up).count();
+    eprintln!("{N} relays, 1% loss, 5 minutes: {downs} false downs");
+    assert_eq!(
+        downs,
+        0,
+        "{:?}",
+        sim.log.iter().filter(|l| !l.3).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn ten_relays_across_a_wan_detect_a_death_within_the_wan_bound() {
+    const N: usize = 10;
+    let mut sim = Sim::new(
+        N,
+        foca::Config::new_wan(NonZeroU32::new(N as u32).expect("n")),
+    );
+    sim.delay_ms = 40;
+    let joined = sim.run_while(120_000, Sim::converged).expect("joined");
+    let bound = detection_bound(&sim.config);
+    sim.kill(N - 1);
+    let gone = sim
+        .run_while(300_000, |s| (0..N - 1).all(|o| !s.holds(o, N - 1)))
+        .expect("the death was detected");
+    eprintln!(
+        "{N} relays (WAN, 40 ms one way): joined in {joined} ms; a death dropped by all in \
+         {gone} ms (bound {bound} ms)"
+    );
+    assert!(gone <= bound, "{gone} ms > {bound} ms");
+}
