@@ -2,10 +2,11 @@
 //! other and notice when one dies through SWIM (the `foca` crate, sans-IO), and every gossip
 //! packet is authenticated under a cluster key ([`seal`]).
 //!
-//! Nothing here does I/O. A [`Node`] takes packets, timer firings and the time, and gives
-//! back what to send, when to fire which timer, and who joined or left ([`Output`]); the
-//! daemon's loop owns the socket and the clock, and the simulation in `tests/` drives many
-//! nodes on a virtual network and clock to measure detection times.
+//! A [`Node`] does no I/O: it takes packets, timer firings and the time, and gives back
+//! what to send, when to fire which timer, and who joined or left ([`Output`]). The
+//! [`Agent`] is its I/O: a thread that owns the UDP socket and the timers; the simulation
+//! in `tests/` drives many nodes on a virtual network and clock instead, to measure
+//! detection times.
 //!
 //! Why foca (not chitchat, not a protocol of our own): it is SWIM with suspicion and
 //! Lifeguard-style refutation, it keeps its memory bound by the number of members, and it
@@ -13,8 +14,10 @@
 //! a thousand nodes in one thread. chitchat is a scuttlebutt key-value gossip on tokio:
 //! it owns its UDP transport, and its failure detector is phi-accrual over heartbeats.
 
+pub mod agent;
 pub mod node;
 pub mod seal;
 
-pub use node::{Node, NodeId, Output};
+pub use agent::{Agent, View};
+pub use node::{Node, NodeId, Output, Received};
 pub use seal::{Dropped, Key};

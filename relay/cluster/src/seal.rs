@@ -34,19 +34,6 @@ impl Key {
     pub fn new(bytes: [u8; 32]) -> Key {
         Key(bytes)
     }
-
-    /// A key from its text form: 64 hex digits (surrounding whitespace ignored).
-    pub fn from_hex(text: &str) -> Option<Key> {
-        let t = text.trim();
-        if t.len() != 64 {
-            return None;
-        }
-        let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(t.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Key(k))
-    }
 }
 
 impl std::fmt::Debug for Key {
@@ -325,13 +312,5 @@ mod tests {
         let mut s2 = Sealer::new(key(1), A.parse().unwrap(), 6);
         assert!(o.open(&s2.seal(b"y", T), T).is_ok());
         assert_eq!(o.open(&s.seal(b"x", T), T).unwrap_err(), Dropped::Replay);
-    }
-
-    #[test]
-    fn keys_are_64_hex_digits() {
-        let k = Key::from_hex(&format!("  {}\n", "ab".repeat(32))).unwrap();
-        assert_eq!(k.0, [0xab; 32]);
-        assert!(Key::from_hex("ab").is_none());
-        assert!(Key::from_hex(&"zz".repeat(32)).is_none());
     }
 }

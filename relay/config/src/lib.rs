@@ -18,6 +18,7 @@
 //! a test parses it.
 
 pub mod bytesize;
+pub mod cluster;
 pub mod error;
 mod load;
 pub mod machine;
@@ -27,6 +28,7 @@ mod share;
 mod steer;
 
 pub use bytesize::ByteSize;
+pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
     AdminConfig, CacheConfig, ClientShare, Config, DiskAdmission, HttpOrigin, OriginConfig,

@@ -54,6 +54,10 @@ impl Config {
             }
             config.origin.directory = Some(canonical);
         }
+        if let Some(c) = &config.cluster {
+            crate::cluster::read_key(&c.key_file)
+                .map_err(|m| src.invalid("cluster.key_file", spans.key_file.clone(), m))?;
+        }
         Ok(config)
     }
 
@@ -73,6 +77,7 @@ impl Config {
 struct Spans {
     directory: Option<Range<usize>>,
     memory_bytes: Option<Range<usize>>,
+    key_file: Option<Range<usize>>,
 }
 
 /// The config and the spans of the values `load` checks.
@@ -86,6 +91,10 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     let (cache, memory_bytes_span) = cache(src, raw.cache)?;
     let steer = steer(src, raw.steer)?;
     let admin = admin(src, raw.admin, server.listen)?;
+    let (cluster, key_file) = match crate::cluster::cluster(src, raw.cluster, base_dir)? {
+        Some((c, span)) => (Some(c), span),
+        None => (None, None),
+    };
     let Some(origin) = raw.origin else {
         return Err(src.error(
             ErrorKind::MissingKey,
@@ -160,10 +169,12 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         },
         admin,
         steer,
+        cluster,
     };
     let spans = Spans {
         directory: span,
         memory_bytes: memory_bytes_span,
+        key_file,
     };
     Ok((config, spans))
 }
@@ -349,7 +360,7 @@ fn bytes_in_range(size: ByteSize, lo: u64, hi: u64) -> Result<u64, String> {
 }
 
 /// `host:port` with an IP address; names are not resolved.
-fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }

@@ -20,6 +20,8 @@ pub(crate) struct RawConfig {
     pub(crate) steer: RawSteer,
     #[serde(default)]
     pub(crate) admin: RawAdmin,
+    #[serde(default)]
+    pub(crate) cluster: Option<crate::cluster::RawCluster>,
 }
 
 #[derive(Deserialize, Default)]

@@ -64,6 +64,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[steer]`: the XDP steering program's pinned maps.
     pub steer: SteerConfig,
+    /// `[cluster]`: gossip membership with the other relays; None: this relay stands alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[server]`.

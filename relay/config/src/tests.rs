@@ -331,9 +331,9 @@ fn unknown_keys_name_key_line_and_valid_keys() {
     );
     // Unknown tables, top-level keys and dotted keys.
     let msg = expect(
-        "[origin]\ndirectory = \"/d\"\n[cluster]\npeers = []\n",
+        "[origin]\ndirectory = \"/d\"\n[peering]\npeers = []\n",
         ErrorKind::UnknownKey,
-        Some("cluster"),
+        Some("peering"),
         Some(3),
     );
     assert!(

@@ -168,6 +168,10 @@ fn run(path: &std::path::Path) -> Result<()> {
         upstream,
         wake,
     };
+    let cluster = match &config.cluster {
+        Some(c) => Some(start_cluster(c)?),
+        None => None,
+    };
     let server = relay_server::serve(config, listeners, parts)?;
     // From here a SIGTERM drains (below) instead of ending the process.
     startup.done();
@@ -175,9 +179,19 @@ fn run(path: &std::path::Path) -> Result<()> {
         "relay: listening on http://{} ({workers} workers)",
         server.local_addr()
     );
+    if let Some(c) = &cluster {
+        eprintln!("relay: cluster on udp://{}", c.addr);
+    }
     if let Some(l) = admin {
         let addr = l.local_addr()?;
-        relay_server::admin::spawn(l, server.metrics()).context("admin thread")?;
+        let metrics = match &cluster {
+            Some(c) => {
+                let view = c.view.clone();
+                server.metrics().with_extra(move |out| view.render(out))
+            }
+            None => server.metrics(),
+        };
+        relay_server::admin::spawn(l, metrics).context("admin thread")?;
         eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
     }
     for sig in signals.forever() {
@@ -201,10 +215,23 @@ fn run(path: &std::path::Path) -> Result<()> {
         }
     }
     drop(steer);
+    // Leaving tells the other relays at once, rather than letting them detect it.
+    if let Some(c) = cluster {
+        c.stop();
+    }
     server.shutdown();
     server.join().context("worker failed")?;
     eprintln!("relay: stopped");
     Ok(())
+}
+
+/// Joins the cluster `[cluster]` describes: the key read from its file, the gossip socket
+/// bound, the agent's thread started.
+fn start_cluster(c: &relay_config::ClusterConfig) -> Result<relay_cluster::Agent> {
+    let key = relay_config::cluster::read_key(&c.key_file)
+        .map_err(|m| anyhow::anyhow!("cluster.key_file: {m}"))?;
+    relay_cluster::Agent::start(c, relay_cluster::Key::new(key))
+        .with_context(|| format!("cluster gossip on udp://{}", c.listen))
 }
 
 /// Until [`StartupGuard::done`], SIGTERM or SIGINT ends the process at once: start-up

@@ -310,6 +310,7 @@ impl Server {
         metrics::Metrics {
             shared: self.shared.clone(),
             workers: self.stats.clone(),
+            extra: None,
         }
     }
 

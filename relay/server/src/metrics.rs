@@ -23,14 +23,27 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// Renders metrics of a part outside the server into a scrape's text.
+pub type RenderExtra = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// What a scrape reads: the shared state and every worker's counters.
 #[derive(Clone)]
 pub struct Metrics {
     pub(crate) shared: Arc<Shared>,
     pub(crate) workers: Arc<Vec<Arc<CachePadded<WorkerStats>>>>,
+    /// Metrics of parts outside the server (the cluster agent), rendered after its own.
+    pub(crate) extra: Option<RenderExtra>,
 }
 
 impl Metrics {
+    /// These metrics, and `render`'s after them.
+    pub fn with_extra(self, render: impl Fn(&mut String) + Send + Sync + 'static) -> Metrics {
+        Metrics {
+            extra: Some(Arc::new(render)),
+            ..self
+        }
+    }
+
     /// Renders every metric into `out`.
     pub fn render(&self, out: &mut String) {
         let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
@@ -337,6 +350,9 @@ impl Metrics {
             self.workers.len()
         );
         self.render_latency(out);
+        if let Some(extra) = &self.extra {
+            extra(out);
+        }
     }
 
     /// Answers relay made up itself, by status and reason, summed over the workers.

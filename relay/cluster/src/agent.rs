@@ -1,0 +1,235 @@
+//! The cluster's I/O: one thread owns the gossip socket and the timers and drives a
+//! [`Node`]. Plain std: a blocking UDP socket whose read timeout is the next timer.
+
+use crate::node::{Node, NodeId, Output, Received};
+use crate::seal::Key;
+use relay_config::ClusterConfig;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// While this relay knows no member, it announces itself to its seeds this often.
+const REANNOUNCE: Duration = Duration::from_secs(2);
+/// The longest the loop sleeps without looking at its stop flag.
+const LONGEST_WAIT: Duration = Duration::from_millis(200);
+
+/// foca's settings for a cluster of about `size` members on a LAN or a WAN (derived from
+/// memberlist's defaults; `docs/CLUSTER.md` gives the detection bounds they make).
+pub fn timings(wan: bool, size: u32) -> foca::Config {
+    let n = std::num::NonZeroU32::new(size.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    match wan {
+        true => foca::Config::new_wan(n),
+        false => foca::Config::new_lan(n),
+    }
+}
+
+/// What the agent shows the rest of relay.
+#[derive(Default)]
+pub struct View {
+    members: Mutex<Vec<NodeId>>,
+    received: Mutex<Received>,
+}
+
+impl View {
+    /// The live members, this relay not included.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What the agent received, by outcome.
+    pub fn received(&self) -> Received {
+        *self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Prometheus text: the members and the packets received by outcome.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let r = self.received();
+        let _ = writeln!(
+            out,
+            "# HELP relay_cluster_members Live members of the cluster, this relay not included.\n\
+             # TYPE relay_cluster_members gauge\nrelay_cluster_members {}\n\
+             # HELP relay_cluster_packets_total Gossip packets received, by outcome (every \
+             packet that is not accepted is dropped).\n\
+             # TYPE relay_cluster_packets_total counter",
+            self.members().len()
+        );
+        for (result, n) in [
+            ("accepted", r.accepted),
+            ("malformed", r.malformed),
+            ("bad_mac", r.bad_mac),
+            ("stale", r.stale),
+            ("replay", r.replay),
+            ("refused", r.refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "relay_cluster_packets_total{{result=\"{result}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// The running agent; stopped (leaving the cluster) by [`Agent::stop`] or on drop.
+pub struct Agent {
+    pub view: Arc<View>,
+    /// The address the others send to.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Binds the socket `config` names and starts the thread, under the cluster `key`.
+    pub fn start(config: &ClusterConfig, key: Key) -> io::Result<Agent> {
+        let socket = UdpSocket::bind(config.listen)?;
+        let addr = match config.advertise {
+            Some(a) => a,
+            None => socket.local_addr()?,
+        };
+        let view = Arc::new(View::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let id = NodeId {
+            addr,
+            boot: now_ms(),
+        };
+        let timings = timings(config.wan, config.size);
+        let node = Node::new(id, key, timings, id.boot ^ u64::from(std::process::id()));
+        let (v, st) = (view.clone(), stop.clone());
+        let seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|&a| a != addr)
+            .collect();
+        let thread = std::thread::Builder::new()
+            .name("relay-cluster".into())
+            .spawn(move || run(socket, node, seeds, &v, &st))?;
+        Ok(Agent {
+            view,
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Leaves the cluster (the others learn it at once) and ends the thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The timers the node asked for, in the order they fire.
+#[derive(Default)]
+struct Timers {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: HashMap<u64, foca::Timer<NodeId>>,
+    next: u64,
+}
+
+impl Timers {
+    fn add(&mut self, at: Instant, t: foca::Timer<NodeId>) {
+        self.next += 1;
+        self.due.push(Reverse((at, self.next)));
+        self.timers.insert(self.next, t);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<foca::Timer<NodeId>> {
+        let &Reverse((at, k)) = self.due.peek()?;
+        if at > now {
+            return None;
+        }
+        self.due.pop();
+        self.timers.remove(&k)
+    }
+}
+
+fn run(socket: UdpSocket, mut node: Node, seeds: Vec<SocketAddr>, view: &View, stop: &AtomicBool) {
+    let mut timers = Timers::default();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut last_announce: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if node.members().next().is_none()
+            && last_announce.is_none_or(|t| now.duration_since(t) >= REANNOUNCE)
+        {
+            for &s in &seeds {
+                node.announce(s, now_ms(), &mut out);
+            }
+            last_announce = Some(now);
+        }
+        while let Some(t) = timers.pop_due(now) {
+            node.on_timer(t, now_ms(), &mut out);
+        }
+        apply(&socket, &node, &mut out, &mut timers, view);
+        let wait = timers
+            .next_due()
+            .map_or(LONGEST_WAIT, |at| {
+                at.saturating_duration_since(Instant::now())
+            })
+            .clamp(Duration::from_millis(1), LONGEST_WAIT);
+        let _ = socket.set_read_timeout(Some(wait));
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            // Dropped packets are counted by the node and change nothing.
+            let _ = node.on_packet(&buf[..n], now_ms(), &mut out);
+            *view.received.lock().unwrap_or_else(|p| p.into_inner()) = node.received;
+            apply(&socket, &node, &mut out, &mut timers, view);
+        }
+    }
+    node.leave(now_ms(), &mut out);
+    for o in out.drain(..) {
+        if let Output::Send { to, packet } = o {
+            let _ = socket.send_to(&packet, to);
+        }
+    }
+}
+
+/// Carries out what the node asked for.
+fn apply(socket: &UdpSocket, node: &Node, out: &mut Vec<Output>, timers: &mut Timers, view: &View) {
+    let mut changed = false;
+    for o in out.drain(..) {
+        match o {
+            Output::Send { to, packet } => {
+                // (A send that fails is a lost packet; SWIM tolerates those.)
+                let _ = socket.send_to(&packet, to);
+            }
+            Output::Timer { after, timer } => timers.add(Instant::now() + after, timer),
+            Output::Up(_) | Output::Down(_) => changed = true,
+        }
+    }
+    if changed {
+        *view.members.lock().unwrap_or_else(|p| p.into_inner()) = node.members().copied().collect();
+    }
+}

@@ -1,0 +1,261 @@
+//! `[cluster]`: gossip membership with the other relays of a site (`relay-cluster`). Absent:
+//! this relay stands alone.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ConfigError, ErrorKind, Source};
+use crate::load::{check, in_range, parse_listen};
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// UDP address gossip is received on.
+    pub listen: SocketAddr,
+    /// The address the others send to (default `listen`; required when `listen` is an
+    /// unspecified address). Port 0 in both: the port bound.
+    pub advertise: Option<SocketAddr>,
+    /// Members to announce this relay to at start (and again while it knows none).
+    pub seeds: Vec<SocketAddr>,
+    /// A file holding the cluster key: 64 hex digits, readable by its owner only.
+    pub key_file: PathBuf,
+    /// Failure detection tuned for a LAN (a probe a second) or a WAN (one every 5 s).
+    pub wan: bool,
+    /// The cluster size the timings are tuned for (default 16).
+    pub size: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [cluster] table")]
+pub(crate) struct RawCluster {
+    listen: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+    seeds: Option<Spanned<Vec<String>>>,
+    key_file: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    size: Option<Spanned<u64>>,
+}
+
+/// A checked `[cluster]`, and where its key file was named (for `Config::load`'s look at
+/// the file).
+pub(crate) type Checked = (ClusterConfig, Option<Range<usize>>);
+
+/// `[cluster]` checked.
+pub(crate) fn cluster(
+    src: Source<'_>,
+    raw: Option<RawCluster>,
+    base_dir: &Path,
+) -> Result<Option<Checked>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let Some(listen_raw) = raw.listen else {
+        return Err(src.error(
+            ErrorKind::MissingKey,
+            "cluster.listen",
+            None,
+            "missing: the UDP address gossip is received on, e.g. \"0.0.0.0:7946\"",
+        ));
+    };
+    let listen_span = Some(listen_raw.span());
+    let listen = parse_listen(listen_raw.get_ref())
+        .map_err(|m| src.invalid("cluster.listen", listen_span.clone(), m))?;
+    let (advertise, _) = check(src, "cluster.advertise", raw.advertise, None, |s| {
+        let a = parse_listen(&s)?;
+        if a.ip().is_unspecified() || a.port() == 0 {
+            return Err(format!("must be an address the others reach, got {a}"));
+        }
+        Ok(Some(a))
+    })?;
+    if advertise.is_none() && listen.ip().is_unspecified() {
+        return Err(src.invalid(
+            "cluster.listen",
+            listen_span,
+            format!(
+                "{listen} is every address: set cluster.advertise to the one the other relays \
+                 reach"
+            ),
+        ));
+    }
+    let (seeds, _) = check(src, "cluster.seeds", raw.seeds, Vec::new(), |list| {
+        list.iter()
+            .map(|s| {
+                let a = parse_listen(s)?;
+                if a.ip().is_unspecified() || a.port() == 0 {
+                    return Err(format!("a seed must be an address and port, got {s:?}"));
+                }
+                Ok(a)
+            })
+            .collect()
+    })?;
+    let Some(key_raw) = raw.key_file else {
+        return Err(src.error(
+            ErrorKind::MissingKey,
+            "cluster.key_file",
+            None,
+            "missing: a file holding the cluster key (64 hex digits, e.g. from \
+             `openssl rand -hex 32`), readable by relay's user only",
+        ));
+    };
+    let key_span = Some(key_raw.span());
+    let key_file = base_dir.join(key_raw.into_inner());
+    let (wan, _) = check(src, "cluster.mode", raw.mode, false, |m| match m.as_str() {
+        "lan" => Ok(false),
+        "wan" => Ok(true),
+        _ => Err(format!("must be \"lan\" or \"wan\", got {m:?}")),
+    })?;
+    let (size, _) = check(src, "cluster.size", raw.size, 16, in_range(1, 100_000))?;
+    Ok(Some((
+        ClusterConfig {
+            listen,
+            advertise,
+            seeds,
+            key_file,
+            wan,
+            size: size as u32,
+        },
+        key_span,
+    )))
+}
+
+/// The cluster key in `path`: 64 hex digits (surrounding whitespace ignored), in a file no
+/// one but its owner may read or write.
+pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is open to others (mode {:o}): the key must be readable by its owner only \
+             (chmod 600)",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let t = text.trim();
+    let mut key = [0u8; 32];
+    let hex = |i: usize| {
+        t.get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+    };
+    if t.len() != 64 {
+        return Err(format!(
+            "{} must hold 64 hex digits (32 bytes), it holds {} characters",
+            path.display(),
+            t.len()
+        ));
+    }
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = hex(i)
+            .ok_or_else(|| format!("{} holds something other than hex digits", path.display()))?;
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ErrorKind};
+    use std::path::Path;
+
+    const BASE: &str = "[origin]\ndirectory = \"/srv\"\n";
+
+    fn parse(cluster: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_str(
+            &format!("{BASE}[cluster]\n{cluster}"),
+            Path::new("/etc/relay"),
+            "relay.toml",
+        )
+    }
+
+    fn refused(cluster: &str) -> (ErrorKind, String, String) {
+        let e = parse(cluster).expect_err("must be refused");
+        (e.kind(), e.key().unwrap_or("").to_owned(), e.to_string())
+    }
+
+    #[test]
+    fn a_cluster_section_is_read_with_its_defaults() {
+        let c = parse(
+            "listen = \"10.0.0.1:7946\"\nseeds = [\"10.0.0.2:7946\", \"[2001:db8::3]:7946\"]\n\
+             key_file = \"cluster.key\"\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.listen, "10.0.0.1:7946".parse().unwrap());
+        assert_eq!(c.advertise, None);
+        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(c.key_file, Path::new("/etc/relay/cluster.key"));
+        assert!(!c.wan);
+        assert_eq!(c.size, 16);
+        assert!(
+            Config::from_str(BASE, Path::new("/"), "r.toml")
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn each_mistake_names_its_key_and_says_why() {
+        let (kind, key, _) = refused("key_file = \"k\"\n");
+        assert_eq!(
+            (kind, key.as_str()),
+            (ErrorKind::MissingKey, "cluster.listen")
+        );
+        let (kind, key, _) = refused("listen = \"10.0.0.1:7946\"\n");
+        assert_eq!(
+            (kind, key.as_str()),
+            (ErrorKind::MissingKey, "cluster.key_file")
+        );
+        let (_, key, msg) = refused("listen = \"0.0.0.0:7946\"\nkey_file = \"k\"\n");
+        assert_eq!(key, "cluster.listen");
+        assert!(msg.contains("cluster.advertise"), "{msg}");
+        let (_, key, msg) =
+            refused("listen = \"10.0.0.1:7946\"\nseeds = [\"relay-2:7946\"]\nkey_file = \"k\"\n");
+        assert_eq!(key, "cluster.seeds");
+        assert!(msg.contains("relay-2:7946"), "{msg}");
+        let (_, key, _) =
+            refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\nmode = \"mars\"\n");
+        assert_eq!(key, "cluster.mode");
+        let (kind, _, _) = refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\ngossip = 1\n");
+        assert_eq!(kind, ErrorKind::UnknownKey);
+    }
+
+    #[test]
+    fn the_key_file_holds_64_hex_digits_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("relay-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let good = write("good", &format!("{}\n", "0f".repeat(32)), 0o600);
+        assert_eq!(super::read_key(&good).unwrap(), [0x0f; 32]);
+        let open = write("open", &"0f".repeat(32), 0o644);
+        assert!(super::read_key(&open).unwrap_err().contains("chmod 600"));
+        let short = write("short", "0f0f", 0o600);
+        assert!(
+            super::read_key(&short)
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        let text = write("text", &"zz".repeat(32), 0o600);
+        assert!(super::read_key(&text).unwrap_err().contains("hex digits"));
+        assert!(
+            super::read_key(&dir.join("none"))
+                .unwrap_err()
+                .contains("cannot open")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
