@@ -100,6 +100,14 @@ fn relays_join_through_a_seed_drop_a_dead_one_and_take_it_back() {
     let left = until_members(&[&a, &b], 1.0, Duration::from_secs(5));
     eprintln!("a stopped relay left in {left:?}");
     assert!(left < Duration::from_secs(2), "{left:?}");
+    // [cluster] is read once at start: a reload says a change needs a restart.
+    let text = std::fs::read_to_string(&a.config).unwrap();
+    std::fs::write(&a.config, text.replace("size = 3", "size = 5")).unwrap();
+    a.signal(libc::SIGHUP);
+    assert!(a.wait_log(
+        "changed keys that need a restart (kept as they were): cluster",
+        Duration::from_secs(5)
+    ));
 }
 
 #[test]

@@ -375,6 +375,7 @@ impl Server {
             origin.http,
             admin,
             steer,
+            cluster,
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
