@@ -298,6 +298,53 @@ impl Namespace {
     }
 }
 
+/// A namespace holding a bridge, `br0`: a switch other namespaces plug into.
+pub struct Bridge {
+    pub ns: Namespace,
+}
+
+impl Bridge {
+    pub fn new(tag: &str) -> io::Result<Bridge> {
+        let ns = Namespace::new(tag)?;
+        run(ns.ip().args(["link", "add", "br0", "type", "bridge"]))?;
+        run(ns.ip().args(["link", "set", "br0", "up"]))?;
+        Ok(Bridge { ns })
+    }
+
+    /// A veth from `ns` (as `eth0`, with `cidr` and, when given, `mac`) to the bridge (as
+    /// `port`), both ends up.
+    pub fn plug(
+        &self,
+        ns: &Namespace,
+        port: &str,
+        cidr: &str,
+        mac: Option<&str>,
+    ) -> io::Result<()> {
+        run(self.ns.ip().args([
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ]))?;
+        run(self
+            .ns
+            .ip()
+            .args(["link", "set", port, "master", "br0", "up"]))?;
+        if let Some(mac) = mac {
+            run(ns.ip().args(["link", "set", "eth0", "address", mac]))?;
+        }
+        run(ns.ip().args(["addr", "add", cidr, "dev", "eth0"]))?;
+        run(ns.ip().args(["link", "set", "eth0", "up"]))?;
+        Ok(())
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = quiet(Command::new("ip").args(["netns", "del", &self.name]));

@@ -8,7 +8,7 @@
 //! bridge, and per relay a namespace with one veth into it, `10.201.0.<i + 1>/24`; nothing
 //! is added to the host's namespace. Every namespace is removed by its guard.
 
-use relay_tests::netns::{Namespace, in_netns, is_root, run};
+use relay_tests::netns::{Bridge, Namespace, in_netns, is_root, run};
 use relay_tests::{Relay, TempDir};
 use std::time::{Duration, Instant};
 
@@ -18,31 +18,13 @@ fn addr(i: usize) -> String {
     format!("10.201.0.{}", i + 1)
 }
 
-/// The switch (a bridge in its own namespace) and a namespace per relay, linked to it.
-fn topology() -> std::io::Result<(Namespace, Vec<Namespace>)> {
-    let sw = Namespace::new("sw")?;
-    run(sw.ip().args(["link", "add", "br0", "type", "bridge"]))?;
-    run(sw.ip().args(["link", "set", "br0", "up"]))?;
+/// The switch (a bridge in its own namespace) and a namespace per relay, plugged into it.
+fn topology() -> std::io::Result<(Bridge, Vec<Namespace>)> {
+    let sw = Bridge::new("sw")?;
     let mut relays = Vec::new();
     for i in 0..RELAYS {
         let ns = Namespace::new(&format!("cl{i}"))?;
-        let port = format!("p{i}");
-        run(sw.ip().args([
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ]))?;
-        run(sw.ip().args(["link", "set", &port, "master", "br0", "up"]))?;
-        let cidr = format!("{}/24", addr(i));
-        run(ns.ip().args(["addr", "add", &cidr, "dev", "eth0"]))?;
-        run(ns.ip().args(["link", "set", "eth0", "up"]))?;
+        sw.plug(&ns, &format!("p{i}"), &format!("{}/24", addr(i)), None)?;
         relays.push(ns);
     }
     Ok((sw, relays))

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use relay_tests::netns::{BpfFs, Namespace, in_netns, is_root, run};
+use relay_tests::netns::{BpfFs, Bridge, Namespace, in_netns, is_root, run};
 use relay_tests::{Relay, TempDir, relay_bin};
 
 const VIP: &str = "10.200.251.1";
@@ -55,7 +55,7 @@ const ADMIN_PORT: u16 = 9090;
 
 /// The site's namespaces; each guard deletes its namespace (and the links in it) on drop.
 struct Site {
-    lan: Namespace,
+    lan: Bridge,
     client: Namespace,
     entry: Namespace,
     relays: Vec<Namespace>,
@@ -63,13 +63,11 @@ struct Site {
 
 impl Site {
     fn new() -> std::io::Result<Site> {
-        let lan = Namespace::new("lan")?;
-        run(lan.ip().args(["link", "add", "br0", "type", "bridge"]))?;
-        run(lan.ip().args(["link", "set", "br0", "up"]))?;
+        let lan = Bridge::new("lan")?;
         // br_netfilter (when built in) would check IPv4 headers at the bridge and drop the
         // malformed burst before it reaches the entry: the wire should not be that tidy.
         for key in ["call-iptables", "call-ip6tables", "call-arptables"] {
-            let _ = lan.sysctl(&format!("net/bridge/bridge-nf-{key}"), "0");
+            let _ = lan.ns.sysctl(&format!("net/bridge/bridge-nf-{key}"), "0");
         }
         let client = Namespace::new("cli")?;
         let entry = Namespace::new("ent")?;
@@ -103,28 +101,7 @@ impl Site {
 
     /// A veth from `ns` (as `eth0`, with `addr`/24 and `mac`) to the bridge (as `port`).
     fn plug(&self, ns: &Namespace, port: &str, addr: &str, mac: &str) -> std::io::Result<()> {
-        run(self.lan.ip().args([
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ]))?;
-        run(self
-            .lan
-            .ip()
-            .args(["link", "set", port, "master", "br0", "up"]))?;
-        run(ns.ip().args(["link", "set", "eth0", "address", mac]))?;
-        run(ns
-            .ip()
-            .args(["addr", "add", &format!("{addr}/24"), "dev", "eth0"]))?;
-        run(ns.ip().args(["link", "set", "eth0", "up"]))?;
-        Ok(())
+        self.lan.plug(ns, port, &format!("{addr}/24"), Some(mac))
     }
 }
 
