@@ -85,6 +85,16 @@ fn relays_join_through_a_seed_drop_a_dead_one_and_take_it_back() {
     let c = relay(&origin, &key, &[seed]);
     let joined = until_members(&[&a, &b, &c], 2.0, Duration::from_secs(10));
     eprintln!("3 relays joined in {joined:?}");
+    // What each says of itself reaches the others: its site, the HTTP address it serves.
+    let end = Instant::now() + Duration::from_secs(5);
+    let want: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|r| format!("site=\"default\",http=\"{}\",weight=\"100\"}} 1", r.addr))
+        .collect();
+    while !want.iter().all(|w| a.metrics().contains(w.as_str())) {
+        assert!(Instant::now() < end, "records on a:\n{}", a.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SIGKILL: no leave message; the others must detect it.
     c.signal(libc::SIGKILL);
     drop(c);

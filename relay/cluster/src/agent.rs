@@ -2,6 +2,7 @@
 //! [`Node`]. Plain std: a blocking UDP socket whose read timeout is the next timer.
 
 use crate::node::{Node, NodeId, Output, Received};
+use crate::record::{Record, Records};
 use crate::seal::Key;
 use relay_config::ClusterConfig;
 use std::cmp::Reverse;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// While this relay knows no member, it announces itself to its seeds this often.
 const REANNOUNCE: Duration = Duration::from_secs(2);
+/// How often this relay publishes its record again (see `record`).
+const REPUBLISH: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking at its stop flag.
 const LONGEST_WAIT: Duration = Duration::from_millis(200);
 
@@ -29,10 +32,10 @@ pub fn timings(wan: bool, size: u32) -> foca::Config {
 }
 
 /// What the agent shows the rest of relay.
-#[derive(Default)]
 pub struct View {
     members: Mutex<Vec<NodeId>>,
     received: Mutex<Received>,
+    records: Records,
 }
 
 impl View {
@@ -42,6 +45,11 @@ impl View {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The records known: this relay's and its members'.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.all()
     }
 
     /// What the agent received, by outcome.
@@ -62,6 +70,28 @@ impl View {
              # TYPE relay_cluster_packets_total counter",
             self.members().len()
         );
+        let _ = writeln!(
+            out,
+            "# HELP relay_cluster_member_info What each member says of itself (this relay \
+             included): its site, HTTP address and weight.\n\
+             # TYPE relay_cluster_member_info gauge"
+        );
+        let mut records = self.records();
+        records.sort_by_key(|r| r.node);
+        for r in records {
+            // (The site is checked at its source and on receipt: at most 64 bytes; quotes
+            // and backslashes are escaped here as the text format asks.)
+            let site = r
+                .site
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "relay_cluster_member_info{{node=\"{}\",site=\"{site}\",http=\"{}\",weight=\"{}\"}} 1",
+                r.node, r.http, r.weight
+            );
+        }
         for (result, n) in [
             ("accepted", r.accepted),
             ("malformed", r.malformed),
@@ -88,21 +118,39 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Binds the socket `config` names and starts the thread, under the cluster `key`.
-    pub fn start(config: &ClusterConfig, key: Key) -> io::Result<Agent> {
+    /// Binds the socket `config` names and starts the thread, under the cluster `key`,
+    /// saying in its record that this relay serves HTTP at `http` (an unspecified address
+    /// there becomes the gossip address's).
+    pub fn start(config: &ClusterConfig, key: Key, http: SocketAddr) -> io::Result<Agent> {
         let socket = UdpSocket::bind(config.listen)?;
         let addr = match config.advertise {
             Some(a) => a,
             None => socket.local_addr()?,
         };
-        let view = Arc::new(View::default());
         let stop = Arc::new(AtomicBool::new(false));
         let id = NodeId {
             addr,
             boot: now_ms(),
         };
         let timings = timings(config.wan, config.size);
-        let node = Node::new(id, key, timings, id.boot ^ u64::from(std::process::id()));
+        let http = match http.ip().is_unspecified() {
+            true => SocketAddr::new(addr.ip(), http.port()),
+            false => http,
+        };
+        let record = Record {
+            node: addr,
+            version: 0,
+            site: config.site.clone(),
+            http,
+            weight: config.weight,
+        };
+        let seed = id.boot ^ u64::from(std::process::id());
+        let node = Node::new(id, key, timings, seed, record);
+        let view = Arc::new(View {
+            members: Mutex::default(),
+            received: Mutex::default(),
+            records: node.records().clone(),
+        });
         let (v, st) = (view.clone(), stop.clone());
         let seeds: Vec<SocketAddr> = config
             .seeds
@@ -180,8 +228,13 @@ fn run(socket: UdpSocket, mut node: Node, seeds: Vec<SocketAddr>, view: &View, s
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let mut last_announce: Option<Instant> = None;
+    let mut last_publish: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
+        if last_publish.is_none_or(|t| now.duration_since(t) >= REPUBLISH) {
+            node.publish(now_ms());
+            last_publish = Some(now);
+        }
         if node.members().next().is_none()
             && last_announce.is_none_or(|t| now.duration_since(t) >= REANNOUNCE)
         {

@@ -16,8 +16,10 @@
 
 pub mod agent;
 pub mod node;
+pub mod record;
 pub mod seal;
 
 pub use agent::{Agent, View};
 pub use node::{Node, NodeId, Output, Received};
+pub use record::{Record, Records};
 pub use seal::{Dropped, Key};

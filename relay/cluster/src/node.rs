@@ -1,9 +1,8 @@
 //! One relay's membership: foca's SWIM behind the authenticated envelope ([`crate::seal`]).
 
+use crate::record::{Record, Records};
 use crate::seal::{Dropped, Key, Opener, Sealer};
-use foca::{
-    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
-};
+use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
@@ -84,8 +83,12 @@ impl Received {
 
 /// One node's membership, driven by its loop.
 pub struct Node {
-    foca: Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>,
+    foca: Foca<NodeId, PostcardCodec, SmallRng, Records>,
     runtime: AccumulatingRuntime<NodeId>,
+    records: Records,
+    /// This member's own record, and when it was last published.
+    record: Record,
+    published_ms: u64,
     sealer: Sealer,
     opener: Opener,
     pub received: Received,
@@ -93,11 +96,20 @@ pub struct Node {
 
 impl Node {
     /// A node at `id` under the cluster `key`, with foca's `config` (`Config::new_lan` or
-    /// `new_wan` for the expected cluster size); `seed` seeds its random choices.
-    pub fn new(id: NodeId, key: Key, config: Config, seed: u64) -> Node {
+    /// `new_wan` for the expected cluster size), saying `record` of itself (its `node` is
+    /// set to `id`'s address); `seed` seeds its random choices.
+    pub fn new(id: NodeId, key: Key, config: Config, seed: u64, record: Record) -> Node {
+        let records = Records::default();
+        let rng = SmallRng::seed_from_u64(seed);
         Node {
-            foca: Foca::new(id, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            foca: Foca::with_custom_broadcast(id, config, rng, PostcardCodec, records.clone()),
             runtime: AccumulatingRuntime::new(),
+            records,
+            record: Record {
+                node: id.addr,
+                ..record
+            },
+            published_ms: 0,
             sealer: Sealer::new(key.clone(), id.addr, id.boot),
             opener: Opener::new(key),
             received: Received::default(),
@@ -106,6 +118,24 @@ impl Node {
 
     pub fn id(&self) -> &NodeId {
         self.foca.identity()
+    }
+
+    /// The records known: this member's own and those of the members it holds.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Publishes this member's record (again), as a newer version: at start, now and then
+    /// (a broadcast is sent only so many times, and members that join later must learn
+    /// it), and when a member joins. False when the record is too large to send.
+    pub fn publish(&mut self, now_ms: u64) -> bool {
+        self.record.version = now_ms.max(self.record.version + 1);
+        self.published_ms = now_ms;
+        let Some(bytes) = self.record.encode() else {
+            return false;
+        };
+        // (Offered to foca, which keeps it in `records` through the handler.)
+        self.foca.add_broadcast(&bytes).is_ok()
     }
 
     /// The members this node holds live (itself not included).
@@ -170,8 +200,18 @@ impl Node {
         }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::MemberUp(id) => out.push(Output::Up(id)),
-                OwnedNotification::MemberDown(id) => out.push(Output::Down(id)),
+                OwnedNotification::MemberUp(id) => {
+                    // A member that joins learns this one's record soon (at most a
+                    // publication a second however many join).
+                    if now_ms.saturating_sub(self.published_ms) >= 1000 {
+                        self.publish(now_ms);
+                    }
+                    out.push(Output::Up(id));
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.records.forget(&id.addr);
+                    out.push(Output::Down(id));
+                }
                 _ => {}
             }
         }

@@ -4,7 +4,7 @@
 //! to learn that a member died, that a restarted member rejoins by itself, that packets
 //! under another key never make a member, and what gossip costs.
 
-use relay_cluster::{Key, Node, NodeId, Output};
+use relay_cluster::{Key, Node, NodeId, Output, Record};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -48,6 +48,17 @@ fn addr(i: usize) -> SocketAddr {
         .expect("address")
 }
 
+/// What relay `i` says of itself: its site (two sites, by parity), its HTTP address.
+fn record(i: usize) -> Record {
+    Record {
+        node: addr(i),
+        version: 0,
+        site: format!("site-{}", i % 2),
+        http: SocketAddr::new(addr(i).ip(), 8080),
+        weight: 100,
+    }
+}
+
 impl Sim {
     fn new(n: usize, config: foca::Config) -> Sim {
         let mut s = Sim {
@@ -76,7 +87,8 @@ impl Sim {
             addr: addr(i),
             boot: self.now,
         };
-        let node = Node::new(id, key, self.config.clone(), i as u64 + self.now);
+        let mut node = Node::new(id, key, self.config.clone(), i as u64 + self.now, record(i));
+        node.publish(self.now);
         if self.nodes.len() <= i {
             self.nodes.resize_with(i + 1, || None);
         }
@@ -330,8 +342,8 @@ fn captured_packets_replayed_are_dropped() {
         addr: addr(1),
         boot: EPOCH,
     };
-    let mut na = Node::new(a, key.clone(), lan(2), 1);
-    let mut nb = Node::new(b, key, lan(2), 2);
+    let mut na = Node::new(a, key.clone(), lan(2), 1, record(0));
+    let mut nb = Node::new(b, key, lan(2), 2, record(1));
     let mut out = Vec::new();
     nb.announce(a.addr, EPOCH, &mut out);
     let Some(Output::Send { packet, .. }) =
@@ -384,4 +396,62 @@ fn ten_relays_across_a_wan_detect_a_death_within_the_wan_bound() {
          {gone} ms (bound {bound} ms)"
     );
     assert!(gone <= bound, "{gone} ms > {bound} ms");
+}
+
+/// Every relay learns what every other says of itself; a newer record replaces an older
+/// one; a dead relay's record goes with it; a relay that joins later learns them all.
+#[test]
+fn records_reach_every_relay_and_follow_their_members() {
+    const N: usize = 5;
+    let mut sim = Sim::new(N, lan(N as u32));
+    sim.run_while(10_000, Sim::converged).expect("joined");
+    let knows_all = |s: &Sim, n: usize| {
+        s.live().all(|(_, node)| {
+            let recs = node.records().all();
+            recs.len() == n
+                && recs.iter().all(|r| {
+                    s.at.get(&r.node).is_some_and(|&i| {
+                        *r == Record {
+                            version: r.version,
+                            ..record(i)
+                        }
+                    })
+                })
+        })
+    };
+    let spread = sim
+        .run_while(10_000, |s| knows_all(s, N))
+        .expect("records spread");
+    // Relay 1 says something new: a newer version reaches the others.
+    let now = sim.now;
+    if let Some(n) = sim.nodes[1].as_mut() {
+        assert!(n.publish(now));
+    }
+    let v = sim.nodes[1]
+        .as_ref()
+        .and_then(|n| n.records().get(&addr(1)))
+        .map(|r| r.version);
+    let updated = sim
+        .run_while(10_000, |s| {
+            s.live()
+                .all(|(_, n)| n.records().get(&addr(1)).map(|r| r.version) == v)
+        })
+        .expect("the newer record spread");
+    // Relay 4 dies: its record goes when it is declared down.
+    sim.kill(4);
+    let gone = sim
+        .run_while(30_000, |s| {
+            s.live().all(|(_, n)| n.records().get(&addr(4)).is_none())
+        })
+        .expect("the dead relay's record went");
+    // A relay joining a minute later learns every record.
+    sim.run_until(sim.now + 60_000);
+    sim.start(4, Key::new([7; 32]));
+    let late = sim
+        .run_while(40_000, |s| knows_all(s, N))
+        .expect("the late relay learned them");
+    eprintln!(
+        "{N} relays: records known by all in {spread} ms; a newer one in {updated} ms; a dead \
+         relay's gone in {gone} ms; a relay joining later knew them all in {late} ms"
+    );
 }

@@ -27,6 +27,10 @@ pub struct ClusterConfig {
     pub wan: bool,
     /// The cluster size the timings are tuned for (default 16).
     pub size: u32,
+    /// The site this relay serves, told to the others (default "default").
+    pub site: String,
+    /// Its share of the site's work relative to the others (default 100).
+    pub weight: u32,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +42,8 @@ pub(crate) struct RawCluster {
     key_file: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     size: Option<Spanned<u64>>,
+    site: Option<Spanned<String>>,
+    weight: Option<Spanned<u64>>,
 }
 
 /// A checked `[cluster]`, and where its key file was named (for `Config::load`'s look at
@@ -109,6 +115,18 @@ pub(crate) fn cluster(
         _ => Err(format!("must be \"lan\" or \"wan\", got {m:?}")),
     })?;
     let (size, _) = check(src, "cluster.size", raw.size, 16, in_range(1, 100_000))?;
+    let (site, _) = check(src, "cluster.site", raw.site, "default".to_string(), |s| {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        match ok {
+            true => Ok(s),
+            false => Err(format!(
+                "must be 1 to 64 letters, digits, '.', '_' or '-', got {s:?}"
+            )),
+        }
+    })?;
+    let (weight, _) = check(src, "cluster.weight", raw.weight, 100, in_range(0, 10_000))?;
     Ok(Some((
         ClusterConfig {
             listen,
@@ -117,6 +135,8 @@ pub(crate) fn cluster(
             key_file,
             wan,
             size: size as u32,
+            site,
+            weight: weight as u32,
         },
         key_span,
     )))
@@ -194,6 +214,7 @@ mod tests {
         assert_eq!(c.key_file, Path::new("/etc/relay/cluster.key"));
         assert!(!c.wan);
         assert_eq!(c.size, 16);
+        assert_eq!((c.site.as_str(), c.weight), ("default", 100));
         assert!(
             Config::from_str(BASE, Path::new("/"), "r.toml")
                 .unwrap()
@@ -224,6 +245,11 @@ mod tests {
         let (_, key, _) =
             refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\nmode = \"mars\"\n");
         assert_eq!(key, "cluster.mode");
+        let (_, key, _) =
+            refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\nsite = \"a b\\\"\"\n");
+        assert_eq!(key, "cluster.site");
+        let (_, key, _) = refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\nweight = 20000\n");
+        assert_eq!(key, "cluster.weight");
         let (kind, _, _) = refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\ngossip = 1\n");
         assert_eq!(kind, ErrorKind::UnknownKey);
     }

@@ -168,11 +168,12 @@ fn run(path: &std::path::Path) -> Result<()> {
         upstream,
         wake,
     };
-    let cluster = match &config.cluster {
-        Some(c) => Some(start_cluster(c)?),
+    let cluster_config = config.cluster.clone();
+    let server = relay_server::serve(config, listeners, parts)?;
+    let cluster = match &cluster_config {
+        Some(c) => Some(start_cluster(c, server.local_addr())?),
         None => None,
     };
-    let server = relay_server::serve(config, listeners, parts)?;
     // From here a SIGTERM drains (below) instead of ending the process.
     startup.done();
     eprintln!(
@@ -226,11 +227,14 @@ fn run(path: &std::path::Path) -> Result<()> {
 }
 
 /// Joins the cluster `[cluster]` describes: the key read from its file, the gossip socket
-/// bound, the agent's thread started.
-fn start_cluster(c: &relay_config::ClusterConfig) -> Result<relay_cluster::Agent> {
+/// bound, the agent's thread started, saying this relay serves HTTP at `http`.
+fn start_cluster(
+    c: &relay_config::ClusterConfig,
+    http: std::net::SocketAddr,
+) -> Result<relay_cluster::Agent> {
     let key = relay_config::cluster::read_key(&c.key_file)
         .map_err(|m| anyhow::anyhow!("cluster.key_file: {m}"))?;
-    relay_cluster::Agent::start(c, relay_cluster::Key::new(key))
+    relay_cluster::Agent::start(c, relay_cluster::Key::new(key), http)
         .with_context(|| format!("cluster gossip on udp://{}", c.listen))
 }
 

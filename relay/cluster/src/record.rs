@@ -1,0 +1,129 @@
+//! What each member says about itself, carried in gossip as a foca custom broadcast: its
+//! site, the HTTP address other relays fetch from, its weight. A member publishes its
+//! record at start and again now and then (a broadcast is sent only so many times, and a
+//! relay that joins later must still learn it); a newer version replaces an older one, and
+//! a member's record goes when the member does.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The most a record may take in a packet (its encoding).
+pub const MAX_RECORD: usize = 512;
+/// The longest site name.
+pub const MAX_SITE: usize = 64;
+
+/// One member's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The member's gossip address (its identity's address).
+    pub node: SocketAddr,
+    /// Larger for a later record of the same member.
+    pub version: u64,
+    /// The site the member serves (relays of one site share a cache first).
+    pub site: String,
+    /// Where other relays send it HTTP requests.
+    pub http: SocketAddr,
+    /// Its share of the site's work relative to the others (100: an ordinary relay).
+    pub weight: u32,
+}
+
+impl Record {
+    /// The record as it travels; None when it would exceed [`MAX_RECORD`] or its site
+    /// [`MAX_SITE`].
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        if self.site.len() > MAX_SITE {
+            return None;
+        }
+        postcard::to_allocvec(self)
+            .ok()
+            .filter(|b| b.len() <= MAX_RECORD)
+    }
+}
+
+/// The records known, by member; shared between the node's foca and its readers.
+#[derive(Clone, Default)]
+pub struct Records {
+    by_node: Arc<Mutex<HashMap<SocketAddr, Record>>>,
+}
+
+impl Records {
+    /// Every record known (this member's own included).
+    pub fn all(&self) -> Vec<Record> {
+        let map = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub fn get(&self, node: &SocketAddr) -> Option<Record> {
+        let map = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(node).cloned()
+    }
+
+    /// Keeps `r` if it is newer than what is known of its member; whether it was.
+    pub(crate) fn offer(&self, r: Record) -> bool {
+        let mut map = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&r.node) {
+            Some(known) if known.version >= r.version => false,
+            _ => {
+                map.insert(r.node, r);
+                true
+            }
+        }
+    }
+
+    /// The member left or was declared down.
+    pub(crate) fn forget(&self, node: &SocketAddr) {
+        let mut map = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(node);
+    }
+}
+
+/// A record's place in foca's dissemination backlog: a newer version of a member's record
+/// replaces an older one not yet sent everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordKey {
+    node: SocketAddr,
+    version: u64,
+}
+
+impl foca::Invalidates for RecordKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node == other.node && self.version >= other.version
+    }
+}
+
+/// Why a received record was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRecord {
+    #[error("a record of {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("a record that does not decode")]
+    Garbled,
+    #[error("a site name over {MAX_SITE} bytes")]
+    LongSite,
+}
+
+impl foca::BroadcastHandler<crate::NodeId> for Records {
+    type Key = RecordKey;
+    type Error = BadRecord;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&crate::NodeId>,
+    ) -> Result<Option<RecordKey>, BadRecord> {
+        if data.len() > MAX_RECORD {
+            return Err(BadRecord::TooLarge(data.len()));
+        }
+        let r: Record = postcard::from_bytes(data).map_err(|_| BadRecord::Garbled)?;
+        if r.site.len() > MAX_SITE {
+            return Err(BadRecord::LongSite);
+        }
+        let key = RecordKey {
+            node: r.node,
+            version: r.version,
+        };
+        Ok(self.offer(r).then_some(key))
+    }
+}
