@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod node;
+pub mod owners;
 pub mod record;
 pub mod seal;
 
