@@ -254,10 +254,23 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                 fields.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let mut body_in = vec![0u8; content_length.min(1 << 24)];
-        if reader.read_exact(&mut body_in).is_err() {
-            return;
-        }
+        let chunked = fields
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body_in = match chunked {
+            // A body relay streams on without a length (the first 16 MiB kept).
+            true => match read_chunked(&mut reader, 1 << 24) {
+                Some(b) => b,
+                None => return,
+            },
+            false => {
+                let mut b = vec![0u8; content_length.min(1 << 24)];
+                if reader.read_exact(&mut b).is_err() {
+                    return;
+                }
+                b
+            }
+        };
         let received = Received {
             method: method.clone(),
             fields,
@@ -436,4 +449,40 @@ fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
         b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
     };
     (a <= b).then_some((a, b))
+}
+
+/// Reads a chunked request body from `r` (trailers dropped), keeping its first `keep`
+/// bytes; None when the connection ends first or the framing is not chunked.
+fn read_chunked(r: &mut impl BufRead, keep: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let size = line.trim_end().split(';').next()?;
+        let mut left = u64::from_str_radix(size.trim(), 16).ok()?;
+        if left == 0 {
+            break;
+        }
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            r.read_exact(&mut buf[..n]).ok()?;
+            let k = n.min(keep.saturating_sub(body.len()));
+            body.extend_from_slice(&buf[..k]);
+            left -= n as u64;
+        }
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf).ok()?;
+    }
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.trim_end().is_empty() {
+            return Some(body);
+        }
+    }
 }

@@ -34,6 +34,10 @@ fn connect_from(to: SocketAddr, host: u8) -> TcpStream {
     s.into()
 }
 
+/// What a streamed request body holds of the pass-through budget: one upload window and
+/// its piece allowance (`relay_upstream::upload`).
+const WINDOW: u64 = (256 << 10) + 128;
+
 /// The value of metric `name` (0 when absent).
 fn metric(relay: &Relay, name: &str) -> f64 {
     relay.metric(name).unwrap_or(0.0)
@@ -185,47 +189,35 @@ impl Drop for Trickle {
 }
 
 /// Four uploads from one address announcing 64 MiB each and trickling a byte every 500 ms
-/// (the attack of issue 13) against the default budget (256 MiB). Without a per-client
-/// share they hold all of it and every other client's POST gets 503; with the default
-/// share (a quarter) the first holds 64 MiB, the other three get 503 at once (reason
-/// `pass_share`), and the good client's POSTs from another address all pass. The body
-/// deadline is set far off here: this is the budget alone.
+/// (the attack of issue 13), the first after sending 8 MiB at once. They used to be
+/// collected whole: the four reserved 256 MiB, the default budget, and every other
+/// client's POST got 503. Now a body longer than one upload window is streamed to the
+/// origin as it comes, and each holds one window (256 KiB) however long it is and however
+/// it is sent. The client's share still bounds how many windows one address holds: with
+/// a share of 4 MiB, 15 windows fit and the uploads past them get 503 (`pass_share`). A
+/// good client's POSTs from another address meanwhile all pass. The body deadline is set
+/// far off here: this is the budget alone.
 #[test]
-fn four_trickling_uploads_cannot_refuse_another_clients_post() {
+fn trickling_uploads_hold_one_window_each_within_their_clients_share() {
     let origin = Origin::start();
     let keep = "body_timeout_ms = 60000\nbody_min_rate = 0";
     const LEN: u64 = 64 << 20;
-    // Before: the share off.
-    {
-        let relay = start(&origin, keep, "pass_buffer_per_client = 0");
-        let attack = Trickle::start(&relay, 3, 4, LEN, Duration::from_secs(20));
-        let held = wait_metric(
-            &relay,
-            "relay_pass_buffer_bytes",
-            Duration::from_secs(5),
-            |v| v >= (4 * LEN) as f64,
-        );
-        assert_eq!(held, (4 * LEN) as f64, "the four uploads hold the budget");
-        let (status, _) = good_post(&relay, "hello");
-        assert_eq!(status, 503, "without a share the budget is theirs");
-        drop(attack);
-    }
-    // After: the default share.
     let relay = start(&origin, keep, "");
-    let attack = Trickle::start(&relay, 3, 4, LEN, Duration::from_secs(20));
-    let answers = attack.answers(Duration::from_secs(2));
-    assert_eq!(
-        answers.iter().filter(|a| **a == Some(503)).count(),
-        3,
-        "the uploads past their address's share are refused: {answers:?}"
-    );
+    let mut fast = connect_from(relay.addr, 3);
+    fast.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+    )
+    .expect("head");
+    fast.write_all(&vec![b'f'; 8 << 20]).expect("8 MiB at once");
+    let attack = Trickle::start(&relay, 3, 3, LEN, Duration::from_secs(20));
     let held = wait_metric(
         &relay,
         "relay_pass_buffer_bytes",
         Duration::from_secs(5),
-        |v| v >= LEN as f64,
+        |v| v >= (4 * WINDOW) as f64,
     );
-    assert_eq!(held, LEN as f64, "one upload holds its client's share");
+    assert_eq!(held, (4 * WINDOW) as f64, "one window each");
+    assert_eq!(metric(&relay, "relay_pass_uploads_streamed_total"), 4.0);
     let mut times = Vec::new();
     for i in 0..20 {
         let (status, took) = good_post(&relay, &format!("good {i}"));
@@ -234,25 +226,44 @@ fn four_trickling_uploads_cannot_refuse_another_clients_post() {
     }
     times.sort();
     eprintln!(
-        "good POSTs beside 4 trickling 64 MiB uploads: median {:?}, worst {:?} of 20",
+        "good POSTs beside 4 trickling 64 MiB uploads: median {:?}, worst {:?} of 20; \
+         the uploads hold {held} bytes",
         times[10], times[19]
     );
     assert!(times[19] < Duration::from_secs(2), "{times:?}");
+    let answers = attack.answers(Duration::from_millis(10));
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    drop((attack, fast));
+    let held = wait_metric(
+        &relay,
+        "relay_pass_buffer_bytes",
+        Duration::from_secs(5),
+        |v| v == 0.0,
+    );
+    assert_eq!(held, 0.0, "the windows go back with their connections");
+    assert_eq!(metric(&relay, "relay_pass_buffer_clients"), 0.0);
+
+    // A share of 4 MiB: 15 windows fit; 20 uploads from one address, 5 refused.
+    let relay = start(&origin, keep, "pass_buffer_per_client = \"4 MiB\"");
+    let attack = Trickle::start(&relay, 3, 20, LEN, Duration::from_secs(20));
+    let answers = attack.answers(Duration::from_secs(2));
+    assert_eq!(
+        answers.iter().filter(|a| **a == Some(503)).count(),
+        5,
+        "the uploads past their address's share are refused: {answers:?}"
+    );
+    assert_eq!(answers.iter().filter(|a| a.is_none()).count(), 15);
+    let held = metric(&relay, "relay_pass_buffer_bytes");
+    assert_eq!(held, (15 * WINDOW) as f64);
     assert!(
         metric(
             &relay,
             "relay_errors_total{status=\"503\",reason=\"pass_share\"}"
-        ) >= 3.0
+        ) >= 5.0
     );
-    // (Which of the four got its address's share depends on which worker saw it first.)
-    let answers = attack.answers(Duration::from_millis(10));
-    assert_eq!(
-        answers.iter().filter(|a| a.is_none()).count(),
-        1,
-        "the one within its share still trickles: {answers:?}"
-    );
+    let (status, _) = good_post(&relay, "another address");
+    assert_eq!(status, 200);
     drop(attack);
-    // Once the attacker is gone its share comes back, and nobody holds any.
     let held = wait_metric(
         &relay,
         "relay_pass_buffer_bytes",
@@ -260,7 +271,6 @@ fn four_trickling_uploads_cannot_refuse_another_clients_post() {
         |v| v == 0.0,
     );
     assert_eq!(held, 0.0);
-    assert_eq!(metric(&relay, "relay_pass_buffer_clients"), 0.0);
 }
 
 /// The issue's uploads again, with a body deadline of 2 s (the default rate, 8 KiB/s):
@@ -268,7 +278,7 @@ fn four_trickling_uploads_cannot_refuse_another_clients_post() {
 /// are each answered 408 about 2 s after they began (the rate cuts the trickles, the pause
 /// the other), never later than the deadline plus the worker's 200 ms sweep; the
 /// connections close, every reservation goes back, and a good client's POSTs meanwhile
-/// pass. Uploads from one address announcing 1 MiB: within its share.
+/// pass. Uploads from one address announcing 1 MiB: streamed, a window each.
 #[test]
 fn a_trickled_or_paused_body_is_answered_408_within_its_deadline() {
     let origin = Origin::start();
@@ -285,9 +295,13 @@ fn a_trickled_or_paused_body_is_answered_408_within_its_deadline() {
         &relay,
         "relay_pass_buffer_bytes",
         Duration::from_secs(2),
-        |v| v >= (5 << 20) as f64,
+        |v| v >= (5 * WINDOW) as f64,
     );
-    assert_eq!(held, (5 << 20) as f64, "five bodies reserved");
+    assert_eq!(
+        held,
+        (5 * WINDOW) as f64,
+        "five bodies streamed, a window each"
+    );
     let (status, took) = good_post(&relay, "while they trickle");
     assert_eq!(status, 200);
     eprintln!("a good POST beside five slow bodies: {took:?}");

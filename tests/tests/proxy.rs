@@ -457,12 +457,14 @@ fn chunked_request_bodies_pass_through_decoded() {
     let origin = Origin::start();
     origin.put("/doc", Object::new(b"cached".to_vec(), "d"));
     let relay = Relay::start(&proxy_config(&origin, ""));
-    let payload = pattern(300_000, 52);
+    // (Up to one upload window, 256 KiB, a chunked body is collected and sent with its
+    // length; a longer one is streamed on chunked, below.)
+    let payload = pattern(200_000, 52);
     let mut wire =
         b"POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     wire.extend_from_slice(&chunked(&payload, &[1, 4000, 65536, 7, 100_000]));
     wire.extend_from_slice(b"GET /doc HTTP/1.1\r\nHost: test\r\n\r\n");
-    let mut want = b"POST /up 300000 bytes: ".to_vec();
+    let mut want = b"POST /up 200000 bytes: ".to_vec();
     want.extend_from_slice(&payload);
     // All at once, then in pieces small enough to cut every line and CRLF somewhere.
     for piece in [wire.len(), 997, 3] {
@@ -481,9 +483,22 @@ fn chunked_request_bodies_pass_through_decoded() {
     let received = origin.received("/up");
     assert_eq!(received.len(), 3);
     for r in &received {
-        assert_eq!(r.get("content-length"), Some("300000"));
+        assert_eq!(r.get("content-length"), Some("200000"));
         assert!(!r.has("transfer-encoding") && !r.has("x-checksum"), "{r:?}");
     }
+    // Longer than a window: streamed on chunked as it comes, the same bytes.
+    let long = pattern(3 << 20, 51);
+    let mut c = Client::connect(relay.addr);
+    c.send(b"POST /long HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in chunked(&long, &[1, 70_000, 65536, 7, 300_000]).chunks(50_000) {
+        c.send(piece);
+    }
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == [b"POST /long 3145728 bytes: ".as_slice(), &long].concat());
+    let received = origin.received("/long");
+    assert_eq!(received[0].get("transfer-encoding"), Some("chunked"));
+    assert!(!received[0].has("content-length"));
     // An empty chunked body is a body of length 0.
     let mut c = Client::connect(relay.addr);
     c.send(b"POST /empty HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
@@ -598,13 +613,16 @@ fn wait_held(relay: &Relay, ok: impl Fn(u64) -> bool) {
 }
 
 /// Request bodies held for pass-throughs count against `origin.pass_buffer_bytes`, like the
-/// response windows: a body with no room is 503 before any of it is read, a chunked one as
-/// soon as it outgrows the room, and the room comes back once a body has gone to the origin
-/// or its client has left. Without this, clients uploading 64 MiB bodies slowly on many
-/// connections would hold 64 MiB each. (All from one address: the per-client share is off
-/// here, `fair.rs` tests it.)
+/// response windows. A body longer than one upload window (256 KiB) is streamed to the
+/// origin as it comes and holds one window however long it is (one longer than the whole
+/// budget passes); a shorter one is collected whole first. When the budget has no room
+/// for a window, or for a collected body, the request is 503 before any of it is read, and
+/// a chunked one as soon as it outgrows the room; the room comes back once a body has gone
+/// to the origin or its client has left. (All from one address: the per-client share is
+/// off here, `fair.rs` tests it.)
 #[test]
 fn request_bodies_are_held_within_the_pass_through_budget() {
+    const WINDOW: u64 = (256 << 10) + 128;
     let origin = Origin::start();
     let config = proxy_config(&origin, "").replace(
         "[origin]\n",
@@ -615,18 +633,33 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
     let head =
         |len: usize| format!("POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: {len}\r\n\r\n");
     let echo = |body: &[u8]| [format!("POST /up {} bytes: ", body.len()).as_bytes(), body].concat();
-    // Longer than the whole budget.
+    // Longer than the whole budget: streamed through one window.
+    let huge = pattern(4 << 20, 52);
     let mut c = Client::connect(relay.addr);
-    c.send(head(4 << 20).as_bytes());
-    assert_eq!(c.read_response(false).unwrap().status, 503);
-    // A client sends half of its 2 MiB body and stalls: its 2 MiB stay reserved.
-    let mut stalled = Client::connect(relay.addr);
-    stalled.send(head(big.len()).as_bytes());
-    stalled.send(&big[..1 << 20]);
-    wait_held(&relay, |held| held == 2 << 20);
+    c.send(&[head(huge.len()).as_bytes(), &huge].concat());
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == echo(&huge), "the streamed body arrived otherwise");
+    // Eleven clients send half of their 2 MiB bodies and stall: a window each stays
+    // reserved, and the budget has no room for a twelfth. (PUTs: the origin answers
+    // "stored", whose window fits where the echo of 2 MiB would not.)
+    let put = format!(
+        "PUT /up HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let mut stalled: Vec<Client> = (0..11)
+        .map(|_| {
+            let mut c = Client::connect(relay.addr);
+            c.send(put.as_bytes());
+            c.send(&big[..1 << 20]);
+            c
+        })
+        .collect();
+    wait_held(&relay, |held| held == 11 * WINDOW);
     let mut c = Client::connect(relay.addr);
     c.send(head(big.len()).as_bytes());
     assert_eq!(c.read_response(false).unwrap().status, 503);
+    // A chunked body is collected until it outgrows the room left.
     let mut c = Client::connect(relay.addr);
     c.send(b"POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n");
     for piece in chunked(&big, &[256 << 10]).chunks(64 << 10) {
@@ -635,31 +668,37 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
         }
     }
     assert_eq!(c.read_response(false).unwrap().status, 503);
-    // A small body still fits.
+    // One stalled client finishes: its body reaches the origin whole, and its room is back;
+    // a small body then fits (collected, 100 KB, and its answer's window).
+    let mut first = stalled.remove(0);
+    first.send(&big[1 << 20..]);
+    let r = first.read_response(false).unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]));
     let small = pattern(100_000, 54);
     let mut c = Client::connect(relay.addr);
     c.send(&[head(small.len()).as_bytes(), &small].concat());
     assert!(c.read_response(false).unwrap().body == echo(&small));
-    // The stalled client finishes: its body reaches the origin whole, and the room is back.
-    stalled.send(&big[1 << 20..]);
-    let r = stalled.read_response(false).unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.body == echo(&big), "the stalled upload arrived otherwise");
+    // The others finish too, and all the room is back.
+    for s in &mut stalled {
+        s.send(&big[1 << 20..]);
+    }
+    for s in &mut stalled {
+        let r = s.read_response(false).unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]));
+    }
+    wait_held(&relay, |held| held == 0);
     // A client that leaves halfway gives its room back too.
     let mut gone = Client::connect(relay.addr);
     gone.send(head(big.len()).as_bytes());
     gone.send(&big[..1000]);
-    wait_held(&relay, |held| held >= 2 << 20);
+    wait_held(&relay, |held| held >= WINDOW);
     drop(gone);
-    for _ in 0..2 {
-        // The room of the exchange before comes back once relay has seen it end.
-        wait_held(&relay, |held| held < 1 << 20);
-        let mut c = Client::connect(relay.addr);
-        c.send(&[head(big.len()).as_bytes(), &big].concat());
-        let r = c.read_response(false).unwrap();
-        assert_eq!(r.status, 200);
-        assert!(r.body == echo(&big));
-    }
+    wait_held(&relay, |held| held == 0);
+    let mut c = Client::connect(relay.addr);
+    c.send(&[head(big.len()).as_bytes(), &big].concat());
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == echo(&big));
 }
 
 /// RFC 9110 §10.1.1: a client that sends `Expect: 100-continue` may wait for `100 Continue`

@@ -210,6 +210,10 @@ pub struct WorkerStats {
     pub floods_cut: AtomicU64,
     /// Times a response waited for chunk memory (at its bound, `relay_cache::arena`).
     pub room_waits: AtomicU64,
+    /// Pass-through request bodies streamed to the origin through a window.
+    pub uploads_streamed: AtomicU64,
+    /// Of those, ones the origin answered before they were whole.
+    pub uploads_answered_early: AtomicU64,
     /// What this worker's connections hold beyond their receive buffers, and its bound.
     pub overflow: Arc<exchange::OverflowMeter>,
     /// ...or their client at `max_connections_per_client`.
@@ -248,6 +252,8 @@ impl Default for WorkerStats {
             reads_paused: AtomicU64::new(0),
             floods_cut: AtomicU64::new(0),
             room_waits: AtomicU64::new(0),
+            uploads_streamed: AtomicU64::new(0),
+            uploads_answered_early: AtomicU64::new(0),
             overflow: Arc::default(),
             refused_per_client: AtomicU64::new(0),
             open: AtomicU64::new(0),

@@ -54,7 +54,7 @@ impl Metrics {
         };
         let arena = self.shared.cache.memory.arena();
         let left_out = self.shared.cache.memory.left_out();
-        let counters: [(&str, &str, &str, u64); 28] = [
+        let counters: [(&str, &str, &str, u64); 30] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -163,6 +163,20 @@ impl Metrics {
                 "counter",
                 "Times a response waited for chunk memory to have room.",
                 sum(|w| &w.room_waits),
+            ),
+            (
+                "relay_pass_uploads_streamed_total",
+                "counter",
+                "Pass-through request bodies streamed to the origin through a window as they \
+                 came (longer than one window, or chunked and growing past it).",
+                sum(|w| &w.uploads_streamed),
+            ),
+            (
+                "relay_pass_uploads_answered_early_total",
+                "counter",
+                "Streamed request bodies the origin answered before they were whole (the rest \
+                 was dropped and the connection closed after the answer).",
+                sum(|w| &w.uploads_answered_early),
             ),
             (
                 "relay_memory_tier_left_out_total",

@@ -24,6 +24,8 @@
 //!   freshness).
 //! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
 //! - [`stream`]: a passed-through body with a length, streamed through a bounded window.
+//! - [`upload`]: a passed-through request body streamed to the origin through a bounded
+//!   window as its client sends it.
 //! - [`budget`]: the bound on bytes held for pass-throughs (`origin.pass_buffer_bytes`).
 //! - [`Health`]: passive health: consecutive requests that could not reach an origin mark it
 //!   down for a while.
@@ -37,6 +39,7 @@ mod disk_writer;
 mod fetch;
 mod head;
 pub mod stream;
+pub mod upload;
 
 use relay_cache::disk::{Admission, DiskTier};
 use relay_cache::fill::FillWriter;
@@ -144,9 +147,10 @@ pub struct PassRequest {
     /// The client's header fields (`relay_proto::forward::PASS_OWN` and hop-by-hop ones
     /// already removed).
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The request body, whole; its bytes hold a reservation of [`Upstream::pass_budget`]
-    /// until the last reference to them drops.
-    pub body: bytes::Bytes,
+    /// The request body: whole, its bytes holding a reservation of
+    /// [`Upstream::pass_budget`] until the last reference to them drops; or streamed as the
+    /// client sends it ([`Upstream::upload`]).
+    pub body: RequestBody,
     /// The request's authority, normalised (for same-origin invalidation of Location /
     /// Content-Location).
     pub host: String,
@@ -155,6 +159,16 @@ pub struct PassRequest {
     /// The client whose request this is: the response's window or buffer counts against its
     /// share of [`Upstream::pass_budget`].
     pub client: budget::Client,
+}
+
+/// A passed-through request's body.
+pub enum RequestBody {
+    /// Collected whole first (small bodies): sent with its length, and sent again if the
+    /// request is retried.
+    Whole(bytes::Bytes),
+    /// Streamed through a window as the client sends it (longer bodies): never retried
+    /// once sent.
+    Stream(upload::UploadBody),
 }
 
 /// A fetch handed to the upstream thread.
@@ -324,6 +338,8 @@ pub struct Upstream {
     /// windows the upstream reserves, and the request bodies workers collect before they
     /// hand them over (a body's reservation goes with it, [`PassRequest::body`]).
     pub pass_budget: Arc<budget::Budget>,
+    /// Wakes the workers (a streamed request body's room).
+    wakers: Wakers,
 }
 
 impl Upstream {
@@ -375,6 +391,7 @@ impl Upstream {
             ),
             None => None,
         };
+        let wakers = store.wakers.clone();
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
@@ -393,6 +410,7 @@ impl Upstream {
             epoch,
             stats,
             pass_budget,
+            wakers,
         })
     }
 
@@ -424,6 +442,28 @@ impl Upstream {
     /// writer is dropped), so no client waits forever.
     pub fn fill_chunk(&self, request: ChunkRequest) {
         self.submit(Job::Chunk(request));
+    }
+
+    /// A window to stream `client`'s request body of `len` bytes (None: not known, sent
+    /// chunked) to the origin through, reserved from the pass-through budget: the worker
+    /// writes to the [`upload::UploadWriter`] and hands the [`upload::UploadBody`] over with
+    /// the request ([`RequestBody::Stream`]).
+    pub fn upload(
+        &self,
+        client: budget::Client,
+        len: Option<u64>,
+    ) -> Result<(upload::UploadWriter, upload::UploadBody), budget::Refused> {
+        let window = match len {
+            Some(n) => n.min(upload::UPLOAD_WINDOW as u64) as usize + upload::PIECE_COST,
+            None => upload::UPLOAD_WINDOW,
+        };
+        let reserved = self.pass_budget.reserve(client, window as u64)?;
+        Ok(upload::Upload::open(
+            len,
+            window,
+            Some(reserved),
+            self.wakers.clone(),
+        ))
     }
 
     /// Passes a request through to the origin; the answer lands in its slot.

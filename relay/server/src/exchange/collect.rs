@@ -6,8 +6,14 @@
 //! announced. Past either bound it is answered 408 and the connection lingers and closes,
 //! as after other early errors; its reservation of the pass-through budget goes back at once.
 
-use super::{Action, Cx, Exchange, Phase, State, Step, Timeouts};
+use super::types::Linger;
+use super::{Action, Cx, Exchange, LINGER_BYTES, PASS_BODY_LIMIT, Phase, State, Step, Timeouts};
 use crate::errors::Why;
+use relay_upstream::budget::Refused;
+use relay_upstream::upload::UploadWriter;
+use relay_upstream::{PassSlot, RequestBody};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// When a body being collected began, and how far it has come.
@@ -72,7 +78,7 @@ impl Exchange {
         let clock = self
             .body_clock
             .get_or_insert_with(|| BodyClock::new(cx.now));
-        clock.progress(cx.now, c.body.len() as u64);
+        clock.progress(cx.now, c.received.max(c.body.len() as u64));
         if self.phase == Phase::Recv && matches!(step, Step::Do(Action::Recv)) {
             self.deadline = clock.deadline(&cx.timeouts).0;
         }
@@ -95,5 +101,171 @@ impl Exchange {
         // (Its reservation goes back as the body is dropped.)
         self.refuse(cx, why);
         self.poll(cx)
+    }
+}
+
+/// A pass-through body streamed to the origin as it comes: the window it is written into,
+/// and the slot the origin's answer lands in (the request went ahead of its body).
+pub(super) struct Streaming {
+    writer: UploadWriter,
+    slot: Arc<PassSlot>,
+}
+
+/// The least room a body with a length waits for before it writes again (unless less is
+/// left to write): no piece of a few bytes each time the origin's connection sends one.
+const MIN_PIECE: usize = 16 << 10;
+
+impl Exchange {
+    /// Decoded body bytes collected so far.
+    pub(super) fn collected(&self) -> usize {
+        match &self.state {
+            State::CollectingBody(c) => c.body.len(),
+            _ => 0,
+        }
+    }
+
+    /// Streams the body being collected from here on: opens its window (`len`: its length,
+    /// or None for a chunked one, sent on chunked), reserved from the pass-through budget
+    /// for its client, writes into it what was collected so far and hands the request to
+    /// the upstream with it. Refused (503) when the budget or the client's share has no
+    /// room for the window.
+    pub(super) fn start_upload(&mut self, cx: &mut Cx<'_>, len: Option<u64>) -> Result<(), Why> {
+        let Some(up) = cx.shared.upstream.as_ref() else {
+            return Err(Why::from(Refused::Full));
+        };
+        let State::CollectingBody(c) = &mut self.state else {
+            return Ok(());
+        };
+        let (mut writer, body) = up.upload(cx.client, len).map_err(Why::from)?;
+        writer.push(&c.body);
+        c.body = Vec::new();
+        let slot = Arc::new(PassSlot::default());
+        up.pass(relay_upstream::PassRequest {
+            origin: c.request.origin,
+            method: c.request.method.clone(),
+            path: self.target.clone(),
+            headers: std::mem::take(&mut c.request.headers),
+            body: RequestBody::Stream(body),
+            host: std::mem::take(&mut c.request.host),
+            slot: slot.clone(),
+            client: cx.client,
+        });
+        c.upload = Some(Streaming { writer, slot });
+        cx.stats.uploads_streamed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes what has come of a streamed body into its window; waits for room while the
+    /// window is full (input is then not read: the receive buffer fills and the worker stops
+    /// receiving), for input while there is none. Once the body is whole, waits for the
+    /// answer. An answer before that ends the upload ([`Exchange::answered_early`]).
+    pub(super) fn stream_pass_body(&mut self, cx: &mut Cx<'_>) -> Step {
+        loop {
+            let State::CollectingBody(c) = &mut self.state else {
+                return Step::Again;
+            };
+            let Some(s) = c.upload.as_mut() else {
+                return Step::Again;
+            };
+            s.slot.watchers.watch(cx.worker);
+            if s.slot.result.get().is_some() {
+                return self.answered_early(cx);
+            }
+            let avail = self.rend - self.rstart;
+            if avail == 0 {
+                match self.need_input(cx) {
+                    None => continue,
+                    Some(a) => return Step::Do(a),
+                }
+            }
+            let input = &self.rbuf[self.rstart..self.rend];
+            // The room this step needs: a chunked body's bytes decoded from all the input
+            // at once (so the window must have room for it, or be empty), else a piece.
+            let need = match self.chunked {
+                Some(_) => avail,
+                None => avail.min(c.left as usize).min(MIN_PIECE),
+            };
+            if s.writer.room() < need && !s.writer.is_empty() {
+                s.writer.watch_room(cx.worker);
+                if s.writer.room() < need && !s.writer.is_empty() {
+                    return Step::Do(self.wait(cx));
+                }
+            }
+            let (consumed, done) = match self.chunked.as_mut() {
+                Some(dec) => {
+                    let staged = &mut c.body;
+                    staged.clear();
+                    match dec.decode(input, |b| staged.extend_from_slice(b)) {
+                        Ok(_) if c.received + staged.len() as u64 > PASS_BODY_LIMIT => {
+                            // (The origin's connection is aborted as the window drops.)
+                            self.refuse(cx, Why::BodyTooLarge);
+                            return Step::Again;
+                        }
+                        Ok(p) => {
+                            s.writer.push(staged);
+                            c.received += staged.len() as u64;
+                            (p.consumed, p.done)
+                        }
+                        Err(e) => {
+                            self.refuse(cx, Why::BadBody(e));
+                            return Step::Again;
+                        }
+                    }
+                }
+                None => {
+                    let n = s.writer.write(&input[..avail.min(c.left as usize)]);
+                    c.left -= n as u64;
+                    c.received += n as u64;
+                    (n, c.left == 0)
+                }
+            };
+            self.rstart += consumed;
+            if done {
+                self.chunked = None;
+                let State::CollectingBody(c) = self.leave() else {
+                    return Step::Again;
+                };
+                let Some(s) = c.upload else {
+                    return Step::Again;
+                };
+                s.writer.finish();
+                self.enter(State::AwaitingPass(s.slot));
+                return Step::Again;
+            }
+            if consumed == 0 {
+                // A chunk-size or trailer line not whole yet: more input.
+                match self.need_input(cx) {
+                    None => continue,
+                    Some(a) => return Step::Do(a),
+                }
+            }
+        }
+    }
+
+    /// The origin answered (or the pass failed) before the streamed body was whole: the
+    /// answer is sent, what the client still sends of its body is read and dropped (as
+    /// after a refusal), and the connection closes after it. The window stays open until
+    /// the answer is sent: a body cut now would abort the origin's connection under its
+    /// answer.
+    fn answered_early(&mut self, cx: &mut Cx<'_>) -> Step {
+        let State::CollectingBody(c) = self.leave() else {
+            return Step::Again;
+        };
+        let Some(s) = c.upload else {
+            return Step::Again;
+        };
+        self.linger = Some(Linger::new(LINGER_BYTES));
+        self.overflow.clear();
+        self.saved.req.keep_alive = false;
+        self.close_after = true;
+        self.rstart = self.rend;
+        self.discard = 0;
+        self.chunked = None;
+        self.upload_kept = Some(s.writer);
+        cx.stats
+            .uploads_answered_early
+            .fetch_add(1, Ordering::Relaxed);
+        self.enter(State::AwaitingPass(s.slot));
+        Step::Again
     }
 }

@@ -9,8 +9,9 @@
 //! - this file: [`Exchange`], its [`State`], its events and [`Exchange::poll`], which walks
 //!   the request through its phases until it needs an I/O completion or a wake-up;
 //! - `request`: the receive buffer, parsing and routing a request, collecting or skipping
-//!   its body, the fields that go upstream; `collect`: a collected body's deadline (its
-//!   longest pause and its least rate), answered 408 when it passes;
+//!   its body, the fields that go upstream; `collect`: a longer pass-through body streamed
+//!   to the origin through a window, and a body's deadline (its longest pause and its least
+//!   rate), answered 408 when it passes;
 //! - `respond`: answering from an object description, from a pass-through, with an error;
 //!   waiting on an origin's head or a pass-through's answer;
 //! - `body`: the body piece by piece, each chunk from where `Cache::source` finds it
@@ -209,16 +210,21 @@ impl State {
     }
 }
 
-/// A pass-through request and its body as it is collected.
+/// A pass-through request and its body as it is collected, or streamed to the origin.
 struct Collect {
     request: PassRequest,
-    /// The body so far (decoded, when chunked).
+    /// The body so far (decoded, when chunked); while streamed, a chunked body's decoded
+    /// bytes on their way into the window.
     body: Vec<u8>,
     /// Bytes of a body with a length still to come.
     left: u64,
     /// What `body` holds of the pass-through budget (`origin.pass_buffer_bytes`); it goes
     /// to the upstream with the body.
     reserved: Option<relay_upstream::budget::Reservation>,
+    /// Body bytes received so far (decoded), for its deadline.
+    received: u64,
+    /// The body is streamed to the origin (`collect`): the request went ahead of it.
+    upload: Option<collect::Streaming>,
 }
 
 /// A read the worker submits for an exchange: `len` bytes of `fd` at `offset` into `at`.
@@ -422,6 +428,9 @@ pub struct Exchange {
     pass_body: Option<PassReader>,
     /// How the request body being collected has come (`collect`).
     body_clock: Option<collect::BodyClock>,
+    /// A streamed request body the origin answered before it was whole: its window stays
+    /// open (the origin's connection still reads the answer) until the answer is sent.
+    upload_kept: Option<relay_upstream::upload::UploadWriter>,
     /// The states entered, in order (tests check the transitions).
     #[cfg(test)]
     trail: Vec<&'static str>,
@@ -493,6 +502,7 @@ impl Exchange {
             status_buf: String::with_capacity(96),
             pass_body: None,
             body_clock: None,
+            upload_kept: None,
             #[cfg(test)]
             trail: Vec::new(),
         }
@@ -684,6 +694,7 @@ impl Exchange {
         // block) after eviction.
         self.src = None;
         self.owner_fetch = None;
+        self.upload_kept = None;
         if let Some(t) = self.req_start.take() {
             let us = cx.now.saturating_duration_since(t).as_micros() as u64;
             let _ = cx.latency.record(us.max(1));

@@ -13,6 +13,7 @@ use crate::cache_status::{CacheStatus, Fwd};
 use crate::errors::Why;
 use bytes::Bytes;
 use relay_proto::{Method, Parsed, parse_request};
+use relay_upstream::upload::UPLOAD_WINDOW;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -248,7 +249,7 @@ impl Exchange {
     /// overflowed earlier are taken in (None: parse again), else it waits for input until
     /// the header timeout of the request's first byte (however slowly the rest trickles in:
     /// the slowloris defence) or, between requests, the idle timeout.
-    fn need_input(&mut self, cx: &Cx<'_>) -> Option<Action> {
+    pub(super) fn need_input(&mut self, cx: &Cx<'_>) -> Option<Action> {
         if self.rstart > 0 {
             self.rbuf.copy_within(self.rstart..self.rend, 0);
             self.rend -= self.rstart;
@@ -283,10 +284,13 @@ impl Exchange {
     /// Collects a pass-through's request body (a chunked one decoded, sent on with its
     /// length, trailers dropped), then hands the request to the upstream.
     pub(super) fn collect_pass_body(&mut self, cx: &mut Cx<'_>) -> Step {
-        let with_body = match &self.state {
-            State::CollectingBody(c) => c.request.with_body,
+        let (with_body, streamed) = match &self.state {
+            State::CollectingBody(c) => (c.request.with_body, c.upload.is_some()),
             _ => return Step::Again,
         };
+        if streamed {
+            return self.stream_pass_body(cx);
+        }
         let collected = match with_body {
             true => self.decode_chunked(true, PASS_BODY_LIMIT),
             // Skipped after the response, like any body relay does not use.
@@ -296,6 +300,14 @@ impl Exchange {
             Ok(Upload::TooLong) => Some(Why::BodyTooLarge),
             Ok(upload) => match (self.reserve_upload(), upload) {
                 (Err(e), _) => Some(Why::from(e)),
+                (Ok(()), Upload::Partial) if self.collected() > UPLOAD_WINDOW => {
+                    // A chunked body longer than a window: streamed from here on (sent
+                    // chunked), what it has so far first.
+                    match self.start_upload(cx, None) {
+                        Ok(()) => return self.stream_pass_body(cx),
+                        Err(why) => Some(why),
+                    }
+                }
                 (Ok(()), Upload::Partial) => return self.input_step(cx),
                 (Ok(()), _) => None,
             },
@@ -313,6 +325,7 @@ impl Exchange {
             .extend_from_slice(&self.rbuf[self.rstart..self.rstart + n]);
         self.rstart += n;
         c.left -= n as u64;
+        c.received += n as u64;
         if c.left > 0 {
             return self.input_step(cx);
         }
@@ -327,10 +340,10 @@ impl Exchange {
         } = *c;
         // The body's reservation travels with its bytes and is given back when the
         // upstream drops them.
-        let body = match reserved {
+        let body = relay_upstream::RequestBody::Whole(match reserved {
             Some(reserved) => Bytes::from_owner(HeldBody::new(body, reserved)),
             None => Bytes::from(body),
-        };
+        });
         let slot = Arc::new(relay_upstream::PassSlot::default());
         if let Some(up) = cx.shared.upstream.as_ref() {
             up.pass(relay_upstream::PassRequest {
@@ -471,11 +484,16 @@ impl Exchange {
             self.req_start = Some(cx.now);
             // RFC 9211: other methods are never looked up.
             self.pass_status = CacheStatus::fwd(Fwd::Method);
-            // The body is held whole until it is handed over: within the pass-through
-            // budget, reserved now for a length, as it grows for a chunked body.
-            let reserved = match cx.shared.upstream.as_ref() {
-                Some(u) => u.pass_budget.reserve(cx.client, content_length),
-                None => Err(relay_upstream::budget::Refused::Full),
+            // A body up to one upload window is held whole until it is handed over (it can
+            // be sent again on a retry): within the pass-through budget, reserved now for a
+            // length, as it grows for a chunked body. A longer one is streamed to the
+            // origin through a window as it comes (`collect`), and so is a chunked one
+            // that grows past the window.
+            let streamed = content_length > relay_upstream::upload::UPLOAD_WINDOW as u64;
+            let reserved = match (cx.shared.upstream.as_ref(), streamed) {
+                (Some(_), true) => Ok(None),
+                (Some(u), false) => u.pass_budget.reserve(cx.client, content_length).map(Some),
+                (None, _) => Err(relay_upstream::budget::Refused::Full),
             };
             match (method, reserved) {
                 (Ok(_), _) if content_length > PASS_BODY_LIMIT => {
@@ -492,10 +510,19 @@ impl Exchange {
                             host,
                             with_body: true,
                         },
-                        body: Vec::with_capacity(content_length as usize),
+                        body: match streamed {
+                            true => Vec::new(),
+                            false => Vec::with_capacity(content_length as usize),
+                        },
                         left: content_length,
-                        reserved: Some(reserved),
+                        reserved,
+                        received: 0,
+                        upload: None,
                     })));
+                    if streamed && let Err(why) = self.start_upload(cx, Some(content_length)) {
+                        self.refuse(cx, why);
+                        return Step::Again;
+                    }
                     // The client may wait for this before it sends the body that relay is
                     // about to read (RFC 9110 §10.1.1). Nothing else is being sent on the
                     // connection now: the previous response is done before the next request

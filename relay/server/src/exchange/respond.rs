@@ -213,6 +213,8 @@ impl Exchange {
             body: Vec::new(),
             left: 0,
             reserved: None,
+            received: 0,
+            upload: None,
         })));
     }
 

@@ -4,18 +4,17 @@
 //! method's answer invalidates what it names.
 
 use super::request::VIA;
-use super::{Context, end_to_end};
+use super::{Context, ReqBody, end_to_end};
 use crate::budget::{Client, Refused};
 use crate::{
     PASS_BUFFER_LIMIT, PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot,
-    Passed,
+    Passed, RequestBody,
 };
-use bytes::Bytes;
 use http_body_util::Full;
 use relay_cache::ChunkKey;
 use relay_cache::fill::FillError;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Response fields relay writes itself for a passed-through response.
@@ -55,7 +54,7 @@ impl Context {
         method: http::Method,
         path: &str,
         headers: Vec<(String, Vec<u8>)>,
-        body: Bytes,
+        body: RequestBody,
         host: &str,
         client: Client,
         slot: &Arc<PassSlot>,
@@ -71,6 +70,15 @@ impl Context {
                 | http::Method::TRACE
         );
         let uri = format!("http://{}{}", o.config.address, path);
+        // A streamed body can be sent once: the first attempt takes it, and it is never
+        // retried (its bytes are gone).
+        let (whole, streamed, upload) = match body {
+            RequestBody::Whole(b) => (Some(b), Mutex::new(None), None),
+            RequestBody::Stream(s) => {
+                let upload = s.upload().clone();
+                (None, Mutex::new(Some(s)), Some(upload))
+            }
+        };
         let build = || {
             let mut req = http::Request::builder().method(method.clone()).uri(&uri);
             for (n, v) in &headers {
@@ -79,14 +87,23 @@ impl Context {
             req = req
                 .header(http::header::HOST, &o.config.authority)
                 .header(http::header::VIA, VIA);
-            req.body(Full::new(body.clone()))
-                .map_err(|_| FillError::Status(400))
+            let body = match &whole {
+                Some(b) => ReqBody::Left(Full::new(b.clone())),
+                None => {
+                    let taken = streamed.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    ReqBody::Right(taken.ok_or(FillError::Closed)?)
+                }
+            };
+            req.body(body).map_err(|_| FillError::Status(400))
         };
-        let retries = if idempotent { o.config.retries } else { 0 };
-        let resp = self.send(origin, retries, build).await?;
+        let retries = match (idempotent, &upload) {
+            (true, None) => o.config.retries,
+            _ => 0,
+        };
+        let resp = self.send_streamed(origin, retries, build, upload).await?;
         // The request body was kept for a retry; it is sent now. Its memory (and its share of
         // the pass-through budget) goes back before the response's window is reserved.
-        drop(body);
+        drop(whole);
         let status = resp.status().as_u16();
         // A transfer coding relay cannot take off (`gzip, chunked`): its bytes are not the
         // body, and the field that names it is hop-by-hop.

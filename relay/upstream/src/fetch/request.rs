@@ -12,7 +12,8 @@
 //! broken URL, and one URL must not take the origin down for every client. Any response
 //! head clears the count. Also a fill's request ([`fill_request`]).
 
-use super::Context;
+use super::{Context, ReqBody};
+use crate::upload::Upload;
 use crate::{Origin, UpstreamStats};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -66,6 +67,23 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
         source = s.source();
     }
     Failure::NoAnswer(FillError::Connect)
+}
+
+/// What one attempt's `client.request` brought: the answer, or why not.
+fn answered(
+    o: &Origin,
+    answer: Result<http::Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<http::Response<Incoming>, Failure> {
+    match answer {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            let f = failure(&e);
+            if !e.is_connect() {
+                log::warn!("origin {}: {e} ({f:?})", o.config.authority);
+            }
+            Err(f)
+        }
+    }
 }
 
 /// After attempt `attempt` (0: the first) brought nothing back: how long to wait before the
@@ -128,24 +146,40 @@ impl Context {
         &self,
         origin: usize,
         retries: u32,
-        build: impl Fn() -> Result<http::Request<Full<Bytes>>, FillError>,
+        build: impl Fn() -> Result<http::Request<ReqBody>, FillError>,
+    ) -> Result<http::Response<Incoming>, FillError> {
+        self.send_streamed(origin, retries, build, None).await
+    }
+
+    /// [`Context::send`] for a request whose body is streamed (`upload`): its first-byte
+    /// timeout starts once the body is sent, however long the client takes to send it
+    /// (the worker holds the client's body to its own deadlines).
+    pub(super) async fn send_streamed(
+        &self,
+        origin: usize,
+        retries: u32,
+        build: impl Fn() -> Result<http::Request<ReqBody>, FillError>,
+        upload: Option<Arc<Upload>>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
         let client = &self.clients[origin];
         let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
-        let (build, stats) = (&build, &self.stats);
+        let (build, stats, upload) = (&build, &self.stats, &upload);
         retrying(o, self.epoch, stats, retries, move || async move {
             let req = build().map_err(Failure::Refused)?;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            match tokio::time::timeout(first_byte, client.request(req)).await {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => {
-                    let f = failure(&e);
-                    if !e.is_connect() {
-                        log::warn!("origin {}: {e} ({f:?})", o.config.authority);
-                    }
-                    Err(f)
+            let request = client.request(req);
+            tokio::pin!(request);
+            if let Some(u) = upload {
+                // An answer may come before the body is all sent (say, a 413).
+                let sent = std::future::poll_fn(|cx| u.poll_sent(cx));
+                tokio::select! {
+                    answer = &mut request => return answered(o, answer),
+                    () = sent => {}
                 }
+            }
+            match tokio::time::timeout(first_byte, request).await {
+                Ok(answer) => answered(o, answer),
                 // A slow URL, not a slow origin: this request's failure only.
                 Err(_) => Err(Failure::NoAnswer(FillError::timeout(
                     Wait::FirstByte,
@@ -177,7 +211,7 @@ impl Context {
             if let Some(p) = hints {
                 self.on_hints(&mut req, p);
             }
-            Ok(req)
+            Ok(req.map(ReqBody::Left))
         };
         let resp = self.send(origin, o.config.retries, build).await?;
         if resp.status().is_server_error() {
