@@ -246,14 +246,19 @@ fn trickling_uploads_hold_one_window_each_within_their_clients_share() {
     // A share of 4 MiB: 15 windows fit; 20 uploads from one address, 5 refused.
     let relay = start(&origin, keep, "pass_buffer_per_client = \"4 MiB\"");
     let attack = Trickle::start(&relay, 3, 20, LEN, Duration::from_secs(20));
-    let answers = attack.answers(Duration::from_secs(2));
+    let held = wait_metric(
+        &relay,
+        "relay_pass_buffer_bytes",
+        Duration::from_secs(5),
+        |v| v >= (15 * WINDOW) as f64,
+    );
+    let answers = attack.answers(Duration::from_millis(300));
     assert_eq!(
         answers.iter().filter(|a| **a == Some(503)).count(),
         5,
         "the uploads past their address's share are refused: {answers:?}"
     );
     assert_eq!(answers.iter().filter(|a| a.is_none()).count(), 15);
-    let held = metric(&relay, "relay_pass_buffer_bytes");
     assert_eq!(held, (15 * WINDOW) as f64);
     assert!(
         metric(
@@ -358,9 +363,9 @@ fn a_trickled_or_paused_body_is_answered_408_within_its_deadline() {
 
 /// Clients that ask for a passed-through body (8 MiB, `no-store`) and stop reading after
 /// its head are cut at the send deadline (here the idle timeout, 1.5 s) as readers of
-/// cached bodies are, and the windows they held go back to the budget: a 4.5 MiB budget two
-/// of them filled (each a 2 MiB window and the 256 KiB its upstream connection holds ahead
-/// of it) serves again.
+/// cached bodies are, and the windows they held go back to the budget: a 5.75 MiB budget two
+/// of them filled (each a 2 MiB window and the 896 KiB its upstream connection and job
+/// hold besides) serves again.
 #[test]
 fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back() {
     use relay_tests::origin::Object;
@@ -370,7 +375,7 @@ fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back
     let relay = start(
         &origin,
         "idle_timeout_ms = 1500",
-        "pass_buffer_bytes = \"4608 KiB\"\npass_buffer_per_client = 0",
+        "pass_buffer_bytes = \"5888 KiB\"\npass_buffer_per_client = 0",
     );
     let ask = b"GET /big HTTP/1.1\r\nHost: t\r\nCache-Control: no-store\r\n\r\n";
     let stall = |host: u8| {
@@ -399,9 +404,9 @@ fn stalled_readers_of_passed_through_bodies_are_cut_and_their_windows_given_back
             &relay,
             "relay_pass_buffer_bytes",
             Duration::from_secs(2),
-            |v| { v >= (4608 << 10) as f64 }
+            |v| { v >= (5888 << 10) as f64 }
         ),
-        (4608 << 10) as f64,
+        (5888 << 10) as f64,
         "two windows fill the budget"
     );
     let mut c = Client::connect(relay.addr);

@@ -501,8 +501,8 @@ fn an_unstored_answer_keeps_its_named_fields_for_its_client() {
 }
 
 /// Passed-through bodies stream through one window of memory each (2 MiB, reserved with the
-/// 256 KiB its upstream connection holds ahead of it), however long: a 16 MB body passes
-/// through a 5 MiB `origin.pass_buffer_bytes` (two windows, not three). Any client can make a
+/// 896 KiB its upstream connection and job hold besides), however long: a 16 MB body passes
+/// through a 6 MiB `origin.pass_buffer_bytes` (two windows, not three). Any client can make a
 /// GET pass through with `Cache-Control: no-store`, and the budget bounds the windows held: two
 /// clients that take their heads and stop reading hold both windows, so a third pass gets
 /// 503; the stalled clients then read their bodies whole and right, and passes work again.
@@ -515,7 +515,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     origin.put("/big", Object::new(body.clone(), "big"));
     let config = proxy_config(&origin).replace(
         "[origin]\n",
-        "[origin]\npass_buffer_bytes = \"5 MiB\"\npass_buffer_per_client = 0\n",
+        "[origin]\npass_buffer_bytes = \"6 MiB\"\npass_buffer_per_client = 0\n",
     );
     let relay = Relay::start(&config);
     let ask = "GET /big HTTP/1.1\r\nHost: h\r\nCache-Control: no-store\r\n\r\n";
@@ -523,7 +523,7 @@ fn passed_through_bodies_are_bounded_in_memory() {
     assert_eq!(whole.status, 200);
     assert!(
         whole.body == body,
-        "a 16 MB pass through a 5 MiB budget differs"
+        "a 16 MB pass through a 6 MiB budget differs"
     );
     // Two clients take their response heads, then stop reading.
     let stall = || {

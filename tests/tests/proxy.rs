@@ -668,23 +668,21 @@ fn request_bodies_are_held_within_the_pass_through_budget() {
         }
     }
     assert_eq!(c.read_response(false).unwrap().status, 503);
-    // One stalled client finishes: its body reaches the origin whole, and its room is back;
-    // a small body then fits (collected, 100 KB, and its answer's window).
-    let mut first = stalled.remove(0);
-    first.send(&big[1 << 20..]);
-    let r = first.read_response(false).unwrap();
-    assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]));
-    let small = pattern(100_000, 54);
-    let mut c = Client::connect(relay.addr);
-    c.send(&[head(small.len()).as_bytes(), &small].concat());
-    assert!(c.read_response(false).unwrap().body == echo(&small));
-    // The others finish too, and all the room is back.
-    for s in &mut stalled {
+    // Four stalled clients leave: their windows come back at once. The others finish one
+    // by one: each body reaches the origin whole, and its room is back for its answer's
+    // window (896 KiB and "stored"); a small body then fits too (collected, 100 KB).
+    drop(stalled.drain(..4));
+    wait_held(&relay, |held| held == 7 * WINDOW);
+    for (i, s) in stalled.iter_mut().enumerate() {
         s.send(&big[1 << 20..]);
-    }
-    for s in &mut stalled {
         let r = s.read_response(false).unwrap();
-        assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]));
+        assert_eq!((r.status, &r.body[..]), (200, &b"stored"[..]), "upload {i}");
+        if i == 0 {
+            let small = pattern(100_000, 54);
+            let mut c = Client::connect(relay.addr);
+            c.send(&[head(small.len()).as_bytes(), &small].concat());
+            assert!(c.read_response(false).unwrap().body == echo(&small));
+        }
     }
     wait_held(&relay, |held| held == 0);
     // A client that leaves halfway gives its room back too.

@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The origin: `/sum` answers the body's length, SHA-256 and framing as JSON; `/slow` does
-/// the same after not reading for 3 s; `/early` answers 413 at once without reading.
+/// the same after not reading for 3 s; `/early` answers 413 at once without reading;
+/// `/accept` answers 200 at once and reads the body after; `/never` neither reads nor
+/// answers.
 const ORIGIN_JS: &str = r#"
 const http = require('http');
 const crypto = require('crypto');
@@ -18,6 +20,16 @@ const srv = http.createServer((req, res) => {
   if (req.url.startsWith('/early')) {
     res.writeHead(413, {'Content-Type': 'text/plain'});
     res.end('too large, said early\n');
+    return;
+  }
+  if (req.url.startsWith('/accept')) {
+    // A 200 before reading anything; node reads (and drops) the body after it.
+    res.writeHead(200, {'Content-Type': 'text/plain'});
+    res.end('accepted\n');
+    return;
+  }
+  if (req.url.startsWith('/never')) {
+    req.pause();
     return;
   }
   const h = crypto.createHash('sha256');
@@ -146,26 +158,30 @@ fn long_bodies_stream_to_node_whole_and_an_early_answer_ends_the_upload() {
     assert_eq!(streamed(), 2.0);
 
     // An origin that stops reading for 3 s: relay holds one window meanwhile (not the 20
-    // MiB the client has to send), and the body arrives whole after.
-    let url = relay.url("/slow");
-    let (f, w) = (file.clone(), want.clone());
-    let slow = std::thread::spawn(move || {
-        let (status, body) = post(&url, &f, &[]);
-        assert_eq!(status, 200);
-        assert!(body.contains(&w), "{body}");
-    });
-    let end = Instant::now() + Duration::from_millis(2500);
-    let mut most = 0.0f64;
-    while Instant::now() < end {
-        most = most.max(relay.metric("relay_pass_buffer_bytes").unwrap_or(0.0));
-        std::thread::sleep(Duration::from_millis(50));
+    // MiB the client has to send), with a length or chunked, and the body arrives whole
+    // after.
+    for extra in [None, Some("Transfer-Encoding: chunked")] {
+        let url = relay.url("/slow");
+        let (f, w) = (file.clone(), want.clone());
+        let slow = std::thread::spawn(move || {
+            let args: Vec<&str> = extra.map(|h| vec!["-H", h]).unwrap_or_default();
+            let (status, body) = post(&url, &f, &args);
+            assert_eq!(status, 200);
+            assert!(body.contains(&w), "{body}");
+        });
+        let end = Instant::now() + Duration::from_millis(2500);
+        let mut most = 0.0f64;
+        while Instant::now() < end {
+            most = most.max(relay.metric("relay_pass_buffer_bytes").unwrap_or(0.0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        slow.join().expect("the slow upload");
+        eprintln!("an upload ({extra:?}) to an origin that paused held at most {most} bytes");
+        assert!(
+            most <= ((256 << 10) + 128) as f64,
+            "more than one window held: {most}"
+        );
     }
-    slow.join().expect("the slow upload");
-    eprintln!("an upload to an origin that paused held at most {most} bytes of the budget");
-    assert!(
-        most <= ((256 << 10) + 128) as f64,
-        "more than one window held: {most}"
-    );
 
     // An answer before the body is whole: the client gets it; the rest of the body is
     // dropped and the connection closes after the answer.
@@ -177,8 +193,45 @@ fn long_bodies_stream_to_node_whole_and_an_early_answer_ends_the_upload() {
         relay.metric("relay_pass_uploads_answered_early_total"),
         Some(1.0)
     );
+    // So does a 200 before the body is whole: the client gets it.
+    let (status, body) = post(&relay.url("/accept"), &file, &[]);
+    assert_eq!((status, body.as_str()), (200, "accepted\n"));
+    assert_eq!(
+        relay.metric("relay_pass_uploads_answered_early_total"),
+        Some(2.0)
+    );
     // And relay goes on serving uploads.
     let (status, body) = post(&relay.url("/sum"), &file, &[]);
     assert_eq!(status, 200);
     assert!(body.contains(&want), "{body}");
+    assert_eq!(relay.metric("relay_pass_buffer_bytes"), Some(0.0));
+}
+
+/// An origin that takes a connection and never reads the body: once the window is full
+/// and nothing of it is taken for a send timeout (here the idle timeout, 1.5 s), the client
+/// gets 504 and the window goes back; the origin's connection is dropped with it.
+#[test]
+fn an_origin_that_stops_reading_a_streamed_body_is_a_504() {
+    let dir = TempDir::new("uploads-never");
+    let origin = NodeOrigin::start(&dir);
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nidle_timeout_ms = 1500\n\n\
+         [cache]\nmemory_bytes = \"64 MiB\"\n\n\
+         [[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.port
+    ));
+    let file = dir.write("body", &pattern(40 << 20, 78));
+    let t = Instant::now();
+    let (status, _) = post(&relay.url("/never"), &file, &[]);
+    eprintln!(
+        "an upload to an origin that never reads: {status} after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status, 504);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(5);
+    while relay.metric("relay_pass_buffer_bytes") != Some(0.0) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(relay.metric("relay_pass_buffer_bytes"), Some(0.0));
 }

@@ -242,8 +242,13 @@ pub const UPSTREAM_READ_BUFFER: usize = 128 << 10;
 
 /// What a streamed pass-through holds besides its window, counted in its reservation: the
 /// frame being copied into the window (a slice of one read buffer, kept while the window is
-/// full) and the connection's next read buffer.
-pub const PASS_READ_AHEAD: usize = 2 * UPSTREAM_READ_BUFFER;
+/// full), the connection's read buffer (hyper grows it by doubling, so up to twice
+/// [`UPSTREAM_READ_BUFFER`]) and the connection's and the job's state. Measured rather
+/// than derived: readers of a passed-through 64 MiB body that never read made relay's RSS
+/// grow by 2.83–2.93 MiB each with a 2 MiB window (2.45 MiB with 32 KiB read buffers), so
+/// about four read buffers and 384 KiB besides; counting less let 112 such readers hold
+/// 3.6 MiB more than the budget said.
+pub const PASS_READ_AHEAD: usize = 4 * UPSTREAM_READ_BUFFER + (384 << 10);
 
 /// How long a pass-through's upstream waits for its client to make room in the window
 /// before it gives up (past the worker's own deadline for a stalled client, 60 s by

@@ -15,7 +15,9 @@
 //! The end: [`UploadWriter::finish`] once the whole body is written; a writer dropped
 //! before that fails the body, and the origin's connection is aborted (never a short body
 //! passed off as whole). A body that was given to no request (the upstream refused it)
-//! simply drops.
+//! simply drops. A queued piece holds the upload (its room goes back when it drops), so
+//! whichever side ends first drops what is queued: nothing keeps the upload, and its
+//! reservation, alive in a cycle.
 
 use crate::budget::Reservation;
 use atomic_waker::AtomicWaker;
@@ -143,14 +145,20 @@ impl Upload {
         self.len
     }
 
-    /// Polls for the body's end: the origin's connection has taken its last piece, or it
-    /// failed. (One task waits on it: the pass job.)
+    /// Polls for the body's end: the origin's connection has taken its last piece, or the
+    /// body failed (its client left, or was cut). (One task waits on it: the pass job.)
     pub fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.end.register(cx.waker());
-        match self.lock().taken {
+        let inner = self.lock();
+        match inner.taken || inner.state == End::Failed {
             true => Poll::Ready(()),
             false => Poll::Pending,
         }
+    }
+
+    /// The body ended short: its writer was dropped before it was whole.
+    pub fn failed(&self) -> bool {
+        self.lock().state == End::Failed
     }
 
     /// Bytes the window holds now.
@@ -220,8 +228,22 @@ impl Drop for UploadWriter {
             true => End::Done,
             false => End::Failed,
         };
-        self.upload.lock().state = end;
+        let dropped = {
+            let mut inner = self.upload.lock();
+            inner.state = end;
+            // A failed body's queued pieces are never sent: dropped now (after the lock:
+            // each takes it to give its room back). They hold the upload, so left queued
+            // they would keep it, and its reservation, alive.
+            match end {
+                End::Failed => std::mem::take(&mut inner.queue),
+                End::Done | End::Open => VecDeque::new(),
+            }
+        };
+        drop(dropped);
         self.upload.reader.wake();
+        // A failed body also ends the pass job's wait: an origin that stopped reading
+        // never polls the body again, so the job drops the request itself.
+        self.upload.end.wake();
     }
 }
 
@@ -233,8 +255,14 @@ impl UploadBody {
 
 impl Drop for UploadBody {
     fn drop(&mut self) {
-        // Taken by no one any more: whoever waits for the end stops waiting.
-        self.upload.lock().taken = true;
+        // Taken by no one any more: whoever waits for the end stops waiting, and what is
+        // still queued goes (dropped after the lock, as in the writer's drop).
+        let dropped = {
+            let mut inner = self.upload.lock();
+            inner.taken = true;
+            std::mem::take(&mut inner.queue)
+        };
+        drop(dropped);
         self.upload.end.wake();
     }
 }
@@ -339,12 +367,36 @@ mod tests {
         let (mut w, mut body) = Upload::open(None, 4096, None, Wakers::none());
         assert_eq!(body.size_hint().exact(), None, "unknown: sent chunked");
         w.write(b"hel");
-        drop(w);
         let first = rt.block_on(body.frame()).unwrap().unwrap();
-        assert_eq!(&first.into_data().unwrap()[..], b"hel");
+        let first = first.into_data().unwrap();
+        assert_eq!(&first[..], b"hel");
+        w.write(b"lo");
+        assert_eq!(body.upload().held(), 3 + 2 + 2 * PIECE_COST);
+        drop(w);
+        // What was still queued is dropped with the failed writer: nothing keeps the
+        // upload alive through its own queue.
+        assert_eq!(
+            body.upload().held(),
+            3 + PIECE_COST,
+            "the piece taken is still held"
+        );
         assert!(rt.block_on(body.frame()).unwrap().is_err(), "cut short");
         let sent = std::future::poll_fn(|cx| body.upload().poll_sent(cx));
         rt.block_on(sent);
+        assert!(body.upload().failed());
+        drop(first);
+
+        // A body dropped with pieces queued (its connection aborted) lets them go too.
+        let (mut w, body) = Upload::open(Some(10), 4096, None, Wakers::none());
+        w.write(b"abc");
+        let upload = body.upload().clone();
+        drop(body);
+        assert_eq!(upload.held(), 0);
+        assert_eq!(
+            Arc::strong_count(&upload),
+            2,
+            "the writer and this handle only"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use super::types::Linger;
 use super::{Action, Cx, Exchange, LINGER_BYTES, PASS_BODY_LIMIT, Phase, State, Step, Timeouts};
 use crate::errors::Why;
+use relay_cache::fill::{FillError, Wait};
 use relay_upstream::budget::Refused;
 use relay_upstream::upload::UploadWriter;
 use relay_upstream::{PassSlot, RequestBody};
@@ -24,6 +25,9 @@ pub(super) struct BodyClock {
     last: Instant,
     /// Its length then (decoded bytes: a chunked body's framing does not count).
     bytes: u64,
+    /// Since when relay has not been reading it: a streamed body whose window is full waits
+    /// for the origin, and that time is not the client's.
+    paused: Option<Instant>,
 }
 
 impl BodyClock {
@@ -32,6 +36,21 @@ impl BodyClock {
             started: now,
             last: now,
             bytes: 0,
+            paused: None,
+        }
+    }
+
+    /// Stops the clock (from the first call on).
+    fn pause(&mut self, now: Instant) {
+        self.paused.get_or_insert(now);
+    }
+
+    /// Starts it again: the pause is as if it had not been.
+    fn resume(&mut self, now: Instant) {
+        if let Some(p) = self.paused.take() {
+            let d = now.saturating_duration_since(p);
+            self.started += d;
+            self.last += d;
         }
     }
 
@@ -78,6 +97,12 @@ impl Exchange {
         let clock = self
             .body_clock
             .get_or_insert_with(|| BodyClock::new(cx.now));
+        // While a streamed body's window is full relay does not read its client: its clock
+        // stops.
+        match self.phase == Phase::Wait && c.upload.is_some() {
+            true => clock.pause(cx.now),
+            false => clock.resume(cx.now),
+        }
         clock.progress(cx.now, c.received.max(c.body.len() as u64));
         if self.phase == Phase::Recv && matches!(step, Step::Do(Action::Recv)) {
             self.deadline = clock.deadline(&cx.timeouts).0;
@@ -90,6 +115,25 @@ impl Exchange {
     /// closes at once. (So does a body read one receive at a time, without a multishot
     /// receive: its receive in flight would land under the answer.)
     pub fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Action {
+        if let State::CollectingBody(c) = &self.state
+            && let Some(s) = &c.upload
+            && self.linger.is_none()
+            && (self.phase == Phase::Wait || cx.reading)
+        {
+            // A streamed body: an answer that ends the upload came while relay waited for
+            // input (only a wait for room is woken by it); or the origin took nothing of
+            // the window for a whole send timeout: 504, as for an origin that stops
+            // sending.
+            if s.answer_ends_upload() {
+                let _ = self.answered_early(cx);
+                return self.poll(cx);
+            }
+            if self.phase == Phase::Wait {
+                let ms = cx.timeouts.send.as_millis() as u64;
+                self.refuse(cx, Why::Upstream(FillError::timeout(Wait::Idle, ms)));
+                return self.poll(cx);
+            }
+        }
         let collecting = matches!(self.state, State::CollectingBody(_))
             && self.phase == Phase::Recv
             && self.linger.is_none()
@@ -109,6 +153,16 @@ impl Exchange {
 pub(super) struct Streaming {
     writer: UploadWriter,
     slot: Arc<PassSlot>,
+}
+
+impl Streaming {
+    /// The origin answered (or the pass failed) before the body was whole: the upload ends.
+    /// (Whatever the status: hyper sends no more of a request's body once its answer has
+    /// come, so an origin that answers 2xx early and reads on would wait for bytes that
+    /// never come.)
+    fn answer_ends_upload(&self) -> bool {
+        self.slot.result.get().is_some()
+    }
 }
 
 /// The least room a body with a length waits for before it writes again (unless less is
@@ -138,7 +192,10 @@ impl Exchange {
         };
         let (mut writer, body) = up.upload(cx.client, len).map_err(Why::from)?;
         writer.push(&c.body);
+        // What was collected is in the window now, and counted there.
+        c.received = c.body.len() as u64;
         c.body = Vec::new();
+        c.reserved = None;
         let slot = Arc::new(PassSlot::default());
         up.pass(relay_upstream::PassRequest {
             origin: c.request.origin,
@@ -168,7 +225,7 @@ impl Exchange {
                 return Step::Again;
             };
             s.slot.watchers.watch(cx.worker);
-            if s.slot.result.get().is_some() {
+            if s.answer_ends_upload() {
                 return self.answered_early(cx);
             }
             let avail = self.rend - self.rstart;
@@ -242,9 +299,10 @@ impl Exchange {
         }
     }
 
-    /// The origin answered (or the pass failed) before the streamed body was whole: the
-    /// answer is sent, what the client still sends of its body is read and dropped (as
-    /// after a refusal), and the connection closes after it. The window stays open until
+    /// The origin answered before the streamed body was whole (say 413 or 401), or the
+    /// pass failed: the answer is sent, what the client still sends of its body is read
+    /// and dropped (as after a refusal; RFC 9112 §9.5: the client should stop sending it),
+    /// and the connection closes after it. The window stays open until
     /// the answer is sent: a body cut now would abort the origin's connection under its
     /// answer.
     fn answered_early(&mut self, cx: &mut Cx<'_>) -> Step {
@@ -267,5 +325,44 @@ impl Exchange {
             .fetch_add(1, Ordering::Relaxed);
         self.enter(State::AwaitingPass(s.slot));
         Step::Again
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+            body: Duration::from_secs(10),
+            body_min_rate: 8192,
+            revalidate: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn time_spent_waiting_for_the_origin_is_not_the_clients() {
+        let t0 = Instant::now();
+        let t = timeouts();
+        let mut clock = BodyClock::new(t0);
+        clock.progress(t0 + Duration::from_secs(1), 8192);
+        let before = clock.deadline(&t);
+        // The window is full for 30 s: relay does not read the client meanwhile.
+        clock.pause(t0 + Duration::from_secs(2));
+        clock.pause(t0 + Duration::from_secs(20));
+        clock.resume(t0 + Duration::from_secs(32));
+        let after = clock.deadline(&t);
+        assert_eq!(
+            after.0,
+            before.0 + Duration::from_secs(30),
+            "{before:?} {after:?}"
+        );
+        assert_eq!(after.1, before.1);
+        // Resumed twice: once only.
+        clock.resume(t0 + Duration::from_secs(40));
+        assert_eq!(clock.deadline(&t).0, after.0);
     }
 }

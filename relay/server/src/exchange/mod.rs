@@ -552,6 +552,7 @@ impl Exchange {
         self.out.body = bytes::Bytes::new();
         drop(self.leave());
         self.pass_body = None;
+        self.upload_kept = None;
         self.local = None;
         self.stale = None;
         self.src = None;
@@ -808,6 +809,8 @@ impl Exchange {
             _ => None,
         };
         self.set(State::Closed(kept));
+        // An upload the origin answered early ends with its client.
+        self.upload_kept = None;
         // Its share of the worker's bound goes back now, not when the slot is released.
         self.overflow.clear();
         if self.restore_entry.is_some() {

@@ -22,15 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A request's body to an origin: whole (fetches, and pass-throughs whose body was
-/// collected), or streamed as the client sends it ([`crate::upload`]).
-pub(crate) type ReqBody = http_body_util::Either<Full<Bytes>, crate::upload::UploadBody>;
-
 /// Everything a job needs; cheap to clone into each task.
 #[derive(Clone)]
 pub(crate) struct Context {
     origins: Arc<Vec<Origin>>,
-    clients: Arc<Vec<Client<HttpConnector, ReqBody>>>,
+    clients: Arc<Vec<Client<HttpConnector, Full<Bytes>>>>,
     store: Store,
     epoch: Instant,
     stats: Arc<UpstreamStats>,

@@ -4,7 +4,7 @@
 //! method's answer invalidates what it names.
 
 use super::request::VIA;
-use super::{Context, ReqBody, end_to_end};
+use super::{Context, end_to_end};
 use crate::budget::{Client, Refused};
 use crate::{
     PASS_BUFFER_LIMIT, PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot,
@@ -13,8 +13,8 @@ use crate::{
 use http_body_util::Full;
 use relay_cache::ChunkKey;
 use relay_cache::fill::FillError;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Response fields relay writes itself for a passed-through response.
@@ -70,40 +70,35 @@ impl Context {
                 | http::Method::TRACE
         );
         let uri = format!("http://{}{}", o.config.address, path);
-        // A streamed body can be sent once: the first attempt takes it, and it is never
-        // retried (its bytes are gone).
-        let (whole, streamed, upload) = match body {
-            RequestBody::Whole(b) => (Some(b), Mutex::new(None), None),
-            RequestBody::Stream(s) => {
-                let upload = s.upload().clone();
-                (None, Mutex::new(Some(s)), Some(upload))
-            }
-        };
-        let build = || {
+        let request = || {
             let mut req = http::Request::builder().method(method.clone()).uri(&uri);
             for (n, v) in &headers {
                 req = req.header(n.as_str(), v.as_slice());
             }
-            req = req
-                .header(http::header::HOST, &o.config.authority)
-                .header(http::header::VIA, VIA);
-            let body = match &whole {
-                Some(b) => ReqBody::Left(Full::new(b.clone())),
-                None => {
-                    let taken = streamed.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    ReqBody::Right(taken.ok_or(FillError::Closed)?)
-                }
-            };
-            req.body(body).map_err(|_| FillError::Status(400))
+            req.header(http::header::HOST, &o.config.authority)
+                .header(http::header::VIA, VIA)
         };
-        let retries = match (idempotent, &upload) {
-            (true, None) => o.config.retries,
-            _ => 0,
+        let bad = |_| FillError::Status(400);
+        // (A streamed upload's own connection: kept until the answer has been read.)
+        let (resp, _conn) = match body {
+            RequestBody::Whole(body) => {
+                let retries = if idempotent { o.config.retries } else { 0 };
+                let build = || request().body(Full::new(body.clone())).map_err(bad);
+                let resp = self.send(origin, retries, build).await?;
+                // The request body was kept for a retry; it is sent now. Its memory (and its
+                // share of the pass-through budget) goes back before the response's window
+                // is reserved.
+                drop(body);
+                (resp, None)
+            }
+            // Sent once, never retried: its bytes are gone once sent.
+            RequestBody::Stream(body) => {
+                let upload = body.upload().clone();
+                let req = request().body(body).map_err(bad)?;
+                let (resp, conn) = self.send_upload(origin, req, &upload).await?;
+                (resp, Some(conn))
+            }
         };
-        let resp = self.send_streamed(origin, retries, build, upload).await?;
-        // The request body was kept for a retry; it is sent now. Its memory (and its share of
-        // the pass-through budget) goes back before the response's window is reserved.
-        drop(whole);
         let status = resp.status().as_u16();
         // A transfer coding relay cannot take off (`gzip, chunked`): its bytes are not the
         // body, and the field that names it is hop-by-hop.

@@ -12,18 +12,34 @@
 //! broken URL, and one URL must not take the origin down for every client. Any response
 //! head clears the count. Also a fill's request ([`fill_request`]).
 
-use super::{Context, ReqBody};
-use crate::upload::Upload;
+use super::Context;
+use crate::upload::{Upload, UploadBody};
 use crate::{Origin, UpstreamStats};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use relay_cache::ObjectMeta;
 use relay_cache::fill::{FillError, Wait};
 use relay_cache::inflight::Pending;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// A streamed upload's own connection to its origin ([`Context::send_upload`]), running as
+/// a task beside the request: aborted (its socket closed) when this drops, once the answer
+/// has been read or given up.
+pub(super) struct UploadConn(tokio::task::JoinHandle<()>);
+
+impl Drop for UploadConn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The send buffer of a streamed upload's connection (the kernel doubles it).
+const UPLOAD_SNDBUF: usize = 128 << 10;
 
 /// relay's `Via` entry on requests to origins (protocol version and pseudonym).
 pub(super) const VIA: &str = "1.1 relay";
@@ -67,23 +83,6 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
         source = s.source();
     }
     Failure::NoAnswer(FillError::Connect)
-}
-
-/// What one attempt's `client.request` brought: the answer, or why not.
-fn answered(
-    o: &Origin,
-    answer: Result<http::Response<Incoming>, hyper_util::client::legacy::Error>,
-) -> Result<http::Response<Incoming>, Failure> {
-    match answer {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            let f = failure(&e);
-            if !e.is_connect() {
-                log::warn!("origin {}: {e} ({f:?})", o.config.authority);
-            }
-            Err(f)
-        }
-    }
 }
 
 /// After attempt `attempt` (0: the first) brought nothing back: how long to wait before the
@@ -146,40 +145,24 @@ impl Context {
         &self,
         origin: usize,
         retries: u32,
-        build: impl Fn() -> Result<http::Request<ReqBody>, FillError>,
-    ) -> Result<http::Response<Incoming>, FillError> {
-        self.send_streamed(origin, retries, build, None).await
-    }
-
-    /// [`Context::send`] for a request whose body is streamed (`upload`): its first-byte
-    /// timeout starts once the body is sent, however long the client takes to send it
-    /// (the worker holds the client's body to its own deadlines).
-    pub(super) async fn send_streamed(
-        &self,
-        origin: usize,
-        retries: u32,
-        build: impl Fn() -> Result<http::Request<ReqBody>, FillError>,
-        upload: Option<Arc<Upload>>,
+        build: impl Fn() -> Result<http::Request<Full<Bytes>>, FillError>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
         let client = &self.clients[origin];
         let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
-        let (build, stats, upload) = (&build, &self.stats, &upload);
+        let (build, stats) = (&build, &self.stats);
         retrying(o, self.epoch, stats, retries, move || async move {
             let req = build().map_err(Failure::Refused)?;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let request = client.request(req);
-            tokio::pin!(request);
-            if let Some(u) = upload {
-                // An answer may come before the body is all sent (say, a 413).
-                let sent = std::future::poll_fn(|cx| u.poll_sent(cx));
-                tokio::select! {
-                    answer = &mut request => return answered(o, answer),
-                    () = sent => {}
+            match tokio::time::timeout(first_byte, client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => {
+                    let f = failure(&e);
+                    if !e.is_connect() {
+                        log::warn!("origin {}: {e} ({f:?})", o.config.authority);
+                    }
+                    Err(f)
                 }
-            }
-            match tokio::time::timeout(first_byte, request).await {
-                Ok(answer) => answered(o, answer),
                 // A slow URL, not a slow origin: this request's failure only.
                 Err(_) => Err(Failure::NoAnswer(FillError::timeout(
                     Wait::FirstByte,
@@ -188,6 +171,97 @@ impl Context {
             }
         })
         .await
+    }
+
+    /// Sends a request whose body is streamed as its client sends it (`upload`), once (its
+    /// bytes are gone once sent), on a connection of its own rather than the pool's: the
+    /// connection is aborted when the returned [`UploadConn`] drops, which is what frees
+    /// the body and whatever hyper holds of it when the origin stops reading (hyper, stuck
+    /// writing, would never poll the failed body again). An answer may come before the
+    /// body is all sent (say, a 413); otherwise the first-byte timeout starts once it is,
+    /// however long its client took (the worker holds the client to its own deadlines). A
+    /// body that ends short (its client left or was cut) ends the request. Only a failure
+    /// to connect counts against the origin's health.
+    pub(super) async fn send_upload(
+        &self,
+        origin: usize,
+        mut req: http::Request<UploadBody>,
+        upload: &Arc<Upload>,
+    ) -> Result<(http::Response<Incoming>, UploadConn), FillError> {
+        let o = &self.origins[origin];
+        // On a connection of its own, the target goes in origin-form (the pooled client
+        // rewrites it so itself).
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = http::Uri::from(pq);
+        }
+        if o.is_down(self.epoch) {
+            return Err(FillError::Down);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let fail = |e: FillError| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            e
+        };
+        let connect = Duration::from_millis(o.config.connect_timeout_ms);
+        let stream = match tokio::time::timeout(connect, TcpStream::connect(o.config.address)).await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                o.failed(self.epoch);
+                return Err(fail(FillError::Connect));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // A small send buffer: what the kernel holds of the body on relay's side stays
+        // near one window, so "sent" (below, when the first-byte timeout starts) is close
+        // to what the origin has taken. (What the origin's own socket holds unread is the
+        // origin's to answer for.)
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(UPLOAD_SNDBUF);
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(crate::UPSTREAM_READ_BUFFER)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| fail(FillError::Closed))?;
+        let conn = UploadConn(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let request = sender.send_request(req);
+        tokio::pin!(request);
+        let sent = std::future::poll_fn(|cx| upload.poll_sent(cx));
+        let answer = tokio::select! {
+            answer = &mut request => Some(answer),
+            () = sent => None,
+        };
+        let answer = match answer {
+            Some(a) => a,
+            // The client's body ended short: nothing for the origin to answer.
+            None if upload.failed() => return Err(FillError::Closed),
+            None => {
+                let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
+                match tokio::time::timeout(first_byte, request).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        return Err(fail(FillError::timeout(
+                            Wait::FirstByte,
+                            o.config.first_byte_timeout_ms,
+                        )));
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(resp) => {
+                o.succeeded();
+                Ok((resp, conn))
+            }
+            Err(e) => {
+                log::warn!("origin {}: upload: {e}", o.config.authority);
+                Err(fail(match e.is_parse() {
+                    true => FillError::Malformed,
+                    false => FillError::Closed,
+                }))
+            }
+        }
     }
 
     /// Sends a fill's `GET path` with `Range: bytes=start-end` (None: the whole body) and
@@ -211,7 +285,7 @@ impl Context {
             if let Some(p) = hints {
                 self.on_hints(&mut req, p);
             }
-            Ok(req.map(ReqBody::Left))
+            Ok(req)
         };
         let resp = self.send(origin, o.config.retries, build).await?;
         if resp.status().is_server_error() {
