@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod node;
 pub mod owners;
+pub mod peer;
 pub mod record;
 pub mod seal;
 

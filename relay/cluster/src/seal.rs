@@ -34,6 +34,10 @@ impl Key {
     pub fn new(bytes: [u8; 32]) -> Key {
         Key(bytes)
     }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Key {

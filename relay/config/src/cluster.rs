@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     pub site: String,
     /// Its share of the site's work relative to the others (default 100).
     pub weight: u32,
+    /// TCP address other relays' chunk requests are served on (HTTP/1.1, each request
+    /// authenticated under the cluster key: `relay_cluster::peer`); None: no peer listener.
+    pub peer_listen: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,22 @@ pub(crate) struct RawCluster {
     size: Option<Spanned<u64>>,
     site: Option<Spanned<String>>,
     weight: Option<Spanned<u64>>,
+    peer_listen: Option<Spanned<String>>,
+}
+
+impl ClusterConfig {
+    /// The address other relays reach this one's peer listener at, once it is bound
+    /// (`bound`: its real port when 0 was asked for): its own address, or, when it listens
+    /// on every address, the host of the gossip address the others reach.
+    pub fn peer_advertised(&self, bound: SocketAddr) -> SocketAddr {
+        match bound.ip().is_unspecified() {
+            true => {
+                let host = self.advertise.unwrap_or(self.listen).ip();
+                SocketAddr::new(host, bound.port())
+            }
+            false => bound,
+        }
+    }
 }
 
 /// A checked `[cluster]`, and where its key file was named (for `Config::load`'s look at
@@ -55,6 +74,7 @@ pub(crate) fn cluster(
     src: Source<'_>,
     raw: Option<RawCluster>,
     base_dir: &Path,
+    taken: &[(&str, SocketAddr)],
 ) -> Result<Option<Checked>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
@@ -127,6 +147,16 @@ pub(crate) fn cluster(
         }
     })?;
     let (weight, _) = check(src, "cluster.weight", raw.weight, 100, in_range(0, 10_000))?;
+    let (peer_listen, _) = check(src, "cluster.peer_listen", raw.peer_listen, None, |s| {
+        let a = parse_listen(&s)?;
+        // `run` could not bind both.
+        match taken.iter().find(|(_, t)| crate::load::overlaps(a, *t)) {
+            Some((key, t)) => Err(format!(
+                "{a} is also {key} ({t}): give the peer listener a port of its own"
+            )),
+            None => Ok(Some(a)),
+        }
+    })?;
     Ok(Some((
         ClusterConfig {
             listen,
@@ -137,6 +167,7 @@ pub(crate) fn cluster(
             size: size as u32,
             site,
             weight: weight as u32,
+            peer_listen,
         },
         key_span,
     )))
@@ -252,6 +283,34 @@ mod tests {
         assert_eq!(key, "cluster.weight");
         let (kind, _, _) = refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\ngossip = 1\n");
         assert_eq!(kind, ErrorKind::UnknownKey);
+        // The peer listener may not take the client listener's port (the default
+        // server.listen is 127.0.0.1:8080), nor the admin listener's (127.0.0.1:9090).
+        for taken in ["127.0.0.1:8080", "0.0.0.0:8080", "127.0.0.1:9090"] {
+            let (_, key, msg) = refused(&format!(
+                "listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\npeer_listen = \"{taken}\"\n"
+            ));
+            assert_eq!(key, "cluster.peer_listen");
+            assert!(msg.contains("a port of its own"), "{msg}");
+        }
+        let (_, key, _) =
+            refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\npeer_listen = \"peer:1\"\n");
+        assert_eq!(key, "cluster.peer_listen");
+    }
+
+    #[test]
+    fn the_peer_listener_is_advertised_at_the_gossip_host_when_it_takes_every_address() {
+        let c = parse(
+            "listen = \"0.0.0.0:7946\"\nadvertise = \"192.0.2.11:7946\"\nkey_file = \"k\"\n\
+             peer_listen = \"0.0.0.0:7947\"\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.peer_listen, Some("0.0.0.0:7947".parse().unwrap()));
+        let bound = "0.0.0.0:7947".parse().unwrap();
+        assert_eq!(c.peer_advertised(bound), "192.0.2.11:7947".parse().unwrap());
+        let own = "10.0.0.5:7947".parse().unwrap();
+        assert_eq!(c.peer_advertised(own), own);
     }
 
     #[test]

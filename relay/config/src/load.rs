@@ -91,7 +91,11 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     let (cache, memory_bytes_span) = cache(src, raw.cache)?;
     let steer = steer(src, raw.steer)?;
     let admin = admin(src, raw.admin, server.listen)?;
-    let (cluster, key_file) = match crate::cluster::cluster(src, raw.cluster, base_dir)? {
+    let mut taken = vec![("server.listen", server.listen)];
+    if admin.enabled {
+        taken.push(("admin.listen", admin.listen));
+    }
+    let (cluster, key_file) = match crate::cluster::cluster(src, raw.cluster, base_dir, &taken)? {
         Some((c, span)) => (Some(c), span),
         None => (None, None),
     };
@@ -181,7 +185,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
 
 /// Whether two listen addresses would take the same port on some address (port 0 takes a
 /// free one: never).
-fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+pub(crate) fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
     // An unspecified IPv6 address takes the port on every address (dual stack); an
     // unspecified IPv4 one on every IPv4 address.
     let covers = |x: std::net::SocketAddr, y: std::net::SocketAddr| {

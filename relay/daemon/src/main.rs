@@ -157,6 +157,32 @@ fn run(path: &std::path::Path) -> Result<()> {
         None
     };
     let listeners = relay_server::bind(config.server.listen, workers)?;
+    // The cluster key, read once: gossip is sealed under it, and peer requests are checked
+    // under a key derived from it.
+    let cluster_key = match &config.cluster {
+        Some(c) => Some(
+            relay_config::cluster::read_key(&c.key_file)
+                .map(relay_cluster::Key::new)
+                .map_err(|m| anyhow::anyhow!("cluster.key_file: {m}"))?,
+        ),
+        None => None,
+    };
+    let peer_listen = config.cluster.as_ref().and_then(|c| c.peer_listen);
+    let (_peer_lock, peers) = match (peer_listen, &cluster_key) {
+        (Some(addr), Some(key)) => {
+            let lock = relay_server::listen_lock::ListenLock::take(addr)?;
+            let peers = relay_server::Peers {
+                listeners: relay_server::bind(addr, workers)?,
+                key: relay_cluster::peer::PeerKey::derive(key),
+            };
+            (Some(lock), Some(peers))
+        }
+        _ => (None, None),
+    };
+    let peer_addr = peers
+        .as_ref()
+        .and_then(|p| p.listeners.first())
+        .and_then(|l| l.local_addr().ok());
     // Syncs the steering maps of `steer.iface` (if attached) and checks the nodes' health.
     let steer = relay_steer::Keeper::start(&config.steer);
     let cache = relay_cache::Cache::open(&config.cache)?;
@@ -167,12 +193,21 @@ fn run(path: &std::path::Path) -> Result<()> {
         cache,
         upstream,
         wake,
+        peers,
     };
     let cluster_config = config.cluster.clone();
     let server = relay_server::serve(config, listeners, parts)?;
-    let cluster = match &cluster_config {
-        Some(c) => Some(start_cluster(c, server.local_addr())?),
-        None => None,
+    let cluster = match (&cluster_config, cluster_key) {
+        (Some(c), Some(key)) => {
+            // The address the others reach this relay's HTTP at: its peer listener's, else
+            // its client listener's.
+            let http = match peer_addr {
+                Some(a) => c.peer_advertised(a),
+                None => server.local_addr(),
+            };
+            Some(start_cluster(c, key, http)?)
+        }
+        _ => None,
     };
     // From here a SIGTERM drains (below) instead of ending the process.
     startup.done();
@@ -182,6 +217,9 @@ fn run(path: &std::path::Path) -> Result<()> {
     );
     if let Some(c) = &cluster {
         eprintln!("relay: cluster on udp://{}", c.addr);
+    }
+    if let Some(a) = peer_addr {
+        eprintln!("relay: peers on http://{a}");
     }
     if let Some(l) = admin {
         let addr = l.local_addr()?;
@@ -226,15 +264,14 @@ fn run(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Joins the cluster `[cluster]` describes: the key read from its file, the gossip socket
-/// bound, the agent's thread started, saying this relay serves HTTP at `http`.
+/// Joins the cluster `[cluster]` describes under `key`: the gossip socket bound, the agent's
+/// thread started, saying this relay serves HTTP at `http`.
 fn start_cluster(
     c: &relay_config::ClusterConfig,
+    key: relay_cluster::Key,
     http: std::net::SocketAddr,
 ) -> Result<relay_cluster::Agent> {
-    let key = relay_config::cluster::read_key(&c.key_file)
-        .map_err(|m| anyhow::anyhow!("cluster.key_file: {m}"))?;
-    relay_cluster::Agent::start(c, relay_cluster::Key::new(key), http)
+    relay_cluster::Agent::start(c, key, http)
         .with_context(|| format!("cluster gossip on udp://{}", c.listen))
 }
 

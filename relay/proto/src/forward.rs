@@ -15,7 +15,8 @@ use crate::{HOP_BY_HOP, MAX_HEADERS_CAP};
 ///   revalidates with the stored validators; the client's own are answered from the cache;
 /// - `accept-encoding`: the fill asks for `identity`, so the stored bytes suit every client;
 /// - `content-length`, `transfer-encoding`, `expect`: a fill has no body;
-/// - `proxy-authorization`: meant for relay itself;
+/// - `proxy-authorization` and `relay-peer` (another relay's credentials): meant for relay
+///   itself;
 /// - `authorization`, last: a fill for a request without credentials never carries another's
 ///   (one with credentials sends its own, [`FILL_OWN_CREDENTIALED`]).
 pub const FILL_OWN: &[&str] = &[
@@ -31,6 +32,7 @@ pub const FILL_OWN: &[&str] = &[
     "transfer-encoding",
     "expect",
     "proxy-authorization",
+    "relay-peer",
     "authorization",
 ];
 
@@ -42,9 +44,10 @@ pub const FILL_OWN_CREDENTIALED: &[&str] = match FILL_OWN.split_last() {
     None => &[],
 };
 
-/// Fields a pass-through never forwards, lower-case: `host` (the origin's is sent) and
-/// `content-length` (the body is re-framed).
-pub const PASS_OWN: &[&str] = &["host", "content-length"];
+/// Fields a pass-through never forwards, lower-case: `host` (the origin's is sent),
+/// `content-length` (the body is re-framed) and `relay-peer` (another relay's credentials,
+/// meant for relay).
+pub const PASS_OWN: &[&str] = &["host", "content-length", "relay-peer"];
 
 /// The header fields of a request head to send upstream, as (name as spelled, value): all
 /// but the hop-by-hop ones, those a `Connection` field names, and those in `own`

@@ -46,6 +46,8 @@ pub enum Why {
     Evicted,
     /// `only-if-cached` and nothing stored answers it (RFC 9111 §5.2.1.7).
     NotCached,
+    /// A request on the peer listener without valid `Relay-Peer` credentials.
+    PeerForbidden(relay_cluster::peer::Forbidden),
 }
 
 /// Every reason label, in counter order.
@@ -74,15 +76,16 @@ const REASONS: &[&str] = &[
     "method_not_allowed",
     "evicted",
     "not_cached",
+    "peer_forbidden",
 ];
 
 /// The statuses counted apart; the others by class (`4xx`, `5xx`).
 const STATUSES: &[u16] = &[
-    400, 404, 405, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505,
+    400, 403, 404, 405, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505,
 ];
 const STATUS_LABELS: &[&str] = &[
-    "400", "404", "405", "408", "413", "414", "417", "431", "501", "502", "503", "504", "505",
-    "4xx", "5xx",
+    "400", "403", "404", "405", "408", "413", "414", "417", "431", "501", "502", "503", "504",
+    "505", "4xx", "5xx",
 ];
 const SLOTS: usize = STATUS_LABELS.len() * REASONS.len();
 
@@ -97,6 +100,7 @@ impl Why {
             Why::PassBudget | Why::PassShare | Why::Evicted => 503,
             Why::BodyTimeout | Why::BodyTooSlow => 408,
             Why::NotCached => 504,
+            Why::PeerForbidden(_) => 403,
             Why::Directory(OriginError::NotFound) | Why::NoDirectory => 404,
             Why::Directory(OriginError::BadPath) => 400,
             Why::Directory(OriginError::Io(_)) => 502,
@@ -122,6 +126,7 @@ impl Why {
             Why::MethodNotAllowed => "method_not_allowed",
             Why::Evicted => "evicted",
             Why::NotCached => "not_cached",
+            Why::PeerForbidden(_) => "peer_forbidden",
         }
     }
 
@@ -158,6 +163,7 @@ impl std::fmt::Display for Why {
             Why::MethodNotAllowed => f.write_str("method not allowed"),
             Why::Evicted => f.write_str("description evicted as it was fetched"),
             Why::NotCached => f.write_str("only-if-cached, and nothing stored answers it"),
+            Why::PeerForbidden(e) => write!(f, "peer request refused: {e}"),
         }
     }
 }

@@ -106,6 +106,15 @@ pub struct Parts {
     pub cache: Cache,
     pub upstream: Option<relay_upstream::Upstream>,
     pub wake: Eventfds,
+    /// The peer listener (`[cluster] peer_listen`), when there is one.
+    pub peers: Option<Peers>,
+}
+
+/// What serving other relays takes: one listener per worker on the peer address (bound
+/// like the client listeners, [`bind`]), and the key their requests are checked under.
+pub struct Peers {
+    pub listeners: Vec<TcpListener>,
+    pub key: relay_cluster::peer::PeerKey,
 }
 
 /// How workers hand memory that closed or idle connections freed back to the system: the
@@ -146,6 +155,8 @@ pub struct Shared {
     pub tunables: Tunables,
     /// Connections open per client address (`server.max_connections_per_client`).
     pub clients: clients::ClientConns,
+    /// What requests on the peer listener are checked under (`relay_cluster::peer`).
+    pub peer_key: Option<relay_cluster::peer::PeerKey>,
 }
 
 /// The live-reloadable settings.
@@ -212,6 +223,9 @@ pub struct WorkerStats {
     pub room_waits: AtomicU64,
     /// Pass-through request bodies streamed to the origin through a window.
     pub uploads_streamed: AtomicU64,
+    /// Requests on the peer listener whose `Relay-Peer` field held, and those refused 403.
+    pub peer_ok: AtomicU64,
+    pub peer_forbidden: AtomicU64,
     /// Of those, ones the origin answered before they were whole.
     pub uploads_answered_early: AtomicU64,
     /// What this worker's connections hold beyond their receive buffers, and its bound.
@@ -253,6 +267,8 @@ impl Default for WorkerStats {
             floods_cut: AtomicU64::new(0),
             room_waits: AtomicU64::new(0),
             uploads_streamed: AtomicU64::new(0),
+            peer_ok: AtomicU64::new(0),
+            peer_forbidden: AtomicU64::new(0),
             uploads_answered_early: AtomicU64::new(0),
             overflow: Arc::default(),
             refused_per_client: AtomicU64::new(0),
@@ -445,13 +461,22 @@ pub fn serve(
         cache,
         upstream,
         wake: eventfds,
+        peers,
     } = parts;
-    if eventfds.fds.len() != listeners.len() {
+    let peer_count = peers
+        .as_ref()
+        .map_or(listeners.len(), |p| p.listeners.len());
+    if eventfds.fds.len() != listeners.len() || peer_count != listeners.len() {
         return Err(ServerError::Eventfds {
             eventfds: eventfds.fds.len(),
             listeners: listeners.len(),
         });
     }
+    let (peer_key, mut peer_listeners) = match peers {
+        Some(p) => (Some(p.key), p.listeners.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
+    peer_listeners.resize_with(listeners.len(), || None);
     // Every connection takes a descriptor (a miss or a disk read one more for a while): the
     // soft limit goes up to the hard one, and a limit below what the workers may hold is
     // said at start, not found out as failed accepts under load.
@@ -502,11 +527,12 @@ pub fn serve(
         shutdown: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         clients: clients::ClientConns::default(),
+        peer_key,
         config,
     });
     let mut stats = Vec::new();
     let mut threads = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (i, (l, pl)) in listeners.into_iter().zip(peer_listeners).enumerate() {
         let st = Arc::new(CachePadded::new(WorkerStats::default()));
         stats.push(st.clone());
         let shared2 = shared.clone();
@@ -522,7 +548,7 @@ pub fn serve(
                 {
                     log::warn!("worker {i}: cannot pin to a CPU: {e}");
                 }
-                match worker::Worker::new(l, shared2, st, i) {
+                match worker::Worker::new(l, pl, shared2, st, i) {
                     Ok(w) => {
                         let _ = tx.send(Ok(()));
                         w.run()

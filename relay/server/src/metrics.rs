@@ -262,6 +262,16 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP relay_peer_requests_total Requests on the peer listener ([cluster] \
+             peer_listen), by whether their Relay-Peer credentials held (refused: 403).\n\
+             # TYPE relay_peer_requests_total counter\n\
+             relay_peer_requests_total{{result=\"ok\"}} {}\n\
+             relay_peer_requests_total{{result=\"forbidden\"}} {}",
+            sum(|w| &w.peer_ok),
+            sum(|w| &w.peer_forbidden),
+        );
+        let _ = writeln!(
+            out,
             "# HELP relay_cache_lookups_total Responses that looked in the cache: hits (served \
              from storage) and misses (forwarded), as their Cache-Status says.\n\
              # TYPE relay_cache_lookups_total counter\n\

@@ -81,6 +81,7 @@ fn start(config: relay_config::Config) -> relay_server::Server {
         cache,
         upstream,
         wake,
+        peers: None,
     };
     relay_server::serve(config, listeners, parts).unwrap()
 }

@@ -428,6 +428,9 @@ pub struct Exchange {
     pass_body: Option<PassReader>,
     /// How the request body being collected has come (`collect`).
     body_clock: Option<collect::BodyClock>,
+    /// Accepted on the peer listener: every request must carry valid `Relay-Peer`
+    /// credentials (`relay_cluster::peer`), else 403.
+    peer: bool,
     /// A streamed request body the origin answered before it was whole: its window stays
     /// open (the origin's connection still reads the answer) until the answer is sent.
     upload_kept: Option<relay_upstream::upload::UploadWriter>,
@@ -503,6 +506,7 @@ impl Exchange {
             pass_body: None,
             body_clock: None,
             upload_kept: None,
+            peer: false,
             #[cfg(test)]
             trail: Vec::new(),
         }
@@ -594,6 +598,12 @@ impl Exchange {
         // Everything else (upstream slots and streams, budget reservations, cache entries)
         // drops here; a stream window the leaked response still points into keeps its
         // share of the pass-through budget.
+    }
+
+    /// The connection came in on the peer listener (set at accept, kept until the slot is
+    /// reused).
+    pub fn set_peer(&mut self, peer: bool) {
+        self.peer = peer;
     }
 
     /// When what the exchange waits for is given up.

@@ -403,6 +403,36 @@ impl Exchange {
             }
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
         };
+        if self.peer {
+            // Another relay's request: its credentials first (`relay_cluster::peer`).
+            let signed = relay_cluster::peer::Signed {
+                method: request.method_str,
+                target: request.target,
+                range: request.range.unwrap_or_default(),
+            };
+            let head = &self.rbuf[self.rstart..self.rstart + head_len];
+            let verdict = match cx.shared.peer_key.as_ref() {
+                None => Err(relay_cluster::peer::Forbidden::Missing),
+                Some(key) => relay_proto::forward::with_fields(head, |fields| {
+                    let name = relay_cluster::peer::FIELD.as_bytes();
+                    let mut value = None;
+                    for (n, v) in fields {
+                        if n.eq_ignore_ascii_case(name) {
+                            value = Some(v);
+                            break;
+                        }
+                    }
+                    key.verify(value, relay_cluster::peer::now_ms(), &signed)
+                        .map(|_| ())
+                }),
+            };
+            if let Err(f) = verdict {
+                cx.stats.peer_forbidden.fetch_add(1, Ordering::Relaxed);
+                self.error(cx, Why::PeerForbidden(f));
+                return Step::Again;
+            }
+            cx.stats.peer_ok.fetch_add(1, Ordering::Relaxed);
+        }
         let req = RequestInfo {
             method: request.method,
             version: request.version,

@@ -7,6 +7,7 @@
 //! kernel reads; it turns completions into the exchange's events and the actions the
 //! exchange answers with into submissions, and decides nothing about HTTP.
 
+mod accept;
 mod recv;
 mod send;
 
@@ -46,6 +47,8 @@ const DIR_OPEN: u8 = 16;
 const DIR_STAT: u8 = 17;
 /// The `statx` linked after a directory-origin chunk's read: has the file changed?
 const FILE_CHECK: u8 = 18;
+/// A connection accepted on the peer listener (`[cluster] peer_listen`).
+const ACCEPT_PEER: u8 = 19;
 
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
 /// one and is copied into the connection's parse buffer at once.
@@ -113,6 +116,8 @@ pub struct Worker {
     /// Declared after `ring`: dropped after it (the kernel stops using the buffers first).
     bufring: Option<crate::bufring::BufRing>,
     listener: std::net::TcpListener,
+    /// Other relays' requests come in here (each must carry a valid `Relay-Peer` field).
+    peer_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
     /// This worker's number: its bit in fills' watcher masks and its eventfd.
@@ -158,6 +163,8 @@ pub struct Worker {
     /// The multishot accept is armed. Off when a drain ended it, or when it ended for want
     /// of descriptors or memory (armed again on the next tick unless draining).
     accepting: bool,
+    /// The same for the peer listener.
+    peer_accepting: bool,
     /// The drain deadline and its grace passed with connections still busy: stop anyway.
     given_up: bool,
     draining: Option<Instant>,
@@ -166,6 +173,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         listener: std::net::TcpListener,
+        peer_listener: Option<std::net::TcpListener>,
         shared: Arc<Shared>,
         stats: Arc<CachePadded<WorkerStats>>,
         id: usize,
@@ -219,6 +227,8 @@ impl Worker {
             ring,
             bufring,
             listener,
+            peer_accepting: peer_listener.is_some(),
+            peer_listener,
             timeouts: Timeouts {
                 header: cfg.server.header_timeout(),
                 idle: cfg.server.idle_timeout(),
@@ -259,6 +269,10 @@ impl Worker {
     pub fn run(mut self) -> std::io::Result<()> {
         self.ring
             .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
+        if let Some(p) = &self.peer_listener {
+            self.ring
+                .accept_multi(p.as_raw_fd(), ud(ACCEPT_PEER, 0, 0))?;
+        }
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0))? };
         self.arm_wake()?;
@@ -280,7 +294,8 @@ impl Worker {
                 let (u, res, flags) = self.completions[i];
                 self.complete(u, res, flags)?;
             }
-            if self.draining.is_some() && (self.live == 0 || self.given_up) && !self.accepting {
+            let accepting = self.accepting || self.peer_accepting;
+            if self.draining.is_some() && (self.live == 0 || self.given_up) && !accepting {
                 return Ok(());
             }
         }
@@ -289,7 +304,8 @@ impl Worker {
     fn complete(&mut self, u: u64, res: i32, flags: u32) -> std::io::Result<()> {
         let (kind, slot, generation) = ud_parts(u);
         match kind {
-            ACCEPT => self.on_accept(res, flags),
+            ACCEPT => self.on_accept(res, flags, false),
+            ACCEPT_PEER => self.on_accept(res, flags, true),
             TICK => self.on_tick(),
             CANCEL => Ok(()),
             WAKE => {
@@ -514,6 +530,9 @@ impl Worker {
             if self.accepting {
                 self.ring.cancel(ud(ACCEPT, 0, 0), ud(CANCEL, 0, 0))?;
             }
+            if self.peer_accepting {
+                self.ring.cancel(ud(ACCEPT_PEER, 0, 0), ud(CANCEL, 0, 0))?;
+            }
             // Idle connections go now; busy ones close after their response.
             for slot in 0..self.conns.len() as u32 {
                 let c = &mut self.conns[slot as usize];
@@ -589,6 +608,14 @@ impl Worker {
             self.accepting = true;
             self.ring
                 .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
+        }
+        if let Some(p) = &self.peer_listener
+            && !self.peer_accepting
+            && self.draining.is_none()
+        {
+            self.peer_accepting = true;
+            self.ring
+                .accept_multi(p.as_raw_fd(), ud(ACCEPT_PEER, 0, 0))?;
         }
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0)) }
@@ -681,96 +708,6 @@ impl Worker {
             return true;
         }
         false
-    }
-
-    fn on_accept(&mut self, res: i32, flags: u32) -> std::io::Result<()> {
-        if !io_uring::cqueue::more(flags) {
-            if self.draining.is_some() {
-                self.accepting = false;
-            } else if matches!(
-                -res,
-                libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
-            ) {
-                // Out of descriptors or memory: the connection waits in the backlog, and
-                // arming again now would fail again at once. Armed again on the next tick.
-                self.accepting = false;
-            } else {
-                // The kernel ended the multishot: arm it again.
-                self.ring
-                    .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
-            }
-        }
-        if res < 0 {
-            if res != -libc::ECANCELED {
-                log::warn!("accept: {}", std::io::Error::from_raw_os_error(-res));
-            }
-            return Ok(());
-        }
-        let fd = res as RawFd;
-        if self.live >= self.max_connections || self.draining.is_some() {
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            sys::close(fd);
-            return Ok(());
-        }
-        // The client's address, read once: what its connections and budgets count against.
-        let Some(client) = sys::peer_addr(fd).map(|a| Client::of(a.ip())) else {
-            // Gone as it was accepted.
-            sys::close(fd);
-            return Ok(());
-        };
-        if !self.shared.clients.open(client, self.max_per_client) {
-            self.stats
-                .refused_per_client
-                .fetch_add(1, Ordering::Relaxed);
-            log::debug!("{client}: at server.max_connections_per_client; refused");
-            sys::close(fd);
-            return Ok(());
-        }
-        sys::set_nodelay(fd);
-        let rbuf_len = self.shared.config.server.limits.max_head_bytes + 4096;
-        let slot = match self.free.pop().map(|std::cmp::Reverse(s)| s) {
-            Some(s) => {
-                let c = &mut self.conns[s as usize];
-                c.generation = c.generation.wrapping_add(1);
-                c.fd = fd;
-                c.inflight = 0;
-                c.multishot = false;
-                c.zc_ok = true;
-                c.zc_sent = None;
-                c.client = client;
-                c.counted = true;
-                c.ex.reset(self.now + self.timeouts.idle);
-                s
-            }
-            None => {
-                self.conns.push(Slot {
-                    fd,
-                    // Not 0: a slot given back and made again must not match what was
-                    // queued for the old one (`waiting`).
-                    generation: self.stats.accepted.load(Ordering::Relaxed) as u32,
-                    inflight: 0,
-                    multishot: false,
-                    zc_ok: true,
-                    zc_sent: None,
-                    msg: SendMsg::new(),
-                    client,
-                    counted: true,
-                    ex: Exchange::new(
-                        rbuf_len,
-                        self.now + self.timeouts.idle,
-                        self.stats.overflow.clone(),
-                    ),
-                });
-                (self.conns.len() - 1) as u32
-            }
-        };
-        self.live += 1;
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        self.stats.open.fetch_add(1, Ordering::Relaxed);
-        if self.bufring.is_some() {
-            return self.arm_multishot(slot);
-        }
-        self.submit_recv(slot)
     }
 
     fn close(&mut self, slot: u32) {

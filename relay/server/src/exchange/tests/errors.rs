@@ -25,13 +25,13 @@ fn a_head_fetch_failure_is_counted_by_what_the_upstream_reported() {
         (FillError::Framing, "502", "framing"),
         (FillError::Malformed, "502", "malformed"),
         (FillError::Down, "502", "down"),
-        (FillError::Status(403), "403", "status"),
+        (FillError::Status(401), "401", "status"),
     ] {
         let mut kit = Kit::new();
         let (sent, _) = kit.head_fails_with("/x", e);
         let (head, _) = split_response(&sent);
         let want = match status {
-            "403" => "4xx",
+            "401" => "4xx",
             s => s,
         };
         assert!(

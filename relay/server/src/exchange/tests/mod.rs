@@ -107,6 +107,7 @@ impl Kit {
             shutdown: AtomicBool::new(false),
             tunables: Tunables::from_config(&config),
             clients: Default::default(),
+            peer_key: None,
             config,
         };
         let timeouts = Timeouts {

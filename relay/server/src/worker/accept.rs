@@ -1,0 +1,117 @@
+//! Accepting: a connection from either listener (clients', or other relays' on the peer
+//! listener) gets a slot, unless the worker is at `server.max_connections`, draining, or
+//! the client's address is at `server.max_connections_per_client`; the multishot accept is
+//! armed again when the kernel ends it.
+
+use super::{ACCEPT, ACCEPT_PEER, Slot, Worker, ud};
+use crate::exchange::Exchange;
+use crate::sys;
+use relay_upstream::budget::Client;
+use send::SendMsg;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use super::send;
+
+impl Worker {
+    /// A connection accepted (`peer`: on the peer listener).
+    pub(super) fn on_accept(&mut self, res: i32, flags: u32, peer: bool) -> std::io::Result<()> {
+        if !io_uring::cqueue::more(flags) {
+            let stop = self.draining.is_some()
+                || matches!(
+                    -res,
+                    libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+                );
+            let (fd, kind) = match (peer, &self.peer_listener) {
+                (true, Some(p)) => (p.as_raw_fd(), ACCEPT_PEER),
+                _ => (self.listener.as_raw_fd(), ACCEPT),
+            };
+            if stop {
+                // Draining; or out of descriptors or memory: the connection waits in the
+                // backlog, and arming again now would fail again at once. Armed again on
+                // the next tick.
+                match peer {
+                    true => self.peer_accepting = false,
+                    false => self.accepting = false,
+                }
+            } else {
+                // The kernel ended the multishot: arm it again.
+                self.ring.accept_multi(fd, ud(kind, 0, 0))?;
+            }
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED {
+                log::warn!("accept: {}", std::io::Error::from_raw_os_error(-res));
+            }
+            return Ok(());
+        }
+        let fd = res as RawFd;
+        if self.live >= self.max_connections || self.draining.is_some() {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            sys::close(fd);
+            return Ok(());
+        }
+        // The client's address, read once: what its connections and budgets count against.
+        let Some(client) = sys::peer_addr(fd).map(|a| Client::of(a.ip())) else {
+            // Gone as it was accepted.
+            sys::close(fd);
+            return Ok(());
+        };
+        if !self.shared.clients.open(client, self.max_per_client) {
+            self.stats
+                .refused_per_client
+                .fetch_add(1, Ordering::Relaxed);
+            log::debug!("{client}: at server.max_connections_per_client; refused");
+            sys::close(fd);
+            return Ok(());
+        }
+        sys::set_nodelay(fd);
+        let rbuf_len = self.shared.config.server.limits.max_head_bytes + 4096;
+        let slot = match self.free.pop().map(|std::cmp::Reverse(s)| s) {
+            Some(s) => {
+                let c = &mut self.conns[s as usize];
+                c.generation = c.generation.wrapping_add(1);
+                c.fd = fd;
+                c.inflight = 0;
+                c.multishot = false;
+                c.zc_ok = true;
+                c.zc_sent = None;
+                c.client = client;
+                c.counted = true;
+                c.ex.reset(self.now + self.timeouts.idle);
+                c.ex.set_peer(peer);
+                s
+            }
+            None => {
+                self.conns.push(Slot {
+                    fd,
+                    // Not 0: a slot given back and made again must not match what was
+                    // queued for the old one (`waiting`).
+                    generation: self.stats.accepted.load(Ordering::Relaxed) as u32,
+                    inflight: 0,
+                    multishot: false,
+                    zc_ok: true,
+                    zc_sent: None,
+                    msg: SendMsg::new(),
+                    client,
+                    counted: true,
+                    ex: Exchange::new(
+                        rbuf_len,
+                        self.now + self.timeouts.idle,
+                        self.stats.overflow.clone(),
+                    ),
+                });
+                let s = self.conns.len() - 1;
+                self.conns[s].ex.set_peer(peer);
+                s as u32
+            }
+        };
+        self.live += 1;
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        if self.bufring.is_some() {
+            return self.arm_multishot(slot);
+        }
+        self.submit_recv(slot)
+    }
+}
