@@ -131,3 +131,131 @@ fn peer_requests_need_credentials_under_the_cluster_key() {
     assert!(got == body);
     assert_eq!(forbidden(), Some(refused.len() as f64 + 1.0));
 }
+
+/// A relay of a cluster with an HTTP origin, a peer listener and `seeds`.
+fn cluster_relay(
+    dir: &TempDir,
+    origin: &relay_tests::origin::Origin,
+    seeds: &[SocketAddr],
+) -> Relay {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.write(
+        "cluster.key",
+        format!("{KEY_BYTE:02x}").repeat(32).as_bytes(),
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\n\
+         [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [{}]\nkey_file = \"{}\"\n\
+         peer_listen = \"127.0.0.1:0\"\nsize = 3\n",
+        origin.url(),
+        seeds.join(", "),
+        key.display()
+    ))
+}
+
+/// The gossip address the relay printed.
+fn gossip_addr(r: &Relay) -> SocketAddr {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = r.log.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("relay: cluster on udp://")?
+                .trim()
+                .parse()
+                .ok()
+        });
+        if let Some(a) = found {
+            return a;
+        }
+        assert!(Instant::now() < end, "no cluster line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Records (`relay_cluster_member_info` lines) the relay knows.
+fn records(r: &Relay) -> usize {
+    r.metrics()
+        .lines()
+        .filter(|l| l.starts_with("relay_cluster_member_info{"))
+        .count()
+}
+
+/// Two relays of one site share one cache: each chunk goes to its owner among them
+/// (weighted rendezvous hashing, the same pick on both), which fetches it from the origin
+/// once. Twenty objects asked through one relay, then through the other: the origin sees
+/// each once (two independent relays would fetch each twice), the relays answered each
+/// other's misses over the peer listener, and every body is right.
+#[test]
+fn two_relays_fetch_each_object_from_the_origin_once() {
+    use relay_tests::origin::{Object, Origin};
+    let origin = Origin::start();
+    let bodies: Vec<Vec<u8>> = (0..20)
+        .map(|i| pattern(50_000 + i * 1000, 40 + i as u64))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        origin.put(&format!("/o{i}"), Object::new(b.clone(), &format!("e{i}")));
+    }
+    let (da, db) = (TempDir::new("peer-a"), TempDir::new("peer-b"));
+    let a = cluster_relay(&da, &origin, &[]);
+    let b = cluster_relay(&db, &origin, &[gossip_addr(&a)]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while (records(&a) < 2 || records(&b) < 2) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        (records(&a), records(&b)),
+        (2, 2),
+        "the relays know each other"
+    );
+    for relay in [&a, &b] {
+        for (i, want) in bodies.iter().enumerate() {
+            let (status, got, _) = get(relay.addr, &format!("/o{i}"), "");
+            assert_eq!(status, 200, "/o{i}");
+            assert!(&got == want, "/o{i}: other bytes");
+        }
+    }
+    let fetched: Vec<usize> = (0..20).map(|i| origin.count(&format!("/o{i}"))).collect();
+    eprintln!("origin fetches per object through two relays: {fetched:?}");
+    assert!(fetched.iter().all(|&n| n == 1), "{fetched:?}");
+    let answered = |r: &Relay| {
+        r.metric("relay_peer_fetches_total{result=\"answered\"}")
+            .unwrap_or(0.0)
+    };
+    let served = |r: &Relay| {
+        r.metric("relay_peer_requests_total{result=\"ok\"}")
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "peer fetches answered: a {} b {}; peer requests served: a {} b {}",
+        answered(&a),
+        answered(&b),
+        served(&a),
+        served(&b)
+    );
+    assert!(answered(&a) > 0.0 && answered(&b) > 0.0);
+    assert_eq!(answered(&a) + answered(&b), served(&a) + served(&b));
+    assert_eq!(
+        a.metric("relay_peer_fetches_total{result=\"fell_back\"}"),
+        Some(0.0)
+    );
+
+    // The other relay killed (SIGKILL: the cluster has not noticed yet): misses it owned
+    // go to the origin instead, and every client still gets its bytes.
+    // SAFETY: signalling a child process of this test by its pid.
+    unsafe { libc::kill(b.pid() as libc::pid_t, libc::SIGKILL) };
+    for (i, body) in bodies.iter().enumerate() {
+        let path = format!("/n{i}");
+        origin.put(&path, Object::new(body.clone(), &format!("n{i}")));
+        let (status, got, _) = get(a.addr, &path, "");
+        assert_eq!(status, 200, "{path}");
+        assert!(&got == body, "{path}: other bytes");
+        assert_eq!(origin.count(&path), 1, "{path}");
+    }
+    let fell_back = a
+        .metric("relay_peer_fetches_total{result=\"fell_back\"}")
+        .unwrap_or(0.0);
+    eprintln!("with the other relay killed: {fell_back} misses fell back to the origin");
+    assert!(fell_back > 0.0);
+}

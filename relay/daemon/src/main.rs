@@ -189,6 +189,9 @@ fn run(path: &std::path::Path) -> Result<()> {
     let wake = relay_server::Eventfds::new(listeners.len())?;
     let upstream = relay_upstream::Upstream::open(&config.origin, &cache, wake.wakers())?;
     relay_server::set_memory_release(release_memory);
+    // Where misses learn of the site's other relays once the cluster is joined.
+    let peer_slot = upstream.as_ref().map(|u| u.peers());
+    let peer_key = peers.as_ref().map(|p| p.key.clone());
     let parts = relay_server::Parts {
         cache,
         upstream,
@@ -205,7 +208,13 @@ fn run(path: &std::path::Path) -> Result<()> {
                 Some(a) => c.peer_advertised(a),
                 None => server.local_addr(),
             };
-            Some(start_cluster(c, key, http)?)
+            let agent = start_cluster(c, key, http)?;
+            // With a peer listener, misses ask a chunk's owner among the site's relays
+            // before the origin (every relay of a site needs one).
+            if let (Some(slot), Some(key)) = (&peer_slot, peer_key) {
+                let _ = slot.set(site_peers(&agent, &c.site, key));
+            }
+            Some(agent)
         }
         _ => None,
     };
@@ -262,6 +271,35 @@ fn run(path: &std::path::Path) -> Result<()> {
     server.join().context("worker failed")?;
     eprintln!("relay: stopped");
     Ok(())
+}
+
+/// The site's other relays as the miss path asks them: a chunk's owner among the members of
+/// `site` with a weight (weighted rendezvous hashing over their records), when it is not
+/// this relay; requests to it signed with `key`.
+fn site_peers(
+    agent: &relay_cluster::Agent,
+    site: &str,
+    key: relay_cluster::peer::PeerKey,
+) -> relay_upstream::Peers {
+    use relay_cluster::owners::{Candidate, key_hash, owners};
+    let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
+    relay_upstream::Peers {
+        owner: Box::new(move |name| {
+            let records = view.records();
+            let candidates: Vec<Candidate> = records
+                .iter()
+                .filter(|r| r.site == site && r.weight > 0)
+                .map(|r| Candidate::new(r.node, r.weight))
+                .collect();
+            let owner = *owners(key_hash(name), &candidates, 1).first()?;
+            match owner == me {
+                true => None,
+                false => records.iter().find(|r| r.node == owner).map(|r| r.http),
+            }
+        }),
+        key,
+        node: agent.addr.to_string(),
+    }
 }
 
 /// Joins the cluster `[cluster]` describes under `key`: the gossip socket bound, the agent's

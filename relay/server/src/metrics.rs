@@ -349,7 +349,13 @@ impl Metrics {
                  # HELP relay_upstream_fetch_slot_timeouts_total Cache fetches that got no \
                  fetch slot within first_byte_timeout_ms and failed.\n\
                  # TYPE relay_upstream_fetch_slot_timeouts_total counter\n\
-                 relay_upstream_fetch_slot_timeouts_total {}",
+                 relay_upstream_fetch_slot_timeouts_total {}\n\
+                 # HELP relay_peer_fetches_total Head and chunk fetches asked of the chunk's \
+                 owner among the site's relays first: answered by it (below 500), or fell \
+                 back to the origin (no answer, 5xx, or an answer that did not fit).\n\
+                 # TYPE relay_peer_fetches_total counter\n\
+                 relay_peer_fetches_total{{result=\"answered\"}} {}\n\
+                 relay_peer_fetches_total{{result=\"fell_back\"}} {}",
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
@@ -359,6 +365,8 @@ impl Metrics {
                 up.pass_budget.clients_holding(),
                 st.fetch_slot_waits.load(Ordering::Relaxed),
                 st.fetch_slot_timeouts.load(Ordering::Relaxed),
+                st.peer_answered.load(Ordering::Relaxed),
+                st.peer_fell_back.load(Ordering::Relaxed),
             );
         }
         let _ = writeln!(

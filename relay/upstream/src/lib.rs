@@ -121,6 +121,9 @@ pub struct HeadRequest {
     /// The request carries `Authorization` (in `forward`): the answer is stored only when it
     /// says it may answer such requests (RFC 9111 §3.5), else it is that client's alone.
     pub authorization: bool,
+    /// The client's authority when the site's other relays may be asked first
+    /// ([`Peers`]); None for a request another relay made (it asks the origin).
+    pub peers: Option<Arc<str>>,
 }
 
 /// A request to fill one chunk of a known object version ([`Upstream::fill_chunk`]).
@@ -133,6 +136,8 @@ pub struct ChunkRequest {
     pub writer: FillWriter,
     /// The header fields of the client request that started this chunk.
     pub forward: Forward,
+    /// As [`HeadRequest::peers`].
+    pub peers: Option<Arc<str>>,
 }
 
 /// A request passed to the origin unchanged (with its body), its answer streamed back
@@ -170,6 +175,23 @@ pub enum RequestBody {
     /// once sent.
     Stream(upload::UploadBody),
 }
+
+/// The other relays of the site, for the miss path: a chunk's owner among them (weighted
+/// rendezvous hashing over the members' records, `relay_cluster::owners`) is asked for it
+/// before the origin, so the site fetches each chunk from the origin once. Set once the
+/// cluster is joined ([`Upstream::peers`]).
+pub struct Peers {
+    /// The peer address of the owner of a key when it is another relay (None: this relay
+    /// owns it, or knows no other).
+    pub owner: OwnerOf,
+    /// What requests to them are signed with (`relay_cluster::peer`)...
+    pub key: relay_cluster::peer::PeerKey,
+    /// ...and this relay's name in them.
+    pub node: String,
+}
+
+/// Gives the peer address of the owner of a chunk's name when it is another relay.
+pub type OwnerOf = Box<dyn Fn(&[u8]) -> Option<std::net::SocketAddr> + Send + Sync>;
 
 /// A fetch handed to the upstream thread.
 pub(crate) enum Job {
@@ -331,6 +353,10 @@ pub struct UpstreamStats {
     pub fetch_slot_waits: AtomicU64,
     /// Of those, fetches that got none within the first-byte timeout and failed.
     pub fetch_slot_timeouts: AtomicU64,
+    /// Head and chunk fetches asked of the chunk's owner among the site's relays: answered
+    /// (and used), or not (the origin asked instead).
+    pub peer_answered: AtomicU64,
+    pub peer_fell_back: AtomicU64,
 }
 
 /// The upstream thread and its origins.
@@ -345,6 +371,8 @@ pub struct Upstream {
     pub pass_budget: Arc<budget::Budget>,
     /// Wakes the workers (a streamed request body's room).
     wakers: Wakers,
+    /// The site's other relays, once the cluster is joined.
+    peers: Arc<std::sync::OnceLock<Peers>>,
 }
 
 impl Upstream {
@@ -397,6 +425,7 @@ impl Upstream {
             None => None,
         };
         let wakers = store.wakers.clone();
+        let peers: Arc<std::sync::OnceLock<Peers>> = Arc::default();
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
@@ -404,6 +433,7 @@ impl Upstream {
             stats.clone(),
             writer,
             pass_budget.clone(),
+            peers.clone(),
         );
         std::thread::Builder::new()
             .name("relay-upstream".into())
@@ -416,6 +446,7 @@ impl Upstream {
             stats,
             pass_budget,
             wakers,
+            peers,
         })
     }
 
@@ -469,6 +500,12 @@ impl Upstream {
             Some(reserved),
             self.wakers.clone(),
         ))
+    }
+
+    /// Where the site's other relays go once the cluster is joined: misses ask a chunk's
+    /// owner among them before the origin (set once; later sets are ignored).
+    pub fn peers(&self) -> Arc<std::sync::OnceLock<Peers>> {
+        self.peers.clone()
     }
 
     /// Passes a request through to the origin; the answer lands in its slot.

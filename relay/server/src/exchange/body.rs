@@ -296,6 +296,7 @@ impl Exchange {
                 meta,
                 writer,
                 forward: self.fill_forward(cx),
+                peers: self.peer_route(),
             });
         }
         self.follow(cx, index, Flight::Fill(fill))

@@ -647,6 +647,13 @@ impl Exchange {
         self.key.get(..end).unwrap_or_default()
     }
 
+    /// How a miss may go to the site's other relays first (`relay_upstream::Peers`): the
+    /// client's authority, which they key the object under too; None for a request another
+    /// relay made on the peer listener (it goes to the origin: one hop at most).
+    pub(super) fn peer_route(&self) -> Option<Arc<str>> {
+        (!self.peer).then(|| Arc::from(self.authority()))
+    }
+
     /// The request's authority, normalised (HTTP origins; empty without one).
     pub(super) fn authority(&self) -> &str {
         let origin = self.key_origin();

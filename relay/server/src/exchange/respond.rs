@@ -133,6 +133,7 @@ impl Exchange {
                     path: self.target.clone(),
                     stale: None,
                     forward: self.fill_forward(cx),
+                    peers: self.peer_route(),
                     variant: true,
                     authorization: self.saved.authorized,
                 });
@@ -413,6 +414,7 @@ impl Exchange {
                             path: self.target.clone(),
                             stale: Some(m.clone()),
                             forward: self.fill_forward(cx),
+                            peers: self.peer_route(),
                             variant: self.variant,
                             authorization: self.saved.authorized,
                         });
@@ -481,6 +483,7 @@ impl Exchange {
                         path: self.target.clone(),
                         stale: cached.clone(),
                         forward: self.fill_forward(cx),
+                        peers: self.peer_route(),
                         variant: self.variant,
                         authorization: self.saved.authorized,
                     });

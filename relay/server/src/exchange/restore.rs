@@ -61,6 +61,7 @@ impl Exchange {
             path: self.target.clone(),
             stale: None,
             forward: self.fill_forward(cx),
+            peers: self.peer_route(),
             variant: self.variant,
             authorization: self.saved.authorized,
         };

@@ -28,27 +28,40 @@ impl Context {
             mut forward,
             variant,
             authorization,
+            peers,
         } = request;
         let cs = self.store.layout.chunk_size();
         // Where the origin's 103 Early Hints go: the clients waiting on this fetch.
         let hints = self.store.inflight.pending(&object);
         let mut whole = false;
+        // The chunk's owner among the site's relays first (once), then the origin.
+        let mut ask_peer = peers;
         loop {
             let request_time = unix_now();
             let range = (!whole).then_some((0, cs - 1));
-            let resp = match self
-                .send_fill(
-                    origin,
-                    &path,
-                    range,
-                    stale.as_deref(),
-                    &forward,
-                    hints.as_ref(),
-                )
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return self.head_failed(&object, e),
+            let from_peer = match ask_peer.take() {
+                Some(authority) if !whole => {
+                    self.ask_owner(origin, &authority, &path, range, stale.as_deref(), &forward)
+                        .await
+                }
+                _ => None,
+            };
+            let resp = match from_peer {
+                Some(r) => r,
+                None => match self
+                    .send_fill(
+                        origin,
+                        &path,
+                        range,
+                        stale.as_deref(),
+                        &forward,
+                        hints.as_ref(),
+                    )
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => return self.head_failed(&object, e),
+                },
             };
             let response_time = unix_now();
             let status = resp.status().as_u16();

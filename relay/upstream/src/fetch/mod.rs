@@ -9,6 +9,7 @@ mod body;
 mod chunk;
 mod head;
 mod pass;
+mod peer;
 mod request;
 
 use crate::{Job, Origin, Store, UpstreamStats};
@@ -21,6 +22,10 @@ use relay_cache::fill::{FillError, FillWriter};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// How long a connection to another relay of the site may take before the origin is asked
+/// instead.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Everything a job needs; cheap to clone into each task.
 #[derive(Clone)]
@@ -35,6 +40,10 @@ pub(crate) struct Context {
     /// each stays in memory until its client has read it, and any client can make a GET
     /// pass through (with `Authorization`), so this is what bounds their memory.
     pass_budget: Arc<crate::budget::Budget>,
+    /// The site's other relays (set once the cluster is joined), and the client misses go
+    /// to them through.
+    peers: Arc<std::sync::OnceLock<crate::Peers>>,
+    peer_client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Context {
@@ -45,6 +54,7 @@ impl Context {
         stats: Arc<UpstreamStats>,
         writer: Option<crate::disk_writer::DiskWriter>,
         pass_budget: Arc<crate::budget::Budget>,
+        peers: Arc<std::sync::OnceLock<crate::Peers>>,
     ) -> Context {
         // Clients are built lazily inside the runtime (`run`); this holds the pools.
         Context {
@@ -55,6 +65,16 @@ impl Context {
             stats,
             writer,
             pass_budget,
+            peers,
+            peer_client: {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));
+                conn.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .http1_max_buf_size(crate::UPSTREAM_READ_BUFFER)
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(conn)
+            },
         }
     }
 }

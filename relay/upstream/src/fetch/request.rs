@@ -325,7 +325,7 @@ impl Context {
 /// `Range: bytes=start-end` (when asked for), `Accept-Encoding: identity` and the stored validators —
 /// replacing any of the same name; `User-Agent: relay` only when the client sent none.
 /// Fields `http` refuses are left out rather than failing the fetch.
-fn fill_request(
+pub(super) fn fill_request(
     uri: http::Uri,
     authority: &str,
     range: Option<(u64, u64)>,
