@@ -184,6 +184,25 @@ impl Relay {
         Relay::start_with(config, &[])
     }
 
+    /// The address in the line the relay printed that starts with `prefix` (say
+    /// "relay: cluster on udp://"), waiting up to 5 s for it.
+    pub fn printed_addr(&self, prefix: &str) -> std::net::SocketAddr {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok());
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(std::time::Instant::now() < end, "no line {prefix:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The relay process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()

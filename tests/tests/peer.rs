@@ -34,20 +34,7 @@ fn start(dir: &TempDir) -> Relay {
 
 /// The peer address the relay printed.
 fn peer_addr(r: &Relay) -> SocketAddr {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = r.log.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("relay: peers on http://")?
-                .trim()
-                .parse()
-                .ok()
-        });
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < end, "no peers line");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    r.printed_addr("relay: peers on http://")
 }
 
 /// A GET of `target` to `addr` with `extra` header lines: (status, body, closed after).
@@ -64,9 +51,11 @@ fn field(key: &PeerKey, t: u64, target: &str, range: &str) -> String {
     let v = key.sign(
         "127.0.0.1:7946",
         t,
+        1,
         &Signed {
             method: "GET",
             target,
+            host: b"peer",
             range: range.as_bytes(),
         },
     );
@@ -146,7 +135,8 @@ fn cluster_relay(
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     Relay::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\
+         chunk_size = \"64 KiB\"\n\n\
          [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [{}]\nkey_file = \"{}\"\n\
          peer_listen = \"127.0.0.1:0\"\nsize = 3\n",
@@ -158,20 +148,7 @@ fn cluster_relay(
 
 /// The gossip address the relay printed.
 fn gossip_addr(r: &Relay) -> SocketAddr {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = r.log.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("relay: cluster on udp://")?
-                .trim()
-                .parse()
-                .ok()
-        });
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < end, "no cluster line");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    r.printed_addr("relay: cluster on udp://")
 }
 
 /// Records (`relay_cluster_member_info` lines) the relay knows.
@@ -216,9 +193,11 @@ fn two_relays_fetch_each_object_from_the_origin_once() {
             assert!(&got == want, "/o{i}: other bytes");
         }
     }
+    // (Objects past 64 KiB are two chunks, fetched with a request each.)
     let fetched: Vec<usize> = (0..20).map(|i| origin.count(&format!("/o{i}"))).collect();
+    let chunks: Vec<usize> = bodies.iter().map(|b| b.len().div_ceil(64 << 10)).collect();
     eprintln!("origin fetches per object through two relays: {fetched:?}");
-    assert!(fetched.iter().all(|&n| n == 1), "{fetched:?}");
+    assert_eq!(fetched, chunks);
     let answered = |r: &Relay| {
         r.metric("relay_peer_fetches_total{result=\"answered\"}")
             .unwrap_or(0.0)
@@ -236,10 +215,26 @@ fn two_relays_fetch_each_object_from_the_origin_once() {
     );
     assert!(answered(&a) > 0.0 && answered(&b) > 0.0);
     assert_eq!(answered(&a) + answered(&b), served(&a) + served(&b));
-    assert_eq!(
-        a.metric("relay_peer_fetches_total{result=\"fell_back\"}"),
-        Some(0.0)
-    );
+    let fell_back = |r: &Relay| {
+        r.metric("relay_peer_fetches_total{result=\"fell_back\"}")
+            .unwrap_or(0.0)
+    };
+    assert_eq!(fell_back(&a), 0.0);
+
+    // A client request within this relay's limits that the owner's refuses once the fields
+    // of a fetch are added (62 fields: past 64 with them, 431 at the owner): only an
+    // answer a cache gives when all went well is used, else the origin is asked.
+    let many: String = (0..62).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let path = format!("/m{i}");
+        origin.put(&path, Object::new(body.clone(), &format!("m{i}")));
+        let (status, got, _) = get(a.addr, &path, &many);
+        assert_eq!(status, 200, "{path}");
+        assert!(&got == body, "{path}: other bytes");
+    }
+    let refused = fell_back(&a);
+    eprintln!("requests the owner refused (431): {refused} fell back to the origin");
+    assert!(refused > 0.0);
 
     // The other relay killed (SIGKILL: the cluster has not noticed yet): misses it owned
     // go to the origin instead, and every client still gets its bytes.
@@ -251,11 +246,87 @@ fn two_relays_fetch_each_object_from_the_origin_once() {
         let (status, got, _) = get(a.addr, &path, "");
         assert_eq!(status, 200, "{path}");
         assert!(&got == body, "{path}: other bytes");
-        assert_eq!(origin.count(&path), 1, "{path}");
+        assert_eq!(origin.count(&path), body.len().div_ceil(64 << 10), "{path}");
     }
-    let fell_back = a
-        .metric("relay_peer_fetches_total{result=\"fell_back\"}")
-        .unwrap_or(0.0);
-    eprintln!("with the other relay killed: {fell_back} misses fell back to the origin");
-    assert!(fell_back > 0.0);
+    let dead = fell_back(&a) - refused;
+    eprintln!("with the other relay killed: {dead} misses fell back to the origin");
+    assert!(dead > 0.0);
+}
+
+/// Five relays of one site and a Zipf workload over them: 400 requests for 60 objects of
+/// one to four 64 KiB chunks (s = 1), each to a relay picked at random. The origin sees each
+/// chunk of each object asked for once: chunk 0 (with the description) from its owner,
+/// the others from theirs, who ask chunk 0's owner for the description rather than the
+/// origin. Five independent relays would fetch a chunk once per relay that was asked for it.
+#[test]
+fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
+    use relay_tests::origin::{Object, Origin};
+    const CHUNK: usize = 64 << 10;
+    let origin = Origin::start();
+    let sizes: Vec<usize> = (0..60)
+        .map(|i| CHUNK * (1 + i % 4) - 1000 * (i % 3))
+        .collect();
+    let bodies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pattern(n, 100 + i as u64))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        origin.put(&format!("/z{i}"), Object::new(b.clone(), &format!("z{i}")));
+    }
+    let dirs: Vec<TempDir> = (0..5).map(|i| TempDir::new(&format!("zipf-{i}"))).collect();
+    let first = cluster_relay(&dirs[0], &origin, &[]);
+    let seed = gossip_addr(&first);
+    let mut relays = vec![first];
+    for d in &dirs[1..] {
+        relays.push(cluster_relay(d, &origin, &[seed]));
+    }
+    let end = Instant::now() + Duration::from_secs(15);
+    while relays.iter().any(|r| records(r) < 5) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let known: Vec<usize> = relays.iter().map(records).collect();
+    assert!(known.iter().all(|&n| n == 5), "records known: {known:?}");
+    // Zipf over the objects by inverse transform, from a fixed seed.
+    let weights: Vec<f64> = (1..=bodies.len()).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut asked = vec![std::collections::HashSet::new(); bodies.len()];
+    for _ in 0..400 {
+        let mut u = (next() % 1_000_000) as f64 / 1_000_000.0 * total;
+        let mut obj = 0;
+        while obj + 1 < weights.len() && u > weights[obj] {
+            u -= weights[obj];
+            obj += 1;
+        }
+        let relay = (next() % 5) as usize;
+        asked[obj].insert(relay);
+        let (status, got, _) = get(relays[relay].addr, &format!("/z{obj}"), "");
+        assert_eq!(status, 200, "/z{obj} through relay {relay}");
+        assert!(
+            got == bodies[obj],
+            "/z{obj} through relay {relay}: other bytes"
+        );
+    }
+    let (mut fetched, mut chunks, mut independent) = (0, 0, 0);
+    for (i, relays_asked) in asked.iter().enumerate() {
+        if relays_asked.is_empty() {
+            continue;
+        }
+        let n = sizes[i].div_ceil(CHUNK);
+        chunks += n;
+        independent += n * relays_asked.len();
+        fetched += origin.count(&format!("/z{i}"));
+    }
+    eprintln!(
+        "zipf over five relays: {chunks} chunks asked for, the origin fetched {fetched} \
+         (five independent relays: {independent})"
+    );
+    assert_eq!(fetched, chunks, "the origin saw a chunk more than once");
 }

@@ -81,6 +81,11 @@ impl Received {
     }
 }
 
+/// What a sealed packet carries: a foca message, or a member's record sent to one member
+/// directly (to a member that just joined).
+const KIND_FOCA: u8 = 0;
+const KIND_RECORD: u8 = 1;
+
 /// One node's membership, driven by its loop.
 pub struct Node {
     foca: Foca<NodeId, PostcardCodec, SmallRng, Records>,
@@ -89,6 +94,10 @@ pub struct Node {
     /// This member's own record, and when it was last published.
     record: Record,
     published_ms: u64,
+    /// Members that joined and are owed this member's record, sent to each directly (a
+    /// broadcast already spent would never reach them, and one each time someone joins
+    /// would crowd out the membership updates gossip carries).
+    tell: Vec<SocketAddr>,
     sealer: Sealer,
     opener: Opener,
     pub received: Received,
@@ -110,6 +119,7 @@ impl Node {
                 ..record
             },
             published_ms: 0,
+            tell: Vec::new(),
             sealer: Sealer::new(key.clone(), id.addr, id.boot),
             opener: Opener::new(key),
             received: Received::default(),
@@ -160,10 +170,22 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> Result<(), Dropped> {
         let r = match self.opener.open(packet, now_ms) {
-            Ok(opened) => self
-                .foca
-                .handle_data(opened.payload, &mut self.runtime)
-                .map_err(|_| Dropped::Refused),
+            Ok(opened) => match opened.payload.split_first() {
+                Some((&KIND_FOCA, data)) => self
+                    .foca
+                    .handle_data(data, &mut self.runtime)
+                    .map_err(|_| Dropped::Refused),
+                // A member's record sent to this one directly, by that member (the sender
+                // the MAC covers) and no other.
+                Some((&KIND_RECORD, data)) => match crate::record::decode(data) {
+                    Ok(r) if r.node == opened.sender => {
+                        self.records.offer(r);
+                        Ok(())
+                    }
+                    _ => Err(Dropped::Refused),
+                },
+                _ => Err(Dropped::Malformed),
+            },
             Err(d) => Err(d),
         };
         match r {
@@ -189,7 +211,10 @@ impl Node {
 
     fn drain(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         while let Some((to, payload)) = self.runtime.to_send() {
-            let packet = self.sealer.seal(&payload, now_ms);
+            let mut framed = Vec::with_capacity(1 + payload.len());
+            framed.push(KIND_FOCA);
+            framed.extend_from_slice(&payload);
+            let packet = self.sealer.seal(&framed, now_ms);
             out.push(Output::Send {
                 to: to.addr,
                 packet,
@@ -201,11 +226,8 @@ impl Node {
         while let Some(n) = self.runtime.to_notify() {
             match n {
                 OwnedNotification::MemberUp(id) => {
-                    // A member that joins learns this one's record soon (at most a
-                    // publication a second however many join).
-                    if now_ms.saturating_sub(self.published_ms) >= 1000 {
-                        self.publish(now_ms);
-                    }
+                    // A member that joins learns this one's record at once (below).
+                    self.tell.push(id.addr);
                     out.push(Output::Up(id));
                 }
                 OwnedNotification::MemberDown(id) => {
@@ -213,6 +235,17 @@ impl Node {
                     out.push(Output::Down(id));
                 }
                 _ => {}
+            }
+        }
+        if !self.tell.is_empty()
+            && let Some(record) = self.record.encode()
+        {
+            let mut framed = Vec::with_capacity(1 + record.len());
+            framed.push(KIND_RECORD);
+            framed.extend_from_slice(&record);
+            for to in std::mem::take(&mut self.tell) {
+                let packet = self.sealer.seal(&framed, now_ms);
+                out.push(Output::Send { to, packet });
             }
         }
     }

@@ -104,6 +104,18 @@ pub enum BadRecord {
     LongSite,
 }
 
+/// A record as it travels, checked.
+pub(crate) fn decode(data: &[u8]) -> Result<Record, BadRecord> {
+    if data.len() > MAX_RECORD {
+        return Err(BadRecord::TooLarge(data.len()));
+    }
+    let r: Record = postcard::from_bytes(data).map_err(|_| BadRecord::Garbled)?;
+    if r.site.len() > MAX_SITE {
+        return Err(BadRecord::LongSite);
+    }
+    Ok(r)
+}
+
 impl foca::BroadcastHandler<crate::NodeId> for Records {
     type Key = RecordKey;
     type Error = BadRecord;
@@ -113,13 +125,7 @@ impl foca::BroadcastHandler<crate::NodeId> for Records {
         data: &[u8],
         _sender: Option<&crate::NodeId>,
     ) -> Result<Option<RecordKey>, BadRecord> {
-        if data.len() > MAX_RECORD {
-            return Err(BadRecord::TooLarge(data.len()));
-        }
-        let r: Record = postcard::from_bytes(data).map_err(|_| BadRecord::Garbled)?;
-        if r.site.len() > MAX_SITE {
-            return Err(BadRecord::LongSite);
-        }
+        let r = decode(data)?;
         let key = RecordKey {
             node: r.node,
             version: r.version,

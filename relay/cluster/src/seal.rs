@@ -20,7 +20,7 @@ pub const WINDOW: u64 = 64;
 /// Senders whose windows are kept (each is a key holder: a MAC came first).
 pub const MAX_SENDERS: usize = 65_536;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const SENDER: usize = 19;
 /// Bytes before the payload.
 pub const OVERHEAD: usize = 1 + SENDER + 8 + 8 + 8 + 32;
@@ -279,7 +279,7 @@ mod tests {
             assert!(matches!(r, Err(Dropped::BadMac)), "byte {i} altered: {r:?}");
         }
         let mut q = p.clone();
-        q[0] = 2;
+        q[0] = VERSION + 1;
         assert_eq!(
             Opener::new(key(1)).open(&q, T).unwrap_err(),
             Dropped::Malformed

@@ -285,9 +285,13 @@ fn site_peers(
     let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
     relay_upstream::Peers {
         owner: Box::new(move |name| {
+            // The live members' records (a record may outlive its member a little) and
+            // this relay's own.
+            let live: Vec<std::net::SocketAddr> = view.members().iter().map(|m| m.addr).collect();
             let records = view.records();
             let candidates: Vec<Candidate> = records
                 .iter()
+                .filter(|r| r.node == me || live.contains(&r.node))
                 .filter(|r| r.site == site && r.weight > 0)
                 .map(|r| Candidate::new(r.node, r.weight))
                 .collect();

@@ -121,9 +121,17 @@ pub struct HeadRequest {
     /// The request carries `Authorization` (in `forward`): the answer is stored only when it
     /// says it may answer such requests (RFC 9111 §3.5), else it is that client's alone.
     pub authorization: bool,
-    /// The client's authority when the site's other relays may be asked first
-    /// ([`Peers`]); None for a request another relay made (it asks the origin).
-    pub peers: Option<Arc<str>>,
+    /// How the site's other relays may be asked first ([`Peers`]); None: the origin only.
+    pub peers: Option<PeerRoute>,
+}
+
+/// A fetch that may ask the chunk's owner among the site's relays first: the client's
+/// authority (the others key the object under it too) and the hop its request carries
+/// (`relay_cluster::peer::MAX_HOPS` at most).
+#[derive(Clone, Debug)]
+pub struct PeerRoute {
+    pub authority: Arc<str>,
+    pub hop: u8,
 }
 
 /// A request to fill one chunk of a known object version ([`Upstream::fill_chunk`]).
@@ -137,7 +145,7 @@ pub struct ChunkRequest {
     /// The header fields of the client request that started this chunk.
     pub forward: Forward,
     /// As [`HeadRequest::peers`].
-    pub peers: Option<Arc<str>>,
+    pub peers: Option<PeerRoute>,
 }
 
 /// A request passed to the origin unchanged (with its body), its answer streamed back

@@ -296,7 +296,7 @@ impl Exchange {
                 meta,
                 writer,
                 forward: self.fill_forward(cx),
-                peers: self.peer_route(),
+                peers: self.peer_route(false),
             });
         }
         self.follow(cx, index, Flight::Fill(fill))

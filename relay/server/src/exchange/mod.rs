@@ -431,6 +431,8 @@ pub struct Exchange {
     /// Accepted on the peer listener: every request must carry valid `Relay-Peer`
     /// credentials (`relay_cluster::peer`), else 403.
     peer: bool,
+    /// The hop of the peer request being answered (`relay_cluster::peer`).
+    hop: u8,
     /// A streamed request body the origin answered before it was whole: its window stays
     /// open (the origin's connection still reads the answer) until the answer is sent.
     upload_kept: Option<relay_upstream::upload::UploadWriter>,
@@ -507,6 +509,7 @@ impl Exchange {
             body_clock: None,
             upload_kept: None,
             peer: false,
+            hop: 0,
             #[cfg(test)]
             trail: Vec::new(),
         }

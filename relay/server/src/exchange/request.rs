@@ -408,6 +408,7 @@ impl Exchange {
             let signed = relay_cluster::peer::Signed {
                 method: request.method_str,
                 target: request.target,
+                host: request.host.unwrap_or_default(),
                 range: request.range.unwrap_or_default(),
             };
             let head = &self.rbuf[self.rstart..self.rstart + head_len];
@@ -423,13 +424,16 @@ impl Exchange {
                         }
                     }
                     key.verify(value, relay_cluster::peer::now_ms(), &signed)
-                        .map(|_| ())
+                        .map(|(_, hop)| hop)
                 }),
             };
-            if let Err(f) = verdict {
-                cx.stats.peer_forbidden.fetch_add(1, Ordering::Relaxed);
-                self.error(cx, Why::PeerForbidden(f));
-                return Step::Again;
+            match verdict {
+                Ok(hop) => self.hop = hop,
+                Err(f) => {
+                    cx.stats.peer_forbidden.fetch_add(1, Ordering::Relaxed);
+                    self.error(cx, Why::PeerForbidden(f));
+                    return Step::Again;
+                }
             }
             cx.stats.peer_ok.fetch_add(1, Ordering::Relaxed);
         }
@@ -648,10 +652,21 @@ impl Exchange {
     }
 
     /// How a miss may go to the site's other relays first (`relay_upstream::Peers`): the
-    /// client's authority, which they key the object under too; None for a request another
-    /// relay made on the peer listener (it goes to the origin: one hop at most).
-    pub(super) fn peer_route(&self) -> Option<Arc<str>> {
-        (!self.peer).then(|| Arc::from(self.authority()))
+    /// client's authority, which they key the object under too, and the hop the request to
+    /// them carries. A client's miss asks the chunk's owner (hop 1); a relay asked for a
+    /// chunk (hop 1) asks the origin for it, but may ask the owner of the object's first
+    /// chunk for its description (`head`, hop 2), which the origin alone answers: at most
+    /// two hops whatever the relays' views of the membership.
+    pub(super) fn peer_route(&self, head: bool) -> Option<relay_upstream::PeerRoute> {
+        let hop = match (self.peer, self.hop, head) {
+            (false, _, _) => 1,
+            (true, 1, true) => 2,
+            _ => return None,
+        };
+        Some(relay_upstream::PeerRoute {
+            authority: Arc::from(self.authority()),
+            hop,
+        })
     }
 
     /// The request's authority, normalised (HTTP origins; empty without one).

@@ -133,7 +133,7 @@ impl Exchange {
                     path: self.target.clone(),
                     stale: None,
                     forward: self.fill_forward(cx),
-                    peers: self.peer_route(),
+                    peers: self.peer_route(true),
                     variant: true,
                     authorization: self.saved.authorized,
                 });
@@ -414,7 +414,7 @@ impl Exchange {
                             path: self.target.clone(),
                             stale: Some(m.clone()),
                             forward: self.fill_forward(cx),
-                            peers: self.peer_route(),
+                            peers: self.peer_route(true),
                             variant: self.variant,
                             authorization: self.saved.authorized,
                         });
@@ -483,7 +483,7 @@ impl Exchange {
                         path: self.target.clone(),
                         stale: cached.clone(),
                         forward: self.fill_forward(cx),
-                        peers: self.peer_route(),
+                        peers: self.peer_route(true),
                         variant: self.variant,
                         authorization: self.saved.authorized,
                     });

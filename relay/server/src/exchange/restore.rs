@@ -61,7 +61,7 @@ impl Exchange {
             path: self.target.clone(),
             stale: None,
             forward: self.fill_forward(cx),
-            peers: self.peer_route(),
+            peers: self.peer_route(true),
             variant: self.variant,
             authorization: self.saved.authorized,
         };

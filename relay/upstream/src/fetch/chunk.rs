@@ -27,8 +27,8 @@ impl Context {
         // The chunk's owner among the site's relays first, then the origin; an answer from
         // the owner that does not fit is dropped and the origin asked.
         let mut from_peer = match &peers {
-            Some(authority) => {
-                self.ask_owner(origin, authority, &path, range, None, &forward)
+            Some(route) => {
+                self.ask_owner(origin, route, &path, range, None, &forward)
                     .await
             }
             None => None,
@@ -63,7 +63,12 @@ impl Context {
                 _ => Err(FillError::Status(status)),
             };
             match checked {
-                Ok(()) => break (resp, status),
+                Ok(()) => {
+                    if peer {
+                        self.peer_answered();
+                    }
+                    break (resp, status);
+                }
                 // (Another relay may hold another version for a while: the origin says.)
                 Err(_) if peer => self.peer_fell_back(),
                 Err(e) => {

@@ -40,14 +40,17 @@ impl Context {
             let request_time = unix_now();
             let range = (!whole).then_some((0, cs - 1));
             let from_peer = match ask_peer.take() {
-                Some(authority) if !whole => {
-                    self.ask_owner(origin, &authority, &path, range, stale.as_deref(), &forward)
+                Some(route) if !whole => {
+                    self.ask_owner(origin, &route, &path, range, stale.as_deref(), &forward)
                         .await
                 }
                 _ => None,
             };
             let resp = match from_peer {
-                Some(r) => r,
+                Some(r) => {
+                    self.peer_answered();
+                    r
+                }
                 None => match self
                     .send_fill(
                         origin,

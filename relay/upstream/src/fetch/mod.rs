@@ -44,6 +44,8 @@ pub(crate) struct Context {
     /// to them through.
     peers: Arc<std::sync::OnceLock<crate::Peers>>,
     peer_client: Client<HttpConnector, Full<Bytes>>,
+    /// Peers that failed to answer, passed over until then (`peer`).
+    shunned: Arc<std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Instant>>>,
 }
 
 impl Context {
@@ -66,6 +68,7 @@ impl Context {
             writer,
             pass_budget,
             peers,
+            shunned: Arc::default(),
             peer_client: {
                 let mut conn = HttpConnector::new();
                 conn.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));

@@ -2,12 +2,12 @@
 //! the chunk's owner among the relays of the site (`relay_cluster::owners`, weighted
 //! rendezvous hashing over the members' records: every relay picks the same one), over its
 //! peer listener, signed under the cluster key (`relay_cluster::peer`). The owner answers
-//! from its cache, or fetches from the origin once for the whole site (its own request is
-//! a peer request: it asks no one else, so there is never more than one hop). Any trouble
-//! with the owner (no connection within 500 ms, no head within the origin's first-byte
-//! timeout, a 5xx) and the origin is asked instead: a peer never turns a miss into an
-//! error. Its answer is checked as the origin's would be (a chunk from another version is
-//! refused, and the origin asked).
+//! from its cache, or fetches from the origin once for the whole site (a relay asked for a
+//! chunk fetches it from the origin; for a description it may ask the first chunk's owner:
+//! two hops at most). Only an answer a cache gives when all went well (200, 206, 304) is
+//! used, and checked as the origin's would be (a chunk from another version is refused);
+//! anything else, and the origin is asked. A peer that does not connect within 500 ms or
+//! answer within the origin's first-byte timeout is passed over for 10 s (one log line).
 
 use super::Context;
 use super::request::fill_request;
@@ -15,7 +15,11 @@ use hyper::body::Incoming;
 use relay_cache::ObjectMeta;
 use relay_cluster::peer::{FIELD, Signed, now_ms};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a peer that did not answer is passed over (the cluster drops a dead one within
+/// about 5–10 s; a live one whose HTTP side is stuck stays a member).
+const PEER_SHUN: Duration = Duration::from_secs(10);
 
 impl Context {
     /// Asks the owner of chunk `range` of `path` (under the client's `authority`) for it,
@@ -23,13 +27,14 @@ impl Context {
     pub(super) async fn ask_owner(
         &self,
         origin: usize,
-        authority: &str,
+        route: &crate::PeerRoute,
         path: &str,
         range: Option<(u64, u64)>,
         validate: Option<&ObjectMeta>,
         forward: &[(String, Vec<u8>)],
     ) -> Option<http::Response<Incoming>> {
         let peers = self.peers.get()?;
+        let authority = &*route.authority;
         let index = range.map_or(0, |(start, _)| start / self.store.layout.chunk_size());
         // Every relay names a chunk alike: the authority and target the clients asked for,
         // and the chunk's number.
@@ -38,15 +43,20 @@ impl Context {
         name.extend_from_slice(path.as_bytes());
         name.extend_from_slice(format!("#{index}").as_bytes());
         let owner = (peers.owner)(&name)?;
+        if self.peer_shunned(owner) {
+            self.peer_fell_back();
+            return None;
+        }
         let uri: http::Uri = format!("http://{owner}{path}").parse().ok()?;
         let mut req = fill_request(uri, authority, range, validate, forward).ok()?;
         let range_value = range.map_or(String::new(), |(s, e)| format!("bytes={s}-{e}"));
         let signed = Signed {
             method: "GET",
             target: path,
+            host: authority.as_bytes(),
             range: range_value.as_bytes(),
         };
-        let credentials = peers.key.sign(&peers.node, now_ms(), &signed);
+        let credentials = peers.key.sign(&peers.node, now_ms(), route.hop, &signed);
         req.headers_mut().insert(
             http::header::HeaderName::from_static(FIELD),
             http::HeaderValue::from_str(&credentials).ok()?,
@@ -54,25 +64,60 @@ impl Context {
         let first_byte = Duration::from_millis(self.origins[origin].config.first_byte_timeout_ms);
         let answer = tokio::time::timeout(first_byte, self.peer_client.request(req)).await;
         match answer {
-            Ok(Ok(resp)) if resp.status().as_u16() < 500 => {
-                self.stats.peer_answered.fetch_add(1, Ordering::Relaxed);
-                Some(resp)
+            // What a cache answers a GET with Range (or conditionals) when all went well;
+            // anything else (its own limits, a clock too far off, an error) is the origin's
+            // to answer, not the peer's.
+            Ok(Ok(resp)) if matches!(resp.status().as_u16(), 200 | 206 | 304) => Some(resp),
+            Ok(Ok(resp)) => {
+                log::debug!(
+                    "peer {owner}: {path} chunk {index}: status {}; asking the origin",
+                    resp.status().as_u16()
+                );
+                self.peer_fell_back();
+                None
             }
-            other => {
-                let why = match other {
-                    Ok(Ok(resp)) => format!("status {}", resp.status().as_u16()),
+            failed => {
+                // No connection, or no head in time: the peer is passed over for a while.
+                let why = match failed {
                     Ok(Err(e)) => e.to_string(),
-                    Err(_) => "no answer within the first-byte timeout".into(),
+                    _ => "no answer within the origin's first-byte timeout".into(),
                 };
-                log::warn!("peer {owner}: {path} chunk {index}: {why}; asking the origin");
+                if self.shun_peer(owner) {
+                    log::warn!(
+                        "peer {owner}: {why}; its chunks go to the origin for {} s",
+                        PEER_SHUN.as_secs()
+                    );
+                }
                 self.peer_fell_back();
                 None
             }
         }
     }
 
+    /// An answer from the owner was used.
+    pub(super) fn peer_answered(&self) {
+        self.stats.peer_answered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An answer from the owner that could not be used: the origin is asked instead.
     pub(super) fn peer_fell_back(&self) {
         self.stats.peer_fell_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The peer at `addr` failed to answer a while ago: passed over.
+    fn peer_shunned(&self, addr: std::net::SocketAddr) -> bool {
+        let shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
+        shunned
+            .get(&addr)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Passes over the peer at `addr` for [`PEER_SHUN`]; true when it was not already (the
+    /// one log line per spell).
+    fn shun_peer(&self, addr: std::net::SocketAddr) -> bool {
+        let now = Instant::now();
+        let mut shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
+        shunned.retain(|_, until| *until > now);
+        shunned.insert(addr, now + PEER_SHUN).is_none()
     }
 }
