@@ -19,6 +19,9 @@
 //! - [`load`]: `relay-bench load`, the load client `serve` drives the servers with: keep-alive
 //!   connections on epoll loops, every head parsed and its framing followed, bodies dropped
 //!   in the kernel (`recv(MSG_TRUNC)`), a fraction checked byte for byte.
+//! - [`cluster`]: the `cluster` benchmark (`cargo xtask bench cluster`): relays of one site
+//!   on loopback, origin fetches per chunk under Zipf with 1, 3 and 5 relays, and a peer hit
+//!   against an origin fetch.
 //! - [`clients`]: `relay-bench clients` (`cargo xtask bench clients`): the load client's
 //!   req/s against wrk's at 4 KiB, relay and nginx, in one run.
 //! - [`zc_send`]: the `zc-send` benchmark (`cargo xtask bench zc-send`): where `SEND_ZC` starts
@@ -26,6 +29,7 @@
 
 mod abuse;
 mod clients;
+mod cluster;
 mod disk_send;
 mod hit_ratio;
 mod load;
@@ -64,6 +68,8 @@ enum Command {
     Load(load::Options),
     /// The load client checked against wrk: req/s at 4 KiB against relay and nginx.
     Clients(clients::Options),
+    /// Relays of one site sharing one cache: origin fetches per chunk, peer hit vs origin.
+    Cluster(cluster::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Abuse(o) => abuse::run(o),
         Command::Load(o) => load::run(o),
         Command::Clients(o) => clients::run(o),
+        Command::Cluster(o) => cluster::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

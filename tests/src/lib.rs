@@ -384,3 +384,42 @@ pub fn metric_in(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A seeded Zipf sampler (s = 1) over `n` items, on a xorshift generator: the same
+/// sequence for the same seed.
+pub struct Zipf {
+    weights: Vec<f64>,
+    total: f64,
+    x: u64,
+}
+
+impl Zipf {
+    pub fn new(n: usize, seed: u64) -> Zipf {
+        let weights: Vec<f64> = (1..=n.max(1)).map(|k| 1.0 / k as f64).collect();
+        let total = weights.iter().sum();
+        Zipf {
+            weights,
+            total,
+            x: seed | 1,
+        }
+    }
+
+    /// The next raw number of the generator.
+    pub fn next_u64(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x
+    }
+
+    /// The next item, 0 the most asked for.
+    pub fn item(&mut self) -> usize {
+        let mut u = (self.next_u64() % 1_000_000) as f64 / 1_000_000.0 * self.total;
+        let mut i = 0;
+        while i + 1 < self.weights.len() && u > self.weights[i] {
+            u -= self.weights[i];
+            i += 1;
+        }
+        i
+    }
+}

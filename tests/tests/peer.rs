@@ -287,25 +287,11 @@ fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
     }
     let known: Vec<usize> = relays.iter().map(records).collect();
     assert!(known.iter().all(|&n| n == 5), "records known: {known:?}");
-    // Zipf over the objects by inverse transform, from a fixed seed.
-    let weights: Vec<f64> = (1..=bodies.len()).map(|k| 1.0 / k as f64).collect();
-    let total: f64 = weights.iter().sum();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut zipf = relay_tests::Zipf::new(bodies.len(), 0x2545_f491_4f6c_dd1d);
     let mut asked = vec![std::collections::HashSet::new(); bodies.len()];
     for _ in 0..400 {
-        let mut u = (next() % 1_000_000) as f64 / 1_000_000.0 * total;
-        let mut obj = 0;
-        while obj + 1 < weights.len() && u > weights[obj] {
-            u -= weights[obj];
-            obj += 1;
-        }
-        let relay = (next() % 5) as usize;
+        let obj = zipf.item();
+        let relay = (zipf.next_u64() % 5) as usize;
         asked[obj].insert(relay);
         let (status, got, _) = get(relays[relay].addr, &format!("/z{obj}"), "");
         assert_eq!(status, 200, "/z{obj} through relay {relay}");

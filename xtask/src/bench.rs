@@ -13,6 +13,8 @@
 //! - `abuse` ([`crate::bench_abuse`]): issue 13's attacks at full scale (pipelining floods,
 //!   idle crowds, slowloris, trickled uploads, slow pass-through readers, stalled admin
 //!   clients): relay's RSS before, at the peak and after, and a good client's latency.
+//! - `cluster`: relays of one site on loopback (`relay-bench cluster`): origin fetches per
+//!   chunk under Zipf with 1, 3 and 5 relays, and a peer hit against an origin fetch.
 //!
 //! - `zc-send`: where zero-copy sends start to pay (`server.zerocopy_min_bytes`), measured
 //!   through a veth whose peer is down, in a network namespace, where the kernel does not copy them.
@@ -64,6 +66,10 @@ pub enum Which {
     /// after, a good client's p50/p99 and failures; writes a table and
     /// target/bench/abuse.json.
     Abuse(crate::bench_abuse::Options),
+    /// Relays of one site on loopback (issue 14): origin fetches per chunk under Zipf with
+    /// 1, 3 and 5 relays, and time to first and last byte of a peer hit against an origin
+    /// fetch; writes a table and target/bench/cluster.json.
+    Cluster(PassedArgs),
 }
 
 pub fn run(o: &Options) -> Result<()> {
@@ -75,6 +81,11 @@ pub fn run(o: &Options) -> Result<()> {
         Which::DiskSend(d) => relay_bench("disk-send", &d.args),
         Which::ZcSend(z) => relay_bench("zc-send", &z.args),
         Which::Abuse(a) => crate::bench_abuse::run(a),
+        Which::Cluster(c) => {
+            let mut cmd = crate::bench_serve::harness("cluster", None)?;
+            cmd.args(&c.args);
+            crate::util::run_cmd(&mut cmd)
+        }
     }
 }
 
