@@ -25,7 +25,7 @@ use relay_tests::{Relay, TempDir, pattern};
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -90,9 +90,6 @@ const HOST: &str = "cdn.bench";
 
 pub fn run(o: Options) -> Result<()> {
     ensure!(o.relay.exists(), "no relay binary at {}", o.relay.display());
-    // SAFETY: set before any thread of this process starts (the kit reads it to start
-    // relays).
-    unsafe { std::env::set_var("RELAY_BIN", &o.relay) };
     let started_utc = utc_now();
     let machine = Machine::probe(&o.relay);
     let mut zipf = Vec::new();
@@ -122,7 +119,14 @@ pub fn run(o: Options) -> Result<()> {
 }
 
 /// A relay of a site (`seeds`: whom it announces itself to; none and `alone`: no cluster).
-fn relay(dir: &TempDir, origin: &Origin, seeds: &[SocketAddr], chunk: &str, alone: bool) -> Relay {
+fn relay(
+    bin: &Path,
+    dir: &TempDir,
+    origin: &Origin,
+    seeds: &[SocketAddr],
+    chunk: &str,
+    alone: bool,
+) -> Relay {
     use std::os::unix::fs::PermissionsExt;
     let mut config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[cache]\nmemory_bytes = \"128 MiB\"\n\
@@ -140,19 +144,19 @@ fn relay(dir: &TempDir, origin: &Origin, seeds: &[SocketAddr], chunk: &str, alon
             key.display()
         ));
     }
-    Relay::start(&config)
+    Relay::start_bin(bin, &config, &[])
 }
 
 /// `n` relays of one site (one alone when `n` is 1), each knowing every record.
-fn site(dirs: &[TempDir], origin: &Origin, chunk: &str) -> Result<Vec<Relay>> {
+fn site(bin: &Path, dirs: &[TempDir], origin: &Origin, chunk: &str) -> Result<Vec<Relay>> {
     if dirs.len() == 1 {
-        return Ok(vec![relay(&dirs[0], origin, &[], chunk, true)]);
+        return Ok(vec![relay(bin, &dirs[0], origin, &[], chunk, true)]);
     }
-    let first = relay(&dirs[0], origin, &[], chunk, false);
+    let first = relay(bin, &dirs[0], origin, &[], chunk, false);
     let seed = first.printed_addr("relay: cluster on udp://");
     let mut relays = vec![first];
     for d in &dirs[1..] {
-        relays.push(relay(d, origin, &[seed], chunk, false));
+        relays.push(relay(bin, d, origin, &[seed], chunk, false));
     }
     let records = |r: &Relay| {
         r.metrics()
@@ -223,7 +227,7 @@ fn zipf_run(o: &Options, n: usize) -> Result<ZipfRow> {
     let dirs: Vec<TempDir> = (0..n)
         .map(|i| TempDir::new(&format!("bench-zipf-{i}")))
         .collect();
-    let relays = site(&dirs, &origin, "64 KiB")?;
+    let relays = site(&o.relay, &dirs, &origin, "64 KiB")?;
     let mut zipf = relay_tests::Zipf::new(o.objects, 0x9e37_79b9_7f4a_7c15);
     let mut asked = vec![std::collections::HashSet::new(); o.objects];
     for _ in 0..o.requests {
@@ -263,11 +267,11 @@ fn timing_runs(o: &Options) -> Result<Vec<TimingRow>> {
         .head_delay_ms
         .store(o.origin_delay_ms, Ordering::Relaxed);
     let alone_dir = [TempDir::new("bench-alone")];
-    let alone = site(&alone_dir, &origin, "1 MiB")?;
+    let alone = site(&o.relay, &alone_dir, &origin, "1 MiB")?;
     let dirs: Vec<TempDir> = (0..3)
         .map(|i| TempDir::new(&format!("bench-site-{i}")))
         .collect();
-    let relays = site(&dirs, &origin, "1 MiB")?;
+    let relays = site(&o.relay, &dirs, &origin, "1 MiB")?;
     let answered = |r: &Relay| {
         r.metric("relay_peer_fetches_total{result=\"answered\"}")
             .unwrap_or(0.0)

@@ -123,7 +123,12 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        Origin::start_on("127.0.0.1:0")
+    }
+
+    /// An origin listening on `addr` (a namespace's address; port 0: any).
+    pub fn start_on(addr: &str) -> Origin {
+        let listener = TcpListener::bind(addr).expect("bind origin");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
