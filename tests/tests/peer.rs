@@ -127,6 +127,16 @@ fn cluster_relay(
     origin: &relay_tests::origin::Origin,
     seeds: &[SocketAddr],
 ) -> Relay {
+    cluster_relay_chunked(dir, origin, seeds, "64 KiB")
+}
+
+/// [`cluster_relay`] with chunks of `chunk`.
+fn cluster_relay_chunked(
+    dir: &TempDir,
+    origin: &relay_tests::origin::Origin,
+    seeds: &[SocketAddr],
+    chunk: &str,
+) -> Relay {
     use std::os::unix::fs::PermissionsExt;
     let key = dir.write(
         "cluster.key",
@@ -136,7 +146,7 @@ fn cluster_relay(
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     Relay::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\
-         chunk_size = \"64 KiB\"\n\n\
+         chunk_size = \"{chunk}\"\n\n\
          [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [{}]\nkey_file = \"{}\"\n\
          peer_listen = \"127.0.0.1:0\"\nsize = 3\n",
@@ -315,4 +325,68 @@ fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
          (five independent relays: {independent})"
     );
     assert_eq!(fetched, chunks, "the origin saw a chunk more than once");
+}
+
+/// A peer that dies in the middle of a chunk: the rest of the chunk comes from the origin,
+/// from where the peer stopped, into the same fill. Twelve one-chunk objects (512 KiB, the
+/// origin sending 32 KiB every 40 ms: about 0.6 s each) asked through one relay at once;
+/// the other relay, owner of about half of them and streaming them, is killed after
+/// 300 ms. Every client gets its whole object, right.
+#[test]
+fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
+    use relay_tests::origin::{Object, Origin};
+    use std::sync::atomic::Ordering;
+    let origin = Origin::start();
+    origin
+        .behaviour
+        .piece_bytes
+        .store(32 << 10, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(40, Ordering::Relaxed);
+    let bodies: Vec<Vec<u8>> = (0..12).map(|i| pattern(512 << 10, 300 + i)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        origin.put(&format!("/d{i}"), Object::new(b.clone(), &format!("d{i}")));
+    }
+    let (da, db) = (TempDir::new("die-a"), TempDir::new("die-b"));
+    let a = cluster_relay_chunked(&da, &origin, &[], "1 MiB");
+    let b = cluster_relay_chunked(&db, &origin, &[gossip_addr(&a)], "1 MiB");
+    let end = Instant::now() + Duration::from_secs(10);
+    while (records(&a) < 2 || records(&b) < 2) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        (records(&a), records(&b)),
+        (2, 2),
+        "the relays know each other"
+    );
+    let got: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..bodies.len())
+            .map(|i| {
+                let addr = a.addr;
+                s.spawn(move || {
+                    let (status, body, _) = get(addr, &format!("/d{i}"), "");
+                    (status, body)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling a child process of this test by its pid.
+        unsafe { libc::kill(b.pid() as libc::pid_t, libc::SIGKILL) };
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, (status, body)) in got.iter().enumerate() {
+        assert_eq!(*status, 200, "/d{i}");
+        assert!(body == &bodies[i], "/d{i}: other bytes");
+    }
+    let broke_off = a
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("broke off"))
+        .count();
+    eprintln!(
+        "12 objects through a relay whose peer died mid-transfer: all right; {broke_off} \
+         chunks continued from the origin where the peer stopped"
+    );
+    assert!(broke_off > 0, "no chunk was mid-transfer from the peer");
 }

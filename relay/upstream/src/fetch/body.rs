@@ -64,21 +64,34 @@ impl Context {
     pub(super) async fn stream(
         &self,
         origin: usize,
+        body: Incoming,
+        writer: FillWriter,
+        meta: &ObjectMeta,
+    ) -> Result<(), FillError> {
+        match self.stream_or_return(origin, body, writer, meta).await {
+            Ok(()) => Ok(()),
+            Err((writer, e)) => {
+                self.fail(writer, e);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Context::stream`], but a body that breaks off gives its writer back, holding what
+    /// it got, so that the rest can come from elsewhere (a chunk from a peer that died
+    /// mid-transfer continues from the origin at the same offset).
+    pub(super) async fn stream_or_return(
+        &self,
+        origin: usize,
         mut body: Incoming,
         mut writer: FillWriter,
         meta: &ObjectMeta,
-    ) -> Result<(), FillError> {
+    ) -> Result<(), (FillWriter, FillError)> {
         while writer.remaining() > 0 {
             let data = match self.next_frame(origin, &mut body).await {
                 Ok(Some(d)) => d,
-                Ok(None) => {
-                    self.fail(writer, FillError::Truncated);
-                    return Err(FillError::Truncated);
-                }
-                Err(e) => {
-                    self.fail(writer, e);
-                    return Err(e);
-                }
+                Ok(None) => return Err((writer, FillError::Truncated)),
+                Err(e) => return Err((writer, e)),
             };
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.
             let n = data.len().min(writer.remaining());
@@ -87,8 +100,7 @@ impl Context {
                 return Ok(());
             }
             if writer.append(&data[..n]).is_err() {
-                self.fail(writer, FillError::Truncated);
-                return Err(FillError::Truncated);
+                return Err((writer, FillError::Truncated));
             }
             self.store.wakers.wake(&writer.fill().watchers);
         }

@@ -4,8 +4,9 @@
 use super::Context;
 use crate::ChunkRequest;
 use crate::head;
-use bytes::Bytes;
-use relay_cache::fill::FillError;
+use hyper::body::Incoming;
+use relay_cache::ObjectMeta;
+use relay_cache::fill::{FillError, FillWriter};
 
 impl Context {
     /// Fills one chunk of a known version.
@@ -23,79 +24,153 @@ impl Context {
         let start = layout.chunk_start(index);
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
-        let range = Some((start, end));
-        // The chunk's owner among the site's relays first, then the origin; an answer from
-        // the owner that does not fit is dropped and the origin asked.
+        // The chunk's owner among the site's relays first, then the origin. An answer from
+        // the owner that does not fit is dropped and the origin asked; one that breaks off
+        // (the owner died mid-transfer) is continued from the origin where it stopped, into
+        // the same fill: the client gets the whole chunk, or a cut connection.
         let mut from_peer = match &peers {
             Some(route) => {
-                self.ask_owner(origin, route, &path, range, None, &forward)
+                self.ask_owner(origin, route, &path, Some((start, end)), None, &forward)
                     .await
             }
             None => None,
         };
-        let (resp, status) = loop {
+        let mut writer = writer;
+        loop {
+            let from = start + (writer.fill().len() - writer.remaining()) as u64;
             let peer = from_peer.is_some();
             let resp = match from_peer.take() {
                 Some(r) => r,
                 None => match self
-                    .send_fill(origin, &path, range, None, &forward, None)
+                    .send_fill(origin, &path, Some((from, end)), None, &forward, None)
                     .await
                 {
                     Ok(r) => r,
                     Err(e) => return self.fail(writer, e),
                 },
             };
-            let status = resp.status().as_u16();
-            let checked = match status {
-                200 | 206 => match head::parse(status, resp.headers()) {
-                    // The object changed between chunks: never stitch two versions together.
-                    Ok(h)
-                        if h.total != Some(meta.len)
-                            || h.etag != meta.etag
-                            || h.last_modified != meta.last_modified =>
-                    {
-                        Err(FillError::Changed)
-                    }
-                    Ok(h) if status == 206 && h.range_start != start => Err(FillError::Truncated),
-                    Ok(_) => Ok(()),
-                    Err(_) => Err(FillError::Truncated),
-                },
-                _ => Err(FillError::Status(status)),
-            };
-            match checked {
-                Ok(()) => {
+            match self.fill_rest(origin, resp, writer, from, &meta).await {
+                Rest::Done => {
                     if peer {
                         self.peer_answered();
                     }
-                    break (resp, status);
+                    return;
                 }
                 // (Another relay may hold another version for a while: the origin says.)
-                Err(_) if peer => self.peer_fell_back(),
-                Err(e) => {
+                Rest::Refused(w, _) if peer => {
+                    self.peer_fell_back();
+                    writer = w;
+                }
+                Rest::Refused(w, e) => {
                     if e == FillError::Changed {
                         self.store.meta.remove(&key.object);
                     }
-                    return self.fail(writer, e);
+                    return self.fail(w, e);
                 }
-            }
-        };
-        let mut body = resp.into_body();
-        let skip = if status == 206 { 0 } else { start };
-        let leftover = if skip > 0 {
-            match self.skip(origin, &mut body, skip).await {
-                Ok(rest) => rest,
-                Err(e) => return self.fail(writer, e),
-            }
-        } else {
-            Bytes::new()
-        };
-        let mut writer = writer;
-        if !leftover.is_empty() {
-            let n = leftover.len().min(writer.remaining());
-            if writer.append(&leftover[..n]).is_err() {
-                return self.fail(writer, FillError::Truncated);
+                Rest::Broke(w, e) if peer => {
+                    self.peer_broke_off(&path, &w, e);
+                    writer = w;
+                }
+                Rest::Broke(w, e) => return self.fail(w, e),
             }
         }
-        let _ = self.stream(origin, body, writer, &meta).await;
     }
+
+    /// The rest of a chunk from the origin, from where a peer's answer broke off (a head
+    /// fetch's first chunk; `Context::chunk` loops on its own).
+    pub(super) async fn resume_from_origin(
+        &self,
+        origin: usize,
+        path: &str,
+        forward: &[(String, Vec<u8>)],
+        writer: FillWriter,
+        meta: &ObjectMeta,
+    ) {
+        let start = self.store.layout.chunk_start(writer.fill().key.index);
+        let end = start + writer.fill().len() as u64 - 1;
+        let from = start + (writer.fill().len() - writer.remaining()) as u64;
+        let resp = match self
+            .send_fill(origin, path, Some((from, end)), None, forward, None)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return self.fail(writer, e),
+        };
+        match self.fill_rest(origin, resp, writer, from, meta).await {
+            Rest::Done => {}
+            Rest::Refused(w, e) | Rest::Broke(w, e) => self.fail(w, e),
+        }
+    }
+
+    /// A peer's answer broke off mid-chunk: logged and counted; the rest comes from the
+    /// origin.
+    pub(super) fn peer_broke_off(&self, path: &str, w: &FillWriter, e: FillError) {
+        log::warn!(
+            "{path} chunk {}: the peer's answer broke off ({e}) after {} of {} bytes; the \
+             rest from the origin",
+            w.fill().key.index,
+            w.fill().len() - w.remaining(),
+            w.fill().len()
+        );
+        self.peer_fell_back();
+    }
+
+    /// Checks `resp`, an answer to a fetch of `writer`'s chunk from byte `from` of the
+    /// object, against `meta` (the same version, the range asked for) and streams its
+    /// bytes into `writer` after what it holds.
+    pub(super) async fn fill_rest(
+        &self,
+        origin: usize,
+        resp: http::Response<Incoming>,
+        mut writer: FillWriter,
+        from: u64,
+        meta: &ObjectMeta,
+    ) -> Rest {
+        let status = resp.status().as_u16();
+        let checked = match status {
+            200 | 206 => match head::parse(status, resp.headers()) {
+                // The object changed between chunks: never stitch two versions together.
+                Ok(h)
+                    if h.total != Some(meta.len)
+                        || h.etag != meta.etag
+                        || h.last_modified != meta.last_modified =>
+                {
+                    Err(FillError::Changed)
+                }
+                Ok(h) if status == 206 && h.range_start != from => Err(FillError::Truncated),
+                Ok(_) => Ok(()),
+                Err(_) => Err(FillError::Truncated),
+            },
+            _ => Err(FillError::Status(status)),
+        };
+        if let Err(e) = checked {
+            return Rest::Refused(writer, e);
+        }
+        let mut body = resp.into_body();
+        // (An origin that ignores Range sends the whole object: skip to `from`.)
+        let skip = if status == 206 { 0 } else { from };
+        if skip > 0 {
+            let leftover = match self.skip(origin, &mut body, skip).await {
+                Ok(rest) => rest,
+                Err(e) => return Rest::Broke(writer, e),
+            };
+            let n = leftover.len().min(writer.remaining());
+            if n > 0 && writer.append(&leftover[..n]).is_err() {
+                return Rest::Broke(writer, FillError::Truncated);
+            }
+        }
+        match self.stream_or_return(origin, body, writer, meta).await {
+            Ok(()) => Rest::Done,
+            Err((w, e)) => Rest::Broke(w, e),
+        }
+    }
+}
+
+/// How a chunk's answer went ([`Context::fill_rest`]).
+pub(super) enum Rest {
+    Done,
+    /// It does not fit (another version, another range, an error status); nothing written.
+    Refused(FillWriter, FillError),
+    /// It broke off; the writer holds what came.
+    Broke(FillWriter, FillError),
 }

@@ -46,6 +46,7 @@ impl Context {
                 }
                 _ => None,
             };
+            let peer_answer = from_peer.is_some();
             let resp = match from_peer {
                 Some(r) => {
                     self.peer_answered();
@@ -191,16 +192,29 @@ impl Context {
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
             // (The fetch's readers are counted by the references to its `Pending`.)
             drop(hints);
-            self.fill_from(
-                origin,
-                shape.partial,
-                body,
-                writer,
-                &object,
-                &meta,
-                keep.as_ref(),
-            )
-            .await;
+            match (peer_answer && shape.partial, writer) {
+                // A peer's first chunk that breaks off continues from the origin where it
+                // stopped, into the same fill.
+                (true, Some(w)) => {
+                    if let Err((w, e)) = self.stream_or_return(origin, body, w, &meta).await {
+                        self.peer_broke_off(&path, &w, e);
+                        self.resume_from_origin(origin, &path, &forward, w, &meta)
+                            .await;
+                    }
+                }
+                (_, writer) => {
+                    self.fill_from(
+                        origin,
+                        shape.partial,
+                        body,
+                        writer,
+                        &object,
+                        &meta,
+                        keep.as_ref(),
+                    )
+                    .await
+                }
+            }
             if let Some(p) = open {
                 self.store.inflight.close_answer(&object, p);
             }
