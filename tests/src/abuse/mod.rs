@@ -429,7 +429,10 @@ impl Attack {
     ///   [`PROVIDED`]) + [`SLACK`] (a connection whose receive buffer is full is not read
     ///   until it is answered; what arrived before it stopped counts against its worker's
     ///   bound; a flood touches every provided receive buffer);
-    /// - idle: connections × [`IDLE_CONN`] + [`SLACK`];
+    /// - idle: connections × [`IDLE_CONN`] + workers × [`PROVIDED`] + [`SLACK`] (half of
+    ///   them send a request at once: when a worker falls behind, the burst lands in every
+    ///   one of its provided receive buffers, the formula's `provided` term; seen once in
+    ///   CI at +47.7 MiB where runs are usually +36 to +40);
     /// - slowloris: connections × [`TRICKLING_CONN`] + [`SLACK`];
     /// - uploads and slow pass readers: `pass_buffer_bytes` + connections ×
     ///   [`BUSY_CONN`] + [`SLACK`] (whatever they hold is within the pass-through budget);
@@ -447,7 +450,7 @@ impl Attack {
             Attack::Flood { .. } => {
                 n * TRICKLING_CONN + settings.workers as u64 * (WORKER_OVERFLOW + PROVIDED) + SLACK
             }
-            Attack::Idle { .. } => n * IDLE_CONN + SLACK,
+            Attack::Idle { .. } => n * IDLE_CONN + settings.workers as u64 * PROVIDED + SLACK,
             Attack::Slowloris { .. } => n * TRICKLING_CONN + SLACK,
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {
                 settings.pass_buffer_bytes + n * BUSY_CONN + SLACK
