@@ -48,6 +48,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The workers relay runs: `workers`, or one per core for 0 (as relay counts them).
+    pub fn worker_count(&self) -> u64 {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()) as u64,
+            n => n as u64,
+        }
+    }
+
     /// Small tiers, so the baseline is small and what an attack adds shows (the tests).
     pub fn small() -> Settings {
         Settings {
@@ -448,9 +456,9 @@ impl Attack {
         let n = self.connections() as u64;
         match self {
             Attack::Flood { .. } => {
-                n * TRICKLING_CONN + settings.workers as u64 * (WORKER_OVERFLOW + PROVIDED) + SLACK
+                n * TRICKLING_CONN + settings.worker_count() * (WORKER_OVERFLOW + PROVIDED) + SLACK
             }
-            Attack::Idle { .. } => n * IDLE_CONN + settings.workers as u64 * PROVIDED + SLACK,
+            Attack::Idle { .. } => n * IDLE_CONN + settings.worker_count() * PROVIDED + SLACK,
             Attack::Slowloris { .. } => n * TRICKLING_CONN + SLACK,
             Attack::Uploads { .. } | Attack::PassReaders { .. } => {
                 settings.pass_buffer_bytes + n * BUSY_CONN + SLACK
