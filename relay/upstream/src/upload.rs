@@ -52,7 +52,9 @@ pub struct Upload {
     /// The worker waiting for room.
     pub watchers: Watchers,
     wakers: Wakers,
-    _reserved: Option<Reservation>,
+    /// The window's share of the pass-through budget: given back once the whole body has
+    /// been sent ([`Upload::release_if_sent`]), or when the upload drops.
+    reserved: Mutex<Option<Reservation>>,
 }
 
 #[derive(Default)]
@@ -127,7 +129,7 @@ impl Upload {
             end: AtomicWaker::new(),
             watchers: Watchers::default(),
             wakers,
-            _reserved: reserved,
+            reserved: Mutex::new(reserved),
         });
         let writer = UploadWriter {
             upload: upload.clone(),
@@ -159,6 +161,26 @@ impl Upload {
     /// The body ended short: its writer was dropped before it was whole.
     pub fn failed(&self) -> bool {
         self.lock().state == End::Failed
+    }
+
+    /// Gives the window's reservation back when the whole body has been sent and nothing
+    /// of it is held any more (the origin answered after reading it all): the answer's own
+    /// window should not need room beside an upload that is over.
+    pub fn release_if_sent(&self) {
+        let over = {
+            let inner = self.lock();
+            // (Written whole, nothing queued, every piece dropped by the connection: sent,
+            // whether or not hyper has asked for the body's end yet.)
+            inner.state == End::Done && inner.queue.is_empty() && inner.held == 0
+        };
+        if over {
+            drop(
+                self.reserved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
+        }
     }
 
     /// Bytes the window holds now.

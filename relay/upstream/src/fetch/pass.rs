@@ -96,6 +96,7 @@ impl Context {
                 let upload = body.upload().clone();
                 let req = request().body(body).map_err(bad)?;
                 let (resp, conn) = self.send_upload(origin, req, &upload).await?;
+                upload.release_if_sent();
                 (resp, Some(conn))
             }
         };
