@@ -161,6 +161,17 @@ fn gossip_addr(r: &Relay) -> SocketAddr {
     r.printed_addr("relay: cluster on udp://")
 }
 
+/// Waits (at most 15 s) until each of `relays` knows the records of all of them.
+fn know_each_other(relays: &[&Relay]) {
+    let n = relays.len();
+    let end = Instant::now() + Duration::from_secs(15);
+    while relays.iter().any(|r| records(r) < n) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let known: Vec<usize> = relays.iter().map(|r| records(r)).collect();
+    assert!(known.iter().all(|&k| k == n), "records known: {known:?}");
+}
+
 /// Records (`relay_cluster_member_info` lines) the relay knows.
 fn records(r: &Relay) -> usize {
     r.metrics()
@@ -187,15 +198,7 @@ fn two_relays_fetch_each_object_from_the_origin_once() {
     let (da, db) = (TempDir::new("peer-a"), TempDir::new("peer-b"));
     let a = cluster_relay(&da, &origin, &[]);
     let b = cluster_relay(&db, &origin, &[gossip_addr(&a)]);
-    let end = Instant::now() + Duration::from_secs(10);
-    while (records(&a) < 2 || records(&b) < 2) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        (records(&a), records(&b)),
-        (2, 2),
-        "the relays know each other"
-    );
+    know_each_other(&[&a, &b]);
     for relay in [&a, &b] {
         for (i, want) in bodies.iter().enumerate() {
             let (status, got, _) = get(relay.addr, &format!("/o{i}"), "");
@@ -291,12 +294,7 @@ fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
     for d in &dirs[1..] {
         relays.push(cluster_relay(d, &origin, &[seed]));
     }
-    let end = Instant::now() + Duration::from_secs(15);
-    while relays.iter().any(|r| records(r) < 5) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let known: Vec<usize> = relays.iter().map(records).collect();
-    assert!(known.iter().all(|&n| n == 5), "records known: {known:?}");
+    know_each_other(&relays.iter().collect::<Vec<_>>());
     let mut zipf = relay_tests::Zipf::new(bodies.len(), 0x2545_f491_4f6c_dd1d);
     let mut asked = vec![std::collections::HashSet::new(); bodies.len()];
     for _ in 0..400 {
@@ -349,15 +347,7 @@ fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
     let (da, db) = (TempDir::new("die-a"), TempDir::new("die-b"));
     let a = cluster_relay_chunked(&da, &origin, &[], "1 MiB");
     let b = cluster_relay_chunked(&db, &origin, &[gossip_addr(&a)], "1 MiB");
-    let end = Instant::now() + Duration::from_secs(10);
-    while (records(&a) < 2 || records(&b) < 2) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        (records(&a), records(&b)),
-        (2, 2),
-        "the relays know each other"
-    );
+    know_each_other(&[&a, &b]);
     let got: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..bodies.len())
             .map(|i| {

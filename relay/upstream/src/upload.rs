@@ -142,11 +142,6 @@ impl Upload {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The body's length, when known.
-    pub fn length(&self) -> Option<u64> {
-        self.len
-    }
-
     /// Polls for the body's end: the origin's connection has taken its last piece, or the
     /// body failed (its client left, or was cut). (One task waits on it: the pass job.)
     pub fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -237,10 +232,6 @@ impl UploadWriter {
     /// The whole body is written.
     pub fn finish(mut self) {
         self.finished = true;
-    }
-
-    pub fn upload(&self) -> &Arc<Upload> {
-        &self.upload
     }
 }
 
