@@ -15,6 +15,7 @@ pub mod abuse;
 pub mod client;
 pub mod netns;
 pub mod origin;
+pub mod steer_site;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -24,21 +24,16 @@
 //! Root only; otherwise prints `SKIPPED: ...`. Every namespace is removed by its guard.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use relay_tests::netns::{BpfFs, Bridge, Namespace, in_netns, is_root, run};
+use relay_tests::netns::{BpfFs, in_netns, is_root};
+use relay_tests::steer_site::{
+    CLIENT_MAC, ENTRY, ENTRY_MAC, PORT, Site, VIP, ask, attach_decap, attach_entry, connect, share,
+    spread, status_value, steer, wait_node_state,
+};
 use relay_tests::{Relay, TempDir, relay_bin};
 
-const VIP: &str = "10.200.251.1";
-const PORT: u16 = 8080;
-const CLIENT: &str = "10.200.250.2";
-const ENTRY: &str = "10.200.250.3";
-const ENTRY_MAC: &str = "02:00:00:00:fa:03";
-const CLIENT_MAC: &str = "02:00:00:00:fa:02";
 const RELAYS: [(&str, &str, &str, u32); 3] = [
     ("r1", "10.200.250.11", "02:00:00:00:fa:11", 100),
     ("r2", "10.200.250.12", "02:00:00:00:fa:12", 200),
@@ -52,58 +47,6 @@ const FLOWS: usize = 1200;
 const PHASE_FLOWS: usize = 600;
 /// Port of the relays' admin listener (`/healthz`), on their own address.
 const ADMIN_PORT: u16 = 9090;
-
-/// The site's namespaces; each guard deletes its namespace (and the links in it) on drop.
-struct Site {
-    lan: Bridge,
-    client: Namespace,
-    entry: Namespace,
-    relays: Vec<Namespace>,
-}
-
-impl Site {
-    fn new() -> std::io::Result<Site> {
-        let lan = Bridge::new("lan")?;
-        // br_netfilter (when built in) would check IPv4 headers at the bridge and drop the
-        // malformed burst before it reaches the entry: the wire should not be that tidy.
-        for key in ["call-iptables", "call-ip6tables", "call-arptables"] {
-            let _ = lan.ns.sysctl(&format!("net/bridge/bridge-nf-{key}"), "0");
-        }
-        let client = Namespace::new("cli")?;
-        let entry = Namespace::new("ent")?;
-        let mut relays = Vec::new();
-        for _ in RELAYS {
-            relays.push(Namespace::new("rel")?);
-        }
-        let site = Site {
-            lan,
-            client,
-            entry,
-            relays,
-        };
-        site.plug(&site.client, "p-cli", CLIENT, CLIENT_MAC)?;
-        site.plug(&site.entry, "p-ent", ENTRY, ENTRY_MAC)?;
-        for (ns, (name, addr, mac, _)) in site.relays.iter().zip(RELAYS) {
-            site.plug(ns, &format!("p-{name}"), addr, mac)?;
-            run(ns
-                .ip()
-                .args(["addr", "add", &format!("{VIP}/32"), "dev", "lo"]))?;
-            ns.sysctl("net/ipv4/conf/all/arp_announce", "2")?;
-            ns.sysctl("net/ipv4/conf/all/rp_filter", "0")?;
-            ns.sysctl("net/ipv4/conf/eth0/rp_filter", "0")?;
-        }
-        run(site
-            .client
-            .ip()
-            .args(["route", "add", &format!("{VIP}/32"), "via", ENTRY]))?;
-        Ok(site)
-    }
-
-    /// A veth from `ns` (as `eth0`, with `addr`/24 and `mac`) to the bridge (as `port`).
-    fn plug(&self, ns: &Namespace, port: &str, addr: &str, mac: &str) -> std::io::Result<()> {
-        self.lan.plug(ns, port, &format!("{addr}/24"), Some(mac))
-    }
-}
 
 /// The `[steer]` of the entry: the service, the three relays with their health-check address
 /// (`down` configured down; all of weight 100 with `equal`, else their `RELAYS` weight), and
@@ -127,145 +70,6 @@ fn entry_steer(pin_root: &Path, down: Option<&str>, equal: bool) -> String {
     text
 }
 
-/// The entry's `relay steer status` until its `nodes` line shows `addr=state` (every 20 ms,
-/// at most 10 s); how long that took, or None.
-fn wait_node_state(site: &Site, pins: &Path, addr: &str, state: &str) -> Option<Duration> {
-    let started = Instant::now();
-    let want = format!("{addr}={state}");
-    for _ in 0..500 {
-        let text =
-            String::from_utf8_lossy(&steer(&site.entry, &["status"], pins).stdout).into_owned();
-        let shown = text
-            .lines()
-            .find_map(|l| l.trim_start().strip_prefix("nodes"))
-            .is_some_and(|nodes| nodes.split_whitespace().any(|w| w == want));
-        if shown {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-fn relay_steer_config() -> &'static str {
-    "[steer]\ndecap = true\nencap_source_v4 = \"10.200.252.0/24\"\n"
-}
-
-/// `relay steer ARGS` in `ns`, with the pin root under `pins`.
-fn steer(ns: &Namespace, args: &[&str], pin_root: &Path) -> Output {
-    let out = ns
-        .exec(relay_bin())
-        .arg("steer")
-        .args(args)
-        .arg("--pin-root")
-        .arg(pin_root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run relay steer");
-    assert!(
-        out.status.success(),
-        "relay steer {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A counter from `relay steer status`: `field` is `pass`/`drop`/`tx` (packets of a verdict
-/// line) or a reason name (from the `reasons` line).
-fn status_value(text: &str, field: &str) -> u64 {
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some(first) if first == field => {
-                return words
-                    .find_map(|w| w.strip_prefix("packets="))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-            Some("reasons") => {
-                for word in words {
-                    if let Some(n) = word.strip_prefix(&format!("{field}=")) {
-                        return n.parse().unwrap_or(0);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    0
-}
-
-/// One HTTP/1.1 GET of `/who` on `stream`; the relay's name (the body), if it answered.
-fn ask(stream: &mut TcpStream, close: bool) -> Option<String> {
-    let connection = if close { "close" } else { "keep-alive" };
-    let request = format!("GET /who HTTP/1.1\r\nHost: vip\r\nConnection: {connection}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    for _ in 0..64 {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(usize::MAX);
-            if body.len() >= len {
-                return head
-                    .starts_with("HTTP/1.1 200")
-                    .then(|| body[..len].to_owned());
-            }
-        }
-    }
-    None
-}
-
-fn connect() -> Option<TcpStream> {
-    let addr: SocketAddr = format!("{VIP}:{PORT}").parse().expect("VIP");
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
-    Some(stream)
-}
-
-/// `n` fresh flows from the client (one request each); responses per relay, and failures.
-fn spread(site: &Site, n: usize) -> (HashMap<String, usize>, usize) {
-    in_netns(site.client.name(), || {
-        let started = Instant::now();
-        let mut served = HashMap::new();
-        let mut failed = 0;
-        for _ in 0..n {
-            if started.elapsed() > Duration::from_secs(60) {
-                failed += 1;
-                continue;
-            }
-            match connect().and_then(|mut s| ask(&mut s, true)) {
-                Some(who) => *served.entry(who).or_insert(0) += 1,
-                None => failed += 1,
-            }
-        }
-        (served, failed)
-    })
-    .expect("enter the client namespace")
-}
-
-fn share(served: &HashMap<String, usize>, name: &str, total: usize) -> f64 {
-    *served.get(name).unwrap_or(&0) as f64 / total as f64
-}
-
 #[test]
 fn flows_spread_by_weight_and_fail_over() {
     let test = "flows_spread_by_weight_and_fail_over";
@@ -276,7 +80,8 @@ fn flows_spread_by_weight_and_fail_over() {
     let relay = relay_bin();
     assert!(relay.exists(), "relay binary {} missing", relay.display());
     let bpffs = BpfFs::new("steer-e2e-bpf").expect("bpffs for the pins");
-    let site = Site::new().expect("namespaces, bridge and veths");
+    let site =
+        Site::new(&RELAYS.map(|(n, a, m, _)| (n, a, m))).expect("namespaces, bridge and veths");
     let configs = TempDir::new("steer-e2e-cfg");
 
     // Entry: relay_steer with the service and the nodes.
@@ -292,23 +97,10 @@ fn flows_spread_by_weight_and_fail_over() {
         "entry.toml",
         with_origin(&entry_steer(&entry_pins, None, false)).as_bytes(),
     );
-    let attach = site
-        .entry
-        .exec(&relay)
-        .args([
-            "steer", "attach", "--iface", "eth0", "--mode", "skb", "--config",
-        ])
-        .arg(&entry_config)
-        .arg("--pin-root")
-        .arg(&entry_pins)
-        .output()
-        .expect("run relay steer attach");
-    let attach_err = String::from_utf8_lossy(&attach.stderr);
-    if !attach.status.success() && attach_err.contains("built without XDP programs") {
+    if !attach_entry(&site, &entry_config, &entry_pins) {
         eprintln!("SKIPPED: {test}: {} has no XDP object", relay.display());
         return;
     }
-    assert!(attach.status.success(), "entry attach: {attach_err}");
 
     // Relays: decap program and the relay daemon on the VIP, admin (`/healthz`) on eth0.
     let mut daemons = Vec::new();
@@ -317,28 +109,7 @@ fn flows_spread_by_weight_and_fail_over() {
     for (ns, (name, addr, ..)) in site.relays.iter().zip(RELAYS) {
         let dir = TempDir::new(&format!("steer-e2e-{name}"));
         dir.write("who", name.as_bytes());
-        let steer_config = configs.write(
-            &format!("{name}-steer.toml"),
-            format!(
-                "[origin]\ndirectory = \"{}\"\n\n{}",
-                dir.path().display(),
-                relay_steer_config()
-            )
-            .as_bytes(),
-        );
-        steer(
-            ns,
-            &[
-                "attach",
-                "--iface",
-                "eth0",
-                "--mode",
-                "skb",
-                "--config",
-                steer_config.to_str().unwrap(),
-            ],
-            &bpffs.path().join(name),
-        );
+        attach_decap(ns, name, dir.path(), &configs, &bpffs.path().join(name));
         let config = format!(
             "[server]\nlisten = \"{VIP}:{PORT}\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\nmemory_bytes = 1048576\n\n[origin]\ndirectory = \"{}\"\n\n[admin]\nlisten = \"{addr}:{ADMIN_PORT}\"\n",
             dir.path().display()

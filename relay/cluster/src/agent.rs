@@ -52,6 +52,15 @@ impl View {
         self.records.all()
     }
 
+    /// The records of the live members of `site` and this relay's own (`me`): a record may
+    /// outlive its member a little, so records alone are not the members.
+    pub fn site_records(&self, me: SocketAddr, site: &str) -> Vec<Record> {
+        let live: Vec<SocketAddr> = self.members().iter().map(|m| m.addr).collect();
+        let mut records = self.records();
+        records.retain(|r| (r.node == me || live.contains(&r.node)) && r.site == site);
+        records
+    }
+
     /// What the agent received, by outcome.
     pub fn received(&self) -> Received {
         *self.received.lock().unwrap_or_else(|p| p.into_inner())
@@ -143,6 +152,7 @@ impl Agent {
             site: config.site.clone(),
             http,
             weight: config.weight,
+            steer: config.steer_address.unwrap_or(addr.ip()),
         };
         let seed = id.boot ^ u64::from(std::process::id());
         let node = Node::new(id, key, timings, seed, record);
@@ -279,7 +289,21 @@ fn apply(socket: &UdpSocket, node: &Node, out: &mut Vec<Output>, timers: &mut Ti
                 let _ = socket.send_to(&packet, to);
             }
             Output::Timer { after, timer } => timers.add(Instant::now() + after, timer),
-            Output::Up(_) | Output::Down(_) => changed = true,
+            Output::Up(id) => {
+                log::info!("cluster: {} is a member (life {})", id.addr, id.boot);
+                changed = true;
+            }
+            Output::Down(id) => {
+                log::warn!("cluster: {} declared down (life {})", id.addr, id.boot);
+                changed = true;
+            }
+            Output::Rejoined(id) => log::warn!(
+                "cluster: the others had declared this relay down; rejoined as life {}",
+                id.boot
+            ),
+            Output::Defunct => log::error!(
+                "cluster: the others declared this relay down and it cannot rejoin by itself"
+            ),
         }
     }
     if changed {

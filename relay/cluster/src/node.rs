@@ -51,6 +51,11 @@ pub enum Output {
     Up(NodeId),
     /// A member was declared down.
     Down(NodeId),
+    /// This relay learnt the others had declared it down, and came back as `NodeId` (a
+    /// newer life); its record has been sent to every member again.
+    Rejoined(NodeId),
+    /// This relay learnt it was declared down and could not come back by itself.
+    Defunct,
 }
 
 /// Counts of what a node received.
@@ -234,6 +239,14 @@ impl Node {
                     self.records.forget(&id.addr);
                     out.push(Output::Down(id));
                 }
+                OwnedNotification::Rejoin(id) => {
+                    // The others forgot this relay's record when they declared it down, and
+                    // those it still counts as members will not see it join: tell them all.
+                    self.tell
+                        .extend(self.foca.iter_members().map(|m| m.id().addr));
+                    out.push(Output::Rejoined(id));
+                }
+                OwnedNotification::Defunct => out.push(Output::Defunct),
                 _ => {}
             }
         }

@@ -1,12 +1,13 @@
 //! What each member says about itself, carried in gossip as a foca custom broadcast: its
-//! site, the HTTP address other relays fetch from, its weight. A member publishes its
+//! site, the HTTP address other relays fetch from, its weight, the address steered flows
+//! reach it at. A member publishes its
 //! record at start and again now and then (a broadcast is sent only so many times, and a
 //! relay that joins later must still learn it); a newer version replaces an older one, and
 //! a member's record goes when the member does.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 /// The most a record may take in a packet (its encoding).
@@ -27,6 +28,8 @@ pub struct Record {
     pub http: SocketAddr,
     /// Its share of the site's work relative to the others (100: an ordinary relay).
     pub weight: u32,
+    /// Where steered flows reach it: the outer destination of encapsulated packets.
+    pub steer: IpAddr,
 }
 
 impl Record {

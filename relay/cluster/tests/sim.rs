@@ -56,6 +56,7 @@ fn record(i: usize) -> Record {
         site: format!("site-{}", i % 2),
         http: SocketAddr::new(addr(i).ip(), 8080),
         weight: 100,
+        steer: addr(i).ip(),
     }
 }
 
@@ -141,6 +142,7 @@ impl Sim {
                 }
                 Output::Up(id) => self.log.push((self.now, i, id, true)),
                 Output::Down(id) => self.log.push((self.now, i, id, false)),
+                Output::Rejoined(_) | Output::Defunct => {}
             }
         }
     }

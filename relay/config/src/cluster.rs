@@ -1,7 +1,7 @@
 //! `[cluster]`: gossip membership with the other relays of a site (`relay-cluster`). Absent:
 //! this relay stands alone.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,10 @@ pub struct ClusterConfig {
     /// TCP address other relays' chunk requests are served on (HTTP/1.1, each request
     /// authenticated under the cluster key: `relay_cluster::peer`); None: no peer listener.
     pub peer_listen: Option<SocketAddr>,
+    /// The address steered flows reach this relay at (the outer destination of the
+    /// encapsulated packets other relays' `relay_steer` sends it), told to the others;
+    /// None: the host of the gossip address the others reach.
+    pub steer_address: Option<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -48,9 +52,17 @@ pub(crate) struct RawCluster {
     site: Option<Spanned<String>>,
     weight: Option<Spanned<u64>>,
     peer_listen: Option<Spanned<String>>,
+    steer_address: Option<Spanned<String>>,
 }
 
 impl ClusterConfig {
+    /// The address steered flows reach this relay at: `steer_address`, else the host of
+    /// the gossip address the others reach.
+    pub fn steer_advertised(&self) -> IpAddr {
+        self.steer_address
+            .unwrap_or_else(|| self.advertise.unwrap_or(self.listen).ip())
+    }
+
     /// The address other relays reach this one's peer listener at, once it is bound
     /// (`bound`: its real port when 0 was asked for): its own address, or, when it listens
     /// on every address, the host of the gossip address the others reach.
@@ -157,6 +169,19 @@ pub(crate) fn cluster(
             None => Ok(Some(a)),
         }
     })?;
+    let (steer_address, _) =
+        check(
+            src,
+            "cluster.steer_address",
+            raw.steer_address,
+            None,
+            |s| match s.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => Ok(Some(ip)),
+                _ => Err(format!(
+                    "must be the IP address steered flows reach this relay at, got {s:?}"
+                )),
+            },
+        )?;
     Ok(Some((
         ClusterConfig {
             listen,
@@ -168,6 +193,7 @@ pub(crate) fn cluster(
             site,
             weight: weight as u32,
             peer_listen,
+            steer_address,
         },
         key_span,
     )))
@@ -311,6 +337,52 @@ mod tests {
         assert_eq!(c.peer_advertised(bound), "192.0.2.11:7947".parse().unwrap());
         let own = "10.0.0.5:7947".parse().unwrap();
         assert_eq!(c.peer_advertised(own), own);
+    }
+
+    #[test]
+    fn steering_from_the_cluster_needs_it_and_names_its_keys() {
+        let c = parse("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\n").unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.steer_address, None);
+        assert_eq!(
+            cluster.steer_advertised(),
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        let with = |extra: &str| {
+            Config::from_str(
+                &format!(
+                    "{BASE}[cluster]\nlisten = \"10.0.0.1:7946\"\nkey_file = \"k\"\n\
+                     steer_address = \"10.9.0.1\"\n\n[steer]\ncluster_nodes = true\n{extra}"
+                ),
+                Path::new("/etc/relay"),
+                "relay.toml",
+            )
+        };
+        let c = with("cluster_next_hop = \"10.0.0.254\"\n").unwrap();
+        assert!(c.steer.cluster_nodes);
+        assert_eq!(
+            c.steer.cluster_next_hop,
+            Some("10.0.0.254".parse().unwrap())
+        );
+        let cluster = c.cluster.unwrap();
+        assert_eq!(
+            cluster.steer_advertised(),
+            "10.9.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        let e = with("cluster_next_hop = \"fe80::1\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("steer.cluster_next_hop"));
+        // Without [cluster] there are no relays to steer to.
+        let e = Config::from_str(
+            &format!("{BASE}[steer]\ncluster_nodes = true\n"),
+            Path::new("/"),
+            "relay.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("steer.cluster_nodes"));
+        assert!(e.to_string().contains("[cluster]"), "{e}");
+        let (_, key, _) =
+            refused("listen = \"10.0.0.1:7946\"\nkey_file = \"k\"\nsteer_address = \"0.0.0.0\"\n");
+        assert_eq!(key, "cluster.steer_address");
     }
 
     #[test]

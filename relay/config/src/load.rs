@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::bytesize::ByteSize;
 use crate::error::{ConfigError, ErrorKind, Source};
-use crate::raw::{RawAdmin, RawCache, RawConfig, RawHttpOrigin, RawServer, RawSteer};
+use crate::raw::{RawAdmin, RawCache, RawConfig, RawHttpOrigin, RawServer};
 use crate::schema::*;
 
 impl Config {
@@ -89,7 +89,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
 
     let server = server(src, raw.server)?;
     let (cache, memory_bytes_span) = cache(src, raw.cache)?;
-    let steer = steer(src, raw.steer)?;
+    let steer = crate::steer::steer(src, raw.steer, raw.cluster.is_some())?;
     let admin = admin(src, raw.admin, server.listen)?;
     let mut taken = vec![("server.listen", server.listen)];
     if admin.enabled {
@@ -518,10 +518,6 @@ fn admin(
         listen,
         purge_token,
     })
-}
-
-fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
-    crate::steer::steer(src, raw)
 }
 
 fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrigin, ConfigError> {

@@ -110,6 +110,8 @@ pub(crate) struct RawSteer {
     pub(crate) encap_source_v4: Option<Spanned<String>>,
     pub(crate) encap_source_v6: Option<Spanned<String>>,
     pub(crate) proximity_rtt_us: Option<Spanned<u64>>,
+    pub(crate) cluster_nodes: Option<Spanned<bool>>,
+    pub(crate) cluster_next_hop: Option<Spanned<String>>,
     pub(crate) guard: RawSteerGuard,
     pub(crate) health: RawSteerHealth,
     pub(crate) services: Vec<RawSteerService>,

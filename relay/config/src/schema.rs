@@ -358,6 +358,14 @@ pub struct SteerConfig {
     /// Nodes within this round-trip time count fully; farther ones lose weight in
     /// proportion (default 1000 µs).
     pub proximity_rtt_us: u64,
+    /// The live relays of this relay's site (`[cluster]`) are nodes of the tables beside
+    /// `nodes`: their weight, their health (a member, whose HTTP address connects) and their
+    /// measured round trip, so a relay that joins gets flows and one that dies loses them
+    /// without a config edit. Needs `[cluster]` (default false).
+    pub cluster_nodes: bool,
+    /// A router towards the site's relays, whose MAC steered packets are sent to; None
+    /// (default): the relays share this relay's link and each one's MAC is looked up.
+    pub cluster_next_hop: Option<IpAddr>,
     /// `[steer.guard]`.
     pub guard: SteerGuard,
     /// `[steer.health]`.
@@ -383,6 +391,8 @@ impl Default for SteerConfig {
             encap_source_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
             encap_source_v6: (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
             proximity_rtt_us: DEFAULT_PROXIMITY_RTT_US,
+            cluster_nodes: false,
+            cluster_next_hop: None,
             guard: SteerGuard::default(),
             health: SteerHealth::default(),
             services: Vec::new(),

@@ -12,7 +12,13 @@ use crate::load::{check, in_range};
 use crate::raw::{RawSteer, RawSteerGuard, RawSteerHealth, RawSteerNode, RawSteerService};
 use crate::schema::*;
 
-pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, ConfigError> {
+/// `[steer]` checked; `has_cluster`: whether the config has a `[cluster]` (which
+/// `steer.cluster_nodes` needs).
+pub(crate) fn steer(
+    src: Source<'_>,
+    raw: RawSteer,
+    has_cluster: bool,
+) -> Result<SteerConfig, ConfigError> {
     let defaults = SteerConfig::default();
     let iface = optional(src, "steer.iface", raw.iface, |s| {
         let bad = s.is_empty()
@@ -125,6 +131,34 @@ pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, Confi
         defaults.proximity_rtt_us,
         in_range(1, 60_000_000),
     )?;
+    let (cluster_nodes, _) =
+        check(
+            src,
+            "steer.cluster_nodes",
+            raw.cluster_nodes,
+            false,
+            |on| match on && !has_cluster {
+                true => Err(
+                    "the site's relays come from [cluster], which this config has not: \
+                         add [cluster] or list the relays as [[steer.nodes]]"
+                        .to_owned(),
+                ),
+                false => Ok(on),
+            },
+        )?;
+    let cluster_next_hop =
+        optional(
+            src,
+            "steer.cluster_next_hop",
+            raw.cluster_next_hop,
+            |s| match parse_ip(s)? {
+                IpAddr::V6(_) => Err(format!(
+                    "IPv6 next hops are not resolved; the site's relays must share the link, \
+                 got {s:?}"
+                )),
+                ip => Ok(ip),
+            },
+        )?;
     let guard = guard(src, raw.guard)?;
     let health = health(src, raw.health)?;
     let services = services(src, raw.services)?;
@@ -152,6 +186,8 @@ pub(crate) fn steer(src: Source<'_>, raw: RawSteer) -> Result<SteerConfig, Confi
         encap_source_v4,
         encap_source_v6,
         proximity_rtt_us,
+        cluster_nodes,
+        cluster_next_hop,
         guard,
         health,
         services,

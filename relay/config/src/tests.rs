@@ -130,6 +130,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "server.workers",
             "server.zerocopy_min_bytes",
             "server.zerocopy_unregistered_min_bytes",
+            "steer.cluster_nodes",
             "steer.decap",
             "steer.encap_source_v4",
             "steer.encap_source_v6",

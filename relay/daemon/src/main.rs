@@ -199,6 +199,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         peers,
     };
     let cluster_config = config.cluster.clone();
+    let steer_cluster = config.steer.cluster_nodes;
     let server = relay_server::serve(config, listeners, parts)?;
     let cluster = match (&cluster_config, cluster_key) {
         (Some(c), Some(key)) => {
@@ -213,6 +214,10 @@ fn run(path: &std::path::Path) -> Result<()> {
             // before the origin (every relay of a site needs one).
             if let (Some(slot), Some(key)) = (&peer_slot, peer_key) {
                 let _ = slot.set(site_peers(&agent, &c.site, key));
+            }
+            // The steering tables follow the site's live relays.
+            if steer_cluster {
+                steer.follow(site_members(&agent, &c.site));
             }
             Some(agent)
         }
@@ -285,14 +290,10 @@ fn site_peers(
     let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
     relay_upstream::Peers {
         owner: Box::new(move |name| {
-            // The live members' records (a record may outlive its member a little) and
-            // this relay's own.
-            let live: Vec<std::net::SocketAddr> = view.members().iter().map(|m| m.addr).collect();
-            let records = view.records();
+            let records = view.site_records(me, &site);
             let candidates: Vec<Candidate> = records
                 .iter()
-                .filter(|r| r.node == me || live.contains(&r.node))
-                .filter(|r| r.site == site && r.weight > 0)
+                .filter(|r| r.weight > 0)
                 .map(|r| Candidate::new(r.node, r.weight))
                 .collect();
             let owner = *owners(key_hash(name), &candidates, 1).first()?;
@@ -304,6 +305,24 @@ fn site_peers(
         key,
         node: agent.addr.to_string(),
     }
+}
+
+/// The live relays of `site` (this one's included) as steering nodes: what the keeper asks
+/// at every check interval with `steer.cluster_nodes`.
+fn site_members(agent: &relay_cluster::Agent, site: &str) -> relay_steer::members::MemberSource {
+    let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
+    std::sync::Arc::new(move || {
+        view.site_records(me, &site)
+            .into_iter()
+            .map(|r| relay_steer::members::Member {
+                name: r.node.to_string(),
+                address: r.steer,
+                weight: r.weight,
+                local: r.node == me,
+                probe: r.http,
+            })
+            .collect()
+    })
 }
 
 /// Joins the cluster `[cluster]` describes under `key`: the gossip socket bound, the agent's

@@ -124,6 +124,23 @@ pub fn check(addr: SocketAddr, path: &str, timeout: Duration) -> Checked {
     Checked { rtt, result }
 }
 
+/// A check that only connects: a relay of the site (`steer.cluster_nodes`) is probed at its
+/// HTTP address for other relays, where a request would need the cluster's credentials.
+/// Passes when the connect does within `timeout`, which is also the round trip measured.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> Checked {
+    let started = Instant::now();
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(_) => Checked {
+            rtt: Some(started.elapsed()),
+            result: Ok(()),
+        },
+        Err(e) => Checked {
+            rtt: None,
+            result: Err(format!("connect {addr}: {e}")),
+        },
+    }
+}
+
 /// The request and status line of a check on a connected `stream`.
 fn ask(
     mut stream: TcpStream,

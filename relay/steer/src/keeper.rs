@@ -14,6 +14,11 @@
 //! proximity factor by more than `rtt_change_percent` (or when a node goes down or up). The
 //! measured round trips are logged with every sync.
 //!
+//! With `steer.cluster_nodes`, the live relays of the site are nodes too: the daemon hands
+//! the keeper their source ([`Keeper::follow`]), asked at every check interval; a relay that
+//! joins or leaves the cluster (or changes its weight) is a sync, and each is checked by a
+//! TCP connect to its HTTP address ([`crate::members`]).
+//!
 //! Nothing here stops the daemon: a sync that fails (program not attached, not root) is
 //! logged and tried again at the next reload, health change or proximity change.
 
@@ -21,9 +26,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use relay_config::SteerConfig;
+use relay_config::{SteerConfig, SteerNode};
 
 use crate::health::{self, Change, Checked, Tracker};
+use crate::members::{Macs, MemberSource};
 use crate::proximity::{self, Proximity};
 use crate::{Plan, SteerError, SyncReport};
 
@@ -48,6 +54,22 @@ struct State {
     stop: bool,
     /// Bumped by every reload, so the thread does not apply checks of an older config.
     generation: u64,
+    /// Where the site's live relays come from (`steer.cluster_nodes`), once the cluster is
+    /// joined.
+    source: Option<MemberSource>,
+    /// The site's relays as nodes, as the last sync saw them (beside the config's nodes).
+    members: Vec<SteerNode>,
+}
+
+impl State {
+    /// Every node of the plan: the configured ones and the site's relays.
+    fn nodes(&self) -> impl Iterator<Item = &SteerNode> {
+        self.config.nodes.iter().chain(&self.members)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes().map(|n| n.name.clone()).collect()
+    }
 }
 
 impl Keeper {
@@ -60,6 +82,8 @@ impl Keeper {
                 proximity: Proximity::default(),
                 stop: false,
                 generation: 0,
+                source: None,
+                members: Vec::new(),
             }),
             wake: Condvar::new(),
         });
@@ -93,7 +117,11 @@ impl Keeper {
         let mut state = self.shared.lock();
         state.config = config.clone();
         state.generation += 1;
-        let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+        if !config.cluster_nodes {
+            state.members.clear();
+        }
+        let names = state.names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         state.tracker.retain(&names);
         if config.health.measure_rtt {
             state.proximity.retain(&names);
@@ -104,6 +132,13 @@ impl Keeper {
             sync_logged(&mut state, "reload");
         }
         drop(state);
+        self.shared.wake.notify_all();
+    }
+
+    /// Has the site's live relays (`steer.cluster_nodes`) come from `source` from now on:
+    /// they are looked at once at once, then at every check interval.
+    pub fn follow(&self, source: MemberSource) {
+        self.shared.lock().source = Some(source);
         self.shared.wake.notify_all();
     }
 
@@ -140,6 +175,7 @@ impl Shared {
 /// measured round trips (as applied at the last sync) in place of the configured ones.
 fn effective_plan(state: &State) -> Result<Plan, SteerError> {
     let mut config = state.config.clone();
+    config.nodes.extend(state.members.iter().cloned());
     for node in &mut config.nodes {
         node.up = node.up && state.tracker.is_up(&node.name);
         node.rtt_us = state.proximity.rtt_us(&node.name, node.rtt_us);
@@ -164,20 +200,19 @@ fn sync_logged(state: &mut State, why: &str) {
     match sync(state) {
         Ok(Some(report)) => {
             let down: Vec<&str> = state
-                .config
-                .nodes
-                .iter()
+                .nodes()
                 .filter(|n| !(n.up && state.tracker.is_up(&n.name)))
                 .map(|n| n.name.as_str())
                 .collect();
             let rtt = state
                 .proximity
-                .describe(state.config.nodes.iter().map(|n| n.name.as_str()));
+                .describe(state.nodes().map(|n| n.name.as_str()));
             log::info!(
-                "steer: synced {iface} ({why}): {} services, {} nodes, {} down {down:?}, \
-                 rtt [{rtt}], table half {}",
+                "steer: synced {iface} ({why}): {} services, {} nodes ({} of the site), {} down \
+                 {down:?}, rtt [{rtt}], table half {}",
                 state.config.services.len(),
-                state.config.nodes.len(),
+                state.nodes().count(),
+                state.members.len(),
                 down.len(),
                 report.half
             );
@@ -192,10 +227,21 @@ fn sync_logged(state: &mut State, why: &str) {
     }
 }
 
-/// The health thread: every `interval_ms`, checks every node that has a `health_check`
-/// address (in parallel, each bounded by `timeout_ms`), and syncs when a node changes.
-/// Runs until the keeper is dropped.
+/// How a node is checked.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// `GET <steer.health.path>`, 200 passes (a configured node's `health_check`).
+    Http,
+    /// A TCP connect (a relay of the site, at its HTTP address for other relays).
+    Connect,
+}
+
+/// The health thread: every `interval_ms`, takes in the site's live relays (with
+/// `steer.cluster_nodes`), checks every node that has a `health_check` address (in
+/// parallel, each bounded by `timeout_ms`), and syncs when a node changes. Runs until the
+/// keeper is dropped.
 fn health_loop(shared: &Shared) {
+    let mut macs = Macs::default();
     let mut state = shared.lock();
     while !state.stop {
         let interval = Duration::from_millis(state.config.health.interval_ms);
@@ -209,43 +255,43 @@ fn health_loop(shared: &Shared) {
         }
         let generation = state.generation;
         let health = state.config.health.clone();
-        let targets: Vec<(String, std::net::SocketAddr)> = state
+        let source = match state.config.cluster_nodes {
+            true => state.source.clone(),
+            false => None,
+        };
+        let next_hop = state.config.cluster_next_hop;
+        let configured: Vec<String> = state.config.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut targets: Vec<(String, std::net::SocketAddr, Probe)> = state
             .config
             .nodes
             .iter()
             .filter(|n| !n.local)
-            .filter_map(|n| Some((n.name.clone(), n.health_check?)))
+            .filter_map(|n| Some((n.name.clone(), n.health_check?, Probe::Http)))
             .collect();
-        if targets.is_empty() {
-            continue;
-        }
         drop(state);
-        let timeout = Duration::from_millis(health.timeout_ms);
-        let results: Vec<(String, Checked)> = std::thread::scope(|scope| {
-            let checks: Vec<_> = targets
-                .iter()
-                .map(|(name, addr)| {
-                    let path = health.path.as_str();
-                    (
-                        name,
-                        scope.spawn(move || health::check(*addr, path, timeout)),
-                    )
-                })
-                .collect();
-            checks
-                .into_iter()
-                .map(|(name, check)| {
-                    let result = check.join().unwrap_or_else(|_| Checked {
-                        rtt: None,
-                        result: Err("the check panicked".to_owned()),
-                    });
-                    (name.clone(), result)
-                })
-                .collect()
-        });
+        // Asked without the lock: the lookups of new relays' MACs may take a second.
+        let members = source.map(|source| macs.nodes(&source(), next_hop, &configured));
+        for node in members.iter().flatten().filter(|n| !n.local) {
+            if let Some(addr) = node.health_check {
+                targets.push((node.name.clone(), addr, Probe::Connect));
+            }
+        }
+        let results = check_all(&targets, &health);
         state = shared.lock();
         if state.stop || state.generation != generation {
             continue;
+        }
+        let mut joined = false;
+        if let Some(members) = members
+            && members != state.members
+        {
+            log_members(&state.members, &members);
+            state.members = members;
+            let names = state.names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            state.tracker.retain(&names);
+            state.proximity.retain(&names);
+            joined = true;
         }
         let mut changes: Vec<Change> = Vec::new();
         for (name, checked) in results {
@@ -259,12 +305,8 @@ fn health_loop(shared: &Shared) {
                 health.up_after,
             ));
         }
-        let configured: Vec<(&str, u64)> = state
-            .config
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.rtt_us))
-            .collect();
+        let configured: Vec<(&str, u64)> =
+            state.nodes().map(|n| (n.name.as_str(), n.rtt_us)).collect();
         let drifts = state.proximity.drifted(
             &configured,
             state.config.proximity_rtt_us,
@@ -292,8 +334,60 @@ fn health_loop(shared: &Shared) {
         }
         if !changes.is_empty() {
             sync_logged(&mut state, "health");
+        } else if joined {
+            sync_logged(&mut state, "members");
         } else if !drifts.is_empty() {
             sync_logged(&mut state, "proximity");
+        }
+    }
+}
+
+/// Every target checked at once, each within `timeout_ms`.
+fn check_all(
+    targets: &[(String, std::net::SocketAddr, Probe)],
+    health: &relay_config::schema::SteerHealth,
+) -> Vec<(String, Checked)> {
+    let timeout = Duration::from_millis(health.timeout_ms);
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = targets
+            .iter()
+            .map(|(name, addr, probe)| {
+                let (path, addr, probe) = (health.path.as_str(), *addr, *probe);
+                let check = scope.spawn(move || match probe {
+                    Probe::Http => health::check(addr, path, timeout),
+                    Probe::Connect => health::connect(addr, timeout),
+                });
+                (name, check)
+            })
+            .collect();
+        checks
+            .into_iter()
+            .map(|(name, check)| {
+                let result = check.join().unwrap_or_else(|_| Checked {
+                    rtt: None,
+                    result: Err("the check panicked".to_owned()),
+                });
+                (name.clone(), result)
+            })
+            .collect()
+    })
+}
+
+/// One line per relay of the site that joined or left the tables.
+fn log_members(before: &[SteerNode], now: &[SteerNode]) {
+    for node in now {
+        if !before.iter().any(|b| b.name == node.name) {
+            log::info!(
+                "steer: relay {} of the site joins the tables (weight {}{})",
+                node.name,
+                node.weight,
+                if node.local { ", this relay" } else { "" }
+            );
+        }
+    }
+    for node in before {
+        if !now.iter().any(|n| n.name == node.name) {
+            log::warn!("steer: relay {} of the site leaves the tables", node.name);
         }
     }
 }

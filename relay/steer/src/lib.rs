@@ -22,6 +22,7 @@ mod error;
 pub mod health;
 pub mod keeper;
 pub mod maglev;
+pub mod members;
 mod pins;
 pub mod plan;
 pub mod proximity;
