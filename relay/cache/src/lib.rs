@@ -36,4 +36,4 @@ pub use layout::Layout;
 pub use memory::MemoryTier;
 pub use meta::{MetaCache, ObjectMeta};
 pub use purge::{Purge, Purged};
-pub use tiers::{Cache, CacheError, Held, Source};
+pub use tiers::{Cache, CacheError, Held, Holdings, Source};

@@ -170,6 +170,11 @@ impl MemoryTier {
         self.capacity.store(capacity_bytes, Ordering::Relaxed);
     }
 
+    /// Every chunk held: its object key and number (for the digest).
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
+        out.extend(self.chunks.iter().map(|(k, _)| (k.object, k.index)));
+    }
+
     pub fn len(&self) -> usize {
         self.chunks.len()
     }

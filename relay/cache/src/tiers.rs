@@ -22,6 +22,29 @@ const META_OBJECTS: usize = 1 << 16;
 /// twice within it goes to disk.
 const ADMISSION_WINDOW: u64 = 1 << 20;
 
+/// The tiers that hold chunks ([`Cache::holdings`]).
+#[derive(Clone)]
+pub struct Holdings {
+    memory: Arc<MemoryTier>,
+    disk: Option<Arc<DiskTier>>,
+}
+
+impl Holdings {
+    /// The chunks of HTTP objects held in memory or on disk, each as the name it goes by
+    /// between relays (the client's authority and target: the object key without its
+    /// origin kind and variant, [`Cache::peer_name`]) and its number; a chunk in both tiers
+    /// comes twice. The relay's digest is built from these.
+    pub fn chunk_names(&self) -> Vec<(Arc<str>, u64)> {
+        let mut keys = Vec::with_capacity(self.memory.len());
+        self.memory.chunk_keys(&mut keys);
+        if let Some(disk) = &self.disk {
+            disk.chunk_keys(&mut keys);
+        }
+        keys.retain(|(object, _)| object.starts_with(crate::key::HTTP));
+        keys
+    }
+}
+
 /// Every tier of the cache, shared by the workers and the upstream thread.
 pub struct Cache {
     /// How objects are cut into chunks (`cache.chunk_size`).
@@ -45,6 +68,20 @@ impl Cache {
     /// Opens the tiers `config` asks for: the memory tier (in a registered arena when the
     /// mapping is granted, else on the heap), the meta cache, the in-flight table, and the
     /// disk tier with its index rebuilt from the files found.
+    /// The tiers that hold chunks, for building the relay's digest on a thread of its own.
+    pub fn holdings(&self) -> Holdings {
+        Holdings {
+            memory: self.memory.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+
+    /// The name between relays of an HTTP object key (see [`Cache::chunk_names`]).
+    pub fn peer_name(object: &str) -> Option<&str> {
+        let name = object.strip_prefix(crate::key::HTTP)?;
+        Some(name.split('\0').next().unwrap_or(name))
+    }
+
     pub fn open(config: &CacheConfig) -> Result<Cache, CacheError> {
         // Large chunks live in one mapping every worker registers with its ring; without it
         // (the mapping refused) they live on the heap and are sent unregistered.

@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,7 +82,7 @@ impl View {
         let _ = writeln!(
             out,
             "# HELP relay_cluster_member_info What each member says of itself (this relay \
-             included): its site, HTTP address and weight.\n\
+             included): its site, HTTP address, weight and load (connections open).\n\
              # TYPE relay_cluster_member_info gauge"
         );
         let mut records = self.records();
@@ -97,8 +97,9 @@ impl View {
                 .replace('\n', "\\n");
             let _ = writeln!(
                 out,
-                "relay_cluster_member_info{{node=\"{}\",site=\"{site}\",http=\"{}\",weight=\"{}\"}} 1",
-                r.node, r.http, r.weight
+                "relay_cluster_member_info{{node=\"{}\",site=\"{site}\",http=\"{}\",weight=\"{}\",\
+                 load=\"{}\"}} 1",
+                r.node, r.http, r.weight, r.load
             );
         }
         for (result, n) in [
@@ -123,6 +124,8 @@ pub struct Agent {
     /// The address the others send to.
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// The ETag of this relay's digest, for its record (0: none yet).
+    digest: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -130,7 +133,13 @@ impl Agent {
     /// Binds the socket `config` names and starts the thread, under the cluster `key`,
     /// saying in its record that this relay serves HTTP at `http` (an unspecified address
     /// there becomes the gossip address's).
-    pub fn start(config: &ClusterConfig, key: Key, http: SocketAddr) -> io::Result<Agent> {
+    /// `load` says how loaded this relay is (its connections open), asked once a second.
+    pub fn start(
+        config: &ClusterConfig,
+        key: Key,
+        http: SocketAddr,
+        load: Box<dyn Fn() -> u32 + Send>,
+    ) -> io::Result<Agent> {
         let socket = UdpSocket::bind(config.listen)?;
         let addr = match config.advertise {
             Some(a) => a,
@@ -153,6 +162,8 @@ impl Agent {
             http,
             weight: config.weight,
             steer: config.steer_address.unwrap_or(addr.ip()),
+            digest: 0,
+            load: 0,
         };
         let seed = id.boot ^ u64::from(std::process::id());
         let node = Node::new(id, key, timings, seed, record);
@@ -161,7 +172,8 @@ impl Agent {
             received: Mutex::default(),
             records: node.records().clone(),
         });
-        let (v, st) = (view.clone(), stop.clone());
+        let digest = Arc::new(AtomicU64::new(0));
+        let (v, st, dg) = (view.clone(), stop.clone(), digest.clone());
         let seeds: Vec<SocketAddr> = config
             .seeds
             .iter()
@@ -170,13 +182,20 @@ impl Agent {
             .collect();
         let thread = std::thread::Builder::new()
             .name("relay-cluster".into())
-            .spawn(move || run(socket, node, seeds, &v, &st))?;
+            .spawn(move || run(socket, node, seeds, &v, &st, &dg, &*load))?;
         Ok(Agent {
             view,
             addr,
             stop,
+            digest,
             thread: Some(thread),
         })
+    }
+
+    /// Where to say this relay's digest's ETag: the agent puts a new one in its record and
+    /// tells the others.
+    pub fn digest_etag(&self) -> Arc<AtomicU64> {
+        self.digest.clone()
     }
 
     /// Leaves the cluster (the others learn it at once) and ends the thread.
@@ -233,7 +252,16 @@ impl Timers {
     }
 }
 
-fn run(socket: UdpSocket, mut node: Node, seeds: Vec<SocketAddr>, view: &View, stop: &AtomicBool) {
+fn run(
+    socket: UdpSocket,
+    mut node: Node,
+    seeds: Vec<SocketAddr>,
+    view: &View,
+    stop: &AtomicBool,
+    digest: &AtomicU64,
+    load: &dyn Fn() -> u32,
+) {
+    let mut last_load: Option<Instant> = None;
     let mut timers = Timers::default();
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
@@ -244,6 +272,15 @@ fn run(socket: UdpSocket, mut node: Node, seeds: Vec<SocketAddr>, view: &View, s
         if last_publish.is_none_or(|t| now.duration_since(t) >= REPUBLISH) {
             node.publish(now_ms());
             last_publish = Some(now);
+        }
+        if node.set_digest(digest.load(Ordering::Relaxed), now_ms()) {
+            last_publish = Some(now);
+        }
+        if last_load.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            last_load = Some(now);
+            if node.set_load(load(), now_ms()) {
+                last_publish = Some(now);
+            }
         }
         if node.members().next().is_none()
             && last_announce.is_none_or(|t| now.duration_since(t) >= REANNOUNCE)

@@ -15,6 +15,7 @@
 //! it owns its UDP transport, and its failure detector is phi-accrual over heartbeats.
 
 pub mod agent;
+pub mod digest;
 pub mod node;
 pub mod owners;
 pub mod peer;

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The least change of load that is published again.
+pub const LOAD_STEP: u32 = 8;
+/// The shortest time between two publications of a changed load.
+pub const LOAD_EVERY_MS: u64 = 2_000;
+
 /// A member: its gossip address and its life (`boot`: larger for a later start, so a
 /// relay that restarts, or that the others declared down while it lived, comes back as a
 /// newer identity that wins over the old one).
@@ -96,6 +101,8 @@ pub struct Node {
     foca: Foca<NodeId, PostcardCodec, SmallRng, Records>,
     runtime: AccumulatingRuntime<NodeId>,
     records: Records,
+    /// When the load in this member's record was last published.
+    load_ms: u64,
     /// This member's own record, and when it was last published.
     record: Record,
     published_ms: u64,
@@ -124,6 +131,7 @@ impl Node {
                 ..record
             },
             published_ms: 0,
+            load_ms: 0,
             tell: Vec::new(),
             sealer: Sealer::new(key.clone(), id.addr, id.boot),
             opener: Opener::new(key),
@@ -151,6 +159,30 @@ impl Node {
         };
         // (Offered to foca, which keeps it in `records` through the handler.)
         self.foca.add_broadcast(&bytes).is_ok()
+    }
+
+    /// Publishes this member's record with `etag` as its digest's, when that changed;
+    /// whether it did.
+    pub fn set_digest(&mut self, etag: u64, now_ms: u64) -> bool {
+        if self.record.digest == etag {
+            return false;
+        }
+        self.record.digest = etag;
+        self.publish(now_ms)
+    }
+
+    /// Publishes this member's record with `load`, when it moved by a quarter (at least
+    /// [`LOAD_STEP`]) since the last one published, at most every [`LOAD_EVERY_MS`]; whether
+    /// it did.
+    pub fn set_load(&mut self, load: u32, now_ms: u64) -> bool {
+        let old = self.record.load;
+        let moved = load.abs_diff(old) >= (old / 4).max(LOAD_STEP);
+        if !moved || now_ms < self.load_ms.saturating_add(LOAD_EVERY_MS) {
+            return false;
+        }
+        self.record.load = load;
+        self.load_ms = now_ms;
+        self.publish(now_ms)
     }
 
     /// The members this node holds live (itself not included).

@@ -87,9 +87,58 @@ pub fn owners(key: u64, candidates: &[Candidate], n: usize) -> Vec<SocketAddr> {
     scored.into_iter().map(|(_, node)| node).collect()
 }
 
+/// How far above the site's average load (per unit of weight) a chunk's first owner must be
+/// for its chunks to spill to their second owner.
+pub const SPILL_FACTOR: f64 = 2.0;
+/// The least load (connections open) that spills, so that a quiet site never does.
+pub const SPILL_MIN_LOAD: u32 = 64;
+
+/// Whether an owner at `load` with `weight` is loaded well above `average` (the site's load
+/// per unit of weight, [`average_load`]): at least [`SPILL_MIN_LOAD`] and more than
+/// [`SPILL_FACTOR`] times the average. Its chunks then go to their second owner.
+pub fn overloaded(load: u32, weight: u32, average: f64) -> bool {
+    load >= SPILL_MIN_LOAD && f64::from(load) / f64::from(weight.max(1)) > SPILL_FACTOR * average
+}
+
+/// The site's load per unit of weight: the members' (load, weight), weightless ones left
+/// out.
+pub fn average_load(members: impl Iterator<Item = (u32, u32)>) -> f64 {
+    let (load, weight) = members
+        .filter(|&(_, w)| w > 0)
+        .fold((0u64, 0u64), |(l, w), (ml, mw)| {
+            (l + u64::from(ml), w + u64::from(mw))
+        });
+    match weight {
+        0 => 0.0,
+        w => load as f64 / w as f64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_owner_well_above_the_average_spills() {
+        // Three relays of weight 100: 150 connections against 10 and 20.
+        let avg = average_load([(150, 100), (10, 100), (20, 100)].into_iter());
+        assert!((avg - 0.6).abs() < 1e-9);
+        assert!(overloaded(150, 100, avg));
+        assert!(!overloaded(20, 100, avg));
+        // Twice the weight carries twice the load before it spills.
+        assert!(!overloaded(
+            150,
+            200,
+            average_load([(150, 200), (30, 100)].into_iter())
+        ));
+        // A quiet site never spills, however uneven.
+        assert!(!overloaded(
+            40,
+            100,
+            average_load([(40, 100), (0, 100)].into_iter())
+        ));
+        assert_eq!(average_load([(5, 0)].into_iter()), 0.0);
+    }
 
     fn relay(i: u32, weight: u32) -> Candidate {
         let node = format!("10.0.{}.{}:7946", i / 250, i % 250 + 1)

@@ -30,6 +30,13 @@ pub struct Record {
     pub weight: u32,
     /// Where steered flows reach it: the outer destination of encapsulated packets.
     pub steer: IpAddr,
+    /// The ETag of its digest (`crate::digest`: the chunks it holds, served on its HTTP
+    /// address); 0 before its first build.
+    pub digest: u64,
+    /// How loaded it is: its connections open, published again when that moves by a
+    /// quarter (at least 8) and at most every 2 s. A chunk's owner loaded well above the
+    /// site's average gives its chunks to their second owner (`crate::owners::overloaded`).
+    pub load: u32,
 }
 
 impl Record {

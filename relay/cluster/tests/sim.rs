@@ -57,6 +57,8 @@ fn record(i: usize) -> Record {
         http: SocketAddr::new(addr(i).ip(), 8080),
         weight: 100,
         steer: addr(i).ip(),
+        digest: 0,
+        load: 0,
     }
 }
 

@@ -3,6 +3,8 @@
 //! to the workers (`relay_server`). The work happens in those libraries and `relay_steer`
 //! (XDP), from a `relay_config` config.
 
+mod digest;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use relay_config::Config;
@@ -174,6 +176,7 @@ fn run(path: &std::path::Path) -> Result<()> {
             let peers = relay_server::Peers {
                 listeners: relay_server::bind(addr, workers)?,
                 key: relay_cluster::peer::PeerKey::derive(key),
+                digest: std::sync::Arc::default(),
             };
             (Some(lock), Some(peers))
         }
@@ -192,6 +195,8 @@ fn run(path: &std::path::Path) -> Result<()> {
     // Where misses learn of the site's other relays once the cluster is joined.
     let peer_slot = upstream.as_ref().map(|u| u.peers());
     let peer_key = peers.as_ref().map(|p| p.key.clone());
+    let digest_slot = peers.as_ref().map(|p| p.digest.clone());
+    let holdings = cache.holdings();
     let parts = relay_server::Parts {
         cache,
         upstream,
@@ -201,6 +206,7 @@ fn run(path: &std::path::Path) -> Result<()> {
     let cluster_config = config.cluster.clone();
     let steer_cluster = config.steer.cluster_nodes;
     let server = relay_server::serve(config, listeners, parts)?;
+    let mut digest_keeper = None;
     let cluster = match (&cluster_config, cluster_key) {
         (Some(c), Some(key)) => {
             // The address the others reach this relay's HTTP at: its peer listener's, else
@@ -209,11 +215,21 @@ fn run(path: &std::path::Path) -> Result<()> {
                 Some(a) => c.peer_advertised(a),
                 None => server.local_addr(),
             };
-            let agent = start_cluster(c, key, http)?;
+            // Its load, told to the others: the connections open now.
+            let open = server.open_connections();
+            let load = Box::new(move || u32::try_from(open()).unwrap_or(u32::MAX));
+            let agent = start_cluster(c, key, http, load)?;
             // With a peer listener, misses ask a chunk's owner among the site's relays
             // before the origin (every relay of a site needs one).
             if let (Some(slot), Some(key)) = (&peer_slot, peer_key) {
                 let _ = slot.set(site_peers(&agent, &c.site, key));
+            }
+            // This relay's digest, rebuilt as its chunks change, served to the others.
+            if let Some(slot) = digest_slot {
+                digest_keeper = Some(
+                    digest::DigestKeeper::start(holdings, slot, agent.digest_etag())
+                        .context("digest thread")?,
+                );
             }
             // The steering tables follow the site's live relays.
             if steer_cluster {
@@ -268,6 +284,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         }
     }
     drop(steer);
+    drop(digest_keeper);
     // Leaving tells the other relays at once, rather than letting them detect it.
     if let Some(c) = cluster {
         c.stop();
@@ -286,7 +303,7 @@ fn site_peers(
     site: &str,
     key: relay_cluster::peer::PeerKey,
 ) -> relay_upstream::Peers {
-    use relay_cluster::owners::{Candidate, key_hash, owners};
+    use relay_cluster::owners::{Candidate, average_load, key_hash, overloaded, owners};
     let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
     relay_upstream::Peers {
         owner: Box::new(move |name| {
@@ -296,14 +313,36 @@ fn site_peers(
                 .filter(|r| r.weight > 0)
                 .map(|r| Candidate::new(r.node, r.weight))
                 .collect();
-            let owner = *owners(key_hash(name), &candidates, 1).first()?;
+            let listed = owners(key_hash(name), &candidates, 2);
+            let record = |node| records.iter().find(|r| r.node == node);
+            let mut owner = *listed.first()?;
+            // An owner loaded well above the site's average gives its chunks to the second
+            // (every relay sees the same loads, within a gossip round).
+            let average = average_load(records.iter().map(|r| (r.load, r.weight)));
+            if let (Some(first), Some(&second)) = (record(owner), listed.get(1))
+                && overloaded(first.load, first.weight, average)
+            {
+                owner = second;
+            }
             match owner == me {
                 true => None,
-                false => records.iter().find(|r| r.node == owner).map(|r| r.http),
+                false => record(owner).map(|r| r.http),
             }
         }),
         key,
         node: agent.addr.to_string(),
+        members: {
+            let (view, me) = (agent.view.clone(), agent.addr);
+            Box::new(move || {
+                let live: Vec<std::net::SocketAddr> =
+                    view.members().iter().map(|m| m.addr).collect();
+                view.records()
+                    .into_iter()
+                    .filter(|r| r.node != me && live.contains(&r.node))
+                    .map(|r| (r.http, r.digest))
+                    .collect()
+            })
+        },
     }
 }
 
@@ -331,8 +370,9 @@ fn start_cluster(
     c: &relay_config::ClusterConfig,
     key: relay_cluster::Key,
     http: std::net::SocketAddr,
+    load: Box<dyn Fn() -> u32 + Send>,
 ) -> Result<relay_cluster::Agent> {
-    relay_cluster::Agent::start(c, key, http)
+    relay_cluster::Agent::start(c, key, http, load)
         .with_context(|| format!("cluster gossip on udp://{}", c.listen))
 }
 

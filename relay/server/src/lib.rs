@@ -20,6 +20,7 @@ pub mod admin;
 mod bufring;
 pub mod cache_status;
 pub mod clients;
+pub mod digest;
 pub mod errors;
 mod exchange;
 pub mod listen_lock;
@@ -115,6 +116,8 @@ pub struct Parts {
 pub struct Peers {
     pub listeners: Vec<TcpListener>,
     pub key: relay_cluster::peer::PeerKey,
+    /// This relay's digest, served to the others (`digest`).
+    pub digest: Arc<digest::DigestSlot>,
 }
 
 /// How workers hand memory that closed or idle connections freed back to the system: the
@@ -157,6 +160,8 @@ pub struct Shared {
     pub clients: clients::ClientConns,
     /// What requests on the peer listener are checked under (`relay_cluster::peer`).
     pub peer_key: Option<relay_cluster::peer::PeerKey>,
+    /// This relay's digest, answered on the peer listener (`digest`).
+    pub digest: Option<Arc<digest::DigestSlot>>,
 }
 
 /// The live-reloadable settings.
@@ -328,6 +333,17 @@ impl Server {
     }
 
     /// The handle a metrics scrape reads.
+    /// The connections open across the workers, as a function to ask again later.
+    pub fn open_connections(&self) -> impl Fn() -> u64 + Send + 'static {
+        let workers = self.stats.clone();
+        move || {
+            workers
+                .iter()
+                .map(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
+                .sum()
+        }
+    }
+
     pub fn metrics(&self) -> metrics::Metrics {
         metrics::Metrics {
             shared: self.shared.clone(),
@@ -472,9 +488,13 @@ pub fn serve(
             listeners: listeners.len(),
         });
     }
-    let (peer_key, mut peer_listeners) = match peers {
-        Some(p) => (Some(p.key), p.listeners.into_iter().map(Some).collect()),
-        None => (None, Vec::new()),
+    let (peer_key, digest, mut peer_listeners) = match peers {
+        Some(p) => (
+            Some(p.key),
+            Some(p.digest),
+            p.listeners.into_iter().map(Some).collect(),
+        ),
+        None => (None, None, Vec::new()),
     };
     peer_listeners.resize_with(listeners.len(), || None);
     // Every connection takes a descriptor (a miss or a disk read one more for a while): the
@@ -528,6 +548,7 @@ pub fn serve(
         tunables: Tunables::from_config(&config),
         clients: clients::ClientConns::default(),
         peer_key,
+        digest,
         config,
     });
     let mut stats = Vec::new();

@@ -355,7 +355,17 @@ impl Metrics {
                  back to the origin (no answer, 5xx, or an answer that did not fit).\n\
                  # TYPE relay_peer_fetches_total counter\n\
                  relay_peer_fetches_total{{result=\"answered\"}} {}\n\
-                 relay_peer_fetches_total{{result=\"fell_back\"}} {}",
+                 relay_peer_fetches_total{{result=\"fell_back\"}} {}\n\
+                 # HELP relay_peer_holder_requests_total Chunks asked of a relay whose digest \
+                 named it as a holder (only-if-cached): answered, or missed (held no more, a \
+                 false positive of the digest, or no answer).\n\
+                 # TYPE relay_peer_holder_requests_total counter\n\
+                 relay_peer_holder_requests_total{{result=\"hit\"}} {}\n\
+                 relay_peer_holder_requests_total{{result=\"miss\"}} {}\n\
+                 # HELP relay_peer_digests_fetched_total Other relays' digests fetched (a new \
+                 build each).\n\
+                 # TYPE relay_peer_digests_fetched_total counter\n\
+                 relay_peer_digests_fetched_total {}",
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
@@ -367,7 +377,13 @@ impl Metrics {
                 st.fetch_slot_timeouts.load(Ordering::Relaxed),
                 st.peer_answered.load(Ordering::Relaxed),
                 st.peer_fell_back.load(Ordering::Relaxed),
+                st.holder_hits.load(Ordering::Relaxed),
+                st.holder_misses.load(Ordering::Relaxed),
+                st.digests_fetched.load(Ordering::Relaxed),
             );
+        }
+        if let Some(d) = self.shared.digest.as_ref() {
+            d.render(out);
         }
         let _ = writeln!(
             out,

@@ -196,10 +196,17 @@ pub struct Peers {
     pub key: relay_cluster::peer::PeerKey,
     /// ...and this relay's name in them.
     pub node: String,
+    /// The other live members (of any site): their peer address and the ETag of their
+    /// digest (0: none yet), whose digests are fetched to find the nearest holder of a chunk
+    /// (`fetch::digests`).
+    pub members: MembersOf,
 }
 
 /// Gives the peer address of the owner of a chunk's name when it is another relay.
 pub type OwnerOf = Box<dyn Fn(&[u8]) -> Option<std::net::SocketAddr> + Send + Sync>;
+
+/// Gives the other live members' peer addresses and digest ETags.
+pub type MembersOf = Box<dyn Fn() -> Vec<(std::net::SocketAddr, u64)> + Send + Sync>;
 
 /// A fetch handed to the upstream thread.
 pub(crate) enum Job {
@@ -365,6 +372,12 @@ pub struct UpstreamStats {
     /// (and used), or not (the origin asked instead).
     pub peer_answered: AtomicU64,
     pub peer_fell_back: AtomicU64,
+    /// Chunks asked of a relay whose digest named it (`only-if-cached`): answered, or not
+    /// (held no more, a false positive, or no answer).
+    pub holder_hits: AtomicU64,
+    pub holder_misses: AtomicU64,
+    /// Other relays' digests fetched (a new build each).
+    pub digests_fetched: AtomicU64,
 }
 
 /// The upstream thread and its origins.

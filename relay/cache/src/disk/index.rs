@@ -118,6 +118,11 @@ impl Index {
         }
     }
 
+    /// Every chunk indexed: its object key and number.
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
+        out.extend(self.chunks.iter().map(|(k, _)| (k.object.clone(), k.index)));
+    }
+
     /// Looks a chunk up, counting a use (for eviction and for the caller's promotion).
     pub fn lookup(&mut self, key: &ChunkRef<'_>) -> Option<Entry> {
         let mut e = self.chunks.get_mut(key)?;

@@ -604,6 +604,12 @@ impl DiskTier {
         self.inner().index.len()
     }
 
+    /// Every chunk on disk: its object key and number (for the digest; the lock is held
+    /// while the keys are copied, reference counts and numbers only).
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
+        self.inner().index.chunk_keys(out);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

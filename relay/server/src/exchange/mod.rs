@@ -36,6 +36,7 @@
 
 mod body;
 mod collect;
+mod digest;
 mod errors;
 mod overflow;
 mod reads;

@@ -583,6 +583,10 @@ impl Exchange {
         self.request_started = (self.rend > self.rstart).then_some(cx.now);
         self.restores = 0;
         self.key_base = self.key.len();
+        if self.peer && self.target == relay_cluster::digest::PATH {
+            self.answer_digest(cx);
+            return Step::Again;
+        }
         self.respond(cx);
         Step::Again
     }

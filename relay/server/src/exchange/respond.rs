@@ -613,6 +613,15 @@ impl Exchange {
             _ => 0,
         };
         let held = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
+        if !held && self.peer && self.saved.asks.only_if_cached {
+            // A relay whose digest named this one as a holder asks for what is held here
+            // only: a chunk of the range held nowhere is 504 (its digest was stale, or a
+            // false positive), never a fetch. Counted, not logged: the asker expects some.
+            self.local = None;
+            cx.stats.made_up.count(504, Why::NotCached);
+            self.simple(cx, req, 504, &[], "not cached\n");
+            return;
+        }
         let how = match how {
             // Described from storage, and a chunk of the body is fetched.
             h if h.is_hit() && !held => CacheStatus {
@@ -849,7 +858,7 @@ impl Exchange {
     }
 }
 
-fn base_head<'a>(
+pub(super) fn base_head<'a>(
     date: &'a DateCache,
     status: u16,
     req: &RequestInfo,

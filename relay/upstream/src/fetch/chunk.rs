@@ -24,15 +24,22 @@ impl Context {
         let start = layout.chunk_start(index);
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
-        // The chunk's owner among the site's relays first, then the origin. An answer from
+        // The nearest relays whose digests name the chunk, then its owner among the site's
+        // relays, then the origin. An answer from
         // the owner that does not fit is dropped and the origin asked; one that breaks off
         // (the owner died mid-transfer) is continued from the origin where it stopped, into
         // the same fill: the client gets the whole chunk, or a cut connection.
         let mut from_peer = match &peers {
-            Some(route) => {
-                self.ask_owner(origin, route, &path, Some((start, end)), None, &forward)
-                    .await
-            }
+            Some(route) => match self
+                .ask_holders(origin, route, &path, (start, end), &forward)
+                .await
+            {
+                Some(resp) => Some(resp),
+                None => {
+                    self.ask_owner(origin, route, &path, Some((start, end)), None, &forward)
+                        .await
+                }
+            },
             None => None,
         };
         let mut writer = writer;

@@ -34,15 +34,31 @@ impl Context {
         // Where the origin's 103 Early Hints go: the clients waiting on this fetch.
         let hints = self.store.inflight.pending(&object);
         let mut whole = false;
-        // The chunk's owner among the site's relays first (once), then the origin.
+        // The relays whose digests name the first chunk, then its owner among the site's
+        // relays (once), then the origin.
         let mut ask_peer = peers;
         loop {
             let request_time = unix_now();
             let range = (!whole).then_some((0, cs - 1));
-            let from_peer = match ask_peer.take() {
-                Some(route) if !whole => {
-                    self.ask_owner(origin, &route, &path, range, stale.as_deref(), &forward)
-                        .await
+            let from_peer = match (ask_peer.take(), range) {
+                (Some(route), Some(chunk)) => {
+                    // A relay whose digest names the first chunk (for an object not yet
+                    // described here: a revalidation is the owner's or the origin's), then
+                    // the first chunk's owner.
+                    let held = match stale {
+                        None => {
+                            self.ask_holders(origin, &route, &path, chunk, &forward)
+                                .await
+                        }
+                        Some(_) => None,
+                    };
+                    match held {
+                        Some(resp) => Some(resp),
+                        None => {
+                            self.ask_owner(origin, &route, &path, range, stale.as_deref(), &forward)
+                                .await
+                        }
+                    }
                 }
                 _ => None,
             };

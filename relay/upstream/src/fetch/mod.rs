@@ -7,6 +7,7 @@
 
 mod body;
 mod chunk;
+mod digests;
 mod head;
 mod pass;
 mod peer;
@@ -44,6 +45,8 @@ pub(crate) struct Context {
     /// to them through.
     peers: Arc<std::sync::OnceLock<crate::Peers>>,
     peer_client: Client<HttpConnector, Full<Bytes>>,
+    /// The other relays' digests (`digests`).
+    digests: Arc<digests::Digests>,
     /// Peers that failed to answer, passed over until then (`peer`).
     shunned: Arc<std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Instant>>>,
 }
@@ -69,6 +72,7 @@ impl Context {
             pass_budget,
             peers,
             shunned: Arc::default(),
+            digests: Arc::default(),
             peer_client: {
                 let mut conn = HttpConnector::new();
                 conn.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));
@@ -99,6 +103,7 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
             })
             .collect(),
     );
+    tokio::spawn(ctx.clone().keep_digests());
     while let Some(job) = rx.recv().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {

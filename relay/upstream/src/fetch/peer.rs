@@ -23,6 +23,46 @@ use std::time::{Duration, Instant};
 /// about 5–10 s; a live one whose HTTP side is stuck stays a member).
 const PEER_SHUN: Duration = Duration::from_secs(10);
 
+/// How every relay names chunk `index` of `path` (`relay_cluster::digest::chunk_name`):
+/// the authority and target the clients asked for, and the chunk's number.
+pub(super) fn chunk_name_of(route: &crate::PeerRoute, path: &str, index: u64) -> Vec<u8> {
+    let mut target = Vec::with_capacity(route.authority.len() + path.len());
+    target.extend_from_slice(route.authority.as_bytes());
+    target.extend_from_slice(path.as_bytes());
+    let mut name = Vec::with_capacity(target.len() + 21);
+    relay_cluster::digest::chunk_name(&target, index, &mut name);
+    name
+}
+
+/// A fill request for `path` (its chunk `range`) to the relay at `to`, signed under the
+/// cluster key for `route`'s hop (`relay_cluster::peer`).
+pub(super) fn peer_request(
+    peers: &crate::Peers,
+    to: std::net::SocketAddr,
+    route: &crate::PeerRoute,
+    path: &str,
+    range: Option<(u64, u64)>,
+    validate: Option<&ObjectMeta>,
+    forward: &[(String, Vec<u8>)],
+) -> Option<http::Request<http_body_util::Full<bytes::Bytes>>> {
+    let authority = &*route.authority;
+    let uri: http::Uri = format!("http://{to}{path}").parse().ok()?;
+    let mut req = fill_request(uri, authority, range, validate, forward).ok()?;
+    let range_value = range.map_or(String::new(), |(s, e)| format!("bytes={s}-{e}"));
+    let signed = Signed {
+        method: "GET",
+        target: path,
+        host: authority.as_bytes(),
+        range: range_value.as_bytes(),
+    };
+    let credentials = peers.key.sign(&peers.node, now_ms(), route.hop, &signed);
+    req.headers_mut().insert(
+        http::header::HeaderName::from_static(FIELD),
+        http::HeaderValue::from_str(&credentials).ok()?,
+    );
+    Some(req)
+}
+
 impl Context {
     /// Asks the owner of chunk `range` of `path` (under the client's `authority`) for it,
     /// when the owner is another relay; its answer when it is one to use (below 500).
@@ -36,33 +76,14 @@ impl Context {
         forward: &[(String, Vec<u8>)],
     ) -> Option<http::Response<Incoming>> {
         let peers = self.peers.get()?;
-        let authority = &*route.authority;
         let index = range.map_or(0, |(start, _)| start / self.store.layout.chunk_size());
-        // Every relay names a chunk alike: the authority and target the clients asked for,
-        // and the chunk's number.
-        let mut name = Vec::with_capacity(authority.len() + path.len() + 21);
-        name.extend_from_slice(authority.as_bytes());
-        name.extend_from_slice(path.as_bytes());
-        name.extend_from_slice(format!("#{index}").as_bytes());
+        let name = chunk_name_of(route, path, index);
         let owner = (peers.owner)(&name)?;
         if self.peer_shunned(owner) {
             self.peer_fell_back();
             return None;
         }
-        let uri: http::Uri = format!("http://{owner}{path}").parse().ok()?;
-        let mut req = fill_request(uri, authority, range, validate, forward).ok()?;
-        let range_value = range.map_or(String::new(), |(s, e)| format!("bytes={s}-{e}"));
-        let signed = Signed {
-            method: "GET",
-            target: path,
-            host: authority.as_bytes(),
-            range: range_value.as_bytes(),
-        };
-        let credentials = peers.key.sign(&peers.node, now_ms(), route.hop, &signed);
-        req.headers_mut().insert(
-            http::header::HeaderName::from_static(FIELD),
-            http::HeaderValue::from_str(&credentials).ok()?,
-        );
+        let req = peer_request(peers, owner, route, path, range, validate, forward)?;
         let first_byte = Duration::from_millis(self.origins[origin].config.first_byte_timeout_ms);
         let answer = tokio::time::timeout(first_byte, self.peer_client.request(req)).await;
         match answer {
@@ -107,7 +128,7 @@ impl Context {
     }
 
     /// The peer at `addr` failed to answer a while ago: passed over.
-    fn peer_shunned(&self, addr: std::net::SocketAddr) -> bool {
+    pub(super) fn peer_shunned(&self, addr: std::net::SocketAddr) -> bool {
         let shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
         shunned
             .get(&addr)
@@ -116,7 +137,7 @@ impl Context {
 
     /// Passes over the peer at `addr` for [`PEER_SHUN`]; true when it was not already (the
     /// one log line per spell).
-    fn shun_peer(&self, addr: std::net::SocketAddr) -> bool {
+    pub(super) fn shun_peer(&self, addr: std::net::SocketAddr) -> bool {
         let now = Instant::now();
         let mut shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
         shunned.retain(|_, until| *until > now);

@@ -108,6 +108,7 @@ impl Kit {
             tunables: Tunables::from_config(&config),
             clients: Default::default(),
             peer_key: None,
+            digest: None,
             config,
         };
         let timeouts = Timeouts {
