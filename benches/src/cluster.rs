@@ -61,7 +61,23 @@ struct Report {
     started_utc: String,
     machine: Machine,
     zipf: Vec<ZipfRow>,
+    join: JoinRow,
     timings: Vec<TimingRow>,
+}
+
+/// A relay joining a warm site: the objects the site was asked for, asked through it.
+#[derive(Serialize)]
+struct JoinRow {
+    site_relays: usize,
+    objects: usize,
+    chunks: usize,
+    /// The chunks whose owner the newcomer now is: what it would fetch from the origin
+    /// itself without the others' digests.
+    owned_by_newcomer: usize,
+    holder_hits: f64,
+    holder_misses: f64,
+    owner_answers: f64,
+    origin_fetches: usize,
 }
 
 #[derive(Serialize)]
@@ -101,6 +117,11 @@ pub fn run(o: Options) -> Result<()> {
         );
         zipf.push(row);
     }
+    let join = join_run(&o)?;
+    eprintln!(
+        "join: {} chunks through a newcomer: {} from holders, {} from owners, {} from the origin",
+        join.chunks, join.holder_hits, join.owner_answers, join.origin_fetches
+    );
     let timings = timing_runs(&o)?;
     let report = Report {
         benchmark: "cluster",
@@ -108,6 +129,7 @@ pub fn run(o: Options) -> Result<()> {
         started_utc,
         machine,
         zipf,
+        join,
         timings,
     };
     print_table(&report);
@@ -115,6 +137,9 @@ pub fn run(o: Options) -> Result<()> {
     let path = o.out.join("cluster.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     println!("json: {}", path.display());
+    let svg = o.out.join("cluster.svg");
+    plot(&report, &svg)?;
+    println!("plot: {}", svg.display());
     Ok(())
 }
 
@@ -260,6 +285,101 @@ fn zipf_run(o: &Options, n: usize) -> Result<ZipfRow> {
     })
 }
 
+/// Three relays warmed with half the Zipf workload; a fourth joins, learns the others'
+/// digests, and is asked for every object the site was asked for.
+fn join_run(o: &Options) -> Result<JoinRow> {
+    const CHUNK: usize = 64 << 10;
+    let origin = Origin::start();
+    let sizes: Vec<usize> = (0..o.objects).map(|i| CHUNK * (1 + i % 4) - 7).collect();
+    for (i, &len) in sizes.iter().enumerate() {
+        origin.put(
+            &format!("/j{i}"),
+            Object::new(pattern(len, 1000 + i as u64), &format!("j{i}")),
+        );
+    }
+    let dirs: Vec<TempDir> = (0..3)
+        .map(|i| TempDir::new(&format!("bench-join-{i}")))
+        .collect();
+    let relays = site(&o.relay, &dirs, &origin, "64 KiB")?;
+    let mut zipf = relay_tests::Zipf::new(o.objects, 0x5851_f42d_4c95_7f2d);
+    let mut asked = std::collections::BTreeSet::new();
+    for _ in 0..o.requests / 2 {
+        let obj = zipf.item();
+        let r = (zipf.next_u64() % 3) as usize;
+        asked.insert(obj);
+        let (status, len, _, _) = get(relays[r].addr, &format!("/j{obj}"))?;
+        ensure!(status == 200 && len == sizes[obj], "/j{obj}: {status}");
+    }
+    let chunks: usize = asked.iter().map(|&i| sizes[i].div_ceil(CHUNK)).sum();
+    // Each relay's digest names what it holds within a look (5 s).
+    let held = |r: &Relay| r.metric("relay_digest_chunks").unwrap_or(0.0);
+    let end = Instant::now() + Duration::from_secs(20);
+    while relays.iter().map(held).sum::<f64>() < chunks as f64 {
+        ensure!(
+            Instant::now() < end,
+            "the relays' digests did not name their chunks"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seed = relays[0].printed_addr("relay: cluster on udp://");
+    let dir = TempDir::new("bench-join-new");
+    let newcomer = relay(&o.relay, &dir, &origin, &[seed], "64 KiB", false);
+    let end = Instant::now() + Duration::from_secs(20);
+    while newcomer
+        .metric("relay_peer_digests_fetched_total")
+        .unwrap_or(0.0)
+        < 3.0
+    {
+        ensure!(
+            Instant::now() < end,
+            "the newcomer did not fetch the digests"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before: usize = asked.iter().map(|i| origin.count(&format!("/j{i}"))).sum();
+    // The chunks the newcomer owns, by the same rendezvous as the relays.
+    use relay_cluster::owners::{Candidate, key_hash, owners};
+    let gossip = |r: &Relay| r.printed_addr("relay: cluster on udp://");
+    let me = gossip(&newcomer);
+    let candidates: Vec<Candidate> = relays
+        .iter()
+        .map(gossip)
+        .chain([me])
+        .map(|a| Candidate::new(a, 100))
+        .collect();
+    let mut owned = 0;
+    let mut name = Vec::new();
+    for &i in &asked {
+        for c in 0..sizes[i].div_ceil(CHUNK) as u64 {
+            let target = format!("{HOST}/j{i}");
+            relay_cluster::digest::chunk_name(target.as_bytes(), c, &mut name);
+            if owners(key_hash(&name), &candidates, 1).first() == Some(&me) {
+                owned += 1;
+            }
+        }
+    }
+    for &i in &asked {
+        let (status, len, _, _) = get(newcomer.addr, &format!("/j{i}"))?;
+        ensure!(
+            status == 200 && len == sizes[i],
+            "/j{i} through the newcomer: {status}"
+        );
+    }
+    let after: usize = asked.iter().map(|i| origin.count(&format!("/j{i}"))).sum();
+    let m = |name: &str| newcomer.metric(name).unwrap_or(0.0);
+    Ok(JoinRow {
+        site_relays: 3,
+        objects: asked.len(),
+        chunks,
+        owned_by_newcomer: owned,
+        holder_hits: m("relay_peer_holder_requests_total{result=\"hit\"}"),
+        holder_misses: m("relay_peer_holder_requests_total{result=\"miss\"}"),
+        owner_answers: m("relay_peer_fetches_total{result=\"answered\"}")
+            - m("relay_peer_holder_requests_total{result=\"hit\"}"),
+        origin_fetches: after - before,
+    })
+}
+
 fn timing_runs(o: &Options) -> Result<Vec<TimingRow>> {
     let origin = Origin::start();
     origin
@@ -351,6 +471,17 @@ fn print_table(r: &Report) {
             z.independent_fetches
         );
     }
+    let j = &r.join;
+    println!(
+        "\nA relay joins a site of {} warmed with {} objects ({} chunks; it owns {} of them):",
+        j.site_relays, j.objects, j.chunks, j.owned_by_newcomer
+    );
+    println!("\n| from holders (digests) | holder misses | from owners | from the origin |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} |",
+        j.holder_hits, j.holder_misses, j.owner_answers, j.origin_fetches
+    );
     println!("\n| object | path | first byte (median) | last byte (median) | MB/s |");
     println!("|---|---|---|---|---|");
     for t in &r.timings {
@@ -363,4 +494,120 @@ fn print_table(r: &Report) {
             t.mb_per_s_median
         );
     }
+}
+
+/// The SVG: origin fetches per chunk asked by relays in the site (against independent
+/// relays), and time to first and last byte by where the bytes came from.
+fn plot(r: &Report, path: &Path) -> Result<()> {
+    draw(r, path).map_err(|e| anyhow::anyhow!("plot {}: {e}", path.display()))
+}
+
+fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(60);
+    title.draw(&Text::new(
+        format!("relay bench cluster, {}", r.started_utc),
+        (20, 12),
+        ("sans-serif", 18).into_font(),
+    ))?;
+    title.draw(&Text::new(
+        r.machine.line_relay_only(),
+        (20, 36),
+        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    let (left, right) = body.split_horizontally(520);
+    let site_color = RGBColor(214, 39, 40);
+    let alone_color = RGBColor(31, 119, 180);
+    // Origin fetches per chunk asked for, by relays.
+    let max = r
+        .zipf
+        .iter()
+        .map(|z| z.independent_fetches as f64 / z.chunks_asked.max(1) as f64)
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("origin fetches per chunk asked (Zipf)", ("sans-serif", 16))
+        .margin(14)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.5f64..5.5, 0.0..max * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("relays in the site")
+        .draw()?;
+    let per = |f: fn(&ZipfRow) -> usize| -> Vec<(f64, f64)> {
+        r.zipf
+            .iter()
+            .map(|z| (z.relays as f64, f(z) as f64 / z.chunks_asked.max(1) as f64))
+            .collect()
+    };
+    chart
+        .draw_series(LineSeries::new(
+            per(|z| z.independent_fetches),
+            alone_color.stroke_width(2),
+        ))?
+        .label("independent relays")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], alone_color));
+    chart
+        .draw_series(LineSeries::new(
+            per(|z| z.origin_fetches),
+            site_color.stroke_width(2),
+        ))?
+        .label("one site (owners, digests)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], site_color));
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    // Time to first and last byte (log), by path and size.
+    let labels: Vec<String> = r
+        .timings
+        .iter()
+        .map(|t| format!("{} MiB {}", t.object_bytes >> 20, t.path))
+        .collect();
+    let hi = r
+        .timings
+        .iter()
+        .map(|t| t.last_byte_ms_median)
+        .fold(1.0, f64::max);
+    let n = labels.len().max(1);
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            "median ms to first byte (red) and last byte (blue), log",
+            ("sans-serif", 16),
+        )
+        .margin(14)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, (0.05f64..hi * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            match (i - x).abs() < 0.01 && i >= 0.0 {
+                true => labels.get(i as usize).cloned().unwrap_or_default(),
+                false => String::new(),
+            }
+        })
+        .draw()?;
+    for (i, t) in r.timings.iter().enumerate() {
+        let x = i as f64;
+        chart.draw_series([
+            Rectangle::new(
+                [(x - 0.3, 0.05), (x, t.first_byte_ms_median)],
+                site_color.filled(),
+            ),
+            Rectangle::new(
+                [(x, 0.05), (x + 0.3, t.last_byte_ms_median)],
+                alone_color.filled(),
+            ),
+        ])?;
+    }
+    root.present()?;
+    Ok(())
 }
