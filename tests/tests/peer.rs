@@ -320,6 +320,15 @@ fn a_relay_that_joins_takes_chunks_from_the_holder_its_digests_name() {
         assert_eq!(status, 200, "/d{i} through the newcomer");
         assert!(&got == want, "/d{i}: other bytes");
     }
+    // The checksum between relays is never stored with the object, nor shown to a client.
+    let mut cl = Client::connect(c.addr);
+    cl.send(b"GET /d1 HTTP/1.1\r\nHost: peer\r\n\r\n");
+    let r = cl.read_response(false).expect("/d1");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("relay-chunk-sum").is_none(),
+        "a client saw the peers' checksum"
+    );
     let after: usize = (0..30).map(|i| origin.count(&format!("/d{i}"))).sum();
     let hits = c
         .metric("relay_peer_holder_requests_total{result=\"hit\"}")
@@ -365,6 +374,22 @@ fn a_relay_that_joins_takes_chunks_from_the_holder_its_digests_name() {
     let (status, got, _) = answer;
     assert_eq!((status, &got[..]), (206, &body[..100]));
     assert_eq!(ask("bytes=131072-196607").0, 504);
+    // One whole chunk held in memory comes with its checksum (the disk tier's XXH3-64).
+    let extra = format!(
+        "Range: bytes=0-65535\r\n{}",
+        field(&key, now_ms(), "/h", "bytes=0-65535")
+    );
+    let mut cl = Client::connect(peer_addr(&a));
+    cl.send(format!("GET /h HTTP/1.1\r\nHost: peer\r\n{extra}\r\n").as_bytes());
+    let r = cl.read_response(false).expect("chunk 0");
+    assert_eq!((r.status, &r.body[..]), (206, &body[..65536]));
+    let sum = r
+        .header("relay-chunk-sum")
+        .expect("a checksum with a whole chunk");
+    assert_eq!(
+        relay_cluster::peer::parse_chunk_sum(sum.as_bytes()),
+        Some(relay_cache::disk::checksum(&body[..65536]))
+    );
     assert_eq!(
         origin.count("/h"),
         1,

@@ -42,6 +42,8 @@ pub enum FillError {
     Busy,
     #[error("the client holds its share of the passed-through bytes already")]
     Share,
+    #[error("a relay's chunk does not match the checksum it sent with it")]
+    Corrupt,
 }
 
 impl FillError {
@@ -83,6 +85,7 @@ impl FillError {
             FillError::Changed => "changed",
             FillError::Framing => "framing",
             FillError::Down => "down",
+            FillError::Corrupt => "corrupt",
             FillError::Busy => "pass_budget",
             FillError::Share => "pass_share",
         }

@@ -262,3 +262,40 @@ mod tests {
         assert_ne!(&PeerKey::derive(&key).0, key.bytes());
     }
 }
+
+/// The field a relay's answer to another carries for one whole chunk it holds: the chunk's
+/// XXH3-64, as 16 hex digits. The asker checks the chunk against it before it keeps it.
+pub const CHUNK_SUM: &str = "Relay-Chunk-Sum";
+
+/// A checksum as [`CHUNK_SUM`] carries it.
+pub fn chunk_sum_hex(sum: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        let nibble = (sum >> (60 - 4 * i)) & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    out
+}
+
+/// A [`CHUNK_SUM`] value read back; None when it is not 16 hex digits.
+pub fn parse_chunk_sum(value: &[u8]) -> Option<u64> {
+    if value.len() != 16 || !value.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod chunk_sum_tests {
+    #[test]
+    fn a_chunk_sum_round_trips_and_garbage_is_refused() {
+        for sum in [0u64, 1, 0xdead_beef_0123_4567, u64::MAX] {
+            let hex = super::chunk_sum_hex(sum);
+            assert_eq!(super::parse_chunk_sum(&hex), Some(sum));
+        }
+        assert_eq!(super::parse_chunk_sum(b"12"), None);
+        assert_eq!(super::parse_chunk_sum(b"zzzzzzzzzzzzzzzz"), None);
+        assert_eq!(super::parse_chunk_sum(b"+123456789abcdef"), None);
+    }
+}

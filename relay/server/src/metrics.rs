@@ -352,10 +352,12 @@ impl Metrics {
                  relay_upstream_fetch_slot_timeouts_total {}\n\
                  # HELP relay_peer_fetches_total Head and chunk fetches asked of the chunk's \
                  owner among the site's relays first: answered by it (below 500), or fell \
-                 back to the origin (no answer, 5xx, or an answer that did not fit).\n\
+                 back to the origin (no answer, 5xx, or an answer that did not fit), or a chunk that did \
+                 not match the checksum it came with (not kept, its readers cut).\n\
                  # TYPE relay_peer_fetches_total counter\n\
                  relay_peer_fetches_total{{result=\"answered\"}} {}\n\
                  relay_peer_fetches_total{{result=\"fell_back\"}} {}\n\
+                 relay_peer_fetches_total{{result=\"corrupt\"}} {}\n\
                  # HELP relay_peer_holder_requests_total Chunks asked of a relay whose digest \
                  named it as a holder (only-if-cached): answered, or missed (held no more, a \
                  false positive of the digest, or no answer).\n\
@@ -377,6 +379,7 @@ impl Metrics {
                 st.fetch_slot_timeouts.load(Ordering::Relaxed),
                 st.peer_answered.load(Ordering::Relaxed),
                 st.peer_fell_back.load(Ordering::Relaxed),
+                st.peer_corrupt.load(Ordering::Relaxed),
                 st.holder_hits.load(Ordering::Relaxed),
                 st.holder_misses.load(Ordering::Relaxed),
                 st.digests_fetched.load(Ordering::Relaxed),

@@ -378,6 +378,8 @@ pub struct UpstreamStats {
     pub holder_misses: AtomicU64,
     /// Other relays' digests fetched (a new build each).
     pub digests_fetched: AtomicU64,
+    /// Chunks from a peer that did not match the checksum they came with.
+    pub peer_corrupt: AtomicU64,
 }
 
 /// The upstream thread and its origins.

@@ -662,10 +662,24 @@ impl Exchange {
         let keep_alive = req.keep_alive && (!meta.open_ended || chunked);
         // HTTP-origin objects carry their age (RFC 9111 §5.1); files have none.
         let mut age_buf = itoa::Buffer::new();
-        let mut extra: [(&str, &[u8]); 2] = [("", b""); 2];
+        let mut extra: [(&str, &[u8]); 3] = [("", b""); 3];
         let mut n = 0;
         if matches!(self.route, Route::Http(_)) {
             extra[n] = ("Age", age_buf.format(meta.age(cx.now)).as_bytes());
+            n += 1;
+        }
+        // Another relay asking for one whole chunk held in memory: its checksum, which the
+        // asker checks before it keeps the chunk (`relay_cluster::peer::CHUNK_SUM`).
+        let sum_buf: [u8; 16];
+        if self.peer
+            && multi_n == 0
+            && let Some((_, index, chunk)) = self.local.as_ref()
+            && cx.shared.cache.layout.chunk_start(*index) == start
+            && start + chunk.len() as u64 == end
+        {
+            let sum = relay_cache::disk::checksum(chunk);
+            sum_buf = relay_cluster::peer::chunk_sum_hex(sum);
+            extra[n] = (relay_cluster::peer::CHUNK_SUM, &sum_buf);
             n += 1;
         }
         if chunked {

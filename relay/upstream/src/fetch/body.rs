@@ -68,7 +68,10 @@ impl Context {
         writer: FillWriter,
         meta: &ObjectMeta,
     ) -> Result<(), FillError> {
-        match self.stream_or_return(origin, body, writer, meta).await {
+        match self
+            .stream_or_return(origin, body, writer, meta, None)
+            .await
+        {
             Ok(()) => Ok(()),
             Err((writer, e)) => {
                 self.fail(writer, e);
@@ -86,6 +89,7 @@ impl Context {
         mut body: Incoming,
         mut writer: FillWriter,
         meta: &ObjectMeta,
+        sum: Option<u64>,
     ) -> Result<(), (FillWriter, FillError)> {
         while writer.remaining() > 0 {
             let data = match self.next_frame(origin, &mut body).await {
@@ -96,6 +100,11 @@ impl Context {
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.
             let n = data.len().min(writer.remaining());
             if n == writer.remaining() {
+                if let Some(sum) = sum
+                    && !sum_matches(&writer, &data[..n], sum)
+                {
+                    return Err((writer, FillError::Corrupt));
+                }
                 self.complete(writer, &data[..n], meta);
                 return Ok(());
             }
@@ -103,6 +112,11 @@ impl Context {
                 return Err((writer, FillError::Truncated));
             }
             self.store.wakers.wake(&writer.fill().watchers);
+        }
+        if let Some(sum) = sum
+            && !sum_matches(&writer, &[], sum)
+        {
+            return Err((writer, FillError::Corrupt));
         }
         self.complete(writer, &[], meta);
         Ok(())
@@ -464,5 +478,43 @@ impl Context {
                 }
             }
         }
+    }
+}
+
+/// Whether the chunk `writer` holds, with `last` after it, is the one a peer's checksum
+/// names (XXH3-64 of the whole chunk, as the disk tier's files carry it).
+fn sum_matches(writer: &FillWriter, last: &[u8], sum: u64) -> bool {
+    let fill = writer.fill();
+    let written = fill.len() - writer.remaining();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&fill.slice(0, written));
+    hasher.update(last);
+    hasher.digest() == sum
+}
+
+#[cfg(test)]
+mod tests {
+    use relay_cache::ChunkKey;
+    use relay_cache::fill::Fill;
+
+    #[test]
+    fn a_chunk_is_checked_against_the_checksum_it_came_with() {
+        let chunk: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sum = xxhash_rust::xxh3::xxh3_64(&chunk);
+        let key = ChunkKey {
+            object: std::sync::Arc::from("http://h/o"),
+            version: 1,
+            index: 0,
+        };
+        let (_, mut w) = Fill::new(key.clone(), chunk.len());
+        w.append(&chunk[..60_000]).unwrap();
+        assert!(super::sum_matches(&w, &chunk[60_000..], sum));
+        // One byte off anywhere, or the pieces in another order: refused.
+        let mut bad = chunk.clone();
+        bad[70_000] ^= 1;
+        assert!(!super::sum_matches(&w, &bad[60_000..], sum));
+        let (_, mut w) = Fill::new(key, chunk.len());
+        w.append(&chunk[40_000..]).unwrap();
+        assert!(!super::sum_matches(&w, &chunk[..40_000], sum));
     }
 }

@@ -56,7 +56,10 @@ impl Context {
                     Err(e) => return self.fail(writer, e),
                 },
             };
-            match self.fill_rest(origin, resp, writer, from, &meta).await {
+            match self
+                .fill_rest(origin, resp, writer, from, &meta, peer)
+                .await
+            {
                 Rest::Done => {
                     if peer {
                         self.peer_answered();
@@ -73,6 +76,12 @@ impl Context {
                         self.store.meta.remove(&key.object);
                     }
                     return self.fail(w, e);
+                }
+                // Bytes that are not the chunk the peer said it sent: its readers were cut
+                // at the end, and nothing is kept.
+                Rest::Broke(w, FillError::Corrupt) => {
+                    self.peer_corrupt(&path, &w);
+                    return self.fail(w, FillError::Corrupt);
                 }
                 Rest::Broke(w, e) if peer => {
                     self.peer_broke_off(&path, &w, e);
@@ -103,10 +112,27 @@ impl Context {
             Ok(r) => r,
             Err(e) => return self.fail(writer, e),
         };
-        match self.fill_rest(origin, resp, writer, from, meta).await {
+        match self
+            .fill_rest(origin, resp, writer, from, meta, false)
+            .await
+        {
             Rest::Done => {}
             Rest::Refused(w, e) | Rest::Broke(w, e) => self.fail(w, e),
         }
+    }
+
+    /// A peer's chunk did not match the checksum it came with: logged, counted, and the
+    /// peer passed over for a while.
+    pub(super) fn peer_corrupt(&self, path: &str, w: &FillWriter) {
+        log::error!(
+            "{path} chunk {}: a peer's {} bytes do not match the checksum it sent; not kept, \
+             its readers cut",
+            w.fill().key.index,
+            w.fill().len()
+        );
+        self.stats
+            .peer_corrupt
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A peer's answer broke off mid-chunk: logged and counted; the rest comes from the
@@ -132,6 +158,7 @@ impl Context {
         mut writer: FillWriter,
         from: u64,
         meta: &ObjectMeta,
+        peer: bool,
     ) -> Rest {
         let status = resp.status().as_u16();
         let checked = match status {
@@ -153,6 +180,13 @@ impl Context {
         if let Err(e) = checked {
             return Rest::Refused(writer, e);
         }
+        // A peer's answer of one whole chunk carries its checksum: checked before the chunk
+        // is kept (a fill that starts mid-chunk, after a peer broke off, has none to check).
+        let sum = resp
+            .headers()
+            .get(relay_cluster::peer::CHUNK_SUM)
+            .and_then(|v| relay_cluster::peer::parse_chunk_sum(v.as_bytes()))
+            .filter(|_| peer && writer.remaining() == writer.fill().len());
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skip to `from`.)
         let skip = if status == 206 { 0 } else { from };
@@ -166,7 +200,7 @@ impl Context {
                 return Rest::Broke(writer, FillError::Truncated);
             }
         }
-        match self.stream_or_return(origin, body, writer, meta).await {
+        match self.stream_or_return(origin, body, writer, meta, sum).await {
             Ok(()) => Rest::Done,
             Err((w, e)) => Rest::Broke(w, e),
         }

@@ -150,6 +150,11 @@ impl Context {
                 .clone()
                 .filter(|fields| !variant && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
+            let sum = resp
+                .headers()
+                .get(relay_cluster::peer::CHUNK_SUM)
+                .and_then(|v| relay_cluster::peer::parse_chunk_sum(v.as_bytes()))
+                .filter(|_| peer_answer);
             let body = resp.into_body();
             if let Some(fields) = carried {
                 if meta.storable {
@@ -211,13 +216,18 @@ impl Context {
             match (peer_answer && shape.partial, writer) {
                 // A peer's first chunk that breaks off continues from the origin where it
                 // stopped, into the same fill.
-                (true, Some(w)) => {
-                    if let Err((w, e)) = self.stream_or_return(origin, body, w, &meta).await {
+                (true, Some(w)) => match self.stream_or_return(origin, body, w, &meta, sum).await {
+                    Ok(()) => {}
+                    Err((w, FillError::Corrupt)) => {
+                        self.peer_corrupt(&path, &w);
+                        self.fail(w, FillError::Corrupt);
+                    }
+                    Err((w, e)) => {
                         self.peer_broke_off(&path, &w, e);
                         self.resume_from_origin(origin, &path, &forward, w, &meta)
                             .await;
                     }
-                }
+                },
                 (_, writer) => {
                     self.fill_from(
                         origin,

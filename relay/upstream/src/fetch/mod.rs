@@ -201,7 +201,12 @@ fn end_to_end(h: &http::HeaderMap, own: &[&str]) -> Bytes {
     let mut out = Vec::new();
     for (name, value) in h {
         let n = name.as_str();
-        if relay_proto::HOP_BY_HOP.contains(&n) || own.contains(&n) || named.iter().any(|c| c == n)
+        // (Relay-Chunk-Sum names one answer's chunk between relays: never stored or passed
+        // on, whoever sent it.)
+        if relay_proto::HOP_BY_HOP.contains(&n)
+            || own.contains(&n)
+            || named.iter().any(|c| c == n)
+            || n.eq_ignore_ascii_case(relay_cluster::peer::CHUNK_SUM)
         {
             continue;
         }
