@@ -42,8 +42,8 @@ fn get(addr: SocketAddr, target: &str, extra: &str) -> (u16, Vec<u8>, bool) {
     let mut c = Client::connect(addr);
     c.send(format!("GET {target} HTTP/1.1\r\nHost: peer\r\n{extra}\r\n").as_bytes());
     let r = c.read_response(false).expect("an answer");
-    // (A refusal closes the connection; an answer keeps it: not waited for.)
-    let closed = r.status >= 400 && c.is_closed();
+    // (A refusal, 403, closes the connection; any other answer keeps it: not waited for.)
+    let closed = r.status == 403 && c.is_closed();
     (r.status, r.body, closed)
 }
 
@@ -374,6 +374,12 @@ fn a_relay_that_joins_takes_chunks_from_the_holder_its_digests_name() {
     let (status, got, _) = answer;
     assert_eq!((status, &got[..]), (206, &body[..100]));
     assert_eq!(ask("bytes=131072-196607").0, 504);
+    // Nor with credentials, whose stored response it may not use: 504, never the origin.
+    let extra = format!(
+        "Range: bytes=0-99\r\nCache-Control: only-if-cached\r\nAuthorization: Bearer x\r\n{}",
+        field(&key, now_ms(), "/h", "bytes=0-99")
+    );
+    assert_eq!(get(peer_addr(&a), "/h", &extra).0, 504);
     // One whole chunk held in memory comes with its checksum (the disk tier's XXH3-64).
     let extra = format!(
         "Range: bytes=0-65535\r\n{}",
@@ -418,6 +424,14 @@ fn a_relay_that_joins_takes_chunks_from_the_holder_its_digests_name() {
     assert_eq!(status, 304);
     let (status, _, _) = get(peer_addr(&a), relay_cluster::digest::PATH, "");
     assert_eq!(status, 403);
+    // A client asking a relay for that path gets the origin's answer, never a peer's digest:
+    // paths under /.relay/ are never asked of peers.
+    let (status, got, _) = get(c.addr, relay_cluster::digest::PATH, "");
+    assert!(
+        !got.starts_with(b"RDG1"),
+        "a client got a relay's digest ({status})"
+    );
+    assert_eq!(origin.count(relay_cluster::digest::PATH), 1);
     let mut name = Vec::new();
     relay_cluster::digest::chunk_name(b"peer/d0", 1, &mut name);
     assert!(digest.may_hold(relay_cluster::digest::name_hash(&name)));

@@ -41,6 +41,8 @@ pub struct MemoryTier {
     capacity: AtomicU64,
     arena: Option<Arc<Arena>>,
     left_out: AtomicU64,
+    /// Inserts and removals so far ([`MemoryTier::changes`]).
+    changes: AtomicU64,
 }
 
 impl MemoryTier {
@@ -77,6 +79,7 @@ impl MemoryTier {
             capacity: AtomicU64::new(capacity_bytes),
             arena,
             left_out: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -127,6 +130,7 @@ impl MemoryTier {
             }
             _ => chunk,
         };
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.chunks.insert(key, chunk);
         true
     }
@@ -145,6 +149,7 @@ impl MemoryTier {
     /// object key.
     pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
         let removed = std::cell::RefCell::new(Vec::new());
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.chunks.retain(|k, _| {
             let drop = matches(&k.object);
             if drop {
@@ -170,9 +175,20 @@ impl MemoryTier {
         self.capacity.store(capacity_bytes, Ordering::Relaxed);
     }
 
-    /// Every chunk held: its object key and number (for the digest).
-    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
-        out.extend(self.chunks.iter().map(|(k, _)| (k.object, k.index)));
+    /// Up to `limit` chunks held: their object key and number (for the digest).
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>, limit: usize) {
+        out.extend(
+            self.chunks
+                .iter()
+                .take(limit)
+                .map(|(k, _)| (k.object, k.index)),
+        );
+    }
+
+    /// A count that moves whenever a chunk is put in or taken out (evictions happen on
+    /// inserts).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {

@@ -33,15 +33,23 @@ impl Holdings {
     /// The chunks of HTTP objects held in memory or on disk, each as the name it goes by
     /// between relays (the client's authority and target: the object key without its
     /// origin kind and variant, [`Cache::peer_name`]) and its number; a chunk in both tiers
-    /// comes twice. The relay's digest is built from these.
-    pub fn chunk_names(&self) -> Vec<(Arc<str>, u64)> {
-        let mut keys = Vec::with_capacity(self.memory.len());
-        self.memory.chunk_keys(&mut keys);
+    /// comes twice; at most `limit` (memory first). The relay's digest is built from these.
+    pub fn chunk_names(&self, limit: usize) -> Vec<(Arc<str>, u64)> {
+        let mut keys = Vec::with_capacity(self.memory.len().min(limit));
+        self.memory.chunk_keys(&mut keys, limit);
         if let Some(disk) = &self.disk {
-            disk.chunk_keys(&mut keys);
+            let left = limit.saturating_sub(keys.len());
+            disk.chunk_keys(&mut keys, left);
         }
         keys.retain(|(object, _)| object.starts_with(crate::key::HTTP));
         keys
+    }
+
+    /// A count that moves whenever a tier gains or loses a chunk: no scan is needed while it
+    /// stays.
+    pub fn changes(&self) -> u64 {
+        let disk = self.disk.as_ref().map_or(0, |d| d.changes());
+        self.memory.changes().wrapping_add(disk)
     }
 }
 

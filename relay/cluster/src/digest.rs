@@ -15,7 +15,7 @@
 
 use xorf::{BinaryFuse8, Filter};
 
-/// Where a relay serves its digest on its peer listener.
+/// Where a relay serves its digest on its peer listener (under `crate::peer::RESERVED`).
 pub const PATH: &str = "/.relay/digest";
 /// The largest digest accepted (about 59 million chunks).
 pub const MAX_DIGEST: usize = 64 << 20;

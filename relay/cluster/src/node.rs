@@ -273,7 +273,10 @@ impl Node {
                 }
                 OwnedNotification::Rejoin(id) => {
                     // The others forgot this relay's record when they declared it down, and
-                    // those it still counts as members will not see it join: tell them all.
+                    // those it still counts as members will not see it join: a newer version
+                    // (one that has not yet forgotten the old would keep it over the same
+                    // version, then forget it), told to them all and broadcast.
+                    self.publish(now_ms);
                     self.tell
                         .extend(self.foca.iter_members().map(|m| m.id().addr));
                     out.push(Output::Rejoined(id));

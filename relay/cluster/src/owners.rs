@@ -87,31 +87,35 @@ pub fn owners(key: u64, candidates: &[Candidate], n: usize) -> Vec<SocketAddr> {
     scored.into_iter().map(|(_, node)| node).collect()
 }
 
-/// How far above the site's average load (per unit of weight) a chunk's first owner must be
-/// for its chunks to spill to their second owner.
+/// How far above the rest of the site's load (per unit of weight) a chunk's first owner
+/// must be for its chunks to spill to their second owner.
 pub const SPILL_FACTOR: f64 = 2.0;
 /// The least load (connections open) that spills, so that a quiet site never does.
 pub const SPILL_MIN_LOAD: u32 = 64;
 
-/// Whether an owner at `load` with `weight` is loaded well above `average` (the site's load
-/// per unit of weight, [`average_load`]): at least [`SPILL_MIN_LOAD`] and more than
-/// [`SPILL_FACTOR`] times the average. Its chunks then go to their second owner.
-pub fn overloaded(load: u32, weight: u32, average: f64) -> bool {
-    load >= SPILL_MIN_LOAD && f64::from(load) / f64::from(weight.max(1)) > SPILL_FACTOR * average
+/// Whether an owner at `load` with `weight` is loaded well above the others of its site
+/// (`totals`: the site's summed load and weight, the owner's included, [`totals`]): at least
+/// [`SPILL_MIN_LOAD`], and more than [`SPILL_FACTOR`] times the others' load per unit of
+/// weight. Its chunks then go to their second owner. (Compared with the others, not with
+/// an average that includes the owner: in a site of two, no load would ever be twice an
+/// average it is half of.)
+pub fn overloaded(load: u32, weight: u32, totals: (u64, u64)) -> bool {
+    let (total_load, total_weight) = totals;
+    let others_weight = total_weight.saturating_sub(u64::from(weight));
+    if load < SPILL_MIN_LOAD || weight == 0 || others_weight == 0 {
+        return false;
+    }
+    let others = total_load.saturating_sub(u64::from(load)) as f64 / others_weight as f64;
+    f64::from(load) / f64::from(weight) > SPILL_FACTOR * others
 }
 
-/// The site's load per unit of weight: the members' (load, weight), weightless ones left
-/// out.
-pub fn average_load(members: impl Iterator<Item = (u32, u32)>) -> f64 {
-    let (load, weight) = members
+/// The site's summed load and weight: the members' (load, weight), weightless ones left out.
+pub fn totals(members: impl Iterator<Item = (u32, u32)>) -> (u64, u64) {
+    members
         .filter(|&(_, w)| w > 0)
-        .fold((0u64, 0u64), |(l, w), (ml, mw)| {
+        .fold((0, 0), |(l, w), (ml, mw)| {
             (l + u64::from(ml), w + u64::from(mw))
-        });
-    match weight {
-        0 => 0.0,
-        w => load as f64 / w as f64,
-    }
+        })
 }
 
 #[cfg(test)]
@@ -119,25 +123,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_owner_well_above_the_average_spills() {
+    fn only_an_owner_well_above_the_others_spills() {
         // Three relays of weight 100: 150 connections against 10 and 20.
-        let avg = average_load([(150, 100), (10, 100), (20, 100)].into_iter());
-        assert!((avg - 0.6).abs() < 1e-9);
-        assert!(overloaded(150, 100, avg));
-        assert!(!overloaded(20, 100, avg));
+        let site = totals([(150, 100), (10, 100), (20, 100)].into_iter());
+        assert_eq!(site, (180, 300));
+        assert!(overloaded(150, 100, site));
+        assert!(!overloaded(20, 100, site));
+        // A site of two: one far busier than the other spills.
+        let two = totals([(10_000, 100), (0, 100)].into_iter());
+        assert!(overloaded(10_000, 100, two));
+        assert!(!overloaded(
+            100,
+            100,
+            totals([(100, 100), (60, 100)].into_iter())
+        ));
         // Twice the weight carries twice the load before it spills.
         assert!(!overloaded(
             150,
             200,
-            average_load([(150, 200), (30, 100)].into_iter())
+            totals([(150, 200), (40, 100)].into_iter())
         ));
-        // A quiet site never spills, however uneven.
+        // A quiet site never spills, however uneven; a relay alone never does.
         assert!(!overloaded(
             40,
             100,
-            average_load([(40, 100), (0, 100)].into_iter())
+            totals([(40, 100), (0, 100)].into_iter())
         ));
-        assert_eq!(average_load([(5, 0)].into_iter()), 0.0);
+        assert!(!overloaded(500, 100, totals([(500, 100)].into_iter())));
     }
 
     fn relay(i: u32, weight: u32) -> Candidate {

@@ -299,3 +299,8 @@ mod chunk_sum_tests {
         assert_eq!(super::parse_chunk_sum(b"+123456789abcdef"), None);
     }
 }
+
+/// Targets under this prefix on the peer listener are relay's own (the digest,
+/// `crate::digest::PATH`): a relay never asks another for a client's request under it, so
+/// no client reaches them through a relay's miss path.
+pub const RESERVED: &str = "/.relay/";

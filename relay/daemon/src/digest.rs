@@ -13,8 +13,12 @@ use relay_cache::{Cache, Holdings};
 use relay_cluster::digest::{Digest, chunk_name, name_hash};
 use relay_server::digest::DigestSlot;
 
-/// How often the cache's chunks are looked at.
+/// How often the cache's chunks are looked at (a scan only when a tier gained or lost a
+/// chunk since the last).
 const LOOK: Duration = Duration::from_secs(5);
+/// The most chunks a digest names (memory first): about 2.4 MB of digest, and at most
+/// about 50 ms of the disk index's lock to list them.
+const MAX_KEYS: usize = 2 << 20;
 /// The share of chunk names that changed which makes a new build.
 const REBUILD_SHARE: usize = 50; // 1 in 50: 2%
 /// The age after which any change makes a new build.
@@ -57,7 +61,7 @@ impl Drop for DigestKeeper {
 pub fn held_names(holdings: &Holdings) -> Vec<u64> {
     let mut name = Vec::new();
     let mut hashes: Vec<u64> = holdings
-        .chunk_names()
+        .chunk_names(MAX_KEYS)
         .iter()
         .filter_map(|(object, index)| {
             chunk_name(Cache::peer_name(object)?.as_bytes(), *index, &mut name);
@@ -84,7 +88,14 @@ fn changed(a: &[u64], b: &[u64]) -> usize {
 
 fn keep(holdings: &Holdings, slot: &DigestSlot, etag: &AtomicU64, stop: &AtomicBool) {
     let mut built: Option<(Vec<u64>, Instant)> = None;
+    let mut seen: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
+        let changes = holdings.changes();
+        if seen == Some(changes) {
+            sleep_unless_stopped(stop);
+            continue;
+        }
+        seen = Some(changes);
         let names = held_names(holdings);
         let due = match &built {
             None => true,
@@ -107,11 +118,15 @@ fn keep(holdings: &Holdings, slot: &DigestSlot, etag: &AtomicU64, stop: &AtomicB
             );
             built = Some((names, Instant::now()));
         }
-        // Asleep in short steps, so a stop is not kept waiting.
-        let until = Instant::now() + LOOK;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        sleep_unless_stopped(stop);
+    }
+}
+
+/// [`LOOK`] asleep, in short steps so a stop is not kept waiting.
+fn sleep_unless_stopped(stop: &AtomicBool) {
+    let until = Instant::now() + LOOK;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

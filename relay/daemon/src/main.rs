@@ -303,7 +303,7 @@ fn site_peers(
     site: &str,
     key: relay_cluster::peer::PeerKey,
 ) -> relay_upstream::Peers {
-    use relay_cluster::owners::{Candidate, average_load, key_hash, overloaded, owners};
+    use relay_cluster::owners::{Candidate, key_hash, overloaded, owners, totals};
     let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
     relay_upstream::Peers {
         owner: Box::new(move |name| {
@@ -316,11 +316,11 @@ fn site_peers(
             let listed = owners(key_hash(name), &candidates, 2);
             let record = |node| records.iter().find(|r| r.node == node);
             let mut owner = *listed.first()?;
-            // An owner loaded well above the site's average gives its chunks to the second
+            // An owner loaded well above the rest of the site gives its chunks to the second
             // (every relay sees the same loads, within a gossip round).
-            let average = average_load(records.iter().map(|r| (r.load, r.weight)));
+            let site_totals = totals(records.iter().map(|r| (r.load, r.weight)));
             if let (Some(first), Some(&second)) = (record(owner), listed.get(1))
-                && overloaded(first.load, first.weight, average)
+                && overloaded(first.load, first.weight, site_totals)
             {
                 owner = second;
             }

@@ -269,8 +269,11 @@ fn health_loop(shared: &Shared) {
             .filter_map(|n| Some((n.name.clone(), n.health_check?, Probe::Http)))
             .collect();
         drop(state);
-        // Asked without the lock: the lookups of new relays' MACs may take a second.
-        let members = source.map(|source| macs.nodes(&source(), next_hop, &configured));
+        // Asked without the lock (it reads the neighbour table).
+        let members = source.map(|source| {
+            let table = crate::plan::neighbours();
+            macs.nodes(&source(), next_hop, &configured, &table)
+        });
         for node in members.iter().flatten().filter(|n| !n.local) {
             if let Some(addr) = node.health_check {
                 targets.push((node.name.clone(), addr, Probe::Connect));

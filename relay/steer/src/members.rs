@@ -31,33 +31,35 @@ pub struct Member {
 /// The live members of the site, asked once per check interval.
 pub type MemberSource = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
 
-/// How long a MAC that could not be found is not looked for again.
+/// How long a hop whose MAC was not found is not asked for again (its datagram to the
+/// discard port), and its absence not logged again.
 const RETRY_MAC: Duration = Duration::from_secs(10);
 
-/// The MACs of the members' next hops, looked up once per hop seen (a hop that leaves the
-/// membership is forgotten, so one that comes back is looked up again).
+/// The hops whose MAC was not in the neighbour table, and when they were last solicited.
+/// MACs themselves are read from the table at every round, never kept: a relay replaced at
+/// the same address is steered to its new MAC at the next round (the checks' connects keep
+/// the table's entries fresh).
 #[derive(Default)]
 pub(crate) struct Macs {
-    known: HashMap<IpAddr, [u8; 6]>,
-    /// Hops whose MAC was not found, and when it was last looked for.
     missing: HashMap<IpAddr, Instant>,
 }
 
 impl Macs {
-    /// The nodes for `members`: every member with a weight whose name is not `taken` by a
-    /// configured node, its packets sent to `next_hop`'s MAC, else to its own. A member
-    /// whose MAC is not found is left out until it is (logged once per hop).
+    /// The nodes for `members`, sorted by name: every member with a weight whose name is not
+    /// `taken` by a configured node, its packets sent to `next_hop`'s MAC, else to its own,
+    /// as `table` (the neighbour table) has it. A member whose MAC is not there is left out
+    /// and its hop solicited (without waiting: found at a later round), logged once.
     pub(crate) fn nodes(
         &mut self,
         members: &[Member],
         next_hop: Option<IpAddr>,
         taken: &[String],
+        table: &HashMap<std::net::Ipv4Addr, [u8; 6]>,
     ) -> Vec<SteerNode> {
         let hops: HashSet<IpAddr> = members
             .iter()
             .map(|m| next_hop.unwrap_or(m.address))
             .collect();
-        self.known.retain(|hop, _| hops.contains(hop));
         self.missing.retain(|hop, _| hops.contains(hop));
         let mut nodes: Vec<SteerNode> = Vec::with_capacity(members.len());
         for m in members {
@@ -66,7 +68,7 @@ impl Macs {
             }
             let mac = match m.local {
                 true => None,
-                false => match self.mac(next_hop.unwrap_or(m.address)) {
+                false => match self.mac(next_hop.unwrap_or(m.address), table) {
                     Some(mac) => Some(mac),
                     None => continue,
                 },
@@ -88,36 +90,43 @@ impl Macs {
                 health_check: (!m.local).then_some(m.probe),
             });
         }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         nodes
     }
 
-    fn mac(&mut self, hop: IpAddr) -> Option<[u8; 6]> {
-        if let Some(mac) = self.known.get(&hop) {
+    fn mac(
+        &mut self,
+        hop: IpAddr,
+        table: &HashMap<std::net::Ipv4Addr, [u8; 6]>,
+    ) -> Option<[u8; 6]> {
+        let IpAddr::V4(v4) = hop else {
+            if self.missing.insert(hop, Instant::now()).is_none() {
+                log::warn!(
+                    "steer: a relay of the site at {hop} is left out of the tables: IPv6 next \
+                     hops are not resolved (set steer.cluster_next_hop)"
+                );
+            }
+            return None;
+        };
+        if let Some(mac) = table.get(&v4) {
+            self.missing.remove(&hop);
             return Some(*mac);
         }
-        if self
+        let due = self
             .missing
             .get(&hop)
-            .is_some_and(|at| at.elapsed() < RETRY_MAC)
-        {
-            return None;
-        }
-        match crate::plan::resolve_mac(hop) {
-            Ok(mac) => {
-                self.missing.remove(&hop);
-                self.known.insert(hop, mac);
-                Some(mac)
+            .is_none_or(|at| at.elapsed() >= RETRY_MAC);
+        if due {
+            if !self.missing.contains_key(&hop) {
+                log::warn!(
+                    "steer: a relay of the site is left out of the tables until the MAC of \
+                     {hop} is in the neighbour table (asked for)"
+                );
             }
-            Err(e) => {
-                if self.missing.insert(hop, Instant::now()).is_none() {
-                    log::warn!(
-                        "steer: a relay of the site is left out of the tables until the MAC of \
-                         {hop} is found: {e}"
-                    );
-                }
-                None
-            }
+            crate::plan::solicit(v4);
+            self.missing.insert(hop, Instant::now());
         }
+        None
     }
 }
 
@@ -140,9 +149,9 @@ mod tests {
     #[test]
     fn members_become_nodes_with_their_weight_and_probe() {
         let mut macs = Macs::default();
-        // A next hop known without a lookup: the test fills the cache.
+        // The neighbour table has the next hop.
         let hop: IpAddr = "10.9.0.254".parse().unwrap();
-        macs.known.insert(hop, [2, 0, 0, 0, 0, 1]);
+        let table = HashMap::from([("10.9.0.254".parse().unwrap(), [2, 0, 0, 0, 0, 1])]);
         let members = [
             member("a", 1, 100, true),
             member("b", 2, 300, false),
@@ -150,7 +159,7 @@ mod tests {
             member("d", 4, 100, false),
             member("b", 5, 100, false),
         ];
-        let nodes = macs.nodes(&members, Some(hop), &["d".to_owned()]);
+        let nodes = macs.nodes(&members, Some(hop), &["d".to_owned()], &table);
         let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         // c has no weight, d is a configured node's name, the second b a duplicate.
         assert_eq!(names, ["a", "b"]);
@@ -159,26 +168,29 @@ mod tests {
         assert_eq!(nodes[1].mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(nodes[1].address, Some(Ipv4Addr::new(10, 9, 0, 2)));
         assert_eq!(nodes[1].health_check, members[1].probe.into());
-        // A hop no member uses any more is forgotten.
-        macs.nodes(&members[..1], None, &[]);
-        assert!(macs.known.is_empty());
     }
 
     #[test]
-    fn a_member_whose_mac_was_not_found_is_left_out_until_the_retry() {
+    fn a_member_whose_mac_is_not_in_the_table_is_left_out_until_it_is() {
         let mut macs = Macs::default();
         let lost = member("x", 7, 100, false);
-        // As after a failed lookup (a lookup itself would send a datagram to the hop).
-        macs.missing.insert(lost.address, Instant::now());
-        let started = Instant::now();
+        // As after a solicitation (one here would send a datagram to the hop).
+        let asked = Instant::now();
+        macs.missing.insert(lost.address, asked);
+        let table = HashMap::new();
         assert!(
-            macs.nodes(std::slice::from_ref(&lost), None, &[])
+            macs.nodes(std::slice::from_ref(&lost), None, &[], &table)
                 .is_empty()
         );
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "looked up again"
+        assert_eq!(
+            macs.missing.get(&lost.address),
+            Some(&asked),
+            "solicited again at once"
         );
-        assert!(macs.missing.contains_key(&lost.address));
+        // Once the table has it, it is in.
+        let table = HashMap::from([("10.9.0.7".parse().unwrap(), [2, 0, 0, 0, 0, 7])]);
+        let nodes = macs.nodes(std::slice::from_ref(&lost), None, &[], &table);
+        assert_eq!(nodes[0].mac, Some([2, 0, 0, 0, 0, 7]));
+        assert!(macs.missing.is_empty());
     }
 }

@@ -249,6 +249,19 @@ pub fn resolve_mac(hop: IpAddr) -> Result<[u8; 6], SteerError> {
     )))
 }
 
+/// The complete IPv4 entries of this namespace's neighbour table, read once.
+pub fn neighbours() -> std::collections::HashMap<Ipv4Addr, [u8; 6]> {
+    let text = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    text.lines().skip(1).filter_map(arp_line).collect()
+}
+
+/// Asks the kernel to resolve `hop` (a datagram to its discard port), without waiting.
+pub fn solicit(hop: Ipv4Addr) {
+    if let Ok(socket) = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
+        let _ = socket.send_to(b"relay", (hop, 9));
+    }
+}
+
 fn arp_entry(hop: Ipv4Addr) -> Option<[u8; 6]> {
     let text = std::fs::read_to_string("/proc/net/arp").ok()?;
     parse_arp(&text, hop)
@@ -256,21 +269,27 @@ fn arp_entry(hop: Ipv4Addr) -> Option<[u8; 6]> {
 
 /// The complete entry for `hop` in `/proc/net/arp` text.
 fn parse_arp(text: &str, hop: Ipv4Addr) -> Option<[u8; 6]> {
-    text.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (ip, flags, mac) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-        // ATF_COM (0x2): the entry is complete.
-        let complete = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()? & 2 != 0;
-        if ip.parse::<Ipv4Addr>().ok()? != hop || !complete {
-            return None;
-        }
-        let mut out = [0u8; 6];
-        let mut parts = mac.split(':');
-        for byte in &mut out {
-            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-        }
-        Some(out)
-    })
+    text.lines()
+        .skip(1)
+        .filter_map(arp_line)
+        .find_map(|(ip, mac)| (ip == hop).then_some(mac))
+}
+
+/// One line of `/proc/net/arp`: its address and MAC when the entry is complete.
+fn arp_line(line: &str) -> Option<(Ipv4Addr, [u8; 6])> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (ip, flags, mac) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+    // ATF_COM (0x2): the entry is complete.
+    let complete = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()? & 2 != 0;
+    if !complete {
+        return None;
+    }
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    Some((ip.parse().ok()?, out))
 }
 
 #[cfg(test)]

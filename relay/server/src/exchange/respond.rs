@@ -195,6 +195,13 @@ impl Exchange {
     /// Fetches the request's object for this client alone, stored nowhere: the request goes
     /// to the origin as a pass-through of a GET or HEAD (its own fields, no body).
     fn fetch_alone(&mut self, cx: &mut Cx<'_>, origin: usize, status: CacheStatus) {
+        if self.saved.asks.only_if_cached {
+            // RFC 9111 §5.2.1.7: never the origin (a relay asking a holder sends it too).
+            let req = self.saved.req;
+            cx.stats.made_up.count(504, Why::NotCached);
+            self.simple(cx, &req, 504, &[], "not cached\n");
+            return;
+        }
         let method = match self.saved.req.method {
             Method::Head => http::Method::HEAD,
             _ => http::Method::GET,

@@ -26,6 +26,14 @@ const REFRESH: Duration = Duration::from_secs(30);
 pub(crate) const MAX_HOLDERS: usize = 2;
 /// How long a digest fetch may take, whole.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed fetch, a member's digest is not asked for again for this long, doubled
+/// with each failure in a row up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The most bytes of the others' digests held at once; a digest past it is not kept.
+const MAX_HELD: usize = 256 << 20;
+/// How long a holder has to answer (from what it holds: no origin behind it).
+const HOLDER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What is known of one member's digest.
 struct Known {
@@ -39,6 +47,8 @@ struct Known {
 #[derive(Default)]
 pub(crate) struct Digests {
     by_peer: Mutex<HashMap<SocketAddr, Known>>,
+    /// Members whose digest fetch failed: not asked again until then, and the backoff.
+    failed: Mutex<HashMap<SocketAddr, (Instant, Duration)>>,
 }
 
 impl Digests {
@@ -61,8 +71,44 @@ impl Digests {
         map.get(&peer).map(|k| (k.digest.etag, k.asked))
     }
 
+    /// Whether `peer`'s digest fetch failed lately (backing off).
+    fn backing_off(&self, peer: SocketAddr) -> bool {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed
+            .get(&peer)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    /// A fetch of `peer`'s digest failed: backs off, twice as long as the last time.
+    fn failed(&self, peer: SocketAddr) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let backoff = failed
+            .get(&peer)
+            .map_or(FIRST_BACKOFF, |(_, b)| (*b * 2).min(MAX_BACKOFF));
+        failed.insert(peer, (Instant::now() + backoff, backoff));
+    }
+
     fn keep(&self, peer: SocketAddr, digest: Option<Digest>, rtt: Duration) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&peer);
         let mut map = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(d) = &digest {
+            let held: usize = map
+                .iter()
+                .filter(|(a, _)| **a != peer)
+                .map(|(_, k)| k.digest.size())
+                .sum();
+            if held + d.size() > MAX_HELD {
+                log::warn!(
+                    "peer {peer}: its digest of {} bytes is not kept: the others' digests hold \
+                     {held} bytes already",
+                    d.size()
+                );
+                return;
+            }
+        }
         let now = Instant::now();
         match (map.get_mut(&peer), digest) {
             (Some(k), d) => {
@@ -90,6 +136,8 @@ impl Digests {
     fn retain(&self, live: &[(SocketAddr, u64)]) {
         let mut map = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|addr, _| live.iter().any(|(a, _)| a == addr));
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.retain(|addr, _| live.iter().any(|(a, _)| a == addr));
     }
 }
 
@@ -113,7 +161,7 @@ impl Context {
                     None => true,
                     Some((known, asked)) => known != etag || asked.elapsed() >= REFRESH,
                 };
-                if due && !self.peer_shunned(addr) {
+                if due && !self.peer_shunned(addr) && !self.digests.backing_off(addr) {
                     self.fetch_digest(peers, addr).await;
                 }
             }
@@ -185,8 +233,14 @@ impl Context {
                 }
                 self.digests.keep(addr, digest, rtt);
             }
-            Ok(Err(why)) => log::debug!("peer {addr}: digest not fetched: {why}"),
-            Err(_) => log::debug!("peer {addr}: digest not fetched within {FETCH_TIMEOUT:?}"),
+            Ok(Err(why)) => {
+                self.digests.failed(addr);
+                log::debug!("peer {addr}: digest not fetched: {why}");
+            }
+            Err(_) => {
+                self.digests.failed(addr);
+                log::debug!("peer {addr}: digest not fetched within {FETCH_TIMEOUT:?}");
+            }
         }
     }
 
@@ -201,12 +255,16 @@ impl Context {
         forward: &[(String, Vec<u8>)],
     ) -> Option<http::Response<Incoming>> {
         let peers = self.peers.get()?;
+        if path.starts_with(relay_cluster::peer::RESERVED) {
+            return None;
+        }
         let index = range.0 / self.store.layout.chunk_size();
         let name = super::peer::chunk_name_of(route, path, index);
         let holders = self
             .digests
             .holders(name_hash(&name), |a| self.peer_shunned(a));
-        let first_byte = Duration::from_millis(self.origins[origin].config.first_byte_timeout_ms);
+        let first_byte = Duration::from_millis(self.origins[origin].config.first_byte_timeout_ms)
+            .min(HOLDER_TIMEOUT);
         for holder in holders {
             let mut req =
                 super::peer::peer_request(peers, holder, route, path, Some(range), None, forward)?;

@@ -76,6 +76,9 @@ impl Context {
         forward: &[(String, Vec<u8>)],
     ) -> Option<http::Response<Incoming>> {
         let peers = self.peers.get()?;
+        if path.starts_with(relay_cluster::peer::RESERVED) {
+            return None;
+        }
         let index = range.map_or(0, |(start, _)| start / self.store.layout.chunk_size());
         let name = chunk_name_of(route, path, index);
         let owner = (peers.owner)(&name)?;
