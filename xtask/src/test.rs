@@ -1,5 +1,6 @@
 //! `cargo xtask test`: what CI runs. fmt, clippy (userspace and eBPF), then every unit and
-//! integration test with the eBPF object embedded. Root-only tests (network namespaces,
+//! integration test with the eBPF object embedded, and the thousand-relay membership
+//! simulation in release. Root-only tests (network namespaces,
 //! XDP) run when root; otherwise they print `SKIPPED: <reason>`, collected in the summary.
 
 use crate::bench_serve::target_dir;
@@ -56,6 +57,22 @@ pub fn run(o: &Options) -> Result<()> {
         eprintln!("xtask: not root: namespace and XDP tests will report themselves skipped");
     }
     let skipped = harness(o, &obj)?;
+    // The membership simulation at the size the design is projected to (a thousand relays):
+    // too slow unoptimised for the debug harness, about 40 s in release.
+    if o.harness.is_empty() {
+        run_cmd(cargo().args([
+            "test",
+            "--locked",
+            "--release",
+            "-p",
+            "relay-cluster",
+            "--test",
+            "sim",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]))?;
+    }
     eprintln!(
         "xtask: test passed in {:.0?}; {} skipped",
         started.elapsed(),

@@ -114,12 +114,45 @@ pub enum BadRecord {
     LongSite,
 }
 
+/// A record as the first release sent it: no steering address, digest or load.
+#[derive(Deserialize)]
+struct RecordV1 {
+    node: SocketAddr,
+    version: u64,
+    site: String,
+    http: SocketAddr,
+    weight: u32,
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Record {
+        Record {
+            steer: r.node.ip(),
+            node: r.node,
+            version: r.version,
+            site: r.site,
+            http: r.http,
+            weight: r.weight,
+            digest: 0,
+            load: 0,
+        }
+    }
+}
+
 /// A record as it travels, checked.
 pub(crate) fn decode(data: &[u8]) -> Result<Record, BadRecord> {
     if data.len() > MAX_RECORD {
         return Err(BadRecord::TooLarge(data.len()));
     }
-    let r: Record = postcard::from_bytes(data).map_err(|_| BadRecord::Garbled)?;
+    // Fields are only ever added at the end: a record of an earlier release (without the
+    // later ones) decodes with their defaults, so a rolling upgrade keeps every record;
+    // an earlier release decoding a later record reads its own fields and leaves the rest.
+    let r: Record = match postcard::from_bytes(data) {
+        Ok(r) => r,
+        Err(_) => postcard::from_bytes::<RecordV1>(data)
+            .map_err(|_| BadRecord::Garbled)?
+            .into(),
+    };
     if r.site.len() > MAX_SITE {
         return Err(BadRecord::LongSite);
     }
@@ -141,5 +174,43 @@ impl foca::BroadcastHandler<crate::NodeId> for Records {
             version: r.version,
         };
         Ok(self.offer(r).then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_the_first_release_decodes_with_defaults_and_a_later_one_is_read_by_it() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct V1 {
+            node: SocketAddr,
+            version: u64,
+            site: String,
+            http: SocketAddr,
+            weight: u32,
+        }
+        let old = V1 {
+            node: "10.0.0.1:7946".parse().unwrap(),
+            version: 3,
+            site: "fra1".into(),
+            http: "10.0.0.1:7947".parse().unwrap(),
+            weight: 200,
+        };
+        let r = decode(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!((r.node, r.version, r.weight), (old.node, 3, 200));
+        assert_eq!((r.steer, r.digest, r.load), (old.node.ip(), 0, 0));
+        // The first release reading a record of this one: its own fields, the rest left.
+        let new = Record {
+            load: 77,
+            digest: 9,
+            ..r
+        };
+        let bytes = new.encode().unwrap();
+        let back: V1 = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, old);
+        assert_eq!(decode(&bytes).unwrap(), new);
+        assert!(matches!(decode(&[0xff; 3]), Err(BadRecord::Garbled)));
     }
 }

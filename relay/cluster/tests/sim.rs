@@ -278,7 +278,7 @@ fn three_relays_join_through_one_seed_detect_a_death_and_take_back_a_restart() {
 /// figures.
 fn converge_detect_and_gossip_little(n: usize) -> String {
     let mut sim = Sim::new(n, lan(n as u32));
-    let joined = sim.run_while(300_000, Sim::sizes_agree);
+    let joined = sim.run_while(900_000, Sim::sizes_agree);
     let joined = joined.expect("joined");
     assert!(sim.converged(), "every relay holds every other one");
     // A minute of steady state: what gossip costs.
@@ -326,6 +326,12 @@ fn converge_detect_and_gossip_little(n: usize) -> String {
 #[test]
 fn a_hundred_relays_converge_detect_a_death_within_the_bound_and_gossip_little() {
     eprintln!("{}", converge_detect_and_gossip_little(100));
+}
+
+#[test]
+#[ignore]
+fn a_thousand_relays_converge_detect_a_death_within_the_bound_and_gossip_little() {
+    eprintln!("{}", converge_detect_and_gossip_little(1000));
 }
 
 #[test]
