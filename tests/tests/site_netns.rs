@@ -1,7 +1,10 @@
-//! A site of three relays, each in a network namespace of its own, and the origin in
+//! A site of five relays, each in a network namespace of its own, and the origin in
 //! another, joined through a bridge: one cache across them over real network stacks.
 //! Objects warmed through one relay are served through the others from their peers (the
-//! origin's count does not move); then, while clients fetch new objects through one relay,
+//! origin's count does not move); a Zipf workload over all five fetches each chunk from
+//! the origin about once for the site (independent relays: once per relay asked); forged
+//! gossip packets and an unsigned peer request from another namespace are dropped and
+//! counted, and refused with 403; then, while clients fetch new objects through one relay,
 //! another is killed with SIGKILL: every answer that completes is right, and the cut ones
 //! are counted.
 //!
@@ -16,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-const RELAYS: usize = 3;
+const RELAYS: usize = 5;
 const CHUNK: usize = 64 << 10;
 
 fn addr(i: usize) -> String {
@@ -89,7 +92,7 @@ fn a_site_in_namespaces_serves_from_peers_and_survives_a_killed_relay() {
                 "[server]\nlisten = \"{a}:8080\"\nworkers = 1\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\
                  chunk_size = \"64 KiB\"\n\n[[origin.http]]\nurl = \"{o}\"\n\n\
                  [admin]\nlisten = \"127.0.0.1:9090\"\n\n[cluster]\nlisten = \"{a}:7946\"\n\
-                 seeds = [\"{seed}:7946\"]\nkey_file = \"{k}\"\npeer_listen = \"{a}:7947\"\nsize = 3\n",
+                 seeds = [\"{seed}:7946\"]\nkey_file = \"{k}\"\npeer_listen = \"{a}:7947\"\nsize = 5\n",
                 a = addr(i),
                 o = origin.url(),
                 seed = addr(0),
@@ -152,12 +155,106 @@ fn a_site_in_namespaces_serves_from_peers_and_survives_a_killed_relay() {
         .sum();
     eprintln!(
         "{} objects of 3 chunks: the origin served {warmed} requests warming them through one \
-         relay, {} more when the other two were asked; peers served {peer_served} requests",
+         relay, {} more when the other four were asked; peers served {peer_served} requests",
         bodies.len(),
         after - warmed
     );
     assert_eq!(warmed, 3 * bodies.len());
     assert_eq!(after, warmed, "the other relays went to the origin");
+
+    // Zipf over the five relays: each chunk asked for comes from the origin about once.
+    let sizes: Vec<usize> = (0..60)
+        .map(|i| CHUNK * (1 + i % 3) - 300 * (i % 5))
+        .collect();
+    for (i, &len) in sizes.iter().enumerate() {
+        origin.put(
+            &format!("/z{i}"),
+            Object::new(pattern(len, 500 + i as u64), &format!("z{i}")),
+        );
+    }
+    let mut zipf = relay_tests::Zipf::new(sizes.len(), 0x2545_f491_4f6c_dd1d);
+    let mut asked = vec![std::collections::HashSet::new(); sizes.len()];
+    for _ in 0..300 {
+        let obj = zipf.item();
+        let r = (zipf.next_u64() % RELAYS as u64) as usize;
+        asked[obj].insert(r);
+        let got = get(&nss[r], http(r), &format!("/z{obj}"));
+        assert_eq!(
+            got.map(|b| b.len()),
+            Some(sizes[obj]),
+            "/z{obj} through relay {r}"
+        );
+    }
+    let (mut chunks, mut fetched, mut independent) = (0, 0, 0);
+    for (i, who) in asked.iter().enumerate().filter(|(_, w)| !w.is_empty()) {
+        let c = sizes[i].div_ceil(CHUNK);
+        chunks += c;
+        independent += c * who.len();
+        fetched += origin.count(&format!("/z{i}"));
+    }
+    eprintln!(
+        "Zipf, 300 requests over five relays in namespaces: {chunks} chunks asked for, the \
+         origin fetched {fetched} (independent relays would have fetched {independent})"
+    );
+    assert!(
+        fetched <= chunks + chunks / 20,
+        "{fetched} origin fetches for {chunks} chunks"
+    );
+
+    // Forged gossip from the origin's namespace: garbage, and a packet sealed under another
+    // key. Dropped and counted; no member made. An unsigned peer request: 403.
+    let packets = |what: &str| {
+        let name = format!("relay_cluster_packets_total{{result=\"{what}\"}}");
+        metric(&nss[0], &relays[0], &name)
+    };
+    let (malformed, bad_mac) = (packets("malformed"), packets("bad_mac"));
+    let gossip: SocketAddr = format!("{}:7946", addr(0)).parse().unwrap();
+    in_netns(ons.name(), || {
+        let socket = std::net::UdpSocket::bind("10.202.0.100:0").expect("a UDP socket");
+        for _ in 0..10 {
+            let _ = socket.send_to(b"not a gossip packet", gossip);
+        }
+        let me: SocketAddr = "10.202.0.100:7946".parse().unwrap();
+        let mut forger =
+            relay_cluster::seal::Sealer::new(relay_cluster::Key::new([0x11; 32]), me, 1);
+        for _ in 0..10 {
+            let packet = forger.seal(b"\x01forged", relay_cluster::peer::now_ms());
+            let _ = socket.send_to(&packet, gossip);
+        }
+    })
+    .expect("the origin's namespace");
+    let end = Instant::now() + Duration::from_secs(5);
+    while (packets("malformed") < malformed + 10.0 || packets("bad_mac") < bad_mac + 10.0)
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let members = metric(&nss[0], &relays[0], "relay_cluster_members");
+    eprintln!(
+        "forged gossip: malformed +{}, bad MAC +{}; members {members}",
+        packets("malformed") - malformed,
+        packets("bad_mac") - bad_mac
+    );
+    assert_eq!(packets("malformed") - malformed, 10.0);
+    assert_eq!(packets("bad_mac") - bad_mac, 10.0);
+    assert_eq!(members, (RELAYS - 1) as f64);
+    let peer: SocketAddr = format!("{}:7947", addr(0)).parse().unwrap();
+    let status = in_netns(ons.name(), || {
+        let mut s = TcpStream::connect_timeout(&peer, Duration::from_secs(5)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /w0 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            .ok()?;
+        let mut got = [0u8; 12];
+        s.read_exact(&mut got).ok()?;
+        Some(String::from_utf8_lossy(&got).into_owned())
+    })
+    .ok()
+    .flatten();
+    assert_eq!(
+        status.as_deref(),
+        Some("HTTP/1.1 403"),
+        "an unsigned peer request"
+    );
 
     // Clients fetch new objects through relay 1 while relay 2 is killed.
     let fresh: Vec<Vec<u8>> = (0..60)

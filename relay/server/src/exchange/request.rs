@@ -403,6 +403,10 @@ impl Exchange {
             }
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
         };
+        // (What an answer made up before routing logs is this request's, not the last one's
+        // on this slot.)
+        self.key.clear();
+        self.target.clear();
         if self.peer {
             // Another relay's request: its credentials first (`relay_cluster::peer`).
             let signed = relay_cluster::peer::Signed {
@@ -430,6 +434,7 @@ impl Exchange {
             match verdict {
                 Ok(hop) => self.hop = hop,
                 Err(f) => {
+                    self.target.push_str(request.target);
                     cx.stats.peer_forbidden.fetch_add(1, Ordering::Relaxed);
                     self.error(cx, Why::PeerForbidden(f));
                     return Step::Again;
