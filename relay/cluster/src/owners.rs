@@ -92,6 +92,10 @@ pub fn owners(key: u64, candidates: &[Candidate], n: usize) -> Vec<SocketAddr> {
 pub const SPILL_FACTOR: f64 = 2.0;
 /// The least load (connections open) that spills, so that a quiet site never does.
 pub const SPILL_MIN_LOAD: u32 = 64;
+/// An owner that spills goes on spilling until it is below this many times the others'
+/// load per unit of weight (hysteresis: an owner near [`SPILL_FACTOR`] does not flip its
+/// chunks back and forth with every load it publishes).
+pub const SPILL_RELEASE: f64 = 1.5;
 
 /// Whether an owner at `load` with `weight` is loaded well above the others of its site
 /// (`totals`: the site's summed load and weight, the owner's included, [`totals`]): at least
@@ -100,13 +104,23 @@ pub const SPILL_MIN_LOAD: u32 = 64;
 /// an average that includes the owner: in a site of two, no load would ever be twice an
 /// average it is half of.)
 pub fn overloaded(load: u32, weight: u32, totals: (u64, u64)) -> bool {
+    above(load, weight, totals, SPILL_FACTOR)
+}
+
+/// Whether an owner that spills already goes on spilling: above [`SPILL_RELEASE`] times the
+/// others' load per unit of weight (and at least [`SPILL_MIN_LOAD`]).
+pub fn stays_overloaded(load: u32, weight: u32, totals: (u64, u64)) -> bool {
+    above(load, weight, totals, SPILL_RELEASE)
+}
+
+fn above(load: u32, weight: u32, totals: (u64, u64), factor: f64) -> bool {
     let (total_load, total_weight) = totals;
     let others_weight = total_weight.saturating_sub(u64::from(weight));
     if load < SPILL_MIN_LOAD || weight == 0 || others_weight == 0 {
         return false;
     }
     let others = total_load.saturating_sub(u64::from(load)) as f64 / others_weight as f64;
-    f64::from(load) / f64::from(weight) > SPILL_FACTOR * others
+    f64::from(load) / f64::from(weight) > factor * others
 }
 
 /// The site's summed load and weight: the members' (load, weight), weightless ones left out.
@@ -150,6 +164,12 @@ mod tests {
             totals([(40, 100), (0, 100)].into_iter())
         ));
         assert!(!overloaded(500, 100, totals([(500, 100)].into_iter())));
+        // Between 1.5 and 2 times the others: an owner that spills goes on, one that does
+        // not stays.
+        let near = totals([(170, 100), (100, 100), (100, 100)].into_iter());
+        assert!(!overloaded(170, 100, near) && stays_overloaded(170, 100, near));
+        let below = totals([(140, 100), (100, 100), (100, 100)].into_iter());
+        assert!(!stays_overloaded(140, 100, below));
     }
 
     fn relay(i: u32, weight: u32) -> Candidate {

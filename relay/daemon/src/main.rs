@@ -303,8 +303,12 @@ fn site_peers(
     site: &str,
     key: relay_cluster::peer::PeerKey,
 ) -> relay_upstream::Peers {
-    use relay_cluster::owners::{Candidate, key_hash, overloaded, owners, totals};
+    use relay_cluster::owners::{
+        Candidate, key_hash, overloaded, owners, stays_overloaded, totals,
+    };
     let (view, me, site) = (agent.view.clone(), agent.addr, site.to_owned());
+    // The owners spilling now (hysteresis: `stays_overloaded`).
+    let spilling = std::sync::Mutex::new(std::collections::HashSet::new());
     relay_upstream::Peers {
         owner: Box::new(move |name| {
             let records = view.site_records(me, &site);
@@ -319,10 +323,19 @@ fn site_peers(
             // An owner loaded well above the rest of the site gives its chunks to the second
             // (every relay sees the same loads, within a gossip round).
             let site_totals = totals(records.iter().map(|r| (r.load, r.weight)));
-            if let (Some(first), Some(&second)) = (record(owner), listed.get(1))
-                && overloaded(first.load, first.weight, site_totals)
-            {
-                owner = second;
+            if let (Some(first), Some(&second)) = (record(owner), listed.get(1)) {
+                let mut spilling = spilling.lock().unwrap_or_else(|p| p.into_inner());
+                let over = match spilling.contains(&owner) {
+                    true => stays_overloaded(first.load, first.weight, site_totals),
+                    false => overloaded(first.load, first.weight, site_totals),
+                };
+                match over {
+                    true => spilling.insert(owner),
+                    false => spilling.remove(&owner),
+                };
+                if over {
+                    owner = second;
+                }
             }
             match owner == me {
                 true => None,

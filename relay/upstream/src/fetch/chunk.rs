@@ -25,22 +25,23 @@ impl Context {
         let end = start + writer.fill().len() as u64 - 1;
         let key = writer.fill().key.clone();
         // The nearest relays whose digests name the chunk, then its owner among the site's
-        // relays, then the origin. An answer from
-        // the owner that does not fit is dropped and the origin asked; one that breaks off
-        // (the owner died mid-transfer) is continued from the origin where it stopped, into
-        // the same fill: the client gets the whole chunk, or a cut connection.
-        let mut from_peer = match &peers {
+        // relays, then the origin. A holder's answer that does not fit (another version)
+        // is dropped and the owner asked; the owner's, and the origin asked. One that breaks
+        // off (the peer died mid-transfer) is continued from the origin where it stopped,
+        // into the same fill: the client gets the whole chunk, or a cut connection.
+        let (mut from_peer, mut owner_next) = match &peers {
             Some(route) => match self
                 .ask_holders(origin, route, &path, (start, end), &forward)
                 .await
             {
-                Some(resp) => Some(resp),
-                None => {
+                Some(resp) => (Some(resp), true),
+                None => (
                     self.ask_owner(origin, route, &path, Some((start, end)), None, &forward)
-                        .await
-                }
+                        .await,
+                    false,
+                ),
             },
-            None => None,
+            None => (None, false),
         };
         let mut writer = writer;
         loop {
@@ -70,6 +71,12 @@ impl Context {
                 Rest::Refused(w, _) if peer => {
                     self.peer_fell_back();
                     writer = w;
+                    // (Nothing was written: the owner is asked for the whole chunk.)
+                    if let (true, Some(route)) = (std::mem::take(&mut owner_next), &peers) {
+                        from_peer = self
+                            .ask_owner(origin, route, &path, Some((start, end)), None, &forward)
+                            .await;
+                    }
                 }
                 Rest::Refused(w, e) => {
                     if e == FillError::Changed {
