@@ -137,6 +137,17 @@ fn cluster_relay_chunked(
     seeds: &[SocketAddr],
     chunk: &str,
 ) -> Relay {
+    cluster_relay_with(dir, origin, seeds, chunk, "")
+}
+
+/// [`cluster_relay_chunked`] with more `[server]` lines.
+fn cluster_relay_with(
+    dir: &TempDir,
+    origin: &relay_tests::origin::Origin,
+    seeds: &[SocketAddr],
+    chunk: &str,
+    server: &str,
+) -> Relay {
     use std::os::unix::fs::PermissionsExt;
     let key = dir.write(
         "cluster.key",
@@ -145,7 +156,7 @@ fn cluster_relay_chunked(
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     Relay::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"64 MiB\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n{server}\n[cache]\nmemory_bytes = \"64 MiB\"\n\
          chunk_size = \"{chunk}\"\n\n\
          [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [{}]\nkey_file = \"{}\"\n\
@@ -451,10 +462,12 @@ fn chunks_of_an_owner_loaded_well_above_the_average_go_to_the_next_owner() {
         TempDir::new("spill-c"),
     );
     let a = cluster_relay(&da, &origin, &[]);
-    let b = cluster_relay(&db, &origin, &[gossip_addr(&a)]);
+    // b holds idle connections for as long as the test takes, however slow the machine.
+    let patient = "header_timeout_ms = 120000\nidle_timeout_ms = 120000\n";
+    let b = cluster_relay_with(&db, &origin, &[gossip_addr(&a)], "64 KiB", patient);
     let c = cluster_relay(&dc, &origin, &[gossip_addr(&a)]);
     know_each_other(&[&a, &b, &c]);
-    // Idle connections to b: within its header timeout (10 s) for the rest of the test.
+    // Idle connections to b: its load.
     let held: Vec<std::net::TcpStream> = (0..150)
         .filter_map(|_| std::net::TcpStream::connect(b.addr).ok())
         .collect();
@@ -505,6 +518,81 @@ fn chunks_of_an_owner_loaded_well_above_the_average_go_to_the_next_owner() {
     assert!(to_b <= 3.0, "b served {to_b}");
     assert!(to_c >= 8.0, "c served {to_c}");
     drop(held);
+}
+
+/// A whole chunk answered to another relay carries its checksum from memory and from the
+/// disk tier alike: 30 one-chunk objects through a relay whose memory holds about 14
+/// (the first ones are then on disk only); each asked for by a signed request comes with
+/// the XXH3 of its bytes.
+#[test]
+fn whole_chunks_from_memory_and_disk_carry_their_checksum() {
+    use relay_tests::origin::{Object, Origin};
+    use std::os::unix::fs::PermissionsExt;
+    let origin = Origin::start();
+    let dir = TempDir::new("peer-disk-sum");
+    let key_file = dir.write(
+        "cluster.key",
+        format!("{KEY_BYTE:02x}").repeat(32).as_bytes(),
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let disk = dir.path().join("disk");
+    let a = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nmemory_bytes = \"1 MiB\"\n\
+         chunk_size = \"64 KiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"64 MiB\"\n\
+         disk_admission = \"always\"\n\n[[origin.http]]\nurl = \"{}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nlisten = \"127.0.0.1:0\"\n\
+         key_file = \"{}\"\npeer_listen = \"127.0.0.1:0\"\n",
+        disk.display(),
+        origin.url(),
+        key_file.display()
+    ));
+    let bodies: Vec<Vec<u8>> = (0..30).map(|i| pattern(60_000, 700 + i as u64)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        origin.put(&format!("/e{i}"), Object::new(b.clone(), &format!("e{i}")));
+        let (status, got, _) = get(a.addr, &format!("/e{i}"), "");
+        assert!(status == 200 && &got == b, "/e{i}");
+    }
+    // The disk writer works off the request path: wait until every chunk is on disk.
+    let end = Instant::now() + Duration::from_secs(10);
+    while a.metric("relay_disk_tier_chunks").unwrap_or(0.0) < 30.0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let in_memory = a.metric("relay_memory_tier_chunks").unwrap_or(0.0);
+    let key = PeerKey::derive(&relay_cluster::Key::new([KEY_BYTE; 32]));
+    for (i, b) in bodies.iter().enumerate() {
+        let target = format!("/e{i}");
+        let extra = format!(
+            "Range: bytes=0-65535\r\n{}",
+            field(&key, now_ms(), &target, "bytes=0-65535")
+        );
+        let mut cl = Client::connect(peer_addr(&a));
+        cl.send(format!("GET {target} HTTP/1.1\r\nHost: peer\r\n{extra}\r\n").as_bytes());
+        let r = cl.read_response(false).expect("a chunk");
+        assert_eq!((r.status, &r.body[..]), (206, &b[..]), "{target}");
+        let sum = r.header("relay-chunk-sum").map(|v| v.as_bytes().to_vec());
+        assert_eq!(
+            sum.as_deref()
+                .and_then(relay_cluster::peer::parse_chunk_sum),
+            Some(relay_cache::disk::checksum(b)),
+            "{target}: its checksum"
+        );
+    }
+    eprintln!(
+        "30 whole chunks asked by a peer, {in_memory} of them in memory (the rest on disk \
+         only): each came with its checksum"
+    );
+    assert!(
+        in_memory < 30.0,
+        "every chunk still in memory: the disk case was not tried"
+    );
+    let from_disk = a
+        .metric("relay_disk_reads_total{result=\"verified\"}")
+        .unwrap_or(0.0);
+    assert!(
+        from_disk >= 30.0 - in_memory,
+        "{from_disk} chunks read from disk"
+    );
+    assert_eq!(origin.count("/e0"), 1);
 }
 
 /// Five relays of one site and a Zipf workload over them: 400 requests for 60 objects of

@@ -539,6 +539,15 @@ impl DiskTier {
         self.inner().index.peek(key).is_some()
     }
 
+    /// The checksum (XXH3-64) and length of a chunk's body on disk, without counting a use:
+    /// what its read is verified against.
+    pub fn body_sum(&self, key: &ChunkRef<'_>) -> Option<(u64, u64)> {
+        self.inner()
+            .index
+            .peek(key)
+            .map(|e| (e.body_sum, e.body_len()))
+    }
+
     /// Lookups of a chunk so far, without counting one.
     pub fn hits(&self, key: &ChunkRef<'_>) -> Option<u32> {
         self.inner().index.peek(key).map(|e| e.hits)

@@ -1,8 +1,10 @@
-//! Another relay asking for this relay's digest (`crate::digest`, at
-//! `relay_cluster::digest::PATH` on the peer listener, its credentials already checked).
+//! What only another relay is answered: this relay's digest (`crate::digest`, at
+//! `relay_cluster::digest::PATH` on the peer listener, its credentials already checked),
+//! and the checksum of a whole chunk (`relay_cluster::peer::CHUNK_SUM`).
 
 use super::respond::base_head;
 use super::{Cx, Exchange};
+use relay_cache::{ChunkRef, ObjectMeta};
 use relay_proto::{Method, ResponseHead};
 use std::sync::atomic::Ordering;
 
@@ -53,5 +55,33 @@ impl Exchange {
         if !req.keep_alive {
             self.close_after = true;
         }
+    }
+
+    /// The checksum of the chunk the body `start..end` is, when it is one whole chunk: of
+    /// its bytes when taken from memory, else the one its disk file carries (what its read
+    /// is verified against).
+    pub(super) fn whole_chunk_sum(
+        &self,
+        cx: &Cx<'_>,
+        meta: &ObjectMeta,
+        start: u64,
+        end: u64,
+    ) -> Option<u64> {
+        let layout = cx.shared.cache.layout;
+        let index = layout.chunk_of(start);
+        if layout.chunk_start(index) != start {
+            return None;
+        }
+        if let Some((_, i, chunk)) = self.local.as_ref() {
+            return (*i == index && start + chunk.len() as u64 == end)
+                .then(|| relay_cache::disk::checksum(chunk));
+        }
+        let key = ChunkRef {
+            object: &self.key,
+            version: meta.version,
+            index,
+        };
+        let (sum, len) = cx.shared.cache.disk.as_ref()?.body_sum(&key)?;
+        (start + len == end).then_some(sum)
     }
 }

@@ -675,16 +675,14 @@ impl Exchange {
             extra[n] = ("Age", age_buf.format(meta.age(cx.now)).as_bytes());
             n += 1;
         }
-        // Another relay asking for one whole chunk held in memory: its checksum, which the
-        // asker checks before it keeps the chunk (`relay_cluster::peer::CHUNK_SUM`).
+        // Another relay asking for one whole chunk held here: its checksum, which the asker
+        // checks before it keeps the chunk (`relay_cluster::peer::CHUNK_SUM`).
         let sum_buf: [u8; 16];
         if self.peer
             && multi_n == 0
-            && let Some((_, index, chunk)) = self.local.as_ref()
-            && cx.shared.cache.layout.chunk_start(*index) == start
-            && start + chunk.len() as u64 == end
+            && held
+            && let Some(sum) = self.whole_chunk_sum(cx, &meta, start, end)
         {
-            let sum = relay_cache::disk::checksum(chunk);
             sum_buf = relay_cluster::peer::chunk_sum_hex(sum);
             extra[n] = (relay_cluster::peer::CHUNK_SUM, &sum_buf);
             n += 1;
