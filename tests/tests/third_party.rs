@@ -457,3 +457,76 @@ fn nginx_static_ranged_chunked_ssi_redirect_and_404_as_it_answers_them_directly(
     assert!(page.starts_with(b"<p>start</p>\n") && page.ends_with(b"\n<p>end</p>\n"));
     assert!(page[13..13 + big.len()] == big[..]);
 }
+
+/// Two relays of a site in front of nginx, curl as the client: files fetched through one
+/// relay; a second joins, learns the first's digest, and is asked for them all: it takes
+/// every chunk from its peer and sends nginx no request; every body is the file, byte for
+/// byte.
+#[test]
+fn a_relay_joining_in_front_of_nginx_takes_every_chunk_from_its_peer() {
+    use std::os::unix::fs::PermissionsExt;
+    let www = TempDir::new("tp-site-www");
+    let files: Vec<Vec<u8>> = (0..8)
+        .map(|i| pattern(600_000 + i * 1000, 40 + i as u64))
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        www.write(&format!("s{i}.bin"), f);
+    }
+    // Fresh for an hour, as a CDN origin says (a holder answers only what it may serve
+    // without asking the origin: `only-if-cached`).
+    let origin = NginxOrigin::start(www.path(), "location / { expires 1h; }");
+    let dir = TempDir::new("tp-site");
+    let key = dir.write("cluster.key", "3c".repeat(32).as_bytes());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let relay = |seeds: &str| {
+        Relay::start(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+             memory_bytes = \"64 MiB\"\n\n[origin]\n\n[[origin.http]]\n\
+             url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [{seeds}]\nkey_file = \"{}\"\n\
+             peer_listen = \"127.0.0.1:0\"\nsize = 2\n",
+            origin.port,
+            key.display()
+        ))
+    };
+    // The clients' name for the site: the same object whichever relay they reach (a cache
+    // keys objects by authority: two relays' own addresses would be two objects).
+    const HOST: &[&str] = &["-H", "Host: files.test"];
+    let m = |r: &Relay, name: &str| r.metric(name).unwrap_or(0.0);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < end, "{what} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let a = relay("");
+    for (i, f) in files.iter().enumerate() {
+        let got = fetch(&a.url(&format!("/s{i}.bin")), HOST);
+        assert_eq!((got.code, got.status), (0, 200), "s{i}.bin: {}", got.head);
+        assert!(&got.body == f, "s{i}.bin through a: other bytes");
+    }
+    let chunks: u64 = files.iter().map(|f| (f.len() as u64).div_ceil(CHUNK)).sum();
+    let from_nginx = m(&a, "relay_upstream_requests_total");
+    wait("a's digest of its chunks", &|| {
+        m(&a, "relay_digest_chunks") >= chunks as f64
+    });
+    let seed = format!("\"{}\"", a.printed_addr("relay: cluster on udp://"));
+    let b = relay(&seed);
+    wait("b fetching a's digest", &|| {
+        m(&b, "relay_peer_digests_fetched_total") >= 1.0
+    });
+    for (i, f) in files.iter().enumerate() {
+        let got = fetch(&b.url(&format!("/s{i}.bin")), HOST);
+        assert_eq!((got.code, got.status), (0, 200), "s{i}.bin: {}", got.head);
+        assert!(&got.body == f, "s{i}.bin through b: other bytes");
+    }
+    let holder_hits = m(&b, "relay_peer_holder_requests_total{result=\"hit\"}");
+    eprintln!(
+        "nginx origin, {chunks} chunks: a sent nginx {from_nginx} requests; b, joining after, \
+         {} requests to nginx, {holder_hits} chunks from a (its digest named them)",
+        m(&b, "relay_upstream_requests_total")
+    );
+    assert_eq!(m(&b, "relay_upstream_requests_total"), 0.0, "b asked nginx");
+    assert_eq!(holder_hits, chunks as f64);
+}

@@ -66,10 +66,12 @@ pub fn run(o: &Options) -> Result<()> {
             "--release",
             "-p",
             "relay-cluster",
+            "--features",
+            "large-sim",
             "--test",
             "sim",
             "--",
-            "--ignored",
+            "a_thousand_relays",
             "--nocapture",
         ]))?;
     }
