@@ -147,10 +147,12 @@ fn run(path: &std::path::Path) -> Result<()> {
     // Held for the process's life: a second relay on this address is refused.
     let _listen_lock = relay_server::listen_lock::ListenLock::take(config.server.listen)?;
     let workers = config.server.effective_workers();
-    // Block the signals before any worker thread starts, so they reach only this thread.
+    // The start-up guard catches SIGTERM first, so a signal from the moment the process
+    // catches it (`SigCgt`) stops start-up at once; the signals the running relay answers
+    // are registered before any worker thread starts.
+    let startup = StartupGuard::start()?;
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("signals")?;
-    let startup = StartupGuard::start()?;
     let admin = if config.admin.enabled {
         let l = std::net::TcpListener::bind(config.admin.listen)
             .with_context(|| format!("admin listener on {}", config.admin.listen))?;
