@@ -276,7 +276,14 @@ impl Exchange {
                 None if cache.memory.contains(&key.as_ref()) => Step::Again,
                 // Its fetch waits for chunk memory before it fills it.
                 None if cache.inflight.awaits_room(&key) => self.wait_for_room(cx),
-                None => self.unfetchable(cx, &meta),
+                // A chunk its fetch started, filled and completed since the kept fills
+                // were looked at above (the memory tier may have let it go at once): its
+                // fetch keeps it (`Pending::push_fill`) from before it leaves the table, so
+                // a second look finds it. Only then is it nowhere.
+                None => match self.owner_fetch.as_ref().and_then(|p| p.fill(index)) {
+                    Some(f) => self.follow(cx, index, Flight::Fill(f)),
+                    None => self.unfetchable(cx, &meta),
+                },
             };
         }
         let len = cache.layout.chunk_len(meta.len, index) as usize;
