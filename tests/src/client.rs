@@ -1,5 +1,5 @@
 //! A raw HTTP/1.1 client over one `TcpStream`: send bytes exactly as written (pipelining,
-//! malformed requests), read responses framed by Content-Length.
+//! malformed requests), read responses framed by Content-Length or the chunked coding.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,12 +10,17 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// Header or trailer fields: (name, value) pairs in order.
+pub type Fields = Vec<(String, String)>;
+
 /// One response as read off the wire.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The trailer fields after a chunked body.
+    pub trailers: Fields,
 }
 
 impl Response {
@@ -82,7 +87,22 @@ impl Client {
                             )
                         })
                         .collect();
-                    let len: usize = if head_only || status == 304 {
+                    let chunked = headers.iter().any(|(n, v)| {
+                        n.eq_ignore_ascii_case("transfer-encoding")
+                            && v.eq_ignore_ascii_case("chunked")
+                    });
+                    let bodiless = head_only || matches!(status, 204 | 304);
+                    if chunked && !bodiless {
+                        self.buf.drain(..head_len);
+                        let (body, trailers) = self.read_chunked()?;
+                        return Some(Response {
+                            status,
+                            headers,
+                            body,
+                            trailers,
+                        });
+                    }
+                    let len: usize = if bodiless {
                         0
                     } else {
                         headers
@@ -102,6 +122,7 @@ impl Client {
                         status,
                         headers,
                         body,
+                        trailers: Vec::new(),
                     });
                 }
                 Ok(httparse::Status::Partial) => {
@@ -110,6 +131,55 @@ impl Client {
                     }
                 }
                 Err(e) => panic!("bad response from relay: {e}"),
+            }
+        }
+    }
+
+    /// A body in the chunked coding, decoded, and the trailer fields after it. None if the
+    /// connection closed before its end.
+    fn read_chunked(&mut self) -> Option<(Vec<u8>, Fields)> {
+        let mut body = Vec::new();
+        loop {
+            let size_line = self.line()?;
+            let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16)
+                .expect("a chunk-size line");
+            if size == 0 {
+                break;
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            assert_eq!(
+                &self.buf[size..size + 2],
+                b"\r\n",
+                "chunk data ends in CRLF"
+            );
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+        }
+        let mut trailers = Vec::new();
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                return Some((body, trailers));
+            }
+            let (name, value) = line.split_once(':').expect("a trailer field line");
+            trailers.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+
+    /// The next CRLF-ended line, without its CRLF.
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+                self.buf.drain(..at + 2);
+                return Some(line);
+            }
+            if !self.fill() {
+                return None;
             }
         }
     }

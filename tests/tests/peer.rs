@@ -222,6 +222,15 @@ fn two_relays_fetch_each_object_from_the_origin_once() {
     let chunks: Vec<usize> = bodies.iter().map(|b| b.len().div_ceil(64 << 10)).collect();
     eprintln!("origin fetches per object through two relays: {fetched:?}");
     assert_eq!(fetched, chunks);
+    // Every whole chunk one relay took from the other came with its checksum: in the head
+    // when the other held it, in a trailer when it streamed it from the origin.
+    let sums = |how: &str| {
+        let name = format!("relay_peer_chunk_sums_total{{sum=\"{how}\"}}");
+        a.metric(&name).unwrap_or(0.0) + b.metric(&name).unwrap_or(0.0)
+    };
+    let (head, trailer, none) = (sums("head"), sums("trailer"), sums("none"));
+    eprintln!("peer chunks' checksums: {head} in the head, {trailer} in a trailer, {none} none");
+    assert!(head > 0.0 && trailer > 0.0 && none == 0.0);
     let answered = |r: &Relay| {
         r.metric("relay_peer_fetches_total{result=\"answered\"}")
             .unwrap_or(0.0)
@@ -593,6 +602,67 @@ fn whole_chunks_from_memory_and_disk_carry_their_checksum() {
         "{from_disk} chunks read from disk"
     );
     assert_eq!(origin.count("/e0"), 1);
+}
+
+/// A whole chunk a relay does not hold when another relay asks for it streams as it
+/// arrives from the origin, chunked, with its checksum in a trailer field after it; once
+/// held, the same chunk comes with a length and its checksum in the head.
+#[test]
+fn a_chunk_streamed_to_a_peer_carries_its_checksum_in_a_trailer() {
+    use relay_tests::origin::{Object, Origin};
+    use std::sync::atomic::Ordering;
+    let origin = Origin::start();
+    // The origin's body in 8 KiB pieces 5 ms apart: about 40 ms for a 64 KiB chunk.
+    origin.behaviour.piece_bytes.store(8192, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(5, Ordering::Relaxed);
+    let body = pattern(180_000, 91);
+    origin.put("/s", Object::new(body.clone(), "s1"));
+    let dir = TempDir::new("peer-trailer");
+    let a = cluster_relay(&dir, &origin, &[]);
+    let key = PeerKey::derive(&relay_cluster::Key::new([KEY_BYTE; 32]));
+    let ask = || {
+        let range = "bytes=65536-131071";
+        let mut c = Client::connect(peer_addr(&a));
+        c.send(
+            format!(
+                "GET /s HTTP/1.1\r\nHost: peer\r\nTE: trailers\r\nRange: {range}\r\n{}\r\n",
+                field(&key, now_ms(), "/s", range)
+            )
+            .as_bytes(),
+        );
+        c
+    };
+    let want = &body[65536..131072];
+    let r = ask().read_response(false).expect("a chunk");
+    let trailers = &r.trailers;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("content-range"), Some("bytes 65536-131071/180000"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("trailer"), Some("Relay-Chunk-Sum"));
+    assert!(r.body == want, "{} bytes, not the chunk", r.body.len());
+    let sum = trailers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("relay-chunk-sum"))
+        .and_then(|(_, v)| relay_cluster::peer::parse_chunk_sum(v.as_bytes()));
+    assert_eq!(sum, Some(relay_cache::disk::checksum(want)), "{trailers:?}");
+    let fetched = origin.count("/s");
+    // Held now: a length, and the checksum in the head.
+    let r = ask().read_response(false).expect("a chunk");
+    assert_eq!((r.status, &r.body[..]), (206, want));
+    let sum = r.header("relay-chunk-sum").map(|v| v.as_bytes().to_vec());
+    assert_eq!(
+        sum.as_deref()
+            .and_then(relay_cluster::peer::parse_chunk_sum),
+        Some(relay_cache::disk::checksum(want))
+    );
+    // A client never sees either.
+    let mut c = Client::connect(a.addr);
+    c.send(b"GET /s HTTP/1.1\r\nHost: peer\r\nRange: bytes=65536-131071\r\n\r\n");
+    let r = c.read_response(false).expect("a chunk");
+    assert_eq!((r.status, &r.body[..]), (206, want));
+    assert!(r.header("trailer").is_none() && r.header("relay-chunk-sum").is_none());
+    assert_eq!(origin.count("/s"), fetched);
 }
 
 /// Five relays of one site and a Zipf workload over them: 400 requests for 60 objects of

@@ -358,6 +358,13 @@ impl Metrics {
                  relay_peer_fetches_total{{result=\"answered\"}} {}\n\
                  relay_peer_fetches_total{{result=\"fell_back\"}} {}\n\
                  relay_peer_fetches_total{{result=\"corrupt\"}} {}\n\
+                 # HELP relay_peer_chunk_sums_total Whole chunks answered by another relay, by \
+                 where their checksum came: in the head (held there), in a trailer (streamed \
+                 as it arrived there), or none (a relay that sends none).\n\
+                 # TYPE relay_peer_chunk_sums_total counter\n\
+                 relay_peer_chunk_sums_total{{sum=\"head\"}} {}\n\
+                 relay_peer_chunk_sums_total{{sum=\"trailer\"}} {}\n\
+                 relay_peer_chunk_sums_total{{sum=\"none\"}} {}\n\
                  # HELP relay_peer_holder_requests_total Chunks asked of a relay whose digest \
                  named it as a holder (only-if-cached): answered, or missed (held no more, a \
                  false positive of the digest, or no answer).\n\
@@ -380,6 +387,9 @@ impl Metrics {
                 st.peer_answered.load(Ordering::Relaxed),
                 st.peer_fell_back.load(Ordering::Relaxed),
                 st.peer_corrupt.load(Ordering::Relaxed),
+                st.peer_sums[0].load(Ordering::Relaxed),
+                st.peer_sums[1].load(Ordering::Relaxed),
+                st.peer_sums[2].load(Ordering::Relaxed),
                 st.holder_hits.load(Ordering::Relaxed),
                 st.holder_misses.load(Ordering::Relaxed),
                 st.digests_fetched.load(Ordering::Relaxed),

@@ -380,6 +380,9 @@ pub struct UpstreamStats {
     pub digests_fetched: AtomicU64,
     /// Chunks from a peer that did not match the checksum they came with.
     pub peer_corrupt: AtomicU64,
+    /// Whole chunks answered by a peer, by where their checksum came: in the head (held
+    /// there whole), in a trailer (streamed while it arrived there), or none sent.
+    pub peer_sums: [AtomicU64; 3],
 }
 
 /// The upstream thread and its origins.

@@ -36,6 +36,31 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     xxh3_64(bytes)
 }
 
+/// [`checksum`] of bytes that come piece by piece (a chunk streamed to another relay as
+/// it arrives, its checksum sent after it).
+pub struct RunningSum(Box<xxhash_rust::xxh3::Xxh3>);
+
+impl RunningSum {
+    pub fn new() -> RunningSum {
+        RunningSum(Box::new(xxhash_rust::xxh3::Xxh3::new()))
+    }
+
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece);
+    }
+
+    /// The checksum of every piece so far, in order.
+    pub fn sum(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+impl Default for RunningSum {
+    fn default() -> RunningSum {
+        RunningSum::new()
+    }
+}
+
 /// The 128-bit hash naming a chunk's file (XXH3-128 over the object key, version and index;
 /// the version and index are fixed-width at the end, so the encoding is unambiguous).
 pub fn key_hash(key: &ChunkRef<'_>) -> u128 {

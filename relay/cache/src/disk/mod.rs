@@ -104,7 +104,7 @@ pub use admission::Admission;
 pub use error::{Corruption, DiskError};
 pub use format::{
     ALIGN_BODY_FROM, BLOCK, ChunkHeader, ChunkInfo, FORMAT, HEADER_PROBE, MAGIC, MAX_HEADER,
-    checksum, decode_header, key_hash,
+    RunningSum, checksum, decode_header, key_hash,
 };
 pub use index::ObjectVersion;
 pub use recover::RecoveryReport;

@@ -132,6 +132,9 @@ impl Exchange {
             // (Written into the head buffer, kept between pieces: no allocation per piece.)
             let _ = write!(head, "{:x}\r\n", piece.len());
             body.chunked = Chunked::More;
+            if let Some(sum) = body.sum.as_mut() {
+                sum.update(&piece);
+            }
         }
         self.out.body = piece;
         self.out.body_off = 0;
@@ -145,10 +148,19 @@ impl Exchange {
         };
         let end: &[u8] = match body.chunked {
             Chunked::No => return false,
-            Chunked::First => b"0\r\n\r\n",
-            Chunked::More => b"\r\n0\r\n\r\n",
+            Chunked::First => b"0\r\n",
+            Chunked::More => b"\r\n0\r\n",
         };
-        self.out.head.extend_from_slice(end);
+        let head = &mut self.out.head;
+        head.extend_from_slice(end);
+        if let Some(sum) = body.sum.take() {
+            // The trailer section (RFC 9112 §7.1.2): the checksum of what went before.
+            head.extend_from_slice(relay_cluster::peer::CHUNK_SUM.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(&relay_cluster::peer::chunk_sum_hex(sum.sum()));
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
         body.chunked = Chunked::No;
         true
     }

@@ -60,6 +60,15 @@ impl Exchange {
     /// The checksum of the chunk the body `start..end` is, when it is one whole chunk: of
     /// its bytes when taken from memory, else the one its disk file carries (what its read
     /// is verified against).
+    /// Whether the body `start..end` of `meta` is one whole chunk.
+    pub(super) fn whole_chunk(&self, cx: &Cx<'_>, meta: &ObjectMeta, start: u64, end: u64) -> bool {
+        let layout = cx.shared.cache.layout;
+        let index = layout.chunk_of(start);
+        !meta.open_ended
+            && layout.chunk_start(index) == start
+            && start + layout.chunk_len(meta.len, index) == end
+    }
+
     pub(super) fn whole_chunk_sum(
         &self,
         cx: &Cx<'_>,

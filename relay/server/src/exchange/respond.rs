@@ -271,6 +271,7 @@ impl Exchange {
                 end: len,
                 file: None,
                 chunked: Chunked::No,
+                sum: None,
             });
         }
     }
@@ -620,6 +621,14 @@ impl Exchange {
             _ => 0,
         };
         let held = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
+        // Another relay asking for one whole chunk not held here (in flight, or to fetch):
+        // it streams as it arrives, chunked, its checksum in a trailer field after it.
+        let trailer = self.peer
+            && !held
+            && multi_n == 0
+            && req.version == 1
+            && req.method == Method::Get
+            && self.whole_chunk(cx, &meta, start, end);
         if !held && self.peer && self.saved.asks.only_if_cached {
             // A relay whose digest named this one as a holder asks for what is held here
             // only: a chunk of the range held nowhere is 504 (its digest was stale, or a
@@ -658,18 +667,18 @@ impl Exchange {
                 Some(mp.body_len(&self.multi.ranges[..multi_n])),
                 Some(self.multi.content_type.as_str()),
             )
-        } else if meta.open_ended || matches!(status, 204 | 304) {
+        } else if meta.open_ended || matches!(status, 204 | 304) || trailer {
             // (RFC 9110 §8.6: no Content-Length in a 204.)
             (None, object_type)
         } else {
             (Some(end - start), object_type)
         };
         // An open-ended body: chunked to an HTTP/1.1 client, until the close to a 1.0 one.
-        let chunked = meta.open_ended && req.version == 1;
+        let chunked = (meta.open_ended && req.version == 1) || trailer;
         let keep_alive = req.keep_alive && (!meta.open_ended || chunked);
         // HTTP-origin objects carry their age (RFC 9111 §5.1); files have none.
         let mut age_buf = itoa::Buffer::new();
-        let mut extra: [(&str, &[u8]); 3] = [("", b""); 3];
+        let mut extra: [(&str, &[u8]); 4] = [("", b""); 4];
         let mut n = 0;
         if matches!(self.route, Route::Http(_)) {
             extra[n] = ("Age", age_buf.format(meta.age(cx.now)).as_bytes());
@@ -691,6 +700,10 @@ impl Exchange {
             extra[n] = ("Transfer-Encoding", b"chunked");
             n += 1;
         }
+        if trailer {
+            extra[n] = ("Trailer", relay_cluster::peer::CHUNK_SUM.as_bytes());
+            n += 1;
+        }
         let head = ResponseHead {
             content_length,
             etag,
@@ -707,7 +720,9 @@ impl Exchange {
         if !keep_alive {
             self.close_after = true;
         }
-        let has_body = content_length.is_some_and(|n| n > 0) || (meta.open_ended && status != 204);
+        let has_body = content_length.is_some_and(|n| n > 0)
+            || (meta.open_ended && status != 204)
+            || (trailer && end > start);
         if req.method == Method::Get && has_body {
             self.multi.n = multi_n;
             self.multi.next = 0;
@@ -721,6 +736,7 @@ impl Exchange {
                     true => Chunked::First,
                     false => Chunked::No,
                 },
+                sum: trailer.then(relay_cache::disk::RunningSum::new),
             });
         }
     }

@@ -77,6 +77,10 @@ pub struct Body {
     pub file: Option<File>,
     /// How the body is delimited on the wire.
     pub chunked: Chunked,
+    /// The checksum of the pieces sent so far, sent after them as a trailer field
+    /// (`relay_cluster::peer::CHUNK_SUM`): a whole chunk streamed to another relay while
+    /// it arrives here.
+    pub sum: Option<relay_cache::disk::RunningSum>,
 }
 
 /// Whether a body goes out in the chunked coding (HTTP/1.1, its length unknown when the

@@ -17,12 +17,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Context {
+    fn idle_ms(&self, origin: usize) -> u64 {
+        self.origins[origin].config.idle_timeout_ms
+    }
+
     pub(super) async fn next_frame(
         &self,
         origin: usize,
         body: &mut Incoming,
     ) -> Result<Option<Bytes>, FillError> {
-        let idle_ms = self.origins[origin].config.idle_timeout_ms;
+        let idle_ms = self.idle_ms(origin);
         let idle = Duration::from_millis(idle_ms);
         loop {
             match tokio::time::timeout(idle, body.frame()).await {
@@ -69,7 +73,7 @@ impl Context {
         meta: &ObjectMeta,
     ) -> Result<(), FillError> {
         match self
-            .stream_or_return(origin, body, writer, meta, None)
+            .stream_or_return(origin, body, writer, meta, Sum::None)
             .await
         {
             Ok(()) => Ok(()),
@@ -89,7 +93,7 @@ impl Context {
         mut body: Incoming,
         mut writer: FillWriter,
         meta: &ObjectMeta,
-        sum: Option<u64>,
+        sum: Sum,
     ) -> Result<(), (FillWriter, FillError)> {
         while writer.remaining() > 0 {
             let data = match self.next_frame(origin, &mut body).await {
@@ -100,6 +104,16 @@ impl Context {
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.
             let n = data.len().min(writer.remaining());
             if n == writer.remaining() {
+                // A checksum sent after the body: the last bytes wait for it (should the
+                // answer break off before it, they come from elsewhere with the rest).
+                let sum = match sum {
+                    Sum::None => None,
+                    Sum::Given(sum) => Some(sum),
+                    Sum::Trailer => match trailer_sum(&mut body, self.idle_ms(origin)).await {
+                        Ok(sum) => Some(sum),
+                        Err(e) => return Err((writer, e)),
+                    },
+                };
                 if let Some(sum) = sum
                     && !sum_matches(&writer, &data[..n], sum)
                 {
@@ -113,7 +127,7 @@ impl Context {
             }
             self.store.wakers.wake(&writer.fill().watchers);
         }
-        if let Some(sum) = sum
+        if let Sum::Given(sum) = sum
             && !sum_matches(&writer, &[], sum)
         {
             return Err((writer, FillError::Corrupt));
@@ -481,6 +495,90 @@ impl Context {
     }
 }
 
+/// The checksum a peer sends after a whole chunk's bytes, in a trailer field
+/// (`relay_cluster::peer::CHUNK_SUM`): corrupt when the body runs on past the chunk or ends
+/// without a readable one; a timeout after `idle_ms` without a frame.
+async fn trailer_sum<B>(body: &mut B, idle_ms: u64) -> Result<u64, FillError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let idle = Duration::from_millis(idle_ms);
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(FillError::timeout(Wait::Idle, idle_ms)),
+            Ok(None) => return Err(FillError::Corrupt),
+            Ok(Some(Err(_))) => return Err(FillError::Truncated),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame.into_trailers() {
+            Ok(fields) => {
+                return fields
+                    .get(relay_cluster::peer::CHUNK_SUM)
+                    .and_then(|v| relay_cluster::peer::parse_chunk_sum(v.as_bytes()))
+                    .ok_or(FillError::Corrupt);
+            }
+            Err(frame) if frame.data_ref().is_some_and(|d| !d.is_empty()) => {
+                return Err(FillError::Corrupt);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What a peer's answer of one whole chunk says of the chunk's checksum
+/// (`relay_cluster::peer::CHUNK_SUM`), checked before the chunk is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sum {
+    /// Nothing to check: an origin's answer, part of a chunk, or a peer that sent none.
+    None,
+    /// In the answer's head: a chunk the peer holds whole.
+    Given(u64),
+    /// In a trailer field after the body (announced by `Trailer`): a chunk the peer
+    /// streamed while it arrived there.
+    Trailer,
+}
+
+impl Context {
+    /// [`Sum::of`], counted by where the checksum comes (`peer_sums`).
+    pub(super) fn peer_sum(&self, headers: &http::HeaderMap, whole_from_peer: bool) -> Sum {
+        let sum = Sum::of(headers, whole_from_peer);
+        let slot = match sum {
+            _ if !whole_from_peer => return sum,
+            Sum::Given(_) => 0,
+            Sum::Trailer => 1,
+            Sum::None => 2,
+        };
+        self.stats.peer_sums[slot].fetch_add(1, Ordering::Relaxed);
+        sum
+    }
+}
+
+impl Sum {
+    /// The checksum `headers` announce, for an answer that is a peer's whole chunk.
+    pub(super) fn of(headers: &http::HeaderMap, whole_from_peer: bool) -> Sum {
+        use relay_cluster::peer::{CHUNK_SUM, parse_chunk_sum};
+        if !whole_from_peer {
+            return Sum::None;
+        }
+        if let Some(sum) = headers
+            .get(CHUNK_SUM)
+            .and_then(|v| parse_chunk_sum(v.as_bytes()))
+        {
+            return Sum::Given(sum);
+        }
+        let announced = headers.get_all(http::header::TRAILER).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|n| n.trim().eq_ignore_ascii_case(CHUNK_SUM))
+            })
+        });
+        match announced {
+            true => Sum::Trailer,
+            false => Sum::None,
+        }
+    }
+}
+
 /// Whether the chunk `writer` holds, with `last` after it, is the one a peer's checksum
 /// names (XXH3-64 of the whole chunk, as the disk tier's files carry it).
 fn sum_matches(writer: &FillWriter, last: &[u8], sum: u64) -> bool {
@@ -516,5 +614,79 @@ mod tests {
         let (_, mut w) = Fill::new(key, chunk.len());
         w.append(&chunk[40_000..]).unwrap();
         assert!(!super::sum_matches(&w, &chunk[..40_000], sum));
+    }
+
+    #[test]
+    fn a_checksum_is_found_in_the_head_or_announced_for_a_trailer() {
+        use super::Sum;
+        let mut h = http::HeaderMap::new();
+        assert_eq!(Sum::of(&h, true), Sum::None);
+        h.insert("trailer", "Other, relay-chunk-sum".parse().unwrap());
+        assert_eq!(Sum::of(&h, true), Sum::Trailer);
+        assert_eq!(
+            Sum::of(&h, false),
+            Sum::None,
+            "part of a chunk: nothing to check"
+        );
+        h.insert("relay-chunk-sum", "00000000000000ff".parse().unwrap());
+        assert_eq!(Sum::of(&h, true), Sum::Given(255));
+    }
+
+    /// The trailer after a chunk: its checksum read; a missing or garbled one, or bytes
+    /// past the chunk, are corrupt; a broken body is truncated.
+    #[tokio::test]
+    async fn a_trailer_checksum_is_read_and_anything_else_refused() {
+        use bytes::Bytes;
+        use hyper::body::Frame;
+        use relay_cache::fill::FillError;
+        use std::collections::VecDeque;
+        /// A body that hands out the frames it was given, in order.
+        struct Frames(VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+        impl hyper::body::Body for Frames {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+                std::task::Poll::Ready(self.0.pop_front())
+            }
+        }
+        fn trailers(value: &str) -> Frame<Bytes> {
+            let mut t = http::HeaderMap::new();
+            t.insert("relay-chunk-sum", value.parse().unwrap());
+            Frame::trailers(t)
+        }
+        type Case = (
+            Vec<Result<Frame<Bytes>, std::io::Error>>,
+            Result<u64, FillError>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![Ok(trailers("0123456789abcdef"))],
+                Ok(0x0123_4567_89ab_cdef),
+            ),
+            (
+                vec![
+                    Ok(Frame::data(Bytes::new())),
+                    Ok(trailers("0000000000000001")),
+                ],
+                Ok(1),
+            ),
+            (vec![Ok(trailers("not hex"))], Err(FillError::Corrupt)),
+            (vec![], Err(FillError::Corrupt)),
+            (
+                vec![Ok(Frame::data(Bytes::from_static(b"x")))],
+                Err(FillError::Corrupt),
+            ),
+            (
+                vec![Err(std::io::Error::other("cut"))],
+                Err(FillError::Truncated),
+            ),
+        ];
+        for (i, (frames, want)) in cases.into_iter().enumerate() {
+            let mut body = Frames(frames.into());
+            assert_eq!(super::trailer_sum(&mut body, 1000).await, want, "case {i}");
+        }
     }
 }

@@ -189,11 +189,10 @@ impl Context {
         }
         // A peer's answer of one whole chunk carries its checksum: checked before the chunk
         // is kept (a fill that starts mid-chunk, after a peer broke off, has none to check).
-        let sum = resp
-            .headers()
-            .get(relay_cluster::peer::CHUNK_SUM)
-            .and_then(|v| relay_cluster::peer::parse_chunk_sum(v.as_bytes()))
-            .filter(|_| peer && writer.remaining() == writer.fill().len());
+        let sum = self.peer_sum(
+            resp.headers(),
+            peer && writer.remaining() == writer.fill().len(),
+        );
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skip to `from`.)
         let skip = if status == 206 { 0 } else { from };

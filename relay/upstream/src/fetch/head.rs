@@ -150,11 +150,7 @@ impl Context {
                 .clone()
                 .filter(|fields| !variant && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
-            let sum = resp
-                .headers()
-                .get(relay_cluster::peer::CHUNK_SUM)
-                .and_then(|v| relay_cluster::peer::parse_chunk_sum(v.as_bytes()))
-                .filter(|_| peer_answer);
+            let sum = self.peer_sum(resp.headers(), peer_answer && shape.partial);
             let body = resp.into_body();
             if let Some(fields) = carried {
                 if meta.storable {

@@ -56,6 +56,9 @@ pub(super) fn peer_request(
         range: range_value.as_bytes(),
     };
     let credentials = peers.key.sign(&peers.node, now_ms(), route.hop, &signed);
+    // A chunk streamed while it arrives there comes with its checksum after it.
+    req.headers_mut()
+        .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     req.headers_mut().insert(
         http::header::HeaderName::from_static(FIELD),
         http::HeaderValue::from_str(&credentials).ok()?,
