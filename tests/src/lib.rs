@@ -14,8 +14,10 @@
 pub mod abuse;
 pub mod client;
 pub mod netns;
+pub mod nginx;
 pub mod origin;
 pub mod steer_site;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

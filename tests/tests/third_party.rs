@@ -3,6 +3,7 @@
 //! thought of; this one answers as the standard library does (no Range support: every
 //! fetch gets the whole body, `Last-Modified` and no `ETag`).
 
+use relay_tests::nginx::NginxOrigin;
 use relay_tests::{Got, Relay, TempDir, fetch, pattern};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -298,79 +299,6 @@ fn python_large_files_through_a_small_tier_arrive_whole_within_the_chunk_memory_
         refusals > 0.0,
         "chunk memory never ran out: the test did not reach the bound it is about"
     );
-}
-
-/// `nginx` (nginx-light, installed by `cargo xtask setup`) serving `root` on a loopback
-/// port, in the foreground as one process (no master), everything it writes under its own
-/// directory; killed on drop.
-struct NginxOrigin {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl NginxOrigin {
-    /// `locations`: the server block's `location`s.
-    fn start(root: &std::path::Path, locations: &str) -> NginxOrigin {
-        let dir = TempDir::new("tp-nginx");
-        let d = dir.path().display();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let user = if relay_tests::is_root() {
-            "user root;\n"
-        } else {
-            ""
-        };
-        let config = format!(
-            "{user}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n\
-             types {{ text/html html; }}\ndefault_type application/octet-stream;\n\
-             access_log off;\nclient_body_temp_path {d}/tmp;\nproxy_temp_path {d}/tmp;\n\
-             fastcgi_temp_path {d}/tmp;\nuwsgi_temp_path {d}/tmp;\nscgi_temp_path {d}/tmp;\n\
-             server {{\nlisten 127.0.0.1:{port};\nroot {};\n{locations}\n}}\n}}\n",
-            root.display()
-        );
-        let path = dir.write("nginx.conf", config.as_bytes());
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx is installed by `cargo xtask setup`");
-        let mut origin = NginxOrigin {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                origin.child.try_wait().ok().flatten().is_none(),
-                "nginx exited"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        origin
-    }
-}
-
-impl Drop for NginxOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "python3",
     "nodejs",
+    // The system roots an https origin is verified against when it names no CA file.
+    "ca-certificates",
 ];
 
 #[derive(clap::Args, Default)]

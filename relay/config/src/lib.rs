@@ -32,7 +32,8 @@ pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
     AdminConfig, CacheConfig, ClientShare, Config, DiskAdmission, HttpOrigin, OriginConfig,
-    ServerConfig, SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
+    OriginTls, ServerConfig, SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol,
+    SteerService,
 };
 
 #[cfg(test)]
@@ -41,3 +42,5 @@ mod fair_tests;
 mod steer_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -143,7 +143,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     };
     let mut http = Vec::with_capacity(origin.http.len());
     for (i, raw) in origin.http.into_iter().enumerate() {
-        http.push(http_origin(src, i, raw)?);
+        http.push(http_origin(src, i, raw, base_dir)?);
     }
     if directory.is_none() && http.is_empty() {
         // Point at the [origin] table header when there is one.
@@ -520,30 +520,42 @@ fn admin(
     })
 }
 
-fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrigin, ConfigError> {
+fn http_origin(
+    src: Source<'_>,
+    i: usize,
+    raw: RawHttpOrigin,
+    base_dir: &Path,
+) -> Result<HttpOrigin, ConfigError> {
     use crate::schema::http_defaults as d;
     let key = |k: &str| format!("origin.http[{i}].{k}");
     let url_span = raw.url.span();
-    let url = raw.url.into_inner();
-    let authority = url
-        .strip_prefix("http://")
+    let url = raw.url.get_ref().clone();
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, Some(rest)),
+        (None, rest) => (false, rest),
+    };
+    let authority = rest
         .map(|a| a.trim_end_matches('/'))
         .filter(|a| !a.is_empty() && !a.contains('/') && !a.contains('@'))
+        .map(str::to_string)
         .ok_or_else(|| {
             src.invalid(
                 &key("url"),
                 Some(url_span.clone()),
-                format!("must be http://host[:port] with no path, got {url:?}"),
+                format!(
+                    "must be http://host[:port] or https://host[:port] with no path, got {url:?}"
+                ),
             )
         })?;
-    let with_port = if authority
+    let default_port = if https { 443 } else { 80 };
+    let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
+        && !authority.ends_with(']');
+    let with_port = if has_port {
+        authority.clone()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     use std::net::ToSocketAddrs;
     let address = with_port
@@ -557,6 +569,15 @@ fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrig
                 format!("cannot resolve {authority:?}"),
             )
         })?;
+    let tls = origin_tls(src, &key, &raw, https, &authority, base_dir)?;
+    let (authority, _) = check(src, &key("host_header"), raw.host_header, authority, |h| {
+        // (What goes in the Host field: no whitespace, controls, or a path.)
+        let ok = !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        match ok {
+            true => Ok(h),
+            false => Err(format!("must be host[:port], got {h:?}")),
+        }
+    })?;
     let host = raw.host.map(|h| h.into_inner().to_ascii_lowercase());
     let (prefix, _) = check(
         src,
@@ -579,7 +600,8 @@ fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrig
     };
     Ok(HttpOrigin {
         address,
-        authority: authority.to_string(),
+        authority,
+        tls,
         host,
         prefix,
         connect_timeout_ms: ms(
@@ -610,4 +632,92 @@ fn http_origin(src: Source<'_>, i: usize, raw: RawHttpOrigin) -> Result<HttpOrig
             65536,
         )? as usize,
     })
+}
+
+/// The TLS settings of origin `key(..)`: None for an `http://` one (where any `tls_` key is
+/// refused); for an `https://` one, the name to verify (`tls_server_name`, else the URL's
+/// host), the CA file (read here: a missing file, or one without a PEM certificate, is
+/// refused now rather than at the first miss) and the loudly named opt-out.
+fn origin_tls(
+    src: Source<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawHttpOrigin,
+    https: bool,
+    authority: &str,
+    base_dir: &Path,
+) -> Result<Option<OriginTls>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    if !https {
+        let set = [
+            ("tls_ca_file", raw.tls_ca_file.as_ref().map(Spanned::span)),
+            (
+                "tls_server_name",
+                raw.tls_server_name.as_ref().map(Spanned::span),
+            ),
+            (
+                "tls_insecure_skip_verify",
+                raw.tls_insecure_skip_verify.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((name, span)) = set.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(src.invalid(
+                &key(name),
+                span,
+                "is for an https:// origin; this url is http://".to_string(),
+            ));
+        }
+        return Ok(None);
+    }
+    // The URL's host: its port and an IPv6 literal's brackets off.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let (server_name, _) = check(
+        src,
+        &key("tls_server_name"),
+        raw.tls_server_name.clone(),
+        host.to_string(),
+        Ok,
+    )?;
+    if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+        let (k, span) = match raw.tls_server_name.as_ref() {
+            Some(s) => ("tls_server_name", Some(s.span())),
+            None => ("url", None),
+        };
+        return Err(src.invalid(
+            &key(k),
+            span,
+            format!("{server_name:?} is not a DNS name or an IP address to verify"),
+        ));
+    }
+    let (ca_file, _) = check(
+        src,
+        &key("tls_ca_file"),
+        raw.tls_ca_file.clone(),
+        None,
+        |f: String| {
+            let path = base_dir.join(&f);
+            let found = rustls_pki_types::CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .filter(Result::is_ok)
+                .count();
+            match found {
+                0 => Err(format!("{} holds no PEM certificate", path.display())),
+                _ => Ok(Some(path)),
+            }
+        },
+    )?;
+    let (insecure_skip_verify, _) = check(
+        src,
+        &key("tls_insecure_skip_verify"),
+        raw.tls_insecure_skip_verify.clone(),
+        false,
+        Ok,
+    )?;
+    Ok(Some(OriginTls {
+        server_name,
+        ca_file,
+        insecure_skip_verify,
+    }))
 }

@@ -93,6 +93,10 @@ pub(crate) struct RawHttpOrigin {
     pub(crate) down_after_failures: Option<Spanned<u64>>,
     pub(crate) down_ms: Option<Spanned<u64>>,
     pub(crate) max_connections: Option<Spanned<u64>>,
+    pub(crate) host_header: Option<Spanned<String>>,
+    pub(crate) tls_ca_file: Option<Spanned<String>>,
+    pub(crate) tls_server_name: Option<Spanned<String>>,
+    pub(crate) tls_insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]

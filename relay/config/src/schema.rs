@@ -282,10 +282,14 @@ impl ClientShare {
 /// `[[origin.http]]`: one HTTP/1.1 origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOrigin {
-    /// `http://host[:port]` (no path): where misses are fetched from.
+    /// `http://host[:port]` or `https://host[:port]` (no path): where misses are fetched
+    /// from.
     pub address: SocketAddr,
-    /// The authority sent as `Host` upstream (the URL's host[:port]).
+    /// The authority sent as `Host` upstream: `host_header` when set, else the URL's
+    /// host[:port] (the port left out when it is the scheme's default).
     pub authority: String,
+    /// TLS to the origin (an `https://` URL); None for `http://`.
+    pub tls: Option<OriginTls>,
     /// Serve only requests whose `Host` equals this (case-insensitive); any when absent.
     pub host: Option<String>,
     /// Serve only request paths starting with this (default "/").
@@ -305,6 +309,21 @@ pub struct HttpOrigin {
     /// Cache fetches to this origin under way at once, and keep-alive connections kept
     /// idle for them (default 64); pass-throughs are bounded by the pass budget instead.
     pub max_connections: usize,
+}
+
+/// How relay speaks TLS to an `https://` origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTls {
+    /// The name sent in SNI and that the certificate must be valid for: `tls_server_name`,
+    /// else the URL's host (a DNS name or an IP address).
+    pub server_name: String,
+    /// `tls_ca_file`: the PEM file of the certificate authorities trusted for this origin,
+    /// instead of the system's (`/etc/ssl/certs`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `tls_insecure_skip_verify`: accept any certificate for any name. Anyone on the path
+    /// to the origin can then answer for it and poison the cache; for tests only, and
+    /// logged as a warning at every start.
+    pub insecure_skip_verify: bool,
 }
 
 /// `[admin]`.

@@ -801,7 +801,7 @@ fn http_origins_parse_with_defaults_and_name_bad_keys() {
         ("/v/", Some("video.example"), 0)
     );
     let e = Config::from_str(
-        "[[origin.http]]\nurl = \"https://x:1\"\n",
+        "[[origin.http]]\nurl = \"ftp://127.0.0.1:1\"\n",
         Path::new("/"),
         "relay.toml",
     )

@@ -39,6 +39,7 @@ mod disk_writer;
 mod fetch;
 mod head;
 pub mod stream;
+pub mod tls;
 pub mod upload;
 
 use relay_cache::disk::{Admission, DiskTier};
@@ -62,6 +63,8 @@ pub enum UpstreamError {
     DiskWriter(std::io::Error),
     #[error("cannot start the upstream thread: {0}")]
     Thread(std::io::Error),
+    #[error("origin.http[{0}]: {1}")]
+    Tls(usize, tls::TlsError),
 }
 
 /// Where fetched bytes go, and how waiting workers are woken.
@@ -316,16 +319,46 @@ pub struct Origin {
     /// they are. Pass-throughs are bounded by the pass budget instead, which counts their
     /// connection's buffers ([`PASS_READ_AHEAD`]).
     pub fetches: Arc<tokio::sync::Semaphore>,
+    /// TLS for an `https://` origin.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Origin {
+    /// An `http://` origin (any TLS settings left out).
     pub fn new(config: HttpOrigin) -> Origin {
         let fetches = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
         Origin {
             config,
             health: Health::default(),
             fetches,
+            tls: None,
         }
+    }
+
+    /// An origin with its TLS, when its URL is `https://` (roots read now).
+    pub fn with_tls(config: HttpOrigin) -> Result<Origin, tls::TlsError> {
+        let tls = config.tls.as_ref().map(tls::Tls::new).transpose()?;
+        if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            log::warn!(
+                "origin https://{}: tls_insecure_skip_verify: its certificate is not verified; \
+                 anyone on the path to it can answer for it, into the cache",
+                config.address
+            );
+        }
+        Ok(Origin {
+            tls,
+            ..Origin::new(config)
+        })
+    }
+
+    /// The URI of `path` on this origin: its address, under its scheme (the `Host` field
+    /// and, for TLS, the name verified are set apart).
+    pub fn uri(&self, path: &str) -> String {
+        let scheme = match self.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{}{path}", self.config.address)
     }
 
     fn now_ms(epoch: Instant) -> u64 {
@@ -430,8 +463,13 @@ impl Upstream {
         store: Store,
         pass_budget: Arc<budget::Budget>,
     ) -> Result<Upstream, UpstreamError> {
-        let origins: Arc<Vec<Origin>> =
-            Arc::new(origins.iter().map(|c| Origin::new(c.clone())).collect());
+        let origins: Arc<Vec<Origin>> = Arc::new(
+            origins
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Origin::with_tls(c.clone()).map_err(|e| UpstreamError::Tls(i, e)))
+                .collect::<Result<_, _>>()?,
+        );
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let epoch = Instant::now();
         let stats = Arc::new(UpstreamStats::default());

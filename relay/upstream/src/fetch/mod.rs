@@ -32,7 +32,7 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub(crate) struct Context {
     origins: Arc<Vec<Origin>>,
-    clients: Arc<Vec<Client<HttpConnector, Full<Bytes>>>>,
+    clients: Arc<Vec<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>>,
     store: Store,
     epoch: Instant,
     stats: Arc<UpstreamStats>,
@@ -95,11 +95,13 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                 let mut conn = HttpConnector::new();
                 conn.set_connect_timeout(Some(Duration::from_millis(o.config.connect_timeout_ms)));
                 conn.set_nodelay(true);
+                // (`https` URIs pass the TCP connector to TLS.)
+                conn.enforce_http(false);
                 Client::builder(TokioExecutor::new())
                     .pool_max_idle_per_host(o.config.max_connections)
                     .http1_max_buf_size(crate::UPSTREAM_READ_BUFFER)
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .build(conn)
+                    .build(crate::tls::Tls::connector(o.tls.as_ref(), conn))
             })
             .collect(),
     );

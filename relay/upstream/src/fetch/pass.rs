@@ -69,7 +69,7 @@ impl Context {
                 | http::Method::OPTIONS
                 | http::Method::TRACE
         );
-        let uri = format!("http://{}{}", o.config.address, path);
+        let uri = o.uri(path);
         let request = || {
             let mut req = http::Request::builder().method(method.clone()).uri(&uri);
             for (n, v) in &headers {

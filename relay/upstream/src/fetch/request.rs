@@ -160,6 +160,16 @@ impl Context {
                     let f = failure(&e);
                     if !e.is_connect() {
                         log::warn!("origin {}: {e} ({f:?})", o.config.authority);
+                    } else if o.tls.is_some() {
+                        // Why a TLS connection failed (a certificate refused, a name that
+                        // does not match) is in the error's sources.
+                        let mut why = String::new();
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            why = s.to_string();
+                            source = s.source();
+                        }
+                        log::warn!("origin {}: cannot connect: {why}", o.config.authority);
                     }
                     Err(f)
                 }
@@ -217,14 +227,34 @@ impl Context {
         // to what the origin has taken. (What the origin's own socket holds unread is the
         // origin's to answer for.)
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(UPLOAD_SNDBUF);
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(crate::UPSTREAM_READ_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| fail(FillError::Closed))?;
-        let conn = UploadConn(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
+        let mut http1 = hyper::client::conn::http1::Builder::new();
+        http1.max_buf_size(crate::UPSTREAM_READ_BUFFER);
+        // An https origin: TLS first, within the connect timeout (a certificate refused
+        // counts against the origin like a refused connection).
+        let (mut sender, conn) = match o.tls.as_ref() {
+            Some(tls) => {
+                let stream = match tokio::time::timeout(connect, tls.connect(stream)).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        o.failed(self.epoch);
+                        return Err(fail(FillError::Connect));
+                    }
+                };
+                let (sender, conn) = http1
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|_| fail(FillError::Closed))?;
+                (sender, tokio::spawn(async move { drop(conn.await) }))
+            }
+            None => {
+                let (sender, conn) = http1
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|_| fail(FillError::Closed))?;
+                (sender, tokio::spawn(async move { drop(conn.await) }))
+            }
+        };
+        let conn = UploadConn(conn);
         let request = sender.send_request(req);
         tokio::pin!(request);
         let sent = std::future::poll_fn(|cx| upload.poll_sent(cx));
@@ -278,7 +308,7 @@ impl Context {
         hints: Option<&Arc<Pending>>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
-        let uri: Option<http::Uri> = format!("http://{}{}", o.config.address, path).parse().ok();
+        let uri: Option<http::Uri> = o.uri(path).parse().ok();
         let build = || {
             let uri = uri.clone().ok_or(FillError::Connect)?;
             let mut req = fill_request(uri, &o.config.authority, range, validate, forward)?;
@@ -462,6 +492,7 @@ mod tests {
         Origin::new(relay_config::HttpOrigin {
             address: "127.0.0.1:9".parse().expect("address"),
             authority: "origin.example".into(),
+            tls: None,
             host: None,
             prefix: "/".into(),
             connect_timeout_ms: 100,
