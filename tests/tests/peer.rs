@@ -724,8 +724,10 @@ fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
     assert_eq!(fetched, chunks, "the origin saw a chunk more than once");
 }
 
-/// A peer that dies in the middle of a chunk: the rest of the chunk comes from the origin,
-/// from where the peer stopped, into the same fill. Twelve one-chunk objects (512 KiB, the
+/// A peer that dies in the middle of a chunk: the rest of the chunk comes from the origin
+/// into the same fill, the client's bytes going on from where the peer stopped (the origin
+/// is asked from the chunk's start: the bytes the peer sent, which no checksum covers, are
+/// compared with its own first). Twelve one-chunk objects (512 KiB, the
 /// origin sending 32 KiB every 40 ms: about 0.6 s each) asked through one relay at once;
 /// the other relay, owner of about half of them and streaming them, is killed after
 /// 300 ms. Every client gets its whole object, right.

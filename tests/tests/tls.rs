@@ -183,3 +183,43 @@ fn an_untrusted_or_misnamed_certificate_is_refused_unless_verification_is_turned
     let got = fetch(&relay.url("/s1.txt"), &[]);
     assert_eq!((got.status, &got.body[..]), (200, &b"small 1\n"[..]));
 }
+
+/// An origin that takes the TCP connection and never answers the TLS handshake fails to
+/// connect within `connect_timeout_ms`, not the first-byte timeout, and counts against its
+/// health: marked down after `down_after_failures`, then refused at once.
+#[test]
+fn a_stalled_tls_handshake_is_a_connect_failure() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts and holds every connection without a byte (bounded: the test's lifetime).
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16).flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[[origin.http]]\n\
+         url = \"https://127.0.0.1:{port}\"\ntls_server_name = \"origin.test\"\n\
+         connect_timeout_ms = 300\nfirst_byte_timeout_ms = 20000\nretries = 0\n\
+         down_after_failures = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    ));
+    for i in 0..3 {
+        let t = std::time::Instant::now();
+        let got = fetch(&relay.url(&format!("/x{i}")), &[]);
+        let took = t.elapsed();
+        eprintln!(
+            "stalled handshake, request {i}: {} after {took:?}",
+            got.status
+        );
+        assert_eq!(got.status, 502);
+        assert!(took < Duration::from_secs(5), "waited {took:?}");
+    }
+    assert!(
+        relay.wait_log("no connection within 300 ms", Duration::from_secs(2)),
+        "the stall is not logged as a connect failure"
+    );
+    // Two failures marked it down: the third request did not connect.
+    assert_eq!(held.lock().unwrap().len(), 2);
+}

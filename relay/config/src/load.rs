@@ -565,11 +565,21 @@ fn http_origin(
         .ok_or_else(|| {
             src.invalid(
                 &key("url"),
-                Some(url_span),
+                Some(url_span.clone()),
                 format!("cannot resolve {authority:?}"),
             )
         })?;
-    let tls = origin_tls(src, &key, &raw, https, &authority, base_dir)?;
+    let tls = origin_tls(src, &key, &raw, https, &authority, &url_span, base_dir)?;
+    // A name given to verify is the origin's name: the Host sent too, unless host_header
+    // says otherwise (with the URL's port when it is not 443).
+    let authority = match (raw.tls_server_name.as_ref(), tls.as_ref()) {
+        (Some(_), Some(t)) if has_port && !with_port.ends_with(":443") => {
+            let port = with_port.rsplit_once(':').map_or("", |(_, p)| p);
+            format!("{}:{port}", bracketed(&t.server_name))
+        }
+        (Some(_), Some(t)) => bracketed(&t.server_name),
+        _ => authority,
+    };
     let (authority, _) = check(src, &key("host_header"), raw.host_header, authority, |h| {
         // (What goes in the Host field: no whitespace, controls, or a path.)
         let ok = !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
@@ -638,12 +648,21 @@ fn http_origin(
 /// refused); for an `https://` one, the name to verify (`tls_server_name`, else the URL's
 /// host), the CA file (read here: a missing file, or one without a PEM certificate, is
 /// refused now rather than at the first miss) and the loudly named opt-out.
+/// `name` as it stands in a Host field: an IPv6 address in brackets.
+fn bracketed(name: &str) -> String {
+    match name.contains(':') {
+        true => format!("[{name}]"),
+        false => name.to_string(),
+    }
+}
+
 fn origin_tls(
     src: Source<'_>,
     key: &dyn Fn(&str) -> String,
     raw: &RawHttpOrigin,
     https: bool,
     authority: &str,
+    url_span: &Range<usize>,
     base_dir: &Path,
 ) -> Result<Option<OriginTls>, ConfigError> {
     use rustls_pki_types::pem::PemObject;
@@ -682,12 +701,12 @@ fn origin_tls(
     )?;
     if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
         let (k, span) = match raw.tls_server_name.as_ref() {
-            Some(s) => ("tls_server_name", Some(s.span())),
-            None => ("url", None),
+            Some(s) => ("tls_server_name", s.span()),
+            None => ("url", url_span.clone()),
         };
         return Err(src.invalid(
             &key(k),
-            span,
+            Some(span),
             format!("{server_name:?} is not a DNS name or an IP address to verify"),
         ));
     }
@@ -698,10 +717,12 @@ fn origin_tls(
         None,
         |f: String| {
             let path = base_dir.join(&f);
+            // Every PEM section must read (relay's start reads them all again).
             let found = rustls_pki_types::CertificateDer::pem_file_iter(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .filter(Result::is_ok)
-                .count();
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .len();
             match found {
                 0 => Err(format!("{} holds no PEM certificate", path.display())),
                 _ => Ok(Some(path)),

@@ -285,8 +285,9 @@ pub struct HttpOrigin {
     /// `http://host[:port]` or `https://host[:port]` (no path): where misses are fetched
     /// from.
     pub address: SocketAddr,
-    /// The authority sent as `Host` upstream: `host_header` when set, else the URL's
-    /// host[:port] (the port left out when it is the scheme's default).
+    /// The authority sent as `Host` upstream: `host_header` when set, else
+    /// `tls_server_name` when set (with the URL's port unless it is 443), else the URL's
+    /// host[:port] as written.
     pub authority: String,
     /// TLS to the origin (an `https://` URL); None for `http://`.
     pub tls: Option<OriginTls>,

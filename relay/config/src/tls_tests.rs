@@ -39,15 +39,36 @@ fn an_https_origin_verifies_its_host_by_default_and_takes_a_name_and_a_ca_file()
         o.authority, "www.origin.test",
         "host_header is the Host sent"
     );
+    // Without host_header, the name verified is the Host sent (the URL's port kept).
+    let c = parse(
+        "url = \"https://127.0.0.1:8443\"\ntls_server_name = \"origin.test\"\n",
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(c.origin.http[0].authority, "origin.test:8443");
+    let c = parse(
+        "url = \"https://127.0.0.1\"\ntls_server_name = \"origin.test\"\n",
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(c.origin.http[0].authority, "origin.test");
     let tls = o.tls.as_ref().expect("TLS");
     assert_eq!(tls.server_name, "origin.test");
     assert_eq!(tls.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
 
-    // A CA file that is missing, or holds no certificate: refused at load, named.
+    // A CA file that is missing, holds no certificate, or a damaged one beside a good
+    // one: refused at load, named.
     std::fs::write(dir.join("empty.pem"), "not a certificate\n").unwrap();
+    std::fs::write(
+        dir.join("damaged.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n\
+         -----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     for (file, says) in [
         ("absent.pem", "cannot read"),
         ("empty.pem", "no PEM certificate"),
+        ("damaged.pem", "damaged.pem"),
     ] {
         let e = parse(
             &format!("url = \"https://127.0.0.1:8443\"\ntls_ca_file = \"{file}\"\n"),

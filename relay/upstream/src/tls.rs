@@ -10,7 +10,46 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use relay_config::OriginTls;
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connector whose whole connect (TCP, then the TLS handshake) has a time bound.
+#[derive(Clone)]
+pub struct Timed<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower_service::Service<http::Uri> for Timed<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(done) => done.map_err(Into::into),
+                Err(_) => Err(format!("no connection within {} ms", timeout.as_millis()).into()),
+            }
+        })
+    }
+}
 
 /// Why an origin's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +99,14 @@ impl Tls {
     }
 
     /// The pooled client's connector: TCP as `http` connects it, then TLS with this
-    /// origin's name for `https` URIs (an `http` one stays plain).
-    pub fn connector(tls: Option<&Tls>, http: HttpConnector) -> HttpsConnector<HttpConnector> {
+    /// origin's name for `https` URIs (an `http` one stays plain), both within `timeout`
+    /// (an origin that takes the connection and stalls its handshake fails to connect, and
+    /// counts against its health, like one that refuses it).
+    pub fn connector(
+        tls: Option<&Tls>,
+        http: HttpConnector,
+        timeout: Duration,
+    ) -> Timed<HttpsConnector<HttpConnector>> {
         let (config, name) = match tls {
             Some(t) => ((*t.config).clone(), Some(t.name.clone())),
             // (Never used: an http origin's URIs are http.)
@@ -74,7 +119,10 @@ impl Tls {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
         };
-        builder.enable_http1().wrap_connector(http)
+        Timed {
+            inner: builder.enable_http1().wrap_connector(http),
+            timeout,
+        }
     }
 
     /// TLS over `tcp`, a connection of its own (an upload's).

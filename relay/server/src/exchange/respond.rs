@@ -623,7 +623,9 @@ impl Exchange {
         let held = !meta.open_ended && self.take_held(cx, &meta, multi_n, start, end);
         // Another relay asking for one whole chunk not held here (in flight, or to fetch):
         // it streams as it arrives, chunked, its checksum in a trailer field after it.
+        // (Only a range answer: a whole small object, a 404 say, keeps its length.)
         let trailer = self.peer
+            && status == 206
             && !held
             && multi_n == 0
             && req.version == 1

@@ -4,6 +4,7 @@
 use super::Context;
 use crate::ChunkRequest;
 use crate::head;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use relay_cache::ObjectMeta;
 use relay_cache::fill::{FillError, FillWriter};
@@ -27,7 +28,7 @@ impl Context {
         // The nearest relays whose digests name the chunk, then its owner among the site's
         // relays, then the origin. A holder's answer that does not fit (another version)
         // is dropped and the owner asked; the owner's, and the origin asked. One that breaks
-        // off (the peer died mid-transfer) is continued from the origin where it stopped,
+        // off (the peer died mid-transfer) is continued from the origin (its bytes checked),
         // into the same fill: the client gets the whole chunk, or a cut connection.
         let (mut from_peer, mut owner_next) = match &peers {
             Some(route) => match self
@@ -44,8 +45,13 @@ impl Context {
             None => (None, false),
         };
         let mut writer = writer;
+        // After a peer broke off, the bytes it sent are checked against the origin's (no
+        // checksum came for them): the origin is asked from the chunk's start.
+        let mut check_sent = false;
         loop {
-            let from = start + (writer.fill().len() - writer.remaining()) as u64;
+            let written = writer.fill().len() - writer.remaining();
+            let held = if check_sent { written } else { 0 };
+            let from = start + (written - held) as u64;
             let peer = from_peer.is_some();
             let resp = match from_peer.take() {
                 Some(r) => r,
@@ -58,7 +64,7 @@ impl Context {
                 },
             };
             match self
-                .fill_rest(origin, resp, writer, from, &meta, peer)
+                .fill_rest(origin, resp, writer, (from, held), &meta, peer)
                 .await
             {
                 Rest::Done => {
@@ -92,6 +98,7 @@ impl Context {
                 }
                 Rest::Broke(w, e) if peer => {
                     self.peer_broke_off(&path, &w, e);
+                    check_sent = true;
                     writer = w;
                 }
                 Rest::Broke(w, e) => return self.fail(w, e),
@@ -99,8 +106,9 @@ impl Context {
         }
     }
 
-    /// The rest of a chunk from the origin, from where a peer's answer broke off (a head
-    /// fetch's first chunk; `Context::chunk` loops on its own).
+    /// The rest of a chunk from the origin, after a peer's answer broke off (a head fetch's
+    /// first chunk; `Context::chunk` loops on its own): asked from the chunk's start, the
+    /// bytes the peer sent checked against the origin's first.
     pub(super) async fn resume_from_origin(
         &self,
         origin: usize,
@@ -111,19 +119,23 @@ impl Context {
     ) {
         let start = self.store.layout.chunk_start(writer.fill().key.index);
         let end = start + writer.fill().len() as u64 - 1;
-        let from = start + (writer.fill().len() - writer.remaining()) as u64;
+        let held = writer.fill().len() - writer.remaining();
         let resp = match self
-            .send_fill(origin, path, Some((from, end)), None, forward, None)
+            .send_fill(origin, path, Some((start, end)), None, forward, None)
             .await
         {
             Ok(r) => r,
             Err(e) => return self.fail(writer, e),
         };
         match self
-            .fill_rest(origin, resp, writer, from, meta, false)
+            .fill_rest(origin, resp, writer, (start, held), meta, false)
             .await
         {
             Rest::Done => {}
+            Rest::Broke(w, FillError::Corrupt) => {
+                self.peer_corrupt(path, &w);
+                self.fail(w, FillError::Corrupt);
+            }
             Rest::Refused(w, e) | Rest::Broke(w, e) => self.fail(w, e),
         }
     }
@@ -143,11 +155,12 @@ impl Context {
     }
 
     /// A peer's answer broke off mid-chunk: logged and counted; the rest comes from the
-    /// origin.
+    /// origin, which is asked from the chunk's start so that the bytes the peer sent are
+    /// checked against its own (no checksum came for them).
     pub(super) fn peer_broke_off(&self, path: &str, w: &FillWriter, e: FillError) {
         log::warn!(
             "{path} chunk {}: the peer's answer broke off ({e}) after {} of {} bytes; the \
-             rest from the origin",
+             rest from the origin, those bytes checked against its own",
             w.fill().key.index,
             w.fill().len() - w.remaining(),
             w.fill().len()
@@ -157,13 +170,15 @@ impl Context {
 
     /// Checks `resp`, an answer to a fetch of `writer`'s chunk from byte `from` of the
     /// object, against `meta` (the same version, the range asked for) and streams its
-    /// bytes into `writer` after what it holds.
+    /// bytes into `writer` after what it holds; its first `held` bytes are ones `writer`
+    /// holds already (a peer's, before it broke off), compared rather than written: corrupt
+    /// when they differ.
     pub(super) async fn fill_rest(
         &self,
         origin: usize,
         resp: http::Response<Incoming>,
         mut writer: FillWriter,
-        from: u64,
+        (from, held): (u64, usize),
         meta: &ObjectMeta,
         peer: bool,
     ) -> Rest {
@@ -196,19 +211,61 @@ impl Context {
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skip to `from`.)
         let skip = if status == 206 { 0 } else { from };
+        let mut leftover = Bytes::new();
         if skip > 0 {
-            let leftover = match self.skip(origin, &mut body, skip).await {
+            leftover = match self.skip(origin, &mut body, skip).await {
                 Ok(rest) => rest,
                 Err(e) => return Rest::Broke(writer, e),
             };
-            let n = leftover.len().min(writer.remaining());
-            if n > 0 && writer.append(&leftover[..n]).is_err() {
-                return Rest::Broke(writer, FillError::Truncated);
-            }
+        }
+        if held > 0 {
+            leftover = match self
+                .compare_held(origin, &mut body, &writer, held, leftover)
+                .await
+            {
+                Ok(rest) => rest,
+                Err(e) => return Rest::Broke(writer, e),
+            };
+        }
+        let n = leftover.len().min(writer.remaining());
+        if n > 0 && writer.append(&leftover[..n]).is_err() {
+            return Rest::Broke(writer, FillError::Truncated);
         }
         match self.stream_or_return(origin, body, writer, meta, sum).await {
             Ok(()) => Rest::Done,
             Err((w, e)) => Rest::Broke(w, e),
+        }
+    }
+}
+
+impl Context {
+    /// Reads the first `held` bytes of `body` (after `first`, bytes already read of it)
+    /// and compares them with the first `held` bytes `writer` holds; what the last frame
+    /// held beyond them. Corrupt when they differ.
+    async fn compare_held(
+        &self,
+        origin: usize,
+        body: &mut Incoming,
+        writer: &FillWriter,
+        held: usize,
+        first: Bytes,
+    ) -> Result<Bytes, FillError> {
+        let have = writer.fill().slice(0, held);
+        let mut at = 0;
+        let mut data = first;
+        loop {
+            let n = data.len().min(held - at);
+            if data[..n] != have[at..at + n] {
+                return Err(FillError::Corrupt);
+            }
+            at += n;
+            if at == held {
+                return Ok(data.slice(n..));
+            }
+            data = match self.next_frame(origin, body).await? {
+                Some(d) => d,
+                None => return Err(FillError::Truncated),
+            };
         }
     }
 }

@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 /// instead.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How the pooled client reaches an origin: TCP, TLS for `https`, within the connect timeout.
+type OriginConnector = crate::tls::Timed<hyper_rustls::HttpsConnector<HttpConnector>>;
+
 /// Everything a job needs; cheap to clone into each task.
 #[derive(Clone)]
 pub(crate) struct Context {
     origins: Arc<Vec<Origin>>,
-    clients: Arc<Vec<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>>,
+    clients: Arc<Vec<Client<OriginConnector, Full<Bytes>>>>,
     store: Store,
     epoch: Instant,
     stats: Arc<UpstreamStats>,
@@ -92,8 +95,9 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
         ctx.origins
             .iter()
             .map(|o| {
+                let connect = Duration::from_millis(o.config.connect_timeout_ms);
                 let mut conn = HttpConnector::new();
-                conn.set_connect_timeout(Some(Duration::from_millis(o.config.connect_timeout_ms)));
+                conn.set_connect_timeout(Some(connect));
                 conn.set_nodelay(true);
                 // (`https` URIs pass the TCP connector to TLS.)
                 conn.enforce_http(false);
@@ -101,7 +105,7 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                     .pool_max_idle_per_host(o.config.max_connections)
                     .http1_max_buf_size(crate::UPSTREAM_READ_BUFFER)
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .build(crate::tls::Tls::connector(o.tls.as_ref(), conn))
+                    .build(crate::tls::Tls::connector(o.tls.as_ref(), conn, connect))
             })
             .collect(),
     );

@@ -8,8 +8,9 @@
 //! used, and checked as the origin's would be (a chunk from another version is refused);
 //! anything else, and the origin is asked. A peer that does not connect within 500 ms or
 //! answer within the origin's first-byte timeout is passed over for 10 s (one log line).
-//! A peer's chunk that breaks off continues from the origin where it stopped, into the same
-//! fill (`Context::fill_rest`, `resume_from_origin`).
+//! A peer's chunk that breaks off continues from the origin into the same fill, the origin
+//! asked from the chunk's start and the bytes the peer sent compared with its own first
+//! (`Context::fill_rest`, `resume_from_origin`).
 
 use super::Context;
 use super::request::fill_request;
