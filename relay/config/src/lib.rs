@@ -31,11 +31,13 @@ pub use bytesize::ByteSize;
 pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
-    AdminConfig, CacheConfig, ClientShare, Config, DiskAdmission, HttpOrigin, OriginConfig,
-    OriginTls, ServerConfig, SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol,
-    SteerService,
+    AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, HttpOrigin,
+    OriginConfig, OriginTls, ServerConfig, StatusMatch, SteerConfig, SteerGuard, SteerNode,
+    SteerPolicy, SteerProtocol, SteerService,
 };
 
+#[cfg(test)]
+mod cache_policy_tests;
 #[cfg(test)]
 mod fair_tests;
 #[cfg(test)]

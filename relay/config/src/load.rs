@@ -570,6 +570,7 @@ fn http_origin(
             )
         })?;
     let tls = origin_tls(src, &key, &raw, https, &authority, &url_span, base_dir)?;
+    let cache = cache_policy(src, &key, &raw)?;
     // A name given to verify is the origin's name: the Host sent too, unless host_header
     // says otherwise (with the URL's port when it is not 443).
     let authority = match (raw.tls_server_name.as_ref(), tls.as_ref()) {
@@ -612,6 +613,7 @@ fn http_origin(
         address,
         authority,
         tls,
+        cache,
         host,
         prefix,
         connect_timeout_ms: ms(
@@ -741,4 +743,109 @@ fn origin_tls(
         ca_file,
         insecure_skip_verify,
     }))
+}
+
+/// The longest TTL or stale window: a year.
+const MAX_TTL: u64 = 365 * 86_400;
+
+/// A TTL: whole seconds (`600`), or a number and a unit (`"90s"`, `"10m"`, `"2h"`, `"1d"`);
+/// at most a year.
+fn ttl(v: toml::Value) -> Result<u32, String> {
+    let secs = match &v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (n, unit) = s.split_at(split);
+            let unit = match unit.trim() {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                "d" => Some(86_400),
+                _ => None,
+            };
+            n.parse::<u64>()
+                .ok()
+                .zip(unit)
+                .map(|(n, u)| n.saturating_mul(u))
+        }
+        _ => None,
+    };
+    match secs {
+        Some(s) if s <= MAX_TTL => Ok(s as u32),
+        Some(_) => Err(format!("must be at most a year ({MAX_TTL} s), got {v}")),
+        None => Err(format!(
+            "must be seconds (600) or a number and a unit (\"90s\", \"10m\", \"2h\", \"1d\"), got {v}"
+        )),
+    }
+}
+
+/// The `cache_` keys of origin `key(..)`.
+fn cache_policy(
+    src: Source<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawHttpOrigin,
+) -> Result<CachePolicy, ConfigError> {
+    let secs = |k: &str, v: &Option<Spanned<toml::Value>>| {
+        check(src, &key(k), v.clone(), None, |v| ttl(v).map(Some)).map(|(v, _)| v)
+    };
+    let flag = |k: &str, v: &Option<Spanned<bool>>| {
+        check(src, &key(k), v.clone(), false, Ok).map(|(v, _)| v)
+    };
+    let (status_ttl, _) = check(
+        src,
+        &key("cache_status_ttl"),
+        raw.cache_status_ttl.clone(),
+        Vec::new(),
+        |table: toml::Table| {
+            table
+                .into_iter()
+                .map(|(status, v)| {
+                    let m = status_match(&status).ok_or_else(|| {
+                        format!(
+                            "{status:?} is not a status (200 to 599) or a class (\"2xx\" to \"5xx\")"
+                        )
+                    })?;
+                    Ok((m, ttl(v).map_err(|e| format!("{status:?} {e}"))?))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        },
+    )?;
+    let policy = CachePolicy {
+        default_ttl: secs("cache_default_ttl", &raw.cache_default_ttl)?,
+        status_ttl,
+        ttl_min: secs("cache_ttl_min", &raw.cache_ttl_min)?,
+        ttl_max: secs("cache_ttl_max", &raw.cache_ttl_max)?,
+        ignore_no_cache: flag("cache_ignore_no_cache", &raw.cache_ignore_no_cache)?,
+        ignore_private: flag("cache_ignore_private", &raw.cache_ignore_private)?,
+        ignore_set_cookie: flag("cache_ignore_set_cookie", &raw.cache_ignore_set_cookie)?,
+        stale_while_revalidate: secs(
+            "cache_stale_while_revalidate",
+            &raw.cache_stale_while_revalidate,
+        )?,
+        stale_if_error: secs("cache_stale_if_error", &raw.cache_stale_if_error)?,
+    };
+    if let (Some(min), Some(max)) = (policy.ttl_min, policy.ttl_max)
+        && min > max
+    {
+        return Err(src.invalid(
+            &key("cache_ttl_min"),
+            raw.cache_ttl_min.as_ref().map(Spanned::span),
+            format!("{min} s is above cache_ttl_max, {max} s"),
+        ));
+    }
+    Ok(policy)
+}
+
+/// `"404"` or `"4xx"`.
+fn status_match(s: &str) -> Option<StatusMatch> {
+    let b = s.as_bytes();
+    if b.len() != 3 || !(b'2'..=b'5').contains(&b[0]) {
+        return None;
+    }
+    let class = u16::from(b[0] - b'0');
+    if &s[1..] == "xx" {
+        return Some(StatusMatch::Class(class));
+    }
+    s.parse::<u16>().ok().map(StatusMatch::Code)
 }

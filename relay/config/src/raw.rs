@@ -97,6 +97,15 @@ pub(crate) struct RawHttpOrigin {
     pub(crate) tls_ca_file: Option<Spanned<String>>,
     pub(crate) tls_server_name: Option<Spanned<String>>,
     pub(crate) tls_insecure_skip_verify: Option<Spanned<bool>>,
+    pub(crate) cache_default_ttl: Option<Spanned<toml::Value>>,
+    pub(crate) cache_status_ttl: Option<Spanned<toml::Table>>,
+    pub(crate) cache_ttl_min: Option<Spanned<toml::Value>>,
+    pub(crate) cache_ttl_max: Option<Spanned<toml::Value>>,
+    pub(crate) cache_ignore_no_cache: Option<Spanned<bool>>,
+    pub(crate) cache_ignore_private: Option<Spanned<bool>>,
+    pub(crate) cache_ignore_set_cookie: Option<Spanned<bool>>,
+    pub(crate) cache_stale_while_revalidate: Option<Spanned<toml::Value>>,
+    pub(crate) cache_stale_if_error: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]

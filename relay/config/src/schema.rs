@@ -291,6 +291,8 @@ pub struct HttpOrigin {
     pub authority: String,
     /// TLS to the origin (an `https://` URL); None for `http://`.
     pub tls: Option<OriginTls>,
+    /// The operator's caching terms for this origin's answers (the `cache_` keys).
+    pub cache: CachePolicy,
     /// Serve only requests whose `Host` equals this (case-insensitive); any when absent.
     pub host: Option<String>,
     /// Serve only request paths starting with this (default "/").
@@ -310,6 +312,57 @@ pub struct HttpOrigin {
     /// Cache fetches to this origin under way at once, and keep-alive connections kept
     /// idle for them (default 64); pass-throughs are bounded by the pass budget instead.
     pub max_connections: usize,
+}
+
+/// An origin's caching terms set by the operator (the `cache_` keys of `[[origin.http]]`),
+/// over what its answers say (RFC 9111). All off by default: the answers decide. TTLs and
+/// windows are in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// `cache_default_ttl`: how long an answer is fresh when it states no freshness of its
+    /// own (no `max-age`, `s-maxage`, `Expires` or targeted field) and its status is
+    /// cacheable by default (200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501);
+    /// it stands before the heuristic from `Last-Modified`.
+    pub default_ttl: Option<u32>,
+    /// `cache_status_ttl`: the same for answers with these statuses, cacheable by default
+    /// or not (a 302, a 503: negative caching). An exact status wins over its class
+    /// (`"5xx"`), and both over `default_ttl`.
+    pub status_ttl: Vec<(StatusMatch, u32)>,
+    /// `cache_ttl_min`, `cache_ttl_max`: bounds on the freshness lifetime of every answer
+    /// stored, whatever set it (one that must always be revalidated, `no-cache`, stays so).
+    pub ttl_min: Option<u32>,
+    pub ttl_max: Option<u32>,
+    /// `cache_ignore_no_cache`: an answer's `no-cache` is ignored.
+    pub ignore_no_cache: bool,
+    /// `cache_ignore_private`: an answer's `private` is ignored.
+    pub ignore_private: bool,
+    /// `cache_ignore_set_cookie`: an answer that sets a cookie is stored without its
+    /// `Set-Cookie` field (the client whose request fetched it still gets it).
+    pub ignore_set_cookie: bool,
+    /// `cache_stale_while_revalidate`, `cache_stale_if_error`: the windows of an answer
+    /// that states none (and does not forbid serving it stale).
+    pub stale_while_revalidate: Option<u32>,
+    pub stale_if_error: Option<u32>,
+}
+
+/// A status `cache_status_ttl` names: one code, or a class (`Class(5)`: 500 to 599).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl CachePolicy {
+    /// The operator's freshness lifetime for an answer with `status` that states none:
+    /// `status_ttl` (the code, then its class), else `default_ttl` when the status is
+    /// `cacheable_by_default`.
+    pub fn ttl_for(&self, status: u16, cacheable_by_default: bool) -> Option<u32> {
+        let find = |m: StatusMatch| self.status_ttl.iter().find(|(s, _)| *s == m);
+        find(StatusMatch::Code(status))
+            .or_else(|| find(StatusMatch::Class(status / 100)))
+            .map(|(_, ttl)| *ttl)
+            .or(self.default_ttl.filter(|_| cacheable_by_default))
+    }
 }
 
 /// How relay speaks TLS to an `https://` origin.

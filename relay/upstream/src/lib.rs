@@ -321,6 +321,9 @@ pub struct Origin {
     pub fetches: Arc<tokio::sync::Semaphore>,
     /// TLS for an `https://` origin.
     pub tls: Option<tls::Tls>,
+    /// The caching policy its answers are read under: the cache's, with this origin's
+    /// operator terms (`cache_` keys).
+    pub policy: Arc<relay_cache::policy::PolicyConfig>,
 }
 
 impl Origin {
@@ -332,6 +335,7 @@ impl Origin {
             health: Health::default(),
             fetches,
             tls: None,
+            policy: Arc::default(),
         }
     }
 
@@ -467,7 +471,15 @@ impl Upstream {
             origins
                 .iter()
                 .enumerate()
-                .map(|(i, c)| Origin::with_tls(c.clone()).map_err(|e| UpstreamError::Tls(i, e)))
+                .map(|(i, c)| {
+                    let mut o =
+                        Origin::with_tls(c.clone()).map_err(|e| UpstreamError::Tls(i, e))?;
+                    o.policy = Arc::new(relay_cache::policy::PolicyConfig {
+                        operator: c.cache.clone(),
+                        ..(*store.policy).clone()
+                    });
+                    Ok(o)
+                })
                 .collect::<Result<_, _>>()?,
         );
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

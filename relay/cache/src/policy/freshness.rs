@@ -35,7 +35,8 @@ pub fn heuristic_lifetime(meta: &StoredMeta, config: &PolicyConfig) -> Option<u3
 }
 
 /// Freshness lifetime for a shared cache (RFC 9111 §4.2.1): `s-maxage`, else `max-age`, else
-/// `Expires` − `Date`, else the heuristic lifetime, else 0.
+/// `Expires` − `Date`, else the operator's lifetime for it, else the heuristic lifetime,
+/// else 0.
 pub fn freshness_lifetime(meta: &StoredMeta) -> u64 {
     let d = &meta.directives;
     if let Some(s) = d.s_maxage.or(d.max_age) {
@@ -44,7 +45,9 @@ pub fn freshness_lifetime(meta: &StoredMeta) -> u64 {
     if let Some(expires) = meta.expires {
         return expires.saturating_sub(meta.date_value());
     }
-    meta.heuristic_lifetime.map_or(0, u64::from)
+    meta.operator_lifetime
+        .or(meta.heuristic_lifetime)
+        .map_or(0, u64::from)
 }
 
 /// Current age (RFC 9111 §4.2.3) at `now`.

@@ -64,7 +64,15 @@ where
             }
         }
     }
-    let lifetime = freshness::freshness_lifetime(&stored);
+    let op = &config.operator;
+    let mut lifetime = freshness::freshness_lifetime(&stored);
+    // The operator's bounds, on any lifetime (not on always revalidating).
+    if let Some(max) = op.ttl_max {
+        lifetime = lifetime.min(u64::from(max));
+    }
+    if let Some(min) = op.ttl_min {
+        lifetime = lifetime.max(u64::from(min));
+    }
     let age = freshness::current_age(&stored, response_time);
     let ttl = if freshness::always_validate(&stored) {
         Duration::ZERO
@@ -86,8 +94,8 @@ where
         storable,
         must_revalidate: forbidden,
         shared_with_credentials: d.public || d.s_maxage.is_some() || d.must_revalidate,
-        stale_while_revalidate: window(d.stale_while_revalidate),
-        stale_if_error: window(d.stale_if_error),
+        stale_while_revalidate: window(d.stale_while_revalidate.or(op.stale_while_revalidate)),
+        stale_if_error: window(d.stale_if_error.or(op.stale_if_error)),
         initial_age: age,
         explicit,
         vary,
@@ -172,6 +180,117 @@ mod tests {
         // Without credentials, max-age alone stores it, but not for requests with them.
         let k = terms(&[("Cache-Control", "max-age=60")]);
         assert!(k.storable && !k.shared_with_credentials);
+    }
+
+    fn with(status: u16, fields: &[(&str, &str)], op: relay_config::CachePolicy) -> Keep {
+        let pairs = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let config = PolicyConfig {
+            operator: op,
+            ..PolicyConfig::default()
+        };
+        keep(status, pairs, (1000, 1000), false, &config).0
+    }
+
+    #[test]
+    fn the_operator_s_ttls_apply_where_an_answer_states_none() {
+        use relay_config::{CachePolicy, StatusMatch};
+        let op = CachePolicy {
+            default_ttl: Some(600),
+            status_ttl: vec![
+                (StatusMatch::Class(5), 5),
+                (StatusMatch::Code(404), 10),
+                (StatusMatch::Class(4), 20),
+            ],
+            ..CachePolicy::default()
+        };
+        let secs = |k: &Keep| (k.storable, k.ttl.as_secs());
+        // Nothing stated: the default (a 200), the status's (exact over class).
+        assert_eq!(secs(&with(200, &[], op.clone())), (true, 600));
+        assert_eq!(secs(&with(404, &[], op.clone())), (true, 10));
+        assert_eq!(secs(&with(410, &[], op.clone())), (true, 20));
+        // Not cacheable by default, but named: negative caching.
+        assert_eq!(secs(&with(503, &[], op.clone())), (true, 5));
+        assert!(!with(302, &[], op.clone()).storable, "302: no TTL names it");
+        // The answer's own freshness wins.
+        let cc = [("Cache-Control", "max-age=30")];
+        assert_eq!(secs(&with(200, &cc, op.clone())), (true, 30));
+        assert_eq!(secs(&with(404, &cc, op.clone())), (true, 30));
+        // Without operator terms, none of this is stored.
+        for status in [200, 404, 503] {
+            assert!(
+                !with(status, &[], CachePolicy::default()).storable,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operator_s_bounds_ignores_and_stale_windows() {
+        use relay_config::CachePolicy;
+        let bounds = CachePolicy {
+            ttl_min: Some(60),
+            ttl_max: Some(3600),
+            ..CachePolicy::default()
+        };
+        let ttl = |cc: &str, op: &CachePolicy| {
+            with(200, &[("Cache-Control", cc)], op.clone())
+                .ttl
+                .as_secs()
+        };
+        assert_eq!(ttl("max-age=86400", &bounds), 3600);
+        assert_eq!(ttl("max-age=0", &bounds), 60);
+        assert_eq!(ttl("max-age=600", &bounds), 600);
+        // Always revalidated stays so, unless no-cache is ignored.
+        assert_eq!(ttl("no-cache, max-age=600", &bounds), 0);
+        let ignore = CachePolicy {
+            ignore_no_cache: true,
+            ignore_private: true,
+            ..bounds.clone()
+        };
+        assert_eq!(ttl("no-cache, max-age=600", &ignore), 600);
+        assert!(
+            !with(
+                200,
+                &[("Cache-Control", "private, max-age=60")],
+                bounds.clone()
+            )
+            .storable
+        );
+        assert!(with(200, &[("Cache-Control", "private, max-age=60")], ignore).storable);
+        // A cookie: not stored, unless the operator says to store it without the cookie.
+        let cookie = [("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")];
+        assert!(!with(200, &cookie, CachePolicy::default()).storable);
+        let strip = CachePolicy {
+            ignore_set_cookie: true,
+            ..CachePolicy::default()
+        };
+        assert!(with(200, &cookie, strip).storable);
+        // Stale windows where the answer states none, never where it forbids stale.
+        let stale = CachePolicy {
+            stale_if_error: Some(3600),
+            stale_while_revalidate: Some(30),
+            ..CachePolicy::default()
+        };
+        let k = with(200, &[("Cache-Control", "max-age=60")], stale.clone());
+        assert_eq!(
+            (
+                k.stale_if_error.as_secs(),
+                k.stale_while_revalidate.as_secs()
+            ),
+            (3600, 30)
+        );
+        let k = with(
+            200,
+            &[("Cache-Control", "max-age=60, stale-if-error=5")],
+            stale.clone(),
+        );
+        assert_eq!(k.stale_if_error.as_secs(), 5);
+        let k = with(
+            200,
+            &[("Cache-Control", "max-age=60, must-revalidate")],
+            stale,
+        );
+        assert_eq!(k.stale_if_error.as_secs(), 0);
     }
 
     #[test]

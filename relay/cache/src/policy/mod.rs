@@ -74,6 +74,10 @@ pub struct PolicyConfig {
     pub targeted: Vec<String>,
     /// Use `Surrogate-Control` (`max-age`, `no-store`). Default `true`.
     pub surrogate_control: bool,
+    /// The operator's terms for one origin's answers (`[[origin.http]]`'s `cache_` keys):
+    /// TTLs where an answer states none, bounds, directives ignored, stale windows. Default
+    /// none: the answers decide.
+    pub operator: relay_config::CachePolicy,
 }
 
 impl Default for PolicyConfig {
@@ -86,6 +90,7 @@ impl Default for PolicyConfig {
             honor_request_no_cache: true,
             targeted: vec!["cdn-cache-control".to_string()],
             surrogate_control: true,
+            operator: relay_config::CachePolicy::default(),
         }
     }
 }

@@ -139,10 +139,16 @@ fn storable_reason(
     if response.vary == Vary::Any {
         return Some(Reason::VaryAny);
     }
+    // (A lifetime the operator set counts as explicit freshness.)
+    let operator = response.operator_lifetime.is_some();
     let freshness_info = response.has_explicit_freshness()
+        || operator
         || response.heuristic_lifetime.is_some()
         || (d.no_cache.is_all() && response.has_validator());
-    let section3 = response.has_explicit_freshness() || d.public || heuristically_cacheable(status);
+    let section3 = response.has_explicit_freshness()
+        || operator
+        || d.public
+        || heuristically_cacheable(status);
     if !section3 || !(freshness_info || config.cache_without_freshness) {
         return Some(Reason::NoFreshness);
     }

@@ -121,6 +121,10 @@ pub struct StoredMeta {
     pub sets_cookie: bool,
     /// Heuristic freshness lifetime, when there is no explicit one and heuristics are allowed.
     pub heuristic_lifetime: Option<u32>,
+    /// The operator's freshness lifetime for an answer that states none
+    /// (`CachePolicy::ttl_for`): it stands before the heuristic, and makes the answer
+    /// storable as explicit freshness would.
+    pub operator_lifetime: Option<u32>,
     /// When the request that produced the response was sent (seconds since the epoch).
     pub request_time: u64,
     /// When the response was received.
@@ -211,11 +215,40 @@ impl StoredMeta {
             vary: Vary::parse(vary.iter().copied()),
             sets_cookie,
             heuristic_lifetime: None,
+            operator_lifetime: None,
             request_time: request_time.min(response_time),
             response_time,
         };
-        meta.heuristic_lifetime = freshness::heuristic_lifetime(&meta, config);
+        meta.operator_terms(&config.operator);
+        if meta.operator_lifetime.is_none() {
+            meta.heuristic_lifetime = freshness::heuristic_lifetime(&meta, config);
+        }
         meta
+    }
+
+    /// Applies the operator's terms (`op`) over what the response said: directives it
+    /// ignores, and its lifetime for a response that states none.
+    fn operator_terms(&mut self, op: &relay_config::CachePolicy) {
+        use super::cache_control::FieldScope;
+        let d = &mut self.directives;
+        if op.ignore_no_cache {
+            d.no_cache = FieldScope::Absent;
+        }
+        if op.ignore_private {
+            d.private = FieldScope::Absent;
+        }
+        // Stored without the cookie, as `private="Set-Cookie"` would have it.
+        if op.ignore_set_cookie && self.sets_cookie {
+            match &mut d.private {
+                FieldScope::All => {}
+                FieldScope::Fields(f) => f.push("set-cookie".to_string()),
+                FieldScope::Absent => d.private = FieldScope::Fields(vec!["set-cookie".into()]),
+            }
+        }
+        if !self.has_explicit_freshness() {
+            let by_default = freshness::heuristically_cacheable(self.status);
+            self.operator_lifetime = op.ttl_for(self.status, by_default);
+        }
     }
 
     /// The response carries a validator (`ETag` or `Last-Modified`) for revalidation.

@@ -95,7 +95,7 @@ impl Context {
                     resp.headers(),
                     (request_time, response_time),
                     authorization,
-                    &self.store.policy,
+                    &self.origins[origin].policy,
                 );
                 let mut renewed = stale.renewed(&fresh.keep, Instant::now());
                 renewed.headers = updated_fields(&stale.headers, &fresh.headers);
@@ -137,7 +137,7 @@ impl Context {
                 resp.headers(),
                 (request_time, response_time),
                 authorization,
-                &self.store.policy,
+                &self.origins[origin].policy,
             );
             // What the fetching client alone gets when the stored fields leave some out.
             let owner_headers = d.strips.then(|| end_to_end(resp.headers(), STORED_WRITTEN));

@@ -493,6 +493,7 @@ mod tests {
             address: "127.0.0.1:9".parse().expect("address"),
             authority: "origin.example".into(),
             tls: None,
+            cache: Default::default(),
             host: None,
             prefix: "/".into(),
             connect_timeout_ms: 100,
