@@ -125,3 +125,71 @@ fn an_operator_s_cache_policy_per_origin_against_nginx() {
         table.join("\n  ")
     );
 }
+
+/// The cache key's query (`cache_key_query`, `cache_key_query_drop`): nginx answers with
+/// the query it got, so each body shows what was asked of it. Two requests whose queries
+/// differ only in order, or in a parameter left out, are one object: nginx is asked once.
+#[test]
+fn a_query_is_kept_sorted_filtered_or_dropped_in_the_key_and_upstream() {
+    let www = TempDir::new("query-www");
+    let origin = NginxOrigin::start(
+        www.path(),
+        "location / { expires 1h; default_type text/plain; return 200 \"[$args]\\n\"; }",
+    );
+    let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n");
+    for (prefix, lines) in [
+        ("keep", ""),
+        ("sort", "cache_key_query = \"sort\""),
+        ("drop", "cache_key_query = \"drop\""),
+        (
+            "utm",
+            "cache_key_query_drop = [\"utm_source\", \"utm_medium\"]",
+        ),
+    ] {
+        config.push_str(&format!(
+            "[[origin.http]]\nurl = \"http://127.0.0.1:{}\"\nprefix = \"/{prefix}/\"\n{lines}\n\n",
+            origin.port
+        ));
+    }
+    config.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let relay = Relay::start(&config);
+    let asked = |path: &str| {
+        origin
+            .access_log()
+            .iter()
+            .filter(|(_, r)| r.split(' ').nth(1).is_some_and(|t| t.starts_with(path)))
+            .count()
+    };
+    let body = |target: &str| {
+        let got = fetch(&relay.url(target), &[]);
+        assert_eq!(got.status, 200, "{target}: {}", got.head);
+        String::from_utf8_lossy(&got.body).trim().to_string()
+    };
+    // As sent: two objects.
+    assert_eq!(body("/keep/a?b=2&a=1"), "[b=2&a=1]");
+    assert_eq!(body("/keep/a?a=1&b=2"), "[a=1&b=2]");
+    assert_eq!(asked("/keep/a"), 2);
+    // Sorted: one.
+    assert_eq!(body("/sort/a?b=2&a=1"), "[a=1&b=2]");
+    assert_eq!(body("/sort/a?a=1&b=2"), "[a=1&b=2]");
+    assert_eq!(asked("/sort/a"), 1);
+    // None: one, and nginx got no query.
+    assert_eq!(body("/drop/a?x=1"), "[]");
+    assert_eq!(body("/drop/a?y=2"), "[]");
+    assert_eq!(asked("/drop/a"), 1);
+    // Tracking parameters left out, the rest sorted: one.
+    assert_eq!(body("/utm/a?utm_source=mail&id=5&utm_medium=x"), "[id=5]");
+    assert_eq!(body("/utm/a?id=5&utm_source=web"), "[id=5]");
+    assert_ne!(body("/utm/a?id=6"), "[id=5]");
+    assert_eq!(asked("/utm/a"), 2);
+    // Other methods pass through with the query as sent.
+    let posted = fetch(&relay.url("/sort/a?b=2&a=1"), &["-X", "POST", "-d", "x"]);
+    assert!(
+        origin
+            .access_log()
+            .iter()
+            .any(|(_, r)| r.starts_with("POST /sort/a?b=2&a=1 ")),
+        "{}",
+        posted.head
+    );
+}

@@ -10,6 +10,8 @@
 //! [`DIRECTORY`] + the path, e.g. `dir:/hello.txt`. A normalised authority holds no `/` and
 //! every target an HTTP origin serves starts with one (origin prefixes do), so host and
 //! target cannot trade bytes: no two requests for different resources share a key.
+//! [`shape_query`] makes the target's query what the origin's policy says it is in the key
+//! (as sent, sorted, some parameters left out, or none).
 
 use quick_cache::Equivalent;
 use std::hash::{Hash, Hasher};
@@ -117,8 +119,76 @@ where
     selects
 }
 
+/// Makes the query of `target` (a GET or HEAD's, in origin-form) what `policy` says it is
+/// in the cache key, which is also what is asked of the origin: as sent (nothing done),
+/// none, or its parameters without those `query_drop` names (by name as sent, without
+/// decoding) and sorted. Empty parameters (`&&`) go when it is rewritten.
+pub fn shape_query(target: &mut String, policy: &relay_config::CachePolicy) {
+    use relay_config::QueryKey;
+    let Some(at) = target.find('?') else {
+        return;
+    };
+    match policy.query {
+        QueryKey::Keep if policy.query_drop.is_empty() => return,
+        QueryKey::Drop => return target.truncate(at),
+        QueryKey::Keep | QueryKey::Sort => {}
+    }
+    let query = target.split_off(at + 1);
+    target.pop();
+    let name = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+    let mut params: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !policy.query_drop.contains(&name(p)))
+        .collect();
+    params.sort_unstable();
+    for (i, p) in params.iter().enumerate() {
+        target.push(if i == 0 { '?' } else { '&' });
+        target.push_str(p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_query_is_kept_sorted_filtered_or_dropped_as_the_policy_says() {
+        use relay_config::{CachePolicy, QueryKey};
+        let shaped = |target: &str, query: QueryKey, drop: &[&str]| {
+            let policy = CachePolicy {
+                query,
+                query_drop: drop.iter().map(|d| d.to_string()).collect(),
+                ..CachePolicy::default()
+            };
+            let mut t = target.to_string();
+            super::shape_query(&mut t, &policy);
+            t
+        };
+        let t = "/v/a.ts?b=2&utm_source=x&a=1&&a=0";
+        assert_eq!(shaped(t, QueryKey::Keep, &[]), t, "as sent");
+        assert_eq!(
+            shaped(t, QueryKey::Sort, &[]),
+            "/v/a.ts?a=0&a=1&b=2&utm_source=x"
+        );
+        assert_eq!(
+            shaped(t, QueryKey::Keep, &["utm_source"]),
+            "/v/a.ts?a=0&a=1&b=2"
+        );
+        assert_eq!(shaped(t, QueryKey::Drop, &[]), "/v/a.ts");
+        assert_eq!(
+            shaped("/v/a.ts?utm_source=x", QueryKey::Sort, &["utm_source"]),
+            "/v/a.ts"
+        );
+        assert_eq!(shaped("/v/a.ts", QueryKey::Sort, &[]), "/v/a.ts");
+        // A name is matched whole, `=` or not.
+        assert_eq!(
+            shaped(
+                "/a?utm=1&utm_sourcex=2&utm_source",
+                QueryKey::Keep,
+                &["utm_source"]
+            ),
+            "/a?utm=1&utm_sourcex=2"
+        );
+    }
+
     use super::*;
     use std::collections::hash_map::DefaultHasher;
 

@@ -34,6 +34,14 @@ fn cache_keys_parse_into_the_origin_s_policy() {
     assert_eq!(p.ttl_for(503, false), Some(5));
     assert_eq!(p.ttl_for(200, true), Some(600));
     assert_eq!(p.ttl_for(302, false), None);
+    assert_eq!(p.query, crate::QueryKey::Keep);
+    let c =
+        origin("cache_key_query = \"sort\"\ncache_key_query_drop = [\"utm_source\"]\n").unwrap();
+    let p = &c.origin.http[0].cache;
+    assert_eq!(
+        (p.query, &p.query_drop[..]),
+        (crate::QueryKey::Sort, &["utm_source".to_string()][..])
+    );
     // Nothing said: the answers decide.
     assert_eq!(
         origin("").unwrap().origin.http[0].cache,
@@ -69,6 +77,21 @@ fn bad_cache_keys_are_named_with_their_line() {
             "cache_ttl_min = 600\ncache_ttl_max = 60",
             "cache_ttl_min",
             "above cache_ttl_max",
+        ),
+        (
+            "cache_key_query = \"sorted\"",
+            "cache_key_query",
+            "\"sort\"",
+        ),
+        (
+            "cache_key_query_drop = [\"a=b\"]",
+            "cache_key_query_drop",
+            "parameter name",
+        ),
+        (
+            "cache_key_query_drop = [\"utm\"]\ncache_key_query = \"drop\"",
+            "cache_key_query_drop",
+            "drops the whole query",
         ),
     ] {
         let e = origin(&format!("{lines}\n")).unwrap_err();

@@ -32,8 +32,8 @@ pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
     AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, HttpOrigin,
-    OriginConfig, OriginTls, ServerConfig, StatusMatch, SteerConfig, SteerGuard, SteerNode,
-    SteerPolicy, SteerProtocol, SteerService,
+    OriginConfig, OriginTls, QueryKey, ServerConfig, StatusMatch, SteerConfig, SteerGuard,
+    SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
 #[cfg(test)]

@@ -824,7 +824,42 @@ fn cache_policy(
             &raw.cache_stale_while_revalidate,
         )?,
         stale_if_error: secs("cache_stale_if_error", &raw.cache_stale_if_error)?,
+        query: check(
+            src,
+            &key("cache_key_query"),
+            raw.cache_key_query.clone(),
+            QueryKey::Keep,
+            |v: String| match v.as_str() {
+                "keep" => Ok(QueryKey::Keep),
+                "sort" => Ok(QueryKey::Sort),
+                "drop" => Ok(QueryKey::Drop),
+                _ => Err(format!("must be \"keep\", \"sort\" or \"drop\", got {v:?}")),
+            },
+        )?
+        .0,
+        query_drop: check(
+            src,
+            &key("cache_key_query_drop"),
+            raw.cache_key_query_drop.clone(),
+            Vec::new(),
+            |names: Vec<String>| match names
+                .iter()
+                .find(|n| n.is_empty() || n.contains(['&', '=']))
+            {
+                Some(bad) => Err(format!("{bad:?} is not a parameter name")),
+                None => Ok(names),
+            },
+        )?
+        .0,
     };
+    if policy.query == QueryKey::Drop && !policy.query_drop.is_empty() {
+        return Err(src.invalid(
+            &key("cache_key_query_drop"),
+            raw.cache_key_query_drop.as_ref().map(Spanned::span),
+            "has nothing to drop from: cache_key_query = \"drop\" drops the whole query"
+                .to_string(),
+        ));
+    }
     if let (Some(min), Some(max)) = (policy.ttl_min, policy.ttl_max)
         && min > max
     {

@@ -106,6 +106,8 @@ pub(crate) struct RawHttpOrigin {
     pub(crate) cache_ignore_set_cookie: Option<Spanned<bool>>,
     pub(crate) cache_stale_while_revalidate: Option<Spanned<toml::Value>>,
     pub(crate) cache_stale_if_error: Option<Spanned<toml::Value>>,
+    pub(crate) cache_key_query: Option<Spanned<String>>,
+    pub(crate) cache_key_query_drop: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]

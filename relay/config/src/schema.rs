@@ -343,6 +343,24 @@ pub struct CachePolicy {
     /// that states none (and does not forbid serving it stale).
     pub stale_while_revalidate: Option<u32>,
     pub stale_if_error: Option<u32>,
+    /// `cache_key_query`: what a GET or HEAD's query is in the cache key, and so what is
+    /// asked of the origin: as sent, its parameters sorted, or none.
+    pub query: QueryKey,
+    /// `cache_key_query_drop`: parameters left out of the query (matched by name as sent,
+    /// without decoding); the rest sorted.
+    pub query_drop: Vec<String>,
+}
+
+/// `cache_key_query`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueryKey {
+    /// As the client sent it.
+    #[default]
+    Keep,
+    /// Its parameters sorted (`?b=2&a=1` and `?a=1&b=2` are one object).
+    Sort,
+    /// None at all.
+    Drop,
 }
 
 /// A status `cache_status_ttl` names: one code, or a class (`Class(5)`: 500 to 599).

@@ -538,6 +538,11 @@ impl Upstream {
         })
     }
 
+    /// Origin `origin`'s cache policy (its `cache_` keys).
+    pub fn cache_policy(&self, origin: usize) -> Option<&relay_config::CachePolicy> {
+        self.origins.get(origin).map(|o| &o.config.cache)
+    }
+
     pub fn is_down(&self, origin: usize) -> bool {
         self.origins
             .get(origin)

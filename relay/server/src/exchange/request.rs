@@ -469,11 +469,8 @@ impl Exchange {
         // (`relay_cache::key`).
         self.key.clear();
         self.target.clear();
-        let http = cx
-            .shared
-            .upstream
-            .as_ref()
-            .and_then(|u| u.route(request.authority.map(|a| a.host), request.path));
+        let upstream = cx.shared.upstream.as_ref();
+        let http = upstream.and_then(|u| u.route(request.authority.map(|a| a.host), request.path));
         match http {
             Some(o) => {
                 self.key.push_str(relay_cache::key::HTTP);
@@ -481,6 +478,13 @@ impl Exchange {
                     a.push_normalised(&mut self.key, relay_proto::HTTP_PORT);
                 }
                 request.push_origin_form(&mut self.target);
+                // A GET or HEAD's query as the origin's policy has it in the key (and asks
+                // the origin for); other methods pass through as sent.
+                if matches!(request.method, Method::Get | Method::Head)
+                    && let Some(policy) = upstream.and_then(|u| u.cache_policy(o))
+                {
+                    relay_cache::key::shape_query(&mut self.target, policy);
+                }
                 self.key.push_str(&self.target);
                 self.route = Route::Http(o);
             }
