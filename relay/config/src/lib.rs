@@ -32,14 +32,16 @@ pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
     AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, HttpOrigin,
-    OriginConfig, OriginTls, QueryKey, ServerConfig, StatusMatch, SteerConfig, SteerGuard,
-    SteerNode, SteerPolicy, SteerProtocol, SteerService,
+    MAX_ORIGIN_SERVERS, OriginConfig, OriginServer, OriginTls, QueryKey, ServerConfig, StatusMatch,
+    SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
 #[cfg(test)]
 mod cache_policy_tests;
 #[cfg(test)]
 mod fair_tests;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod steer_tests;
 #[cfg(test)]

@@ -557,18 +557,29 @@ fn http_origin(
     } else {
         format!("{authority}:{default_port}")
     };
-    use std::net::ToSocketAddrs;
-    let address = with_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            src.invalid(
-                &key("url"),
-                Some(url_span.clone()),
-                format!("cannot resolve {authority:?}"),
-            )
-        })?;
+    let servers = match raw.servers.clone() {
+        Some(list) => origin_servers(src, &key, list, default_port)?,
+        None => {
+            use std::net::ToSocketAddrs;
+            let address = with_port
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    src.invalid(
+                        &key("url"),
+                        Some(url_span.clone()),
+                        format!("cannot resolve {authority:?}"),
+                    )
+                })?;
+            vec![OriginServer {
+                name: with_port.clone(),
+                address,
+                weight: 1,
+                backup: false,
+            }]
+        }
+    };
     let tls = origin_tls(src, &key, &raw, https, &authority, &url_span, base_dir)?;
     let cache = cache_policy(src, &key, &raw)?;
     // A name given to verify is the origin's name: the Host sent too, unless host_header
@@ -610,7 +621,7 @@ fn http_origin(
         check(src, &key(k), v, default, in_range(lo, hi)).map(|(v, _)| v)
     };
     Ok(HttpOrigin {
-        address,
+        servers,
         authority,
         tls,
         cache,
@@ -883,4 +894,59 @@ fn status_match(s: &str) -> Option<StatusMatch> {
         return Some(StatusMatch::Class(class));
     }
     s.parse::<u16>().ok().map(StatusMatch::Code)
+}
+
+/// `servers = [...]`: each server's address resolved now (every address of a name, each a
+/// server with its weight), the port the scheme's when left out. At least one that is not a
+/// backup; at most [`MAX_ORIGIN_SERVERS`] addresses.
+fn origin_servers(
+    src: Source<'_>,
+    key: &dyn Fn(&str) -> String,
+    list: Spanned<Vec<crate::raw::RawOriginServer>>,
+    default_port: u16,
+) -> Result<Vec<OriginServer>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let span = list.span();
+    let invalid = |message: String| src.invalid(&key("servers"), Some(span.clone()), message);
+    let mut servers = Vec::new();
+    for s in list.into_inner() {
+        let weight = s.weight.unwrap_or(1);
+        if !(1..=1000).contains(&weight) {
+            return Err(invalid(format!(
+                "{:?}: weight must be between 1 and 1000, got {weight}",
+                s.address
+            )));
+        }
+        let name = match s.address.rsplit_once(':') {
+            Some((_, p)) if p.parse::<u16>().is_ok() && !s.address.ends_with(']') => {
+                s.address.clone()
+            }
+            _ => format!("{}:{default_port}", s.address),
+        };
+        let addresses: Vec<SocketAddr> = name
+            .to_socket_addrs()
+            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", s.address)))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(invalid(format!("{:?} resolves to no address", s.address)));
+        }
+        for address in addresses {
+            servers.push(OriginServer {
+                name: name.clone(),
+                address,
+                weight: weight as u32,
+                backup: s.backup.unwrap_or(false),
+            });
+        }
+    }
+    if servers.len() > MAX_ORIGIN_SERVERS {
+        return Err(invalid(format!(
+            "{} addresses: at most {MAX_ORIGIN_SERVERS}",
+            servers.len()
+        )));
+    }
+    if servers.iter().all(|s| s.backup) {
+        return Err(invalid("needs a server that is not a backup".to_string()));
+    }
+    Ok(servers)
 }

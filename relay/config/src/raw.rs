@@ -84,6 +84,7 @@ pub(crate) struct RawOrigin {
 #[serde(deny_unknown_fields, expecting = "an [[origin.http]] table")]
 pub(crate) struct RawHttpOrigin {
     pub(crate) url: Spanned<String>,
+    pub(crate) servers: Option<Spanned<Vec<RawOriginServer>>>,
     pub(crate) host: Option<Spanned<String>>,
     pub(crate) prefix: Option<Spanned<String>>,
     pub(crate) connect_timeout_ms: Option<Spanned<u64>>,
@@ -108,6 +109,18 @@ pub(crate) struct RawHttpOrigin {
     pub(crate) cache_stale_if_error: Option<Spanned<toml::Value>>,
     pub(crate) cache_key_query: Option<Spanned<String>>,
     pub(crate) cache_key_query_drop: Option<Spanned<Vec<String>>>,
+}
+
+/// One server of `servers = [...]` in an `[[origin.http]]` table.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a server: { address = \"host:port\", weight, backup }"
+)]
+pub(crate) struct RawOriginServer {
+    pub(crate) address: String,
+    pub(crate) weight: Option<u64>,
+    pub(crate) backup: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -282,9 +282,9 @@ impl ClientShare {
 /// `[[origin.http]]`: one HTTP/1.1 origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOrigin {
-    /// `http://host[:port]` or `https://host[:port]` (no path): where misses are fetched
-    /// from.
-    pub address: SocketAddr,
+    /// The servers misses are fetched from: `servers`, each name's addresses, else the
+    /// URL's (`http://host[:port]` or `https://host[:port]`, no path) address.
+    pub servers: Vec<OriginServer>,
     /// The authority sent as `Host` upstream: `host_header` when set, else
     /// `tls_server_name` when set (with the URL's port unless it is 443), else the URL's
     /// host[:port] as written.
@@ -382,6 +382,21 @@ impl CachePolicy {
             .or(self.default_ttl.filter(|_| cacheable_by_default))
     }
 }
+
+/// One server of an origin's pool (`servers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginServer {
+    /// As written (`host:port`), for logs.
+    pub name: String,
+    pub address: SocketAddr,
+    /// Its share of the requests among the servers up (1 to 1000, default 1).
+    pub weight: u32,
+    /// Asked only while no server that is not a backup is up.
+    pub backup: bool,
+}
+
+/// The most servers one origin lists (each name's addresses counted).
+pub const MAX_ORIGIN_SERVERS: usize = 64;
 
 /// How relay speaks TLS to an `https://` origin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -789,7 +789,8 @@ fn http_origins_parse_with_defaults_and_name_bad_keys() {
     assert_eq!(c.origin.directory, None);
     assert_eq!(c.origin.http.len(), 2);
     let a = &c.origin.http[0];
-    assert_eq!(a.address, "127.0.0.1:8000".parse().unwrap());
+    assert_eq!(a.servers.len(), 1);
+    assert_eq!(a.servers[0].address, "127.0.0.1:8000".parse().unwrap());
     assert_eq!(
         (a.prefix.as_str(), a.host.as_deref(), a.retries),
         ("/", None, 2)

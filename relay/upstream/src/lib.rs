@@ -295,23 +295,26 @@ pub const PASS_READ_AHEAD: usize = 4 * UPSTREAM_READ_BUFFER + (384 << 10);
 /// default, which ends the wait sooner by dropping the reader).
 pub const PASS_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Passive health of one origin: `down_after_failures` requests in a row that could not
-/// reach it (refused or timed out connecting, the connection reset or closed before a
-/// response head; a request counts once however many attempts it made) mark it down for
-/// `down_ms`. A slow URL, a garbage answer or a 5xx fails its own request only; any
-/// response head clears the count (`fetch::request`).
+/// Passive health of one server of an origin: `down_after_failures` requests in a row that
+/// could not reach it (refused or timed out connecting, the connection reset or closed
+/// before a response head; a request counts once per server however many attempts it made)
+/// mark it down for `down_ms`. A slow URL, a garbage answer or a 5xx fails its own request
+/// only; any response head clears the count (`fetch::request`).
 #[derive(Default)]
 pub struct Health {
-    /// Requests in a row that could not reach the origin.
+    /// Requests in a row that could not reach the server.
     failures: AtomicU32,
-    /// Milliseconds since `epoch` until which the origin is considered down.
+    /// Milliseconds since `epoch` until which the server is considered down.
     down_until: AtomicU64,
 }
 
-/// An origin with its health.
+/// An origin's servers (`servers`, or the URL's address), their health, and the turn of
+/// the weighted round robin that picks one for each attempt ([`Origin::pick`]).
 pub struct Origin {
     pub config: HttpOrigin,
-    pub health: Health,
+    /// One per `config.servers`, in order.
+    pub health: Vec<Health>,
+    turn: AtomicU64,
     /// Cache fetches (head fetches and chunk fills) to this origin under way at once, at
     /// most `max_connections`: each holds a connection and its read buffer (up to
     /// [`UPSTREAM_READ_BUFFER`] and the frame its fetch has not written yet) for as long as
@@ -331,8 +334,9 @@ impl Origin {
     pub fn new(config: HttpOrigin) -> Origin {
         let fetches = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
         Origin {
+            health: config.servers.iter().map(|_| Health::default()).collect(),
+            turn: AtomicU64::new(0),
             config,
-            health: Health::default(),
             fetches,
             tls: None,
             policy: Arc::default(),
@@ -346,7 +350,7 @@ impl Origin {
             log::warn!(
                 "origin https://{}: tls_insecure_skip_verify: its certificate is not verified; \
                  anyone on the path to it can answer for it, into the cache",
-                config.address
+                config.authority
             );
         }
         Ok(Origin {
@@ -355,40 +359,99 @@ impl Origin {
         })
     }
 
-    /// The URI of `path` on this origin: its address, under its scheme (the `Host` field
-    /// and, for TLS, the name verified are set apart).
-    pub fn uri(&self, path: &str) -> String {
+    /// The URI of `path` on server `server`: its address, under the origin's scheme (the
+    /// `Host` field and, for TLS, the name verified are set apart).
+    pub fn uri(&self, server: usize, path: &str) -> String {
         let scheme = match self.tls {
             Some(_) => "https",
             None => "http",
         };
-        format!("{scheme}://{}{path}", self.config.address)
+        let address = self.config.servers.get(server).map(|s| s.address);
+        match address {
+            Some(a) => format!("{scheme}://{a}{path}"),
+            None => format!("{scheme}://{path}"),
+        }
     }
 
     fn now_ms(epoch: Instant) -> u64 {
         epoch.elapsed().as_millis() as u64
     }
 
-    pub fn is_down(&self, epoch: Instant) -> bool {
-        self.health.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch)
+    fn server_down(&self, server: usize, epoch: Instant) -> bool {
+        self.health
+            .get(server)
+            .is_none_or(|h| h.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch))
     }
 
-    fn failed(&self, epoch: Instant) {
-        let n = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Every server is down: the origin is not asked.
+    pub fn is_down(&self, epoch: Instant) -> bool {
+        (0..self.health.len()).all(|s| self.server_down(s, epoch))
+    }
+
+    /// The server the next attempt goes to: by weighted round robin among the servers up
+    /// that are not backups, else among the backups up; `avoid` (the one an attempt just
+    /// failed on, a backup or not) only when no other is up. None when every server is down.
+    pub fn pick(&self, epoch: Instant, avoid: Option<usize>) -> Option<usize> {
+        self.pick_among(epoch, |i| Some(i) != avoid)
+            .or_else(|| self.pick_among(epoch, |_| true))
+    }
+
+    fn pick_among(&self, epoch: Instant, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        let servers = &self.config.servers;
+        for backup in [false, true] {
+            let eligible = |i: &usize| {
+                servers[*i].backup == backup && !self.server_down(*i, epoch) && allowed(*i)
+            };
+            let total: u64 = (0..servers.len())
+                .filter(eligible)
+                .map(|i| u64::from(servers[i].weight))
+                .sum();
+            if total == 0 {
+                continue;
+            }
+            let mut at = self.turn.fetch_add(1, Ordering::Relaxed) % total;
+            for i in (0..servers.len()).filter(eligible) {
+                let w = u64::from(servers[i].weight);
+                if at < w {
+                    return Some(i);
+                }
+                at -= w;
+            }
+        }
+        None
+    }
+
+    fn failed(&self, server: usize, epoch: Instant) {
+        let Some(h) = self.health.get(server) else {
+            return;
+        };
+        let n = h.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.config.down_after_failures {
             let until = Self::now_ms(epoch) + self.config.down_ms;
-            self.health.down_until.store(until, Ordering::Relaxed);
-            self.health.failures.store(0, Ordering::Relaxed);
+            h.down_until.store(until, Ordering::Relaxed);
+            h.failures.store(0, Ordering::Relaxed);
             log::warn!(
-                "origin {} marked down for {} ms after {n} failures",
+                "origin {}: server {} marked down for {} ms after {n} failures",
                 self.config.authority,
+                self.server_name(server),
                 self.config.down_ms
             );
         }
     }
 
-    fn succeeded(&self) {
-        self.health.failures.store(0, Ordering::Relaxed);
+    fn succeeded(&self, server: usize) {
+        if let Some(h) = self.health.get(server) {
+            h.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Server `server` as the config names it, with its address.
+    fn server_name(&self, server: usize) -> String {
+        match self.config.servers.get(server) {
+            Some(s) if s.name == s.address.to_string() => s.name.clone(),
+            Some(s) => format!("{} ({})", s.name, s.address),
+            None => "?".to_string(),
+        }
     }
 }
 

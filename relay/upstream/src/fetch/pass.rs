@@ -69,9 +69,10 @@ impl Context {
                 | http::Method::OPTIONS
                 | http::Method::TRACE
         );
-        let uri = o.uri(path);
-        let request = || {
-            let mut req = http::Request::builder().method(method.clone()).uri(&uri);
+        let request = |server| {
+            let mut req = http::Request::builder()
+                .method(method.clone())
+                .uri(o.uri(server, path));
             for (n, v) in &headers {
                 req = req.header(n.as_str(), v.as_slice());
             }
@@ -83,7 +84,7 @@ impl Context {
         let (resp, _conn) = match body {
             RequestBody::Whole(body) => {
                 let retries = if idempotent { o.config.retries } else { 0 };
-                let build = || request().body(Full::new(body.clone())).map_err(bad);
+                let build = |server| request(server).body(Full::new(body.clone())).map_err(bad);
                 let resp = self.send(origin, retries, build).await?;
                 // The request body was kept for a retry; it is sent now. Its memory (and its
                 // share of the pass-through budget) goes back before the response's window
@@ -94,7 +95,8 @@ impl Context {
             // Sent once, never retried: its bytes are gone once sent.
             RequestBody::Stream(body) => {
                 let upload = body.upload().clone();
-                let req = request().body(body).map_err(bad)?;
+                // (Its own connection picks its server; the target goes in origin-form.)
+                let req = request(0).body(body).map_err(bad)?;
                 let (resp, conn) = self.send_upload(origin, req, &upload).await?;
                 upload.release_if_sent();
                 (resp, Some(conn))

@@ -102,36 +102,46 @@ async fn retrying<T, F>(
     epoch: Instant,
     stats: &UpstreamStats,
     retries: u32,
-    mut attempt: impl FnMut() -> F,
+    mut attempt: impl FnMut(usize) -> F,
 ) -> Result<T, FillError>
 where
     F: Future<Output = Result<T, Failure>>,
 {
-    if origin.is_down(epoch) {
+    let Some(mut server) = origin.pick(epoch, None) else {
         return Err(FillError::Down);
-    }
+    };
     let mut n = 0;
-    let mut unreachable = false;
+    // The servers this request could not reach (a bit each): each counts once against its
+    // health when the request ends, unless it answered after all.
+    let mut unreachable = 0u64;
+    let settle = |unreachable: u64| {
+        for s in (0..64).filter(|s| unreachable & (1 << s) != 0) {
+            origin.failed(s, epoch);
+        }
+    };
     loop {
-        let err = match attempt().await {
+        let err = match attempt(server).await {
             Ok(answer) => {
-                origin.succeeded();
+                origin.succeeded(server);
+                settle(unreachable & !(1u64 << (server % 64)));
                 return Ok(answer);
             }
             Err(Failure::Refused(e)) => return Err(e),
             Err(Failure::Unreachable(e)) => {
-                unreachable = true;
+                unreachable |= 1 << (server % 64);
                 e
             }
             Err(Failure::NoAnswer(e)) => e,
         };
         stats.errors.fetch_add(1, Ordering::Relaxed);
-        let Some(wait) = backoff(n, retries, origin.is_down(epoch)) else {
-            if unreachable {
-                origin.failed(epoch);
-            }
+        // The next attempt goes to another server when one is up.
+        let next = backoff(n, retries, origin.is_down(epoch))
+            .and_then(|wait| Some((wait, origin.pick(epoch, Some(server))?)));
+        let Some((wait, other)) = next else {
+            settle(unreachable);
             return Err(err);
         };
+        server = other;
         n += 1;
         stats.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
@@ -145,14 +155,14 @@ impl Context {
         &self,
         origin: usize,
         retries: u32,
-        build: impl Fn() -> Result<http::Request<Full<Bytes>>, FillError>,
+        build: impl Fn(usize) -> Result<http::Request<Full<Bytes>>, FillError>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
         let client = &self.clients[origin];
         let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
         let (build, stats) = (&build, &self.stats);
-        retrying(o, self.epoch, stats, retries, move || async move {
-            let req = build().map_err(Failure::Refused)?;
+        retrying(o, self.epoch, stats, retries, move |server| async move {
+            let req = build(server).map_err(Failure::Refused)?;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(first_byte, client.request(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
@@ -204,20 +214,20 @@ impl Context {
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = http::Uri::from(pq);
         }
-        if o.is_down(self.epoch) {
+        let Some(server) = o.pick(self.epoch, None) else {
             return Err(FillError::Down);
-        }
+        };
+        let address = o.config.servers[server].address;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let fail = |e: FillError| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             e
         };
         let connect = Duration::from_millis(o.config.connect_timeout_ms);
-        let stream = match tokio::time::timeout(connect, TcpStream::connect(o.config.address)).await
-        {
+        let stream = match tokio::time::timeout(connect, TcpStream::connect(address)).await {
             Ok(Ok(s)) => s,
             _ => {
-                o.failed(self.epoch);
+                o.failed(server, self.epoch);
                 return Err(fail(FillError::Connect));
             }
         };
@@ -236,7 +246,7 @@ impl Context {
                 let stream = match tokio::time::timeout(connect, tls.connect(stream)).await {
                     Ok(Ok(s)) => s,
                     _ => {
-                        o.failed(self.epoch);
+                        o.failed(server, self.epoch);
                         return Err(fail(FillError::Connect));
                     }
                 };
@@ -281,7 +291,7 @@ impl Context {
         };
         match answer {
             Ok(resp) => {
-                o.succeeded();
+                o.succeeded(server);
                 Ok((resp, conn))
             }
             Err(e) => {
@@ -308,9 +318,11 @@ impl Context {
         hints: Option<&Arc<Pending>>,
     ) -> Result<http::Response<Incoming>, FillError> {
         let o = &self.origins[origin];
-        let uri: Option<http::Uri> = o.uri(path).parse().ok();
-        let build = || {
-            let uri = uri.clone().ok_or(FillError::Connect)?;
+        let build = |server| {
+            let uri: http::Uri = o
+                .uri(server, path)
+                .parse()
+                .map_err(|_| FillError::Connect)?;
             let mut req = fill_request(uri, &o.config.authority, range, validate, forward)?;
             if let Some(p) = hints {
                 self.on_hints(&mut req, p);
@@ -489,8 +501,22 @@ mod tests {
     }
 
     fn origin(retries: u32, down_after_failures: u32) -> Origin {
+        pool(&[(1, false)], retries, down_after_failures)
+    }
+
+    /// An origin of servers with these (weight, backup).
+    fn pool(servers: &[(u32, bool)], retries: u32, down_after_failures: u32) -> Origin {
         Origin::new(relay_config::HttpOrigin {
-            address: "127.0.0.1:9".parse().expect("address"),
+            servers: servers
+                .iter()
+                .enumerate()
+                .map(|(i, &(weight, backup))| relay_config::OriginServer {
+                    name: format!("s{i}"),
+                    address: format!("127.0.0.{}:9", i + 1).parse().expect("address"),
+                    weight,
+                    backup,
+                })
+                .collect(),
             authority: "origin.example".into(),
             tls: None,
             cache: Default::default(),
@@ -518,7 +544,7 @@ mod tests {
             .build()
             .expect("runtime");
         let mut made = 0u32;
-        let r = rt.block_on(retrying(o, Instant::now(), stats, o.config.retries, || {
+        let r = rt.block_on(retrying(o, Instant::now(), stats, o.config.retries, |_| {
             made += 1;
             let outcome = match outcomes.get(made as usize - 1) {
                 Some(&f) => Err(f),
@@ -666,6 +692,56 @@ mod tests {
     }
 
     #[test]
+    fn servers_are_picked_by_weight_backups_only_when_the_others_are_down() {
+        let o = pool(&[(1, false), (3, false), (1, true)], 2, 1);
+        let epoch = Instant::now();
+        let mut picks = [0u32; 3];
+        for _ in 0..400 {
+            picks[o.pick(epoch, None).expect("a server")] += 1;
+        }
+        assert_eq!(picks, [100, 300, 0], "by weight; the backup idle");
+        // A retry goes elsewhere when it can.
+        assert!((0..20).all(|_| o.pick(epoch, Some(1)) == Some(0)));
+        o.failed(1, epoch);
+        assert!((0..20).all(|_| o.pick(epoch, None) == Some(0)));
+        // A retry after the only primary up failed goes to the backup.
+        assert!((0..20).all(|_| o.pick(epoch, Some(0)) == Some(2)));
+        o.failed(0, epoch);
+        assert!(!o.is_down(epoch));
+        assert!(
+            (0..20).all(|_| o.pick(epoch, None) == Some(2)),
+            "the backup"
+        );
+        o.failed(2, epoch);
+        assert!(o.is_down(epoch) && o.pick(epoch, None).is_none());
+    }
+
+    #[test]
+    fn a_request_that_fails_on_one_server_is_answered_by_the_next() {
+        let o = pool(&[(1, false), (1, false)], 2, 1);
+        let stats = UpstreamStats::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let mut tried = Vec::new();
+        let r = rt.block_on(retrying(&o, Instant::now(), &stats, 2, |server| {
+            tried.push(server);
+            let outcome = match tried.len() {
+                1 => Err(Failure::Unreachable(FillError::Connect)),
+                _ => Ok(server),
+            };
+            async move { outcome }
+        }));
+        assert_eq!(tried.len(), 2);
+        assert_ne!(tried[0], tried[1], "the retry went to the other server");
+        assert_eq!(r, Ok(tried[1]));
+        // The one that could not be reached counts against its health (down after 1).
+        let epoch = Instant::now();
+        assert!((0..10).all(|_| o.pick(epoch, None) == Some(tried[1])));
+    }
+
+    #[test]
     fn retries_stop_once_the_origin_is_marked_down_meanwhile() {
         let o = origin(5, 1);
         let stats = UpstreamStats::default();
@@ -675,10 +751,10 @@ mod tests {
             .build()
             .expect("runtime");
         let mut made = 0;
-        let r: Result<(), FillError> = rt.block_on(retrying(&o, epoch, &stats, 5, || {
+        let r: Result<(), FillError> = rt.block_on(retrying(&o, epoch, &stats, 5, |_| {
             made += 1;
             // Another request's failure marks the origin down during this one's attempt.
-            o.failed(epoch);
+            o.failed(0, epoch);
             async { Err(Failure::NoAnswer(FillError::timeout(Wait::FirstByte, 100))) }
         }));
         assert_eq!(

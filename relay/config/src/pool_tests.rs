@@ -1,0 +1,73 @@
+//! An origin's `servers`: addresses, weights and backups, and the errors naming the key.
+
+use crate::Config;
+use std::path::Path;
+
+fn origin(lines: &str) -> Result<Config, crate::ConfigError> {
+    Config::from_str(
+        &format!("[[origin.http]]\nurl = \"https://origin.test\"\n{lines}"),
+        Path::new("/"),
+        "relay.toml",
+    )
+}
+
+#[test]
+fn servers_make_the_origin_s_pool_and_the_url_still_names_it() {
+    let c = origin(
+        "servers = [{ address = \"127.0.0.1:8443\", weight = 3 }, { address = \"127.0.0.2\" }, \
+         { address = \"127.0.0.3:9000\", backup = true }]\n",
+    )
+    .unwrap();
+    let o = &c.origin.http[0];
+    let got: Vec<(String, u32, bool)> = o
+        .servers
+        .iter()
+        .map(|s| (s.address.to_string(), s.weight, s.backup))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("127.0.0.1:8443".to_string(), 3, false),
+            ("127.0.0.2:443".to_string(), 1, false),
+            ("127.0.0.3:9000".to_string(), 1, true),
+        ]
+    );
+    // The url's host need not resolve: it is the Host sent and the name verified.
+    assert_eq!(o.authority, "origin.test");
+    assert_eq!(o.tls.as_ref().unwrap().server_name, "origin.test");
+    // Without servers, the url's address is the one server.
+    let c = Config::from_str(
+        "[[origin.http]]\nurl = \"http://127.0.0.1:8000\"\n",
+        Path::new("/"),
+        "relay.toml",
+    )
+    .unwrap();
+    assert_eq!(c.origin.http[0].servers.len(), 1);
+}
+
+#[test]
+fn bad_servers_are_named() {
+    for (line, says) in [
+        (
+            "servers = [{ address = \"127.0.0.1:1\", weight = 0 }]",
+            "weight",
+        ),
+        (
+            "servers = [{ address = \"127.0.0.1:1\", backup = true }]",
+            "not a backup",
+        ),
+        ("servers = [{ addr = \"127.0.0.1:1\" }]", ""),
+    ] {
+        let e = origin(&format!("{line}\n")).unwrap_err();
+        assert_eq!(e.line(), Some(3), "{line}: {e}");
+        assert!(
+            e.to_string().contains("servers") && e.to_string().contains(says),
+            "{line}: {e}"
+        );
+    }
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 1000 + i))
+        .collect();
+    let e = origin(&format!("servers = [{}]\n", many.join(", "))).unwrap_err();
+    assert!(e.to_string().contains("at most 64"), "{e}");
+}

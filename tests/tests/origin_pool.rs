@@ -1,0 +1,147 @@
+//! An origin of several servers (`servers = [...]`), each python's `http.server` serving
+//! the same files: misses spread by weight, a server that dies is passed over (its share
+//! goes to the others, no client sees an error), and the backup is asked only once every
+//! other server is down.
+
+use relay_tests::{Relay, TempDir, fetch, pattern};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `python3 -m http.server` on a loopback port; the requests it logged, counted.
+struct Python {
+    child: Child,
+    port: u16,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl Python {
+    fn start(dir: &std::path::Path) -> Python {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed by `cargo xtask setup`");
+        // Each request is a line on stderr: `127.0.0.1 - - [date] "GET /x HTTP/1.1" 200 -`.
+        let requests = Arc::new(Mutex::new(0));
+        let counted = requests.clone();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("\"GET ") {
+                    *counted.lock().unwrap() += 1;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Python {
+            child,
+            port,
+            requests,
+        }
+    }
+
+    fn asked(&self) -> usize {
+        *self.requests.lock().unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_backup() {
+    let files = TempDir::new("pool-www");
+    let bodies: Vec<Vec<u8>> = (0..120)
+        .map(|i| pattern(2000 + i * 13, 50 + i as u64))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        files.write(&format!("o{i}.bin"), b);
+    }
+    let mut a = Python::start(files.path());
+    let mut b = Python::start(files.path());
+    let backup = Python::start(files.path());
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
+         url = \"http://origin.test\"\nservers = [\n  {{ address = \"127.0.0.1:{}\" }},\n  \
+         {{ address = \"127.0.0.1:{}\", weight = 3 }},\n  \
+         {{ address = \"127.0.0.1:{}\", backup = true }},\n]\n\
+         connect_timeout_ms = 500\nretries = 2\ndown_after_failures = 1\ndown_ms = 60000\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        a.port, b.port, backup.port
+    ));
+    let get = |i: usize| {
+        let got = fetch(&relay.url(&format!("/o{i}.bin")), &[]);
+        assert_eq!(got.status, 200, "/o{i}.bin: {}", got.head);
+        assert!(got.body == bodies[i], "/o{i}.bin: other bytes");
+    };
+    // Misses spread 1 : 3 (one request each: small objects are one chunk).
+    for i in 0..40 {
+        get(i);
+    }
+    let wait_logged = |p: &Python, n: usize| {
+        let end = Instant::now() + Duration::from_secs(5);
+        while p.asked() < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_logged(&a, 10);
+    wait_logged(&b, 30);
+    eprintln!(
+        "40 misses: {} to a (weight 1), {} to b (weight 3), {} to the backup",
+        a.asked(),
+        b.asked(),
+        backup.asked()
+    );
+    assert_eq!((a.asked(), b.asked(), backup.asked()), (10, 30, 0));
+    // b dies: its share goes to a; no client sees an error.
+    b.kill();
+    for i in 40..80 {
+        get(i);
+    }
+    wait_logged(&a, 50);
+    eprintln!(
+        "b killed, 40 misses more: a {} in all, backup {}",
+        a.asked(),
+        backup.asked()
+    );
+    assert_eq!((a.asked(), backup.asked()), (50, 0));
+    assert!(relay.wait_log("marked down", Duration::from_secs(2)));
+    // a dies too: the backup answers.
+    a.kill();
+    for i in 80..120 {
+        get(i);
+    }
+    wait_logged(&backup, 40);
+    eprintln!(
+        "a killed too, 40 misses more: the backup {}",
+        backup.asked()
+    );
+    assert_eq!(backup.asked(), 40);
+}
