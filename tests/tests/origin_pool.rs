@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 struct Python {
     child: Child,
     port: u16,
-    requests: Arc<Mutex<usize>>,
+    /// GETs logged, and of them those for the objects (`/o...`).
+    requests: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Python {
@@ -37,14 +38,14 @@ impl Python {
             .spawn()
             .expect("python3 is installed by `cargo xtask setup`");
         // Each request is a line on stderr: `127.0.0.1 - - [date] "GET /x HTTP/1.1" 200 -`.
-        let requests = Arc::new(Mutex::new(0));
+        let requests = Arc::new(Mutex::new((0, 0)));
         let counted = requests.clone();
         let stderr = child.stderr.take().expect("piped");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"GET ") {
-                    *counted.lock().unwrap() += 1;
-                }
+                let mut n = counted.lock().unwrap();
+                n.0 += usize::from(line.contains("\"GET "));
+                n.1 += usize::from(line.contains("\"GET /o"));
             }
         });
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -60,7 +61,11 @@ impl Python {
     }
 
     fn asked(&self) -> usize {
-        *self.requests.lock().unwrap()
+        self.requests.lock().unwrap().0
+    }
+
+    fn objects(&self) -> usize {
+        self.requests.lock().unwrap().1
     }
 
     fn kill(&mut self) {
@@ -144,4 +149,76 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
         backup.asked()
     );
     assert_eq!(backup.asked(), 40);
+}
+
+/// An active health check (`health_check`): a server whose check fails is taken out of the
+/// pool before any client's request fails on it, and comes back once its check passes.
+/// Two `http.server`s with the same objects; only one has the health file at first.
+#[test]
+fn a_server_failing_its_health_check_leaves_the_pool_and_comes_back() {
+    let (da, db) = (TempDir::new("health-a"), TempDir::new("health-b"));
+    let bodies: Vec<Vec<u8>> = (0..60)
+        .map(|i| pattern(1000 + i * 7, 90 + i as u64))
+        .collect();
+    for dir in [&da, &db] {
+        for (i, b) in bodies.iter().enumerate() {
+            dir.write(&format!("o{i}.bin"), b);
+        }
+    }
+    da.write("health.txt", b"ok\n");
+    let a = Python::start(da.path());
+    let b = Python::start(db.path());
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
+         url = \"http://origin.test\"\nservers = [{{ address = \"127.0.0.1:{}\" }}, \
+         {{ address = \"127.0.0.1:{}\" }}]\n\
+         health_check = {{ path = \"/health.txt\", interval_ms = 100, timeout_ms = 100, \
+         fall = 2, rise = 2 }}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        a.port, b.port
+    ));
+    let b_addr = format!("127.0.0.1:{}", b.port);
+    let up = |server: &str| {
+        relay.metric(&format!(
+            "relay_origin_server_up{{origin=\"origin.test\",server=\"{server}\"}}"
+        ))
+    };
+    assert!(
+        relay.wait_log("fails its health check (status 404", Duration::from_secs(5)),
+        "b's failing check was not noticed"
+    );
+    assert_eq!(up(&b_addr), Some(0.0));
+    let get = |i: usize| {
+        let got = fetch(&relay.url(&format!("/o{i}.bin")), &[]);
+        assert_eq!(got.status, 200, "/o{i}.bin: {}", got.head);
+        assert!(got.body == bodies[i], "/o{i}.bin: other bytes");
+    };
+    let objects = |p: &Python| p.objects();
+    for i in 0..20 {
+        get(i);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    eprintln!(
+        "b failing its check: 20 misses, {} to a, {} to b",
+        objects(&a),
+        objects(&b)
+    );
+    assert_eq!((objects(&a), objects(&b)), (20, 0));
+    // Its health file back: b rejoins after two passing checks.
+    db.write("health.txt", b"ok\n");
+    assert!(
+        relay.wait_log("passes its health check again", Duration::from_secs(5)),
+        "b did not come back"
+    );
+    assert_eq!(up(&b_addr), Some(1.0));
+    for i in 20..60 {
+        get(i);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    eprintln!(
+        "b back: 40 misses more, a {} in all, b {}",
+        objects(&a),
+        objects(&b)
+    );
+    assert_eq!(objects(&b), 20);
+    assert_eq!(objects(&a), 40);
 }

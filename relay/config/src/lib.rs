@@ -31,9 +31,9 @@ pub use bytesize::ByteSize;
 pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
-    AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, HttpOrigin,
-    MAX_ORIGIN_SERVERS, OriginConfig, OriginServer, OriginTls, QueryKey, ServerConfig, StatusMatch,
-    SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
+    AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, HealthCheck,
+    HttpOrigin, MAX_ORIGIN_SERVERS, OriginConfig, OriginServer, OriginTls, QueryKey, ServerConfig,
+    StatusMatch, SteerConfig, SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
 #[cfg(test)]

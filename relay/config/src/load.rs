@@ -620,8 +620,13 @@ fn http_origin(
     let count = |k: &str, v: Option<Spanned<u64>>, default: u64, lo: u64, hi: u64| {
         check(src, &key(k), v, default, in_range(lo, hi)).map(|(v, _)| v)
     };
+    let health_check = match raw.health_check.clone() {
+        Some(h) => Some(health_check(src, &key, h)?),
+        None => None,
+    };
     Ok(HttpOrigin {
         servers,
+        health_check,
         authority,
         tls,
         cache,
@@ -949,4 +954,44 @@ fn origin_servers(
         return Err(invalid("needs a server that is not a backup".to_string()));
     }
     Ok(servers)
+}
+
+/// `health_check = { path, interval_ms (2000), timeout_ms (1000), fall (3), rise (2) }`.
+fn health_check(
+    src: Source<'_>,
+    key: &dyn Fn(&str) -> String,
+    raw: Spanned<crate::raw::RawHealthCheck>,
+) -> Result<HealthCheck, ConfigError> {
+    let span = raw.span();
+    let h = raw.into_inner();
+    let invalid = |message: String| src.invalid(&key("health_check"), Some(span.clone()), message);
+    if !h.path.starts_with('/') || h.path.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(invalid(format!(
+            "path must start with '/' and hold no spaces or controls, got {:?}",
+            h.path
+        )));
+    }
+    let within = |name: &str, v: Option<u64>, default: u64, lo: u64, hi: u64| {
+        let v = v.unwrap_or(default);
+        match (lo..=hi).contains(&v) {
+            true => Ok(v),
+            false => Err(invalid(format!(
+                "{name} must be between {lo} and {hi}, got {v}"
+            ))),
+        }
+    };
+    let interval_ms = within("interval_ms", h.interval_ms, 2000, 50, MAX_TIMEOUT_MS)?;
+    let timeout_ms = within("timeout_ms", h.timeout_ms, 1000, 10, MAX_TIMEOUT_MS)?;
+    if timeout_ms > interval_ms {
+        return Err(invalid(format!(
+            "timeout_ms ({timeout_ms}) must not pass interval_ms ({interval_ms})"
+        )));
+    }
+    Ok(HealthCheck {
+        path: h.path,
+        interval_ms,
+        timeout_ms,
+        fall: within("fall", h.fall, 3, 1, 100)? as u32,
+        rise: within("rise", h.rise, 2, 1, 100)? as u32,
+    })
 }

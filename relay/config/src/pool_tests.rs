@@ -71,3 +71,33 @@ fn bad_servers_are_named() {
     let e = origin(&format!("servers = [{}]\n", many.join(", "))).unwrap_err();
     assert!(e.to_string().contains("at most 64"), "{e}");
 }
+
+/// One server, so the url's name need not resolve.
+const ONE: &str = "servers = [{ address = \"127.0.0.1:1\" }]\n";
+
+#[test]
+fn a_health_check_takes_its_defaults_and_refuses_what_cannot_work() {
+    let c = origin(&format!("{ONE}health_check = {{ path = \"/health\" }}\n")).unwrap();
+    let h = c.origin.http[0].health_check.as_ref().expect("a check");
+    assert_eq!(
+        (h.path.as_str(), h.interval_ms, h.timeout_ms, h.fall, h.rise),
+        ("/health", 2000, 1000, 3, 2)
+    );
+    assert!(origin(ONE).unwrap().origin.http[0].health_check.is_none());
+    for (line, says) in [
+        ("health_check = { path = \"health\" }", "start with '/'"),
+        (
+            "health_check = { path = \"/h\", interval_ms = 100, timeout_ms = 500 }",
+            "must not pass",
+        ),
+        ("health_check = { path = \"/h\", fall = 0 }", "fall"),
+        ("health_check = { path = \"/h\", every = 5 }", ""),
+    ] {
+        let e = origin(&format!("{ONE}{line}\n")).unwrap_err();
+        assert_eq!(e.line(), Some(4), "{line}: {e}");
+        assert!(
+            e.to_string().contains("health_check") && e.to_string().contains(says),
+            "{line}: {e}"
+        );
+    }
+}

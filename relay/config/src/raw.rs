@@ -85,6 +85,7 @@ pub(crate) struct RawOrigin {
 pub(crate) struct RawHttpOrigin {
     pub(crate) url: Spanned<String>,
     pub(crate) servers: Option<Spanned<Vec<RawOriginServer>>>,
+    pub(crate) health_check: Option<Spanned<RawHealthCheck>>,
     pub(crate) host: Option<Spanned<String>>,
     pub(crate) prefix: Option<Spanned<String>>,
     pub(crate) connect_timeout_ms: Option<Spanned<u64>>,
@@ -109,6 +110,20 @@ pub(crate) struct RawHttpOrigin {
     pub(crate) cache_stale_if_error: Option<Spanned<toml::Value>>,
     pub(crate) cache_key_query: Option<Spanned<String>>,
     pub(crate) cache_key_query_drop: Option<Spanned<Vec<String>>>,
+}
+
+/// `health_check = { ... }` in an `[[origin.http]]` table.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a health check: { path = \"/health\", interval_ms, timeout_ms, fall, rise }"
+)]
+pub(crate) struct RawHealthCheck {
+    pub(crate) path: String,
+    pub(crate) interval_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) fall: Option<u64>,
+    pub(crate) rise: Option<u64>,
 }
 
 /// One server of `servers = [...]` in an `[[origin.http]]` table.

@@ -285,6 +285,8 @@ pub struct HttpOrigin {
     /// The servers misses are fetched from: `servers`, each name's addresses, else the
     /// URL's (`http://host[:port]` or `https://host[:port]`, no path) address.
     pub servers: Vec<OriginServer>,
+    /// `health_check`: each server asked for a path now and then; off when absent.
+    pub health_check: Option<HealthCheck>,
     /// The authority sent as `Host` upstream: `host_header` when set, else
     /// `tls_server_name` when set (with the URL's port unless it is 443), else the URL's
     /// host[:port] as written.
@@ -393,6 +395,19 @@ pub struct OriginServer {
     pub weight: u32,
     /// Asked only while no server that is not a backup is up.
     pub backup: bool,
+}
+
+/// An origin's active health check (`health_check`): every `interval_ms`, each server is
+/// asked `GET path` (the origin's Host, over TLS for `https://`); an answer below 400
+/// within `timeout_ms` passes. `fall` failures in a row take the server out of the pool,
+/// `rise` passes in a row bring it back. Beside the passive health every request keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub fall: u32,
+    pub rise: u32,
 }
 
 /// The most servers one origin lists (each name's addresses counted).

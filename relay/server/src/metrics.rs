@@ -394,6 +394,23 @@ impl Metrics {
                 st.holder_misses.load(Ordering::Relaxed),
                 st.digests_fetched.load(Ordering::Relaxed),
             );
+            let _ = writeln!(
+                out,
+                "# HELP relay_origin_server_up Whether an origin's server is in its pool now \
+                 (1), or out of it (0): down after failed requests, or failing its health \
+                 check.\n# TYPE relay_origin_server_up gauge"
+            );
+            for (origin, servers) in up.servers_up() {
+                for (server, is_up) in servers {
+                    let _ = writeln!(
+                        out,
+                        "relay_origin_server_up{{origin=\"{}\",server=\"{}\"}} {}",
+                        label(&origin),
+                        label(&server),
+                        u8::from(is_up)
+                    );
+                }
+            }
         }
         if let Some(d) = self.shared.digest.as_ref() {
             d.render(out);
@@ -474,4 +491,11 @@ impl Metrics {
             );
         }
     }
+}
+
+/// A label value in the Prometheus text format: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

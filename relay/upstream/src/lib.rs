@@ -306,6 +306,11 @@ pub struct Health {
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which the server is considered down.
     down_until: AtomicU64,
+    /// The active health check's verdict (`health_check`): out of the pool.
+    checked_down: std::sync::atomic::AtomicBool,
+    /// Health checks in a row that failed, or passed.
+    checks_failed: AtomicU32,
+    checks_passed: AtomicU32,
 }
 
 /// An origin's servers (`servers`, or the URL's address), their health, and the turn of
@@ -378,9 +383,48 @@ impl Origin {
     }
 
     fn server_down(&self, server: usize, epoch: Instant) -> bool {
-        self.health
-            .get(server)
-            .is_none_or(|h| h.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch))
+        self.health.get(server).is_none_or(|h| {
+            h.checked_down.load(Ordering::Relaxed)
+                || h.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch)
+        })
+    }
+
+    /// Server `server`'s health check passed or failed: `fall` failures in a row take it
+    /// out of the pool, `rise` passes in a row bring it back (logged either way).
+    pub(crate) fn checked(&self, server: usize, passed: bool, why: &str) {
+        let (Some(h), Some(check)) = (self.health.get(server), &self.config.health_check) else {
+            return;
+        };
+        if passed {
+            h.checks_failed.store(0, Ordering::Relaxed);
+            let n = h.checks_passed.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= check.rise && h.checked_down.swap(false, Ordering::Relaxed) {
+                log::warn!(
+                    "origin {}: server {} passes its health check again ({n} in a row): back \
+                     in the pool",
+                    self.config.authority,
+                    self.server_name(server)
+                );
+            }
+        } else {
+            h.checks_passed.store(0, Ordering::Relaxed);
+            let n = h.checks_failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= check.fall && !h.checked_down.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "origin {}: server {} fails its health check ({why}; {n} in a row): out \
+                     of the pool",
+                    self.config.authority,
+                    self.server_name(server)
+                );
+            }
+        }
+    }
+
+    /// Each server's name and whether it is up now (for `/metrics`).
+    pub fn servers_up(&self, epoch: Instant) -> Vec<(String, bool)> {
+        (0..self.config.servers.len())
+            .map(|s| (self.server_name(s), !self.server_down(s, epoch)))
+            .collect()
     }
 
     /// Every server is down: the origin is not asked.
@@ -599,6 +643,14 @@ impl Upstream {
                     host.is_some_and(|h| h.eq_ignore_ascii_case(want))
                 })
         })
+    }
+
+    /// Every origin's authority and its servers, each with whether it is up now.
+    pub fn servers_up(&self) -> Vec<(String, Vec<(String, bool)>)> {
+        self.origins
+            .iter()
+            .map(|o| (o.config.authority.clone(), o.servers_up(self.epoch)))
+            .collect()
     }
 
     /// Origin `origin`'s cache policy (its `cache_` keys).

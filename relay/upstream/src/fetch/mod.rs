@@ -89,6 +89,56 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Origin `origin`'s active health check, for as long as the upstream runs: every
+    /// interval, each server asked `GET path` through the pool's client (its connections
+    /// reused, TLS for https); an answer below 400 within the timeout passes.
+    async fn check_health(self, origin: usize) {
+        let o = &self.origins[origin];
+        let Some(check) = o.config.health_check.clone() else {
+            return;
+        };
+        let timeout = Duration::from_millis(check.timeout_ms);
+        let mut tick = tokio::time::interval(Duration::from_millis(check.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for server in 0..o.config.servers.len() {
+                let req = http::Request::get(o.uri(server, &check.path))
+                    .header(http::header::HOST, &o.config.authority)
+                    .header(http::header::USER_AGENT, "relay health check")
+                    .body(Full::new(Bytes::new()));
+                let Ok(req) = req else {
+                    return;
+                };
+                let asked = async {
+                    let resp = self.clients[origin]
+                        .request(req)
+                        .await
+                        .map_err(|e| request::deepest_cause(&e))?;
+                    let status = resp.status().as_u16();
+                    // (Read to its end, at most 64 KiB, so the connection is reused.)
+                    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10);
+                    let _ = http_body_util::BodyExt::collect(body).await;
+                    match status {
+                        ..400 => Ok(()),
+                        s => Err(format!("status {s}")),
+                    }
+                };
+                let verdict = match tokio::time::timeout(timeout, asked).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(why)) => Err(why),
+                    Err(_) => Err(format!("no answer within {} ms", check.timeout_ms)),
+                };
+                match verdict {
+                    Ok(()) => o.checked(server, true, ""),
+                    Err(why) => o.checked(server, false, &why),
+                }
+            }
+        }
+    }
+}
+
 /// The upstream thread's loop: one task per job.
 pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
     ctx.clients = Arc::new(
@@ -110,6 +160,11 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
             .collect(),
     );
     tokio::spawn(ctx.clone().keep_digests());
+    for origin in 0..ctx.origins.len() {
+        if ctx.origins[origin].config.health_check.is_some() {
+            tokio::spawn(ctx.clone().check_health(origin));
+        }
+    }
     while let Some(job) = rx.recv().await {
         let ctx = ctx.clone();
         tokio::spawn(async move {

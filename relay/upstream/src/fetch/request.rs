@@ -59,6 +59,17 @@ pub(super) enum Failure {
     NoAnswer(FillError),
 }
 
+/// The innermost cause of `e` (what went wrong, under hyper's own wrapping).
+pub(super) fn deepest_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why = s.to_string();
+        source = s.source();
+    }
+    why
+}
+
 /// What a failed `client.request` says: the origin unreachable (a connect error, or the
 /// connection reset or closed before a head: an I/O error, an incomplete or canceled
 /// message), or only this request unanswered (an answer hyper could not parse, or anything
@@ -173,12 +184,7 @@ impl Context {
                     } else if o.tls.is_some() {
                         // Why a TLS connection failed (a certificate refused, a name that
                         // does not match) is in the error's sources.
-                        let mut why = String::new();
-                        let mut source = std::error::Error::source(&e);
-                        while let Some(s) = source {
-                            why = s.to_string();
-                            source = s.source();
-                        }
+                        let why = deepest_cause(&e);
                         log::warn!("origin {}: cannot connect: {why}", o.config.authority);
                     }
                     Err(f)
@@ -519,6 +525,7 @@ mod tests {
                 .collect(),
             authority: "origin.example".into(),
             tls: None,
+            health_check: None,
             cache: Default::default(),
             host: None,
             prefix: "/".into(),
