@@ -179,7 +179,7 @@ fn a_server_failing_its_health_check_leaves_the_pool_and_comes_back() {
     let b_addr = format!("127.0.0.1:{}", b.port);
     let up = |server: &str| {
         relay.metric(&format!(
-            "relay_origin_server_up{{origin=\"origin.test\",server=\"{server}\"}}"
+            "relay_origin_server_up{{origin=\"origin.test/\",server=\"{server}\"}}"
         ))
     };
     assert!(

@@ -313,6 +313,11 @@ pub struct Health {
     checks_passed: AtomicU32,
 }
 
+/// Server `server`'s bit in a set of servers (at most `MAX_ORIGIN_SERVERS`, 64).
+pub fn server_bit(server: usize) -> u64 {
+    1 << (server % 64)
+}
+
 /// An origin's servers (`servers`, or the URL's address), their health, and the turn of
 /// the weighted round robin that picks one for each attempt ([`Origin::pick`]).
 pub struct Origin {
@@ -433,11 +438,16 @@ impl Origin {
     }
 
     /// The server the next attempt goes to: by weighted round robin among the servers up
-    /// that are not backups, else among the backups up; `avoid` (the one an attempt just
-    /// failed on, a backup or not) only when no other is up. None when every server is down.
-    pub fn pick(&self, epoch: Instant, avoid: Option<usize>) -> Option<usize> {
-        self.pick_among(epoch, |i| Some(i) != avoid)
+    /// that are not backups, else among the backups up; those in `avoid` (a bit each: the
+    /// ones this request failed on) only when no other is up. None when every server is down.
+    pub fn pick(&self, epoch: Instant, avoid: u64) -> Option<usize> {
+        self.pick_other(epoch, avoid)
             .or_else(|| self.pick_among(epoch, |_| true))
+    }
+
+    /// [`Origin::pick`] among the servers not in `avoid` only.
+    pub fn pick_other(&self, epoch: Instant, avoid: u64) -> Option<usize> {
+        self.pick_among(epoch, |i| avoid & server_bit(i) == 0)
     }
 
     fn pick_among(&self, epoch: Instant, allowed: impl Fn(usize) -> bool) -> Option<usize> {
@@ -645,11 +655,15 @@ impl Upstream {
         })
     }
 
-    /// Every origin's authority and its servers, each with whether it is up now.
+    /// Every origin (its Host and path prefix, as `origin.example/v/`) and its servers,
+    /// each with whether it is up now.
     pub fn servers_up(&self) -> Vec<(String, Vec<(String, bool)>)> {
         self.origins
             .iter()
-            .map(|o| (o.config.authority.clone(), o.servers_up(self.epoch)))
+            .map(|o| {
+                let name = format!("{}{}", o.config.authority, o.config.prefix);
+                (name, o.servers_up(self.epoch))
+            })
             .collect()
     }
 

@@ -66,20 +66,25 @@ where
     }
     let op = &config.operator;
     let mut lifetime = freshness::freshness_lifetime(&stored);
-    // The operator's bounds, on any lifetime (not on always revalidating).
+    // The operator's cap, on any lifetime.
     if let Some(max) = op.ttl_max {
         lifetime = lifetime.min(u64::from(max));
     }
-    if let Some(min) = op.ttl_min {
-        lifetime = lifetime.max(u64::from(min));
-    }
+    let forbidden = freshness::stale_forbidden(&stored);
     let age = freshness::current_age(&stored, response_time);
+    let mut ttl = lifetime.saturating_sub(age);
+    // The operator's floor, on what is left of it when received: never on what must be
+    // revalidated (no-cache, must-revalidate, proxy-revalidate, s-maxage=0) or an answer
+    // to a request with credentials, whose origin alone may say it can be reused.
+    let must_ask = forbidden || stored.directives.s_maxage == Some(0) || authorization;
+    if let Some(min) = op.ttl_min.filter(|_| !must_ask) {
+        ttl = ttl.max(u64::from(min));
+    }
     let ttl = if freshness::always_validate(&stored) {
         Duration::ZERO
     } else {
-        Duration::from_secs(lifetime.saturating_sub(age))
+        Duration::from_secs(ttl)
     };
-    let forbidden = freshness::stale_forbidden(&stored);
     let window = |w: Option<u32>| match w {
         Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
         _ => Duration::ZERO,
@@ -240,6 +245,31 @@ mod tests {
         assert_eq!(ttl("max-age=86400", &bounds), 3600);
         assert_eq!(ttl("max-age=0", &bounds), 60);
         assert_eq!(ttl("max-age=600", &bounds), 600);
+        // No floor on what must be revalidated, or an answer to a request with credentials.
+        assert_eq!(ttl("max-age=0, must-revalidate", &bounds), 0);
+        assert_eq!(ttl("s-maxage=0, max-age=60", &bounds), 0);
+        let config = PolicyConfig {
+            operator: bounds.clone(),
+            ..PolicyConfig::default()
+        };
+        let pairs = [(&b"cache-control"[..], &b"public, max-age=0"[..])];
+        let k = keep(200, pairs, (1000, 1000), true, &config).0;
+        assert!(
+            k.storable && k.ttl.is_zero(),
+            "credentials: the origin's word"
+        );
+        // The floor is on what is left when received: an answer already 100 s old.
+        let pairs = [
+            (&b"cache-control"[..], &b"max-age=120"[..]),
+            (&b"age"[..], &b"100"[..]),
+        ];
+        assert_eq!(
+            keep(200, pairs, (1000, 1000), false, &config)
+                .0
+                .ttl
+                .as_secs(),
+            60
+        );
         // Always revalidated stays so, unless no-cache is ignored.
         assert_eq!(ttl("no-cache, max-age=600", &bounds), 0);
         let ignore = CachePolicy {
@@ -256,7 +286,20 @@ mod tests {
             )
             .storable
         );
-        assert!(with(200, &[("Cache-Control", "private, max-age=60")], ignore).storable);
+        assert!(
+            with(
+                200,
+                &[("Cache-Control", "private, max-age=60")],
+                ignore.clone()
+            )
+            .storable
+        );
+        // A named field stays named: stored without it, the cookie never shared.
+        let named = [
+            ("Cache-Control", "private=\"Set-Cookie\", max-age=60"),
+            ("Set-Cookie", "a=b"),
+        ];
+        assert!(with(200, &named, ignore).storable);
         // A cookie: not stored, unless the operator says to store it without the cookie.
         let cookie = [("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")];
         assert!(!with(200, &cookie, CachePolicy::default()).storable);

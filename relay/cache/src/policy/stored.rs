@@ -231,10 +231,12 @@ impl StoredMeta {
     fn operator_terms(&mut self, op: &relay_config::CachePolicy) {
         use super::cache_control::FieldScope;
         let d = &mut self.directives;
-        if op.ignore_no_cache {
+        // (Only the unqualified forms: a field named, `private="X-Session"`, stays out of
+        // what is stored.)
+        if op.ignore_no_cache && d.no_cache.is_all() {
             d.no_cache = FieldScope::Absent;
         }
-        if op.ignore_private {
+        if op.ignore_private && d.private.is_all() {
             d.private = FieldScope::Absent;
         }
         // Stored without the cookie, as `private="Set-Cookie"` would have it.

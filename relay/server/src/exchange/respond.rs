@@ -230,10 +230,19 @@ impl Exchange {
     /// method invalidates what it names (RFC 9111 §4.4).
     pub(super) fn respond_pass(&mut self, cx: &mut Cx<'_>, p: &relay_upstream::Passed) {
         let origin = self.key_origin();
+        // (Stored under its GET's target, shaped as the origin's policy says.)
+        let policy = match self.route {
+            Route::Http(o) => cx.shared.upstream.as_ref().and_then(|u| u.cache_policy(o)),
+            Route::Directory => None,
+        };
         for path in &p.invalidate {
+            let mut path = path.clone();
+            if let Some(policy) = policy {
+                relay_cache::key::shape_query(&mut path, policy);
+            }
             let mut key = String::with_capacity(origin.len() + path.len());
             key.push_str(origin);
-            key.push_str(path);
+            key.push_str(&path);
             cx.shared.cache.meta.remove(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
                 disk.remove_object(&key);

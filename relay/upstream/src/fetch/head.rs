@@ -317,14 +317,21 @@ fn updated_fields(stored: &Bytes, fresh: &Bytes) -> Bytes {
         }
         out
     };
-    let replaced: Vec<Vec<u8>> = lines(fresh).iter().map(|l| name(l)).collect();
-    let mut out = Vec::with_capacity(stored.len() + fresh.len());
+    // (A cookie a 304 sets is its client's: never stored for the others.)
+    let fresh: Vec<Bytes> = lines(fresh)
+        .into_iter()
+        .filter(|l| name(l) != b"set-cookie")
+        .collect();
+    let replaced: Vec<Vec<u8>> = fresh.iter().map(|l| name(l)).collect();
+    let mut out = Vec::with_capacity(stored.len() + fresh.iter().map(Bytes::len).sum::<usize>());
     for line in lines(stored) {
         if !replaced.contains(&name(&line)) {
             out.extend_from_slice(&line);
         }
     }
-    out.extend_from_slice(fresh);
+    for line in fresh {
+        out.extend_from_slice(&line);
+    }
     Bytes::from(out)
 }
 
@@ -517,6 +524,12 @@ mod tests {
         assert_eq!(
             &updated_fields(&stored, &fresh)[..],
             b"x-a: 1\r\nCache-Control: max-age=60\r\nx-b: 4\r\nx-new: 5\r\n"
+        );
+        // A cookie a 304 sets is never stored for the other clients.
+        let cookie = Bytes::from_static(b"Set-Cookie: s=1\r\nx-new: 6\r\n");
+        assert_eq!(
+            &updated_fields(&stored, &cookie)[..],
+            b"x-a: 1\r\ncache-control: max-age=5\r\nx-b: 2\r\nx-b: 3\r\nx-new: 6\r\n"
         );
         assert_eq!(updated_fields(&stored, &Bytes::new()), stored);
     }

@@ -103,37 +103,53 @@ impl Context {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Every server at once: a round takes one timeout at most, however many there are.
+            let mut round = tokio::task::JoinSet::new();
             for server in 0..o.config.servers.len() {
-                let req = http::Request::get(o.uri(server, &check.path))
-                    .header(http::header::HOST, &o.config.authority)
-                    .header(http::header::USER_AGENT, "relay health check")
-                    .body(Full::new(Bytes::new()));
-                let Ok(req) = req else {
-                    return;
-                };
-                let asked = async {
-                    let resp = self.clients[origin]
-                        .request(req)
-                        .await
-                        .map_err(|e| request::deepest_cause(&e))?;
-                    let status = resp.status().as_u16();
-                    // (Read to its end, at most 64 KiB, so the connection is reused.)
-                    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10);
-                    let _ = http_body_util::BodyExt::collect(body).await;
-                    match status {
-                        ..400 => Ok(()),
-                        s => Err(format!("status {s}")),
-                    }
-                };
-                let verdict = match tokio::time::timeout(timeout, asked).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(why)) => Err(why),
-                    Err(_) => Err(format!("no answer within {} ms", check.timeout_ms)),
-                };
-                match verdict {
-                    Ok(()) => o.checked(server, true, ""),
-                    Err(why) => o.checked(server, false, &why),
-                }
+                let ctx = self.clone();
+                let check = check.clone();
+                round.spawn(async move { ctx.check_server(origin, server, &check, timeout).await });
+            }
+            while round.join_next().await.is_some() {}
+        }
+    }
+
+    /// One health check of server `server` of origin `origin`.
+    async fn check_server(
+        &self,
+        origin: usize,
+        server: usize,
+        check: &relay_config::HealthCheck,
+        timeout: Duration,
+    ) {
+        let o = &self.origins[origin];
+        let req = http::Request::get(o.uri(server, &check.path))
+            .header(http::header::HOST, &o.config.authority)
+            .header(http::header::USER_AGENT, "relay health check")
+            .body(Full::new(Bytes::new()));
+        let Ok(req) = req else {
+            return;
+        };
+        let asked = async {
+            let resp = self.clients[origin]
+                .request(req)
+                .await
+                .map_err(|e| request::deepest_cause(&e))?;
+            let status = resp.status().as_u16();
+            // (Read to its end, at most 64 KiB, so the connection is reused.)
+            let body = http_body_util::Limited::new(resp.into_body(), 64 << 10);
+            let _ = http_body_util::BodyExt::collect(body).await;
+            match status {
+                ..400 => Ok(()),
+                s => Err(format!("status {s}")),
+            }
+        };
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(())) => o.checked(server, true, ""),
+            Ok(Err(why)) => o.checked(server, false, &why),
+            Err(_) => {
+                let why = format!("no answer within {} ms", check.timeout_ms);
+                o.checked(server, false, &why);
             }
         }
     }

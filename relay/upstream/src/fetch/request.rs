@@ -118,15 +118,16 @@ async fn retrying<T, F>(
 where
     F: Future<Output = Result<T, Failure>>,
 {
-    let Some(mut server) = origin.pick(epoch, None) else {
+    let Some(mut server) = origin.pick(epoch, 0) else {
         return Err(FillError::Down);
     };
+    let bit = crate::server_bit;
     let mut n = 0;
     // The servers this request could not reach (a bit each): each counts once against its
     // health when the request ends, unless it answered after all.
     let mut unreachable = 0u64;
     let settle = |unreachable: u64| {
-        for s in (0..64).filter(|s| unreachable & (1 << s) != 0) {
+        for s in (0..64).filter(|&s| unreachable & bit(s) != 0) {
             origin.failed(s, epoch);
         }
     };
@@ -134,20 +135,29 @@ where
         let err = match attempt(server).await {
             Ok(answer) => {
                 origin.succeeded(server);
-                settle(unreachable & !(1u64 << (server % 64)));
+                settle(unreachable & !bit(server));
                 return Ok(answer);
             }
             Err(Failure::Refused(e)) => return Err(e),
             Err(Failure::Unreachable(e)) => {
-                unreachable |= 1 << (server % 64);
+                unreachable |= bit(server);
                 e
             }
             Err(Failure::NoAnswer(e)) => e,
         };
         stats.errors.fetch_add(1, Ordering::Relaxed);
-        // The next attempt goes to another server when one is up.
+        // Not sent at all (no connection): another server is asked at once, whatever the
+        // method and its retries (each server once).
+        if err == FillError::Connect
+            && unreachable & bit(server) != 0
+            && let Some(other) = origin.pick_other(epoch, unreachable)
+        {
+            server = other;
+            continue;
+        }
+        // The next attempt goes to a server this request has not failed on, when one is up.
         let next = backoff(n, retries, origin.is_down(epoch))
-            .and_then(|wait| Some((wait, origin.pick(epoch, Some(server))?)));
+            .and_then(|wait| Some((wait, origin.pick(epoch, unreachable | bit(server))?)));
         let Some((wait, other)) = next else {
             settle(unreachable);
             return Err(err);
@@ -220,21 +230,32 @@ impl Context {
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = http::Uri::from(pq);
         }
-        let Some(server) = o.pick(self.epoch, None) else {
-            return Err(FillError::Down);
-        };
-        let address = o.config.servers[server].address;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let fail = |e: FillError| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             e
         };
         let connect = Duration::from_millis(o.config.connect_timeout_ms);
-        let stream = match tokio::time::timeout(connect, TcpStream::connect(address)).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                o.failed(server, self.epoch);
-                return Err(fail(FillError::Connect));
+        // A server that takes no connection: the next one is tried (nothing was sent).
+        let mut refused = 0u64;
+        let (server, stream) = loop {
+            let picked = match refused {
+                0 => o.pick(self.epoch, 0),
+                _ => o.pick_other(self.epoch, refused),
+            };
+            let Some(server) = picked else {
+                return Err(match refused {
+                    0 => FillError::Down,
+                    _ => fail(FillError::Connect),
+                });
+            };
+            let address = o.config.servers[server].address;
+            match tokio::time::timeout(connect, TcpStream::connect(address)).await {
+                Ok(Ok(s)) => break (server, s),
+                _ => {
+                    o.failed(server, self.epoch);
+                    refused |= crate::server_bit(server);
+                }
             }
         };
         let _ = stream.set_nodelay(true);
@@ -704,23 +725,48 @@ mod tests {
         let epoch = Instant::now();
         let mut picks = [0u32; 3];
         for _ in 0..400 {
-            picks[o.pick(epoch, None).expect("a server")] += 1;
+            picks[o.pick(epoch, 0).expect("a server")] += 1;
         }
         assert_eq!(picks, [100, 300, 0], "by weight; the backup idle");
         // A retry goes elsewhere when it can.
-        assert!((0..20).all(|_| o.pick(epoch, Some(1)) == Some(0)));
+        assert!((0..20).all(|_| o.pick(epoch, 1 << 1) == Some(0)));
         o.failed(1, epoch);
-        assert!((0..20).all(|_| o.pick(epoch, None) == Some(0)));
+        assert!((0..20).all(|_| o.pick(epoch, 0) == Some(0)));
         // A retry after the only primary up failed goes to the backup.
-        assert!((0..20).all(|_| o.pick(epoch, Some(0)) == Some(2)));
+        assert!((0..20).all(|_| o.pick(epoch, 1) == Some(2)));
         o.failed(0, epoch);
         assert!(!o.is_down(epoch));
-        assert!(
-            (0..20).all(|_| o.pick(epoch, None) == Some(2)),
-            "the backup"
-        );
+        assert!((0..20).all(|_| o.pick(epoch, 0) == Some(2)), "the backup");
         o.failed(2, epoch);
-        assert!(o.is_down(epoch) && o.pick(epoch, None).is_none());
+        assert!(o.is_down(epoch) && o.pick(epoch, 0).is_none());
+    }
+
+    /// Three servers, two of them taking no connection: a request, even one never retried
+    /// (a POST), reaches the third; a retry never goes back to one it failed on.
+    #[test]
+    fn a_request_not_sent_goes_to_each_server_once_before_it_fails() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        for retries in [0, 2] {
+            let o = pool(&[(1, false), (1, false), (1, false)], retries, 5);
+            let stats = UpstreamStats::default();
+            let mut tried = Vec::new();
+            let r = rt.block_on(retrying(&o, Instant::now(), &stats, retries, |server| {
+                tried.push(server);
+                let outcome = match server {
+                    2 => Ok(server),
+                    _ => Err(Failure::Unreachable(FillError::Connect)),
+                };
+                async move { outcome }
+            }));
+            assert_eq!(r, Ok(2), "retries {retries}: tried {tried:?}");
+            let mut seen = tried.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), tried.len(), "a server tried twice: {tried:?}");
+        }
     }
 
     #[test]
@@ -745,7 +791,7 @@ mod tests {
         assert_eq!(r, Ok(tried[1]));
         // The one that could not be reached counts against its health (down after 1).
         let epoch = Instant::now();
-        assert!((0..10).all(|_| o.pick(epoch, None) == Some(tried[1])));
+        assert!((0..10).all(|_| o.pick(epoch, 0) == Some(tried[1])));
     }
 
     #[test]
