@@ -180,3 +180,33 @@ fn a_second_relay_on_a_held_address_refuses_to_start() {
     let again = relay_tests::Relay::start(&cfg);
     assert_eq!(again.addr.port(), port);
 }
+
+/// `relay --version` names the version, the git revision it was built from, and whether
+/// the XDP programs are embedded (they are when built with `RELAY_EBPF_OBJECT`, as
+/// `cargo xtask` builds it).
+#[test]
+fn the_version_names_its_revision_and_whether_xdp_is_embedded() {
+    let out = Command::new(relay_bin())
+        .arg("--version")
+        .output()
+        .expect("run relay");
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!("relay --version: {said}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let revision = head.unwrap_or_else(|| "unknown".into());
+    assert!(
+        said.starts_with(&format!(
+            "relay {} (git {revision}, ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{said}"
+    );
+    let embedded = std::env::var_os("RELAY_EBPF_OBJECT").is_some();
+    assert_eq!(said.contains("XDP programs embedded"), embedded, "{said}");
+}

@@ -6,7 +6,7 @@
 mod digest;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use relay_config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,9 +105,32 @@ enum Mode {
     Native,
 }
 
+/// What `relay --version` says: the version, the git revision it was built from, and
+/// whether the XDP programs are in the binary (`cargo install` alone builds one without).
+fn version() -> String {
+    let xdp = match relay_steer::object() {
+        Ok(_) => "XDP programs embedded",
+        Err(_) => {
+            "no XDP programs: built without RELAY_EBPF_OBJECT (`cargo xtask build` embeds them)"
+        }
+    };
+    format!(
+        "{} (git {}, {xdp})",
+        env!("CARGO_PKG_VERSION"),
+        env!("RELAY_GIT_REVISION")
+    )
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    // (Made once per process; clap takes a static string.)
+    let matches = Cli::command()
+        .version(version().leak() as &str)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config, file } => {
