@@ -500,7 +500,9 @@ fn chunks_of_an_owner_loaded_well_above_the_average_go_to_the_next_owner() {
             })
             .unwrap_or(0)
     };
-    let end = Instant::now() + Duration::from_secs(8);
+    // (A record update reaches every member by gossip, else by the republishing every
+    // 30 s: on a loaded machine one relay was seen to learn it 8 s after the other.)
+    let end = Instant::now() + Duration::from_secs(40);
     while (b_load(&a) < 150 || b_load(&c) < 150) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -95,6 +95,9 @@ impl Context {
         meta: &ObjectMeta,
         sum: Sum,
     ) -> Result<(), (FillWriter, FillError)> {
+        if sum != Sum::None {
+            return self.checked_whole(origin, body, writer, meta, sum).await;
+        }
         while writer.remaining() > 0 {
             let data = match self.next_frame(origin, &mut body).await {
                 Ok(Some(d)) => d,
@@ -104,21 +107,6 @@ impl Context {
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.
             let n = data.len().min(writer.remaining());
             if n == writer.remaining() {
-                // A checksum sent after the body: the last bytes wait for it (should the
-                // answer break off before it, they come from elsewhere with the rest).
-                let sum = match sum {
-                    Sum::None => None,
-                    Sum::Given(sum) => Some(sum),
-                    Sum::Trailer => match trailer_sum(&mut body, self.idle_ms(origin)).await {
-                        Ok(sum) => Some(sum),
-                        Err(e) => return Err((writer, e)),
-                    },
-                };
-                if let Some(sum) = sum
-                    && !sum_matches(&writer, &data[..n], sum)
-                {
-                    return Err((writer, FillError::Corrupt));
-                }
                 self.complete(writer, &data[..n], meta);
                 return Ok(());
             }
@@ -127,12 +115,47 @@ impl Context {
             }
             self.store.wakers.wake(&writer.fill().watchers);
         }
-        if let Sum::Given(sum) = sum
-            && !sum_matches(&writer, &[], sum)
-        {
+        self.complete(writer, &[], meta);
+        Ok(())
+    }
+
+    /// A peer's whole chunk with its checksum (in the head, or a trailer after it): held
+    /// here until it is all in and checked, and only then written into `writer`, so its
+    /// readers never get a byte the checksum has not covered. A mismatch fails nothing
+    /// they were sent; an answer that breaks off leaves the fill as it was (the chunk then
+    /// comes whole from elsewhere). Costs the chunk's transfer time from the peer on the
+    /// first byte (a peer is near: 0.5 ms for 1 MiB on loopback).
+    async fn checked_whole(
+        &self,
+        origin: usize,
+        mut body: Incoming,
+        writer: FillWriter,
+        meta: &ObjectMeta,
+        sum: Sum,
+    ) -> Result<(), (FillWriter, FillError)> {
+        let len = writer.remaining();
+        let mut held = bytes::BytesMut::with_capacity(len);
+        while held.len() < len {
+            let data = match self.next_frame(origin, &mut body).await {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err((writer, FillError::Truncated)),
+                Err(e) => return Err((writer, e)),
+            };
+            let n = data.len().min(len - held.len());
+            held.extend_from_slice(&data[..n]);
+        }
+        let sum = match sum {
+            Sum::Given(sum) => sum,
+            Sum::Trailer => match trailer_sum(&mut body, self.idle_ms(origin)).await {
+                Ok(sum) => sum,
+                Err(e) => return Err((writer, e)),
+            },
+            Sum::None => return Err((writer, FillError::Corrupt)),
+        };
+        if !sum_matches(&writer, &held, sum) {
             return Err((writer, FillError::Corrupt));
         }
-        self.complete(writer, &[], meta);
+        self.complete(writer, &held, meta);
         Ok(())
     }
 
