@@ -16,6 +16,7 @@ pub mod client;
 pub mod netns;
 pub mod nginx;
 pub mod origin;
+pub mod python;
 pub mod steer_site;
 pub mod tls;
 

@@ -3,82 +3,9 @@
 //! goes to the others, no client sees an error), and the backup is asked only once every
 //! other server is down.
 
+use relay_tests::python::PythonOrigin;
 use relay_tests::{Relay, TempDir, fetch, pattern};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// `python3 -m http.server` on a loopback port; the requests it logged, counted.
-struct Python {
-    child: Child,
-    port: u16,
-    /// GETs logged, and of them those for the objects (`/o...`).
-    requests: Arc<Mutex<(usize, usize)>>,
-}
-
-impl Python {
-    fn start(dir: &std::path::Path) -> Python {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = Command::new("python3")
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 is installed by `cargo xtask setup`");
-        // Each request is a line on stderr: `127.0.0.1 - - [date] "GET /x HTTP/1.1" 200 -`.
-        let requests = Arc::new(Mutex::new((0, 0)));
-        let counted = requests.clone();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut n = counted.lock().unwrap();
-                n.0 += usize::from(line.contains("\"GET "));
-                n.1 += usize::from(line.contains("\"GET /o"));
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Python {
-            child,
-            port,
-            requests,
-        }
-    }
-
-    fn asked(&self) -> usize {
-        self.requests.lock().unwrap().0
-    }
-
-    fn objects(&self) -> usize {
-        self.requests.lock().unwrap().1
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[test]
 fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_backup() {
@@ -89,9 +16,9 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
     for (i, b) in bodies.iter().enumerate() {
         files.write(&format!("o{i}.bin"), b);
     }
-    let mut a = Python::start(files.path());
-    let mut b = Python::start(files.path());
-    let backup = Python::start(files.path());
+    let mut a = PythonOrigin::start(files.path());
+    let mut b = PythonOrigin::start(files.path());
+    let backup = PythonOrigin::start(files.path());
     let relay = Relay::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
          url = \"http://origin.test\"\nservers = [\n  {{ address = \"127.0.0.1:{}\" }},\n  \
@@ -110,9 +37,9 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
     for i in 0..40 {
         get(i);
     }
-    let wait_logged = |p: &Python, n: usize| {
+    let wait_logged = |p: &PythonOrigin, n: usize| {
         let end = Instant::now() + Duration::from_secs(5);
-        while p.asked() < n && Instant::now() < end {
+        while p.gets("/") < n && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -120,11 +47,11 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
     wait_logged(&b, 30);
     eprintln!(
         "40 misses: {} to a (weight 1), {} to b (weight 3), {} to the backup",
-        a.asked(),
-        b.asked(),
-        backup.asked()
+        a.gets("/"),
+        b.gets("/"),
+        backup.gets("/")
     );
-    assert_eq!((a.asked(), b.asked(), backup.asked()), (10, 30, 0));
+    assert_eq!((a.gets("/"), b.gets("/"), backup.gets("/")), (10, 30, 0));
     // b dies: its share goes to a; no client sees an error.
     b.kill();
     for i in 40..80 {
@@ -133,10 +60,10 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
     wait_logged(&a, 50);
     eprintln!(
         "b killed, 40 misses more: a {} in all, backup {}",
-        a.asked(),
-        backup.asked()
+        a.gets("/"),
+        backup.gets("/")
     );
-    assert_eq!((a.asked(), backup.asked()), (50, 0));
+    assert_eq!((a.gets("/"), backup.gets("/")), (50, 0));
     assert!(relay.wait_log("marked down", Duration::from_secs(2)));
     // a dies too: the backup answers.
     a.kill();
@@ -146,9 +73,9 @@ fn an_origin_pool_spreads_by_weight_passes_over_the_dead_and_falls_back_to_its_b
     wait_logged(&backup, 40);
     eprintln!(
         "a killed too, 40 misses more: the backup {}",
-        backup.asked()
+        backup.gets("/")
     );
-    assert_eq!(backup.asked(), 40);
+    assert_eq!(backup.gets("/"), 40);
 }
 
 /// An active health check (`health_check`): a server whose check fails is taken out of the
@@ -166,8 +93,8 @@ fn a_server_failing_its_health_check_leaves_the_pool_and_comes_back() {
         }
     }
     da.write("health.txt", b"ok\n");
-    let a = Python::start(da.path());
-    let b = Python::start(db.path());
+    let a = PythonOrigin::start(da.path());
+    let b = PythonOrigin::start(db.path());
     let relay = Relay::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
          url = \"http://origin.test\"\nservers = [{{ address = \"127.0.0.1:{}\" }}, \
@@ -192,7 +119,7 @@ fn a_server_failing_its_health_check_leaves_the_pool_and_comes_back() {
         assert_eq!(got.status, 200, "/o{i}.bin: {}", got.head);
         assert!(got.body == bodies[i], "/o{i}.bin: other bytes");
     };
-    let objects = |p: &Python| p.objects();
+    let objects = |p: &PythonOrigin| p.gets("/o");
     for i in 0..20 {
         get(i);
     }

@@ -4,58 +4,11 @@
 //! fetch gets the whole body, `Last-Modified` and no `ETag`).
 
 use relay_tests::nginx::NginxOrigin;
+use relay_tests::python::PythonOrigin;
 use relay_tests::{Got, Relay, TempDir, fetch, pattern};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHUNK: u64 = 256 * 1024;
-
-/// `python3 -m http.server` serving `dir` on a loopback port it picked; killed on drop.
-struct PythonOrigin {
-    child: Child,
-    port: u16,
-}
-
-impl PythonOrigin {
-    fn start(dir: &std::path::Path) -> PythonOrigin {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is installed by `cargo xtask setup`");
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        let mut reader = BufReader::new(stdout);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            line.clear();
-            assert!(Instant::now() < deadline, "http.server did not start");
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                panic!("http.server exited before it said its port");
-            }
-            if let Some(p) = line
-                .split_whitespace()
-                .skip_while(|w| *w != "port")
-                .nth(1)
-                .and_then(|p| p.parse().ok())
-            {
-                break p;
-            }
-        };
-        PythonOrigin { child, port }
-    }
-}
-
-impl Drop for PythonOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A relay with one HTTP origin on loopback `port`.
 fn relay_before(port: u16) -> Relay {

@@ -135,10 +135,13 @@ pub fn shape_query(target: &mut String, policy: &relay_config::CachePolicy) {
     }
     let query = target.split_off(at + 1);
     target.pop();
-    let name = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+    let dropped = |p: &str| {
+        let name = p.split('=').next().unwrap_or(p);
+        policy.query_drop.iter().any(|d| d == name)
+    };
     let mut params: Vec<&str> = query
         .split('&')
-        .filter(|p| !p.is_empty() && !policy.query_drop.contains(&name(p)))
+        .filter(|p| !p.is_empty() && !dropped(p))
         .collect();
     params.sort_unstable();
     for (i, p) in params.iter().enumerate() {
