@@ -13,6 +13,7 @@
 
 pub mod abuse;
 pub mod client;
+pub mod dnsmasq;
 pub mod netns;
 pub mod nginx;
 pub mod origin;

@@ -20,8 +20,13 @@ impl PythonOrigin {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
+        PythonOrigin::start_on(dir, std::net::Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Serving `dir` on `ip:port` (any address of 127.0.0.0/8 is on loopback).
+    pub fn start_on(dir: &std::path::Path, ip: std::net::Ipv4Addr, port: u16) -> PythonOrigin {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
+            .args(["-u", "-m", "http.server", "--bind", &ip.to_string()])
             .arg(port.to_string())
             .current_dir(dir)
             .stdout(Stdio::null())
@@ -45,7 +50,7 @@ impl PythonOrigin {
         });
         let mut origin = PythonOrigin { child, port, gets };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((ip, port)).is_err() {
             assert!(
                 origin.child.try_wait().ok().flatten().is_none(),
                 "http.server exited"

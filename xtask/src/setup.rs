@@ -20,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "nodejs",
     // The system roots an https origin is verified against when it names no CA file.
     "ca-certificates",
+    // The name server an origin named in DNS is looked up through in tests (loopback only).
+    "dnsmasq-base",
 ];
 
 #[derive(clap::Args, Default)]

@@ -107,6 +107,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
             "missing: set origin.directory or at least one [[origin.http]]",
         ));
     };
+    let dns = dns(src, &origin)?;
     let (revalidate_ms, _) = check(
         src,
         "origin.revalidate_ms",
@@ -170,6 +171,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
             revalidate_ms,
             pass_buffer_bytes,
             pass_buffer_per_client,
+            dns,
         },
         admin,
         steer,
@@ -560,21 +562,16 @@ fn http_origin(
     let servers = match raw.servers.clone() {
         Some(list) => origin_servers(src, &key, list, default_port)?,
         None => {
-            use std::net::ToSocketAddrs;
-            let address = with_port
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    src.invalid(
-                        &key("url"),
-                        Some(url_span.clone()),
-                        format!("cannot resolve {authority:?}"),
-                    )
-                })?;
+            let host = server_host(&authority, default_port).map_err(|e| {
+                src.invalid(
+                    &key("url"),
+                    Some(url_span.clone()),
+                    format!("{e}, got {url:?}"),
+                )
+            })?;
             vec![OriginServer {
                 name: with_port.clone(),
-                address,
+                host,
                 weight: 1,
                 backup: false,
             }]
@@ -901,16 +898,15 @@ fn status_match(s: &str) -> Option<StatusMatch> {
     s.parse::<u16>().ok().map(StatusMatch::Code)
 }
 
-/// `servers = [...]`: each server's address resolved now (every address of a name, each a
-/// server with its weight), the port the scheme's when left out. At least one that is not a
-/// backup; at most [`MAX_ORIGIN_SERVERS`] addresses.
+/// `servers = [...]`: each server an address or a DNS name (its addresses looked up by the
+/// upstream, each a server of that weight), the port the scheme's when left out. At least
+/// one that is not a backup; at most [`MAX_ORIGIN_SERVERS`] (a name counts one here).
 fn origin_servers(
     src: Source<'_>,
     key: &dyn Fn(&str) -> String,
     list: Spanned<Vec<crate::raw::RawOriginServer>>,
     default_port: u16,
 ) -> Result<Vec<OriginServer>, ConfigError> {
-    use std::net::ToSocketAddrs;
     let span = list.span();
     let invalid = |message: String| src.invalid(&key("servers"), Some(span.clone()), message);
     let mut servers = Vec::new();
@@ -922,31 +918,22 @@ fn origin_servers(
                 s.address
             )));
         }
-        let name = match s.address.rsplit_once(':') {
-            Some((_, p)) if p.parse::<u16>().is_ok() && !s.address.ends_with(']') => {
-                s.address.clone()
-            }
-            _ => format!("{}:{default_port}", s.address),
+        let host = server_host(&s.address, default_port)
+            .map_err(|e| invalid(format!("{e}, got {:?}", s.address)))?;
+        let name = match &host {
+            ServerHost::Name { name, port } => format!("{name}:{port}"),
+            ServerHost::Address(a) => a.to_string(),
         };
-        let addresses: Vec<SocketAddr> = name
-            .to_socket_addrs()
-            .map_err(|e| invalid(format!("cannot resolve {:?}: {e}", s.address)))?
-            .collect();
-        if addresses.is_empty() {
-            return Err(invalid(format!("{:?} resolves to no address", s.address)));
-        }
-        for address in addresses {
-            servers.push(OriginServer {
-                name: name.clone(),
-                address,
-                weight: weight as u32,
-                backup: s.backup.unwrap_or(false),
-            });
-        }
+        servers.push(OriginServer {
+            name,
+            host,
+            weight: weight as u32,
+            backup: s.backup.unwrap_or(false),
+        });
     }
     if servers.len() > MAX_ORIGIN_SERVERS {
         return Err(invalid(format!(
-            "{} addresses: at most {MAX_ORIGIN_SERVERS}",
+            "{} servers: at most {MAX_ORIGIN_SERVERS}",
             servers.len()
         )));
     }
@@ -954,6 +941,111 @@ fn origin_servers(
         return Err(invalid("needs a server that is not a backup".to_string()));
     }
     Ok(servers)
+}
+
+/// A server written as `host[:port]`: an IPv4 address, a bracketed IPv6 address or a DNS
+/// name (lower-cased, a trailing dot dropped), with `default_port` when it has none.
+pub(crate) fn server_host(written: &str, default_port: u16) -> Result<ServerHost, String> {
+    if let Ok(a) = written.parse::<SocketAddr>() {
+        return Ok(ServerHost::Address(a));
+    }
+    if let Ok(ip) = written.parse::<std::net::Ipv4Addr>() {
+        return Ok(ServerHost::Address(SocketAddr::new(
+            ip.into(),
+            default_port,
+        )));
+    }
+    if let Some(ip) = written.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
+        return match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Ok(ServerHost::Address(SocketAddr::new(
+                ip.into(),
+                default_port,
+            ))),
+            Err(_) => Err("not an IPv6 address in brackets".to_string()),
+        };
+    }
+    let (host, port) = match written.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => (h, p),
+            _ => return Err("a port must be 1 to 65535".to_string()),
+        },
+        None => (written, default_port),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    // (All digits and dots would be an IPv4 address, and it did not parse as one.)
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if host.is_empty() || host.len() > 253 || numeric || !host.split('.').all(label_ok) {
+        return Err("must be an IP address or a DNS name, with an optional :port".to_string());
+    }
+    Ok(ServerHost::Name {
+        name: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// `[origin]`'s `resolver`, `resolver_timeout_ms`, `dns_ttl_min_ms`, `dns_ttl_max_ms`.
+fn dns(src: Source<'_>, origin: &crate::raw::RawOrigin) -> Result<DnsConfig, ConfigError> {
+    let d = DnsConfig::default();
+    let (resolver, _) = check(
+        src,
+        "origin.resolver",
+        origin.resolver.clone(),
+        Vec::new(),
+        |list: Vec<String>| {
+            if list.len() > 8 {
+                return Err(format!("at most 8 name servers, got {}", list.len()));
+            }
+            list.iter()
+                .map(|a| match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+                    Err(_) => match server_host(a, 53) {
+                        Ok(ServerHost::Address(a)) => Ok(a),
+                        _ => Err(format!(
+                            "must be IP addresses with an optional :port, got {a:?}"
+                        )),
+                    },
+                })
+                .collect()
+        },
+    )?;
+    let ms = |k: &str, v: &Option<Spanned<u64>>, default: u64| {
+        check(src, k, v.clone(), default, in_range(1, MAX_TIMEOUT_MS)).map(|(v, _)| v)
+    };
+    let timeout_ms = ms(
+        "origin.resolver_timeout_ms",
+        &origin.resolver_timeout_ms,
+        d.timeout_ms,
+    )?;
+    let ttl_min_ms = ms(
+        "origin.dns_ttl_min_ms",
+        &origin.dns_ttl_min_ms,
+        d.ttl_min_ms,
+    )?;
+    let (ttl_max_ms, _) = check(
+        src,
+        "origin.dns_ttl_max_ms",
+        origin.dns_ttl_max_ms.clone(),
+        d.ttl_max_ms.max(ttl_min_ms),
+        |v: u64| match v >= ttl_min_ms && v <= MAX_TIMEOUT_MS {
+            true => Ok(v),
+            false => Err(format!(
+                "must be between dns_ttl_min_ms ({ttl_min_ms}) and {MAX_TIMEOUT_MS}, got {v}"
+            )),
+        },
+    )?;
+    Ok(DnsConfig {
+        resolver,
+        timeout_ms,
+        ttl_min_ms,
+        ttl_max_ms,
+    })
 }
 
 /// `health_check = { path, interval_ms (2000), timeout_ms (1000), fall (3), rise (2) }`.

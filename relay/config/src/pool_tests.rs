@@ -22,7 +22,7 @@ fn servers_make_the_origin_s_pool_and_the_url_still_names_it() {
     let got: Vec<(String, u32, bool)> = o
         .servers
         .iter()
-        .map(|s| (s.address.to_string(), s.weight, s.backup))
+        .map(|s| (s.name.clone(), s.weight, s.backup))
         .collect();
     assert_eq!(
         got,
@@ -72,7 +72,7 @@ fn bad_servers_are_named() {
     assert!(e.to_string().contains("at most 64"), "{e}");
 }
 
-/// One server, so the url's name need not resolve.
+/// One server by address.
 const ONE: &str = "servers = [{ address = \"127.0.0.1:1\" }]\n";
 
 #[test]
@@ -99,5 +99,102 @@ fn a_health_check_takes_its_defaults_and_refuses_what_cannot_work() {
             e.to_string().contains("health_check") && e.to_string().contains(says),
             "{line}: {e}"
         );
+    }
+}
+
+#[test]
+fn servers_may_be_dns_names_looked_up_when_the_relay_runs() {
+    use crate::ServerHost;
+    let c = origin(
+        "servers = [{ address = \"Origin-A.Example.:8443\" }, { address = \"b.example\" }, \
+         { address = \"[::1]\" }]\n",
+    )
+    .unwrap();
+    let hosts: Vec<&ServerHost> = c.origin.http[0].servers.iter().map(|s| &s.host).collect();
+    assert_eq!(
+        hosts,
+        [
+            &ServerHost::Name {
+                name: "origin-a.example".into(),
+                port: 8443
+            },
+            &ServerHost::Name {
+                name: "b.example".into(),
+                port: 443
+            },
+            &ServerHost::Address("[::1]:443".parse().unwrap()),
+        ]
+    );
+    // The url's own host when there are no servers.
+    let c = Config::from_str(
+        "[[origin.http]]\nurl = \"http://cdn.example:8080\"\n",
+        Path::new("/"),
+        "relay.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.origin.http[0].servers[0].host,
+        ServerHost::Name {
+            name: "cdn.example".into(),
+            port: 8080
+        }
+    );
+    for bad in [
+        "a..b",
+        "-a.example",
+        "a b",
+        "300.1.2.3",
+        "a.example:0",
+        "[::1",
+    ] {
+        let e = origin(&format!("servers = [{{ address = \"{bad}\" }}]\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("servers") && e.to_string().contains(bad),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_resolver_and_its_bounds_are_read_and_checked() {
+    let at = |text: &str| {
+        Config::from_str(
+            &format!("[origin]\n{text}\n[[origin.http]]\nurl = \"http://o.example\"\n"),
+            Path::new("/"),
+            "relay.toml",
+        )
+    };
+    let d = at("").unwrap().origin.dns;
+    assert_eq!(d, crate::DnsConfig::default());
+    assert!(d.resolver.is_empty(), "resolv.conf's by default");
+    let d = at(
+        "resolver = [\"127.0.0.1:5353\", \"::1\", \"10.0.0.53\"]\nresolver_timeout_ms = 500\n\
+                dns_ttl_min_ms = 200\ndns_ttl_max_ms = 60000",
+    )
+    .unwrap()
+    .origin
+    .dns;
+    assert_eq!(
+        d.resolver,
+        [
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+            "10.0.0.53:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        (d.timeout_ms, d.ttl_min_ms, d.ttl_max_ms),
+        (500, 200, 60000)
+    );
+    for (line, key) in [
+        ("resolver = [\"dns.example\"]", "origin.resolver"),
+        ("resolver_timeout_ms = 0", "origin.resolver_timeout_ms"),
+        (
+            "dns_ttl_min_ms = 5000\ndns_ttl_max_ms = 1000",
+            "origin.dns_ttl_max_ms",
+        ),
+    ] {
+        let e = at(line).unwrap_err();
+        assert!(e.to_string().contains(key), "{line}: {e}");
     }
 }

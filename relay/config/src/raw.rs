@@ -76,6 +76,10 @@ pub(crate) struct RawOrigin {
     pub(crate) revalidate_ms: Option<Spanned<u64>>,
     pub(crate) pass_buffer_bytes: Option<Spanned<ByteSize>>,
     pub(crate) pass_buffer_per_client: Option<Spanned<RawShare>>,
+    pub(crate) resolver: Option<Spanned<Vec<String>>>,
+    pub(crate) resolver_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) dns_ttl_min_ms: Option<Spanned<u64>>,
+    pub(crate) dns_ttl_max_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub(crate) http: Vec<RawHttpOrigin>,
 }

@@ -240,6 +240,8 @@ pub struct OriginConfig {
     pub pass_buffer_bytes: u64,
     /// How much of `pass_buffer_bytes` one client address may hold (default a quarter).
     pub pass_buffer_per_client: ClientShare,
+    /// How origin servers' DNS names are looked up.
+    pub dns: DnsConfig,
 }
 
 /// `origin.pass_buffer_bytes` when omitted.
@@ -385,16 +387,66 @@ impl CachePolicy {
     }
 }
 
-/// One server of an origin's pool (`servers`).
+/// One server of an origin's pool (`servers`, or the URL's host).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginServer {
-    /// As written (`host:port`), for logs.
+    /// As written, with the scheme's port when left out (`host:port`), for logs.
     pub name: String,
-    pub address: SocketAddr,
+    /// An address, or a DNS name the upstream looks up (and again as its records expire).
+    pub host: ServerHost,
     /// Its share of the requests among the servers up (1 to 1000, default 1).
     pub weight: u32,
     /// Asked only while no server that is not a backup is up.
     pub backup: bool,
+}
+
+/// Where an origin server is: an IP address, or a DNS name whose addresses (each a server
+/// of the same weight) are looked up through `origin.resolver` and again as their records
+/// expire (`origin.dns_ttl_min_ms` to `dns_ttl_max_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerHost {
+    Address(SocketAddr),
+    /// A DNS name (lower case, no trailing dot) and the port its addresses are asked on.
+    Name {
+        name: String,
+        port: u16,
+    },
+}
+
+impl OriginServer {
+    /// Its address when it is written as one.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match self.host {
+            ServerHost::Address(a) => Some(a),
+            ServerHost::Name { .. } => None,
+        }
+    }
+}
+
+/// How the DNS names of origin servers are looked up (`[origin]`: `resolver`,
+/// `resolver_timeout_ms`, `dns_ttl_min_ms`, `dns_ttl_max_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The name servers asked (UDP, then TCP for a truncated answer); empty: those of
+    /// `/etc/resolv.conf`, with its hosts file.
+    pub resolver: Vec<SocketAddr>,
+    /// How long one lookup may take before it fails (the last addresses are kept).
+    pub timeout_ms: u64,
+    /// A name's addresses are looked up again when its records expire, but not sooner than
+    /// this nor later than `ttl_max_ms`.
+    pub ttl_min_ms: u64,
+    pub ttl_max_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig {
+            resolver: Vec::new(),
+            timeout_ms: 2000,
+            ttl_min_ms: 1000,
+            ttl_max_ms: 300_000,
+        }
+    }
 }
 
 /// An origin's active health check (`health_check`): every `interval_ms`, each server is
@@ -410,7 +462,8 @@ pub struct HealthCheck {
     pub rise: u32,
 }
 
-/// The most servers one origin lists (each name's addresses counted).
+/// The most servers one origin has at once (each address of a name counted; a name has at
+/// least one, and at most 16, of them).
 pub const MAX_ORIGIN_SERVERS: usize = 64;
 
 /// How relay speaks TLS to an `https://` origin.

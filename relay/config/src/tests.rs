@@ -82,6 +82,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
         config.origin.pass_buffer_per_client,
         crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT
     );
+    assert_eq!(config.origin.dns, crate::DnsConfig::default());
 
     // Every key of the schema is present in the file.
     let table: toml::Table = toml::from_str(SHIPPED).unwrap();
@@ -113,8 +114,12 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.memory_bytes",
             "cache.targeted_fields",
             "origin.directory",
+            "origin.dns_ttl_max_ms",
+            "origin.dns_ttl_min_ms",
             "origin.pass_buffer_bytes",
             "origin.pass_buffer_per_client",
+            "origin.resolver",
+            "origin.resolver_timeout_ms",
             "origin.revalidate_ms",
             "server.body_min_rate",
             "server.body_timeout_ms",
@@ -790,7 +795,10 @@ fn http_origins_parse_with_defaults_and_name_bad_keys() {
     assert_eq!(c.origin.http.len(), 2);
     let a = &c.origin.http[0];
     assert_eq!(a.servers.len(), 1);
-    assert_eq!(a.servers[0].address, "127.0.0.1:8000".parse().unwrap());
+    assert_eq!(
+        a.servers[0].address(),
+        Some("127.0.0.1:8000".parse().unwrap())
+    );
     assert_eq!(
         (a.prefix.as_str(), a.host.as_deref(), a.retries),
         ("/", None, 2)

@@ -11,7 +11,14 @@ fn parse(origin: &str, dir: &Path) -> Result<Config, crate::ConfigError> {
 fn an_https_origin_verifies_its_host_by_default_and_takes_a_name_and_a_ca_file() {
     let c = parse("url = \"https://localhost\"\n", Path::new("/")).unwrap();
     let o = &c.origin.http[0];
-    assert_eq!(o.servers[0].address.port(), 443, "the scheme's port");
+    assert_eq!(
+        o.servers[0].host,
+        crate::ServerHost::Name {
+            name: "localhost".into(),
+            port: 443
+        },
+        "a name looked up when the relay runs, on the scheme's port"
+    );
     assert_eq!(o.authority, "localhost");
     let tls = o.tls.as_ref().expect("TLS");
     assert_eq!(tls.server_name, "localhost");
@@ -34,7 +41,10 @@ fn an_https_origin_verifies_its_host_by_default_and_takes_a_name_and_a_ca_file()
     )
     .unwrap();
     let o = &c.origin.http[0];
-    assert_eq!(o.servers[0].address, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(
+        o.servers[0].address(),
+        Some("127.0.0.1:8443".parse().unwrap())
+    );
     assert_eq!(
         o.authority, "www.origin.test",
         "host_header is the Host sent"

@@ -36,6 +36,7 @@
 
 pub mod budget;
 mod disk_writer;
+pub mod dns;
 mod fetch;
 mod head;
 pub mod stream;
@@ -48,6 +49,7 @@ use relay_cache::inflight::InFlight;
 use relay_cache::wake::{Wakers, Watchers};
 use relay_cache::{Cache, Layout, MemoryTier, MetaCache, ObjectMeta};
 use relay_config::{HttpOrigin, OriginConfig};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -65,6 +67,8 @@ pub enum UpstreamError {
     Thread(std::io::Error),
     #[error("origin.http[{0}]: {1}")]
     Tls(usize, tls::TlsError),
+    #[error("{0}")]
+    Resolver(dns::ResolverError),
 }
 
 /// Where fetched bytes go, and how waiting workers are woken.
@@ -318,12 +322,59 @@ pub fn server_bit(server: usize) -> u64 {
     1 << (server % 64)
 }
 
-/// An origin's servers (`servers`, or the URL's address), their health, and the turn of
-/// the weighted round robin that picks one for each attempt ([`Origin::pick`]).
+impl Health {
+    /// As new: a server whose address has just come (or gone).
+    fn reset(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.down_until.store(0, Ordering::Relaxed);
+        self.checked_down.store(false, Ordering::Relaxed);
+        self.checks_failed.store(0, Ordering::Relaxed);
+        self.checks_passed.store(0, Ordering::Relaxed);
+    }
+}
+
+/// One server of an origin's pool: an address of one of its `servers` entries, and its
+/// health. An entry given by address has one; one given by a DNS name has a few, filled
+/// and emptied as its records change ([`Origin::set_addresses`]), so that a server's index
+/// (what a request's retries avoid, what its health is kept under) never moves.
+pub struct Server {
+    /// Its entry in `config.servers`.
+    pub entry: usize,
+    /// None: a name's slot without an address now (never picked).
+    address: std::sync::Mutex<Option<SocketAddr>>,
+    health: Health,
+}
+
+impl Server {
+    fn new(entry: usize, address: Option<SocketAddr>) -> Server {
+        Server {
+            entry,
+            address: std::sync::Mutex::new(address),
+            health: Health::default(),
+        }
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        *self.address.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_address(&self, address: Option<SocketAddr>) {
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address;
+        self.health.reset();
+    }
+}
+
+/// The slots a DNS name has for its addresses: its share of [`MAX_ORIGIN_SERVERS`] after the
+/// entries given by address, at most 16 (a name with more records uses its first 16).
+const MAX_ADDRESSES_PER_NAME: usize = 16;
+
+/// An origin's servers (`servers`, or the URL's host; a DNS name's addresses each a server),
+/// their health, and the turn of the weighted round robin that picks one for each attempt
+/// ([`Origin::pick`]).
 pub struct Origin {
     pub config: HttpOrigin,
-    /// One per `config.servers`, in order.
-    pub health: Vec<Health>,
+    /// The pool: a slot per address (see [`Server`]).
+    pub servers: Vec<Server>,
     turn: AtomicU64,
     /// Cache fetches (head fetches and chunk fills) to this origin under way at once, at
     /// most `max_connections`: each holds a connection and its read buffer (up to
@@ -343,8 +394,25 @@ impl Origin {
     /// An `http://` origin (any TLS settings left out).
     pub fn new(config: HttpOrigin) -> Origin {
         let fetches = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+        let literal = config
+            .servers
+            .iter()
+            .filter(|s| s.address().is_some())
+            .count();
+        let names = config.servers.len() - literal;
+        let per_name = (relay_config::MAX_ORIGIN_SERVERS.saturating_sub(literal))
+            .checked_div(names)
+            .unwrap_or(0)
+            .clamp(1, MAX_ADDRESSES_PER_NAME);
+        let mut servers = Vec::new();
+        for (entry, s) in config.servers.iter().enumerate() {
+            match s.address() {
+                Some(a) => servers.push(Server::new(entry, Some(a))),
+                None => servers.extend((0..per_name).map(|_| Server::new(entry, None))),
+            }
+        }
         Origin {
-            health: config.servers.iter().map(|_| Health::default()).collect(),
+            servers,
             turn: AtomicU64::new(0),
             config,
             fetches,
@@ -376,11 +444,66 @@ impl Origin {
             Some(_) => "https",
             None => "http",
         };
-        let address = self.config.servers.get(server).map(|s| s.address);
-        match address {
+        match self.address(server) {
             Some(a) => format!("{scheme}://{a}{path}"),
             None => format!("{scheme}://{path}"),
         }
+    }
+
+    /// Server `server`'s address now (None: a name's slot without one).
+    pub fn address(&self, server: usize) -> Option<SocketAddr> {
+        self.servers.get(server).and_then(Server::address)
+    }
+
+    /// Entry `entry`'s addresses now, sorted.
+    pub fn addresses(&self, entry: usize) -> Vec<SocketAddr> {
+        let mut a: Vec<SocketAddr> = self
+            .servers
+            .iter()
+            .filter(|s| s.entry == entry)
+            .filter_map(Server::address)
+            .collect();
+        a.sort();
+        a
+    }
+
+    /// Entry `entry` (a DNS name) resolves to `addresses` now: those it had keep their
+    /// slot and health, those gone leave theirs, new ones take free slots (as many as
+    /// there are; the rest are left out, and said so). Logged when anything changed.
+    pub fn set_addresses(&self, entry: usize, addresses: &[SocketAddr]) {
+        let before = self.addresses(entry);
+        if before == addresses {
+            return;
+        }
+        let mine = || self.servers.iter().filter(|s| s.entry == entry);
+        for s in mine() {
+            if s.address().is_some_and(|a| !addresses.contains(&a)) {
+                s.set_address(None);
+            }
+        }
+        let mut left_out = Vec::new();
+        for a in addresses.iter().filter(|a| !before.contains(a)) {
+            match mine().find(|s| s.address().is_none()) {
+                Some(free) => free.set_address(Some(*a)),
+                None => left_out.push(*a),
+            }
+        }
+        let name = self
+            .config
+            .servers
+            .get(entry)
+            .map_or("?", |s| s.name.as_str());
+        log::info!(
+            "origin {}: {name} resolves to {:?} (was {before:?}){}",
+            self.config.authority,
+            self.addresses(entry),
+            match left_out.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; {left_out:?} left out: a name has {MAX_ADDRESSES_PER_NAME} servers at most"
+                ),
+            }
+        );
     }
 
     fn now_ms(epoch: Instant) -> u64 {
@@ -388,16 +511,19 @@ impl Origin {
     }
 
     fn server_down(&self, server: usize, epoch: Instant) -> bool {
-        self.health.get(server).is_none_or(|h| {
+        self.servers.get(server).is_none_or(|s| {
+            let h = &s.health;
             h.checked_down.load(Ordering::Relaxed)
                 || h.down_until.load(Ordering::Relaxed) > Self::now_ms(epoch)
+                || s.address().is_none()
         })
     }
 
     /// Server `server`'s health check passed or failed: `fall` failures in a row take it
     /// out of the pool, `rise` passes in a row bring it back (logged either way).
     pub(crate) fn checked(&self, server: usize, passed: bool, why: &str) {
-        let (Some(h), Some(check)) = (self.health.get(server), &self.config.health_check) else {
+        let h = self.servers.get(server).map(|s| &s.health);
+        let (Some(h), Some(check)) = (h, &self.config.health_check) else {
             return;
         };
         if passed {
@@ -425,16 +551,17 @@ impl Origin {
         }
     }
 
-    /// Each server's name and whether it is up now (for `/metrics`).
+    /// Each server with an address: its name and whether it is up now (for `/metrics`).
     pub fn servers_up(&self, epoch: Instant) -> Vec<(String, bool)> {
-        (0..self.config.servers.len())
+        (0..self.servers.len())
+            .filter(|&s| self.address(s).is_some())
             .map(|s| (self.server_name(s), !self.server_down(s, epoch)))
             .collect()
     }
 
-    /// Every server is down: the origin is not asked.
+    /// Every server is down (or no name has an address): the origin is not asked.
     pub fn is_down(&self, epoch: Instant) -> bool {
-        (0..self.health.len()).all(|s| self.server_down(s, epoch))
+        (0..self.servers.len()).all(|s| self.server_down(s, epoch))
     }
 
     /// The server the next attempt goes to: by weighted round robin among the servers up
@@ -451,21 +578,21 @@ impl Origin {
     }
 
     fn pick_among(&self, epoch: Instant, allowed: impl Fn(usize) -> bool) -> Option<usize> {
-        let servers = &self.config.servers;
+        let entry = |i: usize| &self.config.servers[self.servers[i].entry];
         for backup in [false, true] {
             let eligible = |i: &usize| {
-                servers[*i].backup == backup && !self.server_down(*i, epoch) && allowed(*i)
+                entry(*i).backup == backup && !self.server_down(*i, epoch) && allowed(*i)
             };
-            let total: u64 = (0..servers.len())
+            let total: u64 = (0..self.servers.len())
                 .filter(eligible)
-                .map(|i| u64::from(servers[i].weight))
+                .map(|i| u64::from(entry(i).weight))
                 .sum();
             if total == 0 {
                 continue;
             }
             let mut at = self.turn.fetch_add(1, Ordering::Relaxed) % total;
-            for i in (0..servers.len()).filter(eligible) {
-                let w = u64::from(servers[i].weight);
+            for i in (0..self.servers.len()).filter(eligible) {
+                let w = u64::from(entry(i).weight);
                 if at < w {
                     return Some(i);
                 }
@@ -476,7 +603,7 @@ impl Origin {
     }
 
     fn failed(&self, server: usize, epoch: Instant) {
-        let Some(h) = self.health.get(server) else {
+        let Some(h) = self.servers.get(server).map(|s| &s.health) else {
             return;
         };
         let n = h.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -494,17 +621,22 @@ impl Origin {
     }
 
     fn succeeded(&self, server: usize) {
-        if let Some(h) = self.health.get(server) {
-            h.failures.store(0, Ordering::Relaxed);
+        if let Some(s) = self.servers.get(server) {
+            s.health.failures.store(0, Ordering::Relaxed);
         }
     }
 
     /// Server `server` as the config names it, with its address.
     fn server_name(&self, server: usize) -> String {
-        match self.config.servers.get(server) {
-            Some(s) if s.name == s.address.to_string() => s.name.clone(),
-            Some(s) => format!("{} ({})", s.name, s.address),
-            None => "?".to_string(),
+        let entry = self.servers.get(server).map(|s| s.entry);
+        match (
+            entry.and_then(|e| self.config.servers.get(e)),
+            self.address(server),
+        ) {
+            (Some(s), Some(a)) if s.name == a.to_string() => s.name.clone(),
+            (Some(s), Some(a)) => format!("{} ({a})", s.name),
+            (Some(s), None) => s.name.clone(),
+            (None, _) => "?".to_string(),
         }
     }
 }
@@ -573,7 +705,7 @@ impl Upstream {
                 .pass_buffer_per_client
                 .bytes(config.pass_buffer_bytes),
         );
-        Upstream::start(&config.http, store, budget).map(Some)
+        Upstream::start(&config.http, &config.dns, store, budget).map(Some)
     }
 
     /// Starts the upstream thread for `origins`.
@@ -581,6 +713,7 @@ impl Upstream {
     /// (`origin.pass_buffer_bytes`, and each client's share of it).
     pub fn start(
         origins: &[HttpOrigin],
+        dns: &relay_config::DnsConfig,
         store: Store,
         pass_budget: Arc<budget::Budget>,
     ) -> Result<Upstream, UpstreamError> {
@@ -606,6 +739,7 @@ impl Upstream {
             .enable_all()
             .build()
             .map_err(UpstreamError::Runtime)?;
+        Upstream::look_up_names(&runtime, &origins, dns)?;
         let writer = match store.disk.clone() {
             Some(disk) => Some(
                 disk_writer::DiskWriter::start(
@@ -641,6 +775,46 @@ impl Upstream {
             wakers,
             peers,
         })
+    }
+
+    /// The origins' servers given by DNS name looked up, all at once, before the upstream
+    /// takes its first job (each within the resolver's timeout; one that fails is asked
+    /// again soon), and kept looked up by tasks on `runtime` as their records expire.
+    fn look_up_names(
+        runtime: &tokio::runtime::Runtime,
+        origins: &Arc<Vec<Origin>>,
+        dns: &relay_config::DnsConfig,
+    ) -> Result<(), UpstreamError> {
+        let names = dns::names(origins);
+        if names.is_empty() {
+            return Ok(());
+        }
+        let resolver = runtime
+            .block_on(async { dns::Resolver::new(dns) })
+            .map_err(UpstreamError::Resolver)?;
+        let resolver = Arc::new(resolver);
+        let first = runtime.block_on(async {
+            let mut all = tokio::task::JoinSet::new();
+            for &(o, e) in &names {
+                let (resolver, origins) = (resolver.clone(), origins.clone());
+                all.spawn(async move {
+                    let mut failures = 0;
+                    let wait = dns::refresh(&resolver, &origins, o, e, &mut failures).await;
+                    ((o, e), wait, failures)
+                });
+            }
+            all.join_all().await
+        });
+        for (name, wait, failures) in first {
+            runtime.spawn(dns::keep(
+                resolver.clone(),
+                origins.clone(),
+                name,
+                wait,
+                failures,
+            ));
+        }
+        Ok(())
     }
 
     /// The first origin that serves `host` (the request's authority without its port, as

@@ -105,7 +105,7 @@ impl Context {
             tick.tick().await;
             // Every server at once: a round takes one timeout at most, however many there are.
             let mut round = tokio::task::JoinSet::new();
-            for server in 0..o.config.servers.len() {
+            for server in (0..o.servers.len()).filter(|&s| o.address(s).is_some()) {
                 let ctx = self.clone();
                 let check = check.clone();
                 round.spawn(async move { ctx.check_server(origin, server, &check, timeout).await });

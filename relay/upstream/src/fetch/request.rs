@@ -249,7 +249,11 @@ impl Context {
                     _ => fail(FillError::Connect),
                 });
             };
-            let address = o.config.servers[server].address;
+            let Some(address) = o.address(server) else {
+                // (Its name's address went between the pick and now.)
+                refused |= crate::server_bit(server);
+                continue;
+            };
             match tokio::time::timeout(connect, TcpStream::connect(address)).await {
                 Ok(Ok(s)) => break (server, s),
                 _ => {
@@ -539,7 +543,9 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(weight, backup))| relay_config::OriginServer {
                     name: format!("s{i}"),
-                    address: format!("127.0.0.{}:9", i + 1).parse().expect("address"),
+                    host: relay_config::ServerHost::Address(
+                        format!("127.0.0.{}:9", i + 1).parse().expect("address"),
+                    ),
                     weight,
                     backup,
                 })
@@ -739,6 +745,61 @@ mod tests {
         assert!((0..20).all(|_| o.pick(epoch, 0) == Some(2)), "the backup");
         o.failed(2, epoch);
         assert!(o.is_down(epoch) && o.pick(epoch, 0).is_none());
+    }
+
+    /// A pool of one address (weight 1) and one DNS name (weight 2, not looked up yet).
+    fn named_pool() -> Origin {
+        let mut o = pool(&[(1, false), (2, false)], 2, 1).config;
+        o.servers[1].host = relay_config::ServerHost::Name {
+            name: "b.example".into(),
+            port: 9,
+        };
+        Origin::new(o)
+    }
+
+    #[test]
+    fn a_name_s_addresses_are_servers_that_come_and_go_with_its_records() {
+        let o = named_pool();
+        let epoch = Instant::now();
+        let at = |s: &str| -> std::net::SocketAddr { s.parse().expect("address") };
+        // Not looked up yet: the name's slots are never picked.
+        assert!((0..10).all(|_| o.pick(epoch, 0) == Some(0)));
+        assert_eq!(o.servers_up(epoch).len(), 1);
+        o.set_addresses(1, &[at("10.0.0.1:9"), at("10.0.0.2:9")]);
+        let mut by_address = std::collections::HashMap::new();
+        for _ in 0..500 {
+            let s = o.pick(epoch, 0).expect("a server");
+            *by_address
+                .entry(o.address(s).expect("an address"))
+                .or_insert(0) += 1;
+        }
+        // Each address of the name has the name's weight.
+        assert_eq!(by_address[&at("127.0.0.1:9")], 100);
+        assert_eq!(by_address[&at("10.0.0.1:9")], 200);
+        assert_eq!(by_address[&at("10.0.0.2:9")], 200);
+        // One that stays keeps its slot and its health; one that goes leaves the pool; a
+        // new one comes in healthy.
+        let slot = |a: &str| (0..o.servers.len()).find(|&s| o.address(s) == Some(at(a)));
+        let kept = slot("10.0.0.2:9").expect("a slot");
+        o.failed(kept, epoch);
+        o.set_addresses(1, &[at("10.0.0.2:9"), at("10.0.0.3:9")]);
+        assert_eq!(slot("10.0.0.2:9"), Some(kept));
+        assert!(o.server_down(kept, epoch), "its health kept");
+        assert_eq!(slot("10.0.0.1:9"), None);
+        let new = slot("10.0.0.3:9").expect("a slot");
+        assert!(!o.server_down(new, epoch));
+        assert_eq!(
+            o.addresses(1),
+            [at("10.0.0.2:9"), at("10.0.0.3:9")],
+            "sorted"
+        );
+        // No more slots than a name has: the rest are left out.
+        let many: Vec<std::net::SocketAddr> =
+            (1..=40).map(|i| at(&format!("10.1.0.{i}:9"))).collect();
+        o.set_addresses(1, &many);
+        assert_eq!(o.addresses(1).len(), crate::MAX_ADDRESSES_PER_NAME);
+        o.set_addresses(1, &[]);
+        assert!((0..10).all(|_| o.pick(epoch, 0) == Some(0)));
     }
 
     /// Three servers, two of them taking no connection: a request, even one never retried
