@@ -31,10 +31,10 @@ pub use bytesize::ByteSize;
 pub use cluster::ClusterConfig;
 pub use error::{ConfigError, Diagnostic, ErrorKind};
 pub use schema::{
-    AdminConfig, CacheConfig, CachePolicy, ClientShare, Config, DiskAdmission, DnsConfig,
-    HealthCheck, HttpOrigin, MAX_ORIGIN_SERVERS, OriginConfig, OriginServer, OriginTls, QueryKey,
-    ServerConfig, ServerHost, StatusMatch, SteerConfig, SteerGuard, SteerNode, SteerPolicy,
-    SteerProtocol, SteerService,
+    AccessLogFormat, AccessLogTarget, AdminConfig, CacheConfig, CachePolicy, ClientShare, Config,
+    DiskAdmission, DnsConfig, HealthCheck, HttpOrigin, LogConfig, MAX_ORIGIN_SERVERS, OriginConfig,
+    OriginServer, OriginTls, QueryKey, ServerConfig, ServerHost, StatusMatch, SteerConfig,
+    SteerGuard, SteerNode, SteerPolicy, SteerProtocol, SteerService,
 };
 
 #[cfg(test)]

@@ -54,6 +54,16 @@ impl Config {
             }
             config.origin.directory = Some(canonical);
         }
+        if let Some(AccessLogTarget::File(f)) = &config.log.access {
+            let dir = f.parent().unwrap_or(Path::new("/"));
+            if !dir.is_dir() {
+                return Err(src.invalid(
+                    "log.access",
+                    spans.access_log.clone(),
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
         if let Some(c) = &config.cluster {
             crate::cluster::read_key(&c.key_file)
                 .map_err(|m| src.invalid("cluster.key_file", spans.key_file.clone(), m))?;
@@ -78,6 +88,7 @@ struct Spans {
     directory: Option<Range<usize>>,
     memory_bytes: Option<Range<usize>>,
     key_file: Option<Range<usize>>,
+    access_log: Option<Range<usize>>,
 }
 
 /// The config and the spans of the values `load` checks.
@@ -162,7 +173,9 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     }
     let mut cache = cache;
     cache.disk_dir = cache.disk_dir.map(|d| base_dir.join(d));
+    let (log, access_log) = log(src, raw.log, base_dir)?;
     let config = Config {
+        log,
         server,
         cache,
         origin: OriginConfig {
@@ -181,6 +194,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         directory: span,
         memory_bytes: memory_bytes_span,
         key_file,
+        access_log,
     };
     Ok((config, spans))
 }
@@ -988,6 +1002,48 @@ pub(crate) fn server_host(written: &str, default_port: u16) -> Result<ServerHost
         name: host.to_ascii_lowercase(),
         port,
     })
+}
+
+/// `[log]`: `access` (a path, relative to the file's directory, or "-"), `access_format`,
+/// `access_queue`.
+fn log(
+    src: Source<'_>,
+    raw: crate::raw::RawLog,
+    base_dir: &Path,
+) -> Result<(LogConfig, Option<Range<usize>>), ConfigError> {
+    let d = LogConfig::default();
+    let (access, span) = check(src, "log.access", raw.access, None, |a: String| {
+        match a.as_str() {
+            "" => Ok(None),
+            "-" => Ok(Some(AccessLogTarget::Stdout)),
+            _ if a.ends_with('/') => Err(format!("must name a file, got {a:?}")),
+            _ => Ok(Some(AccessLogTarget::File(base_dir.join(a)))),
+        }
+    })?;
+    let (access_format, _) = check(
+        src,
+        "log.access_format",
+        raw.access_format,
+        d.access_format,
+        |f: String| match f.as_str() {
+            "logfmt" => Ok(AccessLogFormat::Logfmt),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err(format!("must be \"logfmt\" or \"json\", got {f:?}")),
+        },
+    )?;
+    let (access_queue, _) = check(
+        src,
+        "log.access_queue",
+        raw.access_queue,
+        d.access_queue as u64,
+        in_range(16, 1 << 24),
+    )?;
+    let log = LogConfig {
+        access,
+        access_format,
+        access_queue: access_queue as usize,
+    };
+    Ok((log, span))
 }
 
 /// `[origin]`'s `resolver`, `resolver_timeout_ms`, `dns_ttl_min_ms`, `dns_ttl_max_ms`.

@@ -22,6 +22,16 @@ pub(crate) struct RawConfig {
     pub(crate) admin: RawAdmin,
     #[serde(default)]
     pub(crate) cluster: Option<crate::cluster::RawCluster>,
+    #[serde(default)]
+    pub(crate) log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [log] table")]
+pub(crate) struct RawLog {
+    pub(crate) access: Option<Spanned<String>>,
+    pub(crate) access_format: Option<Spanned<String>>,
+    pub(crate) access_queue: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]

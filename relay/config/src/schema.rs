@@ -66,6 +66,47 @@ pub struct Config {
     pub steer: SteerConfig,
     /// `[cluster]`: gossip membership with the other relays; None: this relay stands alone.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `[log]`: the access log.
+    pub log: LogConfig,
+}
+
+/// `[log]`: one line per response, written by a thread of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `access`: where the lines go; None (`""`, the default): nowhere.
+    pub access: Option<AccessLogTarget>,
+    /// `access_format`: `"logfmt"` (key=value pairs, the default) or `"json"` (an object
+    /// per line).
+    pub access_format: AccessLogFormat,
+    /// `access_queue`: lines waiting for the writer at most; a line past it is dropped and
+    /// counted (`relay_access_log_dropped_total`), never waited for (default 65536).
+    pub access_queue: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            access: None,
+            access_format: AccessLogFormat::Logfmt,
+            access_queue: 65536,
+        }
+    }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `"-"`: standard output (the journal, under systemd).
+    Stdout,
+    /// A file, appended to, opened again on SIGUSR1 (after logrotate moved it).
+    File(std::path::PathBuf),
+}
+
+/// How an access log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Logfmt,
+    Json,
 }
 
 /// `[server]`.

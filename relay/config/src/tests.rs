@@ -83,6 +83,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
         crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT
     );
     assert_eq!(config.origin.dns, crate::DnsConfig::default());
+    assert_eq!(config.log, crate::LogConfig::default());
 
     // Every key of the schema is present in the file.
     let table: toml::Table = toml::from_str(SHIPPED).unwrap();
@@ -113,6 +114,9 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.disk_fsync",
             "cache.memory_bytes",
             "cache.targeted_fields",
+            "log.access",
+            "log.access_format",
+            "log.access_queue",
             "origin.directory",
             "origin.dns_ttl_max_ms",
             "origin.dns_ttl_min_ms",
@@ -857,4 +861,57 @@ fn an_admin_listener_on_the_servers_port_is_refused() {
     ] {
         assert!(parse(&format!("{MINIMAL}{ok}")).is_ok(), "{ok}");
     }
+}
+
+#[test]
+fn the_access_log_is_read_and_its_errors_named() {
+    let at = |text: &str| {
+        Config::from_str(
+            &format!("[origin]\ndirectory = \"/\"\n\n[log]\n{text}\n"),
+            Path::new("/etc/relay"),
+            "relay.toml",
+        )
+    };
+    assert_eq!(at("").unwrap().log, crate::LogConfig::default());
+    let l = at("access = \"log/access.log\"\naccess_format = \"json\"\naccess_queue = 100")
+        .unwrap()
+        .log;
+    assert_eq!(
+        l.access,
+        Some(crate::AccessLogTarget::File(PathBuf::from(
+            "/etc/relay/log/access.log"
+        )))
+    );
+    assert_eq!(
+        (l.access_format, l.access_queue),
+        (crate::AccessLogFormat::Json, 100)
+    );
+    assert_eq!(
+        at("access = \"-\"").unwrap().log.access,
+        Some(crate::AccessLogTarget::Stdout)
+    );
+    for (line, key) in [
+        ("access_format = \"combined\"", "log.access_format"),
+        ("access_queue = 1", "log.access_queue"),
+        ("access = \"/var/log/\"", "log.access"),
+        ("acess = \"-\"", "acess"),
+    ] {
+        let e = at(line).unwrap_err();
+        assert!(e.to_string().contains(key), "{line}: {e}");
+    }
+    // A file in a directory that does not exist: `load` (and check-config) says so.
+    let dir = std::env::temp_dir().join(format!("relay-config-{}-log", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        "[origin]\ndirectory = \"/\"\n\n[log]\naccess = \"no/such/dir/access.log\"\n",
+    )
+    .unwrap();
+    let e = Config::load(&file).unwrap_err();
+    assert!(
+        e.to_string().contains("log.access") && e.to_string().contains("not a directory"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -165,7 +165,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Held for the process's life: a second relay on this address is refused.
     let _listen_lock = relay_server::listen_lock::ListenLock::take(config.server.listen)?;
@@ -174,8 +174,8 @@ fn run(path: &std::path::Path) -> Result<()> {
     // catches it (`SigCgt`) stops start-up at once; the signals the running relay answers
     // are registered before any worker thread starts.
     let startup = StartupGuard::start()?;
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("signals")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("signals")?;
     let admin = if config.admin.enabled {
         let l = std::net::TcpListener::bind(config.admin.listen)
             .with_context(|| format!("admin listener on {}", config.admin.listen))?;
@@ -289,6 +289,11 @@ fn run(path: &std::path::Path) -> Result<()> {
         eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
     }
     for sig in signals.forever() {
+        if sig == SIGUSR1 {
+            // (logrotate moved the access log: a new file from the next line on.)
+            server.reopen_logs();
+            continue;
+        }
         if sig != SIGHUP {
             eprintln!("relay: signal {sig}: finishing in-flight responses");
             break;

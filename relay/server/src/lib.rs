@@ -16,6 +16,7 @@
 //! - [`clients`]: open connections per client address across the workers.
 //! - `sys`: the few plain syscalls made outside the ring.
 
+pub mod access_log;
 pub mod admin;
 mod bufring;
 pub mod cache_status;
@@ -72,6 +73,8 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error("{eventfds} worker eventfds for {listeners} listeners")]
     Eventfds { eventfds: usize, listeners: usize },
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// One eventfd per worker: a worker's ring reads its own, and whatever completes something a
@@ -162,6 +165,8 @@ pub struct Shared {
     pub peer_key: Option<relay_cluster::peer::PeerKey>,
     /// This relay's digest, answered on the peer listener (`digest`).
     pub digest: Option<Arc<digest::DigestSlot>>,
+    /// The access log (`[log] access`), when on.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// The live-reloadable settings.
@@ -437,7 +442,17 @@ impl Server {
                 result = r;
             }
         }
+        if let Some(log) = &self.shared.access_log {
+            log.finish();
+        }
         result
+    }
+
+    /// Opens the access log's file again (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.shared.access_log {
+            log.reopen();
+        }
     }
 }
 
@@ -537,7 +552,9 @@ pub fn serve(
         arena.set_wakers(wake.clone());
     }
     let wakers = eventfds.fds;
+    let access_log = access_log::AccessLog::start(&config.log).map_err(ServerError::AccessLog)?;
     let shared = Arc::new(Shared {
+        access_log,
         limits,
         cache,
         origin,

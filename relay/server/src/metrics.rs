@@ -415,6 +415,30 @@ impl Metrics {
         if let Some(d) = self.shared.digest.as_ref() {
             d.render(out);
         }
+        if let Some(log) = self.shared.access_log.as_ref() {
+            let c = &log.counters;
+            for (name, help, n) in [
+                ("written", "Access log lines written.", &c.written),
+                (
+                    "dropped",
+                    "Access log lines dropped: the writer's queue (log.access_queue) was full.",
+                    &c.dropped,
+                ),
+                (
+                    "errors",
+                    "Access log writes (or reopens) that failed.",
+                    &c.errors,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP relay_access_log_{name}_total {help}\n\
+                     # TYPE relay_access_log_{name}_total counter\n\
+                     relay_access_log_{name}_total {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP relay_memory_tier_chunks Chunks held by the memory tier.\n\

@@ -437,6 +437,8 @@ pub struct Exchange {
     /// A streamed request body the origin answered before it was whole: its window stays
     /// open (the origin's connection still reads the answer) until the answer is sent.
     upload_kept: Option<relay_upstream::upload::UploadWriter>,
+    /// The response being sent as the access log sees it (when the log is on).
+    sent: types::SentLog,
     /// The states entered, in order (tests check the transitions).
     #[cfg(test)]
     trail: Vec<&'static str>,
@@ -511,6 +513,7 @@ impl Exchange {
             upload_kept: None,
             peer: false,
             hop: 0,
+            sent: types::SentLog::default(),
             #[cfg(test)]
             trail: Vec::new(),
         }
@@ -540,6 +543,9 @@ impl Exchange {
         self.out.body_off = 0;
         self.multi.n = 0;
         self.key.clear();
+        self.sent.active = false;
+        self.sent.routed = false;
+        self.sent.client = None;
         self.variant = false;
         self.head_saved = false;
         self.forward = None;
@@ -710,9 +716,15 @@ impl Exchange {
         self.src = None;
         self.owner_fetch = None;
         self.upload_kept = None;
-        if let Some(t) = self.req_start.take() {
-            let us = cx.now.saturating_duration_since(t).as_micros() as u64;
-            let _ = cx.latency.record(us.max(1));
+        let took = self
+            .req_start
+            .take()
+            .map(|t| cx.now.saturating_duration_since(t));
+        if let Some(t) = took {
+            let _ = cx.latency.record((t.as_micros() as u64).max(1));
+        }
+        if self.sent.active {
+            self.log_response(cx, took.unwrap_or_default(), true);
         }
         if self.close_after {
             return Step::Do(match self.linger.is_some() {
@@ -791,7 +803,7 @@ impl Exchange {
 
     /// Bytes of the response were sent.
     pub fn on_sent(&mut self, cx: &mut Cx<'_>, sent: usize) -> Action {
-        self.out.advance(sent);
+        self.advance(sent);
         if self.out.pending() > 0 {
             self.phase = Phase::Send;
             self.deadline = cx.now + cx.timeouts.send;
@@ -805,9 +817,62 @@ impl Exchange {
     pub fn on_head_sent(&mut self, sent: usize) -> bool {
         let whole = sent == self.out.head.len() - self.out.head_off;
         if whole {
-            self.out.advance(sent);
+            self.advance(sent);
         }
         whole
+    }
+
+    /// `sent` bytes of `out` went out; the access log notes a response's head (its status
+    /// and `Cache-Status`, as sent) and counts its bytes.
+    fn advance(&mut self, sent: usize) {
+        if self.sent.logging {
+            if self.out.head_off == 0 && sent > 0 {
+                self.sent.head(&self.out.head);
+            }
+            self.sent.bytes += sent as u64;
+        }
+        self.out.advance(sent);
+    }
+
+    /// The access log's line for the response just ended, or cut (`complete` false).
+    fn log_response(&mut self, cx: &Cx<'_>, took: Duration, complete: bool) {
+        self.sent.active = false;
+        let routed = std::mem::take(&mut self.sent.routed);
+        let Some(log) = cx.shared.access_log.as_ref() else {
+            return;
+        };
+        if self.sent.client.is_none() {
+            self.sent.client = (cx.peer)();
+        }
+        let (method, url) = match routed {
+            false => (std::borrow::Cow::Borrowed("-"), "-".to_string()),
+            true => {
+                let method = match self.saved.req.method {
+                    relay_proto::Method::Get => std::borrow::Cow::Borrowed("GET"),
+                    relay_proto::Method::Head => std::borrow::Cow::Borrowed("HEAD"),
+                    relay_proto::Method::Other => {
+                        std::borrow::Cow::Owned(self.other_method.clone())
+                    }
+                };
+                let key = &self.key[..self.key_base.min(self.key.len())];
+                let url = key.strip_prefix(relay_cache::key::DIRECTORY).unwrap_or(key);
+                (method, url.to_string())
+            }
+        };
+        log.log(crate::access_log::Entry {
+            time: std::time::SystemTime::now(),
+            client: self.sent.client,
+            method,
+            url,
+            version: self.saved.req.version,
+            status: self.sent.status,
+            bytes: self.sent.bytes,
+            duration: took,
+            cache_status: self.sent.cache_status.clone(),
+            worker: cx.worker,
+            peer: self.peer,
+            complete,
+        });
     }
 
     /// The connection closes (asked by the exchange, a deadline, an error or the client):
@@ -823,6 +888,11 @@ impl Exchange {
             _ => None,
         };
         self.set(State::Closed(kept));
+        if self.sent.active {
+            // A response cut short: logged with what went out of it.
+            let took = self.req_start.map(|t| cx.now.saturating_duration_since(t));
+            self.log_response(cx, took.unwrap_or_default(), false);
+        }
         // An upload the origin answered early ends with its client.
         self.upload_kept = None;
         // Its share of the worker's bound goes back now, not when the slot is released.
@@ -873,6 +943,6 @@ pub fn opened(res: i32) -> Result<File, i32> {
 impl Exchange {
     /// Part of the response went out (as a send that stopped short would leave it).
     fn on_head_sent_partially_for_test(&mut self, n: usize) {
-        self.out.advance(n);
+        self.advance(n);
     }
 }

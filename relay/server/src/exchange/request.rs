@@ -364,6 +364,7 @@ impl Exchange {
     /// The response is done: skip the body of its request if relay did not use it, then
     /// parse the next request and start its answer.
     pub(super) fn next_request(&mut self, cx: &mut Cx<'_>) -> Step {
+        self.sent.logging = cx.shared.access_log.is_some();
         match self.decode_chunked(false, DISCARD_MAX) {
             Ok(Upload::Whole) => {}
             Ok(Upload::Partial) => return self.input_step(cx),
@@ -495,6 +496,8 @@ impl Exchange {
                 self.route = Route::Directory;
             }
         }
+        self.sent.routed = true;
+        self.key_base = self.key.len();
         // The head stays readable in `rbuf` while `respond` runs; it is copied out only if the
         // response has to wait (a miss) or `rbuf` is compacted under it (`save_head`).
         self.head_at = (self.rstart, head_len);

@@ -443,3 +443,53 @@ pub struct MultiRange {
     pub total: u64,
     pub content_type: String,
 }
+
+/// A response as the access log sees it: its status and `Cache-Status` read from its head
+/// as that went out, and the bytes sent since.
+#[derive(Default)]
+pub(super) struct SentLog {
+    /// The access log is on (noted as each request is read).
+    pub logging: bool,
+    /// The request being answered was read and routed (its method and URL are known).
+    pub routed: bool,
+    /// A final response's head went out, and its line is not written yet.
+    pub active: bool,
+    pub status: u16,
+    pub bytes: u64,
+    /// `Cache-Status` as sent (capacity kept across responses).
+    pub cache_status: String,
+    /// The client's address, looked up once per connection.
+    pub client: Option<std::net::SocketAddr>,
+}
+
+impl SentLog {
+    /// `head` starts going out: a final response's (not a 1xx, nor a chunk's framing)
+    /// status and `Cache-Status` are noted.
+    pub fn head(&mut self, head: &[u8]) {
+        let status = match head.get(..12) {
+            Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', _, b' ', d @ ..]) => {
+                d.iter().try_fold(0u16, |n, &b| {
+                    b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
+                })
+            }
+            _ => None,
+        };
+        let Some(status @ 200..) = status else {
+            return;
+        };
+        self.active = true;
+        self.status = status;
+        self.bytes = 0;
+        self.cache_status.clear();
+        const FIELD: &[u8] = b"\r\nCache-Status: ";
+        if let Some(at) = head.windows(FIELD.len()).position(|w| w == FIELD) {
+            let value = &head[at + FIELD.len()..];
+            let end = value
+                .iter()
+                .position(|&b| b == b'\r')
+                .unwrap_or(value.len());
+            self.cache_status
+                .push_str(&String::from_utf8_lossy(&value[..end]));
+        }
+    }
+}

@@ -109,6 +109,7 @@ impl Kit {
             clients: Default::default(),
             peer_key: None,
             digest: None,
+            access_log: None,
             config,
         };
         let timeouts = Timeouts {
