@@ -587,13 +587,7 @@ fn draw(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error + Send 
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            match (i - x).abs() < 0.01 && i >= 0.0 {
-                true => labels.get(i as usize).cloned().unwrap_or_default(),
-                false => String::new(),
-            }
-        })
+        .x_label_formatter(&|x| crate::plot::label_at(&labels, *x))
         .draw()?;
     for (i, t) in r.timings.iter().enumerate() {
         let x = i as f64;

@@ -273,17 +273,17 @@ impl Conn {
 }
 
 /// What a response head says of its body.
-struct Head {
+pub(crate) struct Head {
     /// The head's length in bytes.
-    len: usize,
-    status: u16,
-    length: Option<u64>,
-    chunked: bool,
+    pub(crate) len: usize,
+    pub(crate) status: u16,
+    pub(crate) length: Option<u64>,
+    pub(crate) chunked: bool,
 }
 
 /// The response head at the start of `buf`: `Ok(None)` while it is not whole, an error for
 /// one that does not parse or has a bad `Content-Length`.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -348,10 +348,11 @@ fn read_into(fd: i32, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-struct Epoll(i32);
+/// An epoll instance (closed on drop).
+pub(crate) struct Epoll(i32);
 
 impl Epoll {
-    fn new() -> std::io::Result<Epoll> {
+    pub(crate) fn new() -> std::io::Result<Epoll> {
         // SAFETY: plain syscall; the fd is owned by the returned value.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -360,7 +361,7 @@ impl Epoll {
         Ok(Epoll(fd))
     }
 
-    fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> std::io::Result<()> {
+    pub(crate) fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> std::io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: `ev` is valid for the call; `fd` is an open socket.
         if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
@@ -369,7 +370,7 @@ impl Epoll {
         Ok(())
     }
 
-    fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> usize {
+    pub(crate) fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> usize {
         // SAFETY: `events` is valid for writes of its length.
         let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
         n.max(0) as usize

@@ -22,6 +22,10 @@
 //! - [`cluster`]: the `cluster` benchmark (`cargo xtask bench cluster`): relays of one site
 //!   on loopback, origin fetches per chunk under Zipf with 1, 3 and 5 relays, and a peer hit
 //!   against an origin fetch.
+//! - [`miss`]: the `miss` benchmark (`cargo xtask bench miss`, issue 15): relay's miss path
+//!   against nginx `proxy_cache` (with `proxy_cache_lock`) and Varnish in front of one
+//!   delaying origin of its own: cold misses (4 KiB, 1 MiB, 64 MiB), a crowd of 500 clients
+//!   on one cold object, and a Zipf workload larger than relay's memory tier.
 //! - [`clients`]: `relay-bench clients` (`cargo xtask bench clients`): the load client's
 //!   req/s against wrk's at 4 KiB, relay and nginx, in one run.
 //! - [`zc_send`]: the `zc-send` benchmark (`cargo xtask bench zc-send`): where `SEND_ZC` starts
@@ -34,6 +38,7 @@ mod disk_send;
 mod hit_ratio;
 mod load;
 mod machine;
+mod miss;
 mod plot;
 mod procs;
 mod report;
@@ -70,6 +75,8 @@ enum Command {
     Clients(clients::Options),
     /// Relays of one site sharing one cache: origin fetches per chunk, peer hit vs origin.
     Cluster(cluster::Options),
+    /// The miss path: relay vs nginx proxy_cache vs Varnish before one delaying origin.
+    Miss(miss::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Load(o) => load::run(o),
         Command::Clients(o) => clients::run(o),
         Command::Cluster(o) => cluster::run(o),
+        Command::Miss(o) => miss::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -130,14 +130,7 @@ fn draw(
             .max_light_lines(0)
             .y_labels(12)
             .x_labels(labels.len().max(1))
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| label_at(&labels, *x))
             .x_desc("object size")
             .y_label_formatter(&|y| short(*y))
             .draw()?;
@@ -221,6 +214,16 @@ fn draw(
     }
     root.present()?;
     Ok(())
+}
+
+/// The label of a category axis at `x`: `labels[x]` on a whole `x`, nothing between.
+pub(crate) fn label_at(labels: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 0.01 && i >= 0.0 {
+        labels.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// Axis numbers: 95k, 1.2M, 0.5.

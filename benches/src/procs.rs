@@ -54,6 +54,23 @@ pub fn pinned(cpus: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
+/// Pins this process, every thread it has and every one it starts later, to `cpus`
+/// (`taskset -a -p -c`): a harness that is its own load client and origin.
+pub fn pin_self(cpus: &str) -> Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus])
+        .arg(std::process::id().to_string())
+        .output()
+        .context("running taskset")?;
+    if !out.status.success() {
+        bail!(
+            "taskset -a -p -c {cpus}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// A child process (and whatever it forks) stopped on drop: `stop_signal`, up to 10 s for
 /// it to exit, then SIGKILL to the whole tree.
 pub struct Guard {

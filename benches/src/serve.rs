@@ -361,27 +361,7 @@ fn settings(o: &Options) -> Result<Settings> {
     if connections.iter().any(|&c| !(1..=10_000).contains(&c)) {
         bail!("--connections must each be 1..=10000");
     }
-    let allowed = procs::allowed_cpus();
-    let client_cpus = if o.client_cpus.is_empty() {
-        allowed.iter().copied().take(1).collect()
-    } else {
-        o.client_cpus.clone()
-    };
-    let server_cpus: Vec<usize> = if o.server_cpus.is_empty() {
-        allowed
-            .iter()
-            .copied()
-            .filter(|c| !client_cpus.contains(c))
-            .collect()
-    } else {
-        o.server_cpus.clone()
-    };
-    if client_cpus.is_empty() || server_cpus.is_empty() {
-        bail!("client and servers need separate CPUs, and this process may use only {allowed:?}");
-    }
-    if let Some(c) = client_cpus.iter().find(|c| server_cpus.contains(c)) {
-        bail!("CPU {c} is both a client and a server CPU");
-    }
+    let (client_cpus, server_cpus) = split_cpus(&o.client_cpus, &o.server_cpus)?;
     Ok(Settings {
         runs,
         duration_s,
@@ -398,6 +378,33 @@ fn settings(o: &Options) -> Result<Settings> {
         nginx_sendfile: !o.nginx_copy,
         relay_bin: String::new(),
     })
+}
+
+/// The load client's CPUs (`client`, else the first CPU this process may use) and the
+/// servers' (`server`, else all the others); an error when they overlap or one is empty.
+pub(crate) fn split_cpus(client: &[usize], server: &[usize]) -> Result<(Vec<usize>, Vec<usize>)> {
+    let allowed = procs::allowed_cpus();
+    let client_cpus = if client.is_empty() {
+        allowed.iter().copied().take(1).collect()
+    } else {
+        client.to_vec()
+    };
+    let server_cpus: Vec<usize> = if server.is_empty() {
+        allowed
+            .iter()
+            .copied()
+            .filter(|c| !client_cpus.contains(c))
+            .collect()
+    } else {
+        server.to_vec()
+    };
+    if client_cpus.is_empty() || server_cpus.is_empty() {
+        bail!("client and servers need separate CPUs, and this process may use only {allowed:?}");
+    }
+    if let Some(c) = client_cpus.iter().find(|c| server_cpus.contains(c)) {
+        bail!("CPU {c} is both a client and a server CPU");
+    }
+    Ok((client_cpus, server_cpus))
 }
 
 struct Urls {
@@ -537,13 +544,13 @@ fn curl(url: &str, dir: &Path) -> Result<Fetched> {
 
 /// The run's temp dir (objects, configs, logs, nginx cache), removed on drop unless kept
 /// (after a failure, for its logs).
-struct RunDir {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct RunDir {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl RunDir {
-    fn new() -> Result<RunDir> {
+    pub(crate) fn new() -> Result<RunDir> {
         let path = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -572,14 +579,14 @@ pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn list(cpus: &[usize]) -> String {
+pub(crate) fn list(cpus: &[usize]) -> String {
     cpus.iter()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }
 
-fn plural(n: usize) -> &'static str {
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 

@@ -24,7 +24,7 @@ pub struct Relay {
 
 impl Relay {
     /// Starts `bin run --config DIR/relay.toml` pinned to `cpus` with `workers` workers and
-    /// waits (at most 20 s) for its listening line. stderr goes to DIR/relay.log.
+    /// the directory `origin`; see [`Relay::start_config`].
     pub fn start(
         bin: &Path,
         dir: &Path,
@@ -32,17 +32,20 @@ impl Relay {
         cpus: &str,
         workers: usize,
     ) -> Result<Relay> {
+        let config = format!(
+            "# written by relay-bench\n[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n\n\
+             [cache]\nchunk_size = \"1 MiB\"\nmemory_bytes = \"256 MiB\"\n\n\
+             [origin]\ndirectory = \"{}\"\n",
+            origin.display()
+        );
+        Relay::start_config(bin, dir, &config, cpus)
+    }
+
+    /// Writes `config` to DIR/relay.toml, starts `bin run --config` on it pinned to `cpus`
+    /// and waits (at most 20 s) for its listening line. stderr goes to DIR/relay.log.
+    pub fn start_config(bin: &Path, dir: &Path, text: &str, cpus: &str) -> Result<Relay> {
         let config = dir.join("relay.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "# written by relay-bench\n[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n\n\
-                 [cache]\nchunk_size = \"1 MiB\"\nmemory_bytes = \"256 MiB\"\n\n\
-                 [origin]\ndirectory = \"{}\"\n",
-                origin.display()
-            ),
-        )
-        .with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let log = dir.join("relay.log");
         let mut cmd = procs::pinned(cpus, bin);
         cmd.arg("run")
@@ -112,6 +115,22 @@ impl Nginx {
     ) -> Result<Nginx> {
         let files: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
         let proxy: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let text = config_text(dir, origin, workers, files, proxy, root, sendfile);
+        Nginx::start_config(dir, &text, cpus, files, proxy)
+    }
+
+    /// nginx on a config of the caller's (written to DIR/nginx.conf; its temp paths under
+    /// DIR, see [`main_context`] and [`http_common`]), started as [`Nginx::start`] does; `files` and `proxy` are
+    /// the addresses waited for (the same one twice for a config with one server).
+    pub fn start_config(
+        dir: &Path,
+        text: &str,
+        cpus: &str,
+        files: SocketAddr,
+        proxy: SocketAddr,
+    ) -> Result<Nginx> {
         for sub in [
             "cache",
             "client_body",
@@ -123,13 +142,7 @@ impl Nginx {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let config = dir.join("nginx.conf");
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        std::fs::write(
-            &config,
-            config_text(dir, origin, workers, files, proxy, root, sendfile),
-        )
-        .with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let error_log = dir.join("error.log");
         let base = |cmd: &mut Command| {
             cmd.arg("-p")
@@ -188,8 +201,21 @@ pub struct Varnish {
 impl Varnish {
     /// Writes DIR/bench.vcl (every answer of `backend` cached for an hour; `X-Cache: HIT`
     /// on hits, to check them), starts `varnishd -F` pinned to `cpus` with one thread pool
-    /// per server CPU (512 threads each from the start), and waits for it to accept.
+    /// per server CPU (512 threads each from the start), 512 MiB of `malloc` storage, and
+    /// waits for it to accept.
     pub fn start(dir: &Path, backend: SocketAddr, cpus: &str, pools: usize) -> Result<Varnish> {
+        Varnish::start_with(dir, backend, cpus, pools, "malloc,512m", 512)
+    }
+
+    /// [`Varnish::start`] with this storage (`-s`) and `thread_pool_min`.
+    pub fn start_with(
+        dir: &Path,
+        backend: SocketAddr,
+        cpus: &str,
+        pools: usize,
+        storage: &str,
+        threads: usize,
+    ) -> Result<Varnish> {
         std::fs::create_dir_all(dir)?;
         let addr: SocketAddr = ([127, 0, 0, 1], procs::free_port()?).into();
         let vcl = dir.join("bench.vcl");
@@ -203,11 +229,12 @@ impl Varnish {
             .arg(addr.to_string())
             .arg("-f")
             .arg(&vcl)
-            .args(["-s", "malloc,512m", "-p"])
+            .args(["-s", storage, "-p"])
             .arg(format!("thread_pools={}", pools.max(1)))
             // Threads for every connection the benchmark opens (up to 256) from the start:
             // growing the pool under load made 1 MiB at 256 connections time out.
-            .args(["-p", "thread_pool_min=512"])
+            .arg("-p")
+            .arg(format!("thread_pool_min={threads}"))
             // (Privilege separation would need the run dir readable by another user.)
             .args(["-j", "none"])
             .stdin(Stdio::null())
@@ -255,6 +282,47 @@ sub vcl_deliver {{
     )
 }
 
+/// nginx's main context: workers, the pid and error log under `dir`, descriptors and
+/// connections for thousands of clients (`user root` when run as root, so the workers can
+/// read the run dir).
+pub fn main_context(dir: &Path, workers: usize, root: bool) -> String {
+    let d = dir.display();
+    let user = if root { "user root;\n" } else { "" };
+    format!(
+        "{user}worker_processes {workers};
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 65536;
+
+events {{
+    worker_connections 8192;
+}}
+"
+    )
+}
+
+/// The http context's common part: no access log, sendfile, long keep-alive, and the temp
+/// paths, all under `dir` (created by [`Nginx::start_config`]).
+pub fn http_common(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;"
+    )
+}
+
 /// The nginx config: tuned as an operator would for static files (issue 3: `sendfile on`,
 /// `tcp_nopush on`, `access_log off`, `open_file_cache`, long keep-alive), the same worker
 /// count as relay. `X-Cache-Status` carries `$upstream_cache_status` so hits can be checked.
@@ -269,7 +337,8 @@ fn config_text(
 ) -> String {
     let d = dir.display();
     let o = origin.display();
-    let user = if root { "user root;\n" } else { "" };
+    let main = main_context(dir, workers, root);
+    let common = http_common(dir);
     let copy = if sendfile {
         ""
     } else {
@@ -277,34 +346,13 @@ fn config_text(
     };
     format!(
         "# written by relay-bench (cargo xtask bench serve)
-{user}worker_processes {workers};
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile 65536;
-
-events {{
-    worker_connections 8192;
-}}
-
+{main}
 http {{
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 120s;
-    keepalive_requests 10000000;
+{common}
     open_file_cache max=1024 inactive=300s;
     open_file_cache_valid 300s;
     open_file_cache_min_uses 1;
     open_file_cache_errors on;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     proxy_cache_path {d}/cache levels=1:2 keys_zone=bench:16m max_size=1g inactive=1h use_temp_path=off;
 
     upstream files {{

@@ -15,6 +15,12 @@
 //!   clients): relay's RSS before, at the peak and after, and a good client's latency.
 //! - `cluster`: relays of one site on loopback (`relay-bench cluster`): origin fetches per
 //!   chunk under Zipf with 1, 3 and 5 relays, and a peer hit against an origin fetch.
+//! - `miss` ([`crate::bench_serve::harness`], like `cluster`, after installing nginx and
+//!   Varnish): issue 15's miss path, relay vs nginx `proxy_cache` (`proxy_cache_lock on`)
+//!   vs Varnish in front of one local origin that waits `--origin-delay-ms` (20) per answer:
+//!   cold misses of 4 KiB, 1 MiB and 64 MiB, a crowd of 500 clients on one cold object,
+//!   a Zipf workload larger than relay's memory tier; `target/bench/miss.json` and
+//!   `miss.svg`.
 //!
 //! - `zc-send`: where zero-copy sends start to pay (`server.zerocopy_min_bytes`), measured
 //!   through a veth whose peer is down, in a network namespace, where the kernel does not copy them.
@@ -70,6 +76,11 @@ pub enum Which {
     /// 1, 3 and 5 relays, and time to first and last byte of a peer hit against an origin
     /// fetch; writes a table and target/bench/cluster.json.
     Cluster(PassedArgs),
+    /// The miss path (issue 15): relay vs nginx proxy_cache (proxy_cache_lock on) vs
+    /// Varnish in front of one delaying local origin: cold misses, a crowd of 500 on one
+    /// cold object, a Zipf workload larger than the memory tier; writes a table,
+    /// target/bench/miss.json and target/bench/miss.svg (`--quick`: miss-quick.*).
+    Miss(PassedArgs),
 }
 
 pub fn run(o: &Options) -> Result<()> {
@@ -84,6 +95,13 @@ pub fn run(o: &Options) -> Result<()> {
         Which::Cluster(c) => {
             let mut cmd = crate::bench_serve::harness("cluster", None)?;
             cmd.args(&c.args);
+            crate::util::run_cmd(&mut cmd)
+        }
+        Which::Miss(m) => {
+            crate::setup::run(&crate::setup::Options::default())?;
+            crate::setup::install(crate::setup::BENCH_PACKAGES)?;
+            let mut cmd = crate::bench_serve::harness("miss", None)?;
+            cmd.args(&m.args);
             crate::util::run_cmd(&mut cmd)
         }
     }
