@@ -119,6 +119,13 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         ));
     };
     let dns = dns(src, &origin)?;
+    let (read_ahead_bytes, _) = check(
+        src,
+        "origin.read_ahead_bytes",
+        origin.read_ahead_bytes,
+        DEFAULT_READ_AHEAD_BYTES,
+        |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
+    )?;
     let (revalidate_ms, _) = check(
         src,
         "origin.revalidate_ms",
@@ -184,6 +191,7 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
             revalidate_ms,
             pass_buffer_bytes,
             pass_buffer_per_client,
+            read_ahead_bytes,
             dns,
         },
         admin,

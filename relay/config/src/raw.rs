@@ -85,6 +85,7 @@ pub(crate) struct RawOrigin {
     pub(crate) directory: Option<Spanned<String>>,
     pub(crate) revalidate_ms: Option<Spanned<u64>>,
     pub(crate) pass_buffer_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) read_ahead_bytes: Option<Spanned<ByteSize>>,
     pub(crate) pass_buffer_per_client: Option<Spanned<RawShare>>,
     pub(crate) resolver: Option<Spanned<Vec<String>>>,
     pub(crate) resolver_timeout_ms: Option<Spanned<u64>>,

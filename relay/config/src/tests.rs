@@ -84,6 +84,10 @@ fn shipped_file_parses_and_documents_the_defaults() {
     );
     assert_eq!(config.origin.dns, crate::DnsConfig::default());
     assert_eq!(config.log, crate::LogConfig::default());
+    assert_eq!(
+        config.origin.read_ahead_bytes,
+        crate::schema::DEFAULT_READ_AHEAD_BYTES
+    );
 
     // Every key of the schema is present in the file.
     let table: toml::Table = toml::from_str(SHIPPED).unwrap();
@@ -122,6 +126,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "origin.dns_ttl_min_ms",
             "origin.pass_buffer_bytes",
             "origin.pass_buffer_per_client",
+            "origin.read_ahead_bytes",
             "origin.resolver",
             "origin.resolver_timeout_ms",
             "origin.revalidate_ms",

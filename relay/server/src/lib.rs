@@ -218,6 +218,8 @@ pub struct WorkerStats {
     pub arena_registered: AtomicU64,
     pub upstream_heads: AtomicU64,
     pub upstream_chunks: AtomicU64,
+    /// Of those, chunk fetches started ahead of a client (`origin.read_ahead_bytes`).
+    pub read_ahead: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub disk_hits: AtomicU64,
     pub invalidations: AtomicU64,
@@ -267,6 +269,7 @@ impl Default for WorkerStats {
             arena_registered: AtomicU64::new(0),
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
+            read_ahead: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),

@@ -293,6 +293,17 @@ impl Metrics {
                 f.as_str()
             );
         }
+        let ahead = sum(|w| &w.read_ahead);
+        let _ = writeln!(
+            out,
+            "# HELP relay_chunk_fetches_total Chunk fetches the workers started (beyond an \
+             object's first chunk, which its head fetch brings): for a client on that chunk \
+             (miss), or ahead of one (origin.read_ahead_bytes).\n\
+             # TYPE relay_chunk_fetches_total counter\n\
+             relay_chunk_fetches_total{{started=\"miss\"}} {}\n\
+             relay_chunk_fetches_total{{started=\"ahead\"}} {ahead}",
+            sum(|w| &w.upstream_chunks).saturating_sub(ahead),
+        );
         self.render_errors(out);
         let _ = writeln!(
             out,

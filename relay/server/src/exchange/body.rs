@@ -53,9 +53,13 @@ impl Exchange {
             return Step::Do(self.wait(cx));
         }
         let index = layout.chunk_of(body.pos);
+        let version = body.meta.version;
+        if let Route::Http(origin) = self.route {
+            self.read_ahead(cx, origin, index);
+        }
         let key = ChunkRef {
             object: &self.key,
-            version: body.meta.version,
+            version,
             index,
         };
         // The chunk this response already holds (taken when the head was built, or read
@@ -65,7 +69,7 @@ impl Exchange {
         let held = self
             .local
             .as_ref()
-            .filter(|(version, i, _)| *version == body.meta.version && *i == index)
+            .filter(|(v, i, _)| *v == version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
         let source = match held {
             Some(bytes) => Source::Memory(bytes),
@@ -319,6 +323,70 @@ impl Exchange {
             });
         }
         self.follow(cx, index, Flight::Fill(fill))
+    }
+
+    /// The chunks of this body past chunk `index`, up to `origin.read_ahead_bytes` ahead and
+    /// no further than the body ends, that are held nowhere and not on their way: their
+    /// fills are claimed and fetched now, each a chunk job of its own, so a cold object
+    /// comes in parallel instead of an origin round trip per chunk. Each chunk is looked
+    /// at once per body (`Body::ahead`); chunk memory at its bound stops it. Only for an
+    /// object whose chunks are fetched by range and may be stored (the others come from
+    /// the one answer being streamed, or are their client's alone).
+    fn read_ahead(&mut self, cx: &mut Cx<'_>, origin: usize, index: u64) {
+        let cache = &cx.shared.cache;
+        let layout = cache.layout;
+        let depth = cx.shared.config.origin.read_ahead_bytes / layout.chunk_size();
+        let Some(body) = self.body.as_mut() else {
+            return;
+        };
+        let meta = &body.meta;
+        if depth == 0 || body.end == 0 || !meta.ranged || meta.open_ended || !meta.storable {
+            return;
+        }
+        let last = layout.chunk_of(body.end - 1);
+        let to = (index + depth).min(last);
+        let from = body.ahead.max(index) + 1;
+        if from > to {
+            return;
+        }
+        body.ahead = to;
+        let meta = meta.clone();
+        let object: Arc<str> = Arc::from(self.key.as_str());
+        for j in from..=to {
+            let key = ChunkKey {
+                object: object.clone(),
+                version: meta.version,
+                index: j,
+            };
+            if cache.holds(&key.as_ref()) {
+                continue;
+            }
+            let len = layout.chunk_len(meta.len, j) as usize;
+            let writer = match cache.inflight.claim_fill(key, len, &cache.memory) {
+                Claim::Mine(writer) => writer,
+                Claim::Stored | Claim::InFlight(_) => continue,
+                Claim::NoRoom => {
+                    // (Asked again as the body moves on.)
+                    if let Some(b) = self.body.as_mut() {
+                        b.ahead = j - 1;
+                    }
+                    return;
+                }
+            };
+            cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
+            cx.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
+            let forward = self.fill_forward(cx);
+            if let Some(up) = cx.shared.upstream.as_ref() {
+                up.fill_chunk(relay_upstream::ChunkRequest {
+                    origin,
+                    path: self.target.clone(),
+                    meta: meta.clone(),
+                    writer,
+                    forward,
+                    peers: self.peer_route(false),
+                });
+            }
+        }
     }
 
     /// Chunk memory is at its bound (`relay_cache::arena`): this response lets go of the

@@ -281,6 +281,7 @@ impl Exchange {
                 file: None,
                 chunked: Chunked::No,
                 sum: None,
+                ahead: 0,
             });
         }
     }
@@ -748,6 +749,7 @@ impl Exchange {
                     false => Chunked::No,
                 },
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
+                ahead: 0,
             });
         }
     }

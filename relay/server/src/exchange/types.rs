@@ -81,6 +81,8 @@ pub struct Body {
     /// (`relay_cluster::peer::CHUNK_SUM`): a whole chunk streamed to another relay while
     /// it arrives here.
     pub sum: Option<relay_cache::disk::RunningSum>,
+    /// The furthest chunk the fetches ahead of this body have seen to (`read_ahead`).
+    pub ahead: u64,
 }
 
 /// Whether a body goes out in the chunked coding (HTTP/1.1, its length unknown when the
