@@ -573,3 +573,58 @@ fn a_purge_reports_what_it_removed_from_each_tier() {
         "purged chunk files remain"
     );
 }
+
+/// `disk_admission = "second-hit"` (the default) counts every response that sends a chunk,
+/// from memory too: an object served twice from memory is written and outlives a restart;
+/// one served once stays off the disk.
+#[test]
+fn second_hit_admission_counts_hits_from_memory() {
+    let origin = Origin::start();
+    let twice = pattern(3 * CHUNK + 7, 71);
+    let once = pattern(2 * CHUNK + 9, 72);
+    origin.put("/twice", Object::new(twice.clone(), "twice"));
+    origin.put("/once", Object::new(once.clone(), "once"));
+    let disk = TempDir::new("disk-second-hit");
+    let second_hit = config(&origin, disk.path()).replace(
+        "disk_admission = \"always\"",
+        "disk_admission = \"second-hit\"",
+    );
+    let relay = Relay::start(&second_hit);
+    let get = |relay: &Relay, path: &str| {
+        let mut c = Client::connect(relay.addr);
+        let r = c.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        r.body
+    };
+    assert_eq!(get(&relay, "/twice"), twice);
+    assert_eq!(get(&relay, "/once"), once);
+    // The first responses were fetches: nothing written.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&relay, "relay_disk_writes_total"), 0.0);
+    // The second, from memory: its four chunks written.
+    assert_eq!(get(&relay, "/twice"), twice);
+    wait_for_writes(&relay, 4.0);
+    // A third from memory writes nothing more.
+    assert_eq!(get(&relay, "/twice"), twice);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&relay, "relay_disk_writes_total"), 4.0);
+    assert_eq!(chunk_files(disk.path()).len(), 4);
+    relay.stop();
+
+    // After a restart: the object served twice comes from the disk, the other from the
+    // origin again.
+    let fetched = (origin.count("/twice"), origin.count("/once"));
+    let relay = Relay::start(&second_hit);
+    assert_eq!(get(&relay, "/twice"), twice);
+    assert_eq!(get(&relay, "/once"), once);
+    assert_eq!(
+        origin.count("/twice"),
+        fetched.0,
+        "served from the disk tier"
+    );
+    assert!(
+        origin.count("/once") > fetched.1,
+        "not on disk: fetched again"
+    );
+    assert!(metric(&relay, "relay_disk_reads_total{result=\"verified\"}") >= 4.0);
+}

@@ -26,6 +26,9 @@ pub struct WriteJob {
     pub last_modified: String,
     pub meta: Vec<u8>,
     pub body: Bytes,
+    /// Not written when the tier holds the chunk already (one admitted as it was served
+    /// from memory, which may have come from the disk).
+    pub if_absent: bool,
 }
 
 /// The writer thread's inbox.
@@ -50,6 +53,9 @@ impl DiskWriter {
             .name("relay-disk".into())
             .spawn(move || {
                 for job in rx {
+                    if job.if_absent && disk.contains(&job.key.as_ref()) {
+                        continue;
+                    }
                     match write(&mut ring, &disk, &job) {
                         Ok(()) => written.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {

@@ -43,9 +43,11 @@ pub mod stream;
 pub mod tls;
 pub mod upload;
 
+use bytes::Bytes;
 use relay_cache::disk::{Admission, DiskTier};
 use relay_cache::fill::FillWriter;
 use relay_cache::inflight::InFlight;
+use relay_cache::key::ChunkRef;
 use relay_cache::wake::{Wakers, Watchers};
 use relay_cache::{Cache, Layout, MemoryTier, MetaCache, ObjectMeta};
 use relay_config::{HttpOrigin, OriginConfig};
@@ -685,6 +687,10 @@ pub struct Upstream {
     wakers: Wakers,
     /// The site's other relays, once the cluster is joined.
     peers: Arc<std::sync::OnceLock<Peers>>,
+    /// The disk writer, and the disk tier's admission, for chunks admitted as they are
+    /// served from memory ([`Upstream::store_chunk`]).
+    disk_writer: Option<disk_writer::DiskWriter>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Upstream {
@@ -753,6 +759,7 @@ impl Upstream {
         };
         let wakers = store.wakers.clone();
         let peers: Arc<std::sync::OnceLock<Peers>> = Arc::default();
+        let (disk_writer, admission) = (writer.clone(), store.admission.clone());
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
@@ -774,7 +781,41 @@ impl Upstream {
             pass_budget,
             wakers,
             peers,
+            disk_writer,
+            admission,
         })
+    }
+
+    /// A response sends chunk `key` of `meta` (from memory when `bytes` are given): it
+    /// counts a request for the disk tier's admission. Its second within the window admits
+    /// it: written now from `bytes` (the disk writer skips a chunk the tier holds already),
+    /// or, when its bytes are still on their way, once its fill completes. Nothing when
+    /// every chunk is written as it is filled (`disk_admission = "always"`) or there is no
+    /// disk tier.
+    pub fn count_request(&self, key: &ChunkRef<'_>, bytes: Option<&Bytes>, meta: &ObjectMeta) {
+        let (Some(writer), Some(admission)) = (self.disk_writer.as_ref(), &self.admission) else {
+            return;
+        };
+        if !meta.storable || admission.written(key) || !admission.record(key) {
+            return;
+        }
+        let Some(body) = bytes.filter(|_| !meta.open_ended) else {
+            admission.mark_wanted(key);
+            return;
+        };
+        admission.mark_written(key);
+        let queued = writer.submit(disk_writer::WriteJob {
+            key: key.to_owned_key(),
+            object_len: meta.len,
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified.clone(),
+            meta: meta.encode_blob(Instant::now(), fetch::unix_now()),
+            body: body.clone(),
+            if_absent: true,
+        });
+        if !queued {
+            self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The origins' servers given by DNS name looked up, all at once, before the upstream

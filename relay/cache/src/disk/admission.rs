@@ -1,17 +1,22 @@
 //! Admission to the disk tier: a doorkeeper that keeps one-hit wonders off the disk.
 //!
 //! Most chunks of an edge cache are requested once and never again; writing them costs
-//! disk bandwidth and evicts chunks that would have been hit. [`Admission::record`] is
-//! called for every request that misses memory; it answers whether the chunk was already
-//! requested within the window, i.e. whether this is (at least) its second request — the
-//! caller writes a filled chunk to disk only then.
+//! disk bandwidth and evicts chunks that would have been hit. A chunk counts a request each
+//! time a response sends it, whatever it is sent from (memory, a fill, the disk):
+//! [`Admission::record`] answers whether it was already requested within the window, i.e.
+//! whether this is (at least) its second request. Only then is it written: at once when its
+//! bytes are in memory ([`Admission::mark_written`]), or when the fill bringing them
+//! completes ([`Admission::mark_wanted`], [`Admission::wanted`]). So an object served three
+//! times from memory reaches the disk (and survives a restart) as surely as one fetched
+//! twice.
 //!
-//! The filter is two Bloom filters of atomic words, the current and the previous window:
-//! a key counts as seen if either holds it, so a repeat is recognised if it comes within
-//! `window` to `2 × window` requests of the first. Every `window` records the older filter
-//! is cleared and becomes the current one. Lock-free and shared by all workers; races
-//! (a bit set while a filter is being cleared) only cost an occasional missed admission.
-//! About 10 bits per key per window and 7 probes: under 1 % false positives per filter.
+//! Each set is two Bloom filters of atomic words, the current and the previous window: a
+//! key counts as in the set if either holds it, so a repeat is recognised if it comes
+//! within `window` to `2 × window` requests of the first. Every `window` records the older
+//! filters are cleared and become the current ones. Lock-free and shared by all workers;
+//! races (a bit set while a filter is being cleared) only cost an occasional missed
+//! admission, or a write the disk writer finds it need not make. About 10 bits per key per
+//! window and 7 probes: under 1 % false positives per filter.
 
 use super::format::key_hash;
 use crate::key::ChunkRef;
@@ -20,10 +25,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 const PROBES: u64 = 7;
 const BITS_PER_KEY: u64 = 10;
 
+/// Requests (0), chunks wanted on disk once their fill completes (1), chunks handed to the
+/// disk writer (2): each a pair of filters.
+const REQUESTED: usize = 0;
+const WANTED: usize = 1;
+const WRITTEN: usize = 2;
+
 /// The doorkeeper. See the module documentation.
 pub struct Admission {
-    filters: [Box<[AtomicU64]>; 2],
-    /// Index of the current filter.
+    /// `sets[s][w]`: set `s`'s filter for window parity `w`.
+    sets: [[Box<[AtomicU64]>; 2]; 3],
+    /// Parity of the current window.
     current: AtomicUsize,
     /// Records since the last rotation.
     count: AtomicU64,
@@ -34,7 +46,7 @@ pub struct Admission {
 
 impl Admission {
     /// A doorkeeper that admits a chunk on its second request within `window` requests
-    /// (up to `2 × window`). Memory: about `2 × 10 × window` bits.
+    /// (up to `2 × window`). Memory: about `6 × 10 × window` bits.
     pub fn new(window: u64) -> Self {
         let window = window.max(1);
         let bits = window
@@ -43,8 +55,9 @@ impl Admission {
             .clamp(512, 1 << 36);
         let words = (bits / 64) as usize;
         let filter = || (0..words).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        let pair = || [filter(), filter()];
         Admission {
-            filters: [filter(), filter()],
+            sets: [pair(), pair(), pair()],
             current: AtomicUsize::new(0),
             count: AtomicU64::new(0),
             window,
@@ -66,42 +79,75 @@ impl Admission {
         })
     }
 
-    fn holds(&self, filter: usize, key: &ChunkRef<'_>) -> bool {
-        let f = &self.filters[filter & 1];
+    fn holds(&self, set: usize, parity: usize, key: &ChunkRef<'_>) -> bool {
+        let f = &self.sets[set][parity & 1];
         self.probes(key)
             .all(|(w, b)| f.get(w).is_some_and(|x| x.load(Ordering::Relaxed) & b != 0))
     }
 
-    /// Whether the chunk was requested within the window, without recording a request.
-    pub fn seen(&self, key: &ChunkRef<'_>) -> bool {
+    /// Whether set `set` holds the key in either window.
+    fn in_set(&self, set: usize, key: &ChunkRef<'_>) -> bool {
         let cur = self.current.load(Ordering::Acquire);
-        self.holds(cur, key) || self.holds(cur ^ 1, key)
+        self.holds(set, cur, key) || self.holds(set, cur ^ 1, key)
     }
 
-    /// Records a request for the chunk; `true` if it had been requested within the window
-    /// already (admit it to disk), `false` for a first request (keep it off the disk).
-    pub fn record(&self, key: &ChunkRef<'_>) -> bool {
+    /// Adds the key to set `set` (in the current window).
+    fn add(&self, set: usize, key: &ChunkRef<'_>) {
         let cur = self.current.load(Ordering::Acquire) & 1;
-        let seen = self.holds(cur, key) || self.holds(cur ^ 1, key);
-        // Always into the current filter, so a key requested every window stays known.
-        let f = &self.filters[cur];
+        let f = &self.sets[set][cur];
         for (w, b) in self.probes(key) {
             if let Some(x) = f.get(w) {
                 x.fetch_or(b, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether the chunk was requested within the window, without recording a request.
+    pub fn seen(&self, key: &ChunkRef<'_>) -> bool {
+        self.in_set(REQUESTED, key)
+    }
+
+    /// Records a request for the chunk; `true` if it had been requested within the window
+    /// already (admit it to disk), `false` for a first request (keep it off the disk).
+    pub fn record(&self, key: &ChunkRef<'_>) -> bool {
+        let seen = self.seen(key);
+        // Always into the current filter, so a key requested every window stays known.
+        self.add(REQUESTED, key);
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.window {
-            self.rotate(cur);
+            self.rotate();
         }
         seen
     }
 
-    /// Clears the older filter and makes it current; exactly one recorder per window
+    /// The chunk is admitted but its bytes are still on their way: written when its fill
+    /// completes.
+    pub fn mark_wanted(&self, key: &ChunkRef<'_>) {
+        self.add(WANTED, key);
+    }
+
+    /// Whether a completed fill of the chunk is to be written (it was admitted meanwhile).
+    pub fn wanted(&self, key: &ChunkRef<'_>) -> bool {
+        self.in_set(WANTED, key)
+    }
+
+    /// The chunk was handed to the disk writer: later requests need not count.
+    pub fn mark_written(&self, key: &ChunkRef<'_>) {
+        self.add(WRITTEN, key);
+    }
+
+    /// Whether the chunk was handed to the disk writer within the window.
+    pub fn written(&self, key: &ChunkRef<'_>) -> bool {
+        self.in_set(WRITTEN, key)
+    }
+
+    /// Clears the older filters and makes them current; exactly one recorder per window
     /// reaches the count that calls this.
-    fn rotate(&self, cur: usize) {
-        let older = cur ^ 1;
-        for x in self.filters[older].iter() {
-            x.store(0, Ordering::Relaxed);
+    fn rotate(&self) {
+        let older = (self.current.load(Ordering::Acquire) & 1) ^ 1;
+        for set in &self.sets {
+            for x in set[older].iter() {
+                x.store(0, Ordering::Relaxed);
+            }
         }
         self.current.store(older, Ordering::Release);
         self.count.store(0, Ordering::Release);
@@ -109,9 +155,11 @@ impl Admission {
 
     /// Forgets every request.
     pub fn clear(&self) {
-        for f in &self.filters {
-            for x in f.iter() {
-                x.store(0, Ordering::Relaxed);
+        for set in &self.sets {
+            for f in set {
+                for x in f.iter() {
+                    x.store(0, Ordering::Relaxed);
+                }
             }
         }
         self.count.store(0, Ordering::Release);
@@ -174,6 +222,24 @@ mod tests {
         );
         a.clear();
         assert!(!a.seen(&k("noise", 249)));
+    }
+
+    #[test]
+    fn wanted_and_written_chunks_are_remembered_for_the_window() {
+        let a = Admission::new(100);
+        let x = k("x", 0);
+        assert!(!a.wanted(&x) && !a.written(&x));
+        a.mark_wanted(&x);
+        a.mark_written(&k("y", 0));
+        assert!(a.wanted(&x) && !a.written(&x));
+        assert!(a.written(&k("y", 0)) && !a.wanted(&k("y", 0)));
+        for i in 0..250 {
+            a.record(&k("noise", i));
+        }
+        assert!(
+            !a.wanted(&x) && !a.written(&k("y", 0)),
+            "forgotten with the windows"
+        );
     }
 
     #[test]

@@ -75,6 +75,21 @@ impl Exchange {
             Some(bytes) => Source::Memory(bytes),
             None => cx.shared.cache.source(&key, self.src.as_ref()),
         };
+        // Each chunk a response sends counts once for the disk tier's admission, wherever
+        // it is sent from (a chunk on disk needs none).
+        if let (Route::Http(_), Some(body), Some(up)) =
+            (self.route, self.body.as_mut(), cx.shared.upstream.as_ref())
+            && index >= body.counted
+        {
+            body.counted = index + 1;
+            match &source {
+                Source::Memory(bytes) => up.count_request(&key, Some(bytes), &body.meta),
+                Source::InFlight(Flight::Fill(_)) | Source::Origin => {
+                    up.count_request(&key, None, &body.meta)
+                }
+                Source::InFlight(Flight::Read(_)) | Source::Disk(_) => {}
+            }
+        }
         match (source, self.route) {
             (Source::Memory(chunk), _) => self.send_chunk(cx, index, chunk),
             (Source::InFlight(flight), _) => self.follow(cx, index, flight),
@@ -351,16 +366,24 @@ impl Exchange {
         }
         body.ahead = to;
         let meta = meta.clone();
-        let object: Arc<str> = Arc::from(self.key.as_str());
+        // (Allocation-free while every chunk ahead is held: the hit path.)
+        let mut object: Option<Arc<str>> = None;
         for j in from..=to {
-            let key = ChunkKey {
-                object: object.clone(),
+            let held = ChunkRef {
+                object: &self.key,
                 version: meta.version,
                 index: j,
             };
-            if cache.holds(&key.as_ref()) {
+            if cache.holds(&held) {
                 continue;
             }
+            let key = ChunkKey {
+                object: object
+                    .get_or_insert_with(|| Arc::from(self.key.as_str()))
+                    .clone(),
+                version: meta.version,
+                index: j,
+            };
             let len = layout.chunk_len(meta.len, j) as usize;
             let writer = match cache.inflight.claim_fill(key, len, &cache.memory) {
                 Claim::Mine(writer) => writer,

@@ -282,6 +282,7 @@ impl Exchange {
                 chunked: Chunked::No,
                 sum: None,
                 ahead: 0,
+                counted: 0,
             });
         }
     }
@@ -750,6 +751,7 @@ impl Exchange {
                 },
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
                 ahead: 0,
+                counted: 0,
             });
         }
     }

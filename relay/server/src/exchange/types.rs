@@ -83,6 +83,8 @@ pub struct Body {
     pub sum: Option<relay_cache::disk::RunningSum>,
     /// The furthest chunk the fetches ahead of this body have seen to (`read_ahead`).
     pub ahead: u64,
+    /// Chunks below this one were counted for the disk tier's admission.
+    pub counted: u64,
 }
 
 /// Whether a body goes out in the chunked coding (HTTP/1.1, its length unknown when the

@@ -183,16 +183,20 @@ impl Context {
         }
     }
 
-    /// Hands a stored chunk to the disk writer, when the disk tier admits it.
+    /// Hands a stored chunk to the disk writer, when the disk tier admits it: always
+    /// (`disk_admission = "always"`), or when a second request for it came while it was on
+    /// its way (the requests are counted as responses send it: `Upstream::count_request`).
     fn to_disk(&self, key: ChunkKey, body: Bytes, meta: &ObjectMeta) {
         let Some(writer) = self.writer.as_ref() else {
             return;
         };
-        let admitted = self
-            .store
-            .admission
-            .as_ref()
-            .is_none_or(|a| a.record(&key.as_ref()));
+        let admitted = self.store.admission.as_ref().is_none_or(|a| {
+            let wanted = a.wanted(&key.as_ref());
+            if wanted {
+                a.mark_written(&key.as_ref());
+            }
+            wanted
+        });
         if admitted {
             let queued = writer.submit(crate::disk_writer::WriteJob {
                 key,
@@ -201,6 +205,7 @@ impl Context {
                 last_modified: meta.last_modified.clone(),
                 meta: meta.encode_blob(Instant::now(), unix_now()),
                 body,
+                if_absent: false,
             });
             if !queued {
                 self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);

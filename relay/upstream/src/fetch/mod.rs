@@ -247,7 +247,7 @@ impl Context {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     relay_cache::policy::unix_seconds(std::time::SystemTime::now())
 }
 
