@@ -12,9 +12,13 @@ const CHUNK: usize = 64 << 10;
 const DELAY_MS: u64 = 150;
 
 fn relay(origin: &Origin, read_ahead: &str) -> Relay {
+    relay_with(origin, read_ahead, "64 MiB")
+}
+
+fn relay_with(origin: &Origin, read_ahead: &str, memory: &str) -> Relay {
     Relay::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
-         memory_bytes = \"64 MiB\"\n\n[origin]\nread_ahead_bytes = \"{read_ahead}\"\n\n\
+         memory_bytes = \"{memory}\"\n\n[origin]\nread_ahead_bytes = \"{read_ahead}\"\n\n\
          [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         origin.url()
     ))
@@ -73,4 +77,24 @@ fn a_cold_object_is_fetched_ahead_of_its_client_in_parallel_once_per_chunk() {
     eprintln!("read-ahead off: {took:?}");
     assert!(took >= sequential, "{took:?}");
     assert_eq!(origin.count("/seq"), 17);
+}
+
+/// A memory tier smaller than the object: the chunks fetched ahead are held for the client
+/// until it reaches them (the tier may let them go first), so none is fetched twice.
+#[test]
+fn chunks_fetched_ahead_are_held_for_their_client_when_memory_is_short() {
+    let origin = Origin::start();
+    let body = pattern(40 * CHUNK + 99, 6);
+    origin.put("/big", slow(&body, "big"));
+    let relay = relay_with(&origin, "1 MiB", "1 MiB");
+    let started = Instant::now();
+    let got = fetch(&relay.url("/big"), &[]);
+    let took = started.elapsed();
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(got.body == body, "other bytes");
+    eprintln!(
+        "41 chunks through a 1 MiB memory tier: {took:?}, {} requests",
+        origin.count("/big")
+    );
+    assert_eq!(origin.count("/big"), 41, "{:?}", origin.ranges("/big"));
 }

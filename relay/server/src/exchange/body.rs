@@ -71,9 +71,25 @@ impl Exchange {
             .as_ref()
             .filter(|(v, i, _)| *v == version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
-        let source = match held {
-            Some(bytes) => Source::Memory(bytes),
-            None => cx.shared.cache.source(&key, self.src.as_ref()),
+        // A fill the fetches ahead started for this chunk: followed, wherever else the
+        // chunk may be (a failed one is let go, and the chunk looked for as usual).
+        let ahead = self.body.as_mut().and_then(|b| {
+            while b
+                .ahead_fills
+                .front()
+                .is_some_and(|f| f.key.index < index || f.error().is_some())
+            {
+                b.ahead_fills.pop_front();
+            }
+            b.ahead_fills
+                .front()
+                .filter(|f| f.key.index == index)
+                .cloned()
+        });
+        let source = match (held, ahead) {
+            (Some(bytes), _) => Source::Memory(bytes),
+            (None, Some(fill)) => Source::InFlight(Flight::Fill(fill)),
+            (None, None) => cx.shared.cache.source(&key, self.src.as_ref()),
         };
         // Each chunk a response sends counts once for the disk tier's admission, wherever
         // it is sent from (a chunk on disk needs none).
@@ -398,6 +414,9 @@ impl Exchange {
             };
             cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
             cx.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
+            if let Some(b) = self.body.as_mut() {
+                b.ahead_fills.push_back(writer.fill().clone());
+            }
             let forward = self.fill_forward(cx);
             if let Some(up) = cx.shared.upstream.as_ref() {
                 up.fill_chunk(relay_upstream::ChunkRequest {

@@ -282,6 +282,7 @@ impl Exchange {
                 chunked: Chunked::No,
                 sum: None,
                 ahead: 0,
+                ahead_fills: Default::default(),
                 counted: 0,
             });
         }
@@ -751,6 +752,7 @@ impl Exchange {
                 },
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
                 ahead: 0,
+                ahead_fills: Default::default(),
                 counted: 0,
             });
         }

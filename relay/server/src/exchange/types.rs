@@ -83,6 +83,10 @@ pub struct Body {
     pub sum: Option<relay_cache::disk::RunningSum>,
     /// The furthest chunk the fetches ahead of this body have seen to (`read_ahead`).
     pub ahead: u64,
+    /// The fills those fetches started, in chunk order, held until the body reaches them:
+    /// the memory tier may let a completed one go before then, and the chunk would be
+    /// fetched again.
+    pub ahead_fills: std::collections::VecDeque<Arc<relay_cache::fill::Fill>>,
     /// Chunks below this one were counted for the disk tier's admission.
     pub counted: u64,
 }
