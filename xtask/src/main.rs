@@ -1,7 +1,7 @@
 //! relay's build pipeline: `cargo xtask <command>`.
 //!
 //! Layout: one module per subcommand ([`setup`], [`build`], [`run`], [`test`], [`bench`],
-//! [`fuzz`]); [`util`] holds the process helpers they share. xtask orchestrates what plain
+//! [`fuzz`], [`package`]); [`util`] holds the process helpers they share. xtask orchestrates what plain
 //! cargo cannot: toolchain setup, the nightly eBPF build, root-only tests, benchmarks and
 //! fuzzing.
 
@@ -11,6 +11,7 @@ mod bench_serve;
 mod bench_steer;
 mod build;
 mod fuzz;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -40,6 +41,9 @@ enum Command {
     Bench(bench::Options),
     /// Run a cargo-fuzz target for a while (installs cargo-fuzz once; needs `nightly`).
     Fuzz(fuzz::Options),
+    /// Build the Debian package (target/package/relay_<version>_<arch>.deb): the release
+    /// binary with XDP embedded, the systemd unit, /etc/relay/relay.toml, manual pages.
+    Package(package::Options),
 }
 
 fn main() -> Result<()> {
@@ -50,5 +54,6 @@ fn main() -> Result<()> {
         Command::Test(o) => test::run(&o),
         Command::Bench(o) => bench::run(&o),
         Command::Fuzz(o) => fuzz::run(&o),
+        Command::Package(o) => package::run(&o).map(|_| ()),
     }
 }

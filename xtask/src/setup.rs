@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "ca-certificates",
     // The name server an origin named in DNS is looked up through in tests (loopback only).
     "dnsmasq-base",
+    // `cargo xtask package`: strip and objdump (dpkg-deb is dpkg's own).
+    "binutils",
 ];
 
 #[derive(clap::Args, Default)]

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: what CI runs. fmt, clippy (userspace and eBPF), then every unit and
-//! integration test with the eBPF object embedded, and the thousand-relay membership
+//! integration test with the eBPF object embedded (the debug binary's Debian package built
+//! first for `tests/tests/package.rs`, `RELAY_DEB`), and the thousand-relay membership
 //! simulation in release. Root-only tests (network namespaces,
 //! XDP) run when root; otherwise they print `SKIPPED: <reason>`, collected in the summary.
 
@@ -53,10 +54,15 @@ pub fn run(o: &Options) -> Result<()> {
             .args(["build", "--locked", "-p", "relay"]),
     )?;
     demo_content(&root().join("var/demo"))?;
+    // The Debian package of the binary under test, for tests/tests/package.rs.
+    let deb = crate::package::run(&crate::package::Options {
+        binary: Some(target_dir().join("debug/relay")),
+        out: Some(target_dir().join("package-test")),
+    })?;
     if !is_root() {
         eprintln!("xtask: not root: namespace and XDP tests will report themselves skipped");
     }
-    let skipped = harness(o, &obj)?;
+    let skipped = harness(o, &obj, &deb)?;
     // The membership simulation at the size the design is projected to (a thousand relays):
     // too slow unoptimised for the debug harness, about 40 s in release.
     if o.harness.is_empty() {
@@ -87,9 +93,10 @@ pub fn run(o: &Options) -> Result<()> {
 }
 
 /// Runs `cargo test` over the workspace, echoing its output and collecting SKIPPED lines.
-fn harness(o: &Options, obj: &std::path::Path) -> Result<Vec<String>> {
+fn harness(o: &Options, obj: &std::path::Path, deb: &std::path::Path) -> Result<Vec<String>> {
     let mut cmd = cargo();
     cmd.env("RELAY_EBPF_OBJECT", obj)
+        .env("RELAY_DEB", deb)
         // The binary built above: in `$CARGO_TARGET_DIR` when set, not a stale `target/debug`.
         .env("RELAY_BIN", target_dir().join("debug/relay"))
         .args(["test", "--locked", "--workspace", "--", "--nocapture"])

@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: SteerCommand,
     },
+    /// Write the manual pages (relay.1 and one per command) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory the pages go to.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +148,7 @@ fn main() -> ExitCode {
             return check_config(&file);
         }
         Command::Steer { command } => steer(command),
+        Command::Man { out } => man(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,6 +157,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `relay man --out DIR`: relay.1, and relay-<command>.1 for each command (relay-steer-*.1
+/// for steer's), generated from the command line's own definitions.
+fn man(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let cli = Cli::command().version(version().leak() as &str).long_about(
+        "relay serves HTTP/1.1 from a memory and disk chunk cache, one io_uring event \
+             loop per core, and fetches misses from its origins (or from the other relays of \
+             its site) once per chunk however many clients wait. `relay run` serves; SIGHUP \
+             reloads the config, SIGUSR1 opens the access log again, SIGTERM finishes the \
+             responses in flight and stops. The config reference, every key with its \
+             default: /usr/share/doc/relay/relay.toml.example.",
+    );
+    let mut pages = vec![("relay".to_string(), cli.clone())];
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("relay-{}", sub.get_name());
+        for subsub in sub.get_subcommands() {
+            let n = format!("{name}-{}", subsub.get_name());
+            // (clap names are static strings; this runs once, when packaging.)
+            pages.push((n.clone(), subsub.clone().name(n.leak() as &str)));
+        }
+        pages.push((name.clone(), sub.clone().name(name.leak() as &str)));
+    }
+    for (name, cmd) in pages {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .with_context(|| format!("rendering {name}.1"))?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
