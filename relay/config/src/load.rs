@@ -354,8 +354,16 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
             )
         });
     }
+    let (drain_ms, _) = check(
+        src,
+        "server.drain_ms",
+        raw.drain_ms,
+        defaults.drain_ms,
+        in_range(0, 600_000),
+    )?;
     let to_usize = |v: u64, key: &str, span| to_usize(v).map_err(|m| src.invalid(key, span, m));
     Ok(ServerConfig {
+        drain_ms,
         listen,
         workers,
         max_connections,

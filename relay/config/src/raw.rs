@@ -56,6 +56,7 @@ pub(crate) struct RawServer {
     pub(crate) pin_cpus: Option<bool>,
     pub(crate) zerocopy_min_bytes: Option<Spanned<ByteSize>>,
     pub(crate) zerocopy_unregistered_min_bytes: Option<Spanned<ByteSize>>,
+    pub(crate) drain_ms: Option<Spanned<u64>>,
     pub(crate) limits: RawLimits,
 }
 

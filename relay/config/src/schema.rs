@@ -143,6 +143,10 @@ pub struct ServerConfig {
     /// The same for pieces outside the arena (their pages are pinned per send). Default
     /// 64 KiB (measured cheaper than the copy only from 48 KiB on).
     pub zerocopy_unregistered_min_bytes: u64,
+    /// `drain_ms`: after SIGTERM, how long relay goes on serving (and accepting) with
+    /// `/healthz` answering 503, so load balancers and the site's steering take it out of
+    /// rotation before it stops (0, the default: it stops at once).
+    pub drain_ms: u64,
 }
 
 impl ServerConfig {
@@ -188,6 +192,7 @@ impl Default for ServerConfig {
             pin_cpus: false,
             zerocopy_min_bytes: 16 * KIB,
             zerocopy_unregistered_min_bytes: 64 * KIB,
+            drain_ms: 0,
         }
     }
 }

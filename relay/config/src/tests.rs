@@ -132,6 +132,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "origin.revalidate_ms",
             "server.body_min_rate",
             "server.body_timeout_ms",
+            "server.drain_ms",
             "server.header_timeout_ms",
             "server.idle_timeout_ms",
             "server.limits.max_head_bytes",
@@ -310,7 +311,7 @@ fn unknown_keys_name_key_line_and_valid_keys() {
         "relay.toml:3:1: server.worker: unknown key `worker`, expected one of `listen`, \
          `workers`, `max_connections`, `header_timeout_ms`, `idle_timeout_ms`, \
          `body_timeout_ms`, `body_min_rate`, `max_connections_per_client`, `pin_cpus`, \
-         `zerocopy_min_bytes`, `zerocopy_unregistered_min_bytes`, `limits`"
+         `zerocopy_min_bytes`, `zerocopy_unregistered_min_bytes`, `drain_ms`, `limits`"
     );
     let msg = expect(
         "[origin]\ndirectory = \"/d\"\n\n[server.limits]\nmax_uri = 5\n",

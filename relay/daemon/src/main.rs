@@ -192,6 +192,26 @@ fn man(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `server.drain_ms` after SIGTERM: serving and accepting as ever with `/healthz` at 503,
+/// until the time is up or a second SIGTERM (or SIGINT) comes.
+fn drain(
+    server: &relay_server::Server,
+    signals: &mut signal_hook::iterator::Signals,
+    drain_ms: u64,
+) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    server.drain();
+    eprintln!("relay: draining for {drain_ms} ms: /healthz answers 503, still serving");
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(drain_ms);
+    while std::time::Instant::now() < until {
+        if signals.pending().any(|s| s == SIGTERM || s == SIGINT) {
+            eprintln!("relay: a second signal: draining cut short");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
@@ -208,6 +228,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 fn run(path: &std::path::Path) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config_drain_ms = config.server.drain_ms;
     // Held for the process's life: a second relay on this address is refused.
     let _listen_lock = relay_server::listen_lock::ListenLock::take(config.server.listen)?;
     let workers = config.server.effective_workers();
@@ -329,6 +350,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         relay_server::admin::spawn(l, metrics).context("admin thread")?;
         eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
     }
+    let mut drain_ms = config_drain_ms;
     for sig in signals.forever() {
         if sig == SIGUSR1 {
             // (logrotate moved the access log: a new file from the next line on.)
@@ -336,11 +358,15 @@ fn run(path: &std::path::Path) -> Result<()> {
             continue;
         }
         if sig != SIGHUP {
+            if sig == SIGTERM && drain_ms > 0 {
+                drain(&server, &mut signals, drain_ms);
+            }
             eprintln!("relay: signal {sig}: finishing in-flight responses");
             break;
         }
         match Config::load(path) {
             Ok(new) => {
+                drain_ms = new.server.drain_ms;
                 steer.reload(&new.steer);
                 let restart = server.reload(&new);
                 eprintln!("relay: reloaded {}", path.display());

@@ -263,7 +263,10 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
                         (200, text, "text/plain; version=0.0.4")
                     }
                     "/healthz" => {
-                        if metrics.shared.shutdown.load(Ordering::Relaxed) {
+                        let shared = &metrics.shared;
+                        if shared.shutdown.load(Ordering::Relaxed)
+                            || shared.draining.load(Ordering::Relaxed)
+                        {
                             (503, "draining\n".into(), "text/plain")
                         } else {
                             (200, "ok\n".into(), "text/plain")

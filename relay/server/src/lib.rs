@@ -157,6 +157,8 @@ pub struct Shared {
     /// Wakes worker `w` through `wakers[w]` (handed to everything that completes a wait).
     pub wake: Wakers,
     pub shutdown: AtomicBool,
+    /// Draining before a stop (`server.drain_ms`): serving as ever, `/healthz` at 503.
+    pub draining: AtomicBool,
     /// Settings a SIGHUP may change while serving; workers read them on every tick.
     pub tunables: Tunables,
     /// Connections open per client address (`server.max_connections_per_client`).
@@ -418,7 +420,10 @@ impl Server {
             origin.directory,
             origin.revalidate_ms,
             origin.pass_buffer_bytes,
+            origin.read_ahead_bytes,
+            origin.dns,
             origin.http,
+            log,
             admin,
             steer,
             cluster,
@@ -426,6 +431,12 @@ impl Server {
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
+    }
+
+    /// Starts draining: everything is served as before, but `/healthz` answers 503, so that
+    /// whoever sends clients here sends them elsewhere before [`Server::shutdown`].
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
     }
 
     /// Asks the workers to stop: no new connections; idle ones close; responses in flight
@@ -565,6 +576,7 @@ pub fn serve(
         wakers,
         wake,
         shutdown: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         tunables: Tunables::from_config(&config),
         clients: clients::ClientConns::default(),
         peer_key,

@@ -105,6 +105,7 @@ impl Kit {
             wakers,
             wake: Wakers::new(|_| {}),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             tunables: Tunables::from_config(&config),
             clients: Default::default(),
             peer_key: None,
