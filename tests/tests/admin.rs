@@ -56,6 +56,28 @@ fn metrics_count_requests_hits_and_latency() {
         ),
         1.0
     );
+    // The same responses by result and status class: the answers relay made up as errors.
+    let responses = |result: &str, class: &str| {
+        metric(
+            &text,
+            &format!("relay_responses_total{{result=\"{result}\",status=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            responses("hit", "2xx"),
+            responses("miss", "2xx"),
+            responses("error", "4xx")
+        ),
+        (9.0, 1.0, 1.0)
+    );
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("relay_build_info{version=\"0.1.0\",revision=\"")
+                && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
     assert_eq!(metric(&text, "relay_request_duration_seconds_count"), 11.0);
     assert_eq!(
         metric(&text, "relay_request_duration_seconds_bucket{le=\"+Inf\"}"),
@@ -420,4 +442,46 @@ fn a_full_admin_listener_closes_its_oldest_connection_for_a_new_one() {
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(healthz(admin) < Duration::from_millis(200));
+}
+
+/// An HTTP origin's answers by what became of them: a miss, a hit, a revalidation the
+/// origin confirmed (304), a pass-through, the origin's 404 (a miss of class 4xx).
+#[test]
+fn responses_are_counted_by_result_and_status_class() {
+    use relay_tests::origin::{Object, Origin};
+    let origin = Origin::start();
+    origin.put("/fresh", Object::new(b"fresh".to_vec(), "f"));
+    let mut stale = Object::new(b"stale".to_vec(), "s");
+    stale.cache_control = Some("max-age=0".into());
+    origin.put("/stale", stale);
+    let mut missing = Object::new(b"gone".to_vec(), "m");
+    missing.status = 404;
+    origin.put("/missing", missing);
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[[origin.http]]\nurl = \"{}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.url()
+    ));
+    let mut c = Client::connect(relay.addr);
+    assert_eq!(c.get("/fresh").status, 200);
+    assert_eq!(c.get("/fresh").status, 200);
+    assert_eq!(c.get("/stale").status, 200);
+    assert_eq!(c.get("/stale").status, 200);
+    assert_eq!(c.get("/missing").status, 404);
+    let (code, _, err) =
+        relay_tests::curl(&["-X", "DELETE", "-o", "/dev/null", &relay.url("/fresh")]);
+    assert_eq!(code, 0, "{err}");
+    let text = relay.metrics();
+    let n = |result: &str, class: &str| {
+        metric(
+            &text,
+            &format!("relay_responses_total{{result=\"{result}\",status=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(n("miss", "2xx"), 2.0, "{text}");
+    assert_eq!(n("hit", "2xx"), 1.0, "{text}");
+    assert_eq!(n("revalidated", "2xx"), 1.0, "{text}");
+    assert_eq!(n("miss", "4xx"), 1.0, "{text}");
+    let passed: f64 = ["2xx", "4xx", "5xx"].iter().map(|c| n("pass", c)).sum();
+    assert_eq!(passed, 1.0, "{text}");
 }

@@ -291,6 +291,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         peers,
     };
     let cluster_config = config.cluster.clone();
+    let pin_root = config.steer.pin_root.clone();
     let steer_cluster = config.steer.cluster_nodes;
     let server = relay_server::serve(config, listeners, parts)?;
     let mut digest_keeper = None;
@@ -340,13 +341,26 @@ fn run(path: &std::path::Path) -> Result<()> {
     }
     if let Some(l) = admin {
         let addr = l.local_addr()?;
-        let metrics = match &cluster {
-            Some(c) => {
-                let view = c.view.clone();
-                server.metrics().with_extra(move |out| view.render(out))
+        // Beside the server's own: what was built, the XDP counters of every interface
+        // pinned under steer.pin_root (when this process may read them), the cluster's.
+        let view = cluster.as_ref().map(|c| c.view.clone());
+        let build_info = format!(
+            "# HELP relay_build_info The running relay: version, git revision, whether the \
+             XDP programs are embedded.\n# TYPE relay_build_info gauge\n\
+             relay_build_info{{version=\"{}\",revision=\"{}\",xdp=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("RELAY_GIT_REVISION"),
+            relay_steer::object().is_ok()
+        );
+        let metrics = server.metrics().with_extra(move |out| {
+            out.push_str(&build_info);
+            if let Ok(all) = relay_steer::status(&pin_root) {
+                relay_steer::render_metrics(&all, out);
             }
-            None => server.metrics(),
-        };
+            if let Some(view) = &view {
+                view.render(out);
+            }
+        });
         relay_server::admin::spawn(l, metrics).context("admin thread")?;
         eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
     }

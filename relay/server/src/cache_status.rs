@@ -125,17 +125,81 @@ impl CacheStatus {
     }
 }
 
+/// What became of a response, as an operator alerts on it: its [`CacheStatus`] in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from storage, fresh.
+    Hit,
+    /// Served from storage stale, as a window allowed (`stale-while-revalidate`,
+    /// `stale-if-error`).
+    Stale,
+    /// A stored response the origin confirmed (304) and that then answered.
+    Revalidated,
+    /// Looked up, not found (or not whole), fetched.
+    Miss,
+    /// Not looked up: another method, the request's own fields, a bypass.
+    Pass,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Hit,
+        Outcome::Stale,
+        Outcome::Revalidated,
+        Outcome::Miss,
+        Outcome::Pass,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Miss => "miss",
+            Outcome::Pass => "pass",
+        }
+    }
+
+    pub fn of(status: &CacheStatus) -> Outcome {
+        match status.fwd {
+            None if status.detail.is_some_and(|d| d.starts_with("stale")) => Outcome::Stale,
+            None => Outcome::Hit,
+            Some(Fwd::Stale) if status.fwd_status == 304 => Outcome::Revalidated,
+            Some(f) if f.looked_up() => Outcome::Miss,
+            Some(_) => Outcome::Pass,
+        }
+    }
+}
+
+/// A status's class: 1 for 1xx, ... 5 for 5xx (0 for anything else).
+pub fn status_class(status: u16) -> usize {
+    match status / 100 {
+        c @ 1..=5 => c as usize,
+        _ => 0,
+    }
+}
+
 /// A worker's responses by [`CacheStatus`]: hits, misses (forwards that looked in the cache
-/// first), and every forward by its reason.
+/// first), every forward by its reason, and every response by its [`Outcome`] and status
+/// class.
 #[derive(Default)]
 pub struct Lookups {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub forwards: [AtomicU64; Fwd::ALL.len()],
+    /// `[outcome][status class]` (class 0: a status outside 100 to 599).
+    pub responses: [[AtomicU64; 6]; Outcome::ALL.len()],
 }
 
 impl Lookups {
-    pub fn count(&self, status: &CacheStatus) {
+    /// A response with `status` (HTTP) went out as `cache` says.
+    pub fn count(&self, cache: &CacheStatus, status: u16) {
+        self.responses[Outcome::of(cache) as usize][status_class(status)]
+            .fetch_add(1, Ordering::Relaxed);
+        self.count_lookup(cache);
+    }
+
+    fn count_lookup(&self, status: &CacheStatus) {
         match status.fwd {
             None => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -188,16 +252,33 @@ mod tests {
     #[test]
     fn hits_and_misses_come_from_the_same_value() {
         let l = Lookups::default();
-        l.count(&CacheStatus::HIT);
-        l.count(&CacheStatus::hit("stale-while-revalidate"));
-        l.count(&CacheStatus::fwd(Fwd::UriMiss));
-        l.count(&CacheStatus::fwd(Fwd::Partial));
-        l.count(&CacheStatus::fwd(Fwd::Method));
-        l.count(&CacheStatus::fwd(Fwd::Request));
+        l.count(&CacheStatus::HIT, 200);
+        l.count(&CacheStatus::hit("stale-while-revalidate"), 200);
+        l.count(&CacheStatus::fwd(Fwd::UriMiss), 404);
+        l.count(&CacheStatus::fwd(Fwd::Partial), 206);
+        l.count(&CacheStatus::fwd(Fwd::Method), 502);
+        l.count(&CacheStatus::fwd(Fwd::Request), 200);
+        let revalidated = CacheStatus {
+            fwd_status: 304,
+            ..CacheStatus::fwd(Fwd::Stale)
+        };
+        l.count(&revalidated, 200);
+        let n = |o: Outcome, class: usize| l.responses[o as usize][class].load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                n(Outcome::Hit, 2),
+                n(Outcome::Stale, 2),
+                n(Outcome::Revalidated, 2)
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!((n(Outcome::Miss, 4), n(Outcome::Miss, 2)), (1, 1));
+        assert_eq!((n(Outcome::Pass, 5), n(Outcome::Pass, 2)), (1, 1));
         assert_eq!(l.hits.load(Ordering::Relaxed), 2);
+        // (The revalidated one counts as a miss of the cache too, as before.)
         assert_eq!(
             l.misses.load(Ordering::Relaxed),
-            2,
+            3,
             "method, request: not looked up"
         );
         assert_eq!(l.forwarded(Fwd::Method), 1);

@@ -479,6 +479,39 @@ impl Metrics {
                 }
             }
         }
+        // Every response by what became of it and its status class, the answers relay made
+        // up as result="error".
+        let _ = writeln!(
+            out,
+            "# HELP relay_responses_total Responses by result (hit, stale, revalidated, miss, \
+             pass: as their Cache-Status says; error: made up by relay) and status class.\n\
+             # TYPE relay_responses_total counter"
+        );
+        use crate::cache_status::{Outcome, status_class};
+        for o in Outcome::ALL {
+            for class in 1..=5 {
+                let n: u64 = self
+                    .workers
+                    .iter()
+                    .map(|w| w.lookups.responses[o as usize][class].load(Ordering::Relaxed))
+                    .sum();
+                let _ = writeln!(
+                    out,
+                    "relay_responses_total{{result=\"{}\",status=\"{class}xx\"}} {n}",
+                    o.as_str()
+                );
+            }
+        }
+        let mut errors = [0u64; 6];
+        for (status, _, n) in &sums {
+            errors[status_class(status.parse().unwrap_or(0))] += n;
+        }
+        for (class, n) in errors.iter().enumerate().skip(1) {
+            let _ = writeln!(
+                out,
+                "relay_responses_total{{result=\"error\",status=\"{class}xx\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP relay_errors_total Answers relay made up itself (not the origin's), by \
@@ -518,6 +551,12 @@ impl Metrics {
             / 1e6;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
         let _ = writeln!(out, "{name}_sum {sum_s}\n{name}_count {total}");
+        let _ = writeln!(
+            out,
+            "# HELP relay_request_duration_quantile_seconds Quantiles of {name} since the \
+             relay started (for a window, use histogram_quantile over the buckets' rate).\n\
+             # TYPE relay_request_duration_quantile_seconds gauge"
+        );
         for q in [0.5, 0.9, 0.99, 0.999] {
             let _ = writeln!(
                 out,

@@ -43,7 +43,7 @@ pub use crate::{
     error::{BpfError, SteerError},
     keeper::Keeper,
     plan::{Plan, PlanNode},
-    status::{Attachment, IfaceStatus},
+    status::{Attachment, IfaceStatus, render_metrics},
     tables::{SteerMaps, SyncReport},
 };
 pub use relay_config::SteerConfig;

@@ -116,6 +116,67 @@ impl fmt::Display for IfaceStatus {
     }
 }
 
+/// The XDP counters of every interface in `all` in the Prometheus text format: packets
+/// and bytes per verdict, packets per reason (the path they took), and whether the
+/// program is attached.
+pub fn render_metrics(all: &[IfaceStatus], out: &mut String) {
+    use std::fmt::Write as _;
+    // One family: its HELP and TYPE, then a line per (labels, value).
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let by_verdict = |f: fn(Counter) -> u64| -> Vec<(String, u64)> {
+        all.iter()
+            .flat_map(|s| {
+                Verdict::ALL.into_iter().map(move |v| {
+                    let labels = format!("iface=\"{}\",verdict=\"{}\"", s.iface, v.name());
+                    (labels, f(s.counter(v)))
+                })
+            })
+            .collect()
+    };
+    family(
+        "relay_xdp_packets_total",
+        "counter",
+        "Packets the XDP steering program saw, by interface and verdict.",
+        by_verdict(|c| c.packets),
+    );
+    family(
+        "relay_xdp_bytes_total",
+        "counter",
+        "Bytes the XDP steering program saw, by interface and verdict.",
+        by_verdict(|c| c.bytes),
+    );
+    family(
+        "relay_xdp_reason_packets_total",
+        "counter",
+        "Packets by the path they took through the XDP program (why they were passed, \
+         steered or dropped).",
+        all.iter()
+            .flat_map(|s| {
+                Reason::ALL.into_iter().map(move |r| {
+                    let labels = format!("iface=\"{}\",reason=\"{}\"", s.iface, r.name());
+                    (labels, s.reason(r).packets)
+                })
+            })
+            .collect(),
+    );
+    family(
+        "relay_xdp_attached",
+        "gauge",
+        "Whether the XDP program is attached to the interface.",
+        all.iter()
+            .map(|s| {
+                let attached = matches!(s.attachment, Attachment::Attached { .. });
+                (format!("iface=\"{}\"", s.iface), u64::from(attached))
+            })
+            .collect(),
+    );
+}
+
 /// Reads every interface directory under `pin_root`, sorted by name.
 pub(crate) fn read_all(pin_root: &Path) -> Result<Vec<IfaceStatus>, SteerError> {
     let entries = match fs::read_dir(pin_root) {
@@ -231,4 +292,40 @@ fn xdp_link_ifindex(link_id: u32) -> Option<u32> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_render_as_prometheus_text() {
+        let mut counters = [Counter::default(); Verdict::COUNT as usize];
+        counters[Verdict::ALL[0] as usize] = Counter {
+            packets: 7,
+            bytes: 700,
+        };
+        let mut reasons = [Counter::default(); Reason::COUNT as usize];
+        reasons[Reason::ALL[1] as usize].packets = 3;
+        let s = IfaceStatus {
+            iface: "eth0".into(),
+            counters,
+            attachment: Attachment::NoLink,
+            reasons,
+            nodes: Vec::new(),
+        };
+        let mut out = String::new();
+        render_metrics(&[s], &mut out);
+        let v0 = Verdict::ALL[0].name();
+        let r1 = Reason::ALL[1].name();
+        for line in [
+            format!("relay_xdp_packets_total{{iface=\"eth0\",verdict=\"{v0}\"}} 7"),
+            format!("relay_xdp_bytes_total{{iface=\"eth0\",verdict=\"{v0}\"}} 700"),
+            format!("relay_xdp_reason_packets_total{{iface=\"eth0\",reason=\"{r1}\"}} 3"),
+            "relay_xdp_attached{iface=\"eth0\"} 0".to_string(),
+            "# TYPE relay_xdp_packets_total counter".to_string(),
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} not in:\n{out}");
+        }
+    }
 }

@@ -258,7 +258,7 @@ impl Exchange {
             fwd_status: p.status,
             ..self.pass_status
         };
-        cx.stats.lookups.count(&status);
+        cx.stats.lookups.count(&status, p.status);
         status.write(&mut self.status_buf);
         let head = ResponseHead {
             content_length: p.content_length,
@@ -590,7 +590,7 @@ impl Exchange {
                 last_modified,
             ) == relay_proto::conditional::Precondition::NotModified
         {
-            cx.stats.lookups.count(&how);
+            cx.stats.lookups.count(&how, 304);
             let mut buf = std::mem::take(&mut self.status_buf);
             how.write(&mut buf);
             self.head_only(cx, req, 304, &meta, Some(&buf));
@@ -612,7 +612,7 @@ impl Exchange {
             RangeSpec::Single(r) => (206, r.start, r.end + 1),
             RangeSpec::Multi(_) => (206, 0, 0),
             RangeSpec::Unsatisfiable => {
-                cx.stats.lookups.count(&how);
+                cx.stats.lookups.count(&how, 416);
                 how.write(&mut self.status_buf);
                 let head = ResponseHead {
                     content_length: Some(0),
@@ -662,7 +662,7 @@ impl Exchange {
             },
             h => h,
         };
-        cx.stats.lookups.count(&how);
+        cx.stats.lookups.count(&how, status);
         how.write(&mut self.status_buf);
         let content_range =
             (status == 206 && multi_n == 0).then(|| relay_proto::ContentRange::Bytes {
