@@ -210,3 +210,43 @@ fn the_version_names_its_revision_and_whether_xdp_is_embedded() {
     let embedded = std::env::var_os("RELAY_EBPF_OBJECT").is_some();
     assert_eq!(said.contains("XDP programs embedded"), embedded, "{said}");
 }
+
+/// `relay steer status` and `detach` take the pin root from `--config`'s steer.pin_root
+/// (a flag still wins); without either, the default.
+#[test]
+fn steer_commands_take_the_pin_root_from_the_config() {
+    let dir = TempDir::new("steer-pins");
+    let pins = dir.path().join("pins");
+    std::fs::create_dir_all(&pins).unwrap();
+    let config = dir.write(
+        "relay.toml",
+        format!(
+            "[origin]\ndirectory = \"/\"\n\n[steer]\npin_root = \"{}\"\n",
+            pins.display()
+        )
+        .as_bytes(),
+    );
+    let status = |args: &[&str]| {
+        let out = Command::new(relay_bin())
+            .args(["steer", "status"])
+            .args(args)
+            .output()
+            .expect("relay steer status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr)
+    };
+    let text = status(&["--config", config.to_str().unwrap()]);
+    assert!(
+        text.contains(&format!("no interface attached (pin root {})", pins.display())),
+        "{text}"
+    );
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let text = status(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--pin-root",
+        other.to_str().unwrap(),
+    ]);
+    assert!(text.contains(&format!("(pin root {})", other.display())), "{text}");
+}

@@ -72,8 +72,9 @@ enum SteerCommand {
         iface: String,
         #[arg(long, value_enum, default_value_t = Mode::Default)]
         mode: Mode,
-        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
-        pin_root: PathBuf,
+        /// Where the pins go (default: the config's steer.pin_root, else /sys/fs/bpf/relay).
+        #[arg(long)]
+        pin_root: Option<PathBuf>,
         /// Fill the maps from this config's [steer] (services, nodes, guard); default: none.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -82,8 +83,9 @@ enum SteerCommand {
     Sync {
         #[arg(long)]
         iface: String,
-        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
-        pin_root: PathBuf,
+        /// Where the pins are (default: the config's steer.pin_root).
+        #[arg(long)]
+        pin_root: Option<PathBuf>,
         /// The TOML config file.
         #[arg(long)]
         config: PathBuf,
@@ -92,13 +94,21 @@ enum SteerCommand {
     Detach {
         #[arg(long)]
         iface: String,
-        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
-        pin_root: PathBuf,
+        /// Where the pins are (default: the config's steer.pin_root, else /sys/fs/bpf/relay).
+        #[arg(long)]
+        pin_root: Option<PathBuf>,
+        /// The TOML config file whose steer.pin_root to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the per-verdict packet counters of every attached interface.
     Status {
-        #[arg(long, default_value = relay_steer::DEFAULT_PIN_ROOT)]
-        pin_root: PathBuf,
+        /// Where the pins are (default: the config's steer.pin_root, else /sys/fs/bpf/relay).
+        #[arg(long)]
+        pin_root: Option<PathBuf>,
+        /// The TOML config file whose steer.pin_root to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -547,11 +557,15 @@ impl StartupGuard {
 }
 
 fn steer(command: SteerCommand) -> Result<()> {
+    // The pin root: the flag, else the config's steer.pin_root (its default without one).
+    let pin_root = |flag: Option<PathBuf>, steer: &relay_steer::SteerConfig| {
+        flag.unwrap_or_else(|| steer.pin_root.clone())
+    };
     match command {
         SteerCommand::Attach {
             iface,
             mode,
-            pin_root,
+            pin_root: flag,
             config,
         } => {
             let mode = match mode {
@@ -559,23 +573,41 @@ fn steer(command: SteerCommand) -> Result<()> {
                 Mode::Skb => relay_steer::Mode::Skb,
                 Mode::Native => relay_steer::Mode::Native,
             };
-            let plan = steer_plan(config.as_deref())?;
-            relay_steer::attach_with(&iface, mode, &pin_root, &plan)?;
+            let steer = steer_config(config.as_deref())?;
+            let pin_root = pin_root(flag, &steer);
+            relay_steer::attach_with(
+                &iface,
+                mode,
+                &pin_root,
+                &relay_steer::Plan::from_config(&steer)?,
+            )?;
             println!("attached to {iface} (pinned under {})", pin_root.display());
         }
         SteerCommand::Sync {
             iface,
-            pin_root,
+            pin_root: flag,
             config,
         } => {
-            let report = relay_steer::sync(&iface, &pin_root, &steer_plan(Some(&config))?)?;
+            let steer = steer_config(Some(&config))?;
+            let pin_root = pin_root(flag, &steer);
+            let report =
+                relay_steer::sync(&iface, &pin_root, &relay_steer::Plan::from_config(&steer)?)?;
             println!("synced {iface} (table half {})", report.half);
         }
-        SteerCommand::Detach { iface, pin_root } => {
+        SteerCommand::Detach {
+            iface,
+            pin_root: flag,
+            config,
+        } => {
+            let pin_root = pin_root(flag, &steer_config(config.as_deref())?);
             relay_steer::detach(&iface, &pin_root)?;
             println!("detached from {iface}");
         }
-        SteerCommand::Status { pin_root } => {
+        SteerCommand::Status {
+            pin_root: flag,
+            config,
+        } => {
+            let pin_root = pin_root(flag, &steer_config(config.as_deref())?);
             let all = relay_steer::status(&pin_root)?;
             if all.is_empty() {
                 println!("no interface attached (pin root {})", pin_root.display());
@@ -588,15 +620,14 @@ fn steer(command: SteerCommand) -> Result<()> {
     Ok(())
 }
 
-/// The steering plan of a config file's `[steer]`, or of the defaults.
-fn steer_plan(config: Option<&std::path::Path>) -> Result<relay_steer::Plan> {
-    let steer = match config {
+/// `[steer]` of the config at `path`, or the defaults without one.
+fn steer_config(path: Option<&std::path::Path>) -> Result<relay_steer::SteerConfig> {
+    Ok(match path {
         Some(path) => {
             Config::load(path)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .steer
         }
         None => relay_steer::SteerConfig::default(),
-    };
-    Ok(relay_steer::Plan::from_config(&steer)?)
+    })
 }
