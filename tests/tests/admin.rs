@@ -485,3 +485,50 @@ fn responses_are_counted_by_result_and_status_class() {
     let passed: f64 = ["2xx", "4xx", "5xx"].iter().map(|c| n("pass", c)).sum();
     assert_eq!(passed, 1.0, "{text}");
 }
+
+/// `relay cache inspect URL` (the admin listener's `/cache?key=`): a cached object's
+/// description, validators, age and TTL, and where its chunks are; nothing for one never
+/// asked (exit status 1).
+#[test]
+fn cache_inspect_tells_what_is_held_of_a_url() {
+    use relay_tests::origin::{Object, Origin};
+    let origin = Origin::start();
+    origin.put(
+        "/seg/1.ts",
+        Object::new(relay_tests::pattern(3 * 65536 + 10, 4), "seg1"),
+    );
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[cache]\nchunk_size = 65536\n\n\
+         [[origin.http]]\nurl = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.url()
+    ));
+    assert_eq!(Client::connect(relay.addr).get("/seg/1.ts").status, 200);
+    let admin = relay.admin.expect("admin").to_string();
+    let inspect = |url: &str| {
+        let out = std::process::Command::new(relay_tests::relay_bin())
+            .args(["cache", "inspect", url, "--admin", &admin])
+            .output()
+            .expect("relay cache inspect");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // (The test client sends `Host: test`.)
+    let (code, text) = inspect("http://TEST:80/seg/1.ts");
+    assert_eq!(code, Some(0), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let d = &v["description"];
+    assert_eq!(v["held"], true, "{v}");
+    assert_eq!(d["status"], 200, "{v}");
+    assert_eq!(d["length"], 3 * 65536 + 10, "{v}");
+    assert_eq!(d["etag"], "\"seg1\"", "{v}");
+    assert_eq!(d["ttl_s"], 300, "max-age=300: {v}");
+    assert_eq!(d["fresh"], true, "{v}");
+    assert!(d["age_s"].as_u64().is_some_and(|a| a < 5), "{v}");
+    assert_eq!(d["chunks"]["count"], 4, "{v}");
+    assert_eq!(d["chunks"]["memory"], 4, "{v}");
+    let (code, text) = inspect("http://test/never");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("\"held\":false"), "{text}");
+}

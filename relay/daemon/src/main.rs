@@ -55,12 +55,34 @@ enum Command {
         #[command(subcommand)]
         command: SteerCommand,
     },
+    /// Ask a running relay (its admin listener) about its cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Write the manual pages (relay.1 and one per command) into a directory (packaging).
     #[command(hide = true)]
     Man {
         /// The directory the pages go to.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Whether a URL is cached, where (memory, disk, on its way), its age, TTL and
+    /// validators, as JSON (exit status 1 when nothing of it is held).
+    Inspect {
+        /// The URL as clients ask for it (http://host/path?query), or a directory
+        /// origin's /path.
+        url: String,
+        /// The config whose admin.listen to ask.
+        #[arg(long, short, default_value = "/etc/relay/relay.toml")]
+        config: PathBuf,
+        /// The admin listener to ask instead (host:port).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
 }
 
@@ -159,6 +181,9 @@ fn main() -> ExitCode {
         }
         Command::Steer { command } => steer(command),
         Command::Man { out } => man(&out),
+        Command::Cache {
+            command: CacheCommand::Inspect { url, config, admin },
+        } => return cache_inspect(&url, &config, admin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,6 +225,96 @@ fn man(out: &std::path::Path) -> Result<()> {
         std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The cache key of `url` as relay writes it (`relay_cache::key`): `http://` + the host in
+/// lower case without a trailing dot or `:80` + path and query; `dir:` + a bare path.
+fn cache_key(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("http://").or(url.strip_prefix("HTTP://")) {
+        let (authority, target) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = authority.to_ascii_lowercase();
+        let authority = authority.strip_suffix(":80").unwrap_or(&authority);
+        let (host, port) = match authority.strip_prefix('[') {
+            // (An IPv6 address: its port after the bracket.)
+            Some(_) => match authority.split_once("]:") {
+                Some((h, p)) => (&authority[..h.len() + 1], Some(p)),
+                None => (authority, None),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let target = if target.is_empty() { "/" } else { target };
+        return match port {
+            Some(p) => format!("http://{host}:{p}{target}"),
+            None => format!("http://{host}{target}"),
+        };
+    }
+    match url.strip_prefix("dir:") {
+        Some(_) => url.to_string(),
+        None => format!("dir:{url}"),
+    }
+}
+
+/// `relay cache inspect URL`: asks the admin listener's `/cache` and prints its answer.
+fn cache_inspect(
+    url: &str,
+    config: &std::path::Path,
+    admin: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let admin = match admin {
+        Some(a) => a,
+        None => match Config::load(config) {
+            Ok(c) if c.admin.enabled => c.admin.listen,
+            Ok(_) => {
+                eprintln!("relay: {}: the admin listener is off", config.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let key = cache_key(url);
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let asked = (|| -> std::io::Result<Vec<u8>> {
+        let mut s =
+            std::net::TcpStream::connect_timeout(&admin, std::time::Duration::from_secs(5))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET /cache?key={encoded} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)?;
+        Ok(answer)
+    })();
+    let answer = match asked {
+        Ok(a) => String::from_utf8_lossy(&a).into_owned(),
+        Err(e) => {
+            eprintln!("relay: cannot ask the admin listener at {admin}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    print!("{body}");
+    match head.split_whitespace().nth(1) {
+        Some("200") => ExitCode::SUCCESS,
+        Some("404") => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
 }
 
 /// `server.drain_ms` after SIGTERM: serving and accepting as ever with `/healthz` at 503,
@@ -630,4 +745,25 @@ fn steer_config(path: Option<&std::path::Path>) -> Result<relay_steer::SteerConf
         }
         None => relay_steer::SteerConfig::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_becomes_the_key_relay_writes() {
+        for (url, key) in [
+            (
+                "http://Video.Example./seg/1.ts?b=2",
+                "http://video.example/seg/1.ts?b=2",
+            ),
+            ("http://video.example:80/a", "http://video.example/a"),
+            ("http://video.example:8080", "http://video.example:8080/"),
+            ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+            ("http://[::1]/x", "http://[::1]/x"),
+            ("/files/a.bin", "dir:/files/a.bin"),
+            ("dir:/files/a.bin", "dir:/files/a.bin"),
+        ] {
+            assert_eq!(super::cache_key(url), key, "{url}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` and
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /cache?key=K`
+//! (what the cache holds of an object) and
 //! `POST /purge?key=K|prefix=P[&mode=soft]` (bearer token from `admin.purge_token`), with
 //! blocking sockets, a thread per connection — it is not on the serving path, and a scrape
 //! a few times a minute does not need a ring.
@@ -248,6 +249,9 @@ fn handle(mut s: TcpStream, metrics: &Metrics) {
                 return;
             }
             Ok(Parsed::Complete { request, head_len }) => {
+                if request.path == "/cache" {
+                    break inspect(metrics, request.target);
+                }
                 if request.path == "/purge" {
                     break purge(
                         metrics,
@@ -383,6 +387,87 @@ fn purge(
         )
     };
     (200, body, "application/json")
+}
+
+/// `GET /cache?key=K`: what the cache holds of object `K` (a key as `/purge` takes it): its
+/// stored description (status, length, version, validators, age, TTL, stale windows), and
+/// where its chunks are (memory, disk, on their way); the versions the disk tier holds.
+/// JSON; 404 when nothing of it is held anywhere.
+fn inspect(metrics: &Metrics, target: &str) -> (u16, String, &'static str) {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let key = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("key="))
+        .and_then(percent_decode);
+    let Some(key) = key.filter(|k| names_objects(k, false)) else {
+        return (
+            400,
+            format!(
+                "give key=<object key>: {}host/path?query or {}/path\n",
+                relay_cache::key::HTTP,
+                relay_cache::key::DIRECTORY
+            ),
+            "text/plain",
+        );
+    };
+    let cache = &metrics.shared.cache;
+    let now = Instant::now();
+    let json = |s: &str| serde_json::Value::String(s.to_string());
+    let chunks_of = |version: u64, count: u64| {
+        let (mut memory, mut disk, mut flying) = (0u64, 0u64, 0u64);
+        // (Bounded: a scan of at most a million chunks.)
+        for index in 0..count.min(1 << 20) {
+            let r = relay_cache::key::ChunkRef {
+                object: &key,
+                version,
+                index,
+            };
+            memory += u64::from(cache.memory.contains(&r));
+            disk += u64::from(cache.disk.as_ref().is_some_and(|d| d.contains(&r)));
+            let owned = r.to_owned_key();
+            flying += u64::from(cache.inflight.flight(&owned).is_some());
+        }
+        serde_json::json!({"count": count, "memory": memory, "disk": disk, "in_flight": flying})
+    };
+    let description = cache.meta.get(&key).map(|m| {
+        let count = match m.open_ended {
+            true => 0,
+            false => cache.layout.chunk_count(m.len),
+        };
+        serde_json::json!({
+            "status": m.status,
+            "length": (!m.open_ended).then_some(m.len),
+            "version": m.version,
+            "etag": json(&m.etag),
+            "last_modified": json(&m.last_modified),
+            "content_type": json(&m.content_type),
+            "age_s": m.age(now),
+            "ttl_s": m.ttl.as_secs(),
+            "fresh": m.is_fresh(now, Duration::MAX),
+            "stale_while_revalidate_s": m.stale_while_revalidate.as_secs(),
+            "stale_if_error_s": m.stale_if_error.as_secs(),
+            "must_revalidate": m.must_revalidate,
+            "storable": m.storable,
+            "chunks": chunks_of(m.version, count),
+        })
+    });
+    let on_disk: Vec<serde_json::Value> = cache
+        .disk
+        .as_ref()
+        .map(|d| d.object_versions(&key))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| serde_json::json!({"version": v.version, "length": v.object_len, "chunks": v.chunks}))
+        .collect();
+    let held = description.is_some() || !on_disk.is_empty();
+    let body = serde_json::json!({
+        "key": key,
+        "held": held,
+        "description": description,
+        "disk_versions": on_disk,
+    });
+    let status = if held { 200 } else { 404 };
+    (status, format!("{body}\n"), "application/json")
 }
 
 /// Whether `k` names objects: a key starts with an origin kind's tag; a prefix may also be
