@@ -232,12 +232,14 @@ fn steer_commands_take_the_pin_root_from_the_config() {
             .args(args)
             .output()
             .expect("relay steer status");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     };
     let text = status(&["--config", config.to_str().unwrap()]);
     assert!(
-        text.contains(&format!("no interface attached (pin root {})", pins.display())),
+        text.contains(&format!(
+            "no interface attached (pin root {})",
+            pins.display()
+        )),
         "{text}"
     );
     let other = dir.path().join("other");
@@ -248,5 +250,8 @@ fn steer_commands_take_the_pin_root_from_the_config() {
         "--pin-root",
         other.to_str().unwrap(),
     ]);
-    assert!(text.contains(&format!("(pin root {})", other.display())), "{text}");
+    assert!(
+        text.contains(&format!("(pin root {})", other.display())),
+        "{text}"
+    );
 }
