@@ -79,6 +79,10 @@ pub struct Options {
     /// relay's `cache.disk_admission` (default: relay's own default).
     #[arg(long)]
     pub relay_disk_admission: Option<String>,
+    /// relay's `origin.read_ahead_bytes`, as the config writes it ("32 MiB"; default:
+    /// relay's own default).
+    #[arg(long)]
+    pub relay_read_ahead: Option<String>,
     /// Smoke test: 1 run of each, 4000 Zipf requests; results in miss-quick.*.
     #[arg(long)]
     pub quick: bool,
@@ -254,6 +258,7 @@ struct Setup {
     memory_mib: u64,
     disk_mib: u64,
     admission: Option<String>,
+    read_ahead: Option<String>,
     threads: usize,
 }
 
@@ -306,6 +311,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         memory_mib: o.memory_mib,
         disk_mib: o.disk_mib,
         admission: o.relay_disk_admission.clone(),
+        read_ahead: o.relay_read_ahead.clone(),
         threads: (o.crowd + 100).max(512),
     };
     let origin = Origin::start(Duration::from_millis(o.origin_delay_ms))?;
@@ -498,12 +504,14 @@ fn varnish_version() -> String {
 
 fn budgets(s: &Setup) -> String {
     format!(
-        "relay: {} MiB memory tier + {} MiB disk tier (temp dir, disk_admission {}); \
+        "relay: {} MiB memory tier + {} MiB disk tier (temp dir, disk_admission {}, \
+         read_ahead_bytes {}); \
          nginx: proxy_cache of {} MiB on disk (its memory is the page cache); \
          Varnish: {} (no disk tier in Debian's Varnish, so memory and disk budgets together)",
         s.memory_mib,
         s.disk_mib,
         s.admission.as_deref().unwrap_or("relay's default"),
+        s.read_ahead.as_deref().unwrap_or("relay's default"),
         s.memory_mib + s.disk_mib,
         varnish_storage(s)
     )
@@ -519,11 +527,17 @@ fn relay_config(s: &Setup, dir: &Path, origin: SocketAddr) -> String {
         .as_ref()
         .map(|a| format!("disk_admission = \"{a}\"\n"))
         .unwrap_or_default();
+    let read_ahead = s
+        .read_ahead
+        .as_ref()
+        .map(|r| format!("read_ahead_bytes = \"{r}\"\n"))
+        .unwrap_or_default();
     format!(
         "# written by relay-bench (cargo xtask bench miss)\n[server]\nlisten = \"127.0.0.1:0\"\n\
          workers = {}\n# The crowd's clients all come from 127.0.0.1.\nmax_connections_per_client = 0\n\n\
          [cache]\nmemory_bytes = \"{} MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"{} MiB\"\n{admission}\n\
-         [[origin.http]]\nurl = \"http://{origin}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+         [origin]\n{read_ahead}\n[[origin.http]]\nurl = \"http://{origin}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
         s.workers,
         s.memory_mib,
         dir.join("relay-disk").display(),
