@@ -160,6 +160,7 @@ fn every_response_is_a_line_saying_what_went_out() {
     );
     assert_eq!(field(6, "status"), "200", "{}", got[6]);
     assert_eq!(field(6, "complete"), "false", "{}", got[6]);
+    assert!(field(6, "client").starts_with("127.0.0.1:"), "{}", got[6]);
     let cut: u64 = field(6, "bytes").parse().unwrap();
     assert!(cut >= 100_000 && cut < big.len() as u64, "{}", got[6]);
     let m = relay.metrics();

@@ -365,6 +365,11 @@ impl Exchange {
     /// parse the next request and start its answer.
     pub(super) fn next_request(&mut self, cx: &mut Cx<'_>) -> Step {
         self.sent.logging = cx.shared.access_log.is_some();
+        if self.sent.logging && self.sent.client.is_none() {
+            // (Once per connection, while it is surely open: a line for a response cut
+            // short is written after its socket is gone.)
+            self.sent.client = (cx.peer)();
+        }
         match self.decode_chunked(false, DISCARD_MAX) {
             Ok(Upload::Whole) => {}
             Ok(Upload::Partial) => return self.input_step(cx),
