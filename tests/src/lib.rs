@@ -120,6 +120,16 @@ impl Relay {
 
     /// [`Relay::start_with`] for the binary at `bin` (a benchmark measuring a given build).
     pub fn start_bin(bin: &Path, config: &str, wrap: &[&str]) -> Relay {
+        Relay::start_full(bin, config, wrap, &[])
+    }
+
+    /// `relay run --take-over` on `config`: takes the sockets of the relay running on its
+    /// address (a restart without a gap).
+    pub fn take_over(config: &str) -> Relay {
+        Relay::start_full(&relay_bin(), config, &[], &["--take-over"])
+    }
+
+    fn start_full(bin: &Path, config: &str, wrap: &[&str], extra: &[&str]) -> Relay {
         let dir = TempDir::new("cfg");
         let path = dir.write("relay.toml", config.as_bytes());
         let mut cmd = if let Some((first, rest)) = wrap.split_first() {
@@ -132,6 +142,7 @@ impl Relay {
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start relay");

@@ -11,6 +11,13 @@ use relay_config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Set once the listening sockets were handed over to a new relay (`relay_server::handover`).
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long a new relay waits for the one it took the sockets from to finish and exit:
+/// beyond the workers' drain deadline and grace (10 s and 5 s).
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -40,6 +47,12 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets of the relay running on this address (a restart
+        /// without a gap: it finishes its responses and exits, and this one serves; clients
+        /// that connect meanwhile wait, none is refused). Without it, a second relay on an
+        /// address is refused.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file; errors name the key and line (exit status 2).
     CheckConfig {
@@ -171,7 +184,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, take_over } => run(&config, take_over),
         Command::CheckConfig { config, file } => {
             // (clap requires one of the two.)
             let Some(file) = config.or(file) else {
@@ -350,27 +363,71 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> Result<()> {
+fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config_drain_ms = config.server.drain_ms;
+    use relay_server::listen_lock::ListenLock;
+    // A relay already running on this address hands its listening sockets over (a restart
+    // without a gap: `relay_server::handover`); it finishes and exits, and this one waits
+    // for that before it takes the address's lock and the cache's directories.
+    let offered = match take_over {
+        true => relay_server::handover::take_over(config.server.listen)
+            .context("taking over from the running relay")?,
+        false => None,
+    };
+    let handed = match offered {
+        Some(mut h) => {
+            eprintln!(
+                "relay: took over {} listening sockets from the running relay; waiting for it \
+                 to finish its responses",
+                h.client.len() + h.peer.len() + usize::from(h.admin.is_some())
+            );
+            if !h.wait_old_gone(HANDOVER_WAIT) {
+                anyhow::bail!(
+                    "the running relay did not stop within {HANDOVER_WAIT:?} after handing over"
+                );
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    let taking_over = handed.is_some();
+    let take_lock = |addr| match taking_over {
+        true => ListenLock::take_when_free(addr, std::time::Duration::from_secs(10)),
+        false => ListenLock::take(addr),
+    };
     // Held for the process's life: a second relay on this address is refused.
-    let _listen_lock = relay_server::listen_lock::ListenLock::take(config.server.listen)?;
-    let workers = config.server.effective_workers();
+    let _listen_lock = take_lock(config.server.listen)?;
+    let (client_handed, peer_handed, admin_handed) = match handed {
+        Some(h) => (h.client, h.peer, h.admin),
+        None => (Vec::new(), Vec::new(), None),
+    };
+    // (Taken over: one worker per listening socket, whatever server.workers now says, so
+    // that no socket's queue is left unread.)
+    let workers = match client_handed.len() {
+        0 => config.server.effective_workers(),
+        n => n,
+    };
     // The start-up guard catches SIGTERM first, so a signal from the moment the process
     // catches it (`SigCgt`) stops start-up at once; the signals the running relay answers
     // are registered before any worker thread starts.
     let startup = StartupGuard::start()?;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("signals")?;
-    let admin = if config.admin.enabled {
-        let l = std::net::TcpListener::bind(config.admin.listen)
-            .with_context(|| format!("admin listener on {}", config.admin.listen))?;
-        Some(l)
-    } else {
-        None
+    let admin = match (config.admin.enabled, admin_handed) {
+        (true, Some(l)) if l.local_addr().ok() == Some(config.admin.listen) => Some(l),
+        (true, _) => {
+            let l = std::net::TcpListener::bind(config.admin.listen)
+                .with_context(|| format!("admin listener on {}", config.admin.listen))?;
+            Some(l)
+        }
+        (false, _) => None,
     };
-    let listeners = relay_server::bind(config.server.listen, workers)?;
+    let listeners = match client_handed.is_empty() {
+        true => relay_server::bind(config.server.listen, workers)?,
+        false => client_handed,
+    };
     // The cluster key, read once: gossip is sealed under it, and peer requests are checked
     // under a key derived from it.
     let cluster_key = match &config.cluster {
@@ -384,9 +441,13 @@ fn run(path: &std::path::Path) -> Result<()> {
     let peer_listen = config.cluster.as_ref().and_then(|c| c.peer_listen);
     let (_peer_lock, peers) = match (peer_listen, &cluster_key) {
         (Some(addr), Some(key)) => {
-            let lock = relay_server::listen_lock::ListenLock::take(addr)?;
+            let lock = take_lock(addr)?;
+            let listeners = match peer_handed.len() == workers {
+                true => peer_handed,
+                false => relay_server::bind(addr, workers)?,
+            };
             let peers = relay_server::Peers {
-                listeners: relay_server::bind(addr, workers)?,
+                listeners,
                 key: relay_cluster::peer::PeerKey::derive(key),
                 digest: std::sync::Arc::default(),
             };
@@ -409,6 +470,15 @@ fn run(path: &std::path::Path) -> Result<()> {
     let peer_key = peers.as_ref().map(|p| p.key.clone());
     let digest_slot = peers.as_ref().map(|p| p.digest.clone());
     let holdings = cache.holdings();
+    // The sockets a later relay may take over (`relay_server::handover`).
+    use std::os::fd::AsRawFd;
+    let client_fds: Vec<std::os::fd::RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let peer_fds: Vec<std::os::fd::RawFd> = peers
+        .as_ref()
+        .map(|p| p.listeners.iter().map(|l| l.as_raw_fd()).collect())
+        .unwrap_or_default();
+    let admin_fd = admin.as_ref().map(|l| l.as_raw_fd());
+    let listen = config.server.listen;
     let parts = relay_server::Parts {
         cache,
         upstream,
@@ -489,6 +559,13 @@ fn run(path: &std::path::Path) -> Result<()> {
         relay_server::admin::spawn(l, metrics).context("admin thread")?;
         eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
     }
+    // A new relay on this address may take the sockets over: this one then stops at once
+    // (no drain: its sockets are in the new one's hands), finishing what is in flight.
+    relay_server::handover::offer(listen, client_fds, peer_fds, admin_fd, || {
+        HANDED_OVER.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = signal_hook::low_level::raise(SIGTERM);
+    })
+    .context("offering the sockets for a restart without a gap")?;
     let mut drain_ms = config_drain_ms;
     for sig in signals.forever() {
         if sig == SIGUSR1 {
@@ -497,7 +574,8 @@ fn run(path: &std::path::Path) -> Result<()> {
             continue;
         }
         if sig != SIGHUP {
-            if sig == SIGTERM && drain_ms > 0 {
+            let handed = HANDED_OVER.load(std::sync::atomic::Ordering::Relaxed);
+            if sig == SIGTERM && drain_ms > 0 && !handed {
                 drain(&server, &mut signals, drain_ms);
             }
             eprintln!("relay: signal {sig}: finishing in-flight responses");

@@ -24,6 +24,7 @@ pub mod clients;
 pub mod digest;
 pub mod errors;
 mod exchange;
+pub mod handover;
 pub mod listen_lock;
 pub mod metrics;
 pub mod origin;

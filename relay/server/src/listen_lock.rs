@@ -10,10 +10,10 @@
 //! drops it at exit, even a `kill -9`); the file stays, harmless. Port 0 takes no lock: the
 //! kernel gives each process a port of its own.
 //!
-//! A restart that hands over without a gap is not built; it would keep this rule: the new
-//! process opens the same file and waits on the lock (a blocking `flock`) while the old one
-//! drains and exits, or the old one passes its listening sockets and the lock's descriptor
-//! over a Unix socket (`SCM_RIGHTS`) — what it must never do is bind beside a live relay.
+//! A restart without a gap keeps this rule (`crate::handover`): the new process takes the
+//! running one's listening sockets over a Unix socket beside the lock file, waits for it to
+//! finish and exit, and only then takes the lock ([`ListenLock::take_when_free`]) — it
+//! never binds beside a live relay.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -45,34 +45,60 @@ pub struct ListenLock {
     _file: Option<File>,
 }
 
+/// The directory the lock files (and hand-over sockets) go in: [`RUNTIME_DIR`] where it can
+/// be written, else the temp directory's `relay-locks`.
+pub fn lock_dir() -> PathBuf {
+    [
+        PathBuf::from(RUNTIME_DIR),
+        std::env::temp_dir().join("relay-locks"),
+    ]
+    .into_iter()
+    .find(|d| std::fs::create_dir_all(d).is_ok() && writable(d))
+    .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The file name for `addr` in this network namespace (the same address in another one is
+/// another address), with `ext`.
+pub fn file_name(addr: SocketAddr, ext: &str) -> String {
+    let netns = std::fs::read_link("/proc/self/ns/net")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("net:[")?.strip_suffix(']')?.to_owned())
+        })
+        .unwrap_or_default();
+    format!("listen-{netns}-{addr}.{ext}").replace([':', '[', ']'], "_")
+}
+
 impl ListenLock {
-    /// Claims `addr` for this process, in [`RUNTIME_DIR`] or the temp directory.
+    /// Claims `addr` for this process, in [`lock_dir`].
     pub fn take(addr: SocketAddr) -> Result<ListenLock, LockError> {
         if addr.port() == 0 {
             return Ok(ListenLock { _file: None });
         }
-        let dir = [
-            PathBuf::from(RUNTIME_DIR),
-            std::env::temp_dir().join("relay-locks"),
-        ]
-        .into_iter()
-        .find(|d| std::fs::create_dir_all(d).is_ok() && writable(d))
-        .unwrap_or_else(std::env::temp_dir);
-        Self::take_in(&dir, addr)
+        Self::take_in(&lock_dir(), addr)
+    }
+
+    /// [`ListenLock::take`], waiting up to `wait` for a relay that is finishing (after a
+    /// hand-over) to let it go.
+    pub fn take_when_free(
+        addr: SocketAddr,
+        wait: std::time::Duration,
+    ) -> Result<ListenLock, LockError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match Self::take(addr) {
+                Err(LockError::Held { .. }) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Claims `addr` with a lock file in `dir`.
     pub fn take_in(dir: &Path, addr: SocketAddr) -> Result<ListenLock, LockError> {
-        // The same address in another network namespace is another address.
-        let netns = std::fs::read_link("/proc/self/ns/net")
-            .ok()
-            .and_then(|l| {
-                let l = l.to_string_lossy().into_owned();
-                Some(l.strip_prefix("net:[")?.strip_suffix(']')?.to_owned())
-            })
-            .unwrap_or_default();
-        let name = format!("listen-{netns}-{addr}.lock").replace([':', '[', ']'], "_");
-        let path = dir.join(name);
+        let path = dir.join(file_name(addr, "lock"));
         let io = |source| LockError::Io {
             path: path.clone(),
             source,

@@ -439,6 +439,9 @@ pub struct Exchange {
     upload_kept: Option<relay_upstream::upload::UploadWriter>,
     /// The response being sent as the access log sees it (when the log is on).
     sent: types::SentLog,
+    /// The client has sent something on this connection (a fresh one, closed while its
+    /// first request may be on its way, would lose that request).
+    began: bool,
     /// The states entered, in order (tests check the transitions).
     #[cfg(test)]
     trail: Vec<&'static str>,
@@ -514,6 +517,7 @@ impl Exchange {
             peer: false,
             hop: 0,
             sent: types::SentLog::default(),
+            began: false,
             #[cfg(test)]
             trail: Vec::new(),
         }
@@ -546,6 +550,7 @@ impl Exchange {
         self.sent.active = false;
         self.sent.routed = false;
         self.sent.client = None;
+        self.began = false;
         self.variant = false;
         self.head_saved = false;
         self.forward = None;
@@ -654,6 +659,18 @@ impl Exchange {
 
     /// A drain began: the connection closes after its response; true when it is idle
     /// between requests and may close now.
+    /// Nothing has come on this connection yet: its first request may be on its way.
+    pub fn is_fresh(&self) -> bool {
+        !self.began
+    }
+
+    /// A fresh connection while the worker stops: its first request is answered if it
+    /// comes before `until`, then the connection closes.
+    pub fn drain_fresh(&mut self, until: Instant) {
+        self.close_after = true;
+        self.deadline = self.deadline.min(until);
+    }
+
     pub fn drain(&mut self) -> bool {
         self.close_after = true;
         let idle = self.rstart == self.rend

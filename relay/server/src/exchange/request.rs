@@ -364,6 +364,7 @@ impl Exchange {
     /// The response is done: skip the body of its request if relay did not use it, then
     /// parse the next request and start its answer.
     pub(super) fn next_request(&mut self, cx: &mut Cx<'_>) -> Step {
+        self.began |= self.rend > self.rstart;
         self.sent.logging = cx.shared.access_log.is_some();
         if self.sent.logging && self.sent.client.is_none() {
             // (Once per connection, while it is surely open: a line for a response cut

@@ -1,7 +1,8 @@
 //! Accepting: a connection from either listener (clients', or other relays' on the peer
-//! listener) gets a slot, unless the worker is at `server.max_connections`, draining, or
-//! the client's address is at `server.max_connections_per_client`; the multishot accept is
-//! armed again when the kernel ends it.
+//! listener) gets a slot, unless the worker is at `server.max_connections` or the client's
+//! address is at `server.max_connections_per_client`; the multishot accept is armed again
+//! when the kernel ends it. One accepted while the worker stops (its accept being
+//! cancelled) is served once and closed.
 
 use super::{ACCEPT, ACCEPT_PEER, Slot, Worker, ud};
 use crate::exchange::Exchange;
@@ -46,7 +47,7 @@ impl Worker {
             return Ok(());
         }
         let fd = res as RawFd;
-        if self.live >= self.max_connections || self.draining.is_some() {
+        if self.live >= self.max_connections {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             sys::close(fd);
             return Ok(());
@@ -106,6 +107,11 @@ impl Worker {
                 s as u32
             }
         };
+        if self.draining.is_some() {
+            // Accepted as the accept was being cancelled (a stop, a hand-over): served, then
+            // closed, rather than refused.
+            let _ = self.conns[slot as usize].ex.drain();
+        }
         self.live += 1;
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.open.fetch_add(1, Ordering::Relaxed);

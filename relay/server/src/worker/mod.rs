@@ -55,6 +55,8 @@ const ACCEPT_PEER: u8 = 19;
 const RECV_BUFFERS: u16 = 1024;
 const RECV_BUFFER_SIZE: usize = 4096;
 
+/// How long a connection accepted just before a stop has to send its first request.
+const FRESH_GRACE: Duration = Duration::from_millis(500);
 /// How long in-flight responses may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How much longer a worker waits for operations it cannot cancel (file reads) before it
@@ -540,7 +542,12 @@ impl Worker {
                     continue;
                 }
                 if c.ex.drain() {
-                    self.close(slot);
+                    match c.ex.is_fresh() {
+                        // (Accepted just now, its request perhaps on its way: a moment to
+                        // send it, then the deadline closes it.)
+                        true => c.ex.drain_fresh(Instant::now() + FRESH_GRACE),
+                        false => self.close(slot),
+                    }
                 }
             }
         }
