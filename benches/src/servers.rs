@@ -63,7 +63,7 @@ impl Relay {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(file, "{line}");
-                if let Some(rest) = line.strip_prefix("relay: listening on http://") {
+                if let Some(rest) = relay_tests::after(&line, "relay: listening on http://") {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }
             }

@@ -53,6 +53,12 @@ pub fn relay_bin() -> PathBuf {
     panic!("relay binary not found: run `cargo build -p relay` or set RELAY_BIN");
 }
 
+/// What follows `prefix` in a log `line` (after its time and level, or the journal's
+/// priority).
+pub fn after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    line.find(prefix).map(|at| &line[at + prefix.len()..])
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -154,7 +160,7 @@ impl Relay {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[relay] {line}");
-                if let Some(rest) = line.strip_prefix("relay: listening on http://") {
+                if let Some(rest) = after(&line, "relay: listening on http://") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
                 }
@@ -176,7 +182,7 @@ impl Relay {
         for _ in 0..20 {
             let found = log.lock().ok().and_then(|l| {
                 l.iter().find_map(|line| {
-                    let rest = line.strip_prefix("relay: admin on http://")?;
+                    let rest = after(line, "relay: admin on http://")?;
                     rest.split_whitespace().next()?.parse().ok()
                 })
             });
@@ -200,7 +206,7 @@ impl Relay {
         Relay::start_with(config, &[])
     }
 
-    /// The address in the line the relay printed that starts with `prefix` (say
+    /// The address in the line the relay logged after `prefix` (say
     /// "relay: cluster on udp://"), waiting up to 5 s for it.
     pub fn printed_addr(&self, prefix: &str) -> std::net::SocketAddr {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -210,7 +216,7 @@ impl Relay {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok());
+                .find_map(|l| after(l, prefix)?.trim().parse().ok());
             if let Some(a) = found {
                 return a;
             }

@@ -255,3 +255,46 @@ fn steer_commands_take_the_pin_root_from_the_config() {
         "{text}"
     );
 }
+
+/// The log: a line per event with its time and level on a terminal; under systemd
+/// (`JOURNAL_STREAM` set), the journal's priority and no time of its own.
+#[test]
+fn log_lines_carry_time_and_level_or_the_journal_s_priority() {
+    let dir = TempDir::new("log-format");
+    let config = write_config(&dir, "16 MiB");
+    for journal in [false, true] {
+        let mut cmd = Command::new(relay_bin());
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("JOURNAL_STREAM");
+        if journal {
+            cmd.env("JOURNAL_STREAM", "8:12345");
+        }
+        let mut child = cmd.spawn().expect("start relay");
+        let stderr = child.stderr.take().expect("piped");
+        let line = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take(50)
+            .find(|l| l.contains("relay: listening on http://"));
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = line.expect("a listening line");
+        if journal {
+            assert!(line.starts_with("<6>relay: listening on http://"), "{line}");
+        } else {
+            // 2026-12-07T01:59:00.123Z  INFO relay: listening on http://...
+            let (time, rest) = line.split_once(' ').expect("a time");
+            assert!(
+                time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+                "{line}"
+            );
+            assert!(
+                rest.trim_start().starts_with("INFO relay: listening on"),
+                "{line}"
+            );
+        }
+    }
+}

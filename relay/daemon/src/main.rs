@@ -4,6 +4,7 @@
 //! (XDP), from a `relay_config` config.
 
 mod digest;
+mod logging;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -174,7 +175,7 @@ fn version() -> String {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init();
     // (Made once per process; clap takes a static string.)
     let matches = Cli::command()
         .version(version().leak() as &str)
@@ -339,11 +340,11 @@ fn drain(
 ) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     server.drain();
-    eprintln!("relay: draining for {drain_ms} ms: /healthz answers 503, still serving");
+    tracing::warn!("draining for {drain_ms} ms: /healthz answers 503, still serving");
     let until = std::time::Instant::now() + std::time::Duration::from_millis(drain_ms);
     while std::time::Instant::now() < until {
         if signals.pending().any(|s| s == SIGTERM || s == SIGINT) {
-            eprintln!("relay: a second signal: draining cut short");
+            tracing::warn!("a second signal: draining cut short");
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -378,8 +379,8 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     };
     let handed = match offered {
         Some(mut h) => {
-            eprintln!(
-                "relay: took over {} listening sockets from the running relay; waiting for it \
+            tracing::warn!(
+                "took over {} listening sockets from the running relay; waiting for it \
                  to finish its responses",
                 h.client.len() + h.peer.len() + usize::from(h.admin.is_some())
             );
@@ -524,15 +525,15 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     };
     // From here a SIGTERM drains (below) instead of ending the process.
     startup.done();
-    eprintln!(
-        "relay: listening on http://{} ({workers} workers)",
+    tracing::info!(
+        "listening on http://{} ({workers} workers)",
         server.local_addr()
     );
     if let Some(c) = &cluster {
-        eprintln!("relay: cluster on udp://{}", c.addr);
+        tracing::info!("cluster on udp://{}", c.addr);
     }
     if let Some(a) = peer_addr {
-        eprintln!("relay: peers on http://{a}");
+        tracing::info!("peers on http://{a}");
     }
     if let Some(l) = admin {
         let addr = l.local_addr()?;
@@ -557,7 +558,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             }
         });
         relay_server::admin::spawn(l, metrics).context("admin thread")?;
-        eprintln!("relay: admin on http://{addr} (/metrics, /healthz)");
+        tracing::info!("admin on http://{addr} (/metrics, /healthz)");
     }
     // A new relay on this address may take the sockets over: this one then stops at once
     // (no drain: its sockets are in the new one's hands), finishing what is in flight.
@@ -578,7 +579,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             if sig == SIGTERM && drain_ms > 0 && !handed {
                 drain(&server, &mut signals, drain_ms);
             }
-            eprintln!("relay: signal {sig}: finishing in-flight responses");
+            tracing::warn!("signal {sig}: finishing in-flight responses");
             break;
         }
         match Config::load(path) {
@@ -586,15 +587,15 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
                 drain_ms = new.server.drain_ms;
                 steer.reload(&new.steer);
                 let restart = server.reload(&new);
-                eprintln!("relay: reloaded {}", path.display());
+                tracing::warn!("reloaded {}", path.display());
                 if !restart.is_empty() {
-                    eprintln!(
-                        "relay: changed keys that need a restart (kept as they were): {}",
+                    tracing::warn!(
+                        "changed keys that need a restart (kept as they were): {}",
                         restart.join(", ")
                     );
                 }
             }
-            Err(e) => eprintln!("relay: reload refused, keeping the running config: {e}"),
+            Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
         }
     }
     drop(steer);
@@ -605,7 +606,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     }
     server.shutdown();
     server.join().context("worker failed")?;
-    eprintln!("relay: stopped");
+    tracing::warn!("stopped");
     Ok(())
 }
 
@@ -728,7 +729,7 @@ impl StartupGuard {
                 for sig in signals.forever() {
                     // Once started, the main thread's own `Signals` has the signal too.
                     if !seen.load(Ordering::Acquire) {
-                        eprintln!("relay: signal {sig} during start-up: stopped before serving");
+                        tracing::warn!("signal {sig} during start-up: stopped before serving");
                         std::process::exit(128 + sig);
                     }
                 }
