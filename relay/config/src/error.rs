@@ -65,21 +65,51 @@ pub enum ConfigError {
     /// The file's contents are wrong somewhere.
     #[error("{0}")]
     Invalid(Box<Diagnostic>),
+    /// Wrong in several places, each its own error (in file order), one per line.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
-    /// The error's class.
+    /// Several errors as one (none: not an error; one: itself), in file order.
+    pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut errors: Vec<ConfigError> = errors
+            .into_iter()
+            .flat_map(|e| match e {
+                ConfigError::Many(all) => all,
+                e => vec![e],
+            })
+            .collect();
+        errors.sort_by_key(|e| e.position().unwrap_or((usize::MAX, 0)));
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Many(errors)),
+        }
+    }
+
+    /// Every error this one holds (itself, or each of several).
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(all) => all.iter().collect(),
+            e => vec![e],
+        }
+    }
+
+    /// The error's class (the first's, of several).
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConfigError::Io { .. } => ErrorKind::Io,
             ConfigError::Invalid(d) => d.kind,
+            ConfigError::Many(all) => all[0].kind(),
         }
     }
 
-    /// The dotted key the error is about, if any.
+    /// The dotted key the error is about, if any (the first's, of several).
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::Invalid(d) if !d.key.is_empty() => Some(&d.key),
+            ConfigError::Many(all) => all[0].key(),
             _ => None,
         }
     }
@@ -99,6 +129,7 @@ impl ConfigError {
         match self {
             ConfigError::Io { source, .. } => source.to_string(),
             ConfigError::Invalid(d) => d.message.clone(),
+            ConfigError::Many(all) => all[0].message(),
         }
     }
 
@@ -106,6 +137,7 @@ impl ConfigError {
         match self {
             ConfigError::Io { .. } => None,
             ConfigError::Invalid(d) => d.position,
+            ConfigError::Many(all) => all[0].position(),
         }
     }
 }

@@ -32,41 +32,46 @@ impl Config {
             file: &file,
         };
         let (mut config, spans) = parse(src, base_dir)?;
-        if let Some(total) = crate::machine::mem_total() {
-            crate::machine::memory_fits(&config.cache, total)
-                .map_err(|m| src.invalid("cache.memory_bytes", spans.memory_bytes.clone(), m))?;
+        // What the machine says, each checked whatever the others found.
+        let mut errors = Vec::new();
+        if let Some(total) = crate::machine::mem_total()
+            && let Err(m) = crate::machine::memory_fits(&config.cache, total)
+        {
+            errors.push(src.invalid("cache.memory_bytes", spans.memory_bytes.clone(), m));
         }
         let directory_span = spans.directory;
         if let Some(directory) = &config.origin.directory {
-            let canonical = fs::canonicalize(directory).map_err(|e| {
-                src.invalid(
+            match fs::canonicalize(directory) {
+                Err(e) => errors.push(src.invalid(
                     "origin.directory",
                     directory_span.clone(),
                     format!("cannot open {}: {e}", directory.display()),
-                )
-            })?;
-            if !canonical.is_dir() {
-                return Err(src.invalid(
+                )),
+                Ok(canonical) if !canonical.is_dir() => errors.push(src.invalid(
                     "origin.directory",
                     directory_span,
                     format!("{} is not a directory", canonical.display()),
-                ));
+                )),
+                Ok(canonical) => config.origin.directory = Some(canonical),
             }
-            config.origin.directory = Some(canonical);
         }
         if let Some(AccessLogTarget::File(f)) = &config.log.access {
             let dir = f.parent().unwrap_or(Path::new("/"));
             if !dir.is_dir() {
-                return Err(src.invalid(
+                errors.push(src.invalid(
                     "log.access",
                     spans.access_log.clone(),
                     format!("{} is not a directory", dir.display()),
                 ));
             }
         }
-        if let Some(c) = &config.cluster {
-            crate::cluster::read_key(&c.key_file)
-                .map_err(|m| src.invalid("cluster.key_file", spans.key_file.clone(), m))?;
+        if let Some(c) = &config.cluster
+            && let Err(m) = crate::cluster::read_key(&c.key_file)
+        {
+            errors.push(src.invalid("cluster.key_file", spans.key_file.clone(), m));
+        }
+        if let Some(e) = ConfigError::all(errors) {
+            return Err(e);
         }
         Ok(config)
     }
@@ -98,102 +103,46 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(src.text))
         .map_err(|e| src.schema(&e))?;
 
-    let server = server(src, raw.server)?;
-    let (cache, memory_bytes_span) = cache(src, raw.cache)?;
-    let steer = crate::steer::steer(src, raw.steer, raw.cluster.is_some())?;
-    let admin = admin(src, raw.admin, server.listen)?;
+    // Each part checked whatever the others hold: every error found is reported, each part
+    // that fails standing in with its defaults for the checks that look across parts.
+    let mut errors = Vec::new();
+    let server = keep(&mut errors, server(src, raw.server)).unwrap_or_default();
+    let (cache, memory_bytes_span) =
+        keep(&mut errors, cache(src, raw.cache)).unwrap_or_else(|| (CacheConfig::default(), None));
+    let steer = keep(
+        &mut errors,
+        crate::steer::steer(src, raw.steer, raw.cluster.is_some()),
+    )
+    .unwrap_or_default();
+    let admin = keep(&mut errors, admin(src, raw.admin, server.listen)).unwrap_or_default();
     let mut taken = vec![("server.listen", server.listen)];
     if admin.enabled {
         taken.push(("admin.listen", admin.listen));
     }
-    let (cluster, key_file) = match crate::cluster::cluster(src, raw.cluster, base_dir, &taken)? {
+    let (cluster, key_file) = match keep(
+        &mut errors,
+        crate::cluster::cluster(src, raw.cluster, base_dir, &taken),
+    )
+    .flatten()
+    {
         Some((c, span)) => (Some(c), span),
         None => (None, None),
     };
-    let Some(origin) = raw.origin else {
-        return Err(src.error(
-            ErrorKind::MissingKey,
-            "origin.directory",
-            None,
-            "missing: set origin.directory or at least one [[origin.http]]",
-        ));
-    };
-    let dns = dns(src, &origin)?;
-    let (read_ahead_bytes, _) = check(
-        src,
-        "origin.read_ahead_bytes",
-        origin.read_ahead_bytes,
-        DEFAULT_READ_AHEAD_BYTES,
-        |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
-    )?;
-    let (revalidate_ms, _) = check(
-        src,
-        "origin.revalidate_ms",
-        origin.revalidate_ms,
-        DEFAULT_REVALIDATE_MS,
-        in_range(1, MAX_TIMEOUT_MS),
-    )?;
-    let (pass_buffer_bytes, _) = check(
-        src,
-        "origin.pass_buffer_bytes",
-        origin.pass_buffer_bytes,
-        crate::schema::DEFAULT_PASS_BUFFER_BYTES,
-        |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
-    )?;
-    let (pass_buffer_per_client, _) = check(
-        src,
-        "origin.pass_buffer_per_client",
-        origin.pass_buffer_per_client,
-        crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT,
-        |share| crate::share::client_share(share, pass_buffer_bytes),
-    )?;
-    let mut span = None;
-    let directory = match origin.directory {
-        None => None,
-        Some(d) => {
-            let s = d.span();
-            let d = d.into_inner();
-            if d.is_empty() {
-                return Err(src.invalid("origin.directory", Some(s), "must not be empty"));
-            }
-            span = Some(s);
-            Some(base_dir.join(d))
-        }
-    };
-    let mut http = Vec::with_capacity(origin.http.len());
-    for (i, raw) in origin.http.into_iter().enumerate() {
-        http.push(http_origin(src, i, raw, base_dir)?);
+    let (log, access_log) = keep(&mut errors, log(src, raw.log, base_dir)).unwrap_or_default();
+    let origin = keep(&mut errors, origin_config(src, raw.origin, base_dir));
+    if let Some(e) = ConfigError::all(errors) {
+        return Err(e);
     }
-    if directory.is_none() && http.is_empty() {
-        // Point at the [origin] table header when there is one.
-        let header = src
-            .text
-            .match_indices("[origin]")
-            .map(|(at, _)| at)
-            .find(|&at| at == 0 || src.text.as_bytes()[at - 1] == b'\n');
-        return Err(src.error(
-            ErrorKind::MissingKey,
-            "origin.directory",
-            header.map(|at| at..at + 8),
-            "missing: set origin.directory or at least one [[origin.http]]",
-        ));
-    }
+    let Some((origin, span)) = origin else {
+        unreachable!("an origin error was reported above");
+    };
     let mut cache = cache;
     cache.disk_dir = cache.disk_dir.map(|d| base_dir.join(d));
-    let (log, access_log) = log(src, raw.log, base_dir)?;
     let config = Config {
         log,
         server,
         cache,
-        origin: OriginConfig {
-            directory,
-            http,
-            revalidate_ms,
-            pass_buffer_bytes,
-            pass_buffer_per_client,
-            read_ahead_bytes,
-            dns,
-        },
+        origin,
         admin,
         steer,
         cluster,
@@ -205,6 +154,132 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         access_log,
     };
     Ok((config, spans))
+}
+
+/// `r`'s value, or None with its error kept in `errors`: the part stands in with its
+/// defaults while the others are checked.
+fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T, ConfigError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+/// `[origin]` and its `[[origin.http]]` tables: each origin checked whatever the others
+/// hold (every error reported); the directory's span, for `load`'s check of it.
+fn origin_config(
+    src: Source<'_>,
+    origin: Option<crate::raw::RawOrigin>,
+    base_dir: &Path,
+) -> Result<(OriginConfig, Option<Range<usize>>), ConfigError> {
+    let Some(origin) = origin else {
+        return Err(src.error(
+            ErrorKind::MissingKey,
+            "origin.directory",
+            None,
+            "missing: set origin.directory or at least one [[origin.http]]",
+        ));
+    };
+    let mut errors = Vec::new();
+    let dns = keep(&mut errors, dns(src, &origin)).unwrap_or_default();
+    let read_ahead_bytes = keep(
+        &mut errors,
+        check(
+            src,
+            "origin.read_ahead_bytes",
+            origin.read_ahead_bytes,
+            DEFAULT_READ_AHEAD_BYTES,
+            |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
+        ),
+    )
+    .map_or(DEFAULT_READ_AHEAD_BYTES, |(v, _)| v);
+    let revalidate_ms = keep(
+        &mut errors,
+        check(
+            src,
+            "origin.revalidate_ms",
+            origin.revalidate_ms,
+            DEFAULT_REVALIDATE_MS,
+            in_range(1, MAX_TIMEOUT_MS),
+        ),
+    )
+    .map_or(DEFAULT_REVALIDATE_MS, |(v, _)| v);
+    let pass_buffer_bytes = keep(
+        &mut errors,
+        check(
+            src,
+            "origin.pass_buffer_bytes",
+            origin.pass_buffer_bytes,
+            crate::schema::DEFAULT_PASS_BUFFER_BYTES,
+            |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
+        ),
+    )
+    .map_or(crate::schema::DEFAULT_PASS_BUFFER_BYTES, |(v, _)| v);
+    let pass_buffer_per_client = keep(
+        &mut errors,
+        check(
+            src,
+            "origin.pass_buffer_per_client",
+            origin.pass_buffer_per_client,
+            crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT,
+            |share| crate::share::client_share(share, pass_buffer_bytes),
+        ),
+    )
+    .map_or(crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT, |(v, _)| v);
+    let mut span = None;
+    let directory = match origin.directory {
+        None => None,
+        Some(d) => {
+            let s = d.span();
+            let d = d.into_inner();
+            if d.is_empty() {
+                keep(
+                    &mut errors,
+                    Err::<(), _>(src.invalid(
+                        "origin.directory",
+                        Some(s.clone()),
+                        "must not be empty",
+                    )),
+                );
+            }
+            span = Some(s);
+            Some(base_dir.join(d))
+        }
+    };
+    let any_http = !origin.http.is_empty();
+    let mut http = Vec::with_capacity(origin.http.len());
+    for (i, raw) in origin.http.into_iter().enumerate() {
+        if let Some(o) = keep(&mut errors, http_origin(src, i, raw, base_dir)) {
+            http.push(o);
+        }
+    }
+    if directory.is_none() && !any_http {
+        // Point at the [origin] table header when there is one.
+        let header = src
+            .text
+            .match_indices("[origin]")
+            .map(|(at, _)| at)
+            .find(|&at| at == 0 || src.text.as_bytes()[at - 1] == b'\n');
+        keep(
+            &mut errors,
+            Err::<(), _>(src.error(
+                ErrorKind::MissingKey,
+                "origin.directory",
+                header.map(|at| at..at + 8),
+                "missing: set origin.directory or at least one [[origin.http]]",
+            )),
+        );
+    }
+    if let Some(e) = ConfigError::all(errors) {
+        return Err(e);
+    }
+    let config = OriginConfig {
+        directory,
+        http,
+        revalidate_ms,
+        pass_buffer_bytes,
+        pass_buffer_per_client,
+        read_ahead_bytes,
+        dns,
+    };
+    Ok((config, span))
 }
 
 /// Whether two listen addresses would take the same port on some address (port 0 takes a

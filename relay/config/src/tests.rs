@@ -921,3 +921,44 @@ fn the_access_log_is_read_and_its_errors_named() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_error_is_reported_each_with_its_key_and_line() {
+    let text = "[server]\nworkers = 100000\n\n[cache]\nchunk_size = 3\n\n[log]\n\
+                access_format = \"xml\"\n\n[[origin.http]]\nurl = \"http://127.0.0.1:1\"\n\
+                retries = 1000\n\n[[origin.http]]\nurl = \"ftp://x\"\n";
+    let e = Config::from_str(text, Path::new("/"), "relay.toml").unwrap_err();
+    let each: Vec<(Option<usize>, String)> = e
+        .each()
+        .iter()
+        .map(|e| (e.line(), e.key().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(
+        each,
+        [
+            (Some(2), "server.workers".to_string()),
+            (Some(5), "cache.chunk_size".to_string()),
+            (Some(8), "log.access_format".to_string()),
+            (Some(12), "origin.http[0].retries".to_string()),
+            (Some(15), "origin.http[1].url".to_string()),
+        ],
+        "{e}"
+    );
+    // One line each, in file order.
+    assert_eq!(e.to_string().lines().count(), 5, "{e}");
+    assert_eq!(e.line(), Some(2), "the first");
+
+    // What the machine says too: a directory that is not there and a log's directory.
+    let dir = std::env::temp_dir().join(format!("relay-config-{}-many", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        "[origin]\ndirectory = \"no/such/dir\"\n\n[log]\naccess = \"nope/access.log\"\n",
+    )
+    .unwrap();
+    let e = Config::load(&file).unwrap_err();
+    let keys: Vec<&str> = e.each().iter().filter_map(|e| e.key()).collect();
+    assert_eq!(keys, ["origin.directory", "log.access"], "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
