@@ -12,6 +12,9 @@ use relay_config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where the config is when no `--config` names it (the package installs it there).
+const DEFAULT_CONFIG: &str = "/etc/relay/relay.toml";
+
 /// Set once the listening sockets were handed over to a new relay (`relay_server::handover`).
 static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -46,7 +49,7 @@ enum Command {
     /// Serve HTTP on the configured address until SIGTERM or SIGINT.
     Run {
         /// The TOML config file.
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Take the listening sockets of the relay running on this address (a restart
         /// without a gap: it finishes its responses and exits, and this one serves; clients
@@ -57,11 +60,10 @@ enum Command {
     },
     /// Validate a config file; errors name the key and line (exit status 2).
     CheckConfig {
-        /// The TOML config file (as `run` takes it).
+        /// The TOML config file (as `run` takes it; default /etc/relay/relay.toml).
         #[arg(long, short, conflicts_with = "file")]
         config: Option<PathBuf>,
         /// The TOML config file, given without `--config`.
-        #[arg(required_unless_present = "config")]
         file: Option<PathBuf>,
     },
     /// Load, attach, inspect and remove the XDP steering program.
@@ -92,7 +94,7 @@ enum CacheCommand {
         /// origin's /path.
         url: String,
         /// The config whose admin.listen to ask.
-        #[arg(long, short, default_value = "/etc/relay/relay.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The admin listener to ask instead (host:port).
         #[arg(long)]
@@ -187,10 +189,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, take_over } => run(&config, take_over),
         Command::CheckConfig { config, file } => {
-            // (clap requires one of the two.)
-            let Some(file) = config.or(file) else {
-                return ExitCode::from(2);
-            };
+            let file = config.or(file).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             return check_config(&file);
         }
         Command::Steer { command } => steer(command),
