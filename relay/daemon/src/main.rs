@@ -189,7 +189,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, take_over } => run(&config, take_over),
         Command::CheckConfig { config, file } => {
-            let file = config.or(file).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let file = config
+                .or(file)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             return check_config(&file);
         }
         Command::Steer { command } => steer(command),
