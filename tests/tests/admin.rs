@@ -56,18 +56,21 @@ fn metrics_count_requests_hits_and_latency() {
         ),
         1.0
     );
-    // The same responses by result and status class: the answers relay made up as errors.
-    let responses = |result: &str, class: &str| {
+    // The same responses by origin, result and status class: the answers relay made up as
+    // errors.
+    let responses = |origin: &str, result: &str, class: &str| {
         metric(
             &text,
-            &format!("relay_responses_total{{result=\"{result}\",status=\"{class}\"}}"),
+            &format!(
+                "relay_responses_total{{origin=\"{origin}\",result=\"{result}\",status=\"{class}\"}}"
+            ),
         )
     };
     assert_eq!(
         (
-            responses("hit", "2xx"),
-            responses("miss", "2xx"),
-            responses("error", "4xx")
+            responses("directory", "hit", "2xx"),
+            responses("directory", "miss", "2xx"),
+            responses("-", "error", "4xx")
         ),
         (9.0, 1.0, 1.0)
     );
@@ -472,11 +475,16 @@ fn responses_are_counted_by_result_and_status_class() {
         relay_tests::curl(&["-X", "DELETE", "-o", "/dev/null", &relay.url("/fresh")]);
     assert_eq!(code, 0, "{err}");
     let text = relay.metrics();
+    // (The origin's label: the Host it serves, any, and its prefix.)
     let n = |result: &str, class: &str| {
-        metric(
-            &text,
-            &format!("relay_responses_total{{result=\"{result}\",status=\"{class}\"}}"),
-        )
+        let want = format!("result=\"{result}\",status=\"{class}\"}}");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("relay_responses_total{origin=\"") && l.contains(&want))
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(!lines[0].contains("origin=\"-\""), "{}", lines[0]);
+        lines[0].rsplit(' ').next().unwrap().parse::<f64>().unwrap()
     };
     assert_eq!(n("miss", "2xx"), 2.0, "{text}");
     assert_eq!(n("hit", "2xx"), 1.0, "{text}");

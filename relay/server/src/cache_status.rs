@@ -179,23 +179,48 @@ pub fn status_class(status: u16) -> usize {
     }
 }
 
+/// The origins whose responses are counted apart ([`Lookups::responses`]): the directory
+/// (0), then the first HTTP origins; the rest share the last slot.
+pub const COUNTED_ORIGINS: usize = 34;
+
+/// The [`Lookups::responses`] slot of a response routed to `http` (an HTTP origin's index)
+/// or to the directory (None).
+pub fn origin_slot(http: Option<usize>) -> usize {
+    match http {
+        None => 0,
+        Some(o) => (o + 1).min(COUNTED_ORIGINS - 1),
+    }
+}
+
 /// A worker's responses by [`CacheStatus`]: hits, misses (forwards that looked in the cache
-/// first), every forward by its reason, and every response by its [`Outcome`] and status
-/// class.
-#[derive(Default)]
+/// first), every forward by its reason, and every response by its origin, [`Outcome`] and
+/// status class.
 pub struct Lookups {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub forwards: [AtomicU64; Fwd::ALL.len()],
-    /// `[outcome][status class]` (class 0: a status outside 100 to 599).
-    pub responses: [[AtomicU64; 6]; Outcome::ALL.len()],
+    /// `[origin slot][outcome][status class]` (class 0: a status outside 100 to 599).
+    pub responses: Box<[[[AtomicU64; 6]; Outcome::ALL.len()]; COUNTED_ORIGINS]>,
+}
+
+impl Default for Lookups {
+    fn default() -> Lookups {
+        Lookups {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            forwards: Default::default(),
+            responses: Box::new(std::array::from_fn(|_| Default::default())),
+        }
+    }
 }
 
 impl Lookups {
-    /// A response with `status` (HTTP) went out as `cache` says.
-    pub fn count(&self, cache: &CacheStatus, status: u16) {
-        self.responses[Outcome::of(cache) as usize][status_class(status)]
-            .fetch_add(1, Ordering::Relaxed);
+    /// A response with `status` (HTTP) from origin slot `origin` ([`origin_slot`]) went out
+    /// as `cache` says.
+    pub fn count(&self, cache: &CacheStatus, status: u16, origin: usize) {
+        self.responses[origin.min(COUNTED_ORIGINS - 1)][Outcome::of(cache) as usize]
+            [status_class(status)]
+        .fetch_add(1, Ordering::Relaxed);
         self.count_lookup(cache);
     }
 
@@ -252,18 +277,27 @@ mod tests {
     #[test]
     fn hits_and_misses_come_from_the_same_value() {
         let l = Lookups::default();
-        l.count(&CacheStatus::HIT, 200);
-        l.count(&CacheStatus::hit("stale-while-revalidate"), 200);
-        l.count(&CacheStatus::fwd(Fwd::UriMiss), 404);
-        l.count(&CacheStatus::fwd(Fwd::Partial), 206);
-        l.count(&CacheStatus::fwd(Fwd::Method), 502);
-        l.count(&CacheStatus::fwd(Fwd::Request), 200);
+        l.count(&CacheStatus::HIT, 200, 0);
+        l.count(&CacheStatus::hit("stale-while-revalidate"), 200, 0);
+        l.count(&CacheStatus::fwd(Fwd::UriMiss), 404, 1);
+        l.count(&CacheStatus::fwd(Fwd::Partial), 206, 1);
+        l.count(&CacheStatus::fwd(Fwd::Method), 502, 1);
+        l.count(&CacheStatus::fwd(Fwd::Request), 200, 1);
         let revalidated = CacheStatus {
             fwd_status: 304,
             ..CacheStatus::fwd(Fwd::Stale)
         };
-        l.count(&revalidated, 200);
-        let n = |o: Outcome, class: usize| l.responses[o as usize][class].load(Ordering::Relaxed);
+        l.count(&revalidated, 200, 1);
+        let n = |o: Outcome, class: usize| {
+            (0..COUNTED_ORIGINS)
+                .map(|s| l.responses[s][o as usize][class].load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        assert_eq!(
+            l.responses[0][Outcome::Hit as usize][2].load(Ordering::Relaxed),
+            1,
+            "by origin slot"
+        );
         assert_eq!(
             (
                 n(Outcome::Hit, 2),

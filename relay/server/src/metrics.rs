@@ -483,23 +483,48 @@ impl Metrics {
         // up as result="error".
         let _ = writeln!(
             out,
-            "# HELP relay_responses_total Responses by result (hit, stale, revalidated, miss, \
-             pass: as their Cache-Status says; error: made up by relay) and status class.\n\
+            "# HELP relay_responses_total Responses by origin (directory, or an HTTP origin's \
+             Host and prefix; \"-\" for answers relay made up), result (hit, stale, \
+             revalidated, miss, pass: as their Cache-Status says; error: made up by relay) and \
+             status class.\n\
              # TYPE relay_responses_total counter"
         );
-        use crate::cache_status::{Outcome, status_class};
-        for o in Outcome::ALL {
-            for class in 1..=5 {
-                let n: u64 = self
-                    .workers
-                    .iter()
-                    .map(|w| w.lookups.responses[o as usize][class].load(Ordering::Relaxed))
-                    .sum();
-                let _ = writeln!(
-                    out,
-                    "relay_responses_total{{result=\"{}\",status=\"{class}xx\"}} {n}",
-                    o.as_str()
-                );
+        use crate::cache_status::{COUNTED_ORIGINS, Outcome, status_class};
+        // The origins by slot: the directory, each HTTP origin as its Host and prefix, the
+        // ones past the counted as "other".
+        let http: Vec<String> = self
+            .shared
+            .upstream
+            .as_ref()
+            .map(|u| u.servers_up().into_iter().map(|(name, _)| name).collect())
+            .unwrap_or_default();
+        let mut origins: Vec<(usize, String)> = Vec::new();
+        if self.shared.origin.is_some() {
+            origins.push((0, "directory".into()));
+        }
+        for (o, name) in http.iter().enumerate().take(COUNTED_ORIGINS - 2) {
+            origins.push((o + 1, name.clone()));
+        }
+        if http.len() > COUNTED_ORIGINS - 2 {
+            origins.push((COUNTED_ORIGINS - 1, "other".into()));
+        }
+        for (slot, name) in origins {
+            for o in Outcome::ALL {
+                for class in 1..=5 {
+                    let n: u64 = self
+                        .workers
+                        .iter()
+                        .map(|w| {
+                            w.lookups.responses[slot][o as usize][class].load(Ordering::Relaxed)
+                        })
+                        .sum();
+                    let _ = writeln!(
+                        out,
+                        "relay_responses_total{{origin=\"{}\",result=\"{}\",status=\"{class}xx\"}} {n}",
+                        label(&name),
+                        o.as_str()
+                    );
+                }
             }
         }
         let mut errors = [0u64; 6];
@@ -509,7 +534,7 @@ impl Metrics {
         for (class, n) in errors.iter().enumerate().skip(1) {
             let _ = writeln!(
                 out,
-                "relay_responses_total{{result=\"error\",status=\"{class}xx\"}} {n}"
+                "relay_responses_total{{origin=\"-\",result=\"error\",status=\"{class}xx\"}} {n}"
             );
         }
         let _ = writeln!(

@@ -659,6 +659,14 @@ impl Exchange {
 
     /// A drain began: the connection closes after its response; true when it is idle
     /// between requests and may close now.
+    /// The response counters' slot of the origin the request went to.
+    fn origin_slot(&self) -> usize {
+        crate::cache_status::origin_slot(match self.route {
+            Route::Http(o) => Some(o),
+            Route::Directory => None,
+        })
+    }
+
     /// Nothing has come on this connection yet: its first request may be on its way.
     pub fn is_fresh(&self) -> bool {
         !self.began

@@ -258,7 +258,9 @@ impl Exchange {
             fwd_status: p.status,
             ..self.pass_status
         };
-        cx.stats.lookups.count(&status, p.status);
+        cx.stats
+            .lookups
+            .count(&status, p.status, self.origin_slot());
         status.write(&mut self.status_buf);
         let head = ResponseHead {
             content_length: p.content_length,
@@ -590,7 +592,7 @@ impl Exchange {
                 last_modified,
             ) == relay_proto::conditional::Precondition::NotModified
         {
-            cx.stats.lookups.count(&how, 304);
+            cx.stats.lookups.count(&how, 304, self.origin_slot());
             let mut buf = std::mem::take(&mut self.status_buf);
             how.write(&mut buf);
             self.head_only(cx, req, 304, &meta, Some(&buf));
@@ -612,7 +614,7 @@ impl Exchange {
             RangeSpec::Single(r) => (206, r.start, r.end + 1),
             RangeSpec::Multi(_) => (206, 0, 0),
             RangeSpec::Unsatisfiable => {
-                cx.stats.lookups.count(&how, 416);
+                cx.stats.lookups.count(&how, 416, self.origin_slot());
                 how.write(&mut self.status_buf);
                 let head = ResponseHead {
                     content_length: Some(0),
@@ -662,7 +664,7 @@ impl Exchange {
             },
             h => h,
         };
-        cx.stats.lookups.count(&how, status);
+        cx.stats.lookups.count(&how, status, self.origin_slot());
         how.write(&mut self.status_buf);
         let content_range =
             (status == 206 && multi_n == 0).then(|| relay_proto::ContentRange::Bytes {
