@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod error;
 mod load;
 pub mod machine;
+mod origin;
 mod raw;
 pub mod schema;
 mod share;
