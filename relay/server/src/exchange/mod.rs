@@ -356,6 +356,9 @@ pub struct Exchange {
     chunked: Option<relay_proto::chunked::Decoder>,
     /// Close once the current response is sent.
     close_after: bool,
+    /// A drain began while no response was under way: the next request's response is the
+    /// connection's last (`drain`, `drain_fresh`).
+    drain_next: bool,
     /// The close is a reset: a body delimited by the close was cut, and a plain close would
     /// tell the client it ended.
     abort: bool,
@@ -469,6 +472,7 @@ impl Exchange {
             discard: 0,
             chunked: None,
             close_after: false,
+            drain_next: false,
             abort: false,
             linger: None,
             out: Outgoing::new(types::HEAD_ROOM),
@@ -540,6 +544,7 @@ impl Exchange {
         self.discard = 0;
         self.chunked = None;
         self.close_after = false;
+        self.drain_next = false;
         self.abort = false;
         self.linger = None;
         self.out.head.clear();
@@ -657,8 +662,6 @@ impl Exchange {
         &mut self.out
     }
 
-    /// A drain began: the connection closes after its response; true when it is idle
-    /// between requests and may close now.
     /// The response counters' slot of the origin the request went to.
     fn origin_slot(&self) -> usize {
         crate::cache_status::origin_slot(match self.route {
@@ -675,12 +678,20 @@ impl Exchange {
     /// A fresh connection while the worker stops: its first request is answered if it
     /// comes before `until`, then the connection closes.
     pub fn drain_fresh(&mut self, until: Instant) {
-        self.close_after = true;
+        self.drain_next = true;
         self.deadline = self.deadline.min(until);
     }
 
+    /// A drain began: the connection closes after the response it is answering, or, when
+    /// it answers none yet (between requests, or a request's head still coming), after the
+    /// next one; true when it is idle between requests and may close now.
     pub fn drain(&mut self) -> bool {
-        self.close_after = true;
+        // (Closing on `close_after` with no response under way would close a connection
+        // whose request is still arriving, or has arrived unread, unanswered.)
+        match self.req_start.is_some() {
+            true => self.close_after = true,
+            false => self.drain_next = true,
+        }
         let idle = self.rstart == self.rend
             && matches!(self.state, State::Ready)
             && self.discard == 0

@@ -410,6 +410,8 @@ impl Exchange {
             }
             Ok(Parsed::Complete { request, head_len }) => (request, head_len),
         };
+        // (A drain that began before this request: its answer is the connection's last.)
+        self.close_after |= self.drain_next;
         // (What an answer made up before routing logs is this request's, not the last one's
         // on this slot.)
         self.key.clear();
@@ -452,7 +454,8 @@ impl Exchange {
         let req = RequestInfo {
             method: request.method,
             version: request.version,
-            keep_alive: request.keep_alive,
+            // (Its answer says so: `Connection: close`.)
+            keep_alive: request.keep_alive && !self.drain_next,
         };
         self.saved.req = req;
         self.saved.cond = Conditionals {

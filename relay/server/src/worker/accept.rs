@@ -110,7 +110,9 @@ impl Worker {
         if self.draining.is_some() {
             // Accepted as the accept was being cancelled (a stop, a hand-over): served, then
             // closed, rather than refused.
-            let _ = self.conns[slot as usize].ex.drain();
+            self.conns[slot as usize]
+                .ex
+                .drain_fresh(self.now + super::FRESH_GRACE);
         }
         self.live += 1;
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);

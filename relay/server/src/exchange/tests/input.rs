@@ -232,6 +232,42 @@ fn a_drain_closes_after_the_response_under_way() {
     assert!(matches!(next, Action::Close));
 }
 
+/// A drain that finds a connection answering nothing yet (fresh, or its head still coming)
+/// closes it after its next response, not before: the request it is about to read gets an
+/// answer with `Connection: close`.
+#[test]
+fn a_drain_before_a_request_closes_after_its_answer() {
+    let mut kit = Kit::new();
+    kit.file("i", &object(100));
+    // Accepted as a stop began: its request comes after the drain.
+    let mut ex = kit.exchange();
+    let until = Instant::now() + Duration::from_millis(500);
+    ex.drain_fresh(until);
+    assert!(ex.deadline() <= until, "a moment to send its request");
+    let a = kit.input(&mut ex, &get("/i"));
+    let (sent, next) = kit.run(&mut ex, a);
+    let (head, body) = split_response(&sent);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{head}"
+    );
+    assert_eq!(body.len(), 100);
+    assert!(matches!(next, Action::Close), "{next:?}");
+    // Half a head when the drain begins: the rest still gets its answer.
+    let mut ex = kit.exchange();
+    assert!(matches!(
+        kit.input(&mut ex, b"GET /i HTTP/1.1\r\nHo"),
+        Action::Recv
+    ));
+    assert!(!ex.drain(), "a head is coming: not idle");
+    let a = kit.input(&mut ex, b"st: x\r\n\r\n");
+    let (sent, next) = kit.run(&mut ex, a);
+    assert_eq!(split_response(&sent).1.len(), 100);
+    assert!(matches!(next, Action::Close), "{next:?}");
+}
+
 #[test]
 fn what_a_multishot_receive_ending_leads_to() {
     let mut kit = Kit::new();
