@@ -114,8 +114,12 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         crate::steer::steer(src, raw.steer, raw.cluster.is_some()),
     )
     .unwrap_or_default();
-    let admin = keep(&mut errors, admin(src, raw.admin, server.listen)).unwrap_or_default();
-    let mut taken = vec![("server.listen", server.listen)];
+    let admin = keep(&mut errors, admin(src, raw.admin, &server.listens())).unwrap_or_default();
+    let mut taken: Vec<_> = server
+        .listens()
+        .into_iter()
+        .map(|a| ("server.listen", a))
+        .collect();
     if admin.enabled {
         taken.push(("admin.listen", admin.listen));
     }
@@ -211,9 +215,15 @@ fn to_usize(v: u64) -> Result<usize, String> {
 
 fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
     let defaults = ServerConfig::default();
-    let (listen, _) = check(src, "server.listen", raw.listen, defaults.listen, |s| {
-        parse_listen(&s)
-    })?;
+    let (mut listen, _) = check(
+        src,
+        "server.listen",
+        raw.listen,
+        vec![defaults.listen],
+        |all| listen_list(&all.0),
+    )?;
+    let listen_more = listen.split_off(1);
+    let listen = listen[0];
     let (workers, _) = check(src, "server.workers", raw.workers, defaults.workers, |v| {
         in_range(0, MAX_WORKERS as u64)(v).and_then(to_usize)
     })?;
@@ -323,6 +333,7 @@ fn server(src: Source<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> 
     Ok(ServerConfig {
         drain_ms,
         listen,
+        listen_more,
         workers,
         max_connections,
         header_timeout_ms,
@@ -354,6 +365,29 @@ pub(crate) fn bytes_in_range(size: ByteSize, lo: u64, hi: u64) -> Result<u64, St
 }
 
 /// `host:port` with an IP address; names are not resolved.
+/// `server.listen`: one address or a list, at most `MAX_LISTEN`, no two taking the same
+/// port on some address.
+fn listen_list(all: &[String]) -> Result<Vec<SocketAddr>, String> {
+    if all.is_empty() {
+        return Err("lists no address".into());
+    }
+    if all.len() > MAX_LISTEN {
+        return Err(format!(
+            "lists {} addresses, at most {MAX_LISTEN}",
+            all.len()
+        ));
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(all.len());
+    for s in all {
+        let a = parse_listen(s)?;
+        if let Some(b) = addrs.iter().find(|&&b| overlaps(a, b)) {
+            return Err(format!("{a} takes the same port as {b}, listed before it"));
+        }
+        addrs.push(a);
+    }
+    Ok(addrs)
+}
+
 pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
@@ -481,14 +515,14 @@ fn targeted_fields(names: Vec<String>) -> Result<Vec<String>, String> {
 fn admin(
     src: Source<'_>,
     raw: RawAdmin,
-    server: std::net::SocketAddr,
+    server: &[std::net::SocketAddr],
 ) -> Result<AdminConfig, ConfigError> {
     let defaults = AdminConfig::default();
     let enabled = raw.enabled.unwrap_or(defaults.enabled);
     let (listen, span) = check(src, "admin.listen", raw.listen, defaults.listen, |s| {
         parse_listen(&s)
     })?;
-    if enabled && overlaps(listen, server) {
+    if enabled && let Some(server) = server.iter().find(|&&s| overlaps(listen, s)) {
         // `run` could not bind both (the server's listeners take the port first).
         return Err(src.invalid(
             "admin.listen",

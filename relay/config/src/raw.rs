@@ -45,7 +45,7 @@ pub(crate) struct RawAdmin {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default, expecting = "a [server] table")]
 pub(crate) struct RawServer {
-    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) listen: Option<Spanned<OneOrMany>>,
     pub(crate) workers: Option<Spanned<u64>>,
     pub(crate) max_connections: Option<Spanned<u64>>,
     pub(crate) header_timeout_ms: Option<Spanned<u64>>,
@@ -219,4 +219,33 @@ pub(crate) struct RawSteerNode {
     pub(crate) up: Option<bool>,
     pub(crate) rtt_us: Option<Spanned<u64>>,
     pub(crate) health_check: Option<Spanned<String>>,
+}
+
+/// A string, or a list of them (`server.listen`).
+pub(crate) struct OneOrMany(pub(crate) Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address, or a list of addresses")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut all = Vec::new();
+                while let Some(s) = a.next_element::<String>()? {
+                    all.push(s);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }

@@ -9,6 +9,8 @@ use relay_proto::Limits;
 
 use crate::bytesize::{KIB, MIB};
 
+/// Most `server.listen` addresses.
+pub const MAX_LISTEN: usize = 16;
 /// `server.listen` when omitted.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 /// Largest `server.workers`.
@@ -110,10 +112,13 @@ pub enum AccessLogFormat {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Address to listen on (default 127.0.0.1:8080).
+    /// Address to listen on (default 127.0.0.1:8080): the first of `server.listen`, the one
+    /// the listen lock and a hand-over are keyed on.
     pub listen: SocketAddr,
+    /// The other `server.listen` addresses, when it lists several.
+    pub listen_more: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core (see [`ServerConfig::effective_workers`]).
     pub workers: usize,
     /// Open connections per worker (default 16384).
@@ -175,12 +180,20 @@ impl ServerConfig {
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
     }
+
+    /// Every address to listen on, `listen` first.
+    pub fn listens(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.listen_more.iter().copied())
+            .collect()
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: DEFAULT_LISTEN,
+            listen_more: Vec::new(),
             workers: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,

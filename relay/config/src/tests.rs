@@ -962,3 +962,51 @@ fn every_error_is_reported_each_with_its_key_and_line() {
     assert_eq!(keys, ["origin.directory", "log.access"], "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn server_listen_takes_a_list_of_addresses() {
+    let c = parse(
+        "[origin]\ndirectory = \"/x\"\n[server]\n\
+         listen = [\"127.0.0.1:8080\", \"[::1]:8080\", \"10.0.0.1:80\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        c.server.listens(),
+        ["127.0.0.1:8080", "[::1]:8080", "10.0.0.1:80"]
+            .map(|a| a.parse::<std::net::SocketAddr>().unwrap())
+    );
+    // One address alone is the same as before.
+    let c = parse("[origin]\ndirectory = \"/x\"\n[server]\nlisten = \"[::1]:443\"\n").unwrap();
+    assert!(c.server.listen_more.is_empty());
+    // An empty list, a bad entry, two taking one port, too many, a number: each refused,
+    // naming the key.
+    let base = "[origin]\ndirectory = \"/x\"\n[server]\n";
+    let refused = |list: &str, needle: &str| {
+        let e = err(&format!("{base}listen = {list}\n"));
+        assert!(
+            e.key().is_some_and(|k| k.starts_with("server.listen")),
+            "{list}: {e}"
+        );
+        assert!(e.to_string().contains(needle), "{list}: {e}");
+    };
+    refused("[]", "lists no address");
+    refused("[\"127.0.0.1:80\", \"nowhere\"]", "nowhere");
+    refused(
+        "[\"0.0.0.0:80\", \"10.0.0.1:80\"]",
+        "10.0.0.1:80 takes the same port as 0.0.0.0:80",
+    );
+    let many: Vec<String> = (0..17)
+        .map(|i| format!("\"127.0.0.{}:80\"", i + 1))
+        .collect();
+    refused(
+        &format!("[{}]", many.join(", ")),
+        "lists 17 addresses, at most 16",
+    );
+    refused("[80]", "a string");
+    // The admin listener may take none of their ports.
+    let e = err(&format!(
+        "{base}listen = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\n[admin]\nlisten = \"127.0.0.1:8081\"\n"
+    ));
+    assert_eq!(e.key(), Some("admin.listen"), "{e}");
+}

@@ -399,15 +399,21 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         true => ListenLock::take_when_free(addr, std::time::Duration::from_secs(10)),
         false => ListenLock::take(addr),
     };
-    // Held for the process's life: a second relay on this address is refused.
-    let _listen_lock = take_lock(config.server.listen)?;
+    // Held for the process's life: a second relay on these addresses is refused.
+    let listens = config.server.listens();
+    let _listen_locks = listens
+        .iter()
+        .map(|&a| take_lock(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let (client_handed, peer_handed, admin_handed) = match handed {
         Some(h) => (h.client, h.peer, h.admin),
         None => (Vec::new(), Vec::new(), None),
     };
-    // (Taken over: one worker per listening socket, whatever server.workers now says, so
-    // that no socket's queue is left unread.)
-    let workers = match client_handed.len() {
+    // The sockets handed over, by address.
+    let mut client_handed = by_address(client_handed);
+    // (Taken over: one worker per listening socket of the first address, whatever
+    // server.workers now says, so that no socket's queue is left unread.)
+    let workers = match client_handed.get(&config.server.listen).map_or(0, Vec::len) {
         0 => config.server.effective_workers(),
         n => n,
     };
@@ -426,10 +432,24 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         }
         (false, _) => None,
     };
-    let listeners = match client_handed.is_empty() {
-        true => relay_server::bind(config.server.listen, workers)?,
-        false => client_handed,
-    };
+    // Each worker's listeners, one per address: those handed over where there are one per
+    // worker, else bound now.
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for &addr in &listens {
+        let group = match client_handed.remove(&addr) {
+            Some(g) if g.len() == workers => g,
+            _ => relay_server::bind(addr, workers)?,
+        };
+        for (w, l) in group.into_iter().enumerate() {
+            listeners[w].push(l);
+        }
+    }
+    for (addr, group) in client_handed {
+        tracing::warn!(
+            "{addr} was handed over but is no longer in server.listen: {} socket(s) closed",
+            group.len()
+        );
+    }
     // The cluster key, read once: gossip is sealed under it, and peer requests are checked
     // under a key derived from it.
     let cluster_key = match &config.cluster {
@@ -474,7 +494,8 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     let holdings = cache.holdings();
     // The sockets a later relay may take over (`relay_server::handover`).
     use std::os::fd::AsRawFd;
-    let client_fds: Vec<std::os::fd::RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let client_fds: Vec<std::os::fd::RawFd> =
+        listeners.iter().flatten().map(|l| l.as_raw_fd()).collect();
     let peer_fds: Vec<std::os::fd::RawFd> = peers
         .as_ref()
         .map(|p| p.listeners.iter().map(|l| l.as_raw_fd()).collect())
@@ -526,10 +547,9 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     };
     // From here a SIGTERM drains (below) instead of ending the process.
     startup.done();
-    tracing::info!(
-        "listening on http://{} ({workers} workers)",
-        server.local_addr()
-    );
+    for a in server.local_addrs() {
+        tracing::info!("listening on http://{a} ({workers} workers)");
+    }
     if let Some(c) = &cluster {
         tracing::info!("cluster on udp://{}", c.addr);
     }
@@ -825,6 +845,21 @@ fn steer_config(path: Option<&std::path::Path>) -> Result<relay_steer::SteerConf
         }
         None => relay_steer::SteerConfig::default(),
     })
+}
+
+/// Listening sockets grouped by the address they are bound to (a hand-over passes them
+/// all in one list).
+fn by_address(
+    all: Vec<std::net::TcpListener>,
+) -> std::collections::HashMap<std::net::SocketAddr, Vec<std::net::TcpListener>> {
+    let mut out: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+    for l in all {
+        match l.local_addr() {
+            Ok(a) => out.entry(a).or_default().push(l),
+            Err(e) => tracing::warn!("a socket handed over has no address ({e}): closed"),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

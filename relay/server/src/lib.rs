@@ -74,6 +74,8 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error("{eventfds} worker eventfds for {listeners} listeners")]
     Eventfds { eventfds: usize, listeners: usize },
+    #[error("a worker was given no client listener")]
+    NoListener,
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
 }
@@ -319,12 +321,18 @@ pub struct Server {
     stats: Arc<Vec<Arc<CachePadded<WorkerStats>>>>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
 }
 
 impl Server {
     /// The address the listeners are bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every address the client listeners are bound to, `local_addr` first.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -486,6 +494,21 @@ pub fn bind(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>, ServerError>
     Ok(out)
 }
 
+/// The listeners of `workers` workers: each worker's, one per address of `addrs`, in
+/// order (`bind` for each address).
+pub fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> Result<Vec<Vec<TcpListener>>, ServerError> {
+    let mut out: Vec<Vec<TcpListener>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+    for &addr in addrs {
+        for (w, l) in bind(addr, workers)?.into_iter().enumerate() {
+            out[w].push(l);
+        }
+    }
+    Ok(out)
+}
+
 fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -496,11 +519,12 @@ fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// Starts one worker thread per listener, serving `config` from `parts` until
+/// Starts one worker thread per entry of `listeners` (that worker's client listeners, one
+/// per listen address, `bind_all`), serving `config` from `parts` until
 /// [`Server::shutdown`].
 pub fn serve(
     config: Config,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Vec<TcpListener>>,
     parts: Parts,
 ) -> Result<Server, ServerError> {
     let Parts {
@@ -553,10 +577,14 @@ pub fn serve(
         ),
         None => None,
     };
-    let addr = listeners
+    if listeners.iter().any(|l| l.is_empty()) {
+        return Err(ServerError::NoListener);
+    }
+    let addrs: Vec<SocketAddr> = listeners
         .first()
-        .and_then(|l| l.local_addr().ok())
-        .unwrap_or(config.server.listen);
+        .map(|w| w.iter().filter_map(|l| l.local_addr().ok()).collect())
+        .unwrap_or_default();
+    let addr = addrs.first().copied().unwrap_or(config.server.listen);
     let limits = Limits {
         max_head_bytes: config.server.limits.max_head_bytes,
         max_headers: config.server.limits.max_headers,
@@ -629,5 +657,6 @@ pub fn serve(
         stats: Arc::new(stats),
         threads,
         addr,
+        addrs,
     })
 }

@@ -73,7 +73,7 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, no_body: bool) -> (u16, S
 
 /// The server wired as the daemon wires it: listeners, cache, eventfds, upstream.
 fn start(config: relay_config::Config) -> relay_server::Server {
-    let listeners = relay_server::bind(config.server.listen, 1).unwrap();
+    let listeners = relay_server::bind_all(&[config.server.listen], 1).unwrap();
     let cache = relay_cache::Cache::open(&config.cache).unwrap();
     let wake = relay_server::Eventfds::new(listeners.len()).unwrap();
     let upstream = relay_upstream::Upstream::open(&config.origin, &cache, wake.wakers()).unwrap();

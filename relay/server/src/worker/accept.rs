@@ -4,7 +4,7 @@
 //! when the kernel ends it. One accepted while the worker stops (its accept being
 //! cancelled) is served once and closed.
 
-use super::{ACCEPT, ACCEPT_PEER, Slot, Worker, ud};
+use super::{ACCEPT, Slot, Worker, ud};
 use crate::exchange::Exchange;
 use crate::sys;
 use relay_upstream::budget::Client;
@@ -15,29 +15,28 @@ use std::sync::atomic::Ordering;
 use super::send;
 
 impl Worker {
-    /// A connection accepted (`peer`: on the peer listener).
-    pub(super) fn on_accept(&mut self, res: i32, flags: u32, peer: bool) -> std::io::Result<()> {
+    /// A connection accepted on listener `index`.
+    pub(super) fn on_accept(&mut self, index: usize, res: i32, flags: u32) -> std::io::Result<()> {
+        let Some(l) = self.listeners.get(index) else {
+            log::error!("an accept for listener {index}, which this worker does not have");
+            return Ok(());
+        };
+        let peer = l.peer;
         if !io_uring::cqueue::more(flags) {
             let stop = self.draining.is_some()
                 || matches!(
                     -res,
                     libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
                 );
-            let (fd, kind) = match (peer, &self.peer_listener) {
-                (true, Some(p)) => (p.as_raw_fd(), ACCEPT_PEER),
-                _ => (self.listener.as_raw_fd(), ACCEPT),
-            };
+            let fd = l.socket.as_raw_fd();
             if stop {
                 // Draining; or out of descriptors or memory: the connection waits in the
                 // backlog, and arming again now would fail again at once. Armed again on
                 // the next tick.
-                match peer {
-                    true => self.peer_accepting = false,
-                    false => self.accepting = false,
-                }
+                self.listeners[index].accepting = false;
             } else {
                 // The kernel ended the multishot: arm it again.
-                self.ring.accept_multi(fd, ud(kind, 0, 0))?;
+                self.ring.accept_multi(fd, ud(ACCEPT, index as u32, 0))?;
             }
         }
         if res < 0 {

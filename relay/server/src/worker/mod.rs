@@ -47,8 +47,6 @@ const DIR_OPEN: u8 = 16;
 const DIR_STAT: u8 = 17;
 /// The `statx` linked after a directory-origin chunk's read: has the file changed?
 const FILE_CHECK: u8 = 18;
-/// A connection accepted on the peer listener (`[cluster] peer_listen`).
-const ACCEPT_PEER: u8 = 19;
 
 /// Provided buffers per worker, and their size: a request head (or a part of one) lands in
 /// one and is copied into the connection's parse buffer at once.
@@ -113,13 +111,24 @@ struct Slot {
     ex: Exchange,
 }
 
+/// A listening socket of a worker.
+struct Listener {
+    socket: std::net::TcpListener,
+    /// The peer listener (`[cluster] peer_listen`).
+    peer: bool,
+    /// Its multishot accept is armed. Off when a drain ended it, or when it ended for want
+    /// of descriptors or memory (armed again on the next tick unless draining).
+    accepting: bool,
+}
+
 pub struct Worker {
     ring: Ring,
     /// Declared after `ring`: dropped after it (the kernel stops using the buffers first).
     bufring: Option<crate::bufring::BufRing>,
-    listener: std::net::TcpListener,
-    /// Other relays' requests come in here (each must carry a valid `Relay-Peer` field).
-    peer_listener: Option<std::net::TcpListener>,
+    /// Its listeners: one per `server.listen` address, then the peer listener, where
+    /// other relays' requests come in (each must carry a valid `Relay-Peer` field). An
+    /// accept's user data holds the listener's index.
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
     /// This worker's number: its bit in fills' watcher masks and its eventfd.
@@ -162,11 +171,6 @@ pub struct Worker {
     boundary: String,
     /// Request latency (µs) since the last tick; published to `stats.latency` on the tick.
     latency: Histogram<u64>,
-    /// The multishot accept is armed. Off when a drain ended it, or when it ended for want
-    /// of descriptors or memory (armed again on the next tick unless draining).
-    accepting: bool,
-    /// The same for the peer listener.
-    peer_accepting: bool,
     /// The drain deadline and its grace passed with connections still busy: stop anyway.
     given_up: bool,
     draining: Option<Instant>,
@@ -174,8 +178,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        listener: std::net::TcpListener,
-        peer_listener: Option<std::net::TcpListener>,
+        client: Vec<std::net::TcpListener>,
+        peer: Option<std::net::TcpListener>,
         shared: Arc<Shared>,
         stats: Arc<CachePadded<WorkerStats>>,
         id: usize,
@@ -228,9 +232,16 @@ impl Worker {
             fixed,
             ring,
             bufring,
-            listener,
-            peer_accepting: peer_listener.is_some(),
-            peer_listener,
+            listeners: client
+                .into_iter()
+                .map(|socket| (socket, false))
+                .chain(peer.map(|socket| (socket, true)))
+                .map(|(socket, peer)| Listener {
+                    socket,
+                    peer,
+                    accepting: false,
+                })
+                .collect(),
             timeouts: Timeouts {
                 header: cfg.server.header_timeout(),
                 idle: cfg.server.idle_timeout(),
@@ -261,7 +272,6 @@ impl Worker {
             completions: Vec::with_capacity(1024),
             boundary: random_boundary(),
             latency: crate::metrics::latency_histogram(),
-            accepting: true,
             given_up: false,
             draining: None,
         })
@@ -269,12 +279,7 @@ impl Worker {
 
     /// Runs until shutdown is asked for and the connections are drained.
     pub fn run(mut self) -> std::io::Result<()> {
-        self.ring
-            .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
-        if let Some(p) = &self.peer_listener {
-            self.ring
-                .accept_multi(p.as_raw_fd(), ud(ACCEPT_PEER, 0, 0))?;
-        }
+        self.arm_accepts()?;
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0))? };
         self.arm_wake()?;
@@ -296,7 +301,7 @@ impl Worker {
                 let (u, res, flags) = self.completions[i];
                 self.complete(u, res, flags)?;
             }
-            let accepting = self.accepting || self.peer_accepting;
+            let accepting = self.listeners.iter().any(|l| l.accepting);
             if self.draining.is_some() && (self.live == 0 || self.given_up) && !accepting {
                 return Ok(());
             }
@@ -306,8 +311,7 @@ impl Worker {
     fn complete(&mut self, u: u64, res: i32, flags: u32) -> std::io::Result<()> {
         let (kind, slot, generation) = ud_parts(u);
         match kind {
-            ACCEPT => self.on_accept(res, flags, false),
-            ACCEPT_PEER => self.on_accept(res, flags, true),
+            ACCEPT => self.on_accept(slot as usize, res, flags),
             TICK => self.on_tick(),
             CANCEL => Ok(()),
             WAKE => {
@@ -529,11 +533,11 @@ impl Worker {
     fn on_tick(&mut self) -> std::io::Result<()> {
         if self.shared.shutdown.load(Ordering::Relaxed) && self.draining.is_none() {
             self.draining = Some(Instant::now());
-            if self.accepting {
-                self.ring.cancel(ud(ACCEPT, 0, 0), ud(CANCEL, 0, 0))?;
-            }
-            if self.peer_accepting {
-                self.ring.cancel(ud(ACCEPT_PEER, 0, 0), ud(CANCEL, 0, 0))?;
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].accepting {
+                    self.ring
+                        .cancel(ud(ACCEPT, i as u32, 0), ud(CANCEL, 0, 0))?;
+                }
             }
             // Idle connections go now; busy ones close after their response.
             for slot in 0..self.conns.len() as u32 {
@@ -611,21 +615,23 @@ impl Worker {
                 self.given_up = true;
             }
         }
-        if !self.accepting && self.draining.is_none() {
-            self.accepting = true;
-            self.ring
-                .accept_multi(self.listener.as_raw_fd(), ud(ACCEPT, 0, 0))?;
-        }
-        if let Some(p) = &self.peer_listener
-            && !self.peer_accepting
-            && self.draining.is_none()
-        {
-            self.peer_accepting = true;
-            self.ring
-                .accept_multi(p.as_raw_fd(), ud(ACCEPT_PEER, 0, 0))?;
+        if self.draining.is_none() {
+            self.arm_accepts()?;
         }
         // SAFETY: `self.tick` is boxed and lives as long as the worker.
         unsafe { self.ring.timeout(&*self.tick, ud(TICK, 0, 0)) }
+    }
+
+    /// Arms the multishot accept of every listener whose accept is not armed.
+    fn arm_accepts(&mut self) -> std::io::Result<()> {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.accepting {
+                l.accepting = true;
+                self.ring
+                    .accept_multi(l.socket.as_raw_fd(), ud(ACCEPT, i as u32, 0))?;
+            }
+        }
+        Ok(())
     }
 
     fn arm_wake(&mut self) -> std::io::Result<()> {
