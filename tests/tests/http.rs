@@ -376,6 +376,46 @@ fn check_config_names_key_and_line() {
 }
 
 #[test]
+fn check_config_reports_every_error() {
+    let dir = TempDir::new("cc");
+    let file = dir.write(
+        "many.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nbogus = 1\nworkers = \"x\"\n\
+             [cache]\nfoo = 2\nmemory_bytes = \"zz\"\n\
+             [log]\naccess_format = \"xml\"\n\
+             [origin]\ndirectory = \"{}\"\n\
+             [[origin.http]]\nurl = \"http://127.0.0.1:1\"\ncolour = 1\n",
+            dir.path().display()
+        )
+        .as_bytes(),
+    );
+    let name = file.display().to_string();
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let out = std::process::Command::new(relay_tests::relay_bin())
+            .args(args)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for at in [
+            ":3:1: server.bogus: unknown key `bogus`, expected one of `listen`",
+            ":4:11: server.workers: invalid type",
+            ":6:1: cache.foo: unknown key `foo`",
+            ":7:16: cache.memory_bytes: invalid byte size",
+            ":9:17: log.access_format: must be",
+            ":14:1: origin.http[0].colour: unknown key `colour`",
+        ] {
+            assert!(
+                err.contains(&format!("{name}{at}")),
+                "{args:?}: no {at} in: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn slow_and_idle_clients_are_cut_off() {
     let origin = TempDir::new("origin");
     origin.write("a", b"abc");

@@ -73,18 +73,21 @@ pub enum ConfigError {
 impl ConfigError {
     /// Several errors as one (none: not an error; one: itself), in file order.
     pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
-        let mut errors: Vec<ConfigError> = errors
-            .into_iter()
-            .flat_map(|e| match e {
-                ConfigError::Many(all) => all,
-                e => vec![e],
-            })
+        let mut errors = errors.into_iter();
+        let first = errors.next()?;
+        Some(first.and(errors.collect()))
+    }
+
+    /// This error and `others` as one (itself, if they are none), in file order.
+    pub(crate) fn and(self, others: Vec<ConfigError>) -> ConfigError {
+        let mut errors: Vec<ConfigError> = std::iter::once(self)
+            .chain(others)
+            .flat_map(ConfigError::into_each)
             .collect();
         errors.sort_by_key(|e| e.position().unwrap_or((usize::MAX, 0)));
-        match errors.len() {
-            0 => None,
-            1 => errors.pop(),
-            _ => Some(ConfigError::Many(errors)),
+        match <[ConfigError; 1]>::try_from(errors) {
+            Ok([one]) => one,
+            Err(errors) => ConfigError::Many(errors),
         }
     }
 
@@ -92,6 +95,14 @@ impl ConfigError {
     pub fn each(&self) -> Vec<&ConfigError> {
         match self {
             ConfigError::Many(all) => all.iter().collect(),
+            e => vec![e],
+        }
+    }
+
+    /// Every error this one holds, taken apart.
+    pub(crate) fn into_each(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Many(all) => all,
             e => vec![e],
         }
     }
@@ -177,17 +188,16 @@ impl Source<'_> {
     }
 
     /// Maps a TOML syntax error.
-    pub(crate) fn syntax(&self, err: &toml::de::Error) -> ConfigError {
+    pub(crate) fn syntax(&self, err: &toml_edit::TomlError) -> ConfigError {
         self.error(ErrorKind::Syntax, "", err.span(), one_line(err.message()))
     }
 
-    /// Maps a schema error from deserialization, with the key path that
-    /// `serde_path_to_error` tracked.
-    pub(crate) fn schema(&self, err: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
-        let mut key = dotted(err.path());
-        let inner = err.inner();
+    /// Maps a schema error from deserialization at dotted `key` (the path that
+    /// `serde_path_to_error` tracked).
+    pub(crate) fn schema(&self, key: &str, err: &toml_edit::de::Error) -> ConfigError {
+        let mut key = key.to_owned();
         let message =
-            one_line(inner.message()).replace("expected u64", "expected a non-negative integer");
+            one_line(err.message()).replace("expected u64", "expected a non-negative integer");
         let (kind, message) = if let Some(rest) = message.strip_prefix("unknown field") {
             (ErrorKind::UnknownKey, format!("unknown key{rest}"))
         } else if let Some(rest) = message.strip_prefix("missing field") {
@@ -207,32 +217,8 @@ impl Source<'_> {
         } else {
             (ErrorKind::InvalidValue, message)
         };
-        self.error(kind, &key, inner.span(), message)
+        self.error(kind, &key, err.span(), message)
     }
-}
-
-/// The path as `a.b.c`, without the segments `toml::Spanned` adds.
-fn dotted(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        let part = match segment {
-            Segment::Map { key } if key.starts_with("$__serde_spanned_private") => continue,
-            Segment::Map { key } => key.clone(),
-            Segment::Enum { variant } => variant.clone(),
-            // Array elements read as `steer.nodes[0]`, as the validation errors name them.
-            Segment::Seq { index } => {
-                out.push_str(&format!("[{index}]"));
-                continue;
-            }
-            Segment::Unknown => "?".to_owned(),
-        };
-        if !out.is_empty() {
-            out.push('.');
-        }
-        out.push_str(&part);
-    }
-    out
 }
 
 /// toml's messages may span lines; keep them on one.

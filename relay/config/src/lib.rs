@@ -6,7 +6,10 @@
 //!
 //! - [`schema`]: the validated [`Config`] and its sections, defaults and bounds.
 //! - [`load`](Config::load) / [`from_str`](Config::from_str) (module `load`):
-//!   TOML syntax, then the schema via serde, then value checks.
+//!   TOML syntax, then the schema via serde, then value checks; every error found
+//!   is reported (a file that is not TOML: the first syntax error).
+//! - `read`: the file into the serde mirror, every key serde refuses reported and
+//!   the rest read without it.
 //! - `raw`: the serde mirror of the file; unknown keys are refused, validated
 //!   values keep their `toml::Spanned` position.
 //! - `steer`: validation of `[steer]` (services, nodes, policies, guard).
@@ -24,6 +27,7 @@ mod load;
 pub mod machine;
 mod origin;
 mod raw;
+mod read;
 pub mod schema;
 mod share;
 mod steer;

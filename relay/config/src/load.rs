@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::bytesize::ByteSize;
 use crate::error::{ConfigError, Source};
-use crate::raw::{RawAdmin, RawCache, RawConfig, RawServer};
+use crate::raw::{RawAdmin, RawCache, RawServer};
 use crate::schema::*;
 
 impl Config {
@@ -98,13 +98,13 @@ struct Spans {
 
 /// The config and the spans of the values `load` checks.
 fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigError> {
-    // Syntax first, so that every later error is about the schema.
-    toml::from_str::<toml::Table>(src.text).map_err(|e| src.syntax(&e))?;
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(src.text))
-        .map_err(|e| src.schema(&e))?;
+    // Syntax first (the first error ends it), then the schema: every key it refuses is
+    // reported, and the rest read without them.
+    let (raw, refused) = crate::read::read(src)?;
 
     // Each part checked whatever the others hold: every error found is reported, each part
-    // that fails standing in with its defaults for the checks that look across parts.
+    // that fails standing in with its defaults for the checks that look across parts (a
+    // part with a key the schema refused is checked without that key, its errors left out).
     let mut errors = Vec::new();
     let server = keep(&mut errors, server(src, raw.server)).unwrap_or_default();
     let (cache, memory_bytes_span) =
@@ -137,11 +137,11 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
         &mut errors,
         crate::origin::origin_config(src, raw.origin, base_dir),
     );
-    if let Some(e) = ConfigError::all(errors) {
+    if let Some(e) = refused.with(errors) {
         return Err(e);
     }
     let Some((origin, span)) = origin else {
-        unreachable!("an origin error was reported above");
+        unreachable!("an origin error, or one the schema found in [origin], was reported above");
     };
     let mut cache = cache;
     cache.disk_dir = cache.disk_dir.map(|d| base_dir.join(d));
