@@ -14,6 +14,7 @@
 pub mod abuse;
 pub mod client;
 pub mod dnsmasq;
+pub mod hammer;
 pub mod netns;
 pub mod nginx;
 pub mod origin;
@@ -135,7 +136,30 @@ impl Relay {
         Relay::start_full(&relay_bin(), config, &[], &["--take-over"])
     }
 
+    /// `relay run` on `config` given `socket` as systemd passes one (`relay.socket`): as
+    /// descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` its own pid (a shell that puts it
+    /// there, then becomes relay).
+    pub fn start_activated(config: &str, socket: &std::net::TcpListener) -> Relay {
+        let fd = std::os::fd::OwnedFd::from(socket.try_clone().expect("a copy of the socket"));
+        let wrap = [
+            "sh",
+            "-c",
+            "exec 3<&0 </dev/null; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+        ];
+        Relay::start_io(&relay_bin(), config, &wrap, &[], Some(Stdio::from(fd)))
+    }
+
     fn start_full(bin: &Path, config: &str, wrap: &[&str], extra: &[&str]) -> Relay {
+        Relay::start_io(bin, config, wrap, extra, None)
+    }
+
+    fn start_io(
+        bin: &Path,
+        config: &str,
+        wrap: &[&str],
+        extra: &[&str],
+        stdin: Option<Stdio>,
+    ) -> Relay {
         let dir = TempDir::new("cfg");
         let path = dir.write("relay.toml", config.as_bytes());
         let mut cmd = if let Some((first, rest)) = wrap.split_first() {
@@ -151,6 +175,9 @@ impl Relay {
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(s) = stdin {
+            cmd.stdin(s);
+        }
         let mut child = cmd.spawn().expect("start relay");
         let stderr = child.stderr.take().expect("stderr pipe");
         let (tx, rx) = mpsc::channel();

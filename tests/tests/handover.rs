@@ -5,100 +5,15 @@
 //! connection and every request answered (a kept-alive connection may close between two
 //! requests, as HTTP allows: the client sends again on a new one).
 
-use relay_tests::{Relay, TempDir};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use relay_tests::{Relay, TempDir, hammer};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    refused: AtomicU64,
-    failed: AtomicU64,
-    /// Kept-alive connections the server closed between requests (a client sends again
-    /// on a new one, as HTTP clients do for idempotent requests).
-    reconnected: AtomicU64,
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// One request on `s`; Ok(true) answered right, Ok(false) closed before any byte.
-fn ask(s: &mut TcpStream, close: bool) -> std::io::Result<bool> {
-    let conn = if close { "close" } else { "keep-alive" };
-    s.write_all(
-        format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: {conn}\r\n\r\n").as_bytes(),
-    )?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
-            && got.len() >= end + 4 + 6
-        {
-            let ok = got.starts_with(b"HTTP/1.1 200") && got[end + 4..].starts_with(b"hello\n");
-            return if ok {
-                Ok(true)
-            } else {
-                Err(std::io::Error::other(
-                    String::from_utf8_lossy(&got).into_owned(),
-                ))
-            };
-        }
-    }
-}
-
-fn hammer(addr: SocketAddr, keep: bool, stop: Arc<AtomicBool>, c: Arc<Counts>) {
-    let mut conn: Option<TcpStream> = None;
-    let end = Instant::now() + Duration::from_secs(60);
-    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-        let fresh = conn.is_none();
-        let mut s = match conn.take() {
-            Some(s) => s,
-            None => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                    s
-                }
-                Err(e) => {
-                    eprintln!("refused: {e}");
-                    c.refused.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            },
-        };
-        match ask(&mut s, !keep) {
-            Ok(true) => {
-                c.ok.fetch_add(1, Ordering::Relaxed);
-                if keep {
-                    conn = Some(s);
-                }
-            }
-            // A kept-alive connection closed by the server before this request's answer.
-            Ok(false) if keep && !fresh => {
-                c.reconnected.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {
-                eprintln!("closed without an answer");
-                c.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                eprintln!("failed: {e}");
-                c.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 #[test]
@@ -117,15 +32,7 @@ fn a_new_relay_takes_over_the_sockets_and_no_client_sees_a_gap() {
     );
     let old = Relay::start(&config);
     let addr = old.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(Counts::default());
-    let clients: Vec<_> = [false, false, true, true]
-        .into_iter()
-        .map(|keep| {
-            let (stop, c) = (stop.clone(), counts.clone());
-            std::thread::spawn(move || hammer(addr, keep, stop, c))
-        })
-        .collect();
+    let (stop, counts, clients) = hammer::start(addr);
     std::thread::sleep(Duration::from_millis(700));
     let before = counts.ok.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -135,16 +42,8 @@ fn a_new_relay_takes_over_the_sockets_and_no_client_sees_a_gap() {
     assert!(old.wait_log("handing the listening sockets over", Duration::from_secs(1)));
     assert!(new.wait_log("took over 3 listening sockets", Duration::from_secs(1)));
     std::thread::sleep(Duration::from_millis(700));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().expect("client thread");
-    }
-    let (ok, refused, failed, reconnected) = (
-        counts.ok.load(Ordering::Relaxed),
-        counts.refused.load(Ordering::Relaxed),
-        counts.failed.load(Ordering::Relaxed),
-        counts.reconnected.load(Ordering::Relaxed),
-    );
+    hammer::finish(&stop, clients);
+    let (ok, refused, failed, reconnected) = counts.get();
     eprintln!(
         "restart under load: {ok} answered ({before} before the new relay started), {refused} \
          refused, {failed} failed, {reconnected} kept-alive connections closed between requests; \

@@ -59,6 +59,7 @@ fn the_package_installs_a_relay_that_checks_its_own_config() {
     for file in [
         "./usr/bin/relay",
         "./lib/systemd/system/relay.service",
+        "./lib/systemd/system/relay.socket",
         "./etc/relay/relay.toml",
         "./usr/share/man/man1/relay.1.gz",
         "./usr/share/man/man1/relay-run.1.gz",
@@ -117,6 +118,14 @@ fn the_package_installs_a_relay_that_checks_its_own_config() {
     ] {
         assert!(unit.contains(line), "{line:?} not in the unit");
     }
+    assert!(
+        unit.contains("Type=notify"),
+        "relay tells systemd when it serves"
+    );
+    let socket =
+        std::fs::read_to_string(root.path().join("lib/systemd/system/relay.socket")).unwrap();
+    assert!(socket.contains("ListenStream=127.0.0.1:8080"), "{socket}");
+    verify_units(root.path());
     let (ok, page) =
         run(Command::new("zcat").arg(root.path().join("usr/share/man/man1/relay.1.gz")));
     assert!(
@@ -173,4 +182,37 @@ fn with_libraries(bin: &Path, root: &Path) -> bool {
         }
     }
     true
+}
+
+/// systemd's own check of the units as installed (`systemd-analyze verify`): every key
+/// known, every value parsed, the commands there. It needs the targets they name, taken
+/// from this machine's systemd.
+fn verify_units(root: &Path) {
+    let host = Path::new("/lib/systemd/system");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+        || !host.is_dir()
+    {
+        eprintln!("SKIPPED: the units' check: no systemd-analyze here");
+        return;
+    }
+    let units = root.join("lib/systemd/system");
+    for entry in std::fs::read_dir(host).unwrap().flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".target") && !units.join(&name).exists() {
+            let _ = std::fs::copy(entry.path(), units.join(&name));
+        }
+    }
+    let (ok, text) = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root.display()))
+        .arg(units.join("relay.service"))
+        .arg(units.join("relay.socket")));
+    // (It warns of an unknown key or a bad value and still exits 0.)
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
 }

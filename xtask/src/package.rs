@@ -51,6 +51,12 @@ pub fn run(o: &Options) -> Result<PathBuf> {
         0o644,
     )?;
     place(
+        &repo.join("deploy/relay.socket"),
+        &stage,
+        "lib/systemd/system/relay.socket",
+        0o644,
+    )?;
+    place(
         &repo.join("deploy/relay.toml"),
         &stage,
         "etc/relay/relay.toml",

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "dnsmasq-base",
     // `cargo xtask package`: strip and objdump (dpkg-deb is dpkg's own).
     "binutils",
+    // systemd-socket-activate: the socket-activation test starts relay the way systemd does.
+    "systemd",
 ];
 
 #[derive(clap::Args, Default)]

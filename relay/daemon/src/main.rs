@@ -54,7 +54,8 @@ enum Command {
         /// Take the listening sockets of the relay running on this address (a restart
         /// without a gap: it finishes its responses and exits, and this one serves; clients
         /// that connect meanwhile wait, none is refused). Without it, a second relay on an
-        /// address is refused.
+        /// address is refused. (Under systemd, enable relay.socket instead: the new relay
+        /// would not be the service's.)
         #[arg(long)]
         take_over: bool,
     },
@@ -411,6 +412,10 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     };
     // The sockets handed over, by address.
     let mut client_handed = by_address(client_handed);
+    let peer_listen = config.cluster.as_ref().and_then(|c| c.peer_listen);
+    // Sockets systemd passed (`relay.socket`, LISTEN_FDS), by address: it keeps them, and
+    // the connections queued on them, across a restart.
+    let mut activated = by_address(activated_sockets()?);
     // (Taken over: one worker per listening socket of the first address, whatever
     // server.workers now says, so that no socket's queue is left unread.)
     let workers = match client_handed.get(&config.server.listen).map_or(0, Vec::len) {
@@ -425,6 +430,9 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         .context("signals")?;
     let admin = match (config.admin.enabled, admin_handed) {
         (true, Some(l)) if l.local_addr().ok() == Some(config.admin.listen) => Some(l),
+        (true, _) if activated.contains_key(&config.admin.listen) => {
+            shared_socket(activated.remove(&config.admin.listen), 1)?.pop()
+        }
         (true, _) => {
             let l = std::net::TcpListener::bind(config.admin.listen)
                 .with_context(|| format!("admin listener on {}", config.admin.listen))?;
@@ -438,6 +446,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     for &addr in &listens {
         let group = match client_handed.remove(&addr) {
             Some(g) if g.len() == workers => g,
+            _ if activated.contains_key(&addr) => shared_socket(activated.remove(&addr), workers)?,
             _ => relay_server::bind(addr, workers)?,
         };
         for (w, l) in group.into_iter().enumerate() {
@@ -450,6 +459,12 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             group.len()
         );
     }
+    let peer_activated = peer_listen.and_then(|a| activated.remove(&a));
+    for addr in activated.keys() {
+        tracing::warn!(
+            "systemd passed a socket on {addr}, which the config does not listen on: unused"
+        );
+    }
     // The cluster key, read once: gossip is sealed under it, and peer requests are checked
     // under a key derived from it.
     let cluster_key = match &config.cluster {
@@ -460,13 +475,13 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         ),
         None => None,
     };
-    let peer_listen = config.cluster.as_ref().and_then(|c| c.peer_listen);
     let (_peer_lock, peers) = match (peer_listen, &cluster_key) {
         (Some(addr), Some(key)) => {
             let lock = take_lock(addr)?;
-            let listeners = match peer_handed.len() == workers {
-                true => peer_handed,
-                false => relay_server::bind(addr, workers)?,
+            let listeners = match (peer_handed.len() == workers, peer_activated) {
+                (true, _) => peer_handed,
+                (false, Some(a)) => shared_socket(Some(a), workers)?,
+                (false, None) => relay_server::bind(addr, workers)?,
             };
             let peers = relay_server::Peers {
                 listeners,
@@ -588,6 +603,8 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         let _ = signal_hook::low_level::raise(SIGTERM);
     })
     .context("offering the sockets for a restart without a gap")?;
+    // Under systemd (`Type=notify`): started once it serves.
+    notify(&[sd_notify::NotifyState::Ready]);
     let mut drain_ms = config_drain_ms;
     for sig in signals.forever() {
         if sig == SIGUSR1 {
@@ -596,6 +613,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             continue;
         }
         if sig != SIGHUP {
+            notify(&[sd_notify::NotifyState::Stopping]);
             let handed = HANDED_OVER.load(std::sync::atomic::Ordering::Relaxed);
             if sig == SIGTERM && drain_ms > 0 && !handed {
                 drain(&server, &mut signals, drain_ms);
@@ -603,6 +621,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             tracing::warn!("signal {sig}: finishing in-flight responses");
             break;
         }
+        notify(&[sd_notify::NotifyState::Reloading]);
         match Config::load(path) {
             Ok(new) => {
                 drain_ms = new.server.drain_ms;
@@ -618,6 +637,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             }
             Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
         }
+        notify(&[sd_notify::NotifyState::Ready]);
     }
     drop(steer);
     drop(digest_keeper);
@@ -860,6 +880,55 @@ fn by_address(
         }
     }
     out
+}
+
+/// The listening TCP sockets systemd passed (`LISTEN_FDS`, for this process's pid), none
+/// when it passed none.
+fn activated_sockets() -> Result<Vec<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => out.push(l),
+            Ok(None) => {}
+            Err(e) => anyhow::bail!("socket {i} passed by systemd (LISTEN_FDS): {e}"),
+        }
+    }
+    if !out.is_empty() {
+        tracing::info!("systemd passed {} listening socket(s)", out.len());
+    }
+    Ok(out)
+}
+
+/// One socket systemd passed for an address, given to `workers` workers: each its own
+/// descriptor of the same socket, so that all accept from its one queue (binding more
+/// with SO_REUSEPORT would give them queues of their own, whose waiting connections a
+/// restart would reset).
+fn shared_socket(
+    group: Option<Vec<std::net::TcpListener>>,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>> {
+    let Some(first) = group.and_then(|g| g.into_iter().next()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(workers);
+    for _ in 1..workers.max(1) {
+        out.push(
+            first
+                .try_clone()
+                .context("sharing a socket systemd passed")?,
+        );
+    }
+    out.push(first);
+    Ok(out)
+}
+
+/// Tells systemd (`NOTIFY_SOCKET`, `Type=notify`) how the service stands; nothing when not
+/// run by it.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("telling systemd (NOTIFY_SOCKET): {e}");
+    }
 }
 
 #[cfg(test)]

@@ -418,6 +418,7 @@ impl Server {
         }
         restart_only![
             server.listen,
+            server.listen_more,
             server.workers,
             server.pin_cpus,
             server.limits,
