@@ -77,7 +77,7 @@ impl Worker {
             let part: &[u8] = if out.body.is_empty() {
                 &out.head[out.head_off..]
             } else {
-                &out.body[out.body_off..]
+                out.parts()[1]
             };
             if !part.is_empty() && zc.index(*zc_ok, part).is_none() {
                 *inflight += 1;
@@ -92,7 +92,7 @@ impl Worker {
         }
         msg.prepare(out);
         *inflight += 1;
-        let body = &out.body[out.body_off..];
+        let body = out.parts()[1];
         if let Some(fixed) = zc.index(*zc_ok, body) {
             *zc_sent = Some(0);
             if let Some(index) = fixed {
