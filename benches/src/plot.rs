@@ -20,6 +20,7 @@ fn color(s: Server) -> RGBColor {
         Server::Nginx => RGBColor(31, 119, 180),
         Server::NginxProxyCache => RGBColor(44, 160, 44),
         Server::Varnish => RGBColor(148, 103, 189),
+        Server::RelayBefore => RGBColor(127, 127, 127),
     }
 }
 
@@ -34,12 +35,13 @@ struct Series {
 
 pub fn write(report: &Report, path: &Path) -> Result<()> {
     let s = &report.settings;
-    let n_series = s.connections.len() * Server::ALL.len();
+    let servers = Server::measured(s.relay_before_bin.is_some());
+    let n_series = s.connections.len() * servers.len();
     let mut series = Vec::new();
     for (ci, &conns) in s.connections.iter().enumerate() {
-        for (si, server) in Server::ALL.into_iter().enumerate() {
+        for (si, &server) in servers.iter().enumerate() {
             // Spread the series a little along x so their error bars do not overlap.
-            let k = ci * Server::ALL.len() + si;
+            let k = ci * servers.len() + si;
             let dx = (k as f64 - (n_series as f64 - 1.0) / 2.0) * 0.05;
             let rows: Vec<(usize, &Row)> = s
                 .objects

@@ -15,6 +15,9 @@ pub enum Server {
     Nginx,
     NginxProxyCache,
     Varnish,
+    /// Another relay binary (`--relay-before`), measured alternately with the others to
+    /// show a change's effect in one run.
+    RelayBefore,
 }
 
 impl Server {
@@ -31,7 +34,17 @@ impl Server {
             Server::Nginx => "nginx",
             Server::NginxProxyCache => "nginx proxy_cache",
             Server::Varnish => "varnish",
+            Server::RelayBefore => "relay before",
         }
+    }
+
+    /// The servers measured: the four, and the relay before a change when there is one.
+    pub fn measured(before: bool) -> Vec<Server> {
+        let mut all = Server::ALL.to_vec();
+        if before {
+            all.push(Server::RelayBefore);
+        }
+        all
     }
 }
 
@@ -56,6 +69,8 @@ pub struct Settings {
     pub nginx_sendfile: bool,
     /// The relay binary measured.
     pub relay_bin: String,
+    /// The relay binary it is compared with (`--relay-before`), if any.
+    pub relay_before_bin: Option<String>,
 }
 
 /// One measured wrk run and what the server spent on it.
@@ -381,7 +396,8 @@ impl Report {
         let mut ratios = Vec::new();
         for &connections in &settings.connections {
             for &size in &settings.objects {
-                for against in [Server::Nginx, Server::NginxProxyCache, Server::Varnish] {
+                let before = settings.relay_before_bin.is_some();
+                for against in Server::measured(before).into_iter().skip(1) {
                     let find = |s: Server| {
                         rows.iter()
                             .find(|r| {
@@ -497,6 +513,9 @@ impl Report {
         let _ = writeln!(out, "relay bench serve: {}", self.started_utc);
         let _ = writeln!(out, "command: {}", self.command);
         let _ = writeln!(out, "machine: {}", self.machine.line());
+        if let Some(b) = &self.settings.relay_before_bin {
+            let _ = writeln!(out, "relay before: {b} (the build before the change)");
+        }
         if !s.nginx_sendfile {
             let _ = writeln!(
                 out,
@@ -869,6 +888,7 @@ mod tests {
             quick: false,
             nginx_sendfile: true,
             relay_bin: String::new(),
+            relay_before_bin: None,
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Options {
     /// The relay binary to measure (a release build).
     #[arg(long)]
     pub relay: PathBuf,
+    /// A second relay binary (the build before a change) measured alternately with the
+    /// others, with relay's ratios to it: a change's effect shown in one run.
+    #[arg(long)]
+    pub relay_before: Option<PathBuf>,
     /// Directory for the JSON and SVG results.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -138,6 +142,27 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
 
     let server_cpus = list(&settings.server_cpus);
     let mut relay = Relay::start(&relay_bin, dir, &origin, &server_cpus, settings.workers)?;
+    let before_bin = match &o.relay_before {
+        Some(b) => Some(
+            std::fs::canonicalize(b).with_context(|| format!("relay binary {}", b.display()))?,
+        ),
+        None => None,
+    };
+    let mut relay_before = match &before_bin {
+        Some(b) => Some(Relay::start(
+            b,
+            &{
+                let d = dir.join("before");
+                std::fs::create_dir_all(&d)?;
+                d
+            },
+            &origin,
+            &server_cpus,
+            settings.workers,
+        )?),
+        None => None,
+    };
+    let servers = Server::measured(relay_before.is_some());
     let mut nginx = Nginx::start(
         &dir.join("nginx"),
         &origin,
@@ -156,6 +181,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         nginx: format!("http://{}", nginx.files),
         proxy: format!("http://{}", nginx.proxy),
         varnish: format!("http://{}", varnish.addr),
+        before: relay_before.as_ref().map(|b| format!("http://{}", b.addr)),
     };
     eprintln!(
         "relay-bench: relay at {} (pid {}), nginx files at {} and proxy_cache at {} (master pid {}), \
@@ -168,7 +194,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         urls.varnish,
         varnish.pid()
     );
-    verify(&urls, &objects, dir, true, &Server::ALL).with_context(|| {
+    verify(&urls, &objects, dir, true, &servers).with_context(|| {
         format!(
             "warming and checking the servers (relay log {}, nginx config {}, error log {}, \
              varnish VCL {})",
@@ -191,14 +217,14 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     for &conns in &settings.connections {
         for (size, label, _) in OBJECTS {
-            for server in Server::ALL {
+            for &server in &servers {
                 rows.push(Row::new(server, size, label, conns));
             }
         }
     }
     let max_conns = settings.connections.iter().copied().max().unwrap_or(64);
     let warm_steps = if settings.warmup_s > 0 {
-        OBJECTS.len() * Server::ALL.len()
+        OBJECTS.len() * servers.len()
     } else {
         0
     };
@@ -210,7 +236,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     );
     if settings.warmup_s > 0 {
         for (size, label, name) in OBJECTS {
-            for server in Server::ALL {
+            for &server in &servers {
                 progress.step(
                     &format!("warm-up {label:>6} {} c={max_conns}", server.label()),
                     f64::from(settings.warmup_s),
@@ -238,8 +264,8 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     for round in 0..settings.runs {
         for &conns in &settings.connections {
             for (size, label, name) in OBJECTS {
-                let mut order = Server::ALL;
-                order.rotate_left(round as usize % Server::ALL.len());
+                let mut order = servers.clone();
+                order.rotate_left(round as usize % servers.len());
                 for server in order {
                     procs::check_interrupted()?;
                     progress.step(
@@ -255,6 +281,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                         Server::Relay => relay.pid(),
                         Server::Nginx | Server::NginxProxyCache => nginx.pid(),
                         Server::Varnish => varnish.pid(),
+                        Server::RelayBefore => relay_before.as_ref().map_or(0, |b| b.pid()),
                     };
                     let busy_before = procs::machine_busy_seconds();
                     let idle_before = procs::cpus_idle_seconds(&settings.server_cpus);
@@ -284,6 +311,10 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                         .check_alive()
                         .with_context(|| format!("log: {}", nginx.error_log.display()))?;
                     varnish.check_alive()?;
+                    if let Some(b) = relay_before.as_mut() {
+                        b.check_alive()
+                            .with_context(|| format!("log: {}", b.log.display()))?;
+                    }
                     std::thread::sleep(Duration::from_millis(300));
                 }
             }
@@ -291,7 +322,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     }
     progress.finish();
     let mut notes = Vec::new();
-    for server in Server::ALL {
+    for &server in &servers {
         if let Err(e) = verify(&urls, &objects, dir, false, &[server]) {
             let why = format!("after the runs: {e:#}");
             for r in rows.iter_mut().filter(|r| r.server == server) {
@@ -309,6 +340,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
     let settings = Settings {
         wrk_command: wrk.describe(max_conns, settings.duration_s),
         relay_bin: relay_bin.display().to_string(),
+        relay_before_bin: before_bin.as_ref().map(|b| b.display().to_string()),
         ..settings
     };
     let mut report = Report::new(
@@ -377,6 +409,7 @@ fn settings(o: &Options) -> Result<Settings> {
         quick: o.quick,
         nginx_sendfile: !o.nginx_copy,
         relay_bin: String::new(),
+        relay_before_bin: None,
     })
 }
 
@@ -412,6 +445,7 @@ struct Urls {
     nginx: String,
     proxy: String,
     varnish: String,
+    before: Option<String>,
 }
 
 impl Urls {
@@ -421,6 +455,7 @@ impl Urls {
             Server::Nginx => &self.nginx,
             Server::NginxProxyCache => &self.proxy,
             Server::Varnish => &self.varnish,
+            Server::RelayBefore => self.before.as_deref().unwrap_or_default(),
         };
         format!("{base}/{name}")
     }
@@ -439,7 +474,7 @@ fn verify(
         for &server in servers {
             let url = urls.get(server, name);
             let (header, hit) = match server {
-                Server::Relay => ("cache-status", "relay; hit"),
+                Server::Relay | Server::RelayBefore => ("cache-status", "relay; hit"),
                 Server::Nginx => ("", ""),
                 Server::NginxProxyCache => ("x-cache-status", "HIT"),
                 Server::Varnish => ("x-cache", "HIT"),

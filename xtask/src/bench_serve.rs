@@ -40,6 +40,10 @@ pub struct Options {
     /// Measure this relay binary instead of building the release one.
     #[arg(long)]
     pub relay_bin: Option<PathBuf>,
+    /// Also measure this relay binary (the build before a change), alternating with the
+    /// others in the same run, with relay's ratios to it.
+    #[arg(long)]
+    pub relay_before: Option<PathBuf>,
     /// The load client: `load` (relay-bench's own, which drops bodies in the kernel so the
     /// server is the bottleneck; the default) or `wrk`.
     #[arg(long)]
@@ -55,6 +59,9 @@ pub fn run(o: &Options) -> Result<()> {
     }
     if o.nginx_copy {
         cmd.arg("--nginx-copy");
+    }
+    if let Some(b) = &o.relay_before {
+        cmd.arg("--relay-before").arg(b);
     }
     if let Some(c) = &o.client {
         cmd.arg("--client").arg(c);
