@@ -628,3 +628,57 @@ fn second_hit_admission_counts_hits_from_memory() {
     );
     assert!(metric(&relay, "relay_disk_reads_total{result=\"verified\"}") >= 4.0);
 }
+
+/// `disk_admission = "second-hit-when-full"` (the default) writes every chunk while the
+/// tier has room (its first fifteen sixteenths): an object served once then outlives a
+/// restart. Once the tier is that full, a chunk waits for its second request.
+#[test]
+fn second_hit_when_full_admits_every_chunk_until_the_tier_is_nearly_full() {
+    let origin = Origin::start();
+    let disk = TempDir::new("disk-when-full");
+    // 1 MiB of disk: room for about fourteen 64 KiB chunks before the last sixteenth.
+    let text = config(&origin, disk.path())
+        .replace("disk_admission = \"always\"\n", "")
+        .replace("disk_bytes = 268435456", "disk_bytes = 1048576");
+    assert!(!text.contains("disk_admission"), "the default");
+    let relay = Relay::start(&text);
+    let get = |relay: &Relay, path: &str, want: &[u8]| {
+        let mut c = Client::connect(relay.addr);
+        let r = c.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body, want, "{path}");
+    };
+    let first = pattern(3 * CHUNK, 80);
+    origin.put("/first", Object::new(first.clone(), "first"));
+    get(&relay, "/first", &first);
+    // Served once, with room: written.
+    wait_for_writes(&relay, 3.0);
+    // More objects served once each, until the tier is past fifteen sixteenths.
+    let capacity = metric(&relay, "relay_disk_tier_capacity_bytes");
+    let mut writes = 3.0;
+    let mut n = 0;
+    while metric(&relay, "relay_disk_tier_bytes") < capacity * 15.0 / 16.0 {
+        n += 1;
+        assert!(n <= 16, "the tier never filled: {}", relay.metrics());
+        let body = pattern(CHUNK, 80 + n);
+        origin.put(&format!("/fill{n}"), Object::new(body.clone(), "fill"));
+        get(&relay, &format!("/fill{n}"), &body);
+        writes += 1.0;
+        wait_for_writes(&relay, writes);
+    }
+    // Full: an object served once stays off the disk, its second request writes it.
+    let late = pattern(CHUNK, 99);
+    origin.put("/late", Object::new(late.clone(), "late"));
+    get(&relay, "/late", &late);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&relay, "relay_disk_writes_total"), writes);
+    get(&relay, "/late", &late);
+    wait_for_writes(&relay, writes + 1.0);
+    relay.stop();
+
+    // After a restart the first object, served once, comes from the disk.
+    let fetched = origin.count("/first");
+    let relay = Relay::start(&text);
+    get(&relay, "/first", &first);
+    assert_eq!(origin.count("/first"), fetched, "served from the disk tier");
+}

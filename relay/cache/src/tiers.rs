@@ -135,6 +135,9 @@ impl Cache {
         let admission = match config.disk_admission {
             DiskAdmission::Always => None,
             DiskAdmission::SecondHit => Some(Arc::new(Admission::new(ADMISSION_WINDOW))),
+            DiskAdmission::SecondHitWhenFull => {
+                Some(Arc::new(Admission::new(ADMISSION_WINDOW).while_room()))
+            }
         };
         Ok(Cache {
             layout: Layout::new(config.chunk_size),

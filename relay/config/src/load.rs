@@ -467,11 +467,14 @@ fn cache(
         src,
         "cache.disk_admission",
         raw.disk_admission,
-        DiskAdmission::SecondHit,
+        DiskAdmission::SecondHitWhenFull,
         |s: String| match s.as_str() {
+            "second-hit-when-full" => Ok(DiskAdmission::SecondHitWhenFull),
             "second-hit" => Ok(DiskAdmission::SecondHit),
             "always" => Ok(DiskAdmission::Always),
-            _ => Err(format!("must be \"second-hit\" or \"always\", got {s:?}")),
+            _ => Err(format!(
+                "must be \"second-hit-when-full\", \"second-hit\" or \"always\", got {s:?}"
+            )),
         },
     )?;
     let (targeted_fields, _) = check(

@@ -237,7 +237,12 @@ pub struct CacheConfig {
 /// `cache.disk_admission`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskAdmission {
+    /// A chunk goes to disk on its second request, whatever room the tier has.
     SecondHit,
+    /// Every chunk while the disk tier has room (its first fifteen sixteenths), then on its
+    /// second request: filling a tier evicts nothing, so only a full one needs keeping
+    /// one-hit wonders out (the default).
+    SecondHitWhenFull,
     Always,
 }
 
@@ -272,7 +277,7 @@ impl Default for CacheConfig {
             disk_dir: None,
             disk_bytes: DEFAULT_DISK_BYTES,
             disk_fsync: false,
-            disk_admission: DiskAdmission::SecondHit,
+            disk_admission: DiskAdmission::SecondHitWhenFull,
             targeted_fields: vec!["cdn-cache-control".to_string()],
         }
     }

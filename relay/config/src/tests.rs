@@ -1185,3 +1185,23 @@ fn thousands_of_bad_keys_are_reported_up_to_a_bound() {
     assert_eq!(e.each().len(), 64, "the first 64");
     assert_eq!(e.each()[0].key(), Some("server.bogus0"));
 }
+
+#[test]
+fn disk_admission_defaults_to_second_hit_when_full() {
+    let base = "[origin]\ndirectory = \"/x\"\n";
+    assert_eq!(
+        parse(base).unwrap().cache.disk_admission,
+        DiskAdmission::SecondHitWhenFull
+    );
+    for (text, want) in [
+        ("second-hit-when-full", DiskAdmission::SecondHitWhenFull),
+        ("second-hit", DiskAdmission::SecondHit),
+        ("always", DiskAdmission::Always),
+    ] {
+        let c = parse(&format!("{base}[cache]\ndisk_admission = \"{text}\"\n")).unwrap();
+        assert_eq!(c.cache.disk_admission, want, "{text}");
+    }
+    let e = err(&format!("{base}[cache]\ndisk_admission = \"never\"\n"));
+    assert_eq!(e.key(), Some("cache.disk_admission"));
+    assert!(e.to_string().contains("second-hit-when-full"), "{e}");
+}

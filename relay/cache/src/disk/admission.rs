@@ -42,6 +42,9 @@ pub struct Admission {
     window: u64,
     /// Bits per filter, minus one (a power of two).
     mask: u64,
+    /// Every chunk is admitted while the tier has room (`disk_admission =
+    /// "second-hit-when-full"`): the doorkeeper only decides once it is nearly full.
+    while_room: bool,
 }
 
 impl Admission {
@@ -62,7 +65,22 @@ impl Admission {
             count: AtomicU64::new(0),
             window,
             mask: bits - 1,
+            while_room: false,
         }
+    }
+
+    /// This doorkeeper, letting every chunk in while the tier has room ([`Admission::room`]).
+    pub fn while_room(mut self) -> Self {
+        self.while_room = true;
+        self
+    }
+
+    /// Whether a chunk is admitted without a second request: when the doorkeeper lets
+    /// chunks in while there is room, and a tier of `capacity` bytes holding `usage` has
+    /// room, its first fifteen sixteenths (the rest is slack for the writes on their way,
+    /// so that filling it evicts nothing).
+    pub fn room(&self, usage: u64, capacity: u64) -> bool {
+        self.while_room && usage < capacity - capacity / 16
     }
 
     pub fn window(&self) -> u64 {

@@ -184,14 +184,20 @@ impl Context {
     }
 
     /// Hands a stored chunk to the disk writer, when the disk tier admits it: always
-    /// (`disk_admission = "always"`), or when a second request for it came while it was on
-    /// its way (the requests are counted as responses send it: `Upstream::count_request`).
+    /// (`disk_admission = "always"`), while the tier has room (`"second-hit-when-full"`),
+    /// or when a second request for it came while it was on its way (the requests are
+    /// counted as responses send it: `Upstream::count_request`).
     fn to_disk(&self, key: ChunkKey, body: Bytes, meta: &ObjectMeta) {
         let Some(writer) = self.writer.as_ref() else {
             return;
         };
         let admitted = self.store.admission.as_ref().is_none_or(|a| {
-            let wanted = a.wanted(&key.as_ref());
+            let room = self
+                .store
+                .disk
+                .as_ref()
+                .is_some_and(|d| a.room(d.usage(), d.capacity()));
+            let wanted = room || a.wanted(&key.as_ref());
             if wanted {
                 a.mark_written(&key.as_ref());
             }
