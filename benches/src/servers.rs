@@ -35,7 +35,7 @@ impl Relay {
         let config = format!(
             "# written by relay-bench\n[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n\n\
              [cache]\nchunk_size = \"1 MiB\"\nmemory_bytes = \"256 MiB\"\n\n\
-             [origin]\ndirectory = \"{}\"\n",
+             [origin]\ndirectory = \"{}\"\n\n[admin]\nenabled = false\n",
             origin.display()
         );
         Relay::start_config(bin, dir, &config, cpus)
