@@ -7,7 +7,8 @@
 //! - [`schema`]: the validated [`Config`] and its sections, defaults and bounds.
 //! - [`load`](Config::load) / [`from_str`](Config::from_str) (module `load`):
 //!   TOML syntax, then the schema via serde, then value checks; every error found
-//!   is reported (a file that is not TOML: the first syntax error).
+//!   is reported (a file that is not TOML: the first syntax error; a table holding a
+//!   key the schema refuses: that key's error, its value checks once it is fixed).
 //! - `read`: the file into the serde mirror, every key serde refuses reported and
 //!   the rest read without it.
 //! - `raw`: the serde mirror of the file; unknown keys are refused, validated

@@ -240,7 +240,7 @@ pub enum DiskAdmission {
     /// A chunk goes to disk on its second request, whatever room the tier has.
     SecondHit,
     /// Every chunk while the disk tier has room (its first fifteen sixteenths), then on its
-    /// second request: filling a tier evicts nothing, so only a full one needs keeping
+    /// second request: filling a tier evicts (almost) nothing, so only a full one needs keeping
     /// one-hit wonders out (the default).
     SecondHitWhenFull,
     Always,

@@ -889,6 +889,13 @@ fn activated_sockets() -> Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::new();
     for i in 0..fds.len() {
         match fds.take_tcp_listener(i) {
+            // (A connected socket, `Accept=yes`, would fail every accept at once.)
+            Ok(Some(l)) if !socket2::SockRef::from(&l).is_listener().unwrap_or(false) => {
+                anyhow::bail!(
+                    "socket {i} passed by systemd (LISTEN_FDS) is not listening: relay.socket \
+                     must not set Accept=yes"
+                )
+            }
             Ok(Some(l)) => out.push(l),
             Ok(None) => {}
             Err(e) => anyhow::bail!("socket {i} passed by systemd (LISTEN_FDS): {e}"),

@@ -22,8 +22,12 @@ use std::time::Duration;
 
 /// The first line of an offer, then the counts.
 const MAGIC: &str = "relay-handover-1";
-/// The most descriptors an offer carries.
-const MAX_FDS: usize = 2 * 256 + 1;
+/// The most descriptors one message carries: the kernel refuses more than 253
+/// (`SCM_MAX_FD`), so an offer of more (workers × listen addresses, the peer listeners,
+/// the admin listener) goes in several messages, the first with the counts.
+const BATCH: usize = 250;
+/// The most descriptors an offer may carry in all.
+const MAX_FDS: usize = 1024 * 18 + 1;
 
 /// Where the relay on `addr` offers its sockets (None for port 0: no lock, no offer).
 pub fn socket_path(addr: SocketAddr) -> Option<PathBuf> {
@@ -71,15 +75,19 @@ pub fn take_over(addr: SocketAddr) -> std::io::Result<Option<Handed>> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     (&conn).write_all(b"take over\n")?;
     let mut text = [0u8; 256];
-    let mut fds = [-1 as RawFd; MAX_FDS];
+    let mut fds = [-1 as RawFd; BATCH];
+    let mut owned: Vec<TcpListener> = Vec::new();
+    let mut take = |fds: &[RawFd]| {
+        // SAFETY: `recv_with_fd` returned these descriptors, passed with SCM_RIGHTS: new
+        // ones in this process that nothing else owns; each is wrapped once, and closed by
+        // its owner on drop (also on the errors below).
+        owned.extend(
+            fds.iter()
+                .map(|&fd| unsafe { TcpListener::from_raw_fd(fd) }),
+        );
+    };
     let (n, got) = conn.recv_with_fd(&mut text, &mut fds)?;
-    // SAFETY: `recv_with_fd` returned `got` descriptors passed with SCM_RIGHTS: new ones
-    // in this process that nothing else owns; each is wrapped once, and closed by its
-    // owner on drop (also on the errors below).
-    let mut owned: Vec<TcpListener> = fds[..got]
-        .iter()
-        .map(|&fd| unsafe { TcpListener::from_raw_fd(fd) })
-        .collect();
+    take(&fds[..got]);
     let header = String::from_utf8_lossy(&text[..n]).into_owned();
     let count = |key: &str| -> Option<usize> {
         header
@@ -91,9 +99,29 @@ pub fn take_over(addr: SocketAddr) -> std::io::Result<Option<Handed>> {
             "a bad hand-over offer: {header:?}"
         )));
     };
-    if !header.starts_with(MAGIC) || c + p + a != got || c == 0 || a > 1 {
+    let total = c.saturating_add(p).saturating_add(a);
+    if !header.starts_with(MAGIC) || c == 0 || a > 1 || total > MAX_FDS {
         return Err(std::io::Error::other(format!(
-            "a bad hand-over offer: {header:?} with {got} descriptors"
+            "a bad hand-over offer: {header:?}"
+        )));
+    }
+    // The rest, BATCH at a time, each behind one byte.
+    let mut received = got;
+    while received < total {
+        let mut byte = [0u8; 1];
+        let (n, got) = conn.recv_with_fd(&mut byte, &mut fds)?;
+        if n == 0 || got == 0 {
+            return Err(std::io::Error::other(format!(
+                "the hand-over ended after {received} of {total} descriptors"
+            )));
+        }
+        take(&fds[..got]);
+        received += got;
+    }
+    if owned.len() != total {
+        return Err(std::io::Error::other(format!(
+            "a bad hand-over offer: {header:?} with {} descriptors",
+            owned.len()
         )));
     }
     let admin = (a == 1).then(|| owned.remove(c + p));
@@ -146,8 +174,8 @@ pub fn offer(
                     Ok(n) if ask[..n].starts_with(b"take over") => {}
                     _ => continue,
                 }
-                match conn.send_with_fd(header.as_bytes(), &fds) {
-                    Ok(_) => {
+                match send_all(&conn, header.as_bytes(), &fds) {
+                    Ok(()) => {
                         log::warn!("handing the listening sockets over to a new relay; stopping");
                         // Closed when this process exits: the new relay waits for that.
                         std::mem::forget(conn);
@@ -159,4 +187,55 @@ pub fn offer(
             }
         })?;
     Ok(())
+}
+
+/// Sends `fds` behind `header`: the first `BATCH` with it, the rest `BATCH` at a time, each
+/// message behind one byte.
+fn send_all(conn: &UnixStream, header: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let mut batches = fds.chunks(BATCH);
+    let first = batches.next().unwrap_or_default();
+    if conn.send_with_fd(header, first)? != header.len() {
+        return Err(std::io::Error::other("the hand-over header was cut"));
+    }
+    for batch in batches {
+        if conn.send_with_fd(b"+", batch)? != 1 {
+            return Err(std::io::Error::other("a hand-over batch was not sent"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// An offer of more sockets than one message may carry (253) is taken over whole.
+    #[test]
+    fn an_offer_of_more_than_one_message_of_sockets_is_taken_over_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let copies: Vec<TcpListener> = (0..300).map(|_| listener.try_clone().unwrap()).collect();
+        let fds: Vec<RawFd> = copies.iter().map(|l| l.as_raw_fd()).collect();
+        let handed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = handed.clone();
+        let (client, peer, admin) = (fds[..280].to_vec(), fds[280..299].to_vec(), fds[299]);
+        offer(addr, client, peer, Some(admin), move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .unwrap();
+        let got = take_over(addr).unwrap().expect("an offer");
+        assert_eq!((got.client.len(), got.peer.len()), (280, 19));
+        assert!(got.admin.is_some());
+        let all = got.client.iter().chain(&got.peer).chain(got.admin.as_ref());
+        assert!(all.map(|l| l.local_addr().unwrap()).all(|a| a == addr));
+        for _ in 0..100 {
+            if handed.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(handed.load(std::sync::atomic::Ordering::SeqCst));
+        let _ = std::fs::remove_file(socket_path(addr).unwrap());
+    }
 }

@@ -75,10 +75,15 @@ impl Admission {
         self
     }
 
+    /// Whether this doorkeeper lets every chunk in while the tier has room.
+    pub fn admits_while_room(&self) -> bool {
+        self.while_room
+    }
+
     /// Whether a chunk is admitted without a second request: when the doorkeeper lets
     /// chunks in while there is room, and a tier of `capacity` bytes holding `usage` has
-    /// room, its first fifteen sixteenths (the rest is slack for the writes on their way,
-    /// so that filling it evicts nothing).
+    /// room, its first fifteen sixteenths (the rest is slack for the writes on their way;
+    /// a burst queued past it evicts the oldest chunks, as any write to a full tier does).
     pub fn room(&self, usage: u64, capacity: u64) -> bool {
         self.while_room && usage < capacity - capacity / 16
     }

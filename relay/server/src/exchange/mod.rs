@@ -49,7 +49,7 @@ mod types;
 mod tests;
 
 pub use overflow::OverflowMeter;
-pub use types::Outgoing;
+pub use types::{Outgoing, SEND_MAX};
 
 use crate::{Shared, WorkerStats};
 use hdrhistogram::Histogram;

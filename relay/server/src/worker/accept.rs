@@ -23,10 +23,12 @@ impl Worker {
         };
         let peer = l.peer;
         if !io_uring::cqueue::more(flags) {
+            // (EINVAL: the socket is not listening; armed again now, it would fail again at
+            // once, in a loop.)
             let stop = self.draining.is_some()
                 || matches!(
                     -res,
-                    libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+                    libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EINVAL
                 );
             let fd = l.socket.as_raw_fd();
             if stop {

@@ -3,7 +3,7 @@
 //! ahead of it, or `SENDMSG_ZC`) where it pays; and the completions of each.
 
 use super::{SEND, SEND_HEAD, SEND_ZC, Slot, Worker, ud};
-use crate::exchange::Outgoing;
+use crate::exchange::{Outgoing, SEND_MAX};
 use std::sync::atomic::Ordering;
 
 /// Bodies up to this size are copied behind their head and sent with one plain `send`.
@@ -29,10 +29,10 @@ impl SendMsg {
         })
     }
 
-    /// Points the iovecs and msghdr at what is left to send.
-    fn prepare(&mut self, out: &Outgoing) {
+    /// Points the iovecs and msghdr at what is left to send, at most `max_body` of the body.
+    fn prepare(&mut self, out: &Outgoing, max_body: usize) {
         let mut n = 0;
-        for part in out.parts() {
+        for part in out.sendable(max_body) {
             if !part.is_empty() {
                 self.iov[n] = libc::iovec {
                     iov_base: part.as_ptr() as *mut libc::c_void,
@@ -73,11 +73,17 @@ impl Worker {
             out.head.extend_from_slice(&body[out.body_off..]);
             out.body_off = 0;
         }
+        // A zero-copy send takes the whole piece; a copying one at most SEND_MAX of it.
+        let zero_copy = zc.index(*zc_ok, out.parts()[1]);
+        let max_body = match zero_copy {
+            Some(_) => usize::MAX,
+            None => SEND_MAX,
+        };
         if out.body.is_empty() || out.head_off == out.head.len() {
             let part: &[u8] = if out.body.is_empty() {
                 &out.head[out.head_off..]
             } else {
-                out.parts()[1]
+                out.sendable(max_body)[1]
             };
             if !part.is_empty() && zc.index(*zc_ok, part).is_none() {
                 *inflight += 1;
@@ -90,10 +96,10 @@ impl Worker {
                 };
             }
         }
-        msg.prepare(out);
+        msg.prepare(out, max_body);
         *inflight += 1;
-        let body = out.parts()[1];
-        if let Some(fixed) = zc.index(*zc_ok, body) {
+        let body = out.sendable(max_body)[1];
+        if let Some(fixed) = zero_copy {
             *zc_sent = Some(0);
             if let Some(index) = fixed {
                 self.stats.zc_fixed.fetch_add(1, Ordering::Relaxed);

@@ -192,11 +192,12 @@ impl Context {
             return;
         };
         let admitted = self.store.admission.as_ref().is_none_or(|a| {
-            let room = self
-                .store
-                .disk
-                .as_ref()
-                .is_some_and(|d| a.room(d.usage(), d.capacity()));
+            let room = a.admits_while_room()
+                && self
+                    .store
+                    .disk
+                    .as_ref()
+                    .is_some_and(|d| a.room(d.usage(), d.capacity()));
             let wanted = room || a.wanted(&key.as_ref());
             if wanted {
                 a.mark_written(&key.as_ref());
