@@ -50,6 +50,8 @@ mod fair_tests;
 #[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
+mod report_tests;
+#[cfg(test)]
 mod steer_tests;
 #[cfg(test)]
 mod tests;
