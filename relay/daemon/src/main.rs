@@ -415,7 +415,10 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
     let peer_listen = config.cluster.as_ref().and_then(|c| c.peer_listen);
     // Sockets systemd passed (`relay.socket`, LISTEN_FDS), by address: it keeps them, and
     // the connections queued on them, across a restart.
-    let mut activated = by_address(activated_sockets()?);
+    let mut activated: std::collections::HashMap<_, _> = activated_sockets()?
+        .into_iter()
+        .filter_map(|l| Some((l.local_addr().ok()?, l)))
+        .collect();
     // (Taken over: one worker per listening socket of the first address, whatever
     // server.workers now says, so that no socket's queue is left unread.)
     let workers = match client_handed.get(&config.server.listen).map_or(0, Vec::len) {
@@ -430,23 +433,22 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
         .context("signals")?;
     let admin = match (config.admin.enabled, admin_handed) {
         (true, Some(l)) if l.local_addr().ok() == Some(config.admin.listen) => Some(l),
-        (true, _) if activated.contains_key(&config.admin.listen) => {
-            shared_socket(activated.remove(&config.admin.listen), 1)?.pop()
-        }
-        (true, _) => {
-            let l = std::net::TcpListener::bind(config.admin.listen)
-                .with_context(|| format!("admin listener on {}", config.admin.listen))?;
-            Some(l)
-        }
+        (true, _) => match activated.remove(&config.admin.listen) {
+            Some(l) => Some(l),
+            None => Some(
+                std::net::TcpListener::bind(config.admin.listen)
+                    .with_context(|| format!("admin listener on {}", config.admin.listen))?,
+            ),
+        },
         (false, _) => None,
     };
     // Each worker's listeners, one per address: those handed over where there are one per
     // worker, else bound now.
     let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     for &addr in &listens {
-        let group = match client_handed.remove(&addr) {
-            Some(g) if g.len() == workers => g,
-            _ if activated.contains_key(&addr) => shared_socket(activated.remove(&addr), workers)?,
+        let group = match (client_handed.remove(&addr), activated.remove(&addr)) {
+            (Some(g), _) if g.len() == workers => g,
+            (_, Some(l)) => shared_socket(l, workers)?,
             _ => relay_server::bind(addr, workers)?,
         };
         for (w, l) in group.into_iter().enumerate() {
@@ -480,7 +482,7 @@ fn run(path: &std::path::Path, take_over: bool) -> Result<()> {
             let lock = take_lock(addr)?;
             let listeners = match (peer_handed.len() == workers, peer_activated) {
                 (true, _) => peer_handed,
-                (false, Some(a)) => shared_socket(Some(a), workers)?,
+                (false, Some(l)) => shared_socket(l, workers)?,
                 (false, None) => relay_server::bind(addr, workers)?,
             };
             let peers = relay_server::Peers {
@@ -912,12 +914,9 @@ fn activated_sockets() -> Result<Vec<std::net::TcpListener>> {
 /// with SO_REUSEPORT would give them queues of their own, whose waiting connections a
 /// restart would reset).
 fn shared_socket(
-    group: Option<Vec<std::net::TcpListener>>,
+    first: std::net::TcpListener,
     workers: usize,
 ) -> Result<Vec<std::net::TcpListener>> {
-    let Some(first) = group.and_then(|g| g.into_iter().next()) else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::with_capacity(workers);
     for _ in 1..workers.max(1) {
         out.push(

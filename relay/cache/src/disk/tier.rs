@@ -609,6 +609,12 @@ impl DiskTier {
         self.inner().index.capacity()
     }
 
+    /// [`DiskTier::usage`] and [`DiskTier::capacity`] under one lock.
+    pub fn usage_and_capacity(&self) -> (u64, u64) {
+        let inner = self.inner();
+        (inner.index.weight(), inner.index.capacity())
+    }
+
     /// Changes the capacity (config reload); shrinking evicts at once.
     pub fn set_capacity(&self, capacity_bytes: u64) {
         let mut inner = self.inner();

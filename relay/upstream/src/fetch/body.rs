@@ -193,11 +193,10 @@ impl Context {
         };
         let admitted = self.store.admission.as_ref().is_none_or(|a| {
             let room = a.admits_while_room()
-                && self
-                    .store
-                    .disk
-                    .as_ref()
-                    .is_some_and(|d| a.room(d.usage(), d.capacity()));
+                && self.store.disk.as_ref().is_some_and(|d| {
+                    let (usage, capacity) = d.usage_and_capacity();
+                    a.room(usage, capacity)
+                });
             let wanted = room || a.wanted(&key.as_ref());
             if wanted {
                 a.mark_written(&key.as_ref());
