@@ -163,6 +163,18 @@ fn parse(src: Source<'_>, base_dir: &Path) -> Result<(Config, Spans), ConfigErro
     Ok((config, spans))
 }
 
+/// A validated field (as [`check`]), or its default with the error kept in `errors`.
+pub(crate) fn check_or_default<T, U: Clone>(
+    errors: &mut Vec<ConfigError>,
+    src: Source<'_>,
+    key: &str,
+    field: Option<Spanned<T>>,
+    default: U,
+    validate: impl FnOnce(T) -> Result<U, String>,
+) -> U {
+    keep(errors, check(src, key, field, default.clone(), validate)).map_or(default, |(v, _)| v)
+}
+
 /// `r`'s value, or None with its error kept in `errors`: the part stands in with its
 /// defaults while the others are checked.
 pub(crate) fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T, ConfigError>) -> Option<T> {

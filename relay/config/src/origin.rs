@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::bytesize::ByteSize;
 use crate::error::{ConfigError, ErrorKind, Source};
-use crate::load::{bytes_in_range, check, in_range, keep};
+use crate::load::{bytes_in_range, check, check_or_default, in_range, keep};
 use crate::raw::RawHttpOrigin;
 use crate::schema::*;
 
@@ -31,50 +31,38 @@ pub(crate) fn origin_config(
     };
     let mut errors = Vec::new();
     let dns = keep(&mut errors, dns(src, &origin)).unwrap_or_default();
-    let read_ahead_bytes = keep(
+    let read_ahead_bytes = check_or_default(
         &mut errors,
-        check(
-            src,
-            "origin.read_ahead_bytes",
-            origin.read_ahead_bytes,
-            DEFAULT_READ_AHEAD_BYTES,
-            |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
-        ),
-    )
-    .map_or(DEFAULT_READ_AHEAD_BYTES, |(v, _)| v);
-    let revalidate_ms = keep(
+        src,
+        "origin.read_ahead_bytes",
+        origin.read_ahead_bytes,
+        DEFAULT_READ_AHEAD_BYTES,
+        |size: ByteSize| bytes_in_range(size, 0, 1 << 30),
+    );
+    let revalidate_ms = check_or_default(
         &mut errors,
-        check(
-            src,
-            "origin.revalidate_ms",
-            origin.revalidate_ms,
-            DEFAULT_REVALIDATE_MS,
-            in_range(1, MAX_TIMEOUT_MS),
-        ),
-    )
-    .map_or(DEFAULT_REVALIDATE_MS, |(v, _)| v);
-    let pass_buffer_bytes = keep(
+        src,
+        "origin.revalidate_ms",
+        origin.revalidate_ms,
+        DEFAULT_REVALIDATE_MS,
+        in_range(1, MAX_TIMEOUT_MS),
+    );
+    let pass_buffer_bytes = check_or_default(
         &mut errors,
-        check(
-            src,
-            "origin.pass_buffer_bytes",
-            origin.pass_buffer_bytes,
-            crate::schema::DEFAULT_PASS_BUFFER_BYTES,
-            |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
-        ),
-    )
-    .map_or(crate::schema::DEFAULT_PASS_BUFFER_BYTES, |(v, _)| v);
-    let pass_buffer_per_client = keep(
+        src,
+        "origin.pass_buffer_bytes",
+        origin.pass_buffer_bytes,
+        crate::schema::DEFAULT_PASS_BUFFER_BYTES,
+        |size: ByteSize| bytes_in_range(size, 64 * 1024, 1 << 40),
+    );
+    let pass_buffer_per_client = check_or_default(
         &mut errors,
-        check(
-            src,
-            "origin.pass_buffer_per_client",
-            origin.pass_buffer_per_client,
-            crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT,
-            |share| crate::share::client_share(share, pass_buffer_bytes),
-        ),
-    )
-    .map_or(crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT, |(v, _)| v);
+        src,
+        "origin.pass_buffer_per_client",
+        origin.pass_buffer_per_client,
+        crate::schema::DEFAULT_PASS_BUFFER_PER_CLIENT,
+        |share| crate::share::client_share(share, pass_buffer_bytes),
+    );
     let mut span = None;
     let directory = match origin.directory {
         None => None,
