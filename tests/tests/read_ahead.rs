@@ -1,11 +1,14 @@
 //! A client reading a cold object from an HTTP origin has the chunks ahead of it fetched at
-//! once (`origin.read_ahead_bytes`), each by a Range request of its own and each once: the
-//! object arrives in about two origin round trips rather than one per chunk, whole and
-//! right; a second client takes it from the cache; a range of one chunk fetches nothing
-//! past its end; with read-ahead off, a round trip per chunk.
+//! once (`origin.read_ahead_bytes`), each once: the head fetch asks for a read-ahead's worth
+//! from the start, and one streamed Range request the chunks after it, handed to it as the
+//! read-ahead claims them; the object arrives in about two origin round trips rather than
+//! one per chunk, whole and right; a second client takes it from the cache; a range of one
+//! chunk fetches nothing past its end; an answer that breaks off has the rest fetched chunk
+//! by chunk; with read-ahead off, a round trip per chunk.
 
 use relay_tests::origin::{Object, Origin};
 use relay_tests::{Relay, fetch, metric_in, pattern};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const CHUNK: usize = 64 << 10;
@@ -38,6 +41,7 @@ fn a_cold_object_is_fetched_ahead_of_its_client_in_parallel_once_per_chunk() {
     origin.put("/big", slow(&body, "big"));
     origin.put("/one", slow(&body, "one"));
     origin.put("/seq", slow(&body, "seq"));
+    origin.put("/three", slow(&body, "three"));
     let relay = relay(&origin, "512 KiB");
 
     let started = Instant::now();
@@ -45,7 +49,15 @@ fn a_cold_object_is_fetched_ahead_of_its_client_in_parallel_once_per_chunk() {
     let took = started.elapsed();
     assert_eq!(got.status, 200, "{}", got.head);
     assert!(got.body == body, "other bytes");
-    assert_eq!(origin.count("/big"), 17, "each chunk fetched once");
+    let ranges = origin.ranges("/big");
+    assert_eq!(
+        ranges,
+        [
+            format!("bytes=0-{}", 8 * CHUNK - 1),
+            format!("bytes={}-{}", 8 * CHUNK, body.len() - 1),
+        ],
+        "the head's span, then the rest in one request"
+    );
     let sequential = Duration::from_millis(17 * DELAY_MS);
     eprintln!("17 chunks, {DELAY_MS} ms a request: {took:?} (one at a time: {sequential:?})");
     assert!(
@@ -55,18 +67,32 @@ fn a_cold_object_is_fetched_ahead_of_its_client_in_parallel_once_per_chunk() {
     let m = relay.metrics();
     let ahead = metric_in(&m, "relay_chunk_fetches_total{started=\"ahead\"}").unwrap_or(0.0);
     assert!(ahead >= 8.0, "{m}");
+    let streams = metric_in(&m, "relay_read_ahead_streams_total").unwrap_or(0.0);
+    assert_eq!(streams, 1.0, "{m}");
 
     // A second client: from the cache.
     let again = fetch(&relay.url("/big"), &[]);
     assert!(again.status == 200 && again.body == body);
-    assert_eq!(origin.count("/big"), 17);
+    assert_eq!(origin.count("/big"), 2);
 
-    // A range within one chunk: nothing fetched past what the response sends.
+    // A range within one chunk: nothing fetched past the chunk the response sends.
     let part = fetch(&relay.url("/one"), &["-r", "100-199"]);
     assert_eq!(part.status, 206, "{}", part.head);
     assert_eq!(part.body, &body[100..200]);
     std::thread::sleep(Duration::from_millis(3 * DELAY_MS));
-    assert_eq!(origin.count("/one"), 1, "{:?}", origin.ranges("/one"));
+    assert_eq!(origin.ranges("/one"), [format!("bytes=0-{}", CHUNK - 1)]);
+    // A range of three chunks from the start: the head fetch asks for those three.
+    let part = fetch(
+        &relay.url("/three"),
+        &["-r", &format!("0-{}", 3 * CHUNK - 1)],
+    );
+    assert_eq!(part.status, 206, "{}", part.head);
+    assert!(part.body == body[..3 * CHUNK]);
+    std::thread::sleep(Duration::from_millis(3 * DELAY_MS));
+    assert_eq!(
+        origin.ranges("/three"),
+        [format!("bytes=0-{}", 3 * CHUNK - 1)]
+    );
 
     // Read-ahead off: a round trip per chunk.
     let off = self::relay(&origin, "0");
@@ -80,7 +106,8 @@ fn a_cold_object_is_fetched_ahead_of_its_client_in_parallel_once_per_chunk() {
 }
 
 /// A memory tier smaller than the object: the chunks fetched ahead are held for the client
-/// until it reaches them (the tier may let them go first), so none is fetched twice.
+/// until it reaches them (the tier may let them go first), so none is fetched again for it;
+/// fetches that find chunk memory at its bound end, and the rest come in later ones.
 #[test]
 fn chunks_fetched_ahead_are_held_for_their_client_when_memory_is_short() {
     let origin = Origin::start();
@@ -96,5 +123,36 @@ fn chunks_fetched_ahead_are_held_for_their_client_when_memory_is_short() {
         "41 chunks through a 1 MiB memory tier: {took:?}, {} requests",
         origin.count("/big")
     );
-    assert_eq!(origin.count("/big"), 41, "{:?}", origin.ranges("/big"));
+    // Never more than a request per chunk (the streams end where memory ran short).
+    assert!(origin.count("/big") <= 41, "{:?}", origin.ranges("/big"));
+}
+
+/// Answers that break off mid-object: the chunk where one broke continues from where it
+/// stood, and each chunk after it is fetched on its own; the client gets every byte right.
+#[test]
+fn a_streamed_fetch_that_breaks_off_is_finished_chunk_by_chunk() {
+    let origin = Origin::start();
+    let body = pattern(20 * CHUNK + 777, 7);
+    origin.put("/cut", Object::new(body.clone(), "cut"));
+    // Any answer stops after two and a half chunks.
+    origin
+        .behaviour
+        .truncate_after
+        .store((5 * CHUNK / 2) as u64, Ordering::Relaxed);
+    let relay = relay(&origin, "512 KiB");
+    let got = fetch(&relay.url("/cut"), &[]);
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(got.body == body, "other bytes");
+    let ranges = origin.ranges("/cut");
+    eprintln!("{} requests: {ranges:?}", ranges.len());
+    // The head's span (8 chunks) broke in chunk 2: chunk 2 from where it stood, 3..7 each
+    // on their own; the stream from chunk 8 likewise.
+    assert!(
+        ranges.contains(&format!("bytes={}-{}", 5 * CHUNK / 2, 3 * CHUNK - 1)),
+        "{ranges:?}"
+    );
+    assert!(ranges.len() <= 21, "{ranges:?}");
+    origin.behaviour.truncate_after.store(0, Ordering::Relaxed);
+    let again = fetch(&relay.url("/cut"), &[]);
+    assert!(again.status == 200 && again.body == body);
 }

@@ -305,9 +305,10 @@ pub struct OriginConfig {
     /// How much of `pass_buffer_bytes` one client address may hold (default a quarter).
     pub pass_buffer_per_client: ClientShare,
     /// `read_ahead_bytes`: how far ahead of a client's position in an object from an HTTP
-    /// origin its chunks not held are fetched, each by a request of its own, at once: a
-    /// cold large object comes in parallel rather than a round trip per chunk (default
-    /// 16 MiB; 0: off). Only chunks the client's response will send.
+    /// origin its chunks not held are fetched at once (a run of them by one streamed
+    /// request, outside a cluster), and how much a first fetch from the object's start asks
+    /// for: a cold large object comes without a round trip per chunk (default 16 MiB;
+    /// 0: off). Only chunks the client's response will send.
     pub read_ahead_bytes: u64,
     /// How origin servers' DNS names are looked up.
     pub dns: DnsConfig,

@@ -105,6 +105,38 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The one range a `Range` value asks for, as (first byte, last byte when it names one):
+/// `bytes=N-` or `bytes=N-M`. None for a suffix range (`bytes=-N`), several ranges, or a
+/// value that is not a byte range. (What a fetch ahead of the answer may ask for; the
+/// answer itself follows [`parse_range`].)
+pub fn single_range(value: &[u8]) -> Option<(u64, Option<u64>)> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (unit, set) = s.split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let mut ranges = set.split(',').map(str::trim).filter(|r| !r.is_empty());
+    let only = ranges.next()?;
+    if ranges.next().is_some() {
+        return None;
+    }
+    let (start, end) = only.split_once('-')?;
+    let number = |v: &str| -> Option<u64> {
+        let v = v.trim();
+        match !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            true => v.parse().ok(),
+            false => None,
+        }
+    };
+    let start = number(start)?;
+    match end.trim() {
+        "" => Some((start, None)),
+        end => number(end)
+            .filter(|&e| e >= start)
+            .map(|e| (start, Some(e))),
+    }
+}
+
 /// Evaluates a `Range` field value against a representation of `len` bytes.
 ///
 /// Satisfiable ranges are written to the front of `out`, sorted and coalesced;
@@ -321,5 +353,19 @@ mod tests {
         // Counted before coalescing: 17 copies of one range is still too many.
         let value = format!("bytes={}", vec!["0-1"; 17].join(","));
         assert_eq!(spec(&value, 1000).0, RangeSpec::None);
+    }
+
+    #[test]
+    fn a_single_range_is_read_when_there_is_one() {
+        use super::single_range;
+        assert_eq!(single_range(b"bytes=0-"), Some((0, None)));
+        assert_eq!(single_range(b"bytes= 500-999"), Some((500, Some(999))));
+        assert_eq!(single_range(b"Bytes=7-7"), Some((7, Some(7))));
+        assert_eq!(single_range(b"bytes=0-0,5000-"), None, "several");
+        assert_eq!(single_range(b"bytes=-500"), None, "a suffix");
+        assert_eq!(single_range(b"bytes=9-3"), None);
+        assert_eq!(single_range(b"bytes=+5-"), None);
+        assert_eq!(single_range(b"items=0-1"), None);
+        assert_eq!(single_range(b"bytes"), None);
     }
 }

@@ -225,6 +225,9 @@ pub struct WorkerStats {
     pub upstream_chunks: AtomicU64,
     /// Of those, chunk fetches started ahead of a client (`origin.read_ahead_bytes`).
     pub read_ahead: AtomicU64,
+    /// Streamed fetches started for chunks ahead of a client (each a Range request for a
+    /// run of them: `relay_upstream::feed`).
+    pub upstream_streams: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub disk_hits: AtomicU64,
     pub invalidations: AtomicU64,
@@ -275,6 +278,7 @@ impl Default for WorkerStats {
             upstream_heads: AtomicU64::new(0),
             upstream_chunks: AtomicU64::new(0),
             read_ahead: AtomicU64::new(0),
+            upstream_streams: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),

@@ -296,13 +296,21 @@ impl Metrics {
         let ahead = sum(|w| &w.read_ahead);
         let _ = writeln!(
             out,
-            "# HELP relay_chunk_fetches_total Chunk fetches the workers started (beyond an \
-             object's first chunk, which its head fetch brings): for a client on that chunk \
-             (miss), or ahead of one (origin.read_ahead_bytes).\n\
+            "# HELP relay_chunk_fetches_total Chunks the workers started fetching (beyond those \
+             an object's head fetch brings): for a client on that chunk (miss), or ahead of \
+             one (origin.read_ahead_bytes; one streamed request takes a run of them).\n\
              # TYPE relay_chunk_fetches_total counter\n\
              relay_chunk_fetches_total{{started=\"miss\"}} {}\n\
              relay_chunk_fetches_total{{started=\"ahead\"}} {ahead}",
             sum(|w| &w.upstream_chunks).saturating_sub(ahead),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_read_ahead_streams_total Range requests that fetch a run of the \
+             chunks ahead of a client in one answer (outside a cluster).\n\
+             # TYPE relay_read_ahead_streams_total counter\n\
+             relay_read_ahead_streams_total {}",
+            sum(|w| &w.upstream_streams),
         );
         self.render_errors(out);
         let _ = writeln!(

@@ -37,6 +37,7 @@
 pub mod budget;
 mod disk_writer;
 pub mod dns;
+pub mod feed;
 mod fetch;
 mod head;
 pub mod stream;
@@ -132,6 +133,10 @@ pub struct HeadRequest {
     pub authorization: bool,
     /// How the site's other relays may be asked first ([`Peers`]); None: the origin only.
     pub peers: Option<PeerRoute>,
+    /// How many chunks from the object's start the fetch asks for (at least one): more than
+    /// one brings a cold object's start in the head's own round trip, the chunks after
+    /// the first filled as the answer reaches them.
+    pub span: u64,
 }
 
 /// A fetch that may ask the chunk's owner among the site's relays first: the client's
@@ -155,6 +160,26 @@ pub struct ChunkRequest {
     pub forward: Forward,
     /// As [`HeadRequest::peers`].
     pub peers: Option<PeerRoute>,
+}
+
+/// The chunks ahead of a client in one Range request (`feed`): from `first`'s chunk to byte
+/// `end` of the object (a chunk's end: at most four read-aheads on, and no further than the
+/// client's body or the chunk before one held or on its way), each chunk's fill handed to
+/// the fetch as the client's read-ahead claims it. A chunk the answer does not fill (it
+/// broke off) is fetched as a [`ChunkRequest`] of its own.
+pub struct StreamRequest {
+    pub origin: usize,
+    /// The request target sent to the origin.
+    pub path: String,
+    pub meta: Arc<ObjectMeta>,
+    /// The first chunk's fill.
+    pub first: FillWriter,
+    /// The fills of the chunks after it, as they are claimed.
+    pub feed: Arc<feed::Feed>,
+    /// The last byte asked for (inclusive).
+    pub end: u64,
+    /// The header fields of the client request that started it.
+    pub forward: Forward,
 }
 
 /// A request passed to the origin unchanged (with its body), its answer streamed back
@@ -221,6 +246,7 @@ pub type MembersOf = Box<dyn Fn() -> Vec<(std::net::SocketAddr, u64)> + Send + S
 pub(crate) enum Job {
     Head(HeadRequest),
     Chunk(ChunkRequest),
+    Stream(StreamRequest),
     Pass(PassRequest),
 }
 
@@ -905,6 +931,11 @@ impl Upstream {
         self.submit(Job::Chunk(request));
     }
 
+    /// Fills the chunks ahead of a client from one answer ([`StreamRequest`]).
+    pub fn fill_stream(&self, request: StreamRequest) {
+        self.submit(Job::Stream(request));
+    }
+
     /// A window to stream `client`'s request body of `len` bytes (None: not known, sent
     /// chunked) to the origin through, reserved from the pass-through budget: the worker
     /// writes to the [`upload::UploadWriter`] and hands the [`upload::UploadBody`] over with
@@ -925,6 +956,12 @@ impl Upstream {
             Some(reserved),
             self.wakers.clone(),
         ))
+    }
+
+    /// Whether this relay has joined a cluster (its chunk fetches ask the site's relays
+    /// first).
+    pub fn clustered(&self) -> bool {
+        self.peers.get().is_some()
     }
 
     /// Where the site's other relays go once the cluster is joined: misses ask a chunk's

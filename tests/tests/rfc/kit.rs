@@ -57,9 +57,14 @@ impl Node {
 
     /// A relay in front of both ports (the raw one for its paths).
     pub(crate) fn relay(&self) -> Relay {
+        self.relay_with("")
+    }
+
+    /// [`Node::relay`] with more `[origin]` settings (lines of TOML).
+    pub(crate) fn relay_with(&self, origin: &str) -> Relay {
         let mut config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
-             memory_bytes = 67108864\n\n[origin]\n"
+             memory_bytes = 67108864\n\n[origin]\n{origin}"
         );
         for prefix in ["/close", "/te-cl", "/short"] {
             config.push_str(&format!(

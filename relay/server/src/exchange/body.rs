@@ -14,6 +14,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// How many read-aheads one streamed fetch asks for at most (`Exchange::read_ahead`): a
+/// longer body takes another, started as the read-ahead reaches the first's end, while the
+/// first still has a read-ahead's bytes to come.
+const STREAM_SPAN: u64 = 4;
+
 impl Exchange {
     /// Queues the next body piece, or says what it has to wait for.
     pub(super) fn next_piece(&mut self, cx: &mut Cx<'_>) -> Step {
@@ -358,10 +363,13 @@ impl Exchange {
 
     /// The chunks of this body past chunk `index`, up to `origin.read_ahead_bytes` ahead and
     /// no further than the body ends, that are held nowhere and not on their way: their
-    /// fills are claimed and fetched now, each a chunk job of its own, so a cold object
-    /// comes in parallel instead of an origin round trip per chunk. Each chunk is looked
-    /// at once per body (`Body::ahead`); chunk memory at its bound stops it. Only for an
-    /// object whose chunks are fetched by range and may be stored (the others come from
+    /// fills are claimed and fetched now, so a cold object comes without an origin round
+    /// trip per chunk. Chunks that run on from one another go to one streamed fetch (a Range
+    /// request from the first to the body's end, at most [`STREAM_SPAN`] read-aheads long:
+    /// `relay_upstream::feed`), handed to it as they are claimed; in a cluster, where each
+    /// chunk is asked of its owner first, each is a chunk fetch of its own. Each chunk is
+    /// looked at once per body (`Body::ahead`); chunk memory at its bound stops it. Only for
+    /// an object whose chunks are fetched by range and may be stored (the others come from
     /// the one answer being streamed, or are their client's alone).
     fn read_ahead(&mut self, cx: &mut Cx<'_>, origin: usize, index: u64) {
         let cache = &cx.shared.cache;
@@ -382,6 +390,10 @@ impl Exchange {
         }
         body.ahead = to;
         let meta = meta.clone();
+        let Some(up) = cx.shared.upstream.as_ref() else {
+            return;
+        };
+        let streamed = !up.clustered();
         // (Allocation-free while every chunk ahead is held: the hit path.)
         let mut object: Option<Arc<str>> = None;
         for j in from..=to {
@@ -390,35 +402,106 @@ impl Exchange {
                 version: meta.version,
                 index: j,
             };
-            if cache.holds(&held) {
-                continue;
-            }
-            let key = ChunkKey {
-                object: object
-                    .get_or_insert_with(|| Arc::from(self.key.as_str()))
-                    .clone(),
-                version: meta.version,
-                index: j,
-            };
-            let len = layout.chunk_len(meta.len, j) as usize;
-            let writer = match cache.inflight.claim_fill(key, len, &cache.memory) {
-                Claim::Mine(writer) => writer,
-                Claim::Stored | Claim::InFlight(_) => continue,
-                Claim::NoRoom => {
-                    // (Asked again as the body moves on.)
-                    if let Some(b) = self.body.as_mut() {
-                        b.ahead = j - 1;
+            // The chunk's fill when this response claims it; one on its way already (a head
+            // fetch's span, another client's fetch) is held for this client too, so the
+            // memory tier letting it go before the client gets there costs no second fetch.
+            let writer = match cache.holds(&held) {
+                true => None,
+                false => {
+                    let key = ChunkKey {
+                        object: object
+                            .get_or_insert_with(|| Arc::from(self.key.as_str()))
+                            .clone(),
+                        version: meta.version,
+                        index: j,
+                    };
+                    let len = layout.chunk_len(meta.len, j) as usize;
+                    match cache.inflight.claim_fill(key, len, &cache.memory) {
+                        Claim::Mine(writer) => Some(writer),
+                        Claim::InFlight(Flight::Fill(fill)) => {
+                            if let Some(b) = self.body.as_mut() {
+                                b.ahead_fills.push_back(fill);
+                            }
+                            None
+                        }
+                        Claim::Stored | Claim::InFlight(_) => None,
+                        Claim::NoRoom => {
+                            // (Asked again as the body moves on.)
+                            if let Some(b) = self.body.as_mut() {
+                                b.ahead = j - 1;
+                            }
+                            return;
+                        }
                     }
-                    return;
                 }
+            };
+            // (The body is there: it was at the start, and nothing here takes it. A writer
+            // dropped unfilled would fail its chunk for every reader.)
+            let Some(b) = self.body.as_mut() else {
+                return;
+            };
+            let Some(writer) = writer else {
+                // A chunk held or on its way already: the streamed fetch ends before it
+                // (one that paused out stays, so this body's chunks go one by one).
+                if !b.feed.as_ref().is_some_and(|f| f.paused_out()) {
+                    b.feed = None;
+                }
+                continue;
             };
             cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
             cx.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
-            if let Some(b) = self.body.as_mut() {
-                b.ahead_fills.push_back(writer.fill().clone());
-            }
+            b.ahead_fills.push_back(writer.fill().clone());
+            let writer = match b.feed.as_ref() {
+                Some(feed) => match feed.push(writer) {
+                    Ok(()) => continue,
+                    Err(w) => w,
+                },
+                None => writer,
+            };
+            // A client slower than streaming pays for (its last streamed fetch paused out)
+            // has its chunks fetched one by one.
+            let streamed = streamed && !b.feed.as_ref().is_some_and(|f| f.paused_out());
             let forward = self.fill_forward(cx);
-            if let Some(up) = cx.shared.upstream.as_ref() {
+            if streamed {
+                // The run asked for ends before the first chunk held or on its way, so the
+                // answer is read to its end (its connection kept) rather than cut there.
+                let cap = (j + depth * STREAM_SPAN - 1).min(last);
+                let mut span_last = j;
+                while span_last < cap {
+                    let next = ChunkRef {
+                        object: &self.key,
+                        version: meta.version,
+                        index: span_last + 1,
+                    };
+                    let on_its_way = object.as_ref().is_some_and(|o| {
+                        let key = ChunkKey {
+                            object: o.clone(),
+                            version: meta.version,
+                            index: span_last + 1,
+                        };
+                        cache.inflight.flight(&key).is_some()
+                    });
+                    if cache.holds(&next) || on_its_way {
+                        break;
+                    }
+                    span_last += 1;
+                }
+                let end = layout.chunk_start(span_last) + layout.chunk_len(meta.len, span_last) - 1;
+                let (feeder, feed) = relay_upstream::feed::Feed::new(j, span_last);
+                if let Some(b) = self.body.as_mut() {
+                    b.feed = Some(feeder);
+                }
+                cx.stats.upstream_streams.fetch_add(1, Ordering::Relaxed);
+                up.fill_stream(relay_upstream::StreamRequest {
+                    origin,
+                    path: self.target.clone(),
+                    meta: meta.clone(),
+                    first: writer,
+                    feed,
+                    end,
+                    forward,
+                });
+            } else {
                 up.fill_chunk(relay_upstream::ChunkRequest {
                     origin,
                     path: self.target.clone(),

@@ -694,6 +694,31 @@ impl Exchange {
         })
     }
 
+    /// How many chunks a head fetch for this request asks for (`HeadRequest::span`): a
+    /// read-ahead's worth (`origin.read_ahead_bytes`) for a GET from the object's start,
+    /// outside a cluster, so the start of a cold object comes in the head's round trip and
+    /// the read-ahead's fetch begins past it; no more than the chunks a single range that
+    /// starts in the first chunk reaches (a `bytes=0-0` probe asks for one). Else one: a
+    /// HEAD, a range further on or several ranges, a cluster (where the first chunk is
+    /// asked of its owner). A revalidation asks for one too (its caller's choice).
+    pub(super) fn head_span(&self, cx: &Cx<'_>) -> u64 {
+        let chunk = cx.shared.cache.layout.chunk_size();
+        let depth = cx.shared.config.origin.read_ahead_bytes / chunk;
+        let clustered = cx.shared.upstream.as_ref().is_none_or(|u| u.clustered());
+        if depth <= 1 || clustered || self.saved.req.method != Method::Get {
+            return 1;
+        }
+        let Some(range) = self.saved.cond.range.as_ref() else {
+            return depth;
+        };
+        match relay_proto::range::single_range(range.as_bytes()) {
+            Some((start, end)) if start < chunk => {
+                end.map_or(depth, |e| (e / chunk + 1).min(depth))
+            }
+            _ => 1,
+        }
+    }
+
     /// The request's authority, normalised (HTTP origins; empty without one).
     pub(super) fn authority(&self) -> &str {
         let origin = self.key_origin();

@@ -136,6 +136,7 @@ impl Exchange {
                     peers: self.peer_route(true),
                     variant: true,
                     authorization: self.saved.authorized,
+                    span: self.head_span(cx),
                 });
             }
             self.head_owner = new;
@@ -285,6 +286,7 @@ impl Exchange {
                 sum: None,
                 ahead: 0,
                 ahead_fills: Default::default(),
+                feed: None,
                 counted: 0,
             });
         }
@@ -439,6 +441,7 @@ impl Exchange {
                             peers: self.peer_route(true),
                             variant: self.variant,
                             authorization: self.saved.authorized,
+                            span: 1,
                         });
                     }
                     let swr = CacheStatus::hit("stale-while-revalidate");
@@ -508,6 +511,11 @@ impl Exchange {
                         peers: self.peer_route(true),
                         variant: self.variant,
                         authorization: self.saved.authorized,
+                        span: if cached.is_some() {
+                            1
+                        } else {
+                            self.head_span(cx)
+                        },
                     });
                 }
                 self.head_owner = new;
@@ -755,6 +763,7 @@ impl Exchange {
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
                 ahead: 0,
                 ahead_fills: Default::default(),
+                feed: None,
                 counted: 0,
             });
         }

@@ -64,6 +64,7 @@ impl Exchange {
             peers: self.peer_route(true),
             variant: self.variant,
             authorization: self.saved.authorized,
+            span: self.head_span(cx),
         };
         self.restore_entry = Some(super::types::RestoreEntry {
             key,

@@ -106,6 +106,9 @@ pub struct Body {
     /// the memory tier may let a completed one go before then, and the chunk would be
     /// fetched again.
     pub ahead_fills: std::collections::VecDeque<Arc<relay_cache::fill::Fill>>,
+    /// The streamed fetch those chunks are handed to while they run on from one another
+    /// (`relay_upstream::feed`); dropped with the body, which ends the fetch.
+    pub feed: Option<relay_upstream::feed::Feeder>,
     /// Chunks below this one were counted for the disk tier's admission.
     pub counted: u64,
 }

@@ -183,23 +183,7 @@ impl Context {
         peer: bool,
     ) -> Rest {
         let status = resp.status().as_u16();
-        let checked = match status {
-            200 | 206 => match head::parse(status, resp.headers()) {
-                // The object changed between chunks: never stitch two versions together.
-                Ok(h)
-                    if h.total != Some(meta.len)
-                        || h.etag != meta.etag
-                        || h.last_modified != meta.last_modified =>
-                {
-                    Err(FillError::Changed)
-                }
-                Ok(h) if status == 206 && h.range_start != from => Err(FillError::Truncated),
-                Ok(_) => Ok(()),
-                Err(_) => Err(FillError::Truncated),
-            },
-            _ => Err(FillError::Status(status)),
-        };
-        if let Err(e) = checked {
+        if let Err(e) = fits(status, resp.headers(), meta, from) {
             return Rest::Refused(writer, e);
         }
         // A peer's answer of one whole chunk carries its checksum: checked before the chunk
@@ -267,6 +251,32 @@ impl Context {
                 None => return Err(FillError::Truncated),
             };
         }
+    }
+}
+
+/// Whether an answer with `status` and `headers` to a fetch of `meta`'s bytes from `from`
+/// on holds them: a 206 starting there, or a 200 (the origin ignored Range), of the same
+/// version. Another version is [`FillError::Changed`]: two are never stitched together.
+pub(super) fn fits(
+    status: u16,
+    headers: &http::HeaderMap,
+    meta: &ObjectMeta,
+    from: u64,
+) -> Result<(), FillError> {
+    match status {
+        200 | 206 => match head::parse(status, headers) {
+            Ok(h)
+                if h.total != Some(meta.len)
+                    || h.etag != meta.etag
+                    || h.last_modified != meta.last_modified =>
+            {
+                Err(FillError::Changed)
+            }
+            Ok(h) if status == 206 && h.range_start != from => Err(FillError::Truncated),
+            Ok(_) => Ok(()),
+            Err(_) => Err(FillError::Truncated),
+        },
+        _ => Err(FillError::Status(status)),
     }
 }
 

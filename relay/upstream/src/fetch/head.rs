@@ -29,8 +29,14 @@ impl Context {
             variant,
             authorization,
             peers,
+            span,
         } = request;
         let cs = self.store.layout.chunk_size();
+        // (In a cluster the first chunk is asked of its owner: one chunk.)
+        let span = match self.peers.get() {
+            Some(_) => 1,
+            None => span.max(1),
+        };
         // Where the origin's 103 Early Hints go: the clients waiting on this fetch.
         let hints = self.store.inflight.pending(&object);
         let mut whole = false;
@@ -39,7 +45,7 @@ impl Context {
         let mut ask_peer = peers;
         loop {
             let request_time = unix_now();
-            let range = (!whole).then_some((0, cs - 1));
+            let range = (!whole).then_some((0, cs.saturating_mul(span) - 1));
             let from_peer = match (ask_peer.take(), range) {
                 (Some(route), Some(chunk)) => {
                     // A relay whose digest names the first chunk (for an object not yet
@@ -151,6 +157,16 @@ impl Context {
                 .filter(|fields| !variant && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
             let sum = self.peer_sum(resp.headers(), peer_answer && shape.partial);
+            // The bytes a 206 holds from the object's start (more than its first chunk when
+            // the fetch asked for a span).
+            // (No more than was asked: an origin that answers any range with the whole
+            // object does not have it all filled here.)
+            let covered = match head::content_range(resp.headers()) {
+                Ok(ContentRange::Bytes { last, .. }) if shape.partial => {
+                    last.saturating_add(1).min(cs.saturating_mul(span))
+                }
+                _ => 0,
+            };
             let body = resp.into_body();
             if let Some(fields) = carried {
                 if meta.storable {
@@ -162,10 +178,11 @@ impl Context {
                         self.store.meta.insert(&key, (*meta).clone());
                     }
                     let writer = self.start_first(origin, &key, &meta).await;
+                    let spanned = self.open_span(&key, &meta, covered, writer.is_some());
                     let ctx = self.clone();
-                    let partial = shape.partial;
+                    let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
                     tokio::spawn(async move {
-                        ctx.fill_from(origin, partial, body, writer, &key, &meta, None)
+                        ctx.fill_from(origin, answer, body, writer, &key, &meta, None)
                             .await;
                     });
                 }
@@ -177,8 +194,11 @@ impl Context {
                 whole = false;
                 continue;
             }
-            // Start chunk 0's fill before publishing the description, so waiters find it.
+            // Start chunk 0's fill before publishing the description, so waiters find it; and
+            // those of the other chunks the answer holds, so their read-ahead finds them on
+            // their way rather than fetching them again.
             let writer = self.start_first(origin, &object, &meta).await;
+            let spanned = self.open_span(&object, &meta, covered, writer.is_some());
             // A body whose length is not known yet is described in the meta cache once it
             // ended (`Context::end_open`).
             if meta.storable && !meta.open_ended {
@@ -209,6 +229,16 @@ impl Context {
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
             // (The fetch's readers are counted by the references to its `Pending`.)
             drop(hints);
+            let spanned = match peer_answer {
+                // (A peer is asked for one chunk: nothing spanned to fill.)
+                true => {
+                    for s in spanned {
+                        self.fail(s, FillError::Truncated);
+                    }
+                    Vec::new()
+                }
+                false => spanned,
+            };
             match (peer_answer && shape.partial, writer) {
                 // A peer's first chunk that breaks off continues from the origin where it
                 // stopped, into the same fill.
@@ -225,16 +255,9 @@ impl Context {
                     }
                 },
                 (_, writer) => {
-                    self.fill_from(
-                        origin,
-                        shape.partial,
-                        body,
-                        writer,
-                        &object,
-                        &meta,
-                        keep.as_ref(),
-                    )
-                    .await
+                    let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
+                    self.fill_from(origin, answer, body, writer, &object, &meta, keep.as_ref())
+                        .await
                 }
             }
             if let Some(p) = open {
@@ -269,8 +292,55 @@ impl Context {
             .flatten()
     }
 
-    /// Streams the body of a head fetch: its first chunk (`partial`: a 206), or every chunk
-    /// of a whole body in one answer.
+    /// The fills of the chunks after the first that a head fetch's 206 holds whole
+    /// (`covered` bytes from the object's start), started before the description is
+    /// published: for a ranged, storable object whose first chunk's fill this fetch started
+    /// (`first`). Stops at a chunk held or already on its way, or when chunk memory is at
+    /// its bound (the rest of the answer is not read, and the read-ahead fetches those
+    /// chunks).
+    fn open_span(
+        &self,
+        object: &Arc<str>,
+        meta: &ObjectMeta,
+        covered: u64,
+        first: bool,
+    ) -> Vec<FillWriter> {
+        let layout = self.store.layout;
+        let mut fills = Vec::new();
+        if !first || !meta.ranged || !meta.storable || meta.open_ended || covered == 0 {
+            return fills;
+        }
+        let covered = covered.min(meta.len);
+        // Chunks the answer holds to their end.
+        let whole = (1..layout.chunk_count(meta.len))
+            .take_while(|&i| layout.chunk_start(i) + layout.chunk_len(meta.len, i) <= covered);
+        for index in whole {
+            let key = ChunkKey {
+                object: object.clone(),
+                version: meta.version,
+                index,
+            };
+            let held = self.store.memory.contains(&key.as_ref())
+                || self
+                    .store
+                    .disk
+                    .as_ref()
+                    .is_some_and(|d| d.contains(&key.as_ref()));
+            if held {
+                break;
+            }
+            match self.open_chunk(object, meta, index, None) {
+                Ok((Some(w), _)) => fills.push(w),
+                _ => break,
+            }
+        }
+        fills
+    }
+
+    /// Streams the body of a head fetch: its first chunk (a 206), the chunks after it the
+    /// 206 holds whose fills were started ([`Context::open_span`]), or every chunk of a
+    /// whole body in one answer (or of a 206 that holds an object whose chunks may not be
+    /// fetched by range).
     #[expect(
         clippy::too_many_arguments,
         reason = "one fetch's state, passed through"
@@ -278,20 +348,73 @@ impl Context {
     pub(super) async fn fill_from(
         &self,
         origin: usize,
-        partial: bool,
+        answer: Answered,
         body: Incoming,
         first: Option<FillWriter>,
         object: &Arc<str>,
         meta: &Arc<ObjectMeta>,
         keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) {
-        if partial {
-            if let Some(w) = first {
-                let _ = self.stream(origin, body, w, meta).await;
-            }
-        } else {
-            self.stream_whole(origin, body, first, object, meta, keep)
+        let cs = self.store.layout.chunk_size();
+        if !answer.partial || (answer.covered > cs && !meta.ranged) {
+            return self
+                .stream_whole(origin, body, first, object, meta, keep)
                 .await;
+        }
+        let Some(first) = first else {
+            return;
+        };
+        let Some(last) = answer.spanned.last().map(|w| w.fill().key.index) else {
+            let _ = self.stream(origin, body, first, meta).await;
+            return;
+        };
+        let (feeder, feed) = crate::feed::Feed::new(0, last);
+        for w in answer.spanned {
+            if let Err(w) = feeder.push(w) {
+                self.fail(w, FillError::Truncated);
+            }
+        }
+        drop(feeder);
+        let run = super::ahead::Run {
+            origin,
+            path: &answer.path,
+            forward: &answer.forward,
+            meta,
+            last,
+        };
+        self.fill_in_order(&run, body, Bytes::new(), first, &feed)
+            .await;
+    }
+}
+
+/// What a head fetch's answer holds, for [`Context::fill_from`].
+pub(super) struct Answered {
+    /// A 206 from the object's start.
+    pub partial: bool,
+    /// The bytes it holds from the start (a 206).
+    pub covered: u64,
+    /// The fills of its chunks after the first, in order ([`Context::open_span`]).
+    pub spanned: Vec<FillWriter>,
+    /// The request target and the client's fields, for chunks fetched anew should the
+    /// answer break off.
+    pub path: String,
+    pub forward: crate::Forward,
+}
+
+impl Answered {
+    fn new(
+        partial: bool,
+        covered: u64,
+        spanned: Vec<FillWriter>,
+        path: &str,
+        forward: &crate::Forward,
+    ) -> Answered {
+        Answered {
+            partial,
+            covered,
+            spanned,
+            path: path.to_string(),
+            forward: forward.clone(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! share: the [`Context`], the dispatch ([`run`]), failing fills and waking workers, and the
 //! end-to-end header fields relayed to clients.
 
+mod ahead;
 mod body;
 mod chunk;
 mod digests;
@@ -192,12 +193,13 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                     };
                     ctx.head(request).await
                 }
-                Job::Chunk(request) => {
+                Job::Chunk(request) => ctx.run_chunk(request).await,
+                Job::Stream(request) => {
                     let Some(_fetching) = ctx.fetch_slot(request.origin).await else {
                         let e = ctx.slot_timeout(request.origin);
-                        return ctx.fail(request.writer, e);
+                        return ctx.fail_stream(request, e);
                     };
-                    ctx.chunk(request).await
+                    ctx.stream_ahead(request).await
                 }
                 Job::Pass(request) => ctx.pass(request).await,
             }
@@ -222,6 +224,15 @@ impl Context {
                     .ok()
             }
         }
+    }
+
+    /// A chunk job, once one of the origin's fetch slots is free.
+    async fn run_chunk(&self, request: crate::ChunkRequest) {
+        let Some(_fetching) = self.fetch_slot(request.origin).await else {
+            let e = self.slot_timeout(request.origin);
+            return self.fail(request.writer, e);
+        };
+        self.chunk(request).await
     }
 
     fn slot_timeout(&self, origin: usize) -> FillError {

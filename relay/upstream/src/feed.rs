@@ -1,0 +1,192 @@
+//! The chunks one streamed read-ahead fetch fills ([`crate::StreamRequest`]): a Range
+//! request for a run of chunks, handed to the fetch one by one as the client's read-ahead
+//! claims them. The fetch reads the answer only while it holds a chunk to fill, so it runs
+//! no further ahead of its client than the read-ahead does (the origin waits meanwhile, as
+//! TCP lets it), and a run of chunks comes in one origin round trip rather than one per
+//! chunk. A fetch that waits past its pause for the next chunk ends (`paused_out`): its
+//! client is slower than streaming pays for, and its later chunks are fetched one by one.
+//!
+//! Two sides: the client's response holds the [`Feeder`] (dropped with the response, which
+//! closes the feed), the fetch the [`Feed`].
+
+use relay_cache::fill::FillWriter;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The fetch's side: the fills handed to it, in chunk order.
+pub struct Feed {
+    state: Mutex<State>,
+    more: tokio::sync::Notify,
+}
+
+struct State {
+    queue: VecDeque<FillWriter>,
+    /// The chunk the next fill handed on must be.
+    next: u64,
+    /// The last chunk the fetch asked for.
+    last: u64,
+    /// The response hands on no more (it ended, or skipped a chunk).
+    closed: bool,
+    /// The fetch takes no more (it ended, or failed and gave its fills to other fetches).
+    ended: bool,
+    /// It ended because no fill came within its pause.
+    paused_out: bool,
+}
+
+impl State {
+    fn takes(&self, index: u64) -> bool {
+        !self.ended && !self.closed && self.next == index && index <= self.last
+    }
+}
+
+impl Feed {
+    /// A feed whose fetch fills chunk `first` (handed to it with its request), then the
+    /// chunks after it up to `last` as they are pushed; the response's [`Feeder`] and the
+    /// fetch's end.
+    pub fn new(first: u64, last: u64) -> (Feeder, Arc<Feed>) {
+        let feed = Arc::new(Feed {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                next: first + 1,
+                last,
+                closed: false,
+                ended: false,
+                paused_out: false,
+            }),
+            more: tokio::sync::Notify::new(),
+        });
+        (Feeder(feed.clone()), feed)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next fill, waiting up to `pause` for the response to hand one on; None when it
+    /// will hand on no more or none came in time (the feed is ended then: a fill pushed
+    /// after it goes back to its response, which fetches it another way).
+    pub async fn take(&self, pause: Duration) -> Option<FillWriter> {
+        let deadline = tokio::time::Instant::now() + pause;
+        loop {
+            {
+                let mut s = self.state();
+                if let Some(w) = s.queue.pop_front() {
+                    return Some(w);
+                }
+                let late = tokio::time::Instant::now() >= deadline;
+                if s.closed || s.ended || late {
+                    s.paused_out |= late && !s.closed && !s.ended;
+                    s.ended = true;
+                    return None;
+                }
+            }
+            // (A push between the look above and this wait leaves a permit: no wake-up is
+            // lost.)
+            let _ = tokio::time::timeout_at(deadline, self.more.notified()).await;
+        }
+    }
+
+    /// Ends the feed from the fetch's side: the fills handed on and not yet taken, which
+    /// the caller fetches another way (or fails).
+    pub fn end(&self) -> Vec<FillWriter> {
+        let mut s = self.state();
+        s.ended = true;
+        s.queue.drain(..).collect()
+    }
+}
+
+/// The response's side of a [`Feed`]; dropping it closes the feed (the fetch fills what it
+/// was handed, then ends).
+pub struct Feeder(Arc<Feed>);
+
+impl Feeder {
+    /// Hands the fill of the next chunk to the fetch; gives it back when the fetch takes no
+    /// more or the fill is not of the chunk it expects (the caller fetches it another way).
+    pub fn push(&self, writer: FillWriter) -> Result<(), FillWriter> {
+        let mut s = self.0.state();
+        if !s.takes(writer.fill().key.index) {
+            return Err(writer);
+        }
+        s.next += 1;
+        s.queue.push_back(writer);
+        drop(s);
+        self.0.more.notify_one();
+        Ok(())
+    }
+
+    /// Whether the fetch ended waiting for a fill: the client reads slower than streaming
+    /// pays for.
+    pub fn paused_out(&self) -> bool {
+        self.0.state().paused_out
+    }
+
+    /// Whether the fetch would take chunk `index` next.
+    pub fn takes(&self, index: u64) -> bool {
+        self.0.state().takes(index)
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.0.state().closed = true;
+        self.0.more.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Feed;
+    use relay_cache::ChunkKey;
+    use relay_cache::fill::{Fill, FillWriter};
+    use std::time::Duration;
+
+    fn writer(index: u64) -> FillWriter {
+        let key = ChunkKey {
+            object: std::sync::Arc::from("http://h/o"),
+            version: 1,
+            index,
+        };
+        Fill::new(key, 10).1
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn fills_go_in_chunk_order_and_a_closed_feed_ends() {
+        let (feeder, feed) = Feed::new(3, 6);
+        assert!(feeder.takes(4));
+        assert!(feeder.push(writer(5)).is_err(), "not the next chunk");
+        assert!(feeder.push(writer(4)).is_ok());
+        assert!(feeder.push(writer(5)).is_ok());
+        let idle = Duration::from_secs(1);
+        assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 4);
+        assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 5);
+        // Nothing yet: a push while the fetch waits wakes it.
+        let wait = tokio::spawn({
+            let feed = feed.clone();
+            async move { feed.take(idle).await.map(|w| w.fill().key.index) }
+        });
+        tokio::task::yield_now().await;
+        assert!(feeder.push(writer(6)).is_ok());
+        assert_eq!(wait.await.unwrap(), Some(6));
+        assert!(!feeder.takes(7), "past the last chunk asked for");
+        drop(feeder);
+        assert!(feed.take(idle).await.is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_feed_the_fetch_ended_gives_fills_back() {
+        let (feeder, feed) = Feed::new(0, 9);
+        assert!(feeder.push(writer(1)).is_ok());
+        // The fetch ends (it broke off): what it was handed goes back, and so does a
+        // later fill.
+        assert_eq!(feed.end().len(), 1);
+        assert!(!feeder.takes(2));
+        assert!(feeder.push(writer(2)).is_err());
+        assert!(!feeder.paused_out());
+        // No fill within the pause: the feed ends, paused out.
+        let (feeder, feed) = Feed::new(0, 9);
+        assert!(feed.take(Duration::from_millis(50)).await.is_none());
+        assert!(feeder.paused_out());
+        assert!(feeder.push(writer(1)).is_err());
+    }
+}

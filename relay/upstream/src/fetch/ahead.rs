@@ -1,0 +1,192 @@
+//! A streamed read-ahead fetch ([`crate::StreamRequest`]): the chunks ahead of a client from
+//! one Range request, each filled as the answer reaches it and handed over by the client's
+//! read-ahead through the [`Feed`]. One origin round trip for a run of chunks rather than
+//! one per chunk, and the chunks arrive in the order the client reads them (parallel chunk
+//! fetches share the bandwidth, so the chunk the client waits for came no sooner than the
+//! last of them).
+
+use super::Context;
+use super::chunk::fits;
+use crate::feed::Feed;
+use crate::{ChunkRequest, Forward, StreamRequest};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use relay_cache::ObjectMeta;
+use relay_cache::fill::{FillError, FillWriter};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a streamed fetch that has filled every chunk handed to it waits for the next,
+/// holding its origin connection and fetch slot: a client slower than a chunk in this time
+/// (5 MB/s with 1 MiB chunks) ends the fetch, and has its later chunks fetched one by one
+/// as it comes to them (its read-ahead keeps it far ahead of such a client anyway).
+const PAUSE: Duration = Duration::from_millis(200);
+
+/// One answer's run of chunks, for [`Context::fill_in_order`].
+pub(super) struct Run<'a> {
+    pub origin: usize,
+    /// The request target and the client's fields, for chunks fetched anew should the
+    /// answer break off.
+    pub path: &'a str,
+    pub forward: &'a Forward,
+    pub meta: &'a Arc<ObjectMeta>,
+    /// The last chunk the answer holds.
+    pub last: u64,
+}
+
+impl Context {
+    /// Runs a [`StreamRequest`]: its first chunk, then each one the feed hands over, until
+    /// the last byte asked for, the feed's close, or a pause past [`PAUSE`]. An answer of
+    /// another version (or a 416: the object shrank) forgets the description and fails the
+    /// chunks; an error status fails them (their clients ask again); a 200 (Range ignored)
+    /// is read from the run's start. A chunk the answer does not fill (it broke off) and
+    /// those after it are fetched as chunk jobs of their own, from where they stand.
+    pub(super) async fn stream_ahead(&self, request: StreamRequest) {
+        let StreamRequest {
+            origin,
+            path,
+            meta,
+            first,
+            feed,
+            end,
+            forward,
+        } = request;
+        let layout = self.store.layout;
+        let start = layout.chunk_start(first.fill().key.index);
+        let last = layout.chunk_of(end);
+        let resp = match self
+            .send_fill(origin, &path, Some((start, end)), None, &forward, None)
+            .await
+        {
+            Ok(r) => r,
+            // (The request's own retries are done: each chunk fails as its own fetch would.)
+            Err(e) => return self.fail_each(first, &feed, e),
+        };
+        let status = resp.status().as_u16();
+        let object = first.fill().key.object.clone();
+        match fits(status, resp.headers(), &meta, start) {
+            Ok(()) => {}
+            // The object changed (a 416: it shrank): never stitched together.
+            Err(FillError::Changed | FillError::Status(416)) => {
+                self.store.meta.remove(&object);
+                return self.fail_each(first, &feed, FillError::Changed);
+            }
+            // An error status fails the chunks as their own fetches would (each client asks
+            // again); an answer that is not theirs, likewise.
+            Err(e) => return self.fail_each(first, &feed, e),
+        }
+        let mut body = resp.into_body();
+        // (An origin that ignores Range sends the whole object: skipped to `start`.)
+        let lead = match status {
+            206 => Bytes::new(),
+            _ => match self.skip(origin, &mut body, start).await {
+                Ok(rest) => rest,
+                Err(_) => return self.chunk_each(origin, &path, &meta, &forward, first, &feed),
+            },
+        };
+        let run = Run {
+            origin,
+            path: &path,
+            meta: &meta,
+            forward: &forward,
+            last,
+        };
+        self.fill_in_order(&run, body, lead, first, &feed).await;
+    }
+
+    /// Streams `body` (after `lead`, bytes already read of it), the bytes of `first`'s
+    /// chunk on, into `first` and then each fill `feed` hands over, up to the run's last
+    /// chunk; waits up to [`PAUSE`] (or the origin's idle timeout, when shorter) for each
+    /// next fill. A body that breaks off has its chunk and those handed over after it
+    /// fetched as chunk jobs of their own, from where they stand.
+    pub(super) async fn fill_in_order(
+        &self,
+        run: &Run<'_>,
+        mut body: Incoming,
+        lead: Bytes,
+        first: FillWriter,
+        feed: &Feed,
+    ) {
+        let origin = run.origin;
+        let pause = PAUSE.min(Duration::from_millis(
+            self.origins[origin].config.idle_timeout_ms,
+        ));
+        let mut current = first;
+        let mut pending = lead;
+        loop {
+            let broke = loop {
+                if pending.is_empty() {
+                    match self.next_frame(origin, &mut body).await {
+                        Ok(Some(d)) => pending = d,
+                        Ok(None) => break Some(FillError::Truncated),
+                        Err(e) => break Some(e),
+                    }
+                }
+                if pending.len() >= current.remaining() {
+                    break None;
+                }
+                if current.append(&pending).is_err() {
+                    break Some(FillError::Truncated);
+                }
+                pending = Bytes::new();
+                self.store.wakers.wake(&current.fill().watchers);
+            };
+            if let Some(e) = broke {
+                log::debug!(
+                    "{}: a streamed fetch broke off in chunk {} ({e}); the rest chunk by chunk",
+                    run.path,
+                    current.fill().key.index
+                );
+                return self.chunk_each(origin, run.path, run.meta, run.forward, current, feed);
+            }
+            let index = current.fill().key.index;
+            let rest = pending.split_to(current.remaining());
+            self.complete(current, &rest, run.meta);
+            if index >= run.last {
+                return;
+            }
+            // (Dropping the answer unread closes its connection.)
+            match feed.take(pause).await {
+                Some(w) => current = w,
+                None => return,
+            }
+        }
+    }
+
+    /// A streamed fetch that could not start: its chunks fail as their own fetches would.
+    pub(super) fn fail_stream(&self, request: StreamRequest, e: FillError) {
+        self.fail_each(request.first, &request.feed, e);
+    }
+
+    fn fail_each(&self, first: FillWriter, feed: &Feed, e: FillError) {
+        self.fail(first, e);
+        for w in feed.end() {
+            self.fail(w, e);
+        }
+    }
+
+    /// `current` (from where it stands) and the fills handed over after it, each a chunk job
+    /// of its own.
+    fn chunk_each(
+        &self,
+        origin: usize,
+        path: &str,
+        meta: &Arc<ObjectMeta>,
+        forward: &Forward,
+        current: FillWriter,
+        feed: &Feed,
+    ) {
+        for writer in std::iter::once(current).chain(feed.end()) {
+            let ctx = self.clone();
+            let request = ChunkRequest {
+                origin,
+                path: path.to_string(),
+                meta: meta.clone(),
+                writer,
+                forward: forward.clone(),
+                peers: None,
+            };
+            tokio::spawn(async move { ctx.run_chunk(request).await });
+        }
+    }
+}
