@@ -7,6 +7,18 @@ use crate::TempDir;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One request nginx answered ([`NginxOrigin::answers`]).
+#[derive(Clone, Debug)]
+pub struct Answered {
+    pub connection: u64,
+    pub status: u16,
+    /// Body bytes sent (as nginx counts them: those written to the socket).
+    pub bytes: u64,
+    pub path: String,
+    /// The `Range` field asked for; `-` when none.
+    pub range: String,
+}
+
 pub struct NginxOrigin {
     child: Child,
     pub port: u16,
@@ -55,6 +67,8 @@ impl NginxOrigin {
              error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n\
              types {{ text/html html; }}\ndefault_type application/octet-stream;\n\
              log_format conn '$connection $request';\naccess_log {d}/access.log conn;\n\
+             log_format answers '$connection $status $body_bytes_sent $uri \"$http_range\"';\n\
+             access_log {d}/answers.log answers;\n\
              client_body_temp_path {d}/tmp;\nproxy_temp_path {d}/tmp;\n\
              fastcgi_temp_path {d}/tmp;\nuwsgi_temp_path {d}/tmp;\nscgi_temp_path {d}/tmp;\n\
              server {{\nlisten 127.0.0.1:{port}{listen};\nroot {};\n{server}\n}}\n}}\n",
@@ -98,6 +112,25 @@ impl NginxOrigin {
             .filter_map(|l| {
                 let (conn, request) = l.split_once(' ')?;
                 Some((conn.parse().ok()?, request.to_string()))
+            })
+            .collect()
+    }
+
+    /// What nginx answered, in order: for each request its connection serial, status, the
+    /// body bytes it sent, the path and the `Range` asked for (`-` when none).
+    pub fn answers(&self) -> Vec<Answered> {
+        std::fs::read_to_string(self.dir.path().join("answers.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(5, ' ');
+                Some(Answered {
+                    connection: f.next()?.parse().ok()?,
+                    status: f.next()?.parse().ok()?,
+                    bytes: f.next()?.parse().ok()?,
+                    path: f.next()?.to_string(),
+                    range: f.next()?.trim_matches('"').to_string(),
+                })
             })
             .collect()
     }

@@ -339,6 +339,73 @@ fn nginx_static_ranged_chunked_ssi_redirect_and_404_as_it_answers_them_directly(
     assert!(page[13..13 + big.len()] == big[..]);
 }
 
+/// A large file from nginx through relay, curl as the client: the head fetch asks for a
+/// read-ahead's worth from the start, one streamed Range request for each run of chunks
+/// after it, and nginx sends each byte once. A client that reads slowly has its later
+/// chunks fetched one by one once its stream pauses out, still each byte about once; a
+/// probe of the first byte asks for one chunk.
+#[test]
+fn a_large_file_from_nginx_comes_in_few_requests_each_byte_about_once() {
+    let www = TempDir::new("tp-large");
+    let big = pattern(40 << 20, 77);
+    let small = pattern(4 << 20, 78);
+    let slow = pattern(20 << 20, 79);
+    www.write("big.bin", &big);
+    www.write("slow.bin", &slow);
+    www.write("probe.bin", &small);
+    let origin = NginxOrigin::start(www.path(), "");
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
+         memory_bytes = \"128 MiB\"\n\n[origin]\nread_ahead_bytes = \"4 MiB\"\n\n\
+         [[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        origin.port
+    ));
+    let asked = |path: &str| -> Vec<relay_tests::nginx::Answered> {
+        origin
+            .answers()
+            .into_iter()
+            .filter(|a| a.path == path)
+            .collect()
+    };
+    let got = fetch(&relay.url("/big.bin"), &[]);
+    assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+    assert!(got.body == big, "big.bin: other bytes");
+    let answers = asked("/big.bin");
+    let sent: u64 = answers.iter().map(|a| a.bytes).sum();
+    eprintln!("40 MiB through relay: nginx answered {answers:?}");
+    assert_eq!(answers[0].range, format!("bytes=0-{}", (4 << 20) - 1));
+    // The head's 4 MiB, then runs of at most 16 MiB: 4..19, 20..35, 36..39.
+    assert!(answers.len() <= 4, "{answers:?}");
+    assert!(answers.iter().all(|a| a.status == 206), "{answers:?}");
+    assert_eq!(sent, big.len() as u64, "each byte once");
+
+    // 4 MB/s: once the sockets' buffers are full, a chunk every quarter of a second, slower
+    // than a stream waits for.
+    let started = Instant::now();
+    let got = fetch(&relay.url("/slow.bin"), &["--limit-rate", "4M"]);
+    assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+    assert!(got.body == slow, "slow.bin: other bytes");
+    let answers = asked("/slow.bin");
+    let sent: u64 = answers.iter().map(|a| a.bytes).sum();
+    eprintln!(
+        "20 MiB at 4 MB/s in {:?}: nginx sent {sent} bytes in {} answers: {answers:?}",
+        started.elapsed(),
+        answers.len()
+    );
+    assert!(answers.len() <= 20, "{answers:?}");
+    // (A stream that paused out was cut with what the socket had taken.)
+    assert!(sent <= slow.len() as u64 * 3 / 2, "{answers:?}");
+
+    // A probe of the first byte: one chunk asked for.
+    let got = fetch(&relay.url("/probe.bin"), &["-r", "0-0"]);
+    assert_eq!((got.code, got.status), (0, 206), "{}", got.head);
+    assert_eq!(got.body, &small[..1]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = asked("/probe.bin");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].range, format!("bytes=0-{}", (1 << 20) - 1));
+}
+
 /// Two relays of a site in front of nginx, curl as the client: files fetched through one
 /// relay; a second joins, learns the first's digest, and is asked for them all: it takes
 /// every chunk from its peer and sends nginx no request; every body is the file, byte for
