@@ -491,6 +491,39 @@ fn a_private_multi_chunk_answer_is_fetched_once_for_its_client_only() {
     assert_eq!(origin.count("/statement.pdf"), 2);
 }
 
+/// The same from an origin that honours Range: the head fetch's span (4 chunks) holds the
+/// start, kept for its client; the client's read-ahead fetches the rest in runs of 16,
+/// asking nothing twice; each client gets its own answer, whole. (A client of such an
+/// answer used to wait forever for a chunk past the first.)
+#[test]
+fn a_private_ranged_answer_is_whole_for_each_client() {
+    let origin = Origin::start();
+    let body = pattern(40 * CHUNK + 5000, 95);
+    let mut o = echoing(body.clone(), "pr");
+    o.cache_control = Some("private, max-age=60".into());
+    origin.put("/statement.pdf", o);
+    let relay = Relay::start(&proxy_config_with(&origin, 4 * CHUNK));
+    for cookie in ["session=alice", "session=bob"] {
+        let r = request(
+            &relay,
+            &format!("GET /statement.pdf HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n\r\n"),
+        );
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "{cookie}: the body differs");
+        assert_eq!(r.header("echo-cookie"), Some(cookie));
+    }
+    let runs = [
+        format!("bytes=0-{}", 4 * CHUNK - 1),
+        format!("bytes={}-{}", 4 * CHUNK, 20 * CHUNK - 1),
+        format!("bytes={}-{}", 20 * CHUNK, 36 * CHUNK - 1),
+        format!("bytes={}-{}", 36 * CHUNK, body.len() - 1),
+    ];
+    assert_eq!(
+        origin.ranges("/statement.pdf"),
+        [&runs[..], &runs[..]].concat()
+    );
+}
+
 /// A response that may not be stored keeps every field for its own client, the ones a
 /// `no-cache=` names included.
 #[test]

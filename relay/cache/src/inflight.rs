@@ -135,6 +135,13 @@ impl Pending {
         more.first().is_none_or(|f| f.key.index == 1)
     }
 
+    /// The fill of chunk `index` kept by [`Pending::push_fill`], looked at ahead of its
+    /// client (not counted as asked for, [`Pending::fill`]).
+    pub fn kept(&self, index: u64) -> Option<Arc<Fill>> {
+        let more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        more.iter().find(|f| f.key.index == index).cloned()
+    }
+
     /// The fill of chunk `index` kept by [`Pending::push_fill`].
     pub fn fill(&self, index: u64) -> Option<Arc<Fill>> {
         self.asked.fetch_max(index, Ordering::AcqRel);

@@ -369,8 +369,10 @@ impl Exchange {
     /// `relay_upstream::feed`), handed to it as they are claimed; in a cluster, where each
     /// chunk is asked of its owner first, each is a chunk fetch of its own. Each chunk is
     /// looked at once per body (`Body::ahead`); chunk memory at its bound stops it. Only for
-    /// an object whose chunks are fetched by range and may be stored (the others come from
-    /// the one answer being streamed, or are their client's alone).
+    /// an object whose chunks are fetched by range (the others come from the one answer
+    /// being streamed); for one that may not be stored, its chunks are under its fetch's
+    /// own version, found by this client alone (those its head fetch brought are kept by
+    /// that fetch, `Pending::kept`).
     fn read_ahead(&mut self, cx: &mut Cx<'_>, origin: usize, index: u64) {
         let cache = &cx.shared.cache;
         let layout = cache.layout;
@@ -379,7 +381,9 @@ impl Exchange {
             return;
         };
         let meta = &body.meta;
-        if depth == 0 || body.end == 0 || !meta.ranged || meta.open_ended || !meta.storable {
+        // (A body its fetch brings whole, paced by its client, is not fetched again.)
+        let paced = self.owner_fetch.as_ref().is_some_and(|p| p.is_paced());
+        if depth == 0 || body.end == 0 || !meta.ranged || meta.open_ended || paced {
             return;
         }
         let last = layout.chunk_of(body.end - 1);
@@ -405,9 +409,17 @@ impl Exchange {
             // The chunk's fill when this response claims it; one on its way already (a head
             // fetch's span, another client's fetch) is held for this client too, so the
             // memory tier letting it go before the client gets there costs no second fetch.
-            let writer = match cache.holds(&held) {
-                true => None,
-                false => {
+            let kept = self.owner_fetch.as_ref().and_then(|p| p.kept(j));
+            let writer = match (cache.holds(&held), kept) {
+                (true, _) => None,
+                // (A response that may not be stored: its fetch keeps what it brought.)
+                (false, Some(fill)) => {
+                    if let Some(b) = self.body.as_mut() {
+                        b.ahead_fills.push_back(fill);
+                    }
+                    None
+                }
+                (false, None) => {
                     let key = ChunkKey {
                         object: object
                             .get_or_insert_with(|| Arc::from(self.key.as_str()))

@@ -178,7 +178,7 @@ impl Context {
                         self.store.meta.insert(&key, (*meta).clone());
                     }
                     let writer = self.start_first(origin, &key, &meta).await;
-                    let spanned = self.open_span(&key, &meta, covered, writer.is_some());
+                    let spanned = self.open_span(&key, &meta, covered, writer.is_some(), None);
                     let ctx = self.clone();
                     let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
                     tokio::spawn(async move {
@@ -198,26 +198,27 @@ impl Context {
             // those of the other chunks the answer holds, so their read-ahead finds them on
             // their way rather than fetching them again.
             let writer = self.start_first(origin, &object, &meta).await;
-            let spanned = self.open_span(&object, &meta, covered, writer.is_some());
+            let pending = self.store.inflight.pending(&object);
+            if let (Some(p), Some(h)) = (pending.as_ref(), owner_headers) {
+                p.set_owner_headers(h);
+            }
+            // A response that may not be stored never reaches the memory tier: its client
+            // reads the later chunks this fetch brings from the pending fetch it started.
+            // So do the clients of a body from one answer: none of its chunks can be
+            // fetched again should the memory tier let it go before they read it.
+            let keep = pending.filter(|_| !meta.storable || !meta.ranged);
+            if let Some(p) = keep.as_ref().filter(|_| !meta.storable && !shape.partial) {
+                // Its client alone reads a body from one answer: the fetch keeps pace with
+                // it. (The client of a 206 fetches the chunks past what it holds itself.)
+                p.pace();
+            }
+            let spanned = self.open_span(&object, &meta, covered, writer.is_some(), keep.as_ref());
             // A body whose length is not known yet is described in the meta cache once it
             // ended (`Context::end_open`).
             if meta.storable && !meta.open_ended {
                 self.store.meta.insert(&object, (*meta).clone());
             }
             let first = writer.as_ref().map(|w| w.fill().clone());
-            let pending = self.store.inflight.pending(&object);
-            if let (Some(p), Some(h)) = (pending.as_ref(), owner_headers) {
-                p.set_owner_headers(h);
-            }
-            // A response that may not be stored never reaches the memory tier: its client
-            // reads the later chunks of a whole body from the pending fetch it started. So
-            // do the clients of a body from one answer: none of its chunks can be fetched
-            // again should the memory tier let it go before they read it.
-            let keep = pending.filter(|_| !meta.storable || !meta.ranged);
-            if let Some(p) = keep.as_ref().filter(|_| !meta.storable) {
-                // Its client alone reads it: the fetch keeps pace with it.
-                p.pace();
-            }
             // An answer without a length is joined by clients that ask while it arrives:
             // registered before the head entry goes, so no client finds neither.
             let open = keep.as_ref().filter(|_| meta.open_ended);
@@ -294,20 +295,22 @@ impl Context {
 
     /// The fills of the chunks after the first that a head fetch's 206 holds whole
     /// (`covered` bytes from the object's start), started before the description is
-    /// published: for a ranged, storable object whose first chunk's fill this fetch started
-    /// (`first`). Stops at a chunk held or already on its way, or when chunk memory is at
-    /// its bound (the rest of the answer is not read, and the read-ahead fetches those
-    /// chunks).
+    /// published: for a ranged object whose first chunk's fill this fetch started
+    /// (`first`), storable, or kept for its client (`keep`: one that may not be stored).
+    /// Stops at a chunk held or already on its way, or when chunk memory is at its bound
+    /// (the rest of the answer is not read, and the client fetches those chunks).
     fn open_span(
         &self,
         object: &Arc<str>,
         meta: &ObjectMeta,
         covered: u64,
         first: bool,
+        keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) -> Vec<FillWriter> {
         let layout = self.store.layout;
         let mut fills = Vec::new();
-        if !first || !meta.ranged || !meta.storable || meta.open_ended || covered == 0 {
+        let kept = meta.storable || keep.is_some();
+        if !first || !meta.ranged || !kept || meta.open_ended || covered == 0 {
             return fills;
         }
         let covered = covered.min(meta.len);
@@ -329,7 +332,7 @@ impl Context {
             if held {
                 break;
             }
-            match self.open_chunk(object, meta, index, None) {
+            match self.open_chunk(object, meta, index, keep) {
                 Ok((Some(w), _)) => fills.push(w),
                 _ => break,
             }
