@@ -64,6 +64,14 @@ pub struct Arena {
     loose: AtomicU64,
     /// The most `loose` may reach.
     loose_cap: u64,
+    /// Loose mappings given back, as (address, length), kept for the next loose chunk of
+    /// the same length rather than unmapped: a fresh mapping's pages fault in one by one,
+    /// zeroed and charged, as a fill writes them (a tenth of a cold transfer's CPU once
+    /// chunk memory is full). Still counted in `loose`, so within its cap; unmapped when
+    /// loose bytes are wanted for another length ([`Arena::release_spare`]).
+    spare: Mutex<Vec<(usize, usize)>>,
+    /// Bytes of those.
+    spare_bytes: AtomicU64,
     /// Chunks refused because `loose` was at its cap.
     refused: AtomicU64,
     /// Workers with a response waiting for room ([`Arena::watch_room`]), woken once when a
@@ -140,6 +148,8 @@ impl Arena {
             fallbacks: AtomicU64::new(0),
             loose: AtomicU64::new(0),
             loose_cap,
+            spare: Mutex::new(Vec::new()),
+            spare_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             room: Watchers::default(),
             wakers: OnceLock::new(),
@@ -161,9 +171,15 @@ impl Arena {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Bytes of heap chunks of arena size alive now (chunks that found no block free).
+    /// Bytes of loose chunks (of arena size, that found no block free) alive now.
     pub fn loose(&self) -> u64 {
-        self.loose.load(Ordering::Relaxed)
+        let held = self.loose.load(Ordering::Relaxed);
+        held.saturating_sub(self.spare_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of loose mappings kept for reuse ([`Arena::spare`]).
+    pub fn spare(&self) -> u64 {
+        self.spare_bytes.load(Ordering::Relaxed)
     }
 
     /// The most [`Arena::loose`] may reach.
@@ -195,15 +211,55 @@ impl Arena {
         }
     }
 
-    /// Takes `len` loose bytes if they fit under the cap.
+    /// A kept loose mapping of exactly `len` bytes ([`Arena::spare`]), its bytes counted
+    /// in `loose` already.
+    fn reuse_loose(&self, len: usize) -> Option<NonNull<u8>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let at = spare.iter().position(|&(_, l)| l == len)?;
+        let (addr, _) = spare.swap_remove(at);
+        self.spare_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+        NonNull::new(addr as *mut u8)
+    }
+
+    /// A loose chunk's mapping given back: kept for the next ([`Arena::spare`]).
+    fn give_back_loose(&self, ptr: NonNull<u8>, len: usize) {
+        self.spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ptr.as_ptr() as usize, len));
+        self.spare_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.room_freed();
+    }
+
+    /// Unmaps every kept loose mapping, giving its bytes back to `loose`; whether there
+    /// was any.
+    fn release_spare(&self) -> bool {
+        let spare: Vec<(usize, usize)> = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for &(addr, len) in &spare {
+            unmap_loose(addr, len);
+            self.spare_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+            self.loose.fetch_sub(len as u64, Ordering::Relaxed);
+        }
+        !spare.is_empty()
+    }
+
+    /// Takes `len` loose bytes if they fit under the cap (kept mappings, of other lengths,
+    /// giving theirs back first when they do not).
     fn take_loose(&self, len: usize) -> bool {
         let len = len as u64;
-        let taken = self
-            .loose
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(len).filter(|&n| n <= self.loose_cap)
-            })
-            .is_ok();
+        let take = || {
+            self.loose
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    held.checked_add(len).filter(|&n| n <= self.loose_cap)
+                })
+                .is_ok()
+        };
+        let taken = take() || (self.release_spare() && take());
         if !taken {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
@@ -297,6 +353,7 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
+        self.release_spare();
         // SAFETY: every block's owner holds an Arc to the arena, so none is alive now; the
         // mapping is this arena's own.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
@@ -310,6 +367,14 @@ enum Home {
     /// the memory is the kernel's again at once (the allocator would keep freed pages a
     /// while, and on another thread's list when another thread frees them).
     Loose(Arc<Arena>),
+}
+
+/// Unmaps a loose chunk's mapping of `len` bytes at `addr`.
+fn unmap_loose(addr: usize, len: usize) {
+    // SAFETY: callers pass a mapping `map_loose` made for exactly `len` bytes, which no
+    // buffer refers to any more (its `ChunkBuf` was dropped, or it was kept spare and just
+    // taken out of the spare list), unmapped once.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
 }
 
 /// A private anonymous mapping of `len` bytes (zeroed), for a loose chunk.
@@ -360,6 +425,13 @@ impl ChunkBuf {
                         ptr,
                         len,
                         home: Home::Arena(a.clone()),
+                    });
+                }
+                if let Some(ptr) = a.reuse_loose(len) {
+                    return Some(ChunkBuf {
+                        ptr,
+                        len,
+                        home: Home::Loose(a.clone()),
                     });
                 }
                 if !a.take_loose(len) {
@@ -449,13 +521,9 @@ impl Drop for ChunkBuf {
     fn drop(&mut self) {
         match &self.home {
             Home::Arena(a) => a.dealloc(self.ptr, self.len),
-            Home::Loose(a) => {
-                // SAFETY: the mapping made by `map_loose` for exactly `len` bytes, unmapped
-                // once, here; no handle to it outlives this buffer.
-                unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-                a.loose.fetch_sub(self.len as u64, Ordering::Relaxed);
-                a.room_freed();
-            }
+            // (Its bytes may be in a send still: a loose buffer is dropped only when the
+            // last `Bytes` of it is, after every send of it completed.)
+            Home::Loose(a) => a.give_back_loose(self.ptr, self.len),
             Home::Heap => {
                 let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
                 // SAFETY: made by Box::into_raw of a boxed slice of exactly `len` bytes in
@@ -487,6 +555,30 @@ mod tests {
         drop(b);
         assert_eq!(a.used(), 0);
         assert!(a.buf_index(small.as_ref().as_ptr(), 4096).is_none());
+    }
+
+    #[test]
+    fn a_loose_mapping_given_back_is_kept_for_the_next_of_its_length() {
+        let a = Arena::new(2 << 20, 4 << 20).unwrap();
+        let full = ChunkBuf::alloc(2 << 20, Some(&a)).unwrap();
+        assert!(full.registered());
+        let one = ChunkBuf::alloc(1 << 20, Some(&a)).unwrap();
+        let at = one.as_ptr();
+        drop(one);
+        assert_eq!((a.loose(), a.spare()), (0, 1 << 20));
+        // The same length: the same mapping, no new one.
+        let again = ChunkBuf::alloc(1 << 20, Some(&a)).unwrap();
+        assert_eq!(again.as_ptr(), at);
+        assert_eq!((a.loose(), a.spare()), (1 << 20, 0));
+        let other = ChunkBuf::alloc(1 << 20, Some(&a)).unwrap();
+        drop((again, other));
+        assert_eq!((a.loose(), a.spare()), (0, 2 << 20));
+        // Another length wants the cap's bytes: the spare ones go first.
+        let big: Vec<_> = (0..2)
+            .map(|_| ChunkBuf::alloc(2 << 20, Some(&a)).unwrap())
+            .collect();
+        assert_eq!((a.loose(), a.spare()), (4 << 20, 0));
+        drop((big, full));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Metrics {
         };
         let arena = self.shared.cache.memory.arena();
         let left_out = self.shared.cache.memory.left_out();
-        let counters: [(&str, &str, &str, u64); 30] = [
+        let counters: [(&str, &str, &str, u64); 31] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -146,9 +146,17 @@ impl Metrics {
                 arena.map_or(0, |a| a.loose()),
             ),
             (
+                "relay_memory_loose_chunk_spare_bytes",
+                "gauge",
+                "Bytes of mappings of loose chunks given back, kept for the next loose chunk of \
+                 their length (within relay_memory_loose_chunk_limit_bytes, with those in use).",
+                arena.map_or(0, |a| a.spare()),
+            ),
+            (
                 "relay_memory_loose_chunk_limit_bytes",
                 "gauge",
-                "The most relay_memory_loose_chunk_bytes may reach (the arena's headroom).",
+                "The most relay_memory_loose_chunk_bytes and the spare ones may reach together (the \
+                 arena's headroom).",
                 arena.map_or(0, |a| a.loose_cap()),
             ),
             (
