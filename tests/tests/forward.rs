@@ -524,6 +524,31 @@ fn a_private_ranged_answer_is_whole_for_each_client() {
     );
 }
 
+/// A private answer without a strong validator, whose one 206 (the head fetch's span)
+/// holds all of a body longer than the fetch runs ahead of its client: the body comes from
+/// that one answer, paced by its client (no chunk can be asked for again: no validator to
+/// combine answers under).
+#[test]
+fn a_private_answer_in_one_206_without_a_strong_validator_is_whole() {
+    let origin = Origin::start();
+    let body = pattern(300 * CHUNK + 123, 96);
+    let mut o = echoing(body.clone(), "w");
+    o.etag = "W/\"weak\"".into();
+    o.last_modified = None;
+    o.cache_control = Some("private, max-age=60".into());
+    origin.put("/weak.bin", o);
+    let relay = Relay::start(&proxy_config_with(&origin, 512 * CHUNK));
+    let r = request(&relay, "GET /weak.bin HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the body differs");
+    assert_eq!(
+        origin.count("/weak.bin"),
+        1,
+        "{:?}",
+        origin.ranges("/weak.bin")
+    );
+}
+
 /// A response that may not be stored keeps every field for its own client, the ones a
 /// `no-cache=` names included.
 #[test]

@@ -16,8 +16,8 @@
 //! the chunk goes to the heap instead and the fallback is counted.
 //!
 //! Those heap chunks are the only chunk memory outside the mapping, so they are bounded:
-//! the arena counts their bytes alive (`loose`) against a cap set with it (the config's
-//! `CacheConfig::loose_chunk_bytes`). Past the cap [`ChunkBuf::alloc`] gives nothing and its
+//! the arena counts their bytes, alive or kept for reuse (`loose`, `spare`), against a cap
+//! set with it (the config's `CacheConfig::loose_chunk_bytes`). Past the cap [`ChunkBuf::alloc`] gives nothing and its
 //! caller waits for room (a fill already under way, a sender finishing, a slow reader cut
 //! at its send deadline all give some back). The memory tier never keeps a heap chunk of
 //! arena size (`MemoryTier::insert` copies it into a block or leaves it out), so what is
@@ -182,7 +182,7 @@ impl Arena {
         self.spare_bytes.load(Ordering::Relaxed)
     }
 
-    /// The most [`Arena::loose`] may reach.
+    /// The most [`Arena::loose`] and [`Arena::spare`] may reach together.
     pub fn loose_cap(&self) -> u64 {
         self.loose_cap
     }
@@ -223,29 +223,37 @@ impl Arena {
 
     /// A loose chunk's mapping given back: kept for the next ([`Arena::spare`]).
     fn give_back_loose(&self, ptr: NonNull<u8>, len: usize) {
-        self.spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((ptr.as_ptr() as usize, len));
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.push((ptr.as_ptr() as usize, len));
+        // (Counted under the list's lock, so the count never runs behind the list.)
         self.spare_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        drop(spare);
         self.room_freed();
     }
 
-    /// Unmaps every kept loose mapping, giving its bytes back to `loose`; whether there
-    /// was any.
-    fn release_spare(&self) -> bool {
-        let spare: Vec<(usize, usize)> = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
-        for &(addr, len) in &spare {
+    /// Unmaps kept loose mappings, the largest first, until at least `want` bytes are given
+    /// back to `loose` (all of them for `u64::MAX`); the bytes given back. Only as many as
+    /// needed: a caller may hold the in-flight table's lock.
+    fn release_spare(&self, want: u64) -> u64 {
+        let mut taken = Vec::new();
+        let mut freed = 0u64;
+        {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            spare.sort_unstable_by_key(|&(_, len)| len);
+            while freed < want {
+                let Some((addr, len)) = spare.pop() else {
+                    break;
+                };
+                self.spare_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+                freed += len as u64;
+                taken.push((addr, len));
+            }
+        }
+        for (addr, len) in taken {
             unmap_loose(addr, len);
-            self.spare_bytes.fetch_sub(len as u64, Ordering::Relaxed);
             self.loose.fetch_sub(len as u64, Ordering::Relaxed);
         }
-        !spare.is_empty()
+        freed
     }
 
     /// Takes `len` loose bytes if they fit under the cap (kept mappings, of other lengths,
@@ -259,7 +267,15 @@ impl Arena {
                 })
                 .is_ok()
         };
-        let taken = take() || (self.release_spare() && take());
+        if take() {
+            return true;
+        }
+        let over = (self.loose.load(Ordering::Relaxed) + len).saturating_sub(self.loose_cap);
+        // (Asked again either way: another thread may have given bytes back meanwhile.)
+        if over > 0 {
+            self.release_spare(over);
+        }
+        let taken = take();
         if !taken {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
@@ -353,7 +369,7 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        self.release_spare();
+        self.release_spare(u64::MAX);
         // SAFETY: every block's owner holds an Arc to the arena, so none is alive now; the
         // mapping is this arena's own.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
@@ -363,9 +379,9 @@ impl Drop for Arena {
 enum Home {
     Heap,
     Arena(Arc<Arena>),
-    /// A mapping of its own, counted in the arena's loose bytes: unmapped when dropped, so
-    /// the memory is the kernel's again at once (the allocator would keep freed pages a
-    /// while, and on another thread's list when another thread frees them).
+    /// A mapping of its own (not the allocator's, which would keep freed pages a while, on
+    /// another thread's list when another thread frees them), counted in the arena's loose
+    /// bytes: kept for the next loose chunk of its length when dropped ([`Arena::spare`]).
     Loose(Arc<Arena>),
 }
 
@@ -413,8 +429,10 @@ unsafe impl Sync for ChunkBuf {}
 
 impl ChunkBuf {
     /// `len` bytes: from the arena when given, the chunk is large enough and a block is
-    /// free; else zeroed heap memory, counted in the arena's loose bytes when the chunk was
-    /// of arena size. None when it would take the loose bytes past their cap: the caller
+    /// free; else a mapping of its own (fresh and zeroed, or one kept from an earlier loose
+    /// chunk, holding its bytes) counted in the arena's loose bytes when the chunk was of
+    /// arena size, or zeroed heap memory for a smaller one. (Readers see only the bytes a
+    /// fill published, as for reused arena blocks.) None when it would take the loose bytes past their cap: the caller
     /// waits for room.
     pub fn alloc(len: usize, arena: Option<&Arc<Arena>>) -> Option<ChunkBuf> {
         let arena = arena.filter(|_| (ARENA_MIN..=ARENA_MAX).contains(&len));

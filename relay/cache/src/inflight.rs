@@ -40,7 +40,9 @@ pub struct Pending {
     /// clients waiting on the final one (RFC 8297).
     hints: OnceLock<Bytes>,
     /// For a response that may not be stored (never in the memory tier), the later chunks'
-    /// fills of a whole body the origin sent at once: its client reads them from here.
+    /// fills of a whole body the origin sent at once, or of the chunks after the first that
+    /// a ranged one's head fetch brought (its span): its client reads them from here (the
+    /// span's it takes out, [`Pending::take_kept`]).
     more: Mutex<Vec<Arc<Fill>>>,
     /// The furthest chunk a client asked `more` for ([`Pending::fill`]).
     asked: AtomicU64,
@@ -135,11 +137,16 @@ impl Pending {
         more.first().is_none_or(|f| f.key.index == 1)
     }
 
-    /// The fill of chunk `index` kept by [`Pending::push_fill`], looked at ahead of its
-    /// client (not counted as asked for, [`Pending::fill`]).
-    pub fn kept(&self, index: u64) -> Option<Arc<Fill>> {
-        let more = self.more.lock().unwrap_or_else(|p| p.into_inner());
-        more.iter().find(|f| f.key.index == index).cloned()
+    /// Takes the fill of chunk `index` kept by [`Pending::push_fill`] out, for the one
+    /// client of a ranged body that may not be stored: it holds the fill until it passed it
+    /// (its read-ahead's `ahead_fills`), and the fetch no longer does (a body that is not
+    /// paced lets go of nothing itself). A failed fill is left: the client asks again.
+    pub fn take_kept(&self, index: u64) -> Option<Arc<Fill>> {
+        let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+        let at = more
+            .iter()
+            .position(|f| f.key.index == index && f.error().is_none())?;
+        Some(more.remove(at))
     }
 
     /// The fill of chunk `index` kept by [`Pending::push_fill`].

@@ -305,7 +305,11 @@ impl Exchange {
                     // as soon as the fetch sees the client ask for it (`Pending::may_fill`).
                     p.watchers.watch(cx.worker);
                 }
-                (p.fill(index), paced)
+                // (A failed one of a ranged body is fetched again, as any chunk is.)
+                let kept = p
+                    .fill(index)
+                    .filter(|f| f.error().is_none() || !meta.ranged);
+                (kept, paced)
             }
             None => (None, false),
         };
@@ -409,7 +413,7 @@ impl Exchange {
             // The chunk's fill when this response claims it; one on its way already (a head
             // fetch's span, another client's fetch) is held for this client too, so the
             // memory tier letting it go before the client gets there costs no second fetch.
-            let kept = self.owner_fetch.as_ref().and_then(|p| p.kept(j));
+            let kept = self.owner_fetch.as_ref().and_then(|p| p.take_kept(j));
             let writer = match (cache.holds(&held), kept) {
                 (true, _) => None,
                 // (A response that may not be stored: its fetch keeps what it brought.)

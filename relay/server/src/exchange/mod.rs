@@ -402,7 +402,8 @@ pub struct Exchange {
     /// The origin's 103 Early Hints went to this request's client already.
     hinted: bool,
     /// That fetch, kept while its answer (one that may not be stored) is sent: the later
-    /// chunks of a whole body the origin sent at once are read from it.
+    /// chunks of a whole body the origin sent at once, or those the head fetch's span
+    /// brought, are read from it.
     owner_fetch: Option<Arc<relay_cache::inflight::Pending>>,
     /// The stale description a revalidation started from (served on stale-if-error).
     stale: Option<Arc<relay_cache::ObjectMeta>>,

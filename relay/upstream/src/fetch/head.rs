@@ -207,9 +207,13 @@ impl Context {
             // So do the clients of a body from one answer: none of its chunks can be
             // fetched again should the memory tier let it go before they read it.
             let keep = pending.filter(|_| !meta.storable || !meta.ranged);
-            if let Some(p) = keep.as_ref().filter(|_| !meta.storable && !shape.partial) {
+            // A body from one answer: not a 206 of a ranged object (`fill_from` streams
+            // the rest of the others whole).
+            let whole = !shape.partial || !meta.ranged;
+            if let Some(p) = keep.as_ref().filter(|_| !meta.storable && whole) {
                 // Its client alone reads a body from one answer: the fetch keeps pace with
-                // it. (The client of a 206 fetches the chunks past what it holds itself.)
+                // it. (The client of a ranged 206 fetches the chunks past what it holds
+                // itself.)
                 p.pace();
             }
             let spanned = self.open_span(&object, &meta, covered, writer.is_some(), keep.as_ref());
