@@ -34,6 +34,13 @@ fn echoing(body: Vec<u8>, etag: &str) -> Object {
     o
 }
 
+/// An echoing object that may be stored for its client only (`private`).
+fn private(body: Vec<u8>, etag: &str) -> Object {
+    let mut o = echoing(body, etag);
+    o.cache_control = Some("private, max-age=60".into());
+    o
+}
+
 fn request(relay: &Relay, head: &str) -> Response {
     let mut c = Client::connect(relay.addr);
     c.send(head.as_bytes());
@@ -323,9 +330,7 @@ fn a_fill_started_with_a_vary_value_still_gives_other_clients_their_variant() {
 #[test]
 fn a_private_answer_reaches_only_the_client_whose_fields_fetched_it() {
     let origin = Origin::start();
-    let mut o = echoing(pattern(3000, 91), "priv");
-    o.cache_control = Some("private, max-age=60".into());
-    origin.put("/account", o);
+    origin.put("/account", private(pattern(3000, 91), "priv"));
     // Both requests arrive while the first fetch waits for its head.
     origin.behaviour.head_delay_ms.store(400, Ordering::Relaxed);
     let relay = Relay::start(&proxy_config(&origin));
@@ -465,9 +470,7 @@ fn an_absurd_content_length_from_the_origin_is_never_a_crash() {
 fn a_private_multi_chunk_answer_is_fetched_once_for_its_client_only() {
     let origin = Origin::start();
     let body = pattern(3 * CHUNK + 5000, 94);
-    let mut o = echoing(body.clone(), "pm");
-    o.cache_control = Some("private, max-age=60".into());
-    origin.put("/statement.pdf", o);
+    origin.put("/statement.pdf", private(body.clone(), "pm"));
     origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
     let relay = Relay::start(&proxy_config(&origin));
     let ask = |cookie: &str| {
@@ -499,9 +502,7 @@ fn a_private_multi_chunk_answer_is_fetched_once_for_its_client_only() {
 fn a_private_ranged_answer_is_whole_for_each_client() {
     let origin = Origin::start();
     let body = pattern(40 * CHUNK + 5000, 95);
-    let mut o = echoing(body.clone(), "pr");
-    o.cache_control = Some("private, max-age=60".into());
-    origin.put("/statement.pdf", o);
+    origin.put("/statement.pdf", private(body.clone(), "pr"));
     let relay = Relay::start(&proxy_config_with(&origin, 4 * CHUNK));
     for cookie in ["session=alice", "session=bob"] {
         let r = request(
@@ -532,10 +533,9 @@ fn a_private_ranged_answer_is_whole_for_each_client() {
 fn a_private_answer_in_one_206_without_a_strong_validator_is_whole() {
     let origin = Origin::start();
     let body = pattern(300 * CHUNK + 123, 96);
-    let mut o = echoing(body.clone(), "w");
+    let mut o = private(body.clone(), "w");
     o.etag = "W/\"weak\"".into();
     o.last_modified = None;
-    o.cache_control = Some("private, max-age=60".into());
     origin.put("/weak.bin", o);
     let relay = Relay::start(&proxy_config_with(&origin, 512 * CHUNK));
     let r = request(&relay, "GET /weak.bin HTTP/1.1\r\nHost: h\r\n\r\n");

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::tests::err;
+use crate::tests::{err, load_err};
 use crate::{Config, ConfigError, ErrorKind};
 
 #[test]
@@ -33,18 +33,17 @@ fn every_error_is_reported_each_with_its_key_and_line() {
     assert_eq!(e.line(), Some(2), "the first");
 
     // What the machine says too: a directory that is not there and a log's directory.
-    let dir = std::env::temp_dir().join(format!("relay-config-{}-many", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("relay.toml");
-    std::fs::write(
-        &file,
+    let e = load_err(
+        "many",
         "[origin]\ndirectory = \"no/such/dir\"\n\n[log]\naccess = \"nope/access.log\"\n",
-    )
-    .unwrap();
-    let e = Config::load(&file).unwrap_err();
+    );
     let keys: Vec<&str> = e.each().iter().filter_map(|e| e.key()).collect();
     assert_eq!(keys, ["origin.directory", "log.access"], "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One expected error: its line, dotted key and class (as [`each`] gives them).
+fn at(line: usize, key: &str, kind: ErrorKind) -> (Option<usize>, String, ErrorKind) {
+    (Some(line), key.to_string(), kind)
 }
 
 /// Each error's line, dotted key and class, in the order reported.
@@ -61,7 +60,6 @@ fn every_key_the_schema_refuses_is_reported() {
     let text = "[server]\nlisten = \"127.0.0.1:8080\"\nbogus = 1\nworkers = \"x\"\n\
                 [cache]\nfoo = 2\nmemory_bytes = \"zz\"\n";
     let e = err(text);
-    let at = |line, key: &str, kind| (Some(line), key.to_string(), kind);
     assert_eq!(
         each(&e),
         [
@@ -144,19 +142,13 @@ fn every_key_the_schema_refuses_is_reported() {
     );
 
     // `load`, which `run` and check-config call, reports them all too.
-    let dir = std::env::temp_dir().join(format!("relay-config-{}-schema", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("relay.toml");
-    std::fs::write(&file, text).unwrap();
-    let loaded = Config::load(&file).unwrap_err();
+    let loaded = load_err("schema", text);
     assert_eq!(each(&loaded), each(&e), "{loaded}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_refused_key_is_reported_once_and_entries_keep_their_numbers() {
     use ErrorKind::{InvalidValue, MissingKey, UnknownKey, WrongType};
-    let at = |line, key: &str, kind| (Some(line), key.to_string(), kind);
     // A required key of the wrong type is not also missing; an entry without its required
     // key is left out, and the entries after it keep their numbers.
     let text = "[[origin.http]]\nurl = 5\n\

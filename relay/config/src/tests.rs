@@ -673,6 +673,18 @@ fn error_display_is_file_line_col_key_message() {
     );
 }
 
+/// What `Config::load` (as `run` and check-config call it) says of `text` written to a
+/// `relay.toml` in a scratch directory named after `name`: the errors it expects.
+pub(crate) fn load_err(name: &str, text: &str) -> ConfigError {
+    let dir = Scratch::new(name);
+    let file = dir.0.join("relay.toml");
+    std::fs::write(&file, text).unwrap();
+    match Config::load(&file) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e,
+    }
+}
+
 /// A scratch directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
 
@@ -906,20 +918,14 @@ fn the_access_log_is_read_and_its_errors_named() {
         assert!(e.to_string().contains(key), "{line}: {e}");
     }
     // A file in a directory that does not exist: `load` (and check-config) says so.
-    let dir = std::env::temp_dir().join(format!("relay-config-{}-log", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("relay.toml");
-    std::fs::write(
-        &file,
+    let e = load_err(
+        "log",
         "[origin]\ndirectory = \"/\"\n\n[log]\naccess = \"no/such/dir/access.log\"\n",
-    )
-    .unwrap();
-    let e = Config::load(&file).unwrap_err();
+    );
     assert!(
         e.to_string().contains("log.access") && e.to_string().contains("not a directory"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

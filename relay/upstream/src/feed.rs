@@ -122,7 +122,8 @@ impl Feeder {
     }
 
     /// Whether the fetch would take chunk `index` next.
-    pub fn takes(&self, index: u64) -> bool {
+    #[cfg(test)]
+    fn takes(&self, index: u64) -> bool {
         self.0.state().takes(index)
     }
 }

@@ -14,6 +14,39 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// What the read-ahead found for one chunk (`Exchange::claim_ahead`).
+enum Ahead {
+    /// Claimed: this response has it fetched.
+    Mine(relay_cache::fill::FillWriter),
+    /// Held, or on its way already.
+    Elsewhere,
+    /// Chunk memory is at its bound.
+    NoRoom,
+}
+
+/// The last chunk of a run from `first` that one streamed fetch asks for: up to `cap`,
+/// ending before the first chunk held or on its way, so the answer is read to its end (its
+/// connection kept) rather than cut there.
+fn run_last(
+    cache: &relay_cache::Cache,
+    object: &Arc<str>,
+    version: u64,
+    first: u64,
+    cap: u64,
+) -> u64 {
+    (first + 1..=cap)
+        .take_while(|&index| {
+            let key = ChunkKey {
+                object: object.clone(),
+                version,
+                index,
+            };
+            !cache.holds(&key.as_ref()) && cache.inflight.flight(&key).is_none()
+        })
+        .last()
+        .unwrap_or(first)
+}
+
 /// How many read-aheads one streamed fetch asks for at most (`Exchange::read_ahead`): a
 /// longer body takes another, started as the read-ahead reaches the first's end, while the
 /// first still has a read-ahead's bytes to come.
@@ -405,64 +438,30 @@ impl Exchange {
         // (Allocation-free while every chunk ahead is held: the hit path.)
         let mut object: Option<Arc<str>> = None;
         for j in from..=to {
-            let held = ChunkRef {
-                object: &self.key,
-                version: meta.version,
-                index: j,
-            };
-            // The chunk's fill when this response claims it; one on its way already (a head
-            // fetch's span, another client's fetch) is held for this client too, so the
-            // memory tier letting it go before the client gets there costs no second fetch.
-            let kept = self.owner_fetch.as_ref().and_then(|p| p.take_kept(j));
-            let writer = match (cache.holds(&held), kept) {
-                (true, _) => None,
-                // (A response that may not be stored: its fetch keeps what it brought.)
-                (false, Some(fill)) => {
+            let writer = match self.claim_ahead(cache, &mut object, &meta, j) {
+                Ahead::Mine(writer) => writer,
+                Ahead::NoRoom => {
+                    // (Asked again as the body moves on.)
                     if let Some(b) = self.body.as_mut() {
-                        b.ahead_fills.push_back(fill);
+                        b.ahead = j - 1;
                     }
-                    None
+                    return;
                 }
-                (false, None) => {
-                    let key = ChunkKey {
-                        object: object
-                            .get_or_insert_with(|| Arc::from(self.key.as_str()))
-                            .clone(),
-                        version: meta.version,
-                        index: j,
-                    };
-                    let len = layout.chunk_len(meta.len, j) as usize;
-                    match cache.inflight.claim_fill(key, len, &cache.memory) {
-                        Claim::Mine(writer) => Some(writer),
-                        Claim::InFlight(Flight::Fill(fill)) => {
-                            if let Some(b) = self.body.as_mut() {
-                                b.ahead_fills.push_back(fill);
-                            }
-                            None
-                        }
-                        Claim::Stored | Claim::InFlight(_) => None,
-                        Claim::NoRoom => {
-                            // (Asked again as the body moves on.)
-                            if let Some(b) = self.body.as_mut() {
-                                b.ahead = j - 1;
-                            }
-                            return;
-                        }
+                Ahead::Elsewhere => {
+                    // The streamed fetch ends before it (one that paused out stays, so this
+                    // body's chunks go one by one).
+                    if let Some(b) = self.body.as_mut()
+                        && !b.feed.as_ref().is_some_and(|f| f.paused_out())
+                    {
+                        b.feed = None;
                     }
+                    continue;
                 }
             };
             // (The body is there: it was at the start, and nothing here takes it. A writer
             // dropped unfilled would fail its chunk for every reader.)
             let Some(b) = self.body.as_mut() else {
                 return;
-            };
-            let Some(writer) = writer else {
-                // A chunk held or on its way already: the streamed fetch ends before it
-                // (one that paused out stays, so this body's chunks go one by one).
-                if !b.feed.as_ref().is_some_and(|f| f.paused_out()) {
-                    b.feed = None;
-                }
-                continue;
             };
             cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
             cx.stats.read_ahead.fetch_add(1, Ordering::Relaxed);
@@ -476,48 +475,9 @@ impl Exchange {
             };
             // A client slower than streaming pays for (its last streamed fetch paused out)
             // has its chunks fetched one by one.
-            let streamed = streamed && !b.feed.as_ref().is_some_and(|f| f.paused_out());
+            let paused_out = b.feed.as_ref().is_some_and(|f| f.paused_out());
             let forward = self.fill_forward(cx);
-            if streamed {
-                // The run asked for ends before the first chunk held or on its way, so the
-                // answer is read to its end (its connection kept) rather than cut there.
-                let cap = (j + depth * STREAM_SPAN - 1).min(last);
-                let mut span_last = j;
-                while span_last < cap {
-                    let next = ChunkRef {
-                        object: &self.key,
-                        version: meta.version,
-                        index: span_last + 1,
-                    };
-                    let on_its_way = object.as_ref().is_some_and(|o| {
-                        let key = ChunkKey {
-                            object: o.clone(),
-                            version: meta.version,
-                            index: span_last + 1,
-                        };
-                        cache.inflight.flight(&key).is_some()
-                    });
-                    if cache.holds(&next) || on_its_way {
-                        break;
-                    }
-                    span_last += 1;
-                }
-                let end = layout.chunk_start(span_last) + layout.chunk_len(meta.len, span_last) - 1;
-                let (feeder, feed) = relay_upstream::feed::Feed::new(j, span_last);
-                if let Some(b) = self.body.as_mut() {
-                    b.feed = Some(feeder);
-                }
-                cx.stats.upstream_streams.fetch_add(1, Ordering::Relaxed);
-                up.fill_stream(relay_upstream::StreamRequest {
-                    origin,
-                    path: self.target.clone(),
-                    meta: meta.clone(),
-                    first: writer,
-                    feed,
-                    end,
-                    forward,
-                });
-            } else {
+            let (Some(object), true) = (object.as_ref(), streamed && !paused_out) else {
                 up.fill_chunk(relay_upstream::ChunkRequest {
                     origin,
                     path: self.target.clone(),
@@ -526,8 +486,76 @@ impl Exchange {
                     forward,
                     peers: self.peer_route(false),
                 });
+                continue;
+            };
+            let span_last = run_last(
+                cache,
+                object,
+                meta.version,
+                j,
+                (j + depth * STREAM_SPAN - 1).min(last),
+            );
+            let end = layout.chunk_start(span_last) + layout.chunk_len(meta.len, span_last) - 1;
+            let (feeder, feed) = relay_upstream::feed::Feed::new(j, span_last);
+            if let Some(b) = self.body.as_mut() {
+                b.feed = Some(feeder);
             }
+            cx.stats.upstream_streams.fetch_add(1, Ordering::Relaxed);
+            up.fill_stream(relay_upstream::StreamRequest {
+                origin,
+                path: self.target.clone(),
+                meta: meta.clone(),
+                first: writer,
+                feed,
+                end,
+                forward,
+            });
         }
+    }
+
+    /// Chunk `j` of this body for the read-ahead: claimed (its fill this response's to have
+    /// fetched), or held or on its way already. One on its way (a head fetch's span, kept
+    /// for this client when it may not be stored; another client's fetch) is held for this
+    /// client, so the memory tier letting it go before the client gets there costs no
+    /// second fetch. `object` is the body's key, made on the first claim.
+    fn claim_ahead(
+        &mut self,
+        cache: &relay_cache::Cache,
+        object: &mut Option<Arc<str>>,
+        meta: &relay_cache::ObjectMeta,
+        j: u64,
+    ) -> Ahead {
+        let held = ChunkRef {
+            object: &self.key,
+            version: meta.version,
+            index: j,
+        };
+        if cache.holds(&held) {
+            return Ahead::Elsewhere;
+        }
+        let on_its_way = match self.owner_fetch.as_ref().and_then(|p| p.take_kept(j)) {
+            Some(fill) => Some(fill),
+            None => {
+                let key = ChunkKey {
+                    object: object
+                        .get_or_insert_with(|| Arc::from(self.key.as_str()))
+                        .clone(),
+                    version: meta.version,
+                    index: j,
+                };
+                let len = cache.layout.chunk_len(meta.len, j) as usize;
+                match cache.inflight.claim_fill(key, len, &cache.memory) {
+                    Claim::Mine(writer) => return Ahead::Mine(writer),
+                    Claim::NoRoom => return Ahead::NoRoom,
+                    Claim::InFlight(Flight::Fill(fill)) => Some(fill),
+                    Claim::Stored | Claim::InFlight(_) => None,
+                }
+            }
+        };
+        if let (Some(fill), Some(b)) = (on_its_way, self.body.as_mut()) {
+            b.ahead_fills.push_back(fill);
+        }
+        Ahead::Elsewhere
     }
 
     /// Chunk memory is at its bound (`relay_cache::arena`): this response lets go of the
