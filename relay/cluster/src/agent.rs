@@ -1,7 +1,7 @@
 //! The cluster's I/O: one thread owns the gossip socket and the timers and drives a
 //! [`Node`]. Plain std: a blocking UDP socket whose read timeout is the next timer.
 
-use crate::node::{Node, NodeId, Output, Received};
+use crate::node::{Node, NodeId, Output, Received, Tick};
 use crate::record::{Record, Records};
 use crate::seal::Key;
 use relay_config::ClusterConfig;
@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// While this relay knows no member, it announces itself to its seeds this often.
-const REANNOUNCE: Duration = Duration::from_secs(2);
+/// While this relay knows no member, it announces itself to its seeds this often (a relay
+/// whose link came back rejoins within it).
+const REANNOUNCE: Duration = Duration::from_millis(500);
 /// How often this relay publishes its record again (see `record`).
 const REPUBLISH: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking at its stop flag.
@@ -227,12 +228,12 @@ fn now_ms() -> u64 {
 #[derive(Default)]
 struct Timers {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
-    timers: HashMap<u64, foca::Timer<NodeId>>,
+    timers: HashMap<u64, Tick>,
     next: u64,
 }
 
 impl Timers {
-    fn add(&mut self, at: Instant, t: foca::Timer<NodeId>) {
+    fn add(&mut self, at: Instant, t: Tick) {
         self.next += 1;
         self.due.push(Reverse((at, self.next)));
         self.timers.insert(self.next, t);
@@ -242,7 +243,7 @@ impl Timers {
         self.due.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<foca::Timer<NodeId>> {
+    fn pop_due(&mut self, now: Instant) -> Option<Tick> {
         let &Reverse((at, k)) = self.due.peek()?;
         if at > now {
             return None;
@@ -341,6 +342,15 @@ fn apply(socket: &UdpSocket, node: &Node, out: &mut Vec<Output>, timers: &mut Ti
             Output::Defunct => log::error!(
                 "cluster: the others declared this relay down and it cannot rejoin by itself"
             ),
+            Output::Alone(id) => {
+                log::warn!(
+                    "cluster: members declared down while this relay heard no one (its own \
+                     link, most likely), or its last member: starting afresh as life {}, \
+                     announcing to the seeds",
+                    id.boot
+                );
+                changed = true;
+            }
         }
     }
     if changed {

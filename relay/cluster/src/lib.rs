@@ -23,6 +23,6 @@ pub mod record;
 pub mod seal;
 
 pub use agent::{Agent, View};
-pub use node::{Node, NodeId, Output, Received};
+pub use node::{Node, NodeId, Output, Received, Tick};
 pub use record::{Record, Records};
 pub use seal::{Dropped, Key};

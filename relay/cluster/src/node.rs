@@ -48,10 +48,7 @@ pub enum Output {
     /// Send `packet` (sealed) to `to`.
     Send { to: SocketAddr, packet: Vec<u8> },
     /// Give `timer` back to [`Node::on_timer`] `after` from now.
-    Timer {
-        after: Duration,
-        timer: Timer<NodeId>,
-    },
+    Timer { after: Duration, timer: Tick },
     /// A member joined (or came back).
     Up(NodeId),
     /// A member was declared down.
@@ -61,6 +58,20 @@ pub enum Output {
     Rejoined(NodeId),
     /// This relay learnt it was declared down and could not come back by itself.
     Defunct,
+    /// This relay declared a member down while it had heard no one for a suspicion's time,
+    /// or declared its last member down, and starts afresh as `NodeId` (a newer life that
+    /// knows no member and has nothing to gossip): what it decided while it heard no one is
+    /// most likely its own link's failure, and is not passed on to the others when it hears
+    /// them again.
+    Alone(NodeId),
+}
+
+/// A timer a node asked for, given back to [`Node::on_timer`] when due. A node that
+/// starts afresh ([`Output::Alone`]) ignores the timers of its earlier membership.
+#[derive(Debug)]
+pub struct Tick {
+    life: u64,
+    timer: Timer<NodeId>,
 }
 
 /// Counts of what a node received.
@@ -99,6 +110,15 @@ const KIND_RECORD: u8 = 1;
 /// One node's membership, driven by its loop.
 pub struct Node {
     foca: Foca<NodeId, PostcardCodec, SmallRng, Records>,
+    /// foca's settings and the seed of its random choices, for a fresh start.
+    config: Config,
+    seed: u64,
+    /// How many times this node started its membership afresh (stamps its timers).
+    life: u64,
+    /// When this node last accepted a packet (ms), and how long without one makes it deaf:
+    /// foca's suspicion time. A member it declares down while deaf is not gossiped.
+    heard_ms: Option<u64>,
+    deaf_ms: u64,
     runtime: AccumulatingRuntime<NodeId>,
     records: Records,
     /// When the load in this member's record was last published.
@@ -123,7 +143,18 @@ impl Node {
         let records = Records::default();
         let rng = SmallRng::seed_from_u64(seed);
         Node {
-            foca: Foca::with_custom_broadcast(id, config, rng, PostcardCodec, records.clone()),
+            foca: Foca::with_custom_broadcast(
+                id,
+                config.clone(),
+                rng,
+                PostcardCodec,
+                records.clone(),
+            ),
+            deaf_ms: config.suspect_to_down_after.as_millis() as u64,
+            config,
+            seed,
+            life: 0,
+            heard_ms: None,
             runtime: AccumulatingRuntime::new(),
             records,
             record: Record {
@@ -226,7 +257,10 @@ impl Node {
             Err(d) => Err(d),
         };
         match r {
-            Ok(()) => self.received.accepted += 1,
+            Ok(()) => {
+                self.received.accepted += 1;
+                self.heard_ms = Some(now_ms);
+            }
             Err(d) => self.received.count(d),
         }
         self.drain(now_ms, out);
@@ -234,8 +268,10 @@ impl Node {
     }
 
     /// A timer the node asked for fired.
-    pub fn on_timer(&mut self, timer: Timer<NodeId>, now_ms: u64, out: &mut Vec<Output>) {
-        let _ = self.foca.handle_timer(timer, &mut self.runtime);
+    pub fn on_timer(&mut self, tick: Tick, now_ms: u64, out: &mut Vec<Output>) {
+        if tick.life == self.life {
+            let _ = self.foca.handle_timer(tick.timer, &mut self.runtime);
+        }
         self.drain(now_ms, out);
     }
 
@@ -244,6 +280,31 @@ impl Node {
     pub fn leave(mut self, now_ms: u64, out: &mut Vec<Output>) {
         let _ = self.foca.leave_cluster(&mut self.runtime);
         self.drain(now_ms, out);
+    }
+
+    /// Starts this node's membership again as a newer life that knows no member, once it
+    /// has declared a member down having heard no one for a suspicion's time (deaf: its own
+    /// link is down, most likely, as no live member goes that long without a probe or an
+    /// ack), or declared its last member down. Its foca would otherwise hold the updates
+    /// that declared the others down, unsent for want of anyone to hear them, and gossip
+    /// them once its link came back: every member that had only gone quiet for it would be
+    /// taken down by the rest, and have to come back as a newer life (steering would drop
+    /// a healthy relay meanwhile). foca keeps a node's updates through a change of
+    /// identity; a new one is cheap. The agent's loop announces it to its seeds again, and
+    /// its record is published anew. A member that does die is declared down by the
+    /// others, who still hear each other.
+    fn afresh(&mut self, now_ms: u64) {
+        let id = foca::Identity::renew(self.id()).unwrap_or(*self.id());
+        self.life += 1;
+        let rng = SmallRng::seed_from_u64(self.seed ^ self.life.rotate_left(32));
+        self.foca = Foca::with_custom_broadcast(
+            id,
+            self.config.clone(),
+            rng,
+            PostcardCodec,
+            self.records.clone(),
+        );
+        self.publish(now_ms);
     }
 
     fn drain(&mut self, now_ms: u64, out: &mut Vec<Output>) {
@@ -258,8 +319,13 @@ impl Node {
             });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            out.push(Output::Timer { after, timer });
+            let life = self.life;
+            out.push(Output::Timer {
+                after,
+                timer: Tick { life, timer },
+            });
         }
+        let mut afresh = false;
         while let Some(n) = self.runtime.to_notify() {
             match n {
                 OwnedNotification::MemberUp(id) => {
@@ -270,6 +336,10 @@ impl Node {
                 OwnedNotification::MemberDown(id) => {
                     self.records.forget(&id.addr);
                     out.push(Output::Down(id));
+                    let deaf = self
+                        .heard_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) >= self.deaf_ms);
+                    afresh |= deaf || self.foca.iter_members().next().is_none();
                 }
                 OwnedNotification::Rejoin(id) => {
                     // The others forgot this relay's record when they declared it down, and
@@ -284,6 +354,10 @@ impl Node {
                 OwnedNotification::Defunct => out.push(Output::Defunct),
                 _ => {}
             }
+        }
+        if afresh {
+            self.afresh(now_ms);
+            out.push(Output::Alone(*self.id()));
         }
         if !self.tell.is_empty()
             && let Some(record) = self.record.encode()

@@ -4,7 +4,7 @@
 //! to learn that a member died, that a restarted member rejoins by itself, that packets
 //! under another key never make a member, and what gossip costs.
 
-use relay_cluster::{Key, Node, NodeId, Output, Record};
+use relay_cluster::{Key, Node, NodeId, Output, Record, Tick};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -14,15 +14,8 @@ use std::num::NonZeroU32;
 const EPOCH: u64 = 1_800_000_000_000;
 
 enum Event {
-    Deliver {
-        to: SocketAddr,
-        packet: Vec<u8>,
-    },
-    Timer {
-        node: usize,
-        boot: u64,
-        timer: foca::Timer<NodeId>,
-    },
+    Deliver { to: SocketAddr, packet: Vec<u8> },
+    Timer { node: usize, boot: u64, timer: Tick },
 }
 
 struct Sim {
@@ -40,6 +33,13 @@ struct Sim {
     /// (time, observer, member, up?)
     log: Vec<(u64, usize, NodeId, bool)>,
     config: foca::Config,
+    /// When each node was last started (its timers are stamped with it).
+    started: HashMap<usize, u64>,
+    /// Nodes whose link is down: nothing they send arrives, nothing reaches them.
+    cut: HashSet<usize>,
+    /// When the nodes that hold no member last announced themselves to their seed (as the
+    /// agent's loop does every 500 ms).
+    announced: u64,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -77,6 +77,9 @@ impl Sim {
             bytes_sent: 0,
             log: Vec::new(),
             config,
+            started: HashMap::new(),
+            cut: HashSet::new(),
+            announced: EPOCH,
         };
         for i in 0..n {
             s.start(i, Key::new([7; 32]));
@@ -97,6 +100,7 @@ impl Sim {
         }
         self.nodes[i] = Some(node);
         self.at.insert(id.addr, i);
+        self.started.insert(i, id.boot);
         if i > 0 {
             let mut out = Vec::new();
             if let Some(n) = self.nodes[i].as_mut() {
@@ -117,9 +121,8 @@ impl Sim {
     }
 
     fn apply(&mut self, i: usize, out: Vec<Output>) {
-        let boot = match self.nodes[i].as_ref() {
-            Some(n) => n.id().boot,
-            None => return,
+        let Some(&boot) = self.started.get(&i).filter(|_| self.nodes[i].is_some()) else {
+            return;
         };
         for o in out {
             match o {
@@ -127,6 +130,10 @@ impl Sim {
                     self.sent += 1;
                     self.bytes_sent += packet.len() as u64;
                     if self.loss > 0 && self.sent.is_multiple_of(self.loss) {
+                        continue;
+                    }
+                    let cut_off = self.at.get(&to).is_some_and(|t| self.cut.contains(t));
+                    if self.cut.contains(&i) || cut_off {
                         continue;
                     }
                     self.push(self.now + self.delay_ms, Event::Deliver { to, packet });
@@ -144,7 +151,7 @@ impl Sim {
                 }
                 Output::Up(id) => self.log.push((self.now, i, id, true)),
                 Output::Down(id) => self.log.push((self.now, i, id, false)),
-                Output::Rejoined(_) | Output::Defunct => {}
+                Output::Rejoined(_) | Output::Defunct | Output::Alone(_) => {}
             }
         }
     }
@@ -171,8 +178,9 @@ impl Sim {
                     i
                 }
                 Event::Timer { node, boot, timer } => {
-                    // A timer of a node's earlier life does not reach the new one.
-                    let Some(n) = self.nodes[node].as_mut().filter(|n| n.id().boot == boot) else {
+                    // A timer of a node started before does not reach the one started since.
+                    let started = self.started.get(&node) == Some(&boot);
+                    let Some(n) = self.nodes[node].as_mut().filter(|_| started) else {
                         continue;
                     };
                     n.on_timer(timer, self.now, &mut out);
@@ -194,8 +202,27 @@ impl Sim {
             }
             let t = self.now + 100;
             self.run_until(t);
+            self.reannounce();
         }
         done(self).then(|| self.now - start)
+    }
+
+    /// Every 500 ms, each node but the seed that holds no member announces itself to the
+    /// seed (node 0), as the agent's loop does.
+    fn reannounce(&mut self) {
+        if self.now < self.announced + 500 {
+            return;
+        }
+        self.announced = self.now;
+        for i in 1..self.nodes.len() {
+            let mut out = Vec::new();
+            if let Some(n) = self.nodes[i].as_mut()
+                && n.members().next().is_none()
+            {
+                n.announce(addr(0), self.now, &mut out);
+            }
+            self.apply(i, out);
+        }
     }
 
     fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
@@ -483,4 +510,39 @@ fn records_reach_every_relay_and_follow_their_members() {
         "{N} relays: records known by all in {spread} ms; a newer one in {updated} ms; a dead \
          relay's gone in {gone} ms; a relay joining later knew them all in {late} ms"
     );
+}
+
+/// A relay whose link goes down declares the other members down, one after another, and
+/// the others drop it. When its link comes back, whether it had declared some of them down
+/// or all, it joins again, and none of them is taken down by that: what a relay decided
+/// while it heard no one is not gossiped to the others.
+#[test]
+fn a_relay_cut_off_and_back_takes_no_live_member_down_with_it() {
+    const N: usize = 5;
+    // 4 s to 11.5 s: before, during and after its declarations; then long alone.
+    for cut_ms in (16..48).step_by(2).map(|q| q * 250).chain([30_000]) {
+        let mut sim = Sim::new(N, lan(N as u32));
+        sim.run_while(10_000, Sim::converged).expect("joined");
+        sim.cut.insert(3);
+        let from = sim.log.len();
+        sim.run_while(cut_ms, |_| false);
+        let declared = sim.log[from..]
+            .iter()
+            .filter(|&&(_, o, _, up)| o == 3 && !up)
+            .count();
+        sim.cut.clear();
+        let back = sim.run_while(30_000, Sim::converged).expect("rejoined");
+        sim.run_while(30_000, |_| false);
+        let false_downs: Vec<_> = sim.log[from..]
+            .iter()
+            .filter(|&&(_, o, m, up)| !up && o != 3 && m.addr != addr(3))
+            .collect();
+        eprintln!(
+            "{N} relays, one cut off for {cut_ms} ms: it had declared {declared} down; back \
+             in {back} ms; {} live members declared down by the others",
+            false_downs.len()
+        );
+        assert!(false_downs.is_empty(), "{false_downs:?}");
+        assert!(sim.converged());
+    }
 }
