@@ -141,6 +141,10 @@ unsafe impl Send for Fill {}
 /// The only handle that writes a fill.
 pub struct FillWriter {
     fill: Arc<Fill>,
+    /// The XXH3 of the bytes written so far, when asked for ([`FillWriter::sum_as_written`]):
+    /// each piece is summed as it is copied in, while it is still in the CPU's cache, so a
+    /// chunk bound for the disk tier is not read back from memory to be checksummed.
+    sum: Option<Box<xxhash_rust::xxh3::Xxh3>>,
 }
 
 impl Fill {
@@ -185,7 +189,10 @@ impl Fill {
             meta: OnceLock::new(),
             watchers: Watchers::default(),
         });
-        let writer = FillWriter { fill: fill.clone() };
+        let writer = FillWriter {
+            fill: fill.clone(),
+            sum: None,
+        };
         (fill, writer)
     }
 
@@ -284,6 +291,22 @@ impl FillWriter {
         self.fill.filled.load(Ordering::Relaxed)
     }
 
+    /// Sums the bytes as they are written from now on ([`FillWriter::sum_with`]); only
+    /// before the first byte.
+    pub fn sum_as_written(&mut self) {
+        if self.written() == 0 {
+            self.sum = Some(Box::new(xxhash_rust::xxh3::Xxh3::new()));
+        }
+    }
+
+    /// The XXH3-64 of every byte written and then `last` (the disk tier's checksum of the
+    /// chunk, when `last` completes it), if the bytes were summed as written; once.
+    pub fn sum_with(&mut self, last: &[u8]) -> Option<u64> {
+        let mut sum = self.sum.take()?;
+        sum.update(last);
+        Some(sum.digest())
+    }
+
     /// Appends bytes; more than the room left is an error (the upstream sent too much).
     pub fn append(&mut self, data: &[u8]) -> Result<(), FillError> {
         let at = self.fill.filled.load(Ordering::Relaxed);
@@ -300,6 +323,9 @@ impl FillWriter {
             );
         }
         self.fill.filled.store(at + data.len(), Ordering::Release);
+        if let Some(sum) = self.sum.as_mut() {
+            sum.update(data);
+        }
         Ok(())
     }
 
@@ -422,6 +448,27 @@ mod tests {
         drop(f);
         drop(fill);
         assert_eq!(&s[..], b"hello");
+    }
+
+    #[test]
+    fn a_fill_summed_as_written_has_the_chunks_checksum() {
+        let chunk: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let (_, mut w) = Fill::new(key(), chunk.len());
+        w.sum_as_written();
+        for piece in chunk[..290_000].chunks(7_000) {
+            w.append(piece).unwrap();
+        }
+        assert_eq!(
+            w.sum_with(&chunk[290_000..]),
+            Some(crate::disk::checksum(&chunk))
+        );
+        assert_eq!(w.sum_with(b""), None, "taken once");
+        // Asked for after a byte was written: not summed (it would miss that byte).
+        let (_, mut w) = Fill::new(key(), 4);
+        w.append(b"a").unwrap();
+        w.sum_as_written();
+        w.append(b"bc").unwrap();
+        assert_eq!(w.sum_with(b"d"), None);
     }
 
     #[test]

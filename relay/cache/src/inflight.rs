@@ -264,6 +264,9 @@ pub struct InFlight {
     open: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
     /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
     arena: Option<Arc<Arena>>,
+    /// Whether fills sum their bytes as written ([`FillWriter::sum_as_written`]): there
+    /// is a disk tier, whose files carry each chunk's checksum.
+    summed: bool,
     /// Chunks of a whole answer whose fetch waits for chunk memory before it fills them
     /// ([`InFlight::await_room`]): their readers wait too, rather than finding the chunk
     /// nowhere.
@@ -295,6 +298,21 @@ impl InFlight {
             arena,
             ..InFlight::default()
         }
+    }
+
+    /// Fills started from now on sum their bytes as they are written (a disk tier will
+    /// want each chunk's checksum).
+    pub fn summed(mut self) -> InFlight {
+        self.summed = true;
+        self
+    }
+
+    fn new_fill(&self, key: ChunkKey, len: usize) -> Option<(Arc<Fill>, FillWriter)> {
+        let (fill, mut writer) = Fill::new_in(key, len, self.arena.as_ref())?;
+        if self.summed {
+            writer.sum_as_written();
+        }
+        Some((fill, writer))
     }
 
     /// The arena fills allocate from.
@@ -428,7 +446,7 @@ impl InFlight {
     /// looked.
     pub fn claim_fill(&self, key: ChunkKey, len: usize, memory: &MemoryTier) -> Claim<FillWriter> {
         self.claim(key, memory, |key| {
-            let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref())?;
+            let (fill, writer) = self.new_fill(key.clone(), len)?;
             Some((Flight::Fill(fill), writer))
         })
     }
@@ -466,7 +484,7 @@ impl InFlight {
         if chunks.contains_key(&key) {
             return Ok(None);
         }
-        let (fill, writer) = Fill::new_in(key.clone(), len, self.arena.as_ref()).ok_or(NoRoom)?;
+        let (fill, writer) = self.new_fill(key.clone(), len).ok_or(NoRoom)?;
         chunks.insert(key, Flight::Fill(fill));
         Ok(Some(writer))
     }

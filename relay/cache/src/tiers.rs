@@ -143,7 +143,10 @@ impl Cache {
             layout: Layout::new(config.chunk_size),
             memory,
             meta: Arc::new(MetaCache::new(META_OBJECTS)),
-            inflight: Arc::new(InFlight::with_arena(arena)),
+            inflight: Arc::new(match disk.is_some() {
+                true => InFlight::with_arena(arena).summed(),
+                false => InFlight::with_arena(arena),
+            }),
             disk,
             admission,
             policy: Arc::new(crate::policy::PolicyConfig {

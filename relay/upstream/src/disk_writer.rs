@@ -26,6 +26,8 @@ pub struct WriteJob {
     pub last_modified: String,
     pub meta: Vec<u8>,
     pub body: Bytes,
+    /// The body's checksum, taken as it was written into its fill (None: taken here).
+    pub sum: Option<u64>,
     /// Not written when the tier holds the chunk already (one admitted as it was served
     /// from memory, which may have come from the disk).
     pub if_absent: bool,
@@ -108,7 +110,7 @@ fn write(ring: &mut IoUring, disk: &DiskTier, job: &WriteJob) -> Result<(), Stri
         meta: &job.meta,
     };
     let plan = disk
-        .plan_write(&info, &job.body)
+        .plan_write_summed(&info, &job.body, job.sum)
         .map_err(|e| e.to_string())?;
     match write_file(ring, &plan, &job.body) {
         Ok(()) => {

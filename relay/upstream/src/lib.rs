@@ -837,6 +837,7 @@ impl Upstream {
             last_modified: meta.last_modified.clone(),
             meta: meta.encode_blob(Instant::now(), fetch::unix_now()),
             body: body.clone(),
+            sum: None,
             if_absent: true,
         });
         if !queued {

@@ -316,11 +316,24 @@ impl DiskTier {
     /// Plans the write of one chunk: checksums the body and encodes the header. Nothing is
     /// visible to readers until [`DiskTier::commit_write`].
     pub fn plan_write(&self, info: &ChunkInfo<'_>, body: &[u8]) -> Result<WritePlan, DiskError> {
+        self.plan_write_summed(info, body, None)
+    }
+
+    /// [`DiskTier::plan_write`] of a body whose checksum was taken as it was written
+    /// (`sum`: [`crate::fill::FillWriter::sum_with`]); None: it is taken here. (Debug
+    /// builds take it here too and check they agree.)
+    pub fn plan_write_summed(
+        &self,
+        info: &ChunkInfo<'_>,
+        body: &[u8],
+        sum: Option<u64>,
+    ) -> Result<WritePlan, DiskError> {
         let body_len = body.len() as u64;
         if body_len > info.object_len {
             return Err(DiskError::BadChunk("body longer than its object"));
         }
-        let checksum = format::checksum(body);
+        debug_assert!(sum.is_none_or(|s| s == format::checksum(body)));
+        let checksum = sum.unwrap_or_else(|| format::checksum(body));
         let generation = self.next_generation.fetch_add(1, Relaxed);
         let header = format::encode(info, generation, body_len, checksum)?;
         let body_offset = header.len() as u64;

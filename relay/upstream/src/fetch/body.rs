@@ -163,8 +163,9 @@ impl Context {
     /// The chunk's last bytes go in only after the chunk is in the memory tier; then it is
     /// written to the disk tier (if admitted) off this thread. A chunk of a body whose
     /// length is not known yet waits for it ([`Context::end_open`]).
-    pub(super) fn complete(&self, writer: FillWriter, last: &[u8], meta: &ObjectMeta) {
+    pub(super) fn complete(&self, mut writer: FillWriter, last: &[u8], meta: &ObjectMeta) {
         let fill = writer.fill().clone();
+        let sum = writer.sum_with(last);
         let key = fill.key.clone();
         let memory = &self.store.memory;
         let mut whole = None;
@@ -179,15 +180,16 @@ impl Context {
             self.store.wakers.wake(&fill.watchers);
         }
         if let Some(body) = whole.filter(|_| !meta.open_ended) {
-            self.to_disk(key, body, meta);
+            self.to_disk(key, body, sum, meta);
         }
     }
 
     /// Hands a stored chunk to the disk writer, when the disk tier admits it: always
     /// (`disk_admission = "always"`), while the tier has room (`"second-hit-when-full"`),
     /// or when a second request for it came while it was on its way (the requests are
-    /// counted as responses send it: `Upstream::count_request`).
-    fn to_disk(&self, key: ChunkKey, body: Bytes, meta: &ObjectMeta) {
+    /// counted as responses send it: `Upstream::count_request`). `sum`: the body's checksum
+    /// if its fill took it as it was written.
+    fn to_disk(&self, key: ChunkKey, body: Bytes, sum: Option<u64>, meta: &ObjectMeta) {
         let Some(writer) = self.writer.as_ref() else {
             return;
         };
@@ -211,6 +213,7 @@ impl Context {
                 last_modified: meta.last_modified.clone(),
                 meta: meta.encode_blob(Instant::now(), unix_now()),
                 body,
+                sum,
                 if_absent: false,
             });
             if !queued {
@@ -255,7 +258,7 @@ impl Context {
                 index,
             };
             if let Some(bytes) = memory.get(&key.as_ref()) {
-                self.to_disk(key, bytes, &done);
+                self.to_disk(key, bytes, None, &done);
             }
         }
     }
