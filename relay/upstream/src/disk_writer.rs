@@ -3,6 +3,13 @@
 //! close, `renameat` into place (creating the directory on first use), then commit to the
 //! index. Neither the upstream loop nor a serving worker ever waits on the disk.
 //!
+//! A chunk whose body is page-aligned in memory and a whole number of pages long (a full
+//! chunk in the memory tier's arena) is written with `O_DIRECT`, its header copied into a
+//! page-aligned buffer: the device reads the chunk where it lies, with no copy into the
+//! page cache, and the page cache does not hold a second copy of what the memory tier
+//! holds (nor dirty pages to write back in bursts). Other chunks, and every chunk on a
+//! filesystem that refuses `O_DIRECT`, go through the page cache.
+//!
 //! The buffer rule: every pointer handed to the kernel (paths, iovecs, header and body
 //! bytes) lives in the job being written, and each operation is waited for before the next
 //! is submitted, so nothing is freed while the kernel may read it.
@@ -39,6 +46,10 @@ pub struct DiskWriter {
     tx: crossbeam_channel::Sender<WriteJob>,
 }
 
+/// What `O_DIRECT` asks of a write's memory address, length and file offset: a page covers
+/// the logical block size and DMA alignment of the devices relay runs on.
+const DIRECT_ALIGN: usize = 4096;
+
 /// Chunks queued beyond this are dropped (counted): the disk tier is a cache, and a disk
 /// that cannot keep up must not hold memory without bound.
 const QUEUE: usize = 1024;
@@ -54,11 +65,13 @@ impl DiskWriter {
         std::thread::Builder::new()
             .name("relay-disk".into())
             .spawn(move || {
+                // Cleared when the filesystem refuses O_DIRECT.
+                let mut direct = true;
                 for job in rx {
                     if job.if_absent && disk.contains(&job.key.as_ref()) {
                         continue;
                     }
-                    match write(&mut ring, &disk, &job) {
+                    match write(&mut ring, &disk, &job, &mut direct) {
                         Ok(()) => written.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             log::warn!(
@@ -101,7 +114,12 @@ fn run(ring: &mut IoUring, sqe: io_uring::squeue::Entry) -> io::Result<i32> {
     Ok(res)
 }
 
-fn write(ring: &mut IoUring, disk: &DiskTier, job: &WriteJob) -> Result<(), String> {
+fn write(
+    ring: &mut IoUring,
+    disk: &DiskTier,
+    job: &WriteJob,
+    direct: &mut bool,
+) -> Result<(), String> {
     let info = ChunkInfo {
         key: job.key.as_ref(),
         object_len: job.object_len,
@@ -112,7 +130,7 @@ fn write(ring: &mut IoUring, disk: &DiskTier, job: &WriteJob) -> Result<(), Stri
     let plan = disk
         .plan_write_summed(&info, &job.body, job.sum)
         .map_err(|e| e.to_string())?;
-    match write_file(ring, &plan, &job.body) {
+    match write_file(ring, &plan, &job.body, direct) {
         Ok(()) => {
             disk.commit_write(&plan);
             Ok(())
@@ -124,17 +142,58 @@ fn write(ring: &mut IoUring, disk: &DiskTier, job: &WriteJob) -> Result<(), Stri
     }
 }
 
-fn write_file(ring: &mut IoUring, plan: &WritePlan, body: &[u8]) -> io::Result<()> {
-    let temp = cpath(&plan.temp_path)?;
-    let fd = run(
+/// Whether `bytes` may be written with `O_DIRECT`: page-aligned, whole pages.
+fn direct_ok(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && (bytes.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+        && bytes.len().is_multiple_of(DIRECT_ALIGN)
+}
+
+fn open_temp(ring: &mut IoUring, temp: &CString, direct: bool) -> io::Result<i32> {
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+    run(
         ring,
         opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), temp.as_ptr())
-            .flags(libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC)
+            .flags(if direct {
+                flags | libc::O_DIRECT
+            } else {
+                flags
+            })
             .mode(0o644)
             .build(),
-    )?;
+    )
+}
+
+fn write_file(
+    ring: &mut IoUring,
+    plan: &WritePlan,
+    body: &[u8],
+    direct: &mut bool,
+) -> io::Result<()> {
+    let temp = cpath(&plan.temp_path)?;
+    // The header padded to the body's offset, in a page of its own: a large chunk's body
+    // starts on a page boundary, so header and body are whole pages.
+    let whole_pages = direct_ok(body) && plan.header.len().is_multiple_of(DIRECT_ALIGN);
+    let mut page = (*direct && whole_pages)
+        .then(|| PageAligned::copy_of(&plan.header))
+        .flatten();
+    let fd = match open_temp(ring, &temp, page.is_some()) {
+        Err(e) if page.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+            // The filesystem takes no O_DIRECT (it may have made the file first).
+            log::info!(
+                "disk tier: the filesystem refuses O_DIRECT; chunks are written through the \
+                 page cache"
+            );
+            *direct = false;
+            page = None;
+            let _ = std::fs::remove_file(&plan.temp_path);
+            open_temp(ring, &temp, false)?
+        }
+        r => r?,
+    };
     let result = (|| {
-        let parts: [&[u8]; 2] = [&plan.header, body];
+        let header: &[u8] = page.as_ref().map_or(&plan.header, |p| p.bytes());
+        let parts: [&[u8]; 2] = [header, body];
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0usize;
         while done < total {
@@ -174,6 +233,16 @@ fn write_file(ring: &mut IoUring, plan: &WritePlan, body: &[u8]) -> io::Result<(
         }
         Ok(())
     })();
+    if page.is_some() && result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EINVAL)
+    {
+        // The device asks more alignment than a page: this chunk is lost, the next ones go
+        // through the page cache.
+        log::info!(
+            "disk tier: a write with O_DIRECT was refused; chunks are written through the page \
+             cache"
+        );
+        *direct = false;
+    }
     run(ring, opcode::Close::new(types::Fd(fd)).build())?;
     result?;
     let dest = cpath(&plan.final_path)?;
@@ -206,5 +275,168 @@ fn write_file(ring: &mut IoUring, plan: &WritePlan, body: &[u8]) -> io::Result<(
             rename(ring).map(|_| ())
         }
         r => r.map(|_| ()),
+    }
+}
+
+/// A copy of some bytes at a page-aligned address (an `O_DIRECT` write's header).
+struct PageAligned {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+impl PageAligned {
+    /// `bytes` copied to a page boundary; None for no bytes.
+    fn copy_of(bytes: &[u8]) -> Option<PageAligned> {
+        let layout = std::alloc::Layout::from_size_align(bytes.len(), DIRECT_ALIGN).ok()?;
+        if bytes.is_empty() {
+            return None;
+        }
+        // SAFETY: the layout's size is not zero (checked above).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: `ptr` holds `layout.size() == bytes.len()` fresh bytes, apart from `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), bytes.len()) };
+        Some(PageAligned {
+            ptr,
+            len: bytes.len(),
+            layout,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `copy_of` wrote all `len` bytes; they live until `drop`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+// SAFETY: it owns its allocation alone, and hands out only shared slices of it.
+unsafe impl Send for PageAligned {}
+
+impl Drop for PageAligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `copy_of` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_cache::disk::DiskConfig;
+
+    impl AsRef<[u8]> for PageAligned {
+        fn as_ref(&self) -> &[u8] {
+            self.bytes()
+        }
+    }
+
+    /// Pages of the file at `path` in the page cache, and its pages.
+    fn cached_pages(path: &Path) -> (usize, usize) {
+        let file = std::fs::File::open(path).expect("open");
+        let len = file.metadata().expect("stat").len() as usize;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: a fresh shared read-only mapping of the whole file, unmapped below; only
+        // its residency is asked, no byte of it is read.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: `at` maps `len` bytes; `pages` holds one byte per page of them.
+        let r = unsafe { libc::mincore(at, len, pages.as_mut_ptr()) };
+        // SAFETY: unmaps the mapping made above.
+        unsafe { libc::munmap(at, len) };
+        assert_eq!(r, 0);
+        (pages.iter().filter(|&&p| p & 1 == 1).count(), pages.len())
+    }
+
+    /// Whether `path` is on tmpfs, whose files live in the page cache whatever the flags.
+    fn on_tmpfs(path: &Path) -> bool {
+        let c = CString::new(path.as_os_str().as_bytes()).expect("path");
+        // SAFETY: statfs writes only into the zeroed struct it is given.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path; `st` is a valid statfs to fill.
+        let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+        r == 0 && st.f_type == libc::TMPFS_MAGIC
+    }
+
+    fn job(index: u64, body: Bytes) -> WriteJob {
+        WriteJob {
+            key: ChunkKey {
+                object: Arc::from("http://o/big"),
+                version: 7,
+                index,
+            },
+            object_len: 8 << 20,
+            etag: "\"e\"".into(),
+            last_modified: String::new(),
+            meta: b"m".to_vec(),
+            body,
+            sum: None,
+            if_absent: false,
+        }
+    }
+
+    /// A full chunk from page-aligned memory (as the arena holds it) is written with
+    /// O_DIRECT where the filesystem takes it, a chunk of any other length through the
+    /// page cache, and each reads back whole and verified; on a filesystem that refuses
+    /// O_DIRECT the writer goes on without it.
+    #[test]
+    fn whole_page_chunks_are_written_direct_and_others_buffered_and_all_read_back() {
+        for parent in [std::env::temp_dir(), std::path::PathBuf::from("/dev/shm")] {
+            if !parent.is_dir() {
+                continue;
+            }
+            let dir = parent.join(format!("relay-dw-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let disk = DiskTier::open(&DiskConfig::new(&dir, 64 << 20)).expect("tier");
+            let mut ring = IoUring::new(8).expect("ring");
+            let mut direct = true;
+            let full: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+            let aligned = PageAligned::copy_of(&full).expect("aligned");
+            assert!(direct_ok(aligned.bytes()));
+            let odd = Bytes::from(full[..300_001].to_vec());
+            write(
+                &mut ring,
+                &disk,
+                &job(0, Bytes::from_owner(aligned)),
+                &mut direct,
+            )
+            .expect("the full chunk");
+            let after_full = direct;
+            write(&mut ring, &disk, &job(1, odd.clone()), &mut direct).expect("the odd one");
+            for (index, want) in [(0u64, &full[..]), (1, &odd[..])] {
+                let key = job(index, Bytes::new()).key;
+                let path = disk.locate(&key.as_ref()).expect("located").path;
+                let (cached, pages) = cached_pages(&path);
+                match (index, after_full) {
+                    // Written past the page cache: none of it there (before it is read).
+                    (0, true) if !on_tmpfs(&parent) => {
+                        assert_eq!(cached, 0, "{}", parent.display())
+                    }
+                    (0, true) => {}
+                    // Through the page cache: all of it there.
+                    _ => assert_eq!(cached, pages, "{} chunk {index}", parent.display()),
+                }
+                let got = disk.get(&key.as_ref()).expect("read").expect("held");
+                assert_eq!(&got.body[..], want, "{} chunk {index}", parent.display());
+            }
+            eprintln!(
+                "{}: O_DIRECT {}",
+                parent.display(),
+                if after_full { "taken" } else { "refused" }
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
