@@ -103,10 +103,17 @@ fn run(ring: &mut IoUring, sqe: io_uring::squeue::Entry) -> io::Result<i32> {
     // returns only after the completion (module rule).
     unsafe { ring.submission().push(&sqe) }.map_err(|_| io::Error::other("queue full"))?;
     ring.submit_and_wait(1)?;
-    let cqe = ring
-        .completion()
-        .next()
-        .ok_or_else(|| io::Error::other("no completion"))?;
+    // The entry is submitted: the kernel may use its buffers until its completion, so this
+    // waits for it through any interrupted wait rather than return before it.
+    let cqe = loop {
+        if let Some(cqe) = ring.completion().next() {
+            break cqe;
+        }
+        match ring.submit_and_wait(1) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+    };
     let res = cqe.result();
     if res < 0 {
         return Err(io::Error::from_raw_os_error(-res));
@@ -164,35 +171,50 @@ fn open_temp(ring: &mut IoUring, temp: &CString, direct: bool) -> io::Result<i32
     )
 }
 
+/// Writes the chunk's file: with O_DIRECT when `direct` still holds and the chunk is whole
+/// pages, else (or when the filesystem or device refuses it, which clears `direct`) through
+/// the page cache.
 fn write_file(
     ring: &mut IoUring,
     plan: &WritePlan,
     body: &[u8],
     direct: &mut bool,
 ) -> io::Result<()> {
-    let temp = cpath(&plan.temp_path)?;
     // The header padded to the body's offset, in a page of its own: a large chunk's body
     // starts on a page boundary, so header and body are whole pages.
     let whole_pages = direct_ok(body) && plan.header.len().is_multiple_of(DIRECT_ALIGN);
-    let mut page = (*direct && whole_pages)
+    let page = (*direct && whole_pages)
         .then(|| PageAligned::copy_of(&plan.header))
         .flatten();
-    let fd = match open_temp(ring, &temp, page.is_some()) {
-        Err(e) if page.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
-            // The filesystem takes no O_DIRECT (it may have made the file first).
-            log::info!(
-                "disk tier: the filesystem refuses O_DIRECT; chunks are written through the \
-                 page cache"
-            );
-            *direct = false;
-            page = None;
-            let _ = std::fs::remove_file(&plan.temp_path);
-            open_temp(ring, &temp, false)?
+    if let Some(page) = page {
+        match write_temp(ring, plan, page.bytes(), body, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // The filesystem takes no O_DIRECT, or the device asks more alignment than
+                // a page: this chunk and the next ones go through the page cache.
+                log::info!(
+                    "disk tier: O_DIRECT refused ({e}); chunks are written through the page cache"
+                );
+                *direct = false;
+                let _ = std::fs::remove_file(&plan.temp_path);
+            }
+            r => return r,
         }
-        r => r?,
-    };
+    }
+    write_temp(ring, plan, &plan.header, body, false)
+}
+
+/// Creates the temp file (`O_DIRECT` when `direct`), writes `header` then `body`, syncs if
+/// asked, closes, and renames it into place.
+fn write_temp(
+    ring: &mut IoUring,
+    plan: &WritePlan,
+    header: &[u8],
+    body: &[u8],
+    direct: bool,
+) -> io::Result<()> {
+    let temp = cpath(&plan.temp_path)?;
+    let fd = open_temp(ring, &temp, direct)?;
     let result = (|| {
-        let header: &[u8] = page.as_ref().map_or(&plan.header, |p| p.bytes());
         let parts: [&[u8]; 2] = [header, body];
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0usize;
@@ -233,16 +255,6 @@ fn write_file(
         }
         Ok(())
     })();
-    if page.is_some() && result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EINVAL)
-    {
-        // The device asks more alignment than a page: this chunk is lost, the next ones go
-        // through the page cache.
-        log::info!(
-            "disk tier: a write with O_DIRECT was refused; chunks are written through the page \
-             cache"
-        );
-        *direct = false;
-    }
     run(ring, opcode::Close::new(types::Fd(fd)).build())?;
     result?;
     let dest = cpath(&plan.final_path)?;
