@@ -17,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// While this relay knows no member, it announces itself to its seeds this often (a relay
 /// whose link came back rejoins within it).
 const REANNOUNCE: Duration = Duration::from_millis(500);
+/// Former members a relay that knows no member announces itself to each time, besides its
+/// seeds: the latest ones.
+const ANNOUNCE_FORMER: usize = 16;
 /// How often this relay publishes its record again (see `record`).
 const REPUBLISH: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking at its stop flag.
@@ -286,7 +289,7 @@ fn run(
         if node.members().next().is_none()
             && last_announce.is_none_or(|t| now.duration_since(t) >= REANNOUNCE)
         {
-            for &s in &seeds {
+            for s in announce_to(&seeds, node.former(), node.id().addr) {
                 node.announce(s, now_ms(), &mut out);
             }
             last_announce = Some(now);
@@ -315,6 +318,22 @@ fn run(
             let _ = socket.send_to(&packet, to);
         }
     }
+}
+
+/// Whom a relay that knows no member announces itself to: its seeds and the latest of its
+/// former members ([`ANNOUNCE_FORMER`]), itself never.
+pub fn announce_to(seeds: &[SocketAddr], former: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {
+    let mut to: Vec<SocketAddr> = seeds.iter().copied().filter(|&s| s != me).collect();
+    let seeded = to.len();
+    for &a in former.iter().rev() {
+        if to.len() == seeded + ANNOUNCE_FORMER {
+            break;
+        }
+        if a != me && !to.contains(&a) {
+            to.push(a);
+        }
+    }
+    to
 }
 
 /// Carries out what the node asked for.

@@ -22,7 +22,7 @@ pub mod peer;
 pub mod record;
 pub mod seal;
 
-pub use agent::{Agent, View};
+pub use agent::{Agent, View, announce_to};
 pub use node::{Node, NodeId, Output, Received, Tick};
 pub use record::{Record, Records};
 pub use seal::{Dropped, Key};

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Addresses of former members a node keeps, to announce itself to when it knows no
+/// member ([`Node::former`]).
+const FORMER: usize = 64;
+
 /// The least change of load that is published again.
 pub const LOAD_STEP: u32 = 8;
 /// The shortest time between two publications of a changed load.
@@ -119,6 +123,8 @@ pub struct Node {
     /// foca's suspicion time. A member it declares down while deaf is not gossiped.
     heard_ms: Option<u64>,
     deaf_ms: u64,
+    /// The addresses of members this node has held, the latest last (at most [`FORMER`]).
+    former: Vec<SocketAddr>,
     runtime: AccumulatingRuntime<NodeId>,
     records: Records,
     /// When the load in this member's record was last published.
@@ -155,6 +161,7 @@ impl Node {
             seed,
             life: 0,
             heard_ms: None,
+            former: Vec::new(),
             runtime: AccumulatingRuntime::new(),
             records,
             record: Record {
@@ -214,6 +221,13 @@ impl Node {
         self.record.load = load;
         self.load_ms = now_ms;
         self.publish(now_ms)
+    }
+
+    /// The addresses of members this node has held, the latest last: a node that knows no
+    /// member announces itself to some of them as well as to its seeds (a seed cut off and
+    /// started afresh has no seed of its own to ask, and its members do not look for it).
+    pub fn former(&self) -> &[SocketAddr] {
+        &self.former
     }
 
     /// The members this node holds live (itself not included).
@@ -294,6 +308,11 @@ impl Node {
     /// its record is published anew. A member that does die is declared down by the
     /// others, who still hear each other.
     fn afresh(&mut self, now_ms: u64) {
+        // The members dropped with the old foca are not declared down: their records go
+        // with them (they come again as the members do).
+        for m in self.foca.iter_members() {
+            self.records.forget(&m.id().addr);
+        }
         let id = foca::Identity::renew(self.id()).unwrap_or(*self.id());
         self.life += 1;
         let rng = SmallRng::seed_from_u64(self.seed ^ self.life.rotate_left(32));
@@ -331,6 +350,11 @@ impl Node {
                 OwnedNotification::MemberUp(id) => {
                     // A member that joins learns this one's record at once (below).
                     self.tell.push(id.addr);
+                    self.former.retain(|&a| a != id.addr);
+                    if self.former.len() == FORMER {
+                        self.former.remove(0);
+                    }
+                    self.former.push(id.addr);
                     out.push(Output::Up(id));
                 }
                 OwnedNotification::MemberDown(id) => {

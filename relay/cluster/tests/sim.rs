@@ -4,7 +4,7 @@
 //! to learn that a member died, that a restarted member rejoins by itself, that packets
 //! under another key never make a member, and what gossip costs.
 
-use relay_cluster::{Key, Node, NodeId, Output, Record, Tick};
+use relay_cluster::{Key, Node, NodeId, Output, Record, Tick, announce_to};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,6 +32,8 @@ struct Sim {
     bytes_sent: u64,
     /// (time, observer, member, up?)
     log: Vec<(u64, usize, NodeId, bool)>,
+    /// (time, node): a node started its membership afresh ([`Output::Alone`]).
+    fresh: Vec<(u64, usize)>,
     config: foca::Config,
     /// When each node was last started (its timers are stamped with it).
     started: HashMap<usize, u64>,
@@ -76,6 +78,7 @@ impl Sim {
             sent: 0,
             bytes_sent: 0,
             log: Vec::new(),
+            fresh: Vec::new(),
             config,
             started: HashMap::new(),
             cut: HashSet::new(),
@@ -151,7 +154,8 @@ impl Sim {
                 }
                 Output::Up(id) => self.log.push((self.now, i, id, true)),
                 Output::Down(id) => self.log.push((self.now, i, id, false)),
-                Output::Rejoined(_) | Output::Defunct | Output::Alone(_) => {}
+                Output::Alone(_) => self.fresh.push((self.now, i)),
+                Output::Rejoined(_) | Output::Defunct => {}
             }
         }
     }
@@ -207,19 +211,21 @@ impl Sim {
         done(self).then(|| self.now - start)
     }
 
-    /// Every 500 ms, each node but the seed that holds no member announces itself to the
-    /// seed (node 0), as the agent's loop does.
+    /// Every 500 ms, each node that holds no member announces itself to its seed (node 0)
+    /// and its latest former members, as the agent's loop does.
     fn reannounce(&mut self) {
         if self.now < self.announced + 500 {
             return;
         }
         self.announced = self.now;
-        for i in 1..self.nodes.len() {
+        for i in 0..self.nodes.len() {
             let mut out = Vec::new();
             if let Some(n) = self.nodes[i].as_mut()
                 && n.members().next().is_none()
             {
-                n.announce(addr(0), self.now, &mut out);
+                for to in announce_to(&[addr(0)], n.former(), n.id().addr) {
+                    n.announce(to, self.now, &mut out);
+                }
             }
             self.apply(i, out);
         }
@@ -514,35 +520,74 @@ fn records_reach_every_relay_and_follow_their_members() {
 
 /// A relay whose link goes down declares the other members down, one after another, and
 /// the others drop it. When its link comes back, whether it had declared some of them down
-/// or all, it joins again, and none of them is taken down by that: what a relay decided
-/// while it heard no one is not gossiped to the others.
+/// or all, it joins again within a second, and none of them is taken down by that: what a
+/// relay decided while it heard no one is not gossiped to the others. The same for the
+/// seed, which has no seed of its own to announce itself to.
 #[test]
 fn a_relay_cut_off_and_back_takes_no_live_member_down_with_it() {
     const N: usize = 5;
-    // 4 s to 11.5 s: before, during and after its declarations; then long alone.
-    for cut_ms in (16..48).step_by(2).map(|q| q * 250).chain([30_000]) {
-        let mut sim = Sim::new(N, lan(N as u32));
-        sim.run_while(10_000, Sim::converged).expect("joined");
-        sim.cut.insert(3);
-        let from = sim.log.len();
-        sim.run_while(cut_ms, |_| false);
-        let declared = sim.log[from..]
-            .iter()
-            .filter(|&&(_, o, _, up)| o == 3 && !up)
-            .count();
-        sim.cut.clear();
-        let back = sim.run_while(30_000, Sim::converged).expect("rejoined");
-        sim.run_while(30_000, |_| false);
-        let false_downs: Vec<_> = sim.log[from..]
-            .iter()
-            .filter(|&&(_, o, m, up)| !up && o != 3 && m.addr != addr(3))
-            .collect();
-        eprintln!(
-            "{N} relays, one cut off for {cut_ms} ms: it had declared {declared} down; back \
-             in {back} ms; {} live members declared down by the others",
-            false_downs.len()
-        );
-        assert!(false_downs.is_empty(), "{false_downs:?}");
-        assert!(sim.converged());
+    for cut in [3, 0] {
+        // 4 s to 11.5 s: before, during and after its declarations; then long alone.
+        for cut_ms in (16..48).step_by(2).map(|q| q * 250).chain([30_000]) {
+            let mut sim = Sim::new(N, lan(N as u32));
+            sim.run_while(10_000, Sim::converged).expect("joined");
+            sim.cut.insert(cut);
+            let from = sim.log.len();
+            sim.run_while(cut_ms, |_| false);
+            let declared = sim.log[from..]
+                .iter()
+                .filter(|&&(_, o, _, up)| o == cut && !up)
+                .count();
+            let fresh = sim.fresh.iter().filter(|&&(_, i)| i == cut).count();
+            sim.cut.clear();
+            let back = sim.run_while(30_000, Sim::converged).expect("rejoined");
+            sim.run_while(30_000, |_| false);
+            let false_downs: Vec<_> = sim.log[from..]
+                .iter()
+                .filter(|&&(_, o, m, up)| !up && o != cut && m.addr != addr(cut))
+                .collect();
+            eprintln!(
+                "{N} relays, relay {cut} cut off for {cut_ms} ms: it had declared {declared} \
+                 down and started afresh {fresh} times; back in {back} ms; {} live members \
+                 declared down by the others",
+                false_downs.len()
+            );
+            assert!(false_downs.is_empty(), "{false_downs:?}");
+            assert!(sim.converged());
+            assert_eq!(
+                fresh,
+                declared.min(1),
+                "a fresh start at its first declaration"
+            );
+            assert!(back <= 2_000, "back in {back} ms");
+        }
     }
+}
+
+/// A member that dies while a relay is cut off is not a member of that relay when it comes
+/// back, nor is its record kept: a fresh start forgets the records of the members it drops.
+#[test]
+fn a_relay_back_from_a_cut_forgets_a_member_that_died_meanwhile() {
+    const N: usize = 5;
+    let mut sim = Sim::new(N, lan(N as u32));
+    sim.run_while(10_000, Sim::converged).expect("joined");
+    sim.run_while(10_000, |s| {
+        s.nodes[3]
+            .as_ref()
+            .is_some_and(|n| n.records().get(&addr(4)).is_some())
+    })
+    .expect("relay 3 knows relay 4's record");
+    sim.cut.insert(3);
+    sim.run_while(2_000, |_| false);
+    sim.kill(4);
+    sim.run_while(20_000, |_| false);
+    sim.cut.clear();
+    sim.run_while(30_000, Sim::converged).expect("rejoined");
+    sim.run_while(60_000, |_| false);
+    let n3 = sim.nodes[3].as_ref().expect("relay 3");
+    assert!(!n3.members().any(|m| m.addr == addr(4)));
+    assert!(
+        n3.records().get(&addr(4)).is_none(),
+        "relay 3 kept the dead relay's record"
+    );
 }
