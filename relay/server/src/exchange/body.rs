@@ -92,9 +92,6 @@ impl Exchange {
         }
         let index = layout.chunk_of(body.pos);
         let version = body.meta.version;
-        if let Route::Http(origin) = self.route {
-            self.read_ahead(cx, origin, index);
-        }
         let key = ChunkRef {
             object: &self.key,
             version,
@@ -144,11 +141,29 @@ impl Exchange {
                 Source::InFlight(Flight::Read(_)) | Source::Disk(_) => {}
             }
         }
+        // The chunks after this one are claimed once this one is held or on its way, never
+        // before: claimed first, they could take the last chunk memory, and this client
+        // would wait for room its own read-ahead holds (nothing it holds is let go until
+        // it moves on).
+        if let (Route::Http(origin), false) = (self.route, matches!(source, Source::Origin)) {
+            self.read_ahead(cx, origin, index);
+        }
         match (source, self.route) {
             (Source::Memory(chunk), _) => self.send_chunk(cx, index, chunk),
             (Source::InFlight(flight), _) => self.follow(cx, index, flight),
             (Source::Disk(plan), Route::Http(_)) => self.read_from_disk(cx, index, plan),
-            (_, Route::Http(origin)) => self.fetch_chunk(cx, origin, index),
+            (_, Route::Http(origin)) => {
+                let step = self.fetch_chunk(cx, origin, index);
+                let owned = ChunkKey {
+                    object: Arc::from(self.key.as_str()),
+                    version,
+                    index,
+                };
+                if cx.shared.cache.inflight.flight(&owned).is_some() {
+                    self.read_ahead(cx, origin, index);
+                }
+                step
+            }
             // (Directory objects are never on the disk tier.)
             (_, Route::Directory) => self.read_from_file(cx, index),
         }
