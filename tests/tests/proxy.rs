@@ -953,3 +953,30 @@ fn vary_keeps_one_variant_per_request_value() {
     );
     assert_eq!(fetched, 3, "one fetch per variant");
 }
+
+/// A range deep into a cold object whose body comes from one answer (a weak validator, so
+/// no chunk of it can be fetched alone), while that answer is still on its way: the client
+/// waits for its chunk to come rather than being told the object changed (a 502).
+#[test]
+fn a_range_ahead_of_a_body_from_one_answer_waits_for_it() {
+    let origin = Origin::start();
+    let body = pattern(8 * CHUNK + 5, 31);
+    let mut weak = Object::new(body.clone(), "w");
+    weak.etag = "W/\"w\"".into();
+    weak.last_modified = None;
+    origin.put("/weak.bin", weak);
+    // The answer comes in 16 KiB pieces, 5 ms apart: chunk 6 about half a second in.
+    origin
+        .behaviour
+        .piece_bytes
+        .store(16 << 10, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(5, Ordering::Relaxed);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let from = 6 * CHUNK + 100;
+    let got = relay_tests::fetch(
+        &relay.url("/weak.bin"),
+        &["-r", &format!("{from}-{}", from + 9)],
+    );
+    assert_eq!(got.status, 206, "{}", got.head);
+    assert!(got.body == body[from..from + 10]);
+}

@@ -51,6 +51,8 @@ pub struct Pending {
     paced: AtomicBool,
     /// The description came from the disk tier (a restore after a restart), not upstream.
     local: AtomicBool,
+    /// The fetch is still bringing a body from one answer ([`Pending::answering`]).
+    answering: AtomicBool,
     /// The workers with a client waiting.
     pub watchers: Watchers,
 }
@@ -122,6 +124,19 @@ impl Pending {
     /// The body may not be stored and its fetch keeps pace with its client.
     pub fn is_paced(&self) -> bool {
         self.paced.load(Ordering::Acquire)
+    }
+
+    /// Marks the fetch as bringing a body from one answer, chunk after chunk, or as done
+    /// with it (`false`: it ended, failed or was dropped; its waiters are to be woken).
+    pub fn set_answering(&self, answering: bool) {
+        self.answering.store(answering, Ordering::Release);
+    }
+
+    /// The fetch still brings a body from one answer: a chunk of it not started yet is
+    /// still to come (a client that asks for it waits, [`Pending::watchers`] woken as each
+    /// fill starts and when the answer ends).
+    pub fn answering(&self) -> bool {
+        self.answering.load(Ordering::Acquire)
     }
 
     /// Whether the fetch may start the fill of chunk `index` of a body that may not be

@@ -384,8 +384,18 @@ impl Exchange {
                 // were looked at above (the memory tier may have let it go at once): its
                 // fetch keeps it (`Pending::push_fill`) from before it leaves the table, so
                 // a second look finds it. Only then is it nowhere.
-                None => match self.owner_fetch.as_ref().and_then(|p| p.fill(index)) {
-                    Some(f) => self.follow(cx, index, Flight::Fill(f)),
+                // Nor a chunk its fetch has not reached yet: the fetch wakes its clients as
+                // it starts each fill, and when it ends (watched before looking, so neither
+                // is missed).
+                None => match self.owner_fetch.clone() {
+                    Some(p) => {
+                        p.watchers.watch(cx.worker);
+                        match p.fill(index) {
+                            Some(f) => self.follow(cx, index, Flight::Fill(f)),
+                            None if p.answering() => Step::Do(self.wait(cx)),
+                            None => self.unfetchable(cx, &meta),
+                        }
+                    }
                     None => self.unfetchable(cx, &meta),
                 },
             };

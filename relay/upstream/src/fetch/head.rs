@@ -229,6 +229,12 @@ impl Context {
             if let Some(p) = open {
                 self.store.inflight.open_answer(object.clone(), p);
             }
+            // Its clients wait for the chunks of a body from one answer it has not started
+            // yet, until it ends (however it ends: the guard), from before they learn of it.
+            let _answering = keep
+                .as_ref()
+                .filter(|_| whole)
+                .map(|p| Answering::new(p, &self.store.wakers));
             self.store
                 .inflight
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
@@ -638,6 +644,31 @@ fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> 
             .map(String::as_str),
     );
     end_to_end(h, &left_out)
+}
+
+/// A fetch bringing a body from one answer, for its clients ([`Pending::answering`]): set
+/// while it lives; when it ends, however it ends, the clients waiting for a chunk it did
+/// not start are woken to find it nowhere.
+struct Answering<'a> {
+    pending: &'a Arc<relay_cache::inflight::Pending>,
+    wakers: &'a relay_cache::wake::Wakers,
+}
+
+impl<'a> Answering<'a> {
+    fn new(
+        pending: &'a Arc<relay_cache::inflight::Pending>,
+        wakers: &'a relay_cache::wake::Wakers,
+    ) -> Answering<'a> {
+        pending.set_answering(true);
+        Answering { pending, wakers }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.pending.set_answering(false);
+        self.wakers.wake(&self.pending.watchers);
+    }
 }
 
 #[cfg(test)]
