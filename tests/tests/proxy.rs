@@ -980,3 +980,51 @@ fn a_range_ahead_of_a_body_from_one_answer_waits_for_it() {
     assert_eq!(got.status, 206, "{}", got.head);
     assert!(got.body == body[from..from + 10]);
 }
+
+/// A body from one answer that goes stale at once, through a memory tier smaller than it:
+/// clients that revalidate it (304) while the first one's fetch still brings it read the
+/// chunks the tier let go from that fetch, which keeps them for its readers, and wait for
+/// the rest from it: each gets the body whole (they were cut as if the object changed).
+#[test]
+fn clients_revalidated_while_a_body_from_one_answer_arrives_get_it_whole() {
+    let origin = Origin::start();
+    let body = pattern(48 * CHUNK + 5, 32);
+    let mut weak = Object::new(body.clone(), "w");
+    weak.etag = "W/\"w\"".into();
+    weak.last_modified = None;
+    weak.cache_control = Some("max-age=0".into());
+    origin.put("/stale.bin", weak);
+    origin
+        .behaviour
+        .piece_bytes
+        .store(32 << 10, Ordering::Relaxed);
+    origin.behaviour.piece_delay_ms.store(3, Ordering::Relaxed);
+    // A tier of sixteen chunks.
+    let relay = Relay::start(
+        &proxy_config(&origin, "").replace("memory_bytes = 67108864", "memory_bytes = 1048576"),
+    );
+    let url = relay.url("/stale.bin");
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || relay_tests::fetch(&url, &["--limit-rate", "2M"]))
+    };
+    std::thread::sleep(Duration::from_millis(60));
+    let later: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || relay_tests::fetch(&url, &["--limit-rate", "3M"]))
+        })
+        .collect();
+    let first = first.join().expect("first client");
+    assert!(first.status == 200 && first.body == body, "{}", first.head);
+    for (i, c) in later.into_iter().enumerate() {
+        let got = c.join().expect("client");
+        assert!(
+            got.status == 200 && got.body == body,
+            "client {i}: {} of {} bytes ({})",
+            got.body.len(),
+            body.len(),
+            got.head
+        );
+    }
+}

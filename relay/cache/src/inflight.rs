@@ -277,6 +277,10 @@ pub struct InFlight {
     /// another (such an answer is described only once it ended). Weak: a fetch's readers
     /// are the references to its `Pending`.
     open: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
+    /// The fetches of bodies from one answer, by object, while anyone holds them
+    /// ([`InFlight::answering`]): a client that came another way (a revalidation's 304)
+    /// reads what the fetch keeps and waits for what it still brings.
+    answering: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
     /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
     arena: Option<Arc<Arena>>,
     /// Whether fills sum their bytes as written ([`FillWriter::sum_as_written`]): there
@@ -367,6 +371,33 @@ impl InFlight {
         {
             open.remove(object);
         }
+    }
+
+    /// `pending`'s fetch brings a body of `object` from one answer, chunk after chunk
+    /// ([`Pending::answering`]), until [`InFlight::end_answer`].
+    pub fn begin_answer(&self, object: Arc<str>, pending: &Arc<Pending>) {
+        pending.set_answering(true);
+        let mut answering = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        // (Fetches no one holds any more go as others come: the map stays as small as the
+        // bodies being read.)
+        answering.retain(|_, w| w.strong_count() > 0);
+        answering.insert(object, Arc::downgrade(pending));
+    }
+
+    /// That answer ended (whole, cut or left): what the fetch keeps is still read by the
+    /// clients holding it, and found by others while they do.
+    pub fn end_answer(&self, pending: &Arc<Pending>) {
+        pending.set_answering(false);
+    }
+
+    /// The fetch that brings, or brought, version `version` of `object` from one answer,
+    /// while anyone holds it.
+    pub fn answering(&self, object: &str, version: u64) -> Option<Arc<Pending>> {
+        let answering = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        answering.get(object).and_then(Weak::upgrade).filter(|p| {
+            p.result()
+                .is_some_and(|r| r.as_ref().is_ok_and(|m| m.version == version))
+        })
     }
 
     /// The fetch of an answer without a length to `object` still arriving, if it still

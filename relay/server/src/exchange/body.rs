@@ -387,17 +387,24 @@ impl Exchange {
                 // Nor a chunk its fetch has not reached yet: the fetch wakes its clients as
                 // it starts each fill, and when it ends (watched before looking, so neither
                 // is missed).
-                None => match self.owner_fetch.clone() {
-                    Some(p) => {
+                // A client that came another way (a 304 to its revalidation) waits on the
+                // fetch bringing this version likewise.
+                None => {
+                    let answering = cache.inflight.answering(&self.key, meta.version);
+                    let fetches = self.owner_fetch.iter().chain(answering.iter());
+                    let mut waits = false;
+                    for p in fetches {
                         p.watchers.watch(cx.worker);
-                        match p.fill(index) {
-                            Some(f) => self.follow(cx, index, Flight::Fill(f)),
-                            None if p.answering() => Step::Do(self.wait(cx)),
-                            None => self.unfetchable(cx, &meta),
+                        if let Some(f) = p.fill(index) {
+                            return self.follow(cx, index, Flight::Fill(f));
                         }
+                        waits |= p.answering();
                     }
-                    None => self.unfetchable(cx, &meta),
-                },
+                    match waits {
+                        true => Step::Do(self.wait(cx)),
+                        false => self.unfetchable(cx, &meta),
+                    }
+                }
             };
         }
         let len = cache.layout.chunk_len(meta.len, index) as usize;

@@ -174,8 +174,13 @@ impl Exchange {
         self.src = p.first().cloned().map(Flight::Fill);
         // The later chunks of a body from one answer come from that fetch alone: its
         // clients read them from it (it keeps them), whatever the memory tier keeps.
+        // (A client whose revalidation was answered 304 reads them from the fetch that
+        // brings or brought that body, while anyone holds it, rather than its own.)
         if !meta.ranged || (self.head_owner && !meta.storable) {
-            self.owner_fetch = Some(p.clone());
+            let body_fetch = (!meta.ranged)
+                .then(|| cx.shared.cache.inflight.answering(&self.key, meta.version))
+                .flatten();
+            self.owner_fetch = Some(body_fetch.unwrap_or_else(|| p.clone()));
         }
         // Same version as the stale copy: the origin confirmed it (304). Read from the disk
         // tier for another client: a hit.
@@ -583,6 +588,11 @@ impl Exchange {
         how: Option<CacheStatus>,
     ) {
         let how = how.unwrap_or(CacheStatus::HIT);
+        // A body from one answer is read from the fetch that brings or brought it, as far
+        // as it keeps it, whatever the memory tier lets go meanwhile: held from here on.
+        if !meta.ranged && self.owner_fetch.is_none() {
+            self.owner_fetch = cx.shared.cache.inflight.answering(&self.key, meta.version);
+        }
         let req = self.saved.req;
         let req = &req;
         let cond = &self.saved.cond;

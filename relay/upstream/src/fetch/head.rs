@@ -234,7 +234,7 @@ impl Context {
             let _answering = keep
                 .as_ref()
                 .filter(|_| whole)
-                .map(|p| Answering::new(p, &self.store.wakers));
+                .map(|p| Answering::new(&self.store, &object, p));
             self.store
                 .inflight
                 .finish_head(&object, Ok(meta.clone()), first, &self.store.wakers);
@@ -646,28 +646,30 @@ fn stored_fields(h: &http::HeaderMap, d: &relay_cache::policy::CacheControl) -> 
     end_to_end(h, &left_out)
 }
 
-/// A fetch bringing a body from one answer, for its clients ([`Pending::answering`]): set
-/// while it lives; when it ends, however it ends, the clients waiting for a chunk it did
-/// not start are woken to find it nowhere.
+/// A fetch bringing a body from one answer, for its clients ([`Pending::answering`],
+/// [`relay_cache::inflight::InFlight::answering`]): registered while it lives; when it ends,
+/// however it ends, the clients waiting for a chunk it did not start are woken to find it
+/// nowhere.
 struct Answering<'a> {
+    store: &'a crate::Store,
     pending: &'a Arc<relay_cache::inflight::Pending>,
-    wakers: &'a relay_cache::wake::Wakers,
 }
 
 impl<'a> Answering<'a> {
     fn new(
+        store: &'a crate::Store,
+        object: &Arc<str>,
         pending: &'a Arc<relay_cache::inflight::Pending>,
-        wakers: &'a relay_cache::wake::Wakers,
     ) -> Answering<'a> {
-        pending.set_answering(true);
-        Answering { pending, wakers }
+        store.inflight.begin_answer(object.clone(), pending);
+        Answering { store, pending }
     }
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        self.pending.set_answering(false);
-        self.wakers.wake(&self.pending.watchers);
+        self.store.inflight.end_answer(self.pending);
+        self.store.wakers.wake(&self.pending.watchers);
     }
 }
 
