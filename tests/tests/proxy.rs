@@ -1028,3 +1028,39 @@ fn clients_revalidated_while_a_body_from_one_answer_arrives_get_it_whole() {
         );
     }
 }
+
+/// An origin that ignores Range, read by a slow client through a memory tier smaller than
+/// the object: the chunks the tier let go before the client read them are fetched again,
+/// each by a Range request the origin answers with the whole body, read from its start and
+/// thrown away up to the chunk. The client still gets every byte right, and the cost shows
+/// in `relay_upstream_range_ignored_total` and `relay_upstream_range_skipped_bytes_total`.
+#[test]
+fn an_origin_that_ignores_range_shows_what_it_costs() {
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let body = pattern(40 * CHUNK + 5, 33);
+    origin.put("/big.bin", Object::new(body.clone(), "big"));
+    let relay = Relay::start(
+        &proxy_config(&origin, "").replace("memory_bytes = 67108864", "memory_bytes = 1048576"),
+    );
+    let got = relay_tests::fetch(&relay.url("/big.bin"), &["--limit-rate", "1M"]);
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(
+        got.body == body,
+        "{} of {} bytes",
+        got.body.len(),
+        body.len()
+    );
+    let m = relay.metrics();
+    let ignored = relay_tests::metric_in(&m, "relay_upstream_range_ignored_total").unwrap_or(0.0);
+    let skipped =
+        relay_tests::metric_in(&m, "relay_upstream_range_skipped_bytes_total").unwrap_or(0.0);
+    let fetched = relay_tests::metric_in(&m, "relay_upstream_bytes_total").unwrap_or(0.0);
+    eprintln!(
+        "a {} byte object read at 1 MB/s through a 1 MiB tier: {ignored} Range requests \
+         answered whole, {skipped} bytes thrown away, {fetched} bytes from the origin",
+        body.len()
+    );
+    assert!(ignored >= 1.0 && skipped > 0.0, "{m}");
+    assert!(fetched >= body.len() as f64 + skipped);
+}

@@ -358,6 +358,15 @@ impl Metrics {
                  # TYPE relay_upstream_errors_total counter\nrelay_upstream_errors_total {}\n\
                  # HELP relay_upstream_bytes_total Body bytes received from HTTP origins.\n\
                  # TYPE relay_upstream_bytes_total counter\nrelay_upstream_bytes_total {}\n\
+                 # HELP relay_upstream_range_ignored_total Range requests an HTTP origin \
+                 answered with the whole body (200): the bytes before the wanted ones are read \
+                 and thrown away (relay_upstream_range_skipped_bytes_total).\n\
+                 # TYPE relay_upstream_range_ignored_total counter\n\
+                 relay_upstream_range_ignored_total {}\n\
+                 # HELP relay_upstream_range_skipped_bytes_total Body bytes read from HTTP \
+                 origins that ignored Range, before the bytes asked for, and thrown away.\n\
+                 # TYPE relay_upstream_range_skipped_bytes_total counter\n\
+                 relay_upstream_range_skipped_bytes_total {}\n\
                  # HELP relay_disk_writes_total Chunks written to the disk tier.\n\
                  # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}\n\
                  # HELP relay_pass_buffer_bytes Memory held for pass-throughs: response windows \
@@ -405,6 +414,8 @@ impl Metrics {
                 st.requests.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),
                 st.bytes.load(Ordering::Relaxed),
+                st.range_ignored.load(Ordering::Relaxed),
+                st.range_skipped_bytes.load(Ordering::Relaxed),
                 st.disk_writes.load(Ordering::Relaxed),
                 up.pass_budget.held(),
                 up.pass_budget.limit(),

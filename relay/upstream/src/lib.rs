@@ -697,6 +697,11 @@ pub struct UpstreamStats {
     /// Whole chunks answered by a peer, by where their checksum came: in the head (held
     /// there whole), in a trailer (streamed while it arrived there), or none sent.
     pub peer_sums: [AtomicU64; 3],
+    /// Range requests an origin answered with the whole body (200), and the bytes before the
+    /// wanted one read only to be thrown away (an origin that ignores Range, read by a slow
+    /// client, costs this over and over).
+    pub range_ignored: AtomicU64,
+    pub range_skipped_bytes: AtomicU64,
 }
 
 /// The upstream thread and its origins.

@@ -52,6 +52,10 @@ impl Context {
         body: &mut Incoming,
         mut n: u64,
     ) -> Result<Bytes, FillError> {
+        self.stats.range_ignored.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .range_skipped_bytes
+            .fetch_add(n, Ordering::Relaxed);
         while n > 0 {
             let Some(data) = self.next_frame(origin, body).await? else {
                 return Err(FillError::Truncated);
