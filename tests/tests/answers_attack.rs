@@ -387,6 +387,8 @@ fn clients_joining_a_slow_chunked_stream_at_different_times_get_it_whole() {
     let after = fetch(&url, &[]);
     assert!(after.body == want);
     assert_eq!(after.field("cache-status"), Some("relay; hit"));
+    // Each client joined the one answer still arriving: fetched once.
+    assert_eq!(origin.count("/slow"), 1);
 }
 
 #[test]

@@ -954,6 +954,24 @@ fn vary_keeps_one_variant_per_request_value() {
     assert_eq!(fetched, 3, "one fetch per variant");
 }
 
+/// An object with a weak validator only: its body comes from one answer, and no chunk of
+/// it can be fetched alone.
+fn weak(body: &[u8]) -> Object {
+    let mut o = Object::new(body.to_vec(), "w");
+    o.etag = "W/\"w\"".into();
+    o.last_modified = None;
+    o
+}
+
+/// The origin's answers come in `bytes` pieces, `delay_ms` apart.
+fn in_pieces(origin: &Origin, bytes: u64, delay_ms: u64) {
+    origin.behaviour.piece_bytes.store(bytes, Ordering::Relaxed);
+    origin
+        .behaviour
+        .piece_delay_ms
+        .store(delay_ms, Ordering::Relaxed);
+}
+
 /// A range deep into a cold object whose body comes from one answer (a weak validator, so
 /// no chunk of it can be fetched alone), while that answer is still on its way: the client
 /// waits for its chunk to come rather than being told the object changed (a 502).
@@ -961,16 +979,9 @@ fn vary_keeps_one_variant_per_request_value() {
 fn a_range_ahead_of_a_body_from_one_answer_waits_for_it() {
     let origin = Origin::start();
     let body = pattern(8 * CHUNK + 5, 31);
-    let mut weak = Object::new(body.clone(), "w");
-    weak.etag = "W/\"w\"".into();
-    weak.last_modified = None;
-    origin.put("/weak.bin", weak);
+    origin.put("/weak.bin", weak(&body));
     // The answer comes in 16 KiB pieces, 5 ms apart: chunk 6 about half a second in.
-    origin
-        .behaviour
-        .piece_bytes
-        .store(16 << 10, Ordering::Relaxed);
-    origin.behaviour.piece_delay_ms.store(5, Ordering::Relaxed);
+    in_pieces(&origin, 16 << 10, 5);
     let relay = Relay::start(&proxy_config(&origin, ""));
     let from = 6 * CHUNK + 100;
     let got = relay_tests::fetch(
@@ -989,16 +1000,10 @@ fn a_range_ahead_of_a_body_from_one_answer_waits_for_it() {
 fn clients_revalidated_while_a_body_from_one_answer_arrives_get_it_whole() {
     let origin = Origin::start();
     let body = pattern(48 * CHUNK + 5, 32);
-    let mut weak = Object::new(body.clone(), "w");
-    weak.etag = "W/\"w\"".into();
-    weak.last_modified = None;
-    weak.cache_control = Some("max-age=0".into());
-    origin.put("/stale.bin", weak);
-    origin
-        .behaviour
-        .piece_bytes
-        .store(32 << 10, Ordering::Relaxed);
-    origin.behaviour.piece_delay_ms.store(3, Ordering::Relaxed);
+    let mut stale = weak(&body);
+    stale.cache_control = Some("max-age=0".into());
+    origin.put("/stale.bin", stale);
+    in_pieces(&origin, 32 << 10, 3);
     // A tier of sixteen chunks.
     let relay = Relay::start(
         &proxy_config(&origin, "").replace("memory_bytes = 67108864", "memory_bytes = 1048576"),

@@ -272,14 +272,11 @@ pub struct InFlight {
     heads: Mutex<HashMap<Arc<str>, Arc<Pending>>>,
     /// The chunks in flight: a chunk is fetched or read, never both at once.
     chunks: Mutex<HashMap<ChunkKey, Flight>>,
-    /// Answers without a length still arriving, by object: a client asking for one joins
-    /// its fetch while the fetch still keeps every chunk of it, rather than starting
-    /// another (such an answer is described only once it ended). Weak: a fetch's readers
-    /// are the references to its `Pending`.
-    open: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
-    /// The fetches of bodies from one answer, by object, while anyone holds them
-    /// ([`InFlight::answering`]): a client that came another way (a revalidation's 304)
-    /// reads what the fetch keeps and waits for what it still brings.
+    /// The fetches of bodies from one answer, by object, while anyone holds them (Weak: a
+    /// fetch's readers are the references to its `Pending`): a client that came another
+    /// way (a revalidation's 304) reads what the fetch keeps and waits for what it still
+    /// brings ([`InFlight::answering`]); one asking for an answer without a length joins it
+    /// from the start ([`InFlight::join_open`]).
     answering: Mutex<HashMap<Arc<str>, Weak<Pending>>>,
     /// Where the fills' bytes go (the memory tier's registered arena), if anywhere.
     arena: Option<Arc<Arena>>,
@@ -356,23 +353,6 @@ impl InFlight {
         waits.contains(key)
     }
 
-    /// An answer without a length to `object` is arriving through `pending`'s fetch.
-    pub fn open_answer(&self, object: Arc<str>, pending: &Arc<Pending>) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.insert(object, Arc::downgrade(pending));
-    }
-
-    /// That answer ended (whole, cut or left): no one joins it any more.
-    pub fn close_answer(&self, object: &str, pending: &Arc<Pending>) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open
-            .get(object)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(pending)))
-        {
-            open.remove(object);
-        }
-    }
-
     /// `pending`'s fetch brings a body of `object` from one answer, chunk after chunk
     /// ([`Pending::answering`]), until [`InFlight::end_answer`].
     pub fn begin_answer(&self, object: Arc<str>, pending: &Arc<Pending>) {
@@ -401,12 +381,17 @@ impl InFlight {
     }
 
     /// The fetch of an answer without a length to `object` still arriving, if it still
-    /// keeps every chunk of it (a client joining reads it from the start).
+    /// keeps every chunk of it (a client joining reads it from the start; such an answer
+    /// is described only once it ended, so it is not found in the meta cache). Before its
+    /// description is published its head fetch is found instead ([`InFlight::head`]).
     pub fn join_open(&self, object: &str) -> Option<Arc<Pending>> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(object)
-            .and_then(Weak::upgrade)
-            .filter(|p| p.keeps_all())
+        let answering = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        answering.get(object).and_then(Weak::upgrade).filter(|p| {
+            p.answering()
+                && p.keeps_all()
+                && p.result()
+                    .is_some_and(|r| r.as_ref().is_ok_and(|m| m.open_ended))
+        })
     }
 
     /// The pending head fetch of `object`, and whether the caller created it (and so must

@@ -386,25 +386,19 @@ impl Exchange {
                 // a second look finds it. Only then is it nowhere.
                 // Nor a chunk its fetch has not reached yet: the fetch wakes its clients as
                 // it starts each fill, and when it ends (watched before looking, so neither
-                // is missed).
-                // A client that came another way (a 304 to its revalidation) waits on the
-                // fetch bringing this version likewise.
-                None => {
-                    let answering = cache.inflight.answering(&self.key, meta.version);
-                    let fetches = self.owner_fetch.iter().chain(answering.iter());
-                    let mut waits = false;
-                    for p in fetches {
+                // is missed). (A client that came another way, a 304 to its revalidation,
+                // follows the fetch bringing this version: `respond_meta`.)
+                None => match self.owner_fetch.clone() {
+                    Some(p) => {
                         p.watchers.watch(cx.worker);
-                        if let Some(f) = p.fill(index) {
-                            return self.follow(cx, index, Flight::Fill(f));
+                        match p.fill(index) {
+                            Some(f) => self.follow(cx, index, Flight::Fill(f)),
+                            None if p.answering() => Step::Do(self.wait(cx)),
+                            None => self.unfetchable(cx, &meta),
                         }
-                        waits |= p.answering();
                     }
-                    match waits {
-                        true => Step::Do(self.wait(cx)),
-                        false => self.unfetchable(cx, &meta),
-                    }
-                }
+                    None => self.unfetchable(cx, &meta),
+                },
             };
         }
         let len = cache.layout.chunk_len(meta.len, index) as usize;

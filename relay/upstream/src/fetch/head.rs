@@ -223,14 +223,11 @@ impl Context {
                 self.store.meta.insert(&object, (*meta).clone());
             }
             let first = writer.as_ref().map(|w| w.fill().clone());
-            // An answer without a length is joined by clients that ask while it arrives:
-            // registered before the head entry goes, so no client finds neither.
-            let open = keep.as_ref().filter(|_| meta.open_ended);
-            if let Some(p) = open {
-                self.store.inflight.open_answer(object.clone(), p);
-            }
             // Its clients wait for the chunks of a body from one answer it has not started
-            // yet, until it ends (however it ends: the guard), from before they learn of it.
+            // yet, until it ends (however it ends: the guard), from before they learn of it;
+            // an answer without a length (always from one answer) is joined by clients that
+            // ask while it arrives: registered before the head entry goes, so no client
+            // finds neither.
             let _answering = keep
                 .as_ref()
                 .filter(|_| whole)
@@ -270,9 +267,6 @@ impl Context {
                     self.fill_from(origin, answer, body, writer, &object, &meta, keep.as_ref())
                         .await
                 }
-            }
-            if let Some(p) = open {
-                self.store.inflight.close_answer(&object, p);
             }
             return;
         }
