@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Bytes per second a paced client reads at ([`Client::connect_paced`]).
+    pace: Option<u64>,
 }
 
 /// Header or trailer fields: (name, value) pairs in order.
@@ -35,13 +37,36 @@ impl Response {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        Client::on(stream, None)
+    }
+
+    fn on(stream: TcpStream, pace: Option<u64>) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         Client {
             stream,
             buf: Vec::new(),
+            pace,
         }
+    }
+
+    /// A client that reads at about `bytes_per_sec`, through a receive buffer of 16 KiB
+    /// set before it connects (so the kernel holds little ahead of it), as a client on a
+    /// slow link does (`curl --limit-rate` reads whole socket buffers at once, too fast
+    /// for rates near a chunk per second). [`Client::read_response`] reads at that pace.
+    pub fn connect_paced(addr: SocketAddr, bytes_per_sec: u64) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket.set_recv_buffer_size(16 << 10).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .expect("connect");
+        Client::on(socket.into(), Some(bytes_per_sec.max(1)))
     }
 
     /// The client's own port (what relay logs as its address).
@@ -191,10 +216,18 @@ impl Client {
 
     fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
+        // A paced client reads 4 KiB at a time, then sleeps what they take at its pace.
+        let most = match self.pace {
+            Some(_) => 4096,
+            None => tmp.len(),
+        };
+        match self.stream.read(&mut tmp[..most]) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&tmp[..n]);
+                if let Some(rate) = self.pace {
+                    std::thread::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate));
+                }
                 true
             }
         }

@@ -106,8 +106,7 @@ impl NginxOrigin {
 
     /// The requests nginx answered: (connection serial, request line), in order.
     pub fn access_log(&self) -> Vec<(u64, String)> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap_or_default()
+        settled(&self.dir.path().join("access.log"))
             .lines()
             .filter_map(|l| {
                 let (conn, request) = l.split_once(' ')?;
@@ -119,8 +118,7 @@ impl NginxOrigin {
     /// What nginx answered, in order: for each request its connection serial, status, the
     /// body bytes it sent, the path and the `Range` asked for (`-` when none).
     pub fn answers(&self) -> Vec<Answered> {
-        std::fs::read_to_string(self.dir.path().join("answers.log"))
-            .unwrap_or_default()
+        settled(&self.dir.path().join("answers.log"))
             .lines()
             .filter_map(|l| {
                 let mut f = l.splitn(5, ' ');
@@ -145,5 +143,22 @@ impl Drop for NginxOrigin {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A log of nginx's once it has stopped growing: nginx writes a request's line after the
+/// answer's last byte went out, so a client through relay may have the body before the line
+/// is there. Read until two reads 50 ms apart agree, for at most 2 s.
+fn settled(path: &std::path::Path) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut text = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let again = read();
+        if again == text || std::time::Instant::now() >= until {
+            return again;
+        }
+        text = again;
     }
 }

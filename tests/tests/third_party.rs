@@ -254,6 +254,79 @@ fn python_large_files_through_a_small_tier_arrive_whole_within_the_chunk_memory_
     );
 }
 
+/// python's `http.server` ignores Range. A file it last changed two hours ago has a strong
+/// validator (its `Last-Modified`), so relay fetches its chunks by Range, and each answer is
+/// the whole file from its start. Three clients on a slow link (1 MB/s: a 256 KiB chunk each
+/// 260 ms, slower than a streamed fetch's pause), started half a second apart, read it
+/// through a tier of 2 MiB with a read-ahead of two chunks: the chunks the tier lets go
+/// before they get there come from one answer per client that runs on at its pace, not one
+/// answer from the start per chunk (the build before: 27 answers, 18 times the file).
+#[test]
+fn python_slow_clients_of_a_file_it_answers_whole_cost_it_about_one_answer_each() {
+    const LEN: usize = 24 * CHUNK as usize + 11;
+    const CLIENTS: usize = 3;
+    let files = TempDir::new("tp-py-slow");
+    let path = files.write("old.bin", &pattern(LEN, 71));
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(two_hours_ago))
+        .expect("set the file's mtime");
+    let origin = PythonOrigin::start(files.path());
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 2097152\n\n[origin]\nread_ahead_bytes = {}\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        2 * CHUNK,
+        origin.port
+    ));
+    let bodies: Vec<_> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let relay = &relay;
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(500 * i as u64));
+                    relay_tests::client::Client::connect_paced(relay.addr, 1_000_000)
+                        .get("/old.bin")
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let want = pattern(LEN, 71);
+    for (i, got) in bodies.iter().enumerate() {
+        assert_eq!(got.status, 200, "client {i}");
+        assert!(
+            got.header("last-modified").is_some(),
+            "client {i}: no validator, so not fetched by Range: {:?}",
+            got.headers
+        );
+        assert!(
+            got.body == want,
+            "client {i}: {} bytes, not the file",
+            got.body.len()
+        );
+    }
+    let answers = origin.gets("/old.bin");
+    let bytes = relay.metric("relay_upstream_bytes_total").unwrap_or(0.0);
+    let ignored = relay
+        .metric("relay_upstream_range_ignored_total")
+        .unwrap_or(0.0);
+    eprintln!(
+        "{CLIENTS} slow clients of a {LEN} byte file: {answers} answers, {bytes} bytes from \
+         http.server, {ignored} Range requests answered whole"
+    );
+    assert!(
+        ignored >= 1.0,
+        "every answer was relay's first: nothing tested"
+    );
+    assert!(
+        answers <= CLIENTS + 2 && bytes <= ((CLIENTS + 2) * LEN) as f64,
+        "{answers} answers, {bytes} bytes for {CLIENTS} clients of {LEN} bytes"
+    );
+}
+
 #[test]
 fn nginx_static_ranged_chunked_ssi_redirect_and_404_as_it_answers_them_directly() {
     let files = TempDir::new("tp-nginx-root");

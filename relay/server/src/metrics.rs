@@ -364,7 +364,8 @@ impl Metrics {
                  # TYPE relay_upstream_range_ignored_total counter\n\
                  relay_upstream_range_ignored_total {}\n\
                  # HELP relay_upstream_range_skipped_bytes_total Body bytes read from HTTP \
-                 origins that ignored Range, before the bytes asked for, and thrown away.\n\
+                 origins that ignored Range and thrown away: before the bytes asked for, and \
+                 of chunks held elsewhere that a whole answer ran past.\n\
                  # TYPE relay_upstream_range_skipped_bytes_total counter\n\
                  relay_upstream_range_skipped_bytes_total {}\n\
                  # HELP relay_disk_writes_total Chunks written to the disk tier.\n\

@@ -6,6 +6,13 @@
 //! chunk. A fetch that waits past its pause for the next chunk ends (`paused_out`): its
 //! client is slower than streaming pays for, and its later chunks are fetched one by one.
 //!
+//! An origin that ignores Range answers with the whole object, read from its start up to the
+//! run's first chunk: the fetch then makes the feed *whole* ([`Feed::whole`]). Another
+//! answer would cost the origin the object's start again, so a whole feed runs to the
+//! object's end, never pauses out (it waits for its client as long as the response lives),
+//! and takes chunks with gaps between them (the chunks held or on their way elsewhere, whose
+//! bytes the fetch reads past).
+//!
 //! Two sides: the client's response holds the [`Feeder`] (dropped with the response, which
 //! closes the feed), the fetch the [`Feed`].
 
@@ -32,11 +39,17 @@ struct State {
     ended: bool,
     /// It ended because no fill came within its pause.
     paused_out: bool,
+    /// The answer is the whole object ([`Feed::whole`]).
+    whole: bool,
 }
 
 impl State {
     fn takes(&self, index: u64) -> bool {
-        !self.ended && !self.closed && self.next == index && index <= self.last
+        let next = match self.whole {
+            true => self.next <= index,
+            false => self.next == index,
+        };
+        !self.ended && !self.closed && next && index <= self.last
     }
 }
 
@@ -53,6 +66,7 @@ impl Feed {
                 closed: false,
                 ended: false,
                 paused_out: false,
+                whole: false,
             }),
             more: tokio::sync::Notify::new(),
         });
@@ -63,27 +77,44 @@ impl Feed {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next fill, waiting up to `pause` for the response to hand one on; None when it
-    /// will hand on no more or none came in time (the feed is ended then: a fill pushed
-    /// after it goes back to its response, which fetches it another way).
+    /// The answer is the whole object from its start (the origin ignored Range): the feed
+    /// runs to chunk `last`, the object's last, takes chunks with gaps between them, and
+    /// waits for each as long as its response lives.
+    pub fn whole(&self, last: u64) {
+        let mut s = self.state();
+        s.whole = true;
+        s.last = s.last.max(last);
+    }
+
+    /// The next fill, waiting up to `pause` for the response to hand one on (a whole feed:
+    /// until the response ends); None when it will hand on no more or none came in time
+    /// (the feed is ended then: a fill pushed after it goes back to its response, which
+    /// fetches it another way).
     pub async fn take(&self, pause: Duration) -> Option<FillWriter> {
         let deadline = tokio::time::Instant::now() + pause;
         loop {
-            {
+            let whole = {
                 let mut s = self.state();
                 if let Some(w) = s.queue.pop_front() {
                     return Some(w);
                 }
-                let late = tokio::time::Instant::now() >= deadline;
+                let late = !s.whole && tokio::time::Instant::now() >= deadline;
                 if s.closed || s.ended || late {
                     s.paused_out |= late && !s.closed && !s.ended;
                     s.ended = true;
                     return None;
                 }
-            }
+                s.whole
+            };
             // (A push between the look above and this wait leaves a permit: no wake-up is
-            // lost.)
-            let _ = tokio::time::timeout_at(deadline, self.more.notified()).await;
+            // lost. A whole feed's response that stops reading is cut at its send deadline,
+            // which drops the feeder and wakes this.)
+            match whole {
+                true => self.more.notified().await,
+                false => {
+                    let _ = tokio::time::timeout_at(deadline, self.more.notified()).await;
+                }
+            }
         }
     }
 
@@ -105,10 +136,11 @@ impl Feeder {
     /// more or the fill is not of the chunk it expects (the caller fetches it another way).
     pub fn push(&self, writer: FillWriter) -> Result<(), FillWriter> {
         let mut s = self.0.state();
-        if !s.takes(writer.fill().key.index) {
+        let index = writer.fill().key.index;
+        if !s.takes(index) {
             return Err(writer);
         }
-        s.next += 1;
+        s.next = index + 1;
         s.queue.push_back(writer);
         drop(s);
         self.0.more.notify_one();
@@ -119,6 +151,13 @@ impl Feeder {
     /// pays for.
     pub fn paused_out(&self) -> bool {
         self.0.state().paused_out
+    }
+
+    /// The fetch's answer is the whole object ([`Feed::whole`]): the response keeps the feed
+    /// across chunks held elsewhere rather than ending it, since a new fetch would cost the
+    /// origin the object's start again.
+    pub fn whole(&self) -> bool {
+        self.0.state().whole
     }
 
     /// Whether the fetch would take chunk `index` next.
@@ -189,5 +228,36 @@ mod tests {
         assert!(feed.take(Duration::from_millis(50)).await.is_none());
         assert!(feeder.paused_out());
         assert!(feeder.push(writer(1)).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_whole_feed_takes_gaps_runs_to_the_end_and_never_pauses_out() {
+        let (feeder, feed) = Feed::new(2, 4);
+        assert!(!feeder.whole());
+        assert!(
+            feeder.push(writer(4)).is_err(),
+            "a gap, before the answer is whole"
+        );
+        feed.whole(9);
+        assert!(feeder.whole());
+        assert!(feeder.push(writer(5)).is_ok(), "a gap");
+        assert!(feeder.push(writer(5)).is_err(), "behind the last");
+        assert!(
+            feeder.push(writer(9)).is_ok(),
+            "past the run, to the object's end"
+        );
+        assert!(!feeder.takes(10));
+        let pause = Duration::from_millis(20);
+        assert_eq!(feed.take(pause).await.unwrap().fill().key.index, 5);
+        assert_eq!(feed.take(pause).await.unwrap().fill().key.index, 9);
+        // Far past the pause, still waiting for its client; its response's end ends it.
+        let wait = tokio::spawn({
+            let feed = feed.clone();
+            async move { feed.take(pause).await.is_none() }
+        });
+        tokio::time::sleep(pause * 5).await;
+        assert!(!wait.is_finished());
+        drop(feeder);
+        assert!(wait.await.unwrap());
     }
 }

@@ -40,6 +40,7 @@ pub mod dns;
 pub mod feed;
 mod fetch;
 mod head;
+pub mod ranges;
 pub mod stream;
 pub mod tls;
 pub mod upload;
@@ -416,6 +417,8 @@ pub struct Origin {
     /// The caching policy its answers are read under: the cache's, with this origin's
     /// operator terms (`cache_` keys).
     pub policy: Arc<relay_cache::policy::PolicyConfig>,
+    /// Its objects it answered a Range request for with the whole body.
+    pub range_ignored: ranges::RangeIgnored,
 }
 
 impl Origin {
@@ -446,6 +449,7 @@ impl Origin {
             fetches,
             tls: None,
             policy: Arc::default(),
+            range_ignored: Default::default(),
         }
     }
 
@@ -968,6 +972,14 @@ impl Upstream {
     /// first).
     pub fn clustered(&self) -> bool {
         self.peers.get().is_some()
+    }
+
+    /// Whether origin `origin` answered a Range request for `object` with the whole body
+    /// ([`ranges`]).
+    pub fn ignores_range(&self, origin: usize, object: &str) -> bool {
+        self.origins
+            .get(origin)
+            .is_some_and(|o| o.range_ignored.contains(object))
     }
 
     /// Where the site's other relays go once the cluster is joined: misses ask a chunk's

@@ -101,11 +101,21 @@ impl Exchange {
         // from disk), else wherever the cache says it is now (`Cache::source`: memory, what
         // this response already follows for it, a fill or a read in flight, the disk tier,
         // else the origin).
-        let held = self
+        let mut held = self
             .local
             .as_ref()
             .filter(|(v, i, _)| *v == version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
+        // A chunk the read-ahead found in memory and holds for this body (an object whose
+        // origin ignores Range).
+        if let Some(b) = self.body.as_mut() {
+            while b.ahead_held.front().is_some_and(|(i, _)| *i < index) {
+                b.ahead_held.pop_front();
+            }
+            if held.is_none() && b.ahead_held.front().is_some_and(|(i, _)| *i == index) {
+                held = b.ahead_held.pop_front().map(|(_, bytes)| bytes);
+            }
+        }
         // A fill the fetches ahead started for this chunk: followed, wherever else the
         // chunk may be (a failed one is let go, and the chunk looked for as usual).
         let ahead = self.body.as_mut().and_then(|b| {
@@ -412,6 +422,13 @@ impl Exchange {
         let fill = writer.fill().clone();
         cx.stats.upstream_chunks.fetch_add(1, Ordering::Relaxed);
         if let Some(up) = cx.shared.upstream.as_ref() {
+            // An object whose origin ignores Range: any answer costs the object's start,
+            // so the chunk goes to this body's whole fetch, or starts one that runs on to
+            // the body's end at this client's pace.
+            if !up.clustered() && up.ignores_range(origin, &self.key) {
+                self.whole_fetch(cx, origin, &meta, writer);
+                return self.follow(cx, index, Flight::Fill(fill));
+            }
             up.fill_chunk(relay_upstream::ChunkRequest {
                 origin,
                 path: self.target.clone(),
@@ -422,6 +439,72 @@ impl Exchange {
             });
         }
         self.follow(cx, index, Flight::Fill(fill))
+    }
+
+    /// Hands `writer`'s chunk to this body's whole fetch (`relay_upstream::ranges`), or, if
+    /// it takes it no more, starts one from that chunk to the body's end.
+    fn whole_fetch(
+        &mut self,
+        cx: &mut Cx<'_>,
+        origin: usize,
+        meta: &Arc<relay_cache::ObjectMeta>,
+        writer: relay_cache::fill::FillWriter,
+    ) {
+        let layout = cx.shared.cache.layout;
+        let forward = self.fill_forward(cx);
+        let Some(b) = self.body.as_mut() else {
+            return;
+        };
+        let writer = match b.feed.as_ref().filter(|f| f.whole()) {
+            Some(feed) => match feed.push(writer) {
+                Ok(()) => return,
+                Err(w) => w,
+            },
+            None => writer,
+        };
+        let last = layout.chunk_of(b.end.max(1) - 1);
+        self.start_stream(cx, origin, meta, writer, last, true, forward);
+    }
+
+    /// Starts a streamed fetch of this body's chunks from `writer`'s to `last`, handed to
+    /// it as they are claimed (`relay_upstream::feed`; `whole`: the origin ignores Range for
+    /// this object, `Feed::whole`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one stream's request, built here once"
+    )]
+    fn start_stream(
+        &mut self,
+        cx: &mut Cx<'_>,
+        origin: usize,
+        meta: &Arc<relay_cache::ObjectMeta>,
+        writer: relay_cache::fill::FillWriter,
+        last: u64,
+        whole: bool,
+        forward: relay_upstream::Forward,
+    ) {
+        let (Some(up), Some(b)) = (cx.shared.upstream.as_ref(), self.body.as_mut()) else {
+            return;
+        };
+        let layout = cx.shared.cache.layout;
+        let index = writer.fill().key.index;
+        let last = last.max(index);
+        let end = layout.chunk_start(last) + layout.chunk_len(meta.len, last) - 1;
+        let (feeder, feed) = relay_upstream::feed::Feed::new(index, last);
+        if whole {
+            feed.whole(last);
+        }
+        b.feed = Some(feeder);
+        cx.stats.upstream_streams.fetch_add(1, Ordering::Relaxed);
+        up.fill_stream(relay_upstream::StreamRequest {
+            origin,
+            path: self.target.clone(),
+            meta: meta.clone(),
+            first: writer,
+            feed,
+            end,
+            forward,
+        });
     }
 
     /// The chunks of this body past chunk `index`, up to `origin.read_ahead_bytes` ahead and
@@ -461,10 +544,13 @@ impl Exchange {
             return;
         };
         let streamed = !up.clustered();
+        // The origin answered a Range request for this object with the whole body: one
+        // whole fetch to the object's end, at this client's pace (`relay_upstream::ranges`).
+        let whole = streamed && up.ignores_range(origin, &self.key);
         // (Allocation-free while every chunk ahead is held: the hit path.)
         let mut object: Option<Arc<str>> = None;
         for j in from..=to {
-            let writer = match self.claim_ahead(cache, &mut object, &meta, j) {
+            let writer = match self.claim_ahead(cache, &mut object, &meta, j, whole) {
                 Ahead::Mine(writer) => writer,
                 Ahead::NoRoom => {
                     // (Asked again as the body moves on.)
@@ -475,9 +561,10 @@ impl Exchange {
                 }
                 Ahead::Elsewhere => {
                     // The streamed fetch ends before it (one that paused out stays, so this
-                    // body's chunks go one by one).
+                    // body's chunks go one by one; a whole one, from an origin that ignored
+                    // Range, reads past it, cheaper than another answer from the start).
                     if let Some(b) = self.body.as_mut()
-                        && !b.feed.as_ref().is_some_and(|f| f.paused_out())
+                        && !b.feed.as_ref().is_some_and(|f| f.paused_out() || f.whole())
                     {
                         b.feed = None;
                     }
@@ -521,21 +608,11 @@ impl Exchange {
                 j,
                 (j + depth * STREAM_SPAN - 1).min(last),
             );
-            let end = layout.chunk_start(span_last) + layout.chunk_len(meta.len, span_last) - 1;
-            let (feeder, feed) = relay_upstream::feed::Feed::new(j, span_last);
-            if let Some(b) = self.body.as_mut() {
-                b.feed = Some(feeder);
-            }
-            cx.stats.upstream_streams.fetch_add(1, Ordering::Relaxed);
-            up.fill_stream(relay_upstream::StreamRequest {
-                origin,
-                path: self.target.clone(),
-                meta: meta.clone(),
-                first: writer,
-                feed,
-                end,
-                forward,
-            });
+            let span_last = match whole {
+                true => last,
+                false => span_last,
+            };
+            self.start_stream(cx, origin, &meta, writer, span_last, whole, forward);
         }
     }
 
@@ -543,20 +620,34 @@ impl Exchange {
     /// fetched), or held or on its way already. One on its way (a head fetch's span, kept
     /// for this client when it may not be stored; another client's fetch) is held for this
     /// client, so the memory tier letting it go before the client gets there costs no
-    /// second fetch. `object` is the body's key, made on the first claim.
+    /// second fetch. `object` is the body's key, made on the first claim. `pin`: the
+    /// object's origin ignores Range, and a chunk in memory is held for this client too
+    /// (`Body::ahead_held`), since fetching it again would cost the object's start.
     fn claim_ahead(
         &mut self,
         cache: &relay_cache::Cache,
         object: &mut Option<Arc<str>>,
         meta: &relay_cache::ObjectMeta,
         j: u64,
+        pin: bool,
     ) -> Ahead {
         let held = ChunkRef {
             object: &self.key,
             version: meta.version,
             index: j,
         };
-        if cache.holds(&held) {
+        if pin {
+            match cache.held(&held) {
+                relay_cache::Held::Memory(bytes) => {
+                    if let Some(b) = self.body.as_mut() {
+                        b.ahead_held.push_back((j, bytes));
+                    }
+                    return Ahead::Elsewhere;
+                }
+                relay_cache::Held::Disk => return Ahead::Elsewhere,
+                relay_cache::Held::Nowhere => {}
+            }
+        } else if cache.holds(&held) {
             return Ahead::Elsewhere;
         }
         let on_its_way = match self.owner_fetch.as_ref().and_then(|p| p.take_kept(j)) {
@@ -594,6 +685,11 @@ impl Exchange {
         self.publish_chunk_share(cx, None);
         self.src = None;
         self.local = None;
+        // The chunks the read-ahead holds out of memory the tier let go are room too (were
+        // they all of it, no fill could start; this client's next answer may cost more).
+        if let Some(b) = self.body.as_mut() {
+            b.ahead_held.clear();
+        }
         if let Some(arena) = cx.shared.cache.memory.arena() {
             arena.watch_room(cx.worker);
         }

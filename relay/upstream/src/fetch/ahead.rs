@@ -39,8 +39,11 @@ impl Context {
     /// the last byte asked for, the feed's close, or a pause past [`PAUSE`]. An answer of
     /// another version (or a 416: the object shrank) forgets the description and fails the
     /// chunks; an error status fails them (their clients ask again); a 200 (Range ignored)
-    /// is read from the run's start. A chunk the answer does not fill (it broke off) and
-    /// those after it are fetched as chunk jobs of their own, from where they stand.
+    /// is read from the run's start, and makes the feed whole ([`Feed::whole`]): it runs on
+    /// to the object's end at its client's pace, past the chunks held elsewhere, since any
+    /// other answer would cost the origin the object's start again. A chunk the answer does
+    /// not fill (it broke off) and those after it are fetched as chunk jobs of their own,
+    /// from where they stand.
     pub(super) async fn stream_ahead(&self, request: StreamRequest) {
         let StreamRequest {
             origin,
@@ -77,10 +80,14 @@ impl Context {
         }
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skipped to `start`.)
-        let lead = match status {
-            206 => Bytes::new(),
-            _ => match self.skip(origin, &mut body, start).await {
-                Ok(rest) => rest,
+        let (lead, last) = match status {
+            206 => (Bytes::new(), last),
+            _ => match self.skip(origin, &object, &mut body, start).await {
+                Ok(rest) => {
+                    let end = layout.chunk_count(meta.len).saturating_sub(1);
+                    feed.whole(end);
+                    (rest, end)
+                }
                 Err(_) => return self.chunk_each(origin, &path, &meta, &forward, first, &feed),
             },
         };
@@ -96,7 +103,8 @@ impl Context {
 
     /// Streams `body` (after `lead`, bytes already read of it), the bytes of `first`'s
     /// chunk on, into `first` and then each fill `feed` hands over, up to the run's last
-    /// chunk; waits up to [`PAUSE`] (or the origin's idle timeout, when shorter) for each
+    /// chunk (the bytes of chunks between them not handed over, a whole feed's gaps, read
+    /// past); waits up to [`PAUSE`] (or the origin's idle timeout, when shorter) for each
     /// next fill. A body that breaks off has its chunk and those handed over after it
     /// fetched as chunk jobs of their own, from where they stand.
     pub(super) async fn fill_in_order(
@@ -149,6 +157,24 @@ impl Context {
             match feed.take(pause).await {
                 Some(w) => current = w,
                 None => return,
+            }
+            let layout = self.store.layout;
+            let gap = layout.chunk_start(current.fill().key.index) - layout.chunk_start(index + 1);
+            if gap > 0 {
+                pending = match self.pass_over(origin, &mut body, pending, gap).await {
+                    Ok(rest) => rest,
+                    Err(e) => {
+                        log::debug!("{}: a whole answer broke off ({e})", run.path);
+                        return self.chunk_each(
+                            origin,
+                            run.path,
+                            run.meta,
+                            run.forward,
+                            current,
+                            feed,
+                        );
+                    }
+                };
             }
         }
     }

@@ -45,13 +45,17 @@ impl Context {
         }
     }
 
-    /// Discards `n` body bytes; returns what the last frame held beyond them.
+    /// Discards `n` body bytes of an answer to a Range request for `object` that holds the
+    /// whole body (the origin ignored Range, remembered for the object:
+    /// [`crate::ranges`]); returns what the last frame held beyond them.
     pub(super) async fn skip(
         &self,
         origin: usize,
+        object: &Arc<str>,
         body: &mut Incoming,
         mut n: u64,
     ) -> Result<Bytes, FillError> {
+        self.origins[origin].range_ignored.note(object);
         self.stats.range_ignored.fetch_add(1, Ordering::Relaxed);
         self.stats
             .range_skipped_bytes
@@ -66,6 +70,32 @@ impl Context {
             n -= data.len() as u64;
         }
         Ok(Bytes::new())
+    }
+
+    /// Reads past `n` bytes of `body`, the first of them in `pending` (bytes already read):
+    /// the chunks of a whole answer that are held or on their way elsewhere. Returns what
+    /// the last frame held beyond them. (Counted with the bytes thrown away.)
+    pub(super) async fn pass_over(
+        &self,
+        origin: usize,
+        body: &mut Incoming,
+        mut pending: Bytes,
+        n: u64,
+    ) -> Result<Bytes, FillError> {
+        self.stats
+            .range_skipped_bytes
+            .fetch_add(n, Ordering::Relaxed);
+        let mut left = n;
+        loop {
+            if (pending.len() as u64) >= left {
+                return Ok(pending.slice(left as usize..));
+            }
+            left -= pending.len() as u64;
+            pending = self
+                .next_frame(origin, body)
+                .await?
+                .ok_or(FillError::Truncated)?;
+        }
     }
 
     /// Streams a body into one fill.

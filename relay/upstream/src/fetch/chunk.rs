@@ -197,7 +197,8 @@ impl Context {
         let skip = if status == 206 { 0 } else { from };
         let mut leftover = Bytes::new();
         if skip > 0 {
-            leftover = match self.skip(origin, &mut body, skip).await {
+            let object = writer.fill().key.object.clone();
+            leftover = match self.skip(origin, &object, &mut body, skip).await {
                 Ok(rest) => rest,
                 Err(e) => return Rest::Broke(writer, e),
             };

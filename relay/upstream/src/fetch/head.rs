@@ -156,6 +156,11 @@ impl Context {
                 .clone()
                 .filter(|fields| !variant && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
+            // A whole body for a Range request of a part of it: the origin ignores Range
+            // for this object (`crate::ranges`).
+            if status == 200 && meta.ranged && range.is_some_and(|(_, end)| meta.len > end + 1) {
+                self.origins[origin].range_ignored.note(&object);
+            }
             let sum = self.peer_sum(resp.headers(), peer_answer && shape.partial);
             // The bytes a 206 holds from the object's start (more than its first chunk when
             // the fetch asked for a span).

@@ -1,0 +1,67 @@
+//! The objects whose origin answered a Range request with the whole body (200): each later
+//! answer for them costs the origin the object's start again, so a client's read-ahead
+//! fetches them differently ([`crate::feed::Feed::whole`]): one streamed fetch that runs on
+//! to the object's end at its client's pace, past the chunks held elsewhere, with the
+//! chunks held only in memory filled again from the bytes passing by, so the memory tier
+//! letting them go before the client gets there costs no answer from the start.
+//!
+//! Per object, not per origin: an origin may serve files with Range and a dynamic path
+//! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is
+//! learnt again at its next whole answer).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How many objects an origin's set holds before it starts afresh.
+pub const MOST: usize = 4096;
+
+#[derive(Default)]
+pub struct RangeIgnored {
+    /// Any object is in the set: the look on the hit path is one atomic load while none is.
+    any: AtomicBool,
+    objects: Mutex<HashSet<Arc<str>>>,
+}
+
+impl RangeIgnored {
+    /// The origin answered a Range request for `object` with the whole body.
+    pub fn note(&self, object: &Arc<str>) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        if objects.len() >= MOST && !objects.contains(object) {
+            objects.clear();
+        }
+        objects.insert(object.clone());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether the origin answered a Range request for `object` with the whole body.
+    pub fn contains(&self, object: &str) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .objects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MOST, RangeIgnored};
+    use std::sync::Arc;
+
+    #[test]
+    fn objects_are_remembered_within_a_bound() {
+        let set = RangeIgnored::default();
+        assert!(!set.contains("http://h/a"));
+        set.note(&Arc::from("http://h/a"));
+        assert!(set.contains("http://h/a") && !set.contains("http://h/b"));
+        for i in 0..MOST {
+            set.note(&Arc::from(format!("http://h/{i}").as_str()));
+        }
+        // Started afresh once full: the oldest are forgotten, the latest kept.
+        assert!(!set.contains("http://h/a"));
+        assert!(set.contains(&format!("http://h/{}", MOST - 1)));
+        assert!(set.objects.lock().unwrap().len() <= MOST);
+    }
+}
