@@ -1034,6 +1034,83 @@ fn clients_revalidated_while_a_body_from_one_answer_arrives_get_it_whole() {
     }
 }
 
+/// Whole fetches wait for their clients holding a fetch slot each: at most half of an
+/// origin's `max_connections` do. Two objects an origin ignores Range for, described and
+/// their chunks then pushed out of a 1 MiB tier by others; two slow clients read them with
+/// two fetch slots: one reads through a whole fetch, the other's fetches pause out as
+/// before, and a third client's cold miss of another object meanwhile gets a slot at once
+/// rather than waiting out the first-byte timeout for one (a 504).
+#[test]
+fn whole_fetches_leave_half_the_fetch_slots_to_other_misses() {
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let body = pattern(20 * CHUNK + 5, 35);
+    for name in ["/a.bin", "/b.bin"] {
+        origin.put(name, Object::new(body.clone(), name));
+    }
+    for i in 0..4 {
+        origin.put(
+            &format!("/fill{i}.bin"),
+            Object::new(pattern(8 * CHUNK, i), "f"),
+        );
+    }
+    origin.put("/c.bin", Object::new(pattern(3 * CHUNK, 36), "c"));
+    let relay = Relay::start(
+        &proxy_config(&origin, "max_connections = 2\n")
+            .replace("memory_bytes = 67108864", "memory_bytes = 1048576")
+            .replace("[origin]\n", "[origin]\nread_ahead_bytes = 131072\n"),
+    );
+    // Described, known to be answered whole, and their chunks pushed out of memory.
+    for path in [
+        "/a.bin",
+        "/b.bin",
+        "/fill0.bin",
+        "/fill1.bin",
+        "/fill2.bin",
+        "/fill3.bin",
+    ] {
+        assert_eq!(get(&relay, path).status, 200, "{path}");
+    }
+    let (most, c, took) = std::thread::scope(|s| {
+        let slow: Vec<_> = ["/a.bin", "/b.bin"]
+            .into_iter()
+            .map(|path| {
+                let relay = &relay;
+                s.spawn(move || Client::connect_paced(relay.addr, 200_000).get(path))
+            })
+            .collect();
+        let mut most = 0.0f64;
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < until {
+            most = most.max(relay.metric("relay_upstream_whole_fetches").unwrap_or(0.0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let asked = std::time::Instant::now();
+        let c = get(&relay, "/c.bin");
+        let took = asked.elapsed();
+        for (client, path) in slow.into_iter().zip(["/a.bin", "/b.bin"]) {
+            let got = client.join().unwrap();
+            assert_eq!(got.status, 200, "{path}");
+            assert!(got.body == body, "{path}: {} bytes", got.body.len());
+        }
+        (most, c, took)
+    });
+    assert_eq!(c.status, 200);
+    assert!(c.body == pattern(3 * CHUNK, 36));
+    eprintln!(
+        "whole fetches at most {most}; a cold miss beside them took {took:?}; {} and {} \
+         answers of the two objects",
+        origin.count("/a.bin"),
+        origin.count("/b.bin")
+    );
+    assert_eq!(most, 1.0, "one whole fetch of two slots");
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?}: waited for a slot"
+    );
+    assert_eq!(relay.metric("relay_upstream_whole_fetches"), Some(0.0));
+}
+
 /// An origin that ignores Range, read by a client slower than a chunk per streamed fetch's
 /// pause through a memory tier smaller than the object. The chunks the tier let go before
 /// the client read them are fetched again by a Range request the origin answers with the

@@ -368,6 +368,11 @@ impl Metrics {
                  of chunks held elsewhere that a whole answer ran past.\n\
                  # TYPE relay_upstream_range_skipped_bytes_total counter\n\
                  relay_upstream_range_skipped_bytes_total {}\n\
+                 # HELP relay_upstream_whole_fetches Whole answers of origins that ignore \
+                 Range read at their clients' pace, each holding a fetch slot (at most half \
+                 of an origin's max_connections).\n\
+                 # TYPE relay_upstream_whole_fetches gauge\n\
+                 relay_upstream_whole_fetches {}\n\
                  # HELP relay_disk_writes_total Chunks written to the disk tier.\n\
                  # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}\n\
                  # HELP relay_pass_buffer_bytes Memory held for pass-throughs: response windows \
@@ -417,6 +422,7 @@ impl Metrics {
                 st.bytes.load(Ordering::Relaxed),
                 st.range_ignored.load(Ordering::Relaxed),
                 st.range_skipped_bytes.load(Ordering::Relaxed),
+                up.whole_fetches(),
                 st.disk_writes.load(Ordering::Relaxed),
                 up.pass_budget.held(),
                 up.pass_budget.limit(),

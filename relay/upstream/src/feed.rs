@@ -9,9 +9,10 @@
 //! An origin that ignores Range answers with the whole object, read from its start up to the
 //! run's first chunk: the fetch then makes the feed *whole* ([`Feed::whole`]). Another
 //! answer would cost the origin the object's start again, so a whole feed runs to the
-//! object's end, never pauses out (it waits for its client as long as the response lives),
-//! and takes chunks with gaps between them (the chunks held or on their way elsewhere, whose
-//! bytes the fetch reads past).
+//! object's end and takes chunks with gaps between them (the chunks held or on their way
+//! elsewhere, whose bytes the fetch reads past); its fetch, holding one of the origin's
+//! whole slots (`crate::Origin::whole_slot`), waits for each chunk as long as the response
+//! lives rather than pausing out.
 //!
 //! Two sides: the client's response holds the [`Feeder`] (dropped with the response, which
 //! closes the feed), the fetch the [`Feed`].
@@ -78,41 +79,45 @@ impl Feed {
     }
 
     /// The answer is the whole object from its start (the origin ignored Range): the feed
-    /// runs to chunk `last`, the object's last, takes chunks with gaps between them, and
-    /// waits for each as long as its response lives.
+    /// runs to chunk `last`, the object's last, and takes chunks with gaps between them.
     pub fn whole(&self, last: u64) {
         let mut s = self.state();
         s.whole = true;
         s.last = s.last.max(last);
     }
 
-    /// The next fill, waiting up to `pause` for the response to hand one on (a whole feed:
-    /// until the response ends); None when it will hand on no more or none came in time
-    /// (the feed is ended then: a fill pushed after it goes back to its response, which
-    /// fetches it another way).
-    pub async fn take(&self, pause: Duration) -> Option<FillWriter> {
-        let deadline = tokio::time::Instant::now() + pause;
+    /// Whether the feed is whole (made so by its response, for an object whose origin
+    /// ignores Range, or by its fetch).
+    pub fn is_whole(&self) -> bool {
+        self.state().whole
+    }
+
+    /// The next fill, waiting up to `pause` for the response to hand one on (None: until
+    /// the response ends); None when it will hand on no more or none came in time (the
+    /// feed is ended then: a fill pushed after it goes back to its response, which fetches
+    /// it another way).
+    pub async fn take(&self, pause: Option<Duration>) -> Option<FillWriter> {
+        let deadline = pause.map(|p| tokio::time::Instant::now() + p);
         loop {
-            let whole = {
+            {
                 let mut s = self.state();
                 if let Some(w) = s.queue.pop_front() {
                     return Some(w);
                 }
-                let late = !s.whole && tokio::time::Instant::now() >= deadline;
+                let late = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if s.closed || s.ended || late {
                     s.paused_out |= late && !s.closed && !s.ended;
                     s.ended = true;
                     return None;
                 }
-                s.whole
-            };
+            }
             // (A push between the look above and this wait leaves a permit: no wake-up is
-            // lost. A whole feed's response that stops reading is cut at its send deadline,
-            // which drops the feeder and wakes this.)
-            match whole {
-                true => self.more.notified().await,
-                false => {
-                    let _ = tokio::time::timeout_at(deadline, self.more.notified()).await;
+            // lost. A response that stops reading is cut at its send deadline, which drops
+            // the feeder and wakes this.)
+            match deadline {
+                None => self.more.notified().await,
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, self.more.notified()).await;
                 }
             }
         }
@@ -197,7 +202,7 @@ mod tests {
         assert!(feeder.push(writer(5)).is_err(), "not the next chunk");
         assert!(feeder.push(writer(4)).is_ok());
         assert!(feeder.push(writer(5)).is_ok());
-        let idle = Duration::from_secs(1);
+        let idle = Some(Duration::from_secs(1));
         assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 4);
         assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 5);
         // Nothing yet: a push while the fetch waits wakes it.
@@ -225,13 +230,13 @@ mod tests {
         assert!(!feeder.paused_out());
         // No fill within the pause: the feed ends, paused out.
         let (feeder, feed) = Feed::new(0, 9);
-        assert!(feed.take(Duration::from_millis(50)).await.is_none());
+        assert!(feed.take(Some(Duration::from_millis(50))).await.is_none());
         assert!(feeder.paused_out());
         assert!(feeder.push(writer(1)).is_err());
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_whole_feed_takes_gaps_runs_to_the_end_and_never_pauses_out() {
+    async fn a_whole_feed_takes_gaps_and_runs_to_the_end_and_a_patient_take_waits() {
         let (feeder, feed) = Feed::new(2, 4);
         assert!(!feeder.whole());
         assert!(
@@ -248,12 +253,12 @@ mod tests {
         );
         assert!(!feeder.takes(10));
         let pause = Duration::from_millis(20);
-        assert_eq!(feed.take(pause).await.unwrap().fill().key.index, 5);
-        assert_eq!(feed.take(pause).await.unwrap().fill().key.index, 9);
-        // Far past the pause, still waiting for its client; its response's end ends it.
+        assert_eq!(feed.take(Some(pause)).await.unwrap().fill().key.index, 5);
+        assert_eq!(feed.take(None).await.unwrap().fill().key.index, 9);
+        // Far past any pause, still waiting for its client; its response's end ends it.
         let wait = tokio::spawn({
             let feed = feed.clone();
-            async move { feed.take(pause).await.is_none() }
+            async move { feed.take(None).await.is_none() }
         });
         tokio::time::sleep(pause * 5).await;
         assert!(!wait.is_finished());

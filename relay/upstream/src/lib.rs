@@ -419,6 +419,18 @@ pub struct Origin {
     pub policy: Arc<relay_cache::policy::PolicyConfig>,
     /// Its objects it answered a Range request for with the whole body.
     pub range_ignored: ranges::RangeIgnored,
+    /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
+    /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).
+    whole_fetches: Arc<AtomicU64>,
+}
+
+/// One of an origin's whole slots, given back when dropped.
+pub struct WholeSlot(Arc<AtomicU64>);
+
+impl Drop for WholeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Origin {
@@ -450,7 +462,23 @@ impl Origin {
             tls: None,
             policy: Arc::default(),
             range_ignored: Default::default(),
+            whole_fetches: Arc::default(),
         }
+    }
+
+    /// A whole slot: leave for a whole fetch to wait for its client as long as it reads,
+    /// holding its connection and fetch slot. At most half of `max_connections` (one at
+    /// least) are given, so clients reading slowly from an origin that ignores Range leave
+    /// the other half to every other miss; a fetch that gets none pauses out as any
+    /// streamed fetch does (its client's later chunks are fetched one answer each).
+    pub fn whole_slot(&self) -> Option<WholeSlot> {
+        let most = (self.config.max_connections as u64 / 2).max(1);
+        self.whole_fetches
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WholeSlot(self.whole_fetches.clone()))
     }
 
     /// An origin with its TLS, when its URL is `https://` (roots read now).
@@ -972,6 +1000,15 @@ impl Upstream {
     /// first).
     pub fn clustered(&self) -> bool {
         self.peers.get().is_some()
+    }
+
+    /// Whole fetches reading at their clients' pace now, over every origin
+    /// ([`Origin::whole_slot`]).
+    pub fn whole_fetches(&self) -> u64 {
+        self.origins
+            .iter()
+            .map(|o| o.whole_fetches.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Whether origin `origin` answered a Range request for `object` with the whole body

@@ -32,6 +32,9 @@ pub(super) struct Run<'a> {
     pub meta: &'a Arc<ObjectMeta>,
     /// The last chunk the answer holds.
     pub last: u64,
+    /// A whole fetch holding one of its origin's whole slots: it waits for each chunk as
+    /// long as its client reads, rather than pausing out.
+    pub patient: bool,
 }
 
 impl Context {
@@ -80,14 +83,19 @@ impl Context {
         }
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skipped to `start`.)
+        let whole = status != 206 || feed.is_whole();
+        let slot = whole.then(|| self.origins[origin].whole_slot()).flatten();
         let (lead, last) = match status {
             206 => (Bytes::new(), last),
             _ => match self.skip(origin, &object, &mut body, start).await {
-                Ok(rest) => {
+                // Whole, to the object's end, while a whole slot is had; else the run
+                // asked for, pausing out as any streamed fetch does.
+                Ok(rest) if slot.is_some() => {
                     let end = layout.chunk_count(meta.len).saturating_sub(1);
                     feed.whole(end);
                     (rest, end)
                 }
+                Ok(rest) => (rest, last),
                 Err(_) => return self.chunk_each(origin, &path, &meta, &forward, first, &feed),
             },
         };
@@ -97,6 +105,7 @@ impl Context {
             meta: &meta,
             forward: &forward,
             last,
+            patient: slot.is_some(),
         };
         self.fill_in_order(&run, body, lead, first, &feed).await;
     }
@@ -119,6 +128,7 @@ impl Context {
         let pause = PAUSE.min(Duration::from_millis(
             self.origins[origin].config.idle_timeout_ms,
         ));
+        let pause = (!run.patient).then_some(pause);
         let mut current = first;
         let mut pending = lead;
         loop {

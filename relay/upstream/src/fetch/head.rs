@@ -393,6 +393,7 @@ impl Context {
             forward: &answer.forward,
             meta,
             last,
+            patient: false,
         };
         self.fill_in_order(&run, body, Bytes::new(), first, &feed)
             .await;

@@ -566,6 +566,17 @@ mod tests {
         })
     }
 
+    #[test]
+    fn whole_slots_are_half_the_fetch_slots_and_come_back() {
+        let mut o = origin(0, 1);
+        assert!(o.whole_slot().is_some(), "one at least, of one connection");
+        o.config.max_connections = 5;
+        let held: Vec<_> = (0..2).map(|_| o.whole_slot().expect("a slot")).collect();
+        assert!(o.whole_slot().is_none(), "two of five");
+        drop(held);
+        assert!(o.whole_slot().is_some(), "given back");
+    }
+
     /// Runs the retry loop over attempts that fail as `outcomes` say (then answer); returns
     /// its result and how many attempts it made.
     fn run(
