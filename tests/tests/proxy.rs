@@ -1111,29 +1111,99 @@ fn whole_fetches_leave_half_the_fetch_slots_to_other_misses() {
     assert_eq!(relay.metric("relay_upstream_whole_fetches"), Some(0.0));
 }
 
-/// An origin that ignores Range, read by a client slower than a chunk per streamed fetch's
-/// pause through a memory tier smaller than the object. The chunks the tier let go before
-/// the client read them are fetched again by a Range request the origin answers with the
-/// whole body, read from its start: that answer then runs on to the object's end at the
-/// client's pace (a whole feed, `relay_upstream::feed`), rather than filling one chunk and
-/// leaving each later one to an answer of its own, which made the origin send the object's
-/// start once per chunk (a quadratic cost: 20 times the object here before). The client
-/// gets every byte right, and the cost shows in `relay_upstream_range_ignored_total` and
-/// `relay_upstream_range_skipped_bytes_total`.
+/// An object an origin answered whole is forgotten as one it ignores Range for as soon as
+/// the origin answers a range of it: a slow client afterwards has ordinary streamed fetches
+/// (no whole fetch holds a slot waiting for it) and the bytes it asks for.
 #[test]
-fn an_origin_that_ignores_range_sends_a_slow_client_its_object_about_twice() {
+fn an_origin_that_honours_range_again_gets_ordinary_fetches() {
     let origin = Origin::start();
     origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
-    let body = pattern(20 * CHUNK + 5, 33);
-    origin.put("/big.bin", Object::new(body.clone(), "big"));
-    // A read-ahead of two chunks: the client is more than a pause behind its streamed fetch.
+    let body = pattern(20 * CHUNK + 5, 37);
+    origin.put("/v.bin", Object::new(body.clone(), "v"));
+    for i in 0..4 {
+        origin.put(
+            &format!("/fill{i}.bin"),
+            Object::new(pattern(8 * CHUNK, i), "f"),
+        );
+    }
     let relay = Relay::start(
         &proxy_config(&origin, "")
             .replace("memory_bytes = 67108864", "memory_bytes = 1048576")
             .replace("[origin]\n", "[origin]\nread_ahead_bytes = 131072\n"),
     );
-    // 64 KiB chunks at 200 KB/s: about 330 ms each, past a streamed fetch's 200 ms pause.
-    let got = Client::connect_paced(relay.addr, 200_000).get("/big.bin");
+    // Answered whole (noted), then its chunks pushed out of the tier.
+    for path in [
+        "/v.bin",
+        "/fill0.bin",
+        "/fill1.bin",
+        "/fill2.bin",
+        "/fill3.bin",
+    ] {
+        assert_eq!(get(&relay, path).status, 200, "{path}");
+    }
+    origin
+        .behaviour
+        .ignore_range
+        .store(false, Ordering::Relaxed);
+    let ignored = relay.metric("relay_upstream_range_ignored_total");
+    let (got, most) = std::thread::scope(|s| {
+        let client = s.spawn(|| Client::connect_paced(relay.addr, 200_000).get("/v.bin"));
+        let mut most = 0.0f64;
+        while !client.is_finished() {
+            most = most.max(relay.metric("relay_upstream_whole_fetches").unwrap_or(0.0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (client.join().unwrap(), most)
+    });
+    assert_eq!(got.status, 200);
+    assert!(got.body == body, "{} bytes", got.body.len());
+    eprintln!(
+        "whole fetches at most {most}; {} answers of the object",
+        origin.count("/v.bin")
+    );
+    assert_eq!(most, 0.0, "a whole fetch waited for the client");
+    assert_eq!(
+        relay.metric("relay_upstream_range_ignored_total"),
+        ignored,
+        "a Range request answered whole after the origin honoured Range"
+    );
+}
+
+/// An origin that ignores Range, read by a client slower than a chunk per streamed fetch's
+/// pause through a memory tier much smaller than the object (1 MiB chunks: 12 of them, a
+/// tier of two, so the object is far past what relay's socket takes ahead of the client).
+/// The chunks the tier let go before the client read them are fetched again by a Range
+/// request the origin answers with the whole body, read from its start: that answer then
+/// runs on to the object's end at the client's pace (a whole feed, `relay_upstream::feed`),
+/// rather than filling one chunk and leaving each later one to an answer of its own, which
+/// made the origin send the object's start once per chunk (a quadratic cost). The client
+/// gets every byte right, and the cost shows in `relay_upstream_range_ignored_total` and
+/// `relay_upstream_range_skipped_bytes_total`.
+#[test]
+fn an_origin_that_ignores_range_sends_a_slow_client_its_object_about_twice() {
+    const MIB: usize = 1 << 20;
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let body = pattern(12 * MIB + 5, 33);
+    origin.put("/big.bin", Object::new(body.clone(), "big"));
+    // A read-ahead of two chunks: the client is more than a pause behind its streamed fetch.
+    let relay = Relay::start(
+        &proxy_config(&origin, "")
+            .replace(
+                &format!("chunk_size = {CHUNK}"),
+                &format!("chunk_size = {MIB}"),
+            )
+            .replace(
+                "memory_bytes = 67108864",
+                &format!("memory_bytes = {}", 2 * MIB),
+            )
+            .replace(
+                "[origin]\n",
+                &format!("[origin]\nread_ahead_bytes = {}\n", 2 * MIB),
+            ),
+    );
+    // 1 MiB chunks at 3 MB/s: about 350 ms each, past a streamed fetch's 200 ms pause.
+    let got = Client::connect_paced(relay.addr, 3_000_000).get("/big.bin");
     assert_eq!(got.status, 200);
     assert!(
         got.body == body,
@@ -1148,7 +1218,7 @@ fn an_origin_that_ignores_range_sends_a_slow_client_its_object_about_twice() {
     let fetched = relay_tests::metric_in(&m, "relay_upstream_bytes_total").unwrap_or(0.0);
     let requests = origin.count("/big.bin");
     eprintln!(
-        "a {} byte object read at 200 KB/s through a 1 MiB tier: {requests} requests, \
+        "a {} byte object read at 3 MB/s through a 2 MiB tier: {requests} requests, \
          {ignored} Range requests answered whole, {skipped} bytes thrown away, {fetched} \
          bytes from the origin",
         body.len()

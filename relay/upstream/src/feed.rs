@@ -86,6 +86,13 @@ impl Feed {
         s.last = s.last.max(last);
     }
 
+    /// The answer holds the range asked for after all (the origin honours Range for this
+    /// object now): the feed takes no more gaps, so the response ends it at a chunk held
+    /// elsewhere rather than have the fetch read that chunk's bytes for nothing.
+    pub fn ranged(&self) {
+        self.state().whole = false;
+    }
+
     /// Whether the feed is whole (made so by its response, for an object whose origin
     /// ignores Range, or by its fetch).
     pub fn is_whole(&self) -> bool {

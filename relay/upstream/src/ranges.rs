@@ -1,9 +1,9 @@
 //! The objects whose origin answered a Range request with the whole body (200): each later
 //! answer for them costs the origin the object's start again, so a client's read-ahead
 //! fetches them differently ([`crate::feed::Feed::whole`]): one streamed fetch that runs on
-//! to the object's end at its client's pace, past the chunks held elsewhere, with the
-//! chunks held only in memory filled again from the bytes passing by, so the memory tier
-//! letting them go before the client gets there costs no answer from the start.
+//! to the object's end at its client's pace, past the chunks held elsewhere, and takes the
+//! chunks the client misses on the way; the chunks ahead of the client found in memory are
+//! held for it. An answer of the range asked for (a 206) forgets the object again.
 //!
 //! Per object, not per origin: an origin may serve files with Range and a dynamic path
 //! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is
@@ -34,6 +34,14 @@ impl RangeIgnored {
         self.any.store(true, Ordering::Release);
     }
 
+    /// The origin answered a Range request for `object` with the range: forgotten.
+    pub fn forget(&self, object: &str) {
+        if self.any.load(Ordering::Acquire) {
+            let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+            objects.remove(object);
+        }
+    }
+
     /// Whether the origin answered a Range request for `object` with the whole body.
     pub fn contains(&self, object: &str) -> bool {
         self.any.load(Ordering::Acquire)
@@ -56,6 +64,9 @@ mod tests {
         assert!(!set.contains("http://h/a"));
         set.note(&Arc::from("http://h/a"));
         assert!(set.contains("http://h/a") && !set.contains("http://h/b"));
+        set.forget("http://h/a");
+        assert!(!set.contains("http://h/a"));
+        set.note(&Arc::from("http://h/a"));
         for i in 0..MOST {
             set.note(&Arc::from(format!("http://h/{i}").as_str()));
         }

@@ -547,7 +547,8 @@ impl Exchange {
         // The origin answered a Range request for this object with the whole body: one
         // whole fetch to the object's end, at this client's pace (`relay_upstream::ranges`).
         let whole = streamed && up.ignores_range(origin, &self.key);
-        // (Allocation-free while every chunk ahead is held: the hit path.)
+        // (Allocation-free while every chunk ahead is held: the hit path; for an object whose
+        // origin ignores Range, each held in memory is taken to hold for this client.)
         let mut object: Option<Arc<str>> = None;
         for j in from..=to {
             let writer = match self.claim_ahead(cache, &mut object, &meta, j, whole) {
@@ -590,7 +591,8 @@ impl Exchange {
             // has its chunks fetched one by one.
             let paused_out = b.feed.as_ref().is_some_and(|f| f.paused_out());
             let forward = self.fill_forward(cx);
-            let (Some(object), true) = (object.as_ref(), streamed && !paused_out) else {
+            // (A client of an object its origin ignores Range for has a whole fetch still.)
+            let (Some(object), true) = (object.as_ref(), streamed && (whole || !paused_out)) else {
                 up.fill_chunk(relay_upstream::ChunkRequest {
                     origin,
                     path: self.target.clone(),

@@ -58,7 +58,8 @@ impl Context {
             forward,
         } = request;
         let layout = self.store.layout;
-        let start = layout.chunk_start(first.fill().key.index);
+        // (From where the first fill stands: a whole fetch that broke off goes on in one.)
+        let start = layout.chunk_start(first.fill().key.index) + first.written() as u64;
         let last = layout.chunk_of(end);
         let resp = match self
             .send_fill(origin, &path, Some((start, end)), None, &forward, None)
@@ -82,22 +83,34 @@ impl Context {
             Err(e) => return self.fail_each(first, &feed, e),
         }
         let mut body = resp.into_body();
-        // (An origin that ignores Range sends the whole object: skipped to `start`.)
-        let whole = status != 206 || feed.is_whole();
-        let slot = whole.then(|| self.origins[origin].whole_slot()).flatten();
+        // (An origin that ignores Range sends the whole object: skipped to `start`.) A
+        // whole answer runs to the object's end while it has a whole slot, made so before
+        // the skip, so the client's read-ahead keeps the feed meanwhile; else it reads the
+        // run asked for, pausing out as any streamed fetch does. An origin that answers
+        // the range now has its object forgotten as one it ignores Range for.
+        let slot = match status {
+            206 => {
+                self.origins[origin].range_ignored.forget(&object);
+                feed.ranged();
+                None
+            }
+            _ => self.origins[origin].whole_slot(),
+        };
         let (lead, last) = match status {
             206 => (Bytes::new(), last),
-            _ => match self.skip(origin, &object, &mut body, start).await {
-                // Whole, to the object's end, while a whole slot is had; else the run
-                // asked for, pausing out as any streamed fetch does.
-                Ok(rest) if slot.is_some() => {
-                    let end = layout.chunk_count(meta.len).saturating_sub(1);
+            _ => {
+                let end = layout.chunk_count(meta.len).saturating_sub(1);
+                if slot.is_some() {
                     feed.whole(end);
-                    (rest, end)
                 }
-                Ok(rest) => (rest, last),
-                Err(_) => return self.chunk_each(origin, &path, &meta, &forward, first, &feed),
-            },
+                match self.skip(origin, &object, &mut body, start).await {
+                    Ok(rest) if slot.is_some() => (rest, end),
+                    Ok(rest) => (rest, last),
+                    Err(_) => {
+                        return self.chunk_each(origin, &path, &meta, &forward, first, &feed);
+                    }
+                }
+            }
         };
         let run = Run {
             origin,
@@ -115,14 +128,15 @@ impl Context {
     /// chunk (the bytes of chunks between them not handed over, a whole feed's gaps, read
     /// past); waits up to [`PAUSE`] (or the origin's idle timeout, when shorter) for each
     /// next fill. A body that breaks off has its chunk and those handed over after it
-    /// fetched as chunk jobs of their own, from where they stand.
+    /// fetched as chunk jobs of their own, from where they stand; a whole one that had
+    /// filled a chunk goes on as one new whole fetch instead ([`Context::resume_whole`]).
     pub(super) async fn fill_in_order(
         &self,
         run: &Run<'_>,
         mut body: Incoming,
         lead: Bytes,
         first: FillWriter,
-        feed: &Feed,
+        feed: &Arc<Feed>,
     ) {
         let origin = run.origin;
         let pause = PAUSE.min(Duration::from_millis(
@@ -131,6 +145,7 @@ impl Context {
         let pause = (!run.patient).then_some(pause);
         let mut current = first;
         let mut pending = lead;
+        let mut filled = false;
         loop {
             let broke = loop {
                 if pending.is_empty() {
@@ -151,15 +166,16 @@ impl Context {
             };
             if let Some(e) = broke {
                 log::debug!(
-                    "{}: a streamed fetch broke off in chunk {} ({e}); the rest chunk by chunk",
+                    "{}: a streamed fetch broke off in chunk {} ({e})",
                     run.path,
                     current.fill().key.index
                 );
-                return self.chunk_each(origin, run.path, run.meta, run.forward, current, feed);
+                return self.broke_off(run, current, feed, filled);
             }
             let index = current.fill().key.index;
             let rest = pending.split_to(current.remaining());
             self.complete(current, &rest, run.meta);
+            filled = true;
             if index >= run.last {
                 return;
             }
@@ -175,18 +191,45 @@ impl Context {
                     Ok(rest) => rest,
                     Err(e) => {
                         log::debug!("{}: a whole answer broke off ({e})", run.path);
-                        return self.chunk_each(
-                            origin,
-                            run.path,
-                            run.meta,
-                            run.forward,
-                            current,
-                            feed,
-                        );
+                        return self.broke_off(run, current, feed, filled);
                     }
                 };
             }
         }
+    }
+
+    /// An answer that broke off at `current`: a whole one (of an origin that ignores Range,
+    /// any answer reading the object's start again) that had `filled` a chunk goes on as
+    /// one new whole fetch from where `current` stands, its feed with it; any other has
+    /// `current` and the fills handed over after it fetched one by one. (A whole answer
+    /// that breaks before filling a chunk goes one by one too, so an origin that always
+    /// breaks off is not asked again and again.)
+    fn broke_off(&self, run: &Run<'_>, current: FillWriter, feed: &Arc<Feed>, filled: bool) {
+        if !(run.patient && filled) {
+            return self.chunk_each(run.origin, run.path, run.meta, run.forward, current, feed);
+        }
+        let layout = self.store.layout;
+        let last = layout.chunk_count(run.meta.len).saturating_sub(1);
+        let request = StreamRequest {
+            origin: run.origin,
+            path: run.path.to_string(),
+            meta: run.meta.clone(),
+            first: current,
+            feed: feed.clone(),
+            end: layout.chunk_start(last) + layout.chunk_len(run.meta.len, last) - 1,
+            forward: run.forward.clone(),
+        };
+        let ctx = self.clone();
+        tokio::spawn(async move { ctx.run_stream(request).await });
+    }
+
+    /// A streamed fetch, once one of the origin's fetch slots is free.
+    pub(super) async fn run_stream(&self, request: StreamRequest) {
+        let Some(_fetching) = self.fetch_slot(request.origin).await else {
+            let e = self.slot_timeout(request.origin);
+            return self.fail_stream(request, e);
+        };
+        self.stream_ahead(request).await
     }
 
     /// A streamed fetch that could not start: its chunks fail as their own fetches would.

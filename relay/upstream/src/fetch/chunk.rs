@@ -193,8 +193,14 @@ impl Context {
             peer && writer.remaining() == writer.fill().len(),
         );
         let mut body = resp.into_body();
-        // (An origin that ignores Range sends the whole object: skip to `from`.)
+        // (An origin that ignores Range sends the whole object: skip to `from`. One that
+        // answers the range has the object forgotten as one it ignores Range for.)
         let skip = if status == 206 { 0 } else { from };
+        if status == 206 {
+            self.origins[origin]
+                .range_ignored
+                .forget(&writer.fill().key.object);
+        }
         let mut leftover = Bytes::new();
         if skip > 0 {
             let object = writer.fill().key.object.clone();

@@ -157,9 +157,11 @@ impl Context {
                 .filter(|fields| !variant && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
             // A whole body for a Range request of a part of it: the origin ignores Range
-            // for this object (`crate::ranges`).
+            // for this object (`crate::ranges`); a part, it honours it (now).
             if status == 200 && meta.ranged && range.is_some_and(|(_, end)| meta.len > end + 1) {
                 self.origins[origin].range_ignored.note(&object);
+            } else if shape.partial {
+                self.origins[origin].range_ignored.forget(&object);
             }
             let sum = self.peer_sum(resp.headers(), peer_answer && shape.partial);
             // The bytes a 206 holds from the object's start (more than its first chunk when

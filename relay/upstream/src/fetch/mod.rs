@@ -194,13 +194,7 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                     ctx.head(request).await
                 }
                 Job::Chunk(request) => ctx.run_chunk(request).await,
-                Job::Stream(request) => {
-                    let Some(_fetching) = ctx.fetch_slot(request.origin).await else {
-                        let e = ctx.slot_timeout(request.origin);
-                        return ctx.fail_stream(request, e);
-                    };
-                    ctx.stream_ahead(request).await
-                }
+                Job::Stream(request) => ctx.run_stream(request).await,
                 Job::Pass(request) => ctx.pass(request).await,
             }
         });
