@@ -77,6 +77,8 @@ pub struct Behaviour {
     pub piece_delay_ms: AtomicU64,
     /// Cut every body after this many bytes (0: never), then close.
     pub truncate_after: AtomicU64,
+    /// Cut the next body longer than this after this many bytes, then close; once (0: none).
+    pub truncate_once_after: AtomicU64,
     /// Announce this `Content-Length` instead of the true one (0: the true one), then send
     /// the true body and close: an origin that lies about its length.
     pub claim_length: AtomicU64,
@@ -415,7 +417,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         } else {
             &obj.body[start as usize..end as usize]
         };
-        let cut = b.truncate_after.load(Ordering::Relaxed) as usize;
+        let mut cut = b.truncate_after.load(Ordering::Relaxed) as usize;
+        let once = b.truncate_once_after.load(Ordering::Relaxed) as usize;
+        if once > 0
+            && body.len() > once
+            && b.truncate_once_after
+                .compare_exchange(once as u64, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            cut = once;
+        }
         let truncated = cut > 0 && body.len() > cut;
         if truncated {
             body = &body[..cut];

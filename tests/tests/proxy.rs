@@ -1111,6 +1111,66 @@ fn whole_fetches_leave_half_the_fetch_slots_to_other_misses() {
     assert_eq!(relay.metric("relay_upstream_whole_fetches"), Some(0.0));
 }
 
+/// A whole answer that breaks off after filling chunks goes on as one new whole answer from
+/// where it stopped, not one answer from the object's start per chunk: an object an origin
+/// ignores Range for, its chunks pushed out of the tier, read by a slow client while the
+/// origin cuts its first answer at 5 of 12 MiB. The client gets every byte; the origin is
+/// asked twice for it (the cut answer and the one going on).
+#[test]
+fn a_whole_answer_that_breaks_off_goes_on_in_one_more() {
+    const MIB: usize = 1 << 20;
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let body = pattern(12 * MIB + 5, 38);
+    origin.put("/big.bin", Object::new(body.clone(), "big"));
+    for i in 0..3 {
+        origin.put(
+            &format!("/fill{i}.bin"),
+            Object::new(pattern(2 * MIB, i), "f"),
+        );
+    }
+    let relay = Relay::start(
+        &proxy_config(&origin, "")
+            .replace(
+                &format!("chunk_size = {CHUNK}"),
+                &format!("chunk_size = {MIB}"),
+            )
+            .replace(
+                "memory_bytes = 67108864",
+                &format!("memory_bytes = {}", 2 * MIB),
+            )
+            .replace(
+                "[origin]\n",
+                &format!("[origin]\nread_ahead_bytes = {}\n", 2 * MIB),
+            ),
+    );
+    // Answered whole (noted), then its chunks pushed out of the tier.
+    for path in ["/big.bin", "/fill0.bin", "/fill1.bin", "/fill2.bin"] {
+        assert_eq!(get(&relay, path).status, 200, "{path}");
+    }
+    let before = origin.count("/big.bin");
+    origin
+        .behaviour
+        .truncate_once_after
+        .store(5 * MIB as u64, Ordering::Relaxed);
+    let got = Client::connect_paced(relay.addr, 3_000_000).get("/big.bin");
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body == body,
+        "{} of {} bytes",
+        got.body.len(),
+        body.len()
+    );
+    let answers = origin.count("/big.bin") - before;
+    eprintln!("{answers} answers for a slow client, the first cut at 5 MiB");
+    assert_eq!(
+        origin.behaviour.truncate_once_after.load(Ordering::Relaxed),
+        0,
+        "no answer was cut: nothing tested"
+    );
+    assert!(answers <= 2, "{answers} answers");
+}
+
 /// An object an origin answered whole is forgotten as one it ignores Range for as soon as
 /// the origin answers a range of it: a slow client afterwards has ordinary streamed fetches
 /// (no whole fetch holds a slot waiting for it) and the bytes it asks for.
