@@ -11,8 +11,9 @@
 //! answer would cost the origin the object's start again, so a whole feed runs to the
 //! object's end and takes chunks with gaps between them (the chunks held or on their way
 //! elsewhere, whose bytes the fetch reads past); its fetch, holding one of the origin's
-//! whole slots (`crate::Origin::whole_slot`), waits for each chunk as long as the response
-//! lives rather than pausing out.
+//! whole slots (`crate::Origin::whole_slot`), waits for each chunk pause after pause while
+//! no other fetch waits for a slot of the origin, up to its idle timeout, rather than
+//! pausing out after one.
 //!
 //! Two sides: the client's response holds the [`Feeder`] (dropped with the response, which
 //! closes the feed), the fetch the [`Feed`].
@@ -99,19 +100,23 @@ impl Feed {
         self.state().whole
     }
 
-    /// The next fill, waiting up to `pause` for the response to hand one on (None: until
-    /// the response ends); None when it will hand on no more or none came in time (the
-    /// feed is ended then: a fill pushed after it goes back to its response, which fetches
-    /// it another way).
-    pub async fn take(&self, pause: Option<Duration>) -> Option<FillWriter> {
-        let deadline = pause.map(|p| tokio::time::Instant::now() + p);
+    /// The next fill, waiting up to `pause` for the response to hand one on, and another
+    /// `pause` each time `wait_more` (asked at the end of one) says so; None when it will
+    /// hand on no more or none came in time (the feed is ended then: a fill pushed after it
+    /// goes back to its response, which fetches it another way).
+    pub async fn take(&self, pause: Duration, wait_more: impl Fn() -> bool) -> Option<FillWriter> {
+        let mut deadline = tokio::time::Instant::now() + pause;
         loop {
             {
                 let mut s = self.state();
                 if let Some(w) = s.queue.pop_front() {
                     return Some(w);
                 }
-                let late = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                let mut late = tokio::time::Instant::now() >= deadline;
+                if late && !s.closed && !s.ended && wait_more() {
+                    deadline = tokio::time::Instant::now() + pause;
+                    late = false;
+                }
                 if s.closed || s.ended || late {
                     s.paused_out |= late && !s.closed && !s.ended;
                     s.ended = true;
@@ -119,14 +124,8 @@ impl Feed {
                 }
             }
             // (A push between the look above and this wait leaves a permit: no wake-up is
-            // lost. A response that stops reading is cut at its send deadline, which drops
-            // the feeder and wakes this.)
-            match deadline {
-                None => self.more.notified().await,
-                Some(d) => {
-                    let _ = tokio::time::timeout_at(d, self.more.notified()).await;
-                }
-            }
+            // lost.)
+            let _ = tokio::time::timeout_at(deadline, self.more.notified()).await;
         }
     }
 
@@ -209,20 +208,20 @@ mod tests {
         assert!(feeder.push(writer(5)).is_err(), "not the next chunk");
         assert!(feeder.push(writer(4)).is_ok());
         assert!(feeder.push(writer(5)).is_ok());
-        let idle = Some(Duration::from_secs(1));
-        assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 4);
-        assert_eq!(feed.take(idle).await.unwrap().fill().key.index, 5);
+        let idle = Duration::from_secs(1);
+        assert_eq!(feed.take(idle, || false).await.unwrap().fill().key.index, 4);
+        assert_eq!(feed.take(idle, || false).await.unwrap().fill().key.index, 5);
         // Nothing yet: a push while the fetch waits wakes it.
         let wait = tokio::spawn({
             let feed = feed.clone();
-            async move { feed.take(idle).await.map(|w| w.fill().key.index) }
+            async move { feed.take(idle, || false).await.map(|w| w.fill().key.index) }
         });
         tokio::task::yield_now().await;
         assert!(feeder.push(writer(6)).is_ok());
         assert_eq!(wait.await.unwrap(), Some(6));
         assert!(!feeder.takes(7), "past the last chunk asked for");
         drop(feeder);
-        assert!(feed.take(idle).await.is_none());
+        assert!(feed.take(idle, || false).await.is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -237,13 +236,17 @@ mod tests {
         assert!(!feeder.paused_out());
         // No fill within the pause: the feed ends, paused out.
         let (feeder, feed) = Feed::new(0, 9);
-        assert!(feed.take(Some(Duration::from_millis(50))).await.is_none());
+        assert!(
+            feed.take(Duration::from_millis(50), || false)
+                .await
+                .is_none()
+        );
         assert!(feeder.paused_out());
         assert!(feeder.push(writer(1)).is_err());
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_whole_feed_takes_gaps_and_runs_to_the_end_and_a_patient_take_waits() {
+    async fn a_whole_feed_takes_gaps_and_runs_to_the_end_and_a_take_waits_while_told() {
         let (feeder, feed) = Feed::new(2, 4);
         assert!(!feeder.whole());
         assert!(
@@ -260,16 +263,40 @@ mod tests {
         );
         assert!(!feeder.takes(10));
         let pause = Duration::from_millis(20);
-        assert_eq!(feed.take(Some(pause)).await.unwrap().fill().key.index, 5);
-        assert_eq!(feed.take(None).await.unwrap().fill().key.index, 9);
-        // Far past any pause, still waiting for its client; its response's end ends it.
+        assert_eq!(
+            feed.take(pause, || false).await.unwrap().fill().key.index,
+            5
+        );
+        assert_eq!(feed.take(pause, || true).await.unwrap().fill().key.index, 9);
+        // Far past its pause, still waiting while told to; its response's end ends it.
+        let told = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let wait = tokio::spawn({
-            let feed = feed.clone();
-            async move { feed.take(None).await.is_none() }
+            let (feed, told) = (feed.clone(), told.clone());
+            async move {
+                feed.take(pause, || told.load(std::sync::atomic::Ordering::Relaxed))
+                    .await
+                    .is_none()
+            }
         });
         tokio::time::sleep(pause * 5).await;
         assert!(!wait.is_finished());
         drop(feeder);
         assert!(wait.await.unwrap());
+        // Told to wait no more: it pauses out.
+        let (feeder, feed) = Feed::new(0, 9);
+        feed.whole(9);
+        let wait = tokio::spawn({
+            let (feed, told) = (feed.clone(), told.clone());
+            async move {
+                feed.take(pause, || told.load(std::sync::atomic::Ordering::Relaxed))
+                    .await
+                    .is_none()
+            }
+        });
+        tokio::time::sleep(pause * 3).await;
+        assert!(!wait.is_finished());
+        told.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(wait.await.unwrap());
+        assert!(feeder.paused_out());
     }
 }

@@ -422,6 +422,9 @@ pub struct Origin {
     /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
     /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).
     whole_fetches: Arc<AtomicU64>,
+    /// Fetches waiting for one of [`Origin::fetches`] now: a whole fetch waiting for its
+    /// client lets its slot go then.
+    pub slot_waiters: AtomicU64,
 }
 
 /// One of an origin's whole slots, given back when dropped.
@@ -463,6 +466,7 @@ impl Origin {
             policy: Arc::default(),
             range_ignored: Default::default(),
             whole_fetches: Arc::default(),
+            slot_waiters: AtomicU64::new(0),
         }
     }
 
@@ -479,6 +483,11 @@ impl Origin {
             })
             .ok()
             .map(|_| WholeSlot(self.whole_fetches.clone()))
+    }
+
+    /// Whether a fetch waits for one of the origin's fetch slots now.
+    pub fn slots_awaited(&self) -> bool {
+        self.slot_waiters.load(Ordering::Acquire) > 0
     }
 
     /// An origin with its TLS, when its URL is `https://` (roots read now).

@@ -291,7 +291,6 @@ impl Exchange {
                 sum: None,
                 ahead: 0,
                 ahead_fills: Default::default(),
-                ahead_held: Default::default(),
                 feed: None,
                 counted: 0,
             });
@@ -774,7 +773,6 @@ impl Exchange {
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
                 ahead: 0,
                 ahead_fills: Default::default(),
-                ahead_held: Default::default(),
                 feed: None,
                 counted: 0,
             });

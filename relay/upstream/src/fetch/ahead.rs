@@ -142,7 +142,12 @@ impl Context {
         let pause = PAUSE.min(Duration::from_millis(
             self.origins[origin].config.idle_timeout_ms,
         ));
-        let pause = (!run.patient).then_some(pause);
+        // A whole fetch waits on while no other fetch waits for a slot of its origin, for
+        // at most the origin's idle timeout: a client that stalls, or reads slower than a
+        // chunk in that time, lets its slot go (its later chunks come as any paused-out
+        // client's do).
+        let o = &self.origins[origin];
+        let idle = Duration::from_millis(o.config.idle_timeout_ms);
         let mut current = first;
         let mut pending = lead;
         let mut filled = false;
@@ -180,7 +185,10 @@ impl Context {
                 return;
             }
             // (Dropping the answer unread closes its connection.)
-            match feed.take(pause).await {
+            let until = tokio::time::Instant::now() + idle;
+            let wait_more =
+                || run.patient && !o.slots_awaited() && tokio::time::Instant::now() < until;
+            match feed.take(pause, wait_more).await {
                 Some(w) => current = w,
                 None => return,
             }

@@ -212,6 +212,15 @@ impl Context {
             Ok(slot) => Some(slot),
             Err(_) => {
                 self.stats.fetch_slot_waits.fetch_add(1, Ordering::Relaxed);
+                // Counted while it waits, however the wait ends.
+                struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                o.slot_waiters.fetch_add(1, Ordering::AcqRel);
+                let _waiting = Waiting(&o.slot_waiters);
                 tokio::time::timeout(wait, o.fetches.clone().acquire_owned())
                     .await
                     .ok()?
