@@ -321,8 +321,8 @@ fn python_slow_clients_of_a_file_it_answers_whole_cost_it_about_one_answer_each(
         ignored >= 1.0,
         "every answer was relay's first: nothing tested"
     );
-    // (A chunk found in memory ahead of a client and let go before it gets there costs an
-    // answer more: 4 answers in most runs, up to 6 under the test suite's load.)
+    // (4 answers in every run here; without the chunks found in memory ahead of a client
+    // held for it, up to 6 under the test suite's load.)
     assert!(
         answers <= 2 * CLIENTS && bytes <= (2 * CLIENTS * LEN) as f64,
         "{answers} answers, {bytes} bytes for {CLIENTS} clients of {LEN} bytes"

@@ -2,9 +2,10 @@
 //! answer for them costs the origin the object's start again, so a client's read-ahead
 //! fetches them differently ([`crate::feed::Feed::whole`]): one streamed fetch that runs on
 //! to the object's end at its client's pace, past the chunks held elsewhere, and takes the
-//! chunks the client misses on the way. An answer of the range asked for (a 206) forgets the
-//! object again. (The chunks ahead that are held in memory are not held for the client: a
-//! client reading slowly would keep memory the tier let go from every other miss.)
+//! chunks the client misses on the way; the chunks ahead of the client found in memory are
+//! held for it (as the fills claimed ahead of it are), so the tier letting one go before the
+//! client gets there costs no answer from the start. An answer of the range asked for (a
+//! 206) forgets the object again.
 //!
 //! Per object, not per origin: an origin may serve files with Range and a dynamic path
 //! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is

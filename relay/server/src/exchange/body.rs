@@ -101,11 +101,21 @@ impl Exchange {
         // from disk), else wherever the cache says it is now (`Cache::source`: memory, what
         // this response already follows for it, a fill or a read in flight, the disk tier,
         // else the origin).
-        let held = self
+        let mut held = self
             .local
             .as_ref()
             .filter(|(v, i, _)| *v == version && *i == index)
             .map(|(_, _, bytes)| bytes.clone());
+        // A chunk the read-ahead found in memory and holds for this body (an object whose
+        // origin ignores Range).
+        if let Some(b) = self.body.as_mut() {
+            while b.ahead_held.front().is_some_and(|(i, _)| *i < index) {
+                b.ahead_held.pop_front();
+            }
+            if held.is_none() && b.ahead_held.front().is_some_and(|(i, _)| *i == index) {
+                held = b.ahead_held.pop_front().map(|(_, bytes)| bytes);
+            }
+        }
         // A fill the fetches ahead started for this chunk: followed, wherever else the
         // chunk may be (a failed one is let go, and the chunk looked for as usual).
         let ahead = self.body.as_mut().and_then(|b| {
@@ -537,10 +547,11 @@ impl Exchange {
         // The origin answered a Range request for this object with the whole body: one
         // whole fetch to the object's end, at this client's pace (`relay_upstream::ranges`).
         let whole = streamed && up.ignores_range(origin, &self.key);
-        // (Allocation-free while every chunk ahead is held: the hit path.)
+        // (Allocation-free while every chunk ahead is held: the hit path; for an object whose
+        // origin ignores Range, each held in memory is taken to hold for this client.)
         let mut object: Option<Arc<str>> = None;
         for j in from..=to {
-            let writer = match self.claim_ahead(cache, &mut object, &meta, j) {
+            let writer = match self.claim_ahead(cache, &mut object, &meta, j, whole) {
                 Ahead::Mine(writer) => writer,
                 Ahead::NoRoom => {
                     // (Asked again as the body moves on.)
@@ -611,20 +622,34 @@ impl Exchange {
     /// fetched), or held or on its way already. One on its way (a head fetch's span, kept
     /// for this client when it may not be stored; another client's fetch) is held for this
     /// client, so the memory tier letting it go before the client gets there costs no
-    /// second fetch. `object` is the body's key, made on the first claim.
+    /// second fetch. `object` is the body's key, made on the first claim. `pin`: the
+    /// object's origin ignores Range, and a chunk in memory is held for this client too
+    /// (`Body::ahead_held`), since fetching it again would cost the object's start.
     fn claim_ahead(
         &mut self,
         cache: &relay_cache::Cache,
         object: &mut Option<Arc<str>>,
         meta: &relay_cache::ObjectMeta,
         j: u64,
+        pin: bool,
     ) -> Ahead {
         let held = ChunkRef {
             object: &self.key,
             version: meta.version,
             index: j,
         };
-        if cache.holds(&held) {
+        if pin {
+            match cache.held(&held) {
+                relay_cache::Held::Memory(bytes) => {
+                    if let Some(b) = self.body.as_mut() {
+                        b.ahead_held.push_back((j, bytes));
+                    }
+                    return Ahead::Elsewhere;
+                }
+                relay_cache::Held::Disk => return Ahead::Elsewhere,
+                relay_cache::Held::Nowhere => {}
+            }
+        } else if cache.holds(&held) {
             return Ahead::Elsewhere;
         }
         let on_its_way = match self.owner_fetch.as_ref().and_then(|p| p.take_kept(j)) {
@@ -662,6 +687,11 @@ impl Exchange {
         self.publish_chunk_share(cx, None);
         self.src = None;
         self.local = None;
+        // The chunks the read-ahead holds out of memory the tier let go are room too (were
+        // they all of it, no fill could start; this client's next answer may cost more).
+        if let Some(b) = self.body.as_mut() {
+            b.ahead_held.clear();
+        }
         if let Some(arena) = cx.shared.cache.memory.arena() {
             arena.watch_room(cx.worker);
         }

@@ -291,6 +291,7 @@ impl Exchange {
                 sum: None,
                 ahead: 0,
                 ahead_fills: Default::default(),
+                ahead_held: Default::default(),
                 feed: None,
                 counted: 0,
             });
@@ -773,6 +774,7 @@ impl Exchange {
                 sum: trailer.then(relay_cache::disk::RunningSum::new),
                 ahead: 0,
                 ahead_fills: Default::default(),
+                ahead_held: Default::default(),
                 feed: None,
                 counted: 0,
             });

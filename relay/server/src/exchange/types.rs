@@ -106,6 +106,10 @@ pub struct Body {
     /// the memory tier may let a completed one go before then, and the chunk would be
     /// fetched again.
     pub ahead_fills: std::collections::VecDeque<Arc<relay_cache::fill::Fill>>,
+    /// Of an object whose origin ignores Range (`relay_upstream::ranges`), the chunks the
+    /// read-ahead found in memory, held until the body reaches them likewise: another
+    /// answer for one the tier let go would cost the origin the object's start again.
+    pub ahead_held: std::collections::VecDeque<(u64, bytes::Bytes)>,
     /// The streamed fetch those chunks are handed to while they run on from one another
     /// (`relay_upstream::feed`); dropped with the body, which ends the fetch.
     pub feed: Option<relay_upstream::feed::Feeder>,
