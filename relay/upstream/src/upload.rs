@@ -160,8 +160,8 @@ impl Upload {
 
     /// Gives the window's reservation back when the whole body has been sent and nothing
     /// of it is held any more (the origin answered after reading it all): the answer's own
-    /// window should not need room beside an upload that is over.
-    pub fn release_if_sent(&self) {
+    /// window should not need room beside an upload that is over. Returns whether it did.
+    pub fn release_if_sent(&self) -> bool {
         let over = {
             let inner = self.lock();
             // (Written whole, nothing queued, every piece dropped by the connection: sent,
@@ -175,6 +175,24 @@ impl Upload {
                     .unwrap_or_else(|p| p.into_inner())
                     .take(),
             );
+        }
+        over
+    }
+
+    /// [`Upload::release_if_sent`], given up to `wait` for the body's last steps to land:
+    /// an origin that answers the moment it has read the body can be faster than the
+    /// worker marking the body whole, or the connection dropping its last piece. Returns
+    /// whether it gave the reservation back.
+    pub async fn release_when_sent(&self, wait: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if self.release_if_sent() {
+                return true;
+            }
+            if self.failed() || std::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 

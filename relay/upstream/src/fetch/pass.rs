@@ -81,6 +81,7 @@ impl Context {
         };
         let bad = |_| FillError::Status(400);
         // (A streamed upload's own connection: kept until the answer has been read.)
+        let mut uploaded = None;
         let (resp, _conn) = match body {
             RequestBody::Whole(body) => {
                 let retries = if idempotent { o.config.retries } else { 0 };
@@ -99,6 +100,7 @@ impl Context {
                 let req = request(0).body(body).map_err(bad)?;
                 let (resp, conn) = self.send_upload(origin, req, &upload).await?;
                 upload.release_if_sent();
+                uploaded = Some(upload);
                 (resp, Some(conn))
             }
         };
@@ -160,7 +162,18 @@ impl Context {
                 // included: the client gets what the origin sends, then a cut connection).
                 // (The window, and what the upstream connection holds ahead of it besides.)
                 let window = len.min(PASS_WINDOW as u64) + PASS_READ_AHEAD as u64;
-                let reserved = self.pass_budget.reserve(client, window).map_err(|e| {
+                let mut reserved = self.pass_budget.reserve(client, window);
+                // No room beside this request's own upload window, still reserved: the
+                // origin answered the moment it had read the body, before the worker marked
+                // it whole or the connection dropped its last piece. Given a moment to.
+                if let (Err(_), Some(upload)) = (&reserved, &uploaded)
+                    && upload
+                        .release_when_sent(std::time::Duration::from_millis(50))
+                        .await
+                {
+                    reserved = self.pass_budget.reserve(client, window);
+                }
+                let reserved = reserved.map_err(|e| {
                     log::warn!(
                         "pass-through of {path} for {client}: no room for its {window}-byte \
                          window ({e}: {} held, {} by this client)",
