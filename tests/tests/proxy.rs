@@ -19,6 +19,32 @@ fn proxy_config(origin: &Origin, extra: &str) -> String {
     )
 }
 
+/// A relay before `origin` (`extra` in its table) with chunks of `chunk` bytes, a memory tier
+/// of `memory` bytes and a read-ahead of `read_ahead` bytes.
+fn small_tier_relay(
+    origin: &Origin,
+    extra: &str,
+    chunk: usize,
+    memory: usize,
+    read_ahead: usize,
+) -> Relay {
+    Relay::start(
+        &proxy_config(origin, extra)
+            .replace(
+                &format!("chunk_size = {CHUNK}"),
+                &format!("chunk_size = {chunk}"),
+            )
+            .replace(
+                "memory_bytes = 67108864",
+                &format!("memory_bytes = {memory}"),
+            )
+            .replace(
+                "[origin]\n",
+                &format!("[origin]\nread_ahead_bytes = {read_ahead}\n"),
+            ),
+    )
+}
+
 fn get(relay: &Relay, path: &str) -> relay_tests::client::Response {
     Client::connect(relay.addr).get(path)
 }
@@ -1055,11 +1081,7 @@ fn whole_fetches_leave_half_the_fetch_slots_to_other_misses() {
         );
     }
     origin.put("/c.bin", Object::new(pattern(3 * CHUNK, 36), "c"));
-    let relay = Relay::start(
-        &proxy_config(&origin, "max_connections = 2\n")
-            .replace("memory_bytes = 67108864", "memory_bytes = 1048576")
-            .replace("[origin]\n", "[origin]\nread_ahead_bytes = 131072\n"),
-    );
+    let relay = small_tier_relay(&origin, "max_connections = 2\n", CHUNK, 1 << 20, 2 * CHUNK);
     // Described, known to be answered whole, and their chunks pushed out of memory.
     for path in [
         "/a.bin",
@@ -1129,21 +1151,7 @@ fn a_whole_answer_that_breaks_off_goes_on_in_one_more() {
             Object::new(pattern(2 * MIB, i), "f"),
         );
     }
-    let relay = Relay::start(
-        &proxy_config(&origin, "")
-            .replace(
-                &format!("chunk_size = {CHUNK}"),
-                &format!("chunk_size = {MIB}"),
-            )
-            .replace(
-                "memory_bytes = 67108864",
-                &format!("memory_bytes = {}", 2 * MIB),
-            )
-            .replace(
-                "[origin]\n",
-                &format!("[origin]\nread_ahead_bytes = {}\n", 2 * MIB),
-            ),
-    );
+    let relay = small_tier_relay(&origin, "", MIB, 2 * MIB, 2 * MIB);
     // Answered whole (noted), then its chunks pushed out of the tier.
     for path in ["/big.bin", "/fill0.bin", "/fill1.bin", "/fill2.bin"] {
         assert_eq!(get(&relay, path).status, 200, "{path}");
@@ -1186,11 +1194,7 @@ fn an_origin_that_honours_range_again_gets_ordinary_fetches() {
             Object::new(pattern(8 * CHUNK, i), "f"),
         );
     }
-    let relay = Relay::start(
-        &proxy_config(&origin, "")
-            .replace("memory_bytes = 67108864", "memory_bytes = 1048576")
-            .replace("[origin]\n", "[origin]\nread_ahead_bytes = 131072\n"),
-    );
+    let relay = small_tier_relay(&origin, "", CHUNK, 1 << 20, 2 * CHUNK);
     // Answered whole (noted), then its chunks pushed out of the tier.
     for path in [
         "/v.bin",
@@ -1247,21 +1251,7 @@ fn an_origin_that_ignores_range_sends_a_slow_client_its_object_about_twice() {
     let body = pattern(12 * MIB + 5, 33);
     origin.put("/big.bin", Object::new(body.clone(), "big"));
     // A read-ahead of two chunks: the client is more than a pause behind its streamed fetch.
-    let relay = Relay::start(
-        &proxy_config(&origin, "")
-            .replace(
-                &format!("chunk_size = {CHUNK}"),
-                &format!("chunk_size = {MIB}"),
-            )
-            .replace(
-                "memory_bytes = 67108864",
-                &format!("memory_bytes = {}", 2 * MIB),
-            )
-            .replace(
-                "[origin]\n",
-                &format!("[origin]\nread_ahead_bytes = {}\n", 2 * MIB),
-            ),
-    );
+    let relay = small_tier_relay(&origin, "", MIB, 2 * MIB, 2 * MIB);
     // 1 MiB chunks at 3 MB/s: about 350 ms each, past a streamed fetch's 200 ms pause.
     let got = Client::connect_paced(relay.addr, 3_000_000).get("/big.bin");
     assert_eq!(got.status, 200);

@@ -94,12 +94,6 @@ impl Feed {
         self.state().whole = false;
     }
 
-    /// Whether the feed is whole (made so by its response, for an object whose origin
-    /// ignores Range, or by its fetch).
-    pub fn is_whole(&self) -> bool {
-        self.state().whole
-    }
-
     /// The next fill, waiting up to `pause` for the response to hand one on, and another
     /// `pause` each time `wait_more` (asked at the end of one) says so; None when it will
     /// hand on no more or none came in time (the feed is ended then: a fill pushed after it
@@ -270,14 +264,16 @@ mod tests {
         assert_eq!(feed.take(pause, || true).await.unwrap().fill().key.index, 9);
         // Far past its pause, still waiting while told to; its response's end ends it.
         let told = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let wait = tokio::spawn({
+        // A take that waits on while `told` says so; true when it ended without a fill.
+        let wait_told = |feed: &std::sync::Arc<Feed>| {
             let (feed, told) = (feed.clone(), told.clone());
-            async move {
+            tokio::spawn(async move {
                 feed.take(pause, || told.load(std::sync::atomic::Ordering::Relaxed))
                     .await
                     .is_none()
-            }
-        });
+            })
+        };
+        let wait = wait_told(&feed);
         tokio::time::sleep(pause * 5).await;
         assert!(!wait.is_finished());
         drop(feeder);
@@ -285,14 +281,7 @@ mod tests {
         // Told to wait no more: it pauses out.
         let (feeder, feed) = Feed::new(0, 9);
         feed.whole(9);
-        let wait = tokio::spawn({
-            let (feed, told) = (feed.clone(), told.clone());
-            async move {
-                feed.take(pause, || told.load(std::sync::atomic::Ordering::Relaxed))
-                    .await
-                    .is_none()
-            }
-        });
+        let wait = wait_told(&feed);
         tokio::time::sleep(pause * 3).await;
         assert!(!wait.is_finished());
         told.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -808,7 +808,7 @@ mod tests {
         let many: Vec<std::net::SocketAddr> =
             (1..=40).map(|i| at(&format!("10.1.0.{i}:9"))).collect();
         o.set_addresses(1, &many);
-        assert_eq!(o.addresses(1).len(), crate::MAX_ADDRESSES_PER_NAME);
+        assert_eq!(o.addresses(1).len(), crate::origin::MAX_ADDRESSES_PER_NAME);
         o.set_addresses(1, &[]);
         assert!((0..10).all(|_| o.pick(epoch, 0) == Some(0)));
     }
