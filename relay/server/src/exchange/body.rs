@@ -687,10 +687,18 @@ impl Exchange {
         self.publish_chunk_share(cx, None);
         self.src = None;
         self.local = None;
-        // The chunks the read-ahead holds out of memory the tier let go are room too (were
-        // they all of it, no fill could start; this client's next answer may cost more).
-        if let Some(b) = self.body.as_mut() {
+        // The chunks the read-ahead holds ahead of this client (found in memory, or filled
+        // for it) are room too: held while this client waits for room for a chunk before
+        // them (one the tier let go since the read-ahead found it there), they could be all
+        // of it, and every client wait on the others' (a fill still on its way completes
+        // as it would; the read-ahead looks at them again once this chunk is got, and one
+        // the tier let go meanwhile costs a second fetch).
+        if let Some(b) = self.body.as_mut()
+            && !(b.ahead_held.is_empty() && b.ahead_fills.is_empty())
+        {
             b.ahead_held.clear();
+            b.ahead_fills.clear();
+            b.ahead = 0;
         }
         if let Some(arena) = cx.shared.cache.memory.arena() {
             arena.watch_room(cx.worker);
