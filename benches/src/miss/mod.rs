@@ -195,6 +195,12 @@ struct ZipfRun {
     req_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The server's CPU seconds over the run (utime + stime, all its threads and
+    /// processes).
+    server_cpu_s: f64,
+    /// How busy the harness's CPUs (client and origin) were over the run, 0 to 1: near 1,
+    /// the harness and not the server bounds req/s.
+    harness_busy: f64,
 }
 
 /// Which way a metric is better.
@@ -431,7 +437,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
             procs::check_interrupted()?;
             let sub = dir.join(format!("z{run}-{kind:?}"));
             let mut s = Server::start(kind, &setup, &sub, origin.addr)?;
-            let r = zipf_run(&s, &origin, o, zipf_requests, run)
+            let r = zipf_run(&s, &origin, &settings.client_cpus, o, zipf_requests, run)
                 .with_context(|| format!("{} Zipf run {}", kind.label(), run + 1))?;
             eprintln!(
                 "zipf  run {}/{zipf_runs} {:<17} byte hit ratio {:.3}, origin {} MiB in {} \
@@ -643,6 +649,15 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's process (nginx's and Varnish's master: their workers are below it).
+    fn pid(&self) -> u32 {
+        match &self.proc {
+            Proc::Relay(r) => r.pid(),
+            Proc::Nginx(n) => n.pid(),
+            Proc::Varnish(v) => v.pid(),
+        }
+    }
+
     fn check_alive(&mut self) -> Result<()> {
         let r = match &mut self.proc {
             Proc::Relay(r) => r.check_alive(),
@@ -822,6 +837,7 @@ fn catalogue(objects: usize, seed: u64) -> Vec<u64> {
 fn zipf_run(
     s: &Server,
     origin: &Origin,
+    harness_cpus: &[usize],
     o: &Options,
     requests: usize,
     run: usize,
@@ -831,6 +847,8 @@ fn zipf_run(
     let trace: Arc<Vec<u32>> = Arc::new((0..requests).map(|_| z.item() as u32).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let before = origin.total();
+    let cpu_before = procs::sample_tree(s.pid());
+    let harness_idle_before = procs::cpus_idle_seconds(harness_cpus);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     let addr = s.addr;
@@ -872,6 +890,10 @@ fn zipf_run(
         lat.extend(l);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu_s = procs::cpu_seconds(&cpu_before, &procs::sample_tree(s.pid()));
+    let harness_idle = procs::cpus_idle_seconds(harness_cpus) - harness_idle_before;
+    let harness_cpu_s = seconds * harness_cpus.len() as f64;
+    let harness_busy = (1.0 - harness_idle / harness_cpu_s.max(1e-9)).clamp(0.0, 1.0);
     let served = origin.total().since(before);
     let lat = sorted(lat);
     Ok(ZipfRun {
@@ -886,6 +908,8 @@ fn zipf_run(
         req_per_s: requests as f64 / seconds,
         p50_ms: quantile(&lat, 0.5),
         p99_ms: quantile(&lat, 0.99),
+        server_cpu_s,
+        harness_busy,
     })
 }
 
@@ -927,7 +951,7 @@ fn lines(cold: &[ColdRun], crowd: &[CrowdRun], zipf: &[ZipfRun]) -> Vec<Line> {
         }
     }
     type ZipfPick = fn(&ZipfRun) -> f64;
-    let zipf_metrics: [(&str, Better, ZipfPick); 5] = [
+    let zipf_metrics: [(&str, Better, ZipfPick); 7] = [
         ("byte hit ratio", Better::Higher, |r| r.byte_hit_ratio),
         ("origin MiB", Better::Lower, |r| {
             r.origin_bytes as f64 / f64::from(1 << 20)
@@ -937,6 +961,14 @@ fn lines(cold: &[ColdRun], crowd: &[CrowdRun], zipf: &[ZipfRun]) -> Vec<Line> {
         }),
         ("req/s", Better::Higher, |r| r.req_per_s),
         ("p99 last byte, ms", Better::Lower, |r| r.p99_ms),
+        // What req/s costs the server: where the harness is busy throughout, req/s is
+        // its bound, and this row is the servers' difference.
+        ("server CPU ms / 1k req", Better::Lower, |r| {
+            r.server_cpu_s * 1e6 / r.requests.max(1) as f64
+        }),
+        ("harness CPU busy, %", Better::Neither, |r| {
+            r.harness_busy * 100.0
+        }),
     ];
     for (metric, better, pick) in zipf_metrics {
         let stats = medians(zipf, |r, k| r.server == k, pick);
