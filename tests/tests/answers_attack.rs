@@ -740,3 +740,64 @@ fn a_chunked_answer_larger_than_the_memory_tier_reaches_its_client_whole() {
         assert!(got.body == bytes(total));
     }
 }
+
+/// An origin that sends a second answer after the one asked for (a response-splitting bug
+/// behind it: `Content-Length: 5`, five bytes, then a whole `200` more), in the same write
+/// or a moment later: the extra answer is never taken as the answer to the next request
+/// relay sends on that connection, so it is never cached under another URL; relay counts
+/// it, drops the connection and keeps no connection to that origin alive for a while.
+/// (Before: about half the next objects asked for were the extra answer, cached, and the
+/// connection stayed one answer behind.)
+#[test]
+fn an_answer_the_origin_sends_unasked_never_answers_the_next_request() {
+    let poison = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nCache-Control: max-age=3600\r\n\r\nPOISONED!!!\n";
+    let origin = Raw::start(move |head, conn, _| {
+        let path = path_of(head);
+        if let Some(late) = path.strip_prefix("/split/") {
+            let one =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=100\r\n\r\nhello";
+            if late == "late" {
+                // Its own write a moment later: the bytes reach relay after the answer.
+                if conn.write_all(one).is_err() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                return conn.write_all(poison).is_ok();
+            }
+            let mut both = one.to_vec();
+            both.extend_from_slice(poison);
+            return conn.write_all(&both).is_ok();
+        }
+        let body = format!("answer of {path}\n");
+        let out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nCache-Control: max-age=100\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(out.as_bytes()).is_ok()
+    });
+    let relay = origin.relay();
+    for round in 0..8 {
+        let how = if round % 2 == 0 { "late" } else { "same" };
+        // A connection kept alive first, as the pool holds them.
+        assert_eq!(
+            fetch(&relay.url(&format!("/warm/{round}")), &[]).status,
+            200
+        );
+        let split = fetch(&relay.url(&format!("/split/{how}?r={round}")), &[]);
+        assert_eq!((split.status, &split.body[..]), (200, &b"hello"[..]));
+        for path in [format!("/victim/{round}"), format!("/next/{round}")] {
+            // Asked twice: the second from the cache.
+            for _ in 0..2 {
+                let got = fetch(&relay.url(&path), &[]);
+                assert_eq!(got.status, 200, "{path}: {}", got.head);
+                assert_eq!(
+                    String::from_utf8_lossy(&got.body),
+                    format!("answer of {path}\n"),
+                    "round {round} ({how})"
+                );
+            }
+        }
+    }
+    let strays = relay.metric("relay_upstream_stray_answers_total");
+    assert!(strays.is_some_and(|n| n >= 1.0), "{strays:?}");
+}

@@ -368,6 +368,11 @@ impl Metrics {
                  of chunks held elsewhere that a whole answer ran past.\n\
                  # TYPE relay_upstream_range_skipped_bytes_total counter\n\
                  relay_upstream_range_skipped_bytes_total {}\n\
+                 # HELP relay_upstream_stray_answers_total Origin connections dropped because \
+                 the origin sent bytes past the end of an answer before the next request on \
+                 them (never read as that request's answer).\n\
+                 # TYPE relay_upstream_stray_answers_total counter\n\
+                 relay_upstream_stray_answers_total {}\n\
                  # HELP relay_upstream_whole_fetches Whole answers of origins that ignore \
                  Range read at their clients' pace, each holding a fetch slot (at most half \
                  of an origin's max_connections).\n\
@@ -422,6 +427,7 @@ impl Metrics {
                 st.bytes.load(Ordering::Relaxed),
                 st.range_ignored.load(Ordering::Relaxed),
                 st.range_skipped_bytes.load(Ordering::Relaxed),
+                up.stray_answers(),
                 up.whole_fetches(),
                 st.disk_writes.load(Ordering::Relaxed),
                 up.pass_budget.held(),

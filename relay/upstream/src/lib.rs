@@ -42,6 +42,7 @@ mod fetch;
 mod head;
 mod origin;
 pub mod ranges;
+pub mod stray;
 pub mod stream;
 pub mod tls;
 pub mod upload;
@@ -628,6 +629,15 @@ impl Upstream {
     /// first).
     pub fn clustered(&self) -> bool {
         self.peers.get().is_some()
+    }
+
+    /// Origin connections dropped because the origin sent bytes past the end of an
+    /// answer, over every origin (`stray`).
+    pub fn stray_answers(&self) -> u64 {
+        self.origins
+            .iter()
+            .map(|o| o.strays.count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Whole fetches reading at their clients' pace now, over every origin

@@ -106,6 +106,8 @@ pub struct Origin {
     /// Fetches waiting for one of [`Origin::fetches`] now: a whole fetch waiting for its
     /// client lets its slot go then.
     pub slot_waiters: AtomicU64,
+    /// The bytes it sent past the end of its answers (`crate::stray`).
+    pub strays: Arc<crate::stray::Strays>,
 }
 
 /// One of an origin's whole slots, given back when dropped.
@@ -148,6 +150,7 @@ impl Origin {
             range_ignored: Default::default(),
             whole_fetches: Arc::default(),
             slot_waiters: AtomicU64::new(0),
+            strays: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! sessions are resumed from rustls's in-memory cache, and connections are reused by the
 //! pool as for `http://`. rustls on `ring`: no OpenSSL.
 
+use crate::stray::{Guarded, Strays};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use relay_config::OriginTls;
@@ -18,11 +19,15 @@ use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A connector whose whole connect (TCP, then the TLS handshake) has a time bound.
+/// A connector whose whole connect (TCP, then the TLS handshake) has a time bound, and
+/// whose connections are checked for stray bytes before each request
+/// ([`crate::stray::Guarded`]).
 #[derive(Clone)]
 pub struct Timed<C> {
     inner: C,
     timeout: Duration,
+    /// Its origin's stray bytes.
+    strays: Arc<Strays>,
 }
 
 impl<C> tower_service::Service<http::Uri> for Timed<C>
@@ -31,9 +36,9 @@ where
     C::Future: Send + 'static,
     C::Error: Into<BoxError>,
 {
-    type Response = C::Response;
+    type Response = Guarded<C::Response>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -42,9 +47,10 @@ where
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let connecting = self.inner.call(uri);
         let timeout = self.timeout;
+        let strays = self.strays.clone();
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(done) => done.map_err(Into::into),
+                Ok(done) => done.map(|io| Guarded::new(io, strays)).map_err(Into::into),
                 Err(_) => Err(format!("no connection within {} ms", timeout.as_millis()).into()),
             }
         })
@@ -106,6 +112,7 @@ impl Tls {
         tls: Option<&Tls>,
         http: HttpConnector,
         timeout: Duration,
+        strays: Arc<Strays>,
     ) -> Timed<HttpsConnector<HttpConnector>> {
         let (config, name) = match tls {
             Some(t) => ((*t.config).clone(), Some(t.name.clone())),
@@ -122,6 +129,7 @@ impl Tls {
         Timed {
             inner: builder.enable_http1().wrap_connector(http),
             timeout,
+            strays,
         }
     }
 

@@ -172,7 +172,12 @@ pub(crate) async fn run(mut ctx: Context, mut rx: tokio::sync::mpsc::UnboundedRe
                     .pool_max_idle_per_host(o.config.max_connections)
                     .http1_max_buf_size(crate::UPSTREAM_READ_BUFFER)
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .build(crate::tls::Tls::connector(o.tls.as_ref(), conn, connect))
+                    .build(crate::tls::Tls::connector(
+                        o.tls.as_ref(),
+                        conn,
+                        connect,
+                        o.strays.clone(),
+                    ))
             })
             .collect(),
     );

@@ -183,7 +183,14 @@ impl Context {
         let first_byte = Duration::from_millis(o.config.first_byte_timeout_ms);
         let (build, stats) = (&build, &self.stats);
         retrying(o, self.epoch, stats, retries, move |server| async move {
-            let req = build(server).map_err(Failure::Refused)?;
+            let mut req = build(server).map_err(Failure::Refused)?;
+            if o.strays.suspect() {
+                // (`crate::stray`: its answers may carry another after them.)
+                req.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(first_byte, client.request(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
