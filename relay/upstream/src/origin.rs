@@ -197,6 +197,7 @@ impl Origin {
             Some(_) => "https",
             None => "http",
         };
+        let path = upstream_target(path);
         match self.address(server) {
             Some(a) => format!("{scheme}://{a}{path}"),
             None => format!("{scheme}://{path}"),
@@ -394,6 +395,50 @@ impl Origin {
             (Some(s), Some(a)) => format!("{} ({a})", s.name),
             (Some(s), None) => s.name.clone(),
             (None, _) => "?".to_string(),
+        }
+    }
+}
+
+/// A client's request target as it goes upstream: the bytes a URI may not hold (RFC 3986:
+/// `"`, `<`, `>`, `` ` ``, `{`, `}`, `|`, `\`, `^`, `#`, controls and non-ASCII bytes, which
+/// clients such as curl send as they are) percent-encoded, as a browser would have sent
+/// them; a target without any, as it is. (Left raw, the request could not be made at all,
+/// and the client got a 502 that blamed the origin.)
+pub fn upstream_target(target: &str) -> std::borrow::Cow<'_, str> {
+    fn allowed(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%[]".contains(&b)
+    }
+    if target.bytes().all(allowed) {
+        return std::borrow::Cow::Borrowed(target);
+    }
+    let mut out = String::with_capacity(target.len() + 16);
+    for b in target.bytes() {
+        match allowed(b) {
+            true => out.push(char::from(b)),
+            false => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::upstream_target;
+
+    #[test]
+    fn targets_a_uri_cannot_hold_are_encoded_and_others_kept() {
+        for plain in ["/a/b.bin?x=1&y=%22q%22", "/", "/p;v=1/@x:y?a=b+c&d=(e)*"] {
+            assert_eq!(upstream_target(plain), plain);
+        }
+        let cases = [
+            ("/z?a=\"q\"", "/z?a=%22q%22"),
+            ("/p`<x>?{a}|b\\^", "/p%60%3Cx%3E?%7Ba%7D%7Cb%5C%5E"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+        ];
+        for (raw, sent) in cases {
+            assert_eq!(upstream_target(raw), sent);
+            let uri = format!("http://10.0.0.1:80{}", upstream_target(raw));
+            assert!(uri.parse::<http::Uri>().is_ok(), "{uri}");
         }
     }
 }
