@@ -1281,3 +1281,39 @@ fn an_origin_that_ignores_range_sends_a_slow_client_its_object_about_twice() {
         body.len()
     );
 }
+
+/// `If-Match` and `If-Unmodified-Since` (RFC 9110 §13.1.1, §13.1.4) are evaluated against
+/// the stored object, cold or cached: a client resuming a download with `Range` and the
+/// ETag of the version it has gets 412 when the object is another version now, never bytes
+/// of it to append to its own (before, they were ignored: a 206 of the current version).
+#[test]
+fn if_match_and_if_unmodified_since_answer_412_for_another_version() {
+    let origin = Origin::start();
+    let body = pattern(3 * CHUNK + 7, 41);
+    origin.put("/resume.bin", Object::new(body.clone(), "v2"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let url = relay.url("/resume.bin");
+    // The first request is the miss: evaluated once the object is described.
+    for _ in 0..2 {
+        let stale = relay_tests::fetch(&url, &["-r", "100-", "-H", "If-Match: \"v1\""]);
+        assert_eq!((stale.status, stale.body.len()), (412, 0), "{}", stale.head);
+        let current = relay_tests::fetch(&url, &["-r", "100-", "-H", "If-Match: \"v1\", \"v2\""]);
+        assert_eq!(current.status, 206, "{}", current.head);
+        assert!(current.body == body[100..]);
+        let weak = relay_tests::fetch(&url, &["-H", "If-Match: W/\"v2\""]);
+        assert_eq!(weak.status, 412, "a weak tag never matches If-Match");
+        let any = relay_tests::fetch(&url, &["-H", "If-Match: *"]);
+        assert_eq!(any.status, 200);
+        // Last-Modified is Tue, 01 Sep 2026 10:00:00 GMT.
+        let before = relay_tests::fetch(
+            &url,
+            &["-H", "If-Unmodified-Since: Mon, 31 Aug 2026 10:00:00 GMT"],
+        );
+        assert_eq!(before.status, 412);
+        let since = relay_tests::fetch(
+            &url,
+            &["-H", "If-Unmodified-Since: Tue, 01 Sep 2026 10:00:00 GMT"],
+        );
+        assert!(since.status == 200 && since.body == body);
+    }
+}

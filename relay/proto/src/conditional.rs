@@ -6,9 +6,12 @@
 //! `Last-Modified`. Invalid request fields are ignored, which always errs
 //! towards sending the full representation.
 //!
-//! Not covered: `If-Match` and `If-Unmodified-Since` (relay serves only safe
-//! methods from cache), and the "date later than now" rule for
-//! `If-Modified-Since`, which needs a clock.
+//! [`precondition_failed`] applies `If-Match` and `If-Unmodified-Since` (steps 1
+//! and 2): a client resuming a download with `Range` and `If-Match` gets 412,
+//! not bytes of another version to append to the ones it has.
+//!
+//! Not covered: the "date later than now" rule for `If-Modified-Since`, which
+//! needs a clock.
 
 use httpdate::HttpDate;
 
@@ -111,11 +114,40 @@ pub fn evaluate(
     }
 }
 
-/// Whether an `If-None-Match` value matches the representation, so the
-/// condition is false and a GET/HEAD gets 304. `*` matches any existing
-/// representation; otherwise any listed tag must weakly match `etag`.
-/// A malformed list matches nothing.
-pub fn if_none_match_hits(value: &[u8], etag: Option<&[u8]>) -> bool {
+/// Whether `If-Match` or `If-Unmodified-Since` fails for the representation
+/// (RFC 9110 §13.2.2 steps 1 and 2): the answer is 412. `If-Match` holds for `*`
+/// or a listed tag that strongly matches `etag` (a malformed list, or no `etag`,
+/// fails it); without `If-Match`, `If-Unmodified-Since` fails when
+/// `last_modified` is later than its date (either date unreadable: ignored).
+pub fn precondition_failed(
+    if_match: Option<&[u8]>,
+    if_unmodified_since: Option<&[u8]>,
+    etag: Option<&[u8]>,
+    last_modified: Option<&[u8]>,
+) -> bool {
+    if let Some(value) = if_match {
+        return !if_match_holds(value, etag);
+    }
+    match (
+        if_unmodified_since.and_then(parse_date),
+        last_modified.and_then(parse_date),
+    ) {
+        (Some(since), Some(modified)) => modified > since,
+        _ => false,
+    }
+}
+
+fn if_match_holds(value: &[u8], etag: Option<&[u8]>) -> bool {
+    list_matches(value, etag, |a, b| a.strong_eq(b))
+}
+
+/// Whether a list of entity-tags (or `*`) names `etag` under `same`; a malformed
+/// list names nothing.
+fn list_matches(
+    value: &[u8],
+    etag: Option<&[u8]>,
+    same: fn(&EntityTag<'_>, &EntityTag<'_>) -> bool,
+) -> bool {
     let value = trim_ows(value);
     if value == b"*" {
         return true;
@@ -136,12 +168,20 @@ pub fn if_none_match_hits(value: &[u8], etag: Option<&[u8]>) -> bool {
         let Some((tag, tail)) = EntityTag::parse_prefix(rest) else {
             return false;
         };
-        hit |= tag.weak_eq(&current);
+        hit |= same(&tag, &current);
         rest = trim_ows(tail);
         if !(rest.is_empty() || rest.starts_with(b",")) {
             return false;
         }
     }
+}
+
+/// Whether an `If-None-Match` value matches the representation, so the
+/// condition is false and a GET/HEAD gets 304. `*` matches any existing
+/// representation; otherwise any listed tag must weakly match `etag`.
+/// A malformed list matches nothing.
+pub fn if_none_match_hits(value: &[u8], etag: Option<&[u8]>) -> bool {
+    list_matches(value, etag, |a, b| a.weak_eq(b))
 }
 
 /// Whether the representation is unmodified since the `If-Modified-Since`
@@ -175,6 +215,33 @@ pub fn if_range_allows(value: &[u8], etag: Option<&[u8]>, last_modified: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_match_and_if_unmodified_since_fail_for_another_version() {
+        let (etag, lm) = (
+            Some(&b"\"v2\""[..]),
+            Some(&b"Sun, 06 Nov 1994 08:49:37 GMT"[..]),
+        );
+        let fails = |im: Option<&str>, ius: Option<&str>| {
+            precondition_failed(im.map(str::as_bytes), ius.map(str::as_bytes), etag, lm)
+        };
+        assert!(!fails(None, None));
+        assert!(!fails(Some("*"), None));
+        assert!(!fails(Some("\"v1\", \"v2\""), None));
+        assert!(fails(Some("\"v1\""), None));
+        // Strong comparison: a weak tag never holds.
+        assert!(fails(Some("W/\"v2\""), None));
+        assert!(fails(Some("garbage"), None));
+        assert!(precondition_failed(Some(b"\"v2\""), None, None, lm));
+        // If-Match decides alone when present.
+        assert!(!fails(
+            Some("\"v2\""),
+            Some("Sat, 01 Jan 1994 00:00:00 GMT")
+        ));
+        assert!(fails(None, Some("Sat, 01 Jan 1994 00:00:00 GMT")));
+        assert!(!fails(None, Some("Sun, 06 Nov 1994 08:49:37 GMT")));
+        assert!(!fails(None, Some("not a date")));
+    }
 
     const ETAG: &[u8] = b"\"v1\"";
     const LM: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";

@@ -104,6 +104,11 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a [u8]>,
     /// The `If-Modified-Since` field value.
     pub if_modified_since: Option<&'a [u8]>,
+    /// The first `If-Match` field value (a later one is not looked at: the condition may
+    /// then fail where it would hold, never the other way).
+    pub if_match: Option<&'a [u8]>,
+    /// The `If-Unmodified-Since` field value.
+    pub if_unmodified_since: Option<&'a [u8]>,
     /// The request carries `Authorization` (a shared cache must not answer it from, nor
     /// store its response in, the cache unless the response allows it: RFC 9111 §3.5).
     pub authorization: bool,
@@ -132,6 +137,10 @@ impl Request<'_> {
 
 /// Outcome of [`parse_request`] on the bytes received so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned by value once per request head; boxing it would allocate per request"
+)]
 pub enum Parsed<'a> {
     /// The head is not complete yet: read more and call again with the whole buffer.
     Partial,
@@ -301,6 +310,8 @@ fn interpret<'a>(
     let mut if_range = None;
     let mut if_none_match = None;
     let mut if_modified_since = None;
+    let mut if_match = None;
+    let mut if_unmodified_since = None;
     let mut authorization = false;
     let mut cache_directives = false;
     let mut expect = None;
@@ -329,6 +340,12 @@ fn interpret<'a>(
             FieldName::IfNoneMatch => set_once(&mut if_none_match, value, "If-None-Match")?,
             FieldName::IfModifiedSince => {
                 set_once(&mut if_modified_since, value, "If-Modified-Since")?;
+            }
+            FieldName::IfMatch => {
+                if_match.get_or_insert(value);
+            }
+            FieldName::IfUnmodifiedSince => {
+                set_once(&mut if_unmodified_since, value, "If-Unmodified-Since")?;
             }
             FieldName::Authorization => authorization = true,
             FieldName::CacheDirectives => cache_directives = true,
@@ -379,6 +396,8 @@ fn interpret<'a>(
         if_range,
         if_none_match,
         if_modified_since,
+        if_match,
+        if_unmodified_since,
         authorization,
         cache_directives,
         expect_continue,
@@ -410,6 +429,8 @@ enum FieldName {
     IfRange,
     IfNoneMatch,
     IfModifiedSince,
+    IfMatch,
+    IfUnmodifiedSince,
     Authorization,
     /// `Cache-Control` or `Pragma`.
     CacheDirectives,
@@ -427,6 +448,7 @@ impl FieldName {
             6 if is("expect") => FieldName::Expect,
             6 if is("pragma") => FieldName::CacheDirectives,
             8 if is("if-range") => FieldName::IfRange,
+            8 if is("if-match") => FieldName::IfMatch,
             10 if is("connection") => FieldName::Connection,
             13 if is("if-none-match") => FieldName::IfNoneMatch,
             13 if is("authorization") => FieldName::Authorization,
@@ -434,6 +456,7 @@ impl FieldName {
             14 if is("content-length") => FieldName::ContentLength,
             17 if is("transfer-encoding") => FieldName::TransferEncoding,
             17 if is("if-modified-since") => FieldName::IfModifiedSince,
+            19 if is("if-unmodified-since") => FieldName::IfUnmodifiedSince,
             _ => FieldName::Other,
         }
     }

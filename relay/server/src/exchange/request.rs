@@ -463,6 +463,9 @@ impl Exchange {
             if_range: request.if_range.map(Small::copy),
             if_none_match: request.if_none_match.map(Small::copy),
             if_modified_since: request.if_modified_since.map(Small::copy),
+            // (A value too long to keep is kept empty: an If-Match that then fails.)
+            if_match: request.if_match.map(Small::copy),
+            if_unmodified_since: request.if_unmodified_since.map(Small::copy),
         };
         self.saved.authorized = request.authorization;
         // The request's own cache directives, read only when it has any.

@@ -603,6 +603,23 @@ impl Exchange {
             (!etag.is_empty()).then_some(etag),
             (!last_modified.is_empty()).then_some(last_modified),
         );
+        // If-Match, If-Unmodified-Since (RFC 9110 §13.2.2 steps 1 and 2): a 412 for
+        // another version, so a client resuming with Range gets no bytes of it to append.
+        if (200..300).contains(&meta.status)
+            && relay_proto::conditional::precondition_failed(
+                cond.if_match.as_ref().map(Small::as_bytes),
+                cond.if_unmodified_since.as_ref().map(Small::as_bytes),
+                etag,
+                last_modified,
+            )
+        {
+            cx.stats.lookups.count(&how, 412, self.origin_slot());
+            let mut buf = std::mem::take(&mut self.status_buf);
+            how.write(&mut buf);
+            self.head_only(cx, req, 412, &meta, Some(&buf), Some(0));
+            self.status_buf = buf;
+            return;
+        }
         if (200..300).contains(&meta.status)
             && relay_proto::conditional::evaluate(
                 cond.if_none_match.as_ref().map(Small::as_bytes),
@@ -614,7 +631,7 @@ impl Exchange {
             cx.stats.lookups.count(&how, 304, self.origin_slot());
             let mut buf = std::mem::take(&mut self.status_buf);
             how.write(&mut buf);
-            self.head_only(cx, req, 304, &meta, Some(&buf));
+            self.head_only(cx, req, 304, &meta, Some(&buf), None);
             self.status_buf = buf;
             return;
         }
@@ -859,7 +876,8 @@ impl Exchange {
         first_held && rest_held
     }
 
-    /// A response without a body (304) from an object's validators.
+    /// A response without a body (304; 412, with `Content-Length: 0`) from an object's
+    /// validators.
     pub(super) fn head_only(
         &mut self,
         cx: &mut Cx<'_>,
@@ -867,8 +885,10 @@ impl Exchange {
         status: u16,
         meta: &ObjectMeta,
         cache_status: Option<&str>,
+        content_length: Option<u64>,
     ) {
         let head = ResponseHead {
+            content_length,
             etag: Some(meta.etag.as_bytes()),
             last_modified: Some(meta.last_modified.as_bytes()),
             ..base_head(cx.date, status, req, cache_status)

@@ -274,6 +274,8 @@ pub struct Conditionals {
     pub if_range: Option<Small>,
     pub if_none_match: Option<Small>,
     pub if_modified_since: Option<Small>,
+    pub if_match: Option<Small>,
+    pub if_unmodified_since: Option<Small>,
 }
 
 /// A header value copied out of the receive buffer (values over 256 bytes are dropped).
