@@ -46,6 +46,9 @@ pub struct Pending {
     more: Mutex<Vec<Arc<Fill>>>,
     /// The furthest chunk a client asked `more` for ([`Pending::fill`]).
     asked: AtomicU64,
+    /// Where each client reading the body is ([`Pending::reader`]): under a memory bound,
+    /// no kept fill the slowest of them has not passed is let go.
+    readers: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     /// The body may not be stored: its one client paces the fetch, and fills it passed go
     /// ([`Pending::pace`]).
     paced: AtomicBool,
@@ -108,10 +111,35 @@ impl Pending {
     /// Lets go of kept fills every client has passed even when others might still have
     /// joined from the start: chunk memory is at its bound and the fetch needs room for the
     /// next chunk (a client that joins later fetches on its own, [`Pending::keeps_all`]).
+    /// The fills a client still reading the body has not reached stay (the fetch waits for
+    /// room meanwhile, so it keeps pace with its slowest reader): let go, that client would
+    /// find its chunk nowhere (a body from one answer cannot be fetched a chunk at a time)
+    /// and be cut.
     pub fn let_go_passed(&self) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
         let asked = self.asked.load(Ordering::Acquire);
-        more.retain(|f| f.key.index >= asked || Arc::strong_count(f) > 1);
+        let upto = self.slowest().map_or(asked, |at| at.min(asked));
+        more.retain(|f| f.key.index >= upto || Arc::strong_count(f) > 1);
+    }
+
+    /// A client starts reading the body: the position it keeps up to date (the chunk it
+    /// is on) while it holds it.
+    pub fn reader(&self) -> Arc<AtomicU64> {
+        let at = Arc::new(AtomicU64::new(0));
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.retain(|r| r.strong_count() > 0);
+        readers.push(Arc::downgrade(&at));
+        at
+    }
+
+    /// The chunk the slowest client still reading is on.
+    fn slowest(&self) -> Option<u64> {
+        let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|at| at.load(Ordering::Acquire))
+            .min()
     }
 
     /// Marks the body as one that may not be stored: its fills are its client's alone, so
@@ -829,6 +857,20 @@ mod tests {
         );
         assert!(p.fill(3).is_some(), "the one a client reads stays");
         drop(reading);
+        // A client still on chunk 4 keeps 4 and after; one that leaves keeps nothing.
+        let q = Pending::default();
+        for i in 1..=6 {
+            q.push_fill(fill(i));
+        }
+        let (slow, fast) = (q.reader(), q.reader());
+        slow.store(4, Ordering::Release);
+        fast.store(6, Ordering::Release);
+        drop(q.fill(6));
+        q.let_go_passed();
+        assert!(q.fill(3).is_none() && q.fill(4).is_some() && q.fill(5).is_some());
+        drop(slow);
+        q.let_go_passed();
+        assert!(q.fill(4).is_none() && q.fill(6).is_some());
         let f = Arc::new(InFlight::default());
         let waiting = f.await_room(chunk(4));
         assert!(f.awaits_room(&chunk(4)) && !f.awaits_room(&chunk(5)));

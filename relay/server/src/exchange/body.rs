@@ -91,6 +91,12 @@ impl Exchange {
             return Step::Do(self.wait(cx));
         }
         let index = layout.chunk_of(body.pos);
+        if let Some(p) = self.owner_fetch.as_ref() {
+            // (A body from one answer: its fetch keeps what this client has not reached.)
+            body.reader
+                .get_or_insert_with(|| p.reader())
+                .store(index, Ordering::Release);
+        }
         let version = body.meta.version;
         let key = ChunkRef {
             object: &self.key,

@@ -110,6 +110,10 @@ pub struct Body {
     /// read-ahead found in memory, held until the body reaches them likewise: another
     /// answer for one the tier let go would cost the origin the object's start again.
     pub ahead_held: std::collections::VecDeque<(u64, bytes::Bytes)>,
+    /// Where this body is, for the fetch that brings it from one answer (its
+    /// `owner_fetch`): the fills it keeps that this body has not reached stay kept
+    /// (`relay_cache::inflight::Pending::reader`).
+    pub reader: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The streamed fetch those chunks are handed to while they run on from one another
     /// (`relay_upstream::feed`); dropped with the body, which ends the fetch.
     pub feed: Option<relay_upstream::feed::Feeder>,
