@@ -122,7 +122,8 @@ where
 /// Makes the query of `target` (a GET or HEAD's, in origin-form) what `policy` says it is
 /// in the cache key, which is also what is asked of the origin: as sent (nothing done),
 /// none, or its parameters without those `query_drop` names (by name as sent, without
-/// decoding) and sorted. Empty parameters (`&&`) go when it is rewritten.
+/// decoding) and sorted by name, those of one name in the order sent (`a=2&a=1` may not
+/// mean `a=1&a=2`). Empty parameters (`&&`) go when it is rewritten.
 pub fn shape_query(target: &mut String, policy: &relay_config::CachePolicy) {
     use relay_config::QueryKey;
     let Some(at) = target.find('?') else {
@@ -143,7 +144,8 @@ pub fn shape_query(target: &mut String, policy: &relay_config::CachePolicy) {
         .split('&')
         .filter(|p| !p.is_empty() && !dropped(p))
         .collect();
-    params.sort_unstable();
+    // (Stable: a name's values keep their order.)
+    params.sort_by_key(|p| p.split('=').next().unwrap_or(p));
     for (i, p) in params.iter().enumerate() {
         target.push(if i == 0 { '?' } else { '&' });
         target.push_str(p);
@@ -169,11 +171,11 @@ mod tests {
         assert_eq!(shaped(t, QueryKey::Keep, &[]), t, "as sent");
         assert_eq!(
             shaped(t, QueryKey::Sort, &[]),
-            "/v/a.ts?a=0&a=1&b=2&utm_source=x"
+            "/v/a.ts?a=1&a=0&b=2&utm_source=x"
         );
         assert_eq!(
             shaped(t, QueryKey::Keep, &["utm_source"]),
-            "/v/a.ts?a=0&a=1&b=2"
+            "/v/a.ts?a=1&a=0&b=2"
         );
         assert_eq!(shaped(t, QueryKey::Drop, &[]), "/v/a.ts");
         assert_eq!(
