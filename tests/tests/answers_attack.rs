@@ -801,3 +801,40 @@ fn an_answer_the_origin_sends_unasked_never_answers_the_next_request() {
     let strays = relay.metric("relay_upstream_stray_answers_total");
     assert!(strays.is_some_and(|n| n >= 1.0), "{strays:?}");
 }
+
+/// A 304 that names another strong entity tag than the stored answer's validates another
+/// representation (RFC 9111 §4.3.4): the stored answer is not renewed by it; relay asks
+/// again without conditions and serves what that answer holds. (Before, the stored answer
+/// was renewed and served on.)
+#[test]
+fn a_304_naming_another_entity_tag_renews_nothing() {
+    let served = Arc::new(AtomicU64::new(0));
+    let s = served.clone();
+    let origin = Raw::start(move |head, conn, _| {
+        let out = if head.to_ascii_lowercase().contains("if-none-match") {
+            "HTTP/1.1 304 Not Modified\r\nETag: \"other\"\r\nCache-Control: max-age=1\r\n\r\n"
+                .to_string()
+        } else {
+            let n = s.fetch_add(1, Ordering::Relaxed) + 1;
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: \"e{n}\"\r\nCache-Control: max-age=1\r\n\
+                 Content-Length: 6\r\n\r\nbody {n}"
+            )
+        };
+        conn.write_all(out.as_bytes()).is_ok()
+    });
+    let relay = origin.relay();
+    let first = fetch(&relay.url("/obj"), &[]);
+    assert_eq!((first.status, &first.body[..]), (200, &b"body 1"[..]));
+    // Stale after a second: revalidated, answered 304 with another tag.
+    std::thread::sleep(Duration::from_millis(1300));
+    let second = fetch(&relay.url("/obj"), &[]);
+    assert_eq!(second.status, 200, "{}", second.head);
+    assert_eq!(
+        String::from_utf8_lossy(&second.body),
+        "body 2",
+        "{}",
+        second.head
+    );
+    assert_eq!(served.load(Ordering::Relaxed), 2);
+}

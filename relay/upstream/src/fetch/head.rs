@@ -24,7 +24,7 @@ impl Context {
             origin,
             object,
             path,
-            stale,
+            mut stale,
             mut forward,
             variant,
             authorization,
@@ -92,9 +92,21 @@ impl Context {
             let response_time = unix_now();
             let status = resp.status().as_u16();
             if status == 304 {
-                let Some(stale) = stale else {
+                let Some(stale) = stale.take() else {
                     return self.head_failed(&object, FillError::Status(502));
                 };
+                // A 304 whose strong entity tag is not the stored one's validates another
+                // representation (RFC 9111 §4.3.4): the stored one is not renewed; asked
+                // again, unconditionally.
+                if !validates(resp.headers(), &stale.etag) {
+                    log::warn!(
+                        "origin {}: {path}: a 304 names another entity tag than the stored \
+                         {}; asking again without conditions",
+                        self.origins[origin].config.authority,
+                        stale.etag
+                    );
+                    continue;
+                }
                 // Still valid: renew the stored description; its chunks stay as they are.
                 let fresh = describe(
                     200,
@@ -399,6 +411,20 @@ impl Context {
         };
         self.fill_in_order(&run, body, Bytes::new(), first, &feed)
             .await;
+    }
+}
+
+/// Whether a 304 with `headers` may renew a stored response whose entity tag is `stored`
+/// (RFC 9111 §4.3.4): unless both are strong tags that differ (one it does not name, a weak
+/// one, or none, leaves the stored one as it is).
+fn validates(headers: &http::HeaderMap, stored: &str) -> bool {
+    use relay_proto::conditional::EntityTag;
+    let sent = headers
+        .get(http::header::ETAG)
+        .and_then(|v| EntityTag::parse(v.as_bytes()));
+    match (sent, EntityTag::parse(stored.as_bytes())) {
+        (Some(sent), Some(stored)) if !sent.weak && !stored.weak => sent.strong_eq(&stored),
+        _ => true,
     }
 }
 
