@@ -540,3 +540,32 @@ fn cache_inspect_tells_what_is_held_of_a_url() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("\"held\":false"), "{text}");
 }
+
+/// Origins that share a URL and prefix, told apart by the Host they serve, each have their
+/// own series: no two lines of /metrics name the same metric with the same labels (a
+/// scrape with duplicates is refused whole by Prometheus).
+#[test]
+fn origins_sharing_a_url_have_series_of_their_own() {
+    let mut cfg = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for host in ["a.test", "b.test", "c.test"] {
+        cfg.push_str(&format!(
+            "\n[[origin.http]]\nurl = \"http://127.0.0.1:9\"\nhost = \"{host}\"\n"
+        ));
+    }
+    let relay = Relay::start(&cfg);
+    let text = relay.metrics();
+    let mut seen = std::collections::HashSet::new();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s))
+        .collect();
+    let twice: Vec<&&str> = series.iter().filter(|s| !seen.insert(**s)).collect();
+    assert!(twice.is_empty(), "series twice: {twice:?}");
+    assert!(
+        text.contains("relay_origin_server_up{origin=\"127.0.0.1:9/ host=b.test\""),
+        "{text}"
+    );
+}

@@ -566,11 +566,29 @@ impl Upstream {
     /// Every origin (its Host and path prefix, as `origin.example/v/`) and its servers,
     /// each with whether it is up now.
     pub fn servers_up(&self) -> Vec<(String, Vec<(String, bool)>)> {
+        let name = |o: &Origin| format!("{}{}", o.config.authority, o.config.prefix);
+        let names: Vec<String> = self.origins.iter().map(name).collect();
         self.origins
             .iter()
-            .map(|o| {
-                let name = format!("{}{}", o.config.authority, o.config.prefix);
-                (name, o.servers_up(self.epoch))
+            .enumerate()
+            .map(|(i, o)| {
+                // Origins that share an authority and prefix (told apart by the Host they
+                // serve) are named by that Host too, and by their place in the config when
+                // even that is shared: one series per origin, as Prometheus requires.
+                let mut label = names[i].clone();
+                if names.iter().filter(|n| **n == label).count() > 1 {
+                    label.push_str(&format!(
+                        " host={}",
+                        o.config.host.as_deref().unwrap_or("*")
+                    ));
+                    let same = |j: usize| {
+                        names[j] == names[i] && self.origins[j].config.host == o.config.host
+                    };
+                    if (0..names.len()).filter(|&j| same(j)).count() > 1 {
+                        label.push_str(&format!(" #{}", i + 1));
+                    }
+                }
+                (label, o.servers_up(self.epoch))
             })
             .collect()
     }
