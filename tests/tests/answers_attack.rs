@@ -838,3 +838,36 @@ fn a_304_naming_another_entity_tag_renews_nothing() {
     );
     assert_eq!(served.load(Ordering::Relaxed), 2);
 }
+
+/// An origin slower to answer than relay's own send timeout (`server.idle_timeout_ms`
+/// shorter than the origin's first-byte timeout): the client waiting gets a 504 when that
+/// timeout passes, not a connection closed without a status.
+#[test]
+fn a_client_waiting_past_the_send_timeout_for_an_answer_gets_504() {
+    let origin = Raw::start(|_, conn, shared| {
+        // (Bounded: the test's drop stops it.)
+        for _ in 0..40 {
+            if shared.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .is_ok()
+    });
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nidle_timeout_ms = 1500\n\n\
+         [[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n",
+        origin.port
+    ));
+    let started = Instant::now();
+    let got = fetch(&relay.url("/slow"), &["--max-time", "10"]);
+    let took = started.elapsed();
+    assert_eq!(
+        (got.code, got.status),
+        (0, 504),
+        "{} after {took:?}",
+        got.head
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}

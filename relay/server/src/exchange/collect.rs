@@ -111,8 +111,8 @@ impl Exchange {
     }
 
     /// The exchange's deadline passed (the worker's sweep): a request body still being
-    /// collected is answered 408 and the connection lingers, then closes; anything else
-    /// closes at once. (So does a body read one receive at a time, without a multishot
+    /// collected is answered 408 and the connection lingers, then closes; a request still
+    /// waiting for its origin's answer head is answered 504; anything else closes at once. (So does a body read one receive at a time, without a multishot
     /// receive: its receive in flight would land under the answer.)
     pub fn on_deadline(&mut self, cx: &mut Cx<'_>) -> Action {
         if let State::CollectingBody(c) = &self.state
@@ -133,6 +133,17 @@ impl Exchange {
                 self.refuse(cx, Why::Upstream(FillError::timeout(Wait::Idle, ms)));
                 return self.poll(cx);
             }
+        }
+        // Still waiting for the origin's answer head past the send timeout (one shorter
+        // than the upstream's own budget, its first-byte timeout on each try): a 504, as
+        // for an origin that does not answer, rather than a close with no status.
+        if matches!(self.state, State::AwaitingHead(_)) && self.linger.is_none() {
+            self.waited(cx);
+            self.leave();
+            let ms = cx.timeouts.send.as_millis() as u64;
+            self.upstream_error(cx, FillError::timeout(Wait::FirstByte, ms));
+            self.close_after = true;
+            return self.poll(cx);
         }
         let collecting = matches!(self.state, State::CollectingBody(_))
             && self.phase == Phase::Recv

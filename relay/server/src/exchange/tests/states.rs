@@ -364,8 +364,9 @@ fn a_closed_exchange_does_nothing_more_until_its_slot_starts_a_new_connection() 
 fn every_wait_ends_at_its_deadline() {
     let (_origin, url) = silent_origin();
     let mut kit = Kit::with_origin(true, &url);
-    // Opening a directory file, reading its chunk, a disk chunk, a head, a pass-through's
-    // answer: each closes at its deadline (its I/O is canceled by the worker).
+    // Opening a directory file, reading its chunk, a disk chunk, a pass-through's answer:
+    // each closes at its deadline (its I/O is canceled by the worker); a head is answered
+    // 504, then closes.
     kit.file("slow", &object(100));
     let mut waits: Vec<(&str, Exchange)> = Vec::new();
     let mut ex = kit.exchange();
@@ -390,7 +391,14 @@ fn every_wait_ends_at_its_deadline() {
         let mut cx = kit.cx();
         assert!(ex.deadline() > cx.now, "{name}: not yet");
         cx.now = ex.deadline();
-        assert!(matches!(ex.on_deadline(&mut cx), Action::Close), "{name}");
+        let action = ex.on_deadline(&mut cx);
+        if name == "awaiting-head" {
+            assert!(matches!(action, Action::Send), "{name}");
+            let head = String::from_utf8_lossy(&ex.outgoing().head).into_owned();
+            assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+        } else {
+            assert!(matches!(action, Action::Close), "{name}");
+        }
         assert!(ex.timeout_counts(), "{name}: a timeout");
     }
 }
