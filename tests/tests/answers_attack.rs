@@ -800,6 +800,19 @@ fn an_answer_the_origin_sends_unasked_never_answers_the_next_request() {
     }
     let strays = relay.metric("relay_upstream_stray_answers_total");
     assert!(strays.is_some_and(|n| n >= 1.0), "{strays:?}");
+    // Requests whatever their head looks like (a target near the 8 KiB limit) are told
+    // from stray bytes, and the origin stays up for the requests after them.
+    for round in 0..4 {
+        let path = format!("/long/{round}/{}", "a".repeat(8100));
+        let got = fetch(&relay.url(&path), &[]);
+        assert_eq!(got.status, 200, "{}", got.head);
+        assert_eq!(
+            String::from_utf8_lossy(&got.body),
+            format!("answer of {path}\n")
+        );
+    }
+    assert_eq!(fetch(&relay.url("/short"), &[]).status, 200);
+    assert_eq!(relay.metric("relay_upstream_stray_answers_total"), strays);
 }
 
 /// A 304 that names another strong entity tag than the stored answer's validates another
@@ -857,7 +870,7 @@ fn a_client_waiting_past_the_send_timeout_for_an_answer_gets_504() {
     });
     let relay = Relay::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nidle_timeout_ms = 1500\n\n\
-         [[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n",
+         [[origin.http]]\nurl = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         origin.port
     ));
     let started = Instant::now();

@@ -115,10 +115,14 @@ impl Pending {
     /// room meanwhile, so it keeps pace with its slowest reader): let go, that client would
     /// find its chunk nowhere (a body from one answer cannot be fetched a chunk at a time)
     /// and be cut.
-    pub fn let_go_passed(&self) {
+    /// `spare_slowest` false: past the fetch's patience, the furthest client's position
+    /// alone counts, as before, and the slower ones are cut when they reach a fill let go
+    /// (one reader trickling on must not hold the answer back, and its memory, for all).
+    pub fn let_go_passed(&self, spare_slowest: bool) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
         let asked = self.asked.load(Ordering::Acquire);
-        let upto = self.slowest().map_or(asked, |at| at.min(asked));
+        let slowest = self.slowest().filter(|_| spare_slowest);
+        let upto = slowest.map_or(asked, |at| at.min(asked));
         more.retain(|f| f.key.index >= upto || Arc::strong_count(f) > 1);
     }
 
@@ -850,7 +854,7 @@ mod tests {
         }
         let reading = p.fill(3).unwrap();
         assert!(p.keeps_all(), "unpaced: nothing passed goes on its own");
-        p.let_go_passed();
+        p.let_go_passed(true);
         assert!(
             !p.keeps_all(),
             "passed fills went: joiners fetch on their own"
@@ -866,11 +870,16 @@ mod tests {
         slow.store(4, Ordering::Release);
         fast.store(6, Ordering::Release);
         drop(q.fill(6));
-        q.let_go_passed();
+        q.let_go_passed(true);
         assert!(q.fill(3).is_none() && q.fill(4).is_some() && q.fill(5).is_some());
+        q.let_go_passed(false);
+        assert!(
+            q.fill(4).is_none(),
+            "past the fetch's patience: the slow reader is cut"
+        );
         drop(slow);
-        q.let_go_passed();
-        assert!(q.fill(4).is_none() && q.fill(6).is_some());
+        q.let_go_passed(true);
+        assert!(q.fill(5).is_none() && q.fill(6).is_some());
         let f = Arc::new(InFlight::default());
         let waiting = f.await_room(chunk(4));
         assert!(f.awaits_room(&chunk(4)) && !f.awaits_room(&chunk(5)));

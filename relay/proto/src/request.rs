@@ -104,8 +104,8 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a [u8]>,
     /// The `If-Modified-Since` field value.
     pub if_modified_since: Option<&'a [u8]>,
-    /// The first `If-Match` field value (a later one is not looked at: the condition may
-    /// then fail where it would hold, never the other way).
+    /// The `If-Match` field value; None when the field came on several lines (not
+    /// evaluated here then: the origin is the one to judge a list split so).
     pub if_match: Option<&'a [u8]>,
     /// The `If-Unmodified-Since` field value.
     pub if_unmodified_since: Option<&'a [u8]>,
@@ -311,6 +311,7 @@ fn interpret<'a>(
     let mut if_none_match = None;
     let mut if_modified_since = None;
     let mut if_match = None;
+    let mut if_match_lines = 0u32;
     let mut if_unmodified_since = None;
     let mut authorization = false;
     let mut cache_directives = false;
@@ -342,7 +343,8 @@ fn interpret<'a>(
                 set_once(&mut if_modified_since, value, "If-Modified-Since")?;
             }
             FieldName::IfMatch => {
-                if_match.get_or_insert(value);
+                if_match_lines += 1;
+                if_match = Some(value);
             }
             FieldName::IfUnmodifiedSince => {
                 set_once(&mut if_unmodified_since, value, "If-Unmodified-Since")?;
@@ -396,7 +398,7 @@ fn interpret<'a>(
         if_range,
         if_none_match,
         if_modified_since,
-        if_match,
+        if_match: if_match.filter(|_| if_match_lines == 1),
         if_unmodified_since,
         authorization,
         cache_directives,

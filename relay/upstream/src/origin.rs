@@ -197,10 +197,16 @@ impl Origin {
             Some(_) => "https",
             None => "http",
         };
-        let path = upstream_target(path);
-        match self.address(server) {
+        let uri = |path: &str| match self.address(server) {
             Some(a) => format!("{scheme}://{a}{path}"),
             None => format!("{scheme}://{path}"),
+        };
+        // As the client sent it, unless no request could be made of it (an origin may
+        // sign or compare its targets byte for byte).
+        let raw = uri(path);
+        match raw.parse::<http::Uri>() {
+            Ok(_) => raw,
+            Err(_) => uri(&upstream_target(path)),
         }
     }
 
@@ -399,7 +405,8 @@ impl Origin {
     }
 }
 
-/// A client's request target as it goes upstream: the bytes a URI may not hold (RFC 3986:
+/// A client's request target as it goes upstream when it cannot go as sent: the bytes a
+/// URI may not hold (RFC 3986:
 /// `"`, `<`, `>`, `` ` ``, `{`, `}`, `|`, `\`, `^`, `#`, controls and non-ASCII bytes, which
 /// clients such as curl send as they are) percent-encoded, as a browser would have sent
 /// them; a target without any, as it is. (Left raw, the request could not be made at all,

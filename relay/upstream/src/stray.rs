@@ -312,11 +312,16 @@ impl<T: Read + PlainTcp + Unpin> Guarded<T> {
     /// read would).
     fn check_quiet(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Some(tcp) = self.inner.tcp() {
-            let mut one = [MaybeUninit::<u8>::uninit(); 1];
-            return match socket2::SockRef::from(tcp).peek(&mut one) {
+            let mut some = [MaybeUninit::<u8>::uninit(); 16];
+            return match socket2::SockRef::from(tcp).peek(&mut some) {
                 Ok(0) => Poll::Ready(Err(closed_error())),
-                Ok(_) => {
-                    self.found_stray(1);
+                Ok(n) => {
+                    // SAFETY: the peek initialized its first `n` bytes.
+                    let seen = unsafe { std::slice::from_raw_parts(some.as_ptr().cast::<u8>(), n) };
+                    if timed_out(seen) {
+                        return Poll::Ready(Err(closed_error()));
+                    }
+                    self.found_stray(n);
                     Poll::Ready(Err(stray_error()))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(())),
@@ -329,6 +334,7 @@ impl<T: Read + PlainTcp + Unpin> Guarded<T> {
             Poll::Pending => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(closed_error())),
+            Poll::Ready(Ok(())) if timed_out(buf.filled()) => Poll::Ready(Err(closed_error())),
             Poll::Ready(Ok(())) => {
                 self.found_stray(buf.filled().len());
                 Poll::Ready(Err(stray_error()))
@@ -336,17 +342,19 @@ impl<T: Read + PlainTcp + Unpin> Guarded<T> {
         }
     }
 
-    /// Before writing `first` (the start of what hyper writes now): a request that starts
-    /// is followed ([`Framing::request`]), after the check, on a connection that has
-    /// answered one.
+    /// Before writing `first` (the start of what hyper writes now): a write while no
+    /// answer is awaited starts a request (hyper sends one at a time, each once the last
+    /// answer ended; the head first), after the check on a connection that has answered
+    /// one. Any other write (the rest of a head, a body, a head retried after the socket
+    /// was full) changes nothing.
     fn before_write(&mut self, cx: &mut Context<'_>, first: &[u8]) -> Poll<io::Result<()>> {
-        if !starts_request(first) {
+        if self.framing != Framing::Idle {
             return Poll::Ready(Ok(()));
         }
         if self.stray {
             return Poll::Ready(Err(stray_error()));
         }
-        if self.answered && self.framing != Framing::Off {
+        if self.answered {
             self.answered = false;
             if let Poll::Ready(Err(e)) = self.check_quiet(cx) {
                 return Poll::Ready(Err(e));
@@ -357,32 +365,29 @@ impl<T: Read + PlainTcp + Unpin> Guarded<T> {
     }
 }
 
+/// Whether `bytes` begin an HTTP/1.x `408` answer: what some servers send on a kept-alive
+/// connection they close for idleness, unasked; a close, not stray bytes.
+fn timed_out(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && bytes.starts_with(b"HTTP/1.") && &bytes[8..12] == b" 408"
+}
+
+/// Why the guard dropped a connection before a request went on it: nothing was sent, so
+/// the request may go again, and the origin's health is not the request's affair
+/// (`crate::fetch::request::failure`).
+#[derive(Debug, thiserror::Error)]
+pub enum Dropped {
+    #[error("the origin closed the connection before the next request")]
+    Closed,
+    #[error("the origin sent bytes past the end of an answer")]
+    Stray,
+}
+
 fn closed_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "the origin closed the connection before the next request",
-    )
+    io::Error::new(io::ErrorKind::ConnectionAborted, Dropped::Closed)
 }
 
 fn stray_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "the origin sent bytes past the end of an answer",
-    )
-}
-
-/// Whether `buf` begins with a request line as hyper writes one: a method token (upper
-/// case letters), a space, a target, ` HTTP/1.1` and CRLF, within the first 8 KiB. (A
-/// request body written after the origin began to answer it early does not look so.)
-fn starts_request(buf: &[u8]) -> bool {
-    let method = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    if !(1..=16).contains(&method) || buf.get(method) != Some(&b' ') {
-        return false;
-    }
-    let head = &buf[..buf.len().min(8192)];
-    head.windows(2)
-        .position(|w| w == b"\r\n")
-        .is_some_and(|end| head[..end].ends_with(b" HTTP/1.1"))
+    io::Error::new(io::ErrorKind::InvalidData, Dropped::Stray)
 }
 
 impl<T: Read + PlainTcp + Unpin> Read for Guarded<T> {
@@ -412,15 +417,20 @@ impl<T: Read + PlainTcp + Unpin> Read for Guarded<T> {
                 other => return other,
             }
             let got = into.filled();
-            (got.len(), this.framing.read(got))
+            let kept = this.framing.read(got);
+            if kept == 0 && timed_out(got) {
+                // (Closed for idleness: no stray bytes.)
+                return Poll::Ready(Err(closed_error()));
+            }
+            (got.len(), kept)
         };
         this.answered = true;
-        if let Some(tcp) = this.inner.tcp() {
-            // Acknowledged at once, not after the delayed-ACK wait: an origin whose TCP
-            // stack holds back its next small write until then (Nagle) sends it now, so
-            // stray bytes reach the socket before the next request is written, where the
-            // check finds them, rather than just after. (Best effort: a failure changes
-            // nothing else.)
+        if let (Framing::Idle, Some(tcp)) = (&this.framing, this.inner.tcp()) {
+            // An answer ended: acknowledged at once, not after the delayed-ACK wait, so an
+            // origin whose TCP stack holds back its next small write until then (Nagle)
+            // sends it now, and stray bytes reach the socket before the next request is
+            // written, where the check finds them, rather than just after. (Best effort: a
+            // failure changes nothing else.)
             let _ = socket2::SockRef::from(tcp).set_quickack(true);
         }
         if kept < got {
@@ -486,7 +496,7 @@ impl<T: Connection> Connection for Guarded<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Framing, starts_request};
+    use super::{Framing, timed_out};
 
     /// Follows `bytes` from a request (`head`: a HEAD) in reads of `step` bytes: the bytes
     /// kept, and whether the framing is idle after them.
@@ -550,13 +560,10 @@ mod tests {
     }
 
     #[test]
-    fn request_lines_are_told_from_bodies() {
-        assert!(starts_request(b"GET /a?b=c HTTP/1.1\r\nhost: h\r\n\r\n"));
-        assert!(starts_request(b"PROPFIND / HTTP/1.1\r\n"));
-        assert!(!starts_request(b"get / HTTP/1.1\r\n"));
-        assert!(!starts_request(b"GET / HTTP/1.0\r\n"));
-        assert!(!starts_request(b"GET / HTTP/1.1"), "no line end yet");
-        assert!(!starts_request(b"some body bytes\r\n"));
-        assert!(!starts_request(b""));
+    fn a_408_is_told_from_other_stray_bytes() {
+        assert!(timed_out(b"HTTP/1.1 408 Request Timeout\r\n"));
+        assert!(timed_out(b"HTTP/1.0 408 x"));
+        assert!(!timed_out(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!timed_out(b"HTTP/1.1 40"));
     }
 }

@@ -696,15 +696,12 @@ impl Exchange {
         // The chunks the read-ahead holds ahead of this client (found in memory, or filled
         // for it) are room too: held while this client waits for room for a chunk before
         // them (one the tier let go since the read-ahead found it there), they could be all
-        // of it, and every client wait on the others' (a fill still on its way completes
-        // as it would; the read-ahead looks at them again once this chunk is got, and one
-        // the tier let go meanwhile costs a second fetch).
-        if let Some(b) = self.body.as_mut()
-            && !(b.ahead_held.is_empty() && b.ahead_fills.is_empty())
-        {
+        // of it, and every client wait on the others'. Those filled already go (a fill
+        // still on its way is kept: it completes into the tier as it would, and holds no
+        // more meanwhile); one the tier let go is fetched again when the client gets there.
+        if let Some(b) = self.body.as_mut() {
             b.ahead_held.clear();
-            b.ahead_fills.clear();
-            b.ahead = 0;
+            b.ahead_fills.retain(|f| !f.is_done());
         }
         if let Some(arena) = cx.shared.cache.memory.arena() {
             arena.watch_room(cx.worker);

@@ -463,8 +463,11 @@ impl Exchange {
             if_range: request.if_range.map(Small::copy),
             if_none_match: request.if_none_match.map(Small::copy),
             if_modified_since: request.if_modified_since.map(Small::copy),
-            // (A value too long to keep is kept empty: an If-Match that then fails.)
-            if_match: request.if_match.map(Small::copy),
+            // (A value too long to keep is not evaluated here; an empty one would fail.)
+            if_match: request
+                .if_match
+                .filter(|v| v.len() <= Small::CAPACITY)
+                .map(Small::copy),
             if_unmodified_since: request.if_unmodified_since.map(Small::copy),
         };
         self.saved.authorized = request.authorization;

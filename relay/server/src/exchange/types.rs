@@ -289,13 +289,16 @@ pub struct Small {
 }
 
 impl Small {
+    /// The longest value kept.
+    pub const CAPACITY: usize = 256;
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 
     pub fn copy(v: &[u8]) -> Small {
         let mut s = Small {
-            buf: [0; 256],
+            buf: [0; Small::CAPACITY],
             len: 0,
         };
         if v.len() <= s.buf.len() {

@@ -391,10 +391,14 @@ impl Context {
         keep: Option<&Arc<relay_cache::inflight::Pending>>,
     ) -> Result<Option<FillWriter>, NoRoom> {
         let idle = Duration::from_millis(self.origins[origin].config.idle_timeout_ms);
-        let until = Instant::now() + idle;
+        let started = Instant::now();
+        let until = started + idle;
         loop {
             if let Some(p) = keep {
-                p.let_go_passed();
+                // The fills its slower clients have not reached stay for half the wait;
+                // then they go too, and only those clients are cut (not every client
+                // of the answer, at the wait's end).
+                p.let_go_passed(started.elapsed() < idle / 2);
             }
             match self.store.inflight.start_fill(key.clone(), len) {
                 Err(NoRoom) if Instant::now() < until => tokio::time::sleep(PACE_POLL).await,

@@ -88,7 +88,15 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
                 return Failure::Unreachable(FillError::Closed);
             }
         }
-        if s.is::<std::io::Error>() {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // A connection the stray-bytes guard dropped before the request went on it:
+            // sent again on another; the origin's health is not in question.
+            if io
+                .get_ref()
+                .is_some_and(|e| e.is::<crate::stray::Dropped>())
+            {
+                return Failure::NoAnswer(FillError::Closed);
+            }
             return Failure::Unreachable(FillError::Closed);
         }
         source = s.source();
