@@ -33,7 +33,9 @@ pub enum FillError {
     #[error("the object changed upstream between chunks")]
     Changed,
     #[error(
-        "upstream answer's framing is invalid (both Transfer-Encoding and Content-Length, or a malformed one)"
+        "upstream answer's framing is invalid or not what was asked (both Transfer-Encoding \
+         and Content-Length, a malformed length, a transfer coding relay cannot undo, or a \
+         206 whose Content-Range is not the range asked for)"
     )]
     Framing,
     #[error("upstream is marked down")]

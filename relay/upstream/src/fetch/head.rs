@@ -93,6 +93,10 @@ impl Context {
             let status = resp.status().as_u16();
             if status == 304 {
                 let Some(stale) = stale.take() else {
+                    log::warn!(
+                        "origin {}: {path}: a 304 to a request that was not conditional",
+                        self.origins[origin].config.authority
+                    );
                     return self.head_failed(&object, FillError::Status(502));
                 };
                 // A 304 whose strong entity tag is not the stored one's validates another
