@@ -604,35 +604,39 @@ impl Exchange {
             (!etag.is_empty()).then_some(etag),
             (!last_modified.is_empty()).then_some(last_modified),
         );
-        // If-Match, If-Unmodified-Since (RFC 9110 §13.2.2 steps 1 and 2): a 412 for
-        // another version, so a client resuming with Range gets no bytes of it to append.
-        if (200..300).contains(&meta.status)
-            && relay_proto::conditional::precondition_failed(
-                cond.if_match.as_ref().map(Small::as_bytes),
-                cond.if_unmodified_since.as_ref().map(Small::as_bytes),
-                etag,
-                last_modified,
-            )
-        {
-            cx.stats.lookups.count(&how, 412, self.origin_slot());
-            let mut buf = std::mem::take(&mut self.status_buf);
-            how.write(&mut buf);
-            self.head_only(cx, req, 412, &meta, Some(&buf), Some(0));
-            self.status_buf = buf;
-            return;
+        // Preconditions, for a 2xx, in RFC 9110 §13.2.2's order: If-Match and
+        // If-Unmodified-Since (a 412 for another version, so a client resuming with Range
+        // gets no bytes of it to append), then If-None-Match and If-Modified-Since (304).
+        fn field(v: &Option<Small>) -> Option<&[u8]> {
+            v.as_ref().map(Small::as_bytes)
         }
-        if (200..300).contains(&meta.status)
-            && relay_proto::conditional::evaluate(
-                cond.if_none_match.as_ref().map(Small::as_bytes),
-                cond.if_modified_since.as_ref().map(Small::as_bytes),
+        use relay_proto::conditional::{Precondition, evaluate, precondition_failed};
+        let answered = match (200..300).contains(&meta.status) {
+            false => None,
+            true if precondition_failed(
+                field(&cond.if_match),
+                field(&cond.if_unmodified_since),
                 etag,
                 last_modified,
-            ) == relay_proto::conditional::Precondition::NotModified
-        {
-            cx.stats.lookups.count(&how, 304, self.origin_slot());
+            ) =>
+            {
+                Some(412)
+            }
+            true => (evaluate(
+                field(&cond.if_none_match),
+                field(&cond.if_modified_since),
+                etag,
+                last_modified,
+            ) == Precondition::NotModified)
+                .then_some(304),
+        };
+        if let Some(status) = answered {
+            cx.stats.lookups.count(&how, status, self.origin_slot());
             let mut buf = std::mem::take(&mut self.status_buf);
             how.write(&mut buf);
-            self.head_only(cx, req, 304, &meta, Some(&buf), None);
+            // (A 412 has a body, empty; a 304 none.)
+            let length = (status == 412).then_some(0);
+            self.head_only(cx, req, status, &meta, Some(&buf), length);
             self.status_buf = buf;
             return;
         }
