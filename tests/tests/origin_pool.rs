@@ -149,3 +149,62 @@ fn a_server_failing_its_health_check_leaves_the_pool_and_comes_back() {
     assert_eq!(objects(&b), 20);
     assert_eq!(objects(&a), 40);
 }
+
+/// A server that lets a URL's first-byte timeout pass (the test's origin, answering after
+/// 2 s) is not asked that URL again: in a pool, the request goes on to the next server
+/// (python's `http.server`) and its client gets the object; alone, one request reaches it
+/// and its client gets a 504 at the timeout, where a retry on the same server would be slow
+/// again and add to the load of a server already behind.
+#[test]
+fn a_slow_answer_is_asked_of_another_server_never_again_of_the_slow_one() {
+    let files = TempDir::new("slow-pool-www");
+    let slow = relay_tests::origin::Origin::start();
+    slow.behaviour
+        .head_delay_ms
+        .store(2000, std::sync::atomic::Ordering::Relaxed);
+    let bodies: Vec<Vec<u8>> = (0..6).map(|i| pattern(3000 + i, 7 + i as u64)).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        files.write(&format!("o{i}.bin"), b);
+        let object = relay_tests::origin::Object::new(b.clone(), &format!("\"o{i}\""));
+        slow.put(&format!("/o{i}.bin"), object.clone());
+        slow.put(&format!("/alone/o{i}.bin"), object);
+    }
+    let fast = PythonOrigin::start(files.path());
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n\
+         [[origin.http]]\nurl = \"http://alone.test\"\nprefix = \"/alone/\"\n\
+         servers = [{{ address = \"{slow}\" }}]\n\
+         first_byte_timeout_ms = 300\nretries = 2\ndown_after_failures = 100\n\n\
+         [[origin.http]]\nurl = \"http://pool.test\"\n\
+         servers = [{{ address = \"{slow}\" }}, {{ address = \"127.0.0.1:{fast}\" }}]\n\
+         first_byte_timeout_ms = 300\nretries = 2\ndown_after_failures = 100\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        slow = slow.addr,
+        fast = fast.port
+    ));
+    for (i, body) in bodies.iter().enumerate() {
+        let got = fetch(&relay.url(&format!("/o{i}.bin")), &[]);
+        assert_eq!(got.status, 200, "/o{i}.bin: {}", got.head);
+        assert!(got.body == *body, "/o{i}.bin: other bytes");
+        assert!(
+            slow.count(&format!("/o{i}.bin")) <= 1,
+            "/o{i}.bin asked of the slow server {} times",
+            slow.count(&format!("/o{i}.bin"))
+        );
+    }
+    for i in 0..3 {
+        let started = Instant::now();
+        let got = fetch(&relay.url(&format!("/alone/o{i}.bin")), &[]);
+        let took = started.elapsed();
+        assert_eq!(got.status, 504, "/alone/o{i}.bin: {}", got.head);
+        assert!(
+            took < Duration::from_millis(1500),
+            "504 after {took:?}, not at the 300 ms timeout"
+        );
+        assert_eq!(
+            slow.count(&format!("/alone/o{i}.bin")),
+            1,
+            "one request of a slow URL"
+        );
+    }
+}

@@ -172,6 +172,16 @@ fn an_untrusted_or_misnamed_certificate_is_refused_unless_verification_is_turned
             relay.wait_log(reason, Duration::from_secs(5)),
             "{tls}: no log line naming {reason}"
         );
+        // The client's 502 line and its count say TLS, not a connection refused.
+        assert!(
+            relay.wait_log("upstream TLS handshake failed", Duration::from_secs(5)),
+            "{tls}: the 502 line does not say TLS"
+        );
+        assert_eq!(
+            relay.metric("relay_errors_total{status=\"502\",reason=\"tls\"}"),
+            Some(1.0),
+            "{tls}"
+        );
         assert_eq!(
             site.origin.access_log().len(),
             before,

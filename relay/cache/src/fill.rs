@@ -22,6 +22,11 @@ pub enum FillError {
     Status(u16),
     #[error("upstream could not be reached (connect refused or timed out)")]
     Connect,
+    #[error(
+        "upstream TLS handshake failed (a certificate not trusted or not valid for the name, \
+         or no protocol in common)"
+    )]
+    Tls,
     #[error("upstream connection reset or closed before a response head")]
     Closed,
     #[error("upstream timed out after {ms} ms ({wait})")]
@@ -74,6 +79,7 @@ impl FillError {
         match self {
             FillError::Status(_) => "status",
             FillError::Connect => "connect",
+            FillError::Tls => "tls",
             FillError::Closed => "closed",
             FillError::Timeout {
                 wait: Wait::FirstByte,

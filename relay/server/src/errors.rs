@@ -54,6 +54,7 @@ pub enum Why {
 const REASONS: &[&str] = &[
     "status",
     "connect",
+    "tls",
     "closed",
     "first_byte_timeout",
     "idle_timeout",

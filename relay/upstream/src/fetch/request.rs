@@ -76,7 +76,10 @@ pub(super) fn deepest_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// else it reports).
 fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
     if e.is_connect() {
-        return Failure::Unreachable(FillError::Connect);
+        return Failure::Unreachable(match tls_refused(e) {
+            true => FillError::Tls,
+            false => FillError::Connect,
+        });
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -104,6 +107,27 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
     Failure::NoAnswer(FillError::Connect)
 }
 
+/// Whether a connect error is a TLS handshake that failed (a certificate refused, a name
+/// that does not match): a rustls error among its sources.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        // (An I/O error's `source` skips the error it wraps; hyper-rustls wraps rustls's
+        // in two.)
+        source = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    false
+}
+
 /// After attempt `attempt` (0: the first) brought nothing back: how long to wait before the
 /// next one, or None to give up (`retries` spent, or the origin is marked down).
 fn backoff(attempt: u32, retries: u32, origin_down: bool) -> Option<Duration> {
@@ -111,7 +135,8 @@ fn backoff(attempt: u32, retries: u32, origin_down: bool) -> Option<Duration> {
 }
 
 /// The retry loop: runs `attempt` until it brings a response, could not make its request,
-/// or failed `retries + 1` times (fewer when the origin is marked down meanwhile). An origin
+/// or failed `retries + 1` times (fewer when the origin is marked down meanwhile, or no
+/// server is left that did not let this request's first-byte timeout pass). An origin
 /// already down is not asked at all ([`FillError::Down`]). Each failed attempt counts in
 /// `stats.errors`, each retry in `stats.retries`; a request that failed, and failed to
 /// reach the origin on any of its attempts, counts once against the origin's health. A
@@ -134,6 +159,11 @@ where
     // The servers this request could not reach (a bit each): each counts once against its
     // health when the request ends, unless it answered after all.
     let mut unreachable = 0u64;
+    // The servers that let this request's first-byte timeout pass: a slow URL is slow again
+    // on the same server, and asking it again would add to the load of a server already
+    // behind; the request goes on to another server only (nginx's `proxy_next_upstream
+    // timeout` does the same; Varnish retries no timeout).
+    let mut slow = 0u64;
     let settle = |unreachable: u64| {
         for s in (0..64).filter(|&s| unreachable & bit(s) != 0) {
             origin.failed(s, epoch);
@@ -151,12 +181,23 @@ where
                 unreachable |= bit(server);
                 e
             }
-            Err(Failure::NoAnswer(e)) => e,
+            Err(Failure::NoAnswer(e)) => {
+                if matches!(
+                    e,
+                    FillError::Timeout {
+                        wait: Wait::FirstByte,
+                        ..
+                    }
+                ) {
+                    slow |= bit(server);
+                }
+                e
+            }
         };
         stats.errors.fetch_add(1, Ordering::Relaxed);
         // Not sent at all (no connection): another server is asked at once, whatever the
         // method and its retries (each server once).
-        if err == FillError::Connect
+        if matches!(err, FillError::Connect | FillError::Tls)
             && unreachable & bit(server) != 0
             && let Some(other) = origin.pick_other(epoch, unreachable)
         {
@@ -164,8 +205,15 @@ where
             continue;
         }
         // The next attempt goes to a server this request has not failed on, when one is up.
-        let next = backoff(n, retries, origin.is_down(epoch))
-            .and_then(|wait| Some((wait, origin.pick(epoch, unreachable | bit(server))?)));
+        let next = backoff(n, retries, origin.is_down(epoch)).and_then(|wait| {
+            let other = match slow {
+                0 => origin.pick(epoch, unreachable | bit(server)),
+                _ => origin
+                    .pick_other(epoch, unreachable | bit(server) | slow)
+                    .or_else(|| origin.pick_among(epoch, |s| slow & bit(s) == 0)),
+            };
+            Some((wait, other?))
+        });
         let Some((wait, other)) = next else {
             settle(unreachable);
             return Err(err);
@@ -291,6 +339,11 @@ impl Context {
             Some(tls) => {
                 let stream = match tokio::time::timeout(connect, tls.connect(stream)).await {
                     Ok(Ok(s)) => s,
+                    Ok(Err(e)) if tls_refused(&e) => {
+                        log::warn!("origin {}: TLS handshake failed: {e}", o.config.authority);
+                        o.failed(server, self.epoch);
+                        return Err(fail(FillError::Tls));
+                    }
                     _ => {
                         o.failed(server, self.epoch);
                         return Err(fail(FillError::Connect));
@@ -707,10 +760,11 @@ mod tests {
         ];
         assert_eq!(run(&o, &stats, &mixed[..1]), (Ok(2), 2));
         assert!(!o.is_down(Instant::now()));
-        // One that never got an answer, and could not reach it on some attempt, is.
+        // One that never got an answer, and could not reach it on some attempt, is (its
+        // first-byte timeout ends it: the one server is not asked again).
         assert_eq!(
             run(&o, &stats, &mixed),
-            (Err(FillError::timeout(Wait::FirstByte, 100)), 3)
+            (Err(FillError::timeout(Wait::FirstByte, 100)), 2)
         );
         assert!(o.is_down(Instant::now()));
     }
@@ -723,12 +777,14 @@ mod tests {
             FillError::timeout(Wait::FirstByte, 100),
             FillError::Truncated,
         ] {
+            // A garbled answer is asked again; a slow one, of the one server, is not.
+            let made = if fail == FillError::Truncated { 2 } else { 1 };
             for _ in 0..10 {
                 let fails = [Failure::NoAnswer(fail); 2];
-                assert_eq!(run(&o, &stats, &fails), (Err(fail), 2));
+                assert_eq!(run(&o, &stats, &fails), (Err(fail), made));
             }
         }
-        assert_eq!(counted(&stats), (40, 20), "each counted in the metrics");
+        assert_eq!(counted(&stats), (30, 10), "each counted in the metrics");
         assert!(
             !o.is_down(Instant::now()),
             "no client can take the origin down"
@@ -853,6 +909,48 @@ mod tests {
             seen.sort_unstable();
             seen.dedup();
             assert_eq!(seen.len(), tried.len(), "a server tried twice: {tried:?}");
+        }
+    }
+
+    /// A first-byte timeout is not retried on the server that let it pass: with one
+    /// server, one request reaches the origin; in a pool, each server is asked once at
+    /// most (then the answer of one that is not slow).
+    #[test]
+    fn a_slow_answer_goes_on_to_another_server_never_back_to_a_slow_one() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let slow = || Err(Failure::NoAnswer(FillError::timeout(Wait::FirstByte, 100)));
+        for (servers, answers) in [(1, None), (3, None), (3, Some(1)), (2, Some(0))] {
+            let o = pool(&vec![(1, false); servers], 5, 100);
+            let stats = UpstreamStats::default();
+            let mut tried = Vec::new();
+            let r = rt.block_on(retrying(&o, Instant::now(), &stats, 5, |server| {
+                tried.push(server);
+                let outcome = if Some(server) == answers {
+                    Ok(server)
+                } else {
+                    slow()
+                };
+                async move { outcome }
+            }));
+            let mut seen = tried.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(
+                seen.len(),
+                tried.len(),
+                "a slow server asked twice: {tried:?}"
+            );
+            match answers {
+                Some(s) => assert_eq!(r, Ok(s), "{tried:?}"),
+                None => {
+                    assert_eq!(r, Err(FillError::timeout(Wait::FirstByte, 100)));
+                    assert_eq!(tried.len(), servers, "each server once: {tried:?}");
+                }
+            }
+            assert!(!o.is_down(Instant::now()), "slow is not down");
         }
     }
 

@@ -16,6 +16,7 @@ fn made_up(kit: &Kit) -> Vec<(&'static str, &'static str, u64)> {
 fn a_head_fetch_failure_is_counted_by_what_the_upstream_reported() {
     for (e, status, reason) in [
         (FillError::Connect, "502", "connect"),
+        (FillError::Tls, "502", "tls"),
         (FillError::Closed, "502", "closed"),
         (
             FillError::timeout(Wait::FirstByte, 250),
