@@ -232,10 +232,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         let mut inm = String::new();
         let mut language = String::new();
         loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            // (Read as bytes: a field value need not be UTF-8; kept lossily.)
+            let mut raw = Vec::new();
+            if reader.read_until(b'\n', &mut raw).unwrap_or(0) == 0 {
                 return;
             }
+            let h = String::from_utf8_lossy(&raw);
             let h = h.trim_end();
             if h.is_empty() {
                 break;

@@ -186,3 +186,41 @@ fn an_absolute_form_target_names_the_authority_path_and_query() {
         assert_eq!(r.status, 400, "{bad} was accepted");
     }
 }
+
+/// Field values that are not UTF-8 each select their own variant: `caf\xe9`, `caf\xe8` and
+/// the `caf\u{fffd}` a lossy copy makes of both never share one (the first to ask would fill
+/// it for the others). Each reaches the origin; each is then a hit of its own.
+#[test]
+fn values_that_are_not_utf8_select_variants_of_their_own() {
+    let origin = Origin::start();
+    let mut o = Object::new(b"varies on the agent".to_vec(), "ua");
+    o.extra_headers = vec![
+        ("Vary".into(), "User-Agent".into()),
+        ("Cache-Control".into(), "max-age=600".into()),
+    ];
+    origin.put("/ua", o);
+    let relay = start(&origin, "", None);
+    let agents: [&[u8]; 3] = [b"caf\xe9", b"caf\xe8", "caf\u{fffd}".as_bytes()];
+    let ask_as = |agent: &[u8]| {
+        let mut head = b"GET /ua HTTP/1.1\r\nHost: a.example\r\nUser-Agent: ".to_vec();
+        head.extend_from_slice(agent);
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut c = Client::connect(relay.addr);
+        c.send(&head);
+        c.read_response(false).expect("a response")
+    };
+    let mut asked = 0;
+    for (i, agent) in agents.iter().enumerate() {
+        let r = ask_as(agent);
+        assert_eq!(r.status, 200);
+        let now = origin.count("/ua");
+        assert!(now > asked, "agent {i} was served another's variant");
+        asked = now;
+    }
+    for agent in agents {
+        let r = ask_as(agent);
+        let status = r.header("cache-status").unwrap_or_default().to_string();
+        assert!(status.contains("hit"), "{status}");
+    }
+    assert_eq!(origin.count("/ua"), asked, "each variant is stored");
+}

@@ -87,7 +87,7 @@ impl ChunkRef<'_> {
 ///
 /// Returns false and leaves `key` as it was when the request sends none of the fields: the
 /// base entry (the response to a request without them) is its variant. Allocates nothing
-/// beyond growing `key` (and a lossy copy of a value that is not UTF-8).
+/// beyond growing `key`.
 pub fn push_variant<'h, I>(key: &mut String, fields: &[String], headers: I) -> bool
 where
     I: Iterator<Item = (&'h str, &'h [u8])> + Clone,
@@ -109,7 +109,13 @@ where
             if i > 0 {
                 key.push_str(", ");
             }
-            key.push_str(String::from_utf8_lossy(value).trim_matches([' ', '\t']));
+            let blank = |b: &u8| *b == b' ' || *b == b'\t';
+            let start = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+            let end = value
+                .iter()
+                .rposition(|b| !blank(b))
+                .map_or(start, |e| e + 1);
+            push_value(key, &value[start..end]);
         }
         key.push('\n');
     }
@@ -117,6 +123,24 @@ where
         key.truncate(base);
     }
     selects
+}
+
+/// Appends a field's value to a variant key, one key per value: as it is when it is UTF-8
+/// (what clients send), else `\u{1}` and the hex of its bytes (a lossy copy would make
+/// `caf\xe9`, `caf\xe8` and `caf\u{fffd}` one variant, which the first to ask fills for
+/// all). A value of the first kind holding `\u{1}` takes the second form too, so the two
+/// never meet.
+fn push_value(key: &mut String, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.contains('\u{1}') => key.push_str(text),
+        _ => {
+            use std::fmt::Write;
+            key.push('\u{1}');
+            for b in value {
+                let _ = write!(key, "{b:02x}");
+            }
+        }
+    }
 }
 
 /// Makes the query of `target` (a GET or HEAD's, in origin-form) what `policy` says it is
@@ -234,6 +258,40 @@ mod tests {
         assert_eq!(
             empty.as_deref(),
             Some("example.org/a\0accept-language\nx-device=\n")
+        );
+    }
+
+    /// Values that are not UTF-8 each select their own variant: `caf\xe9`, `caf\xe8` and
+    /// the `caf\u{fffd}` a lossy copy would make of both are three keys.
+    #[test]
+    fn values_that_are_not_utf8_are_keyed_by_their_bytes() {
+        let fields = vec!["user-agent".to_string()];
+        let key = |value: &[u8]| {
+            let mut key = String::from("example.org/a");
+            assert!(push_variant(
+                &mut key,
+                &fields,
+                [("User-Agent", value)].into_iter()
+            ));
+            key
+        };
+        let keys = [
+            key(b"caf\xe9"),
+            key(b"caf\xe8"),
+            key("caf\u{fffd}".as_bytes()),
+            // (What `caf\xe9` becomes, sent as such: a key of its own too.)
+            key(b"\x01636166e9"),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(keys[0], "example.org/a\0user-agent=\u{1}636166e9\n");
+        assert_eq!(key(b" \tcaf\xe9 "), keys[0], "trimmed as before");
+        assert_eq!(
+            key("caf\u{e9}".as_bytes()),
+            "example.org/a\0user-agent=caf\u{e9}\n"
         );
     }
 
