@@ -1,6 +1,6 @@
 //! An HTTP origin's passive health as clients can see it: only requests that cannot reach
-//! the origin mark it down; a URL that answers 5xx, stalls or answers garbage fails only
-//! its own requests.
+//! the origin mark it down; a URL that answers 5xx, stalls, answers garbage or closes its
+//! connection unanswered (a handler that crashed) fails only its own requests.
 
 use relay_tests::Relay;
 use relay_tests::client::Client;
@@ -36,10 +36,18 @@ fn a_url_that_fails_does_not_take_its_origin_down_for_other_urls() {
     let mut garbage = Object::new(Vec::new(), "g");
     garbage.raw = Some(b"SPAM SPAM SPAM\r\n\r\n".to_vec());
     origin.put("/garbage", garbage);
+    let mut crash = Object::new(Vec::new(), "c");
+    crash.raw = Some(Vec::new());
+    origin.put("/crash", crash);
     origin.put("/ok", Object::new(b"fine".to_vec(), "o"));
     // Each on a relay of its own: any one of them used to take the origin down.
     // (The 500 is relayed as the origin answered it.)
-    for (path, status) in [("/broken", 500), ("/slow", 504), ("/garbage", 502)] {
+    for (path, status) in [
+        ("/broken", 500),
+        ("/slow", 504),
+        ("/garbage", 502),
+        ("/crash", 502),
+    ] {
         let relay = Relay::start(&config(&origin.addr.to_string()));
         // Any client can ask for it as often as it likes; each request fails.
         for _ in 0..3 {

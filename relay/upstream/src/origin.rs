@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Passive health of one server of an origin: `down_after_failures` requests in a row that
-/// could not reach it (refused or timed out connecting, the connection reset or closed
-/// before a response head; a request counts once per server however many attempts it made)
-/// mark it down for `down_ms`. A slow URL, a garbage answer or a 5xx fails its own request
+/// could not reach it (refused or timed out connecting, a TLS handshake refused; a request
+/// counts once per server however many attempts it made) mark it down for `down_ms`. A slow
+/// URL, a connection closed unanswered, a garbage answer or a 5xx fails its own request
 /// only; any response head clears the count (`fetch::request`).
 #[derive(Default)]
 pub struct Health {

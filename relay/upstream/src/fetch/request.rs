@@ -4,13 +4,13 @@
 //! retries, unless the origin has been marked down meanwhile. A response, whatever its
 //! status, ends the loop; so does a request that could not be made.
 //!
-//! Only transport failures speak of the origin ([`Failure::Unreachable`]: refused or timed
-//! out connecting, the connection reset or closed before a head): a request that failed
-//! that way counts once against its origin's health however many attempts it made, and
+//! Only connections not made speak of the origin ([`Failure::Unreachable`]: refused or
+//! timed out connecting, a TLS handshake refused): a request that failed that way counts
+//! once against its origin's health however many attempts it made, and
 //! `down_after_failures` such requests in a row mark the origin down. A first-byte timeout,
-//! a garbage answer or a 5xx fails that request only: any client can ask for a slow or
-//! broken URL, and one URL must not take the origin down for every client. Any response
-//! head clears the count. Also a fill's request ([`fill_request`]).
+//! a connection closed before a head, a garbage answer or a 5xx fails that request only:
+//! any client can ask for a slow or broken URL, and one URL must not take the origin down
+//! for every client. Any response head clears the count. Also a fill's request ([`fill_request`]).
 
 use super::Context;
 use crate::upload::{Upload, UploadBody};
@@ -49,13 +49,13 @@ pub(super) const VIA: &str = "1.1 relay";
 pub(super) enum Failure {
     /// The request could not be made; nothing was sent, and nothing is retried.
     Refused(FillError),
-    /// The origin could not be reached, or its connection ended before a response head
-    /// (refused, timed out connecting, reset, closed): a transport failure, which counts
-    /// against the origin's health. The request may be sent again.
+    /// The origin could not be reached (refused, timed out connecting, a TLS handshake
+    /// refused), which counts against the origin's health. The request may be sent again.
     Unreachable(FillError),
-    /// Sent, and no usable head came back (none before the first-byte timeout, or an answer
-    /// that is not HTTP): this request's failure, not the origin's. The request may be sent
-    /// again (it reached no one, or an idempotent method allows it).
+    /// Sent, and no usable head came back (the connection reset or closed first, none
+    /// before the first-byte timeout, or an answer that is not HTTP): this request's
+    /// failure, not the origin's. The request may be sent again (it reached no one, or an
+    /// idempotent method allows it).
     NoAnswer(FillError),
 }
 
@@ -70,10 +70,13 @@ pub(super) fn deepest_cause(e: &(dyn std::error::Error + 'static)) -> String {
     why
 }
 
-/// What a failed `client.request` says: the origin unreachable (a connect error, or the
-/// connection reset or closed before a head: an I/O error, an incomplete or canceled
-/// message), or only this request unanswered (an answer hyper could not parse, or anything
-/// else it reports).
+/// What a failed `client.request` says: the origin unreachable (a connect error: refused,
+/// timed out, a TLS handshake refused), or only this request unanswered (the connection
+/// reset or closed before a head, an answer hyper could not parse, or anything else it
+/// reports). A server that took the connection is up: one URL whose handler dies (a
+/// crashed worker closes its connection unanswered) must not take the origin down for
+/// every URL, which any client could then do; a server that is going away is marked down
+/// by the connections it then refuses.
 fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
     if e.is_connect() {
         return Failure::Unreachable(match tls_refused(e) {
@@ -88,19 +91,12 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Failure {
                 return Failure::NoAnswer(FillError::Malformed);
             }
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return Failure::Unreachable(FillError::Closed);
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            // A connection the stray-bytes guard dropped before the request went on it:
-            // sent again on another; the origin's health is not in question.
-            if io
-                .get_ref()
-                .is_some_and(|e| e.is::<crate::stray::Dropped>())
-            {
                 return Failure::NoAnswer(FillError::Closed);
             }
-            return Failure::Unreachable(FillError::Closed);
+        }
+        // (A connection the stray-bytes guard dropped is one of these too.)
+        if s.is::<std::io::Error>() {
+            return Failure::NoAnswer(FillError::Closed);
         }
         source = s.source();
     }
@@ -1031,20 +1027,20 @@ mod tests {
     }
 
     #[test]
-    fn transport_failures_speak_of_the_origin_and_garbage_of_the_request() {
+    fn only_a_connection_refused_speaks_of_the_origin() {
         use std::io::{Read, Write};
         let refused = classify(None);
         assert_eq!(refused, Failure::Unreachable(FillError::Connect));
         let closed = classify(Some(|mut conn| {
             let _ = conn.read(&mut [0u8; 4096]);
         }));
-        assert_eq!(closed, Failure::Unreachable(FillError::Closed));
+        assert_eq!(closed, Failure::NoAnswer(FillError::Closed));
         // Closed with the request unread: the kernel resets the connection.
         let reset = classify(Some(|conn| {
             std::thread::sleep(Duration::from_millis(100));
             drop(conn);
         }));
-        assert_eq!(reset, Failure::Unreachable(FillError::Closed));
+        assert_eq!(reset, Failure::NoAnswer(FillError::Closed));
         let garbage = classify(Some(|mut conn| {
             let _ = conn.read(&mut [0u8; 4096]);
             let _ = conn.write_all(b"SPAM SPAM SPAM\r\n\r\n");
