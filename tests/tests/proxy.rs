@@ -455,6 +455,53 @@ fn other_methods_pass_through_with_bodies_and_invalidate() {
     );
 }
 
+/// A successful POST invalidates every stored response for its URI (RFC 9111 §4.4), the
+/// variants of a response that varies too, not only the one for requests without the
+/// fields it varies on.
+#[test]
+fn an_unsafe_method_invalidates_every_variant_of_its_uri() {
+    let origin = Origin::start();
+    let greeting = |suffix: &str| {
+        let mut o = Object::greeting();
+        o.etag = format!("\"lang{}\"", suffix.trim());
+        o.cache_control = Some("max-age=600".into());
+        for (_, body) in o.by_language.iter_mut() {
+            body.extend_from_slice(suffix.as_bytes());
+        }
+        o.body.extend_from_slice(suffix.as_bytes());
+        o
+    };
+    origin.put("/greet", greeting(" 1"));
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let ask = |language: &str| {
+        let mut c = Client::connect(relay.addr);
+        let r = match language {
+            "" => c.get("/greet"),
+            l => c.get_with("/greet", &format!("Accept-Language: {l}\r\n")),
+        };
+        assert_eq!(r.status, 200);
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            [ask("fr"), ask("de"), ask("")],
+            ["bonjour 1", "hallo 1", "hello (default) 1"]
+        );
+    }
+    let asked = origin.count("/greet");
+    // The origin's object changes; a POST to its URI tells relay so.
+    origin.put("/greet", greeting(" 2"));
+    let mut c = Client::connect(relay.addr);
+    c.send(b"POST /greet HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(c.read_response(false).expect("an answer").status, 200);
+    assert_eq!(
+        [ask("de"), ask("fr"), ask("")],
+        ["hallo 2", "bonjour 2", "hello (default) 2"],
+        "a variant outlived the POST"
+    );
+    assert!(origin.count("/greet") > asked);
+}
+
 /// The chunked coding on the wire: `body` cut into chunks of the given sizes (cycled), with
 /// a chunk extension on every other chunk, and a trailer field.
 fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
