@@ -89,6 +89,9 @@ fn rfc9111_5_2_1_2_max_stale_takes_a_stale_response() {
     let relay = node.relay();
     let url = relay.url("/status/200?cc=max-age%3D1");
     assert_eq!(fetch(&url, &[]).status, 200);
+    // §5.2.2.10: s-maxage carries proxy-revalidate for a shared cache: never stale.
+    let shared = relay.url("/status/203?cc=s-maxage%3D1");
+    assert_eq!(fetch(&shared, &[]).status, 203);
     std::thread::sleep(Duration::from_millis(2100));
     let got = fetch(&url, &["-H", "Cache-Control: max-stale=60"]);
     assert_eq!(
@@ -96,6 +99,14 @@ fn rfc9111_5_2_1_2_max_stale_takes_a_stale_response() {
         Some("relay; hit; detail=max-stale")
     );
     assert_eq!(node.count("/status/200"), 1);
+    let got = fetch(&shared, &["-H", "Cache-Control: max-stale=60"]);
+    assert_eq!(got.status, 203);
+    assert_ne!(
+        got.field("cache-status"),
+        Some("relay; hit; detail=max-stale"),
+        "s-maxage served stale"
+    );
+    assert_eq!(node.count("/status/203"), 2);
     // Without it, stale is stale: asked again.
     assert_eq!(fetch(&url, &[]).status, 200);
     assert_eq!(node.count("/status/200"), 2);

@@ -14,7 +14,9 @@ pub struct Keep {
     pub ttl: Duration,
     /// A shared cache may store the response (and `Vary` is not `*`).
     pub storable: bool,
-    /// It may never be served stale (`no-cache`, `must-revalidate`, `proxy-revalidate`).
+    /// No client's `max-stale` may have it stale (`no-cache`, `must-revalidate`,
+    /// `proxy-revalidate`, and `s-maxage`, which carries the last); only the first three
+    /// also close the stale windows the origin grants.
     pub must_revalidate: bool,
     /// It may answer requests with `Authorization` (`public`, `s-maxage` or
     /// `must-revalidate`, RFC 9111 §3.5).
@@ -85,11 +87,17 @@ where
     } else {
         Duration::from_secs(ttl)
     };
+    let d = &stored.directives;
+    // `s-maxage` carries `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10): never
+    // stale for a client's `max-stale` or on relay's own defaults. The origin's own
+    // `stale-while-revalidate` / `stale-if-error` beside it still stand: it grants them
+    // explicitly (RFC 5861), as CDNs take `s-maxage=60, stale-while-revalidate=30` to mean.
+    let proxy_revalidate = forbidden || d.s_maxage.is_some();
     let window = |w: Option<u32>| match w {
         Some(s) if !forbidden => Duration::from_secs(u64::from(s)),
         _ => Duration::ZERO,
     };
-    let d = &stored.directives;
+    let default = |w: Option<u32>| w.filter(|_| !proxy_revalidate);
     let explicit = d.max_age.is_some()
         || d.s_maxage.is_some()
         || stored.expires.is_some()
@@ -97,10 +105,13 @@ where
     let keep = Keep {
         ttl,
         storable,
-        must_revalidate: forbidden,
+        must_revalidate: proxy_revalidate,
         shared_with_credentials: d.public || d.s_maxage.is_some() || d.must_revalidate,
-        stale_while_revalidate: window(d.stale_while_revalidate.or(op.stale_while_revalidate)),
-        stale_if_error: window(d.stale_if_error.or(op.stale_if_error)),
+        stale_while_revalidate: window(
+            d.stale_while_revalidate
+                .or(default(op.stale_while_revalidate)),
+        ),
+        stale_if_error: window(d.stale_if_error.or(default(op.stale_if_error))),
         initial_age: age,
         explicit,
         vary,
@@ -331,9 +342,33 @@ mod tests {
         let k = with(
             200,
             &[("Cache-Control", "max-age=60, must-revalidate")],
-            stale,
+            stale.clone(),
         );
         assert_eq!(k.stale_if_error.as_secs(), 0);
+        // s-maxage carries proxy-revalidate (RFC 9111 §5.2.2.10): no client's max-stale,
+        // none of the operator's windows; the origin's own windows beside it stand.
+        let k = with(200, &[("Cache-Control", "s-maxage=60")], stale.clone());
+        assert!(k.must_revalidate);
+        assert_eq!(
+            (k.stale_if_error, k.stale_while_revalidate),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let k = with(
+            200,
+            &[(
+                "Cache-Control",
+                "s-maxage=60, stale-while-revalidate=30, stale-if-error=5",
+            )],
+            stale,
+        );
+        assert!(k.must_revalidate);
+        assert_eq!(
+            (
+                k.stale_while_revalidate.as_secs(),
+                k.stale_if_error.as_secs()
+            ),
+            (30, 5)
+        );
     }
 
     #[test]
