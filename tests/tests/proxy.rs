@@ -502,6 +502,43 @@ fn an_unsafe_method_invalidates_every_variant_of_its_uri() {
     assert!(origin.count("/greet") > asked);
 }
 
+/// A 304 whose Cache-Control says `private` (or `no-store`) replaces the stored one's
+/// (RFC 9111 §4.3.4): the stored response is no longer shared; the next client's request
+/// goes to the origin, not to a hit.
+#[test]
+fn a_304_that_says_private_ends_the_sharing() {
+    for cc in ["private", "no-store"] {
+        let origin = Origin::start();
+        let mut o = Object::new(b"shared for a second".to_vec(), "v1");
+        o.cache_control = Some("max-age=1".into());
+        origin.put("/doc", o.clone());
+        let relay = Relay::start(&proxy_config(&origin, ""));
+        assert_eq!(get(&relay, "/doc").body, b"shared for a second");
+        assert_eq!(
+            get(&relay, "/doc").header("cache-status"),
+            Some("relay; hit")
+        );
+        o.cache_control = Some(cc.into());
+        origin.put("/doc", o);
+        std::thread::sleep(Duration::from_millis(1100));
+        let r = get(&relay, "/doc");
+        assert_eq!((r.status, &r.body[..]), (200, &b"shared for a second"[..]));
+        let asked = origin.count("/doc");
+        let r = get(&relay, "/doc");
+        assert_eq!(r.status, 200);
+        assert_ne!(
+            r.header("cache-status"),
+            Some("relay; hit"),
+            "{cc}: shared still"
+        );
+        assert_eq!(
+            origin.count("/doc"),
+            asked + 1,
+            "{cc}: not asked of the origin"
+        );
+    }
+}
+
 /// The chunked coding on the wire: `body` cut into chunks of the given sizes (cycled), with
 /// a chunk extension on every other chunk, and a trailer field.
 fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {

@@ -25,7 +25,7 @@ pub struct Keep {
     pub stale_if_error: Duration,
     /// The response's age when it was received, in seconds.
     pub initial_age: u64,
-    /// The head carried explicit freshness (or validation) directives of its own.
+    /// The head carried terms of its own: `Expires`, or any cache directive.
     pub explicit: bool,
     /// The request fields it varies on (lower-case), without `accept-encoding`: relay asks
     /// for identity, which every client accepts. None when it varies on none.
@@ -98,10 +98,9 @@ where
         _ => Duration::ZERO,
     };
     let default = |w: Option<u32>| w.filter(|_| !proxy_revalidate);
-    let explicit = d.max_age.is_some()
-        || d.s_maxage.is_some()
-        || stored.expires.is_some()
-        || d.no_cache.is_present();
+    // (Any directive: a 304's Cache-Control replaces the stored one whole, RFC 9111
+    // §4.3.4, so `private` or `no-store` alone on a 304 ends its sharing.)
+    let explicit = stored.expires.is_some() || *d != super::cache_control::CacheControl::default();
     let keep = Keep {
         ttl,
         storable,
@@ -388,5 +387,16 @@ mod tests {
             (new.ttl, new.stale_if_error, new.version),
             (Duration::from_secs(300), Duration::ZERO, 7)
         );
+        // A 304's directives replace the stored ones whole: `private` or `no-store` alone
+        // ends the sharing (and the freshness the old ones gave).
+        for cc in ["private", "no-store"] {
+            let shared = ObjectMeta {
+                storable: true,
+                ..old.clone()
+            };
+            let ended = shared.renewed(&terms(&[("Cache-Control", cc)]), later);
+            assert!(!ended.storable, "{cc}");
+            assert_eq!(ended.ttl, Duration::ZERO, "{cc}");
+        }
     }
 }

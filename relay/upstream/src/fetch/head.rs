@@ -124,6 +124,10 @@ impl Context {
                 let renewed = Arc::new(renewed);
                 if renewed.storable {
                     self.store.meta.insert(&object, (*renewed).clone());
+                } else {
+                    // The 304 says it may no longer be shared (`private`, `no-store`): the
+                    // stored response answers no one else.
+                    self.store.meta.remove(&object);
                 }
                 let wakers = &self.store.wakers;
                 return self
