@@ -502,6 +502,49 @@ fn an_unsafe_method_invalidates_every_variant_of_its_uri() {
     assert!(origin.count("/greet") > asked);
 }
 
+/// A response that varies, fetched for a client that sends the fields it varies on: that
+/// client gets the answer to its own request, its cookie included (stored without it, as
+/// `private="Set-Cookie"` says), as a miss; one that may not be stored at all costs one
+/// request of the origin per client request, not one per variant asked on the way.
+#[test]
+fn the_client_that_fetches_a_variant_gets_its_own_answer_once() {
+    let origin = Origin::start();
+    let mut shared = Object::greeting();
+    shared.cache_control = Some("max-age=600, private=\"Set-Cookie\"".into());
+    shared
+        .extra_headers
+        .push(("Set-Cookie".into(), "sid=yours".into()));
+    origin.put("/shared", shared);
+    let mut private = Object::greeting();
+    private.cache_control = Some("private".into());
+    origin.put("/private", private);
+    let relay = Relay::start(&proxy_config(&origin, ""));
+    let mut c = Client::connect(relay.addr);
+    let r = c.get_with("/shared", "Accept-Language: fr\r\n");
+    assert_eq!(r.body, b"bonjour");
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("sid=yours"),
+        "the fetching client's cookie"
+    );
+    assert_eq!(
+        r.header("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored")
+    );
+    let r = c.get_with("/shared", "Accept-Language: fr\r\n");
+    assert_eq!(r.header("cache-status"), Some("relay; hit"));
+    assert_eq!(r.header("set-cookie"), None, "another's cookie shared");
+    for i in 1..=3 {
+        let r = c.get_with("/private", "Accept-Language: de\r\n");
+        assert_eq!(r.body, b"hallo");
+        assert_eq!(
+            origin.count("/private"),
+            i,
+            "origin requests for {i} client requests"
+        );
+    }
+}
+
 /// A 304 whose Cache-Control says `private` (or `no-store`) replaces the stored one's
 /// (RFC 9111 §4.3.4): the stored response is no longer shared; the next client's request
 /// goes to the origin, not to a hit.

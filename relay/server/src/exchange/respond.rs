@@ -101,8 +101,11 @@ impl Exchange {
         self.waited(cx);
         self.leave();
         // The base entry came back varying, and this request selects another variant: fetch
-        // that one (with the request's values) instead.
+        // that one (with the request's values) instead. (Not the client whose request
+        // fetched an answer that may not be stored: it was asked with this client's fields,
+        // and is this client's alone.)
         if !self.variant
+            && (meta.storable || !self.head_owner)
             && let Route::Http(origin) = self.route
             && let Some(fields) = meta.vary.clone()
             && self.select_variant(&fields)
@@ -116,7 +119,24 @@ impl Exchange {
                 .get(&self.key)
                 .filter(|m| m.is_fresh(cx.now, Duration::MAX))
             {
-                self.respond_meta(cx, m, None, None);
+                // The client whose request fetched the base's first answer, asked with its
+                // fields, which is this variant: its own fields (a cookie the stored ones
+                // leave out), and a miss, which it was.
+                let (m, how) = match p.owner_headers().filter(|_| self.head_owner) {
+                    Some(h) => (
+                        Arc::new(ObjectMeta {
+                            headers: h.clone(),
+                            ..(*m).clone()
+                        }),
+                        Some(CacheStatus {
+                            fwd_status: m.status,
+                            stored: m.storable,
+                            ..CacheStatus::fwd(lookup)
+                        }),
+                    ),
+                    None => (m, None),
+                };
+                self.respond_meta(cx, m, None, how);
                 return Step::Again;
             }
             // After a restart the variant may be on disk: read it (once, however many

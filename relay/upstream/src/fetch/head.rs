@@ -170,11 +170,13 @@ impl Context {
             // The base entry answers requests that send none of the fields the response
             // varies on; this answer was fetched with some of them. It is the variant of the
             // values sent: keep it as that, and ask for the base entry without those fields
-            // (each round drops at least one field, so this ends).
+            // (each round drops at least one field, so this ends). An answer that may not be
+            // stored is its client's alone whatever it varies on: it goes to that client as
+            // it is (every other waiting client asks for itself), with no base to ask for.
             let carried = d
                 .vary
                 .clone()
-                .filter(|fields| !variant && carries_any(&forward, fields));
+                .filter(|fields| !variant && d.keep.storable && carries_any(&forward, fields));
             let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
             // A whole body for a Range request of a part of it: the origin ignores Range
             // for this object (`crate::ranges`); a part, it honours it (now).
@@ -194,8 +196,18 @@ impl Context {
                 }
                 _ => 0,
             };
+            let carried_fields = carried.as_ref().map(|_| {
+                owner_headers
+                    .clone()
+                    .unwrap_or_else(|| end_to_end(resp.headers(), STORED_WRITTEN))
+            });
             let body = resp.into_body();
             if let Some(fields) = carried {
+                // The client that started the fetch gets this answer's own fields (its
+                // cookie, say) with the variant, not the base's answer's, asked next.
+                if let (Some(p), Some(h)) = (self.store.inflight.pending(&object), carried_fields) {
+                    p.set_owner_headers(h);
+                }
                 if meta.storable {
                     let mut key = object.to_string();
                     let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
