@@ -5,7 +5,9 @@
 
 use crate::policy::freshness;
 use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// An object's description as the origin gave it.
@@ -234,25 +236,140 @@ impl ObjectMeta {
     }
 }
 
-/// Object descriptions by cache key; bounded by count.
+/// The most a description may weigh ([`ObjectMeta::weight`]: its key, stored header fields,
+/// validators and bookkeeping): a response whose description would weigh more is passed to
+/// its client and not stored, so no one response takes more than a 64th of the smallest
+/// budget (`cache.meta_bytes`, 4 MiB at least).
+pub const MAX_DESCRIPTION_BYTES: u64 = 64 << 10;
+
+/// What a description costs beside the bytes of its key and fields: the `ObjectMeta`
+/// itself, the reference counts of its `Arc` and of its key's, the cache's entry and index
+/// slot, and allocator rounding of the small allocations.
+pub const DESCRIPTION_OVERHEAD: u64 = std::mem::size_of::<ObjectMeta>() as u64 + 192;
+
+impl ObjectMeta {
+    /// The heap this description holds under `key` in the meta cache, in bytes: its key,
+    /// its strings and stored header fields, with [`DESCRIPTION_OVERHEAD`] for the rest.
+    /// (The header fields are counted by length: they are built as an allocation of their
+    /// exact length.)
+    pub fn weight(&self, key: &str) -> u64 {
+        let vary = self.vary.as_ref().map_or(0, |v| {
+            16 + v
+                .iter()
+                .map(|f| (std::mem::size_of::<String>() + f.capacity()) as u64)
+                .sum::<u64>()
+        });
+        DESCRIPTION_OVERHEAD
+            + key.len() as u64
+            + self.etag.capacity() as u64
+            + self.last_modified.capacity() as u64
+            + self.content_type.capacity() as u64
+            + self.headers.len() as u64
+            + vary
+    }
+}
+
+/// Weighs a description by the heap it holds ([`ObjectMeta::weight`]).
+#[derive(Clone, Copy)]
+struct ByHeap;
+
+impl Weighter<Arc<str>, Arc<ObjectMeta>> for ByHeap {
+    fn weight(&self, key: &Arc<str>, meta: &Arc<ObjectMeta>) -> u64 {
+        meta.weight(key)
+    }
+}
+
+/// Object descriptions by cache key, bounded by the bytes they hold (`cache.meta_bytes`):
+/// past it the least used go (CLOCK-PRO, as the memory tier). One weighing more than
+/// [`MAX_DESCRIPTION_BYTES`] is never kept.
 pub struct MetaCache {
-    objects: Cache<Arc<str>, Arc<ObjectMeta>>,
+    objects: Cache<Arc<str>, Arc<ObjectMeta>, ByHeap>,
+    capacity: u64,
+    /// Descriptions not kept for their weight ([`MetaCache::refused`]).
+    refused: AtomicU64,
 }
 
 impl MetaCache {
-    pub fn new(max_objects: usize) -> Self {
+    /// A cache holding descriptions of at most `capacity_bytes` in all (at least 64 of the
+    /// largest kept, [`MAX_DESCRIPTION_BYTES`]).
+    pub fn new(capacity_bytes: u64) -> Self {
+        let capacity = capacity_bytes.max(64 * MAX_DESCRIPTION_BYTES);
+        // Each shard evicts within its own share: shards of at least 4 MiB, so that the
+        // largest description is a 64th of a shard at most; at most 64 shards.
+        let shards = (capacity / (64 * MAX_DESCRIPTION_BYTES)).clamp(1, 64) as usize;
+        let shards = match shards.is_power_of_two() {
+            true => shards,
+            false => shards.next_power_of_two() / 2,
+        };
+        // About a KiB a description, for the index's first size.
+        let items = (capacity >> 10).clamp(64, 1 << 22) as usize;
+        let objects = match OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity)
+            .shards(shards)
+            .build()
+        {
+            Ok(options) => {
+                Cache::with_options(options, ByHeap, Default::default(), Default::default())
+            }
+            Err(_) => Cache::with_weighter(items, capacity, ByHeap),
+        };
         MetaCache {
-            objects: Cache::new(max_objects.max(16)),
+            objects,
+            capacity,
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes the descriptions held weigh now.
+    pub fn weight(&self) -> u64 {
+        self.objects.weight()
+    }
+
+    /// The most [`MetaCache::weight`] may reach (`cache.meta_bytes`).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Descriptions held now.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Descriptions not kept since start because they weighed more than
+    /// [`MAX_DESCRIPTION_BYTES`].
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a description of `meta` under `key` may be kept (it weighs no more than
+    /// [`MAX_DESCRIPTION_BYTES`]); counts the ones that may not.
+    pub fn admits(&self, key: &str, meta: &ObjectMeta) -> bool {
+        let fits = meta.weight(key) <= MAX_DESCRIPTION_BYTES;
+        if !fits {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<ObjectMeta>> {
         self.objects.get(key)
     }
 
+    /// Keeps `meta` as the description of `key`, replacing any; one too heavy to keep
+    /// ([`MetaCache::admits`]) is not kept, and the one it would replace is dropped (it
+    /// describes an older answer). Returns the description either way.
     pub fn insert(&self, key: &str, meta: ObjectMeta) -> Arc<ObjectMeta> {
         let meta = Arc::new(meta);
-        self.objects.insert(Arc::from(key), meta.clone());
+        if self.admits(key, &meta) {
+            self.objects.insert(Arc::from(key), meta.clone());
+        } else {
+            self.objects.remove(key);
+        }
         meta
     }
 
@@ -331,9 +448,63 @@ mod tests {
         assert!(ObjectMeta::decode_blob(10, 7, "", "", &longer, 0).is_none());
     }
 
+    /// A description whose stored fields are `pad` bytes.
+    fn padded(pad: usize) -> ObjectMeta {
+        let mut m = ObjectMeta::file(1, 2, "\"e\"".into(), String::new());
+        m.headers = bytes::Bytes::from(format!("X-Pad: {}\r\n", "p".repeat(pad)));
+        m
+    }
+
+    #[test]
+    fn a_description_weighs_its_key_and_fields() {
+        let m = padded(1000);
+        assert_eq!(m.weight("k"), DESCRIPTION_OVERHEAD + 1 + 3 + 1009);
+        assert_eq!(m.weight("kkkk") - m.weight("k"), 3);
+        let mut v = m.clone();
+        v.vary = Some(vec!["accept-language".to_string()].into());
+        assert!(v.weight("k") > m.weight("k") + 15);
+    }
+
+    #[test]
+    fn descriptions_are_bounded_by_their_bytes() {
+        let c = MetaCache::new(4 << 20);
+        assert_eq!(c.capacity(), 4 << 20);
+        // 2,000 descriptions of about 16 KiB: 32 MiB asked for, 4 MiB kept.
+        for i in 0..2000 {
+            c.insert(&format!("http://h/o?i={i}"), padded(16 << 10));
+            assert!(c.weight() <= c.capacity(), "{} at {i}", c.weight());
+        }
+        let each = padded(16 << 10).weight("http://h/o?i=1000");
+        assert!(c.len() as u64 <= c.capacity() / each, "{} held", c.len());
+        // The bound drops what does not fit, not far more.
+        assert!(c.weight() >= c.capacity() / 2, "{} held", c.weight());
+        assert!(c.get("http://h/o?i=1999").is_some(), "the newest is held");
+        // Small descriptions: many more of them in the same bytes.
+        let c = MetaCache::new(4 << 20);
+        for i in 0..2000 {
+            c.insert(&format!("http://h/s?i={i}"), padded(100));
+        }
+        assert_eq!(c.len(), 2000);
+    }
+
+    #[test]
+    fn a_description_too_heavy_is_not_kept() {
+        let c = MetaCache::new(4 << 20);
+        c.insert("k", padded(100));
+        assert!(c.get("k").is_some());
+        let heavy = padded(MAX_DESCRIPTION_BYTES as usize);
+        assert!(!c.admits("k", &heavy));
+        // Kept, it would replace the description of an older answer: that one goes too.
+        let back = c.insert("k", heavy);
+        assert_eq!(back.headers.len(), MAX_DESCRIPTION_BYTES as usize + 9);
+        assert!(c.get("k").is_none());
+        assert_eq!(c.refused(), 2);
+        assert_eq!(c.weight(), 0);
+    }
+
     #[test]
     fn freshness() {
-        let c = MetaCache::new(10);
+        let c = MetaCache::new(1 << 20);
         let t0 = Instant::now();
         let m = c.insert(
             "k",

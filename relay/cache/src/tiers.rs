@@ -15,9 +15,6 @@ pub enum CacheError {
     Disk(#[from] DiskError),
 }
 
-/// Objects described at once in the meta cache.
-const META_OBJECTS: usize = 1 << 16;
-
 /// A window of a million fetches for `cache.disk_admission = "second-hit"`: a chunk fetched
 /// twice within it goes to disk.
 const ADMISSION_WINDOW: u64 = 1 << 20;
@@ -142,7 +139,7 @@ impl Cache {
         Ok(Cache {
             layout: Layout::new(config.chunk_size),
             memory,
-            meta: Arc::new(MetaCache::new(META_OBJECTS)),
+            meta: Arc::new(MetaCache::new(config.meta_bytes)),
             inflight: Arc::new(match disk.is_some() {
                 true => InFlight::with_arena(arena).summed(),
                 false => InFlight::with_arena(arena),

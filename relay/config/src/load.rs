@@ -465,6 +465,13 @@ fn cache(
             ),
         ));
     }
+    let (meta_bytes, _) = check(
+        src,
+        "cache.meta_bytes",
+        raw.meta_bytes,
+        defaults.meta_bytes,
+        |size: ByteSize| bytes_in_range(size, META_BYTES_RANGE.0, META_BYTES_RANGE.1),
+    )?;
     let disk_dir = raw
         .disk_dir
         .map(|d| std::path::PathBuf::from(d.into_inner()));
@@ -499,6 +506,7 @@ fn cache(
     let config = CacheConfig {
         chunk_size,
         memory_bytes,
+        meta_bytes,
         disk_dir,
         disk_bytes,
         disk_fsync: raw.disk_fsync.unwrap_or(false),

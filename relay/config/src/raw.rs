@@ -78,6 +78,7 @@ pub(crate) struct RawCache {
     pub(crate) disk_fsync: Option<bool>,
     pub(crate) disk_admission: Option<Spanned<String>>,
     pub(crate) targeted_fields: Option<Spanned<Vec<String>>>,
+    pub(crate) meta_bytes: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Deserialize)]

@@ -43,6 +43,11 @@ pub const DEFAULT_CHUNK_SIZE: u64 = MIB;
 pub const CHUNK_SIZE_RANGE: (u64, u64) = (4 * KIB, 64 * MIB);
 /// `cache.memory_bytes` when omitted.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 * MIB;
+/// `cache.meta_bytes` when omitted: about 65,000 descriptions of 1 KiB.
+pub const DEFAULT_META_BYTES: u64 = 64 * MIB;
+/// Bounds of `cache.meta_bytes`: at least 64 descriptions of the largest size stored
+/// (64 KiB, `relay_cache::meta::MAX_DESCRIPTION_BYTES`).
+pub const META_BYTES_RANGE: (u64, u64) = (4 * MIB, 1024 * 1024 * MIB);
 /// `admin.listen` when omitted: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
@@ -217,6 +222,10 @@ pub struct CacheConfig {
     pub chunk_size: u64,
     /// Memory-tier capacity in bytes, at least `chunk_size` (default 256 MiB).
     pub memory_bytes: u64,
+    /// Memory for object descriptions (length, validators, freshness, the stored response
+    /// header fields), each counted with its key and bookkeeping; past it the least used
+    /// are dropped (default 64 MiB, 4 MiB to 1 TiB).
+    pub meta_bytes: u64,
     /// Disk-tier directory for chunks of HTTP origins (absent: no disk tier). Relative
     /// paths are resolved against the config file's directory.
     pub disk_dir: Option<PathBuf>,
@@ -274,6 +283,7 @@ impl Default for CacheConfig {
         CacheConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            meta_bytes: DEFAULT_META_BYTES,
             disk_dir: None,
             disk_bytes: DEFAULT_DISK_BYTES,
             disk_fsync: false,

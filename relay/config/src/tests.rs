@@ -51,6 +51,7 @@ fn defaults_apply_when_keys_are_omitted() {
     assert_eq!(s.limits, Limits::default());
     assert_eq!(config.cache.chunk_size, MIB);
     assert_eq!(config.cache.memory_bytes, 256 * MIB);
+    assert_eq!(config.cache.meta_bytes, 64 * MIB);
     assert_eq!(config.steer.pin_root, PathBuf::from("/sys/fs/bpf/relay"));
 
     // Empty tables and partly filled tables keep the other defaults.
@@ -117,6 +118,7 @@ fn shipped_file_parses_and_documents_the_defaults() {
             "cache.disk_bytes",
             "cache.disk_fsync",
             "cache.memory_bytes",
+            "cache.meta_bytes",
             "cache.targeted_fields",
             "log.access",
             "log.access_format",
@@ -190,6 +192,7 @@ max_uri_bytes = "1 MiB"
 [cache]
 chunk_size = "64 MiB"
 memory_bytes = "1 GiB"
+meta_bytes = "16 MiB"
 
 [origin]
 directory = "demo"
@@ -214,6 +217,7 @@ pin_root = "/sys/fs/bpf/other"
         CacheConfig {
             chunk_size: 64 * MIB,
             memory_bytes: GIB,
+            meta_bytes: 16 * MIB,
             ..CacheConfig::default()
         }
     );
@@ -618,6 +622,18 @@ fn impossible_values_name_key_and_line() {
             "cache.memory_bytes",
             3,
             "must be at least cache.chunk_size (64 MiB), got 32 MiB",
+        ),
+        (
+            "[cache]\nchunk_size = \"64 KiB\"\nmeta_bytes = \"1 MiB\"\n",
+            "cache.meta_bytes",
+            3,
+            "must be between 4 MiB and 1 TiB, got 1 MiB",
+        ),
+        (
+            "[cache]\nmeta_bytes = \"2 TiB\"\n",
+            "cache.meta_bytes",
+            2,
+            "got 2 TiB",
         ),
         (
             "[steer]\npin_root = \"bpf/relay\"\n",

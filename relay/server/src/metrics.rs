@@ -54,7 +54,8 @@ impl Metrics {
         };
         let arena = self.shared.cache.memory.arena();
         let left_out = self.shared.cache.memory.left_out();
-        let counters: [(&str, &str, &str, u64); 31] = [
+        let meta = &self.shared.cache.meta;
+        let counters: [(&str, &str, &str, u64); 35] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -191,6 +192,33 @@ impl Metrics {
                 "counter",
                 "Heap chunks not stored in the memory tier: no arena block free to copy them to.",
                 left_out,
+            ),
+            (
+                "relay_cache_descriptions",
+                "gauge",
+                "Object descriptions held in memory (objects and variants).",
+                meta.len() as u64,
+            ),
+            (
+                "relay_cache_descriptions_bytes",
+                "gauge",
+                "Bytes the object descriptions held weigh (keys, stored header fields, \
+                 validators, bookkeeping).",
+                meta.weight(),
+            ),
+            (
+                "relay_cache_descriptions_limit_bytes",
+                "gauge",
+                "The most relay_cache_descriptions_bytes may reach (cache.meta_bytes); past it \
+                 the least used descriptions are dropped.",
+                meta.capacity(),
+            ),
+            (
+                "relay_cache_descriptions_refused_total",
+                "counter",
+                "Responses not stored because their description would weigh more than 64 KiB \
+                 (a huge head); passed to their client.",
+                meta.refused(),
             ),
             (
                 "relay_connections_accepted_total",

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use relay_cache::fill::{FillError, FillWriter};
 use relay_cache::policy::response_headers::{BodyFraming, ContentRange};
-use relay_cache::{ChunkKey, ObjectMeta};
+use relay_cache::{ChunkKey, MetaCache, ObjectMeta};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -173,11 +173,16 @@ impl Context {
             // (each round drops at least one field, so this ends). An answer that may not be
             // stored is its client's alone whatever it varies on: it goes to that client as
             // it is (every other waiting client asks for itself), with no base to ask for.
-            let carried = d
-                .vary
-                .clone()
-                .filter(|fields| !variant && d.keep.storable && carries_any(&forward, fields));
-            let meta = Arc::new(object_meta(&head::validators(resp.headers()), &shape, d));
+            let vary = d.vary.clone();
+            let meta = object_meta(
+                &head::validators(resp.headers()),
+                &shape,
+                d,
+                (&self.store.meta, &object),
+            );
+            let meta = Arc::new(meta);
+            let carried =
+                vary.filter(|fields| !variant && meta.storable && carries_any(&forward, fields));
             // A whole body for a Range request of a part of it: the origin ignores Range
             // for this object (`crate::ranges`); a part, it honours it (now).
             if status == 200 && meta.ranged && range.is_some_and(|(_, end)| meta.len > end + 1) {
@@ -516,7 +521,8 @@ fn updated_fields(stored: &Bytes, fresh: &Bytes) -> Bytes {
     for line in fresh {
         out.extend_from_slice(&line);
     }
-    Bytes::from(out)
+    // (An allocation of their exact length: the meta cache weighs them by it.)
+    Bytes::from(out.into_boxed_slice())
 }
 
 /// Whether a fetch that sent `forward` carried any of the fields a response varies on.
@@ -618,16 +624,18 @@ fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Ans
 /// fetch and by no other fetch, so two answers are never stitched into one body; and a
 /// response that may not be stored is found by the client it was fetched for alone — its
 /// later chunks, even when the origin sent the whole body at once — not even by a later
-/// fetch of the same object for another client.
-fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta {
+/// fetch of the same object for another client. A description heavier than the meta
+/// cache keeps under `key` (`MetaCache::admits`: a huge head) makes its response one that
+/// may not be stored.
+fn object_meta(
+    v: &(String, String),
+    shape: &Shape,
+    d: Described,
+    (descriptions, key): (&MetaCache, &str),
+) -> ObjectMeta {
     static OWN: AtomicU64 = AtomicU64::new(0);
     let (etag, last_modified) = v;
     let len = shape.len.unwrap_or(0);
-    let version = if d.keep.storable && shape.ranged {
-        head::version(etag, last_modified, len)
-    } else {
-        (1 << 63) | OWN.fetch_add(1, Ordering::Relaxed)
-    };
     let mut meta = ObjectMeta {
         status: shape.status,
         ranged: shape.ranged,
@@ -635,9 +643,19 @@ fn object_meta(v: &(String, String), shape: &Shape, d: Described) -> ObjectMeta 
         content_type: d.content_type,
         headers: d.headers,
         vary: d.vary,
-        ..ObjectMeta::file(len, version, etag.clone(), last_modified.clone())
+        ..ObjectMeta::file(len, 0, etag.clone(), last_modified.clone())
     };
     meta.take_terms(&d.keep);
+    // A description too heavy to keep (a huge head): its response is its client's alone,
+    // as one that may not be stored.
+    if meta.storable && !descriptions.admits(key, &meta) {
+        meta.storable = false;
+    }
+    meta.version = if meta.storable && shape.ranged {
+        head::version(etag, last_modified, len)
+    } else {
+        (1 << 63) | OWN.fetch_add(1, Ordering::Relaxed)
+    };
     meta
 }
 
@@ -894,6 +912,7 @@ mod tests {
                 &Default::default(),
                 &shape,
                 describe(200, &h, (1000, 1000), false, &Default::default()),
+                (&MetaCache::new(0), "k"),
             );
             let now = meta.fetched + Duration::from_secs(c.after);
             let got = (
