@@ -13,6 +13,12 @@
 //   /strong/N                 the same with a strong ETag naming each version
 //   /slow-chunked/N           N bytes chunked, 16 KiB every 50 ms (a stream still arriving)
 //   /hints                    103 Early Hints (a Link), then after 200 ms a 200
+//   /dated/NAME?ago=S&exp=S&cc=..&ago304=S
+//                             "dated\n" generated S seconds ago (Date = now - ago), Expires
+//                             = now + exp (when given), cc sets Cache-Control, with ETag
+//                             "ev", a Last-Modified, Vary: Accept-Language and a
+//                             Content-Location; a request whose If-None-Match names "ev" gets
+//                             a 304 with those fields and Date = now - ago304 (default 0)
 //   /count                    how many requests each path got, as JSON
 // raw (no framing help):
 //   /close/N                  HTTP/1.0-style: N bytes delimited by the connection's close
@@ -131,6 +137,28 @@ const server = http.createServer((req, res) => {
       res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 6, 'Cache-Control': 'max-age=60' });
       res.end('hinted');
     }, 200);
+  } else if (parts[1] === 'dated') {
+    const now = Date.now();
+    const at = (ago) => new Date(now - Number(ago || 0) * 1000).toUTCString();
+    const headers = {
+      ETag: '"ev"',
+      'Last-Modified': 'Sun, 06 Nov 1994 08:49:37 GMT',
+      Vary: 'Accept-Language',
+      'Content-Location': `/dated/${parts[2]}.txt`,
+    };
+    if (q.cc) headers['Cache-Control'] = q.cc;
+    if (q.exp) headers.Expires = new Date(now + Number(q.exp) * 1000).toUTCString();
+    if ((req.headers['if-none-match'] || '').includes('"ev"')) {
+      headers.Date = at(q.ago304);
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    headers.Date = at(q.ago);
+    headers['Content-Type'] = 'text/plain';
+    headers['Content-Length'] = 6;
+    res.writeHead(200, headers);
+    res.end('dated\n');
   } else if (path === '/count') {
     const body = JSON.stringify(counts);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });

@@ -141,6 +141,70 @@ fn python_http_server_as_origin_curl_as_client() {
     assert_eq!(body, b"hello from python\n");
 }
 
+/// python sends `Last-Modified` and no `ETag`: no response relay makes of its file carries
+/// an `ETag` (or any field) with an empty value, a 304 included, and responses from storage
+/// carry the `Date` python sent.
+#[test]
+fn python_objects_without_an_etag_get_no_empty_fields() {
+    let files = TempDir::new("tp-noetag");
+    files.write("page.txt", b"no entity tag here\n");
+    let origin = PythonOrigin::start(files.path());
+    let relay = relay_before(origin.port);
+    let url = relay.url("/page.txt");
+    let empty = |got: &Got| -> Vec<String> {
+        got.head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(_, v)| v.trim().is_empty())
+            .map(|(n, _)| n.to_string())
+            .collect()
+    };
+    let miss = fetch(&url, &[]);
+    assert_eq!((miss.code, miss.status), (0, 200), "{}", miss.head);
+    let last_modified = miss
+        .field("last-modified")
+        .expect("python sends Last-Modified");
+    let since = format!("If-Modified-Since: {last_modified}");
+    // (Just written, it is stale at once: each of these revalidates; python answers 304.)
+    for (extra, status) in [
+        (&[][..], 200),
+        (&["-r", "3-7"][..], 206),
+        (&["-H", since.as_str()][..], 304),
+        (&["-H", "If-Match: \"other\""][..], 412),
+    ] {
+        let got = fetch(&url, extra);
+        assert_eq!(got.status, status, "{extra:?}: {}", got.head);
+        assert_eq!(empty(&got), Vec::<String>::new(), "{extra:?}: {}", got.head);
+        assert_eq!(got.field("etag"), None, "{extra:?}: {}", got.head);
+        if status != 412 {
+            assert_eq!(got.field("last-modified"), Some(last_modified), "{extra:?}");
+        }
+    }
+    // Kept fresh a while (a heuristic lifetime from an old Last-Modified): a hit carries
+    // the Date python sent, not the time it is served.
+    let old = files.write("old.txt", b"from a while ago\n");
+    let ten_days_ago = std::time::SystemTime::now() - Duration::from_secs(10 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(ten_days_ago))
+        .unwrap();
+    let url = relay.url("/old.txt");
+    let miss = fetch(&url, &[]);
+    assert_eq!(miss.status, 200, "{}", miss.head);
+    std::thread::sleep(Duration::from_millis(1100));
+    let hit = fetch(&url, &[]);
+    assert_eq!(
+        hit.field("cache-status"),
+        Some("relay; hit"),
+        "{}",
+        hit.head
+    );
+    assert_eq!(hit.field("date"), miss.field("date"), "{}", hit.head);
+    assert_eq!(empty(&hit), Vec::<String>::new(), "{}", hit.head);
+}
+
 #[test]
 fn python_redirects_lists_and_404s_as_it_answers_them_directly() {
     let files = TempDir::new("tp-py-docs");

@@ -34,6 +34,6 @@ pub mod wake;
 pub use key::{ChunkKey, ChunkRef};
 pub use layout::Layout;
 pub use memory::MemoryTier;
-pub use meta::{MetaCache, ObjectMeta};
+pub use meta::{MetaCache, ObjectMeta, ResponseDate};
 pub use purge::{Purge, Purged};
 pub use tiers::{Cache, CacheError, Held, Holdings, Source};

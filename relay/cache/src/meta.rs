@@ -59,6 +59,12 @@ pub struct ObjectMeta {
     pub content_type: String,
     /// The origin's other end-to-end header fields, encoded as `Name: value\r\n` lines.
     pub headers: bytes::Bytes,
+    /// The stored response's `Date`: the origin's (RFC 9111 §4.2.3's `date_value`), or the
+    /// time relay received it when the origin sent none (RFC 9110 §6.6.1), as the latest
+    /// answer (a 304 included, §3.2) said. Sent with every response served from it, beside
+    /// an `Age` that counts from it. None for a directory origin's file: relay is its
+    /// origin, and its responses carry the time they are sent.
+    pub date: Option<ResponseDate>,
     /// The request header fields the response varies on (lower-case; `Vary`, without
     /// `accept-encoding`, which relay always asks as identity). Variants are stored under
     /// their own keys (see the server's routing); this description is the variant for
@@ -96,6 +102,7 @@ impl ObjectMeta {
             initial_age: 0,
             content_type: String::new(),
             headers: bytes::Bytes::new(),
+            date: None,
             vary: None,
         }
     }
@@ -121,14 +128,54 @@ impl ObjectMeta {
     }
 }
 
+/// A response's `Date` (RFC 9110 §6.6.1): seconds since the epoch, and the IMF-fixdate that
+/// says them, formatted once when the response is described, so a response served from it
+/// writes 29 bytes and formats nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseDate {
+    secs: u64,
+    text: [u8; IMF_FIXDATE_LEN],
+}
+
+/// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+const IMF_FIXDATE_LEN: usize = 29;
+
+impl ResponseDate {
+    /// The date `secs` seconds after the epoch, clamped to what an IMF-fixdate can show
+    /// (up to the end of year 9999).
+    pub fn from_unix(secs: u64) -> ResponseDate {
+        const YEAR_10000: u64 = 253_402_300_800;
+        let secs = secs.min(YEAR_10000 - 1);
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        let mut text = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        let formatted = httpdate::fmt_http_date(when);
+        // (Always 29 bytes within the clamp; the epoch placeholder otherwise.)
+        if formatted.len() == IMF_FIXDATE_LEN {
+            text.copy_from_slice(formatted.as_bytes());
+        }
+        ResponseDate { secs, text }
+    }
+
+    /// Seconds since the epoch.
+    pub fn unix(&self) -> u64 {
+        self.secs
+    }
+
+    /// The IMF-fixdate, 29 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
 /// Version of the blob [`ObjectMeta::encode_blob`] writes (1: before the status, `ranged`
-/// and `must_revalidate`, read as a ranged 200 that may be served stale).
-const BLOB_FORMAT: u8 = 2;
+/// and `must_revalidate`, read as a ranged 200 that may be served stale; 2: before the
+/// `Date`, read as the age it was written at before the blob is read).
+const BLOB_FORMAT: u8 = 3;
 
 impl ObjectMeta {
     /// What the disk tier keeps beside each chunk so the description can be rebuilt after a
     /// restart: the absolute expiry, the stale windows, the age, storability, the status,
-    /// whether it is ranged and the header fields. (Length, version and validators are the disk tier's own fields.)
+    /// whether it is ranged, its `Date` and the header fields. (Length, version and validators are the disk tier's own fields.)
     pub fn encode_blob(&self, now: Instant, now_unix: u64) -> Vec<u8> {
         let elapsed = now.saturating_duration_since(self.fetched);
         let expires = if self.ttl == Duration::MAX {
@@ -136,13 +183,17 @@ impl ObjectMeta {
         } else {
             now_unix.saturating_add(self.ttl.saturating_sub(elapsed).as_secs())
         };
-        let mut out = Vec::with_capacity(48 + self.content_type.len() + self.headers.len());
+        let mut out = Vec::with_capacity(56 + self.content_type.len() + self.headers.len());
         out.push(BLOB_FORMAT);
+        let age = self.initial_age.saturating_add(elapsed.as_secs());
+        // (A description without one, a file's, is written as received when written.)
+        let date = self.date.map_or(now_unix.saturating_sub(age), |d| d.unix());
         for v in [
             expires,
             self.stale_while_revalidate.as_secs(),
             self.stale_if_error.as_secs(),
-            self.initial_age.saturating_add(elapsed.as_secs()),
+            age,
+            date,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -176,18 +227,19 @@ impl ObjectMeta {
         now_unix: u64,
     ) -> Option<ObjectMeta> {
         let (&format, mut rest) = blob.split_first()?;
-        if format != BLOB_FORMAT && format != 1 {
+        if !(1..=BLOB_FORMAT).contains(&format) {
             return None;
         }
-        let mut u64s = [0u64; 4];
-        for v in &mut u64s {
+        let mut u64s = [0u64; 5];
+        let fields = if format >= 3 { 5 } else { 4 };
+        for v in &mut u64s[..fields] {
             let (head, tail) = rest.split_at_checked(8)?;
             *v = u64::from_le_bytes(head.try_into().ok()?);
             rest = tail;
         }
         let (&storable, mut rest) = rest.split_first()?;
         let (mut status, mut ranged) = (200, 1);
-        if format == BLOB_FORMAT {
+        if format >= 2 {
             let (head, tail) = rest.split_at_checked(2)?;
             status = u16::from_le_bytes(head.try_into().ok()?);
             let (&r, tail) = tail.split_first()?;
@@ -204,7 +256,12 @@ impl ObjectMeta {
         if !rest.is_empty() || storable > 1 || ranged > 7 || !(200..1000).contains(&status) {
             return None;
         }
-        let [expires, swr, sie, age] = u64s;
+        let [expires, swr, sie, age, date] = u64s;
+        // (Blobs written before the `Date` was kept: as old as the age they were written at.)
+        let date = match format {
+            3.. => date,
+            _ => now_unix.saturating_sub(age),
+        };
         let ttl = if expires == u64::MAX {
             Duration::MAX
         } else {
@@ -228,6 +285,7 @@ impl ObjectMeta {
             initial_age: age,
             content_type: String::from_utf8(parts[0].to_vec()).ok()?,
             headers: bytes::Bytes::copy_from_slice(parts[1]),
+            date: Some(ResponseDate::from_unix(date)),
             vary: match std::str::from_utf8(parts[2]).ok()? {
                 "" => None,
                 v => Some(v.split(',').map(str::to_string).collect()),
@@ -424,8 +482,10 @@ mod tests {
         m.ranged = false;
         m.must_revalidate = true;
         m.shared_with_credentials = true;
+        m.date = Some(ResponseDate::from_unix(990));
         let blob = m.encode_blob(t0, 1_000);
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
+        assert_eq!(back.date, m.date);
         assert_eq!(back.ttl, Duration::from_secs(60));
         assert_eq!(back.stale_if_error, Duration::from_secs(5));
         assert_eq!(back.content_type, "video/mp4");
@@ -446,6 +506,26 @@ mod tests {
         let mut longer = blob.clone();
         longer.push(0);
         assert!(ObjectMeta::decode_blob(10, 7, "", "", &longer, 0).is_none());
+        // A blob written before the Date was kept (format 2: no Date after the age): as old
+        // as the age it was written at.
+        m.initial_age = 30;
+        let new = m.encode_blob(t0, 1_000);
+        let mut old = vec![2];
+        old.extend_from_slice(&new[1..33]);
+        old.extend_from_slice(&new[41..]);
+        let back = ObjectMeta::decode_blob(10, 7, "", "", &old, 1_040).unwrap();
+        assert_eq!(back.date.map(|d| d.unix()), Some(1_010));
+        assert_eq!(back.initial_age, 30);
+        assert_eq!(back.content_type, "video/mp4");
+    }
+
+    #[test]
+    fn a_response_date_is_an_imf_fixdate() {
+        let d = ResponseDate::from_unix(784_111_777);
+        assert_eq!(d.as_bytes(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(d.unix(), 784_111_777);
+        let far = ResponseDate::from_unix(u64::MAX);
+        assert_eq!(far.as_bytes(), b"Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     /// A description whose stored fields are `pad` bytes.

@@ -103,6 +103,9 @@ pub struct ResponseHead<'a> {
     /// Pre-encoded field lines (`Name: value\r\n` each), written after `extra`: an origin's
     /// end-to-end header fields, validated and encoded once when the response was stored.
     pub raw: &'a [u8],
+    /// When set, only the lines of `raw` whose field names (any case) are among these are
+    /// written: a 304's fields of a stored response (RFC 9110 §15.4.5).
+    pub raw_only: Option<&'a [&'a str]>,
 }
 
 impl<'a> ResponseHead<'a> {
@@ -122,6 +125,7 @@ impl<'a> ResponseHead<'a> {
             accept_ranges: false,
             extra: &[],
             raw: &[],
+            raw_only: None,
         }
     }
 
@@ -163,7 +167,20 @@ impl<'a> ResponseHead<'a> {
         for (name, value) in self.extra {
             field(out, name.as_bytes(), value);
         }
-        out.extend_from_slice(self.raw);
+        match self.raw_only {
+            None => out.extend_from_slice(self.raw),
+            Some(names) => {
+                for line in self.raw.split_inclusive(|&b| b == b'\n') {
+                    let name = line.split(|&b| b == b':').next().unwrap_or_default();
+                    if names
+                        .iter()
+                        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+                    {
+                        out.extend_from_slice(line);
+                    }
+                }
+            }
+        }
         if !self.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if self.version == 0 {
@@ -375,6 +392,7 @@ mod tests {
             accept_ranges: true,
             extra,
             raw: b"X-Origin: a\r\n",
+            raw_only: None,
         };
         assert_eq!(
             encode(&head),
@@ -424,6 +442,30 @@ mod tests {
             "{http10_close}"
         );
         assert!(!http10_close.contains("keep-alive"));
+    }
+
+    #[test]
+    fn raw_lines_by_name() {
+        let raw = b"cache-control: max-age=60\r\nx-origin: a\r\nexpires: Sun, 06 Nov 1994 \
+                    08:49:37 GMT\r\nvary: accept\r\ncontent-location: /a\r\n";
+        let head = ResponseHead {
+            raw,
+            raw_only: Some(&["Cache-Control", "Expires", "Vary", "Content-Location"]),
+            ..ResponseHead::new(304, DATE)
+        };
+        assert_eq!(
+            encode(&head),
+            "HTTP/1.1 304 Not Modified\r\nServer: relay\r\n\
+             Date: Sun, 06 Nov 1994 08:49:37 GMT\r\ncache-control: max-age=60\r\n\
+             expires: Sun, 06 Nov 1994 08:49:37 GMT\r\nvary: accept\r\n\
+             content-location: /a\r\n\r\n"
+        );
+        let none = ResponseHead {
+            raw,
+            raw_only: Some(&[]),
+            ..ResponseHead::new(304, DATE)
+        };
+        assert!(!encode(&none).contains("x-origin"));
     }
 
     #[test]

@@ -267,6 +267,9 @@ pub struct Passed {
     pub content_length: Option<u64>,
     /// End-to-end header fields, encoded (`Name: value\r\n`), Content-Type included.
     pub headers: bytes::Bytes,
+    /// The origin's `Date`, or the time the answer was received when it sent none (RFC
+    /// 9110 §6.6.1), sent on in its place.
+    pub date: relay_cache::ResponseDate,
     /// The body as it arrives (None: the response has none).
     pub body: Option<PassBody>,
     /// Request targets this response invalidates (RFC 9111 §4.4), as paths.

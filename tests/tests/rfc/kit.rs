@@ -116,3 +116,46 @@ pub(crate) fn fetch_together(url: &str, clients: usize, apart: Duration, want: &
         assert!(got.body == want, "{} bytes", got.body.len());
     }
 }
+
+/// Seconds since the epoch of `got`'s HTTP-date field `name` (`Date`, `Expires`).
+pub(crate) fn date_field(got: &Got, name: &str) -> u64 {
+    let value = got
+        .field(name)
+        .unwrap_or_else(|| panic!("no {name}: {}", got.head));
+    httpdate::parse_http_date(value)
+        .unwrap_or_else(|e| panic!("{name}: {value}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs()
+}
+
+/// `got`'s `Age`, in seconds.
+pub(crate) fn age(got: &Got) -> u64 {
+    got.field("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no Age: {}", got.head))
+}
+
+/// Now, in seconds since the epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs()
+}
+
+/// Whether `a` is within `by` of `b`.
+pub(crate) fn near(a: u64, b: u64, by: u64) -> bool {
+    a.abs_diff(b) <= by
+}
+
+/// The fields of `got`'s head sent with an empty value.
+pub(crate) fn empty_fields(got: &Got) -> Vec<&str> {
+    got.head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(_, v)| v.trim().is_empty())
+        .map(|(n, _)| n)
+        .collect()
+}

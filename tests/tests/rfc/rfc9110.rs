@@ -75,3 +75,41 @@ fn rfc9110_8_8_1_a_strong_validator_that_changes_between_chunks_cuts_the_body() 
     assert!(got.body.len() < 1_000_000);
     assert_eq!(versions(&got.body).len(), 1);
 }
+
+/// §15.4.5: relay's 304 for a stored response carries the fields a 200 would among
+/// `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires` and `Vary`, with
+/// `Last-Modified` and `Age`; none with an empty value, and no representation metadata
+/// besides (no `Content-Type`).
+#[test]
+fn rfc9110_15_4_5_a_304_carries_the_fields_a_200_would() {
+    let node = Node::start();
+    let relay = node.relay();
+    let url = relay.url("/dated/b?ago=10&exp=60&cc=public%2C%20max-age%3D60");
+    let full = fetch(&url, &[]);
+    assert_eq!(full.status, 200, "{}", full.head);
+    let got = fetch(&url, &["-H", "If-None-Match: \"ev\""]);
+    assert_eq!(got.status, 304, "{}", got.head);
+    assert_eq!(
+        got.field("cache-status"),
+        Some("relay; hit"),
+        "{}",
+        got.head
+    );
+    for name in [
+        "cache-control",
+        "content-location",
+        "date",
+        "etag",
+        "expires",
+        "vary",
+        "last-modified",
+    ] {
+        assert!(got.field(name).is_some(), "no {name}: {}", got.head);
+        assert_eq!(got.field(name), full.field(name), "{name}: {}", got.head);
+    }
+    assert_eq!(got.field("etag"), Some("\"ev\""));
+    assert!(near(age(&got), 10, 2), "{}", got.head);
+    assert_eq!(empty_fields(&got), Vec::<&str>::new(), "{}", got.head);
+    assert_eq!(got.field("content-type"), None, "{}", got.head);
+    assert_eq!(node.count("/dated/b"), 1);
+}

@@ -2,7 +2,7 @@
 //! directives (§5.2.1).
 
 use crate::kit::*;
-use relay_tests::fetch;
+use relay_tests::{Got, fetch};
 use std::time::Duration;
 
 #[test]
@@ -151,4 +151,89 @@ fn rfc9111_3_a_private_answer_reaches_a_slow_curl_whole_while_relay_holds_a_wind
         grew >> 20
     );
     assert!(grew < 20 << 20, "relay held {} MiB of it", grew >> 20);
+}
+
+/// §4.2.3, §5.1: a response served from storage carries the stored response's `Date` (the
+/// origin's: when it was generated), and an `Age` that counts from it; so a client's
+/// `Expires` − `Date` − `Age` is the freshness truly left. The origin's answer was
+/// generated 30 s before it was sent, and expires 60 s after that.
+#[test]
+fn rfc9111_4_2_3_a_stored_response_keeps_the_origins_date_and_its_age_counts_from_it() {
+    let node = Node::start();
+    let relay = node.relay();
+    let url = relay.url("/dated/a?ago=30&exp=60&cc=public");
+    let sent = unix_now();
+    let miss = fetch(&url, &[]);
+    assert_eq!(miss.status, 200, "{}", miss.head);
+    let date = date_field(&miss, "date");
+    // The miss, answered as its fill streams, carries the origin's Date too.
+    assert!(near(date, sent - 30, 2), "{}", miss.head);
+    assert!(near(age(&miss), 30, 2), "{}", miss.head);
+    let left = |got: &Got| date_field(got, "expires") as i64 - date as i64 - age(got) as i64;
+    assert!((58..=60).contains(&left(&miss)), "{}", miss.head);
+    std::thread::sleep(Duration::from_millis(2100));
+    let hit = fetch(&url, &[]);
+    assert_eq!(
+        hit.field("cache-status"),
+        Some("relay; hit"),
+        "{}",
+        hit.head
+    );
+    assert_eq!(hit.field("date"), miss.field("date"), "{}", hit.head);
+    assert_eq!(hit.field("expires"), miss.field("expires"));
+    let aged = age(&hit);
+    assert!(aged >= age(&miss) + 2 && aged <= 34, "{}", hit.head);
+    assert!((56..=58).contains(&left(&hit)), "{}", hit.head);
+    assert_eq!(node.count("/dated/a"), 1);
+    // An answer fetched for one client alone (its request's no-store, nothing stored)
+    // goes on with the origin's Date as well.
+    let sent = unix_now();
+    let own = fetch(
+        &relay.url("/dated/p?ago=30&exp=60"),
+        &["-H", "Cache-Control: no-store"],
+    );
+    assert_eq!(own.status, 200, "{}", own.head);
+    let status = own.field("cache-status").unwrap_or("");
+    assert!(status.contains("fwd=request"), "{}", own.head);
+    assert!(near(date_field(&own, "date"), sent - 30, 2), "{}", own.head);
+}
+
+/// §3.2, §4.3.4: a stored response revalidated with a 304 takes the 304's `Date`, and its
+/// `Age` counts from that: the 304 was generated 5 s before it was sent, the first answer
+/// 30 s before.
+#[test]
+fn rfc9111_3_2_a_revalidated_response_takes_the_304s_date() {
+    let node = Node::start();
+    let relay = node.relay();
+    let url = relay.url("/dated/c?ago=30&ago304=5&cc=max-age%3D31");
+    let miss = fetch(&url, &[]);
+    assert_eq!(miss.status, 200, "{}", miss.head);
+    assert!(near(date_field(&miss, "date"), unix_now() - 30, 2));
+    // Stale after a second or so: revalidated, and the origin answers 304.
+    std::thread::sleep(Duration::from_millis(2100));
+    let sent = unix_now();
+    let renewed = fetch(&url, &[]);
+    assert_eq!(
+        renewed.field("cache-status"),
+        Some("relay; fwd=stale; fwd-status=304; stored"),
+        "{}",
+        renewed.head
+    );
+    assert_eq!(renewed.body, b"dated\n");
+    assert!(
+        near(date_field(&renewed, "date"), sent - 5, 2),
+        "{}",
+        renewed.head
+    );
+    assert!(near(age(&renewed), 5, 2), "{}", renewed.head);
+    // Served from storage again: that Date.
+    let hit = fetch(&url, &[]);
+    assert_eq!(
+        hit.field("cache-status"),
+        Some("relay; hit"),
+        "{}",
+        hit.head
+    );
+    assert_eq!(hit.field("date"), renewed.field("date"));
+    assert_eq!(node.count("/dated/c"), 2);
 }

@@ -25,6 +25,9 @@ pub struct Keep {
     pub stale_if_error: Duration,
     /// The response's age when it was received, in seconds.
     pub initial_age: u64,
+    /// Its `Date` (Unix seconds), or the time it was received when it has none (RFC 9110
+    /// §6.6.1): what its age counts from.
+    pub date: u64,
     /// The head carried terms of its own: `Expires`, or any cache directive.
     pub explicit: bool,
     /// The request fields it varies on (lower-case), without `accept-encoding`: relay asks
@@ -112,6 +115,7 @@ where
         ),
         stale_if_error: window(d.stale_if_error.or(default(op.stale_if_error))),
         initial_age: age,
+        date: stored.date_value(),
         explicit,
         vary,
     };
@@ -120,20 +124,25 @@ where
 
 impl ObjectMeta {
     /// This description as a `304 Not Modified` with terms `fresh` renews it (RFC 9111
-    /// §4.3.4): described anew at `now`; its freshness, storability and stale windows are
-    /// the 304's when it states its own, else kept. Its chunks stay valid (same version).
+    /// §4.3.4): described anew at `now`, with the 304's `Date` and the age it had when
+    /// received (§3.2: its fields replace the stored ones, and the age counts from them);
+    /// its freshness, storability and stale windows are the 304's when it states its own,
+    /// else kept. Its chunks stay valid (same version).
     pub fn renewed(&self, fresh: &Keep, now: Instant) -> ObjectMeta {
         let mut renewed = self.clone();
         renewed.fetched = now;
         if fresh.explicit {
             renewed.take_terms(fresh);
         }
+        renewed.initial_age = fresh.initial_age;
+        renewed.date = Some(crate::ResponseDate::from_unix(fresh.date));
         renewed
     }
 
     /// Takes a response head's terms: freshness, storability, whether it may be served
-    /// stale or to requests with credentials, its stale windows and its age.
+    /// stale or to requests with credentials, its stale windows, its age and its `Date`.
     pub fn take_terms(&mut self, k: &Keep) {
+        self.date = Some(crate::ResponseDate::from_unix(k.date));
         self.ttl = k.ttl;
         self.storable = k.storable;
         self.must_revalidate = k.must_revalidate;
@@ -398,5 +407,33 @@ mod tests {
             assert!(!ended.storable, "{cc}");
             assert_eq!(ended.ttl, Duration::ZERO, "{cc}");
         }
+    }
+
+    #[test]
+    fn rfc9111_3_2_a_304_s_date_and_age_replace_the_stored_ones() {
+        let t0 = Instant::now();
+        let old = ObjectMeta {
+            initial_age: 40,
+            date: Some(crate::ResponseDate::from_unix(500)),
+            ..ObjectMeta::file(10, 7, "\"e\"".into(), String::new())
+        };
+        // (Received at 1000.) The 304's Date, 10 s before: its age counts from that, with
+        // or without terms of its own.
+        for cc in [None, Some("max-age=60")] {
+            let mut fields = vec![("Date", "Thu, 01 Jan 1970 00:16:30 GMT")];
+            fields.extend(cc.map(|v| ("Cache-Control", v)));
+            let renewed = old.renewed(&terms(&fields), t0);
+            assert_eq!(renewed.date.map(|d| d.unix()), Some(990), "{cc:?}");
+            assert_eq!(renewed.initial_age, 10, "{cc:?}");
+            assert_eq!(renewed.age(t0), 10);
+        }
+        // Without a Date: the time it was received.
+        let renewed = old.renewed(&terms(&[]), t0);
+        assert_eq!(renewed.date.map(|d| d.unix()), Some(1000));
+        assert_eq!(renewed.initial_age, 0);
+        assert_eq!(
+            renewed.date.unwrap().as_bytes(),
+            b"Thu, 01 Jan 1970 00:16:40 GMT"
+        );
     }
 }

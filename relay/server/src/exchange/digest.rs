@@ -45,7 +45,7 @@ impl Exchange {
             content_length: len,
             content_type: len.map(|_| "application/octet-stream"),
             extra,
-            ..base_head(cx.date, status, &req, None)
+            ..base_head(cx.date.get(), status, &req, None)
         };
         head.encode(&mut self.out.head);
         if status == 200 && req.method == Method::Get {

@@ -12,10 +12,10 @@ use crate::origin::OriginError;
 use bytes::Bytes;
 use relay_cache::fill::FillError;
 use relay_cache::inflight::Flight;
-use relay_cache::{ChunkKey, ChunkRef, Held, ObjectMeta};
+use relay_cache::{ChunkKey, ChunkRef, Held, ObjectMeta, ResponseDate};
 use relay_proto::multipart::Multipart;
 use relay_proto::range::RangeSpec;
-use relay_proto::{DateCache, Method, ResponseHead};
+use relay_proto::{Method, ResponseHead};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -305,7 +305,8 @@ impl Exchange {
         let head = ResponseHead {
             content_length: p.content_length,
             raw: &p.headers,
-            ..base_head(cx.date, p.status, &req, Some(&self.status_buf))
+            // (The origin's Date, as a proxy forwards it: RFC 9110 §6.6.1.)
+            ..base_head(p.date.as_bytes(), p.status, &req, Some(&self.status_buf))
         };
         head.encode(&mut self.out.head);
         if !req.keep_alive {
@@ -694,7 +695,7 @@ impl Exchange {
                 let head = ResponseHead {
                     content_length: Some(0),
                     content_range: Some(relay_proto::ContentRange::Unsatisfied { total: len }),
-                    ..base_head(cx.date, 416, req, Some(&self.status_buf))
+                    ..base_head(cx.date.get(), 416, req, Some(&self.status_buf))
                 };
                 head.encode(&mut self.out.head);
                 if !req.keep_alive {
@@ -771,10 +772,11 @@ impl Exchange {
         let mut age_buf = itoa::Buffer::new();
         let mut extra: [(&str, &[u8]); 4] = [("", b""); 4];
         let mut n = 0;
-        if matches!(self.route, Route::Http(_)) {
-            extra[n] = ("Age", age_buf.format(meta.age(cx.now)).as_bytes());
+        if let Some(age) = self.age(cx, &meta) {
+            extra[n] = ("Age", age_buf.format(age).as_bytes());
             n += 1;
         }
+        let date = self.stored_date(&meta);
         // Another relay asking for one whole chunk held here: its checksum, which the asker
         // checks before it keeps the chunk (`relay_cluster::peer::CHUNK_SUM`).
         let sum_buf: [u8; 16];
@@ -805,7 +807,12 @@ impl Exchange {
             extra: &extra[..n],
             raw: &meta.headers,
             keep_alive,
-            ..base_head(cx.date, status, req, Some(&self.status_buf))
+            ..base_head(
+                date.as_ref().map_or(cx.date.get(), ResponseDate::as_bytes),
+                status,
+                req,
+                Some(&self.status_buf),
+            )
         };
         head.encode(&mut self.out.head);
         if !keep_alive {
@@ -916,8 +923,24 @@ impl Exchange {
         first_held && rest_held
     }
 
-    /// A response without a body (304; 412, with `Content-Length: 0`) from an object's
-    /// validators.
+    /// The `Age` of a response served from `meta` now (RFC 9111 §5.1): HTTP-origin objects
+    /// carry theirs; files have none.
+    fn age(&self, cx: &Cx<'_>, meta: &ObjectMeta) -> Option<u64> {
+        matches!(self.route, Route::Http(_)).then(|| meta.age(cx.now))
+    }
+
+    /// The `Date` of a response served from `meta`: the stored response's (RFC 9111
+    /// §4.2.3, the date its `Age` counts from), for an HTTP origin's; None (the time it is
+    /// sent) for a file, whose origin relay is.
+    fn stored_date(&self, meta: &ObjectMeta) -> Option<ResponseDate> {
+        meta.date.filter(|_| matches!(self.route, Route::Http(_)))
+    }
+
+    /// A response without a body from an object's description: a 304, with the fields a
+    /// 200 would carry among those RFC 9110 §15.4.5 lists (`Date`, `ETag`, `Cache-Control`,
+    /// `Expires`, `Vary`, `Content-Location`) and `Last-Modified` and `Age`; a 412 (made up
+    /// by relay, at its own `Date`), with `Content-Length: 0`. Validators the stored
+    /// response had none of are left out, never sent empty.
     pub(super) fn head_only(
         &mut self,
         cx: &mut Cx<'_>,
@@ -927,11 +950,31 @@ impl Exchange {
         cache_status: Option<&str>,
         content_length: Option<u64>,
     ) {
+        const NOT_MODIFIED_FIELDS: &[&str] =
+            &["cache-control", "expires", "vary", "content-location"];
+        let not_modified = status == 304;
+        fn present(v: &str) -> Option<&[u8]> {
+            (!v.is_empty()).then_some(v.as_bytes())
+        }
+        let mut age_buf = itoa::Buffer::new();
+        let age = match self.age(cx, meta).filter(|_| not_modified) {
+            Some(age) => &[("Age", age_buf.format(age).as_bytes())][..],
+            None => &[],
+        };
+        let date = self.stored_date(meta).filter(|_| not_modified);
         let head = ResponseHead {
             content_length,
-            etag: Some(meta.etag.as_bytes()),
-            last_modified: Some(meta.last_modified.as_bytes()),
-            ..base_head(cx.date, status, req, cache_status)
+            etag: present(&meta.etag),
+            last_modified: present(&meta.last_modified),
+            extra: age,
+            raw: if not_modified { &meta.headers } else { &[] },
+            raw_only: Some(NOT_MODIFIED_FIELDS),
+            ..base_head(
+                date.as_ref().map_or(cx.date.get(), ResponseDate::as_bytes),
+                status,
+                req,
+                cache_status,
+            )
         };
         head.encode(&mut self.out.head);
         if !req.keep_alive {
@@ -952,7 +995,7 @@ impl Exchange {
             content_length: Some(text.len() as u64),
             content_type: Some("text/plain"),
             extra,
-            ..base_head(cx.date, status, req, None)
+            ..base_head(cx.date.get(), status, req, None)
         };
         head.encode(&mut self.out.head);
         if req.method != Method::Head {
@@ -993,8 +1036,10 @@ impl Exchange {
     }
 }
 
+/// A head with `date` (an IMF-fixdate), the request's version and keep-alive, and
+/// `cache_status`.
 pub(super) fn base_head<'a>(
-    date: &'a DateCache,
+    date: &'a [u8],
     status: u16,
     req: &RequestInfo,
     cache_status: Option<&'a str>,
@@ -1003,6 +1048,6 @@ pub(super) fn base_head<'a>(
         version: req.version,
         keep_alive: req.keep_alive,
         cache_status,
-        ..ResponseHead::new(status, date.get())
+        ..ResponseHead::new(status, date)
     }
 }

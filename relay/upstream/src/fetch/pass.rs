@@ -105,6 +105,15 @@ impl Context {
             }
         };
         let status = resp.status().as_u16();
+        // (Its Date goes on as the origin's, reformatted; one that is not a date, or none,
+        // is the time it was received.)
+        let date = relay_cache::ResponseDate::from_unix(
+            resp.headers()
+                .get_all(http::header::DATE)
+                .iter()
+                .find_map(|v| relay_cache::policy::response_headers::parse_http_date(v.as_bytes()))
+                .unwrap_or_else(super::unix_now),
+        );
         // A transfer coding relay cannot take off (`gzip, chunked`): its bytes are not the
         // body, and the field that names it is hop-by-hop.
         if crate::head::foreign_transfer_coding(resp.headers()) {
@@ -122,8 +131,8 @@ impl Context {
                 .iter()
                 .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
         );
-        // The origin's answer as it is: relay writes only the framing, Date, Server and
-        // Cache-Status of its own.
+        // The origin's answer as it is: relay writes only the framing, Server and
+        // Cache-Status of its own, and the Date as read above.
         let headers = end_to_end(resp.headers(), PASS_WRITTEN);
         let no_body =
             method == http::Method::HEAD || status == 204 || status == 304 || status < 200;
@@ -146,6 +155,7 @@ impl Context {
                 status,
                 content_length,
                 headers: headers.clone(),
+                date,
                 body,
                 invalidate,
             }));

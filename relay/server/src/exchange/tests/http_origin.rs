@@ -276,3 +276,83 @@ fn an_origin_failure_is_answered_from_a_stale_copy_within_stale_if_error() {
     );
     assert_eq!(rest, &body[..]);
 }
+
+/// A response served from a stored one carries its `Date` (the origin's) beside an `Age`
+/// that counts from it; a 304 carries the fields RFC 9110 §15.4.5 lists that it has (and
+/// `Age`), never an empty validator; a 412, made up here, carries relay's own `Date`.
+#[test]
+fn a_stored_response_s_date_age_and_304_fields() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/dated");
+    let body = object(300);
+    let date = relay_cache::ResponseDate::from_unix(784_111_777);
+    let meta = ObjectMeta {
+        ttl: Duration::from_secs(60),
+        initial_age: 30,
+        date: Some(date),
+        headers: bytes::Bytes::from_static(
+            b"cache-control: public\r\nexpires: Sun, 06 Nov 1994 08:50:37 GMT\r\n\
+              vary: accept-encoding\r\ncontent-location: /dated.txt\r\nx-other: 1\r\n",
+        ),
+        ..ObjectMeta::file(body.len() as u64, 5, "\"s\"".into(), String::new())
+    };
+    kit.shared.cache.meta.insert(&key, meta);
+    kit.shared.cache.memory.insert(
+        ChunkKey {
+            object: Arc::from(key.as_str()),
+            version: 5,
+            index: 0,
+        },
+        bytes::Bytes::copy_from_slice(&body),
+    );
+    let stored = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let no_empty = |head: &str| {
+        for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
+            let (n, v) = line.split_once(':').expect("a field");
+            assert!(!v.trim().is_empty(), "{n} empty: {head}");
+        }
+    };
+
+    let mut ex = kit.exchange();
+    let (head, rest, _) = kit.ask(&mut ex, &cdn_get("/dated"));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(rest, body);
+    assert_eq!(field(&head, "date"), Some(stored), "{head}");
+    assert_eq!(field(&head, "age"), Some("30"), "{head}");
+    assert_eq!(field(&head, "last-modified"), None, "{head}");
+    no_empty(&head);
+
+    let mut ex = kit.exchange();
+    let (head, rest, _) = kit.ask(
+        &mut ex,
+        b"GET /dated HTTP/1.1\r\nHost: cdn.test\r\nIf-None-Match: \"s\"\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 304 "), "{head}");
+    assert!(rest.is_empty());
+    for (name, value) in [
+        ("date", stored),
+        ("age", "30"),
+        ("etag", "\"s\""),
+        ("cache-control", "public"),
+        ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+        ("vary", "accept-encoding"),
+        ("content-location", "/dated.txt"),
+    ] {
+        assert_eq!(field(&head, name), Some(value), "{name}: {head}");
+    }
+    for name in ["last-modified", "x-other", "content-type", "content-length"] {
+        assert_eq!(field(&head, name), None, "{name}: {head}");
+    }
+    no_empty(&head);
+
+    let mut ex = kit.exchange();
+    let (head, _, _) = kit.ask(
+        &mut ex,
+        b"GET /dated HTTP/1.1\r\nHost: cdn.test\r\nIf-Match: \"other\"\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 412 "), "{head}");
+    let now = String::from_utf8(kit.date.get().to_vec()).unwrap();
+    assert_eq!(field(&head, "date"), Some(now.as_str()), "{head}");
+    assert_eq!(field(&head, "x-other"), None, "{head}");
+    no_empty(&head);
+}
