@@ -19,7 +19,7 @@
 //!   - `fetch::body`: streaming a body into fills (one chunk, or a whole object cut into
 //!     chunks) and completing them into the memory and disk tiers;
 //!   - `fetch::pass`: a pass-through: the request with its body, the answer streamed back
-//!     through a window or buffered whole.
+//!     through a window, with a length or without.
 //! - `head`: reading an origin's response head defensively (Content-Range, validators,
 //!   freshness).
 //! - `disk_writer`: admitted chunks go to the disk tier through an io_uring of their own.
@@ -279,24 +279,22 @@ pub struct Passed {
 /// A passed-through body.
 #[derive(Clone)]
 pub enum PassBody {
-    /// With a `Content-Length`: streamed through a window of [`PASS_WINDOW`] bytes as its
-    /// client reads it (the upstream waits while the client is a window behind).
+    /// Streamed through a window of [`PASS_WINDOW`] bytes as its client reads it (the
+    /// upstream waits while the client is a window behind), with a `Content-Length` or
+    /// without one.
     Stream(Arc<stream::Stream>),
-    /// Without one (chunked): buffered whole, bounded by [`PASS_BUFFER_LIMIT`], then served
-    /// with a length.
-    Whole(Arc<relay_cache::fill::Fill>),
 }
 
 impl PassBody {
-    pub fn len(&self) -> u64 {
+    /// Its length, when the origin said it ahead.
+    pub fn len(&self) -> Option<u64> {
         match self {
             PassBody::Stream(s) => s.len(),
-            PassBody::Whole(f) => f.len() as u64,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == Some(0)
     }
 }
 
@@ -307,10 +305,7 @@ pub struct PassSlot {
     pub watchers: Watchers,
 }
 
-/// Largest response body without a Content-Length that a pass-through buffers.
-pub const PASS_BUFFER_LIMIT: usize = 64 << 20;
-
-/// Memory one passed-through body with a `Content-Length` takes, however long it is: the
+/// Memory one passed-through body takes, however long it is (and whether its length is known): the
 /// upstream reads this far ahead of its client, then waits.
 pub const PASS_WINDOW: usize = 2 << 20;
 

@@ -28,8 +28,12 @@ const UNREAD: u8 = 0;
 const READING: u8 = 1;
 const GONE: u8 = 2;
 
+/// A stream's `len` when the body's length is not known ahead (`Stream::unsized_body`).
+const UNSIZED: u64 = u64::MAX;
+
 /// The shared side of a streamed body (one writer, one reader).
 pub struct Stream {
+    /// The body's length, or [`UNSIZED`]: then its end is where the writer finished.
     len: u64,
     ring: Box<[UnsafeCell<u8>]>,
     written: AtomicU64,
@@ -81,9 +85,26 @@ impl Stream {
         (stream.clone(), StreamWriter { stream })
     }
 
-    /// The body's length.
-    pub fn len(&self) -> u64 {
-        self.len
+    /// A stream of a body whose length is not known ahead (chunked, or delimited by the
+    /// connection's close): it ends where its writer finishes ([`StreamWriter::finish`]).
+    pub fn unsized_body(
+        window: usize,
+        reserved: Option<Reservation>,
+    ) -> (Arc<Stream>, StreamWriter) {
+        Stream::new(UNSIZED, window, reserved)
+    }
+
+    /// The body's length, when known ahead.
+    pub fn len(&self) -> Option<u64> {
+        (self.len != UNSIZED).then_some(self.len)
+    }
+
+    /// The body's length once known: ahead, or once its writer finished.
+    pub fn end(&self) -> Option<u64> {
+        match self.len {
+            UNSIZED => self.is_done().then(|| self.written.load(Ordering::Acquire)),
+            len => Some(len),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,7 +199,15 @@ impl AsRef<[u8]> for Window {
 }
 
 impl StreamWriter {
-    /// Bytes still to be written.
+    /// The body of unknown length ended whole: its end is what was written. (A body of a
+    /// known length is done with its last byte; one short of it fails, as on drop.)
+    pub fn finish(self) {
+        if self.stream.len == UNSIZED {
+            self.stream.state.store(DONE, Ordering::Release);
+        }
+    }
+
+    /// Bytes still to be written (of a body of unknown length: as good as unbounded).
     pub fn remaining(&self) -> u64 {
         self.stream.len - self.stream.written.load(Ordering::Relaxed)
     }
@@ -260,6 +289,31 @@ mod tests {
 
     fn noop_cx() -> Context<'static> {
         Context::from_waker(std::task::Waker::noop())
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_ends_where_its_writer_finishes() {
+        let (s, mut w) = Stream::unsized_body(4, None);
+        assert_eq!((s.len(), s.end()), (None, None));
+        assert_eq!(w.write_some(b"abcdef"), 4, "one window");
+        assert_eq!(&s.readable(0)[..], b"abcd");
+        s.release(4);
+        assert_eq!(w.write_some(b"ef"), 2);
+        assert!(!s.is_done());
+        w.finish();
+        assert!(s.is_done() && !s.failed());
+        assert_eq!(s.end(), Some(6));
+        assert_eq!(&s.readable(4)[..], b"ef");
+        // Dropped unfinished: failed, never whole.
+        let (s, mut w) = Stream::unsized_body(4, None);
+        w.write_some(b"ab");
+        drop(w);
+        assert!(s.failed() && s.end().is_none());
+        // A body of a known length is not ended short by finish.
+        let (s, mut w) = Stream::new(10, 4, None);
+        w.write_some(b"ab");
+        w.finish();
+        assert!(s.failed());
     }
 
     #[test]

@@ -131,3 +131,55 @@ fn rfc9112_7_1_clients_arriving_while_a_chunked_answer_streams_join_its_fetch() 
     );
     assert_eq!(node.count(path), 1, "one fetch for every client");
 }
+
+/// §7.1 through a pass-through (a POST): an answer without a length streams to its client
+/// as node sends it (the head and first bytes before the origin is done, chunked to an
+/// HTTP/1.1 client, until the close to a 1.0 one), whatever its size, with one window held
+/// (`relay_upstream::PASS_WINDOW`): a 40 MiB answer arrives whole where it used to be held
+/// back whole and refused past 32 MiB, after the origin had acted on the POST.
+#[test]
+fn rfc9112_7_1_an_answer_without_a_length_to_a_post_streams_through() {
+    let node = Node::start();
+    let relay = node.relay();
+    let post = ["-X", "POST", "-d", "x"];
+    // 16 pieces of 16 KiB, 50 ms apart: the first reaches the client long before the last.
+    let dir = relay_tests::TempDir::new("post-stream");
+    let out = dir.path().join("body");
+    let (code, timing, err) = relay_tests::curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        "-o",
+        out.to_str().expect("path"),
+        "-w",
+        "%{time_starttransfer} %{time_total}",
+        &relay.url("/slow-chunked/262144"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let timing = String::from_utf8_lossy(&timing).into_owned();
+    let mut t = timing
+        .split(' ')
+        .map(|s| s.parse::<f64>().expect("seconds"));
+    let (first, total) = (t.next().expect("ttfb"), t.next().expect("total"));
+    assert!(
+        total > 0.6 && first < total - 0.4,
+        "first byte at {first} s of {total} s: held back, not streamed"
+    );
+    assert!(std::fs::read(&out).expect("body") == pattern(262_144, 3));
+    // 40 MiB, chunked to an HTTP/1.1 client.
+    let n = 40 << 20;
+    let got = fetch(&relay.url(&format!("/chunked/{n}")), &post);
+    assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+    assert_eq!(got.field("transfer-encoding"), Some("chunked"));
+    assert_eq!(got.field("content-length"), None);
+    assert!(got.body == pattern(n, 3), "{} bytes", got.body.len());
+    // Until the close to an HTTP/1.0 client.
+    let mut old = vec!["-0"];
+    old.extend_from_slice(&post);
+    let got = fetch(&relay.url("/chunked/1000000"), &old);
+    assert_eq!((got.code, got.status), (0, 200), "{}", got.head);
+    assert_eq!(got.field("transfer-encoding"), None);
+    assert_eq!(got.field("connection"), Some("close"));
+    assert!(got.body == pattern(1_000_000, 3));
+}

@@ -60,7 +60,7 @@ impl Exchange {
             return Step::Again;
         };
         if let Some(pass) = self.pass_body.as_ref() {
-            let (piece, ended) = match pass {
+            let (piece, ended, end) = match pass {
                 PassReader::Stream(r) => {
                     let s = r.stream();
                     // This runs once the previous piece is sent (a zero-copy one's
@@ -70,12 +70,7 @@ impl Exchange {
                     // The end first: a body that ends right after this still has every
                     // byte readable below.
                     let ended = s.failed() || s.is_done();
-                    (s.readable(body.pos), ended)
-                }
-                PassReader::Whole(fill) => {
-                    fill.watchers.watch(cx.worker);
-                    let ended = fill.error().is_some() || fill.is_done();
-                    (fill.slice(body.pos as usize, body.end as usize), ended)
+                    (s.readable(body.pos), ended, s.end())
                 }
             };
             let piece = piece.slice(..piece.len().min((body.end - body.pos) as usize));
@@ -84,8 +79,15 @@ impl Exchange {
                 self.queue(piece);
                 return Step::Again;
             }
+            if ended && end == Some(body.pos) {
+                // A body without a length, whole: it ends here (then its last chunk).
+                body.end = body.pos;
+                return Step::Again;
+            }
             if ended {
-                // Cut short upstream: the client sees a cut connection.
+                // Cut short upstream: the client sees a cut connection (reset where the body
+                // was going until the close, which would look whole).
+                self.abort = body.chunked == Chunked::No && body.meta.open_ended;
                 return Step::Do(Action::Close);
             }
             return Step::Do(self.wait(cx));

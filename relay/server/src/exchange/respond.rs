@@ -293,7 +293,11 @@ impl Exchange {
         if req.method == Method::Head && p.status == 200 {
             self.head_answered(cx, p);
         }
-        let len = p.body.as_ref().map_or(0, |b| b.len());
+        // A body whose length the origin did not say (chunked, or until it closed): chunked
+        // to an HTTP/1.1 client, until the close to a 1.0 one, as it arrives.
+        let no_length = p.body.as_ref().is_some_and(|b| b.len().is_none());
+        let len = p.body.as_ref().map_or(0, |b| b.len().unwrap_or(u64::MAX));
+        let chunked = no_length && self.saved.req.version == 1;
         let status = CacheStatus {
             fwd_status: p.status,
             ..self.pass_status
@@ -302,27 +306,40 @@ impl Exchange {
             .lookups
             .count(&status, p.status, self.origin_slot());
         status.write(&mut self.status_buf);
+        let te: &[(&str, &[u8])] = match chunked {
+            true => &[("Transfer-Encoding", b"chunked")],
+            false => &[],
+        };
+        let keep_alive = req.keep_alive && (!no_length || chunked);
         let head = ResponseHead {
             content_length: p.content_length,
             raw: &p.headers,
+            extra: te,
+            keep_alive,
             // (The origin's Date, as a proxy forwards it: RFC 9110 §6.6.1.)
             ..base_head(p.date.as_bytes(), p.status, &req, Some(&self.status_buf))
         };
         head.encode(&mut self.out.head);
-        if !req.keep_alive {
+        if !keep_alive {
             self.close_after = true;
         }
         if let Some(b) = p.body.as_ref().filter(|_| len > 0) {
             self.pass_body = Some(match b {
                 relay_upstream::PassBody::Stream(s) => PassReader::Stream(s.attach()),
-                relay_upstream::PassBody::Whole(f) => PassReader::Whole(f.clone()),
             });
+            let mut meta = ObjectMeta::file(len, 0, String::new(), String::new());
+            // (A body cut short that was going until the close is then reset, not closed:
+            // `Exchange::upstream_failed`.)
+            meta.open_ended = no_length;
             self.body = Some(Body {
-                meta: Arc::new(ObjectMeta::file(len, 0, String::new(), String::new())),
+                meta: Arc::new(meta),
                 pos: 0,
                 end: len,
                 file: None,
-                chunked: Chunked::No,
+                chunked: match chunked {
+                    true => Chunked::First,
+                    false => Chunked::No,
+                },
                 sum: None,
                 ahead: 0,
                 ahead_fills: Default::default(),

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use relay_cache::ObjectMeta;
-use relay_cache::fill::Fill as UpFill;
 use relay_cache::inflight::Pending;
 use relay_proto::Method;
 use relay_proto::range::{ByteRange, MAX_RANGES};
@@ -323,8 +322,6 @@ pub enum PassReader {
     /// Streamed through a window: the reader releases what it has sent (and, dropped,
     /// tells the upstream to stop).
     Stream(relay_upstream::stream::StreamReader),
-    /// Buffered whole (no `Content-Length` from the origin).
-    Whole(Arc<UpFill>),
 }
 
 /// A directory-origin file being opened (`openat2` beneath the root) and described

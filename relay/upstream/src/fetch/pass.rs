@@ -1,17 +1,16 @@
 //! A pass-through job: the client's request with its body goes to the origin as it is, and
-//! the answer comes back through a window of [`PASS_WINDOW`] bytes (with a `Content-Length`)
-//! or buffered whole (without one, up to [`PASS_BUFFER_LIMIT`]). Nothing is stored; an unsafe
-//! method's answer invalidates what it names.
+//! the answer comes back through a window of [`PASS_WINDOW`] bytes as its client reads it,
+//! with a `Content-Length` or without one (chunked, or until the origin closes: its client
+//! gets it chunked, or until the close). Nothing is stored; an unsafe method's answer
+//! invalidates what it names.
 
 use super::request::VIA;
 use super::{Context, end_to_end};
 use crate::budget::{Client, Refused};
 use crate::{
-    PASS_BUFFER_LIMIT, PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot,
-    Passed, RequestBody,
+    PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot, Passed, RequestBody,
 };
 use http_body_util::Full;
-use relay_cache::ChunkKey;
 use relay_cache::fill::FillError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -136,18 +135,13 @@ impl Context {
         let headers = end_to_end(resp.headers(), PASS_WRITTEN);
         let no_body =
             method == http::Method::HEAD || status == 204 || status == 304 || status < 200;
-        let key = ChunkKey {
-            object: Arc::from(path),
-            version: 0,
-            index: 0,
-        };
         let length =
             crate::head::content_length(resp.headers()).map_err(|_| FillError::Truncated)?;
         let publish = |body: Option<PassBody>, invalidate: Vec<String>| {
             // A response without a body announces the length a GET would have had (HEAD,
             // 304), and none at all for 204 (RFC 9110 §8.6).
             let content_length = match &body {
-                Some(b) => Some(b.len()),
+                Some(b) => b.len(),
                 None if status == 204 || status < 200 => None,
                 None => length,
             };
@@ -166,101 +160,95 @@ impl Context {
             return Ok(());
         }
         let mut incoming = resp.into_body();
-        match length {
-            Some(len) => {
-                // Streamed: one window of memory however long the body (an absurd length
-                // included: the client gets what the origin sends, then a cut connection).
-                // (The window, and what the upstream connection holds ahead of it besides.)
-                let window = len.min(PASS_WINDOW as u64) + PASS_READ_AHEAD as u64;
-                let mut reserved = self.pass_budget.reserve(client, window);
-                // No room beside this request's own upload window, still reserved: the
-                // origin answered the moment it had read the body, before the worker marked
-                // it whole or the connection dropped its last piece. Given a moment to.
-                if let (Err(_), Some(upload)) = (&reserved, &uploaded)
-                    && upload
-                        .release_when_sent(std::time::Duration::from_millis(50))
-                        .await
-                {
-                    reserved = self.pass_budget.reserve(client, window);
-                }
-                let reserved = reserved.map_err(|e| {
-                    log::warn!(
-                        "pass-through of {path} for {client}: no room for its {window}-byte \
-                         window ({e}: {} held, {} by this client)",
-                        self.pass_budget.held(),
-                        self.pass_budget.held_by(client)
-                    );
-                    refused(e)
-                })?;
-                let (stream, mut writer) =
-                    crate::stream::Stream::new(len, PASS_WINDOW, Some(reserved));
-                publish(Some(PassBody::Stream(stream.clone())), invalidate);
-                let wake = |s: &crate::stream::Stream| {
-                    self.store.wakers.wake_any(&[&s.watchers, &slot.watchers])
-                };
-                'body: while writer.remaining() > 0 {
-                    let Ok(Some(d)) = self.next_frame(origin, &mut incoming).await else {
-                        break;
-                    };
-                    let mut off = 0;
-                    while off < d.len() && writer.remaining() > 0 {
-                        let n = writer.write_some(&d[off..]);
-                        if n > 0 {
-                            off += n;
-                            wake(&stream);
-                            continue;
-                        }
-                        // The window is full: wait until the client has taken some of it,
-                        // looking every second whether anyone still will: a client gone
-                        // before its head was answered never attaches a reader (its worker
-                        // dropped the slot, ours is the last handle).
-                        let mut waited = Duration::ZERO;
-                        loop {
-                            let room = std::future::poll_fn(|cx| writer.poll_room(cx));
-                            if tokio::time::timeout(Duration::from_secs(1), room)
-                                .await
-                                .is_ok()
-                            {
-                                break;
-                            }
-                            waited += Duration::from_secs(1);
-                            // The count first: a worker attaches its reader before it
-                            // drops its handle on the slot (the fence pairs with that drop).
-                            let alone = Arc::strong_count(slot) == 1;
-                            std::sync::atomic::fence(Ordering::Acquire);
-                            let orphaned = alone && !writer.attached();
-                            if orphaned || waited >= PASS_STALL {
-                                break 'body;
-                            }
-                        }
-                        if writer.reader_gone() {
-                            break 'body;
-                        }
-                    }
-                }
-                // A short body (or a client gone) fails the stream when the writer drops:
-                // the client's connection is cut, never a short body passed off as whole.
-                drop(writer);
-                wake(&stream);
-            }
-            None => {
-                // No length (chunked): buffer it, bounded, then serve it with one.
-                let mut all = Vec::new();
-                let mut reserved = self.pass_budget.reserve(client, 0).map_err(refused)?;
-                while let Some(d) = self.next_frame(origin, &mut incoming).await? {
-                    if all.len() + d.len() > PASS_BUFFER_LIMIT {
-                        return Err(FillError::Truncated);
-                    }
-                    // Held twice while it is copied into its fill: counted twice.
-                    reserved.grow(2 * d.len() as u64).map_err(refused)?;
-                    all.extend_from_slice(&d);
-                }
-                let (fill, writer) =
-                    relay_cache::fill::Fill::holding(key, all.len(), Box::new(reserved));
-                let _ = writer.complete_with(&all, |_| {});
-                publish(Some(PassBody::Whole(fill)), invalidate);
-            }
+        // Streamed: one window of memory however long the body (an absurd length included:
+        // the client gets what the origin sends, then a cut connection). A body without a
+        // length (chunked, or until the origin closes) streams the same way, and ends where
+        // the origin's does. (The window, and what the upstream connection holds ahead of it
+        // besides.)
+        let window = length.map_or(PASS_WINDOW as u64, |len| len.min(PASS_WINDOW as u64))
+            + PASS_READ_AHEAD as u64;
+        let mut reserved = self.pass_budget.reserve(client, window);
+        // No room beside this request's own upload window, still reserved: the origin
+        // answered the moment it had read the body, before the worker marked it whole or
+        // the connection dropped its last piece. Given a moment to.
+        if let (Err(_), Some(upload)) = (&reserved, &uploaded)
+            && upload
+                .release_when_sent(std::time::Duration::from_millis(50))
+                .await
+        {
+            reserved = self.pass_budget.reserve(client, window);
         }
+        let reserved = reserved.map_err(|e| {
+            log::warn!(
+                "pass-through of {path} for {client}: no room for its {window}-byte window \
+                 ({e}: {} held, {} by this client)",
+                self.pass_budget.held(),
+                self.pass_budget.held_by(client)
+            );
+            refused(e)
+        })?;
+        let (stream, mut writer) = match length {
+            Some(len) => crate::stream::Stream::new(len, PASS_WINDOW, Some(reserved)),
+            None => crate::stream::Stream::unsized_body(PASS_WINDOW, Some(reserved)),
+        };
+        publish(Some(PassBody::Stream(stream.clone())), invalidate);
+        let wake =
+            |s: &crate::stream::Stream| self.store.wakers.wake_any(&[&s.watchers, &slot.watchers]);
+        let ended = 'body: loop {
+            if writer.remaining() == 0 {
+                break true;
+            }
+            let d = match self.next_frame(origin, &mut incoming).await {
+                Ok(Some(d)) => d,
+                // The end of a body without a length: whole. (One with a length that ends
+                // short stays unfinished.)
+                Ok(None) => break length.is_none(),
+                Err(_) => break false,
+            };
+            let mut off = 0;
+            while off < d.len() && writer.remaining() > 0 {
+                let n = writer.write_some(&d[off..]);
+                if n > 0 {
+                    off += n;
+                    wake(&stream);
+                    continue;
+                }
+                // The window is full: wait until the client has taken some of it, looking
+                // every second whether anyone still will: a client gone before its head was
+                // answered never attaches a reader (its worker dropped the slot, ours is the
+                // last handle).
+                let mut waited = Duration::ZERO;
+                loop {
+                    let room = std::future::poll_fn(|cx| writer.poll_room(cx));
+                    if tokio::time::timeout(Duration::from_secs(1), room)
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                    waited += Duration::from_secs(1);
+                    // The count first: a worker attaches its reader before it drops its
+                    // handle on the slot (the fence pairs with that drop).
+                    let alone = Arc::strong_count(slot) == 1;
+                    std::sync::atomic::fence(Ordering::Acquire);
+                    let orphaned = alone && !writer.attached();
+                    if orphaned || waited >= PASS_STALL {
+                        break 'body false;
+                    }
+                }
+                if writer.reader_gone() {
+                    break 'body false;
+                }
+            }
+        };
+        // A short body (or a client gone) fails the stream when the writer drops: the
+        // client's connection is cut, never a short body passed off as whole.
+        if ended {
+            writer.finish();
+        } else {
+            drop(writer);
+        }
+        wake(&stream);
         Ok(())
     }
 }
