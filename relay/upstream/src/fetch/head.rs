@@ -126,8 +126,12 @@ impl Context {
                     self.store.meta.insert(&object, (*renewed).clone());
                 } else {
                     // The 304 says it may no longer be shared (`private`, `no-store`): the
-                    // stored response answers no one else.
+                    // stored response answers no one else, from memory or from disk (which
+                    // would rebuild its description with the old terms).
                     self.store.meta.remove(&object);
+                    if let Some(disk) = self.store.disk.as_ref() {
+                        disk.remove_object(&object);
+                    }
                 }
                 let wakers = &self.store.wakers;
                 return self
