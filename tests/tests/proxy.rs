@@ -545,6 +545,51 @@ fn the_client_that_fetches_a_variant_gets_its_own_answer_once() {
     }
 }
 
+/// The client whose request fetched a variant gets that variant whatever the base's
+/// answer, asked next without its fields, turns out to be: here a 500 that may not be
+/// stored and varies on nothing (it must not reach that client under its variant's fields,
+/// nor its variant's cookie reach anyone else).
+#[test]
+fn the_client_that_fetches_a_variant_gets_it_whatever_the_base_answers() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(20) {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let answer: &[u8] = if head.contains("accept-language: fr") {
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60, private=\"Set-Cookie\"\r\n\
+                  Vary: Accept-Language\r\nSet-Cookie: owner=A\r\nContent-Length: 14\r\n\
+                  Connection: close\r\n\r\nFRENCH-VARIANT"
+            } else {
+                b"HTTP/1.1 500 Internal Server Error\r\nCache-Control: no-store\r\n\
+                  Content-Length: 4\r\nConnection: close\r\n\r\nbase"
+            };
+            let _ = conn.write_all(answer);
+        }
+    });
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
+         url = \"http://{addr}\"\nretries = 0\n\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    ));
+    let mut c = Client::connect(relay.addr);
+    let r = c.get_with("/v", "Accept-Language: fr\r\n");
+    assert_eq!((r.status, &r.body[..]), (200, &b"FRENCH-VARIANT"[..]));
+    assert_eq!(r.header("set-cookie"), Some("owner=A"));
+    // (No base is stored to say the object varies: the next asks again, as the first.)
+    let r = c.get_with("/v", "Accept-Language: fr\r\n");
+    assert_eq!((r.status, &r.body[..]), (200, &b"FRENCH-VARIANT"[..]));
+    let r = c.get("/v");
+    assert_eq!((r.status, &r.body[..]), (500, &b"base"[..]));
+    assert_eq!(r.header("set-cookie"), None);
+}
+
 /// A 304 whose Cache-Control says `private` (or `no-store`) replaces the stored one's
 /// (RFC 9111 §4.3.4): the stored response is no longer shared; the next client's request
 /// goes to the origin, not to a hit.

@@ -36,6 +36,9 @@ pub struct Pending {
     /// The response's fields as the fetching client gets them, when the stored description
     /// leaves some out (`private="Set-Cookie"`: the cookie is that client's).
     owner_headers: OnceLock<Bytes>,
+    /// The variant the first answer turned out to be, for the client whose request
+    /// fetched it (the base's answer asked for next is another's).
+    carried: OnceLock<Carried>,
     /// The origin's first `103 Early Hints`, encoded as an interim response for HTTP/1.1
     /// clients waiting on the final one (RFC 8297).
     hints: OnceLock<Bytes>,
@@ -227,6 +230,27 @@ impl Pending {
     pub fn owner_headers(&self) -> Option<&Bytes> {
         self.owner_headers.get()
     }
+
+    /// The first answer was a variant (fetched with the client's fields, the response
+    /// varying on them): kept as that; the client whose request started the fetch gets it.
+    pub fn set_carried(&self, carried: Carried) {
+        let _ = self.carried.set(carried);
+    }
+
+    /// The variant the client that started the fetch gets, if the first answer was one.
+    pub fn carried(&self) -> Option<&Carried> {
+        self.carried.get()
+    }
+}
+
+/// A head fetch's first answer, a variant ([`Pending::carried`]).
+pub struct Carried {
+    /// The variant's key (the object's, `\0`, the fields and values it was fetched with).
+    pub key: Arc<str>,
+    /// Its version.
+    pub version: u64,
+    /// Its fields as its client gets them (`Name: value\r\n` lines).
+    pub headers: Bytes,
 }
 
 /// Where the bytes of a chunk in flight are coming from: [`InFlight`] holds one per chunk,

@@ -100,16 +100,27 @@ impl Exchange {
         };
         self.waited(cx);
         self.leave();
-        // The base entry came back varying, and this request selects another variant: fetch
-        // that one (with the request's values) instead. (Not the client whose request
-        // fetched an answer that may not be stored: it was asked with this client's fields,
-        // and is this client's alone.)
-        if !self.variant
-            && (meta.storable || !self.head_owner)
-            && let Route::Http(origin) = self.route
-            && let Some(fields) = meta.vary.clone()
-            && self.select_variant(&fields)
-        {
+        // The first answer was this client's own variant (asked with its fields, it varies
+        // on them): it goes to this client, whatever the base's answer asked for next says.
+        let carried = p.carried().filter(|_| self.head_owner && !self.variant);
+        let to_variant = match carried {
+            Some(c) => {
+                self.key.clear();
+                self.key.push_str(&c.key);
+                true
+            }
+            // The base entry came back varying, and this request selects another variant:
+            // fetch that one (with the request's values) instead. (Not the client whose
+            // request fetched an answer that may not be stored: it was asked with this
+            // client's fields, and is this client's alone.)
+            None => {
+                !self.variant
+                    && (meta.storable || !self.head_owner)
+                    && matches!(self.route, Route::Http(_))
+                    && meta.vary.clone().is_some_and(|f| self.select_variant(&f))
+            }
+        };
+        if to_variant && let Route::Http(origin) = self.route {
             self.variant = true;
             self.stale = None;
             if let Some(m) = cx
@@ -119,13 +130,12 @@ impl Exchange {
                 .get(&self.key)
                 .filter(|m| m.is_fresh(cx.now, Duration::MAX))
             {
-                // The client whose request fetched the base's first answer, asked with its
-                // fields, which is this variant: its own fields (a cookie the stored ones
-                // leave out), and a miss, which it was.
-                let (m, how) = match p.owner_headers().filter(|_| self.head_owner) {
-                    Some(h) => (
+                // That client's own answer: its own fields (a cookie the stored ones leave
+                // out), and a miss, which it was.
+                let (m, how) = match carried.filter(|c| c.version == m.version) {
+                    Some(c) => (
                         Arc::new(ObjectMeta {
-                            headers: h.clone(),
+                            headers: c.headers.clone(),
                             ..(*m).clone()
                         }),
                         Some(CacheStatus {

@@ -211,29 +211,33 @@ impl Context {
                     .unwrap_or_else(|| end_to_end(resp.headers(), STORED_WRITTEN))
             });
             let body = resp.into_body();
-            if let Some(fields) = carried {
-                // The client that started the fetch gets this answer's own fields (its
-                // cookie, say) with the variant, not the base's answer's, asked next.
-                if let (Some(p), Some(h)) = (self.store.inflight.pending(&object), carried_fields) {
-                    p.set_owner_headers(h);
-                }
-                if meta.storable {
-                    let mut key = object.to_string();
-                    let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-                    relay_cache::key::push_variant(&mut key, &fields, sent);
-                    let key: Arc<str> = key.into();
-                    if !meta.open_ended {
-                        self.store.meta.insert(&key, (*meta).clone());
-                    }
-                    let writer = self.start_first(origin, &key, &meta).await;
-                    let spanned = self.open_span(&key, &meta, covered, writer.is_some(), None);
-                    let ctx = self.clone();
-                    let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
-                    tokio::spawn(async move {
-                        ctx.fill_from(origin, answer, body, writer, &key, &meta, None)
-                            .await;
+            if let (Some(fields), Some(owned)) = (carried, carried_fields) {
+                // (Storable: see `carried`.)
+                let mut key = object.to_string();
+                let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+                relay_cache::key::push_variant(&mut key, &fields, sent);
+                let key: Arc<str> = key.into();
+                // The client that started the fetch is answered with this variant, this
+                // answer's own fields (its cookie, say) included, whatever the base's
+                // answer asked for next turns out to be.
+                if let Some(p) = self.store.inflight.pending(&object) {
+                    p.set_carried(relay_cache::inflight::Carried {
+                        key: key.clone(),
+                        version: meta.version,
+                        headers: owned,
                     });
                 }
+                if !meta.open_ended {
+                    self.store.meta.insert(&key, (*meta).clone());
+                }
+                let writer = self.start_first(origin, &key, &meta).await;
+                let spanned = self.open_span(&key, &meta, covered, writer.is_some(), None);
+                let ctx = self.clone();
+                let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
+                tokio::spawn(async move {
+                    ctx.fill_from(origin, answer, body, writer, &key, &meta, None)
+                        .await;
+                });
                 forward = forward
                     .iter()
                     .filter(|(n, _)| !fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
