@@ -545,24 +545,36 @@ fn the_client_that_fetches_a_variant_gets_its_own_answer_once() {
     }
 }
 
+/// A loopback listener for an origin a test writes by hand, and its address.
+fn raw_origin() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+/// A request's head as a raw origin reads it (byte by byte, to its blank line).
+fn read_head(conn: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// The client whose request fetched a variant gets that variant whatever the base's
 /// answer, asked next without its fields, turns out to be: here a 500 that may not be
 /// stored and varies on nothing (it must not reach that client under its variant's fields,
 /// nor its variant's cookie reach anyone else).
 #[test]
 fn the_client_that_fetches_a_variant_gets_it_whatever_the_base_answers() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    use std::io::Write;
+    let (listener, addr) = raw_origin();
     std::thread::spawn(move || {
         for conn in listener.incoming().take(20) {
             let Ok(mut conn) = conn else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let head = read_head(&mut conn).to_ascii_lowercase();
             let answer: &[u8] = if head.contains("accept-language: fr") {
                 b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60, private=\"Set-Cookie\"\r\n\
                   Vary: Accept-Language\r\nSet-Cookie: owner=A\r\nContent-Length: 14\r\n\
@@ -588,6 +600,54 @@ fn the_client_that_fetches_a_variant_gets_it_whatever_the_base_answers() {
     let r = c.get("/v");
     assert_eq!((r.status, &r.body[..]), (500, &b"base"[..]));
     assert_eq!(r.header("set-cookie"), None);
+}
+
+/// Answers without a length to POSTs, from a raw origin: many at once from one client
+/// each hold a small window (not a whole one: 40 of them fit its share of the pass budget),
+/// one that ends before its first body byte is a 502, one cut mid-body never looks whole
+/// (no last chunk to an HTTP/1.1 client).
+#[test]
+fn posts_answered_without_a_length_stream_in_small_windows_and_fail_visibly() {
+    use std::io::{Read, Write};
+    let (listener, addr) = raw_origin();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(200) {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let head = read_head(&mut conn);
+                let _ = conn.read(&mut [0u8; 1]); // The one-byte body.
+                let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+                               Connection: close\r\n\r\n";
+                let _ = conn.write_all(chunked.as_bytes());
+                if head.starts_with("POST /slow") {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    let _ = conn.write_all(b"b\r\n{\"ok\":true}\r\n0\r\n\r\n");
+                } else if head.starts_with("POST /cut") {
+                    let _ = conn.write_all(b"5\r\nhello\r\n");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // (/none: the head, then the close.)
+            });
+        }
+    });
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[origin.http]]\n\
+         url = \"http://{addr}\"\nretries = 0\n\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    ));
+    let post = |path: &str| {
+        let mut c = Client::connect(relay.addr);
+        c.send(format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes());
+        c.read_response(false)
+    };
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..40).map(|_| s.spawn(|| post("/slow"))).collect();
+        all.into_iter()
+            .map(|t| t.join().expect("client").map_or(0, |r| r.status))
+            .collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(post("/none").map(|r| r.status), Some(502));
+    assert!(post("/cut").is_none(), "a cut body read as whole");
 }
 
 /// A 304 whose Cache-Control says `private` (or `no-store`) replaces the stored one's

@@ -309,6 +309,10 @@ pub struct PassSlot {
 /// upstream reads this far ahead of its client, then waits.
 pub const PASS_WINDOW: usize = 2 << 20;
 
+/// The window of a passed-through body whose length the origin did not say (chunked, or
+/// until its close): smaller, as most are small (an API's answers) and each holds its own.
+pub const PASS_WINDOW_UNSIZED: usize = 128 << 10;
+
 /// The most an upstream connection reads ahead into its own buffer (hyper's read buffer;
 /// hyper's default is about 400 KiB).
 pub const UPSTREAM_READ_BUFFER: usize = 128 << 10;

@@ -85,10 +85,11 @@ impl Exchange {
                 return Step::Again;
             }
             if ended {
-                // Cut short upstream: the client sees a cut connection (reset where the body
-                // was going until the close, which would look whole).
-                self.abort = body.chunked == Chunked::No && body.meta.open_ended;
-                return Step::Do(Action::Close);
+                // Cut short upstream: a 502 while nothing was sent yet, else the client sees
+                // a cut connection (reset where the body was going until the close, which
+                // would look whole: `Exchange::upstream_failed`).
+                self.pass_body = None;
+                return self.upstream_failed(cx, FillError::Truncated);
             }
             return Step::Do(self.wait(cx));
         }

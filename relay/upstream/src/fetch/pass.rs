@@ -8,7 +8,8 @@ use super::request::VIA;
 use super::{Context, end_to_end};
 use crate::budget::{Client, Refused};
 use crate::{
-    PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PassBody, PassRequest, PassSlot, Passed, RequestBody,
+    PASS_READ_AHEAD, PASS_STALL, PASS_WINDOW, PASS_WINDOW_UNSIZED, PassBody, PassRequest, PassSlot,
+    Passed, RequestBody,
 };
 use http_body_util::Full;
 use relay_cache::fill::FillError;
@@ -165,8 +166,13 @@ impl Context {
         // length (chunked, or until the origin closes) streams the same way, and ends where
         // the origin's does. (The window, and what the upstream connection holds ahead of it
         // besides.)
-        let window = length.map_or(PASS_WINDOW as u64, |len| len.min(PASS_WINDOW as u64))
-            + PASS_READ_AHEAD as u64;
+        let ring = match length {
+            Some(len) => len.min(PASS_WINDOW as u64) as usize,
+            // (A small ring, not the whole window: most such answers are small, an API's
+            // JSON, and each would hold and zero a window of its own.)
+            None => PASS_WINDOW_UNSIZED,
+        };
+        let window = ring as u64 + PASS_READ_AHEAD as u64;
         let mut reserved = self.pass_budget.reserve(client, window);
         // No room beside this request's own upload window, still reserved: the origin
         // answered the moment it had read the body, before the worker marked it whole or
@@ -189,7 +195,7 @@ impl Context {
         })?;
         let (stream, mut writer) = match length {
             Some(len) => crate::stream::Stream::new(len, PASS_WINDOW, Some(reserved)),
-            None => crate::stream::Stream::unsized_body(PASS_WINDOW, Some(reserved)),
+            None => crate::stream::Stream::unsized_body(ring, Some(reserved)),
         };
         publish(Some(PassBody::Stream(stream.clone())), invalidate);
         let wake =
