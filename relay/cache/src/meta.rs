@@ -7,7 +7,7 @@ use crate::policy::freshness;
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// An object's description as the origin gave it.
@@ -345,7 +345,17 @@ pub struct MetaCache {
     capacity: u64,
     /// Descriptions not kept for their weight ([`MetaCache::refused`]).
     refused: AtomicU64,
+    /// Objects whose variants were invalidated, and when ([`MetaCache::invalidate_variants`]):
+    /// a variant described before is gone when next looked up. (Bounded by count: a mark
+    /// outlives [`INVALIDATED_MARKS`] later ones at least.)
+    invalidated: Cache<Arc<str>, Instant>,
+    /// Whether any mark was ever set (the lookups of a relay that never invalidated a
+    /// variant do not look at the marks).
+    any_invalidated: AtomicBool,
 }
+
+/// How many objects' variant invalidations [`MetaCache`] remembers.
+pub const INVALIDATED_MARKS: usize = 16_384;
 
 impl MetaCache {
     /// A cache holding descriptions of at most `capacity_bytes` in all (at least 64 of the
@@ -376,6 +386,8 @@ impl MetaCache {
             objects,
             capacity,
             refused: AtomicU64::new(0),
+            invalidated: Cache::new(INVALIDATED_MARKS),
+            any_invalidated: AtomicBool::new(false),
         }
     }
 
@@ -415,7 +427,28 @@ impl MetaCache {
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<ObjectMeta>> {
-        self.objects.get(key)
+        let meta = self.objects.get(key)?;
+        // A variant (`key::push_variant`) described before its object's variants were
+        // invalidated: gone.
+        if self.any_invalidated.load(Ordering::Relaxed)
+            && let Some(at) = key.find('\0')
+            && self
+                .invalidated
+                .get(&key[..at])
+                .is_some_and(|when| meta.fetched < when)
+        {
+            self.objects.remove(key);
+            return None;
+        }
+        Some(meta)
+    }
+
+    /// Invalidates every variant of `object` (an unsafe method's answer, RFC 9111 §4.4) at
+    /// once, whatever their number: each is dropped when next looked up, unless described
+    /// anew since. (The object's own description is dropped with [`MetaCache::remove`].)
+    pub fn invalidate_variants(&self, object: &str) {
+        self.invalidated.insert(Arc::from(object), Instant::now());
+        self.any_invalidated.store(true, Ordering::Relaxed);
     }
 
     /// Keeps `meta` as the description of `key`, replacing any; one too heavy to keep
@@ -467,6 +500,31 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unsafe method's invalidation reaches every variant at once, without a walk of
+    /// the descriptions: those described before it go when looked up, later ones stay.
+    #[test]
+    fn invalidated_variants_go_when_next_looked_up() {
+        let cache = MetaCache::new(64 << 20);
+        let t0 = Instant::now();
+        let described = |at: Instant| ObjectMeta {
+            fetched: at,
+            ..ObjectMeta::file(10, 1, "\"e\"".into(), String::new())
+        };
+        cache.insert("h/a\0lang=fr\n", described(t0));
+        cache.insert("h/a\0lang=de\n", described(t0));
+        cache.insert("h/ab\0lang=fr\n", described(t0));
+        cache.insert("h/a", described(t0));
+        std::thread::sleep(Duration::from_millis(2));
+        cache.invalidate_variants("h/a");
+        assert!(cache.get("h/a\0lang=fr\n").is_none());
+        assert!(cache.get("h/a\0lang=de\n").is_none());
+        assert!(cache.get("h/ab\0lang=fr\n").is_some(), "another object's");
+        assert!(cache.get("h/a").is_some(), "the base is removed on its own");
+        // Described anew since: kept.
+        cache.insert("h/a\0lang=fr\n", described(Instant::now()));
+        assert!(cache.get("h/a\0lang=fr\n").is_some());
+    }
 
     #[test]
     fn blob_round_trip_and_garbage() {

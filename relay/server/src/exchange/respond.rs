@@ -279,21 +279,13 @@ impl Exchange {
             let mut key = String::with_capacity(origin.len() + path.len());
             key.push_str(origin);
             key.push_str(&path);
-            // Every stored response for the URI, its variants too (§4.4): they are looked
-            // for among the descriptions when the base says it varies (a variant is reached
-            // through its base, so outlives it rarely), and always on disk, whose index is
-            // walked for the base already and restores a variant once its base comes back.
+            // Every stored response for the URI, its variants too (§4.4): marked invalid
+            // among the descriptions at once (each goes when next looked up), and dropped on
+            // disk, whose index is walked for the base already and would restore a variant
+            // once its base comes back.
             let named = relay_cache::purge::Purge::Key(&key);
-            let varies = cx
-                .shared
-                .cache
-                .meta
-                .get(&key)
-                .is_some_and(|m| m.vary.is_some());
             cx.shared.cache.meta.remove(&key);
-            if varies {
-                cx.shared.cache.meta.remove_objects(|o| named.matches(o));
-            }
+            cx.shared.cache.meta.invalidate_variants(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
                 disk.remove_objects(|o| named.matches(o));
             }
