@@ -39,6 +39,7 @@ mod collect;
 mod digest;
 mod errors;
 mod overflow;
+mod pass;
 mod reads;
 mod request;
 mod respond;
