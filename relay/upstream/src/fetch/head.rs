@@ -185,8 +185,15 @@ impl Context {
                 (&self.store.meta, &object),
             );
             let meta = Arc::new(meta);
-            let carried =
-                vary.filter(|fields| !variant && meta.storable && carries_any(&forward, fields));
+            // (With the fields its client gets: this answer's own, all of them.)
+            let carried = vary
+                .filter(|fields| !variant && meta.storable && carries_any(&forward, fields))
+                .map(|fields| {
+                    let owned = owner_headers
+                        .clone()
+                        .unwrap_or_else(|| end_to_end(resp.headers(), STORED_WRITTEN));
+                    (fields, owned)
+                });
             // A whole body for a Range request of a part of it: the origin ignores Range
             // for this object (`crate::ranges`); a part, it honours it (now).
             if status == 200 && meta.ranged && range.is_some_and(|(_, end)| meta.len > end + 1) {
@@ -205,13 +212,8 @@ impl Context {
                 }
                 _ => 0,
             };
-            let carried_fields = carried.as_ref().map(|_| {
-                owner_headers
-                    .clone()
-                    .unwrap_or_else(|| end_to_end(resp.headers(), STORED_WRITTEN))
-            });
             let body = resp.into_body();
-            if let (Some(fields), Some(owned)) = (carried, carried_fields) {
+            if let Some((fields, owned)) = carried {
                 // (Storable: see `carried`.)
                 let mut key = object.to_string();
                 let sent = forward.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
