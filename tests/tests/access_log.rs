@@ -104,12 +104,17 @@ fn every_response_is_a_line_saying_what_went_out() {
         asked.iter().map(|a| a.0).collect::<Vec<_>>(),
         [200, 200, 404, 200, 501]
     );
+    // (Each response's line is written when its last send completes, which may be just
+    // after its client has it: the five are in the file before the next requests, so the
+    // lines stay in the order asked.)
+    assert_eq!(lines(&path, 5).len(), 5);
     // A request relay cannot read: 400.
     let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
     s.write_all(b"GARBAGE\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     assert!(answer.starts_with(b"HTTP/1.1 400"));
+    assert_eq!(lines(&path, 6).len(), 6);
     // A client that reads a little of a large response and leaves.
     let mut s = std::net::TcpStream::connect(relay.addr).unwrap();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
