@@ -241,6 +241,8 @@ pub struct WorkerStats {
     pub floods_cut: AtomicU64,
     /// Times a response waited for chunk memory (at its bound, `relay_cache::arena`).
     pub room_waits: AtomicU64,
+    /// Responses that started over before their first byte (`Exchange::start_over`).
+    pub started_over: AtomicU64,
     /// Pass-through request bodies streamed to the origin through a window.
     pub uploads_streamed: AtomicU64,
     /// Requests on the peer listener whose `Relay-Peer` field held, and those refused 403.
@@ -288,6 +290,7 @@ impl Default for WorkerStats {
             reads_paused: AtomicU64::new(0),
             floods_cut: AtomicU64::new(0),
             room_waits: AtomicU64::new(0),
+            started_over: AtomicU64::new(0),
             uploads_streamed: AtomicU64::new(0),
             peer_ok: AtomicU64::new(0),
             peer_forbidden: AtomicU64::new(0),

@@ -55,7 +55,7 @@ impl Metrics {
         let arena = self.shared.cache.memory.arena();
         let left_out = self.shared.cache.memory.left_out();
         let meta = &self.shared.cache.meta;
-        let counters: [(&str, &str, &str, u64); 35] = [
+        let counters: [(&str, &str, &str, u64); 36] = [
             (
                 "relay_requests_total",
                 "counter",
@@ -172,6 +172,14 @@ impl Metrics {
                 "counter",
                 "Times a response waited for chunk memory to have room.",
                 sum(|w| &w.room_waits),
+            ),
+            (
+                "relay_responses_started_over_total",
+                "counter",
+                "Responses that started over from the lookup before their first byte: a \
+                 chunk of a body from one answer let go by the memory tier before the \
+                 client read it (the object is fetched whole again).",
+                sum(|w| &w.started_over),
             ),
             (
                 "relay_pass_uploads_streamed_total",

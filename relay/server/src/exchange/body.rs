@@ -4,7 +4,7 @@
 //! stream; multipart parts one after another.
 
 use super::types::{Chunked, DirOpen, DiskRead, FileRead, PassReader, Route};
-use super::{Action, Cx, Exchange, State, Step};
+use super::{Action, Cx, Exchange, STARTED_OVER, State, Step};
 use bytes::Bytes;
 use relay_cache::fill::{Fill, FillError};
 use relay_cache::inflight::{ChunkShare, Claim, Flight};
@@ -829,7 +829,36 @@ impl Exchange {
         if described.is_some_and(|d| d.version == meta.version) {
             cx.shared.cache.meta.remove(&self.key);
         }
+        if self.untouched() && self.restores & STARTED_OVER == 0 {
+            return self.start_over(cx);
+        }
         self.upstream_failed(cx, FillError::Changed)
+    }
+
+    /// No byte of the response has left yet (its head is made, not sent).
+    fn untouched(&self) -> bool {
+        self.out.head_off == 0
+            && !self.out.head.is_empty()
+            && self.out.body.is_empty()
+            && self.multi.n == 0
+    }
+
+    /// A body from one answer lost a chunk to the memory tier between the lookup that
+    /// found it whole and the read (`Exchange::at_hand` found each chunk held or on its
+    /// way; the fetch ended and the tier let one go before this client got to it): no byte
+    /// of the response left yet, so it starts over, once, from the lookup, which finds the
+    /// object's chunks gone and fetches it whole again (or joins the fetch that does). A
+    /// second loss is a 502, as any fetch failing under an untouched response.
+    fn start_over(&mut self, cx: &mut Cx<'_>) -> Step {
+        cx.stats.started_over.fetch_add(1, Ordering::Relaxed);
+        self.body = None;
+        self.out.head.clear();
+        self.owner_fetch = None;
+        self.src = None;
+        self.local = None;
+        self.restores |= STARTED_OVER;
+        self.respond(cx);
+        Step::Again
     }
 
     /// An upstream fetch failed under a response: if no byte of it left yet, answer with an
@@ -837,9 +866,7 @@ impl Exchange {
     /// wrong one passed off as whole).
     pub(super) fn upstream_failed(&mut self, cx: &mut Cx<'_>, e: FillError) -> Step {
         cx.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        let untouched =
-            self.out.head_off == 0 && !self.out.head.is_empty() && self.out.body.is_empty();
-        if untouched && self.multi.n == 0 {
+        if self.untouched() {
             self.body = None;
             self.out.head.clear();
             self.upstream_error(cx, e);

@@ -91,6 +91,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// was looked for on disk.
 const RESTORE_BASE: u8 = 1;
 const RESTORE_VARIANT: u8 = 2;
+/// ...and the response started over once (`Exchange::start_over`).
+const STARTED_OVER: u8 = 4;
 
 /// What the worker gives an exchange with each event: the shared cache and upstream, this
 /// worker's counters and clock, and the few things only the socket knows.

@@ -356,3 +356,83 @@ fn a_stored_response_s_date_age_and_304_fields() {
     assert_eq!(field(&head, "x-other"), None, "{head}");
     no_empty(&head);
 }
+
+/// A body from one answer whose chunks the memory tier let go while its client waited on a
+/// head fetch (a 304 renewed the description of a body no fetch holds any more): no byte
+/// left yet, so the response starts over from the lookup and waits on the fetch that
+/// brings the body whole again; its client gets that body, never a 502. A second loss in
+/// the same response is a 502.
+#[test]
+fn a_body_from_one_answer_lost_before_its_first_byte_starts_over_once() {
+    let mut kit = Kit::new();
+    let key = cdn_key("/live");
+    let whole = |version: u64| {
+        let mut m = ObjectMeta::file(9000, version, String::new(), String::new());
+        m.ranged = false;
+        Arc::new(m)
+    };
+    for lost_twice in [false, true] {
+        kit.shared.cache.inflight.head(&key);
+        let mut ex = kit.exchange();
+        assert!(matches!(
+            kit.input(&mut ex, &cdn_get("/live")),
+            Action::Wait
+        ));
+        // The test's second fetch, made before the exchange wakes: the one it starts over
+        // on (a new fetch it would start goes to no origin).
+        let finish = |kit: &mut Kit, version, first| {
+            kit.shared.cache.inflight.finish_head(
+                &key,
+                Ok(whole(version)),
+                first,
+                &kit.shared.wake,
+            );
+        };
+        finish(&mut kit, 7, None);
+        kit.shared.cache.inflight.head(&key);
+        let (sent, next) = kit.woken(&mut ex);
+        assert!(
+            sent.is_empty(),
+            "nothing went out: {:?}",
+            String::from_utf8_lossy(&sent)
+        );
+        assert!(matches!(next, Action::Wait), "{next:?}");
+        assert_eq!(
+            ex.state_name(),
+            "awaiting-head",
+            "started over on the new fetch"
+        );
+        let body = object(9000);
+        let (fill, mut writer) = Fill::new(
+            ChunkKey {
+                object: Arc::from(key.as_str()),
+                version: 8,
+                index: 0,
+            },
+            9000,
+        );
+        let first = match lost_twice {
+            false => {
+                writer.append(&body).unwrap();
+                writer.finish().unwrap();
+                Some(fill)
+            }
+            true => None,
+        };
+        finish(&mut kit, 8, first);
+        let (sent, next) = kit.woken(&mut ex);
+        let (head, rest) = split_response(&sent);
+        match lost_twice {
+            false => {
+                assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+                assert_eq!(rest, &body[..], "the new answer's body, whole");
+                assert!(matches!(next, Action::Recv), "{next:?}");
+            }
+            true => {
+                assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+                assert!(matches!(next, Action::Close), "{next:?}");
+            }
+        }
+    }
+    assert_eq!(kit.count(&kit.stats.started_over), 2);
+}
