@@ -49,7 +49,12 @@ impl Cache {
         let disk = self
             .disk
             .as_ref()
-            .map(|d| d.remove_objects(matches))
+            .map(|d| {
+                d.remove_named(match what {
+                    Purge::Key(k) => crate::disk::Removal::Variants(k.into()),
+                    Purge::Prefix(p) => crate::disk::Removal::Prefix(p.into()),
+                })
+            })
             .unwrap_or_default();
         let objects: HashSet<&str> = descriptions
             .iter()

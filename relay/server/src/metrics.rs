@@ -380,8 +380,9 @@ impl Metrics {
                  # TYPE relay_disk_tier_dropped_total counter\n\
                  relay_disk_tier_dropped_total{{reason=\"corrupt\"}} {}\n\
                  relay_disk_tier_dropped_total{{reason=\"missing\"}} {}\n\
-                 relay_disk_tier_dropped_total{{reason=\"evicted\"}} {}",
-                d.usage, d.capacity, d.entries, d.corrupt, d.missing, d.evicted
+                 relay_disk_tier_dropped_total{{reason=\"evicted\"}} {}\n\
+                 relay_disk_tier_dropped_total{{reason=\"removed\"}} {}",
+                d.usage, d.capacity, d.entries, d.corrupt, d.missing, d.evicted, d.refused_removed
             );
         }
         if let Some(up) = self.shared.upstream.as_ref() {

@@ -38,12 +38,16 @@ pub struct WriteJob {
     /// Not written when the tier holds the chunk already (one admitted as it was served
     /// from memory, which may have come from the disk).
     pub if_absent: bool,
+    /// The tier's removals when the job was made (`DiskTier::removals`; set by
+    /// [`DiskWriter::submit`]): one after it naming the chunk's object keeps it out.
+    pub since: u64,
 }
 
 /// The writer thread's inbox.
 #[derive(Clone)]
 pub struct DiskWriter {
     tx: crossbeam_channel::Sender<WriteJob>,
+    disk: Arc<DiskTier>,
 }
 
 /// What `O_DIRECT` asks of a write's memory address, length and file offset: a page covers
@@ -62,6 +66,7 @@ impl DiskWriter {
     ) -> io::Result<DiskWriter> {
         let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
         let mut ring = IoUring::new(8)?;
+        let tier = disk.clone();
         std::thread::Builder::new()
             .name("relay-disk".into())
             .spawn(move || {
@@ -84,11 +89,14 @@ impl DiskWriter {
                     };
                 }
             })?;
-        Ok(DiskWriter { tx })
+        Ok(DiskWriter { tx, disk: tier })
     }
 
-    /// Queues a chunk; false when the queue is full (the chunk is then not written).
-    pub fn submit(&self, job: WriteJob) -> bool {
+    /// Queues a chunk (its bytes taken now: a purge or an invalidation of its object from
+    /// here on keeps it off the disk); false when the queue is full (the chunk is then not
+    /// written).
+    pub fn submit(&self, mut job: WriteJob) -> bool {
+        job.since = self.disk.removals();
         self.tx.try_send(job).is_ok()
     }
 }
@@ -134,11 +142,13 @@ fn write(
         last_modified: &job.last_modified,
         meta: &job.meta,
     };
-    let plan = disk
+    let mut plan = disk
         .plan_write_summed(&info, &job.body, job.sum)
         .map_err(|e| e.to_string())?;
+    plan.since = job.since;
     match write_file(ring, &plan, &job.body, direct) {
         Ok(()) => {
+            // (False: its object was removed since; counted by the tier.)
             disk.commit_write(&plan);
             Ok(())
         }
@@ -396,6 +406,7 @@ mod tests {
             body,
             sum: None,
             if_absent: false,
+            since: 0,
         }
     }
 
@@ -450,5 +461,45 @@ mod tests {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A chunk queued before its object was removed (a purge, an unsafe method's
+    /// invalidation) is written, then refused at commit: it never reaches the index, its
+    /// file goes. One queued after the removal lands.
+    #[test]
+    fn a_chunk_queued_before_its_object_was_removed_never_lands() {
+        let dir = std::env::temp_dir().join(format!("relay-dw-rm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let disk = Arc::new(DiskTier::open(&DiskConfig::new(&dir, 64 << 20)).expect("tier"));
+        let mut ring = IoUring::new(8).expect("ring");
+        let mut direct = true;
+        let queued = WriteJob {
+            since: disk.removals(),
+            ..job(0, Bytes::from_static(b"old bytes"))
+        };
+        disk.remove_object("http://o/big");
+        write(&mut ring, &disk, &queued, &mut direct).expect("written");
+        assert!(!disk.contains(&queued.key.as_ref()), "refused at commit");
+        assert_eq!(disk.stats().refused_removed, 1);
+        disk.unlink_pending();
+        let later = WriteJob {
+            since: disk.removals(),
+            ..job(0, Bytes::from_static(b"new bytes"))
+        };
+        write(&mut ring, &disk, &later, &mut direct).expect("written");
+        let got = disk.get(&later.key.as_ref()).expect("read").expect("held");
+        assert_eq!(&got.body[..], b"new bytes");
+        fn files(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .flatten()
+                .fold(0, |n, e| match e.file_type().expect("type").is_dir() {
+                    true => n + files(&e.path()),
+                    false => n + usize::from(e.file_name() != "lock"),
+                })
+        }
+        assert_eq!(files(&dir), 1, "the refused chunk's file is gone");
+        drop(disk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -507,6 +507,7 @@ impl Upstream {
             body: body.clone(),
             sum: None,
             if_absent: true,
+            since: 0,
         });
         if !queued {
             self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);

@@ -108,4 +108,6 @@ pub use format::{
 };
 pub use index::ObjectVersion;
 pub use recover::RecoveryReport;
-pub use tier::{DiskConfig, DiskStats, DiskTier, ReadPlan, StoredChunk, VerifiedChunk, WritePlan};
+pub use tier::{
+    DiskConfig, DiskStats, DiskTier, ReadPlan, Removal, StoredChunk, VerifiedChunk, WritePlan,
+};

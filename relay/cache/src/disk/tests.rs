@@ -534,6 +534,58 @@ fn purge_by_key_object_and_prefix() {
     assert!(tier.object("s.org/a/2").is_none());
 }
 
+/// A chunk whose bytes were taken before a removal that names its object (a write queued
+/// before a purge or an invalidation) is refused at commit and its file unlinked: it never
+/// brings back what was removed. A removal of another object, or one before the bytes were
+/// taken, does not stop it; nor does a write taken after. One older than the removals the
+/// tier remembers is refused whatever it is.
+#[test]
+fn a_write_taken_before_a_removal_of_its_object_never_lands() {
+    let t = TempDir::new("removed");
+    let tier = DiskTier::open(&t.config(64 * MIB)).expect("open");
+    let b = body(5, 1000);
+    let write = |object: &str, index: u64, since: Option<u64>| {
+        let k = key(object, index);
+        let mut plan = tier.plan_write(&info(k, b"m"), &b).expect("plan");
+        if let Some(s) = since {
+            plan.since = s;
+        }
+        fs::write(&plan.temp_path, [&plan.header[..], &b[..]].concat()).expect("write");
+        fs::rename(&plan.temp_path, &plan.final_path).expect("rename");
+        (tier.commit_write(&plan), plan.final_path)
+    };
+    let before = tier.removals();
+    assert_eq!(tier.remove_object("r.org/a"), 0);
+    tier.remove_named(Removal::Variants("r.org/v".into()));
+    tier.remove_named(Removal::Prefix("r.org/p/".into()));
+    let (landed, path) = write("r.org/a", 0, Some(before));
+    assert!(!landed, "taken before the object's removal");
+    assert!(!tier.contains(&key("r.org/a", 0)));
+    let (landed, _) = write("r.org/v\0accept-language=fr", 0, Some(before));
+    assert!(!landed, "a variant of a key removed with its variants");
+    let (landed, _) = write("r.org/p/x", 0, Some(before));
+    assert!(!landed, "under a prefix removed");
+    let mut unlinks = Vec::new();
+    tier.drain_unlinks(&mut unlinks);
+    assert_eq!(unlinks.len(), 3);
+    assert!(unlinks.contains(&path));
+    assert_eq!(tier.stats().refused_removed, 3);
+    // Not named by any removal since, or taken after them: it lands.
+    assert!(write("r.org/vv", 0, Some(before)).0, "another key");
+    assert!(write("r.org/a", 1, None).0, "taken after the removal");
+    assert!(tier.contains(&key("r.org/a", 1)));
+    // Past what the tier remembers: refused whatever it names.
+    let old = tier.removals();
+    for i in 0..=super::tier::REMOVALS_KEPT {
+        tier.remove_object(&format!("r.org/gone/{i}"));
+    }
+    assert!(
+        !write("r.org/other", 0, Some(old)).0,
+        "older than every removal kept"
+    );
+    assert!(write("r.org/other", 0, None).0);
+}
+
 #[test]
 fn one_relay_per_directory() {
     let t = TempDir::new("lock");

@@ -65,6 +65,10 @@ pub struct WritePlan {
     pub object_len: u64,
     pub generation: u64,
     pub fsync: bool,
+    /// The tier's removals seen when the chunk's bytes were taken ([`DiskTier::removals`]):
+    /// a removal after it that names the chunk's object keeps the write from landing. Set
+    /// to the plan's own time; a writer whose bytes waited in a queue sets it to theirs.
+    pub since: u64,
 }
 
 impl WritePlan {
@@ -199,6 +203,9 @@ pub struct DiskStats {
     /// Writes refused as larger than the whole tier.
     pub rejected: u64,
     pub unlink_errors: u64,
+    /// Written chunk files refused at commit: a removal since their bytes were taken
+    /// named their object ([`DiskTier::commit_write`]).
+    pub refused_removed: u64,
     /// Files waiting for the caller to unlink them.
     pub pending_unlinks: usize,
 }
@@ -214,6 +221,7 @@ struct Counters {
     replaced: AtomicU64,
     rejected: AtomicU64,
     unlink_errors: AtomicU64,
+    refused_removed: AtomicU64,
 }
 
 struct Inner {
@@ -221,6 +229,35 @@ struct Inner {
     /// Files no longer in the index, for the caller to delete. Every path names one write
     /// generation, so deleting it late can never hit a newer file of the same chunk.
     unlinks: Vec<PathBuf>,
+    /// The last removals ([`REMOVALS_KEPT`]), each with its number: a write planned
+    /// before one that names its object is refused at commit ([`DiskTier::commit_write`]).
+    removals: std::collections::VecDeque<(u64, Removal)>,
+}
+
+/// How many removals the tier remembers for the writes queued before them: a write older
+/// than the oldest remembered is refused whatever it is (the disk tier is a cache).
+pub(super) const REMOVALS_KEPT: usize = 4096;
+
+/// What a removal named ([`DiskTier::remove_named`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// One object key (every version of it).
+    Object(Box<str>),
+    /// One object key and its variants (`crate::purge::Purge::Key`).
+    Variants(Box<str>),
+    /// Every object key with this prefix.
+    Prefix(Box<str>),
+}
+
+impl Removal {
+    /// Whether `object` (a key as stored) is one this removal names.
+    pub fn matches(&self, object: &str) -> bool {
+        match self {
+            Removal::Object(k) => object == &**k,
+            Removal::Variants(k) => crate::purge::Purge::Key(k).matches(object),
+            Removal::Prefix(p) => crate::purge::Purge::Prefix(p).matches(object),
+        }
+    }
 }
 
 /// The disk tier of one relay: a directory of chunk files and their index. Shared by all
@@ -232,6 +269,8 @@ pub struct DiskTier {
     /// Bumped whenever the index gains or loses a chunk (for the digest: a scan only after
     /// a change).
     changes: AtomicU64,
+    /// Removals so far (each numbered by it, under the index lock).
+    removals: AtomicU64,
     fsync: bool,
     counters: Counters,
     recovery: RecoveryReport,
@@ -285,9 +324,14 @@ impl DiskTier {
         report.loaded = index.len() as u64;
         let mut tier = DiskTier {
             root,
-            inner: Mutex::new(Inner { index, unlinks }),
+            inner: Mutex::new(Inner {
+                index,
+                unlinks,
+                removals: Default::default(),
+            }),
             next_generation: AtomicU64::new(next_generation),
             changes: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
             fsync: config.fsync,
             counters: Counters::default(),
             recovery: report,
@@ -358,12 +402,39 @@ impl DiskTier {
             object_len: info.object_len,
             generation,
             fsync: self.fsync,
+            since: self.removals(),
         })
+    }
+
+    /// Removals so far: taken with a chunk's bytes (a queued write's [`WritePlan::since`]),
+    /// so that a removal after it keeps the write out.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Relaxed)
     }
 
     /// Makes a written and renamed chunk visible to readers. May evict other chunks (their
     /// files join the pending unlinks) and replaces any older file of the same chunk.
-    pub fn commit_write(&self, plan: &WritePlan) {
+    /// False, and the file joins the pending unlinks, when a removal since the chunk's
+    /// bytes were taken (`plan.since`) names its object: a write queued before a purge or
+    /// an invalidation never brings back what it removed (the file's description would
+    /// answer for the object again, at once or after a restart). So is one older than the
+    /// removals the tier remembers.
+    pub fn commit_write(&self, plan: &WritePlan) -> bool {
+        let mut inner = self.inner();
+        let seen = self.removals.load(Relaxed);
+        let forgotten = seen - inner.removals.len() as u64;
+        let removed = plan.since < forgotten
+            || inner
+                .removals
+                .iter()
+                .rev()
+                .take_while(|(n, _)| *n > plan.since)
+                .any(|(_, r)| r.matches(&plan.key.object));
+        if removed {
+            inner.unlinks.push(plan.final_path.clone());
+            self.counters.refused_removed.fetch_add(1, Relaxed);
+            return false;
+        }
         let entry = Entry {
             generation: plan.generation,
             file_len: plan.file_len(),
@@ -372,7 +443,6 @@ impl DiskTier {
             body_offset: u32::try_from(plan.body_offset).unwrap_or(u32::MAX),
             hits: 0,
         };
-        let mut inner = self.inner();
         let key = ChunkKey {
             object: inner.index.intern(&plan.key.object),
             ..plan.key.clone()
@@ -381,6 +451,7 @@ impl DiskTier {
         self.changes.fetch_add(1, Relaxed);
         self.retire(&mut inner, gone);
         self.counters.writes.fetch_add(1, Relaxed);
+        true
     }
 
     /// Gives up a planned write: its temp file (if the caller created it) is queued for
@@ -591,20 +662,27 @@ impl DiskTier {
 
     /// Drops every chunk of every version of an object; returns how many.
     pub fn remove_object(&self, object: &str) -> usize {
-        self.remove_objects(|o| o == object).len()
+        self.remove_named(Removal::Object(object.into())).len()
     }
 
     /// Drops every chunk whose object key starts with `prefix`; returns how many.
     pub fn remove_prefix(&self, prefix: &str) -> usize {
-        self.remove_objects(|o| o.starts_with(prefix)).len()
+        self.remove_named(Removal::Prefix(prefix.into())).len()
     }
 
-    /// Drops every chunk of every object whose key `matches`; returns each dropped chunk's
-    /// object key.
-    pub fn remove_objects(&self, matches: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+    /// Drops every chunk of every object `what` names; returns each dropped chunk's object
+    /// key. Remembered, so that a write whose bytes were taken before cannot bring them
+    /// back ([`DiskTier::commit_write`]).
+    pub fn remove_named(&self, what: Removal) -> Vec<Arc<str>> {
         let mut inner = self.inner();
-        let removed = inner.index.remove_where(|k| matches(&k.object));
+        let removed = inner.index.remove_where(|k| what.matches(&k.object));
         self.changes.fetch_add(1, Relaxed);
+        if inner.removals.len() == REMOVALS_KEPT {
+            inner.removals.pop_front();
+        }
+        // (Numbered under the lock: `commit_write` sees each removal with its number.)
+        let n = self.removals.fetch_add(1, Relaxed) + 1;
+        inner.removals.push_back((n, what));
         let mut objects = Vec::with_capacity(removed.len());
         for (k, e) in removed {
             inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
@@ -673,6 +751,7 @@ impl DiskTier {
             replaced: c.replaced.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             unlink_errors: c.unlink_errors.load(Relaxed),
+            refused_removed: c.refused_removed.load(Relaxed),
             pending_unlinks: inner.unlinks.len(),
         }
     }

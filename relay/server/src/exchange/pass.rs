@@ -55,11 +55,10 @@ impl Exchange {
             // among the descriptions at once (each goes when next looked up), and dropped on
             // disk, whose index is walked for the base already and would restore a variant
             // once its base comes back.
-            let named = relay_cache::purge::Purge::Key(&key);
             cx.shared.cache.meta.remove(&key);
             cx.shared.cache.meta.invalidate_variants(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
-                disk.remove_objects(|o| named.matches(o));
+                disk.remove_named(relay_cache::disk::Removal::Variants(key.into()));
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }

@@ -249,6 +249,7 @@ impl Context {
                 body,
                 sum,
                 if_absent: false,
+                since: 0,
             });
             if !queued {
                 self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
