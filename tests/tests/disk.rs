@@ -250,6 +250,46 @@ fn variants_are_served_from_disk_after_a_restart() {
     assert_eq!(metric(&relay, "relay_requests_total"), 4.0);
 }
 
+/// A response served from disk after a restart is as old as the time since it came from
+/// the origin, the time relay was down included (RFC 9111 §4.2.3: its resident time): its
+/// `Age` counts the downtime, so a cache behind relay keeps it no longer than its origin
+/// allows. Its freshness ends when it did before (an hour's `max-age` here, so a hit).
+#[test]
+fn the_age_of_a_response_restored_from_disk_counts_the_downtime() {
+    let origin = Origin::start();
+    let mut o = Object::new(pattern(5000, 9), "aged");
+    o.cache_control = Some("max-age=3600".into());
+    origin.put("/aged", o);
+    let disk = TempDir::new("disk");
+    let relay = Relay::start(&config(&origin, disk.path()));
+    let first = Client::connect(relay.addr).get("/aged");
+    assert_eq!(first.status, 200);
+    let age = |r: &relay_tests::client::Response| -> u64 {
+        r.header("age").and_then(|a| a.parse().ok()).unwrap_or(0)
+    };
+    assert!(age(&first) <= 1, "{:?}", first.header("age"));
+    wait_for_writes(&relay, 1.0);
+    assert!(relay.stop().success());
+    let down = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(3100));
+    let relay = Relay::start(&config(&origin, disk.path()));
+    let again = Client::connect(relay.addr).get("/aged");
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, pattern(5000, 9));
+    assert_eq!(origin.count("/aged"), 1, "a hit from disk");
+    let elapsed = down.elapsed().as_secs();
+    assert!(
+        (3..=elapsed + 2).contains(&age(&again)),
+        "Age {:?} after {elapsed} s down",
+        again.header("age")
+    );
+    assert_eq!(
+        again.header("date"),
+        first.header("date"),
+        "the origin's Date"
+    );
+}
+
 /// A chunk file that vanished after the index was built: the ring's `openat` fails, the
 /// entry is dropped and counted as missing, the chunk comes from the origin, and the
 /// client gets every byte right.

@@ -169,8 +169,9 @@ impl ResponseDate {
 
 /// Version of the blob [`ObjectMeta::encode_blob`] writes (1: before the status, `ranged`
 /// and `must_revalidate`, read as a ranged 200 that may be served stale; 2: before the
-/// `Date`, read as the age it was written at before the blob is read).
-const BLOB_FORMAT: u8 = 3;
+/// `Date`, read as the age it was written at before the blob is read; 3: before the time it
+/// was written, its age read as it was then, the time since uncounted).
+const BLOB_FORMAT: u8 = 4;
 
 impl ObjectMeta {
     /// What the disk tier keeps beside each chunk so the description can be rebuilt after a
@@ -183,7 +184,7 @@ impl ObjectMeta {
         } else {
             now_unix.saturating_add(self.ttl.saturating_sub(elapsed).as_secs())
         };
-        let mut out = Vec::with_capacity(56 + self.content_type.len() + self.headers.len());
+        let mut out = Vec::with_capacity(64 + self.content_type.len() + self.headers.len());
         out.push(BLOB_FORMAT);
         let age = self.initial_age.saturating_add(elapsed.as_secs());
         // (A description without one, a file's, is written as received when written.)
@@ -194,6 +195,7 @@ impl ObjectMeta {
             self.stale_if_error.as_secs(),
             age,
             date,
+            now_unix,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -230,8 +232,12 @@ impl ObjectMeta {
         if !(1..=BLOB_FORMAT).contains(&format) {
             return None;
         }
-        let mut u64s = [0u64; 5];
-        let fields = if format >= 3 { 5 } else { 4 };
+        let mut u64s = [0u64; 6];
+        let fields = match format {
+            4.. => 6,
+            3 => 5,
+            _ => 4,
+        };
         for v in &mut u64s[..fields] {
             let (head, tail) = rest.split_at_checked(8)?;
             *v = u64::from_le_bytes(head.try_into().ok()?);
@@ -256,7 +262,13 @@ impl ObjectMeta {
         if !rest.is_empty() || storable > 1 || ranged > 7 || !(200..1000).contains(&status) {
             return None;
         }
-        let [expires, swr, sie, age, date] = u64s;
+        let [expires, swr, sie, age, date, written] = u64s;
+        // Its age now: as it was written, and the time since (relay's downtime included:
+        // RFC 9111 §4.2.3's resident time). (Older blobs: as it was written.)
+        let age = match format {
+            4.. => age.saturating_add(now_unix.saturating_sub(written)),
+            _ => age,
+        };
         // (Blobs written before the `Date` was kept: as old as the age they were written at.)
         let date = match format {
             3.. => date,
@@ -545,6 +557,8 @@ mod tests {
         let back = ObjectMeta::decode_blob(10, 7, "\"e\"", "lm", &blob, 1_040).unwrap();
         assert_eq!(back.date, m.date);
         assert_eq!(back.ttl, Duration::from_secs(60));
+        // Its age counts the 40 s since it was written (a restart's downtime, say).
+        assert_eq!(back.initial_age, 40);
         assert_eq!(back.stale_if_error, Duration::from_secs(5));
         assert_eq!(back.content_type, "video/mp4");
         assert_eq!(&back.headers[..], b"X-A: b\r\n");
@@ -568,11 +582,23 @@ mod tests {
         // as the age it was written at.
         m.initial_age = 30;
         let new = m.encode_blob(t0, 1_000);
+        assert_eq!(
+            ObjectMeta::decode_blob(10, 7, "", "", &new, 1_040).map(|b| b.initial_age),
+            Some(70)
+        );
         let mut old = vec![2];
         old.extend_from_slice(&new[1..33]);
-        old.extend_from_slice(&new[41..]);
+        old.extend_from_slice(&new[49..]);
         let back = ObjectMeta::decode_blob(10, 7, "", "", &old, 1_040).unwrap();
         assert_eq!(back.date.map(|d| d.unix()), Some(1_010));
+        assert_eq!(back.initial_age, 30);
+        assert_eq!(back.content_type, "video/mp4");
+        // Format 3 (the Date, not the time it was written): the age it was written at.
+        let mut old = vec![3];
+        old.extend_from_slice(&new[1..41]);
+        old.extend_from_slice(&new[49..]);
+        let back = ObjectMeta::decode_blob(10, 7, "", "", &old, 1_040).unwrap();
+        assert_eq!(back.date, m.date);
         assert_eq!(back.initial_age, 30);
         assert_eq!(back.content_type, "video/mp4");
     }
