@@ -12,7 +12,8 @@
 use super::format;
 use crate::key::{ChunkKey, ChunkRef};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter, unsync};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// What the index keeps of one chunk file (the key is the map key): 32 bytes, so with
@@ -84,7 +85,11 @@ impl Lifecycle<ChunkKey, Entry> for Sink {
 pub(crate) struct Index {
     chunks: unsync::Cache<ChunkKey, Entry, ByBlocks, DefaultHashBuilder, Sink>,
     sink: Sink,
-    objects: HashMap<Arc<str>, Vec<ObjectVersion>>,
+    /// In key order, so the objects a purge names by prefix (or a key's variants) are
+    /// found without a walk of every chunk.
+    objects: BTreeMap<Arc<str>, Vec<ObjectVersion>>,
+    /// The chunk size the chunks are numbered by (`CacheConfig::chunk_size`).
+    chunk_size: u64,
 }
 
 impl Index {
@@ -106,7 +111,8 @@ impl Index {
                 sink.clone(),
             ),
             sink,
-            objects: HashMap::new(),
+            objects: BTreeMap::new(),
+            chunk_size: typical_file.max(1),
         }
     }
 
@@ -197,6 +203,52 @@ impl Index {
             if let Some(r) = self.remove_if(&k.as_ref(), |_| true) {
                 out.push(r);
             }
+        }
+        out
+    }
+
+    /// The objects held whose keys sort from `start` on, while `within` holds (in key order:
+    /// a prefix's keys are consecutive).
+    pub fn objects_from(&self, start: &str, within: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        self.objects
+            .range::<str, _>((Bound::Included(start), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| within(k))
+            .cloned()
+            .collect()
+    }
+
+    /// Removes every chunk of `object`, every version: looked up by their numbers from the
+    /// object's length, so a purge or an invalidation costs the object's chunks, not a walk
+    /// of the whole index under its lock (which any client sending unsafe methods could
+    /// make as often as it likes). An object with more chunk numbers than the index holds
+    /// chunks, or whose chunks are numbered otherwise (another chunk size before a restart),
+    /// is removed by a walk after all.
+    pub fn remove_object(&mut self, object: &str) -> Vec<(ChunkKey, Entry)> {
+        let mut out = Vec::new();
+        for v in self.object_versions(object) {
+            let numbers = v.object_len.div_ceil(self.chunk_size).max(1);
+            if numbers > self.len() as u64 {
+                continue;
+            }
+            let mut left = v.chunks;
+            for index in 0..numbers {
+                if left == 0 {
+                    break;
+                }
+                let key = ChunkRef {
+                    object,
+                    version: v.version,
+                    index,
+                };
+                if let Some(r) = self.remove_if(&key, |_| true) {
+                    out.push(r);
+                    left -= 1;
+                }
+            }
+        }
+        if self.objects.contains_key(object) {
+            out.extend(self.remove_where(|k| &*k.object == object));
         }
         out
     }
@@ -298,6 +350,43 @@ mod tests {
             version,
             index,
         }
+    }
+
+    /// An object's chunks are removed by their numbers, its versions all, no other
+    /// object's (one whose key it begins, a variant); chunks numbered past the object's
+    /// length (another chunk size) by a walk; the objects a prefix names are found in key
+    /// order.
+    #[test]
+    fn an_object_is_removed_by_its_chunk_numbers() {
+        let mut ix = Index::new(1 << 20, 4096);
+        for (obj, version, index) in [
+            ("a", 1, 0),
+            ("a", 1, 1),
+            ("a", 2, 2),
+            ("ab", 1, 0),
+            ("a\0lang=fr", 1, 0),
+            ("b", 1, 0),
+        ] {
+            ix.insert(
+                key(obj, version, index),
+                entry(ix.len() as u64 + 1, 4000),
+                3 * 4096,
+            );
+        }
+        let gone = ix.remove_object("a");
+        assert_eq!(gone.len(), 3);
+        assert!(gone.iter().all(|(k, _)| &*k.object == "a"));
+        assert!(ix.object("a").is_none());
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.objects_from("a", |o| o.starts_with('a')).len(), 2);
+        let variants = ix.objects_from("a\0", |o| o.starts_with("a\0"));
+        assert_eq!(variants, vec![Arc::<str>::from("a\0lang=fr")]);
+        // Numbered past its length: found by the walk.
+        ix.insert(key("c", 1, 9), entry(90, 4000), 4096);
+        assert_eq!(ix.remove_object("c").len(), 1);
+        assert!(ix.object("c").is_none());
+        assert!(ix.remove_object("nothing").is_empty());
+        assert_eq!(ix.len(), 3);
     }
 
     #[test]
