@@ -665,3 +665,65 @@ fn nginx_live_content_without_strong_validators_reaches_slow_clients_whole() {
     eprintln!("24 responses of a 16 MiB live file: nginx answered {answers} requests");
     assert!(cut.is_empty(), "{cut:?}");
 }
+
+/// nginx serving a file that changes while relay holds a part of it on disk (a range of it
+/// was asked first): the response that finds the change is cut, never stitched together,
+/// and the version found changed goes from memory and from disk, so the next request
+/// fetches the new file whole. (Before, its description came back from the old version's
+/// chunks on disk, and every request was cut where they ended, for as long as the old
+/// version was fresh: an hour here.)
+#[test]
+fn nginx_file_changed_while_a_part_of_it_is_on_disk_is_fetched_anew() {
+    let www = TempDir::new("tp-changed-www");
+    let path = www.write("f.bin", &pattern(20 << 20, 3));
+    let origin = NginxOrigin::start(www.path(), "location / { expires 1h; }");
+    let disk = TempDir::new("tp-changed-disk");
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
+         memory_bytes = \"8 MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"256 MiB\"\n\
+         disk_admission = \"always\"\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        disk.path().display(),
+        origin.port
+    ));
+    let url = relay.url("/f.bin");
+    let part = fetch(&url, &["-r", "0-4000000"]);
+    assert_eq!((part.code, part.status), (0, 206), "{}", part.head);
+    assert_eq!(part.body.len(), 4_000_001);
+    let end = Instant::now() + Duration::from_secs(10);
+    while relay.metric("relay_disk_writes_total").unwrap_or(0.0) < 4.0 {
+        assert!(
+            Instant::now() < end,
+            "the part's chunks on disk within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The file changes: other bytes, another mtime (nginx's ETag and Last-Modified).
+    let new = pattern(20 << 20, 4);
+    std::fs::write(&path, &new).expect("rewrite");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() + Duration::from_secs(60)))
+        .expect("mtime");
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let got = fetch(&url, &["--max-time", "30"]);
+        let whole = got.body == new;
+        // Never a wrong body passed off as whole: the new file, or a cut response.
+        assert!(
+            got.code != 0 || whole,
+            "{}: {} bytes",
+            got.head,
+            got.body.len()
+        );
+        tries.push((got.code, got.status, got.body.len()));
+        if got.code == 0 && whole {
+            break;
+        }
+    }
+    assert!(
+        tries.len() <= 2 && tries.last().is_some_and(|t| t.0 == 0),
+        "the new file whole by the second request: {tries:?}"
+    );
+}

@@ -223,10 +223,14 @@ impl Index {
     /// of the whole index under its lock (which any client sending unsafe methods could
     /// make as often as it likes). An object with more chunk numbers than the index holds
     /// chunks, or whose chunks are numbered otherwise (another chunk size before a restart),
-    /// is removed by a walk after all.
-    pub fn remove_object(&mut self, object: &str) -> Vec<(ChunkKey, Entry)> {
+    /// is removed by a walk after all. `version`: that version only.
+    pub fn remove_object(&mut self, object: &str, version: Option<u64>) -> Vec<(ChunkKey, Entry)> {
         let mut out = Vec::new();
-        for v in self.object_versions(object) {
+        let versions = self.object_versions(object);
+        for v in versions
+            .iter()
+            .filter(|v| version.is_none_or(|n| n == v.version))
+        {
             let numbers = v.object_len.div_ceil(self.chunk_size).max(1);
             if numbers > self.len() as u64 {
                 continue;
@@ -247,8 +251,13 @@ impl Index {
                 }
             }
         }
-        if self.objects.contains_key(object) {
-            out.extend(self.remove_where(|k| &*k.object == object));
+        let left = self.object_versions(object);
+        if left.iter().any(|v| version.is_none_or(|n| n == v.version)) {
+            out.extend(
+                self.remove_where(|k| {
+                    &*k.object == object && version.is_none_or(|n| n == k.version)
+                }),
+            );
         }
         out
     }
@@ -373,8 +382,10 @@ mod tests {
                 3 * 4096,
             );
         }
-        let gone = ix.remove_object("a");
-        assert_eq!(gone.len(), 3);
+        assert_eq!(ix.remove_object("a", Some(2)).len(), 1);
+        assert_eq!(ix.object("a").map(|v| v.version), Some(1));
+        let gone = ix.remove_object("a", None);
+        assert_eq!(gone.len(), 2);
         assert!(gone.iter().all(|(k, _)| &*k.object == "a"));
         assert!(ix.object("a").is_none());
         assert_eq!(ix.len(), 3);
@@ -383,9 +394,9 @@ mod tests {
         assert_eq!(variants, vec![Arc::<str>::from("a\0lang=fr")]);
         // Numbered past its length: found by the walk.
         ix.insert(key("c", 1, 9), entry(90, 4000), 4096);
-        assert_eq!(ix.remove_object("c").len(), 1);
+        assert_eq!(ix.remove_object("c", Some(1)).len(), 1);
         assert!(ix.object("c").is_none());
-        assert!(ix.remove_object("nothing").is_empty());
+        assert!(ix.remove_object("nothing", None).is_empty());
         assert_eq!(ix.len(), 3);
     }
 

@@ -558,6 +558,7 @@ fn a_write_taken_before_a_removal_of_its_object_never_lands() {
     assert_eq!(tier.remove_object("r.org/a"), 0);
     tier.remove_named(Removal::Variants("r.org/v".into()));
     tier.remove_named(Removal::Prefix("r.org/p/".into()));
+    tier.remove_named(Removal::Version("r.org/ver".into(), 8));
     let (landed, path) = write("r.org/a", 0, Some(before));
     assert!(!landed, "taken before the object's removal");
     assert!(!tier.contains(&key("r.org/a", 0)));
@@ -572,6 +573,7 @@ fn a_write_taken_before_a_removal_of_its_object_never_lands() {
     assert_eq!(tier.stats().refused_removed, 3);
     // Not named by any removal since, or taken after them: it lands.
     assert!(write("r.org/vv", 0, Some(before)).0, "another key");
+    assert!(write("r.org/ver", 0, Some(before)).0, "another version (7)");
     assert!(write("r.org/a", 1, None).0, "taken after the removal");
     assert!(tier.contains(&key("r.org/a", 1)));
     // Past what the tier remembers: refused whatever it names.

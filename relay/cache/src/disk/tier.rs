@@ -247,15 +247,19 @@ pub enum Removal {
     Variants(Box<str>),
     /// Every object key with this prefix.
     Prefix(Box<str>),
+    /// One version of one object (found to have changed at its origin).
+    Version(Box<str>, u64),
 }
 
 impl Removal {
-    /// Whether `object` (a key as stored) is one this removal names.
-    pub fn matches(&self, object: &str) -> bool {
+    /// Whether the chunks of `version` of `object` (a key as stored) are ones this removal
+    /// names.
+    pub fn matches(&self, object: &str, version: u64) -> bool {
         match self {
             Removal::Object(k) => object == &**k,
             Removal::Variants(k) => crate::purge::Purge::Key(k).matches(object),
             Removal::Prefix(p) => crate::purge::Purge::Prefix(p).matches(object),
+            Removal::Version(k, v) => object == &**k && version == *v,
         }
     }
 }
@@ -429,7 +433,7 @@ impl DiskTier {
                 .iter()
                 .rev()
                 .take_while(|(n, _)| *n > plan.since)
-                .any(|(_, r)| r.matches(&plan.key.object));
+                .any(|(_, r)| r.matches(&plan.key.object, plan.key.version));
         if removed {
             inner.unlinks.push(plan.final_path.clone());
             self.counters.refused_removed.fetch_add(1, Relaxed);
@@ -677,7 +681,9 @@ impl DiskTier {
         let mut inner = self.inner();
         // The objects it names, from the index's key order (not a walk of every chunk).
         let objects = match &what {
-            Removal::Object(k) => inner.index.objects_from(k, |o| o == &**k),
+            Removal::Object(k) | Removal::Version(k, _) => {
+                inner.index.objects_from(k, |o| o == &**k)
+            }
             Removal::Variants(k) => {
                 let variants = format!("{k}\0");
                 let mut named = inner.index.objects_from(k, |o| o == &**k);
@@ -690,9 +696,13 @@ impl DiskTier {
             }
             Removal::Prefix(p) => inner.index.objects_from(p, |o| o.starts_with(&**p)),
         };
+        let version = match what {
+            Removal::Version(_, v) => Some(v),
+            _ => None,
+        };
         let removed: Vec<_> = objects
             .iter()
-            .flat_map(|o| inner.index.remove_object(o))
+            .flat_map(|o| inner.index.remove_object(o, version))
             .collect();
         self.changes.fetch_add(1, Relaxed);
         if inner.removals.len() == REMOVALS_KEPT {

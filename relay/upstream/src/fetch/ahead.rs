@@ -75,7 +75,7 @@ impl Context {
             Ok(()) => {}
             // The object changed (a 416: it shrank): never stitched together.
             Err(FillError::Changed | FillError::Status(416)) => {
-                self.store.meta.remove(&object);
+                self.changed(&object, meta.version);
                 return self.fail_each(first, &feed, FillError::Changed);
             }
             // An error status fails the chunks as their own fetches would (each client asks

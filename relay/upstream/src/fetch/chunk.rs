@@ -86,7 +86,7 @@ impl Context {
                 }
                 Rest::Refused(w, e) => {
                     if e == FillError::Changed {
-                        self.store.meta.remove(&key.object);
+                        self.changed(&key.object, key.version);
                     }
                     return self.fail(w, e);
                 }

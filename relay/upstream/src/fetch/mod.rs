@@ -257,6 +257,27 @@ impl Context {
             .finish_head(object, Err(e), None, &self.store.wakers);
     }
 
+    /// `version` of `object` is no longer its origin's (an answer of another version, or a
+    /// 416: it shrank): its description goes, and so do its chunks on disk, from which the
+    /// next request would describe it again (and be cut again where its chunks end, for as
+    /// long as it is fresh). A description of another version, made since, stays.
+    fn changed(&self, object: &Arc<str>, version: u64) {
+        if self
+            .store
+            .meta
+            .get(object)
+            .is_some_and(|m| m.version == version)
+        {
+            self.store.meta.remove(object);
+        }
+        if let Some(disk) = self.store.disk.as_ref() {
+            disk.remove_named(relay_cache::disk::Removal::Version(
+                object.as_ref().into(),
+                version,
+            ));
+        }
+    }
+
     fn fail(&self, writer: FillWriter, e: FillError) {
         writer.fail(e);
         let fill = writer.fill().clone();
