@@ -50,7 +50,7 @@ impl Cache {
             .disk
             .as_ref()
             .map(|d| {
-                d.remove_named(match what {
+                d.remove_named_now(match what {
                     Purge::Key(k) => crate::disk::Removal::Variants(k.into()),
                     Purge::Prefix(p) => crate::disk::Removal::Prefix(p.into()),
                 })

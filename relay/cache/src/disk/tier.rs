@@ -678,6 +678,31 @@ impl DiskTier {
     /// key. Remembered, so that a write whose bytes were taken before cannot bring them
     /// back ([`DiskTier::commit_write`]).
     pub fn remove_named(&self, what: Removal) -> Vec<Arc<str>> {
+        self.remove_named_into(what, None)
+    }
+
+    /// [`DiskTier::remove_named`], its files unlinked before it returns rather than left
+    /// to the next sweep of the pending unlinks: what a purge or an invalidation removed is
+    /// gone from the disk once it is answered, so a crash right after cannot bring it back
+    /// at the restart. Blocking: an unlink per chunk removed (none for a key with nothing
+    /// on disk, the usual unsafe method's).
+    pub fn remove_named_now(&self, what: Removal) -> Vec<Arc<str>> {
+        let mut paths = Vec::new();
+        let objects = self.remove_named_into(what, Some(&mut paths));
+        for p in paths {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // (Left for the sweep, which counts it if it fails again.)
+                Err(_) => self.inner().unlinks.push(p),
+            }
+        }
+        objects
+    }
+
+    /// Removes what `what` names; the files go to `now` when given, else to the pending
+    /// unlinks.
+    fn remove_named_into(&self, what: Removal, now: Option<&mut Vec<PathBuf>>) -> Vec<Arc<str>> {
         let mut inner = self.inner();
         // The objects it names, from the index's key order (not a walk of every chunk).
         let objects = match &what {
@@ -712,8 +737,12 @@ impl DiskTier {
         let n = self.removals.fetch_add(1, Relaxed) + 1;
         inner.removals.push_back((n, what));
         let mut objects = Vec::with_capacity(removed.len());
+        let paths = match now {
+            Some(paths) => paths,
+            None => &mut inner.unlinks,
+        };
         for (k, e) in removed {
-            inner.unlinks.push(chunk_path(&self.root, &k, e.generation));
+            paths.push(chunk_path(&self.root, &k, e.generation));
             objects.push(k.object);
         }
         objects

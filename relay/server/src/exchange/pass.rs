@@ -58,7 +58,7 @@ impl Exchange {
             cx.shared.cache.meta.remove(&key);
             cx.shared.cache.meta.invalidate_variants(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
-                disk.remove_named(relay_cache::disk::Removal::Variants(key.into()));
+                disk.remove_named_now(relay_cache::disk::Removal::Variants(key.into()));
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
@@ -145,7 +145,7 @@ impl Exchange {
         if changed {
             cx.shared.cache.meta.remove(&self.key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
-                disk.remove_object(&self.key);
+                disk.remove_named_now(relay_cache::disk::Removal::Object(self.key.as_str().into()));
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
