@@ -727,3 +727,25 @@ fn nginx_file_changed_while_a_part_of_it_is_on_disk_is_fetched_anew() {
         "the new file whole by the second request: {tries:?}"
     );
 }
+
+/// nginx serving a file written a moment ago (`etag off`: no strong validator, so its body
+/// comes from one answer) that is larger than relay's memory tier, asked for a range at
+/// its start again and again: each range arrives at once and whole. (Before, the fetch of
+/// the whole body kept the chunks past the range for the client that had left, until they
+/// filled chunk memory and the fetch stalled; the next client's fetch then waited for room
+/// until the origin's idle timeout: 10 s a range.)
+#[test]
+fn nginx_ranges_of_a_file_without_validators_larger_than_memory_never_stall() {
+    let www = TempDir::new("tp-stall-www");
+    let body = pattern(20 << 20, 21);
+    www.write("n/f.bin", &body);
+    let origin = NginxOrigin::start(www.path(), "location /n/ { etag off; expires 1h; }");
+    let relay = mib_chunks_relay(origin.port, "8 MiB");
+    let url = relay.url("/n/f.bin");
+    for i in 0..4 {
+        // (The origin's idle timeout is 10 s: a stall shows as curl's 28.)
+        let got = fetch(&url, &["-r", "0-4000000", "--max-time", "5"]);
+        assert_eq!((got.code, got.status), (0, 206), "range {i}: {}", got.head);
+        assert!(got.body == body[..4_000_001], "range {i}: other bytes");
+    }
+}

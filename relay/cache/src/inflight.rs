@@ -121,11 +121,18 @@ impl Pending {
     /// `spare_slowest` false: past the fetch's patience, the furthest client's position
     /// alone counts, as before, and the slower ones are cut when they reach a fill let go
     /// (one reader trickling on must not hold the answer back, and its memory, for all).
+    /// With no client reading the body any more, every fill goes (but one a sender still
+    /// holds): none is kept ahead for a client that left (a range's, say) while the fetch
+    /// waits for the room they take, until its idle timeout; a client that comes later
+    /// fetches on its own.
     pub fn let_go_passed(&self, spare_slowest: bool) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
         let asked = self.asked.load(Ordering::Acquire);
-        let slowest = self.slowest().filter(|_| spare_slowest);
-        let upto = slowest.map_or(asked, |at| at.min(asked));
+        let upto = match self.slowest() {
+            None => u64::MAX,
+            Some(at) if spare_slowest => at.min(asked),
+            Some(_) => asked,
+        };
         more.retain(|f| f.key.index >= upto || Arc::strong_count(f) > 1);
     }
 
@@ -885,6 +892,23 @@ mod tests {
         );
         assert!(p.fill(3).is_some(), "the one a client reads stays");
         drop(reading);
+        // Ahead of every client, with none reading any more (a range's client left): they
+        // go too.
+        let r = Pending::default();
+        for i in 1..=4 {
+            r.push_fill(fill(i));
+        }
+        let gone = r.reader();
+        gone.store(2, Ordering::Release);
+        drop(r.fill(2));
+        r.let_go_passed(true);
+        assert!(r.fill(3).is_some(), "ahead of its reader: kept");
+        drop(gone);
+        r.let_go_passed(true);
+        assert!(
+            (1..=4).all(|i| r.fill(i).is_none()),
+            "no reader left: none kept"
+        );
         // A client still on chunk 4 keeps 4 and after; one that leaves keeps nothing.
         let q = Pending::default();
         for i in 1..=6 {
