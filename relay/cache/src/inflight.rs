@@ -59,6 +59,9 @@ pub struct Pending {
     local: AtomicBool,
     /// The fetch is still bringing a body from one answer ([`Pending::answering`]).
     answering: AtomicBool,
+    /// A kept fill was let go: a client joining from the start would miss it
+    /// ([`Pending::keeps_all`]).
+    let_go: AtomicBool,
     /// The workers with a client waiting.
     pub watchers: Watchers,
 }
@@ -93,6 +96,7 @@ impl Pending {
         let mut held: usize = more.iter().map(|f| f.room()).sum();
         while held > KEPT_BYTES && more.len() > 1 {
             held -= more.remove(0).room();
+            self.let_go.store(true, Ordering::Release);
         }
     }
 
@@ -108,6 +112,9 @@ impl Pending {
             .iter()
             .take_while(|f| f.key.index < asked && Arc::strong_count(f) == 1)
             .count();
+        if passed > 0 {
+            self.let_go.store(true, Ordering::Release);
+        }
         more.drain(..passed);
     }
 
@@ -121,19 +128,26 @@ impl Pending {
     /// `spare_slowest` false: past the fetch's patience, the furthest client's position
     /// alone counts, as before, and the slower ones are cut when they reach a fill let go
     /// (one reader trickling on must not hold the answer back, and its memory, for all).
-    /// With no client reading the body any more, every fill goes (but one a sender still
-    /// holds): none is kept ahead for a client that left (a range's, say) while the fetch
-    /// waits for the room they take, until its idle timeout; a client that comes later
-    /// fetches on its own.
-    pub fn let_go_passed(&self, spare_slowest: bool) {
+    /// With no client holding the fetch any more (none waiting on it, reading from it or
+    /// about to: each holds its `Pending`), every fill goes (but one a sender still holds):
+    /// none is kept ahead for a client that left (a range's, say) while the fetch waits for
+    /// the room they take, until its idle timeout; a client that comes later fetches on its
+    /// own. `self` is the fetch's own reference, its only one.
+    pub fn let_go_passed(self: &Arc<Self>, spare_slowest: bool) {
         let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
         let asked = self.asked.load(Ordering::Acquire);
-        let upto = match self.slowest() {
-            None => u64::MAX,
-            Some(at) if spare_slowest => at.min(asked),
-            Some(_) => asked,
+        let upto = match Arc::strong_count(self) {
+            1 => u64::MAX,
+            _ => self
+                .slowest()
+                .filter(|_| spare_slowest)
+                .map_or(asked, |at| at.min(asked)),
         };
+        let before = more.len();
         more.retain(|f| f.key.index >= upto || Arc::strong_count(f) > 1);
+        if more.len() < before {
+            self.let_go.store(true, Ordering::Release);
+        }
     }
 
     /// A client starts reading the body: the position it keeps up to date (the chunk it
@@ -188,10 +202,10 @@ impl Pending {
         index < self.asked.load(Ordering::Acquire).max(1) + ahead
     }
 
-    /// Every chunk after the first is still kept ([`Pending::push_fill`]).
+    /// Every chunk after the first is still kept ([`Pending::push_fill`]): none was let go.
     pub fn keeps_all(&self) -> bool {
         let more = self.more.lock().unwrap_or_else(|p| p.into_inner());
-        more.first().is_none_or(|f| f.key.index == 1)
+        !self.let_go.load(Ordering::Acquire) && more.first().is_none_or(|f| f.key.index == 1)
     }
 
     /// Takes the fill of chunk `index` kept by [`Pending::push_fill`] out, for the one
@@ -878,7 +892,9 @@ mod tests {
     #[test]
     fn under_a_memory_bound_kept_fills_passed_go_and_awaited_chunks_are_known() {
         // An answer without a length: unpaced, every fill kept for clients that may join.
-        let p = Pending::default();
+        // (Each client holds the fetch's `Pending`, as the fetch does.)
+        let p = Arc::new(Pending::default());
+        let _client = p.clone();
         let fill = |i| Fill::new(chunk(i), 4).0;
         for i in 1..=3 {
             p.push_fill(fill(i));
@@ -892,25 +908,34 @@ mod tests {
         );
         assert!(p.fill(3).is_some(), "the one a client reads stays");
         drop(reading);
-        // Ahead of every client, with none reading any more (a range's client left): they
-        // go too.
-        let r = Pending::default();
+        // Ahead of every client, with no client left (a range's): they go too. Not while
+        // a client holds the fetch, reading or not yet (a waiter woken by the head).
+        let r = Arc::new(Pending::default());
         for i in 1..=4 {
             r.push_fill(fill(i));
         }
-        let gone = r.reader();
+        let waiter = r.clone();
+        r.let_go_passed(true);
+        assert!(
+            (1..=4).all(|i| r.fill(i).is_some()),
+            "a waiter not reading yet"
+        );
+        let gone = waiter.reader();
         gone.store(2, Ordering::Release);
         drop(r.fill(2));
         r.let_go_passed(true);
         assert!(r.fill(3).is_some(), "ahead of its reader: kept");
-        drop(gone);
+        assert!(!r.keeps_all(), "chunk 1, passed, went");
+        drop((gone, waiter));
         r.let_go_passed(true);
         assert!(
             (1..=4).all(|i| r.fill(i).is_none()),
-            "no reader left: none kept"
+            "no client left: none kept"
         );
+        assert!(!r.keeps_all(), "a client joining now fetches on its own");
         // A client still on chunk 4 keeps 4 and after; one that leaves keeps nothing.
-        let q = Pending::default();
+        let q = Arc::new(Pending::default());
+        let _clients = q.clone();
         for i in 1..=6 {
             q.push_fill(fill(i));
         }
