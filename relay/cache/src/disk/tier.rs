@@ -435,8 +435,15 @@ impl DiskTier {
                 .take_while(|(n, _)| *n > plan.since)
                 .any(|(_, r)| r.matches(&plan.key.object, plan.key.version));
         if removed {
-            inner.unlinks.push(plan.final_path.clone());
+            drop(inner);
             self.counters.refused_removed.fetch_add(1, Relaxed);
+            // At once, not at the next sweep: a crash before it would leave the file for
+            // the restart to load, describing what was removed again.
+            match fs::remove_file(&plan.final_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => self.inner().unlinks.push(plan.final_path.clone()),
+            }
             return false;
         }
         let entry = Entry {
