@@ -137,6 +137,10 @@ pub struct Fill {
     /// Kept as long as the fill (a pass-through budget's reservation for its bytes, given
     /// back when the last reader drops it).
     _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The disk tiers' removals when the fill started, before its bytes were asked for
+    /// ([`crate::disk::removals`]): a removal since that names its object keeps the chunk
+    /// off the disk (`DiskTier::commit_write`).
+    since: u64,
 }
 
 // SAFETY: the bytes are shared under the rule in the module docs: one writer (`FillWriter`,
@@ -196,12 +200,18 @@ impl Fill {
             error: OnceLock::new(),
             meta: OnceLock::new(),
             watchers: Watchers::default(),
+            since: crate::disk::removals(),
         });
         let writer = FillWriter {
             fill: fill.clone(),
             sum: None,
         };
         (fill, writer)
+    }
+
+    /// The disk tiers' removals when the fill started ([`Fill`]'s `since`).
+    pub fn since(&self) -> u64 {
+        self.since
     }
 
     /// The chunk's length: its room while it fills; once done, what was written (less than

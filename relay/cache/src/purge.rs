@@ -50,10 +50,11 @@ impl Cache {
             .disk
             .as_ref()
             .map(|d| {
-                d.remove_named_now(match what {
+                let named = match what {
                     Purge::Key(k) => crate::disk::Removal::Variants(k.into()),
                     Purge::Prefix(p) => crate::disk::Removal::Prefix(p.into()),
-                })
+                };
+                d.remove_named_now(named, true)
             })
             .unwrap_or_default();
         let objects: HashSet<&str> = descriptions

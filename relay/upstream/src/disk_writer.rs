@@ -38,8 +38,9 @@ pub struct WriteJob {
     /// Not written when the tier holds the chunk already (one admitted as it was served
     /// from memory, which may have come from the disk).
     pub if_absent: bool,
-    /// The tier's removals when the job was made (`DiskTier::removals`; set by
-    /// [`DiskWriter::submit`]): one after it naming the chunk's object keeps it out.
+    /// The disk tiers' removals when the chunk's bytes were asked for (its fill's start,
+    /// `Fill::since`; for a chunk in memory, when it was queued): one after it naming the
+    /// chunk's object keeps it out.
     pub since: u64,
 }
 
@@ -47,7 +48,6 @@ pub struct WriteJob {
 #[derive(Clone)]
 pub struct DiskWriter {
     tx: crossbeam_channel::Sender<WriteJob>,
-    disk: Arc<DiskTier>,
 }
 
 /// What `O_DIRECT` asks of a write's memory address, length and file offset: a page covers
@@ -66,7 +66,6 @@ impl DiskWriter {
     ) -> io::Result<DiskWriter> {
         let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
         let mut ring = IoUring::new(8)?;
-        let tier = disk.clone();
         std::thread::Builder::new()
             .name("relay-disk".into())
             .spawn(move || {
@@ -77,7 +76,9 @@ impl DiskWriter {
                         continue;
                     }
                     match write(&mut ring, &disk, &job, &mut direct) {
-                        Ok(()) => written.fetch_add(1, Ordering::Relaxed),
+                        Ok(true) => written.fetch_add(1, Ordering::Relaxed),
+                        // (Refused at commit: its object was removed since; the tier counts it.)
+                        Ok(false) => 0,
                         Err(e) => {
                             log::warn!(
                                 "disk write of {:?} chunk {}: {e}",
@@ -89,14 +90,12 @@ impl DiskWriter {
                     };
                 }
             })?;
-        Ok(DiskWriter { tx, disk: tier })
+        Ok(DiskWriter { tx })
     }
 
-    /// Queues a chunk (its bytes taken now: a purge or an invalidation of its object from
-    /// here on keeps it off the disk); false when the queue is full (the chunk is then not
-    /// written).
-    pub fn submit(&self, mut job: WriteJob) -> bool {
-        job.since = self.disk.removals();
+    /// Queues a chunk (a purge or an invalidation of its object since `job.since` keeps
+    /// it off the disk); false when the queue is full (the chunk is then not written).
+    pub fn submit(&self, job: WriteJob) -> bool {
         self.tx.try_send(job).is_ok()
     }
 }
@@ -134,7 +133,7 @@ fn write(
     disk: &DiskTier,
     job: &WriteJob,
     direct: &mut bool,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let info = ChunkInfo {
         key: job.key.as_ref(),
         object_len: job.object_len,
@@ -147,11 +146,8 @@ fn write(
         .map_err(|e| e.to_string())?;
     plan.since = job.since;
     match write_file(ring, &plan, &job.body, direct) {
-        Ok(()) => {
-            // (False: its object was removed since; counted by the tier.)
-            disk.commit_write(&plan);
-            Ok(())
-        }
+        // (False: its object was removed since; counted by the tier.)
+        Ok(()) => Ok(disk.commit_write(&plan)),
         Err(e) => {
             disk.abort_write(&plan);
             Err(e.to_string())

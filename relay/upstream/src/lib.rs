@@ -507,7 +507,9 @@ impl Upstream {
             body: body.clone(),
             sum: None,
             if_absent: true,
-            since: 0,
+            // (Its bytes, in memory, as they are now: an object removed since was dropped
+            // from memory, or is described anew.)
+            since: relay_cache::disk::removals(),
         });
         if !queued {
             self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);

@@ -110,4 +110,5 @@ pub use index::ObjectVersion;
 pub use recover::RecoveryReport;
 pub use tier::{
     DiskConfig, DiskStats, DiskTier, ReadPlan, Removal, StoredChunk, VerifiedChunk, WritePlan,
+    removals,
 };

@@ -585,6 +585,16 @@ fn a_write_taken_before_a_removal_of_its_object_never_lands() {
         "older than every removal kept"
     );
     assert!(write("r.org/other", 0, None).0);
+    // Unsafe methods to URIs never cached (nothing on disk, nothing known of them) are not
+    // remembered: however many, they refuse no write queued before them.
+    let queued = tier.removals();
+    for i in 0..=super::tier::REMOVALS_KEPT {
+        tier.remove_named_now(Removal::Variants(format!("r.org/api/{i}").into()), false);
+    }
+    assert!(
+        write("r.org/static", 0, Some(queued)).0,
+        "refused, though nothing named it"
+    );
 }
 
 #[test]

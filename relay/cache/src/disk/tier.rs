@@ -65,9 +65,10 @@ pub struct WritePlan {
     pub object_len: u64,
     pub generation: u64,
     pub fsync: bool,
-    /// The tier's removals seen when the chunk's bytes were taken ([`DiskTier::removals`]):
-    /// a removal after it that names the chunk's object keeps the write from landing. Set
-    /// to the plan's own time; a writer whose bytes waited in a queue sets it to theirs.
+    /// The removals made when the chunk's bytes were asked for ([`removals`]: its fill's
+    /// start, `Fill::since`): a removal after it that names the chunk's object keeps the
+    /// write from landing. Set to the plan's own time; a writer whose bytes were fetched or
+    /// waited in a queue before sets it to theirs.
     pub since: u64,
 }
 
@@ -232,6 +233,19 @@ struct Inner {
     /// The last removals ([`REMOVALS_KEPT`]), each with its number: a write planned
     /// before one that names its object is refused at commit ([`DiskTier::commit_write`]).
     removals: std::collections::VecDeque<(u64, Removal)>,
+    /// The number of the last removal let go from `removals`: a write from before it is
+    /// refused whatever it names.
+    forgotten: u64,
+}
+
+/// Removals made by any disk tier of the process: each is numbered by it, and a chunk's fill
+/// takes the count when it starts (`Fill::since`), so a write of bytes asked for before a
+/// removal that names their object is refused ([`DiskTier::commit_write`]).
+static REMOVALS: AtomicU64 = AtomicU64::new(0);
+
+/// Removals made so far ([`REMOVALS`]).
+pub fn removals() -> u64 {
+    REMOVALS.load(Relaxed)
 }
 
 /// How many removals the tier remembers for the writes queued before them: a write older
@@ -273,8 +287,6 @@ pub struct DiskTier {
     /// Bumped whenever the index gains or loses a chunk (for the digest: a scan only after
     /// a change).
     changes: AtomicU64,
-    /// Removals so far (each numbered by it, under the index lock).
-    removals: AtomicU64,
     fsync: bool,
     counters: Counters,
     recovery: RecoveryReport,
@@ -332,10 +344,10 @@ impl DiskTier {
                 index,
                 unlinks,
                 removals: Default::default(),
+                forgotten: 0,
             }),
             next_generation: AtomicU64::new(next_generation),
             changes: AtomicU64::new(0),
-            removals: AtomicU64::new(0),
             fsync: config.fsync,
             counters: Counters::default(),
             recovery: report,
@@ -406,14 +418,13 @@ impl DiskTier {
             object_len: info.object_len,
             generation,
             fsync: self.fsync,
-            since: self.removals(),
+            since: removals(),
         })
     }
 
-    /// Removals so far: taken with a chunk's bytes (a queued write's [`WritePlan::since`]),
-    /// so that a removal after it keeps the write out.
+    /// [`removals`].
     pub fn removals(&self) -> u64 {
-        self.removals.load(Relaxed)
+        removals()
     }
 
     /// Makes a written and renamed chunk visible to readers. May evict other chunks (their
@@ -425,9 +436,7 @@ impl DiskTier {
     /// removals the tier remembers.
     pub fn commit_write(&self, plan: &WritePlan) -> bool {
         let mut inner = self.inner();
-        let seen = self.removals.load(Relaxed);
-        let forgotten = seen - inner.removals.len() as u64;
-        let removed = plan.since < forgotten
+        let removed = plan.since < inner.forgotten
             || inner
                 .removals
                 .iter()
@@ -685,17 +694,20 @@ impl DiskTier {
     /// key. Remembered, so that a write whose bytes were taken before cannot bring them
     /// back ([`DiskTier::commit_write`]).
     pub fn remove_named(&self, what: Removal) -> Vec<Arc<str>> {
-        self.remove_named_into(what, None)
+        self.remove_named_into(what, None, true)
     }
 
     /// [`DiskTier::remove_named`], its files unlinked before it returns rather than left
     /// to the next sweep of the pending unlinks: what a purge or an invalidation removed is
     /// gone from the disk once it is answered, so a crash right after cannot bring it back
     /// at the restart. Blocking: an unlink per chunk removed (none for a key with nothing
-    /// on disk, the usual unsafe method's).
-    pub fn remove_named_now(&self, what: Removal) -> Vec<Arc<str>> {
+    /// on disk, the usual unsafe method's). One that removed nothing is remembered only
+    /// when `known`: what it names was described or on its way (whose chunks may be on
+    /// their way to the disk); so unsafe methods to URIs never cached (an API's) do not
+    /// crowd out the removals queued writes are checked against.
+    pub fn remove_named_now(&self, what: Removal, known: bool) -> Vec<Arc<str>> {
         let mut paths = Vec::new();
-        let objects = self.remove_named_into(what, Some(&mut paths));
+        let objects = self.remove_named_into(what, Some(&mut paths), known);
         for p in paths {
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -708,8 +720,13 @@ impl DiskTier {
     }
 
     /// Removes what `what` names; the files go to `now` when given, else to the pending
-    /// unlinks.
-    fn remove_named_into(&self, what: Removal, now: Option<&mut Vec<PathBuf>>) -> Vec<Arc<str>> {
+    /// unlinks. Remembered when it removed something, or when `log`.
+    fn remove_named_into(
+        &self,
+        what: Removal,
+        now: Option<&mut Vec<PathBuf>>,
+        log: bool,
+    ) -> Vec<Arc<str>> {
         let mut inner = self.inner();
         // The objects it names, from the index's key order (not a walk of every chunk).
         let objects = match &what {
@@ -737,12 +754,16 @@ impl DiskTier {
             .flat_map(|o| inner.index.remove_object(o, version))
             .collect();
         self.changes.fetch_add(1, Relaxed);
-        if inner.removals.len() == REMOVALS_KEPT {
-            inner.removals.pop_front();
+        if log || !removed.is_empty() {
+            if inner.removals.len() == REMOVALS_KEPT
+                && let Some((n, _)) = inner.removals.pop_front()
+            {
+                inner.forgotten = n;
+            }
+            // (Numbered under the lock: `commit_write` sees each removal with its number.)
+            let n = REMOVALS.fetch_add(1, Relaxed) + 1;
+            inner.removals.push_back((n, what));
         }
-        // (Numbered under the lock: `commit_write` sees each removal with its number.)
-        let n = self.removals.fetch_add(1, Relaxed) + 1;
-        inner.removals.push_back((n, what));
         let mut objects = Vec::with_capacity(removed.len());
         let paths = match now {
             Some(paths) => paths,

@@ -54,11 +54,13 @@ impl Exchange {
             // Every stored response for the URI, its variants too (§4.4): marked invalid
             // among the descriptions at once (each goes when next looked up), and dropped on
             // disk, whose index is walked for the base already and would restore a variant
-            // once its base comes back.
-            cx.shared.cache.meta.remove(&key);
+            // once its base comes back. (Remembered against the disk writes on their way
+            // when it was described or is being fetched: `DiskTier::remove_named_now`.)
+            let known = cx.shared.cache.meta.remove(&key)
+                || cx.shared.cache.inflight.pending(&key).is_some();
             cx.shared.cache.meta.invalidate_variants(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
-                disk.remove_named_now(relay_cache::disk::Removal::Variants(key.into()));
+                disk.remove_named_now(relay_cache::disk::Removal::Variants(key.into()), known);
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
@@ -145,7 +147,8 @@ impl Exchange {
         if changed {
             cx.shared.cache.meta.remove(&self.key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
-                disk.remove_named_now(relay_cache::disk::Removal::Object(self.key.as_str().into()));
+                let named = relay_cache::disk::Removal::Object(self.key.as_str().into());
+                disk.remove_named_now(named, true);
             }
             cx.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }

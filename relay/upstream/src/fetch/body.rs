@@ -214,7 +214,7 @@ impl Context {
             self.store.wakers.wake(&fill.watchers);
         }
         if let Some(body) = whole.filter(|_| !meta.open_ended) {
-            self.to_disk(key, body, sum, meta);
+            self.to_disk(key, body, sum, meta, fill.since());
         }
     }
 
@@ -222,8 +222,10 @@ impl Context {
     /// (`disk_admission = "always"`), while the tier has room (`"second-hit-when-full"`),
     /// or when a second request for it came while it was on its way (the requests are
     /// counted as responses send it: `Upstream::count_request`). `sum`: the body's checksum
-    /// if its fill took it as it was written.
-    fn to_disk(&self, key: ChunkKey, body: Bytes, sum: Option<u64>, meta: &ObjectMeta) {
+    /// if its fill took it as it was written. `since`: the disk tiers' removals when its
+    /// bytes were asked for (its fill's start), so a purge or an invalidation since keeps it
+    /// off the disk.
+    fn to_disk(&self, key: ChunkKey, body: Bytes, sum: Option<u64>, meta: &ObjectMeta, since: u64) {
         let Some(writer) = self.writer.as_ref() else {
             return;
         };
@@ -249,7 +251,7 @@ impl Context {
                 body,
                 sum,
                 if_absent: false,
-                since: 0,
+                since,
             });
             if !queued {
                 self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +276,8 @@ impl Context {
             self.store.meta.insert(object, done.clone());
         }
         let fill = writer.fill().clone();
+        // (The last fill's start: those before it are gone from the fetch by now.)
+        let since = fill.since();
         let memory = &self.store.memory;
         let key = fill.key.clone();
         writer.complete_short(|bytes| {
@@ -293,7 +297,7 @@ impl Context {
                 index,
             };
             if let Some(bytes) = memory.get(&key.as_ref()) {
-                self.to_disk(key, bytes, None, &done);
+                self.to_disk(key, bytes, None, &done, since);
             }
         }
     }
