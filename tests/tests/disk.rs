@@ -660,6 +660,42 @@ fn a_purge_reports_what_it_removed_from_each_tier() {
     );
 }
 
+/// A soft purge holds across a restart: the next request after it revalidates with the
+/// origin, restarted or not (before, the description came back from disk as fresh as it
+/// was, and the old body was a hit for the rest of its max-age). Its other chunks stay on
+/// disk for a 304.
+#[test]
+fn a_soft_purge_holds_across_a_restart() {
+    let origin = Origin::start();
+    origin.put("/soft", Object::new(pattern(3 * CHUNK, 7), "s1"));
+    let disk = TempDir::new("disk");
+    let cfg = config(&origin, disk.path()).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\npurge_token = \"purge-token-purge-token\"\n",
+    );
+    let relay = Relay::start(&cfg);
+    assert_eq!(Client::connect(relay.addr).get("/soft").status, 200);
+    wait_for_writes(&relay, 3.0);
+    let mut c = Client::connect(relay.admin.expect("admin"));
+    c.send(
+        b"POST /purge?key=http://test/soft&mode=soft HTTP/1.1\r\nHost: a\r\n\
+          Authorization: Bearer purge-token-purge-token\r\nContent-Length: 0\r\n\r\n",
+    );
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.body, b"{\"purged\":1,\"mode\":\"soft\"}\n");
+    assert_eq!(chunk_files(disk.path()).len(), 2, "its first chunk went");
+    origin.put("/soft", Object::new(pattern(3 * CHUNK, 8), "s2"));
+    assert!(relay.stop().success());
+    let relay = Relay::start(&cfg);
+    let r = Client::connect(relay.addr).get("/soft");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == pattern(3 * CHUNK, 8),
+        "the old body after the soft purge"
+    );
+    assert_eq!(origin.count("/soft"), 2);
+}
+
 /// An unsafe method's invalidation (RFC 9111 §4.4) takes the URI's chunk files off the
 /// disk before its answer goes out: relay killed right after the answer restarts without
 /// the object, and asks the origin for it again (before, the files waited for a worker's

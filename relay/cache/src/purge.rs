@@ -24,6 +24,14 @@ impl Purge<'_> {
             Purge::Prefix(p) => object.starts_with(p),
         }
     }
+
+    /// What the disk tier removes for it.
+    fn on_disk(&self) -> crate::disk::Removal {
+        match *self {
+            Purge::Key(k) => crate::disk::Removal::Variants(k.into()),
+            Purge::Prefix(p) => crate::disk::Removal::Prefix(p.into()),
+        }
+    }
 }
 
 /// What a hard purge removed.
@@ -49,13 +57,7 @@ impl Cache {
         let disk = self
             .disk
             .as_ref()
-            .map(|d| {
-                let named = match what {
-                    Purge::Key(k) => crate::disk::Removal::Variants(k.into()),
-                    Purge::Prefix(p) => crate::disk::Removal::Prefix(p.into()),
-                };
-                d.remove_named_now(named, true)
-            })
+            .map(|d| d.remove_named_now(what.on_disk(), true))
             .unwrap_or_default();
         let objects: HashSet<&str> = descriptions
             .iter()
@@ -72,8 +74,13 @@ impl Cache {
     }
 
     /// Soft purge: marks the descriptions `what` names stale, so the next request
-    /// revalidates (a 304 keeps the chunks); returns how many there were.
+    /// revalidates (a 304 keeps the chunks); returns how many there were. On disk, their
+    /// first chunks go (`DiskTier::remove_first_chunks`): a restart cannot rebuild them as
+    /// fresh, and the other chunks stay for the same version.
     pub fn expire(&self, what: Purge<'_>) -> usize {
+        if let Some(d) = self.disk.as_ref() {
+            d.remove_first_chunks(&what.on_disk());
+        }
         self.meta.expire(|k| what.matches(k))
     }
 }

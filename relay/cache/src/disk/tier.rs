@@ -243,6 +243,21 @@ struct Inner {
 /// removal that names their object is refused ([`DiskTier::commit_write`]).
 static REMOVALS: AtomicU64 = AtomicU64::new(0);
 
+/// The objects held that `what` names, from the index's key order (not a walk of every
+/// chunk).
+fn named(index: &Index, what: &Removal) -> Vec<Arc<str>> {
+    match what {
+        Removal::Object(k) | Removal::Version(k, _) => index.objects_from(k, |o| o == &**k),
+        Removal::Variants(k) => {
+            let variants = format!("{k}\0");
+            let mut named = index.objects_from(k, |o| o == &**k);
+            named.extend(index.objects_from(&variants, |o| o.starts_with(&variants)));
+            named
+        }
+        Removal::Prefix(p) => index.objects_from(p, |o| o.starts_with(&**p)),
+    }
+}
+
 /// Removals made so far ([`REMOVALS`]).
 pub fn removals() -> u64 {
     REMOVALS.load(Relaxed)
@@ -728,23 +743,7 @@ impl DiskTier {
         log: bool,
     ) -> Vec<Arc<str>> {
         let mut inner = self.inner();
-        // The objects it names, from the index's key order (not a walk of every chunk).
-        let objects = match &what {
-            Removal::Object(k) | Removal::Version(k, _) => {
-                inner.index.objects_from(k, |o| o == &**k)
-            }
-            Removal::Variants(k) => {
-                let variants = format!("{k}\0");
-                let mut named = inner.index.objects_from(k, |o| o == &**k);
-                named.extend(
-                    inner
-                        .index
-                        .objects_from(&variants, |o| o.starts_with(&variants)),
-                );
-                named
-            }
-            Removal::Prefix(p) => inner.index.objects_from(p, |o| o.starts_with(&**p)),
-        };
+        let objects = named(&inner.index, &what);
         let version = match what {
             Removal::Version(_, v) => Some(v),
             _ => None,
@@ -774,6 +773,40 @@ impl DiskTier {
             objects.push(k.object);
         }
         objects
+    }
+
+    /// Drops the first chunk of every version of every object `what` names, unlinked before
+    /// it returns; returns how many. A soft purge's part on disk: a restarted relay cannot
+    /// rebuild those descriptions (each from its first chunk) as fresh, and asks the origin
+    /// again, while the other chunks stay for the answer's version if it is the same.
+    pub fn remove_first_chunks(&self, what: &Removal) -> usize {
+        let mut paths = Vec::new();
+        {
+            let mut inner = self.inner();
+            for object in named(&inner.index, what) {
+                for v in inner.index.object_versions(&object) {
+                    let first = ChunkRef {
+                        object: &object,
+                        version: v.version,
+                        index: 0,
+                    };
+                    if let Some((k, e)) = inner.index.remove_if(&first, |_| true) {
+                        paths.push(chunk_path(&self.root, &k, e.generation));
+                    }
+                }
+            }
+            if !paths.is_empty() {
+                self.changes.fetch_add(1, Relaxed);
+            }
+        }
+        for p in &paths {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => self.inner().unlinks.push(p.clone()),
+            }
+        }
+        paths.len()
     }
 
     /// Bytes held (files in whole blocks).
