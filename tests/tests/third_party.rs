@@ -749,3 +749,40 @@ fn nginx_ranges_of_a_file_without_validators_larger_than_memory_never_stall() {
         assert!(got.body == body[..4_000_001], "range {i}: other bytes");
     }
 }
+
+/// nginx serving a file written a moment ago (`etag off`: no strong validator, its body
+/// from one answer) larger than relay's memory tier, through a relay with a disk tier that
+/// writes every chunk: it arrives whole. (Before, a few MiB came, then nothing until the
+/// send deadline, and the response was cut: the client read the chunks ahead from disk
+/// rather than from the fills its fetch kept for it, and waited for chunk memory those
+/// fills held, while the fetch waited for room too.)
+#[test]
+fn nginx_a_large_file_without_validators_through_a_disk_tier_arrives_whole() {
+    let www = TempDir::new("tp-large-disk-www");
+    let body = pattern(48 << 20, 33);
+    www.write("n/big.bin", &body);
+    let origin = NginxOrigin::start(www.path(), "location /n/ { etag off; expires 1h; }");
+    let disk = TempDir::new("tp-large-disk");
+    let relay = Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
+         memory_bytes = \"8 MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"256 MiB\"\n\
+         disk_admission = \"always\"\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        disk.path().display(),
+        origin.port
+    ));
+    // (A client slower than the origin: the fetch runs ahead of it, its chunks kept for
+    // the client and written to disk while the memory tier lets them go.)
+    for i in 0..2 {
+        let got = fetch(
+            &relay.url("/n/big.bin"),
+            &["--limit-rate", "40M", "--max-time", "20"],
+        );
+        assert_eq!((got.code, got.status), (0, 200), "#{i}: {}", got.head);
+        assert!(
+            got.body == body,
+            "#{i}: {} bytes, other bytes",
+            got.body.len()
+        );
+    }
+}

@@ -140,6 +140,14 @@ impl Exchange {
                 .filter(|f| f.key.index == index)
                 .cloned()
         });
+        // A body from one answer: the fill its fetch keeps for its clients, before the
+        // tiers. (Read back from disk, the chunk would need chunk memory that the fills kept
+        // for this client hold: under the memory bound, the client and the fetch would each
+        // wait for the other's room until the send deadline.)
+        let ahead = match (&held, ahead, self.owner_fetch.as_ref()) {
+            (None, None, Some(p)) => p.fill(index).filter(|f| f.error().is_none()),
+            (_, ahead, _) => ahead,
+        };
         let source = match (held, ahead) {
             (Some(bytes), _) => Source::Memory(bytes),
             (None, Some(fill)) => Source::InFlight(Flight::Fill(fill)),
