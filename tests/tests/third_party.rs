@@ -31,6 +31,18 @@ fn mib_chunks_relay(port: u16, memory: &str) -> Relay {
     ))
 }
 
+/// A relay with 1 MiB chunks, an 8 MiB memory tier and a disk tier that writes every
+/// chunk, in front of the origin on `port`.
+fn small_tier_on_disk(port: u16, disk: &std::path::Path) -> Relay {
+    Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
+         memory_bytes = \"8 MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"256 MiB\"\n\
+         disk_admission = \"always\"\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{port}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        disk.display()
+    ))
+}
+
 fn same_answer(path: &str, direct: &Got, through: &Got) {
     assert_eq!(
         (direct.code, through.code),
@@ -678,14 +690,7 @@ fn nginx_file_changed_while_a_part_of_it_is_on_disk_is_fetched_anew() {
     let path = www.write("f.bin", &pattern(20 << 20, 3));
     let origin = NginxOrigin::start(www.path(), "location / { expires 1h; }");
     let disk = TempDir::new("tp-changed-disk");
-    let relay = Relay::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
-         memory_bytes = \"8 MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"256 MiB\"\n\
-         disk_admission = \"always\"\n\n[origin]\n\n[[origin.http]]\n\
-         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        disk.path().display(),
-        origin.port
-    ));
+    let relay = small_tier_on_disk(origin.port, disk.path());
     let url = relay.url("/f.bin");
     let part = fetch(&url, &["-r", "0-4000000"]);
     assert_eq!((part.code, part.status), (0, 206), "{}", part.head);
@@ -763,14 +768,7 @@ fn nginx_a_large_file_without_validators_through_a_disk_tier_arrives_whole() {
     www.write("n/big.bin", &body);
     let origin = NginxOrigin::start(www.path(), "location /n/ { etag off; expires 1h; }");
     let disk = TempDir::new("tp-large-disk");
-    let relay = Relay::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = \"1 MiB\"\n\
-         memory_bytes = \"8 MiB\"\ndisk_dir = \"{}\"\ndisk_bytes = \"256 MiB\"\n\
-         disk_admission = \"always\"\n\n[origin]\n\n[[origin.http]]\n\
-         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        disk.path().display(),
-        origin.port
-    ));
+    let relay = small_tier_on_disk(origin.port, disk.path());
     // (A client slower than the origin: the fetch runs ahead of it, its chunks kept for
     // the client and written to disk while the memory tier lets them go.)
     for i in 0..2 {
