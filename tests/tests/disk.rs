@@ -341,6 +341,46 @@ fn chunks_arriving_after_a_purge_never_bring_the_object_back() {
     );
 }
 
+/// An object whose chunks are its answer's own (a weak ETag: each answer a version of
+/// its own), restored from disk after a restart and gone stale: the new answer its
+/// revalidation brings never gets the version of the old one, whose chunks are still on
+/// disk, so a range of it is the new bytes. (Before, a restarted relay counted those
+/// versions from the same start, and chunk 1 came from the old file.)
+#[test]
+fn a_restarted_relay_never_serves_an_old_answers_chunks_in_a_new_one() {
+    let origin = Origin::start();
+    origin.behaviour.ignore_range.store(true, Ordering::Relaxed);
+    let weak = |seed| {
+        let mut o = Object::new(pattern(3 * CHUNK, seed), "x");
+        o.etag = format!("W/\"w{seed}\"");
+        o.last_modified = None;
+        o.cache_control = Some("max-age=2".into());
+        o
+    };
+    origin.put("/nr", weak(1));
+    let disk = TempDir::new("disk");
+    let relay = Relay::start(&config(&origin, disk.path()));
+    let r = Client::connect(relay.addr).get("/nr");
+    assert!(r.status == 200 && r.body == pattern(3 * CHUNK, 1));
+    wait_for_writes(&relay, 3.0);
+    assert!(relay.stop().success());
+    origin.put("/nr", weak(2));
+    std::thread::sleep(Duration::from_millis(2500));
+    // (The new body comes after its head: chunk 1 is looked for before it arrives.)
+    origin.behaviour.body_delay_ms.store(300, Ordering::Relaxed);
+    let relay = Relay::start(&config(&origin, disk.path()));
+    let r = Client::connect(relay.addr).get_with(
+        "/nr",
+        &format!("Range: bytes={}-{}\r\n", CHUNK, 2 * CHUNK - 1),
+    );
+    assert_eq!(r.status, 206, "{:?}", r.header("cache-status"));
+    assert!(
+        r.body != pattern(3 * CHUNK, 1)[CHUNK..2 * CHUNK],
+        "chunk 1 of the old answer in the new one"
+    );
+    assert!(r.body == pattern(3 * CHUNK, 2)[CHUNK..2 * CHUNK]);
+}
+
 /// A chunk file that vanished after the index was built: the ring's `openat` fails, the
 /// entry is dropped and counted as missing, the chunk comes from the origin, and the
 /// client gets every byte right.

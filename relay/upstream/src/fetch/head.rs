@@ -643,7 +643,17 @@ fn object_meta(
     d: Described,
     (descriptions, key): (&MetaCache, &str),
 ) -> ObjectMeta {
-    static OWN: AtomicU64 = AtomicU64::new(0);
+    // Counted from a random start in each process: a restarted relay's versions never
+    // meet those of the chunks a run before left on disk (chunks are told apart by
+    // version alone: a new answer under an old one's version would be served with the old
+    // answer's chunks from disk). (62 random bits: room to count without wrapping.)
+    static OWN: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        AtomicU64::new(random >> 2)
+    });
     let (etag, last_modified) = v;
     let len = shape.len.unwrap_or(0);
     let mut meta = ObjectMeta {
