@@ -291,54 +291,79 @@ fn the_age_of_a_response_restored_from_disk_counts_the_downtime() {
 }
 
 /// A purge while the object's chunks are still coming from the origin: the chunks that
-/// complete after it never reach the disk (their fills started before it), so the next
-/// request asks the origin again rather than rebuilding the purged response from disk as
-/// a fresh hit.
+/// complete after it never reach the disk (their bytes were asked for before it), so the
+/// next request asks the origin again rather than rebuilding the purged response from
+/// disk as a fresh hit. A ranged object (a strong ETag), a body from one answer (a weak
+/// one, its chunks' fills started as the answer reaches them), and a soft purge (which
+/// keeps a first chunk arriving off the disk, so a restart cannot rebuild it as fresh).
 #[test]
 fn chunks_arriving_after_a_purge_never_bring_the_object_back() {
-    let origin = Origin::start();
-    origin.put("/doc", Object::new(pattern(3 * CHUNK, 5), "v1"));
-    origin.behaviour.piece_bytes.store(8192, Ordering::Relaxed);
-    origin.behaviour.piece_delay_ms.store(50, Ordering::Relaxed);
-    let disk = TempDir::new("disk");
-    let cfg = config(&origin, disk.path()).replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n",
-        "[admin]\nlisten = \"127.0.0.1:0\"\npurge_token = \"purge-token-purge-token\"\n",
-    );
-    let relay = Relay::start(&cfg);
-    let addr = relay.addr;
-    let first = std::thread::spawn(move || Client::connect(addr).get("/doc"));
-    // (Its 192 KiB come in 8 KiB pieces 50 ms apart: still arriving for about a second.)
-    std::thread::sleep(Duration::from_millis(300));
-    origin.put("/doc", Object::new(pattern(3 * CHUNK, 6), "v2"));
-    let mut c = Client::connect(relay.admin.expect("admin"));
-    c.send(
-        b"POST /purge?key=http://test/doc HTTP/1.1\r\nHost: a\r\n\
-          Authorization: Bearer purge-token-purge-token\r\nContent-Length: 0\r\n\r\n",
-    );
-    assert_eq!(c.read_response(false).expect("an answer").status, 200);
-    let first = first.join().expect("first client");
-    assert!(
-        first.body == pattern(3 * CHUNK, 5),
-        "the first client's body, whole"
-    );
-    origin.behaviour.piece_bytes.store(0, Ordering::Relaxed);
-    // The writes refused: counted as dropped, none committed.
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while metric(&relay, "relay_disk_tier_dropped_total{reason=\"removed\"}") < 3.0 {
-        assert!(
-            std::time::Instant::now() < end,
-            "3 writes refused within 5 s"
+    for (etag, mode) in [("strong", ""), ("weak", ""), ("strong", "&mode=soft")] {
+        let origin = Origin::start();
+        let object = |seed| {
+            let mut o = Object::new(pattern(3 * CHUNK, seed), &format!("v{seed}"));
+            if etag == "weak" {
+                o.etag = format!("W/{}", o.etag);
+                o.last_modified = None;
+            }
+            o
+        };
+        origin.put("/doc", object(5));
+        origin.behaviour.piece_bytes.store(8192, Ordering::Relaxed);
+        origin.behaviour.piece_delay_ms.store(50, Ordering::Relaxed);
+        let disk = TempDir::new("disk");
+        let cfg = config(&origin, disk.path()).replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\npurge_token = \"purge-token-purge-token\"\n",
         );
-        std::thread::sleep(Duration::from_millis(20));
+        let relay = Relay::start(&cfg);
+        let addr = relay.addr;
+        let first = std::thread::spawn(move || Client::connect(addr).get("/doc"));
+        // (Its 192 KiB come in 8 KiB pieces 50 ms apart: still arriving for about a second.)
+        std::thread::sleep(Duration::from_millis(300));
+        origin.put("/doc", object(6));
+        let mut c = Client::connect(relay.admin.expect("admin"));
+        c.send(
+            format!(
+                "POST /purge?key=http://test/doc{mode} HTTP/1.1\r\nHost: a\r\n\
+                 Authorization: Bearer purge-token-purge-token\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(c.read_response(false).expect("an answer").status, 200);
+        let first = first.join().expect("first client");
+        assert!(
+            first.body == pattern(3 * CHUNK, 5),
+            "{etag}{mode}: the first body, whole"
+        );
+        origin.behaviour.piece_bytes.store(0, Ordering::Relaxed);
+        // The writes refused: counted as dropped.
+        let refused = match mode {
+            "" => 3.0,
+            _ => 1.0,
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while metric(&relay, "relay_disk_tier_dropped_total{reason=\"removed\"}") < refused {
+            assert!(
+                std::time::Instant::now() < end,
+                "{etag}{mode}: writes refused within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            metric(&relay, "relay_disk_writes_total"),
+            3.0 - refused,
+            "{etag}{mode}: writes committed"
+        );
+        assert!(relay.stop().success());
+        let relay = Relay::start(&cfg);
+        let r = Client::connect(relay.addr).get("/doc");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == pattern(3 * CHUNK, 6),
+            "{etag}{mode}: the purged version came back"
+        );
     }
-    assert_eq!(metric(&relay, "relay_disk_writes_total"), 0.0);
-    let r = Client::connect(relay.addr).get("/doc");
-    assert_eq!(r.status, 200);
-    assert!(
-        r.body == pattern(3 * CHUNK, 6),
-        "the purged version came back"
-    );
 }
 
 /// An object whose chunks are its answer's own (a weak ETag: each answer a version of

@@ -137,10 +137,10 @@ pub struct Fill {
     /// Kept as long as the fill (a pass-through budget's reservation for its bytes, given
     /// back when the last reader drops it).
     _held: Option<Box<dyn std::any::Any + Send + Sync>>,
-    /// The disk tiers' removals when the fill started, before its bytes were asked for
-    /// ([`crate::disk::removals`]): a removal since that names its object keeps the chunk
-    /// off the disk (`DiskTier::commit_write`).
-    since: u64,
+    /// The disk tiers' removals when the fill started, or before when its answer was asked
+    /// for before ([`Fill::lower_since`]; [`crate::disk::removals`]): a removal since that
+    /// names its object keeps the chunk off the disk (`DiskTier::commit_write`).
+    since: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: the bytes are shared under the rule in the module docs: one writer (`FillWriter`,
@@ -200,7 +200,7 @@ impl Fill {
             error: OnceLock::new(),
             meta: OnceLock::new(),
             watchers: Watchers::default(),
-            since: crate::disk::removals(),
+            since: std::sync::atomic::AtomicU64::new(crate::disk::removals()),
         });
         let writer = FillWriter {
             fill: fill.clone(),
@@ -209,9 +209,15 @@ impl Fill {
         (fill, writer)
     }
 
-    /// The disk tiers' removals when the fill started ([`Fill`]'s `since`).
+    /// The disk tiers' removals when the fill's bytes were asked for ([`Fill`]'s `since`).
     pub fn since(&self) -> u64 {
-        self.since
+        self.since.load(Ordering::Acquire)
+    }
+
+    /// The fill's bytes are part of an answer asked for when the removals were `at` (a
+    /// whole body's later chunks, whose fills start as the answer reaches them).
+    pub fn lower_since(&self, at: u64) {
+        self.since.fetch_min(at, Ordering::AcqRel);
     }
 
     /// The chunk's length: its room while it fills; once done, what was written (less than

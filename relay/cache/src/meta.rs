@@ -65,6 +65,12 @@ pub struct ObjectMeta {
     /// an `Age` that counts from it. None for a directory origin's file: relay is its
     /// origin, and its responses carry the time they are sent.
     pub date: Option<ResponseDate>,
+    /// The disk tiers' removals when the answer it describes was asked for
+    /// ([`crate::disk::removals`]; `u64::MAX`: not known, one not fetched here): the fills
+    /// of that answer's body take it (`Fill::lower_since`), so a purge or an invalidation
+    /// while the answer arrives keeps its chunks off the disk, however late each one
+    /// starts.
+    pub asked_at: u64,
     /// The request header fields the response varies on (lower-case; `Vary`, without
     /// `accept-encoding`, which relay always asks as identity). Variants are stored under
     /// their own keys (see the server's routing); this description is the variant for
@@ -103,6 +109,7 @@ impl ObjectMeta {
             content_type: String::new(),
             headers: bytes::Bytes::new(),
             date: None,
+            asked_at: u64::MAX,
             vary: None,
         }
     }
@@ -298,6 +305,7 @@ impl ObjectMeta {
             content_type: String::from_utf8(parts[0].to_vec()).ok()?,
             headers: bytes::Bytes::copy_from_slice(parts[1]),
             date: Some(ResponseDate::from_unix(date)),
+            asked_at: u64::MAX,
             vary: match std::str::from_utf8(parts[2]).ok()? {
                 "" => None,
                 v => Some(v.split(',').map(str::to_string).collect()),

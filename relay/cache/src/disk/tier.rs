@@ -255,7 +255,20 @@ fn named(index: &Index, what: &Removal) -> Vec<Arc<str>> {
             named
         }
         Removal::Prefix(p) => index.objects_from(p, |o| o.starts_with(&**p)),
+        Removal::First(named) => self::named(index, named),
     }
+}
+
+/// Numbers a removal and keeps it among the last [`REMOVALS_KEPT`] (under the index lock:
+/// `commit_write` sees each removal with its number).
+fn remember(inner: &mut Inner, what: Removal) {
+    if inner.removals.len() == REMOVALS_KEPT
+        && let Some((n, _)) = inner.removals.pop_front()
+    {
+        inner.forgotten = n;
+    }
+    let n = REMOVALS.fetch_add(1, Relaxed) + 1;
+    inner.removals.push_back((n, what));
 }
 
 /// Removals made so far ([`REMOVALS`]).
@@ -278,13 +291,17 @@ pub enum Removal {
     Prefix(Box<str>),
     /// One version of one object (found to have changed at its origin).
     Version(Box<str>, u64),
+    /// The first chunk of each version of what the other names (a soft purge's part:
+    /// [`DiskTier::remove_first_chunks`]).
+    First(Box<Removal>),
 }
 
 impl Removal {
-    /// Whether the chunks of `version` of `object` (a key as stored) are ones this removal
+    /// Whether chunk `index` of `version` of `object` (a key as stored) is one this removal
     /// names.
-    pub fn matches(&self, object: &str, version: u64) -> bool {
+    pub fn matches(&self, object: &str, version: u64, index: u64) -> bool {
         match self {
+            Removal::First(named) => index == 0 && named.matches(object, version, index),
             Removal::Object(k) => object == &**k,
             Removal::Variants(k) => crate::purge::Purge::Key(k).matches(object),
             Removal::Prefix(p) => crate::purge::Purge::Prefix(p).matches(object),
@@ -457,7 +474,7 @@ impl DiskTier {
                 .iter()
                 .rev()
                 .take_while(|(n, _)| *n > plan.since)
-                .any(|(_, r)| r.matches(&plan.key.object, plan.key.version));
+                .any(|(_, r)| r.matches(&plan.key.object, plan.key.version, plan.key.index));
         if removed {
             drop(inner);
             self.counters.refused_removed.fetch_add(1, Relaxed);
@@ -754,14 +771,7 @@ impl DiskTier {
             .collect();
         self.changes.fetch_add(1, Relaxed);
         if log || !removed.is_empty() {
-            if inner.removals.len() == REMOVALS_KEPT
-                && let Some((n, _)) = inner.removals.pop_front()
-            {
-                inner.forgotten = n;
-            }
-            // (Numbered under the lock: `commit_write` sees each removal with its number.)
-            let n = REMOVALS.fetch_add(1, Relaxed) + 1;
-            inner.removals.push_back((n, what));
+            remember(&mut inner, what);
         }
         let mut objects = Vec::with_capacity(removed.len());
         let paths = match now {
@@ -779,10 +789,12 @@ impl DiskTier {
     /// it returns; returns how many. A soft purge's part on disk: a restarted relay cannot
     /// rebuild those descriptions (each from its first chunk) as fresh, and asks the origin
     /// again, while the other chunks stay for the answer's version if it is the same.
+    /// Remembered, as a removal is, against first chunks on their way to the disk.
     pub fn remove_first_chunks(&self, what: &Removal) -> usize {
         let mut paths = Vec::new();
         {
             let mut inner = self.inner();
+            remember(&mut inner, Removal::First(Box::new(what.clone())));
             for object in named(&inner.index, what) {
                 for v in inner.index.object_versions(&object) {
                     let first = ChunkRef {

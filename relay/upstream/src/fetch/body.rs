@@ -276,8 +276,8 @@ impl Context {
             self.store.meta.insert(object, done.clone());
         }
         let fill = writer.fill().clone();
-        // (The last fill's start: those before it are gone from the fetch by now.)
-        let since = fill.since();
+        // (When the answer was asked for: its fills started as it reached them.)
+        let since = fill.since().min(done.asked_at);
         let memory = &self.store.memory;
         let key = fill.key.clone();
         writer.complete_short(|bytes| {
@@ -318,6 +318,7 @@ impl Context {
     ) -> Result<(Option<FillWriter>, u64), NoRoom> {
         let (key, len) = self.chunk_key(object, meta, index);
         let started = self.store.inflight.start_fill(key, len as usize)?;
+        asked_at(started.as_ref(), meta);
         Ok(self.opened(started, len, keep))
     }
 
@@ -351,6 +352,7 @@ impl Context {
             .start_when_room(origin, key, len as usize, keep)
             .await
             .ok()?;
+        asked_at(started.as_ref(), meta);
         Some(self.opened(started, len, keep))
     }
 
@@ -668,6 +670,14 @@ fn sum_matches(writer: &FillWriter, last: &[u8], sum: u64) -> bool {
     hasher.update(&fill.slice(0, written));
     hasher.update(last);
     hasher.digest() == sum
+}
+
+/// A fill of an answer's body started as the answer reaches it: its bytes were asked for
+/// when the answer was (`ObjectMeta::asked_at`), and a purge since keeps them off the disk.
+pub(super) fn asked_at(started: Option<&FillWriter>, meta: &ObjectMeta) {
+    if let Some(w) = started {
+        w.fill().lower_since(meta.asked_at);
+    }
 }
 
 #[cfg(test)]

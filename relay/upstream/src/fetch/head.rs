@@ -45,6 +45,8 @@ impl Context {
         let mut ask_peer = peers;
         loop {
             let request_time = unix_now();
+            // (Before the request: a purge from here on keeps this answer off the disk.)
+            let asked_at = relay_cache::disk::removals();
             let range = (!whole).then_some((0, cs.saturating_mul(span) - 1));
             let from_peer = match (ask_peer.take(), range) {
                 (Some(route), Some(chunk)) => {
@@ -178,12 +180,13 @@ impl Context {
             // stored is its client's alone whatever it varies on: it goes to that client as
             // it is (every other waiting client asks for itself), with no base to ask for.
             let vary = d.vary.clone();
-            let meta = object_meta(
+            let mut meta = object_meta(
                 &head::validators(resp.headers()),
                 &shape,
                 d,
                 (&self.store.meta, &object),
             );
+            meta.asked_at = asked_at;
             let meta = Arc::new(meta);
             // (With the fields its client gets: this answer's own, all of them.)
             let carried = vary
@@ -345,10 +348,13 @@ impl Context {
         if first_len == 0 {
             return None;
         }
-        self.start_when_room(origin, key, first_len, None)
+        let started = self
+            .start_when_room(origin, key, first_len, None)
             .await
             .ok()
-            .flatten()
+            .flatten();
+        super::body::asked_at(started.as_ref(), meta);
+        started
     }
 
     /// The fills of the chunks after the first that a head fetch's 206 holds whole
