@@ -138,8 +138,8 @@ impl Pending {
         let asked = self.asked.load(Ordering::Acquire);
         let upto = match Arc::strong_count(self) {
             1 => u64::MAX,
-            _ => self
-                .slowest()
+            holders => self
+                .slowest(holders - 1)
                 .filter(|_| spare_slowest)
                 .map_or(asked, |at| at.min(asked)),
         };
@@ -160,14 +160,20 @@ impl Pending {
         at
     }
 
-    /// The chunk the slowest client still reading is on.
-    fn slowest(&self) -> Option<u64> {
+    /// The chunk the slowest of `clients` clients (those holding the fetch) is on: the
+    /// start for one that holds it but reads nothing yet (woken by the head and not yet
+    /// polled, say), else the slowest reader's.
+    fn slowest(&self, clients: usize) -> Option<u64> {
         let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        readers
+        let at: Vec<u64> = readers
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .map(|at| at.load(Ordering::Acquire))
-            .min()
+            .collect();
+        match clients > at.len() {
+            true => Some(0),
+            false => at.into_iter().min(),
+        }
     }
 
     /// Marks the body as one that may not be stored: its fills are its client's alone, so
@@ -899,6 +905,8 @@ mod tests {
         for i in 1..=3 {
             p.push_fill(fill(i));
         }
+        let at = p.reader();
+        at.store(3, Ordering::Release);
         let reading = p.fill(3).unwrap();
         assert!(p.keeps_all(), "unpaced: nothing passed goes on its own");
         p.let_go_passed(true);
@@ -933,6 +941,26 @@ mod tests {
             "no client left: none kept"
         );
         assert!(!r.keeps_all(), "a client joining now fetches on its own");
+        // A client that holds the fetch but reads nothing yet (woken by the head, not yet
+        // polled) keeps every fill, though another reads further on.
+        let w = Arc::new(Pending::default());
+        for i in 1..=4 {
+            w.push_fill(fill(i));
+        }
+        let owner = w.clone();
+        let ahead = owner.reader();
+        ahead.store(3, Ordering::Release);
+        drop(owner.fill(3));
+        let waiter = w.clone();
+        w.let_go_passed(true);
+        assert!(
+            (1..=4).all(|i| w.fill(i).is_some()),
+            "the waiter's chunks went"
+        );
+        drop(waiter);
+        w.let_go_passed(true);
+        assert!(w.fill(1).is_none() && w.fill(3).is_some());
+        drop((ahead, owner));
         // A client still on chunk 4 keeps 4 and after; one that leaves keeps nothing.
         let q = Arc::new(Pending::default());
         let _clients = q.clone();
