@@ -453,6 +453,14 @@ impl InFlight {
         pending.set_answering(false);
     }
 
+    /// Whether an answer for `object` is still arriving (a body from one answer).
+    pub fn arriving(&self, object: &str) -> bool {
+        let answering = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        answering
+            .get(object)
+            .is_some_and(|w| w.upgrade().is_some_and(|p| p.answering()))
+    }
+
     /// The fetch that brings, or brought, version `version` of `object` from one answer,
     /// while anyone holds it.
     pub fn answering(&self, object: &str, version: u64) -> Option<Arc<Pending>> {

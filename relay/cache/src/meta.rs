@@ -449,12 +449,13 @@ impl MetaCache {
     pub fn get(&self, key: &str) -> Option<Arc<ObjectMeta>> {
         let meta = self.objects.get(key)?;
         // A variant (`key::push_variant`) described before its object's variants were
-        // invalidated: gone.
+        // invalidated, or the object's own description of an answer that arrived since
+        // but was asked for before (a body without a length is described when it ends):
+        // gone.
         if self.any_invalidated.load(Ordering::Relaxed)
-            && let Some(at) = key.find('\0')
             && self
                 .invalidated
-                .get(&key[..at])
+                .get(key.find('\0').map_or(key, |at| &key[..at]))
                 .is_some_and(|when| meta.fetched < when)
         {
             self.objects.remove(key);
@@ -522,7 +523,8 @@ mod tests {
     use super::*;
 
     /// An unsafe method's invalidation reaches every variant at once, without a walk of
-    /// the descriptions: those described before it go when looked up, later ones stay.
+    /// the descriptions: those described before it go when looked up, later ones stay;
+    /// the object's own description too.
     #[test]
     fn invalidated_variants_go_when_next_looked_up() {
         let cache = MetaCache::new(64 << 20);
@@ -540,10 +542,14 @@ mod tests {
         assert!(cache.get("h/a\0lang=fr\n").is_none());
         assert!(cache.get("h/a\0lang=de\n").is_none());
         assert!(cache.get("h/ab\0lang=fr\n").is_some(), "another object's");
-        assert!(cache.get("h/a").is_some(), "the base is removed on its own");
+        // The base's own description of an answer asked for before (one arriving then,
+        // described once it ended): gone too.
+        assert!(cache.get("h/a").is_none(), "the base, described before");
         // Described anew since: kept.
         cache.insert("h/a\0lang=fr\n", described(Instant::now()));
         assert!(cache.get("h/a\0lang=fr\n").is_some());
+        cache.insert("h/a", described(Instant::now()));
+        assert!(cache.get("h/a").is_some());
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl Cache {
     /// the objects `what` names; counts what was there to drop.
     pub fn purge(&self, what: Purge<'_>) -> Purged {
         let matches = |o: &str| what.matches(o);
+        // (A key's description of an answer arriving now, described once it ends, goes
+        // too: `MetaCache::get`.)
+        if let Purge::Key(k) = what {
+            self.meta.invalidate_variants(k);
+        }
         let descriptions = self.meta.remove_objects(matches);
         let memory = self.memory.remove_objects(matches);
         let disk = self

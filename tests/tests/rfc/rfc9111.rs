@@ -237,3 +237,45 @@ fn rfc9111_3_2_a_revalidated_response_takes_the_304s_date() {
     assert_eq!(hit.field("date"), renewed.field("date"));
     assert_eq!(node.count("/dated/c"), 2);
 }
+
+/// §4.4, and an operator's purge: a purge while an answer without a length still arrives
+/// (it is described only once it ends) holds: the description the answer then publishes
+/// is never served, and the next request asks the origin again.
+#[test]
+fn rfc9111_4_4_a_purge_while_an_answer_without_a_length_arrives_holds() {
+    let node = Node::start();
+    let relay = relay_tests::Relay::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[cache]\nchunk_size = {CHUNK}\n\
+         memory_bytes = 67108864\n\n[origin]\n\n[[origin.http]]\n\
+         url = \"http://127.0.0.1:{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         purge_token = \"purge-token-purge-token\"\n",
+        node.http
+    ));
+    // (20 pieces of 16 KiB, 50 ms apart: arriving for about a second.)
+    let path = "/slow-chunked/327680";
+    let url = relay.url(path);
+    let first = std::thread::spawn(move || fetch(&url, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let admin = relay.admin.expect("admin");
+    let purged = fetch(
+        &format!("http://{admin}/purge?key={}", relay.url(path)),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Authorization: Bearer purge-token-purge-token",
+        ],
+    );
+    assert_eq!(purged.status, 200, "{}", purged.head);
+    let first = first.join().expect("first client");
+    assert_eq!((first.code, first.status), (0, 200));
+    assert!(first.body == pattern(327680, 3));
+    let again = get(&relay, path);
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.field("cache-status"),
+        Some("relay; fwd=uri-miss; fwd-status=200; stored"),
+        "the purged answer served"
+    );
+    assert_eq!(node.count(path), 2);
+}

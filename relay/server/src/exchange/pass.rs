@@ -57,7 +57,8 @@ impl Exchange {
             // once its base comes back. (Remembered against the disk writes on their way
             // when it was described or is being fetched: `DiskTier::remove_named_now`.)
             let known = cx.shared.cache.meta.remove(&key)
-                || cx.shared.cache.inflight.pending(&key).is_some();
+                || cx.shared.cache.inflight.pending(&key).is_some()
+                || cx.shared.cache.inflight.arriving(&key);
             cx.shared.cache.meta.invalidate_variants(&key);
             if let Some(disk) = cx.shared.cache.disk.as_ref() {
                 disk.remove_named_now(relay_cache::disk::Removal::Variants(key.into()), known);
