@@ -755,6 +755,36 @@ fn nginx_ranges_of_a_file_without_validators_larger_than_memory_never_stall() {
     }
 }
 
+/// nginx serving a file without a strong validator (`etag off`, written a moment ago)
+/// larger than the memory tier, asked for again and again (each a miss, its chunks not all
+/// held): the first miss asks a range, finds no strong validator and asks for the whole
+/// body; the later ones ask for the whole body at once, one request each, and drop no
+/// partial answer. Every body arrives whole.
+#[test]
+fn nginx_a_file_without_validators_is_asked_whole_at_once_after_its_first_answer() {
+    let www = TempDir::new("tp-unvalidated-www");
+    let body = pattern(20 << 20, 41);
+    www.write("n/u.bin", &body);
+    let origin = NginxOrigin::start(www.path(), "location /n/ { etag off; expires 1h; }");
+    let relay = mib_chunks_relay(origin.port, "8 MiB");
+    for i in 0..3 {
+        let got = fetch(&relay.url("/n/u.bin"), &["--max-time", "20"]);
+        assert_eq!((got.code, got.status), (0, 200), "#{i}: {}", got.head);
+        assert!(got.body == body, "#{i}: other bytes");
+    }
+    let answers = origin.answers();
+    let ranged = answers.iter().filter(|a| a.status == 206).count();
+    assert_eq!(
+        (answers.len(), ranged),
+        (4, 1),
+        "a range first for the first miss alone: {:?}",
+        answers
+            .iter()
+            .map(|a| (a.status, &a.range))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// nginx serving a file written a moment ago (`etag off`: no strong validator, its body
 /// from one answer) larger than relay's memory tier, through a relay with a disk tier that
 /// writes every chunk: it arrives whole. (Before, a few MiB came, then nothing until the

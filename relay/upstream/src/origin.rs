@@ -100,6 +100,10 @@ pub struct Origin {
     pub policy: Arc<relay_cache::policy::PolicyConfig>,
     /// Its objects it answered a Range request for with the whole body.
     pub range_ignored: ranges::RangeIgnored,
+    /// Its objects whose last answer had no strong validator (a body from one answer): a
+    /// head fetch asks for them whole at once, not for a range first (whose answer it would
+    /// drop, asking again without Range).
+    pub unvalidated: ranges::RangeIgnored,
     /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
     /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).
     pub(crate) whole_fetches: Arc<AtomicU64>,
@@ -148,6 +152,7 @@ impl Origin {
             tls: None,
             policy: Arc::default(),
             range_ignored: Default::default(),
+            unvalidated: Default::default(),
             whole_fetches: Arc::default(),
             slot_waiters: AtomicU64::new(0),
             strays: Arc::default(),

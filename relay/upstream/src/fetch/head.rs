@@ -39,7 +39,9 @@ impl Context {
         };
         // Where the origin's 103 Early Hints go: the clients waiting on this fetch.
         let hints = self.store.inflight.pending(&object);
-        let mut whole = false;
+        // (An object whose last answer had no strong validator: whole at once, unless a
+        // stale copy is revalidated.)
+        let mut whole = stale.is_none() && self.origins[origin].unvalidated.contains(&object);
         // The relays whose digests name the first chunk, then its owner among the site's
         // relays (once), then the origin.
         let mut ask_peer = peers;
@@ -144,6 +146,9 @@ impl Context {
             let shape = match answer(status, resp.headers(), whole, cs) {
                 Answer::Object(shape) => shape,
                 Answer::Whole => {
+                    if !head::strong_validator(resp.headers()) {
+                        self.origins[origin].unvalidated.note(&object);
+                    }
                     whole = true;
                     continue;
                 }
@@ -203,6 +208,9 @@ impl Context {
                 self.origins[origin].range_ignored.note(&object);
             } else if shape.partial {
                 self.origins[origin].range_ignored.forget(&object);
+            }
+            if meta.ranged {
+                self.origins[origin].unvalidated.forget(&object);
             }
             let sum = self.peer_sum(resp.headers(), peer_answer && shape.partial);
             // The bytes a 206 holds from the object's start (more than its first chunk when
