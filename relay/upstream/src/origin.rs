@@ -99,11 +99,11 @@ pub struct Origin {
     /// operator terms (`cache_` keys).
     pub policy: Arc<relay_cache::policy::PolicyConfig>,
     /// Its objects it answered a Range request for with the whole body.
-    pub range_ignored: ranges::RangeIgnored,
+    pub range_ignored: ranges::ObjectSet,
     /// Its objects whose last answer had no strong validator (a body from one answer): a
     /// head fetch asks for them whole at once, not for a range first (whose answer it would
     /// drop, asking again without Range).
-    pub unvalidated: ranges::RangeIgnored,
+    pub unvalidated: ranges::ObjectSet,
     /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
     /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).
     pub(crate) whole_fetches: Arc<AtomicU64>,

@@ -9,7 +9,8 @@
 //!
 //! Per object, not per origin: an origin may serve files with Range and a dynamic path
 //! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is
-//! learnt again at its next whole answer).
+//! learnt again at its next whole answer). The same kind of set keeps an origin's objects
+//! whose last answer had no strong validator (`Origin::unvalidated`), asked for whole.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,15 +19,19 @@ use std::sync::{Arc, Mutex};
 /// How many objects an origin's set holds before it starts afresh.
 pub const MOST: usize = 4096;
 
+/// A bounded set of an origin's objects, cheap to look in while empty: those that answered
+/// a Range request with the whole body, or (`Origin::unvalidated`) whose last answer had
+/// no strong validator.
 #[derive(Default)]
-pub struct RangeIgnored {
+pub struct ObjectSet {
     /// Any object is in the set: the look on the hit path is one atomic load while none is.
     any: AtomicBool,
     objects: Mutex<HashSet<Arc<str>>>,
 }
 
-impl RangeIgnored {
-    /// The origin answered a Range request for `object` with the whole body.
+impl ObjectSet {
+    /// `object` joins the set (the origin answered a Range request for it with the whole
+    /// body, say).
     pub fn note(&self, object: &Arc<str>) {
         let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
         if objects.len() >= MOST && !objects.contains(object) {
@@ -36,7 +41,8 @@ impl RangeIgnored {
         self.any.store(true, Ordering::Release);
     }
 
-    /// The origin answered a Range request for `object` with the range: forgotten.
+    /// `object` leaves the set (the origin answered a Range request for it with the range,
+    /// say).
     pub fn forget(&self, object: &str) {
         if self.any.load(Ordering::Acquire) {
             let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,7 +50,7 @@ impl RangeIgnored {
         }
     }
 
-    /// Whether the origin answered a Range request for `object` with the whole body.
+    /// Whether `object` is in the set.
     pub fn contains(&self, object: &str) -> bool {
         self.any.load(Ordering::Acquire)
             && self
@@ -57,12 +63,12 @@ impl RangeIgnored {
 
 #[cfg(test)]
 mod tests {
-    use super::{MOST, RangeIgnored};
+    use super::{MOST, ObjectSet};
     use std::sync::Arc;
 
     #[test]
     fn objects_are_remembered_within_a_bound() {
-        let set = RangeIgnored::default();
+        let set = ObjectSet::default();
         assert!(!set.contains("http://h/a"));
         set.note(&Arc::from("http://h/a"));
         assert!(set.contains("http://h/a") && !set.contains("http://h/b"));
