@@ -480,11 +480,7 @@ impl DiskTier {
             self.counters.refused_removed.fetch_add(1, Relaxed);
             // At once, not at the next sweep: a crash before it would leave the file for
             // the restart to load, describing what was removed again.
-            match fs::remove_file(&plan.final_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(_) => self.inner().unlinks.push(plan.final_path.clone()),
-            }
+            self.unlink_now(vec![plan.final_path.clone()]);
             return false;
         }
         let entry = Entry {
@@ -647,6 +643,18 @@ impl DiskTier {
         }))
     }
 
+    /// Unlinks `paths` now, outside the index lock (one that fails is left for the sweep,
+    /// which counts it if it fails again).
+    fn unlink_now(&self, paths: Vec<PathBuf>) {
+        for p in paths {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => self.inner().unlinks.push(p),
+            }
+        }
+    }
+
     /// Moves the paths waiting to be unlinked into `out` (for the caller's own unlinks).
     pub fn drain_unlinks(&self, out: &mut Vec<PathBuf>) {
         out.append(&mut self.inner().unlinks);
@@ -740,14 +748,7 @@ impl DiskTier {
     pub fn remove_named_now(&self, what: Removal, known: bool) -> Vec<Arc<str>> {
         let mut paths = Vec::new();
         let objects = self.remove_named_into(what, Some(&mut paths), known);
-        for p in paths {
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                // (Left for the sweep, which counts it if it fails again.)
-                Err(_) => self.inner().unlinks.push(p),
-            }
-        }
+        self.unlink_now(paths);
         objects
     }
 
@@ -811,14 +812,9 @@ impl DiskTier {
                 self.changes.fetch_add(1, Relaxed);
             }
         }
-        for p in &paths {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(_) => self.inner().unlinks.push(p.clone()),
-            }
-        }
-        paths.len()
+        let removed = paths.len();
+        self.unlink_now(paths);
+        removed
     }
 
     /// Bytes held (files in whole blocks).
