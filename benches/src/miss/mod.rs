@@ -92,9 +92,19 @@ pub struct Options {
     /// CPUs for the servers (default: the others); one worker (thread pool) each.
     #[arg(long, value_delimiter = ',')]
     pub server_cpus: Vec<usize>,
+    /// Sections to run, comma-separated: cold, crowd, zipf (default: all three). A table
+    /// of fewer sections is for finding one row's cause, not for the record.
+    #[arg(long, value_delimiter = ',', value_parser = ["cold", "crowd", "zipf"])]
+    pub sections: Vec<String>,
     /// How the benchmark was invoked, for the record.
     #[arg(long)]
     pub command: Option<String>,
+}
+
+impl Options {
+    fn runs_section(&self, name: &str) -> bool {
+        self.sections.is_empty() || self.sections.iter().any(|s| s == name)
+    }
 }
 
 /// The cold objects' sizes, and the crowd's.
@@ -201,6 +211,10 @@ struct ZipfRun {
     /// How busy the harness's CPUs (client and origin) were over the run, 0 to 1: near 1,
     /// the harness and not the server bounds req/s.
     harness_busy: f64,
+    /// relay's counters of its tiers and fetches at the run's end (its `/metrics` lines
+    /// on the disk tier, chunk memory and origin requests), to read a row's cause from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    relay_counters: Vec<String>,
 }
 
 /// Which way a metric is better.
@@ -382,7 +396,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
         let mut cold = Vec::new();
         let mut crowd = Vec::new();
         for run in 0..runs {
-            for size in COLD_SIZES {
+            for size in COLD_SIZES.into_iter().filter(|_| o.runs_section("cold")) {
                 for s in rotated(&mut servers, run) {
                     procs::check_interrupted()?;
                     let name = format!("cold-{nonce}-{:?}-{size}-{run}", s.kind);
@@ -398,11 +412,16 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                         ms(r.last_byte_ms),
                         r.origin_requests
                     );
+                    if let Proc::Relay(relay) = &s.proc {
+                        for line in relay_counters(&relay.log) {
+                            eprintln!("cold  run {}/{runs} relay (so far): {line}", run + 1);
+                        }
+                    }
                     cold.push(ColdRun { run, ..r });
                     s.check_alive()?;
                 }
             }
-            for size in CROWD_SIZES {
+            for size in CROWD_SIZES.into_iter().filter(|_| o.runs_section("crowd")) {
                 for s in rotated(&mut servers, run) {
                     procs::check_interrupted()?;
                     let name = format!("crowd-{nonce}-{:?}-{size}-{run}", s.kind);
@@ -430,7 +449,7 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
 
     // Zipf: each server alone and empty for each run.
     let mut zipf = Vec::new();
-    for run in 0..zipf_runs {
+    for run in (0..zipf_runs).filter(|_| o.runs_section("zipf")) {
         let mut order = Kind::ALL;
         order.rotate_left(run % Kind::ALL.len());
         for kind in order {
@@ -449,6 +468,9 @@ fn measure(o: &Options, dir: &Path) -> Result<()> {
                 r.origin_requests,
                 rps(r.req_per_s)
             );
+            for line in &r.relay_counters {
+                eprintln!("zipf  run {}/{zipf_runs} relay: {line}", run + 1);
+            }
             zipf.push(r);
             s.check_alive()?;
             drop(s);
@@ -910,7 +932,42 @@ fn zipf_run(
         p99_ms: quantile(&lat, 0.99),
         server_cpu_s,
         harness_busy,
+        relay_counters: match &s.proc {
+            Proc::Relay(r) => relay_counters(&r.log),
+            _ => Vec::new(),
+        },
     })
+}
+
+/// The `/metrics` lines of the relay whose log is `log` on its disk tier, chunk memory and
+/// origin requests (none when its admin listener cannot be found or asked).
+fn relay_counters(log: &Path) -> Vec<String> {
+    use std::io::{Read, Write};
+    let scrape = || -> Option<String> {
+        let text = std::fs::read_to_string(log).ok()?;
+        let (_, rest) = text.split_once("admin on http://")?;
+        let addr: SocketAddr = rest.split_whitespace().next()?.parse().ok()?;
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        c.take(8 << 20).read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let wanted = [
+        "relay_disk_",
+        "relay_memory_room_waits_total",
+        "relay_memory_chunk_refusals_total",
+        "relay_memory_tier_left_out_total",
+        "relay_upstream_requests_total",
+    ];
+    scrape()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The table's rows from the runs: medians per server, relay's ratios, the verdict.

@@ -417,6 +417,19 @@ impl Metrics {
                  relay_upstream_whole_fetches {}\n\
                  # HELP relay_disk_writes_total Chunks written to the disk tier.\n\
                  # TYPE relay_disk_writes_total counter\nrelay_disk_writes_total {}\n\
+                 # HELP relay_disk_writes_failed_total Chunks admitted to the disk tier and \
+                 not written: the writer's queue was full (the disk is not keeping up), or the \
+                 write failed.\n\
+                 # TYPE relay_disk_writes_failed_total counter\n\
+                 relay_disk_writes_failed_total{{reason=\"queue_full\"}} {}\n\
+                 relay_disk_writes_failed_total{{reason=\"error\"}} {}\n\
+                 # HELP relay_disk_write_queue_bytes Chunk bytes waiting for the disk writer \
+                 (chunk memory they hold until written).\n\
+                 # TYPE relay_disk_write_queue_bytes gauge\nrelay_disk_write_queue_bytes {}\n\
+                 # HELP relay_disk_write_seconds_total Time the disk writer spent on writes \
+                 (a file's creation to its rename), summed over the writes in flight.\n\
+                 # TYPE relay_disk_write_seconds_total counter\n\
+                 relay_disk_write_seconds_total {:.6}\n\
                  # HELP relay_pass_buffer_bytes Memory held for pass-throughs: response windows \
                  and request bodies.\n\
                  # TYPE relay_pass_buffer_bytes gauge\nrelay_pass_buffer_bytes {}\n\
@@ -466,7 +479,11 @@ impl Metrics {
                 st.range_skipped_bytes.load(Ordering::Relaxed),
                 up.stray_answers(),
                 up.whole_fetches(),
-                st.disk_writes.load(Ordering::Relaxed),
+                st.disk.written.load(Ordering::Relaxed),
+                st.disk.queue_full.load(Ordering::Relaxed),
+                st.disk.failed.load(Ordering::Relaxed),
+                st.disk.queued_bytes.load(Ordering::Relaxed),
+                st.disk.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
                 up.pass_budget.held(),
                 up.pass_budget.limit(),
                 up.pass_budget.clients_holding(),

@@ -1,7 +1,14 @@
-//! Writes admitted chunks to the disk tier through an io_uring of its own, on a thread of
-//! its own: open the temp file, one `writev` of header and body, optional `fdatasync`,
+//! Writes admitted chunks to the disk tier through io_urings of their own, on threads of
+//! their own: open the temp file, one `writev` of header and body, optional `fdatasync`,
 //! close, `renameat` into place (creating the directory on first use), then commit to the
 //! index. Neither the upstream loop nor a serving worker ever waits on the disk.
+//!
+//! [`WRITERS`] threads take jobs from one queue, each writing one chunk at a time: a
+//! chunk's write waits on the device (an `O_DIRECT` write, ext4 creating the file), and one
+//! thread alone left the device at a queue depth of one, so a disk slowed by other I/O held
+//! the queued chunks' memory, which the fills then waited for. Two writes of one chunk may
+//! overlap (one admitted as it was served); each has its own temp and final file (the
+//! plan's generation), and the later commit replaces the earlier.
 //!
 //! A chunk whose body is page-aligned in memory and a whole number of pages long (a full
 //! chunk in the memory tier's arena) is written with `O_DIRECT`, its header copied into a
@@ -44,11 +51,30 @@ pub struct WriteJob {
     pub since: u64,
 }
 
-/// The writer thread's inbox.
+/// The writer threads' inbox.
 #[derive(Clone)]
 pub struct DiskWriter {
     tx: crossbeam_channel::Sender<WriteJob>,
+    stats: Arc<WriterStats>,
 }
+
+/// What the writers did, for `/metrics`.
+#[derive(Default)]
+pub struct WriterStats {
+    /// Chunks written and committed to the index.
+    pub written: AtomicU64,
+    /// Writes that failed.
+    pub failed: AtomicU64,
+    /// Chunks admitted but not written: the queue was full.
+    pub queue_full: AtomicU64,
+    /// Body bytes queued now (chunk memory the queue holds).
+    pub queued_bytes: AtomicU64,
+    /// Nanoseconds spent writing, summed over the writers.
+    pub busy_ns: AtomicU64,
+}
+
+/// Writer threads: chunks written at once, each waiting on the device on its own.
+pub const WRITERS: usize = 4;
 
 /// What `O_DIRECT` asks of a write's memory address, length and file offset: a page covers
 /// the logical block size and DMA alignment of the devices relay runs on.
@@ -59,44 +85,66 @@ const DIRECT_ALIGN: usize = 4096;
 const QUEUE: usize = 1024;
 
 impl DiskWriter {
-    pub fn start(
-        disk: Arc<DiskTier>,
-        written: Arc<AtomicU64>,
-        failed: Arc<AtomicU64>,
-    ) -> io::Result<DiskWriter> {
+    pub fn start(disk: Arc<DiskTier>, stats: Arc<WriterStats>) -> io::Result<DiskWriter> {
         let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
-        let mut ring = IoUring::new(8)?;
-        std::thread::Builder::new()
-            .name("relay-disk".into())
-            .spawn(move || {
-                // Cleared when the filesystem refuses O_DIRECT.
-                let mut direct = true;
-                for job in rx {
-                    if job.if_absent && disk.contains(&job.key.as_ref()) {
-                        continue;
-                    }
-                    match write(&mut ring, &disk, &job, &mut direct) {
-                        Ok(true) => written.fetch_add(1, Ordering::Relaxed),
-                        // (Refused at commit: its object was removed since; the tier counts it.)
-                        Ok(false) => 0,
-                        Err(e) => {
-                            log::warn!(
-                                "disk write of {:?} chunk {}: {e}",
-                                job.key.object,
-                                job.key.index
-                            );
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })?;
-        Ok(DiskWriter { tx })
+        for n in 0..WRITERS {
+            let ring = IoUring::new(8)?;
+            let (rx, disk, stats) = (rx.clone(), disk.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name(format!("relay-disk-{n}"))
+                .spawn(move || write_jobs(ring, &rx, &disk, &stats))?;
+        }
+        Ok(DiskWriter { tx, stats })
     }
 
     /// Queues a chunk (a purge or an invalidation of its object since `job.since` keeps
-    /// it off the disk); false when the queue is full (the chunk is then not written).
+    /// it off the disk); false when the queue is full (the chunk is then not written, and
+    /// counted).
     pub fn submit(&self, job: WriteJob) -> bool {
-        self.tx.try_send(job).is_ok()
+        let len = job.body.len() as u64;
+        self.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let queued = self.tx.try_send(job).is_ok();
+        if !queued {
+            self.stats.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+}
+
+/// One writer thread: takes jobs from the queue until every sender is gone.
+fn write_jobs(
+    mut ring: IoUring,
+    rx: &crossbeam_channel::Receiver<WriteJob>,
+    disk: &DiskTier,
+    stats: &WriterStats,
+) {
+    // Cleared when the filesystem refuses O_DIRECT.
+    let mut direct = true;
+    for job in rx {
+        let started = std::time::Instant::now();
+        if !(job.if_absent && disk.contains(&job.key.as_ref())) {
+            match write(&mut ring, disk, &job, &mut direct) {
+                Ok(true) => {
+                    stats.written.fetch_add(1, Ordering::Relaxed);
+                }
+                // (Refused at commit: its object was removed since; the tier counts it.)
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!(
+                        "disk write of {:?} chunk {}: {e}",
+                        job.key.object,
+                        job.key.index
+                    );
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats.busy_ns.fetch_add(took, Ordering::Relaxed);
+        stats
+            .queued_bytes
+            .fetch_sub(job.body.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -457,6 +505,48 @@ mod tests {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Chunks queued faster than one writer could take them are all written by the
+    /// writers side by side, each readable and counted, two writes of one chunk included
+    /// (the later commit replaces the earlier), and the queue's bytes go back to zero.
+    #[test]
+    fn queued_chunks_are_all_written_by_the_writers_and_counted() {
+        let dir = std::env::temp_dir().join(format!("relay-dw-many-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let disk = Arc::new(DiskTier::open(&DiskConfig::new(&dir, 256 << 20)).expect("tier"));
+        let stats = Arc::new(WriterStats::default());
+        let writer = DiskWriter::start(disk.clone(), stats.clone()).expect("writers");
+        let body = |i: u64| Bytes::from(vec![(i % 251) as u8; 4096 * (1 + i as usize % 5)]);
+        let jobs = 96u64;
+        for i in 0..jobs {
+            assert!(writer.submit(job(i, body(i))), "queued");
+        }
+        // Chunk 3 again, while the first may still be on its way.
+        assert!(writer.submit(job(3, body(3))));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stats.written.load(Ordering::Relaxed) < jobs + 1 {
+            assert!(std::time::Instant::now() < until, "writes done within 20 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.queue_full.load(Ordering::Relaxed), 0);
+        for i in 0..jobs {
+            let key = job(i, Bytes::new()).key;
+            let got = disk.get(&key.as_ref()).expect("read").expect("held");
+            assert_eq!(got.body, body(i), "chunk {i}");
+        }
+        assert_eq!(disk.stats().entries, jobs as usize);
+        // (Counted down after each write, so it may trail the last commit by a moment.)
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while stats.queued_bytes.load(Ordering::Relaxed) != 0 {
+            assert!(std::time::Instant::now() < until, "queue empty");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(stats.busy_ns.load(Ordering::Relaxed) > 0);
+        drop(writer);
+        drop(disk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A chunk queued before its object was removed (a purge, an unsafe method's

@@ -35,7 +35,7 @@
 //! the serving loop stays on io_uring.
 
 pub mod budget;
-mod disk_writer;
+pub mod disk_writer;
 pub mod dns;
 pub mod feed;
 mod fetch;
@@ -339,8 +339,8 @@ pub struct UpstreamStats {
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub retries: AtomicU64,
-    pub disk_writes: Arc<AtomicU64>,
-    pub disk_write_errors: Arc<AtomicU64>,
+    /// The disk writer's: chunks written, failed, dropped from a full queue, queued now.
+    pub disk: Arc<disk_writer::WriterStats>,
     /// Cache fetches that found every fetch slot of their origin taken and waited.
     pub fetch_slot_waits: AtomicU64,
     /// Of those, fetches that got none within the first-byte timeout and failed.
@@ -442,12 +442,8 @@ impl Upstream {
         Upstream::look_up_names(&runtime, &origins, dns)?;
         let writer = match store.disk.clone() {
             Some(disk) => Some(
-                disk_writer::DiskWriter::start(
-                    disk,
-                    stats.disk_writes.clone(),
-                    stats.disk_write_errors.clone(),
-                )
-                .map_err(UpstreamError::DiskWriter)?,
+                disk_writer::DiskWriter::start(disk, stats.disk.clone())
+                    .map_err(UpstreamError::DiskWriter)?,
             ),
             None => None,
         };
@@ -498,7 +494,7 @@ impl Upstream {
             return;
         };
         admission.mark_written(key);
-        let queued = writer.submit(disk_writer::WriteJob {
+        writer.submit(disk_writer::WriteJob {
             key: key.to_owned_key(),
             object_len: meta.len,
             etag: meta.etag.clone(),
@@ -511,9 +507,6 @@ impl Upstream {
             // from memory, or is described anew.)
             since: relay_cache::disk::removals(),
         });
-        if !queued {
-            self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// The origins' servers given by DNS name looked up, all at once, before the upstream

@@ -242,7 +242,7 @@ impl Context {
             wanted
         });
         if admitted {
-            let queued = writer.submit(crate::disk_writer::WriteJob {
+            writer.submit(crate::disk_writer::WriteJob {
                 key,
                 object_len: meta.len,
                 etag: meta.etag.clone(),
@@ -253,9 +253,6 @@ impl Context {
                 if_absent: false,
                 since,
             });
-            if !queued {
-                self.stats.disk_write_errors.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 
