@@ -68,6 +68,9 @@ impl Object {
 #[derive(Default)]
 pub struct Behaviour {
     pub ignore_range: AtomicBool,
+    /// Answer a Range with at most this many bytes from its start (0: all it asks), as an
+    /// origin capping the bytes of a range does: a 206 whose `Content-Range` says so.
+    pub range_cap: AtomicU64,
     /// Delay before the response head, ms.
     pub head_delay_ms: AtomicU64,
     /// Delay between the response head and its body, ms.
@@ -361,7 +364,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         let mut head = String::new();
         let (status, start, end) = match parse_range(&range, len) {
             Some((a, z)) if !b.ignore_range.load(Ordering::Relaxed) && obj.status == 200 => {
-                (206, a, z + 1)
+                let cap = b.range_cap.load(Ordering::Relaxed);
+                match cap {
+                    0 => (206, a, z + 1),
+                    _ => (206, a, (z + 1).min(a + cap)),
+                }
             }
             None if !range.is_empty()
                 && len == 0

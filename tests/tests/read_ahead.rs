@@ -4,7 +4,8 @@
 //! read-ahead claims them; the object arrives in about two origin round trips rather than
 //! one per chunk, whole and right; a second client takes it from the cache; a range of one
 //! chunk fetches nothing past its end; an answer that breaks off has the rest fetched chunk
-//! by chunk; with read-ahead off, a round trip per chunk.
+//! by chunk; an origin that caps the bytes of each range is asked again for the rest, from
+//! where each chunk stands; with read-ahead off, a round trip per chunk.
 
 use relay_tests::origin::{Object, Origin};
 use relay_tests::{Relay, fetch, metric_in, pattern};
@@ -210,4 +211,65 @@ fn clients_whose_read_aheads_outgrow_chunk_memory_are_never_stuck() {
         );
         assert!(took < Duration::from_secs(20), "{took:?}");
     }
+}
+
+/// An origin answering every Range with at most 20,000 bytes (a 206 saying so, as RFC 9110
+/// §15.3.7 lets a client find out): relay asks again for the rest of each chunk from where
+/// it stands, for the head fetch's first chunk as for the others, so a whole GET and a
+/// range arrive whole and right, the origin asked a bounded number of times. An origin
+/// capping so low that a chunk takes more answers than relay asks for one chunk cuts the
+/// client: never a short body passed off as whole.
+#[test]
+fn an_origin_capping_its_ranges_is_asked_for_the_rest_of_each_chunk() {
+    let origin = Origin::start();
+    let cap = 20_000u64;
+    origin.behaviour.range_cap.store(cap, Ordering::Relaxed);
+    let body = pattern(5 * CHUNK + 777, 11);
+    origin.put("/capped", Object::new(body.clone(), "capped"));
+    origin.put("/part", Object::new(body.clone(), "part"));
+    let relay = relay(&origin, "256 KiB");
+
+    let got = fetch(&relay.url("/capped"), &[]);
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(
+        got.body == body,
+        "the whole body, right ({} bytes)",
+        got.body.len()
+    );
+    let answers = origin.count("/capped") as u64;
+    // Each chunk in 20,000-byte answers (4 for a 64 KiB chunk), the streams' answers
+    // beside them.
+    let least = (body.len() as u64).div_ceil(cap);
+    assert!(
+        (least..=3 * least).contains(&answers),
+        "{answers} origin requests for {least} answers' worth: {:?}",
+        origin.ranges("/capped")
+    );
+    let m = relay.metrics();
+    let resumed = metric_in(&m, "relay_upstream_answers_resumed_total").unwrap_or(0.0);
+    assert!(resumed >= 5.0, "{m}");
+    // From the cache now.
+    let again = fetch(&relay.url("/capped"), &[]);
+    assert!(again.status == 200 && again.body == body);
+    assert_eq!(origin.count("/capped") as u64, answers);
+
+    // A range across chunks, cold.
+    let (a, z) = (CHUNK + 5000, 3 * CHUNK + 100);
+    let part = fetch(&relay.url("/part"), &["-r", &format!("{a}-{z}")]);
+    assert_eq!(part.status, 206, "{}", part.head);
+    assert!(part.body == body[a..=z], "the range's bytes");
+
+    // 100 bytes an answer: a 64 KiB chunk would take 656 answers; relay gives up on it
+    // and cuts its client rather than send a short body as whole.
+    origin.behaviour.range_cap.store(100, Ordering::Relaxed);
+    origin.put("/tiny", Object::new(body.clone(), "tiny"));
+    let cut = fetch(&relay.url("/tiny"), &[]);
+    assert!(
+        cut.body.len() < body.len() && cut.body[..] == body[..cut.body.len()],
+        "cut, with right bytes up to the cut: {} of {}",
+        cut.body.len(),
+        body.len()
+    );
+    let asked = origin.count("/tiny");
+    assert!(asked < 6 * 70, "{asked} origin requests: bounded per chunk");
 }

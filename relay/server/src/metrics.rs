@@ -405,6 +405,12 @@ impl Metrics {
                  of chunks held elsewhere that a whole answer ran past.\n\
                  # TYPE relay_upstream_range_skipped_bytes_total counter\n\
                  relay_upstream_range_skipped_bytes_total {}\n\
+                 # HELP relay_upstream_answers_resumed_total Origin answers to a chunk's \
+                 Range request that ended short of the chunk (a 206 for fewer bytes than \
+                 asked, or one that broke off) after some of its bytes: the rest asked for \
+                 from there.\n\
+                 # TYPE relay_upstream_answers_resumed_total counter\n\
+                 relay_upstream_answers_resumed_total {}\n\
                  # HELP relay_upstream_stray_answers_total Origin connections dropped because \
                  the origin sent bytes past the end of an answer before the next request on \
                  them (never read as that request's answer).\n\
@@ -477,6 +483,7 @@ impl Metrics {
                 st.bytes.load(Ordering::Relaxed),
                 st.range_ignored.load(Ordering::Relaxed),
                 st.range_skipped_bytes.load(Ordering::Relaxed),
+                st.answers_resumed.load(Ordering::Relaxed),
                 up.stray_answers(),
                 up.whole_fetches(),
                 st.disk.written.load(Ordering::Relaxed),

@@ -365,6 +365,10 @@ pub struct UpstreamStats {
     /// client, costs this over and over).
     pub range_ignored: AtomicU64,
     pub range_skipped_bytes: AtomicU64,
+    /// Origin answers to a chunk's Range request that ended short of the chunk (an origin
+    /// that caps the bytes of a range, or an answer that broke off) after adding bytes to
+    /// it: the rest asked for again from where the chunk stands.
+    pub answers_resumed: AtomicU64,
 }
 
 /// The upstream thread and its origins.

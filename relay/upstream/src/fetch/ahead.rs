@@ -264,16 +264,28 @@ impl Context {
         feed: &Feed,
     ) {
         for writer in std::iter::once(current).chain(feed.end()) {
-            let ctx = self.clone();
-            let request = ChunkRequest {
-                origin,
-                path: path.to_string(),
-                meta: meta.clone(),
-                writer,
-                forward: forward.clone(),
-                peers: None,
-            };
-            tokio::spawn(async move { ctx.run_chunk(request).await });
+            self.chunk_job(origin, path, meta, forward, writer);
         }
+    }
+
+    /// `writer`'s chunk, from where it stands, as a chunk job of its own.
+    pub(super) fn chunk_job(
+        &self,
+        origin: usize,
+        path: &str,
+        meta: &Arc<ObjectMeta>,
+        forward: &Forward,
+        writer: FillWriter,
+    ) {
+        let ctx = self.clone();
+        let request = ChunkRequest {
+            origin,
+            path: path.to_string(),
+            meta: meta.clone(),
+            writer,
+            forward: forward.clone(),
+            peers: None,
+        };
+        tokio::spawn(async move { ctx.run_chunk(request).await });
     }
 }

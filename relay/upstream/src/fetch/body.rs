@@ -98,27 +98,7 @@ impl Context {
         }
     }
 
-    /// Streams a body into one fill.
-    pub(super) async fn stream(
-        &self,
-        origin: usize,
-        body: Incoming,
-        writer: FillWriter,
-        meta: &ObjectMeta,
-    ) -> Result<(), FillError> {
-        match self
-            .stream_or_return(origin, body, writer, meta, Sum::None)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err((writer, e)) => {
-                self.fail(writer, e);
-                Err(e)
-            }
-        }
-    }
-
-    /// [`Context::stream`], but a body that breaks off gives its writer back, holding what
+    /// Streams a body into one fill; a body that breaks off gives its writer back, holding what
     /// it got, so that the rest can come from elsewhere (a chunk from a peer that died
     /// mid-transfer continues from the origin at the same offset).
     pub(super) async fn stream_or_return(

@@ -48,6 +48,7 @@ impl Context {
         // After a peer broke off, the bytes it sent are checked against the origin's (no
         // checksum came for them): the origin is asked from the chunk's start.
         let mut check_sent = false;
+        let mut resumed = 0;
         loop {
             let written = writer.fill().len() - writer.remaining();
             let held = if check_sent { written } else { 0 };
@@ -101,9 +102,34 @@ impl Context {
                     check_sent = true;
                     writer = w;
                 }
+                // An answer of the same version that ended short of the chunk after adding
+                // bytes to it (a 206 for fewer bytes than asked: RFC 9110 §15.3.7 has the
+                // client read what the answer encloses; or one that broke off): the rest
+                // is asked for from where the chunk stands, while each answer adds bytes.
+                Rest::Broke(w, e)
+                    if resumed < MAX_RESUMES && w.fill().len() - w.remaining() > written =>
+                {
+                    resumed += 1;
+                    self.resumed(&path, &w, e);
+                    writer = w;
+                }
                 Rest::Broke(w, e) => return self.fail(w, e),
             }
         }
+    }
+
+    /// An origin's answer for a chunk ended short of it: logged, counted, asked again.
+    pub(super) fn resumed(&self, path: &str, w: &FillWriter, e: FillError) {
+        log::debug!(
+            "{path} chunk {}: the origin's answer ended ({e}) at {} of {} bytes; the rest \
+             asked for from there",
+            w.fill().key.index,
+            w.fill().len() - w.remaining(),
+            w.fill().len()
+        );
+        self.stats
+            .answers_resumed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The rest of a chunk from the origin, after a peer's answer broke off (a head fetch's
@@ -286,6 +312,11 @@ pub(super) fn fits(
         _ => Err(FillError::Status(status)),
     }
 }
+
+/// Origin answers one chunk fetch asks for again after each ended short of the chunk
+/// having added bytes to it: an origin capping its ranges at 16 KiB fills a 1 MiB chunk
+/// in 64. Past them the chunk fails (its clients cut, never given a short body).
+pub(super) const MAX_RESUMES: u32 = 64;
 
 /// How a chunk's answer went ([`Context::fill_rest`]).
 pub(super) enum Rest {

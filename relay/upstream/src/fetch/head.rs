@@ -440,7 +440,19 @@ impl Context {
             return;
         };
         let Some(last) = answer.spanned.last().map(|w| w.fill().key.index) else {
-            let _ = self.stream(origin, body, first, meta).await;
+            // A 206 that ended short of the first chunk (an origin capping the bytes of a
+            // range), or broke off, after some of its bytes: the rest is a chunk job of its
+            // own, from where the chunk stands (as a run's chunks after a break are).
+            let sum = super::body::Sum::None;
+            if let Err((w, e)) = self.stream_or_return(origin, body, first, meta, sum).await {
+                match w.remaining() < w.fill().len() {
+                    true => {
+                        self.resumed(&answer.path, &w, e);
+                        self.chunk_job(origin, &answer.path, meta, &answer.forward, w);
+                    }
+                    false => self.fail(w, e),
+                }
+            }
             return;
         };
         let (feeder, feed) = crate::feed::Feed::new(0, last);
