@@ -707,3 +707,25 @@ fn odd_entries_do_not_stop_startup() {
         "files the tier does not name are left alone"
     );
 }
+
+/// Two writes of one chunk committing the other way round (writers side by side): the one
+/// numbered later stays, as a restart's recovery would keep it; the other's file goes.
+#[test]
+fn a_late_commit_of_an_older_write_does_not_replace_a_newer_one() {
+    let t = TempDir::new("late-commit");
+    let tier = DiskTier::open(&t.config(64 * MIB)).expect("open");
+    let k = key("late.org", 0);
+    let body = b"same bytes";
+    let older = tier.plan_write(&info(k, b"old"), body).expect("plan");
+    let newer = tier.plan_write(&info(k, b"new"), body).expect("plan");
+    for plan in [&older, &newer] {
+        fs::create_dir_all(plan.final_dir()).expect("dir");
+        fs::write(&plan.final_path, [&plan.header[..], body].concat()).expect("write");
+    }
+    assert!(tier.commit_write(&newer));
+    assert!(!tier.commit_write(&older), "refused: a later write is held");
+    tier.unlink_pending();
+    assert_eq!(tier.get(&k).expect("get").expect("hit").header.meta, b"new");
+    assert!(!older.final_path.exists(), "the older write's file is gone");
+    assert!(newer.final_path.exists());
+}

@@ -420,13 +420,33 @@ impl DiskTier {
         body: &[u8],
         sum: Option<u64>,
     ) -> Result<WritePlan, DiskError> {
+        self.plan_write_numbered(info, body, sum, self.next_write())
+    }
+
+    /// A number for a write to come, higher than every number taken before: writers that
+    /// run side by side take theirs when each write is queued, so that the write queued
+    /// last is the newest ([`DiskTier::plan_write_numbered`]): an object's newest version
+    /// on disk is the one whose write was numbered last, and of two writes of one chunk
+    /// the later one stays.
+    pub fn next_write(&self) -> u64 {
+        self.next_generation.fetch_add(1, Relaxed)
+    }
+
+    /// [`DiskTier::plan_write_summed`] under `generation`, a number from
+    /// [`DiskTier::next_write`].
+    pub fn plan_write_numbered(
+        &self,
+        info: &ChunkInfo<'_>,
+        body: &[u8],
+        sum: Option<u64>,
+        generation: u64,
+    ) -> Result<WritePlan, DiskError> {
         let body_len = body.len() as u64;
         if body_len > info.object_len {
             return Err(DiskError::BadChunk("body longer than its object"));
         }
         debug_assert!(sum.is_none_or(|s| s == format::checksum(body)));
         let checksum = sum.unwrap_or_else(|| format::checksum(body));
-        let generation = self.next_generation.fetch_add(1, Relaxed);
         let header = format::encode(info, generation, body_len, checksum)?;
         let body_offset = header.len() as u64;
         let file_bytes = format::weight(body_offset + body_len);
@@ -465,7 +485,8 @@ impl DiskTier {
     /// bytes were taken (`plan.since`) names its object: a write queued before a purge or
     /// an invalidation never brings back what it removed (the file's description would
     /// answer for the object again, at once or after a restart). So is one older than the
-    /// removals the tier remembers.
+    /// removals the tier remembers, and one numbered before the write of the same chunk
+    /// the tier holds (counted as replaced).
     pub fn commit_write(&self, plan: &WritePlan) -> bool {
         let mut inner = self.inner();
         let removed = plan.since < inner.forgotten
@@ -481,6 +502,17 @@ impl DiskTier {
             // At once, not at the next sweep: a crash before it would leave the file for
             // the restart to load, describing what was removed again.
             self.unlink_now(vec![plan.final_path.clone()]);
+            return false;
+        }
+        // A write of the chunk numbered after this one committed first (writers run side
+        // by side): it stays, as a restart's recovery would keep it.
+        if inner
+            .index
+            .peek(&plan.key.as_ref())
+            .is_some_and(|held| held.generation > plan.generation)
+        {
+            self.counters.replaced.fetch_add(1, Relaxed);
+            inner.unlinks.push(plan.final_path.clone());
             return false;
         }
         let entry = Entry {
