@@ -71,6 +71,12 @@ pub struct Behaviour {
     /// Answer a Range with at most this many bytes from its start (0: all it asks), as an
     /// origin capping the bytes of a range does: a 206 whose `Content-Range` says so.
     pub range_cap: AtomicU64,
+    /// Send this many bytes (`J`) past a 206's range, its `Content-Length` counting them: an
+    /// answer longer than its `Content-Range` says.
+    pub range_junk: AtomicU64,
+    /// Send a 206 with no `Content-Length`, its body (and any `range_junk`) ended by the
+    /// connection's close.
+    pub range_unframed: AtomicBool,
     /// Delay before the response head, ms.
     pub head_delay_ms: AtomicU64,
     /// Delay between the response head and its body, ms.
@@ -385,8 +391,20 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
         };
         head.push_str(&format!("HTTP/1.1 {status} X\r\n"));
         let claim = b.claim_length.load(Ordering::Relaxed);
-        let announced = if claim > 0 { claim } else { end - start };
-        head.push_str(&format!("Content-Length: {announced}\r\n"));
+        let junk = match status {
+            206 => b.range_junk.load(Ordering::Relaxed) as usize,
+            _ => 0,
+        };
+        let unframed = status == 206 && b.range_unframed.load(Ordering::Relaxed);
+        let announced = if claim > 0 {
+            claim
+        } else {
+            end - start + junk as u64
+        };
+        match unframed {
+            true => head.push_str("Connection: close\r\n"),
+            false => head.push_str(&format!("Content-Length: {announced}\r\n")),
+        }
         if status == 206 {
             head.push_str(&format!(
                 "Content-Range: bytes {start}-{}/{len}\r\n",
@@ -455,7 +473,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>, b: &Behaviour, stop: &AtomicBool
                 ));
             }
         }
-        if truncated || claim > 0 {
+        if junk > 0 && !truncated && out.write_all(&vec![b'J'; junk]).is_err() {
+            return;
+        }
+        if truncated || claim > 0 || unframed {
             let _ = out.shutdown(std::net::Shutdown::Both);
             return;
         }

@@ -5,7 +5,8 @@
 //! one per chunk, whole and right; a second client takes it from the cache; a range of one
 //! chunk fetches nothing past its end; an answer that breaks off has the rest fetched chunk
 //! by chunk; an origin that caps the bytes of each range is asked again for the rest, from
-//! where each chunk stands; with read-ahead off, a round trip per chunk.
+//! where each chunk stands, and bytes an answer sends past its range are never taken for
+//! the object's; with read-ahead off, a round trip per chunk.
 
 use relay_tests::origin::{Object, Origin};
 use relay_tests::{Relay, fetch, metric_in, pattern};
@@ -272,4 +273,50 @@ fn an_origin_capping_its_ranges_is_asked_for_the_rest_of_each_chunk() {
     );
     let asked = origin.count("/tiny");
     assert!(asked < 6 * 70, "{asked} origin requests: bounded per chunk");
+}
+
+/// An origin whose 206s send bytes past the range their `Content-Range` names (counted in
+/// their `Content-Length`, or with no length and the connection's close ending them), with
+/// and without capping its ranges: those bytes are never taken for the object's. relay
+/// asks for the object whole instead, and every client gets the object's own bytes, from
+/// the origin and then from the cache.
+#[test]
+fn bytes_an_origin_sends_past_its_range_are_never_served() {
+    let origin = Origin::start();
+    origin.behaviour.range_junk.store(1000, Ordering::Relaxed);
+    let body = pattern(5 * CHUNK + 777, 13);
+    let relay = relay(&origin, "256 KiB");
+    for (n, (cap, unframed)) in [(0, false), (20_000, false), (0, true), (20_000, true)]
+        .into_iter()
+        .enumerate()
+    {
+        origin.behaviour.range_cap.store(cap, Ordering::Relaxed);
+        origin
+            .behaviour
+            .range_unframed
+            .store(unframed, Ordering::Relaxed);
+        let path = format!("/junk{n}");
+        origin.put(&path, Object::new(body.clone(), &format!("j{n}")));
+        for round in 0..2 {
+            let got = fetch(&relay.url(&path), &[]);
+            assert_eq!(got.status, 200, "{path} round {round}: {}", got.head);
+            assert!(
+                !got.body.windows(8).any(|w| w == b"JJJJJJJJ"),
+                "{path} (cap {cap}, unframed {unframed}) round {round}: the origin's stray \
+                 bytes in the body"
+            );
+            assert!(
+                got.body == body,
+                "{path} (cap {cap}, unframed {unframed}) round {round}: {} bytes, not the object",
+                got.body.len()
+            );
+            let (a, z) = (CHUNK + 5000, 3 * CHUNK + 100);
+            let part = fetch(&relay.url(&path), &["-r", &format!("{a}-{z}")]);
+            assert_eq!(part.status, 206, "{}", part.head);
+            assert!(
+                part.body == body[a..=z],
+                "{path} round {round}: the range's bytes"
+            );
+        }
+    }
 }

@@ -35,6 +35,9 @@ pub(super) struct Run<'a> {
     /// A whole fetch holding one of its origin's whole slots: it waits for each chunk as
     /// long as its client reads, rather than pausing out.
     pub patient: bool,
+    /// Where the answer's bytes end in the object ([`crate::head::answer_end`]): none past
+    /// it is read.
+    pub end: u64,
 }
 
 impl Context {
@@ -71,7 +74,15 @@ impl Context {
         };
         let status = resp.status().as_u16();
         let object = first.fill().key.object.clone();
-        match fits(status, resp.headers(), &meta, start) {
+        // (A 206 longer than its range, or without a length: see `Context::fill_rest`.)
+        let fits = match super::chunk::bounded(status, resp.headers()) {
+            true => fits(status, resp.headers(), &meta, start),
+            false => {
+                self.unbounded(origin, &first.fill().key.object, &path);
+                Err(FillError::Framing)
+            }
+        };
+        match fits {
             Ok(()) => {}
             // The object changed (a 416: it shrank): never stitched together.
             Err(FillError::Changed | FillError::Status(416)) => {
@@ -82,6 +93,7 @@ impl Context {
             // again); an answer that is not theirs, likewise.
             Err(e) => return self.fail_each(first, &feed, e),
         }
+        let answer_end = crate::head::answer_end(status, resp.headers());
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skipped to `start`.) A
         // whole answer runs to the object's end while it has a whole slot, made so before
@@ -119,6 +131,7 @@ impl Context {
             forward: &forward,
             last,
             patient: slot.is_some(),
+            end: answer_end,
         };
         self.fill_in_order(&run, body, lead, first, &feed).await;
     }
@@ -154,8 +167,14 @@ impl Context {
         loop {
             let broke = loop {
                 if pending.is_empty() {
+                    // (The answer's range is all in, the chunk not: fetched from where it
+                    // stands.)
+                    let room = run.end.saturating_sub(self.position(&current));
+                    if room == 0 {
+                        break Some(FillError::Truncated);
+                    }
                     match self.next_frame(origin, &mut body).await {
-                        Ok(Some(d)) => pending = d,
+                        Ok(Some(d)) => pending = super::body::within(d, room),
                         Ok(None) => break Some(FillError::Truncated),
                         Err(e) => break Some(e),
                     }

@@ -16,7 +16,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The first `room` bytes of `data` at most: an answer's bytes past where it said they end
+/// ([`crate::head::answer_end`]) are never taken for the object's.
+pub(super) fn within(data: Bytes, room: u64) -> Bytes {
+    match usize::try_from(room) {
+        Ok(room) if room < data.len() => data.slice(..room),
+        _ => data,
+    }
+}
+
 impl Context {
+    /// Where `writer`'s next byte lies in its object.
+    pub(super) fn position(&self, writer: &FillWriter) -> u64 {
+        let written = writer.fill().len() - writer.remaining();
+        self.store.layout.chunk_start(writer.fill().key.index) + written as u64
+    }
+
     fn idle_ms(&self, origin: usize) -> u64 {
         self.origins[origin].config.idle_timeout_ms
     }
@@ -100,7 +115,8 @@ impl Context {
 
     /// Streams a body into one fill; a body that breaks off gives its writer back, holding what
     /// it got, so that the rest can come from elsewhere (a chunk from a peer that died
-    /// mid-transfer continues from the origin at the same offset).
+    /// mid-transfer continues from the origin at the same offset). `end`: where the answer's
+    /// bytes end in the object ([`crate::head::answer_end`]); none past it is read.
     pub(super) async fn stream_or_return(
         &self,
         origin: usize,
@@ -108,13 +124,19 @@ impl Context {
         mut writer: FillWriter,
         meta: &ObjectMeta,
         sum: Sum,
+        end: u64,
     ) -> Result<(), (FillWriter, FillError)> {
         if sum != Sum::None {
             return self.checked_whole(origin, body, writer, meta, sum).await;
         }
         while writer.remaining() > 0 {
+            // (The answer's range is all in, the chunk not: the rest comes from elsewhere.)
+            let room = end.saturating_sub(self.position(&writer));
+            if room == 0 {
+                return Err((writer, FillError::Truncated));
+            }
             let data = match self.next_frame(origin, &mut body).await {
-                Ok(Some(d)) => d,
+                Ok(Some(d)) => within(d, room),
                 Ok(None) => return Err((writer, FillError::Truncated)),
                 Err(e) => return Err((writer, e)),
             };

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use relay_cache::ObjectMeta;
 use relay_cache::fill::{FillError, FillWriter};
+use std::sync::Arc;
 
 impl Context {
     /// Fills one chunk of a known version.
@@ -118,6 +119,21 @@ impl Context {
         }
     }
 
+    /// An origin answered a Range request for `object` with a 206 whose length is not its
+    /// range's: the object is asked for whole from now on
+    /// ([`crate::origin::Origin::unbounded`]).
+    pub(super) fn unbounded(&self, origin: usize, object: &Arc<str>, what: &str) {
+        let o = &self.origins[origin];
+        if !o.unbounded.contains(object) {
+            log::warn!(
+                "origin {}: {object}: {what}: a 206 whose Content-Length is not its \
+                 Content-Range's length; the object is asked for whole from now on",
+                o.config.authority
+            );
+        }
+        o.unbounded.note(object);
+    }
+
     /// An origin's answer for a chunk ended short of it: logged, counted, asked again.
     pub(super) fn resumed(&self, path: &str, w: &FillWriter, e: FillError) {
         log::debug!(
@@ -209,6 +225,13 @@ impl Context {
         peer: bool,
     ) -> Rest {
         let status = resp.status().as_u16();
+        // An origin's 206 of another length than its range's is not read (its bytes past
+        // the range would be taken for the object's next ones); one without a length is
+        // read up to its range's end.
+        if !peer && !bounded(status, resp.headers()) {
+            self.unbounded(origin, &writer.fill().key.object, "a chunk");
+            return Rest::Refused(writer, FillError::Framing);
+        }
         if let Err(e) = fits(status, resp.headers(), meta, from) {
             return Rest::Refused(writer, e);
         }
@@ -218,6 +241,7 @@ impl Context {
             resp.headers(),
             peer && writer.remaining() == writer.fill().len(),
         );
+        let end = head::answer_end(status, resp.headers());
         let mut body = resp.into_body();
         // (An origin that ignores Range sends the whole object: skip to `from`. One that
         // answers the range has the object forgotten as one it ignores Range for.)
@@ -248,7 +272,10 @@ impl Context {
         if n > 0 && writer.append(&leftover[..n]).is_err() {
             return Rest::Broke(writer, FillError::Truncated);
         }
-        match self.stream_or_return(origin, body, writer, meta, sum).await {
+        match self
+            .stream_or_return(origin, body, writer, meta, sum, end)
+            .await
+        {
             Ok(()) => Rest::Done,
             Err((w, e)) => Rest::Broke(w, e),
         }
@@ -306,6 +333,11 @@ pub(super) fn fits(
                 Err(FillError::Changed)
             }
             Ok(h) if status == 206 && h.range_start != from => Err(FillError::Truncated),
+            // A length other than the range's: bytes past the range would be read as the
+            // object's next ones.
+            Ok(_) if status == 206 && head::range_framed(headers) == Some(false) => {
+                Err(FillError::Framing)
+            }
             Ok(_) => Ok(()),
             Err(_) => Err(FillError::Truncated),
         },
@@ -317,6 +349,13 @@ pub(super) fn fits(
 /// having added bytes to it: an origin capping its ranges at 16 KiB fills a 1 MiB chunk
 /// in 64. Past them the chunk fails (its clients cut, never given a short body).
 pub(super) const MAX_RESUMES: u32 = 64;
+
+/// Whether an origin's answer with `status` may be read: not a 206 whose `Content-Length`
+/// is not its range's length ([`head::range_framed`]; one without a length is read up to
+/// its range's end, [`head::answer_end`]).
+pub(super) fn bounded(status: u16, headers: &http::HeaderMap) -> bool {
+    status != 206 || head::range_framed(headers) != Some(false)
+}
 
 /// How a chunk's answer went ([`Context::fill_rest`]).
 pub(super) enum Rest {

@@ -41,7 +41,9 @@ impl Context {
         let hints = self.store.inflight.pending(&object);
         // (An object whose last answer had no strong validator: whole at once, unless a
         // stale copy is revalidated.)
-        let mut whole = stale.is_none() && self.origins[origin].unvalidated.contains(&object);
+        let o = &self.origins[origin];
+        let mut whole =
+            stale.is_none() && (o.unvalidated.contains(&object) || o.unbounded.contains(&object));
         // The relays whose digests name the first chunk, then its owner among the site's
         // relays (once), then the origin.
         let mut ask_peer = peers;
@@ -149,6 +151,9 @@ impl Context {
                     if !head::strong_validator(resp.headers()) {
                         self.origins[origin].unvalidated.note(&object);
                     }
+                    if !super::chunk::bounded(status, resp.headers()) {
+                        self.unbounded(origin, &object, &path);
+                    }
                     whole = true;
                     continue;
                 }
@@ -169,6 +174,11 @@ impl Context {
             {
                 return self.head_failed(&object, FillError::Status(status));
             }
+            // (Never a chunk by Range of an origin whose 206s run past their range.)
+            let shape = Shape {
+                ranged: shape.ranged && !self.origins[origin].unbounded.contains(&object),
+                ..shape
+            };
             let d = describe(
                 shape.status,
                 resp.headers(),
@@ -223,6 +233,8 @@ impl Context {
                 }
                 _ => 0,
             };
+            let answered_end = head::answer_end(status, resp.headers());
+            let extent = (covered, answered_end);
             let body = resp.into_body();
             if let Some((fields, owned)) = carried {
                 // (Storable: see `carried`.)
@@ -246,7 +258,7 @@ impl Context {
                 let writer = self.start_first(origin, &key, &meta).await;
                 let spanned = self.open_span(&key, &meta, covered, writer.is_some(), None);
                 let ctx = self.clone();
-                let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
+                let answer = Answered::new(shape.partial, extent, spanned, &path, &forward);
                 tokio::spawn(async move {
                     ctx.fill_from(origin, answer, body, writer, &key, &meta, None)
                         .await;
@@ -315,7 +327,10 @@ impl Context {
             match (peer_answer && shape.partial, writer) {
                 // A peer's first chunk that breaks off continues from the origin where it
                 // stopped, into the same fill.
-                (true, Some(w)) => match self.stream_or_return(origin, body, w, &meta, sum).await {
+                (true, Some(w)) => match self
+                    .stream_or_return(origin, body, w, &meta, sum, answered_end)
+                    .await
+                {
                     Ok(()) => {}
                     Err((w, FillError::Corrupt)) => {
                         self.peer_corrupt(&path, &w);
@@ -328,7 +343,7 @@ impl Context {
                     }
                 },
                 (_, writer) => {
-                    let answer = Answered::new(shape.partial, covered, spanned, &path, &forward);
+                    let answer = Answered::new(shape.partial, extent, spanned, &path, &forward);
                     self.fill_from(origin, answer, body, writer, &object, &meta, keep.as_ref())
                         .await
                 }
@@ -444,7 +459,11 @@ impl Context {
             // range), or broke off, after some of its bytes: the rest is a chunk job of its
             // own, from where the chunk stands (as a run's chunks after a break are).
             let sum = super::body::Sum::None;
-            if let Err((w, e)) = self.stream_or_return(origin, body, first, meta, sum).await {
+            let end = answer.end;
+            if let Err((w, e)) = self
+                .stream_or_return(origin, body, first, meta, sum, end)
+                .await
+            {
                 match w.remaining() < w.fill().len() {
                     true => {
                         self.resumed(&answer.path, &w, e);
@@ -469,6 +488,7 @@ impl Context {
             meta,
             last,
             patient: false,
+            end: answer.end,
         };
         self.fill_in_order(&run, body, Bytes::new(), first, &feed)
             .await;
@@ -495,6 +515,8 @@ pub(super) struct Answered {
     pub partial: bool,
     /// The bytes it holds from the start (a 206).
     pub covered: u64,
+    /// Where its bytes end in the object ([`crate::head::answer_end`]).
+    pub end: u64,
     /// The fills of its chunks after the first, in order ([`Context::open_span`]).
     pub spanned: Vec<FillWriter>,
     /// The request target and the client's fields, for chunks fetched anew should the
@@ -504,9 +526,10 @@ pub(super) struct Answered {
 }
 
 impl Answered {
+    /// `(covered, end)`: the bytes it holds from the start, and where they end.
     fn new(
         partial: bool,
-        covered: u64,
+        (covered, end): (u64, u64),
         spanned: Vec<FillWriter>,
         path: &str,
         forward: &crate::Forward,
@@ -514,6 +537,7 @@ impl Answered {
         Answered {
             partial,
             covered,
+            end,
             spanned,
             path: path.to_string(),
             forward: forward.clone(),
@@ -613,6 +637,10 @@ fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Ans
         // A coding relay cannot take off: its bytes are not the body.
         _ if head::foreign_transfer_coding(h) => Answer::Refused(FillError::Framing),
         206 if whole => Answer::Refused(FillError::Framing),
+        // A 206 of another length than its range's (its bytes past the range would be read
+        // as the object's next ones): asked for whole. (One without a length is read up to
+        // its range's end.)
+        206 if head::range_framed(h) == Some(false) => Answer::Whole,
         206 => match head::content_range(h) {
             Ok(ContentRange::Bytes {
                 first: 0,
