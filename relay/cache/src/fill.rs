@@ -35,6 +35,8 @@ pub enum FillError {
     Malformed,
     #[error("upstream body ended early or was malformed")]
     Truncated,
+    #[error("upstream answer ended before the bytes asked for (a range shorter than asked)")]
+    Short,
     #[error("the object changed upstream between chunks")]
     Changed,
     #[error(
@@ -90,6 +92,7 @@ impl FillError {
             } => "idle_timeout",
             FillError::Malformed => "malformed",
             FillError::Truncated => "truncated",
+            FillError::Short => "short",
             FillError::Changed => "changed",
             FillError::Framing => "framing",
             FillError::Down => "down",

@@ -105,7 +105,8 @@ pub struct Origin {
     /// drop, asking again without Range).
     pub unvalidated: ranges::ObjectSet,
     /// Its objects it answered a Range request for with a 206 whose `Content-Length` is not
-    /// its range's length: asked for whole at once, and the whole answer read as a body
+    /// its range's length, or with ranges capped so short that a chunk took more answers
+    /// than a chunk fetch asks for (`fetch::chunk::MAX_RESUMES`): asked for whole at once, and the whole answer read as a body
     /// from one answer, never a chunk by Range, since the bytes such an answer sends past
     /// its range would be read as the object's next ones. (A 206 without a length is read
     /// up to its range's end: `head::answer_end`.)

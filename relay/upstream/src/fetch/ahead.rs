@@ -78,7 +78,9 @@ impl Context {
         let fits = match super::chunk::bounded(status, resp.headers()) {
             true => fits(status, resp.headers(), &meta, start),
             false => {
-                self.unbounded(origin, &first.fill().key.object, &path);
+                let why = "a 206 whose Content-Length is not its Content-Range's length";
+                let key = &first.fill().key;
+                self.unbounded(origin, &key.object, Some(key.version), why);
                 Err(FillError::Framing)
             }
         };
@@ -171,11 +173,11 @@ impl Context {
                     // stands.)
                     let room = run.end.saturating_sub(self.position(&current));
                     if room == 0 {
-                        break Some(FillError::Truncated);
+                        break Some(FillError::Short);
                     }
                     match self.next_frame(origin, &mut body).await {
                         Ok(Some(d)) => pending = super::body::within(d, room),
-                        Ok(None) => break Some(FillError::Truncated),
+                        Ok(None) => break Some(FillError::Short),
                         Err(e) => break Some(e),
                     }
                 }

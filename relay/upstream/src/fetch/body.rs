@@ -133,11 +133,11 @@ impl Context {
             // (The answer's range is all in, the chunk not: the rest comes from elsewhere.)
             let room = end.saturating_sub(self.position(&writer));
             if room == 0 {
-                return Err((writer, FillError::Truncated));
+                return Err((writer, FillError::Short));
             }
             let data = match self.next_frame(origin, &mut body).await {
                 Ok(Some(d)) => within(d, room),
-                Ok(None) => return Err((writer, FillError::Truncated)),
+                Ok(None) => return Err((writer, FillError::Short)),
                 Err(e) => return Err((writer, e)),
             };
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.

@@ -106,28 +106,51 @@ impl Context {
                 // An answer of the same version that ended short of the chunk after adding
                 // bytes to it (a 206 for fewer bytes than asked: RFC 9110 §15.3.7 has the
                 // client read what the answer encloses; or one that broke off): the rest
-                // is asked for from where the chunk stands, while each answer adds bytes.
-                Rest::Broke(w, e)
-                    if resumed < MAX_RESUMES && w.fill().len() - w.remaining() > written =>
-                {
-                    resumed += 1;
-                    self.resumed(&path, &w, e);
-                    writer = w;
+                // is asked for from where the chunk stands, while each answer adds at least
+                // a [`MAX_RESUMES`]th of the chunk. A whole answer that adds less (ranges
+                // capped too short to fill a chunk in that many answers) has the object
+                // asked for whole from now on, and its other chunk fetches stop resuming
+                // (a client that left does not keep them asking).
+                Rest::Broke(w, e) => {
+                    let added = (w.fill().len() - w.remaining()).saturating_sub(written);
+                    let least = w.fill().len().div_ceil(MAX_RESUMES as usize);
+                    let whole = self.origins[origin].unbounded.contains(&key.object);
+                    if added >= least.max(1) && resumed < MAX_RESUMES && !whole {
+                        resumed += 1;
+                        self.resumed(&path, &w, e);
+                        writer = w;
+                        continue;
+                    }
+                    if added > 0 && e == FillError::Short && !whole {
+                        let why = "ranges capped too short";
+                        self.unbounded(origin, &key.object, Some(key.version), why);
+                    }
+                    return self.fail(w, e);
                 }
-                Rest::Broke(w, e) => return self.fail(w, e),
             }
         }
     }
 
     /// An origin answered a Range request for `object` with a 206 whose length is not its
-    /// range's: the object is asked for whole from now on
-    /// ([`crate::origin::Origin::unbounded`]).
-    pub(super) fn unbounded(&self, origin: usize, object: &Arc<str>, what: &str) {
+    /// range's, or capped its ranges so short that a chunk took more than [`MAX_RESUMES`]
+    /// answers (`why`): the object is asked for whole from now on
+    /// ([`crate::origin::Origin::unbounded`]), its description of `version` (a stored one
+    /// whose chunks are fetched by Range) dropped with that version's chunks on disk, so
+    /// the next request asks for it anew.
+    pub(super) fn unbounded(
+        &self,
+        origin: usize,
+        object: &Arc<str>,
+        version: Option<u64>,
+        why: &str,
+    ) {
+        if let Some(version) = version {
+            self.changed(object, version);
+        }
         let o = &self.origins[origin];
         if !o.unbounded.contains(object) {
             log::warn!(
-                "origin {}: {object}: {what}: a 206 whose Content-Length is not its \
-                 Content-Range's length; the object is asked for whole from now on",
+                "origin {}: {object}: {why}; the object is asked for whole from now on",
                 o.config.authority
             );
         }
@@ -229,7 +252,9 @@ impl Context {
         // the range would be taken for the object's next ones); one without a length is
         // read up to its range's end.
         if !peer && !bounded(status, resp.headers()) {
-            self.unbounded(origin, &writer.fill().key.object, "a chunk");
+            let why = "a 206 whose Content-Length is not its Content-Range's length";
+            let key = &writer.fill().key;
+            self.unbounded(origin, &key.object, Some(key.version), why);
             return Rest::Refused(writer, FillError::Framing);
         }
         if let Err(e) = fits(status, resp.headers(), meta, from) {

@@ -152,7 +152,8 @@ impl Context {
                         self.origins[origin].unvalidated.note(&object);
                     }
                     if !super::chunk::bounded(status, resp.headers()) {
-                        self.unbounded(origin, &object, &path);
+                        let why = "a 206 whose Content-Length is not its Content-Range's length";
+                        self.unbounded(origin, &object, None, why);
                     }
                     whole = true;
                     continue;
