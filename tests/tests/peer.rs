@@ -738,9 +738,24 @@ fn five_relays_fetch_each_chunk_from_the_origin_once_under_zipf() {
 /// 300 ms. Every client gets its whole object, right.
 #[test]
 fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
+    peer_dies_mid_transfer("die", 0);
+}
+
+/// The same with an origin capping its ranges at 200 KiB: the first chunk a peer broke off
+/// in is continued from the origin answer after answer, as any chunk is, and every client
+/// gets its object whole.
+#[test]
+fn a_first_chunk_a_peer_broke_off_in_is_finished_from_a_capping_origin() {
+    peer_dies_mid_transfer("capdie", 200 << 10);
+}
+
+/// Twelve objects through relay A, B (owner of about half) killed mid-transfer; the origin
+/// capping its ranges at `cap` bytes (0: not).
+fn peer_dies_mid_transfer(tag: &str, cap: u64) {
     use relay_tests::origin::{Object, Origin};
     use std::sync::atomic::Ordering;
     let origin = Origin::start();
+    origin.behaviour.range_cap.store(cap, Ordering::Relaxed);
     origin
         .behaviour
         .piece_bytes
@@ -750,7 +765,10 @@ fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
     for (i, b) in bodies.iter().enumerate() {
         origin.put(&format!("/d{i}"), Object::new(b.clone(), &format!("d{i}")));
     }
-    let (da, db) = (TempDir::new("die-a"), TempDir::new("die-b"));
+    let (da, db) = (
+        TempDir::new(&format!("{tag}-a")),
+        TempDir::new(&format!("{tag}-b")),
+    );
     let a = cluster_relay_chunked(&da, &origin, &[], "1 MiB");
     let b = cluster_relay_chunked(&db, &origin, &[gossip_addr(&a)], "1 MiB");
     know_each_other(&[&a, &b]);
@@ -769,10 +787,13 @@ fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
         unsafe { libc::kill(b.pid() as libc::pid_t, libc::SIGKILL) };
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    for (i, (status, body)) in got.iter().enumerate() {
-        assert_eq!(*status, 200, "/d{i}");
-        assert!(body == &bodies[i], "/d{i}: other bytes");
-    }
+    let bad: Vec<String> = got
+        .iter()
+        .enumerate()
+        .filter(|(i, (status, body))| *status != 200 || body != &bodies[*i])
+        .map(|(i, (status, body))| format!("/d{i}: {status}, {} bytes", body.len()))
+        .collect();
+    assert!(bad.is_empty(), "cut or wrong (range cap {cap}): {bad:?}");
     let broke_off = a
         .log
         .lock()
@@ -781,8 +802,8 @@ fn a_chunk_from_a_peer_that_dies_mid_transfer_continues_from_the_origin() {
         .filter(|l| l.contains("broke off"))
         .count();
     eprintln!(
-        "12 objects through a relay whose peer died mid-transfer: all right; {broke_off} \
-         chunks continued from the origin where the peer stopped"
+        "12 objects through a relay whose peer died mid-transfer (range cap {cap}): all \
+         right; {broke_off} chunks continued from the origin where the peer stopped"
     );
     assert!(broke_off > 0, "no chunk was mid-transfer from the peer");
 }

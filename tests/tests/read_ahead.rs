@@ -331,3 +331,83 @@ fn bytes_an_origin_sends_past_its_range_are_never_served() {
         }
     }
 }
+
+/// An object smaller than a chunk with no validator at all, its first answer capped short,
+/// the object changing at the origin (same length) before the rest could be asked for: its
+/// chunk is never resumed by Range (nothing tells the versions apart), so no client gets,
+/// and the cache never keeps, one version's start with the other's rest.
+#[test]
+fn a_capped_answer_of_an_unvalidated_object_is_never_resumed_into_another_version() {
+    let origin = Origin::start();
+    origin.behaviour.range_cap.store(5_000, Ordering::Relaxed);
+    origin.behaviour.head_delay_ms.store(400, Ordering::Relaxed);
+    let len = 20_000;
+    let (v1, v2) = (pattern(len, 21), pattern(len, 22));
+    let weak = |body: &Vec<u8>| {
+        let mut o = Object::new(body.clone(), "x");
+        // No entity tag, no Last-Modified: no validator at all.
+        o.etag = String::new();
+        o.last_modified = None;
+        o
+    };
+    origin.put("/weak", weak(&v1));
+    let relay = relay(&origin, "256 KiB");
+    let url = relay.url("/weak");
+    let client = std::thread::spawn(move || fetch(&url, &[]));
+    // The first answer (v1) is on its way; the origin has the object change before the
+    // rest is asked for.
+    let t = Instant::now();
+    while origin.count("/weak") < 1 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    origin.put("/weak", weak(&v2));
+    let got = client.join().expect("client");
+    let again = fetch(&relay.url("/weak"), &[]);
+    for (who, got) in [("first", &got), ("second", &again)] {
+        let n = got.body.len();
+        let one = [&v1, &v2].iter().any(|v| got.body[..] == v[..n.min(len)]);
+        assert!(
+            n <= len && one && (n == len || got.code != 0),
+            "{who} client: {} of {len} bytes, exit {}: a whole version, or a cut prefix of \
+             one (asked: {:?})",
+            n,
+            got.code,
+            origin.ranges("/weak")
+        );
+    }
+}
+
+/// An object of an origin capping its ranges too short is asked for whole, and stored as a
+/// body from one answer; once stale, and changed at the origin, its revalidation is asked
+/// for whole too, and its client gets the new version whole (not the capped 206's first
+/// bytes taken for all of it).
+#[test]
+fn a_changed_object_of_an_origin_capping_its_ranges_revalidates_whole() {
+    let origin = Origin::start();
+    origin.behaviour.range_cap.store(100, Ordering::Relaxed);
+    let body = pattern(3 * CHUNK + 777, 31);
+    let object = |body: &Vec<u8>, tag: &str| {
+        let mut o = Object::new(body.clone(), tag);
+        o.cache_control = Some("max-age=1".into());
+        o
+    };
+    origin.put("/reval", object(&body, "r1"));
+    let relay = relay(&origin, "256 KiB");
+    let _cut = fetch(&relay.url("/reval"), &[]);
+    let whole = fetch(&relay.url("/reval"), &[]);
+    assert!(whole.status == 200 && whole.body == body, "asked for whole");
+    // Stale; the object changes.
+    std::thread::sleep(Duration::from_millis(2100));
+    let body2 = pattern(3 * CHUNK + 777, 32);
+    origin.put("/reval", object(&body2, "r2"));
+    let got = fetch(&relay.url("/reval"), &[]);
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert!(
+        got.body == body2,
+        "the changed object whole: {} of {} bytes (curl exit {})",
+        got.body.len(),
+        body2.len(),
+        got.code
+    );
+}

@@ -119,6 +119,9 @@ impl Context {
                         resumed += 1;
                         self.resumed(&path, &w, e);
                         writer = w;
+                        // (A peer's bytes before it broke off were checked by this answer,
+                        // which went past them: the next is asked from where it ended.)
+                        check_sent = false;
                         continue;
                     }
                     if added > 0 && e == FillError::Short && !whole {
@@ -173,14 +176,16 @@ impl Context {
 
     /// The rest of a chunk from the origin, after a peer's answer broke off (a head fetch's
     /// first chunk; `Context::chunk` loops on its own): asked from the chunk's start, the
-    /// bytes the peer sent checked against the origin's first.
+    /// bytes the peer sent checked against the origin's first. An answer that ends short
+    /// after them (an origin capping its ranges) has the rest fetched as a chunk job from
+    /// where the chunk stands, as [`Context::chunk`] resumes.
     pub(super) async fn resume_from_origin(
         &self,
         origin: usize,
         path: &str,
-        forward: &[(String, Vec<u8>)],
+        forward: &crate::Forward,
         writer: FillWriter,
-        meta: &ObjectMeta,
+        meta: &Arc<ObjectMeta>,
     ) {
         let start = self.store.layout.chunk_start(writer.fill().key.index);
         let end = start + writer.fill().len() as u64 - 1;
@@ -200,6 +205,11 @@ impl Context {
             Rest::Broke(w, FillError::Corrupt) => {
                 self.peer_corrupt(path, &w);
                 self.fail(w, FillError::Corrupt);
+            }
+            // (Past the peer's bytes: those are checked, and the rest goes on from there.)
+            Rest::Broke(w, e) if meta.ranged && w.fill().len() - w.remaining() > held => {
+                self.resumed(path, &w, e);
+                self.chunk_job(origin, path, meta, forward, w);
             }
             Rest::Refused(w, e) | Rest::Broke(w, e) => self.fail(w, e),
         }
@@ -283,6 +293,11 @@ impl Context {
                 Ok(rest) => rest,
                 Err(e) => return Rest::Broke(writer, e),
             };
+        }
+        // (An answer whose range ends before the held bytes cannot check them: none of it
+        // past its range is read.)
+        if held > 0 && end < from + held as u64 {
+            return Rest::Broke(writer, FillError::Short);
         }
         if held > 0 {
             leftover = match self

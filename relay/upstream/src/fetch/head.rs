@@ -42,8 +42,10 @@ impl Context {
         // (An object whose last answer had no strong validator: whole at once, unless a
         // stale copy is revalidated.)
         let o = &self.origins[origin];
+        // (An object whose origin's ranges cannot be read as the object's is asked for whole
+        // when revalidated too: a 206 of a changed one would be read as all of it.)
         let mut whole =
-            stale.is_none() && (o.unvalidated.contains(&object) || o.unbounded.contains(&object));
+            (stale.is_none() && o.unvalidated.contains(&object)) || o.unbounded.contains(&object);
         // The relays whose digests name the first chunk, then its owner among the site's
         // relays (once), then the origin.
         let mut ask_peer = peers;
@@ -458,14 +460,16 @@ impl Context {
         let Some(last) = answer.spanned.last().map(|w| w.fill().key.index) else {
             // A 206 that ended short of the first chunk (an origin capping the bytes of a
             // range), or broke off, after some of its bytes: the rest is a chunk job of its
-            // own, from where the chunk stands (as a run's chunks after a break are).
+            // own, from where the chunk stands (as a run's chunks after a break are), if the
+            // object's chunks may be fetched by Range (a strong validator: never two
+            // versions in one chunk).
             let sum = super::body::Sum::None;
             let end = answer.end;
             if let Err((w, e)) = self
                 .stream_or_return(origin, body, first, meta, sum, end)
                 .await
             {
-                match w.remaining() < w.fill().len() {
+                match meta.ranged && w.remaining() < w.fill().len() {
                     true => {
                         self.resumed(&answer.path, &w, e);
                         self.chunk_job(origin, &answer.path, meta, &answer.forward, w);
