@@ -389,6 +389,8 @@ pub struct Upstream {
     /// served from memory ([`Upstream::store_chunk`]).
     disk_writer: Option<disk_writer::DiskWriter>,
     admission: Option<Arc<Admission>>,
+    /// The descriptions, where a chunk admitted as it is served must still be described.
+    described: Arc<MetaCache>,
 }
 
 impl Upstream {
@@ -454,6 +456,7 @@ impl Upstream {
         let wakers = store.wakers.clone();
         let peers: Arc<std::sync::OnceLock<Peers>> = Arc::default();
         let (disk_writer, admission) = (writer.clone(), store.admission.clone());
+        let described = store.meta.clone();
         let ctx = fetch::Context::new(
             origins.clone(),
             store,
@@ -477,6 +480,7 @@ impl Upstream {
             peers,
             disk_writer,
             admission,
+            described,
         })
     }
 
@@ -497,6 +501,16 @@ impl Upstream {
             admission.mark_wanted(key);
             return;
         };
+        // The removals so far, then the object still described as this version: a purge or
+        // an invalidation drops the description before it is logged as a removal, so one
+        // after this count finds the write at commit, and one before has dropped the
+        // description. (The bytes may have been found long before: the chunks a slow
+        // client's read-ahead held for it.)
+        let since = relay_cache::disk::removals();
+        let current = self.described.get(key.object);
+        if current.is_none_or(|m| m.version != meta.version) {
+            return;
+        }
         admission.mark_written(key);
         writer.submit(disk_writer::WriteJob {
             key: key.to_owned_key(),
@@ -507,9 +521,7 @@ impl Upstream {
             body: body.clone(),
             sum: None,
             if_absent: true,
-            // (Its bytes, in memory, as they are now: an object removed since was dropped
-            // from memory, or is described anew.)
-            since: relay_cache::disk::removals(),
+            since,
         });
     }
 
