@@ -78,7 +78,7 @@ impl Context {
         let fits = match super::chunk::bounded(status, resp.headers()) {
             true => fits(status, resp.headers(), &meta, start),
             false => {
-                let why = "a 206 whose Content-Length is not its Content-Range's length";
+                let why = super::chunk::MISFRAMED;
                 let key = &first.fill().key;
                 self.unbounded(origin, &key.object, Some(key.version), why);
                 Err(FillError::Framing)

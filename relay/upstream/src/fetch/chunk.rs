@@ -262,7 +262,7 @@ impl Context {
         // the range would be taken for the object's next ones); one without a length is
         // read up to its range's end.
         if !peer && !bounded(status, resp.headers()) {
-            let why = "a 206 whose Content-Length is not its Content-Range's length";
+            let why = super::chunk::MISFRAMED;
             let key = &writer.fill().key;
             self.unbounded(origin, &key.object, Some(key.version), why);
             return Rest::Refused(writer, FillError::Framing);
@@ -389,6 +389,10 @@ pub(super) fn fits(
 /// having added bytes to it: an origin capping its ranges at 16 KiB fills a 1 MiB chunk
 /// in 64. Past them the chunk fails (its clients cut, never given a short body).
 pub(super) const MAX_RESUMES: u32 = 64;
+
+/// Why an object is asked for whole when its origin's 206 is of another length than its
+/// range ([`Context::unbounded`]).
+pub(super) const MISFRAMED: &str = "a 206 whose Content-Length is not its Content-Range's length";
 
 /// Whether an origin's answer with `status` may be read: not a 206 whose `Content-Length`
 /// is not its range's length ([`head::range_framed`]; one without a length is read up to

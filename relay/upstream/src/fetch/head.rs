@@ -154,7 +154,7 @@ impl Context {
                         self.origins[origin].unvalidated.note(&object);
                     }
                     if !super::chunk::bounded(status, resp.headers()) {
-                        let why = "a 206 whose Content-Length is not its Content-Range's length";
+                        let why = super::chunk::MISFRAMED;
                         self.unbounded(origin, &object, None, why);
                     }
                     whole = true;
