@@ -288,9 +288,9 @@ fn an_origin_capping_its_ranges_is_asked_for_the_rest_of_each_chunk() {
 
 /// An origin whose 206s send bytes past the range their `Content-Range` names (counted in
 /// their `Content-Length`, or with no length and the connection's close ending them), with
-/// and without capping its ranges: those bytes are never taken for the object's. relay
-/// asks for the object whole instead, and every client gets the object's own bytes, from
-/// the origin and then from the cache.
+/// and without capping its ranges: those bytes are never read (each answer is read up to
+/// the end its `Content-Range` names, the rest asked for from there), and every client gets
+/// the object's own bytes, from the origin and then from the cache.
 #[test]
 fn bytes_an_origin_sends_past_its_range_are_never_served() {
     let origin = Origin::start();

@@ -104,12 +104,10 @@ pub struct Origin {
     /// head fetch asks for them whole at once, not for a range first (whose answer it would
     /// drop, asking again without Range).
     pub unvalidated: ranges::ObjectSet,
-    /// Its objects it answered a Range request for with a 206 whose `Content-Length` is not
-    /// its range's length, or with ranges capped so short that a chunk took more answers
-    /// than a chunk fetch asks for (`fetch::chunk::MAX_RESUMES`): asked for whole at once, and the whole answer read as a body
-    /// from one answer, never a chunk by Range, since the bytes such an answer sends past
-    /// its range would be read as the object's next ones. (A 206 without a length is read
-    /// up to its range's end: `head::answer_end`.)
+    /// Its objects it answers Range requests for with ranges capped so short that a chunk
+    /// took more answers than a chunk fetch asks for (`fetch::chunk::MAX_RESUMES`): asked
+    /// for whole at once, and the whole answer read as a body from one answer, never a
+    /// chunk by Range.
     pub unbounded: ranges::ObjectSet,
     /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
     /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).

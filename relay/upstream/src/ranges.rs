@@ -10,8 +10,8 @@
 //! Per object, not per origin: an origin may serve files with Range and a dynamic path
 //! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is
 //! learnt again at its next whole answer). The same kind of set keeps an origin's objects
-//! whose last answer had no strong validator (`Origin::unvalidated`), and those whose 206s
-//! are longer than their range (`Origin::unbounded`), asked for whole.
+//! whose last answer had no strong validator (`Origin::unvalidated`), and those whose
+//! ranges are capped too short to fill a chunk (`Origin::unbounded`), asked for whole.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -74,17 +74,7 @@ impl Context {
         };
         let status = resp.status().as_u16();
         let object = first.fill().key.object.clone();
-        // (A 206 longer than its range, or without a length: see `Context::fill_rest`.)
-        let fits = match super::chunk::bounded(status, resp.headers()) {
-            true => fits(status, resp.headers(), &meta, start),
-            false => {
-                let why = super::chunk::MISFRAMED;
-                let key = &first.fill().key;
-                self.unbounded(origin, &key.object, Some(key.version), why);
-                Err(FillError::Framing)
-            }
-        };
-        match fits {
+        match fits(status, resp.headers(), &meta, start) {
             Ok(()) => {}
             // The object changed (a 416: it shrank): never stitched together.
             Err(FillError::Changed | FillError::Status(416)) => {

@@ -126,7 +126,7 @@ impl Context {
                     }
                     if added > 0 && e == FillError::Short && !whole {
                         let why = "ranges capped too short";
-                        self.unbounded(origin, &key.object, Some(key.version), why);
+                        self.unbounded(origin, &key.object, key.version, why);
                     }
                     return self.fail(w, e);
                 }
@@ -134,22 +134,13 @@ impl Context {
         }
     }
 
-    /// An origin answered a Range request for `object` with a 206 whose length is not its
-    /// range's, or capped its ranges so short that a chunk took more than [`MAX_RESUMES`]
-    /// answers (`why`): the object is asked for whole from now on
+    /// An origin capped its ranges for `object` so short that a chunk took more than
+    /// [`MAX_RESUMES`] answers (`why`): the object is asked for whole from now on
     /// ([`crate::origin::Origin::unbounded`]), its description of `version` (a stored one
     /// whose chunks are fetched by Range) dropped with that version's chunks on disk, so
     /// the next request asks for it anew.
-    pub(super) fn unbounded(
-        &self,
-        origin: usize,
-        object: &Arc<str>,
-        version: Option<u64>,
-        why: &str,
-    ) {
-        if let Some(version) = version {
-            self.changed(object, version);
-        }
+    pub(super) fn unbounded(&self, origin: usize, object: &Arc<str>, version: u64, why: &str) {
+        self.changed(object, version);
         let o = &self.origins[origin];
         if !o.unbounded.contains(object) {
             log::warn!(
@@ -258,15 +249,6 @@ impl Context {
         peer: bool,
     ) -> Rest {
         let status = resp.status().as_u16();
-        // An origin's 206 of another length than its range's is not read (its bytes past
-        // the range would be taken for the object's next ones); one without a length is
-        // read up to its range's end.
-        if !peer && !bounded(status, resp.headers()) {
-            let why = super::chunk::MISFRAMED;
-            let key = &writer.fill().key;
-            self.unbounded(origin, &key.object, Some(key.version), why);
-            return Rest::Refused(writer, FillError::Framing);
-        }
         if let Err(e) = fits(status, resp.headers(), meta, from) {
             return Rest::Refused(writer, e);
         }
@@ -373,11 +355,6 @@ pub(super) fn fits(
                 Err(FillError::Changed)
             }
             Ok(h) if status == 206 && h.range_start != from => Err(FillError::Truncated),
-            // A length other than the range's: bytes past the range would be read as the
-            // object's next ones.
-            Ok(_) if status == 206 && head::range_framed(headers) == Some(false) => {
-                Err(FillError::Framing)
-            }
             Ok(_) => Ok(()),
             Err(_) => Err(FillError::Truncated),
         },
@@ -389,17 +366,6 @@ pub(super) fn fits(
 /// having added bytes to it: an origin capping its ranges at 16 KiB fills a 1 MiB chunk
 /// in 64. Past them the chunk fails (its clients cut, never given a short body).
 pub(super) const MAX_RESUMES: u32 = 64;
-
-/// Why an object is asked for whole when its origin's 206 is of another length than its
-/// range ([`Context::unbounded`]).
-pub(super) const MISFRAMED: &str = "a 206 whose Content-Length is not its Content-Range's length";
-
-/// Whether an origin's answer with `status` may be read: not a 206 whose `Content-Length`
-/// is not its range's length ([`head::range_framed`]; one without a length is read up to
-/// its range's end, [`head::answer_end`]).
-pub(super) fn bounded(status: u16, headers: &http::HeaderMap) -> bool {
-    status != 206 || head::range_framed(headers) != Some(false)
-}
 
 /// How a chunk's answer went ([`Context::fill_rest`]).
 pub(super) enum Rest {

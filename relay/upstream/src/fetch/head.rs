@@ -153,10 +153,6 @@ impl Context {
                     if !head::strong_validator(resp.headers()) {
                         self.origins[origin].unvalidated.note(&object);
                     }
-                    if !super::chunk::bounded(status, resp.headers()) {
-                        let why = super::chunk::MISFRAMED;
-                        self.unbounded(origin, &object, None, why);
-                    }
                     whole = true;
                     continue;
                 }
@@ -642,10 +638,6 @@ fn answer(status: u16, h: &http::HeaderMap, whole: bool, chunk_size: u64) -> Ans
         // A coding relay cannot take off: its bytes are not the body.
         _ if head::foreign_transfer_coding(h) => Answer::Refused(FillError::Framing),
         206 if whole => Answer::Refused(FillError::Framing),
-        // A 206 of another length than its range's (its bytes past the range would be read
-        // as the object's next ones): asked for whole. (One without a length is read up to
-        // its range's end.)
-        206 if head::range_framed(h) == Some(false) => Answer::Whole,
         206 => match head::content_range(h) {
             Ok(ContentRange::Bytes {
                 first: 0,
