@@ -11,6 +11,9 @@
 //                             new version (each byte is the version number)
 //   /weak/N                   the same behind one weak ETag, W/"same"
 //   /strong/N                 the same with a strong ETag naming each version
+//   /ranged/N[?cap=C&extra=E] N bytes of pattern behind one strong ETag, Range answered by
+//                             node's own framing (chunked: no Content-Length), each range
+//                             capped at C bytes, E bytes of "J" sent past it
 //   /slow-chunked/N           N bytes chunked, 16 KiB every 50 ms (a stream still arriving)
 //   /hints                    103 Early Hints (a Link), then after 200 ms a 200
 //   /dated/NAME?ago=S&exp=S&cc=..&ago304=S
@@ -65,6 +68,24 @@ function versioned(req, res, n, etag) {
       res.end(body.subarray(first, last + 1));
       return;
     }
+  }
+  res.writeHead(200, headers);
+  res.end(body);
+}
+
+function ranged(req, res, n, cap, extra) {
+  const body = pattern(n, 5);
+  const headers = { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'max-age=60', ETag: `"r${n}"` };
+  const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || '');
+  if (m && Number(m[1]) < n) {
+    const first = Number(m[1]);
+    let last = Math.min(m[2] === '' ? n - 1 : Number(m[2]), n - 1);
+    if (cap > 0) last = Math.min(last, first + cap - 1);
+    headers['Content-Range'] = `bytes ${first}-${last}/${n}`;
+    res.writeHead(206, headers);
+    res.write(body.subarray(first, last + 1));
+    res.end(Buffer.alloc(extra, 'J'));
+    return;
   }
   res.writeHead(200, headers);
   res.end(body);
@@ -129,6 +150,8 @@ const server = http.createServer((req, res) => {
     versioned(req, res, Number(parts[2]), null);
   } else if (parts[1] === 'weak') {
     versioned(req, res, Number(parts[2]), () => 'W/"same"');
+  } else if (parts[1] === 'ranged') {
+    ranged(req, res, Number(parts[2]), Number(q.cap || 0), Number(q.extra || 0));
   } else if (parts[1] === 'strong') {
     versioned(req, res, Number(parts[2]), (v) => `"v${v}"`);
   } else if (path === '/hints') {

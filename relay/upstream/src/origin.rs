@@ -108,7 +108,7 @@ pub struct Origin {
     /// took more answers than a chunk fetch asks for (`fetch::chunk::MAX_RESUMES`): asked
     /// for whole at once, and the whole answer read as a body from one answer, never a
     /// chunk by Range.
-    pub unbounded: ranges::ObjectSet,
+    pub capped: ranges::ObjectSet,
     /// Whole fetches ([`feed::Feed::whole`]) that wait for their clients, holding a fetch
     /// slot while they read: at most half of `max_connections` ([`Origin::whole_slot`]).
     pub(crate) whole_fetches: Arc<AtomicU64>,
@@ -158,7 +158,7 @@ impl Origin {
             policy: Arc::default(),
             range_ignored: Default::default(),
             unvalidated: Default::default(),
-            unbounded: Default::default(),
+            capped: Default::default(),
             whole_fetches: Arc::default(),
             slot_waiters: AtomicU64::new(0),
             strays: Arc::default(),

@@ -11,7 +11,7 @@
 //! without. Bounded: past [`MOST`] objects the set starts afresh (an object forgotten is
 //! learnt again at its next whole answer). The same kind of set keeps an origin's objects
 //! whose last answer had no strong validator (`Origin::unvalidated`), and those whose
-//! ranges are capped too short to fill a chunk (`Origin::unbounded`), asked for whole.
+//! ranges are capped too short to fill a chunk (`Origin::capped`), asked for whole.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -76,6 +76,39 @@ fn rfc9110_8_8_1_a_strong_validator_that_changes_between_chunks_cuts_the_body() 
     assert_eq!(versions(&got.body).len(), 1);
 }
 
+/// §15.3.7: a client reads what a 206's `Content-Range` encloses. node answers each range
+/// with its own framing (chunked, no `Content-Length`); capped at 100,000 bytes a range,
+/// and with 3,000 bytes past each range in the same chunked body: relay reads each answer
+/// up to the end its `Content-Range` names and asks for the rest from there, so the object
+/// (4 chunks) and a range of it arrive whole and right, never with a byte past a range.
+#[test]
+fn rfc9110_15_3_7_a_206_is_read_up_to_the_end_its_content_range_names() {
+    let node = Node::start();
+    let relay = node.relay();
+    let len = 1_000_000;
+    let want = pattern(len, 5);
+    for query in ["", "?cap=100000", "?cap=100000&extra=3000", "?extra=3000"] {
+        let path = format!("/ranged/{len}{query}");
+        let got = get(&relay, &path);
+        assert_eq!((got.code, got.status), (0, 200), "{path}: {}", got.head);
+        assert!(
+            got.body == want,
+            "{path}: {} bytes, not the object",
+            got.body.len()
+        );
+        let again = get(&relay, &path);
+        assert_eq!(again.field("cache-status"), Some("relay; hit"), "{path}");
+        assert!(again.body == want, "{path}: the stored object");
+        let cold = format!("/ranged/{len}?cold=1{}", query.replacen('?', "&", 1));
+        let r = fetch(&relay.url(&cold), &["-r", "300000-700000"]);
+        assert_eq!((r.code, r.status), (0, 206), "{cold}: {}", r.head);
+        assert!(
+            r.body == want[300_000..=700_000],
+            "{cold}: the range's bytes"
+        );
+    }
+}
+
 /// §15.4.5: relay's 304 for a stored response carries the fields a 200 would among
 /// `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires` and `Vary`, with
 /// `Last-Modified` and `Age`; none with an empty value, and no representation metadata

@@ -159,15 +159,9 @@ impl Context {
         loop {
             let broke = loop {
                 if pending.is_empty() {
-                    // (The answer's range is all in, the chunk not: fetched from where it
-                    // stands.)
-                    let room = run.end.saturating_sub(self.position(&current));
-                    if room == 0 {
-                        break Some(FillError::Short);
-                    }
-                    match self.next_frame(origin, &mut body).await {
-                        Ok(Some(d)) => pending = super::body::within(d, room),
-                        Ok(None) => break Some(FillError::Short),
+                    // (A chunk the answer ended short of: fetched from where it stands.)
+                    match self.next_for(origin, &mut body, &current, run.end).await {
+                        Ok(d) => pending = d,
                         Err(e) => break Some(e),
                     }
                 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// The first `room` bytes of `data` at most: an answer's bytes past where it said they end
 /// ([`crate::head::answer_end`]) are never taken for the object's.
-pub(super) fn within(data: Bytes, room: u64) -> Bytes {
+fn within(data: Bytes, room: u64) -> Bytes {
     match usize::try_from(room) {
         Ok(room) if room < data.len() => data.slice(..room),
         _ => data,
@@ -27,9 +27,29 @@ pub(super) fn within(data: Bytes, room: u64) -> Bytes {
 
 impl Context {
     /// Where `writer`'s next byte lies in its object.
-    pub(super) fn position(&self, writer: &FillWriter) -> u64 {
+    fn position(&self, writer: &FillWriter) -> u64 {
         let written = writer.fill().len() - writer.remaining();
         self.store.layout.chunk_start(writer.fill().key.index) + written as u64
+    }
+
+    /// The next bytes of `body` for `writer`, as far as the answer's bytes go (`end`, where
+    /// they end in the object: [`crate::head::answer_end`]; none past it is read):
+    /// [`FillError::Short`] once they are all in, or the body ended, with the chunk not.
+    pub(super) async fn next_for(
+        &self,
+        origin: usize,
+        body: &mut Incoming,
+        writer: &FillWriter,
+        end: u64,
+    ) -> Result<Bytes, FillError> {
+        let room = end.saturating_sub(self.position(writer));
+        if room == 0 {
+            return Err(FillError::Short);
+        }
+        match self.next_frame(origin, body).await? {
+            Some(d) => Ok(within(d, room)),
+            None => Err(FillError::Short),
+        }
     }
 
     fn idle_ms(&self, origin: usize) -> u64 {
@@ -130,14 +150,9 @@ impl Context {
             return self.checked_whole(origin, body, writer, meta, sum).await;
         }
         while writer.remaining() > 0 {
-            // (The answer's range is all in, the chunk not: the rest comes from elsewhere.)
-            let room = end.saturating_sub(self.position(&writer));
-            if room == 0 {
-                return Err((writer, FillError::Short));
-            }
-            let data = match self.next_frame(origin, &mut body).await {
-                Ok(Some(d)) => within(d, room),
-                Ok(None) => return Err((writer, FillError::Short)),
+            // (A chunk the answer ended short of: the rest comes from elsewhere.)
+            let data = match self.next_for(origin, &mut body, &writer, end).await {
+                Ok(d) => d,
                 Err(e) => return Err((writer, e)),
             };
             // A whole-object body (Range ignored) runs past this chunk: keep only its part.

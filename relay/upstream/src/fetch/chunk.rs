@@ -114,7 +114,7 @@ impl Context {
                 Rest::Broke(w, e) => {
                     let added = (w.fill().len() - w.remaining()).saturating_sub(written);
                     let least = w.fill().len().div_ceil(MAX_RESUMES as usize);
-                    let whole = self.origins[origin].unbounded.contains(&key.object);
+                    let whole = self.origins[origin].capped.contains(&key.object);
                     if added >= least.max(1) && resumed < MAX_RESUMES && !whole {
                         resumed += 1;
                         self.resumed(&path, &w, e);
@@ -126,7 +126,7 @@ impl Context {
                     }
                     if added > 0 && e == FillError::Short && !whole {
                         let why = "ranges capped too short";
-                        self.unbounded(origin, &key.object, key.version, why);
+                        self.capped(origin, &key.object, key.version, why);
                     }
                     return self.fail(w, e);
                 }
@@ -136,19 +136,19 @@ impl Context {
 
     /// An origin capped its ranges for `object` so short that a chunk took more than
     /// [`MAX_RESUMES`] answers (`why`): the object is asked for whole from now on
-    /// ([`crate::origin::Origin::unbounded`]), its description of `version` (a stored one
+    /// ([`crate::origin::Origin::capped`]), its description of `version` (a stored one
     /// whose chunks are fetched by Range) dropped with that version's chunks on disk, so
     /// the next request asks for it anew.
-    pub(super) fn unbounded(&self, origin: usize, object: &Arc<str>, version: u64, why: &str) {
+    pub(super) fn capped(&self, origin: usize, object: &Arc<str>, version: u64, why: &str) {
         self.changed(object, version);
         let o = &self.origins[origin];
-        if !o.unbounded.contains(object) {
+        if !o.capped.contains(object) {
             log::warn!(
                 "origin {}: {object}: {why}; the object is asked for whole from now on",
                 o.config.authority
             );
         }
-        o.unbounded.note(object);
+        o.capped.note(object);
     }
 
     /// An origin's answer for a chunk ended short of it: logged, counted, asked again.

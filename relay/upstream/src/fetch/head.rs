@@ -42,10 +42,10 @@ impl Context {
         // (An object whose last answer had no strong validator: whole at once, unless a
         // stale copy is revalidated.)
         let o = &self.origins[origin];
-        // (An object whose origin's ranges cannot be read as the object's is asked for whole
-        // when revalidated too: a 206 of a changed one would be read as all of it.)
+        // (An object whose origin caps its ranges too short is asked for whole when
+        // revalidated too: a 206 of a changed one would be read as all of it.)
         let mut whole =
-            (stale.is_none() && o.unvalidated.contains(&object)) || o.unbounded.contains(&object);
+            (stale.is_none() && o.unvalidated.contains(&object)) || o.capped.contains(&object);
         // The relays whose digests name the first chunk, then its owner among the site's
         // relays (once), then the origin.
         let mut ask_peer = peers;
@@ -173,9 +173,9 @@ impl Context {
             {
                 return self.head_failed(&object, FillError::Status(status));
             }
-            // (Never a chunk by Range of an origin whose 206s run past their range.)
+            // (Never a chunk by Range of an origin that caps its ranges too short.)
             let shape = Shape {
-                ranged: shape.ranged && !self.origins[origin].unbounded.contains(&object),
+                ranged: shape.ranged && !self.origins[origin].capped.contains(&object),
                 ..shape
             };
             let d = describe(
